@@ -1,0 +1,239 @@
+//! The side effects: commit the ruleset with `nft`, read the live ruleset back, verify,
+//! repair. The only module that runs a program.
+//!
+//! `nft` runs from an absolute path given by the caller (the agent checks it at startup) and
+//! in the caller's network namespace: the traffic tests call these functions from a thread
+//! that entered a test namespace, so they exercise exactly this code.
+
+use std::path::{Path, PathBuf};
+
+use nftables::helper::{self, NftablesError};
+use serde::Serialize;
+
+use crate::ruleset::{Counters, Ruleset};
+use crate::verify::{Drift, LiveRuleset, VerifyError};
+
+/// Why the firewall could not be applied, read or verified. Every variant means the egress
+/// policy is not known to be enforced: callers fail closed.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    /// The nft path must be absolute so that `PATH` cannot choose the program.
+    #[error("nft path `{0}` is not absolute; give the full path, e.g. /usr/sbin/nft")]
+    NftPathNotAbsolute(PathBuf),
+    /// No nft at that path.
+    #[error("nft not found at `{path}` ({reason}); install the Debian package `nftables`")]
+    NftMissing { path: PathBuf, reason: String },
+    /// nft ran and failed; its stderr says why (often: not root / no CAP_NET_ADMIN).
+    #[error("`{path} {action}` failed: {stderr}")]
+    NftFailed {
+        path: PathBuf,
+        action: &'static str,
+        stderr: String,
+    },
+    /// nft could not be started or its output was not text.
+    #[error("could not run `{path}`: {reason}")]
+    NftExecution { path: PathBuf, reason: String },
+    /// The live ruleset could not be parsed.
+    #[error(transparent)]
+    Unreadable(#[from] VerifyError),
+    /// The ruleset was committed but the kernel still differs from the intent. Something is
+    /// rewriting the ruleset concurrently, or this nft/kernel prints rules differently.
+    #[error("after applying, the live ruleset still differs from the intended one: {}", join(.0))]
+    StillDrifted(Vec<Drift>),
+}
+
+fn join(drift: &[Drift]) -> String {
+    let parts: Vec<String> = drift.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
+/// What [`Firewall::apply`] did. Applying an unchanged ruleset touches nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ApplyOutcome {
+    /// The kernel already enforced exactly the intended ruleset; nothing was written.
+    Unchanged,
+    /// The ruleset was (re)written; `repaired` is the drift found before writing (just
+    /// `TableMissing` on first boot).
+    Applied { repaired: Vec<Drift> },
+}
+
+/// The result of a read-only check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// Empty when the kernel enforces exactly the intended ruleset.
+    pub drift: Vec<Drift>,
+    /// Packets and bytes dropped by each chain, for the admin page.
+    pub counters: Counters,
+}
+
+impl Status {
+    pub fn is_enforced(&self) -> bool {
+        self.drift.is_empty()
+    }
+}
+
+/// The `nft` program, by absolute path.
+#[derive(Debug, Clone)]
+pub struct Nft {
+    path: PathBuf,
+}
+
+impl Nft {
+    /// Check that `path` is absolute and is a file. Done once at startup, so that a missing
+    /// package is reported before anything else happens.
+    pub fn new(path: impl Into<PathBuf>) -> Result<Nft, FirewallError> {
+        let path = path.into();
+        if !path.is_absolute() {
+            return Err(FirewallError::NftPathNotAbsolute(path));
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(Nft { path }),
+            Ok(_) => Err(FirewallError::NftMissing {
+                path,
+                reason: "not a file".into(),
+            }),
+            Err(e) => Err(FirewallError::NftMissing {
+                reason: e.to_string(),
+                path,
+            }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, action: &'static str, error: NftablesError) -> FirewallError {
+        match error {
+            NftablesError::NftFailed { stderr, .. } => FirewallError::NftFailed {
+                path: self.path.clone(),
+                action,
+                stderr: stderr.trim().to_owned(),
+            },
+            other => FirewallError::NftExecution {
+                path: self.path.clone(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// `nft -j list ruleset`.
+    pub fn list_ruleset(&self) -> Result<LiveRuleset, FirewallError> {
+        let json =
+            helper::get_current_ruleset_raw(Some(self.path.as_os_str()), ["list", "ruleset"])
+                .map_err(|e| self.error("-j list ruleset", e))?;
+        Ok(LiveRuleset::parse(&json)?)
+    }
+
+    /// `nft -j -f -` with one batch: one kernel transaction, all or nothing.
+    pub fn commit(&self, batch: &serde_json::Value) -> Result<(), FirewallError> {
+        helper::apply_ruleset_raw(
+            &batch.to_string(),
+            Some(self.path.as_os_str()),
+            helper::DEFAULT_ARGS,
+        )
+        .map_err(|e| self.error("-j -f -", e))?;
+        Ok(())
+    }
+}
+
+/// The egress firewall: an intended ruleset and the nft that enforces it.
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    nft: Nft,
+    ruleset: Ruleset,
+}
+
+impl Firewall {
+    pub fn new(nft: Nft, ruleset: Ruleset) -> Firewall {
+        Firewall { nft, ruleset }
+    }
+
+    pub fn ruleset(&self) -> &Ruleset {
+        &self.ruleset
+    }
+
+    pub fn nft(&self) -> &Nft {
+        &self.nft
+    }
+
+    /// Read the live ruleset and compare it with the intent. Changes nothing.
+    pub fn status(&self) -> Result<Status, FirewallError> {
+        let live = self.nft.list_ruleset()?;
+        Ok(Status {
+            drift: live.drift(&self.ruleset),
+            counters: live.counters(),
+        })
+    }
+
+    /// Make the kernel enforce the intended ruleset: if it already does, do nothing
+    /// ([`ApplyOutcome::Unchanged`]); otherwise replace our table (and delete foreign
+    /// accept-policy tables) in one transaction, carrying the drop counters over, then read
+    /// back and verify. Errors mean the policy is not known to be enforced.
+    pub fn apply(&self) -> Result<ApplyOutcome, FirewallError> {
+        let live = self.nft.list_ruleset()?;
+        let drift = live.drift(&self.ruleset);
+        if drift.is_empty() {
+            return Ok(ApplyOutcome::Unchanged);
+        }
+        let batch = self
+            .ruleset
+            .commit_batch(&live.counters(), &live.foreign_accept_tables());
+        self.nft.commit(&batch)?;
+        let after = self.nft.list_ruleset()?.drift(&self.ruleset);
+        if !after.is_empty() {
+            return Err(FirewallError::StillDrifted(after));
+        }
+        Ok(ApplyOutcome::Applied { repaired: drift })
+    }
+
+    /// Remove our table (used by `wardbox firewall` in the dev profile and by tests). Fails
+    /// if the table is absent.
+    pub fn remove(&self) -> Result<(), FirewallError> {
+        let batch = serde_json::json!({"nftables": [
+            {"delete": {"table": {"family": "inet", "name": crate::ruleset::TABLE}}}
+        ]});
+        self.nft.commit(&batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nft_path_must_be_absolute_and_exist() {
+        let err = Nft::new("nft").expect_err("relative refused");
+        assert_eq!(
+            err.to_string(),
+            "nft path `nft` is not absolute; give the full path, e.g. /usr/sbin/nft"
+        );
+        let err = Nft::new("/nonexistent/nft").expect_err("missing refused");
+        assert!(
+            err.to_string()
+                .starts_with("nft not found at `/nonexistent/nft` ("),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with("install the Debian package `nftables`"),
+            "{err}"
+        );
+        let err = Nft::new("/").expect_err("directory refused");
+        assert!(err.to_string().contains("not a file"), "{err}");
+    }
+
+    #[test]
+    fn a_failing_nft_is_reported_with_its_stderr() {
+        // /bin/false stands in for an nft that refuses (e.g. no CAP_NET_ADMIN): the error
+        // must say which command failed, and apply must fail closed.
+        let nft = Nft::new("/bin/false").expect("exists");
+        let err = nft.list_ruleset().expect_err("false fails");
+        assert!(
+            err.to_string()
+                .starts_with("`/bin/false -j list ruleset` failed"),
+            "{err}"
+        );
+    }
+}
