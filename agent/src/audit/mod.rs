@@ -1,0 +1,167 @@
+//! The audit log: append-only, hash-chained records in the store.
+//!
+//! Each record carries the previous record's sha256, so that editing, deleting or reordering
+//! any record breaks the chain at that record, and checkpoints of the chain head kept outside
+//! the database (journal and checkpoint log) catch a truncated tail.
+//!
+//! Architecture invariant: records carry hashes, ids and lengths of prompts and answers, never
+//! their text. [`TextDigest`] is the only way free text enters a record.
+
+mod checkpoint;
+mod export;
+mod verify;
+mod writer;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use checkpoint::{Checkpoint, CheckpointLog};
+pub use export::{ExportSummary, export_month};
+pub use verify::{ChainBreak, VerifyReport, verify_chain};
+pub use writer::{AuditError, AuditLog, WriterThread, read_head};
+
+/// `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened. Stored as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A boot stage finished (ok, degraded or failed).
+    BootStage,
+    /// The agent started serving or stopped.
+    Lifecycle,
+    Login,
+    LoginFailed,
+    Logout,
+    /// A record or page with patient data was viewed.
+    Access,
+    /// A clinician's question to the model.
+    Query,
+    /// The model's answer to a query.
+    Answer,
+    /// An administrator changed something.
+    AdminAction,
+    /// A security check found a problem (firewall drift, GPU failure, failed verification).
+    SecurityAlert,
+    /// The store key or a volume key was rotated.
+    KeyRotation,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::BootStage => "boot_stage",
+            EventKind::Lifecycle => "lifecycle",
+            EventKind::Login => "login",
+            EventKind::LoginFailed => "login_failed",
+            EventKind::Logout => "logout",
+            EventKind::Access => "access",
+            EventKind::Query => "query",
+            EventKind::Answer => "answer",
+            EventKind::AdminAction => "admin_action",
+            EventKind::SecurityAlert => "security_alert",
+            EventKind::KeyRotation => "key_rotation",
+        }
+    }
+}
+
+/// An event to append: who did what, with structured detail.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub kind: EventKind,
+    /// A user id, `system`, or `cli:<unix user>`.
+    pub actor: String,
+    /// Structured detail: ids, outcomes, [`TextDigest`]s. Never free text of PHI.
+    pub detail: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(kind: EventKind, actor: impl Into<String>, detail: serde_json::Value) -> Self {
+        Self { kind, actor: actor.into(), detail }
+    }
+}
+
+/// A prompt or answer as it may appear in an audit record: its sha256 and length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextDigest {
+    pub sha256: String,
+    pub chars: usize,
+}
+
+impl TextDigest {
+    pub fn of(text: &str) -> Self {
+        Self { sha256: hex::encode(Sha256::digest(text.as_bytes())), chars: text.chars().count() }
+    }
+}
+
+/// A record as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub ts: String,
+    pub kind: String,
+    pub actor: String,
+    /// The detail JSON exactly as stored (the hash covers these bytes).
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The hash a record must carry, over every field but the hash itself. Fields are joined
+    /// with the ASCII unit separator and the free-form ones length-prefixed, so no choice of
+    /// field contents can make two different records hash the same input.
+    pub fn compute_hash(seq: u64, ts: &str, kind: &str, actor: &str, detail: &str, prev_hash: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(b"wardbox-audit-v1\x1f");
+        h.update(seq.to_string().as_bytes());
+        for field in [ts, kind, actor, detail, prev_hash] {
+            h.update(b"\x1f");
+            h.update(field.len().to_string().as_bytes());
+            h.update(b":");
+            h.update(field.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
+    pub fn expected_hash(&self) -> String {
+        Self::compute_hash(self.seq, &self.ts, &self.kind, &self.actor, &self.detail, &self.prev_hash)
+    }
+
+    pub(crate) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(AuditRecord {
+            seq: row.get::<_, i64>(0)? as u64,
+            ts: row.get(1)?,
+            kind: row.get(2)?,
+            actor: row.get(3)?,
+            detail: row.get(4)?,
+            prev_hash: row.get(5)?,
+            hash: row.get(6)?,
+        })
+    }
+}
+
+pub(crate) const SELECT_RECORDS: &str =
+    "SELECT seq, ts, kind, actor, detail, prev_hash, hash FROM audit";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_carries_no_text() {
+        let d = TextDigest::of("Patient John Doe has chest pain");
+        let json = serde_json::to_string(&d).expect("json");
+        assert!(!json.contains("John"));
+        assert_eq!(d.chars, 31);
+        assert_eq!(d.sha256.len(), 64);
+    }
+
+    #[test]
+    fn field_boundaries_matter_to_the_hash() {
+        let a = AuditRecord::compute_hash(1, "t", "ab", "c", "{}", GENESIS_HASH);
+        let b = AuditRecord::compute_hash(1, "t", "a", "bc", "{}", GENESIS_HASH);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,225 @@
+//! The operator CLI. One file per command group; each exposes a clap `Subcommand` and `run`.
+//!
+//! Exit codes: 0 success, 1 an operational error (message on stderr), 2 usage error (clap),
+//! 3 a verification found a problem (broken audit chain, firewall drift, refused unseal).
+
+mod audit;
+mod firewall;
+mod gpu;
+mod store;
+mod volume;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+pub const DEFAULT_CONFIG: &str = "/etc/wardbox/wardbox.toml";
+
+#[derive(Debug, Parser)]
+#[command(name = "wardbox", version, about = "Wardbox clinic AI appliance: supervisor daemon and operator tools")]
+pub struct Cli {
+    /// More detail in the log.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the supervisor daemon (boot sequence, then serve).
+    Serve {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Run the whole product on this machine in the dev profile, with built-in defaults.
+    Dev {
+        /// Where the dev box keeps its state and data.
+        #[arg(long, default_value = ".wardbox-dev")]
+        base: PathBuf,
+        /// Address of the web server.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Show the running agent's boot stages, alerts and missing protections.
+    Status {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a configuration file and report the first problem.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// The audit trail: verify the chain, export a month, checkpoint the head.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// The encrypted store: rotate its key.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+    /// The data volume: provision, unlock, status, reseal, recover.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// The egress-deny firewall: render, apply, verify, status.
+    #[command(subcommand)]
+    Firewall(firewall::FirewallCommand),
+    /// GPU health and placement.
+    #[command(subcommand)]
+    Gpu(gpu::GpuCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse and validate a configuration file.
+    Check {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print the built-in dev configuration, a starting point for a real one.
+    Defaults {
+        #[arg(long, default_value = ".wardbox-dev")]
+        base: PathBuf,
+    },
+}
+
+/// An error for the person at the console, with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    code: u8,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), code: 1 }
+    }
+
+    /// A check ran and found a problem (exit 3).
+    pub fn check_failed(message: impl Into<String>) -> Self {
+        Self { message: message.into(), code: 3 }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code)
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::new(e.to_string())
+    }
+}
+
+pub type CliResult = Result<ExitCode, CliError>;
+
+pub fn load_config(path: &Path) -> Result<Config, CliError> {
+    Config::load(path).map_err(|e| CliError::new(e.to_string()))
+}
+
+/// The actor recorded in audit records for operator commands.
+pub fn cli_actor() -> String {
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::getuid().to_string());
+    format!("cli:{user}")
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))
+}
+
+pub fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = load_config(&config)?;
+            runtime()?.block_on(crate::daemon::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev { base, listen } => {
+            let base = std::path::absolute(&base)?;
+            let mut config = Config::dev_defaults(&base);
+            if let Some(listen) = listen {
+                config.web.listen = listen;
+            }
+            config.validate()?;
+            eprintln!(
+                "wardbox: DEV PROFILE under {}: no TPM, no encrypted volume, no firewall. Not for patient data.",
+                base.display()
+            );
+            eprintln!("wardbox: health at http://{}/health", config.web.listen);
+            runtime()?.block_on(crate::daemon::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config, json } => status(&load_config(&config)?, json),
+        Command::Config(ConfigCommand::Check { config }) => {
+            let loaded = load_config(&config)?;
+            println!("{}: valid ({} profile)", config.display(), loaded.profile);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Defaults { base }) => {
+            let config = Config::dev_defaults(&std::path::absolute(&base)?);
+            print!("{}", toml::to_string_pretty(&config).map_err(|e| CliError::new(e.to_string()))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(cmd) => audit::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
+        Command::Volume(cmd) => volume::run(cmd),
+        Command::Firewall(cmd) => firewall::run(cmd),
+        Command::Gpu(cmd) => gpu::run(cmd),
+    }
+}
+
+/// Whether an agent process with this pid is alive.
+pub fn agent_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.contains("wardbox"))
+            .unwrap_or(false)
+}
+
+fn status(config: &Config, json: bool) -> CliResult {
+    let path = crate::daemon::status_file(&config.state_dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        CliError::new(format!("no status at {}: {e} (has the agent run with this configuration?)", path.display()))
+    })?;
+    let health: crate::web::Health = serde_json::from_str(&text)
+        .map_err(|e| CliError::new(format!("the status file {} is unreadable: {e}", path.display())))?;
+    let alive = agent_alive(health.pid);
+    if json {
+        println!("{}", serde_json::json!({ "agent_running": alive, "health": health }));
+    } else {
+        println!("agent:   {}", if alive { format!("running (pid {})", health.pid) } else { "NOT RUNNING (last known state below)".into() });
+        println!("profile: {}", health.profile);
+        println!("state:   {:?}", health.state);
+        println!("since:   {}", health.started_at);
+        println!();
+        println!("{:<10} {:<9} {:>8}  reason", "stage", "outcome", "ms");
+        for s in &health.stages {
+            println!("{:<10} {:<9} {:>8}  {}", s.stage, s.outcome, s.duration_ms, s.reason);
+        }
+        for w in &health.running_without {
+            println!("RUNNING WITHOUT: {w}");
+        }
+        for a in &health.alerts {
+            println!("ALERT [{}] {}: {}", a.source, a.raised_at, a.message);
+        }
+    }
+    let failed = health.state == crate::web::HealthState::Failed;
+    Ok(if failed || !alive { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}

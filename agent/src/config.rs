@@ -1,0 +1,224 @@
+//! Configuration: one TOML file, validated at load, with errors that name the key and the problem.
+//!
+//! Each subsystem owns the type of its own section (`stages::*::…Config`); this module only puts
+//! them together, parses, and runs every section's validation so that a bad file is refused
+//! before anything is touched.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::stages;
+
+/// `dev` runs on a laptop with every missing protection stated loudly; `appliance` refuses
+/// to start with any of them missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    Appliance,
+    Dev,
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Profile::Appliance => "appliance",
+            Profile::Dev => "dev",
+        })
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub profile: Profile,
+    /// Where the agent keeps state that must survive a reboot and is not PHI (checkpoint log,
+    /// sealed-key blobs). On the box this is on the unencrypted state partition.
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub web: WebConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub volume: stages::unlock::VolumeConfig,
+    #[serde(default)]
+    pub firewall: stages::firewall::FirewallConfig,
+    #[serde(default)]
+    pub gpu: stages::gpu::GpuConfig,
+    #[serde(default)]
+    pub engine: stages::engine::EngineConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address of the health endpoint (and later the UI).
+    pub listen: SocketAddr,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8443)) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// File name of the SQLCipher database inside the unlocked data directory.
+    pub file_name: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { file_name: "wardbox.db".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How often the chain head is checkpointed to the journal and the checkpoint log.
+    pub checkpoint_interval_secs: u64,
+    /// Records older than this many years may leave the box only through export; nothing
+    /// inside the window is ever deleted (HIPAA: 6 years).
+    pub retention_years: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { checkpoint_interval_secs: 24 * 3600, retention_years: 6 }
+    }
+}
+
+/// A configuration problem, naming the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// the configuration file {path} cannot be read: {source}
+    #[error("the configuration file {path} cannot be read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// the configuration file is not valid TOML for Wardbox
+    #[error("the configuration file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// a key has a value that parses but is not acceptable
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), problem: problem.into() }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The built-in dev configuration: everything under one directory, no root needed.
+    pub fn dev_defaults(base: &Path) -> Config {
+        Config {
+            profile: Profile::Dev,
+            state_dir: base.join("state"),
+            web: WebConfig::default(),
+            store: StoreConfig::default(),
+            audit: AuditConfig::default(),
+            volume: stages::unlock::VolumeConfig::dev(base),
+            firewall: stages::firewall::FirewallConfig::default(),
+            gpu: stages::gpu::GpuConfig::default(),
+            engine: stages::engine::EngineConfig::default(),
+        }
+    }
+
+    /// Every cross-field and semantic check; each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.state_dir.is_absolute() {
+            return Err(ConfigError::invalid("state_dir", "must be an absolute path"));
+        }
+        let name = &self.store.file_name;
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(ConfigError::invalid(
+                "store.file_name",
+                "must be a plain file name (no '/', not empty, not hidden)",
+            ));
+        }
+        if self.audit.checkpoint_interval_secs < 60 {
+            return Err(ConfigError::invalid(
+                "audit.checkpoint_interval_secs",
+                "must be at least 60 seconds",
+            ));
+        }
+        if self.audit.retention_years < 6 {
+            return Err(ConfigError::invalid(
+                "audit.retention_years",
+                "HIPAA requires at least 6 years of retention",
+            ));
+        }
+        if self.profile == Profile::Appliance && self.web.listen.ip().is_loopback() {
+            // Not an error of safety, but an appliance nobody can reach is a misconfiguration.
+            tracing::warn!("web.listen is a loopback address: clinic workstations cannot reach the box");
+        }
+        self.volume.validate(self.profile)?;
+        self.firewall.validate(self.profile)?;
+        self.gpu.validate()?;
+        self.engine.validate()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    const MINIMAL: &str = "profile = \"dev\"\nstate_dir = \"/tmp/wb/state\"\n[volume]\nmode = \"plain-directory\"\ndata_dir = \"/tmp/wb/data\"\n";
+
+    #[test]
+    fn minimal_dev_config_loads() {
+        let c = parse(MINIMAL).expect("minimal config");
+        assert_eq!(c.profile, Profile::Dev);
+        assert_eq!(c.store.file_name, "wardbox.db");
+    }
+
+    /// Each kind of bad config gives its own clear error that names the key.
+    #[test]
+    fn bad_configs_name_the_key_and_the_problem() {
+        let cases: &[(&str, &str)] = &[
+            ("profile = \"prod\"\nstate_dir = \"/x\"", "unknown variant `prod`"),
+            ("state_dir = \"/x\"", "missing field `profile`"),
+            ("profile = \"dev\"\nstate_dir = \"relative\"", "`state_dir`: must be an absolute path"),
+            ("profile = \"dev\"\nstate_dir = \"/x\"\ncolour = 1", "unknown field `colour`"),
+            ("profile = \"dev\"\nstate_dir = \"/x\"\n[web]\nlisten = \"not an address\"", "invalid socket address"),
+            ("profile = \"dev\"\nstate_dir = \"/x\"\n[store]\nfile_name = \"../x.db\"", "`store.file_name`"),
+            ("profile = \"dev\"\nstate_dir = \"/x\"\n[audit]\ncheckpoint_interval_secs = 1\nretention_years = 6", "`audit.checkpoint_interval_secs`"),
+            ("profile = \"dev\"\nstate_dir = \"/x\"\n[audit]\ncheckpoint_interval_secs = 3600\nretention_years = 2", "at least 6 years"),
+            ("profile = \"dev\"\nstate_dir = \"/x\"\n[web]\nlisten = 5", "invalid type"),
+            ("profile = = ", "not valid"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(expected), "config {text:?}\n gave {err:?}\n wanted {expected:?}");
+        }
+    }
+}

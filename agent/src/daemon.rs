@@ -1,0 +1,302 @@
+//! `wardbox serve`: run the boot spine, then serve until SIGTERM/SIGINT.
+//!
+//! Wiring only: each stage's work is in `crate::stages` and the decisions in `crate::boot`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::audit::{AuditEvent, AuditLog, CheckpointLog, EventKind, WriterThread};
+use crate::boot::{BootLog, StageName, StageReport};
+use crate::config::Config;
+use crate::stages;
+use crate::store::{Opened, Store};
+use crate::web::{self, AppState, Health};
+use crate::{audit, notify};
+
+/// How long in-flight requests get to finish after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("boot halted at the {stage} stage: {reason}")]
+    Halted { stage: StageName, reason: String },
+    #[error("cannot write the status file {path}: {source}")]
+    StatusFile { path: PathBuf, source: std::io::Error },
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+}
+
+/// What the boot left open for serving.
+#[derive(Debug)]
+pub struct Booted {
+    pub audit: AuditLog,
+    pub writer: WriterThread,
+    pub store: Store,
+    pub checkpoints: CheckpointLog,
+}
+
+/// Where the agent keeps the last health snapshot for `wardbox status`.
+pub fn status_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("status.json")
+}
+
+pub fn checkpoint_log(state_dir: &Path) -> CheckpointLog {
+    CheckpointLog::new(state_dir.join("audit-checkpoints.jsonl"))
+}
+
+/// Run the security stages and those that need no network: config, unlock, firewall, store,
+/// GPU, engine. Returns the log in every case, and the open resources when nothing failed.
+pub async fn boot(config: &Config) -> (BootLog, Option<Booted>) {
+    let mut log = BootLog::new(config.profile);
+    notify::status("booting");
+    log.run(StageName::Config, || {
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(|e| format!("cannot create state_dir {}: {e}", config.state_dir.display()))?;
+        Ok(((), StageReport::ok(format!("profile {}", config.profile))))
+    });
+    let unlocker = stages::unlock::unlocker(&config.volume, &config.state_dir);
+    let unlocked = log.run(StageName::Unlock, || unlocker.unlock());
+    let firewall = stages::firewall::firewall(&config.firewall);
+    log.run(StageName::Firewall, || firewall.apply().map(|r| ((), r)));
+    let opened = log.run(StageName::Store, || {
+        let volume = unlocked.as_ref().ok_or("the volume is not unlocked")?;
+        open_store(config, volume)
+    });
+    let audit_writer = opened.map(|(store, path)| {
+        let volume = unlocked.as_ref().map(|v| &v.store_key);
+        let started = volume
+            .ok_or_else(|| "no store key".to_string())
+            .and_then(|key| AuditLog::start(&path, key).map_err(|e| e.to_string()));
+        (store, started)
+    });
+    log.run(StageName::Gpu, || stages::gpu::probe(&config.gpu).probe());
+    log.run_async(StageName::Engine, async { stages::engine::start(&config.engine).map(|r| ((), r)) })
+        .await;
+
+    let Some((store, Ok((audit, writer)))) = audit_writer else {
+        return (log, None);
+    };
+    // The stages ran before the audit log could be opened: record them now, in order.
+    for record in log.records() {
+        let event = AuditEvent::new(
+            EventKind::BootStage,
+            "system",
+            json!({ "stage": record.stage, "outcome": record.outcome, "reason": record.reason, "duration_ms": record.duration_ms }),
+        );
+        if let Err(e) = audit.append(event).await {
+            tracing::error!("cannot audit the boot: {e}");
+            return (log, None);
+        }
+    }
+    if log.halted().is_some() {
+        return (log, None);
+    }
+    let checkpoints = checkpoint_log(&config.state_dir);
+    (log, Some(Booted { audit, writer, store, checkpoints }))
+}
+
+fn open_store(
+    config: &Config,
+    volume: &stages::unlock::UnlockedVolume,
+) -> Result<((Store, PathBuf), StageReport), String> {
+    let path = volume.data_dir.join(&config.store.file_name);
+    let (mut store, opened) = Store::open_or_create(&path, &volume.store_key).map_err(|e| e.to_string())?;
+    let applied = store.migrate().map_err(|e| e.to_string())?;
+    let version = store.schema_version().map_err(|e| e.to_string())?;
+    let what = match opened {
+        Opened::Created => "created",
+        Opened::Existing => "opened",
+    };
+    let detail = if applied.is_empty() {
+        format!("store {what} at schema version {version}")
+    } else {
+        format!("store {what}, migrated to schema version {version} (applied {applied:?})")
+    };
+    Ok(((store, path), StageReport::ok(detail)))
+}
+
+/// Boot, then serve the HTTP surface until a stop signal.
+pub async fn serve(config: Config) -> Result<(), DaemonError> {
+    let started_at = jiff::Timestamp::now().to_string();
+    let (mut log, booted) = boot(&config).await;
+    let status_path = status_file(&config.state_dir);
+
+    let Some(booted) = booted else {
+        let health = Health::from_boot(config.profile, &log, started_at);
+        write_status(&status_path, &health)?;
+        let (stage, reason) = halt_reason(&log);
+        notify::status(&format!("FAILED at {stage}: {reason}"));
+        return Err(DaemonError::Halted { stage, reason });
+    };
+
+    let listener = log
+        .run_async(StageName::Serve, async {
+            tokio::net::TcpListener::bind(config.web.listen)
+                .await
+                .map(|l| (l, StageReport::ok(format!("listening on {}", config.web.listen))))
+                .map_err(|e| format!("cannot listen on {}: {e}", config.web.listen))
+        })
+        .await;
+    let health = Health::from_boot(config.profile, &log, started_at);
+    write_status(&status_path, &health)?;
+    let Some(listener) = listener else {
+        let (stage, reason) = halt_reason(&log);
+        return Err(DaemonError::Halted { stage, reason });
+    };
+
+    let Booted { audit, writer, store, checkpoints, .. } = booted;
+    let state = AppState::new(health);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let _ = audit
+        .append(AuditEvent::new(EventKind::Lifecycle, "system", json!({ "event": "serving", "listen": config.web.listen })))
+        .await;
+
+    let store = Arc::new(std::sync::Mutex::new(store));
+    let background = tokio::spawn(background_checks(
+        store.clone(),
+        checkpoints,
+        state.clone(),
+        status_path.clone(),
+        Duration::from_secs(config.audit.checkpoint_interval_secs),
+        stop_rx.clone(),
+    ));
+    if let Some(interval) = notify::watchdog_interval() {
+        tokio::spawn(notify::feed_watchdog(interval, stopped(stop_rx.clone())));
+    }
+
+    let summary = {
+        let h = state.health.read().map(|h| h.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        format!("serving ({:?}) on {}", h.state, config.web.listen)
+    };
+    tracing::info!("{summary}");
+    for missing in &state.health.read().map(|h| h.running_without.clone()).unwrap_or_default() {
+        tracing::warn!("DEV PROFILE: running without {missing}");
+    }
+    notify::ready(&summary);
+
+    let server = axum::serve(listener, web::app(state.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result.map_err(DaemonError::Server)?,
+        () = shutdown_signal() => {
+            tracing::info!("stop signal received, shutting down");
+            notify::stopping();
+            let _ = stop_tx.send(true);
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+                tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; closing them");
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = background.await;
+    let _ = audit.append(AuditEvent::new(EventKind::Lifecycle, "system", json!({ "event": "stopped" }))).await;
+    drop(audit);
+    tokio::task::spawn_blocking(move || writer.join()).await.ok();
+    Ok(())
+}
+
+fn halt_reason(log: &BootLog) -> (StageName, String) {
+    let stage = log.halted().unwrap_or(StageName::Serve);
+    let reason = log
+        .records()
+        .iter()
+        .find(|r| r.stage == stage)
+        .map(|r| r.reason.clone())
+        .unwrap_or_default();
+    (stage, reason)
+}
+
+/// Re-checks after boot: the audit chain at start and checkpoints of its head on schedule.
+/// Later subsystems add theirs here (firewall drift, GPU health, engine liveness, disk).
+async fn background_checks(
+    store: Arc<std::sync::Mutex<Store>>,
+    checkpoints: CheckpointLog,
+    state: AppState,
+    status_path: PathBuf,
+    checkpoint_every: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    let verify_store = store.clone();
+    let verify_log = checkpoints.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let store = verify_store.lock().map_err(|_| "store lock poisoned".to_string())?;
+        let cps = verify_log.read_all().map_err(|e| e.to_string())?;
+        audit::verify_chain(&store, &cps).map_err(|e| e.to_string())
+    })
+    .await;
+    match report {
+        Ok(Ok(r)) if r.intact() => tracing::info!(records = r.records, "audit chain verified at start"),
+        Ok(Ok(r)) => raise(&state, &status_path, "audit", format!("audit chain broken: {}", r.first_break.map(|b| b.to_string()).unwrap_or_default())),
+        Ok(Err(e)) => raise(&state, &status_path, "audit", format!("audit chain could not be verified: {e}")),
+        Err(e) => raise(&state, &status_path, "audit", format!("audit verification task failed: {e}")),
+    }
+
+    let mut tick = tokio::time::interval(checkpoint_every);
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let store = store.clone();
+                let log = checkpoints.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let store = store.lock().map_err(|_| "store lock poisoned".to_string())?;
+                    let (seq, hash) = audit::read_head(&store).map_err(|e| e.to_string())?;
+                    log.record(seq, &hash).map_err(|e| e.to_string())
+                }).await;
+                let failure = match result {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(e) = failure {
+                    raise(&state, &status_path, "audit", format!("audit checkpoint failed: {e}"));
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn raise(state: &AppState, status_path: &Path, source: &str, message: String) {
+    tracing::error!(source, "ALERT: {message}");
+    if let Ok(mut health) = state.health.write() {
+        health.raise(source, message);
+        if let Err(e) = write_status(status_path, &health) {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// Write the health snapshot atomically (temporary file + rename).
+pub fn write_status(path: &Path, health: &Health) -> Result<(), DaemonError> {
+    let err = |source| DaemonError::StatusFile { path: path.to_owned(), source };
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(health).map_err(|e| err(std::io::Error::other(e)))?;
+    std::fs::write(&tmp, text).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

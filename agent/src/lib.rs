@@ -1,0 +1,13 @@
+//! Wardbox agent: the supervisor daemon and its operator CLI, as a library so the binary stays
+//! thin and tests drive the same code.
+
+pub mod audit;
+pub mod boot;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod notify;
+pub mod stages;
+pub mod store;
+pub mod web;

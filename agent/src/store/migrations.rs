@@ -1,0 +1,49 @@
+//! Versioned schema migrations. Append only: a released migration is never edited, because
+//! boxes in the field have already run it.
+
+/// One schema step; `version` is stored in SQLite's `user_version`.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "audit log",
+        sql: "
+            CREATE TABLE audit (
+                seq       INTEGER PRIMARY KEY,   -- 1, 2, 3 … with no gaps
+                ts        TEXT NOT NULL,         -- RFC 3339, UTC
+                kind      TEXT NOT NULL,
+                actor     TEXT NOT NULL,
+                detail    TEXT NOT NULL,         -- JSON; hashes and lengths, never PHI text
+                prev_hash TEXT NOT NULL,
+                hash      TEXT NOT NULL
+            ) STRICT;
+            -- Append-only at the database level too: the chain detects what these triggers
+            -- cannot stop (someone editing the file with the key in hand).
+            CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+                BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+            CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+                BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        ",
+    },
+    Migration {
+        version: 2,
+        name: "accounts",
+        sql: "
+            CREATE TABLE users (
+                id            INTEGER PRIMARY KEY,
+                username      TEXT NOT NULL UNIQUE,
+                display_name  TEXT NOT NULL,
+                role          TEXT NOT NULL CHECK (role IN ('clinician', 'nurse', 'admin', 'auditor')),
+                password_hash TEXT,              -- argon2id PHC string; NULL for directory (LDAP) users
+                created_at    TEXT NOT NULL,
+                disabled      INTEGER NOT NULL DEFAULT 0
+            ) STRICT;
+        ",
+    },
+];

@@ -1,0 +1,123 @@
+//! The health data: boot stages and their outcomes, what the box runs without, live alerts.
+
+use std::sync::{Arc, RwLock};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use crate::boot::{BootLog, Outcome, StageRecord};
+use crate::config::Profile;
+
+/// Overall state, derived from the stage records and the alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// Every stage ok, no open alert.
+    Serving,
+    /// Serving, but some stage is degraded, some protection is missing, or an alert is open.
+    Degraded,
+    /// A stage failed: the box does not serve PHI.
+    Failed,
+}
+
+/// A problem found after boot by a periodic re-check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Alert {
+    /// The subsystem that raised it: `firewall`, `gpu`, `engine`, `audit`, `disk`.
+    pub source: String,
+    pub message: String,
+    pub raised_at: String,
+}
+
+/// Everything the health endpoint and `wardbox status` show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub profile: Profile,
+    pub state: HealthState,
+    /// Process id of the agent, so `wardbox status` can tell a stale file from a live agent.
+    pub pid: u32,
+    pub started_at: String,
+    pub stages: Vec<StageRecordView>,
+    /// Protections the box is running without, in words (dev profile only).
+    pub running_without: Vec<String>,
+    pub alerts: Vec<Alert>,
+}
+
+/// A stage record as shown (owned strings so the file round-trips).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRecordView {
+    pub stage: String,
+    pub outcome: String,
+    pub reason: String,
+    pub started_at: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl From<&StageRecord> for StageRecordView {
+    fn from(r: &StageRecord) -> Self {
+        let outcome = serde_json::to_value(r.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        StageRecordView {
+            stage: r.stage.as_str().to_string(),
+            outcome,
+            reason: r.reason.clone(),
+            started_at: r.started_at.clone(),
+            duration_ms: r.duration_ms,
+        }
+    }
+}
+
+pub type SharedHealth = Arc<RwLock<Health>>;
+
+impl Health {
+    pub fn from_boot(profile: Profile, log: &BootLog, started_at: String) -> Self {
+        let mut health = Health {
+            profile,
+            state: HealthState::Serving,
+            pid: std::process::id(),
+            started_at,
+            stages: log.records().iter().map(StageRecordView::from).collect(),
+            running_without: log.missing_protections().iter().map(|p| p.describe().to_string()).collect(),
+            alerts: Vec::new(),
+        };
+        health.state = health.derive_state(log.records());
+        health
+    }
+
+    fn derive_state(&self, records: &[StageRecord]) -> HealthState {
+        if records.iter().any(|r| matches!(r.outcome, Outcome::Failed | Outcome::NotRun)) {
+            HealthState::Failed
+        } else if records.iter().any(|r| r.outcome == Outcome::Degraded)
+            || !self.running_without.is_empty()
+            || !self.alerts.is_empty()
+        {
+            HealthState::Degraded
+        } else {
+            HealthState::Serving
+        }
+    }
+
+    /// Raise an alert; the state becomes at least degraded.
+    pub fn raise(&mut self, source: &str, message: impl Into<String>) {
+        self.alerts.push(Alert {
+            source: source.to_string(),
+            message: message.into(),
+            raised_at: jiff::Timestamp::now().to_string(),
+        });
+        if self.state == HealthState::Serving {
+            self.state = HealthState::Degraded;
+        }
+    }
+}
+
+pub(super) async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let health = state.health.read().map(|h| h.clone()).unwrap_or_else(|p| p.into_inner().clone());
+    // Load balancers and monitoring read the status code: 503 when the box is not serving.
+    let code = if health.state == HealthState::Failed { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(health))
+}
