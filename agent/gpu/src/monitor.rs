@@ -33,10 +33,7 @@ use crate::reading::{
 pub enum GpuError {
     /// The library or the kernel driver is absent: the normal state of a box without an NVIDIA
     /// GPU, of CI and of the dev profile.
-    #[error(
-        "no NVIDIA driver ({detail}); install the NVIDIA driver and check `nvidia-smi`, or run \
-         on CPU (gpu.allow_cpu_fallback)"
-    )]
+    #[error("no NVIDIA driver ({detail}): install the NVIDIA driver and check `nvidia-smi`")]
     NoDriver { detail: String },
     /// The driver is there but refused this process.
     #[error(

@@ -312,6 +312,26 @@ pub fn plan(
     })
 }
 
+/// Decide when NVML itself is unavailable (no driver): CPU when allowed, with `why` as the
+/// stated reason, else refused with it.
+pub fn plan_without_nvml(
+    model: &ModelSpec,
+    policy: &PlacementPolicy,
+    why: &str,
+) -> Result<Plan, PlacementError> {
+    match plan(model, &[], policy) {
+        Ok(mut p) => {
+            p.degraded = Some(format!("{why}; running on CPU"));
+            Ok(p)
+        }
+        Err(PlacementError::NoHealthyGpu { model, .. }) => Err(PlacementError::NoHealthyGpu {
+            model,
+            why: why.to_string(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether the engine must restart to follow `new`: the layers moved. A change only in the
 /// wording of reasons does not restart it.
 pub fn needs_restart(old: &Plan, new: &Plan) -> bool {
@@ -557,6 +577,24 @@ mod tests {
         let mut b = a.clone();
         b.degraded = Some("other wording".into());
         assert!(!needs_restart(&a, &b));
+    }
+
+    #[test]
+    fn no_nvml_states_the_reason() {
+        let why = "no NVIDIA driver (libnvidia-ml.so.1: cannot open)";
+        let p = plan_without_nvml(&ModelSpec::gemma3_270m(), &PlacementPolicy::default(), why)
+            .expect("cpu allowed");
+        assert_eq!(p.cpu_layers, 18);
+        assert_eq!(
+            p.degraded.as_deref(),
+            Some("no NVIDIA driver (libnvidia-ml.so.1: cannot open); running on CPU")
+        );
+        let e = plan_without_nvml(&ModelSpec::gemma3_270m(), &strict(), why).expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("allow_cpu_fallback is false: no NVIDIA driver (libnvidia-ml.so.1"),
+            "{e}"
+        );
     }
 
     #[test]

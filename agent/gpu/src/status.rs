@@ -58,7 +58,7 @@ impl StatusReport {
         policy: &PlacementPolicy,
         transitions: Vec<Transition>,
     ) -> Self {
-        let (system, nvml_error, gpus, candidates) = match snapshot {
+        let (system, nvml_error, gpus, planned) = match snapshot {
             Ok(snap) => {
                 let gpus = snap
                     .gpus
@@ -73,16 +73,16 @@ impl StatusReport {
                         }
                     })
                     .collect();
-                (
-                    Some(snap.system.clone()),
-                    None,
-                    gpus,
-                    placement::candidates(snap, book),
-                )
+                let planned = placement::plan(model, &placement::candidates(snap, book), policy);
+                (Some(snap.system.clone()), None, gpus, planned)
             }
-            Err(e) => (None, Some(e.to_string()), Vec::new(), Vec::new()),
+            Err(e) => {
+                let why = e.to_string();
+                let planned = placement::plan_without_nvml(model, policy, &why);
+                (None, Some(why), Vec::new(), planned)
+            }
         };
-        let placement = match placement::plan(model, &candidates, policy) {
+        let placement = match planned {
             Ok(plan) => PlacementOutcome::Planned { plan },
             Err(e) => PlacementOutcome::Refused {
                 error: e.to_string(),
@@ -421,7 +421,7 @@ Overall: healthy
         );
         assert!(table.contains("18 layers on CPU"), "{table}");
         assert!(
-            table.contains("DEGRADED: no GPU: the engine runs on CPU"),
+            table.contains("DEGRADED: no NVIDIA driver (libnvidia-ml.so.1: cannot open shared object file): install the NVIDIA driver and check `nvidia-smi`; running on CPU"),
             "{table}"
         );
         assert!(table.ends_with("Overall: DEGRADED\n"), "{table}");
@@ -442,7 +442,8 @@ Overall: healthy
             },
         );
         assert!(matches!(report.placement, PlacementOutcome::Refused { .. }));
-        assert!(report.render_table().contains("REFUSED: no healthy GPU"));
+        let table = report.render_table();
+        assert!(table.contains("REFUSED: no healthy GPU for model gemma-3-270m-q4_k_m and gpu.allow_cpu_fallback is false: no NVIDIA driver (x)"), "{table}");
     }
 
     /// The real thing on this machine: no driver here (and on CI) gives the clean report. On a
