@@ -46,4 +46,32 @@ pub const MIGRATIONS: &[Migration] = &[
             ) STRICT;
         ",
     },
+    Migration {
+        version: 3,
+        name: "web accounts: lockout, source, break-glass",
+        sql: "
+            -- Failed sign-ins since the last success, and until when (unix seconds) the account
+            -- is locked. Kept in the store so a restart of the agent does not reset a lockout.
+            ALTER TABLE users ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE users ADD COLUMN locked_until INTEGER NOT NULL DEFAULT 0;
+            -- 'local' (argon2id hash here) or 'ldap' (the directory checks the password and
+            -- its groups set the role at every sign-in).
+            ALTER TABLE users ADD COLUMN source TEXT NOT NULL DEFAULT 'local'
+                CHECK (source IN ('local', 'ldap'));
+            -- Emergency-access accounts sign in only through the break-glass page, which
+            -- demands a reason and raises an alert; the normal sign-in refuses them.
+            ALTER TABLE users ADD COLUMN break_glass INTEGER NOT NULL DEFAULT 0;
+            -- Each emergency sign-in with its reason, for the administrators' review. The
+            -- reason may name a patient, so it lives here in the encrypted store and only
+            -- its digest goes into the audit chain.
+            CREATE TABLE break_glass_events (
+                id          INTEGER PRIMARY KEY,
+                user_id     INTEGER NOT NULL REFERENCES users(id),
+                at          INTEGER NOT NULL,
+                client      TEXT NOT NULL,
+                reason      TEXT NOT NULL,
+                reviewed_by TEXT
+            ) STRICT;
+        ",
+    },
 ];
