@@ -25,4 +25,4 @@ pub use health::{HealthBook, HealthPolicy, HealthState, Transition};
 pub use monitor::{GpuError, NvmlMonitor};
 pub use placement::{ModelSpec, PlacementError, PlacementPolicy, Plan};
 pub use reading::{Field, GpuReading, Snapshot};
-pub use status::{PlacementOutcome, StatusReport, status_once};
+pub use status::{PlacementOutcome, StatusReport, status_once, watch};

@@ -472,34 +472,26 @@ pub fn gpu_metrics(out: &mut Exposition, report: &StatusReport) {
         }
     }
 
-    let (gpu_layers, cpu_layers, degraded) = match &report.placement {
-        PlacementOutcome::Planned { plan } => (
-            plan.gpus.iter().map(|g| g.layers).sum::<u32>(),
-            plan.cpu_layers,
-            plan.degraded.is_some(),
-        ),
-        PlacementOutcome::Refused { .. } => (0, 0, true),
-    };
-    out.sample(
-        "wardbox_gpu_placement_layers",
-        "Model layers placed, by where they run.",
-        Gauge,
-        &[("on", "gpu")],
-        f64::from(gpu_layers),
-    );
-    out.sample(
-        "wardbox_gpu_placement_layers",
-        "Model layers placed, by where they run.",
-        Gauge,
-        &[("on", "cpu")],
-        f64::from(cpu_layers),
-    );
+    if let Some(placement) = &report.placement {
+        let (gpu_layers, cpu_layers) = match placement {
+            PlacementOutcome::Planned { plan } => (
+                plan.gpus.iter().map(|g| g.layers).sum::<u32>(),
+                plan.cpu_layers,
+            ),
+            PlacementOutcome::Refused { .. } => (0, 0),
+        };
+        let help = "Model layers placed, by where they run.";
+        let layers = "wardbox_gpu_placement_layers";
+        out.sample(layers, help, Gauge, &[("on", "gpu")], f64::from(gpu_layers));
+        out.sample(layers, help, Gauge, &[("on", "cpu")], f64::from(cpu_layers));
+    }
     out.sample(
         "wardbox_gpu_degraded",
-        "1 when the box runs below full GPU strength (a GPU not healthy, layers on CPU, or no plan).",
+        "1 when the box runs below full GPU strength: no driver, a GPU not healthy, layers on \
+         CPU, or placement refused.",
         Gauge,
         &[],
-        if degraded { 1.0 } else { 0.0 },
+        if report.is_degraded() { 1.0 } else { 0.0 },
     );
 }
 
@@ -615,7 +607,7 @@ mod tests {
         StatusReport::from_snapshot(
             Ok(recorded_h100()),
             HealthBook::new(HealthPolicy::default()).expect("policy"),
-            &ModelSpec::gemma3_270m(),
+            Some(&ModelSpec::gemma3_270m()),
             &PlacementPolicy::default(),
         )
     }
@@ -688,7 +680,7 @@ mod tests {
                 detail: "libnvidia-ml.so.1: cannot open".into(),
             }),
             HealthBook::new(HealthPolicy::default()).expect("policy"),
-            &ModelSpec::gemma3_270m(),
+            Some(&ModelSpec::gemma3_270m()),
             &PlacementPolicy::default(),
         );
         let mut e = Exposition::new();

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +45,10 @@ pub struct StatusReport {
     /// Why NVML is unavailable, e.g. "no NVIDIA driver (...)".
     pub nvml_error: Option<String>,
     pub gpus: Vec<GpuStatus>,
-    pub model: ModelSpec,
-    pub placement: PlacementOutcome,
+    /// The model placed; `None` when the caller has no model yet (the boot probe, `/metrics`
+    /// before the engine stage).
+    pub model: Option<ModelSpec>,
+    pub placement: Option<PlacementOutcome>,
     /// Health changes caused by this report's reading.
     pub transitions: Vec<Transition>,
 }
@@ -54,7 +58,7 @@ impl StatusReport {
     pub fn build(
         snapshot: Result<&Snapshot, &GpuError>,
         book: &HealthBook,
-        model: &ModelSpec,
+        model: Option<&ModelSpec>,
         policy: &PlacementPolicy,
         transitions: Vec<Transition>,
     ) -> Self {
@@ -73,26 +77,27 @@ impl StatusReport {
                         }
                     })
                     .collect();
-                let planned = placement::plan(model, &placement::candidates(snap, book), policy);
+                let cands = placement::candidates(snap, book);
+                let planned = model.map(|m| placement::plan(m, &cands, policy));
                 (Some(snap.system.clone()), None, gpus, planned)
             }
             Err(e) => {
                 let why = e.to_string();
-                let planned = placement::plan_without_nvml(model, policy, &why);
+                let planned = model.map(|m| placement::plan_without_nvml(m, policy, &why));
                 (None, Some(why), Vec::new(), planned)
             }
         };
-        let placement = match planned {
+        let placement = planned.map(|p| match p {
             Ok(plan) => PlacementOutcome::Planned { plan },
             Err(e) => PlacementOutcome::Refused {
                 error: e.to_string(),
             },
-        };
+        });
         Self {
             system,
             nvml_error,
             gpus,
-            model: model.clone(),
+            model: model.cloned(),
             placement,
             transitions,
         }
@@ -102,7 +107,7 @@ impl StatusReport {
     pub fn from_snapshot(
         snapshot: Result<Snapshot, GpuError>,
         mut book: HealthBook,
-        model: &ModelSpec,
+        model: Option<&ModelSpec>,
         policy: &PlacementPolicy,
     ) -> Self {
         let transitions = match &snapshot {
@@ -118,8 +123,9 @@ impl StatusReport {
         self.nvml_error.is_some()
             || self.gpus.iter().any(|g| g.state != HealthState::Healthy)
             || match &self.placement {
-                PlacementOutcome::Planned { plan } => plan.degraded.is_some(),
-                PlacementOutcome::Refused { .. } => true,
+                Some(PlacementOutcome::Planned { plan }) => plan.degraded.is_some(),
+                Some(PlacementOutcome::Refused { .. }) => true,
+                None => false,
             }
     }
 
@@ -149,14 +155,16 @@ impl StatusReport {
         for g in &self.gpus {
             render_gpu(&mut o, g);
         }
-        let m = &self.model;
-        let _ = writeln!(
-            o,
-            "Placement of {} ({} bytes, {} layers):",
-            m.name, m.file_bytes, m.layers
-        );
+        if let Some(m) = &self.model {
+            let _ = writeln!(
+                o,
+                "Placement of {} ({} bytes, {} layers):",
+                m.name, m.file_bytes, m.layers
+            );
+        }
         match &self.placement {
-            PlacementOutcome::Planned { plan } => {
+            None => {}
+            Some(PlacementOutcome::Planned { plan }) => {
                 let _ = writeln!(o, "  {}", plan.summary());
                 let _ = writeln!(
                     o,
@@ -168,7 +176,7 @@ impl StatusReport {
                     let _ = writeln!(o, "  DEGRADED: {d}");
                 }
             }
-            PlacementOutcome::Refused { error } => {
+            Some(PlacementOutcome::Refused { error }) => {
                 let _ = writeln!(o, "  REFUSED: {error}");
             }
         }
@@ -349,12 +357,51 @@ fn yes_no(b: bool) -> &'static str {
 /// run. Without a driver the report says "no NVIDIA driver" and places the model on CPU (or
 /// refuses, when CPU fallback is off).
 pub fn status_once(
+    library: Option<&Path>,
     health: HealthBook,
-    model: &ModelSpec,
+    model: Option<&ModelSpec>,
     policy: &PlacementPolicy,
 ) -> StatusReport {
-    let snapshot = NvmlMonitor::init().and_then(|m| m.read());
-    StatusReport::from_snapshot(snapshot, health, model, policy)
+    watch(library, health, 1, Duration::ZERO, model, policy, |_, _| {})
+}
+
+/// Take `readings` readings `interval` apart with one monitor and one health book, calling
+/// `on_transition` with the reading number (from 1) as each health change happens, and report
+/// on the last reading. This is how to see the hysteresis on a real GPU.
+pub fn watch(
+    library: Option<&Path>,
+    mut book: HealthBook,
+    readings: u32,
+    interval: Duration,
+    model: Option<&ModelSpec>,
+    policy: &PlacementPolicy,
+    mut on_transition: impl FnMut(u32, &Transition),
+) -> StatusReport {
+    let monitor = match library {
+        Some(path) => NvmlMonitor::init_with_library(path),
+        None => NvmlMonitor::init(),
+    };
+    let monitor = match monitor {
+        Ok(m) => m,
+        Err(e) => return StatusReport::from_snapshot(Err(e), book, model, policy),
+    };
+    let mut all = Vec::new();
+    let mut last = monitor.read();
+    for i in 1..=readings.max(1) {
+        if i > 1 {
+            std::thread::sleep(interval);
+            last = monitor.read();
+        }
+        let ts = match &last {
+            Ok(s) => book.observe(s),
+            Err(e) => book.observe_unreadable(&e.to_string()),
+        };
+        for t in &ts {
+            on_transition(i, t);
+        }
+        all.extend(ts);
+    }
+    StatusReport::build(last.as_ref(), &book, model, policy, all)
 }
 
 #[cfg(test)]
@@ -372,7 +419,7 @@ mod tests {
         let report = StatusReport::from_snapshot(
             Ok(recorded_h100()),
             book(),
-            &ModelSpec::gemma3_270m(),
+            Some(&ModelSpec::gemma3_270m()),
             &PlacementPolicy {
                 allow_cpu_fallback: false,
                 ..PlacementPolicy::default()
@@ -410,7 +457,7 @@ Overall: healthy
         let report = StatusReport::from_snapshot(
             Err(err),
             book(),
-            &ModelSpec::gemma3_270m(),
+            Some(&ModelSpec::gemma3_270m()),
             &PlacementPolicy::default(),
         );
         assert!(report.is_degraded());
@@ -435,13 +482,16 @@ Overall: healthy
         let report = StatusReport::from_snapshot(
             Err(GpuError::NoDriver { detail: "x".into() }),
             book(),
-            &ModelSpec::gemma3_270m(),
+            Some(&ModelSpec::gemma3_270m()),
             &PlacementPolicy {
                 allow_cpu_fallback: false,
                 ..PlacementPolicy::default()
             },
         );
-        assert!(matches!(report.placement, PlacementOutcome::Refused { .. }));
+        assert!(matches!(
+            report.placement,
+            Some(PlacementOutcome::Refused { .. })
+        ));
         let table = report.render_table();
         assert!(table.contains("REFUSED: no healthy GPU for model gemma-3-270m-q4_k_m and gpu.allow_cpu_fallback is false: no NVIDIA driver (x)"), "{table}");
     }
@@ -451,8 +501,9 @@ Overall: healthy
     #[test]
     fn status_once_on_this_machine() {
         let report = status_once(
+            None,
             book(),
-            &ModelSpec::gemma3_270m(),
+            Some(&ModelSpec::gemma3_270m()),
             &PlacementPolicy::default(),
         );
         if std::path::Path::new("/proc/driver/nvidia/version").exists() {

@@ -51,7 +51,7 @@ fn main() {
     let cands = placement::candidates(&snap, &book);
     let per = time(100_000, || placement::plan(&model, &cands, &policy));
     row("placement: plan Gemma 3 270M over 8 GPUs", per, "pure");
-    let report = StatusReport::build(Ok(&snap), &book, &model, &policy, Vec::new());
+    let report = StatusReport::build(Ok(&snap), &book, Some(&model), &policy, Vec::new());
     let mut bytes = 0;
     let per = time(5_000, || {
         let mut e = Exposition::new();

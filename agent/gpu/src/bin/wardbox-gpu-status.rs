@@ -9,7 +9,7 @@
 //! ```
 //!
 //! With `--readings N` it keeps one monitor and one health book over N readings, printing each
-//! health transition as it happens, then the report of the last reading.
+//! health transition on stderr as it happens, then the report of the last reading.
 //!
 //! Exit status: 0 healthy, 1 degraded (including "no NVIDIA driver"), 2 placement refused,
 //! 64 bad arguments.
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use wardbox_gpu::health::{HealthBook, HealthPolicy};
 use wardbox_gpu::placement::{ModelSpec, PlacementPolicy};
-use wardbox_gpu::{NvmlMonitor, PlacementOutcome, StatusReport};
+use wardbox_gpu::{PlacementOutcome, watch};
 
 #[derive(Debug)]
 struct Args {
@@ -31,6 +31,10 @@ struct Args {
     interval: Duration,
     library: Option<PathBuf>,
 }
+
+const USAGE: &str = "usage: wardbox-gpu-status [--json] [--no-cpu-fallback] \
+                     [--model-bytes N --layers N] [--readings N] [--interval-ms MS] \
+                     [--nvml-library PATH]";
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
@@ -70,13 +74,8 @@ fn parse() -> Result<Args, String> {
             "--nvml-library" => {
                 a.library = Some(it.next().ok_or("--nvml-library needs a path")?.into())
             }
-            "-h" | "--help" => {
-                return Err("usage: wardbox-gpu-status [--json] [--no-cpu-fallback] \
-                     [--model-bytes N --layers N] [--readings N] [--interval-ms MS] \
-                     [--nvml-library PATH]"
-                    .into());
-            }
-            other => return Err(format!("unknown argument '{other}' (try --help)")),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
         }
     }
     Ok(a)
@@ -90,39 +89,22 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let mut book = match HealthBook::new(HealthPolicy::default()) {
+    let book = match HealthBook::new(HealthPolicy::default()) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(64);
         }
     };
-    let monitor = match &args.library {
-        Some(p) => NvmlMonitor::init_with_library(p),
-        None => NvmlMonitor::init(),
-    };
-    let report = match monitor {
-        Err(e) => StatusReport::from_snapshot(Err(e), book, &args.model, &args.policy),
-        Ok(m) => {
-            let mut all = Vec::new();
-            let mut last = m.read();
-            for i in 0..args.readings {
-                if i > 0 {
-                    std::thread::sleep(args.interval);
-                    last = m.read();
-                }
-                let ts = match &last {
-                    Ok(s) => book.observe(s),
-                    Err(e) => book.observe_unreadable(&e.to_string()),
-                };
-                for t in &ts {
-                    eprintln!("reading {}: {t}", i + 1);
-                }
-                all.extend(ts);
-            }
-            StatusReport::build(last.as_ref(), &book, &args.model, &args.policy, all)
-        }
-    };
+    let report = watch(
+        args.library.as_deref(),
+        book,
+        args.readings,
+        args.interval,
+        Some(&args.model),
+        &args.policy,
+        |i, t| eprintln!("reading {i}: {t}"),
+    );
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(j) => println!("{j}"),
@@ -135,7 +117,7 @@ fn main() -> ExitCode {
         print!("{}", report.render_table());
     }
     match (&report.placement, report.is_degraded()) {
-        (PlacementOutcome::Refused { .. }, _) => ExitCode::from(2),
+        (Some(PlacementOutcome::Refused { .. }), _) => ExitCode::from(2),
         (_, true) => ExitCode::from(1),
         (_, false) => ExitCode::SUCCESS,
     }
