@@ -1,0 +1,603 @@
+//! Finding HIPAA Safe Harbor identifiers in free text: pattern rules, keyword-anchored rules,
+//! name dictionaries, and the exact identifiers that structured records (FHIR) give us.
+//!
+//! Pure code: text in, spans out. Recall matters more than precision here (a missed identifier
+//! leaks into the index; a false hit only costs the model a word), so ambiguous cases lean
+//! towards removal, except for a stoplist of clinical and common English words that the name
+//! lists also contain.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::Category;
+
+/// A detected identifier: a byte range of the text and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+    pub category: Category,
+}
+
+/// Identifiers known exactly from structured data (a FHIR Patient, the clinic's registry):
+/// every occurrence of them in this patient's free text is removed, whatever the rules say.
+#[derive(Debug, Clone, Default)]
+pub struct KnownIdentifiers {
+    pub items: Vec<(Category, String)>,
+}
+
+impl KnownIdentifiers {
+    pub fn push(&mut self, category: Category, value: impl Into<String>) {
+        let value = value.into();
+        if !value.trim().is_empty() {
+            self.items.push((category, value.trim().to_owned()));
+        }
+    }
+
+    pub fn extend(&mut self, other: &KnownIdentifiers) {
+        self.items.extend(other.items.iter().cloned());
+    }
+}
+
+static FIRST_NAMES: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| include_str!("../../data/first_names.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
+static LAST_NAMES: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| include_str!("../../data/last_names.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
+
+/// Words that the census name lists contain but that are, in a clinical note, far more often
+/// ordinary words: months, weekdays, anatomy, eponymous diseases, common verbs and nouns.
+/// They still count as names after a title ("Dr. Hope") or beside another name ("Will Smith").
+static STOPWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../../data/stopwords.txt")
+        .split_whitespace()
+        .filter(|w| !w.starts_with('#'))
+        .collect()
+});
+
+fn is_stopword(lower: &str) -> bool {
+    STOPWORDS.contains(lower)
+}
+
+fn is_first(lower: &str) -> bool {
+    FIRST_NAMES.contains(lower)
+}
+
+fn is_last(lower: &str) -> bool {
+    LAST_NAMES.contains(lower)
+}
+
+const MONTHS: &str = r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sept?(?:ember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)";
+const STATES: &str = r"(?:AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC|Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|Florida|Georgia|Hawaii|Idaho|Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|Massachusetts|Michigan|Minnesota|Mississippi|Missouri|Montana|Nebraska|Nevada|New Hampshire|New Jersey|New Mexico|New York|North Carolina|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|Rhode Island|South Carolina|South Dakota|Tennessee|Texas|Utah|Vermont|Virginia|Washington|West Virginia|Wisconsin|Wyoming)";
+const STREET_SUFFIX: &str = r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Alley|Row|Crescent|Close|Loop|Pike|Run)";
+
+fn re(pattern: &str) -> Regex {
+    // The patterns are constants of this file, tested below: a bad one is a bug caught by
+    // every test run, not a runtime condition.
+    #[allow(clippy::expect_used)]
+    Regex::new(pattern).expect("a de-identification pattern failed to compile")
+}
+
+/// A rule: a regex whose capture group `group` (0 = whole match) is the identifier.
+struct Rule {
+    re: Regex,
+    group: usize,
+    category: Category,
+}
+
+/// Keyword-anchored identifiers: "MRN: 12345678", "Medicare ID 1EG4-TE5-MK72". The value must
+/// hold a digit, so "MRN unknown" removes nothing. Longer keywords come first so that "license
+/// plate" is a vehicle, not a licence.
+fn keyword_rules() -> Vec<Rule> {
+    const VALUE: &str = r"([A-Za-z0-9][A-Za-z0-9./-]*\d[A-Za-z0-9./-]*[A-Za-z0-9]|\d)";
+    // "number", "no.", "#", "ID", ":" in any order people write them ("Chart #: 18-8888",
+    // "license no. RN-1234", "Member ID: X"). Each part optional; none consumes the value.
+    const SEP: &str = r"(?:\s*(?:number|num|id|code|no)\b\.?)?\s*#?\s*(?::|=|\bis\b|\bwas\b)?\s*#?\s*";
+    let table: &[(&str, Category)] = &[
+        (r"licen[cs]e\s+plates?|plates?|tag\s+number|VIN|vehicle\s+identification|vehicle\s+id|registration", Category::Vehicle),
+        (r"fingerprint|finger\s+print|retina(?:l)?\s+scan|iris\s+scan|voice\s*print|palm\s*print|biometric(?:\s+template)?|face\s+template", Category::Biometric),
+        (r"serial|s/n|SN|device\s+identifier|device|UDI|IMEI|implant|pacemaker|pump|model\s+serial|lot", Category::Device),
+        (r"MRN|medical\s+record|med\s+rec|record|chart|hospital\s+number|patient\s+number", Category::Mrn),
+        (r"member|subscriber|policy|group|health\s+plan|insurance|insurance\s+card|medicaid|medicare|MBI|beneficiary|plan|payer\s+id|HICN", Category::HealthPlan),
+        (r"account|acct|billing|invoice|bank\s+account|routing|credit\s+card|card", Category::Account),
+        (r"licen[cs]e|driver'?s\s+licen[cs]e|DL|DEA|NPI|certificate|cert|permit|passport|board\s+certification|state\s+licen[cs]e", Category::License),
+        (r"SSN|SS#|social\s+security|social", Category::Ssn),
+        (r"patient\s+id|employee\s+id|employee|student|badge|case|claim|visit|encounter|ID|identifier|reference|ref", Category::OtherId),
+    ];
+    table
+        .iter()
+        .map(|(kw, category)| Rule {
+            re: re(&format!(r"(?i)\b(?:{kw})\b{SEP}{VALUE}")),
+            group: 1,
+            category: *category,
+        })
+        .collect()
+}
+
+fn pattern_rules() -> Vec<Rule> {
+    let mut rules = vec![
+        Rule { re: re(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), group: 0, category: Category::Email },
+        Rule { re: re(r#"(?i)\b(?:https?://|ftp://|www\.)[^\s<>"')\]]+"#), group: 0, category: Category::Url },
+        Rule { re: re(r"(?i)\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|io|health|info|us)/[^\s<>]*"), group: 0, category: Category::Url },
+        Rule {
+            re: re(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"),
+            group: 0,
+            category: Category::Ip,
+        },
+        Rule { re: re(r"(?i)\b(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\b"), group: 0, category: Category::Ip },
+        Rule { re: re(r"(?i)(?:\b[0-9a-f]{1,4}:){1,6}:(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,5})?\b"), group: 0, category: Category::Ip },
+        // MAC addresses identify a device.
+        Rule { re: re(r"(?i)\b(?:[0-9a-f]{2}[:-]){5}[0-9a-f]{2}\b"), group: 0, category: Category::Device },
+        Rule { re: re(r"\b\d{3}-\d{2}-\d{4}\b"), group: 0, category: Category::Ssn },
+        Rule { re: re(r"(?i)\b(?:ssn|ss#|social security(?: number| no\.?| #)?)[\s:#]*(\d{3}[\s.-]?\d{2}[\s.-]?\d{4})\b"), group: 1, category: Category::Ssn },
+        // North American phone numbers in their usual spellings; fax is decided from context.
+        Rule {
+            re: re(r"(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b(?:\s*(?:x|ext\.?)\s*\d{1,5})?"),
+            group: 0,
+            category: Category::Phone,
+        },
+        Rule { re: re(r"(?i)\b(?:phone|tel|telephone|cell|mobile|fax|call|pager|contact)\b[\s:#.]*(\+?\d{10,11})\b"), group: 1, category: Category::Phone },
+        Rule { re: re(r"\+\d{1,3}[\s.-]\d{1,4}[\s.-]\d{3,4}[\s.-]\d{3,4}\b"), group: 0, category: Category::Phone },
+        // Vehicle identification numbers: 17 characters, no I, O or Q, letters and digits.
+        Rule { re: re(r"\b[A-HJ-NPR-Z0-9]{17}\b"), group: 0, category: Category::Vehicle },
+        // Dates: every element but the year is an identifier.
+        Rule { re: re(r"\b(?:0?[1-9]|1[0-2])[/.-](?:0?[1-9]|[12]\d|3[01])[/.-](?:\d{4}|\d{2})\b"), group: 0, category: Category::Date },
+        Rule { re: re(r"\b(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])[-/.](?:0?[1-9]|[12]\d|3[01])(?:T\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"), group: 0, category: Category::Date },
+        Rule {
+            re: re(&format!(r"(?i)\b(?:\d{{1,2}})(?:st|nd|rd|th)?(?:\s+of)?[\s-]+{MONTHS}\.?,?[\s-]+(?:\d{{4}}|\d{{2}})\b")),
+            group: 0,
+            category: Category::Date,
+        },
+        Rule {
+            re: re(&format!(r"(?i)\b{MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}})?")),
+            group: 0,
+            category: Category::Date,
+        },
+        Rule { re: re(&format!(r"(?i)\b{MONTHS}\.?,?\s+(?:of\s+)?(?:19|20)\d{{2}}\b")), group: 0, category: Category::Date },
+        Rule { re: re(&format!(r"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTHS}\b")), group: 0, category: Category::Date },
+        // Ages over 89 ("92-year-old", "age 95", "aged 101", "94 y/o"): only the number goes.
+        Rule { re: re(r"(?i)\b(9\d|1[0-2]\d)(?:\s*|-)(?:years?|yrs?|y/?o|y\.o\.|yo|year-old|-year-old)\b"), group: 1, category: Category::Age },
+        Rule { re: re(r"(?i)\b(?:age|aged|ages)[\s:]*(9\d|1[0-2]\d)\b"), group: 1, category: Category::Age },
+        Rule { re: re(r"(?i)\b(9\d|1[0-2]\d)\s*(?:yo|y/o)\b"), group: 1, category: Category::Age },
+        // Street addresses and PO boxes: geographic units smaller than a state.
+        Rule {
+            re: re(&format!(
+                r"\b\d{{1,6}}(?:-\d{{1,4}})?\s+(?:[NSEW]\.?\s+)?(?:(?:[A-Z][A-Za-z'-]*|\d{{1,3}}(?:st|nd|rd|th))\.?\s+){{1,3}}{STREET_SUFFIX}\b\.?(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Fl|Floor|Room|Rm|#)\.?\s*#?\s*[A-Za-z0-9-]+)?"
+            )),
+            group: 0,
+            category: Category::Address,
+        },
+        Rule { re: re(r"(?i)\bP\.?\s?O\.?\s+Box\s+\d+"), group: 0, category: Category::Address },
+        Rule { re: re(r"(?i)\b(?:Apt|Apartment|Suite|Unit)\.?\s*#?\s*\d+[A-Za-z]?\b"), group: 0, category: Category::Address },
+        // "City, ST 12345": the city and the ZIP go, the state stays (Safe Harbor allows it).
+        Rule {
+            re: re(&format!(r"\b([A-Z][a-z]+(?:[ -][A-Z][a-z]+){{0,2}}),\s+{STATES}\b")),
+            group: 1,
+            category: Category::Location,
+        },
+        Rule { re: re(&format!(r"\b{STATES}\s+(\d{{5}}(?:-\d{{4}})?)\b")), group: 1, category: Category::Zip },
+        Rule { re: re(r"(?i)\b(?:zip|zip\s*code|postal\s*code|zipcode)[\s:#]*(\d{5}(?:-\d{4})?)\b"), group: 1, category: Category::Zip },
+        Rule { re: re(r"\b\d{5}-\d{4}\b"), group: 0, category: Category::Zip },
+        Rule { re: re(r"\b([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?\s+(?:County|Parish|Borough|Township|Village))\b"), group: 1, category: Category::Location },
+        Rule {
+            re: re(r"\b(?i:lives|living|lived|resides|residing|moved|relocated|born|grew up|visiting|travel(?:l)?ed|trip|home|transferred|arrived|came|commutes|works)\s+(?i:in|to|from|at|near)\s+((?:[A-Z][a-z]+)(?:[ -][A-Z][a-z]+){0,2})"),
+            group: 1,
+            category: Category::Location,
+        },
+    ];
+    rules.extend(keyword_rules());
+    rules
+}
+
+static RULES: LazyLock<Vec<Rule>> = LazyLock::new(pattern_rules);
+
+/// A word-ish token: letters, apostrophes, hyphens, and an optional trailing period for
+/// initials and titles.
+static TOKEN: LazyLock<Regex> = LazyLock::new(|| re(r"[A-Za-z][A-Za-z'’-]*\.?"));
+static TITLES: &[&str] = &["mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "sr", "sra", "nurse", "rev"];
+/// Words after which a capitalised word is a person: role labels in notes and forms.
+static NAME_CUES: &[&str] = &[
+    "patient", "pt", "name", "attending", "provider", "physician", "pcp", "surgeon", "resident", "intern",
+    "signed", "seen", "referred", "cc", "spouse", "wife", "husband", "son", "daughter", "mother", "father",
+    "sister", "brother", "contact", "guardian", "caregiver", "partner", "friend", "neighbor", "neighbour",
+    "by", "dictated", "author", "aunt", "uncle", "grandson", "granddaughter", "niece", "nephew", "mom", "dad",
+];
+/// Credentials after a name ("Jane Roe, MD"): the name before them is a person.
+static CREDENTIALS: &[&str] = &["md", "do", "rn", "np", "pa", "pa-c", "lpn", "cna", "phd", "dds", "dmd", "facp", "mph", "aprn", "crna", "pharmd"];
+
+#[derive(Debug, Clone)]
+struct Tok {
+    start: usize,
+    end: usize,
+    /// Lowercase, without trailing period or possessive.
+    key: String,
+    capitalised: bool,
+    all_caps: bool,
+    initial: bool,
+}
+
+fn tokens(text: &str) -> Vec<Tok> {
+    TOKEN
+        .find_iter(text)
+        .map(|m| {
+            let raw = m.as_str();
+            let trimmed = raw.trim_end_matches('.');
+            let base = trimmed.trim_end_matches("'s").trim_end_matches("’s");
+            let first = base.chars().next().unwrap_or('a');
+            let letters: Vec<char> = base.chars().filter(|c| c.is_alphabetic()).collect();
+            let all_caps = letters.len() > 1 && letters.iter().all(|c| c.is_uppercase());
+            // The span excludes the possessive and a sentence-ending period.
+            let end = m.start() + base.len();
+            Tok {
+                start: m.start(),
+                end,
+                key: base.to_lowercase().replace('’', "'"),
+                capitalised: first.is_uppercase(),
+                all_caps,
+                initial: letters.len() == 1 && first.is_uppercase() && raw.ends_with('.'),
+            }
+        })
+        .collect()
+}
+
+/// Whether only spaces (and at most one comma) separate two tokens, so they read as one name.
+fn adjacent(text: &str, a: &Tok, b: &Tok) -> bool {
+    let gap = &text[a.end..b.start];
+    let gap = gap.trim_start_matches('.');
+    gap.len() <= 3 && gap.chars().all(|c| c == ' ' || c == ',') && !gap.contains("  ")
+}
+
+/// O'Sullivan, McAllister, MacLeod, D'Angelo: surnames by their shape.
+fn surname_shaped(key: &str) -> bool {
+    (key.starts_with("o'") || key.starts_with("d'") || key.starts_with("mc") || key.starts_with("mac")) && key.len() >= 4
+        || key.contains('-') && key.split('-').all(|p| p.len() >= 2)
+}
+
+fn in_dict(t: &Tok) -> bool {
+    let k = t.key.as_str();
+    is_first(k) || is_last(k) || k.split('-').all(|p| is_first(p) || is_last(p)) && k.contains('-')
+}
+
+/// Names: titles, cue words, credentials, first+last dictionary pairs, and single first names
+/// not on the stoplist. Every token of a name found once is then removed wherever else it
+/// occurs in the document ("Mr. Okafor" makes every "Okafor" go).
+fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
+    let toks = tokens(text);
+    let mut is_name = vec![false; toks.len()];
+    for i in 0..toks.len() {
+        let t = &toks[i];
+        let prev = i.checked_sub(1).map(|j| &toks[j]);
+        // After a title: the next one to three capitalised tokens (initials included).
+        if TITLES.contains(&t.key.as_str()) && (t.capitalised || t.all_caps) {
+            let mut j = i + 1;
+            let mut taken = 0;
+            while j < toks.len() && taken < 3 && adjacent(text, &toks[j - 1], &toks[j]) {
+                let n = &toks[j];
+                if !(n.capitalised || n.all_caps) || CREDENTIALS.contains(&n.key.as_str()) {
+                    break;
+                }
+                // "Mrs. Clark. Home address": a period after a whole word ends the name.
+                if taken > 0 && !toks[j - 1].initial && text[toks[j - 1].end..n.start].contains('.') {
+                    break;
+                }
+                if taken > 0 && !(in_dict(n) || n.initial) && is_stopword(&n.key) {
+                    break;
+                }
+                is_name[j] = true;
+                taken += 1;
+                j += 1;
+            }
+            continue;
+        }
+        let first = is_first(&t.key);
+        let last = is_last(&t.key);
+        let next = toks.get(i + 1).filter(|n| adjacent(text, t, n));
+        // First + Last (or First + Initial + Last), both capitalised, both in the lists.
+        if (t.capitalised || t.all_caps) && first {
+            if let Some(n) = next {
+                let (n2, skip) = if n.initial { (toks.get(i + 2).filter(|m| adjacent(text, n, m)), true) } else { (Some(n), false) };
+                if let Some(n2) = n2 {
+                    if (n2.capitalised || n2.all_caps) && (is_last(&n2.key) || is_first(&n2.key) || surname_shaped(&n2.key) || skip)
+                        && !(is_stopword(&t.key) && is_stopword(&n2.key))
+                    {
+                        is_name[i] = true;
+                        if skip {
+                            is_name[i + 1] = true;
+                            is_name[i + 2] = true;
+                        } else {
+                            is_name[i + 1] = true;
+                        }
+                    }
+                }
+            }
+        }
+        // "Last, First" as in registration lists.
+        if (t.capitalised || t.all_caps) && last && !is_stopword(&t.key) {
+            if let Some(n) = toks.get(i + 1) {
+                let gap = &text[t.end..n.start];
+                if gap.trim() == "," && (n.capitalised || n.all_caps) && is_first(&n.key) && !is_stopword(&n.key) {
+                    is_name[i] = true;
+                    is_name[i + 1] = true;
+                }
+            }
+        }
+        // A capitalised first name on its own ("Maria reports ...").
+        if t.capitalised && !t.all_caps && first && !is_stopword(&t.key) && t.key.len() >= 3 {
+            is_name[i] = true;
+        }
+        // After a cue word ("Patient: Okafor", "wife Adaeze"), one or two capitalised tokens.
+        if let Some(p) = prev {
+            let gap = &text[p.end..t.start];
+            let prev2 = i.checked_sub(2).map(|j| &toks[j]);
+            let verb_with = p.key == "with"
+                && prev2.is_some_and(|q| ["spoke", "talked", "met", "visited", "lives", "living", "staying", "accompanied", "arrived", "came"].contains(&q.key.as_str()));
+            if (NAME_CUES.contains(&p.key.as_str()) || verb_with)
+                && gap.len() <= 3
+                && gap.chars().all(|c| c == ' ' || c == ':' || c == ',')
+                && (t.capitalised || t.all_caps)
+                && !is_stopword(&t.key)
+                && t.key.len() >= 2
+            {
+                is_name[i] = true;
+                if let Some(n) = next {
+                    if (n.capitalised || n.all_caps) && !is_stopword(&n.key) && !CREDENTIALS.contains(&n.key.as_str()) {
+                        is_name[i + 1] = true;
+                    }
+                }
+            }
+        }
+        // Before a credential ("Okafor, MD"; "Adaeze Okafor RN"): the capitalised run before it.
+        if CREDENTIALS.contains(&t.key.as_str()) && (t.all_caps || t.key.contains('-')) {
+            let mut j = i;
+            let mut taken = 0;
+            while j > 0 && taken < 3 {
+                let p = &toks[j - 1];
+                let gap = &text[p.end..toks[j].start];
+                if !(gap.trim().is_empty() || gap.trim() == ",") || gap.len() > 3 || !(p.capitalised || p.all_caps) || is_stopword(&p.key) && !in_dict(p) {
+                    break;
+                }
+                if TITLES.contains(&p.key.as_str()) {
+                    break;
+                }
+                is_name[j - 1] = true;
+                taken += 1;
+                j -= 1;
+            }
+        }
+    }
+    // Extend a found name over the capitalised tokens after it ("Linda Okafor", "Marcus J.
+    // O'Sullivan"), and take an unknown capitalised token before a surname ("Nkechi Johnson").
+    for i in 0..toks.len().saturating_sub(1) {
+        let n = &toks[i + 1];
+        // A sentence break ends a name: "... Thompson. Home address ..." is two sentences.
+        let gap = &text[toks[i].end..n.start];
+        let joined = adjacent(text, &toks[i], n) && !gap.contains(',') && (toks[i].initial || !gap.contains('.'));
+        let n_ok = (n.capitalised || n.all_caps) && !is_stopword(&n.key) && !CREDENTIALS.contains(&n.key.as_str()) && !TITLES.contains(&n.key.as_str());
+        if is_name[i] && !is_name[i + 1] && joined && n_ok && n.key.len() >= 2 {
+            is_name[i + 1] = true;
+        }
+        if is_name[i] && toks[i].initial && joined && n_ok {
+            is_name[i + 1] = true;
+        }
+        let t = &toks[i];
+        if !is_name[i] && joined && (t.capitalised || t.all_caps) && !is_stopword(&t.key) && t.key.len() >= 3
+            && !TITLES.contains(&t.key.as_str()) && !CREDENTIALS.contains(&t.key.as_str())
+            && n_ok && (is_last(&n.key) || surname_shaped(&n.key)) && is_name[i + 1]
+        {
+            is_name[i] = true;
+        }
+    }
+    // Propagate: every token ever seen as part of a name in this text, or known from the
+    // structured record, goes wherever it appears (any case).
+    let mut seen: HashSet<String> = toks.iter().zip(&is_name).filter(|(t, n)| **n && !t.initial && t.key.len() >= 2).map(|(t, _)| t.key.clone()).collect();
+    for part in known_name_parts {
+        let k = part.to_lowercase();
+        if k.len() >= 2 {
+            seen.insert(k);
+        }
+    }
+    for (i, t) in toks.iter().enumerate() {
+        if !is_name[i] && seen.contains(&t.key) && !(TITLES.contains(&t.key.as_str())) {
+            is_name[i] = true;
+        }
+    }
+    toks.iter()
+        .zip(&is_name)
+        .filter(|(t, n)| **n && !TITLES.contains(&t.key.as_str()))
+        .map(|(t, _)| {
+            // An initial keeps its period out of the span only when the period ends a sentence;
+            // simpler and safe: include it.
+            let end = if t.initial { (t.end + 1).min(text.len()) } else { t.end };
+            Span { start: t.start, end, category: Category::Name }
+        })
+        .collect()
+}
+
+/// Exact occurrences (case-insensitive, on word boundaries) of identifiers known from
+/// structured data. Phone-like values also match with any punctuation between the digits.
+fn known_spans(text: &str, known: &KnownIdentifiers) -> Vec<Span> {
+    let mut out = Vec::new();
+    for (category, value) in &known.items {
+        let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+        let pattern = if matches!(category, Category::Phone | Category::Fax | Category::Ssn) && digits.len() >= 7 {
+            let sep = r"[\s().-]*";
+            format!(r"(?:\+?1{sep})?{}", digits.chars().map(|c| c.to_string()).collect::<Vec<_>>().join(sep))
+        } else if *category == Category::Name {
+            continue; // names go through name_spans' propagation, part by part
+        } else {
+            regex::escape(value)
+        };
+        let Ok(rx) = Regex::new(&format!(r"(?i)(?:^|\b|\B){pattern}(?:\b|$|\B)")) else { continue };
+        for m in rx.find_iter(text) {
+            let s = m.as_str();
+            // Word boundaries by hand: regex's \b after a non-word character is not a boundary.
+            let before_ok = text[..m.start()].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
+            let after_ok = text[m.end()..].chars().next().is_none_or(|c| !c.is_alphanumeric());
+            if before_ok && after_ok && !s.trim().is_empty() {
+                out.push(Span { start: m.start(), end: m.end(), category: *category });
+            }
+        }
+    }
+    out
+}
+
+/// The phone rule cannot see "Fax:" before a number; decide from the words just before it.
+fn refine_phone(text: &str, span: &mut Span) {
+    if span.category != Category::Phone {
+        return;
+    }
+    let from = text[..span.start].char_indices().rev().nth(24).map_or(0, |(i, _)| i);
+    let before = text[from..span.start].to_lowercase();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let before = &before[line_start..];
+    let fax = before.rfind("fax");
+    let phone = ["phone", "tel", "cell", "mobile", "call", "ph"].iter().filter_map(|w| before.rfind(w)).max();
+    if fax.is_some() && fax > phone {
+        span.category = Category::Fax;
+    }
+}
+
+/// Where a "month day" match is really a word: "may 3 times", "March 2 weeks", "a 5 mar".
+fn false_date(text: &str, span: &Span) -> bool {
+    let s = &text[span.start..span.end];
+    let first = s.chars().next().unwrap_or(' ');
+    if first.is_alphabetic() && first.is_lowercase() {
+        let word: String = s.chars().take_while(|c| c.is_alphabetic()).collect();
+        if ["may", "mar", "march", "jan", "sept", "dec", "june", "july"].contains(&word.as_str()) {
+            return true;
+        }
+    }
+    let after = text[span.end..].trim_start().to_lowercase();
+    ["times", "weeks", "days", "hours", "mg", "tabs", "units", "minutes"].iter().any(|w| after.starts_with(w)) && !s.contains(',')
+}
+
+/// Every identifier in `text`, with overlaps resolved (the longer span wins; on a tie, the more
+/// specific category), sorted by position.
+pub fn detect(text: &str, known: &KnownIdentifiers) -> Vec<Span> {
+    let mut spans: Vec<Span> = Vec::new();
+    for rule in RULES.iter() {
+        for caps in rule.re.captures_iter(text) {
+            let Some(m) = caps.get(rule.group) else { continue };
+            let mut end = m.end();
+            // URLs and ids do not end in sentence punctuation.
+            while end > m.start() && matches!(text.as_bytes()[end - 1], b'.' | b',' | b';' | b':' | b')') && rule.category != Category::Date {
+                end -= 1;
+            }
+            if end <= m.start() {
+                continue;
+            }
+            let mut span = Span { start: m.start(), end, category: rule.category };
+            refine_phone(text, &mut span);
+            if span.category == Category::Date && false_date(text, &span) {
+                continue;
+            }
+            if span.category == Category::Vehicle && rule.group == 0 {
+                // A bare 17-character run is a VIN only when it mixes letters and digits.
+                let s = &text[span.start..span.end];
+                if !(s.chars().any(|c| c.is_ascii_digit()) && s.chars().any(|c| c.is_ascii_alphabetic())) {
+                    continue;
+                }
+            }
+            if span.category == Category::Location {
+                // "Seen by Dr. Roe, MD": MD here is a credential, not Maryland.
+                let after = text[span.end..].trim_start_matches([',', ' ']);
+                let cred = ["MD", "DO", "PA", "NP", "RN"].iter().any(|c| after.starts_with(c) && !after[c.len()..].trim_start().starts_with(|ch: char| ch.is_ascii_digit()));
+                if cred {
+                    continue;
+                }
+                if is_stopword(&text[span.start..span.end].to_lowercase()) {
+                    continue;
+                }
+            }
+            spans.push(span);
+        }
+    }
+    let name_parts: Vec<String> = known
+        .items
+        .iter()
+        .filter(|(c, _)| *c == Category::Name)
+        .flat_map(|(_, v)| v.split([' ', ',']).filter(|p| !p.is_empty()).map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    spans.extend(name_spans(text, &name_parts));
+    spans.extend(known_spans(text, known));
+    resolve(spans)
+}
+
+/// Merge overlapping spans into disjoint ones: the longest wins, ties go to the earlier
+/// (more specific) category; a shorter span inside a longer one is dropped, a partial overlap
+/// is merged into one span of the winner's category so nothing of either is left.
+fn resolve(mut spans: Vec<Span>) -> Vec<Span> {
+    spans.sort_by_key(|s| (s.start, std::cmp::Reverse(s.end)));
+    let mut out: Vec<Span> = Vec::with_capacity(spans.len());
+    for s in spans {
+        if let Some(last) = out.last_mut() {
+            if s.start < last.end {
+                if s.end > last.end {
+                    let keep = if s.end - s.start > last.end - last.start { s.category } else { last.category };
+                    last.end = s.end;
+                    last.category = keep;
+                }
+                continue;
+            }
+        }
+        out.push(s);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(text: &str) -> Vec<(String, Category)> {
+        detect(text, &KnownIdentifiers::default()).into_iter().map(|s| (text[s.start..s.end].to_owned(), s.category)).collect()
+    }
+
+    #[test]
+    fn rules_compile_and_find_the_obvious() {
+        let f = found("Call 555-201-3344 or email jo.ann@example.org; MRN: 00123456.");
+        assert!(f.contains(&("555-201-3344".into(), Category::Phone)), "{f:?}");
+        assert!(f.contains(&("jo.ann@example.org".into(), Category::Email)), "{f:?}");
+        assert!(f.contains(&("00123456".into(), Category::Mrn)), "{f:?}");
+    }
+
+    #[test]
+    fn clinical_numbers_are_not_identifiers() {
+        let f = found("BP 128/82, HR 74, T 98.6 F, SpO2 97%. Metformin 500 mg twice daily for 2 weeks. A1c 7.2%. Follow up in 3 months. She may 2 times a day.");
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn fax_is_told_from_phone_by_context() {
+        let f = found("Tel: (555) 201-3344  Fax: (555) 201-3345");
+        assert_eq!(f, vec![("(555) 201-3344".into(), Category::Phone), ("(555) 201-3345".into(), Category::Fax)]);
+    }
+
+    #[test]
+    fn names_from_titles_pairs_and_propagation() {
+        let f = found("Mr. Okonkwo-Bright was seen with his wife Adaeze. Okonkwo-Bright denies pain. John Smith, MD.");
+        let names: Vec<&str> = f.iter().filter(|(_, c)| *c == Category::Name).map(|(s, _)| s.as_str()).collect();
+        assert_eq!(names, vec!["Okonkwo-Bright", "Adaeze", "Okonkwo-Bright", "John", "Smith"]);
+    }
+
+    #[test]
+    fn city_state_and_lives_in() {
+        let f = found("Address: Springfield, IL 62704. Lives in Millbrook. Transferred from Tucson.");
+        assert_eq!(
+            f,
+            vec![
+                ("Springfield".into(), Category::Location),
+                ("62704".into(), Category::Zip),
+                ("Millbrook".into(), Category::Location),
+                ("Tucson".into(), Category::Location)
+            ]
+        );
+    }
+
+    #[test]
+    fn ages_over_89_only() {
+        let f = found("A 92-year-old woman; her husband is 88 years old; aged 101.");
+        assert_eq!(f, vec![("92".into(), Category::Age), ("101".into(), Category::Age)]);
+    }
+}
