@@ -11,3 +11,7 @@
 
 pub mod deid;
 pub mod synth;
+pub mod embed;
+pub mod index;
+pub mod ingest;
+pub mod answer;

@@ -373,3 +373,209 @@ pub fn labelled_notes(seed: u64, n: usize) -> Vec<LabelledNote> {
         })
         .collect()
 }
+
+/// A synthetic document of the retrieval corpus.
+#[derive(Debug, Clone)]
+pub struct CorpusDoc {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// The patient's record id for notes and PDFs; `None` for FHIR Bundles (they carry their
+    /// own Patient) and for library documents.
+    pub record_id: Option<String>,
+    pub library: bool,
+}
+
+/// A known fact: a question whose answer is in exactly one document.
+#[derive(Debug, Clone)]
+pub struct Fact {
+    pub question: &'static str,
+    /// The patient's record id, or `None` for the clinic library.
+    pub record_id: Option<&'static str>,
+    pub document: &'static str,
+    /// A word that the right chunk contains.
+    pub marker: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    pub docs: Vec<CorpusDoc>,
+    pub facts: Vec<Fact>,
+    /// Every identifier written into the corpus, as written.
+    pub identifiers: Vec<String>,
+}
+
+struct SynthPatient {
+    id: &'static str,
+    mrn: &'static str,
+    given: &'static str,
+    family: &'static str,
+    birth: &'static str,
+    birth_us: &'static str,
+    phone: &'static str,
+    email: &'static str,
+    line: &'static str,
+    city: &'static str,
+    zip: &'static str,
+    gender: &'static str,
+}
+
+const PATIENTS: [SynthPatient; 3] = [
+    SynthPatient { id: "pt-castellanos-01", mrn: "00451234", given: "Dolores", family: "Castellanos", birth: "1948-07-19", birth_us: "07/19/1948", phone: "(503) 555-0142", email: "dolores.c48@example.com", line: "1423 Juniper Street", city: "Millbrook", zip: "97006", gender: "female" },
+    SynthPatient { id: "pt-lindqvist-02", mrn: "00982210", given: "Harold", family: "Lindqvist", birth: "1931-02-03", birth_us: "02/03/1931", phone: "(503) 555-0199", email: "hlindqvist@example.org", line: "77 Orchard Lane", city: "Fairview", zip: "97024", gender: "male" },
+    SynthPatient { id: "pt-okafor-03", mrn: "01137745", given: "Adaeze", family: "Okafor", birth: "1990-11-28", birth_us: "11/28/1990", phone: "(971) 555-0107", email: "adaeze.okafor@example.net", line: "9 Harborview Road", city: "Port Angeles", zip: "98362", gender: "female" },
+];
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+}
+
+fn bundle(p: &SynthPatient, resources: Vec<serde_json::Value>) -> Vec<u8> {
+    let mut entries = vec![serde_json::json!({"resource": {
+        "resourceType": "Patient", "id": p.id,
+        "identifier": [{"type": {"text": "Medical record number"}, "value": p.mrn}],
+        "name": [{"given": [p.given], "family": p.family}],
+        "gender": p.gender, "birthDate": p.birth,
+        "telecom": [{"system": "phone", "value": p.phone}, {"system": "email", "value": p.email}],
+        "address": [{"line": [p.line], "city": p.city, "state": "OR", "postalCode": p.zip}]
+    }})];
+    entries.extend(resources.into_iter().map(|r| serde_json::json!({"resource": r})));
+    serde_json::to_vec_pretty(&serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": entries})).unwrap_or_default()
+}
+
+/// A one-page-per-`pages` PDF with a text layer in Helvetica, written with lopdf.
+pub fn make_pdf(pages: &[Vec<String>]) -> Vec<u8> {
+    use lopdf::content::{Content, Operation};
+    use lopdf::{Document, Object, Stream, dictionary};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id = doc.add_object(dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica", "Encoding" => "WinAnsiEncoding" });
+    let resources_id = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font_id } });
+    let mut kids = Vec::new();
+    for lines in pages {
+        let mut ops = vec![Operation::new("BT", vec![]), Operation::new("Tf", vec!["F1".into(), 11.into()]), Operation::new("TL", vec![14.into()]), Operation::new("Td", vec![60.into(), 780.into()])];
+        for l in lines {
+            ops.push(Operation::new("Tj", vec![Object::string_literal(l.as_str())]));
+            ops.push(Operation::new("T*", vec![]));
+        }
+        ops.push(Operation::new("ET", vec![]));
+        let content = Content { operations: ops };
+        let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap_or_default()));
+        let page_id = doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => content_id });
+        kids.push(page_id.into());
+    }
+    let count = kids.len() as i64;
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count, "Resources" => resources_id, "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()] }),
+    );
+    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog_id);
+    let mut out = Vec::new();
+    let _ = doc.save_to(&mut out);
+    out
+}
+
+/// The retrieval corpus: three patients (a FHIR Bundle with an inline note, SOAP notes, a
+/// discharge PDF) and two clinic library documents; facts placed in known documents.
+pub fn corpus() -> Corpus {
+    use serde_json::json;
+    let [a, b, c] = &PATIENTS;
+    let mut docs = Vec::new();
+    let note = |name: &str, rid: &str, text: String| CorpusDoc { name: name.to_owned(), bytes: text.into_bytes(), record_id: Some(rid.to_owned()), library: false };
+
+    // Patient A: diabetes.
+    docs.push(CorpusDoc {
+        name: "castellanos-record.json".into(),
+        bytes: bundle(a, vec![
+            json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB", "display": "ambulatory"}, "type": [{"text": "Office visit"}], "period": {"start": "2024-03-14T09:00:00Z", "end": "2024-03-14T09:40:00Z"}, "reasonCode": [{"text": "Diabetes follow-up"}]}),
+            json!({"resourceType": "Condition", "code": {"text": "Type 2 diabetes mellitus with hyperglycemia"}, "clinicalStatus": {"text": "active"}, "onsetDateTime": "2011-05-02"}),
+            json!({"resourceType": "Condition", "code": {"text": "Essential hypertension"}, "clinicalStatus": {"text": "active"}, "onsetDateTime": "2009-09-21"}),
+            json!({"resourceType": "MedicationStatement", "status": "active", "medicationCodeableConcept": {"text": "Metformin 1000 mg tablet"}, "dosage": [{"text": "1000 mg by mouth twice daily with meals"}], "effectivePeriod": {"start": "2011-06-01"}}),
+            json!({"resourceType": "MedicationStatement", "status": "active", "medicationCodeableConcept": {"text": "Lisinopril 20 mg tablet"}, "dosage": [{"text": "20 mg by mouth once daily"}]}),
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "Hemoglobin A1c"}, "valueQuantity": {"value": 9.1, "unit": "%"}, "interpretation": [{"text": "high"}], "effectiveDateTime": "2024-03-14"}),
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "Urine albumin to creatinine ratio"}, "valueQuantity": {"value": 48, "unit": "mg/g"}, "effectiveDateTime": "2024-03-14"}),
+            json!({"resourceType": "DocumentReference", "status": "current", "type": {"text": "Nutrition consult"}, "date": "2024-02-02",
+                   "content": [{"attachment": {"contentType": "text/plain", "data": b64(&format!("Nutrition consult for {} {} (MRN {}).\nAssessment: carbohydrate intake high at dinner; drinks two cans of regular soda daily.\nPlan: switch to diet soda, plate method, dietitian follow-up in 6 weeks. Call {} with questions.", a.given, a.family, a.mrn, a.phone))}}]}),
+        ]),
+        record_id: None,
+        library: false,
+    });
+    docs.push(note("castellanos-visit-2024-03.txt", a.mrn, format!(
+        "Office visit 03/14/2024\nPatient: {} {}, DOB {}\nS: Mrs. {} reports polyuria and fatigue for two months. Her daughter Rosalind drives her to visits.\nO: BP 148/88, weight 84 kg. A1c 9.1%.\nA: Type 2 diabetes, poorly controlled on metformin alone. Hypertension above goal.\nP: Start empagliflozin 10 mg once daily in addition to metformin. Increase lisinopril to 40 mg. Recheck A1c in 3 months. Home address {}, {}, OR {}.",
+        a.given, a.family, a.birth_us, a.family, a.line, a.city, a.zip)));
+    docs.push(note("castellanos-eye-exam.md", a.mrn, format!(
+        "# Retinal screening\nDilated eye exam by Dr. Fitzgerald on March 2, 2024.\n## Findings\nMild nonproliferative diabetic retinopathy in both eyes, no macular edema.\n## Plan\nRepeat retinal exam in 12 months. Contact: {}.",
+        a.email)));
+
+    // Patient B: hip fracture, anticoagulation, age over 89.
+    docs.push(CorpusDoc {
+        name: "lindqvist-record.json".into(),
+        bytes: bundle(b, vec![
+            json!({"resourceType": "Condition", "code": {"text": "Atrial fibrillation"}, "clinicalStatus": {"text": "active"}, "onsetDateTime": "2015-01-10"}),
+            json!({"resourceType": "Condition", "code": {"text": "Closed fracture of left femoral neck"}, "clinicalStatus": {"text": "resolved"}, "onsetDateTime": "2024-01-05"}),
+            json!({"resourceType": "MedicationStatement", "status": "active", "medicationCodeableConcept": {"text": "Apixaban 2.5 mg tablet"}, "dosage": [{"text": "2.5 mg by mouth twice daily"}], "reasonCode": [{"text": "stroke prevention in atrial fibrillation"}]}),
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "Creatinine"}, "valueQuantity": {"value": 1.6, "unit": "mg/dL"}, "effectiveDateTime": "2024-01-06"}),
+        ]),
+        record_id: None,
+        library: false,
+    });
+    let pdf_pages = vec![
+        vec![
+            "DISCHARGE SUMMARY".to_owned(),
+            format!("Patient: {} {}   MRN: {}   DOB: {}", b.given, b.family, b.mrn, b.birth_us),
+            "Admitted: 01/05/2024   Discharged: 01/11/2024".to_owned(),
+            "Hospital course: 92-year-old man admitted after a fall at home with a left femoral neck".to_owned(),
+            "fracture. He underwent left hip hemiarthroplasty on hospital day 2 without complication.".to_owned(),
+            "Apixaban was held for 48 hours around surgery and resumed at 2.5 mg twice daily.".to_owned(),
+        ],
+        vec![
+            "Discharge instructions:".to_owned(),
+            "Weight bearing as tolerated with a walker. Physical therapy three times weekly.".to_owned(),
+            format!("Follow up with orthopedics in 2 weeks. Questions: call {}.", b.phone),
+        ],
+    ];
+    docs.push(CorpusDoc { name: "lindqvist-discharge.pdf".into(), bytes: make_pdf(&pdf_pages), record_id: Some(b.mrn.to_owned()), library: false });
+    docs.push(note("lindqvist-phone-note.txt", b.mrn, format!(
+        "Telephone note 01/20/2024. Spoke with son Everett {} at {}. Pain controlled with acetaminophen 650 mg every 6 hours. Mild constipation; advised polyethylene glycol daily.",
+        b.family, b.phone)));
+
+    // Patient C: asthma, allergy.
+    docs.push(CorpusDoc {
+        name: "okafor-record.json".into(),
+        bytes: bundle(c, vec![
+            json!({"resourceType": "Condition", "code": {"text": "Asthma, moderate persistent"}, "clinicalStatus": {"text": "active"}, "onsetDateTime": "2002-04-11"}),
+            json!({"resourceType": "MedicationStatement", "status": "active", "medicationCodeableConcept": {"text": "Budesonide-formoterol 160/4.5 mcg inhaler"}, "dosage": [{"text": "2 puffs twice daily and as needed"}]}),
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "Peak expiratory flow"}, "valueQuantity": {"value": 380, "unit": "L/min"}, "effectiveDateTime": "2024-04-02"}),
+        ]),
+        record_id: None,
+        library: false,
+    });
+    docs.push(note("okafor-visit.txt", c.mrn, format!(
+        "Visit 04/02/2024 with {} {}.\nAllergies: penicillin causes anaphylaxis (throat swelling at age 6); sulfa causes rash.\nHPI: two nighttime awakenings per week from cough and wheeze since moving to {} in January.\nPlan: continue budesonide-formoterol; asthma action plan reviewed; flu shot given. Email {} for results.",
+        c.given, c.family, c.city, c.email)));
+
+    // Clinic library.
+    docs.push(CorpusDoc { name: "staff-influenza-policy.md".into(), bytes: b"# Staff influenza vaccination\nThe clinic offers the influenza vaccine to all staff every October at no cost. Staff who decline must wear a surgical mask in patient areas from December through March.\n# Records\nVaccination records are kept by the practice manager.".to_vec(), record_id: None, library: true });
+    docs.push(CorpusDoc { name: "after-hours.txt".into(), bytes: b"After-hours coverage: the on-call physician rotates weekly. Urgent prescription refills after hours are limited to a 3-day supply. Controlled substances are never refilled after hours.".to_vec(), record_id: None, library: true });
+
+    let facts = vec![
+        Fact { question: "Which new diabetes medication was started at the last visit?", record_id: Some(a.mrn), document: "castellanos-visit-2024-03.txt", marker: "empagliflozin" },
+        Fact { question: "What was the hemoglobin A1c result?", record_id: Some(a.mrn), document: "castellanos-record.json", marker: "A1c" },
+        Fact { question: "What did the eye exam show?", record_id: Some(a.mrn), document: "castellanos-eye-exam.md", marker: "retinopathy" },
+        Fact { question: "How much soda does she drink?", record_id: Some(a.mrn), document: "castellanos-record.json", marker: "soda" },
+        Fact { question: "What operation was done on the hip?", record_id: Some(b.mrn), document: "lindqvist-discharge.pdf", marker: "hemiarthroplasty" },
+        Fact { question: "Which anticoagulant does he take and why?", record_id: Some(b.mrn), document: "lindqvist-record.json", marker: "Apixaban" },
+        Fact { question: "What was recommended for constipation?", record_id: Some(b.mrn), document: "lindqvist-phone-note.txt", marker: "polyethylene" },
+        Fact { question: "What happens with penicillin?", record_id: Some(c.mrn), document: "okafor-visit.txt", marker: "anaphylaxis" },
+        Fact { question: "Which inhaler is she using?", record_id: Some(c.mrn), document: "okafor-record.json", marker: "Budesonide" },
+        Fact { question: "When is the flu vaccine offered to staff?", record_id: None, document: "staff-influenza-policy.md", marker: "October" },
+        Fact { question: "Can controlled substances be refilled at night?", record_id: None, document: "after-hours.txt", marker: "Controlled" },
+    ];
+    let mut identifiers = Vec::new();
+    for p in &PATIENTS {
+        identifiers.extend([p.id, p.mrn, p.given, p.family, p.birth, p.birth_us, p.phone, p.email, p.line, p.city, p.zip].map(str::to_owned));
+    }
+    identifiers.extend(["92-year-old", "Rosalind", "Everett", "Fitzgerald", "03/14/2024", "2024-03-14", "March 2, 2024", "01/05/2024", "01/11/2024", "01/20/2024", "04/02/2024", "2011-05-02", "2024-01-05"].map(str::to_owned));
+    Corpus { docs, facts, identifiers }
+}

@@ -142,7 +142,9 @@ fn pattern_rules() -> Vec<Rule> {
         // Vehicle identification numbers: 17 characters, no I, O or Q, letters and digits.
         Rule { re: re(r"\b[A-HJ-NPR-Z0-9]{17}\b"), group: 0, category: Category::Vehicle },
         // Dates: every element but the year is an identifier.
-        Rule { re: re(r"\b(?:0?[1-9]|1[0-2])[/.-](?:0?[1-9]|[12]\d|3[01])[/.-](?:\d{4}|\d{2})\b"), group: 0, category: Category::Date },
+        // A four-digit year needs no word boundary after it: text from PDFs comes glued
+        // ("DOB: 02/03/1931Admitted").
+        Rule { re: re(r"\b(?:0?[1-9]|1[0-2])[/.-](?:0?[1-9]|[12]\d|3[01])[/.-](?:\d{4}|\d{2}\b)"), group: 0, category: Category::Date },
         Rule { re: re(r"\b(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])[-/.](?:0?[1-9]|[12]\d|3[01])(?:T\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"), group: 0, category: Category::Date },
         Rule {
             re: re(&format!(r"(?i)\b(?:\d{{1,2}})(?:st|nd|rd|th)?(?:\s+of)?[\s-]+{MONTHS}\.?,?[\s-]+(?:\d{{4}}|\d{{2}})\b")),
@@ -398,7 +400,9 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
         }
     }
     for (i, t) in toks.iter().enumerate() {
-        if !is_name[i] && seen.contains(&t.key) && !(TITLES.contains(&t.key.as_str())) {
+        // A hyphenated token holding a known name part ("castellanos-record") goes too.
+        let part_seen = t.key.contains('-') && t.key.split('-').any(|p| seen.contains(p));
+        if !is_name[i] && (seen.contains(&t.key) || part_seen) && !(TITLES.contains(&t.key.as_str())) {
             is_name[i] = true;
         }
     }

@@ -1,0 +1,350 @@
+//! Answering: a prompt template per task, the retrieved chunks as numbered sources, citations
+//! [1], [2] checked against them, "not found in the record" when nothing relevant came back,
+//! the clinic's safety text, and the audit detail (hashes, ids and lengths, never text).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::LazyLock;
+
+use ollama_rs::Ollama;
+use ollama_rs::generation::completion::request::GenerationRequest;
+use ollama_rs::models::ModelOptions;
+use regex::Regex;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::deid::{self, KnownIdentifiers};
+use crate::embed::{EmbedError, Embedder};
+use crate::index::{self, Access, Hit, IndexError, Scope};
+
+/// What the clinician asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    Question,
+    SoapSummary,
+    DischargeDraft,
+    MedicationList,
+}
+
+impl Task {
+    fn instruction(self) -> &'static str {
+        match self {
+            Task::Question => "Answer the clinician's question using only the numbered sources below.",
+            Task::SoapSummary => "Summarise the note in the sources as a SOAP note with the headings Subjective, Objective, Assessment and Plan, using only the sources.",
+            Task::DischargeDraft => "Draft discharge instructions in plain language for the patient, using only the diagnoses, medications and follow-up plans stated in the sources.",
+            Task::MedicationList => "List every medication in the sources as one line each: name, dose, route, frequency, status. Use only the sources.",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Question => "question",
+            Task::SoapSummary => "soap_summary",
+            Task::DischargeDraft => "discharge_draft",
+            Task::MedicationList => "medication_list",
+        }
+    }
+}
+
+/// The clinic's safety wording: the system prompt and the footer under every answer. The
+/// defaults say what the box is (a documentation assistant) and is not (a diagnostician).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafetyPolicy {
+    pub system_prompt: String,
+    pub footer: String,
+    /// The answer when retrieval finds nothing relevant.
+    pub not_found: String,
+}
+
+impl Default for SafetyPolicy {
+    fn default() -> Self {
+        Self {
+            system_prompt: "You are a clinical documentation assistant in a medical clinic. You are not a diagnostician and you do not give medical advice, diagnoses or treatment decisions. Use only the numbered sources you are given. Cite every statement with the number of its source in square brackets, like [1] or [2]. If the sources do not contain the answer, reply exactly: Not found in the record. Never invent facts, names, doses or dates.".into(),
+            footer: "Documentation assistant output, not a diagnosis or medical advice. Verify against the cited sources before use.".into(),
+            not_found: "Not found in the record.".into(),
+        }
+    }
+}
+
+/// A numbered source as shown to the model and to the clinician.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    pub n: usize,
+    pub chunk_id: i64,
+    pub document_id: i64,
+    pub section: String,
+    pub text: String,
+}
+
+/// A prompt ready for the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub system: String,
+    pub user: String,
+}
+
+/// Build the prompt for a task over numbered sources.
+pub fn build_prompt(task: Task, request: &str, sources: &[Source], policy: &SafetyPolicy) -> Prompt {
+    let mut user = String::new();
+    user.push_str(task.instruction());
+    user.push_str("\n\nSources:\n");
+    for s in sources {
+        user.push_str(&format!("[{}] ({}) {}\n", s.n, s.section, s.text));
+    }
+    user.push_str("\nRequest: ");
+    user.push_str(request);
+    user.push_str("\nAnswer (cite sources as [n]):");
+    Prompt { system: policy.system_prompt.clone(), user }
+}
+
+static CITATION: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]").expect("static regex")
+});
+
+/// The citations in an answer: those that resolve to a source, and those that do not (a
+/// model citing [7] of five sources is shown as unresolved, never silently dropped).
+pub fn citations(answer: &str, sources: &[Source]) -> (Vec<Source>, Vec<usize>) {
+    let mut cited = BTreeSet::new();
+    for c in CITATION.captures_iter(answer) {
+        for n in c[1].split(',').filter_map(|x| x.trim().parse::<usize>().ok()) {
+            cited.insert(n);
+        }
+    }
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for n in cited {
+        match sources.iter().find(|s| s.n == n) {
+            Some(s) => ok.push(s.clone()),
+            None => bad.push(n),
+        }
+    }
+    (ok, bad)
+}
+
+/// A problem answering, worded for the clinician's screen and the log.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error("the engine did not answer: {0}")]
+    Engine(String),
+}
+
+pub type GenerateFuture<'a> = Pin<Box<dyn Future<Output = Result<String, AnswerError>> + Send + 'a>>;
+
+/// A text generator: the engine's `/api/generate` in production.
+pub trait Generator: Send + Sync {
+    fn model(&self) -> &str;
+    fn generate<'a>(&'a self, prompt: &'a Prompt) -> GenerateFuture<'a>;
+}
+
+/// Generation through `ollama-rs`, deterministic (temperature 0) so answers are reproducible.
+#[derive(Debug, Clone)]
+pub struct OllamaGenerator {
+    client: Ollama,
+    model: String,
+    max_tokens: i32,
+}
+
+impl OllamaGenerator {
+    pub fn new(url: &str, model: &str, max_tokens: i32) -> Result<Self, AnswerError> {
+        let mut base = url.to_owned();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let client = Ollama::try_new(base.as_str()).map_err(|_| AnswerError::Engine(format!("{url:?} is not a valid URL")))?;
+        Ok(Self { client, model: model.to_owned(), max_tokens })
+    }
+}
+
+impl Generator for OllamaGenerator {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn generate<'a>(&'a self, prompt: &'a Prompt) -> GenerateFuture<'a> {
+        Box::pin(async move {
+            let req = GenerationRequest::new(self.model.clone(), prompt.user.as_str())
+                .system(prompt.system.as_str())
+                .options(ModelOptions::default().temperature(0.0).seed(7).num_predict(self.max_tokens));
+            let res = self.client.generate(req).await.map_err(|e| AnswerError::Engine(format!("{e:?}")))?;
+            Ok(res.response)
+        })
+    }
+}
+
+/// Retrieval settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrievalConfig {
+    pub k: usize,
+    /// A vector hit counts as relevant below this cosine distance (1 - cosine similarity).
+    pub max_distance: f64,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        Self { k: 5, max_distance: 0.75 }
+    }
+}
+
+/// An answer with everything the UI and the audit log need.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The answer as the model wrote it, over de-identified sources.
+    pub text: String,
+    /// The same, re-identified for a user allowed to see the patient (when one was in scope).
+    pub text_reidentified: Option<String>,
+    pub sources: Vec<Source>,
+    pub cited: Vec<Source>,
+    pub unresolved_citations: Vec<usize>,
+    pub not_found: bool,
+    pub footer: String,
+}
+
+fn digest(text: &str) -> serde_json::Value {
+    json!({ "sha256": hex::encode(Sha256::digest(text.as_bytes())), "chars": text.chars().count() })
+}
+
+/// The detail of the audit records for a question and its answer: hashes, ids, lengths.
+/// Shape matches the agent's `TextDigest` ({sha256, chars}).
+pub fn audit_detail(task: Task, question: &str, answer: &Answer, patient: Option<i64>) -> (serde_json::Value, serde_json::Value) {
+    let query = json!({
+        "task": task.as_str(),
+        "patient": patient,
+        "question": digest(question),
+        "sources": answer.sources.iter().map(|s| json!({"n": s.n, "chunk": s.chunk_id, "document": s.document_id})).collect::<Vec<_>>(),
+    });
+    let reply = json!({
+        "task": task.as_str(),
+        "answer": digest(&answer.text),
+        "cited_chunks": answer.cited.iter().map(|s| s.chunk_id).collect::<Vec<_>>(),
+        "unresolved_citations": answer.unresolved_citations,
+        "not_found": answer.not_found,
+    });
+    (query, reply)
+}
+
+/// Retrieve and answer. The question is de-identified with the patient's pseudonyms before it
+/// is embedded or searched (so "Maria's A1c" finds "[NAME-1]'s A1c"); the answer is
+/// re-identified only when `reidentify` is true (the caller checked the user's right).
+#[allow(clippy::too_many_arguments)]
+pub async fn answer(
+    conn: &Connection,
+    embedder: &dyn Embedder,
+    generator: &dyn Generator,
+    task: Task,
+    question: &str,
+    scope: &Scope,
+    access: &Access,
+    policy: &SafetyPolicy,
+    cfg: RetrievalConfig,
+    reidentify: bool,
+) -> Result<Answer, AnswerError> {
+    let hits = retrieve(conn, embedder, question, scope, access, cfg).await?;
+    // Relevance is semantic: a chunk that only shares a word with the question (BM25) but is far
+    // from it in meaning is not a source. BM25 still helps rank the relevant ones.
+    let relevant: Vec<&Hit> = hits.iter().filter(|h| h.distance.is_some_and(|d| d <= cfg.max_distance)).collect();
+    let sources: Vec<Source> = relevant
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Source { n: i + 1, chunk_id: h.chunk_id, document_id: h.document_id, section: h.section.clone(), text: h.text.clone() })
+        .collect();
+    if sources.is_empty() {
+        return Ok(Answer {
+            text: policy.not_found.clone(),
+            text_reidentified: None,
+            sources,
+            cited: Vec::new(),
+            unresolved_citations: Vec::new(),
+            not_found: true,
+            footer: policy.footer.clone(),
+        });
+    }
+    let prompt = build_prompt(task, &deidentified_question(conn, question, scope)?, &sources, policy);
+    let text = generator.generate(&prompt).await?;
+    let (cited, unresolved) = citations(&text, &sources);
+    let not_found = text.trim_start().starts_with(policy.not_found.trim_end_matches('.'));
+    let text_reidentified = match (reidentify, scope.patient) {
+        (true, Some(p)) => Some(deid::reidentify(&text, &index::load_pseudonyms(conn, p)?)),
+        _ => None,
+    };
+    Ok(Answer { text, text_reidentified, sources, cited, unresolved_citations: unresolved, not_found, footer: policy.footer.clone() })
+}
+
+fn deidentified_question(conn: &Connection, question: &str, scope: &Scope) -> Result<String, IndexError> {
+    let owner = scope.patient.unwrap_or(index::LIBRARY);
+    // A copy of the scope: pseudonyms made for words of the question are not stored.
+    let mut pseudonyms = index::load_pseudonyms(conn, owner)?;
+    Ok(deid::deidentify(question, &KnownIdentifiers::default(), &mut pseudonyms).text)
+}
+
+/// The hybrid search for a question, de-identified first.
+pub async fn retrieve(
+    conn: &Connection,
+    embedder: &dyn Embedder,
+    question: &str,
+    scope: &Scope,
+    access: &Access,
+    cfg: RetrievalConfig,
+) -> Result<Vec<Hit>, AnswerError> {
+    // Refuse before any work when the patient is out of bounds.
+    if let Some(p) = scope.patient {
+        if !access.may_see(p) || p == index::LIBRARY {
+            return Err(IndexError::AccessDenied(p).into());
+        }
+    }
+    let q = deidentified_question(conn, question, scope)?;
+    let v = embedder.embed(std::slice::from_ref(&q)).await?;
+    let qv = v.into_iter().next().unwrap_or_default();
+    Ok(index::search(conn, &q, &qv, scope, access, cfg.k)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(n: usize) -> Source {
+        Source { n, chunk_id: 100 + n as i64, document_id: 7, section: "Plan".into(), text: format!("text {n}") }
+    }
+
+    #[test]
+    fn citations_resolve_and_bad_ones_are_reported() {
+        let sources = vec![src(1), src(2), src(3)];
+        let (ok, bad) = citations("Metformin 500 mg [1]. A1c 7.4% [2, 3]. Invented [7].", &sources);
+        assert_eq!(ok.iter().map(|s| s.chunk_id).collect::<Vec<_>>(), vec![101, 102, 103]);
+        assert_eq!(bad, vec![7]);
+    }
+
+    #[test]
+    fn prompt_numbers_sources_and_carries_the_safety_text() {
+        let p = build_prompt(Task::MedicationList, "list meds", &[src(1), src(2)], &SafetyPolicy::default());
+        assert!(p.system.contains("not a diagnostician"));
+        assert!(p.user.contains("[1] (Plan) text 1\n[2] (Plan) text 2"));
+        assert!(p.user.starts_with("List every medication"));
+    }
+
+    #[test]
+    fn audit_detail_has_no_text() {
+        let a = Answer {
+            text: "Maria takes metformin [1].".into(),
+            text_reidentified: None,
+            sources: vec![src(1)],
+            cited: vec![src(1)],
+            unresolved_citations: vec![],
+            not_found: false,
+            footer: String::new(),
+        };
+        let (q, r) = audit_detail(Task::Question, "What does Maria take?", &a, Some(3));
+        let all = format!("{q}{r}");
+        assert!(!all.contains("Maria") && !all.contains("metformin") && !all.contains("text 1"), "{all}");
+        assert_eq!(q["question"]["chars"], 21);
+        assert_eq!(r["cited_chunks"][0], 101);
+    }
+}

@@ -1,0 +1,494 @@
+//! The index inside the SQLCipher store: documents, chunks, FTS5 (BM25) and sqlite-vec vectors,
+//! the per-patient pseudonym map, and access grants. Search fuses the BM25 and vector rankings
+//! with reciprocal rank fusion, limited to the owners (patients, the clinic library) the user
+//! may see.
+//!
+//! Architecture invariant: `rag_pseudonyms` is the only table that holds identifiers. Chunk
+//! text, FTS rows and vectors are made from de-identified text; patient keys and content
+//! hashes are salted hashes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Once;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+use crate::deid::{Category, MapEntry, Pseudonyms};
+
+/// The owner id of the clinic library (documents that belong to no patient).
+pub const LIBRARY: i64 = 0;
+/// Vector dimension of the index (all-MiniLM-L6-v2 and bge-small both give 384).
+pub const DIMS: usize = 384;
+
+/// The schema, as one migration for the agent's store to register under its next free
+/// version number. Never edit it once released: add a new one.
+pub const MIGRATION_NAME: &str = "rag index";
+pub const MIGRATION_SQL: &str = "
+    CREATE TABLE rag_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE rag_patients (
+        id         INTEGER PRIMARY KEY,      -- owner id; 0 is the clinic library
+        key_hash   TEXT NOT NULL UNIQUE,     -- salted sha256 of the record's own id: no MRN in clear
+        shift_days INTEGER NOT NULL,         -- this patient's secret date shift
+        created_at TEXT NOT NULL
+    ) STRICT;
+    -- The only table with identifiers: pseudonym -> original, per owner.
+    CREATE TABLE rag_pseudonyms (
+        owner    INTEGER NOT NULL,
+        category TEXT NOT NULL,
+        idx      INTEGER NOT NULL,
+        norm     TEXT NOT NULL,
+        original TEXT NOT NULL,
+        PRIMARY KEY (owner, category, idx),
+        UNIQUE (owner, category, norm)
+    ) STRICT;
+    CREATE TABLE rag_documents (
+        id           INTEGER PRIMARY KEY,
+        owner        INTEGER NOT NULL,
+        content_hash TEXT NOT NULL,          -- salted sha256 of the file's bytes
+        kind         TEXT NOT NULL,          -- text, markdown, pdf, fhir
+        title        TEXT NOT NULL,          -- de-identified
+        chunks       INTEGER NOT NULL,
+        ingested_at  TEXT NOT NULL,
+        UNIQUE (owner, content_hash)
+    ) STRICT;
+    CREATE TABLE rag_chunks (
+        id          INTEGER PRIMARY KEY,
+        document_id INTEGER NOT NULL REFERENCES rag_documents(id) ON DELETE CASCADE,
+        owner       INTEGER NOT NULL,
+        ordinal     INTEGER NOT NULL,
+        section     TEXT NOT NULL,           -- de-identified heading
+        text        TEXT NOT NULL            -- de-identified
+    ) STRICT;
+    CREATE INDEX rag_chunks_owner ON rag_chunks(owner);
+    CREATE INDEX rag_chunks_document ON rag_chunks(document_id);
+    CREATE VIRTUAL TABLE rag_fts USING fts5(text, content='rag_chunks', content_rowid='id', tokenize='porter unicode61');
+    CREATE VIRTUAL TABLE rag_vec USING vec0(chunk_id INTEGER PRIMARY KEY, owner INTEGER, embedding float[384] distance_metric=cosine);
+    -- Which user may see which patient when the agent does not grant all patients.
+    CREATE TABLE rag_grants (
+        username TEXT NOT NULL,
+        patient  INTEGER NOT NULL REFERENCES rag_patients(id),
+        PRIMARY KEY (username, patient)
+    ) STRICT;
+";
+
+/// An index problem, worded for the person at the console.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("the retrieval index is missing from the store (migration \"{MIGRATION_NAME}\" not applied)")]
+    NotMigrated,
+    #[error("this user may not see patient {0}; nothing was searched")]
+    AccessDenied(i64),
+    #[error("the index was built with the embedding model {stored}, this agent uses {configured}: re-index before searching")]
+    ModelChanged { stored: String, configured: String },
+    #[error("a vector has {got} dimensions, the index holds {DIMS}")]
+    Dimensions { got: usize },
+    #[error("store error in the retrieval index: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+static REGISTER: Once = Once::new();
+
+/// Make sqlite-vec available to every connection opened afterwards in this process. Call once
+/// before the store is opened.
+#[allow(unsafe_code)] // FFI registration of a statically linked SQLite extension.
+pub fn register_sqlite_vec() {
+    REGISTER.call_once(|| {
+        // SAFETY: sqlite3_vec_init is the extension's entry point with the signature SQLite
+        // expects of an auto-extension (db, error message out, API routines); sqlite-vec is
+        // compiled against the same bundled SQLite that rusqlite links, and registering an
+        // auto-extension has no other precondition.
+        unsafe {
+            type Init = unsafe extern "C" fn(
+                *mut rusqlite::ffi::sqlite3,
+                *mut *mut std::os::raw::c_char,
+                *const rusqlite::ffi::sqlite3_api_routines,
+            ) -> std::os::raw::c_int;
+            let init: Init = std::mem::transmute::<*const (), Init>(sqlite_vec::sqlite3_vec_init as *const ());
+            rusqlite::ffi::sqlite3_auto_extension(Some(init));
+        }
+    });
+}
+
+/// Open (or create) an encrypted SQLCipher database with a raw 32-byte key and apply the
+/// index schema: for the bench and tests of this crate. The agent opens its own `Store` and
+/// registers [`MIGRATION_SQL`] as one of its migrations.
+pub fn open_encrypted(path: &Path, key: &[u8; 32]) -> Result<Connection, IndexError> {
+    register_sqlite_vec();
+    let conn = Connection::open(path)?;
+    let pragma = zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\";", hex::encode(key)));
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+    conn.execute_batch(&pragma)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    let exists: Option<String> =
+        conn.query_row("SELECT name FROM sqlite_master WHERE name = 'rag_chunks'", [], |r| r.get(0)).optional()?;
+    if exists.is_none() {
+        conn.execute_batch(&format!("BEGIN; {MIGRATION_SQL} COMMIT;"))?;
+    }
+    Ok(conn)
+}
+
+/// What a user may see. The clinic library is visible to every user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    AllPatients,
+    Patients(BTreeSet<i64>),
+}
+
+impl Access {
+    pub fn may_see(&self, owner: i64) -> bool {
+        owner == LIBRARY
+            || match self {
+                Access::AllPatients => true,
+                Access::Patients(set) => set.contains(&owner),
+            }
+    }
+
+    /// The grants of `username` in `rag_grants`.
+    pub fn from_grants(conn: &Connection, username: &str) -> Result<Access, IndexError> {
+        let mut stmt = conn.prepare("SELECT patient FROM rag_grants WHERE username = ?1")?;
+        let set = stmt.query_map([username], |r| r.get(0))?.collect::<Result<BTreeSet<i64>, _>>()?;
+        Ok(Access::Patients(set))
+    }
+}
+
+pub fn grant(conn: &Connection, username: &str, patient: i64) -> Result<(), IndexError> {
+    conn.execute("INSERT OR IGNORE INTO rag_grants (username, patient) VALUES (?1, ?2)", params![username, patient])?;
+    Ok(())
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// The salt for patient keys and content hashes, made on first use.
+fn salt(conn: &Connection) -> Result<String, IndexError> {
+    let found: Option<String> = conn.query_row("SELECT value FROM rag_meta WHERE key = 'salt'", [], |r| r.get(0)).optional()?;
+    if let Some(s) = found {
+        return Ok(s);
+    }
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let s = hex::encode(bytes);
+    conn.execute("INSERT INTO rag_meta (key, value) VALUES ('salt', ?1)", [&s])?;
+    Ok(s)
+}
+
+pub fn salted_hash(conn: &Connection, domain: &str, bytes: &[u8]) -> Result<String, IndexError> {
+    let salt = salt(conn)?;
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update(domain.as_bytes());
+    h.update([0x1f]);
+    h.update(bytes);
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Check (or record, on first use) the embedding model of the index.
+pub fn check_model(conn: &Connection, model: &str) -> Result<(), IndexError> {
+    let stored: Option<String> = conn.query_row("SELECT value FROM rag_meta WHERE key = 'embed_model'", [], |r| r.get(0)).optional()?;
+    match stored {
+        Some(s) if s != model => Err(IndexError::ModelChanged { stored: s, configured: model.to_owned() }),
+        Some(_) => Ok(()),
+        None => {
+            conn.execute("INSERT INTO rag_meta (key, value) VALUES ('embed_model', ?1)", [model])?;
+            Ok(())
+        }
+    }
+}
+
+/// The owner id of a patient, found by the record's own id (FHIR Patient.id, MRN), made if new.
+pub fn patient_owner(conn: &Connection, external_id: &str) -> Result<(i64, bool), IndexError> {
+    let key = salted_hash(conn, "patient", external_id.trim().as_bytes())?;
+    if let Some(id) = conn.query_row("SELECT id FROM rag_patients WHERE key_hash = ?1", [&key], |r| r.get(0)).optional()? {
+        return Ok((id, false));
+    }
+    let shift = Pseudonyms::new_random().shift_days;
+    conn.execute("INSERT INTO rag_patients (key_hash, shift_days, created_at) VALUES (?1, ?2, ?3)", params![key, shift, now()])?;
+    Ok((conn.last_insert_rowid(), true))
+}
+
+/// Look a patient up without creating one.
+pub fn find_patient(conn: &Connection, external_id: &str) -> Result<Option<i64>, IndexError> {
+    let key = salted_hash(conn, "patient", external_id.trim().as_bytes())?;
+    Ok(conn.query_row("SELECT id FROM rag_patients WHERE key_hash = ?1", [&key], |r| r.get(0)).optional()?)
+}
+
+/// An owner's pseudonym state. The library gets a fixed shift of its own, made on first use.
+pub fn load_pseudonyms(conn: &Connection, owner: i64) -> Result<Pseudonyms, IndexError> {
+    let shift: i32 = if owner == LIBRARY {
+        let found: Option<String> = conn.query_row("SELECT value FROM rag_meta WHERE key = 'library_shift'", [], |r| r.get(0)).optional()?;
+        match found.and_then(|s| s.parse().ok()) {
+            Some(s) => s,
+            None => {
+                let s = Pseudonyms::new_random().shift_days;
+                conn.execute("INSERT OR REPLACE INTO rag_meta (key, value) VALUES ('library_shift', ?1)", [s.to_string()])?;
+                s
+            }
+        }
+    } else {
+        conn.query_row("SELECT shift_days FROM rag_patients WHERE id = ?1", [owner], |r| r.get(0))?
+    };
+    let mut stmt = conn.prepare("SELECT category, idx, norm, original FROM rag_pseudonyms WHERE owner = ?1")?;
+    let entries = stmt
+        .query_map([owner], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter_map(|(c, i, norm, original)| Some(MapEntry { category: Category::from_tag(&c)?, index: i as u32, norm, original }))
+        .collect::<Vec<_>>();
+    Ok(Pseudonyms::load(shift, entries))
+}
+
+/// Persist the pseudonyms made since the last save.
+pub fn save_pseudonyms(conn: &Connection, owner: i64, scope: &mut Pseudonyms) -> Result<(), IndexError> {
+    let mut stmt = conn.prepare("INSERT OR IGNORE INTO rag_pseudonyms (owner, category, idx, norm, original) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for e in scope.take_new() {
+        stmt.execute(params![owner, e.category.tag(), e.index, e.norm, e.original])?;
+    }
+    Ok(())
+}
+
+/// A document already in the index with this content, if any.
+pub fn find_document(conn: &Connection, owner: i64, content_hash: &str) -> Result<Option<i64>, IndexError> {
+    Ok(conn
+        .query_row("SELECT id FROM rag_documents WHERE owner = ?1 AND content_hash = ?2", params![owner, content_hash], |r| r.get(0))
+        .optional()?)
+}
+
+/// A chunk ready to store: de-identified text and its vector.
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    pub section: String,
+    pub text: String,
+    pub embedding: Vec<f32>,
+}
+
+fn vec_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Write a document and its chunks (rows, FTS, vectors) in one transaction.
+pub fn insert_document(
+    conn: &mut Connection,
+    owner: i64,
+    content_hash: &str,
+    kind: &str,
+    title: &str,
+    chunks: &[NewChunk],
+) -> Result<i64, IndexError> {
+    if let Some(c) = chunks.iter().find(|c| c.embedding.len() != DIMS) {
+        return Err(IndexError::Dimensions { got: c.embedding.len() });
+    }
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO rag_documents (owner, content_hash, kind, title, chunks, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![owner, content_hash, kind, title, chunks.len() as i64, now()],
+    )?;
+    let doc = tx.last_insert_rowid();
+    {
+        let mut ins = tx.prepare("INSERT INTO rag_chunks (document_id, owner, ordinal, section, text) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut fts = tx.prepare("INSERT INTO rag_fts (rowid, text) VALUES (?1, ?2)")?;
+        let mut vec = tx.prepare("INSERT INTO rag_vec (chunk_id, owner, embedding) VALUES (?1, ?2, ?3)")?;
+        for (i, c) in chunks.iter().enumerate() {
+            ins.execute(params![doc, owner, i as i64, c.section, c.text])?;
+            let id = tx.last_insert_rowid();
+            fts.execute(params![id, c.text])?;
+            vec.execute(params![id, owner, vec_blob(&c.embedding)])?;
+        }
+    }
+    tx.commit()?;
+    Ok(doc)
+}
+
+/// Where to search.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// One patient's record, or every patient the user may see when `None`.
+    pub patient: Option<i64>,
+    pub include_library: bool,
+}
+
+/// A retrieved chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub chunk_id: i64,
+    pub document_id: i64,
+    pub owner: i64,
+    pub section: String,
+    pub text: String,
+    /// Reciprocal-rank-fusion score.
+    pub score: f64,
+    /// Cosine distance of the vector match (0 = same direction), when the vector search found it.
+    pub distance: Option<f64>,
+    /// Rank in the BM25 list, when the full-text search found it.
+    pub bm25_rank: Option<usize>,
+}
+
+/// The owners a search may touch; refuses a patient the user may not see.
+fn owners(conn: &Connection, scope: &Scope, access: &Access) -> Result<Option<Vec<i64>>, IndexError> {
+    if let Some(p) = scope.patient {
+        if !access.may_see(p) || p == LIBRARY {
+            return Err(IndexError::AccessDenied(p));
+        }
+        let mut v = vec![p];
+        if scope.include_library {
+            v.push(LIBRARY);
+        }
+        return Ok(Some(v));
+    }
+    match access {
+        Access::AllPatients if scope.include_library => Ok(None),
+        Access::AllPatients => {
+            let mut stmt = conn.prepare("SELECT id FROM rag_patients")?;
+            let v = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
+            Ok(Some(v))
+        }
+        Access::Patients(set) => {
+            let mut v: Vec<i64> = set.iter().copied().collect();
+            if scope.include_library {
+                v.push(LIBRARY);
+            }
+            Ok(Some(v))
+        }
+    }
+}
+
+/// Turn free text into an FTS5 query: each word quoted (so no FTS syntax gets through), OR-ed.
+fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() >= 2 && !FTS_STOP.contains(&w.to_lowercase().as_str()))
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    if words.is_empty() { None } else { Some(words.join(" OR ")) }
+}
+
+const FTS_STOP: &[&str] = &[
+    "the", "and", "or", "of", "to", "in", "on", "for", "is", "was", "what", "which", "who", "when", "does", "did", "do", "has",
+    "have", "had", "with", "a", "an", "her", "his", "their", "patient", "pt", "are", "be", "at", "by", "from", "as", "any", "how",
+];
+
+/// RRF constant: the usual 60 keeps one list's top hit from drowning the other list.
+const RRF_K: f64 = 60.0;
+
+/// Hybrid search: BM25 over FTS5 and cosine KNN over sqlite-vec, each limited to the owners in
+/// scope, fused with reciprocal rank fusion; the best `k` hits.
+pub fn search(conn: &Connection, query_text: &str, query_vec: &[f32], scope: &Scope, access: &Access, k: usize) -> Result<Vec<Hit>, IndexError> {
+    if query_vec.len() != DIMS {
+        return Err(IndexError::Dimensions { got: query_vec.len() });
+    }
+    let owners = owners(conn, scope, access)?;
+    if owners.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
+    let depth = (k * 8).max(40);
+    // BM25 list. Owner ids are integers from the database, formatted, never user text.
+    let mut bm25: Vec<i64> = Vec::new();
+    if let Some(q) = fts_query(query_text) {
+        let filter = owners.as_ref().map(|o| format!("AND c.owner IN ({})", o.iter().map(i64::to_string).collect::<Vec<_>>().join(","))).unwrap_or_default();
+        let sql = format!(
+            "SELECT c.id FROM rag_fts JOIN rag_chunks c ON c.id = rag_fts.rowid WHERE rag_fts MATCH ?1 {filter} ORDER BY bm25(rag_fts) LIMIT ?2"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        bm25 = stmt.query_map(params![q, depth as i64], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    }
+    // Vector list: one KNN per owner (vec0 filters on its metadata column inside the scan).
+    let blob = vec_blob(query_vec);
+    let mut knn: Vec<(i64, f64)> = Vec::new();
+    match &owners {
+        None => {
+            let mut stmt = conn.prepare("SELECT chunk_id, distance FROM rag_vec WHERE embedding MATCH ?1 AND k = ?2 ORDER BY distance")?;
+            knn = stmt.query_map(params![blob, depth as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        }
+        Some(list) => {
+            let mut stmt =
+                conn.prepare("SELECT chunk_id, distance FROM rag_vec WHERE embedding MATCH ?1 AND k = ?2 AND owner = ?3 ORDER BY distance")?;
+            for o in list {
+                let rows: Vec<(i64, f64)> = stmt.query_map(params![blob, depth as i64, o], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                knn.extend(rows);
+            }
+            knn.sort_by(|a, b| a.1.total_cmp(&b.1));
+            knn.truncate(depth);
+        }
+    }
+    let mut fused: HashMap<i64, (f64, Option<f64>, Option<usize>)> = HashMap::new();
+    for (rank, id) in bm25.iter().enumerate() {
+        let e = fused.entry(*id).or_insert((0.0, None, None));
+        e.0 += 1.0 / (RRF_K + rank as f64 + 1.0);
+        e.2 = Some(rank + 1);
+    }
+    for (rank, (id, d)) in knn.iter().enumerate() {
+        let e = fused.entry(*id).or_insert((0.0, None, None));
+        e.0 += 1.0 / (RRF_K + rank as f64 + 1.0);
+        e.1 = Some(*d);
+    }
+    let mut ranked: Vec<(i64, (f64, Option<f64>, Option<usize>))> = fused.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(&b.0)));
+    ranked.truncate(k);
+    let mut stmt = conn.prepare("SELECT document_id, owner, section, text FROM rag_chunks WHERE id = ?1")?;
+    let mut hits = Vec::with_capacity(ranked.len());
+    for (id, (score, distance, bm25_rank)) in ranked {
+        let (document_id, owner, section, text): (i64, i64, String, String) =
+            stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        // Belt and braces: the filters above already excluded these; a bug there must not leak.
+        if !access.may_see(owner) {
+            continue;
+        }
+        hits.push(Hit { chunk_id: id, document_id, owner, section, text, score, distance, bm25_rank });
+    }
+    Ok(hits)
+}
+
+/// A chunk by id, for resolving a citation; refuses what the user may not see.
+pub fn chunk(conn: &Connection, chunk_id: i64, access: &Access) -> Result<Option<Hit>, IndexError> {
+    let row: Option<(i64, i64, String, String)> = conn
+        .query_row("SELECT document_id, owner, section, text FROM rag_chunks WHERE id = ?1", [chunk_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some((_, owner, _, _)) if !access.may_see(owner) => Err(IndexError::AccessDenied(owner)),
+        Some((document_id, owner, section, text)) => {
+            Ok(Some(Hit { chunk_id, document_id, owner, section, text, score: 0.0, distance: None, bm25_rank: None }))
+        }
+    }
+}
+
+/// Counts for the status page and the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub patients: i64,
+    pub documents: i64,
+    pub chunks: i64,
+}
+
+pub fn stats(conn: &Connection) -> Result<Stats, IndexError> {
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+    Ok(Stats {
+        patients: count("SELECT count(*) FROM rag_patients")?,
+        documents: count("SELECT count(*) FROM rag_documents")?,
+        chunks: count("SELECT count(*) FROM rag_chunks")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_query_quotes_every_word_and_drops_syntax() {
+        assert_eq!(fts_query("What is her A1c? NEAR(x) OR \"y\"").as_deref(), Some("\"A1c\" OR \"NEAR\""));
+        assert_eq!(fts_query("?? the"), None);
+    }
+
+    #[test]
+    fn access_always_allows_the_library_only() {
+        let a = Access::Patients(BTreeSet::from([3]));
+        assert!(a.may_see(LIBRARY) && a.may_see(3) && !a.may_see(4));
+        assert!(Access::AllPatients.may_see(99));
+    }
+}

@@ -1,0 +1,248 @@
+//! The index against a real SQLCipher file with sqlite-vec and FTS5, fed by the synthetic
+//! corpus. These tests use the hashing embedder (no model): they test ingestion, storage,
+//! filtering and de-identification of what is stored, not retrieval quality (the `model_`
+//! tests do that with the real model through the engine).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use rusqlite::Connection;
+use wardbox_rag::answer::{self, Generator, GenerateFuture, Prompt, RetrievalConfig, SafetyPolicy, Task};
+use wardbox_rag::embed::HashEmbedder;
+use wardbox_rag::index::{self, Access, IndexError, LIBRARY, Scope};
+use wardbox_rag::ingest::{self, ChunkConfig, IngestError, Outcome, Owner};
+use wardbox_rag::synth::{Corpus, corpus, make_pdf};
+
+fn owner_of(doc: &wardbox_rag::synth::CorpusDoc) -> Owner {
+    match (&doc.record_id, doc.library) {
+        (_, true) => Owner::Library,
+        (Some(r), _) => Owner::Patient { record_id: r.clone(), known: Default::default() },
+        (None, _) => Owner::FromDocument,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// A fresh encrypted store with the corpus ingested; returns the connection and the file path.
+fn ingested(dir: &std::path::Path, key: &[u8; 32]) -> (Connection, PathBuf, Corpus) {
+    let path = dir.join("wardbox.db");
+    let mut conn = index::open_encrypted(&path, key).expect("open");
+    let c = corpus();
+    let emb = HashEmbedder::new(index::DIMS);
+    let rt = rt();
+    for d in &c.docs {
+        let out = rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &d.name, &d.bytes, &owner_of(d), ChunkConfig::default()));
+        assert!(matches!(out, Ok(Outcome::Ingested { .. })), "{}: {out:?}", d.name);
+    }
+    (conn, path, c)
+}
+
+#[test]
+fn the_database_file_and_its_index_tables_hold_no_identifier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = [7u8; 32];
+    let (conn, path, c) = ingested(dir.path(), &key);
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").expect("checkpoint");
+    drop(conn);
+    // The file: encrypted, so neither the SQLite header nor any identifier is in it.
+    let bytes = std::fs::read(&path).expect("read db");
+    assert!(!bytes.starts_with(b"SQLite format 3"), "the store is not encrypted");
+    let lower = String::from_utf8_lossy(&bytes).to_lowercase();
+    for id in &c.identifiers {
+        assert!(!lower.contains(&id.to_lowercase()), "{id:?} appears in the database file");
+    }
+    // The decrypted tables: every table and shadow table except the pseudonym map.
+    let conn = index::open_encrypted(&path, &key).expect("reopen");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'rag_%' AND name != 'rag_pseudonyms'")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("names");
+    assert!(tables.contains(&"rag_chunks".to_owned()) && tables.iter().any(|t| t.starts_with("rag_fts")) && tables.iter().any(|t| t.starts_with("rag_vec")), "{tables:?}");
+    let mut scanned = 0usize;
+    for t in &tables {
+        let cols: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{t}')"))
+            .expect("cols")
+            .query_map([], |r| r.get(0))
+            .expect("q")
+            .collect::<Result<_, _>>()
+            .expect("c");
+        for col in cols {
+            let mut stmt = conn.prepare(&format!("SELECT CAST(\"{col}\" AS BLOB) FROM \"{t}\"")).expect("select");
+            let values: Vec<Option<Vec<u8>>> = stmt.query_map([], |r| r.get(0)).expect("q").collect::<Result<_, _>>().expect("v");
+            for v in values.into_iter().flatten() {
+                scanned += 1;
+                let text = String::from_utf8_lossy(&v).to_lowercase();
+                for id in &c.identifiers {
+                    assert!(!text.contains(&id.to_lowercase()), "{id:?} found in {t}.{col}: {text:.200}");
+                }
+            }
+        }
+    }
+    assert!(scanned > 100, "only {scanned} values scanned");
+    // And the pseudonym map is where they are, so an allowed user's answer can be re-identified.
+    let originals: Vec<String> =
+        conn.prepare("SELECT original FROM rag_pseudonyms").expect("p").query_map([], |r| r.get(0)).expect("q").collect::<Result<_, _>>().expect("o");
+    for must in ["Castellanos", "00451234", "(503) 555-0142"] {
+        assert!(originals.iter().any(|o| o == must), "{must} not in the pseudonym map: {originals:?}");
+    }
+}
+
+#[test]
+fn a_user_without_access_to_a_patient_never_retrieves_their_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (conn, _, c) = ingested(dir.path(), &[9u8; 32]);
+    let a = index::find_patient(&conn, "00451234").expect("find").expect("patient A exists");
+    let b = index::find_patient(&conn, "00982210").expect("find").expect("patient B exists");
+    // The FHIR Bundle (keyed by its MRN identifier) and the notes filed by MRN are one patient.
+    let owners: BTreeSet<i64> = conn.prepare("SELECT DISTINCT owner FROM rag_documents").expect("p").query_map([], |r| r.get(0)).expect("q").collect::<Result<_, _>>().expect("o");
+    assert_eq!(owners.len(), 4, "three patients and the library: {owners:?}");
+    let only_b = Access::Patients(BTreeSet::from([b]));
+    let emb = HashEmbedder::new(index::DIMS);
+    let rt = rt();
+    let everywhere = Scope { patient: None, include_library: true };
+    for f in &c.facts {
+        let hits = rt.block_on(answer::retrieve(&conn, &emb, f.question, &everywhere, &only_b, RetrievalConfig { k: 50, max_distance: 2.0 })).expect("search");
+        assert!(!hits.is_empty());
+        assert!(hits.iter().all(|h| h.owner == b || h.owner == LIBRARY), "{:?}", hits.iter().map(|h| h.owner).collect::<Vec<_>>());
+    }
+    // Asking for patient A directly is refused, not answered with nothing.
+    let err = rt.block_on(answer::retrieve(&conn, &emb, "diabetes", &Scope { patient: Some(a), include_library: false }, &only_b, RetrievalConfig::default()));
+    assert!(matches!(err, Err(answer::AnswerError::Index(IndexError::AccessDenied(p))) if p == a), "{err:?}");
+    // A citation link to one of A's chunks is refused too.
+    let a_chunk: i64 = conn.query_row("SELECT id FROM rag_chunks WHERE owner = ?1 LIMIT 1", [a], |r| r.get(0)).expect("a chunk");
+    assert!(matches!(index::chunk(&conn, a_chunk, &only_b), Err(IndexError::AccessDenied(_))));
+    assert!(index::chunk(&conn, a_chunk, &Access::AllPatients).expect("ok").is_some());
+    // Grants in the table work the same way.
+    index::grant(&conn, "nurse.kim", b).expect("grant");
+    assert_eq!(Access::from_grants(&conn, "nurse.kim").expect("grants"), only_b);
+    assert_eq!(Access::from_grants(&conn, "nobody").expect("grants"), Access::Patients(BTreeSet::new()));
+}
+
+#[test]
+fn reingest_is_a_no_op_and_a_bad_file_is_skipped_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files_dir = dir.path().join("in");
+    std::fs::create_dir(&files_dir).expect("mkdir");
+    let c = corpus();
+    let mut files = Vec::new();
+    for d in &c.docs {
+        let p = files_dir.join(&d.name);
+        std::fs::write(&p, &d.bytes).expect("write");
+        files.push((p, owner_of(d)));
+    }
+    let bad_pdf = files_dir.join("scan.pdf");
+    std::fs::write(&bad_pdf, b"%PDF-1.7\n this is not a pdf").expect("write");
+    let empty_pdf = files_dir.join("image-only.pdf");
+    std::fs::write(&empty_pdf, make_pdf(&[vec![]])).expect("write");
+    let bad_json = files_dir.join("broken.json");
+    std::fs::write(&bad_json, br#"{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Condition"}}]}"#).expect("write");
+    files.insert(2, (bad_pdf.clone(), Owner::Library));
+    files.insert(4, (bad_json.clone(), Owner::FromDocument));
+    files.push((empty_pdf.clone(), Owner::Library));
+    files.push((files_dir.join("missing.txt"), Owner::Library));
+
+    let mut conn = index::open_encrypted(&dir.path().join("w.db"), &[3u8; 32]).expect("open");
+    let emb = HashEmbedder::new(index::DIMS);
+    let rt = rt();
+    let mut seen = Vec::new();
+    let first = rt.block_on(ingest::ingest_many(&mut conn, &emb, &files, ChunkConfig::default(), |done, total| seen.push((done, total))));
+    assert_eq!(first.ingested, c.docs.len());
+    assert_eq!(seen.last(), Some(&(files.len(), files.len())), "progress reaches the end");
+    let failed: Vec<String> = first.failed.iter().map(|(_, e)| e.to_string()).collect();
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    assert!(matches!(first.failed[0].1, IngestError::Pdf { .. }) && failed[0].contains("scan.pdf"), "{failed:?}");
+    assert!(matches!(first.failed[1].1, IngestError::FhirNoPatient(_)) && failed[1].contains("whose record"), "{failed:?}");
+    assert!(matches!(first.failed[2].1, IngestError::PdfNoText(_)) && failed[2].contains("OCR"), "{failed:?}");
+    assert!(matches!(first.failed[3].1, IngestError::Read { .. }), "{failed:?}");
+    let before = index::stats(&conn).expect("stats");
+    assert_eq!(before.documents as usize, c.docs.len());
+    assert_eq!(before.patients, 3);
+
+    let second = rt.block_on(ingest::ingest_many(&mut conn, &emb, &files, ChunkConfig::default(), |_, _| {}));
+    assert_eq!((second.ingested, second.unchanged, second.chunks), (0, c.docs.len(), 0));
+    assert_eq!(index::stats(&conn).expect("stats"), before, "re-ingest changed the index");
+}
+
+#[test]
+fn the_pdf_text_layer_and_fhir_resources_become_sectioned_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (conn, _, _) = ingested(dir.path(), &[5u8; 32]);
+    let texts: Vec<(String, String, String)> = conn
+        .prepare("SELECT d.kind, c.section, c.text FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id")
+        .expect("p")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("q")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let pdf: Vec<&(String, String, String)> = texts.iter().filter(|t| t.0 == "pdf").collect();
+    assert!(pdf.iter().any(|t| t.2.contains("hemiarthroplasty")), "{pdf:?}");
+    assert!(pdf.iter().any(|t| t.2.contains("90+-year-old")), "age over 89 not generalised: {pdf:?}");
+    let fhir_sections: BTreeSet<&str> = texts.iter().filter(|t| t.0 == "fhir").map(|t| t.1.as_str()).collect();
+    for s in ["Patient", "Encounter", "Condition", "MedicationStatement", "Observation", "DocumentReference", "Document: Assessment", "Document: Plan"] {
+        assert!(fhir_sections.contains(s), "no {s} section: {fhir_sections:?}");
+    }
+    let soap: BTreeSet<&str> = texts.iter().filter(|t| t.0 == "text").map(|t| t.1.as_str()).collect();
+    assert!(soap.is_superset(&BTreeSet::from(["Subjective", "Objective", "Assessment", "Plan"])), "{soap:?}");
+    // Names became pseudonyms, consistently: the note's "Mrs. Castellanos" and the FHIR name
+    // share the same pseudonym within one owner.
+    let a_note: String = texts.iter().find(|t| t.0 == "text" && t.2.contains("polyuria")).map(|t| t.2.clone()).expect("A's note");
+    assert!(a_note.contains("Mrs. [NAME-"), "{a_note}");
+}
+
+/// The LLM's stand-in for the plumbing test: it answers with the first source, cited. The
+/// real model is exercised in the model_ tests.
+struct QuoteFirstSource;
+
+impl Generator for QuoteFirstSource {
+    fn model(&self) -> &str {
+        "quote-first-source"
+    }
+    fn generate<'a>(&'a self, prompt: &'a Prompt) -> GenerateFuture<'a> {
+        Box::pin(async move {
+            let first = prompt.user.lines().find(|l| l.starts_with("[1]")).unwrap_or("");
+            Ok(format!("{} [1] [9]", first.trim_start_matches("[1]").trim()))
+        })
+    }
+}
+
+#[test]
+fn answers_cite_resolvable_sources_reidentify_only_when_allowed_and_audit_without_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (conn, _, _) = ingested(dir.path(), &[1u8; 32]);
+    let a = index::find_patient(&conn, "00451234").expect("f").expect("A by MRN");
+    let emb = HashEmbedder::new(index::DIMS);
+    let rt = rt();
+    let scope = Scope { patient: Some(a), include_library: false };
+    let cfg = RetrievalConfig { k: 5, max_distance: 0.95 };
+    let ans = rt
+        .block_on(answer::answer(&conn, &emb, &QuoteFirstSource, Task::Question, "Who drives Mrs. Castellanos to visits?", &scope, &Access::AllPatients, &SafetyPolicy::default(), cfg, true))
+        .expect("answer");
+    assert!(!ans.not_found && !ans.sources.is_empty());
+    assert_eq!(ans.cited.len(), 1);
+    assert_eq!(ans.unresolved_citations, vec![9]);
+    let linked = index::chunk(&conn, ans.cited[0].chunk_id, &Access::AllPatients).expect("resolve").expect("exists");
+    assert_eq!(linked.text, ans.sources[0].text);
+    assert!(ans.text.contains("[NAME-"), "{}", ans.text);
+    let re = ans.text_reidentified.clone().expect("re-identified for an allowed user");
+    assert!(!re.contains("[NAME-") && re.contains("Castellanos"), "{re}");
+    let (q, r) = answer::audit_detail(Task::Question, "Who drives Mrs. Castellanos to visits?", &ans, Some(a));
+    let audit = format!("{q}{r}");
+    assert!(!audit.contains("Castellanos") && !audit.contains("drives"), "{audit}");
+    // Without the right to re-identify, the pseudonyms stay.
+    let ans2 = rt
+        .block_on(answer::answer(&conn, &emb, &QuoteFirstSource, Task::Question, "Who drives her to visits?", &scope, &Access::AllPatients, &SafetyPolicy::default(), cfg, false))
+        .expect("answer");
+    assert!(ans2.text_reidentified.is_none());
+    // Nothing relevant: the configured "not found" text, and the model is not asked.
+    let strict = RetrievalConfig { k: 5, max_distance: 0.0 };
+    let nf = rt
+        .block_on(answer::answer(&conn, &emb, &QuoteFirstSource, Task::Question, "quantum chromodynamics lattice gauge", &scope, &Access::AllPatients, &SafetyPolicy::default(), strict, true))
+        .expect("answer");
+    assert!(nf.not_found && nf.text == "Not found in the record." && nf.sources.is_empty());
+}
