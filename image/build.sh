@@ -1,0 +1,228 @@
+#!/bin/bash
+# Build the Wardbox appliance image.
+#
+#   image/build.sh [--out DIR] [--no-cargo] [--rebuild-os]
+#
+# Phases (each prints its duration):
+#   1. binaries   cargo build --release of the agent (`wardbox`); the engine
+#                 (`wardbox-engine`) is included when target/release/wardbox-engine exists
+#                 (it takes 6-15 minutes to build: build it with
+#                 `cargo build --release -p wardbox-engine` first to include it).
+#   2. os         the Debian OS tree from image/mkosi.conf (mkosi 14, Format=directory).
+#                 Cached under $OUT/os-<key>, key = sha256 of every input of the tree
+#                 (mkosi.conf, mkosi.postinst, mkosi.extra/ with modes, mkosi version);
+#                 downloaded packages are cached in $OUT/cache/apt.
+#   3. root       the OS tree plus the Wardbox binaries and the firmware policy, checked
+#                 (every shared library resolves inside the tree; no compiler, no SSH, no
+#                 package manager), then a read-only ext4 root file system (`mkfs.ext4 -d`).
+#   4. disk       the system disk: GPT with root-a (the ext4 above), root-b (empty, for A/B
+#                 updates) and state (blank; formatted at first boot). Data lives on its own
+#                 partition (PARTLABEL wardbox-data) that the box encrypts at first boot.
+#   5. boot       kernel, initrd and kernel command line for direct boot
+#                 (qemu -kernel/-initrd/-append, as the qemu test does).
+#
+# This host cannot make a vfat ESP (no vfat in its kernel, no device-mapper), so the boot
+# files are kept for direct boot. On a build host that can, the same tree becomes a bootable
+# disk with an ESP holding a signed unified kernel image: see docs/image.md,
+# "The bootable disk".
+#
+# Outputs in $OUT (default: <repo>/target/image):
+#   system.raw      the system disk (GPT)         vmlinuz, initrd.img, cmdline.txt
+#   root.ext4       the root file system alone    image-info.txt (versions, sha256s)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+IMAGE="$REPO/image"
+OUT="${WARDBOX_IMAGE_OUT:-$REPO/target/image}"
+CARGO_BUILD=1
+REBUILD_OS=0
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) OUT="$2"; shift 2 ;;
+        --no-cargo) CARGO_BUILD=0; shift ;;
+        --rebuild-os) REBUILD_OS=1; shift ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+# Fixed partition identities, so the kernel command line can name the root without probing.
+# (A/B updates flip which of the two root partitions the command line names.)
+DISK_GUID=5e5a3c1f-5d0c-4bde-9b1e-3c2f8a0d7a10
+ROOT_A_UUID=8d6b2f4e-1c3a-4f7e-a2b5-6e9c0d1f2a3b
+ROOT_B_UUID=4a1e9c7d-2b3f-4e5a-8c6d-7f0a1b2c3d4e
+STATE_UUID=c3d2e1f0-a9b8-4c7d-9e6f-5a4b3c2d1e0f
+# systemd's discoverable-partition type for an x86-64 root; "Linux filesystem" for state.
+ROOT_TYPE=4f68bce3-e8cd-4db1-96e7-fbcaf984b709
+LINUX_TYPE=0fc63daf-8483-4772-8e79-3d69d8477de4
+STATE_SIZE_MIB=64
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+phase_start=0
+phase() {
+    phase_start=$(date +%s.%N)
+    echo "== build.sh: $1"
+}
+phase_done() {
+    local end
+    end=$(date +%s.%N)
+    printf '== build.sh: %-9s %6.1f s\n' "$1" "$(echo "$end - $phase_start" | bc)"
+}
+die() {
+    echo "build.sh: $*" >&2
+    exit 1
+}
+
+need() {
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || die "missing tool '$tool': apt-get install -y mkosi debootstrap systemd-container e2fsprogs fdisk bc"
+    done
+}
+need mkosi debootstrap systemd-nspawn mkfs.ext4 sfdisk bc sha256sum
+[ "$(id -u)" = 0 ] || die "mkosi and mkfs need root (run as root, as CI does)"
+
+# ---------------------------------------------------------------- 1. binaries
+phase "binaries"
+if [ "$CARGO_BUILD" = 1 ]; then
+    (cd "$REPO" && cargo build --release -p wardbox)
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+AGENT="$TARGET_DIR/release/wardbox"
+ENGINE="$TARGET_DIR/release/wardbox-engine"
+[ -x "$AGENT" ] || die "no agent binary at $AGENT (run without --no-cargo)"
+if [ -x "$ENGINE" ]; then
+    echo "build.sh: including the engine $ENGINE"
+    ENGINE_INCLUDED=yes
+else
+    echo "build.sh: NOTE: no engine at $ENGINE: the image is built WITHOUT wardbox-engine" \
+         "(cargo build --release -p wardbox-engine to include it)"
+    ENGINE_INCLUDED=no
+fi
+phase_done binaries
+
+# ---------------------------------------------------------------- 2. os tree
+phase "os"
+os_key() {
+    # Everything the OS tree depends on, with file modes (the postinst must stay executable).
+    {
+        mkosi --version
+        cd "$IMAGE"
+        find mkosi.conf mkosi.postinst mkosi.extra -print0 | LC_ALL=C sort -z \
+            | xargs -0 stat -c '%n %a %F' 
+        find mkosi.conf mkosi.postinst mkosi.extra -type f -print0 | LC_ALL=C sort -z \
+            | xargs -0 sha256sum
+    } | sha256sum | cut -c1-16
+}
+KEY=$(os_key)
+OS="$OUT/os-$KEY"
+if [ "$REBUILD_OS" = 1 ]; then
+    rm -rf "$OS"
+fi
+if [ -d "$OS" ] && [ -f "$OS.done" ]; then
+    echo "build.sh: OS tree cached ($OS)"
+else
+    rm -rf "$OS" "$OS.done" "$OS.manifest"
+    mkdir -p "$OUT/cache/apt"
+    # --nspawn-keep-unit: mkosi runs scripts in systemd-nspawn inside our own scope (no
+    # systemd as PID 1 on the build hosts).
+    (cd "$IMAGE" && mkosi --nspawn-keep-unit --force --cache="$OUT/cache/apt" --output="$OS" build)
+    touch "$OS.done"
+    # Older trees are never used again.
+    for old in "$OUT"/os-*; do
+        case "$old" in "$OS"|"$OS".*) ;; *) rm -rf "$old" ;; esac
+    done
+fi
+phase_done os
+
+# ---------------------------------------------------------------- 3. root
+phase "root"
+STAGING="$OUT/root-staging"
+rm -rf "$STAGING"
+# Hard links: instant, and the cached tree is never written (new files replace, not modify).
+cp -al "$OS" "$STAGING"
+install -D -m 0755 "$AGENT" "$STAGING/usr/bin/wardbox"
+if [ "$ENGINE_INCLUDED" = yes ]; then
+    install -D -m 0755 "$ENGINE" "$STAGING/usr/bin/wardbox-engine"
+fi
+install -D -m 0644 "$REPO/firmware-policy/default.toml" "$STAGING/usr/share/wardbox/firmware-policy.toml"
+
+COMMIT=$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo "+dirty" || true)
+KVER=$(basename "$(ls "$OS"/boot/vmlinuz-* | head -n 1)" | sed 's/^vmlinuz-//')
+[ -n "$KVER" ] && [ -f "$OS/boot/initrd.img-$KVER" ] || die "the OS tree has no kernel+initrd in /boot"
+{
+    echo "image: wardbox"
+    echo "source: $COMMIT$DIRTY"
+    echo "os-tree: $KEY"
+    echo "kernel: $KVER"
+    echo "engine: $ENGINE_INCLUDED"
+    echo "agent-sha256: $(sha256sum "$AGENT" | cut -d' ' -f1)"
+    [ "$ENGINE_INCLUDED" = yes ] && echo "engine-sha256: $(sha256sum "$ENGINE" | cut -d' ' -f1)"
+} > "$STAGING/usr/lib/wardbox-image-info"
+chmod 0644 "$STAGING/usr/lib/wardbox-image-info"
+
+# Checks on what is in the root: nothing the box does not need.
+problems=""
+for bin in usr/bin/wardbox usr/bin/wardbox-engine; do
+    [ -e "$STAGING/$bin" ] || continue
+    missing=$(chroot "$STAGING" /usr/bin/ldd "/$bin" 2>&1 | grep "not found" || true)
+    [ -z "$missing" ] || problems="$problems\n  /$bin needs libraries the image lacks: $missing"
+done
+for forbidden in usr/bin/cc usr/bin/gcc usr/bin/c++ usr/bin/rustc usr/bin/cargo usr/sbin/sshd \
+        usr/bin/apt usr/bin/apt-get usr/bin/make usr/bin/python3; do
+    [ ! -e "$STAGING/$forbidden" ] || problems="$problems\n  /$forbidden is in the image"
+done
+[ -z "$(ls -A "$STAGING/var/cache/apt" 2>/dev/null)" ] || problems="$problems\n  /var/cache/apt is not empty"
+[ -z "$problems" ] || die "the root file system fails its checks:$(printf "$problems")"
+
+ROOT_IMG="$OUT/root.ext4"
+rm -f "$ROOT_IMG"
+used_mib=$(du -sm --apparent-size "$STAGING" | cut -f1)
+ROOT_MIB=$(( used_mib * 5 / 4 + 64 ))
+# The file system is read-only on the box; the spare quarter is for A/B updates that grow.
+SOURCE_DATE_EPOCH=$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || date +%s) \
+    mkfs.ext4 -q -F -L wardbox-root -U "$ROOT_A_UUID" -E root_owner=0:0 -m 0 \
+        -d "$STAGING" "$ROOT_IMG" "${ROOT_MIB}M"
+rm -rf "$STAGING"
+phase_done root
+
+# ---------------------------------------------------------------- 4. disk
+phase "disk"
+DISK="$OUT/system.raw"
+rm -f "$DISK"
+# 1 MiB alignment; partitions: root-a, root-b, state; 1 MiB spare for the backup GPT.
+DISK_MIB=$(( 1 + ROOT_MIB + ROOT_MIB + STATE_SIZE_MIB + 1 ))
+truncate -s "${DISK_MIB}M" "$DISK"
+sfdisk -q "$DISK" <<EOF
+label: gpt
+label-id: $DISK_GUID
+unit: sectors
+first-lba: 2048
+start=2048, size=$(( ROOT_MIB * 2048 )), type=$ROOT_TYPE, uuid=$ROOT_A_UUID, name="wardbox-root-a"
+size=$(( ROOT_MIB * 2048 )), type=$ROOT_TYPE, uuid=$ROOT_B_UUID, name="wardbox-root-b"
+size=$(( STATE_SIZE_MIB * 2048 )), type=$LINUX_TYPE, uuid=$STATE_UUID, name="wardbox-state"
+EOF
+dd if="$ROOT_IMG" of="$DISK" bs=1M seek=1 conv=notrunc,sparse status=none
+phase_done disk
+
+# ---------------------------------------------------------------- 5. boot
+phase "boot"
+cp "$OS/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
+cp "$OS/boot/initrd.img-$KVER" "$OUT/initrd.img"
+# ro: the root is never written. panic=-1 / no reboot loops hide nothing: qemu exits.
+echo "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4 console=ttyS0,115200 systemd.show_status=1 panic=30" > "$OUT/cmdline.txt"
+{
+    echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "source: $COMMIT$DIRTY"
+    echo "os-tree: $KEY"
+    echo "kernel: $KVER"
+    echo "engine: $ENGINE_INCLUDED"
+    (cd "$OUT" && sha256sum root.ext4 vmlinuz initrd.img cmdline.txt)
+} > "$OUT/image-info.txt"
+phase_done boot
+
+echo "build.sh: done: $OUT/system.raw ($(du -h --apparent-size "$DISK" | cut -f1) apparent," \
+     "$(du -h "$DISK" | cut -f1) on disk), kernel $KVER, engine included: $ENGINE_INCLUDED"
