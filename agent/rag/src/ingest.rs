@@ -100,6 +100,10 @@ impl Kind {
 pub struct Section {
     pub heading: String,
     pub text: String,
+    /// Whether a short section may share a chunk with its neighbours (note sections: yes, so
+    /// a one-line "Plan:" keeps its "Assessment:" for context; FHIR resources: no, each is one
+    /// citable fact).
+    pub pack: bool,
 }
 
 /// A parsed document, before de-identification.
@@ -130,7 +134,7 @@ pub fn sections_of_text(text: &str) -> Vec<Section> {
         let Some(m) = caps.get(0) else { continue };
         body.push_str(&text[at..m.start()]);
         if !body.trim().is_empty() {
-            out.push(Section { heading: heading.clone(), text: body.trim().to_owned() });
+            out.push(Section { heading: heading.clone(), text: body.trim().to_owned(), pack: true });
         }
         body.clear();
         heading = caps.name("md").or_else(|| caps.name("soap")).map_or("Note", |h| h.as_str()).trim().to_owned();
@@ -143,7 +147,7 @@ pub fn sections_of_text(text: &str) -> Vec<Section> {
     }
     body.push_str(&text[at..]);
     if !body.trim().is_empty() {
-        out.push(Section { heading, text: body.trim().to_owned() });
+        out.push(Section { heading, text: body.trim().to_owned(), pack: true });
     }
     out
 }
@@ -412,7 +416,7 @@ pub fn parse_fhir(name: &str, bytes: &[u8]) -> Result<Parsed, IngestError> {
                     let t = String::from_utf8(decoded).map_err(|_| IngestError::NotUtf8(name.to_owned()))?;
                     // The inline note keeps its own sections.
                     for sec in sections_of_text(&t) {
-                        sections.push(Section { heading: format!("Document: {}", sec.heading), text: sec.text });
+                        sections.push(Section { heading: format!("Document: {}", sec.heading), text: sec.text, pack: true });
                     }
                 }
                 body
@@ -420,7 +424,7 @@ pub fn parse_fhir(name: &str, bytes: &[u8]) -> Result<Parsed, IngestError> {
             _ => continue, // other resource types carry nothing this index uses yet
         };
         if !text.is_empty() {
-            sections.push(Section { heading: kind.to_owned(), text });
+            sections.push(Section { heading: kind.to_owned(), text, pack: false });
         }
     }
     Ok(Parsed { sections, known, patient_record_id: record_id })
@@ -458,16 +462,42 @@ impl Default for ChunkConfig {
     }
 }
 
-/// Cut sections into chunks: never across a section boundary; long sections in overlapping
-/// windows. Each chunk starts with its heading so it reads on its own.
+/// Cut sections into chunks. A section longer than `max_words` is cut into overlapping
+/// windows of its own; short packable sections that follow each other share a chunk up to
+/// `max_words` (each keeps its heading inside the text); a chunk never holds part of a section
+/// and part of another. Returns (section label, chunk text).
 pub fn chunk_sections(sections: &[Section], cfg: ChunkConfig) -> Vec<(String, String)> {
     let step = cfg.max_words.saturating_sub(cfg.overlap_words).max(1);
     let mut out = Vec::new();
+    // The chunk being packed: labels, text, words.
+    let mut pack: Option<(Vec<String>, String, usize)> = None;
+    let flush = |pack: &mut Option<(Vec<String>, String, usize)>, out: &mut Vec<(String, String)>| {
+        if let Some((labels, text, _)) = pack.take() {
+            out.push((labels.join(" / "), text));
+        }
+    };
     for sec in sections {
         let words: Vec<&str> = sec.text.split_whitespace().collect();
         if words.is_empty() {
             continue;
         }
+        let piece = format!("{}: {}", sec.heading, words.join(" "));
+        if sec.pack && words.len() < cfg.max_words {
+            match &mut pack {
+                Some((labels, text, n)) if *n + words.len() <= cfg.max_words => {
+                    labels.push(sec.heading.clone());
+                    text.push('\n');
+                    text.push_str(&piece);
+                    *n += words.len();
+                }
+                _ => {
+                    flush(&mut pack, &mut out);
+                    pack = Some((vec![sec.heading.clone()], piece, words.len()));
+                }
+            }
+            continue;
+        }
+        flush(&mut pack, &mut out);
         let mut start = 0;
         loop {
             let end = (start + cfg.max_words).min(words.len());
@@ -478,6 +508,7 @@ pub fn chunk_sections(sections: &[Section], cfg: ChunkConfig) -> Vec<(String, St
             start += step;
         }
     }
+    flush(&mut pack, &mut out);
     out
 }
 
@@ -526,7 +557,7 @@ pub async fn ingest_bytes(
     for sec in &parsed.sections {
         let heading = deid::deidentify(&sec.heading, &known, &mut scope).text;
         let text = deid::deidentify(&sec.text, &known, &mut scope).text;
-        sections.push(Section { heading, text });
+        sections.push(Section { heading, text, pack: sec.pack });
     }
     // Structured identifiers get their pseudonyms even when the text never mentions them, so
     // an answer that names the patient can be re-identified.
@@ -629,12 +660,22 @@ mod tests {
     #[test]
     fn chunks_overlap_within_a_section_and_never_cross_one() {
         let long = (0..400).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
-        let secs = vec![Section { heading: "Plan".into(), text: long }, Section { heading: "Exam".into(), text: "normal".into() }];
+        let sec = |h: &str, t: &str, pack| Section { heading: h.into(), text: t.into(), pack };
+        let secs = vec![
+            sec("Assessment", "diabetes poorly controlled", true),
+            sec("Plan", "start empagliflozin", true),
+            sec("Plan", &long, true),
+            sec("Exam", "normal", true),
+            sec("Observation", "A1c 9.1 %", false),
+            sec("Observation", "BP 140/90", false),
+        ];
         let c = chunk_sections(&secs, ChunkConfig { max_words: 160, overlap_words: 30 });
-        assert_eq!(c.len(), 4);
-        assert!(c[0].1.starts_with("Plan: w0 ") && c[0].1.ends_with(" w159"));
-        assert!(c[1].1.starts_with("Plan: w130 "), "{}", &c[1].1[..20]);
-        assert_eq!(c[3], ("Exam".into(), "Exam: normal".into()));
+        assert_eq!(c[0], ("Assessment / Plan".into(), "Assessment: diabetes poorly controlled\nPlan: start empagliflozin".into()));
+        assert!(c[1].1.starts_with("Plan: w0 ") && c[1].1.ends_with(" w159"));
+        assert!(c[2].1.starts_with("Plan: w130 "), "{}", &c[2].1[..20]);
+        assert_eq!(c.len(), 7, "{c:?}");
+        assert_eq!(c[4], ("Exam".into(), "Exam: normal".into()));
+        assert_eq!(c[5].1, "Observation: A1c 9.1 %");
     }
 
     #[test]

@@ -1,1 +1,245 @@
-fn main() {}
+//! `wardbox-rag-bench`: ingest throughput, retrieval latency at 10k and 100k chunks inside an
+//! encrypted store, and store size per 10k chunks. Prints a table.
+//!
+//!   wardbox-rag-bench [--sizes 10000,100000] [--queries 200] [--embed-url http://127.0.0.1:11434/]
+//!                     [--embed-model all-minilm:l6-v2] [--dir /tmp]
+//!
+//! Ingest throughput is measured through the whole pipeline (parse, de-identify, chunk, embed,
+//! index) on the synthetic corpus, with the real model when --embed-url points at a running
+//! engine, and with the hashing embedder (pipeline cost without a model) always. The large
+//! indexes are bulk-loaded with synthetic de-identified-style text and hashing-embedder
+//! vectors (embedding 100k chunks through a CPU model would take hours); search latency does
+//! not depend on where the vectors came from. The query's own embedding time is reported
+//! separately when a model is given.
+
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use wardbox_rag::embed::{Embedder, HashEmbedder, OllamaEmbedder};
+use wardbox_rag::index::{self, Access, NewChunk, Scope};
+use wardbox_rag::ingest::{self, ChunkConfig, Owner};
+use wardbox_rag::synth;
+
+struct Args {
+    sizes: Vec<usize>,
+    queries: usize,
+    embed_url: Option<String>,
+    embed_model: String,
+    dir: std::path::PathBuf,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args { sizes: vec![10_000, 100_000], queries: 200, embed_url: None, embed_model: "all-minilm:l6-v2".into(), dir: std::env::temp_dir() };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--sizes" => a.sizes = val()?.split(',').map(|s| s.trim().parse().map_err(|_| format!("bad size {s:?}"))).collect::<Result<_, _>>()?,
+            "--queries" => a.queries = val()?.parse().map_err(|_| "bad --queries")?,
+            "--embed-url" => a.embed_url = Some(val()?),
+            "--embed-model" => a.embed_model = val()?,
+            "--dir" => a.dir = val()?.into(),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(a)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn owner_of(d: &synth::CorpusDoc) -> Owner {
+    match (&d.record_id, d.library) {
+        (_, true) => Owner::Library,
+        (Some(r), _) => Owner::Patient { record_id: r.clone(), known: Default::default() },
+        (None, _) => Owner::FromDocument,
+    }
+}
+
+/// Ingest the synthetic corpus `rounds` times (each round's bytes differ, so nothing is
+/// skipped as unchanged); chunks per second.
+async fn ingest_rate(emb: &dyn Embedder, dir: &std::path::Path, rounds: usize) -> Result<(usize, f64), String> {
+    let path = dir.join(format!("wardbox-rag-bench-ingest-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut conn = index::open_encrypted(&path, &[0x11; 32]).map_err(|e| e.to_string())?;
+    let docs = synth::corpus().docs;
+    let start = Instant::now();
+    let mut chunks = 0;
+    for r in 0..rounds {
+        for d in &docs {
+            let mut bytes = d.bytes.clone();
+            if !d.name.ends_with(".json") && !d.name.ends_with(".pdf") {
+                bytes.extend_from_slice(format!("\nAddendum {r}.").as_bytes());
+            } else if r > 0 {
+                continue;
+            }
+            match ingest::ingest_bytes(&mut conn, emb, &d.name, &bytes, &owner_of(d), ChunkConfig::default()).await.map_err(|e| e.to_string())? {
+                ingest::Outcome::Ingested { chunks: n, .. } => chunks += n,
+                ingest::Outcome::Unchanged { .. } => {}
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    Ok((chunks, chunks as f64 / secs))
+}
+
+const WORDS: &[&str] = &[
+    "patient", "reports", "denies", "chest", "pain", "dyspnea", "cough", "fever", "metformin", "lisinopril", "apixaban", "insulin",
+    "A1c", "creatinine", "potassium", "hypertension", "diabetes", "asthma", "COPD", "fracture", "hip", "knee", "follow-up", "weeks",
+    "mg", "daily", "twice", "plan", "assessment", "stable", "improved", "worse", "referral", "cardiology", "physical", "therapy",
+    "[NAME-1]", "[NAME-2]", "2031-04-02", "wound", "dressing", "edema", "bilateral", "left", "right", "negative", "positive", "labs",
+];
+
+fn filler(rng: &mut StdRng, words: usize) -> String {
+    (0..words).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect::<Vec<_>>().join(" ")
+}
+
+struct SizeResult {
+    chunks: usize,
+    load_s: f64,
+    bytes_per_10k: f64,
+    patient_p50: f64,
+    patient_p95: f64,
+    all_p50: f64,
+    all_p95: f64,
+}
+
+/// Bulk-load `n` chunks over 200 patients and the library, then time searches.
+fn size_run(n: usize, queries: usize, dir: &std::path::Path) -> Result<SizeResult, String> {
+    let e = |x: index::IndexError| x.to_string();
+    let path = dir.join(format!("wardbox-rag-bench-{n}-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut conn = index::open_encrypted(&path, &[0x22; 32]).map_err(e)?;
+    index::check_model(&conn, "wardbox-hash-dev").map_err(e)?;
+    let emb = HashEmbedder::new(index::DIMS);
+    let mut rng = StdRng::seed_from_u64(n as u64);
+    let patients: Vec<i64> = (0..200).map(|i| index::patient_owner(&conn, &format!("bench-{i}")).map(|p| p.0)).collect::<Result<_, _>>().map_err(e)?;
+    let per_doc = 20;
+    let start = Instant::now();
+    let mut made = 0;
+    let mut doc = 0;
+    while made < n {
+        let owner = if doc % 20 == 0 { index::LIBRARY } else { patients[doc % patients.len()] };
+        let k = per_doc.min(n - made);
+        let chunks: Vec<NewChunk> = (0..k)
+            .map(|_| {
+                let text = filler(&mut rng, 120);
+                NewChunk { section: "Note".into(), embedding: emb.embed_one(&text), text }
+            })
+            .collect();
+        index::insert_document(&mut conn, owner, &format!("bench-doc-{doc}"), "text", "bench", &chunks).map_err(e)?;
+        made += k;
+        doc += 1;
+    }
+    let load_s = start.elapsed().as_secs_f64();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(|x| x.to_string())?;
+    let bytes = std::fs::metadata(&path).map_err(|x| x.to_string())?.len() as f64;
+    let mut patient_ms = Vec::new();
+    let mut all_ms = Vec::new();
+    for q in 0..queries {
+        let text = filler(&mut rng, 8);
+        let v = emb.embed_one(&text);
+        let p = patients[q % patients.len()];
+        let t = Instant::now();
+        index::search(&conn, &text, &v, &Scope { patient: Some(p), include_library: true }, &Access::AllPatients, 5).map_err(e)?;
+        patient_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        index::search(&conn, &text, &v, &Scope { patient: None, include_library: true }, &Access::AllPatients, 5).map_err(e)?;
+        all_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    patient_ms.sort_by(f64::total_cmp);
+    all_ms.sort_by(f64::total_cmp);
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    Ok(SizeResult {
+        chunks: n,
+        load_s,
+        bytes_per_10k: bytes / (n as f64 / 10_000.0),
+        patient_p50: pct(&patient_ms, 0.5),
+        patient_p95: pct(&patient_ms, 0.95),
+        all_p50: pct(&all_ms, 0.5),
+        all_p95: pct(&all_ms, 0.95),
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("wardbox-rag-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wardbox-rag-bench: tokio: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("wardbox-rag-bench (SQLCipher + sqlite-vec + FTS5; {} CPUs visible)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!();
+    println!("{:<44} {:>12}", "ingest (parse, de-identify, chunk, embed, index)", "chunks/s");
+    match rt.block_on(ingest_rate(&HashEmbedder::new(index::DIMS), &a.dir, 20)) {
+        Ok((n, r)) => println!("{:<44} {:>12.1}   ({n} chunks)", "  hashing embedder (pipeline without model)", r),
+        Err(e) => println!("  hashing embedder: failed: {e}"),
+    }
+    let mut query_embed_ms = None;
+    match &a.embed_url {
+        None => println!("{:<44} {:>12}", "  real model", "n/a (no --embed-url)"),
+        Some(url) => match OllamaEmbedder::new(url, &a.embed_model, index::DIMS) {
+            Err(e) => println!("  {}: {e}", a.embed_model),
+            Ok(emb) => {
+                match rt.block_on(ingest_rate(&emb, &a.dir, 1)) {
+                    Ok((n, r)) => println!("{:<44} {:>12.2}   ({n} chunks)", format!("  {} via {url}", a.embed_model), r),
+                    Err(e) => println!("  {}: failed: {e}", a.embed_model),
+                }
+                let mut ms = Vec::new();
+                for i in 0..20 {
+                    let q = vec![format!("Which anticoagulant was started after the fall, question {i}?")];
+                    let t = Instant::now();
+                    if rt.block_on(emb.embed(&q)).is_ok() {
+                        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                ms.sort_by(f64::total_cmp);
+                query_embed_ms = Some((pct(&ms, 0.5), pct(&ms, 0.95)));
+            }
+        },
+    }
+    println!();
+    println!("{:>8} {:>9} {:>12} {:>16} {:>16}", "chunks", "load s", "MB per 10k", "patient p50/p95", "all p50/p95 ms");
+    for n in &a.sizes {
+        match size_run(*n, a.queries, &a.dir) {
+            Ok(r) => println!(
+                "{:>8} {:>9.1} {:>12.1} {:>7.2} / {:<7.2} {:>7.2} / {:<7.2}",
+                r.chunks,
+                r.load_s,
+                r.bytes_per_10k / 1_048_576.0,
+                r.patient_p50,
+                r.patient_p95,
+                r.all_p50,
+                r.all_p95
+            ),
+            Err(e) => println!("{n:>8} failed: {e}"),
+        }
+    }
+    println!();
+    println!("search = FTS5 BM25 + sqlite-vec KNN (cosine, per owner) + RRF, top 5; \"patient\" = one patient + library, \"all\" = no owner filter.");
+    match query_embed_ms {
+        Some((p50, p95)) => println!("query embedding ({}): p50 {p50:.1} ms, p95 {p95:.1} ms (add to search latency)", a.embed_model),
+        None => println!("query embedding: not measured (no --embed-url)"),
+    }
+    std::process::ExitCode::SUCCESS
+}
