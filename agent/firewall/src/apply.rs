@@ -5,7 +5,9 @@
 //! in the caller's network namespace: the traffic tests call these functions from a thread
 //! that entered a test namespace, so they exercise exactly this code.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use nftables::helper::{self, NftablesError};
 use serde::Serialize;
@@ -127,14 +129,39 @@ impl Nft {
     }
 
     /// `nft -j -f -` with one batch: one kernel transaction, all or nothing.
+    ///
+    /// Run here rather than through `nftables::helper::apply_ruleset_raw`, which lets nft's
+    /// stderr go to ours: the reason nft gives (e.g. "Operation not permitted") must end up
+    /// in the error, the stage report and the alert, not only in the journal.
     pub fn commit(&self, batch: &serde_json::Value) -> Result<(), FirewallError> {
-        helper::apply_ruleset_raw(
-            &batch.to_string(),
-            Some(self.path.as_os_str()),
-            helper::DEFAULT_ARGS,
-        )
-        .map_err(|e| self.error("-j -f -", e))?;
-        Ok(())
+        let execution = |e: std::io::Error| FirewallError::NftExecution {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        let mut child = Command::new(&self.path)
+            .args(["-j", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(execution)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A write error (nft exited early) is reported through its exit status below.
+            let _ = stdin.write_all(batch.to_string().as_bytes());
+        }
+        let output = child.wait_with_output().map_err(execution)?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if stderr.is_empty() {
+            stderr = format!("exited with {}", output.status);
+        }
+        Err(FirewallError::NftFailed {
+            path: self.path.clone(),
+            action: "-j -f -",
+            stderr,
+        })
     }
 }
 
@@ -222,6 +249,36 @@ mod tests {
         );
         let err = Nft::new("/").expect_err("directory refused");
         assert!(err.to_string().contains("not a file"), "{err}");
+    }
+
+    #[test]
+    fn a_refusing_nft_is_reported_with_its_stderr() {
+        // A stand-in nft that refuses like nft does without CAP_NET_ADMIN.
+        let dir = std::env::temp_dir().join(format!("wardbox-fw-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let fake = dir.join("nft");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\ncat >/dev/null\necho 'Error: Could not process rule: Operation not permitted' >&2\nexit 1\n",
+        )
+        .expect("write fake nft");
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&fake)
+            .status()
+            .expect("chmod");
+        let nft = Nft::new(&fake).expect("exists");
+        let err = nft
+            .commit(&serde_json::json!({"nftables": []}))
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`{} -j -f -` failed: Error: Could not process rule: Operation not permitted",
+                fake.display()
+            )
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
