@@ -429,6 +429,74 @@ mod tests {
         assert!(matches!(firewall(&config).recheck(), Recheck::Failed(_)));
     }
 
+    /// A firewall whose re-checks return a script: the loop's plumbing (alert, audit record,
+    /// stop) is tested here; the repairs themselves are tested against nft in a namespace.
+    #[derive(Debug)]
+    struct Scripted(std::sync::Mutex<std::collections::VecDeque<Recheck>>);
+
+    impl EgressFirewall for Scripted {
+        fn apply(&self) -> Result<StageReport, String> {
+            Ok(StageReport::ok("scripted"))
+        }
+        fn recheck(&self) -> Recheck {
+            self.0.lock().map(|mut q| q.pop_front()).ok().flatten().unwrap_or(Recheck::Enforced)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watch_alerts_and_audits_each_finding_then_stops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.db");
+        let key = crate::store::StoreKey::random();
+        let (mut store, _) = crate::store::Store::open_or_create(&path, &key).expect("store");
+        store.migrate().expect("migrate");
+        let (audit, writer) = AuditLog::start(&path, &key).expect("audit");
+
+        let script = [
+            Recheck::Enforced,
+            Recheck::Repaired(vec![Drift::TableFlushed]),
+            Recheck::Failed("nft: Operation not permitted".into()),
+            Recheck::Failed("nft: Operation not permitted".into()),
+            Recheck::Enforced,
+        ];
+        let firewall: Arc<dyn EgressFirewall> = Arc::new(Scripted(std::sync::Mutex::new(script.into())));
+        let (alerts_tx, mut alerts_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(watch_loop(
+            firewall,
+            Duration::from_millis(20),
+            audit.clone(),
+            move |m| {
+                let _ = alerts_tx.send(m);
+            },
+            stop_rx,
+        ));
+        let first = alerts_rx.recv().await.expect("an alert");
+        assert_eq!(first, "firewall drift found and repaired: table inet wardbox was flushed: its chains hold no rules");
+        let second = alerts_rx.recv().await.expect("an alert");
+        assert!(second.starts_with("firewall could not be verified or repaired"), "{second}");
+        // Let the rest of the script run: the repeated failure must not alert again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop_tx.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the watch stops").expect("no panic");
+        assert!(alerts_rx.try_recv().is_err(), "one alert per finding");
+
+        drop(audit);
+        writer.join();
+        let details: Vec<String> = store
+            .conn()
+            .prepare("SELECT kind, detail FROM audit ORDER BY seq")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok(format!("{} {}", r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("read audit");
+        assert_eq!(details.len(), 2, "{details:?}");
+        assert!(details[0].starts_with("security_alert "), "{details:?}");
+        assert!(details[0].contains(r#""event":"drift_repaired""#) && details[0].contains(r#""drift":"table_flushed""#), "{details:?}");
+        assert!(details[1].contains(r#""event":"verify_failed""#), "{details:?}");
+    }
+
     #[test]
     fn findings_are_reported_once() {
         let mut last = None;
