@@ -129,6 +129,8 @@ fn enabled_firewall(config: &Config) -> Result<Firewall, CliError> {
 fn audit(config: &Config, detail: serde_json::Value) {
     let result = super::audit::open(config).and_then(|(store, volume)| super::audit::record(&store, &volume, detail));
     if let Err(e) = result {
-        eprintln!("warning: this action was not recorded in the audit trail: {e}");
+        // Expected in wardbox-firewall.service, before the volume is open: the agent's own
+        // firewall stage is audited once the store is.
+        eprintln!("note: this apply is not in the audit trail (the store cannot be opened: {e})");
     }
 }
