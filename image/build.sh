@@ -12,7 +12,10 @@
 #                 Cached under $OUT/os-<key>, key = sha256 of every input of the tree
 #                 (mkosi.conf, mkosi.postinst, mkosi.extra/ with modes, mkosi version);
 #                 downloaded packages are cached in $OUT/cache/apt.
-#   3. root       the OS tree plus the Wardbox binaries and the firmware policy, checked
+#   3. root       the OS tree plus the Wardbox layer: image/wardbox/ (units, their helper
+#                 scripts, /etc/wardbox/wardbox.toml; units enabled with systemctl --root),
+#                 the binaries and the firmware policy. The layer is not part of the OS
+#                 cache key, so changing Wardbox code never rebuilds the OS. Then checked
 #                 (every shared library resolves inside the tree; no compiler, no SSH, no
 #                 package manager), then a read-only ext4 root file system (`mkfs.ext4 -d`).
 #   4. disk       the system disk: GPT with root-a (the ext4 above), root-b (empty, for A/B
@@ -143,6 +146,10 @@ STAGING="$OUT/root-staging"
 rm -rf "$STAGING"
 # Hard links: instant, and the cached tree is never written (new files replace, not modify).
 cp -al "$OS" "$STAGING"
+# The Wardbox layer: copied (not hard-linked) so the cached tree is never touched.
+cp -a --no-preserve=ownership --remove-destination "$IMAGE/wardbox/." "$STAGING/"
+systemctl --root="$STAGING" --quiet enable wardbox-firewall.service wardbox-unlock.service \
+    wardbox.service wardbox-engine.service wardbox-egress-probe.service
 install -D -m 0755 "$AGENT" "$STAGING/usr/bin/wardbox"
 if [ "$ENGINE_INCLUDED" = yes ]; then
     install -D -m 0755 "$ENGINE" "$STAGING/usr/bin/wardbox-engine"

@@ -1,0 +1,466 @@
+//! Harness for the end-to-end tests: boot the appliance image in qemu with a software TPM,
+//! watch its serial console, type into it, and reach its web port through a loopback
+//! port-forward.
+//!
+//! Everything here drives real programs (qemu, swtpm, OVMF, the built image); nothing is
+//! simulated. Missing programs are reported by [`require`] with the package that provides them.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A required program or file that is missing, with the Debian package that provides it.
+#[derive(Debug)]
+pub struct Missing {
+    pub what: String,
+    pub package: &'static str,
+}
+
+/// Check that every program and firmware file the qemu tier needs is present. Returns the list
+/// of what is missing (empty when all is there).
+pub fn require() -> Vec<Missing> {
+    let mut missing = Vec::new();
+    let programs: &[(&str, &'static str)] = &[
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("qemu-img", "qemu-utils"),
+        ("swtpm", "swtpm"),
+        ("curl", "curl"),
+        ("sfdisk", "fdisk"),
+        ("mkosi", "mkosi"),
+        ("debootstrap", "debootstrap"),
+        ("systemd-nspawn", "systemd-container"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("bc", "bc"),
+    ];
+    for (program, package) in programs {
+        if which(program).is_none() {
+            missing.push(Missing { what: format!("program `{program}`"), package });
+        }
+    }
+    for file in [OVMF_CODE, OVMF_VARS_MS, OVMF_VARS_SNAKEOIL] {
+        if !Path::new(file).is_file() {
+            missing.push(Missing { what: format!("firmware file {file}"), package: "ovmf" });
+        }
+    }
+    missing
+}
+
+/// OVMF with Secure Boot support (SMM), and two variable stores with Secure Boot enabled under
+/// different key sets: Microsoft's, and Debian's "snakeoil" test keys. Booting the same box
+/// with the other store changes the Secure Boot keys the firmware measures into PCR 7.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+pub const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Run a command to completion; on failure the error carries its output.
+pub fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() { Ok(text) } else { Err(format!("{cmd:?} failed ({}):\n{text}", out.status)) }
+}
+
+/// A phase timer that prints each phase's duration as it ends, and a table at the end.
+#[derive(Debug, Default)]
+pub struct Phases {
+    done: Vec<(String, Duration)>,
+    current: Option<(String, Instant)>,
+}
+
+impl Phases {
+    pub fn start(&mut self, name: &str) {
+        self.end();
+        eprintln!("== e2e: {name} ...");
+        self.current = Some((name.to_string(), Instant::now()));
+    }
+
+    pub fn end(&mut self) {
+        if let Some((name, t)) = self.current.take() {
+            let d = t.elapsed();
+            eprintln!("== e2e: {name}: {:.1} s", d.as_secs_f64());
+            self.done.push((name, d));
+        }
+    }
+
+    pub fn table(&mut self) -> String {
+        self.end();
+        let mut s = String::from("phase                                       seconds\n");
+        let mut total = Duration::ZERO;
+        for (name, d) in &self.done {
+            s.push_str(&format!("{name:<44}{:>7.1}\n", d.as_secs_f64()));
+            total += *d;
+        }
+        s.push_str(&format!("{:<44}{:>7.1}\n", "total", total.as_secs_f64()));
+        s
+    }
+}
+
+/// A software TPM for one boot, on a Unix control socket, keeping its state in `state_dir`
+/// across boots (the same "chip" every boot, as on a real box).
+#[derive(Debug)]
+pub struct Swtpm {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Swtpm {
+    pub fn start(state_dir: &Path, socket: &Path, log: &Path) -> Result<Swtpm, String> {
+        std::fs::create_dir_all(state_dir).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(socket);
+        let child = Command::new("swtpm")
+            .arg("socket")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state_dir.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", socket.display()))
+            .arg("--log")
+            .arg(format!("file={},level=1", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start swtpm: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                return Err(format!("swtpm did not create {} within 10 s", socket.display()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Swtpm { child, socket: socket.to_path_buf() })
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything one boot needs.
+#[derive(Debug, Clone)]
+pub struct BootSpec {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    /// The system disk (a qcow2 overlay over system.raw, so the built image stays pristine).
+    pub system_disk: PathBuf,
+    pub data_disk: PathBuf,
+    /// This box's UEFI variable store (a copy; it persists across boots like NVRAM).
+    pub vars: PathBuf,
+    pub tpm_socket: PathBuf,
+    pub monitor_socket: PathBuf,
+    /// Host loopback port forwarded to the guest's port 443.
+    pub web_port: u16,
+    pub memory_mib: u32,
+    pub log: PathBuf,
+}
+
+/// A running guest: its console transcript, and its stdin for typing at the console.
+#[derive(Debug)]
+pub struct Vm {
+    child: Child,
+    transcript: Arc<Mutex<String>>,
+    /// How far [`Vm::expect`] has read.
+    cursor: AtomicUsize,
+    monitor_socket: PathBuf,
+    pub web_port: u16,
+}
+
+impl Vm {
+    pub fn boot(spec: &BootSpec) -> Result<Vm, String> {
+        let accel = if Path::new("/dev/kvm").exists() { "kvm:tcg" } else { "tcg" };
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-machine", &format!("q35,accel={accel},smm=on")])
+            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
+            .args(["-cpu", "max", "-smp", "2", "-m", &spec.memory_mib.to_string()])
+            .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
+            .args(["-monitor", &format!("unix:{},server=on,wait=off", spec.monitor_socket.display())])
+            .args(["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")])
+            .args(["-drive", &format!("if=pflash,format=raw,unit=1,file={}", spec.vars.display())])
+            .arg("-kernel")
+            .arg(&spec.kernel)
+            .arg("-initrd")
+            .arg(&spec.initrd)
+            .args(["-append", &spec.cmdline])
+            .args(["-drive", &format!("file={},if=none,id=sys,format=qcow2", spec.system_disk.display())])
+            .args(["-device", "virtio-blk-pci,drive=sys"])
+            .args(["-drive", &format!("file={},if=none,id=data,format=raw", spec.data_disk.display())])
+            .args(["-device", "virtio-blk-pci,drive=data"])
+            .args(["-chardev", &format!("socket,id=chrtpm,path={}", spec.tpm_socket.display())])
+            .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"])
+            // User-mode networking: the guest sees the host's loopback as 10.0.2.2, and the
+            // host reaches the guest's 443 on a loopback port. Nothing else is reachable.
+            .args([
+                "-nic",
+                &format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{}-:443", spec.web_port),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start qemu: {e}"))?;
+        let transcript = Arc::new(Mutex::new(String::new()));
+        let log = std::fs::File::create(&spec.log).map_err(|e| format!("cannot create {}: {e}", spec.log.display()))?;
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let transcript = transcript.clone();
+            let mut log = log.try_clone().map_err(|e| e.to_string())?;
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let _ = log.write_all(&buf[..n]);
+                    let text = clean(&String::from_utf8_lossy(&buf[..n]));
+                    if let Ok(mut t) = transcript.lock() {
+                        t.push_str(&text);
+                    }
+                }
+            });
+        }
+        Ok(Vm { child, transcript, cursor: AtomicUsize::new(0), monitor_socket: spec.monitor_socket.clone(), web_port: spec.web_port })
+    }
+
+    /// The whole console transcript so far.
+    pub fn transcript(&self) -> String {
+        self.transcript.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Wait until `needle` appears on the console after the cursor; move the cursor past it
+    /// and return the text from the cursor to the end of the line that holds the needle.
+    /// Fails early when qemu exits, or when one of `fail_on` appears first.
+    pub fn expect(&mut self, needle: &str, fail_on: &[&str], timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let from = self.cursor.load(Ordering::SeqCst);
+            let text = self.transcript();
+            let rest = text.get(from..).unwrap_or("");
+            let hit = rest.find(needle);
+            let bad = fail_on.iter().filter_map(|f| rest.find(f).map(|i| (i, *f))).min();
+            match (hit, bad) {
+                (_, Some((i, f))) if hit.is_none_or(|h| i < h) => {
+                    let line_end = rest[i..].find('\n').map_or(rest.len(), |e| i + e);
+                    return Err(format!("the console showed `{f}` while waiting for `{needle}`: {}", rest[i..line_end].trim()));
+                }
+                (Some(i), _) => {
+                    let line_end = rest[i..].find('\n').map_or(rest.len(), |e| i + e);
+                    self.cursor.store(from + line_end, Ordering::SeqCst);
+                    return Ok(rest[..line_end].to_string());
+                }
+                _ => {}
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("qemu exited ({status}) while waiting for `{needle}`"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("`{needle}` did not appear on the console within {} s", timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Type a line at the console (the guest's ttyS0).
+    pub fn type_line(&mut self, line: &str) -> Result<(), String> {
+        let stdin = self.child.stdin.as_mut().ok_or("qemu has no stdin")?;
+        stdin
+            .write_all(format!("{line}\r").as_bytes())
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("cannot type at the console: {e}"))
+    }
+
+    /// GET a path on the guest's web port: HTTPS first (certificate not checked: the box
+    /// makes its own at provisioning), then plain HTTP. Returns (scheme, status, body).
+    pub fn get(&self, path: &str) -> Option<(&'static str, u16, String)> {
+        for scheme in ["https", "http"] {
+            let out = Command::new("curl")
+                .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
+                .arg(format!("{scheme}://127.0.0.1:{}{path}", self.web_port))
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if let Some((body, code)) = text.rsplit_once('\n')
+                && let Ok(code) = code.trim().parse::<u16>()
+                && code != 0
+            {
+                return Some((scheme, code, body.to_string()));
+            }
+        }
+        None
+    }
+
+    /// Poll `path` until it answers (any HTTP status), or the timeout.
+    pub fn wait_for_web(&self, path: &str, timeout: Duration) -> Result<(&'static str, u16, String), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(answer) = self.get(path) {
+                return Ok(answer);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nothing answered on the guest's port 443 (host 127.0.0.1:{}) within {} s", self.web_port, timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    /// ACPI power button, then wait for qemu to exit; killed after `timeout`.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<(), String> {
+        let sent = std::os::unix::net::UnixStream::connect(&self.monitor_socket)
+            .and_then(|mut s| s.write_all(b"system_powerdown\n"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return sent.map_err(|e| format!("monitor: {e}"));
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(format!("the guest did not power off within {} s (killed)", timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Strip terminal escape sequences and carriage returns from console output.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ params final-byte; other escapes: drop the next char.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A free loopback TCP port (bound and released; fine for a test on one machine).
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// A listener on the host's loopback that counts connections: the guest reaches it as
+/// 10.0.2.2:port, so a connection here means something left the box.
+#[derive(Debug)]
+pub struct Sink {
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl Sink {
+    pub fn start() -> Result<Sink, String> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if conn.is_ok() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        Ok(Sink { port, connections })
+    }
+
+    pub fn count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Make a blank data disk: a sparse file with one GPT partition named `wardbox-data`, as the
+/// box's data disk arrives from the factory.
+pub fn blank_data_disk(path: &Path, size_mib: u64) -> Result<(), String> {
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    file.set_len(size_mib * 1024 * 1024).map_err(|e| e.to_string())?;
+    drop(file);
+    let mut child = Command::new("sfdisk")
+        .arg("-q")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run sfdisk: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(b"label: gpt\nstart=2048, type=0fc63daf-8483-4772-8e79-3d69d8477de4, name=\"wardbox-data\"\n")
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("sfdisk failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(())
+}
+
+/// Pull the recovery key out of the provisioning output: the first line after
+/// "RECOVERY KEY" that is 8 dash-separated groups of 5 characters.
+pub fn find_recovery_key(transcript: &str) -> Option<String> {
+    let start = transcript.find("RECOVERY KEY")?;
+    transcript[start..].lines().map(str::trim).find(|l| {
+        let groups: Vec<&str> = l.split('-').collect();
+        groups.len() == 8 && groups.iter().all(|g| g.len() == 5 && g.chars().all(|c| c.is_ascii_alphanumeric()))
+    })
+    .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_escapes_are_removed() {
+        assert_eq!(clean("\u{1b}[0;32m  OK  \u{1b}[0m] Started x.\r\n"), "  OK  ] Started x.\n");
+    }
+
+    #[test]
+    fn the_recovery_key_is_found_after_its_heading_only() {
+        let text = "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG-HHHHH\nRECOVERY KEY: write it down\n\n    K2M4P-Q7R9S-T3V5W-X8Y2Z-A4B6C-D8E2F-G3H5J-K7L9M\n";
+        assert_eq!(find_recovery_key(text).as_deref(), Some("K2M4P-Q7R9S-T3V5W-X8Y2Z-A4B6C-D8E2F-G3H5J-K7L9M"));
+        assert_eq!(find_recovery_key("no key here"), None);
+    }
+}

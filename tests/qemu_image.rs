@@ -1,0 +1,275 @@
+//! qemu tier: the appliance image, booted in qemu with a software TPM, four times.
+//!
+//! 1. First boot, blank data disk: the box provisions its encrypted volume (recovery key shown
+//!    once on the console), unlocks it through the TPM, and the agent answers on port 443.
+//! 2. Second boot: the TPM releases the key unattended, dm-crypt opens the volume, the
+//!    egress-deny firewall holds (a connection from inside the guest to the host is blocked,
+//!    and nothing arrives at the host), the agent's health endpoint answers through a loopback
+//!    port-forward and reports every security stage ok.
+//! 3. The Secure Boot keys change (the box boots with another UEFI variable store, so PCR 7
+//!    changes): the TPM refuses, the console asks for the recovery key, a wrong key is refused,
+//!    the right one opens the volume and reseals, and the agent serves again.
+//! 4. Same changed firmware: the TPM releases the resealed key unattended.
+//!
+//! Needs root (mkosi, mkfs), qemu, swtpm, OVMF; it FAILS naming what is missing. The image is
+//! built by image/build.sh (cached by its inputs) unless WARDBOX_E2E_IMAGE names a built image
+//! directory. Pieces other subsystems have not delivered yet (TLS, the engine) are listed as
+//! NOT CHECKED at the end; with WARDBOX_E2E_STRICT=1 (CI) each of them fails the test.
+//!
+//! Run: `cargo test -p wardbox-e2e --test qemu_image -- --nocapture`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use wardbox_e2e::{
+    BootSpec, OVMF_VARS_MS, OVMF_VARS_SNAKEOIL, Phases, Sink, Swtpm, Vm, blank_data_disk, find_recovery_key, free_port,
+    require, run,
+};
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// What the test could not check because a piece is not in this build.
+#[derive(Debug, Default)]
+struct Gaps(Vec<String>);
+
+impl Gaps {
+    fn note(&mut self, what: impl Into<String>) {
+        let what = what.into();
+        eprintln!("== e2e: NOT CHECKED: {what}");
+        self.0.push(what);
+    }
+}
+
+struct Box_ {
+    work: PathBuf,
+    image: PathBuf,
+    vars: PathBuf,
+    tpm_state: PathBuf,
+    system_disk: PathBuf,
+    data_disk: PathBuf,
+    cmdline: String,
+    web_port: u16,
+    boots: u32,
+}
+
+impl Box_ {
+    /// Boot once (a fresh swtpm process on the same TPM state, like a power cycle).
+    fn boot(&mut self) -> Result<(Vm, Swtpm), String> {
+        self.boots += 1;
+        let n = self.boots;
+        let tpm = Swtpm::start(&self.tpm_state, &self.work.join("swtpm.sock"), &self.work.join(format!("swtpm-{n}.log")))?;
+        let log = self.work.join(format!("console-{n}.log"));
+        eprintln!("== e2e: boot {n}: console log {}", log.display());
+        let spec = BootSpec {
+            kernel: self.image.join("vmlinuz"),
+            initrd: self.image.join("initrd.img"),
+            cmdline: self.cmdline.clone(),
+            system_disk: self.system_disk.clone(),
+            data_disk: self.data_disk.clone(),
+            vars: self.vars.clone(),
+            tpm_socket: tpm.socket.clone(),
+            monitor_socket: self.work.join("monitor.sock"),
+            web_port: self.web_port,
+            memory_mib: 3072,
+            log,
+        };
+        Ok((Vm::boot(&spec)?, tpm))
+    }
+}
+
+/// The health JSON: the outcome of one boot stage ("ok", "failed", "degraded", ...).
+fn stage_outcome(health: &serde_json::Value, stage: &str) -> Option<String> {
+    health["stages"].as_array()?.iter().find(|s| s["stage"] == stage).and_then(|s| s["outcome"].as_str()).map(str::to_string)
+}
+
+/// Check the health answer: appliance profile, and the security stages ok.
+fn check_health(answer: &(&'static str, u16, String), gaps: &mut Gaps, boot: &str) -> Result<serde_json::Value, String> {
+    let (scheme, status, body) = answer;
+    if *scheme == "http" {
+        gaps.note(format!("{boot}: the health endpoint answered over plain HTTP, not HTTPS (TLS is not in this build)"));
+    }
+    let health: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("{boot}: /health answered {status} with a body that is not JSON ({e}): {body}"))?;
+    eprintln!("== e2e: {boot}: /health {status} over {scheme}: state {} ", health["state"]);
+    if health["profile"] != "appliance" {
+        return Err(format!("{boot}: the box runs the {} profile, not appliance", health["profile"]));
+    }
+    for stage in ["config", "unlock", "firewall", "store"] {
+        let outcome = stage_outcome(&health, stage);
+        if outcome.as_deref() != Some("ok") {
+            return Err(format!("{boot}: boot stage `{stage}` is {outcome:?}, not ok; health: {health}"));
+        }
+    }
+    if health["state"] == "failed" {
+        return Err(format!("{boot}: the agent reports state failed: {health}"));
+    }
+    Ok(health)
+}
+
+fn build_image(phases: &mut Phases, repo: &Path) -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("WARDBOX_E2E_IMAGE") {
+        let dir = PathBuf::from(dir);
+        eprintln!("== e2e: using the image in {} (WARDBOX_E2E_IMAGE)", dir.display());
+        return Ok(dir);
+    }
+    phases.start("build image (image/build.sh, cached)");
+    let out = repo.join("target/image");
+    let status = Command::new(repo.join("image/build.sh"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("cannot run image/build.sh: {e}"))?;
+    if !status.success() {
+        return Err(format!("image/build.sh failed ({status}); its output is above"));
+    }
+    Ok(out)
+}
+
+#[test]
+fn qemu_image_provisions_unlocks_blocks_egress_and_recovers() {
+    let missing = require();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(|m| format!("{} (package {})", m.what, m.package)).collect();
+        let mut packages: Vec<&str> = missing.iter().map(|m| m.package).collect();
+        packages.dedup();
+        panic!(
+            "the qemu_ tier cannot run on this machine: missing {}.\nInstall: apt-get install -y {}",
+            list.join(", "),
+            packages.join(" ")
+        );
+    }
+    if !nix_is_root() {
+        panic!("the qemu_ tier needs root (mkosi and mkfs build the image); run it as root, as CI does");
+    }
+    if let Err(e) = scenario() {
+        panic!("{e}");
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn scenario() -> Result<(), String> {
+    let strict = std::env::var("WARDBOX_E2E_STRICT").is_ok_and(|v| v == "1");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no repository root")?.to_path_buf();
+    let mut phases = Phases::default();
+    let mut gaps = Gaps::default();
+
+    let image = build_image(&mut phases, &repo)?;
+    let info = std::fs::read_to_string(image.join("image-info.txt")).unwrap_or_default();
+    if info.contains("engine: no") {
+        gaps.note("the engine: this image was built without wardbox-engine (target/release/wardbox-engine absent)");
+    }
+
+    phases.start("prepare the box (disks, NVRAM, TPM)");
+    let keep = std::env::var_os("WARDBOX_E2E_KEEP").is_some();
+    let tmp = tempfile::Builder::new().prefix("wardbox-e2e-").tempdir_in(repo.join("target")).map_err(|e| e.to_string())?;
+    let work = if keep { tmp.keep() } else { tmp.path().to_path_buf() };
+    eprintln!("== e2e: work directory {}", work.display());
+    let system_disk = work.join("system.qcow2");
+    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(image.join("system.raw")).arg(&system_disk))?;
+    let data_disk = work.join("data.raw");
+    blank_data_disk(&data_disk, 3072)?;
+    let vars = work.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS_MS, &vars).map_err(|e| e.to_string())?;
+    let sink = Sink::start()?;
+    let cmdline = std::fs::read_to_string(image.join("cmdline.txt")).map_err(|e| format!("no cmdline.txt in the image: {e}"))?;
+    let cmdline = format!("{} wardbox.egress_probe=10.0.2.2:{}", cmdline.trim(), sink.port);
+    let mut bx = Box_ {
+        work: work.clone(),
+        image: image.clone(),
+        vars: vars.clone(),
+        tpm_state: work.join("tpm"),
+        system_disk,
+        data_disk,
+        cmdline,
+        web_port: free_port()?,
+        boots: 0,
+    };
+
+    // ---------------------------------------------------------------- boot 1
+    phases.start("boot 1: first boot, provisioning");
+    let (mut vm, tpm) = bx.boot()?;
+    vm.expect("Linux version", &[], 3 * MIN)?;
+    vm.expect("RECOVERY KEY", &["Failed to start wardbox-unlock", "Kernel panic"], 20 * MIN)?;
+    vm.expect("Keyslots:", &["Kernel panic"], 2 * MIN)?;
+    let recovery_key = find_recovery_key(&vm.transcript()).ok_or("the provisioning output shows no recovery key")?;
+    eprintln!("== e2e: boot 1: provisioning printed a recovery key");
+    let answer = vm.wait_for_web("/health", 15 * MIN).map_err(|e| format!("boot 1: {e}"))?;
+    check_health(&answer, &mut gaps, "boot 1")?;
+    phases.start("boot 1: power off");
+    vm.shutdown(3 * MIN)?;
+    drop(tpm);
+
+    // ---------------------------------------------------------------- boot 2
+    phases.start("boot 2: TPM unlock, firewall, agent");
+    let (mut vm, tpm) = bx.boot()?;
+    vm.expect("The TPM released the key", &["RECOVERY KEY", "TPM refused", "Failed to start wardbox-unlock", "Kernel panic"], 15 * MIN)?;
+    let answer = vm.wait_for_web("/health", 10 * MIN).map_err(|e| format!("boot 2: {e}"))?;
+    let health = check_health(&answer, &mut gaps, "boot 2")?;
+    match stage_outcome(&health, "engine").as_deref() {
+        Some("ok") => {}
+        other => gaps.note(format!("boot 2: the engine stage is {other:?}: the agent did not start an engine")),
+    }
+    // The egress probe runs after the agent is up: the control (loopback) must connect, the
+    // host must not be reachable, and nothing may arrive at the host's listener.
+    let control = vm.expect("wardbox-egress-probe: 127.0.0.1:443", &[], 5 * MIN)?;
+    if !control.contains("OPEN") {
+        return Err(format!("boot 2: the egress probe's control connection (loopback to the agent) failed, so the probe proves nothing: {control}"));
+    }
+    let probe = vm.expect(&format!("wardbox-egress-probe: 10.0.2.2:{}", sink.port), &[], 2 * MIN)?;
+    if !probe.contains("BLOCKED") {
+        return Err(format!("boot 2: a connection from inside the box to the host got out: {probe}"));
+    }
+    vm.expect("wardbox-egress-probe: done", &[], MIN)?;
+    if sink.count() != 0 {
+        return Err(format!("boot 2: the host's listener received {} connection(s) from the guest", sink.count()));
+    }
+    eprintln!("== e2e: boot 2: egress blocked ({})", probe.trim());
+    phases.start("boot 2: power off");
+    vm.shutdown(3 * MIN)?;
+    drop(tpm);
+
+    // ---------------------------------------------------------------- boot 3
+    phases.start("boot 3: Secure Boot keys changed, recovery");
+    std::fs::copy(OVMF_VARS_SNAKEOIL, &vars).map_err(|e| e.to_string())?;
+    let (mut vm, tpm) = bx.boot()?;
+    vm.expect("Wardbox recovery key (try 1 of 3)", &["The TPM released the key", "Kernel panic"], 15 * MIN)?;
+    // A well-formed key that is not this volume's.
+    let wrong = wardbox_volume::RecoveryKey::generate().map_err(|e| e.to_string())?;
+    vm.type_line(wrong.display())?;
+    vm.expect("did not open the volume", &["open with the recovery key"], 10 * MIN)?;
+    vm.expect("Wardbox recovery key (try 2 of 3)", &[], 2 * MIN)?;
+    vm.type_line(&recovery_key)?;
+    vm.expect("open with the recovery key", &["did not open the volume"], 10 * MIN)?;
+    let answer = vm.wait_for_web("/health", 10 * MIN).map_err(|e| format!("boot 3: {e}"))?;
+    check_health(&answer, &mut gaps, "boot 3")?;
+    phases.start("boot 3: power off");
+    vm.shutdown(3 * MIN)?;
+    drop(tpm);
+
+    // ---------------------------------------------------------------- boot 4
+    phases.start("boot 4: resealed key, unattended unlock");
+    let (mut vm, tpm) = bx.boot()?;
+    vm.expect("The TPM released the key", &["Wardbox recovery key", "Failed to start wardbox-unlock", "Kernel panic"], 15 * MIN)?;
+    let answer = vm.wait_for_web("/health", 10 * MIN).map_err(|e| format!("boot 4: {e}"))?;
+    check_health(&answer, &mut gaps, "boot 4")?;
+    phases.start("boot 4: power off");
+    vm.shutdown(3 * MIN)?;
+    drop(tpm);
+
+    eprintln!("\n{}", phases.table());
+    if !gaps.0.is_empty() {
+        let list = gaps.0.join("\n  - ");
+        eprintln!("== e2e: NOT CHECKED in this build:\n  - {list}");
+        if strict {
+            return Err(format!("WARDBOX_E2E_STRICT=1 and these were not checked:\n  - {list}"));
+        }
+    }
+    Ok(())
+}
