@@ -35,6 +35,13 @@ pub enum GpuError {
     /// GPU, of CI and of the dev profile.
     #[error("no NVIDIA driver ({detail}): install the NVIDIA driver and check `nvidia-smi`")]
     NoDriver { detail: String },
+    /// This binary cannot load shared libraries at all: a fully static (musl) build, whose
+    /// `dlopen` always fails. Telling IT "no driver" here would send them after the wrong fault.
+    #[error(
+        "this wardbox binary cannot load libnvidia-ml ({detail}): it is a static musl build; use \
+         the x86_64-unknown-linux-gnu build (see docs/gpu.md)"
+    )]
+    StaticBinary { detail: String },
     /// The driver is there but refused this process.
     #[error(
         "NVML refused access ({detail}); the agent's user needs read/write access to \
@@ -52,6 +59,9 @@ pub enum GpuError {
 impl GpuError {
     fn from_init(e: NvmlError) -> Self {
         let detail = e.to_string();
+        if detail.contains("Dynamic loading not supported") {
+            return GpuError::StaticBinary { detail };
+        }
         match e {
             NvmlError::LibloadingError(_)
             | NvmlError::LibraryNotFound
@@ -504,6 +514,15 @@ mod tests {
         assert!(field::<u32>(&mut lost, Err(NvmlError::GpuLost)).is_error());
         assert!(lost, "GPU lost must mark the reading");
         assert_eq!(field(&mut lost, Ok(7u32)), Field::Ok(7));
+    }
+
+    #[test]
+    fn static_musl_dlopen_failure_is_not_called_no_driver() {
+        // musl's static dlopen answers exactly this (checked with musl-gcc -static on Debian 12).
+        let e = NvmlError::FailedToLoadSymbol("Dynamic loading not supported".into());
+        let err = GpuError::from_init(e);
+        assert!(matches!(err, GpuError::StaticBinary { .. }), "{err}");
+        assert!(err.to_string().contains("x86_64-unknown-linux-gnu"), "{err}");
     }
 
     #[test]

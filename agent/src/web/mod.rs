@@ -3,6 +3,7 @@
 //! `app(state)` builds the whole router so tests drive it with `oneshot`, without a socket.
 
 mod health;
+pub mod metrics;
 
 use std::sync::Arc;
 
