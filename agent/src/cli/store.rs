@@ -44,6 +44,13 @@ pub fn run(cmd: StoreCommand) -> CliResult {
                     dev.rotate_key_file(|new_key| store.rekey(new_key).map_err(|e| e.to_string()))
                         .map_err(CliError::new)?;
                 }
+                // The store key is derived from the TPM-sealed volume key: it changes only
+                // together with that key, which the volume commands rotate.
+                VolumeConfig::Luks2Tpm { .. } => {
+                    return Err(CliError::new(
+                        "in luks2-tpm mode the store key is derived from the TPM-sealed volume key; rotate it with the `wardbox volume` commands",
+                    ));
+                }
             }
             drop(volume);
             let path = store.path().to_owned();

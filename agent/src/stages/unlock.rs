@@ -2,12 +2,21 @@
 //!
 //! The dev implementation is a plain directory and a key file, stated loudly as running without
 //! volume encryption and TPM binding; the appliance profile refuses it.
+//!
+//! The appliance implementation ([`TpmLuksUnlocker`], `mode = "luks2-tpm"`) checks Secure Boot
+//! against the firmware policy, unseals the LUKS2 keyslot secret from the TPM, opens the volume
+//! through dm-crypt, mounts it, and derives the store key from the volume key. When the TPM
+//! refuses, the stage fails and the box stays locked until IT uses the recovery key
+//! (`wardbox volume recover` / `reseal`): there is no path to an unencrypted volume.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use wardbox_volume::luks::{KdfParams, LuksVolume};
+use wardbox_volume::{FirmwarePolicy, Tpm, ops};
 
 use crate::boot::{Protection, StageReport};
 use crate::config::{ConfigError, Profile};
@@ -23,6 +32,55 @@ pub enum VolumeConfig {
         /// Directory that stands in for the mounted data volume.
         data_dir: PathBuf,
     },
+    /// The appliance: a LUKS2 volume whose key is sealed to the TPM under the firmware policy.
+    Luks2Tpm(Luks2TpmConfig),
+}
+
+/// `[volume]` with `mode = "luks2-tpm"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Luks2TpmConfig {
+    /// The block device holding the LUKS2 volume.
+    pub device: PathBuf,
+    /// The device-mapper name; the opened volume appears as /dev/mapper/<name>.
+    #[serde(default = "default_mapper_name")]
+    pub mapper_name: String,
+    /// Where the opened volume is mounted; the data directory of the agent.
+    pub mount_point: PathBuf,
+    /// Which TPM: `device:/dev/tpmrm0` on the box; `swtpm:host=…,port=…` in tests.
+    #[serde(default = "default_tcti")]
+    pub tcti: String,
+    /// The firmware policy file (PCRs, Secure Boot requirement).
+    #[serde(default = "default_firmware_policy")]
+    pub firmware_policy: PathBuf,
+    /// Where the firmware exposes UEFI variables (a parameter so tests can point it elsewhere).
+    #[serde(default = "default_efivars_dir")]
+    pub efivars_dir: PathBuf,
+    /// argon2id cost of new keyslots (provision, reseal).
+    #[serde(default = "default_argon2")]
+    pub argon2: KdfParams,
+    /// The mkfs used once, at provisioning.
+    #[serde(default = "default_mkfs")]
+    pub mkfs: PathBuf,
+}
+
+fn default_mapper_name() -> String {
+    "wardbox-data".into()
+}
+fn default_tcti() -> String {
+    "device:/dev/tpmrm0".into()
+}
+fn default_firmware_policy() -> PathBuf {
+    PathBuf::from("/usr/share/wardbox/firmware-policy.toml")
+}
+fn default_efivars_dir() -> PathBuf {
+    PathBuf::from(wardbox_firmware_policy::DEFAULT_EFIVARS_DIR)
+}
+fn default_argon2() -> KdfParams {
+    KdfParams::APPLIANCE
+}
+fn default_mkfs() -> PathBuf {
+    PathBuf::from("/usr/sbin/mkfs.ext4")
 }
 
 impl Default for VolumeConfig {
@@ -47,6 +105,53 @@ impl VolumeConfig {
                 }
                 if !data_dir.is_absolute() {
                     return Err(ConfigError::invalid("volume.data_dir", "must be an absolute path"));
+                }
+                Ok(())
+            }
+            VolumeConfig::Luks2Tpm(Luks2TpmConfig {
+                device,
+                mapper_name,
+                mount_point,
+                tcti,
+                firmware_policy,
+                efivars_dir,
+                argon2,
+                mkfs,
+            }) => {
+                for (key, path) in [
+                    ("volume.device", device),
+                    ("volume.mount_point", mount_point),
+                    ("volume.firmware_policy", firmware_policy),
+                    ("volume.efivars_dir", efivars_dir),
+                    ("volume.mkfs", mkfs),
+                ] {
+                    if !path.is_absolute() {
+                        return Err(ConfigError::invalid(key, "must be an absolute path"));
+                    }
+                }
+                if mapper_name.is_empty()
+                    || mapper_name.len() > 64
+                    || !mapper_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(ConfigError::invalid(
+                        "volume.mapper_name",
+                        "must be 1 to 64 letters, digits, '-' or '_'",
+                    ));
+                }
+                let spec = wardbox_volume::tpm::parse_tcti(tcti)
+                    .map_err(|e| ConfigError::invalid("volume.tcti", e.to_string()))?;
+                if profile == Profile::Appliance && !matches!(spec, wardbox_volume::tpm::TctiSpec::Device(_)) {
+                    return Err(ConfigError::invalid(
+                        "volume.tcti",
+                        "the appliance profile needs the hardware TPM (device:/dev/tpmrm0); a software TPM protects nothing",
+                    ));
+                }
+                argon2.validate().map_err(|e| ConfigError::invalid("volume.argon2", e.to_string()))?;
+                if profile == Profile::Appliance && argon2.memory_kib < 64 * 1024 {
+                    return Err(ConfigError::invalid(
+                        "volume.argon2.memory_kib",
+                        "the appliance profile needs at least 65536 KiB so the recovery passphrase resists guessing",
+                    ));
                 }
                 Ok(())
             }
@@ -78,6 +183,128 @@ pub fn unlocker(volume: &VolumeConfig, state_dir: &Path) -> Box<dyn VolumeUnlock
             data_dir: data_dir.clone(),
             key_file: state_dir.join("dev-store.key"),
         }),
+        VolumeConfig::Luks2Tpm(config) => Box::new(TpmLuksUnlocker::new(config.clone())),
+    }
+}
+
+/// The appliance unlocker: TPM unseal, LUKS2 open, mount, store key from the volume key.
+#[derive(Debug, Clone)]
+pub struct TpmLuksUnlocker {
+    pub config: Luks2TpmConfig,
+    /// /proc/self/mounts, a parameter so tests can use a fixture.
+    pub proc_mounts: PathBuf,
+}
+
+impl TpmLuksUnlocker {
+    pub fn new(config: Luks2TpmConfig) -> Self {
+        TpmLuksUnlocker { config, proc_mounts: PathBuf::from("/proc/self/mounts") }
+    }
+
+    /// Read the firmware policy and hold the boot to it: Secure Boot first, before the TPM is
+    /// asked for anything. Returns the policy and whether Secure Boot is on.
+    pub fn check_firmware(&self) -> Result<(FirmwarePolicy, bool), String> {
+        let policy = FirmwarePolicy::load(&self.config.firmware_policy).map_err(|e| e.to_string())?;
+        let state = wardbox_firmware_policy::read_secure_boot_state(&self.config.efivars_dir);
+        policy.check_secure_boot(state.clone()).map_err(|e| e.to_string())?;
+        Ok((policy, state == wardbox_firmware_policy::SecureBootState::Enabled))
+    }
+
+    /// Connect to the configured TPM.
+    pub fn connect(&self) -> Result<Tpm, String> {
+        Tpm::connect(&self.config.tcti).map_err(|e| e.to_string())
+    }
+
+    /// The device-mapper node of the opened volume.
+    pub fn mapped_device(&self) -> PathBuf {
+        Path::new("/dev/mapper").join(&self.config.mapper_name)
+    }
+
+    /// Is the opened volume mounted where the configuration says?
+    pub fn is_mounted(&self) -> bool {
+        std::fs::read_to_string(&self.proc_mounts)
+            .ok()
+            .and_then(|t| wardbox_volume::mount::mounted_at(&t, &self.config.mount_point))
+            .is_some()
+    }
+
+    /// Open through dm-crypt (unless already open) and mount (unless already mounted).
+    pub fn open_and_mount(&self, unlocked: &ops::Unlocked) -> Result<(), String> {
+        if !self.mapped_device().exists() {
+            let mut luks = LuksVolume::open(&self.config.device, None).map_err(|e| e.to_string())?;
+            luks.activate(&self.config.mapper_name, &unlocked.volume_key).map_err(|e| e.to_string())?;
+        }
+        if !self.is_mounted() {
+            wardbox_volume::mount::mount_volume(&self.mapped_device(), &self.config.mount_point).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn store_key_of(unlocked: &ops::Unlocked) -> StoreKey {
+    use secrecy::ExposeSecret;
+    StoreKey::from_bytes(*unlocked.store_key().expose_secret())
+}
+
+/// What IT reads when the TPM path fails at boot.
+fn refused(e: impl std::fmt::Display) -> String {
+    format!(
+        "{e}. The data volume stays locked and the box will not serve; at the console run \
+         `wardbox volume recover` (recovery key) and then `wardbox volume reseal`"
+    )
+}
+
+impl VolumeUnlocker for TpmLuksUnlocker {
+    fn unlock(&self) -> Result<(UnlockedVolume, StageReport), String> {
+        let (policy, secure_boot_on) = self.check_firmware().map_err(refused)?;
+        let mut tpm = self.connect().map_err(refused)?;
+        let unlocked = ops::unlock_with_tpm(&mut tpm, &self.config.device).map_err(refused)?;
+        self.open_and_mount(&unlocked)?;
+        let store_key = store_key_of(&unlocked);
+        let sealed_to = match &unlocked.via {
+            ops::UnlockPath::Tpm { token, .. } => ops::status(&self.config.device, None)
+                .ok()
+                .and_then(|s| s.tpm_bindings.into_iter().find(|b| b.token == *token))
+                .and_then(|b| b.binding),
+            ops::UnlockPath::RecoveryKey { .. } => None,
+        };
+        let mut detail = format!(
+            "LUKS2 volume {} opened with the TPM-sealed key ({}; policy {}), mounted at {}",
+            self.config.device.display(),
+            sealed_to.as_ref().map_or_else(|| policy.binding.to_string(), ToString::to_string),
+            self.config.firmware_policy.display(),
+            self.config.mount_point.display()
+        );
+        let mut missing = Vec::new();
+        if !secure_boot_on {
+            // Only reachable with secure_boot = "not-required" (lab machines).
+            missing.push(Protection::SecureBoot);
+        }
+        let stale = sealed_to.as_ref().is_some_and(|b| *b != policy.binding);
+        if stale {
+            detail.push_str(&format!(
+                "; the key is sealed to {} but the policy asks for {}: run `wardbox volume reseal`",
+                sealed_to.as_ref().map_or_else(String::new, ToString::to_string),
+                policy.binding
+            ));
+        }
+        let report = if stale {
+            StageReport { detail, missing, degraded: true }
+        } else {
+            StageReport::without(detail, missing)
+        };
+        Ok((UnlockedVolume { data_dir: self.config.mount_point.clone(), store_key }, report))
+    }
+
+    fn open_for_cli(&self) -> Result<UnlockedVolume, String> {
+        if !self.is_mounted() {
+            return Err(format!(
+                "the data volume is not mounted at {}: is the agent running? (`wardbox volume status` says more)",
+                self.config.mount_point.display()
+            ));
+        }
+        let mut tpm = self.connect()?;
+        let unlocked = ops::unlock_with_tpm(&mut tpm, &self.config.device).map_err(|e| e.to_string())?;
+        Ok(UnlockedVolume { data_dir: self.config.mount_point.clone(), store_key: store_key_of(&unlocked) })
     }
 }
 
@@ -169,5 +396,101 @@ pub fn load_or_create_key_file(path: &Path) -> Result<StoreKey, String> {
             Ok(key)
         }
         Err(e) => Err(format!("cannot read the key file {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(text: &str) -> Result<VolumeConfig, String> {
+        #[derive(Deserialize)]
+        struct Wrap {
+            volume: VolumeConfig,
+        }
+        toml::from_str::<Wrap>(text).map(|w| w.volume).map_err(|e| e.to_string())
+    }
+
+    const APPLIANCE: &str = r#"
+[volume]
+mode = "luks2-tpm"
+device = "/dev/disk/by-partlabel/wardbox-data"
+mount_point = "/var/lib/wardbox/data"
+"#;
+
+    #[test]
+    fn luks2_tpm_section_parses_with_appliance_defaults() {
+        let v = parse(APPLIANCE).unwrap();
+        v.validate(Profile::Appliance).unwrap();
+        let VolumeConfig::Luks2Tpm(c) = &v else { panic!("wrong mode: {v:?}") };
+        assert_eq!(c.tcti, "device:/dev/tpmrm0");
+        assert_eq!(c.mapper_name, "wardbox-data");
+        assert_eq!(c.argon2, KdfParams::APPLIANCE);
+        let u = TpmLuksUnlocker::new(c.clone());
+        assert_eq!(u.mapped_device(), PathBuf::from("/dev/mapper/wardbox-data"));
+    }
+
+    #[test]
+    fn luks2_tpm_section_takes_argon2_and_refuses_bad_values() {
+        let with_kdf = format!("{APPLIANCE}[volume.argon2]\niterations = 5\nmemory_kib = 131072\nparallel_threads = 2\n");
+        let v = parse(&with_kdf).unwrap();
+        v.validate(Profile::Appliance).unwrap();
+        let VolumeConfig::Luks2Tpm(c) = &v else { panic!("wrong mode: {v:?}") };
+        assert_eq!(c.argon2.iterations, 5);
+
+        let cases: Vec<(String, Profile, &str)> = vec![
+            (APPLIANCE.replace("/dev/disk", "dev/disk"), Profile::Appliance, "volume.device"),
+            (format!("{APPLIANCE}tcti = \"swtpm:port=2321\"\n"), Profile::Appliance, "software TPM"),
+            (format!("{APPLIANCE}tcti = \"tpm0\"\n"), Profile::Dev, "volume.tcti"),
+            (format!("{APPLIANCE}mapper_name = \"a/b\"\n"), Profile::Dev, "volume.mapper_name"),
+            (
+                format!("{APPLIANCE}[volume.argon2]\niterations = 4\nmemory_kib = 32\nparallel_threads = 1\n"),
+                Profile::Appliance,
+                "65536",
+            ),
+            (
+                format!("{APPLIANCE}[volume.argon2]\niterations = 1\nmemory_kib = 65536\nparallel_threads = 1\n"),
+                Profile::Dev,
+                "iterations",
+            ),
+        ];
+        for (text, profile, needle) in cases {
+            let err = match parse(&text) {
+                Ok(v) => v.validate(profile).unwrap_err().to_string(),
+                Err(e) => e,
+            };
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // A swtpm TCTI is fine in the dev profile.
+        let dev = parse(&format!("{APPLIANCE}tcti = \"swtpm:host=127.0.0.1,port=2321\"\n")).unwrap();
+        dev.validate(Profile::Dev).unwrap();
+        // Unknown keys are refused.
+        assert!(parse(&format!("{APPLIANCE}fallback = \"plain\"\n")).is_err());
+    }
+
+    #[test]
+    fn secure_boot_off_stops_the_unlock_before_the_tpm_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, wardbox_firmware_policy::DEFAULT_POLICY_TOML).unwrap();
+        let efivars = dir.path().join("efivars");
+        std::fs::create_dir(&efivars).unwrap();
+        std::fs::write(efivars.join("SecureBoot-8be4df61-93ca-11d2-aa0d-e98c2b4aa0ea"), [6, 0, 0, 0, 0]).unwrap();
+        let u = TpmLuksUnlocker::new(Luks2TpmConfig {
+            device: dir.path().join("absent.img"),
+            mapper_name: "x".into(),
+            mount_point: dir.path().join("mnt"),
+            // Nothing listens here; the error must be about Secure Boot, not the TPM.
+            tcti: "swtpm:host=127.0.0.1,port=1".into(),
+            firmware_policy: policy,
+            efivars_dir: efivars,
+            argon2: KdfParams::TEST_ONLY_MINIMAL,
+            mkfs: PathBuf::from("/usr/sbin/mkfs.ext4"),
+        });
+        let err = u.unlock().unwrap_err();
+        assert!(err.contains("requires Secure Boot"), "{err}");
+        assert!(err.contains("wardbox volume recover"), "{err}");
+        assert!(!dir.path().join("mnt").exists(), "nothing may be created when the firmware check fails");
     }
 }

@@ -7,7 +7,8 @@
 //! - [`tpm`]: seal / unseal under a PCR policy, against any TPM named by a TCTI string;
 //! - [`luks`]: the LUKS2 header: format, keyslots, tokens, key test, activation;
 //! - [`ops`]: the life cycle IT sees: provision, unlock, recover, reseal, rotate, status;
-//! - [`mount`]: the filesystem on the opened volume (appliance and qemu guest only).
+//! - [`mount`]: the filesystem on the opened volume (appliance and qemu guest only);
+//! - [`swtpm`]: a software TPM process for tests, the bench and the dev profile.
 //!
 //! Nothing here depends on the agent; the agent's unlock stage and `wardbox volume` CLI call
 //! [`ops`].
@@ -17,6 +18,7 @@ pub mod luks;
 pub mod mount;
 pub mod ops;
 pub mod recovery;
+pub mod swtpm;
 pub mod tpm;
 
 pub use keys::{TpmSecret, VolumeKey, derive_store_key};

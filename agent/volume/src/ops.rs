@@ -183,7 +183,9 @@ pub fn provision(tpm: &mut Tpm, path: &Path, binding: &PcrBinding, kdf: &KdfPara
     let recovery_key = RecoveryKey::generate()?;
 
     let mut luks = LuksVolume::format(path, kdf)?;
+    luks.use_kdf_for_random_secret()?;
     let tpm_keyslot = luks.add_keyslot_after_format(secret.expose())?;
+    luks.use_kdf(kdf)?;
     let recovery_keyslot = luks.add_keyslot_after_format(recovery_key.passphrase())?;
     let tpm_token = luks.add_token(&tpm_token_json(tpm_keyslot, &blob))?;
     luks.add_token(&recovery_token_json(recovery_keyslot))?;
@@ -282,6 +284,7 @@ fn rebind(
     let protected = recovery_keyslots(luks)?;
 
     let (secret, blob) = seal_verified(tpm, binding)?;
+    luks.use_kdf_for_random_secret()?;
     let new_keyslot = luks.add_keyslot(existing, secret.expose())?;
     let new_token = luks.add_token(&tpm_token_json(new_keyslot, &blob))?;
 

@@ -82,6 +82,9 @@ fn luks_provision_then_unlock_by_tpm_and_by_recovery_key() {
     let parsed = parse_tpm_token(&path, *tid, tjson).unwrap();
     assert_eq!(parsed.keyslot, p.tpm_keyslot);
     assert_eq!(parsed.blob.binding, pcr7());
+    // The random TPM secret gets the cheap KDF; the typed recovery key gets argon2id.
+    assert_eq!(luks.keyslot_kdf(p.tpm_keyslot).unwrap(), "pbkdf2");
+    assert_eq!(luks.keyslot_kdf(p.recovery_keyslot).unwrap(), "argon2id");
     drop(luks);
 
     let by_tpm = ops::unlock_with_tpm(&mut tpm, &path).unwrap();

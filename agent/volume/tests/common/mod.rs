@@ -5,90 +5,33 @@
 //! never pass in silence.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-pub const SWTPM: &str = "/usr/bin/swtpm";
-const SETUP_HINT: &str = "apt-get install -y swtpm swtpm-tools libtss2-tcti-swtpm0 libtss2-dev libcryptsetup-dev";
-
-/// A running swtpm. The TCTI uses `port` for commands and `port + 1` for control.
+/// A running swtpm for one test, with its state in a temporary directory.
 pub struct Swtpm {
-    child: Child,
-    pub port: u16,
+    inner: wardbox_volume::swtpm::SoftwareTpm,
     _state: tempfile::TempDir,
 }
 
 impl Swtpm {
+    /// Start one, or fail the test saying what is missing.
     pub fn start() -> Swtpm {
-        assert!(
-            Path::new(SWTPM).is_file(),
-            "swtpm_/luks_ tests need the software TPM at {SWTPM}, which is missing here. Install it: {SETUP_HINT}"
-        );
         let state = tempfile::tempdir().unwrap();
-        for _ in 0..20 {
-            let port = free_port_pair();
-            let mut child = Command::new(SWTPM)
-                .arg("socket")
-                .arg("--tpm2")
-                .arg("--tpmstate")
-                .arg(format!("dir={}", state.path().display()))
-                .arg("--server")
-                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-                .arg("--ctrl")
-                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-                .arg("--flags")
-                .arg("not-need-init,startup-clear")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {SWTPM}: {e}. {SETUP_HINT}"));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Some(status) = child.try_wait().unwrap() {
-                    // Lost a port race: try another pair.
-                    eprintln!("swtpm exited early ({status}); retrying on other ports");
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() && TcpStream::connect(("127.0.0.1", port + 1)).is_ok() {
-                    return Swtpm { child, port, _state: state };
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        match wardbox_volume::swtpm::SoftwareTpm::start(state.path()) {
+            Ok(inner) => Swtpm { inner, _state: state },
+            Err(e) => panic!("swtpm_/luks_ tests need a software TPM: {e}"),
         }
-        panic!("swtpm did not start listening on any free port pair");
     }
 
     pub fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
+        self.inner.tcti()
     }
 
     /// Stop it now (the drop does the same); used to test a TPM that vanished.
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A port P with P+1 also free at the time of asking.
-fn free_port_pair() -> u16 {
-    loop {
-        let a = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        let port = a.local_addr().unwrap().port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
+        self.inner.stop();
     }
 }
 
