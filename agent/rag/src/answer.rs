@@ -295,11 +295,10 @@ pub async fn retrieve(
     cfg: RetrievalConfig,
 ) -> Result<Vec<Hit>, AnswerError> {
     // Refuse before any work when the patient is out of bounds.
-    if let Some(p) = scope.patient {
-        if !access.may_see(p) || p == index::LIBRARY {
+    if let Some(p) = scope.patient
+        && (!access.may_see(p) || p == index::LIBRARY) {
             return Err(IndexError::AccessDenied(p).into());
         }
-    }
     let q = deidentified_question(conn, question, scope)?;
     let v = embedder.embed(std::slice::from_ref(&q)).await?;
     let qv = v.into_iter().next().unwrap_or_default();

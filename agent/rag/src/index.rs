@@ -414,7 +414,9 @@ pub fn search(conn: &Connection, query_text: &str, query_vec: &[f32], scope: &Sc
             knn.truncate(depth);
         }
     }
-    let mut fused: HashMap<i64, (f64, Option<f64>, Option<usize>)> = HashMap::new();
+    // chunk id -> (RRF score, vector distance, BM25 rank)
+    type Fused = (f64, Option<f64>, Option<usize>);
+    let mut fused: HashMap<i64, Fused> = HashMap::new();
     for (rank, id) in bm25.iter().enumerate() {
         let e = fused.entry(*id).or_insert((0.0, None, None));
         e.0 += 1.0 / (RRF_K + rank as f64 + 1.0);
@@ -425,7 +427,7 @@ pub fn search(conn: &Connection, query_text: &str, query_vec: &[f32], scope: &Sc
         e.0 += 1.0 / (RRF_K + rank as f64 + 1.0);
         e.1 = Some(*d);
     }
-    let mut ranked: Vec<(i64, (f64, Option<f64>, Option<usize>))> = fused.into_iter().collect();
+    let mut ranked: Vec<(i64, Fused)> = fused.into_iter().collect();
     ranked.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(&b.0)));
     ranked.truncate(k);
     let mut stmt = conn.prepare("SELECT document_id, owner, section, text FROM rag_chunks WHERE id = ?1")?;

@@ -296,11 +296,11 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
         let last = is_last(&t.key);
         let next = toks.get(i + 1).filter(|n| adjacent(text, t, n));
         // First + Last (or First + Initial + Last), both capitalised, both in the lists.
-        if (t.capitalised || t.all_caps) && first {
-            if let Some(n) = next {
+        if (t.capitalised || t.all_caps) && first
+            && let Some(n) = next {
                 let (n2, skip) = if n.initial { (toks.get(i + 2).filter(|m| adjacent(text, n, m)), true) } else { (Some(n), false) };
-                if let Some(n2) = n2 {
-                    if (n2.capitalised || n2.all_caps) && (is_last(&n2.key) || is_first(&n2.key) || surname_shaped(&n2.key) || skip)
+                if let Some(n2) = n2
+                    && (n2.capitalised || n2.all_caps) && (is_last(&n2.key) || is_first(&n2.key) || surname_shaped(&n2.key) || skip)
                         && !(is_stopword(&t.key) && is_stopword(&n2.key))
                     {
                         is_name[i] = true;
@@ -311,19 +311,16 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
                             is_name[i + 1] = true;
                         }
                     }
-                }
             }
-        }
         // "Last, First" as in registration lists.
-        if (t.capitalised || t.all_caps) && last && !is_stopword(&t.key) {
-            if let Some(n) = toks.get(i + 1) {
+        if (t.capitalised || t.all_caps) && last && !is_stopword(&t.key)
+            && let Some(n) = toks.get(i + 1) {
                 let gap = &text[t.end..n.start];
                 if gap.trim() == "," && (n.capitalised || n.all_caps) && is_first(&n.key) && !is_stopword(&n.key) {
                     is_name[i] = true;
                     is_name[i + 1] = true;
                 }
             }
-        }
         // A capitalised first name on its own ("Maria reports ...").
         if t.capitalised && !t.all_caps && first && !is_stopword(&t.key) && t.key.len() >= 3 {
             is_name[i] = true;
@@ -342,11 +339,10 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
                 && t.key.len() >= 2
             {
                 is_name[i] = true;
-                if let Some(n) = next {
-                    if (n.capitalised || n.all_caps) && !is_stopword(&n.key) && !CREDENTIALS.contains(&n.key.as_str()) {
+                if let Some(n) = next
+                    && (n.capitalised || n.all_caps) && !is_stopword(&n.key) && !CREDENTIALS.contains(&n.key.as_str()) {
                         is_name[i + 1] = true;
                     }
-                }
             }
         }
         // Before a credential ("Okafor, MD"; "Adaeze Okafor RN"): the capitalised run before it.
@@ -535,8 +531,8 @@ fn resolve(mut spans: Vec<Span>) -> Vec<Span> {
     spans.sort_by_key(|s| (s.start, std::cmp::Reverse(s.end)));
     let mut out: Vec<Span> = Vec::with_capacity(spans.len());
     for s in spans {
-        if let Some(last) = out.last_mut() {
-            if s.start < last.end {
+        if let Some(last) = out.last_mut()
+            && s.start < last.end {
                 if s.end > last.end {
                     let keep = if s.end - s.start > last.end - last.start { s.category } else { last.category };
                     last.end = s.end;
@@ -544,7 +540,6 @@ fn resolve(mut spans: Vec<Span>) -> Vec<Span> {
                 }
                 continue;
             }
-        }
         out.push(s);
     }
     out
