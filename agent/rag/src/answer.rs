@@ -143,6 +143,15 @@ pub type GenerateFuture<'a> = Pin<Box<dyn Future<Output = Result<String, AnswerE
 pub trait Generator: Send + Sync {
     fn model(&self) -> &str;
     fn generate<'a>(&'a self, prompt: &'a Prompt) -> GenerateFuture<'a>;
+    /// Generate, sending pieces of the text to `tokens` as they come; resolves to the whole
+    /// text. The default sends the whole answer as one piece.
+    fn stream<'a>(&'a self, prompt: &'a Prompt, tokens: tokio::sync::mpsc::UnboundedSender<String>) -> GenerateFuture<'a> {
+        Box::pin(async move {
+            let text = self.generate(prompt).await?;
+            let _ = tokens.send(text.clone());
+            Ok(text)
+        })
+    }
 }
 
 /// Generation through `ollama-rs`, deterministic (temperature 0) so answers are reproducible.
@@ -164,6 +173,14 @@ impl OllamaGenerator {
     }
 }
 
+impl OllamaGenerator {
+    fn request<'a>(&self, prompt: &'a Prompt) -> GenerationRequest<'a> {
+        GenerationRequest::new(self.model.clone(), prompt.user.as_str())
+            .system(prompt.system.as_str())
+            .options(ModelOptions::default().temperature(0.0).seed(7).num_predict(self.max_tokens))
+    }
+}
+
 impl Generator for OllamaGenerator {
     fn model(&self) -> &str {
         &self.model
@@ -171,11 +188,25 @@ impl Generator for OllamaGenerator {
 
     fn generate<'a>(&'a self, prompt: &'a Prompt) -> GenerateFuture<'a> {
         Box::pin(async move {
-            let req = GenerationRequest::new(self.model.clone(), prompt.user.as_str())
-                .system(prompt.system.as_str())
-                .options(ModelOptions::default().temperature(0.0).seed(7).num_predict(self.max_tokens));
-            let res = self.client.generate(req).await.map_err(|e| AnswerError::Engine(format!("{e:?}")))?;
+            let res = self.client.generate(self.request(prompt)).await.map_err(|e| AnswerError::Engine(format!("{e:?}")))?;
             Ok(res.response)
+        })
+    }
+
+    fn stream<'a>(&'a self, prompt: &'a Prompt, tokens: tokio::sync::mpsc::UnboundedSender<String>) -> GenerateFuture<'a> {
+        Box::pin(async move {
+            use tokio_stream::StreamExt;
+            let mut stream = self.client.generate_stream(self.request(prompt)).await.map_err(|e| AnswerError::Engine(format!("{e:?}")))?;
+            let mut text = String::new();
+            while let Some(chunk) = stream.next().await {
+                // ollama-rs reports a broken stream item as an error without detail.
+                let chunk = chunk.map_err(|e| AnswerError::Engine(format!("the answer stream broke: {e:?}")))?;
+                for piece in chunk {
+                    text.push_str(&piece.response);
+                    let _ = tokens.send(piece.response);
+                }
+            }
+            Ok(text)
         })
     }
 }
@@ -247,6 +278,43 @@ pub async fn answer(
     cfg: RetrievalConfig,
     reidentify: bool,
 ) -> Result<Answer, AnswerError> {
+    answer_inner(conn, embedder, generator, task, question, scope, access, policy, cfg, reidentify, None).await
+}
+
+/// [`answer`], sending the answer's text to `tokens` piece by piece as the engine writes it (the
+/// pieces are de-identified text; the final [`Answer`] carries the re-identified version and the
+/// resolved citations).
+#[allow(clippy::too_many_arguments)]
+pub async fn answer_streaming(
+    conn: &Connection,
+    embedder: &dyn Embedder,
+    generator: &dyn Generator,
+    task: Task,
+    question: &str,
+    scope: &Scope,
+    access: &Access,
+    policy: &SafetyPolicy,
+    cfg: RetrievalConfig,
+    reidentify: bool,
+    tokens: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<Answer, AnswerError> {
+    answer_inner(conn, embedder, generator, task, question, scope, access, policy, cfg, reidentify, Some(tokens)).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn answer_inner(
+    conn: &Connection,
+    embedder: &dyn Embedder,
+    generator: &dyn Generator,
+    task: Task,
+    question: &str,
+    scope: &Scope,
+    access: &Access,
+    policy: &SafetyPolicy,
+    cfg: RetrievalConfig,
+    reidentify: bool,
+    tokens: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> Result<Answer, AnswerError> {
     let hits = retrieve(conn, embedder, question, scope, access, cfg).await?;
     // Relevance is semantic: a chunk that only shares a word with the question (BM25) but is far
     // from it in meaning is not a source. BM25 still helps rank the relevant ones.
@@ -268,7 +336,10 @@ pub async fn answer(
         });
     }
     let prompt = build_prompt(task, &deidentified_question(conn, question, scope)?, &sources, policy);
-    let text = generator.generate(&prompt).await?;
+    let text = match tokens {
+        Some(tx) => generator.stream(&prompt, tx).await?,
+        None => generator.generate(&prompt).await?,
+    };
     let (cited, unresolved) = citations(&text, &sources);
     let not_found = text.trim_start().starts_with(policy.not_found.trim_end_matches('.'));
     let text_reidentified = match (reidentify, scope.patient) {

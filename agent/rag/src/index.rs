@@ -460,6 +460,57 @@ pub fn chunk(conn: &Connection, chunk_id: i64, access: &Access) -> Result<Option
     }
 }
 
+/// A patient as the clinician picks them: the record ids and names the documents gave. Read
+/// from the pseudonym map, so only for users allowed to see the patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub owner: i64,
+    pub record_ids: Vec<String>,
+    pub names: Vec<String>,
+}
+
+/// The patients `access` allows, with their record ids and name parts, in owner order.
+pub fn directory(conn: &Connection, access: &Access) -> Result<Vec<DirectoryEntry>, IndexError> {
+    let mut stmt = conn.prepare("SELECT id FROM rag_patients ORDER BY id")?;
+    let owners: Vec<i64> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut q = conn.prepare("SELECT category, original FROM rag_pseudonyms WHERE owner = ?1 AND category IN ('MRN', 'NAME') ORDER BY category, idx")?;
+    let mut out = Vec::new();
+    for owner in owners.into_iter().filter(|o| access.may_see(*o)) {
+        let mut e = DirectoryEntry { owner, record_ids: Vec::new(), names: Vec::new() };
+        for row in q.query_map([owner], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (c, o) = row?;
+            if c == "MRN" { e.record_ids.push(o) } else { e.names.push(o) }
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// A stored document for the citation link: its de-identified title and chunks in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentView {
+    pub id: i64,
+    pub owner: i64,
+    pub kind: String,
+    pub title: String,
+    /// (chunk id, section, de-identified text)
+    pub chunks: Vec<(i64, String, String)>,
+}
+
+/// A document by id; refuses one the user may not see.
+pub fn document(conn: &Connection, document_id: i64, access: &Access) -> Result<Option<DocumentView>, IndexError> {
+    let row: Option<(i64, String, String)> = conn
+        .query_row("SELECT owner, kind, title FROM rag_documents WHERE id = ?1", [document_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((owner, kind, title)) = row else { return Ok(None) };
+    if !access.may_see(owner) {
+        return Err(IndexError::AccessDenied(owner));
+    }
+    let mut stmt = conn.prepare("SELECT id, section, text FROM rag_chunks WHERE document_id = ?1 ORDER BY ordinal")?;
+    let chunks = stmt.query_map([document_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    Ok(Some(DocumentView { id: document_id, owner, kind, title, chunks }))
+}
+
 /// Counts for the status page and the bench.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {

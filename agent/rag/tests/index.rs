@@ -118,6 +118,15 @@ fn a_user_without_access_to_a_patient_never_retrieves_their_chunks() {
     let a_chunk: i64 = conn.query_row("SELECT id FROM rag_chunks WHERE owner = ?1 LIMIT 1", [a], |r| r.get(0)).expect("a chunk");
     assert!(matches!(index::chunk(&conn, a_chunk, &only_b), Err(IndexError::AccessDenied(_))));
     assert!(index::chunk(&conn, a_chunk, &Access::AllPatients).expect("ok").is_some());
+    // The document view and the patient directory follow the same rule.
+    let a_doc: i64 = conn.query_row("SELECT id FROM rag_documents WHERE owner = ?1 LIMIT 1", [a], |r| r.get(0)).expect("a doc");
+    assert!(matches!(index::document(&conn, a_doc, &only_b), Err(IndexError::AccessDenied(_))));
+    let view = index::document(&conn, a_doc, &Access::AllPatients).expect("view").expect("exists");
+    assert!(!view.chunks.is_empty() && view.owner == a);
+    let dir_b = index::directory(&conn, &only_b).expect("directory");
+    assert_eq!(dir_b.len(), 1);
+    assert!(dir_b[0].record_ids.contains(&"00982210".to_owned()) && dir_b[0].names.contains(&"Lindqvist".to_owned()), "{dir_b:?}");
+    assert_eq!(index::directory(&conn, &Access::AllPatients).expect("all").len(), 3);
     // Grants in the table work the same way.
     index::grant(&conn, "nurse.kim", b).expect("grant");
     assert_eq!(Access::from_grants(&conn, "nurse.kim").expect("grants"), only_b);

@@ -152,7 +152,23 @@ fn model_answer_through_the_engine_cites_numbered_sources() {
     let scope = Scope { patient: Some(a), include_library: false };
     for task in [Task::Question, Task::MedicationList] {
         let q = if task == Task::Question { "Which new diabetes medication was started?" } else { "List her medications." };
-        let ans = rt.block_on(answer::answer(&conn, &emb, &llm, task, q, &scope, &Access::AllPatients, &SafetyPolicy::default(), RetrievalConfig::default(), true)).expect("answer");
+        // The medication list streams, as the web UI uses it; the pieces add up to the answer.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let ans = if task == Task::MedicationList {
+            rt.block_on(answer::answer_streaming(&conn, &emb, &llm, task, q, &scope, &Access::AllPatients, &SafetyPolicy::default(), RetrievalConfig::default(), true, tx)).expect("answer")
+        } else {
+            rt.block_on(answer::answer(&conn, &emb, &llm, task, q, &scope, &Access::AllPatients, &SafetyPolicy::default(), RetrievalConfig::default(), true)).expect("answer")
+        };
+        let mut streamed = String::new();
+        let mut pieces = 0;
+        while let Ok(p) = rx.try_recv() {
+            streamed.push_str(&p);
+            pieces += 1;
+        }
+        if task == Task::MedicationList {
+            assert!(pieces > 1, "the answer did not stream ({pieces} pieces)");
+            assert_eq!(streamed, ans.text);
+        }
         println!("{task:?}: {} sources; answer {:?}; cited {:?}; unresolved {:?}", ans.sources.len(), ans.text, ans.cited.iter().map(|s| s.n).collect::<Vec<_>>(), ans.unresolved_citations);
         assert!(!ans.not_found && !ans.sources.is_empty());
         assert!(!ans.text.trim().is_empty(), "the model returned nothing");
