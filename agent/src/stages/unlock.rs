@@ -493,4 +493,44 @@ mount_point = "/var/lib/wardbox/data"
         assert!(err.contains("wardbox volume recover"), "{err}");
         assert!(!dir.path().join("mnt").exists(), "nothing may be created when the firmware check fails");
     }
+
+    #[test]
+    fn swtpm_unlock_stage_fails_closed_when_the_tpm_refuses() {
+        use wardbox_volume::PcrBank;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("tpm");
+        std::fs::create_dir(&state).unwrap();
+        let sw = wardbox_volume::swtpm::SoftwareTpm::start(&state)
+            .unwrap_or_else(|e| panic!("swtpm_ tests need a software TPM: {e}"));
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, wardbox_firmware_policy::DEFAULT_POLICY_TOML).unwrap();
+        let efivars = dir.path().join("efivars");
+        std::fs::create_dir(&efivars).unwrap();
+        std::fs::write(efivars.join("SecureBoot-8be4df61-93ca-11d2-aa0d-e98c2b4aa0ea"), [6, 0, 0, 0, 1]).unwrap();
+        let device = dir.path().join("data.img");
+        std::fs::File::create(&device).unwrap().set_len(32 * 1024 * 1024).unwrap();
+        let u = TpmLuksUnlocker::new(Luks2TpmConfig {
+            device: device.clone(),
+            mapper_name: "wardbox-unit-test".into(),
+            mount_point: dir.path().join("mnt"),
+            tcti: sw.tcti(),
+            firmware_policy: policy,
+            efivars_dir: efivars,
+            argon2: KdfParams::TEST_ONLY_MINIMAL,
+            mkfs: PathBuf::from("/usr/sbin/mkfs.ext4"),
+        });
+        let (fw, on) = u.check_firmware().unwrap();
+        assert!(on);
+        let mut tpm = u.connect().unwrap();
+        ops::provision(&mut tpm, &device, &fw.binding, &KdfParams::TEST_ONLY_MINIMAL).unwrap();
+        tpm.extend_pcr(PcrBank::Sha256, 7, b"another boot chain").unwrap();
+        drop(tpm);
+
+        let err = u.unlock().unwrap_err();
+        assert!(err.contains("the boot chain changed since the key was sealed"), "{err}");
+        assert!(err.contains("wardbox volume recover"), "{err}");
+        assert!(!dir.path().join("mnt").exists(), "a refused unlock must not create or mount anything");
+        let err = u.open_for_cli().unwrap_err();
+        assert!(err.contains("not mounted"), "{err}");
+    }
 }
