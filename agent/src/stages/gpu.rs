@@ -202,6 +202,24 @@ pub async fn recheck(
     }
 }
 
+/// [`decide`] for a probe whose monitor is running: when a read fails after earlier ones
+/// worked, decide on the last good snapshot with the GPUs' current health (which counts the
+/// failure toward degrading them), so one failed read does not move the engine, and say so.
+pub fn decide_after_read(
+    snapshot: Result<&Snapshot, &GpuError>,
+    last_good: Option<&Snapshot>,
+    book: &HealthBook,
+    allow_cpu_fallback: bool,
+) -> Result<(Placement, StageReport), String> {
+    match (snapshot, last_good) {
+        (Err(e), Some(prev)) => decide(Ok(prev), book, allow_cpu_fallback).map(|(p, r)| {
+            let detail = format!("NVML read failed ({e}); placement from the previous reading: {}", r.detail);
+            (p, StageReport::degraded(detail))
+        }),
+        (snapshot, _) => decide(snapshot, book, allow_cpu_fallback),
+    }
+}
+
 /// The real probe: one NVML monitor for the life of the agent, one health book.
 #[derive(Debug)]
 pub struct NvmlProbe {
@@ -217,19 +235,22 @@ struct Inner {
     book: Result<HealthBook, HealthError>,
     pending: Vec<Transition>,
     last: Option<StatusReport>,
+    /// The last snapshot NVML gave, so one failed read does not move the engine at once
+    /// (the health book counts the failure with the usual hysteresis).
+    last_good: Option<Snapshot>,
 }
 
 impl NvmlProbe {
     pub fn new(config: GpuConfig) -> Self {
         let book = HealthBook::new(config.health.clone());
-        Self { config, inner: Mutex::new(Inner { monitor: None, book, pending: Vec::new(), last: None }) }
+        Self { config, inner: Mutex::new(Inner { monitor: None, book, pending: Vec::new(), last: None, last_good: None }) }
     }
 }
 
 impl GpuProbe for NvmlProbe {
     fn probe(&self) -> Result<(Placement, StageReport), String> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Inner { monitor, book, pending, last } = &mut *inner;
+        let Inner { monitor, book, pending, last, last_good } = &mut *inner;
         let book = match book {
             Ok(b) => b,
             Err(e) => return Err(format!("invalid [gpu.health] policy: {e}")),
@@ -264,7 +285,11 @@ impl GpuProbe for NvmlProbe {
         let policy = self.config.placement_policy();
         *last = Some(StatusReport::build(snapshot.as_ref(), book, None, &policy, transitions.clone()));
         pending.extend(transitions);
-        decide(snapshot.as_ref(), book, self.config.allow_cpu_fallback)
+        let decision = decide_after_read(snapshot.as_ref(), last_good.as_ref(), book, self.config.allow_cpu_fallback);
+        if let Ok(s) = snapshot {
+            *last_good = Some(s);
+        }
+        decision
     }
 
     fn take_transitions(&self) -> Vec<Transition> {
@@ -325,6 +350,29 @@ mod tests {
         let (placement, report) = decide(Ok(&snap), &b, true).expect("cpu");
         assert!(matches!(placement, Placement::Cpu { .. }));
         assert!(report.detail.contains("GPU 0 NVIDIA H100 80GB HBM3 is failed: 1 uncorrectable ECC"), "{}", report.detail);
+    }
+
+    #[test]
+    fn one_failed_read_keeps_the_gpus_until_health_says_otherwise() {
+        let snap = recorded_h100();
+        let mut b = book();
+        b.observe(&snap);
+        let e = GpuError::Nvml { step: "reading", detail: "Unknown Error".into() };
+        // First failure: still within hysteresis, the GPU keeps its layers, the stage says why.
+        assert!(b.observe_unreadable("Unknown Error").is_empty());
+        let (placement, report) = decide_after_read(Err(&e), Some(&snap), &b, false).expect("gpu");
+        assert!(matches!(placement, Placement::Gpu { .. }));
+        assert!(report.degraded);
+        assert!(report.detail.starts_with("NVML read failed (NVML failed during reading (Unknown Error)"), "{}", report.detail);
+        // After `degrade_after` failures the GPU is degraded and no longer used.
+        b.observe_unreadable("Unknown Error");
+        assert_eq!(b.observe_unreadable("Unknown Error").len(), 1);
+        let (placement, report) = decide_after_read(Err(&e), Some(&snap), &b, true).expect("cpu");
+        assert!(matches!(placement, Placement::Cpu { .. }), "{}", report.detail);
+        assert!(report.detail.contains("is degraded: NVML could not read the GPUs"), "{}", report.detail);
+        // Never a successful read: the plain no-NVML decision.
+        let (placement, _) = decide_after_read(Err(&e), None, &book(), true).expect("cpu");
+        assert!(matches!(placement, Placement::Cpu { .. }));
     }
 
     #[test]
