@@ -37,6 +37,8 @@ pub struct Booted {
     pub writer: WriterThread,
     pub store: Store,
     pub checkpoints: CheckpointLog,
+    /// The engine client (and its supervisor); `None` when no engine is configured.
+    pub engine: Option<stages::engine::EngineHandle>,
 }
 
 /// Where the agent keeps the last health snapshot for `wardbox status`.
@@ -74,8 +76,8 @@ pub async fn boot(config: &Config) -> (BootLog, Option<Booted>) {
         (store, started)
     });
     log.run(StageName::Gpu, || stages::gpu::probe(&config.gpu).probe());
-    log.run_async(StageName::Engine, async { stages::engine::start(&config.engine).map(|r| ((), r)) })
-        .await;
+    // The readiness gate: the stage waits until the engine answers (or its timeout).
+    let engine = log.run_async(StageName::Engine, stages::engine::start(&config.engine)).await.flatten();
 
     let Some((store, Ok((audit, writer)))) = audit_writer else {
         return (log, None);
@@ -96,7 +98,7 @@ pub async fn boot(config: &Config) -> (BootLog, Option<Booted>) {
         return (log, None);
     }
     let checkpoints = checkpoint_log(&config.state_dir);
-    (log, Some(Booted { audit, writer, store, checkpoints }))
+    (log, Some(Booted { audit, writer, store, checkpoints, engine }))
 }
 
 fn open_store(
@@ -148,7 +150,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         return Err(DaemonError::Halted { stage, reason });
     };
 
-    let Booted { audit, writer, store, checkpoints, .. } = booted;
+    let Booted { audit, writer, store, checkpoints, engine } = booted;
     let state = AppState::new(health);
     let (stop_tx, stop_rx) = watch::channel(false);
     let _ = audit
@@ -164,6 +166,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         Duration::from_secs(config.audit.checkpoint_interval_secs),
         stop_rx.clone(),
     ));
+    if let Some(engine) = &engine {
+        tokio::spawn(watch_engine(engine.clone(), state.clone(), status_path.clone(), stop_rx.clone()));
+    }
     if let Some(interval) = notify::watchdog_interval() {
         tokio::spawn(notify::feed_watchdog(interval, stopped(stop_rx.clone())));
     }
@@ -194,6 +199,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     }
     let _ = stop_tx.send(true);
     let _ = background.await;
+    if let Some(engine) = engine {
+        engine.shutdown().await;
+    }
     let _ = audit.append(AuditEvent::new(EventKind::Lifecycle, "system", json!({ "event": "stopped" }))).await;
     drop(audit);
     tokio::task::spawn_blocking(move || writer.join()).await.ok();
@@ -255,6 +263,26 @@ async fn background_checks(
                 };
                 if let Some(e) = failure {
                     raise(&state, &status_path, "audit", format!("audit checkpoint failed: {e}"));
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Raise an alert whenever the engine goes down (the supervisor restarts it by itself).
+async fn watch_engine(engine: stages::engine::EngineHandle, state: AppState, status_path: PathBuf, stop: watch::Receiver<bool>) {
+    let mut rx = engine.state_changes();
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = rx.borrow_and_update().clone();
+                if let stages::engine::EngineState::Down { reason, restarts } = now {
+                    raise(&state, &status_path, "engine", format!("inference engine down (restart {restarts}): {reason}"));
                 }
             }
             _ = stop.changed() => return,

@@ -5,6 +5,7 @@
 //! family's `# HELP` and `# TYPE` once, its samples together, label values escaped.
 //! Values a GPU does not support are left out, never written as zero.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::health::HealthState;
@@ -26,13 +27,15 @@ struct Family {
     name: String,
     help: String,
     kind: Kind,
-    samples: Vec<(Vec<(String, String)>, f64)>,
+    /// The family's sample lines, rendered as they are added (no per-label allocations).
+    lines: String,
 }
 
 /// A document being built. Families are written in the order they were first declared.
 #[derive(Debug, Default)]
 pub struct Exposition {
     families: Vec<Family>,
+    index: HashMap<String, usize>,
 }
 
 impl Exposition {
@@ -40,8 +43,26 @@ impl Exposition {
         Self::default()
     }
 
+    fn family(&mut self, name: &str, help: &str, kind: Kind) -> &mut Family {
+        let pos = match self.index.get(name) {
+            Some(&p) => p,
+            None => {
+                self.families.push(Family {
+                    name: name.to_string(),
+                    help: help.to_string(),
+                    kind,
+                    lines: String::new(),
+                });
+                self.index.insert(name.to_string(), self.families.len() - 1);
+                self.families.len() - 1
+            }
+        };
+        &mut self.families[pos]
+    }
+
     /// Add one sample. `name` must be a valid metric name and label names valid label names
     /// (they are fixed in code; a bad one is a programming error and panics in debug builds).
+    /// The first call for a family fixes its HELP text and type.
     pub fn sample(
         &mut self,
         name: &str,
@@ -55,40 +76,35 @@ impl Exposition {
             labels.iter().all(|(k, _)| valid_name(k, false)),
             "bad label in {name}"
         );
-        let pos = match self.families.iter().position(|f| f.name == name) {
-            Some(p) => p,
-            None => {
-                self.families.push(Family {
-                    name: name.to_string(),
-                    help: help.to_string(),
-                    kind,
-                    samples: Vec::new(),
-                });
-                self.families.len() - 1
+        let out = &mut self.family(name, help, kind).lines;
+        out.push_str(name);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(k);
+                out.push_str("=\"");
+                escape_label_into(out, v);
+                out.push('"');
             }
-        };
-        let labels = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect();
-        self.families[pos].samples.push((labels, value));
+            out.push('}');
+        }
+        out.push(' ');
+        push_value(out, value);
+        out.push('\n');
     }
 
     /// Declare a family with no samples yet (so HELP/TYPE appear even when, e.g., no GPU has
     /// had an Xid).
     pub fn declare(&mut self, name: &str, help: &str, kind: Kind) {
-        if !self.families.iter().any(|f| f.name == name) {
-            self.families.push(Family {
-                name: name.to_string(),
-                help: help.to_string(),
-                kind,
-                samples: Vec::new(),
-            });
-        }
+        self.family(name, help, kind);
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::new();
+        let mut out =
+            String::with_capacity(self.families.iter().map(|f| f.lines.len() + 128).sum());
         for f in &self.families {
             let kind = match f.kind {
                 Kind::Gauge => "gauge",
@@ -96,20 +112,7 @@ impl Exposition {
             };
             let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(&f.help));
             let _ = writeln!(out, "# TYPE {} {kind}", f.name);
-            for (labels, value) in &f.samples {
-                out.push_str(&f.name);
-                if !labels.is_empty() {
-                    out.push('{');
-                    for (i, (k, v)) in labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
-                    }
-                    out.push('}');
-                }
-                let _ = writeln!(out, " {}", format_value(*value));
-            }
+            out.push_str(&f.lines);
         }
         out
     }
@@ -130,15 +133,19 @@ fn valid_name(name: &str, colon_ok: bool) -> bool {
 /// Label values: backslash, double quote and newline are escaped.
 pub fn escape_label(v: &str) -> String {
     let mut s = String::with_capacity(v.len());
+    escape_label_into(&mut s, v);
+    s
+}
+
+fn escape_label_into(out: &mut String, v: &str) {
     for c in v.chars() {
         match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
         }
     }
-    s
 }
 
 /// HELP text: backslash and newline are escaped.
@@ -146,20 +153,23 @@ fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-fn format_value(v: f64) -> String {
+fn push_value(out: &mut String, v: f64) {
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+        let _ = write!(out, "{}", v as i64);
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
+}
+
+#[cfg(test)]
+fn format_value(v: f64) -> String {
+    let mut s = String::new();
+    push_value(&mut s, v);
+    s
 }
 
 /// Add every GPU family from a status report.

@@ -522,7 +522,10 @@ mod tests {
         let e = NvmlError::FailedToLoadSymbol("Dynamic loading not supported".into());
         let err = GpuError::from_init(e);
         assert!(matches!(err, GpuError::StaticBinary { .. }), "{err}");
-        assert!(err.to_string().contains("x86_64-unknown-linux-gnu"), "{err}");
+        assert!(
+            err.to_string().contains("x86_64-unknown-linux-gnu"),
+            "{err}"
+        );
     }
 
     #[test]
