@@ -7,7 +7,8 @@
 #   1. binaries   cargo build --release of the agent (`wardbox`); the engine
 #                 (`wardbox-engine`) is included when target/release/wardbox-engine exists
 #                 (it takes 6-15 minutes to build: build it with
-#                 `cargo build --release -p wardbox-engine` first to include it).
+#                 `cargo build --release -p wardbox-engine` first to include it), or the
+#                 file WARDBOX_ENGINE_BIN names. CARGO_TARGET_DIR is honoured.
 #   2. os         the Debian OS tree from image/mkosi.conf (mkosi 14, Format=directory).
 #                 Cached under $OUT/os-<key>, key = sha256 of every input of the tree
 #                 (mkosi.conf, mkosi.postinst, mkosi.extra/ with modes, mkosi version);
@@ -94,7 +95,8 @@ if [ "$CARGO_BUILD" = 1 ]; then
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 AGENT="$TARGET_DIR/release/wardbox"
-ENGINE="$TARGET_DIR/release/wardbox-engine"
+# WARDBOX_ENGINE_BIN picks another engine build (e.g. a debug build, for tests only).
+ENGINE="${WARDBOX_ENGINE_BIN:-$TARGET_DIR/release/wardbox-engine}"
 [ -x "$AGENT" ] || die "no agent binary at $AGENT (run without --no-cargo)"
 if [ -x "$ENGINE" ]; then
     echo "build.sh: including the engine $ENGINE"
