@@ -42,6 +42,8 @@ pub enum IngestError {
     NoPatient(String),
     #[error("{0}: the document has no text")]
     Empty(String),
+    #[error("{0}: de-identification changed the document's section structure; nothing was imported (a bug: please report it)")]
+    DeidStructure(String),
     #[error("{name}: embedding failed: {source}")]
     Embed { name: String, source: EmbedError },
     #[error("{name}: {source}")]
@@ -553,12 +555,23 @@ pub async fn ingest_bytes(
     for (category, original) in scope_known(&scope) {
         known.push(category, original);
     }
-    let mut sections = Vec::with_capacity(parsed.sections.len());
-    for sec in &parsed.sections {
-        let heading = deid::deidentify(&sec.heading, &known, &mut scope).text;
-        let text = deid::deidentify(&sec.text, &known, &mut scope).text;
-        sections.push(Section { heading, text, pack: sec.pack });
+    // One pass over the whole document: names found in one section are removed in all of them,
+    // and the known-identifier patterns are built once. Sections are joined with the ASCII
+    // record separator, which no rule matches, and split back after.
+    const RS: &str = "\n\u{1e}\n";
+    let joined = parsed.sections.iter().map(|s| format!("{}{RS}{}", s.heading, s.text)).collect::<Vec<_>>().join(RS);
+    let clean = deid::deidentify(&joined, &known, &mut scope).text;
+    let parts: Vec<&str> = clean.split(RS).collect();
+    if parts.len() != parsed.sections.len() * 2 {
+        // A rule matched across a separator: never expected; refuse rather than misfile text.
+        return Err(IngestError::DeidStructure(name.to_owned()));
     }
+    let sections: Vec<Section> = parsed
+        .sections
+        .iter()
+        .zip(parts.chunks(2))
+        .map(|(sec, p)| Section { heading: p[0].to_owned(), text: p[1].to_owned(), pack: sec.pack })
+        .collect();
     // Structured identifiers get their pseudonyms even when the text never mentions them, so
     // an answer that names the patient can be re-identified.
     for (category, value) in &known.items {
