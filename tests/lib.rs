@@ -279,6 +279,16 @@ impl Vm {
         }
     }
 
+    /// Where [`Vm::expect`] has read up to; [`Vm::rewind`] goes back there, for output whose
+    /// order between two services is not fixed.
+    pub fn mark(&self) -> usize {
+        self.cursor.load(Ordering::SeqCst)
+    }
+
+    pub fn rewind(&self, mark: usize) {
+        self.cursor.store(mark, Ordering::SeqCst);
+    }
+
     /// Type a line at the console (the guest's ttyS0).
     pub fn type_line(&mut self, line: &str) -> Result<(), String> {
         let stdin = self.child.stdin.as_mut().ok_or("qemu has no stdin")?;
