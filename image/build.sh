@@ -151,7 +151,8 @@ cp -al "$OS" "$STAGING"
 # The Wardbox layer: copied (not hard-linked) so the cached tree is never touched.
 cp -a --no-preserve=ownership --remove-destination "$IMAGE/wardbox/." "$STAGING/"
 systemctl --root="$STAGING" --quiet enable wardbox-firewall.service wardbox-unlock.service \
-    wardbox.service wardbox-engine.service wardbox-egress-probe.service wardbox-status-console.service
+    wardbox.service wardbox-engine.service wardbox-engine-proxy.socket wardbox-egress-probe.service \
+    wardbox-status-console.service
 install -D -m 0755 "$AGENT" "$STAGING/usr/bin/wardbox"
 if [ "$ENGINE_INCLUDED" = yes ]; then
     install -D -m 0755 "$ENGINE" "$STAGING/usr/bin/wardbox-engine"

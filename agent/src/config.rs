@@ -4,7 +4,6 @@
 //! them together, parses, and runs every section's validation so that a bad file is refused
 //! before anything is touched.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -53,18 +52,8 @@ pub struct Config {
     pub engine: stages::engine::EngineConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebConfig {
-    /// Address of the health endpoint (and later the UI).
-    pub listen: SocketAddr,
-}
-
-impl Default for WebConfig {
-    fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8443)) }
-    }
-}
+/// `[web]` is owned by the web module (listen address, TLS, sessions, lockout, LDAP).
+pub use crate::web::WebConfig;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -138,7 +127,7 @@ impl Config {
         Config {
             profile: Profile::Dev,
             state_dir: base.join("state"),
-            web: WebConfig::default(),
+            web: WebConfig::dev(),
             store: StoreConfig::default(),
             audit: AuditConfig::default(),
             volume: stages::unlock::VolumeConfig::dev(base),
@@ -176,6 +165,7 @@ impl Config {
             // Not an error of safety, but an appliance nobody can reach is a misconfiguration.
             tracing::warn!("web.listen is a loopback address: clinic workstations cannot reach the box");
         }
+        self.web.validate(self.profile)?;
         self.volume.validate(self.profile)?;
         self.firewall.validate(self.profile)?;
         self.gpu.validate()?;

@@ -135,14 +135,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         return Err(DaemonError::Halted { stage, reason });
     };
 
-    let listener = log
-        .run_async(StageName::Serve, async {
-            tokio::net::TcpListener::bind(config.web.listen)
-                .await
-                .map(|l| (l, StageReport::ok(format!("listening on {}", config.web.listen))))
-                .map_err(|e| format!("cannot listen on {}: {e}", config.web.listen))
-        })
-        .await;
+    // The UI's certificate (the local CA is provisioned here on first start) and listeners.
+    let listener = log.run_async(StageName::Serve, web::tls::bind(&config.web, &config.state_dir)).await;
     let health = Health::from_boot(config.profile, &log, started_at);
     write_status(&status_path, &health)?;
     let Some(listener) = listener else {
@@ -151,13 +145,14 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     };
 
     let Booted { audit, writer, store, checkpoints, engine } = booted;
-    let state = AppState::new(health);
+    let store = Arc::new(std::sync::Mutex::new(store));
+    let ui = web::Ui::new(store.clone(), audit.clone(), &config.web).with_checkpoints(checkpoints.clone());
+    let state = AppState::with_ui(health, ui);
     let (stop_tx, stop_rx) = watch::channel(false);
     let _ = audit
         .append(AuditEvent::new(EventKind::Lifecycle, "system", json!({ "event": "serving", "listen": config.web.listen })))
         .await;
 
-    let store = Arc::new(std::sync::Mutex::new(store));
     let background = tokio::spawn(background_checks(
         store.clone(),
         checkpoints,
@@ -183,9 +178,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     }
     notify::ready(&summary);
 
-    let server = axum::serve(listener, web::app(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let mut server = std::pin::pin!(server.into_future());
+    let server_stop = stop_rx.clone();
+    let server = listener.serve(web::app(state.clone()), move || stopped(server_stop.clone()));
+    let mut server = std::pin::pin!(server);
     tokio::select! {
         result = &mut server => result.map_err(DaemonError::Server)?,
         () = shutdown_signal() => {
@@ -203,6 +198,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         engine.shutdown().await;
     }
     let _ = audit.append(AuditEvent::new(EventKind::Lifecycle, "system", json!({ "event": "stopped" }))).await;
+    // The UI holds an audit handle too; the writer finishes only when every handle is gone.
+    drop(state);
     drop(audit);
     tokio::task::spawn_blocking(move || writer.join()).await.ok();
     Ok(())

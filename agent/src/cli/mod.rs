@@ -7,6 +7,7 @@ mod audit;
 mod firewall;
 mod gpu;
 mod store;
+mod users;
 mod volume;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,9 @@ pub enum Command {
     /// GPU health and placement.
     #[command(subcommand)]
     Gpu(gpu::GpuCommand),
+    /// Web UI accounts: add the first administrator, list, unlock, set a password.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,6 +185,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Volume(cmd) => volume::run(cmd),
         Command::Firewall(cmd) => firewall::run(cmd),
         Command::Gpu(cmd) => gpu::run(cmd),
+        Command::Users(cmd) => users::run(cmd),
     }
 }
 

@@ -1,29 +1,258 @@
 //! The HTTP surface. Architecture invariant: only this module knows about HTTP.
 //!
 //! `app(state)` builds the whole router so tests drive it with `oneshot`, without a socket.
+//! Every route is listed once in [`ROUTES`] with who may reach it; one guard applies that table
+//! to every request (sessions, roles, CSRF, audit), and a route missing from the table is refused
+//! to everyone.
 
+pub mod accounts;
+mod admin;
+mod assets;
+pub mod clinical;
+mod config;
+mod error;
+mod guard;
 mod health;
+pub mod ldap;
+mod login;
 pub mod metrics;
+mod pages;
+pub mod session;
+pub mod tls;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 
+pub use accounts::Role;
+pub use clinical::{Clinical, EgressCounters, NoEgressCounters, Unavailable};
+pub use config::{LdapConfig, TlsMode, WebConfig};
+pub use error::WebError;
+pub use guard::{Authed, ClientAddr};
 pub use health::{Alert, Health, HealthState, SharedHealth};
+pub use session::{Clock, ManualClock, SessionPolicy, Sessions, SystemClock};
+
+use crate::audit::{AuditEvent, AuditLog, CheckpointLog, EventKind};
+use crate::store::Store;
+
+/// The session cookie (HttpOnly, SameSite=Strict, Secure over TLS).
+pub const SESSION_COOKIE: &str = "wb_session";
+/// The pre-session cookie that carries the sign-in form's CSRF token (double submit).
+pub const LOGIN_COOKIE: &str = "wb_login";
+/// The header JavaScript uses for the CSRF token (fetch requests, uploads, streaming).
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Largest request body: an uploaded document or image.
+pub const MAX_UPLOAD_BYTES: usize = 25 * 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub health: SharedHealth,
+    /// The UI's services. `None` (health-only state): every UI route answers 503.
+    pub ui: Option<Arc<Ui>>,
 }
 
 impl AppState {
+    /// Health only, no UI (tests of the health endpoint, or a box whose store failed).
     pub fn new(health: Health) -> Self {
-        Self { health: Arc::new(std::sync::RwLock::new(health)) }
+        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: None }
+    }
+
+    pub fn with_ui(health: Health, ui: Ui) -> Self {
+        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: Some(Arc::new(ui)) }
     }
 }
 
+/// The UI's services: accounts and sessions, the audit log, the clinical back end.
+#[derive(Debug)]
+pub struct Ui {
+    /// The store (accounts, break-glass events, audit trail for the admin page).
+    pub store: Arc<Mutex<Store>>,
+    pub audit: AuditLog,
+    pub sessions: Sessions,
+    pub clock: Arc<dyn Clock>,
+    pub lockout: accounts::LockoutPolicy,
+    /// False only for the dev profile's plain-HTTP loopback mode, where browsers would drop
+    /// a `Secure` cookie.
+    pub secure_cookies: bool,
+    pub ldap: Option<LdapConfig>,
+    pub clinical: Arc<dyn Clinical>,
+    pub egress: Arc<dyn EgressCounters>,
+    /// The checkpoint log, so the audit page can show the chain's verify status.
+    pub checkpoints: Option<CheckpointLog>,
+}
+
+impl Ui {
+    /// The UI with the settings from `[web]`, the system clock, and no clinical back end
+    /// (every clinical page says the model is not available until one is set).
+    pub fn new(store: Arc<Mutex<Store>>, audit: AuditLog, web: &WebConfig) -> Self {
+        Self {
+            store,
+            audit,
+            sessions: Sessions::new(SessionPolicy {
+                idle_secs: web.idle_timeout_secs as i64,
+                absolute_secs: web.absolute_timeout_secs as i64,
+                break_glass_absolute_secs: web.break_glass_timeout_secs as i64,
+            }),
+            clock: Arc::new(SystemClock),
+            lockout: accounts::LockoutPolicy { threshold: web.lockout_threshold, lock_secs: web.lockout_secs as i64 },
+            secure_cookies: web.tls != TlsMode::PlainHttpDev,
+            ldap: web.ldap.clone(),
+            clinical: Arc::new(Unavailable::default()),
+            egress: Arc::new(NoEgressCounters("the firewall's counters are not wired to the UI yet".into())),
+            checkpoints: None,
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn with_clinical(mut self, clinical: Arc<dyn Clinical>) -> Self {
+        self.clinical = clinical;
+        self
+    }
+
+    pub fn with_egress(mut self, egress: Arc<dyn EgressCounters>) -> Self {
+        self.egress = egress;
+        self
+    }
+
+    pub fn with_checkpoints(mut self, checkpoints: CheckpointLog) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// Run a store operation off the async threads.
+    pub async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, WebError> + Send + 'static,
+    ) -> Result<T, WebError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = store.lock().map_err(|_| WebError::Internal("the store lock is poisoned".into()))?;
+            f(&guard)
+        })
+        .await
+        .map_err(|e| WebError::Internal(format!("store task failed: {e}")))?
+    }
+
+    /// Append an audit record and wait until it is durable. A request whose record cannot be
+    /// written is refused (fail closed): nothing happens on this box without a trace.
+    pub async fn audit(&self, kind: EventKind, actor: &str, detail: serde_json::Value) -> Result<u64, WebError> {
+        self.audit.append(AuditEvent::new(kind, actor, detail)).await.map_err(|e| WebError::AuditFailed(e.to_string()))
+    }
+}
+
+/// Who may reach a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Sign-in pages and static assets: no session needed.
+    Public,
+    /// Anyone on the box itself (monitoring, `curl` from the console), or these roles.
+    LoopbackOr(&'static [Role]),
+    /// Signed-in people with one of these roles.
+    Roles(&'static [Role]),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Post,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+        }
+    }
+}
+
+/// One row of the route table.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    pub verb: Verb,
+    /// The path as registered with the router (`{id}` for parameters).
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn route(verb: Verb, path: &'static str, access: Access) -> RouteSpec {
+    RouteSpec { verb, path, access }
+}
+
+const EVERYONE: &[Role] = &Role::ALL;
+const CARE: &[Role] = &[Role::Clinician, Role::Nurse];
+const CLINICIANS: &[Role] = &[Role::Clinician];
+const ADMINS: &[Role] = &[Role::Admin];
+const OVERSIGHT: &[Role] = &[Role::Admin, Role::Auditor];
+
+use Access::{LoopbackOr, Public, Roles};
+use Verb::{Get, Post};
+
+/// Every route and who may reach it. The guard reads this table; the router below registers
+/// the same paths. A path registered without a row here is refused to everyone.
+pub const ROUTES: &[RouteSpec] = &[
+    route(Get, "/login", Public),
+    route(Post, "/login", Public),
+    route(Get, "/login/emergency", Public),
+    route(Post, "/login/emergency", Public),
+    route(Get, "/static/{file}", Public),
+    route(Get, "/health", LoopbackOr(OVERSIGHT)),
+    route(Get, "/", Roles(EVERYONE)),
+    route(Post, "/logout", Roles(EVERYONE)),
+    route(Get, "/session/status", Roles(EVERYONE)),
+    route(Get, "/patients", Roles(CARE)),
+    route(Get, "/patients/{id}", Roles(CARE)),
+    route(Get, "/patients/{id}/documents/{doc}", Roles(CARE)),
+    route(Post, "/patients/{id}/ask", Roles(CARE)),
+    route(Post, "/patients/{id}/soap", Roles(CLINICIANS)),
+    route(Post, "/patients/{id}/discharge", Roles(CARE)),
+    route(Post, "/patients/{id}/upload", Roles(CARE)),
+    route(Get, "/admin", Roles(ADMINS)),
+    route(Get, "/admin/users", Roles(ADMINS)),
+    route(Post, "/admin/users", Roles(ADMINS)),
+    route(Post, "/admin/users/{username}/{action}", Roles(ADMINS)),
+    route(Get, "/admin/models", Roles(ADMINS)),
+    route(Get, "/admin/egress", Roles(ADMINS)),
+    route(Get, "/admin/audit", Roles(OVERSIGHT)),
+    route(Get, "/admin/break-glass", Roles(OVERSIGHT)),
+];
+
+pub fn route_spec(verb: Verb, path: &str) -> Option<&'static RouteSpec> {
+    ROUTES.iter().find(|r| r.verb == verb && r.path == path)
+}
+
 pub fn app(state: AppState) -> Router {
-    Router::new().route("/health", get(health::get_health)).with_state(state)
+    Router::new()
+        .route("/login", get(login::login_page).post(login::login_submit))
+        .route("/login/emergency", get(login::emergency_page).post(login::emergency_submit))
+        .route("/static/{file}", get(assets::serve))
+        .route("/health", get(health::get_health))
+        .route("/", get(pages::home))
+        .route("/logout", post(login::logout))
+        .route("/session/status", get(pages::session_status))
+        .route("/patients", get(pages::patients))
+        .route("/patients/{id}", get(pages::patient))
+        .route("/patients/{id}/documents/{doc}", get(pages::document))
+        .route("/patients/{id}/ask", post(pages::ask))
+        .route("/patients/{id}/soap", post(pages::soap))
+        .route("/patients/{id}/discharge", post(pages::discharge))
+        .route("/patients/{id}/upload", post(pages::upload))
+        .route("/admin", get(admin::dashboard))
+        .route("/admin/users", get(admin::users).post(admin::create_user))
+        .route("/admin/users/{username}/{action}", post(admin::user_action))
+        .route("/admin/models", get(admin::models))
+        .route("/admin/egress", get(admin::egress))
+        .route("/admin/audit", get(admin::audit_trail))
+        .route("/admin/break-glass", get(admin::break_glass))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .layer(axum::middleware::map_response_with_state(state.clone(), guard::security_headers))
+        .with_state(state)
 }

@@ -1,0 +1,171 @@
+//! The clinical back end as the web layer sees it: patients, streamed answers with citations,
+//! uploads, installed models.
+//!
+//! The engine (issue 5) and retrieval (issue 6) implement [`Clinical`]; until one is wired in,
+//! the agent uses [`Unavailable`], and every clinical page says plainly that the model is not
+//! available (HTTP 503). Nothing here ever makes up an answer.
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// A patient as listed for the clinician to pick.
+#[derive(Debug, Clone, Serialize)]
+pub struct PatientSummary {
+    /// The record system's id; appears in URLs and audit records (an id, not PHI text).
+    pub id: String,
+    /// Name and date of birth as the clinician needs to recognise the patient.
+    pub display: String,
+}
+
+/// A source the answer rests on. `href` is a path on this box (a document view), never an
+/// outside address.
+#[derive(Debug, Clone, Serialize)]
+pub struct Citation {
+    /// The number the answer text refers to, e.g. `[1]`.
+    pub n: u32,
+    pub document_id: String,
+    pub title: String,
+    pub snippet: String,
+}
+
+/// One step of a streamed answer.
+#[derive(Debug, Clone)]
+pub enum AnswerEvent {
+    Token(String),
+    Citation(Citation),
+    /// The model finished; `model` names the model that answered, for the audit record.
+    Done { model: String },
+    /// The answer stopped part-way; shown to the clinician as such.
+    Failed(String),
+}
+
+/// What the clinician asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Ask,
+    Soap,
+    Discharge,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Ask => "ask",
+            TaskKind::Soap => "soap",
+            TaskKind::Discharge => "discharge",
+        }
+    }
+}
+
+/// A document of a patient's record, for the citation links.
+#[derive(Debug, Clone, Serialize)]
+pub struct Document {
+    pub id: String,
+    pub title: String,
+    pub text: String,
+}
+
+/// An installed model, for the administrators' page.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub size_bytes: u64,
+    pub digest: String,
+    pub loaded: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClinicalError {
+    /// The engine or the index is not running; the page says so (503).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("there is no patient with this id")]
+    UnknownPatient,
+    #[error("there is no such document in this patient's record")]
+    UnknownDocument,
+    /// The request itself is not acceptable (empty question, unsupported file type).
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the clinical back end failed: {0}")]
+    Failed(String),
+}
+
+/// Who is asking: back ends decide per person which patients they may see (retrieval keeps
+/// per-user grants), and may open everything to an emergency (break-glass) session, audited.
+#[derive(Debug, Clone, Serialize)]
+pub struct Viewer {
+    pub username: String,
+    pub role: super::accounts::Role,
+    pub break_glass: bool,
+}
+
+/// What the web layer needs from the engine and the index. Methods return quickly; long work
+/// (generation) runs in the back end's own tasks and streams through the channel.
+pub trait Clinical: Send + Sync + std::fmt::Debug {
+    /// Patients matching a search (name or id); an empty query lists recent patients.
+    fn patients(&self, viewer: &Viewer, query: &str) -> Result<Vec<PatientSummary>, ClinicalError>;
+    fn patient(&self, viewer: &Viewer, id: &str) -> Result<PatientSummary, ClinicalError>;
+    fn document(&self, viewer: &Viewer, patient_id: &str, document_id: &str) -> Result<Document, ClinicalError>;
+    /// Start a task for a patient; tokens and citations arrive on the receiver, ending with
+    /// `Done` or `Failed`.
+    fn run(&self, viewer: &Viewer, patient_id: &str, task: TaskKind, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError>;
+    /// Add a document or an image to a patient's record; returns the new document id.
+    fn upload(&self, viewer: &Viewer, patient_id: &str, file_name: &str, content_type: &str, bytes: Vec<u8>) -> Result<String, ClinicalError>;
+    fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError>;
+}
+
+/// The back end when no engine or index is wired in: everything is unavailable, said plainly.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    reason: String,
+}
+
+impl Unavailable {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into() }
+    }
+}
+
+impl Default for Unavailable {
+    fn default() -> Self {
+        Self::new("the model is not available: no inference engine is running on this box")
+    }
+}
+
+impl Clinical for Unavailable {
+    fn patients(&self, _v: &Viewer, _query: &str) -> Result<Vec<PatientSummary>, ClinicalError> {
+        Err(ClinicalError::Unavailable(format!("the patient index is not available ({})", self.reason)))
+    }
+    fn patient(&self, _v: &Viewer, _id: &str) -> Result<PatientSummary, ClinicalError> {
+        Err(ClinicalError::Unavailable(format!("the patient index is not available ({})", self.reason)))
+    }
+    fn document(&self, _v: &Viewer, _p: &str, _d: &str) -> Result<Document, ClinicalError> {
+        Err(ClinicalError::Unavailable(format!("the patient index is not available ({})", self.reason)))
+    }
+    fn run(&self, _v: &Viewer, _p: &str, _t: TaskKind, _text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
+        Err(ClinicalError::Unavailable(self.reason.clone()))
+    }
+    fn upload(&self, _v: &Viewer, _p: &str, _f: &str, _c: &str, _b: Vec<u8>) -> Result<String, ClinicalError> {
+        Err(ClinicalError::Unavailable(format!("uploads are not available ({})", self.reason)))
+    }
+    fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError> {
+        Err(ClinicalError::Unavailable(self.reason.clone()))
+    }
+}
+
+/// Blocked-egress counters from the firewall, for the administrators' page.
+pub trait EgressCounters: Send + Sync + std::fmt::Debug {
+    /// (rule or destination class, packets dropped, bytes dropped).
+    fn blocked(&self) -> Result<Vec<(String, u64, u64)>, String>;
+}
+
+/// When no firewall is applied (dev profile) or the counters cannot be read.
+#[derive(Debug, Clone)]
+pub struct NoEgressCounters(pub String);
+
+impl EgressCounters for NoEgressCounters {
+    fn blocked(&self) -> Result<Vec<(String, u64, u64)>, String> {
+        Err(self.0.clone())
+    }
+}

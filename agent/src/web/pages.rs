@@ -1,0 +1,311 @@
+//! Clinician pages: pick a patient, ask with a streamed answer and citations, SOAP, discharge,
+//! upload. Every page is rendered on the server; `ui/static/app.js` only streams and counts down.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Json;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::accounts::Role;
+use super::clinical::{AnswerEvent, ClinicalError, Document, PatientSummary, TaskKind, Viewer};
+use super::session::remaining;
+use super::{AppState, Authed, Ui, WebError};
+use crate::audit::{EventKind, TextDigest};
+
+/// A link in the page header.
+#[derive(Debug, Clone)]
+pub(super) struct NavItem {
+    pub href: &'static str,
+    pub label: &'static str,
+}
+
+/// What every signed-in page shows around its content: who, role, the session timer, sign out.
+#[derive(Debug, Clone)]
+pub(super) struct Chrome {
+    pub display_name: String,
+    pub role: &'static str,
+    pub csrf: String,
+    pub idle_secs: i64,
+    pub remaining: i64,
+    pub break_glass: bool,
+    pub nav: Vec<NavItem>,
+}
+
+pub(super) fn nav_for(role: Role) -> Vec<NavItem> {
+    let n = |href, label| NavItem { href, label };
+    match role {
+        Role::Clinician | Role::Nurse => vec![n("/patients", "Patients")],
+        Role::Admin => vec![
+            n("/admin", "Health"),
+            n("/admin/users", "Users"),
+            n("/admin/models", "Models"),
+            n("/admin/egress", "Egress"),
+            n("/admin/audit", "Audit trail"),
+            n("/admin/break-glass", "Emergency access"),
+        ],
+        Role::Auditor => vec![n("/admin/audit", "Audit trail"), n("/admin/break-glass", "Emergency access")],
+    }
+}
+
+pub(super) fn chrome(ui: &Ui, a: &Authed) -> Chrome {
+    let policy = ui.sessions.policy();
+    Chrome {
+        display_name: a.session.display_name.clone(),
+        role: a.session.role.as_str(),
+        csrf: a.session.csrf.clone(),
+        idle_secs: policy.idle_secs,
+        remaining: remaining(policy, &a.session, ui.clock.now()),
+        break_glass: a.session.break_glass,
+        nav: nav_for(a.session.role),
+    }
+}
+
+pub(super) fn viewer(a: &Authed) -> Viewer {
+    Viewer { username: a.session.username.clone(), role: a.session.role, break_glass: a.session.break_glass }
+}
+
+pub(super) fn ui_of(state: &AppState) -> Result<Arc<Ui>, WebError> {
+    state.ui.clone().ok_or_else(|| WebError::Unavailable("the web UI is not running on this box".into()))
+}
+
+pub(super) fn render(t: &impl Template) -> Result<Response, WebError> {
+    t.render().map(|body| Html(body).into_response()).map_err(|e| WebError::Internal(format!("template: {e}")))
+}
+
+fn clinical_error(e: ClinicalError) -> WebError {
+    match e {
+        ClinicalError::Unavailable(m) => WebError::Unavailable(m),
+        ClinicalError::UnknownPatient | ClinicalError::UnknownDocument => WebError::NotFound,
+        ClinicalError::Rejected(m) => WebError::BadRequest(m),
+        ClinicalError::Failed(m) => WebError::Internal(m),
+    }
+}
+
+/// Each role's start page.
+pub(super) fn home_of(role: Role) -> &'static str {
+    match role {
+        Role::Clinician | Role::Nurse => "/patients",
+        Role::Admin => "/admin",
+        Role::Auditor => "/admin/audit",
+    }
+}
+
+pub(super) async fn home(a: Authed) -> Redirect {
+    Redirect::to(home_of(a.session.role))
+}
+
+/// Seconds left in this session, for the timer; polling it does not count as activity.
+pub(super) async fn session_status(State(state): State<AppState>, a: Authed) -> Result<Json<serde_json::Value>, WebError> {
+    let ui = ui_of(&state)?;
+    let left = remaining(ui.sessions.policy(), &a.session, ui.clock.now());
+    Ok(Json(json!({ "remaining": left })))
+}
+
+#[derive(Template)]
+#[template(path = "patients.html")]
+struct PatientsPage {
+    c: Chrome,
+    query: String,
+    patients: Vec<PatientSummary>,
+    unavailable: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+pub(super) async fn patients(State(state): State<AppState>, a: Authed, Query(q): Query<SearchQuery>) -> Result<Response, WebError> {
+    let ui = ui_of(&state)?;
+    let query: String = q.q.chars().take(100).collect();
+    let (patients, unavailable) = match ui.clinical.patients(&viewer(&a), &query) {
+        Ok(p) => (p, None),
+        Err(ClinicalError::Unavailable(m)) => (Vec::new(), Some(m)),
+        Err(e) => return Err(clinical_error(e)),
+    };
+    let page = PatientsPage { c: chrome(&ui, &a), query, patients, unavailable: unavailable.clone() };
+    let mut resp = render(&page)?;
+    if unavailable.is_some() {
+        *resp.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    Ok(resp)
+}
+
+#[derive(Template)]
+#[template(path = "patient.html")]
+struct PatientPage {
+    c: Chrome,
+    patient: PatientSummary,
+    can_soap: bool,
+}
+
+pub(super) async fn patient(State(state): State<AppState>, a: Authed, Path(id): Path<String>) -> Result<Response, WebError> {
+    let ui = ui_of(&state)?;
+    let patient = ui.clinical.patient(&viewer(&a), &id).map_err(clinical_error)?;
+    render(&PatientPage { c: chrome(&ui, &a), patient, can_soap: a.session.role == Role::Clinician })
+}
+
+#[derive(Template)]
+#[template(path = "document.html")]
+struct DocumentPage {
+    c: Chrome,
+    patient: PatientSummary,
+    doc: Document,
+}
+
+pub(super) async fn document(
+    State(state): State<AppState>,
+    a: Authed,
+    Path((id, doc)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    let ui = ui_of(&state)?;
+    let patient = ui.clinical.patient(&viewer(&a), &id).map_err(clinical_error)?;
+    let doc = ui.clinical.document(&viewer(&a), &id, &doc).map_err(clinical_error)?;
+    render(&DocumentPage { c: chrome(&ui, &a), patient, doc })
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TaskForm {
+    #[serde(default)]
+    text: String,
+}
+
+/// Longest question or note accepted (a long clinical note fits; a pasted record does not).
+const MAX_TASK_CHARS: usize = 20_000;
+
+pub(super) async fn ask(state: State<AppState>, a: Authed, id: Path<String>, f: axum::Form<TaskForm>) -> Result<Response, WebError> {
+    run_task(state, a, id, f, TaskKind::Ask).await
+}
+
+pub(super) async fn soap(state: State<AppState>, a: Authed, id: Path<String>, f: axum::Form<TaskForm>) -> Result<Response, WebError> {
+    run_task(state, a, id, f, TaskKind::Soap).await
+}
+
+pub(super) async fn discharge(state: State<AppState>, a: Authed, id: Path<String>, f: axum::Form<TaskForm>) -> Result<Response, WebError> {
+    run_task(state, a, id, f, TaskKind::Discharge).await
+}
+
+/// Start a task and stream its answer as server-sent events: `token` (text), `citation`
+/// (JSON), then `done` or `failed`. The question and the answer are audited as digests.
+async fn run_task(
+    State(state): State<AppState>,
+    a: Authed,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<TaskForm>,
+    kind: TaskKind,
+) -> Result<Response, WebError> {
+    let ui = ui_of(&state)?;
+    let text = f.text.trim().to_string();
+    if text.is_empty() {
+        return Err(WebError::BadRequest("Write a question or paste the note first.".into()));
+    }
+    if text.chars().count() > MAX_TASK_CHARS {
+        return Err(WebError::BadRequest(format!("The text is longer than {MAX_TASK_CHARS} characters.")));
+    }
+    let rx = ui.clinical.run(&viewer(&a), &id, kind, &text).map_err(clinical_error)?;
+    ui.audit(
+        EventKind::Query,
+        &a.session.username,
+        json!({ "who": a.who(), "patient": id, "task": kind, "text": TextDigest::of(&text) }),
+    )
+    .await?;
+    let (tx, out) = tokio::sync::mpsc::channel::<Event>(64);
+    let ui2 = ui.clone();
+    tokio::spawn(async move {
+        let mut answer = String::new();
+        let mut cited: Vec<String> = Vec::new();
+        let mut rx = ReceiverStream::new(rx);
+        let mut outcome = json!("incomplete");
+        let mut model = String::new();
+        while let Some(ev) = rx.next().await {
+            let event = match ev {
+                AnswerEvent::Token(t) => {
+                    answer.push_str(&t);
+                    Event::default().event("token").data(json!(t).to_string())
+                }
+                AnswerEvent::Citation(c) => {
+                    cited.push(c.document_id.clone());
+                    let href = format!("/patients/{}/documents/{}", urlencode(&id), urlencode(&c.document_id));
+                    Event::default()
+                        .event("citation")
+                        .data(json!({ "n": c.n, "title": c.title, "snippet": c.snippet, "href": href }).to_string())
+                }
+                AnswerEvent::Done { model: m } => {
+                    outcome = json!("done");
+                    model = m;
+                    Event::default().event("done").data("{}")
+                }
+                AnswerEvent::Failed(m) => {
+                    outcome = json!("failed");
+                    Event::default().event("failed").data(json!(m).to_string())
+                }
+            };
+            let last = matches!(outcome.as_str(), Some("done" | "failed"));
+            if tx.send(event).await.is_err() {
+                outcome = json!("client_left");
+                break;
+            }
+            if last {
+                break;
+            }
+        }
+        let _ = ui2
+            .audit(
+                EventKind::Answer,
+                &a.session.username,
+                json!({ "who": a.who(), "patient": id, "task": kind, "answer": TextDigest::of(&answer), "model": model, "citations": cited, "outcome": outcome }),
+            )
+            .await;
+    });
+    let stream = ReceiverStream::new(out).map(Ok::<_, Infallible>);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// File types a clinician may add to a record.
+const UPLOAD_TYPES: &[&str] = &["application/pdf", "text/plain", "image/png", "image/jpeg"];
+
+pub(super) async fn upload(
+    State(state): State<AppState>,
+    a: Authed,
+    Path(id): Path<String>,
+    mut form: Multipart,
+) -> Result<Response, WebError> {
+    let ui = ui_of(&state)?;
+    let field = form
+        .next_field()
+        .await
+        .map_err(|e| WebError::BadRequest(format!("the upload is not readable: {e}")))?
+        .ok_or_else(|| WebError::BadRequest("choose a file to upload".into()))?;
+    let file_name: String = field.file_name().unwrap_or("upload").chars().filter(|c| !c.is_control()).take(200).collect();
+    let content_type = field.content_type().unwrap_or("application/octet-stream").to_string();
+    if !UPLOAD_TYPES.contains(&content_type.as_str()) {
+        return Err(WebError::BadRequest(format!("{content_type} files cannot be added; use PDF, text, PNG or JPEG")));
+    }
+    let bytes = field.bytes().await.map_err(|e| WebError::BadRequest(format!("the upload is not readable: {e}")))?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let size = bytes.len();
+    let doc_id = ui.clinical.upload(&viewer(&a), &id, &file_name, &content_type, bytes.to_vec()).map_err(clinical_error)?;
+    ui.audit(
+        EventKind::Access,
+        &a.session.username,
+        json!({ "who": a.who(), "action": "upload", "patient": id, "document": doc_id, "sha256": digest, "bytes": size, "content_type": content_type }),
+    )
+    .await?;
+    Ok(Json(json!({ "document_id": doc_id })).into_response())
+}

@@ -1,0 +1,236 @@
+//! The UI in a real headless Chromium, driven through chromedriver over WebDriver, against the
+//! real TLS listener: sign in, the admin's health page, the idle sign-out, a clinician's
+//! streamed answer with a clickable citation. Screenshots go to
+//! `$CARGO_TARGET_TMPDIR/browser-artifacts/`.
+//!
+//! Tier `browser_`: needs Debian `chromium` and `chromium-driver`; fails naming them if absent.
+
+mod web_support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use tokio::sync::mpsc;
+use wardbox::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Viewer};
+use wardbox::web::{Role, TlsMode, WebConfig, app, tls};
+use web_support::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn start_driver() -> Driver {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(Path::new(bin).exists(), "the browser_ tests need {bin}: apt-get install chromium chromium-driver");
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver { child, port }
+}
+
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    // The local CA is not installed in this throwaway profile; the TLS tests check the chain.
+    caps.insert("acceptInsecureCerts".into(), json!(true));
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session through chromedriver")
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    std::fs::write(artifacts().join(name), png).expect("save screenshot");
+}
+
+/// The UI over TLS on a free port, with the given session idle limit.
+async fn serve(h: &Harness, dir: &Path) -> String {
+    let web = WebConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        tls: TlsMode::LocalCa,
+        hostnames: vec!["localhost".into()],
+        ..WebConfig::default()
+    };
+    let (bound, _) = tls::bind(&web, dir).await.expect("bind");
+    let port = bound.local_addr().expect("addr").port();
+    let router = app(h.state.clone());
+    tokio::spawn(async move {
+        let _ = bound.serve(router, || std::future::pending::<()>()).await;
+    });
+    format!("https://localhost:{port}")
+}
+
+async fn sign_in_as(c: &Client, base: &str, user: &str) {
+    c.goto(&format!("{base}/login")).await.expect("login page");
+    c.find(Locator::Id("username")).await.expect("username").send_keys(user).await.expect("type");
+    c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type");
+    c.find(Locator::Id("signin")).await.expect("button").click().await.expect("click");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_admin_sees_health_then_is_signed_out_when_idle() {
+    let driver = start_driver();
+    let web = WebConfig { idle_timeout_secs: 6, ..WebConfig::default() };
+    let h = Harness::with_real_clock(web, None);
+    h.add_user("it.admin", Role::Admin, false);
+    let base = serve(&h, h.dir.path()).await;
+    let profile = tempfile::tempdir().expect("profile");
+    let c = browser(&driver, profile.path()).await;
+
+    sign_in_as(&c, &base, "it.admin").await;
+    let stages = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("stages")).await.expect("the health page");
+    assert!(stages.text().await.expect("text").contains("Stage"));
+    assert_eq!(c.current_url().await.expect("url").path(), "/admin");
+    let state = c.find(Locator::Id("health-state")).await.expect("state").text().await.expect("text");
+    assert!(["serving", "degraded", "failed"].contains(&state.as_str()), "{state}");
+    let timer = c.find(Locator::Id("session-left")).await.expect("timer").text().await.expect("text");
+    assert!(timer.starts_with("0:0"), "the session timer shows {timer:?}");
+    screenshot(&c, "admin-health.png").await;
+
+    // Leave it alone: the page's timer and the server both end the session.
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_url(&url::Url::parse(&format!("{base}/login?m=idle")).expect("url"))
+        .await
+        .expect("signed out after the idle limit");
+    let message = c.find(Locator::Id("message")).await.expect("message").text().await.expect("text");
+    assert!(message.contains("without activity"), "{message}");
+    screenshot(&c, "idle-signed-out.png").await;
+    // The server agrees: the health page now asks for a sign-in.
+    c.goto(&format!("{base}/admin")).await.expect("goto");
+    assert_eq!(c.current_url().await.expect("url").path(), "/login");
+    assert!(h.audit_records().iter().any(|r| r.kind == "logout" && r.detail.contains("idle")));
+    c.close().await.expect("close");
+}
+
+/// Plays a fixed answer through the `Clinical` interface, so this test checks the page's
+/// streaming and citation rendering, not a model (the engine's tests cover the model).
+#[derive(Debug)]
+struct Scripted;
+
+impl Clinical for Scripted {
+    fn patients(&self, _v: &Viewer, _q: &str) -> Result<Vec<PatientSummary>, ClinicalError> {
+        Ok(vec![PatientSummary { id: "p-1".into(), display: "Test Patient, 1970-01-01".into() }])
+    }
+    fn patient(&self, _v: &Viewer, id: &str) -> Result<PatientSummary, ClinicalError> {
+        Ok(PatientSummary { id: id.into(), display: "Test Patient, 1970-01-01".into() })
+    }
+    fn document(&self, _v: &Viewer, _p: &str, d: &str) -> Result<Document, ClinicalError> {
+        Ok(Document { id: d.into(), title: "Labs 14 Jan".into(), text: "Potassium 5.9 mmol/L (high)".into() })
+    }
+    fn run(&self, _v: &Viewer, _p: &str, _t: TaskKind, _text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            for t in ["The latest ", "potassium ", "was 5.9 mmol/L ", "[1]."] {
+                let _ = tx.send(AnswerEvent::Token(t.into())).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            let c = Citation { n: 1, document_id: "labs-14".into(), title: "Labs 14 Jan".into(), snippet: "K 5.9".into() };
+            let _ = tx.send(AnswerEvent::Citation(c)).await;
+            let _ = tx.send(AnswerEvent::Done { model: "scripted".into() }).await;
+        });
+        Ok(rx)
+    }
+    fn upload(&self, _v: &Viewer, _p: &str, _f: &str, _c: &str, _b: Vec<u8>) -> Result<String, ClinicalError> {
+        Err(ClinicalError::Unavailable("uploads are not available".into()))
+    }
+    fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError> {
+        Ok(vec![])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_clinician_asks_and_sees_a_streamed_answer_with_a_citation() {
+    let driver = start_driver();
+    let h = Harness::with_real_clock(WebConfig::default(), Some(Arc::new(Scripted)));
+    h.add_user("dr.a", Role::Clinician, false);
+    let base = serve(&h, h.dir.path()).await;
+    let profile = tempfile::tempdir().expect("profile");
+    let c = browser(&driver, profile.path()).await;
+
+    sign_in_as(&c, &base, "dr.a").await;
+    let link = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::LinkText("Test Patient, 1970-01-01")).await.expect("patient list");
+    link.click().await.expect("pick the patient");
+    let q = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("question")).await.expect("ask form");
+    q.send_keys("What was the latest potassium?").await.expect("type");
+    c.find(Locator::Css("#ask-form button")).await.expect("ask").click().await.expect("click");
+    if let Err(e) = c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css("#answer.done")).await {
+        screenshot(&c, "clinician-answer-FAILED.png").await;
+        let html = c.execute("return document.getElementById('patient').outerHTML", vec![]).await.expect("dom");
+        panic!("the answer did not finish ({e}); the page shows {html}");
+    }
+    let answer = c.find(Locator::Id("answer")).await.expect("answer").text().await.expect("text");
+    assert_eq!(answer, "The latest potassium was 5.9 mmol/L [1].");
+    let cite = c.find(Locator::Css("#citations li a")).await.expect("a citation link");
+    assert_eq!(cite.text().await.expect("text"), "Labs 14 Jan");
+    screenshot(&c, "clinician-answer.png").await;
+    cite.click().await.expect("follow the citation");
+    let doc = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("pre.document")).await.expect("document");
+    assert!(doc.text().await.expect("text").contains("Potassium 5.9"));
+    assert_eq!(c.current_url().await.expect("url").path(), "/patients/p-1/documents/labs-14");
+    c.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_without_an_engine_the_page_says_the_model_is_not_available() {
+    let driver = start_driver();
+    let h = Harness::with_real_clock(WebConfig::default(), None);
+    h.add_user("dr.a", Role::Clinician, false);
+    let base = serve(&h, h.dir.path()).await;
+    let profile = tempfile::tempdir().expect("profile");
+    let c = browser(&driver, profile.path()).await;
+    sign_in_as(&c, &base, "dr.a").await;
+    let msg = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("unavailable")).await.expect("message");
+    assert!(msg.text().await.expect("text").contains("not available"));
+    screenshot(&c, "clinician-no-engine.png").await;
+    c.close().await.expect("close");
+}

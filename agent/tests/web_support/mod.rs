@@ -1,0 +1,196 @@
+//! Shared set-up for the web tests: a real SQLCipher store and audit writer in a temporary
+//! directory, accounts, a settable clock, and helpers to send requests through `app(state)`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, Response, header};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use wardbox::audit::{AuditLog, AuditRecord, WriterThread};
+use wardbox::boot::BootLog;
+use wardbox::config::Profile;
+use wardbox::store::{Store, StoreKey};
+use wardbox::web::accounts::{self, NewUser, Role, User};
+use wardbox::web::{AppState, Clinical, Health, ManualClock, Ui, WebConfig, app};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub key: StoreKey,
+    pub store_path: PathBuf,
+    pub state: AppState,
+    pub ui: Arc<Ui>,
+    pub clock: Arc<ManualClock>,
+    writer: Option<WriterThread>,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with(WebConfig::default(), None)
+    }
+
+    pub fn with(web: WebConfig, clinical: Option<Arc<dyn Clinical>>) -> Self {
+        Self::build(web, clinical, false)
+    }
+
+    /// With the system clock: for tests over a real socket where time passes for real.
+    pub fn with_real_clock(web: WebConfig, clinical: Option<Arc<dyn Clinical>>) -> Self {
+        Self::build(web, clinical, true)
+    }
+
+    fn build(web: WebConfig, clinical: Option<Arc<dyn Clinical>>, real_clock: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = StoreKey::random();
+        let store_path = dir.path().join("wardbox.db");
+        let (mut store, _) = Store::open_or_create(&store_path, &key).expect("store");
+        store.migrate().expect("migrate");
+        let (audit, writer) = AuditLog::start(&store_path, &key).expect("audit");
+        let clock = Arc::new(ManualClock::new(1_800_000_000));
+        let checkpoints = wardbox::daemon::checkpoint_log(dir.path());
+        let mut ui = Ui::new(Arc::new(Mutex::new(store)), audit, &web)
+            .with_clock(clock.clone())
+            .with_checkpoints(checkpoints);
+        if let Some(c) = clinical {
+            ui = ui.with_clinical(c);
+        }
+        if real_clock {
+            ui = ui.with_clock(Arc::new(wardbox::web::SystemClock));
+        }
+        let health = Health::from_boot(Profile::Dev, &BootLog::new(Profile::Dev), "2027-01-15T08:00:00Z".into());
+        let state = AppState::with_ui(health, ui);
+        let ui = state.ui.clone().expect("ui");
+        Self { dir, key, store_path, state, ui, clock, writer: Some(writer) }
+    }
+
+    pub fn add_user(&self, username: &str, role: Role, break_glass: bool) -> User {
+        let store = self.ui.store.lock().expect("lock");
+        let new = NewUser { username, display_name: &format!("Test {username}"), role, password: PASSWORD, break_glass };
+        accounts::add_user(store.conn(), &new, "2027-01-15T08:00:00Z").expect("add user")
+    }
+
+    /// A session made directly (for tests about routes, not about signing in).
+    pub fn session(&self, user: &User) -> (String, String) {
+        let (token, s) = self.ui.sessions.create(user, self.clock.now_secs(), false);
+        (token, s.csrf)
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Response<Body> {
+        app(self.state.clone()).oneshot(req).await.expect("infallible")
+    }
+
+    /// Every audit record so far, oldest first (read through a second connection).
+    pub fn audit_records(&self) -> Vec<AuditRecord> {
+        let store = Store::open_existing(&self.store_path, &self.key).expect("open");
+        let mut stmt = store
+            .conn()
+            .prepare("SELECT seq, ts, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq")
+            .expect("prepare");
+        stmt.query_map([], |r| {
+            Ok(AuditRecord {
+                seq: r.get::<_, i64>(0)? as u64,
+                ts: r.get(1)?,
+                kind: r.get(2)?,
+                actor: r.get(3)?,
+                detail: r.get(4)?,
+                prev_hash: r.get(5)?,
+                hash: r.get(6)?,
+            })
+        })
+        .expect("query")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("rows")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // The writer stops when the last AuditLog handle goes; the state holds one, so only
+        // detach here (joining would wait for ourselves).
+        drop(self.writer.take());
+    }
+}
+
+pub trait ClockExt {
+    fn now_secs(&self) -> i64;
+}
+
+impl ClockExt for ManualClock {
+    fn now_secs(&self) -> i64 {
+        wardbox::web::Clock::now(self)
+    }
+}
+
+pub fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).expect("request")
+}
+
+pub fn get_with(path: &str, token: &str) -> Request<Body> {
+    Request::get(path).header(header::COOKIE, format!("wb_session={token}")).body(Body::empty()).expect("request")
+}
+
+/// A URL-encoded form POST with the session cookie (if any) and the given fields.
+pub fn post_form(path: &str, token: Option<&str>, fields: &[(&str, &str)]) -> Request<Body> {
+    let body = serde_urlencoded::to_string(fields).expect("form");
+    let mut b = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(t) = token {
+        b = b.header(header::COOKIE, format!("wb_session={t}"));
+    }
+    b.body(Body::from(body)).expect("request")
+}
+
+pub async fn body_text(resp: Response<Body>) -> String {
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+pub fn location(resp: &Response<Body>) -> String {
+    resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+/// The value a Set-Cookie header gives the named cookie.
+pub fn set_cookie(resp: &Response<Body>, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|rest| rest.split(';').next().unwrap_or_default().to_string()))
+}
+
+pub fn set_cookie_header(resp: &Response<Body>, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The hidden `csrf` field of a rendered form.
+pub fn form_csrf(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("csrf field") + marker.len();
+    html[start..].split('"').next().expect("value").to_string()
+}
+
+/// Sign in through the real pages: GET the form, POST it with its token and cookie.
+/// Returns the response of the POST.
+pub async fn sign_in(h: &Harness, page: &str, username: &str, password: &str, reason: Option<&str>) -> Response<Body> {
+    let form = h.send(get(page)).await;
+    let pre = set_cookie(&form, "wb_login").expect("login cookie");
+    let csrf = form_csrf(&body_text(form).await);
+    let mut fields = vec![("csrf", csrf.as_str()), ("username", username), ("password", password)];
+    if let Some(r) = reason {
+        fields.push(("reason", r));
+    }
+    let body = serde_urlencoded::to_string(&fields).expect("form");
+    let req = Request::post(page)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, format!("wb_login={pre}"))
+        .body(Body::from(body))
+        .expect("request");
+    h.send(req).await
+}

@@ -1,0 +1,145 @@
+// Wardbox UI: the session timer, streamed answers (SSE over fetch), uploads.
+// Served from the box itself; the Content-Security-Policy forbids inline script.
+"use strict";
+
+(function () {
+  const timer = document.getElementById("session-timer");
+  const csrf = timer ? timer.dataset.csrf : "";
+
+  // --- Session timer: counts down from the server's figure, re-synced every 30 s. When it
+  // reaches zero the server has ended the session too; go to the sign-in page.
+  if (timer) {
+    const left = document.getElementById("session-left");
+    let deadline = Date.now() + Number(timer.dataset.remaining) * 1000;
+    const show = () => {
+      const s = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+      left.textContent = Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+      timer.classList.toggle("low", s <= 60);
+      if (s <= 0) {
+        window.location.assign("/login?m=idle");
+      }
+    };
+    const sync = () => {
+      fetch("/session/status", { credentials: "same-origin", headers: { Accept: "application/json" } })
+        // A redirect means the server already ended the session (it sends anonymous
+        // requests to the sign-in page).
+        .then((r) => (r.ok && !r.redirected ? r.json() : { remaining: 0 }))
+        .then((j) => { deadline = Date.now() + Number(j.remaining) * 1000; show(); })
+        .catch(() => {});
+    };
+    show();
+    setInterval(show, 1000);
+    setInterval(sync, 30000);
+  }
+
+  // --- Streaming tasks: POST the form, read the text/event-stream body as it arrives.
+  const patientEl = document.getElementById("patient");
+  const patient = patientEl ? patientEl.dataset.patient : null;
+
+  function el(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text !== undefined) e.textContent = text;
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  async function stream(task, text, out, cites) {
+    out.textContent = "";
+    out.classList.remove("error");
+    out.classList.add("streaming");
+    if (cites) cites.textContent = "";
+    const body = new URLSearchParams({ text: text });
+    let resp;
+    try {
+      resp = await fetch("/patients/" + encodeURIComponent(patient) + "/" + task, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "x-csrf-token": csrf, "Content-Type": "application/x-www-form-urlencoded", Accept: "text/event-stream" },
+        body: body,
+      });
+    } catch (e) {
+      out.textContent = "The box could not be reached.";
+      out.classList.add("error");
+      out.classList.remove("streaming");
+      return;
+    }
+    if (resp.status === 401) { window.location.assign("/login?m=idle"); return; }
+    if (!resp.ok) {
+      const html = await resp.text();
+      const doc = new DOMParser().parseFromString(html, "text/html");
+      const msg = doc.getElementById("message");
+      out.textContent = msg ? msg.textContent : "The request failed (" + resp.status + ").";
+      out.classList.add("error");
+      out.classList.remove("streaming");
+      return;
+    }
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buf.indexOf("\n\n")) >= 0) {
+        const raw = buf.slice(0, cut);
+        buf = buf.slice(cut + 2);
+        let event = "message";
+        let data = "";
+        for (const line of raw.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim();
+          else if (line.startsWith("data:")) data += line.slice(5).replace(/^ /, "");
+        }
+        if (!data) continue;
+        const payload = JSON.parse(data);
+        if (event === "token") {
+          out.append(document.createTextNode(payload));
+        } else if (event === "citation" && cites) {
+          const li = el("li");
+          li.value = payload.n;
+          const a = el("a", payload.title);
+          a.href = payload.href;
+          li.append(a, el("span", " " + payload.snippet, "snippet"));
+          cites.append(li);
+        } else if (event === "failed") {
+          out.append(el("p", "The answer stopped: " + payload, "error"));
+        }
+      }
+    }
+    out.classList.remove("streaming");
+    out.classList.add("done");
+  }
+
+  document.querySelectorAll("form.task").forEach((form) => {
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const task = form.dataset.task;
+      const text = form.querySelector("textarea").value;
+      const out = document.getElementById(task === "ask" ? "answer" : "draft");
+      const cites = task === "ask" ? document.getElementById("citations") : null;
+      stream(task, text, out, cites);
+    });
+  });
+
+  const upload = document.getElementById("upload-form");
+  if (upload) {
+    upload.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const status = document.getElementById("upload-status");
+      const data = new FormData(upload);
+      status.textContent = "Uploading…";
+      const resp = await fetch("/patients/" + encodeURIComponent(patient) + "/upload", {
+        method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf }, body: data,
+      });
+      if (resp.ok) {
+        const j = await resp.json();
+        status.textContent = "Added to the record as document " + j.document_id + ".";
+      } else {
+        const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+        const msg = doc.getElementById("message");
+        status.textContent = msg ? msg.textContent : "The upload failed (" + resp.status + ").";
+        status.className = "error";
+      }
+    });
+  }
+})();
