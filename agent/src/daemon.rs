@@ -161,6 +161,14 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         Duration::from_secs(config.audit.checkpoint_interval_secs),
         stop_rx.clone(),
     ));
+    // Firewall drift: re-verify on schedule, repair, alert and audit each finding.
+    let (fw_state, fw_status) = (state.clone(), status_path.clone());
+    let _firewall_watch = stages::firewall::spawn_watch(
+        &config.firewall,
+        audit.clone(),
+        move |message| raise(&fw_state, &fw_status, "firewall", message),
+        stop_rx.clone(),
+    );
     if let Some(engine) = &engine {
         tokio::spawn(watch_engine(engine.clone(), state.clone(), status_path.clone(), stop_rx.clone()));
     }
