@@ -17,6 +17,9 @@ use crate::store::{Opened, Store};
 use crate::web::{self, AppState, Health};
 use crate::{audit, notify};
 
+/// How often GPU health is re-read after boot.
+const GPU_RECHECK: Duration = Duration::from_secs(10);
+
 /// How long in-flight requests get to finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -37,6 +40,8 @@ pub struct Booted {
     pub writer: WriterThread,
     pub store: Store,
     pub checkpoints: CheckpointLog,
+    /// The GPU probe, re-run periodically; it keeps the health state machines between runs.
+    pub gpu: Arc<dyn stages::gpu::GpuProbe>,
     /// The engine client (and its supervisor); `None` when no engine is configured.
     pub engine: Option<stages::engine::EngineHandle>,
 }
@@ -75,7 +80,9 @@ pub async fn boot(config: &Config) -> (BootLog, Option<Booted>) {
             .and_then(|key| AuditLog::start(&path, key).map_err(|e| e.to_string()));
         (store, started)
     });
-    log.run(StageName::Gpu, || stages::gpu::probe(&config.gpu).probe());
+    // The probe keeps each GPU's health history, so the periodic re-check reuses it.
+    let gpu: Arc<dyn stages::gpu::GpuProbe> = Arc::from(stages::gpu::probe(&config.gpu));
+    log.run(StageName::Gpu, || gpu.probe());
     // The readiness gate: the stage waits until the engine answers (or its timeout).
     let engine = log.run_async(StageName::Engine, stages::engine::start(&config.engine)).await.flatten();
 
@@ -98,7 +105,7 @@ pub async fn boot(config: &Config) -> (BootLog, Option<Booted>) {
         return (log, None);
     }
     let checkpoints = checkpoint_log(&config.state_dir);
-    (log, Some(Booted { audit, writer, store, checkpoints, engine }))
+    (log, Some(Booted { audit, writer, store, checkpoints, gpu, engine }))
 }
 
 fn open_store(
@@ -144,7 +151,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         return Err(DaemonError::Halted { stage, reason });
     };
 
-    let Booted { audit, writer, store, checkpoints, engine } = booted;
+    let Booted { audit, writer, store, checkpoints, gpu, engine } = booted;
     let store = Arc::new(std::sync::Mutex::new(store));
     let ui = web::Ui::new(store.clone(), audit.clone(), &config.web).with_checkpoints(checkpoints.clone());
     let state = AppState::with_ui(health, ui);
@@ -169,6 +176,22 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         move |message| raise(&fw_state, &fw_status, "firewall", message),
         stop_rx.clone(),
     );
+    // GPU health: every change of state is an alert and an audit record, never silent.
+    let (gpu_state, gpu_status, gpu_audit) = (state.clone(), status_path.clone(), audit.clone());
+    tokio::spawn(stages::gpu::recheck(gpu, GPU_RECHECK, stop_rx.clone(), move |t| {
+        if t.to == wardbox_gpu::health::HealthState::Healthy {
+            tracing::info!("{t}");
+        } else {
+            raise(&gpu_state, &gpu_status, "gpu", t.to_string());
+        }
+        let event = AuditEvent::new(EventKind::SecurityAlert, "system", json!({ "source": "gpu", "transition": t }));
+        let audit = gpu_audit.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit.append(event).await {
+                tracing::error!("cannot audit a GPU health change: {e}");
+            }
+        });
+    }));
     if let Some(engine) = &engine {
         tokio::spawn(watch_engine(engine.clone(), state.clone(), status_path.clone(), stop_rx.clone()));
     }
