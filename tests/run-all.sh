@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Run every test tier: unit tests, and the tiers against real components (swtpm, LUKS2 files,
+# nftables in network namespaces, the real model through the real engine, headless Chromium,
+# slapd, the image in qemu). Run as root (after tests/install-deps.sh). A tier whose component
+# is missing FAILS with a message naming it; nothing is skipped in silence.
+#
+# Environment:
+#   WARDBOX_SKIP_QEMU=1   leave out the qemu image test (15-25 minutes); said loudly at the end.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+export WARDBOX_MODEL_CACHE="${WARDBOX_MODEL_CACHE:-$HOME/.cache/wardbox/models}"
+
+failed=()
+passed=()
+step() {
+    local name=$1; shift
+    local t0=$SECONDS
+    echo
+    echo "=== $name: $*"
+    if "$@"; then
+        echo "=== $name: ok ($((SECONDS - t0)) s)"
+        passed+=("$name")
+    else
+        echo "=== $name: FAILED ($((SECONDS - t0)) s)"
+        failed+=("$name")
+    fi
+}
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "run-all: the firewall, TPM and image tiers need root; run as root (sudo $0)" >&2
+    exit 1
+fi
+
+# The release engine serves the model tests of every crate (a debug llama.cpp is ~20x slower).
+step "build engine" cargo build --release -p wardbox-engine --bin wardbox-engine
+export WARDBOX_ENGINE_BIN="$PWD/target/release/wardbox-engine"
+step "fetch test models" models-bundle/fetch-test-model.sh
+step "fetch embedding model" models-bundle/fetch-embedding-model.sh
+step "engine tests" cargo test --release -p wardbox-engine --no-fail-fast
+# Default members: agent (with web, browser, ldap, swtpm, netns tiers), firewall, volume, gpu,
+# rag, firmware-policy, models-bundle.
+step "workspace tests" cargo test --no-fail-fast
+if [ "${WARDBOX_SKIP_QEMU:-}" = 1 ]; then
+    echo "=== qemu image test: NOT RUN (WARDBOX_SKIP_QEMU=1)"
+    failed+=("qemu image test (not run)")
+else
+    step "qemu image test" cargo test -p wardbox-e2e --no-fail-fast -- --nocapture
+fi
+
+echo
+echo "=== summary: ${#passed[@]} tiers passed, ${#failed[@]} failed"
+for f in "${failed[@]}"; do echo "FAILED: $f"; done
+[ ${#failed[@]} -eq 0 ]
