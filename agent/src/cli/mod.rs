@@ -156,7 +156,7 @@ pub fn run(cli: Cli) -> CliResult {
         }
         Command::Dev { base, listen } => {
             let base = std::path::absolute(&base)?;
-            let mut config = Config::dev_defaults(&base);
+            let mut config = dev_config(&base)?;
             if let Some(listen) = listen {
                 config.web.listen = listen;
             }
@@ -165,7 +165,12 @@ pub fn run(cli: Cli) -> CliResult {
                 "wardbox: DEV PROFILE under {}: no TPM, no encrypted volume, no firewall. Not for patient data.",
                 base.display()
             );
-            eprintln!("wardbox: health at http://{}/health", config.web.listen);
+            eprintln!(
+                "wardbox: web UI at {}://{}/ (health at /health)",
+                if config.web.tls == crate::web::TlsMode::PlainHttpDev { "http" } else { "https" },
+                config.web.listen
+            );
+            eprintln!("wardbox: operator commands take -c {}", base.join("wardbox.toml").display());
             runtime()?.block_on(crate::daemon::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -187,6 +192,24 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Gpu(cmd) => gpu::run(cmd),
         Command::Users(cmd) => users::run(cmd),
     }
+}
+
+/// The dev box's configuration: `<base>/wardbox.toml`, written from the built-in defaults on
+/// first use so that the operator commands (`-c <base>/wardbox.toml`) work on it too, and so
+/// that a developer can edit it.
+fn dev_config(base: &Path) -> Result<Config, CliError> {
+    let path = base.join("wardbox.toml");
+    if !path.exists() {
+        std::fs::create_dir_all(base)?;
+        let text = toml::to_string_pretty(&Config::dev_defaults(base)).map_err(|e| CliError::new(e.to_string()))?;
+        std::fs::write(&path, format!("# Wardbox dev profile: NOT for patient data.\n{text}"))?;
+        eprintln!("wardbox: wrote the dev configuration {}", path.display());
+    }
+    let config = load_config(&path)?;
+    if config.profile != crate::config::Profile::Dev {
+        return Err(CliError::new(format!("{} is not a dev profile configuration", path.display())));
+    }
+    Ok(config)
 }
 
 /// Whether an agent process with this pid is alive.
