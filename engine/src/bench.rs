@@ -46,9 +46,13 @@ fn prompt(i: usize) -> String {
     )
 }
 
+/// One stream's figures: prompt tokens, prompt-eval time, generated tokens, generation time,
+/// time to first token.
+type StreamFigures = (u64, Duration, u64, Duration, Duration);
+
 fn run_streams(worker: &Worker, streams: usize, tokens: u32) -> Result<Row, EngineError> {
     let started = Instant::now();
-    let results: Vec<Result<(u64, Duration, u64, Duration, Duration), EngineError>> = std::thread::scope(|s| {
+    let results: Vec<Result<StreamFigures, EngineError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..streams)
             .map(|i| {
                 s.spawn(move || {

@@ -436,14 +436,19 @@ async fn model_ollama_rs_client_works() {
 async fn model_python_ollama_client_works() {
     let e = start(store().root(), &[GEMMA], &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ollama_python_client.py");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    // The venv fetch-test-model.sh makes, unless PYTHON names another interpreter.
+    let venv = store_dir().parent().map(|c| c.join("venv/bin/python3"));
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| match venv {
+        Some(v) if v.exists() => v.display().to_string(),
+        _ => "python3".into(),
+    });
     let out = tokio::process::Command::new(&python)
         .arg(&script)
         .arg(&e.base)
         .arg(GEMMA)
         .output()
         .await
-        .unwrap_or_else(|err| panic!("MISSING: cannot run {python} ({err}); install python3 and `pip install ollama==0.6.3`"));
+        .unwrap_or_else(|err| panic!("MISSING: cannot run {python} ({err}); run models-bundle/fetch-test-model.sh (it makes a venv with the ollama client)"));
     assert!(
         out.status.success(),
         "the ollama Python client failed against the engine:\n{}{}",

@@ -89,7 +89,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::List => {
-            println!("{:<40} {:<16} {:>12}  {}", "NAME", "ID", "SIZE", "DETAILS");
+            println!("{:<40} {:<16} {:>12}  DETAILS", "NAME", "ID", "SIZE");
             for e in store.list()? {
                 let details = e
                     .config
