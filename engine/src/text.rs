@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn stop_sequences() {
-        let cases: &[(&[&str], &[&str], (&str, bool))] = &[
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], (&'a str, bool));
+        let cases: &[Case] = &[
             (&["\n\n"], &["Hello", " world"], ("Hello world", false)),
             (&["\n\n"], &["Hello\n", "\nmore"], ("Hello", true)),
             (&["STOP"], &["abcST", "OPdef"], ("abc", true)),
