@@ -335,19 +335,34 @@ impl Vm {
         }
     }
 
-    /// ACPI power button, then wait for qemu to exit; killed after `timeout`.
-    pub fn shutdown(mut self, timeout: Duration) -> Result<(), String> {
-        let sent = std::os::unix::net::UnixStream::connect(&self.monitor_socket)
-            .and_then(|mut s| s.write_all(b"system_powerdown\n"));
+    /// Press the ACPI power button (again every 20 s: an early press can be missed while the
+    /// guest is still settling) and wait for qemu to exit. Returns whether the guest powered
+    /// off by itself; after `timeout` the power is cut (`quit`), like pulling the plug.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<bool, String> {
+        let monitor = |command: &str| {
+            std::os::unix::net::UnixStream::connect(&self.monitor_socket).and_then(|mut s| {
+                s.write_all(format!("{command}\n").as_bytes())?;
+                // Let qemu read the line before the connection closes.
+                std::thread::sleep(Duration::from_millis(500));
+                Ok(())
+            })
+        };
         let deadline = Instant::now() + timeout;
+        let mut next_press = Instant::now();
         loop {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return sent.map_err(|e| format!("monitor: {e}"));
+                return Ok(true);
             }
             if Instant::now() > deadline {
+                let _ = monitor("quit");
+                std::thread::sleep(Duration::from_secs(5));
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                return Err(format!("the guest did not power off within {} s (killed)", timeout.as_secs()));
+                return Ok(false);
+            }
+            if Instant::now() >= next_press {
+                monitor("system_powerdown").map_err(|e| format!("cannot reach the qemu monitor: {e}"))?;
+                next_press = Instant::now() + Duration::from_secs(20);
             }
             std::thread::sleep(Duration::from_millis(250));
         }
