@@ -153,7 +153,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
 
     let Booted { audit, writer, store, checkpoints, gpu, engine } = booted;
     let store = Arc::new(std::sync::Mutex::new(store));
-    let ui = web::Ui::new(store.clone(), audit.clone(), &config.web).with_checkpoints(checkpoints.clone());
+    let ui = web::Ui::new(store.clone(), audit.clone(), &config.web)
+        .with_checkpoints(checkpoints.clone())
+        .with_egress(web::egress::for_firewall(&config.firewall));
     let state = AppState::with_ui(health, ui);
     let (stop_tx, stop_rx) = watch::channel(false);
     let _ = audit

@@ -265,7 +265,12 @@ struct EgressPage {
 
 pub(super) async fn egress(State(state): State<AppState>, a: Authed) -> Result<Response, WebError> {
     let ui = ui_of(&state)?;
-    let (counters, unavailable) = match ui.egress.blocked() {
+    // Reading the counters runs `nft`: off the async threads.
+    let source = ui.egress.clone();
+    let read = tokio::task::spawn_blocking(move || source.blocked())
+        .await
+        .map_err(|e| WebError::Internal(format!("counter task failed: {e}")))?;
+    let (counters, unavailable) = match read {
         Ok(c) => (c.into_iter().map(|(name, packets, bytes)| CounterRow { name, packets, bytes }).collect(), None),
         Err(e) => (Vec::new(), Some(e)),
     };

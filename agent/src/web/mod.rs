@@ -10,6 +10,7 @@ mod admin;
 mod assets;
 pub mod clinical;
 mod config;
+pub mod egress;
 mod error;
 mod guard;
 mod health;
