@@ -104,7 +104,7 @@ async fn serve(h: &Harness, dir: &Path) -> String {
     let port = bound.local_addr().expect("addr").port();
     let router = app(h.state.clone());
     tokio::spawn(async move {
-        let _ = bound.serve(router, || std::future::pending::<()>()).await;
+        let _ = bound.serve(router, std::future::pending::<()>).await;
     });
     format!("https://localhost:{port}")
 }

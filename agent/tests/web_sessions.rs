@@ -179,9 +179,10 @@ async fn state_changing_requests_without_the_session_token_are_refused() {
     cross.headers_mut().insert(header::HOST, "wardbox.local".parse().expect("h"));
     assert_eq!(h.send(cross).await.status(), StatusCode::FORBIDDEN);
     // Nothing was created by any of them; the right token works, as a header too.
-    let store = h.ui.store.lock().expect("lock");
-    assert!(wardbox::web::accounts::find_by_username(store.conn(), "dr.new").expect("q").is_none());
-    drop(store);
+    {
+        let store = h.ui.store.lock().expect("lock");
+        assert!(wardbox::web::accounts::find_by_username(store.conn(), "dr.new").expect("q").is_none());
+    }
     let mut ok = create(None);
     ok.headers_mut().insert("x-csrf-token", csrf.parse().expect("h"));
     assert_eq!(h.send(ok).await.status(), StatusCode::OK);

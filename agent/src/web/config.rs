@@ -260,7 +260,8 @@ mod tests {
 
     #[test]
     fn bad_web_settings_name_their_key() {
-        let cases: Vec<(Profile, Box<dyn FnOnce(&mut WebConfig)>, &str)> = vec![
+        type Case = (Profile, Box<dyn FnOnce(&mut WebConfig)>, &'static str);
+        let cases: Vec<Case> = vec![
             (Profile::Appliance, Box::new(|c| c.tls = TlsMode::PlainHttpDev), "`web.tls`"),
             (Profile::Dev, Box::new(|c| { c.tls = TlsMode::PlainHttpDev; c.listen = "0.0.0.0:80".parse().expect("addr") }), "loopback"),
             (Profile::Appliance, Box::new(|c| c.idle_timeout_secs = 7200), "`web.idle_timeout_secs`"),

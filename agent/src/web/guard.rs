@@ -193,10 +193,10 @@ fn anonymous(verb: Verb, ended: Ended, secure: bool) -> Response {
     } else {
         (StatusCode::UNAUTHORIZED, "sign in first").into_response()
     };
-    if ended != Ended::Unknown {
-        if let Ok(v) = HeaderValue::from_str(&clear_cookie(SESSION_COOKIE, "/", secure)) {
-            resp.headers_mut().append(header::SET_COOKIE, v);
-        }
+    if ended != Ended::Unknown
+        && let Ok(v) = HeaderValue::from_str(&clear_cookie(SESSION_COOKIE, "/", secure))
+    {
+        resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp
 }

@@ -216,7 +216,7 @@ fn make_ca(hostnames: &[String], now: jiff::Timestamp) -> Result<(String, KeyPai
     let (y, m, d) = ymd(now - jiff::SignedDuration::from_hours(24));
     ca.not_before = rcgen::date_time_ymd(y, m, d);
     let (y, m, d) = ymd(now);
-    ca.not_after = rcgen::date_time_ymd(i32::from(y) + i32::from(CA_YEARS), m, d.min(28));
+    ca.not_after = rcgen::date_time_ymd(y + i32::from(CA_YEARS), m, d.min(28));
     let key = KeyPair::generate()?;
     let cert = ca.self_signed(&key)?;
     Ok((cert.pem(), key))
