@@ -44,6 +44,9 @@ pub enum Command {
         /// Address of the web server.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Open the web UI in the desktop's browser once it answers.
+        #[arg(long)]
+        open: bool,
     },
     /// Show the running agent's boot stages, alerts and missing protections.
     Status {
@@ -154,11 +157,14 @@ pub fn run(cli: Cli) -> CliResult {
             runtime()?.block_on(crate::daemon::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dev { base, listen } => {
+        Command::Dev { base, listen, open } => {
             let base = std::path::absolute(&base)?;
             let mut config = dev_config(&base)?;
             if let Some(listen) = listen {
                 config.web.listen = listen;
+            }
+            if config.engine.endpoint.is_none() {
+                config.engine = dev_engine()?;
             }
             config.validate()?;
             eprintln!(
@@ -171,6 +177,10 @@ pub fn run(cli: Cli) -> CliResult {
                 config.web.listen
             );
             eprintln!("wardbox: operator commands take -c {}", base.join("wardbox.toml").display());
+            if open {
+                let scheme = if config.web.tls == crate::web::TlsMode::PlainHttpDev { "http" } else { "https" };
+                open_when_up(config.web.listen, format!("{scheme}://{}/", config.web.listen));
+            }
             runtime()?.block_on(crate::daemon::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -210,6 +220,68 @@ fn dev_config(base: &Path) -> Result<Config, CliError> {
         return Err(CliError::new(format!("{} is not a dev profile configuration", path.display())));
     }
     Ok(config)
+}
+
+/// The dev box's engine: `wardbox-engine` beside this binary (or `WARDBOX_ENGINE_BIN`) serving
+/// the bundled small model from the test-model store, on a free loopback port. When either is
+/// missing the box runs without an engine and says how to get one.
+fn dev_engine() -> Result<crate::stages::engine::EngineConfig, CliError> {
+    use crate::stages::engine::{EngineConfig, SupervisedEngine};
+    let binary = std::env::var_os("WARDBOX_ENGINE_BIN")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("wardbox-engine"))));
+    let store = std::env::var_os("WARDBOX_MODEL_STORE").map(PathBuf::from).or_else(|| {
+        let cache = std::env::var_os("WARDBOX_MODEL_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wardbox/models")))?;
+        Some(cache.join("store"))
+    });
+    let (Some(binary), Some(store)) = (binary.filter(|b| b.exists()), store.filter(|s| s.join("manifests").is_dir())) else {
+        eprintln!(
+            "wardbox: DEV PROFILE without an engine: build it (cargo build --release -p wardbox-engine) and fetch the model (models-bundle/fetch-test-model.sh)"
+        );
+        return Ok(EngineConfig::default());
+    };
+    // A free port now; the engine binds it a moment later. Only loopback is ever used.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    eprintln!("wardbox: dev engine {} serving gemma3:270m from {}", binary.display(), store.display());
+    Ok(EngineConfig {
+        endpoint: Some(format!("http://127.0.0.1:{port}/")),
+        supervise: Some(SupervisedEngine {
+            binary,
+            store,
+            socket: None,
+            preload: vec!["gemma3:270m".into()],
+            slots: 4,
+            ctx_per_slot: 2048,
+            threads: None,
+            gpu_layers: 0,
+        }),
+        ..EngineConfig::default()
+    })
+}
+
+/// Open `url` in the desktop's browser (xdg-open) once `addr` accepts connections.
+fn open_when_up(addr: std::net::SocketAddr, url: String) {
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let opened = std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !opened {
+            eprintln!("wardbox: open {url} in your browser (no desktop browser found)");
+        }
+    });
 }
 
 /// Whether an agent process with this pid is alive.
