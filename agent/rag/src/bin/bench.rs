@@ -241,7 +241,9 @@ fn main() -> std::process::ExitCode {
         Some(url) => match OllamaEmbedder::new(url, &a.embed_model, index::DIMS) {
             Err(e) => println!("  {}: {e}", a.embed_model),
             Ok(emb) => {
-                match rt.block_on(ingest_rate(&emb, &a.dir, 1)) {
+                // Load the model first: the first request pays for it, ingest should not.
+                let _ = rt.block_on(emb.embed(&["warm up".to_owned()]));
+                match rt.block_on(ingest_rate(&emb, &a.dir, 5)) {
                     Ok((n, r)) => println!("{:<44} {:>12.2}   ({n} chunks)", format!("  {} via {url}", a.embed_model), r),
                     Err(e) => println!("  {}: failed: {e}", a.embed_model),
                 }
