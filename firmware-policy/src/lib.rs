@@ -17,7 +17,7 @@ pub const DEFAULT_POLICY_TOML: &str = include_str!("../default.toml");
 pub const DEFAULT_EFIVARS_DIR: &str = "/sys/firmware/efi/efivars";
 
 /// The UEFI global variable GUID that `SecureBoot` lives under.
-const EFI_GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-e98c2b4aa0ea";
+const EFI_GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
 
 /// The highest PCR index a TPM 2.0 PC client implements (24 PCRs, 0..=23).
 pub const MAX_PCR: u8 = 23;
@@ -267,6 +267,16 @@ pub fn decode_secure_boot_var(bytes: &[u8]) -> SecureBootState {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The file name Linux gives the variable, as the UEFI specification defines its GUID
+    /// (EFI_GLOBAL_VARIABLE, 8BE4DF61-93CA-11D2-AA0D-00E098032B8C). A wrong GUID makes every
+    /// real box read Secure Boot as unknown, which the appliance treats as off.
+    #[test]
+    fn secure_boot_is_read_from_the_efi_global_variable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"), [6, 0, 0, 0, 1]).unwrap();
+        assert_eq!(read_secure_boot_state(dir.path()), SecureBootState::Enabled);
+    }
 
     #[test]
     fn shipped_default_is_sha256_pcr7_secure_boot_required() {

@@ -330,7 +330,7 @@ mod tests {
         let policy = dir.path().join("firmware-policy.toml");
         std::fs::write(&policy, wardbox_firmware_policy::DEFAULT_POLICY_TOML).unwrap();
         let efivars = dir.path().join("efivars").tap_mkdir();
-        std::fs::write(efivars.join("SecureBoot-8be4df61-93ca-11d2-aa0d-e98c2b4aa0ea"), [6, 0, 0, 0, 1]).unwrap();
+        std::fs::write(efivars.join("SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"), [6, 0, 0, 0, 1]).unwrap();
         let device = dir.path().join("data.img");
         std::fs::File::create(&device).unwrap().set_len(32 * 1024 * 1024).unwrap();
         let mut config = Config::dev_defaults(dir.path());

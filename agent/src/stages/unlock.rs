@@ -476,7 +476,7 @@ mount_point = "/var/lib/wardbox/data"
         std::fs::write(&policy, wardbox_firmware_policy::DEFAULT_POLICY_TOML).unwrap();
         let efivars = dir.path().join("efivars");
         std::fs::create_dir(&efivars).unwrap();
-        std::fs::write(efivars.join("SecureBoot-8be4df61-93ca-11d2-aa0d-e98c2b4aa0ea"), [6, 0, 0, 0, 0]).unwrap();
+        std::fs::write(efivars.join("SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"), [6, 0, 0, 0, 0]).unwrap();
         let u = TpmLuksUnlocker::new(Luks2TpmConfig {
             device: dir.path().join("absent.img"),
             mapper_name: "x".into(),
@@ -506,7 +506,7 @@ mount_point = "/var/lib/wardbox/data"
         std::fs::write(&policy, wardbox_firmware_policy::DEFAULT_POLICY_TOML).unwrap();
         let efivars = dir.path().join("efivars");
         std::fs::create_dir(&efivars).unwrap();
-        std::fs::write(efivars.join("SecureBoot-8be4df61-93ca-11d2-aa0d-e98c2b4aa0ea"), [6, 0, 0, 0, 1]).unwrap();
+        std::fs::write(efivars.join("SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"), [6, 0, 0, 0, 1]).unwrap();
         let device = dir.path().join("data.img");
         std::fs::File::create(&device).unwrap().set_len(32 * 1024 * 1024).unwrap();
         let u = TpmLuksUnlocker::new(Luks2TpmConfig {
