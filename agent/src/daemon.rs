@@ -156,7 +156,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let ui = web::Ui::new(store.clone(), audit.clone(), &config.web)
         .with_checkpoints(checkpoints.clone())
         .with_egress(web::egress::for_firewall(&config.firewall));
-    let state = AppState::with_ui(health, ui);
+    let state = AppState::with_ui(health, ui).with_metrics(Arc::new(web::metrics::GpuMetrics(gpu.clone())));
     let (stop_tx, stop_rx) = watch::channel(false);
     let _ = audit
         .append(AuditEvent::new(EventKind::Lifecycle, "system", json!({ "event": "serving", "listen": config.web.listen })))
@@ -180,7 +180,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     );
     // GPU health: every change of state is an alert and an audit record, never silent.
     let (gpu_state, gpu_status, gpu_audit) = (state.clone(), status_path.clone(), audit.clone());
-    tokio::spawn(stages::gpu::recheck(gpu, GPU_RECHECK, stop_rx.clone(), move |t| {
+    tokio::spawn(stages::gpu::recheck(gpu.clone(), GPU_RECHECK, stop_rx.clone(), move |t| {
         if t.to == wardbox_gpu::health::HealthState::Healthy {
             tracing::info!("{t}");
         } else {

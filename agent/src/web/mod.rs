@@ -24,7 +24,7 @@ pub mod tls;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 
 pub use accounts::Role;
@@ -53,16 +53,24 @@ pub struct AppState {
     pub health: SharedHealth,
     /// The UI's services. `None` (health-only state): every UI route answers 503.
     pub ui: Option<Arc<Ui>>,
+    /// What `/metrics` exposes (GPU health first; engine and request metrics add theirs).
+    pub metrics: Vec<Arc<dyn metrics::MetricsSource>>,
 }
 
 impl AppState {
     /// Health only, no UI (tests of the health endpoint, or a box whose store failed).
     pub fn new(health: Health) -> Self {
-        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: None }
+        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: None, metrics: Vec::new() }
     }
 
     pub fn with_ui(health: Health, ui: Ui) -> Self {
-        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: Some(Arc::new(ui)) }
+        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: Some(Arc::new(ui)), metrics: Vec::new() }
+    }
+
+    /// Add a source to `/metrics`.
+    pub fn with_metrics(mut self, source: Arc<dyn metrics::MetricsSource>) -> Self {
+        self.metrics.push(source);
+        self
     }
 }
 
@@ -205,6 +213,8 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Post, "/login/emergency", Public),
     route(Get, "/static/{file}", Public),
     route(Get, "/health", LoopbackOr(OVERSIGHT)),
+    // Scraped by a local Prometheus agent, or by an admin; no PHI, but it describes the box.
+    route(Get, "/metrics", LoopbackOr(ADMINS)),
     route(Get, "/", Roles(EVERYONE)),
     route(Post, "/logout", Roles(EVERYONE)),
     route(Get, "/session/status", Roles(EVERYONE)),
@@ -235,6 +245,7 @@ pub fn app(state: AppState) -> Router {
         .route("/login/emergency", get(login::emergency_page).post(login::emergency_submit))
         .route("/static/{file}", get(assets::serve))
         .route("/health", get(health::get_health))
+        .route("/metrics", get(|State(s): State<AppState>| async move { metrics::respond(&s.metrics) }))
         .route("/", get(pages::home))
         .route("/logout", post(login::logout))
         .route("/session/status", get(pages::session_status))
