@@ -338,17 +338,7 @@ fn search_audit(s: &crate::store::Store, needle: &str, kind: &str) -> rusqlite::
          ORDER BY seq DESC LIMIT ?3",
     )?;
     let rows = stmt
-        .query_map(rusqlite::params![kind, like, AUDIT_PAGE], |row| {
-            Ok(AuditRecord {
-                seq: row.get::<_, i64>(0)? as u64,
-                ts: row.get(1)?,
-                kind: row.get(2)?,
-                actor: row.get(3)?,
-                detail: row.get(4)?,
-                prev_hash: row.get(5)?,
-                hash: row.get(6)?,
-            })
-        })?
+        .query_map(rusqlite::params![kind, like, AUDIT_PAGE], AuditRecord::from_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
