@@ -40,7 +40,17 @@ step "fetch embedding model" models-bundle/fetch-embedding-model.sh
 step "engine tests" cargo test --release -p wardbox-engine --no-fail-fast
 # Default members: agent (with web, browser, ldap, swtpm, netns tiers), firewall, volume, gpu,
 # rag, firmware-policy, models-bundle.
-step "workspace tests" cargo test --no-fail-fast
+# One re-run on failure, reported loudly as FLAKY when it then passes: a test binary of the web
+# tier has been seen to crash with SIGSEGV after all its tests passed (process exit racing a
+# thread that still closes a SQLCipher connection; open until fixed). A real failure fails twice.
+workspace_tests() {
+    cargo test --no-fail-fast && return 0
+    echo "=== workspace tests failed; running them once more to tell a flake from a failure"
+    flaky+=("workspace tests (failed once, see the first run above)")
+    cargo test --no-fail-fast
+}
+flaky=()
+step "workspace tests" workspace_tests
 if [ "${WARDBOX_RUN_QEMU:-}" = 1 ]; then
     step "qemu image test" env WARDBOX_E2E_STRICT=1 cargo test -p wardbox-e2e --no-fail-fast -- --nocapture
 else
@@ -52,4 +62,5 @@ fi
 echo
 echo "=== summary: ${#passed[@]} tiers passed, ${#failed[@]} failed"
 for f in "${failed[@]}"; do echo "FAILED: $f"; done
+for f in "${flaky[@]}"; do echo "FLAKY: $f"; done
 [ ${#failed[@]} -eq 0 ]
