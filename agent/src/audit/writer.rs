@@ -55,6 +55,23 @@ impl WriterThread {
             let _ = handle.join();
         }
     }
+
+    /// Wait at most `limit` for the writer to finish; false (and detached) if it has not.
+    /// For owners that cannot know whether every [`AuditLog`] handle is gone yet.
+    pub fn join_within(self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while let Some(handle) = self.0.as_ref() {
+            if handle.is_finished() {
+                self.join();
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
 }
 
 impl AuditLog {

@@ -25,7 +25,21 @@ pub struct Harness {
     pub state: AppState,
     pub ui: Arc<Ui>,
     pub clock: Arc<ManualClock>,
-    writer: Option<WriterThread>,
+    /// Last field: dropped after `state` and `ui` release their audit handles.
+    writer: WriterGuard,
+}
+
+/// Joins the audit writer when the harness goes, so that it does not close its SQLCipher
+/// connection while the test process exits (seen as a SIGSEGV after every test passed). A
+/// server task still holding a handle keeps it alive; then it is left detached after a while.
+struct WriterGuard(Option<WriterThread>);
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        if let Some(writer) = self.0.take() {
+            writer.join_within(std::time::Duration::from_secs(2));
+        }
+    }
 }
 
 impl Harness {
@@ -63,7 +77,7 @@ impl Harness {
         let health = Health::from_boot(Profile::Dev, &BootLog::new(Profile::Dev), "2027-01-15T08:00:00Z".into());
         let state = AppState::with_ui(health, ui);
         let ui = state.ui.clone().expect("ui");
-        Self { dir, key, store_path, state, ui, clock, writer: Some(writer) }
+        Self { dir, key, store_path, state, ui, clock, writer: WriterGuard(Some(writer)) }
     }
 
     pub fn add_user(&self, username: &str, role: Role, break_glass: bool) -> User {
@@ -89,30 +103,13 @@ impl Harness {
             .conn()
             .prepare("SELECT seq, ts, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq")
             .expect("prepare");
-        stmt.query_map([], |r| {
-            Ok(AuditRecord {
-                seq: r.get::<_, i64>(0)? as u64,
-                ts: r.get(1)?,
-                kind: r.get(2)?,
-                actor: r.get(3)?,
-                detail: r.get(4)?,
-                prev_hash: r.get(5)?,
-                hash: r.get(6)?,
-            })
-        })
+        stmt.query_map([], AuditRecord::from_row)
         .expect("query")
         .collect::<Result<Vec<_>, _>>()
         .expect("rows")
     }
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        // The writer stops when the last AuditLog handle goes; the state holds one, so only
-        // detach here (joining would wait for ourselves).
-        drop(self.writer.take());
-    }
-}
 
 pub trait ClockExt {
     fn now_secs(&self) -> i64;
