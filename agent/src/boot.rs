@@ -152,7 +152,7 @@ pub struct StageRecord {
 }
 
 /// Judge a stage's result against the profile. Pure: the heart of "fail closed".
-pub fn judge(profile: Profile, stage: StageName, result: &Result<StageReport, String>) -> (Outcome, String) {
+pub fn judge(profile: Profile, result: &Result<StageReport, String>) -> (Outcome, String) {
     match result {
         Err(reason) => (Outcome::Failed, reason.clone()),
         Ok(report) if !report.missing.is_empty() => {
@@ -173,10 +173,7 @@ pub fn judge(profile: Profile, stage: StageName, result: &Result<StageReport, St
             }
         }
         Ok(report) if report.degraded => (Outcome::Degraded, report.detail.clone()),
-        Ok(report) => {
-            let _ = stage;
-            (Outcome::Ok, report.detail.clone())
-        }
+        Ok(report) => (Outcome::Ok, report.detail.clone()),
     }
 }
 
@@ -218,7 +215,7 @@ impl BootLog {
             Ok((v, r)) => (Some(v), Ok(r)),
             Err(e) => (None, Err(e)),
         };
-        let (outcome, reason) = judge(self.profile, stage, &report);
+        let (outcome, reason) = judge(self.profile, &report);
         let missing = report.as_ref().map(|r| r.missing.clone()).unwrap_or_default();
         self.log(stage, outcome, &reason);
         self.records.push(StageRecord {
@@ -307,7 +304,7 @@ mod tests {
     #[test]
     fn appliance_refuses_a_missing_protection() {
         let report = Ok(StageReport::without("plain directory", vec![Protection::VolumeEncryption]));
-        let (outcome, reason) = judge(Profile::Appliance, StageName::Unlock, &report);
+        let (outcome, reason) = judge(Profile::Appliance, &report);
         assert_eq!(outcome, Outcome::Failed);
         assert!(reason.contains("refuses"), "{reason}");
         assert!(reason.contains("data volume encryption"), "{reason}");
@@ -316,7 +313,7 @@ mod tests {
     #[test]
     fn dev_runs_without_a_protection_but_says_so() {
         let report = Ok(StageReport::without("no firewall", vec![Protection::EgressFirewall]));
-        let (outcome, reason) = judge(Profile::Dev, StageName::Firewall, &report);
+        let (outcome, reason) = judge(Profile::Dev, &report);
         assert_eq!(outcome, Outcome::Degraded);
         assert!(reason.contains("WITHOUT egress-deny firewall"), "{reason}");
     }

@@ -129,7 +129,8 @@ impl AuditRecord {
         Self::compute_hash(self.seq, &self.ts, &self.kind, &self.actor, &self.detail, &self.prev_hash)
     }
 
-    pub(crate) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+    /// Read a record from a row selected in the column order of the `audit` table.
+    pub fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(AuditRecord {
             seq: row.get::<_, i64>(0)? as u64,
             ts: row.get(1)?,
