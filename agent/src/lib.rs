@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod boot;
 pub mod cli;
+pub mod clinical;
 pub mod config;
 pub mod daemon;
 pub mod logging;

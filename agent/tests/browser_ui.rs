@@ -1,10 +1,12 @@
 //! The UI in a real headless Chromium, driven through chromedriver over WebDriver, against the
 //! real TLS listener: sign in, the admin's health page, the idle sign-out, a clinician's
-//! streamed answer with a clickable citation. Screenshots go to
+//! streamed answer with a clickable citation (scripted, and from the real model over the real
+//! index: tier `model_` too, needing the engine and the test models). Screenshots go to
 //! `$CARGO_TARGET_TMPDIR/browser-artifacts/`.
 //!
 //! Tier `browser_`: needs Debian `chromium` and `chromium-driver`; fails naming them if absent.
 
+mod model_support;
 mod web_support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +19,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use tokio::sync::mpsc;
 use wardbox::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Viewer};
+use wardbox::clinical::pool::StorePool;
+use wardbox::clinical::{self, ClinicalConfig, RagClinical};
+use wardbox::stages::engine;
 use wardbox::web::{Role, TlsMode, WebConfig, app, tls};
 use web_support::*;
 
@@ -233,4 +238,69 @@ async fn browser_without_an_engine_the_page_says_the_model_is_not_available() {
     assert!(msg.text().await.expect("text").contains("not available"));
     screenshot(&c, "clinician-no-engine.png").await;
     c.close().await.expect("close");
+}
+
+/// The whole clinical path in a browser: the real engine and models, the synthetic records in
+/// the harness's own encrypted store, a question typed by a clinician, the streamed answer with
+/// the clinic's footer, and a source followed to the passage in the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_model_clinician_asks_the_real_model_and_follows_a_source_to_the_record() {
+    use model_support::{GEMMA, MINILM, engine_config};
+    let driver = start_driver();
+    let (handle, _) = engine::start(&engine_config(&[GEMMA, MINILM], 2)).await.expect("the engine's readiness gate");
+    let engine = handle.expect("an engine is configured");
+    let config = ClinicalConfig { chat_model: GEMMA.into(), max_answer_tokens: 64, ..ClinicalConfig::dev() };
+    let pool_slot: Arc<std::sync::Mutex<Option<Arc<StorePool>>>> = Arc::default();
+    let (slot, eng, cfg, runtime) = (pool_slot.clone(), engine.clone(), config.clone(), tokio::runtime::Handle::current());
+    let h = Harness::with_store_clinical(WebConfig::default(), move |path, key| {
+        let pool = StorePool::open(path, key, 2).expect("store connections");
+        *slot.lock().expect("lock") = Some(pool.clone());
+        Arc::new(RagClinical::new(pool, eng, cfg, runtime))
+    });
+    let pool = pool_slot.lock().expect("lock").clone().expect("the back end was built");
+    clinical::demo::seed(pool, engine.clone(), config).await;
+    h.add_user("dr.a", Role::Clinician, false);
+    let base = serve(&h, h.dir.path()).await;
+    let profile = tempfile::tempdir().expect("profile");
+    let c = browser(&driver, profile.path()).await;
+
+    sign_in_as(&c, &base, "dr.a").await;
+    let link = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//a[contains(., 'Castellanos')]"))
+        .await
+        .expect("the synthetic patient in the list");
+    link.click().await.expect("pick the patient");
+    let q = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("question")).await.expect("ask form");
+    q.send_keys("Which new diabetes medication was started at the last visit?").await.expect("type");
+    c.find(Locator::Css("#ask-form button")).await.expect("ask").click().await.expect("click");
+    if let Err(e) = c.wait().at_most(Duration::from_secs(300)).for_element(Locator::Css("#answer.done")).await {
+        screenshot(&c, "model-answer-FAILED.png").await;
+        let html = c.execute("return document.getElementById('patient').outerHTML", vec![]).await.expect("dom");
+        panic!("the answer did not finish ({e}); the page shows {html}");
+    }
+    let answer = c.find(Locator::Id("answer")).await.expect("answer").text().await.expect("text");
+    assert!(!answer.contains("The answer stopped"), "{answer}");
+    assert!(answer.contains("not a diagnosis"), "the clinic's footer is under the answer: {answer}");
+    assert!(!answer.contains("[NAME-"), "a pseudonym reached the clinician: {answer}");
+    screenshot(&c, "model-answer.png").await;
+    let sources = c.find_all(Locator::Css("#citations li")).await.expect("sources");
+    let mut with_fact = None;
+    for li in sources {
+        if li.text().await.expect("text").to_lowercase().contains("empagliflozin") {
+            with_fact = Some(li);
+            break;
+        }
+    }
+    let li = with_fact.expect("a source holds the fact");
+    li.find(Locator::Css("a")).await.expect("the source's link").click().await.expect("follow it");
+    let doc = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("pre.document")).await.expect("the document");
+    assert!(doc.text().await.expect("text").to_lowercase().contains("empagliflozin"));
+    screenshot(&c, "model-source.png").await;
+    let records = h.audit_records();
+    let answered = records.iter().find(|r| r.kind == "answer").expect("the answer is audited");
+    assert!(answered.detail.contains("cited_chunks") && !answered.detail.to_lowercase().contains("empagliflozin"), "{}", answered.detail);
+    c.close().await.expect("close");
+    engine.shutdown().await;
 }

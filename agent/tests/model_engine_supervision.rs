@@ -6,66 +6,23 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+mod model_support;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use ollama_rs::generation::chat::ChatMessage;
 use ollama_rs::models::ModelOptions;
-use wardbox::stages::engine::{self, ChatChunk, EngineCallError, EngineConfig, EngineState, SupervisedEngine};
-
-const GEMMA: &str = "gemma3:270m";
-
-fn engine_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("WARDBOX_ENGINE_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
-    for candidate in [target.join("debug/wardbox-engine"), target.join("release/wardbox-engine"), root.join("target-engine/debug/wardbox-engine")] {
-        if candidate.exists() {
-            return candidate.canonicalize().unwrap();
-        }
-    }
-    panic!(
-        "MISSING ENGINE BINARY: build it with `cargo build -p wardbox-engine` (looked in {}), or set WARDBOX_ENGINE_BIN",
-        target.display()
-    );
-}
-
-fn store_dir() -> PathBuf {
-    let dir = std::env::var("WARDBOX_MODEL_STORE").map(PathBuf::from).unwrap_or_else(|_| {
-        let cache = std::env::var("WARDBOX_MODEL_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/wardbox/models"));
-        cache.join("store")
-    });
-    if !dir.join("manifests/registry.ollama.ai/library/gemma3/270m").exists() {
-        panic!("MISSING TEST MODEL: {GEMMA} is not in {}; run models-bundle/fetch-test-model.sh", dir.display());
-    }
-    dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use model_support::{GEMMA, engine_config, free_port};
+use wardbox::stages::engine::{self, ChatChunk, EngineCallError, EngineConfig, EngineState};
 
 fn config(port: u16) -> EngineConfig {
-    EngineConfig {
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
-        supervise: Some(SupervisedEngine {
-            binary: engine_binary(),
-            store: store_dir(),
-            socket: None,
-            preload: vec![GEMMA.into()],
-            slots: 2,
-            ctx_per_slot: 1024,
-            threads: Some(1),
-            gpu_layers: 0,
-        }),
-        ready_timeout_secs: 120,
-        probe_interval_secs: 1,
+    let mut c = engine_config(&[GEMMA], 1);
+    c.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    if let Some(s) = c.supervise.as_mut() {
+        s.ctx_per_slot = 1024;
     }
+    c
 }
 
 fn greedy(n: i32) -> ModelOptions {

@@ -101,6 +101,8 @@
           a.href = payload.href;
           li.append(a, el("span", " " + payload.snippet, "snippet"));
           cites.append(li);
+        } else if (event === "footer") {
+          out.append(el("p", payload, "answer-footer"));
         } else if (event === "failed") {
           out.append(el("p", "The answer stopped: " + payload, "error"));
         }

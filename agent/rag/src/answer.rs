@@ -53,6 +53,7 @@ impl Task {
 /// The clinic's safety wording: the system prompt and the footer under every answer. The
 /// defaults say what the box is (a documentation assistant) and is not (a diagnostician).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SafetyPolicy {
     pub system_prompt: String,
     pub footer: String,

@@ -224,6 +224,16 @@ pub fn find_patient(conn: &Connection, external_id: &str) -> Result<Option<i64>,
     Ok(conn.query_row("SELECT id FROM rag_patients WHERE key_hash = ?1", [&key], |r| r.get(0)).optional()?)
 }
 
+/// Whether a patient with this owner id is in the index.
+pub fn patient_exists(conn: &Connection, owner: i64) -> Result<bool, IndexError> {
+    Ok(conn.query_row("SELECT 1 FROM rag_patients WHERE id = ?1", [owner], |_| Ok(())).optional()?.is_some())
+}
+
+/// Withdraw a user's grant for a patient; true when there was one.
+pub fn revoke(conn: &Connection, username: &str, patient: i64) -> Result<bool, IndexError> {
+    Ok(conn.execute("DELETE FROM rag_grants WHERE username = ?1 AND patient = ?2", params![username, patient])? > 0)
+}
+
 /// An owner's pseudonym state. The library gets a fixed shift of its own, made on first use.
 pub fn load_pseudonyms(conn: &Connection, owner: i64) -> Result<Pseudonyms, IndexError> {
     let shift: i32 = if owner == LIBRARY {
@@ -502,6 +512,11 @@ pub struct DocumentView {
     pub title: String,
     /// (chunk id, section, de-identified text)
     pub chunks: Vec<(i64, String, String)>,
+}
+
+/// A document's owner and de-identified title, for listing it as a source.
+pub fn document_meta(conn: &Connection, document_id: i64) -> Result<Option<(i64, String)>, IndexError> {
+    Ok(conn.query_row("SELECT owner, title FROM rag_documents WHERE id = ?1", [document_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
 }
 
 /// A document by id; refuses one the user may not see.

@@ -40,6 +40,10 @@ pub enum IngestError {
     FhirManyPatients(String),
     #[error("{0}: a patient document needs the patient's record id")]
     NoPatient(String),
+    #[error("{0}: the Bundle is about another patient than the record it was added to; nothing was imported")]
+    OtherPatient(String),
+    #[error("{name}: there is no patient {owner} in the index; nothing was imported")]
+    UnknownOwner { name: String, owner: i64 },
     #[error("{0}: the document has no text")]
     Empty(String),
     #[error("{0}: de-identification changed the document's section structure; nothing was imported (a bug: please report it)")]
@@ -60,6 +64,9 @@ pub enum Owner {
     Patient { record_id: String, known: KnownIdentifiers },
     /// Take the patient from the document (FHIR Bundles only).
     FromDocument,
+    /// A patient (or the library, [`LIBRARY`]) already in the index, by owner id: an upload
+    /// from the patient's page. A FHIR Bundle must then be about this same patient.
+    Indexed(i64),
 }
 
 /// Kinds of input.
@@ -535,6 +542,17 @@ pub async fn ingest_bytes(
     index::check_model(conn, embedder.model()).map_err(ix)?;
     let (kind, parsed) = parse(name, bytes)?;
     let (owner_id, mut known) = match (owner, &parsed.patient_record_id) {
+        (Owner::Indexed(id), record) => {
+            if *id != LIBRARY && !index::patient_exists(conn, *id).map_err(ix)? {
+                return Err(IngestError::UnknownOwner { name: name.to_owned(), owner: *id });
+            }
+            if let Some(record) = record.as_ref().filter(|_| kind == Kind::Fhir)
+                && index::find_patient(conn, record).map_err(ix)? != Some(*id)
+            {
+                return Err(IngestError::OtherPatient(name.to_owned()));
+            }
+            (*id, parsed.known.clone())
+        }
         (_, Some(record)) if kind == Kind::Fhir => (index::patient_owner(conn, record).map_err(ix)?.0, parsed.known.clone()),
         (Owner::Patient { record_id, known }, _) => {
             let mut k = known.clone();

@@ -6,6 +6,7 @@
 mod audit;
 mod firewall;
 mod gpu;
+mod records;
 mod store;
 mod users;
 mod volume;
@@ -77,6 +78,9 @@ pub enum Command {
     /// Web UI accounts: add the first administrator, list, unlock, set a password.
     #[command(subcommand)]
     Users(users::UsersCommand),
+    /// Clinic records for retrieval: import documents, grant who sees which patient.
+    #[command(subcommand)]
+    Records(records::RecordsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +205,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Firewall(cmd) => firewall::run(cmd),
         Command::Gpu(cmd) => gpu::run(cmd),
         Command::Users(cmd) => users::run(cmd),
+        Command::Records(cmd) => records::run(cmd),
     }
 }
 
@@ -244,14 +249,23 @@ fn dev_engine() -> Result<crate::stages::engine::EngineConfig, CliError> {
     };
     // A free port now; the engine binds it a moment later. Only loopback is ever used.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    eprintln!("wardbox: dev engine {} serving gemma3:270m from {}", binary.display(), store.display());
+    // Retrieval needs the embedding model; without it the box still chats, and says why
+    // questions over records fail.
+    let defaults = crate::clinical::ClinicalConfig::dev();
+    let mut preload = vec![defaults.chat_model.clone()];
+    if store.join("manifests/registry.ollama.ai/library/all-minilm/l6-v2").exists() {
+        preload.push(defaults.embed_model.clone());
+    } else {
+        eprintln!("wardbox: DEV PROFILE without the embedding model: questions over records will fail (run models-bundle/fetch-embedding-model.sh)");
+    }
+    eprintln!("wardbox: dev engine {} serving {} from {}", binary.display(), preload.join(" and "), store.display());
     Ok(EngineConfig {
         endpoint: Some(format!("http://127.0.0.1:{port}/")),
         supervise: Some(SupervisedEngine {
             binary,
             store,
             socket: None,
-            preload: vec!["gemma3:270m".into()],
+            preload,
             slots: 4,
             ctx_per_slot: 2048,
             threads: None,

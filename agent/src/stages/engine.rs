@@ -322,10 +322,17 @@ impl EngineHandle {
         self.check_ready()?;
         let r = self
             .client
-            .generate_embeddings(GenerateEmbeddingsRequest::new(model.to_owned(), inputs.into()))
+            // Truncate to the model's context rather than fail on a long question.
+            .generate_embeddings(GenerateEmbeddingsRequest::new(model.to_owned(), inputs.into()).truncate(true))
             .await
             .map_err(|e| self.classify(e))?;
         Ok(r.embeddings)
+    }
+
+    /// The models installed in the engine's store.
+    pub async fn models(&self) -> Result<Vec<ollama_rs::models::LocalModel>, EngineCallError> {
+        self.check_ready()?;
+        self.client.list_local_models().await.map_err(|e| self.classify(e))
     }
 
     /// A transport failure is "unavailable"; an answer with an error is "refused".

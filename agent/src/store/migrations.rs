@@ -74,4 +74,8 @@ pub const MIGRATIONS: &[Migration] = &[
             ) STRICT;
         ",
     },
+    // The retrieval index lives in this same encrypted database: chunks, FTS5 and sqlite-vec
+    // vectors, the pseudonym map, grants. Its SQL is owned by `wardbox-rag` and, like every
+    // migration here, never edited once released.
+    Migration { version: 4, name: wardbox_rag::index::MIGRATION_NAME, sql: wardbox_rag::index::MIGRATION_SQL },
 ];

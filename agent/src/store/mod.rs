@@ -51,6 +51,8 @@ pub struct Store {
 impl Store {
     /// Open the store at `path`, creating it only if no file exists there.
     pub fn open_or_create(path: &Path, key: &StoreKey) -> Result<(Store, Opened), StoreError> {
+        // The retrieval index's vector tables need sqlite-vec on every connection.
+        wardbox_rag::index::register_sqlite_vec();
         match std::fs::metadata(path) {
             Ok(meta) if meta.len() == 0 => Err(StoreError::EmptyFile { path: path.to_owned() }),
             Ok(_) => Ok((Self::open_existing(path, key)?, Opened::Existing)),
@@ -71,6 +73,7 @@ impl Store {
 
     /// Open an existing store; never creates one.
     pub fn open_existing(path: &Path, key: &StoreKey) -> Result<Store, StoreError> {
+        wardbox_rag::index::register_sqlite_vec();
         if !path.exists() {
             return Err(StoreError::Missing { path: path.to_owned() });
         }

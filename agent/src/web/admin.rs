@@ -240,7 +240,7 @@ struct ModelsPage {
 
 pub(super) async fn models(State(state): State<AppState>, a: Authed) -> Result<Response, WebError> {
     let ui = ui_of(&state)?;
-    let (models, unavailable) = match ui.clinical.models() {
+    let (models, unavailable) = match ui.clinical(|c| c.models()).await {
         Ok(m) => (m, None),
         Err(ClinicalError::Unavailable(m)) => (Vec::new(), Some(m)),
         Err(e) => (Vec::new(), Some(e.to_string())),

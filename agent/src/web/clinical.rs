@@ -1,9 +1,10 @@
 //! The clinical back end as the web layer sees it: patients, streamed answers with citations,
 //! uploads, installed models.
 //!
-//! The engine (issue 5) and retrieval (issue 6) implement [`Clinical`]; until one is wired in,
-//! the agent uses [`Unavailable`], and every clinical page says plainly that the model is not
-//! available (HTTP 503). Nothing here ever makes up an answer.
+//! `crate::clinical::RagClinical` (retrieval over the store, answers from the engine)
+//! implements [`Clinical`]; while no engine runs, the agent uses [`Unavailable`], and every
+//! clinical page says plainly that the model is not available (HTTP 503). Nothing here ever
+//! makes up an answer.
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -33,6 +34,11 @@ pub struct Citation {
 pub enum AnswerEvent {
     Token(String),
     Citation(Citation),
+    /// The clinic's safety wording under the answer (and any warning about the answer).
+    Footer(String),
+    /// What the answer rests on, for the audit record only (ids, hashes, lengths; never
+    /// text); not sent to the browser.
+    Audit(serde_json::Value),
     /// The model finished; `model` names the model that answered, for the audit record.
     Done { model: String },
     /// The answer stopped part-way; shown to the clinician as such.
@@ -46,6 +52,7 @@ pub enum TaskKind {
     Ask,
     Soap,
     Discharge,
+    Medications,
 }
 
 impl TaskKind {
@@ -54,6 +61,7 @@ impl TaskKind {
             TaskKind::Ask => "ask",
             TaskKind::Soap => "soap",
             TaskKind::Discharge => "discharge",
+            TaskKind::Medications => "medications",
         }
     }
 }
@@ -71,7 +79,9 @@ pub struct Document {
 pub struct ModelInfo {
     pub name: String,
     pub size_bytes: u64,
+    /// Empty when the engine does not say.
     pub digest: String,
+    /// One of the models this box is configured to use.
     pub loaded: bool,
 }
 
@@ -100,8 +110,9 @@ pub struct Viewer {
     pub break_glass: bool,
 }
 
-/// What the web layer needs from the engine and the index. Methods return quickly; long work
-/// (generation) runs in the back end's own tasks and streams through the channel.
+/// What the web layer needs from the engine and the index. Methods may block on the store or
+/// the engine (the web layer calls them off the async threads, through `Ui::clinical`); long
+/// work (generation) runs in the back end's own tasks and streams through the channel.
 pub trait Clinical: Send + Sync + std::fmt::Debug {
     /// Patients matching a search (name or id); an empty query lists recent patients.
     fn patients(&self, viewer: &Viewer, query: &str) -> Result<Vec<PatientSummary>, ClinicalError>;
@@ -110,7 +121,8 @@ pub trait Clinical: Send + Sync + std::fmt::Debug {
     /// Start a task for a patient; tokens and citations arrive on the receiver, ending with
     /// `Done` or `Failed`.
     fn run(&self, viewer: &Viewer, patient_id: &str, task: TaskKind, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError>;
-    /// Add a document or an image to a patient's record; returns the new document id.
+    /// Add a document to a patient's record; returns its document id (the same id again when
+    /// the same file was added before).
     fn upload(&self, viewer: &Viewer, patient_id: &str, file_name: &str, content_type: &str, bytes: Vec<u8>) -> Result<String, ClinicalError>;
     fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError>;
 }

@@ -149,6 +149,18 @@ impl Ui {
         .map_err(|e| WebError::Internal(format!("store task failed: {e}")))?
     }
 
+    /// Call the clinical back end off the async threads: it reads the store and may wait on
+    /// the engine.
+    pub async fn clinical<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Clinical) -> Result<T, clinical::ClinicalError> + Send + 'static,
+    ) -> Result<T, clinical::ClinicalError> {
+        let backend = self.clinical.clone();
+        tokio::task::spawn_blocking(move || f(backend.as_ref()))
+            .await
+            .map_err(|e| clinical::ClinicalError::Failed(format!("the clinical task failed: {e}")))?
+    }
+
     /// Append an audit record and wait until it is durable. A request whose record cannot be
     /// written is refused (fail closed): nothing happens on this box without a trace.
     pub async fn audit(&self, kind: EventKind, actor: &str, detail: serde_json::Value) -> Result<u64, WebError> {
@@ -224,6 +236,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Post, "/patients/{id}/ask", Roles(CARE)),
     route(Post, "/patients/{id}/soap", Roles(CLINICIANS)),
     route(Post, "/patients/{id}/discharge", Roles(CARE)),
+    route(Post, "/patients/{id}/medications", Roles(CARE)),
     route(Post, "/patients/{id}/upload", Roles(CARE)),
     route(Get, "/admin", Roles(ADMINS)),
     route(Get, "/admin/users", Roles(ADMINS)),
@@ -255,6 +268,7 @@ pub fn app(state: AppState) -> Router {
         .route("/patients/{id}/ask", post(pages::ask))
         .route("/patients/{id}/soap", post(pages::soap))
         .route("/patients/{id}/discharge", post(pages::discharge))
+        .route("/patients/{id}/medications", post(pages::medications))
         .route("/patients/{id}/upload", post(pages::upload))
         .route("/admin", get(admin::dashboard))
         .route("/admin/users", get(admin::users).post(admin::create_user))

@@ -128,7 +128,8 @@ pub(super) struct SearchQuery {
 pub(super) async fn patients(State(state): State<AppState>, a: Authed, Query(q): Query<SearchQuery>) -> Result<Response, WebError> {
     let ui = ui_of(&state)?;
     let query: String = q.q.chars().take(100).collect();
-    let (patients, unavailable) = match ui.clinical.patients(&viewer(&a), &query) {
+    let (v, q2) = (viewer(&a), query.clone());
+    let (patients, unavailable) = match ui.clinical(move |c| c.patients(&v, &q2)).await {
         Ok(p) => (p, None),
         Err(ClinicalError::Unavailable(m)) => (Vec::new(), Some(m)),
         Err(e) => return Err(clinical_error(e)),
@@ -151,7 +152,8 @@ struct PatientPage {
 
 pub(super) async fn patient(State(state): State<AppState>, a: Authed, Path(id): Path<String>) -> Result<Response, WebError> {
     let ui = ui_of(&state)?;
-    let patient = ui.clinical.patient(&viewer(&a), &id).map_err(clinical_error)?;
+    let v = viewer(&a);
+    let patient = ui.clinical(move |c| c.patient(&v, &id)).await.map_err(clinical_error)?;
     render(&PatientPage { c: chrome(&ui, &a), patient, can_soap: a.session.role == Role::Clinician })
 }
 
@@ -169,8 +171,11 @@ pub(super) async fn document(
     Path((id, doc)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
     let ui = ui_of(&state)?;
-    let patient = ui.clinical.patient(&viewer(&a), &id).map_err(clinical_error)?;
-    let doc = ui.clinical.document(&viewer(&a), &id, &doc).map_err(clinical_error)?;
+    let v = viewer(&a);
+    let (patient, doc) = ui
+        .clinical(move |c| Ok((c.patient(&v, &id)?, c.document(&v, &id, &doc)?)))
+        .await
+        .map_err(clinical_error)?;
     render(&DocumentPage { c: chrome(&ui, &a), patient, doc })
 }
 
@@ -195,8 +200,13 @@ pub(super) async fn discharge(state: State<AppState>, a: Authed, id: Path<String
     run_task(state, a, id, f, TaskKind::Discharge).await
 }
 
+pub(super) async fn medications(state: State<AppState>, a: Authed, id: Path<String>, f: axum::Form<TaskForm>) -> Result<Response, WebError> {
+    run_task(state, a, id, f, TaskKind::Medications).await
+}
+
 /// Start a task and stream its answer as server-sent events: `token` (text), `citation`
-/// (JSON), then `done` or `failed`. The question and the answer are audited as digests.
+/// (JSON), `footer` (text), then `done` or `failed`. The question and the answer are audited
+/// as digests, with the ids of the sources retrieval used.
 async fn run_task(
     State(state): State<AppState>,
     a: Authed,
@@ -212,7 +222,8 @@ async fn run_task(
     if text.chars().count() > MAX_TASK_CHARS {
         return Err(WebError::BadRequest(format!("The text is longer than {MAX_TASK_CHARS} characters.")));
     }
-    let rx = ui.clinical.run(&viewer(&a), &id, kind, &text).map_err(clinical_error)?;
+    let (v, pid, question) = (viewer(&a), id.clone(), text.clone());
+    let rx = ui.clinical(move |c| c.run(&v, &pid, kind, &question)).await.map_err(clinical_error)?;
     ui.audit(
         EventKind::Query,
         &a.session.username,
@@ -227,8 +238,14 @@ async fn run_task(
         let mut rx = ReceiverStream::new(rx);
         let mut outcome = json!("incomplete");
         let mut model = String::new();
+        let mut retrieval = serde_json::Value::Null;
         while let Some(ev) = rx.next().await {
             let event = match ev {
+                AnswerEvent::Footer(f) => Event::default().event("footer").data(json!(f).to_string()),
+                AnswerEvent::Audit(detail) => {
+                    retrieval = detail;
+                    continue;
+                }
                 AnswerEvent::Token(t) => {
                     answer.push_str(&t);
                     Event::default().event("token").data(json!(t).to_string())
@@ -263,7 +280,7 @@ async fn run_task(
             .audit(
                 EventKind::Answer,
                 &a.session.username,
-                json!({ "who": a.who(), "patient": id, "task": kind, "answer": TextDigest::of(&answer), "model": model, "citations": cited, "outcome": outcome }),
+                json!({ "who": a.who(), "patient": id, "task": kind, "answer": TextDigest::of(&answer), "model": model, "citations": cited, "outcome": outcome, "retrieval": retrieval }),
             )
             .await;
     });
@@ -277,8 +294,12 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// File types a clinician may add to a record.
-const UPLOAD_TYPES: &[&str] = &["application/pdf", "text/plain", "image/png", "image/jpeg"];
+/// File types a clinician may add to a record: what retrieval can read (PDF with a text layer,
+/// text and Markdown notes, FHIR R4 JSON Bundles).
+const UPLOAD_TYPES: &[&str] = &["application/pdf", "text/plain", "text/markdown", "application/json", "application/fhir+json",
+    // What browsers send for a type they do not know (.md on many systems): the back end
+    // reads the file itself and refuses what it cannot index, by name.
+    "application/octet-stream"];
 
 pub(super) async fn upload(
     State(state): State<AppState>,
@@ -295,12 +316,13 @@ pub(super) async fn upload(
     let file_name: String = field.file_name().unwrap_or("upload").chars().filter(|c| !c.is_control()).take(200).collect();
     let content_type = field.content_type().unwrap_or("application/octet-stream").to_string();
     if !UPLOAD_TYPES.contains(&content_type.as_str()) {
-        return Err(WebError::BadRequest(format!("{content_type} files cannot be added; use PDF, text, PNG or JPEG")));
+        return Err(WebError::BadRequest(format!("{content_type} files cannot be added; use PDF, text, Markdown or FHIR JSON")));
     }
     let bytes = field.bytes().await.map_err(|e| WebError::BadRequest(format!("the upload is not readable: {e}")))?;
     let digest = hex::encode(Sha256::digest(&bytes));
     let size = bytes.len();
-    let doc_id = ui.clinical.upload(&viewer(&a), &id, &file_name, &content_type, bytes.to_vec()).map_err(clinical_error)?;
+    let (v, pid, name, ctype) = (viewer(&a), id.clone(), file_name.clone(), content_type.clone());
+    let doc_id = ui.clinical(move |c| c.upload(&v, &pid, &name, &ctype, bytes.to_vec())).await.map_err(clinical_error)?;
     ui.audit(
         EventKind::Access,
         &a.session.username,

@@ -2,7 +2,7 @@
 //! directory, accounts, a settable clock, and helpers to send requests through `app(state)`.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -17,6 +17,9 @@ use wardbox::web::accounts::{self, NewUser, Role, User};
 use wardbox::web::{AppState, Clinical, Health, ManualClock, Ui, WebConfig, app};
 
 pub const PASSWORD: &str = "correct horse battery";
+
+/// Builds the clinical back end once the harness's store exists.
+type MakeClinical = Box<dyn FnOnce(&Path, &StoreKey) -> Arc<dyn Clinical>>;
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -48,15 +51,21 @@ impl Harness {
     }
 
     pub fn with(web: WebConfig, clinical: Option<Arc<dyn Clinical>>) -> Self {
-        Self::build(web, clinical, false)
+        Self::build(web, clinical.map(|c| Box::new(move |_: &Path, _: &StoreKey| c) as MakeClinical), false)
     }
 
     /// With the system clock: for tests over a real socket where time passes for real.
     pub fn with_real_clock(web: WebConfig, clinical: Option<Arc<dyn Clinical>>) -> Self {
-        Self::build(web, clinical, true)
+        Self::build(web, clinical.map(|c| Box::new(move |_: &Path, _: &StoreKey| c) as MakeClinical), true)
     }
 
-    fn build(web: WebConfig, clinical: Option<Arc<dyn Clinical>>, real_clock: bool) -> Self {
+    /// With the system clock and a clinical back end over this harness's own store (the
+    /// agent's retrieval index lives in the same database).
+    pub fn with_store_clinical(web: WebConfig, make: impl FnOnce(&Path, &StoreKey) -> Arc<dyn Clinical> + 'static) -> Self {
+        Self::build(web, Some(Box::new(make)), true)
+    }
+
+    fn build(web: WebConfig, clinical: Option<MakeClinical>, real_clock: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = StoreKey::random();
         let store_path = dir.path().join("wardbox.db");
@@ -68,8 +77,8 @@ impl Harness {
         let mut ui = Ui::new(Arc::new(Mutex::new(store)), audit, &web)
             .with_clock(clock.clone())
             .with_checkpoints(checkpoints);
-        if let Some(c) = clinical {
-            ui = ui.with_clinical(c);
+        if let Some(make) = clinical {
+            ui = ui.with_clinical(make(&store_path, &key));
         }
         if real_clock {
             ui = ui.with_clock(Arc::new(wardbox::web::SystemClock));

@@ -381,9 +381,62 @@ pub fn reidentify(text: &str, scope: &Pseudonyms) -> String {
         .into_owned()
 }
 
+/// [`reidentify`] for text that arrives in pieces (a streamed answer). A pseudonym or a date
+/// can be split across pieces ("[NA" + "ME-1]"), so text is released only up to its last
+/// whitespace: neither pattern contains whitespace, so the released part re-identifies exactly
+/// as it will within the whole text.
+#[derive(Debug)]
+pub struct StreamingReidentifier<'a> {
+    scope: &'a Pseudonyms,
+    pending: String,
+}
+
+impl<'a> StreamingReidentifier<'a> {
+    pub fn new(scope: &'a Pseudonyms) -> Self {
+        Self { scope, pending: String::new() }
+    }
+
+    /// Add a piece; returns the re-identified text that is now safe to show (may be empty).
+    pub fn push(&mut self, piece: &str) -> String {
+        self.pending.push_str(piece);
+        match self.pending.rfind(char::is_whitespace) {
+            Some(cut) => {
+                let cut = cut + self.pending[cut..].chars().next().map_or(1, char::len_utf8);
+                let ready: String = self.pending.drain(..cut).collect();
+                reidentify(&ready, self.scope)
+            }
+            None => String::new(),
+        }
+    }
+
+    /// The rest, at the end of the stream.
+    pub fn finish(self) -> String {
+        reidentify(&self.pending, self.scope)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_pieces_reidentify_like_the_whole_text() {
+        let mut scope = Pseudonyms::with_shift(40);
+        let d = deidentify("Maria Lopez was seen 03/14/2024 at 555-201-3344.", &KnownIdentifiers::default(), &mut scope).text;
+        let whole = reidentify(&d, &scope);
+        // Every split into pieces of 1..=5 characters gives the same text.
+        for size in 1..=5 {
+            let chars: Vec<char> = d.chars().collect();
+            let mut s = StreamingReidentifier::new(&scope);
+            let mut out = String::new();
+            for piece in chars.chunks(size) {
+                out.push_str(&s.push(&piece.iter().collect::<String>()));
+            }
+            out.push_str(&s.finish());
+            assert_eq!(out, whole, "pieces of {size}");
+        }
+        assert!(whole.contains("Maria Lopez") && whole.contains("2024-03-14"), "{whole}");
+    }
 
     #[test]
     fn same_person_same_pseudonym_across_forms() {

@@ -1,0 +1,443 @@
+//! The clinical back end: retrieval over the records in the store (`wardbox-rag`) and answers
+//! from the supervised engine, behind the web layer's [`Clinical`] interface.
+//!
+//! Who sees what: a clinician or nurse sees every patient (`patient_access = "care_team"`) or
+//! only the patients granted to them (`"grants"`, `wardbox records grant`); an emergency
+//! (break-glass) session sees every patient, and is audited and alerted as such by the web
+//! layer. Everyone sees the clinic library. A patient someone may not see is "not found" to
+//! them, never "forbidden": the answer does not reveal that the record exists.
+//!
+//! Patient and document ids in URLs and audit records are the index's own integers, never a
+//! record number or a name. Text leaves this module re-identified only for a viewer allowed to
+//! see the patient; the model only ever sees de-identified sources.
+//!
+//! Every method may block on the store or the engine: the web layer calls them off the async
+//! threads (`Ui::clinical`).
+
+pub mod demo;
+mod engine;
+pub mod pool;
+
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+use wardbox_rag::answer::{self, Answer, RetrievalConfig, SafetyPolicy, Task};
+use wardbox_rag::deid::{self, StreamingReidentifier};
+use wardbox_rag::index::{self, Access, LIBRARY, Scope};
+use wardbox_rag::ingest::{self, ChunkConfig, IngestError, Outcome, Owner};
+
+pub use engine::{EngineEmbedder, EngineGenerator};
+use pool::StorePool;
+
+use crate::config::ConfigError;
+use crate::stages::engine::EngineHandle;
+use crate::web::Role;
+use crate::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Viewer};
+
+/// `[clinical]`: models, who may see which patient, retrieval and the clinic's safety wording.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClinicalConfig {
+    /// The chat model that writes answers (installed in the engine's model store).
+    pub chat_model: String,
+    /// The embedding model of the index. Changing it needs a re-index: the index refuses to
+    /// mix vectors of two models.
+    pub embed_model: String,
+    pub patient_access: PatientAccess,
+    /// Longest answer, in tokens.
+    pub max_answer_tokens: i32,
+    /// Sources retrieved per question.
+    pub sources: usize,
+    /// A passage counts as relevant below this cosine distance (0 = same meaning, 2 = opposite).
+    pub max_distance: f64,
+    /// Store connections for answers and uploads: at most this many run at once.
+    pub connections: usize,
+    /// The system prompt, the footer under every answer, and the "not found" answer.
+    pub safety: SafetyPolicy,
+    /// Index the built-in synthetic records (invented patients) into an empty index: the dev
+    /// profile only, so there is something to ask about. Refused in the appliance profile.
+    pub demo_records: bool,
+}
+
+/// Which patients a clinician or nurse may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatientAccess {
+    /// Every patient (a small practice where everyone cares for everyone).
+    CareTeam,
+    /// Only the patients granted to the user (`wardbox records grant USER PATIENT`).
+    Grants,
+}
+
+impl Default for ClinicalConfig {
+    fn default() -> Self {
+        Self {
+            chat_model: "gemma3:270m".into(),
+            embed_model: "all-minilm:l6-v2".into(),
+            // Fail closed: nobody sees a patient until someone decided they may.
+            patient_access: PatientAccess::Grants,
+            max_answer_tokens: 512,
+            sources: 5,
+            max_distance: RetrievalConfig::default().max_distance,
+            connections: 4,
+            safety: SafetyPolicy::default(),
+            demo_records: false,
+        }
+    }
+}
+
+impl ClinicalConfig {
+    /// The dev profile: every clinician sees every (synthetic) patient.
+    pub fn dev() -> Self {
+        Self { patient_access: PatientAccess::CareTeam, demo_records: true, ..Self::default() }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [("clinical.chat_model", &self.chat_model), ("clinical.embed_model", &self.embed_model)] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(key, "must name a model installed in the engine"));
+            }
+        }
+        if !(16..=8192).contains(&self.max_answer_tokens) {
+            return Err(ConfigError::invalid("clinical.max_answer_tokens", "must be between 16 and 8192"));
+        }
+        if !(1..=20).contains(&self.sources) {
+            return Err(ConfigError::invalid("clinical.sources", "must be between 1 and 20"));
+        }
+        if !(self.max_distance > 0.0 && self.max_distance <= 2.0) {
+            return Err(ConfigError::invalid("clinical.max_distance", "must be above 0 and at most 2"));
+        }
+        if !(1..=32).contains(&self.connections) {
+            return Err(ConfigError::invalid("clinical.connections", "must be between 1 and 32"));
+        }
+        for (key, value) in [
+            ("clinical.safety.system_prompt", &self.safety.system_prompt),
+            ("clinical.safety.footer", &self.safety.footer),
+            ("clinical.safety.not_found", &self.safety.not_found),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(key, "must not be empty: the clinic's safety wording is shown with every answer"));
+            }
+        }
+        Ok(())
+    }
+
+    fn retrieval(&self) -> RetrievalConfig {
+        RetrievalConfig { k: self.sources, max_distance: self.max_distance }
+    }
+}
+
+/// Retrieval and answering over the store, with the engine.
+#[derive(Debug)]
+pub struct RagClinical {
+    pool: Arc<StorePool>,
+    embedder: EngineEmbedder,
+    generator: EngineGenerator,
+    config: ClinicalConfig,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Longest snippet of a source shown under an answer.
+const SNIPPET_CHARS: usize = 280;
+/// Most patients a search lists.
+const MAX_LISTED: usize = 200;
+
+impl RagClinical {
+    /// `runtime` runs the engine calls; the methods themselves are called off its threads.
+    pub fn new(pool: Arc<StorePool>, engine: EngineHandle, config: ClinicalConfig, runtime: tokio::runtime::Handle) -> Self {
+        let embedder = EngineEmbedder { engine: engine.clone(), model: config.embed_model.clone() };
+        let generator = EngineGenerator { engine, model: config.chat_model.clone(), max_tokens: config.max_answer_tokens };
+        Self { pool, embedder, generator, config, runtime }
+    }
+
+    /// What `viewer` may see.
+    fn access(&self, conn: &Connection, viewer: &Viewer) -> Result<Access, ClinicalError> {
+        if viewer.break_glass {
+            return Ok(Access::AllPatients);
+        }
+        match (viewer.role, self.config.patient_access) {
+            (Role::Clinician | Role::Nurse, PatientAccess::CareTeam) => Ok(Access::AllPatients),
+            (Role::Clinician | Role::Nurse, PatientAccess::Grants) => Access::from_grants(conn, &viewer.username).map_err(failed),
+            // Administrators and auditors look after the box, not after patients.
+            (Role::Admin | Role::Auditor, _) => Ok(Access::Patients(Default::default())),
+        }
+    }
+
+    /// The patient behind a URL id, if `access` allows; otherwise "unknown" (never "forbidden").
+    fn patient_owner(conn: &Connection, access: &Access, id: &str) -> Result<i64, ClinicalError> {
+        let owner = parse_id(id).ok_or(ClinicalError::UnknownPatient)?;
+        if owner == LIBRARY || !access.may_see(owner) || !index::patient_exists(conn, owner).map_err(failed)? {
+            return Err(ClinicalError::UnknownPatient);
+        }
+        Ok(owner)
+    }
+
+    fn summary(conn: &Connection, owner: i64) -> Result<PatientSummary, ClinicalError> {
+        let only = Access::Patients([owner].into_iter().collect());
+        let entry = index::directory(conn, &only).map_err(failed)?.into_iter().next().ok_or(ClinicalError::UnknownPatient)?;
+        Ok(PatientSummary { id: owner.to_string(), display: display_name(&entry) })
+    }
+}
+
+fn parse_id(id: &str) -> Option<i64> {
+    id.parse::<i64>().ok().filter(|n| *n >= 0)
+}
+
+fn failed(e: impl std::fmt::Display) -> ClinicalError {
+    ClinicalError::Failed(e.to_string())
+}
+
+/// "Maria Castellanos (MRN-4471)": the name parts as the records give them, then record ids.
+fn display_name(e: &index::DirectoryEntry) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for n in &e.names {
+        if !names.iter().any(|x| x.eq_ignore_ascii_case(n)) {
+            names.push(n);
+        }
+    }
+    let name = if names.is_empty() { format!("Patient {}", e.owner) } else { names.join(" ") };
+    if e.record_ids.is_empty() { name } else { format!("{name} ({})", e.record_ids.join(", ")) }
+}
+
+fn task_of(kind: TaskKind) -> Task {
+    match kind {
+        TaskKind::Ask => Task::Question,
+        TaskKind::Soap => Task::SoapSummary,
+        TaskKind::Discharge => Task::DischargeDraft,
+        TaskKind::Medications => Task::MedicationList,
+    }
+}
+
+fn snippet(text: &str) -> String {
+    let mut s: String = text.chars().take(SNIPPET_CHARS).collect();
+    if text.chars().count() > SNIPPET_CHARS {
+        s.push('…');
+    }
+    s
+}
+
+impl Clinical for RagClinical {
+    fn patients(&self, viewer: &Viewer, query: &str) -> Result<Vec<PatientSummary>, ClinicalError> {
+        let store = self.pool.get();
+        let access = self.access(store.conn(), viewer)?;
+        let q = query.trim().to_lowercase();
+        let mut out = Vec::new();
+        for entry in index::directory(store.conn(), &access).map_err(failed)? {
+            let display = display_name(&entry);
+            if q.is_empty() || display.to_lowercase().contains(&q) || entry.owner.to_string() == q {
+                out.push(PatientSummary { id: entry.owner.to_string(), display });
+            }
+            if out.len() == MAX_LISTED {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn patient(&self, viewer: &Viewer, id: &str) -> Result<PatientSummary, ClinicalError> {
+        let store = self.pool.get();
+        let access = self.access(store.conn(), viewer)?;
+        let owner = Self::patient_owner(store.conn(), &access, id)?;
+        Self::summary(store.conn(), owner)
+    }
+
+    fn document(&self, viewer: &Viewer, patient_id: &str, document_id: &str) -> Result<Document, ClinicalError> {
+        let store = self.pool.get();
+        let conn = store.conn();
+        let access = self.access(conn, viewer)?;
+        let owner = Self::patient_owner(conn, &access, patient_id)?;
+        let doc_id = parse_id(document_id).ok_or(ClinicalError::UnknownDocument)?;
+        let view = match index::document(conn, doc_id, &access) {
+            Ok(Some(v)) if v.owner == owner || v.owner == LIBRARY => v,
+            Ok(_) | Err(index::IndexError::AccessDenied(_)) => return Err(ClinicalError::UnknownDocument),
+            Err(e) => return Err(failed(e)),
+        };
+        let pseudonyms = index::load_pseudonyms(conn, view.owner).map_err(failed)?;
+        let text = view.chunks.iter().map(|(_, _, t)| deid::reidentify(t, &pseudonyms)).collect::<Vec<_>>().join("\n\n");
+        Ok(Document { id: view.id.to_string(), title: deid::reidentify(&view.title, &pseudonyms), text })
+    }
+
+    fn run(&self, viewer: &Viewer, patient_id: &str, task: TaskKind, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
+        let (owner, access) = {
+            let store = self.pool.get();
+            let access = self.access(store.conn(), viewer)?;
+            (Self::patient_owner(store.conn(), &access, patient_id)?, access)
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let job = AnswerJob {
+            embedder: self.embedder.clone(),
+            generator: self.generator.clone(),
+            task: task_of(task),
+            question: text.to_owned(),
+            owner,
+            access,
+            policy: self.config.safety.clone(),
+            retrieval: self.config.retrieval(),
+        };
+        let (pool, runtime) = (self.pool.clone(), self.runtime.clone());
+        // A blocking thread, because answering borrows one store connection across awaits
+        // (SQLite connections are not `Sync`); `block_on` drives it there.
+        self.runtime.spawn_blocking(move || {
+            let store = pool.get();
+            runtime.block_on(job.run(store.conn(), tx));
+        });
+        Ok(rx)
+    }
+
+    fn upload(&self, viewer: &Viewer, patient_id: &str, file_name: &str, _content_type: &str, bytes: Vec<u8>) -> Result<String, ClinicalError> {
+        let mut store = self.pool.get();
+        let access = self.access(store.conn(), viewer)?;
+        let owner = Self::patient_owner(store.conn(), &access, patient_id)?;
+        let ingested = self.runtime.block_on(ingest::ingest_bytes(
+            store.conn_mut(),
+            &self.embedder,
+            file_name,
+            &bytes,
+            &Owner::Indexed(owner),
+            ChunkConfig::default(),
+        ));
+        match ingested {
+            Ok(Outcome::Ingested { document_id, .. } | Outcome::Unchanged { document_id, .. }) => Ok(document_id.to_string()),
+            // The engine is down: say so, the clinician can retry.
+            Err(IngestError::Embed { source, .. }) => Err(ClinicalError::Unavailable(format!("the document could not be indexed now: {source}"))),
+            // Never the file name in a message that may reach a log: it can carry a name.
+            Err(IngestError::Index { source, .. }) => Err(ClinicalError::Failed(format!("the index could not store the document: {source}"))),
+            Err(e) => Err(ClinicalError::Rejected(e.to_string())),
+        }
+    }
+
+    fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError> {
+        let installed = self.runtime.block_on(self.generator.engine.models()).map_err(|e| ClinicalError::Unavailable(e.to_string()))?;
+        Ok(installed
+            .into_iter()
+            .map(|m| ModelInfo {
+                loaded: m.name == self.config.chat_model || m.name == self.config.embed_model,
+                name: m.name,
+                size_bytes: m.size,
+                digest: String::new(),
+            })
+            .collect())
+    }
+}
+
+/// One question on its way through retrieval and the engine.
+struct AnswerJob {
+    embedder: EngineEmbedder,
+    generator: EngineGenerator,
+    task: Task,
+    question: String,
+    owner: i64,
+    access: Access,
+    policy: SafetyPolicy,
+    retrieval: RetrievalConfig,
+}
+
+impl AnswerJob {
+    /// Stream the answer re-identified for the viewer (who may see this patient: checked
+    /// before the job started), then the sources, the footer, what to audit, and `Done`.
+    async fn run(self, conn: &Connection, tx: mpsc::Sender<AnswerEvent>) {
+        let events = match self.answer(conn, &tx).await {
+            Ok(events) => events,
+            Err(message) => vec![AnswerEvent::Failed(message)],
+        };
+        for event in events {
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn answer(&self, conn: &Connection, tx: &mpsc::Sender<AnswerEvent>) -> Result<Vec<AnswerEvent>, String> {
+        let pseudonyms = index::load_pseudonyms(conn, self.owner).map_err(|e| e.to_string())?;
+        let scope = Scope { patient: Some(self.owner), include_library: true };
+        let (pieces_tx, mut pieces) = mpsc::unbounded_channel();
+        let answering = answer::answer_streaming(
+            conn,
+            &self.embedder,
+            &self.generator,
+            self.task,
+            &self.question,
+            &scope,
+            &self.access,
+            &self.policy,
+            self.retrieval,
+            false,
+            pieces_tx,
+        );
+        // The model writes over de-identified sources; the clinician reads the originals.
+        let relaying = async {
+            let mut shown = StreamingReidentifier::new(&pseudonyms);
+            while let Some(piece) = pieces.recv().await {
+                let text = shown.push(&piece);
+                if !text.is_empty() && tx.send(AnswerEvent::Token(text)).await.is_err() {
+                    return;
+                }
+            }
+            let rest = shown.finish();
+            if !rest.is_empty() {
+                let _ = tx.send(AnswerEvent::Token(rest)).await;
+            }
+        };
+        let (answered, ()) = tokio::join!(answering, relaying);
+        let answer = answered.map_err(|e| e.to_string())?;
+        let mut events = Vec::new();
+        if answer.sources.is_empty() {
+            // Nothing relevant: the policy's words, not the model's.
+            events.push(AnswerEvent::Token(answer.text.clone()));
+        }
+        for source in &answer.sources {
+            let (doc_owner, title) = index::document_meta(conn, source.document_id).map_err(|e| e.to_string())?.unwrap_or((self.owner, String::new()));
+            let owner_scope =
+                if doc_owner == self.owner { pseudonyms.clone() } else { index::load_pseudonyms(conn, doc_owner).map_err(|e| e.to_string())? };
+            events.push(AnswerEvent::Citation(Citation {
+                n: source.n as u32,
+                document_id: source.document_id.to_string(),
+                title: deid::reidentify(&title, &owner_scope),
+                snippet: snippet(&deid::reidentify(&source.text, &owner_scope)),
+            }));
+        }
+        let mut footer = answer.footer.clone();
+        if !answer.unresolved_citations.is_empty() {
+            let list = answer.unresolved_citations.iter().map(|n| format!("[{n}]")).collect::<Vec<_>>().join(", ");
+            footer = format!("The answer cites {list}, which is not among the sources: check it with care. {footer}");
+        }
+        events.push(AnswerEvent::Footer(footer));
+        events.push(AnswerEvent::Audit(self.audit_detail(&answer)));
+        events.push(AnswerEvent::Done { model: self.generator.model.clone() });
+        Ok(events)
+    }
+
+    /// Ids, hashes and lengths of what was retrieved and answered: never text.
+    fn audit_detail(&self, answer: &Answer) -> serde_json::Value {
+        let (query, reply) = answer::audit_detail(self.task, &self.question, answer, Some(self.owner));
+        json!({ "retrieval": query, "reply": reply, "embed_model": self.embedder.model })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_join_parts_once_and_show_record_ids() {
+        let e = index::DirectoryEntry { owner: 3, record_ids: vec!["MRN-4471".into()], names: vec!["Maria".into(), "Castellanos".into(), "maria".into()] };
+        assert_eq!(display_name(&e), "Maria Castellanos (MRN-4471)");
+        let anon = index::DirectoryEntry { owner: 9, record_ids: vec![], names: vec![] };
+        assert_eq!(display_name(&anon), "Patient 9");
+    }
+
+    #[test]
+    fn defaults_fail_closed_and_validate() {
+        let c = ClinicalConfig::default();
+        assert_eq!(c.patient_access, PatientAccess::Grants);
+        c.validate().expect("defaults are valid");
+        let bad = ClinicalConfig { sources: 0, ..ClinicalConfig::default() };
+        assert!(bad.validate().expect_err("0 sources").to_string().contains("clinical.sources"));
+        let mut empty = ClinicalConfig::default();
+        empty.safety.footer = " ".into();
+        assert!(empty.validate().expect_err("empty footer").to_string().contains("clinical.safety.footer"));
+    }
+}
