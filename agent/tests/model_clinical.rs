@@ -1,4 +1,4 @@
-//! The clinical back end end to end (tier `model_`): the real engine (Gemma 3 270M for answers,
+//! The clinical back end end to end (tier `model_`): the real engine (SmolLM2 135M Instruct for answers,
 //! all-MiniLM-L6-v2 for embeddings), a real SQLCipher store at the agent's schema, the
 //! synthetic corpus indexed the way the dev profile does it, per-user grants, streamed answers
 //! re-identified for the viewer, citations that resolve, uploads.
@@ -13,7 +13,7 @@ mod model_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use model_support::{GEMMA, MINILM, engine_config};
+use model_support::{MINILM, SMOLLM2, engine_config};
 use wardbox::clinical::pool::StorePool;
 use wardbox::clinical::{self, ClinicalConfig, PatientAccess, RagClinical};
 use wardbox::stages::engine;
@@ -63,7 +63,7 @@ async fn collect(mut rx: tokio::sync::mpsc::Receiver<AnswerEvent>) -> Streamed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_clinician_sees_granted_patients_only_and_gets_cited_reidentified_answers() {
-    let cfg = engine_config(&[GEMMA, MINILM], 2);
+    let cfg = engine_config(&[SMOLLM2, MINILM], 2);
     let (handle, _) = engine::start(&cfg).await.expect("the engine's readiness gate");
     let engine = handle.expect("an engine is configured");
 
@@ -91,7 +91,7 @@ async fn model_clinician_sees_granted_patients_only_and_gets_cited_reidentified_
     };
     assert_eq!(stats.documents as usize, wardbox_rag::synth::corpus().docs.len(), "every demo record is indexed");
 
-    let config = ClinicalConfig { chat_model: GEMMA.into(), patient_access: PatientAccess::Grants, max_answer_tokens: 96, ..ClinicalConfig::default() };
+    let config = ClinicalConfig { chat_model: SMOLLM2.into(), patient_access: PatientAccess::Grants, max_answer_tokens: 96, ..ClinicalConfig::default() };
     let rag = Arc::new(RagClinical::new(pool.clone(), engine.clone(), config, tokio::runtime::Handle::current()));
     let dr_a = viewer("dr.a", Role::Clinician, false);
 
@@ -121,22 +121,28 @@ async fn model_clinician_sees_granted_patients_only_and_gets_cited_reidentified_
     let rx = call(&rag, move |c| c.run(&v, &aid, TaskKind::Ask, "Which new diabetes medication was started at the last visit?")).await.unwrap();
     let s = collect(rx).await;
     assert!(s.failed.is_none(), "the answer failed: {:?}", s.failed);
-    assert_eq!(s.done.as_deref(), Some(GEMMA));
+    assert_eq!(s.done.as_deref(), Some(SMOLLM2));
     assert!(!s.text.trim().is_empty(), "no answer text");
     println!("answer: {}", s.text);
     for pseudonym in ["[NAME-", "[MRN-", "[PHONE-", "[ADDRESS-"] {
         assert!(!s.text.contains(pseudonym), "the clinician was shown a pseudonym: {}", s.text);
         assert!(s.citations.iter().all(|c| !c.snippet.contains(pseudonym) && !c.title.contains(pseudonym)), "{:?}", s.citations);
     }
-    let fact = s.citations.iter().find(|c| c.snippet.to_lowercase().contains("empagliflozin")).unwrap_or_else(|| panic!("no source holds the fact: {:?}", s.citations));
+    // The note with the fact is among the sources, and its citation resolves to the passage.
+    let mut fact = None;
+    for cite in &s.citations {
+        let (v, aid, doc) = (dr_a.clone(), a.to_string(), cite.document_id.clone());
+        let d = call(&rag, move |c| c.document(&v, &aid, &doc)).await.unwrap();
+        assert!(!d.text.contains("[NAME-") && !d.title.contains("[NAME-"), "{}", d.text);
+        if d.text.to_lowercase().contains("empagliflozin") {
+            fact = Some(cite.clone());
+        }
+    }
+    let fact = fact.unwrap_or_else(|| panic!("no source holds the fact: {:?}", s.citations));
     assert!(s.footer.as_deref().unwrap_or_default().contains("not a diagnosis"), "{:?}", s.footer);
     let audit = s.audit.expect("an audit detail").to_string();
     assert!(!audit.to_lowercase().contains("empagliflozin") && !audit.contains("Castellanos") && audit.contains("sha256"), "{audit}");
     assert!(audit.contains(&format!("\"document\":{}", fact.document_id)), "the sources' ids are audited: {audit}");
-    // The citation resolves to the passage, with the patient's identifiers back in place.
-    let (v, aid, doc) = (dr_a.clone(), a.to_string(), fact.document_id.clone());
-    let d = call(&rag, move |c| c.document(&v, &aid, &doc)).await.unwrap();
-    assert!(d.text.to_lowercase().contains("empagliflozin"), "{}", d.text);
 
     // Nothing relevant: the policy's "not found", without sources.
     let (v, aid) = (dr_a.clone(), a.to_string());

@@ -33,6 +33,7 @@ pub const MIGRATION_SQL: &str = "
         id         INTEGER PRIMARY KEY,      -- owner id; 0 is the clinic library
         key_hash   TEXT NOT NULL UNIQUE,     -- salted sha256 of the record's own id: no MRN in clear
         shift_days INTEGER NOT NULL,         -- this patient's secret date shift
+        label      TEXT,                     -- how the record names the patient, de-identified
         created_at TEXT NOT NULL
     ) STRICT;
     -- The only table with identifiers: pseudonym -> original, per owner.
@@ -222,6 +223,12 @@ pub fn patient_owner(conn: &Connection, external_id: &str) -> Result<(i64, bool)
 pub fn find_patient(conn: &Connection, external_id: &str) -> Result<Option<i64>, IndexError> {
     let key = salted_hash(conn, "patient", external_id.trim().as_bytes())?;
     Ok(conn.query_row("SELECT id FROM rag_patients WHERE key_hash = ?1", [&key], |r| r.get(0)).optional()?)
+}
+
+/// Keep how a record names its patient (de-identified), unless the patient has a label already.
+pub fn set_label_if_missing(conn: &Connection, owner: i64, label: &str) -> Result<(), IndexError> {
+    conn.execute("UPDATE rag_patients SET label = ?2 WHERE id = ?1 AND label IS NULL", params![owner, label])?;
+    Ok(())
 }
 
 /// Whether a patient with this owner id is in the index.
@@ -482,18 +489,25 @@ pub fn chunk(conn: &Connection, chunk_id: i64, access: &Access) -> Result<Option
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryEntry {
     pub owner: i64,
+    /// How the record names the patient ("Dolores Castellanos, born 1948-07-19"), re-identified;
+    /// `None` when no record said (notes only).
+    pub label: Option<String>,
     pub record_ids: Vec<String>,
     pub names: Vec<String>,
 }
 
 /// The patients `access` allows, with their record ids and name parts, in owner order.
 pub fn directory(conn: &Connection, access: &Access) -> Result<Vec<DirectoryEntry>, IndexError> {
-    let mut stmt = conn.prepare("SELECT id FROM rag_patients ORDER BY id")?;
-    let owners: Vec<i64> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT id, label FROM rag_patients ORDER BY id")?;
+    let owners: Vec<(i64, Option<String>)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
     let mut q = conn.prepare("SELECT category, original FROM rag_pseudonyms WHERE owner = ?1 AND category IN ('MRN', 'NAME') ORDER BY category, idx")?;
     let mut out = Vec::new();
-    for owner in owners.into_iter().filter(|o| access.may_see(*o)) {
-        let mut e = DirectoryEntry { owner, record_ids: Vec::new(), names: Vec::new() };
+    for (owner, label) in owners.into_iter().filter(|(o, _)| access.may_see(*o)) {
+        let label = match label {
+            Some(l) => Some(crate::deid::reidentify(&l, &load_pseudonyms(conn, owner)?)),
+            None => None,
+        };
+        let mut e = DirectoryEntry { owner, label, record_ids: Vec::new(), names: Vec::new() };
         for row in q.query_map([owner], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (c, o) = row?;
             if c == "MRN" { e.record_ids.push(o) } else { e.names.push(o) }

@@ -123,6 +123,9 @@ pub struct Parsed {
     pub known: KnownIdentifiers,
     /// The patient the document names (FHIR Patient.id or its first identifier).
     pub patient_record_id: Option<String>,
+    /// How the record names its patient ("Dolores Castellanos, born 1948-07-19"), for the
+    /// clinician's patient list; stored de-identified like everything else.
+    pub patient_label: Option<String>,
 }
 
 static HEADING: LazyLock<Regex> = LazyLock::new(|| {
@@ -436,7 +439,17 @@ pub fn parse_fhir(name: &str, bytes: &[u8]) -> Result<Parsed, IngestError> {
             sections.push(Section { heading: kind.to_owned(), text, pack: false });
         }
     }
-    Ok(Parsed { sections, known, patient_record_id: record_id })
+    let name = patient.get("name").and_then(Value::as_array).and_then(|names| names.first()).map(|n| {
+        let mut parts: Vec<String> = n.get("given").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
+        parts.extend(s(n, &["family"]));
+        if parts.is_empty() { s(n, &["text"]).unwrap_or_default() } else { parts.join(" ") }
+    });
+    let patient_label = match (name.filter(|n| !n.trim().is_empty()), s(patient, &["birthDate"])) {
+        (Some(n), Some(born)) => Some(format!("{n}, born {born}")),
+        (Some(n), None) => Some(n),
+        (None, _) => None,
+    };
+    Ok(Parsed { sections, known, patient_record_id: record_id, patient_label })
 }
 
 /// Parse any supported file.
@@ -444,10 +457,10 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<(Kind, Parsed), IngestError> {
     let kind = Kind::of(name, bytes).ok_or_else(|| IngestError::UnsupportedType(name.to_owned()))?;
     let parsed = match kind {
         Kind::Fhir => parse_fhir(name, bytes)?,
-        Kind::Pdf => Parsed { sections: sections_of_text(&pdf_text(name, bytes)?), known: KnownIdentifiers::default(), patient_record_id: None },
+        Kind::Pdf => Parsed { sections: sections_of_text(&pdf_text(name, bytes)?), known: KnownIdentifiers::default(), patient_record_id: None, patient_label: None },
         Kind::Text | Kind::Markdown => {
             let text = std::str::from_utf8(bytes).map_err(|_| IngestError::NotUtf8(name.to_owned()))?;
-            Parsed { sections: sections_of_text(text), known: KnownIdentifiers::default(), patient_record_id: None }
+            Parsed { sections: sections_of_text(text), known: KnownIdentifiers::default(), patient_record_id: None, patient_label: None }
         }
     };
     if parsed.sections.iter().all(|s| s.text.trim().is_empty()) {
@@ -599,6 +612,10 @@ pub async fn ingest_bytes(
     // so the name rules see the parts.
     let label: String = name.chars().map(|c| if matches!(c, '-' | '_' | '.') { ' ' } else { c }).collect();
     let title = deid::deidentify(&label, &known, &mut scope).text;
+    if let (Some(label), true) = (&parsed.patient_label, owner_id != LIBRARY) {
+        let label = deid::deidentify(label, &known, &mut scope).text;
+        index::set_label_if_missing(conn, owner_id, &label).map_err(ix)?;
+    }
     let pieces = chunk_sections(&sections, cfg);
     if pieces.is_empty() {
         return Err(IngestError::Empty(name.to_owned()));

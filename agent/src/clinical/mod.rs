@@ -75,7 +75,9 @@ pub enum PatientAccess {
 impl Default for ClinicalConfig {
     fn default() -> Self {
         Self {
-            chat_model: "gemma3:270m".into(),
+            // The bundled instruction-tuned model; Gemma 3 270M as bundled is a base model that
+            // continues text rather than following the documentation-assistant prompt.
+            chat_model: "smollm2:135m".into(),
             embed_model: "all-minilm:l6-v2".into(),
             // Fail closed: nobody sees a patient until someone decided they may.
             patient_access: PatientAccess::Grants,
@@ -190,16 +192,17 @@ fn failed(e: impl std::fmt::Display) -> ClinicalError {
     ClinicalError::Failed(e.to_string())
 }
 
-/// "Maria Castellanos (MRN-4471)": the name parts as the records give them, then record ids.
+/// "Dolores Castellanos, born 1948-07-19 (00451234)": how the record names the patient, then
+/// the record ids. Notes alone name no patient reliably (they name relatives and staff too),
+/// so a patient known only from notes is listed by record id.
 fn display_name(e: &index::DirectoryEntry) -> String {
-    let mut names: Vec<&str> = Vec::new();
-    for n in &e.names {
-        if !names.iter().any(|x| x.eq_ignore_ascii_case(n)) {
-            names.push(n);
-        }
+    let ids = e.record_ids.join(", ");
+    match (&e.label, ids.is_empty()) {
+        (Some(label), false) => format!("{label} ({ids})"),
+        (Some(label), true) => label.clone(),
+        (None, false) => format!("Record {ids}"),
+        (None, true) => format!("Patient {}", e.owner),
     }
-    let name = if names.is_empty() { format!("Patient {}", e.owner) } else { names.join(" ") };
-    if e.record_ids.is_empty() { name } else { format!("{name} ({})", e.record_ids.join(", ")) }
 }
 
 fn task_of(kind: TaskKind) -> Task {
@@ -422,11 +425,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_names_join_parts_once_and_show_record_ids() {
-        let e = index::DirectoryEntry { owner: 3, record_ids: vec!["MRN-4471".into()], names: vec!["Maria".into(), "Castellanos".into(), "maria".into()] };
-        assert_eq!(display_name(&e), "Maria Castellanos (MRN-4471)");
-        let anon = index::DirectoryEntry { owner: 9, record_ids: vec![], names: vec![] };
-        assert_eq!(display_name(&anon), "Patient 9");
+    fn display_names_use_the_records_label_then_record_ids() {
+        let entry = |label: Option<&str>, ids: &[&str]| index::DirectoryEntry {
+            owner: 9,
+            label: label.map(str::to_owned),
+            record_ids: ids.iter().map(|s| s.to_string()).collect(),
+            names: vec!["Rosalind".into()],
+        };
+        assert_eq!(display_name(&entry(Some("Dolores Castellanos, born 1948-07-19"), &["00451234"])), "Dolores Castellanos, born 1948-07-19 (00451234)");
+        assert_eq!(display_name(&entry(None, &["00451234"])), "Record 00451234");
+        assert_eq!(display_name(&entry(None, &[])), "Patient 9");
     }
 
     #[test]

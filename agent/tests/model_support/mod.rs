@@ -8,6 +8,7 @@ use wardbox::stages::engine::{EngineConfig, SupervisedEngine};
 
 pub const GEMMA: &str = "gemma3:270m";
 pub const MINILM: &str = "all-minilm:l6-v2";
+pub const SMOLLM2: &str = "smollm2:135m";
 
 pub fn engine_binary() -> PathBuf {
     if let Ok(p) = std::env::var("WARDBOX_ENGINE_BIN") {
