@@ -412,6 +412,9 @@ fn engine_command(sup: &SupervisedEngine, listen: &str) -> tokio::process::Comma
     for m in &sup.preload {
         cmd.arg("--preload").arg(m);
     }
+    // Every preloaded model stays resident: retrieval embeds a question and then chats, and
+    // swapping the two models on every question would cost a load each time.
+    cmd.arg("--max-loaded").arg(sup.preload.len().max(1).to_string());
     cmd.arg("--slots").arg(sup.slots.to_string());
     cmd.arg("--ctx-per-slot").arg(sup.ctx_per_slot.to_string());
     cmd.arg("--gpu-layers").arg(sup.gpu_layers.to_string());
