@@ -5,8 +5,8 @@
 # is missing FAILS with a message naming it; nothing is skipped in silence.
 #
 # Environment:
-#   WARDBOX_SKIP_QEMU=1  leave out the qemu image test (image build + four boots, ~40 minutes
-#                        cold on 2 cores), said loudly; CI runs it.
+#   WARDBOX_SKIP_QEMU=1  leave out the qemu image test (agent build, OS tree, four boots: ~25 minutes
+#                        cold after the engine build, 2 cores), said loudly; CI runs it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
