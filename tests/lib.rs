@@ -250,7 +250,8 @@ impl Vm {
     }
 
     /// Wait until `needle` appears on the console after the cursor; move the cursor past it
-    /// and return the text from the cursor to the end of the line that holds the needle.
+    /// and return the text from the cursor to the end of the line that holds the needle (once
+    /// that line is complete).
     /// Fails early when qemu exits, or when one of `fail_on` appears first.
     pub fn expect(&mut self, needle: &str, fail_on: &[&str], timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
@@ -265,7 +266,9 @@ impl Vm {
                     let line_end = rest[i..].find('\n').map_or(rest.len(), |e| i + e);
                     return Err(format!("the console showed `{f}` while waiting for `{needle}`: {}", rest[i..line_end].trim()));
                 }
-                (Some(i), _) => {
+                // Only a whole line: a long line (the status JSON) arrives over the 115200-baud
+                // serial console in pieces, and the needle is at its start.
+                (Some(i), _) if rest[i..].contains('\n') => {
                     let line_end = rest[i..].find('\n').map_or(rest.len(), |e| i + e);
                     self.cursor.store(from + line_end, Ordering::SeqCst);
                     return Ok(rest[..line_end].to_string());

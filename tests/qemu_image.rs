@@ -239,11 +239,14 @@ fn scenario() -> Result<(), String> {
     }
     // The egress probe runs after the agent is up: the control (loopback) must connect, the
     // host must not be reachable, and nothing may arrive at the host's listener.
-    let control = vm.expect("wardbox-egress-probe: 127.0.0.1:443", &[], 5 * MIN)?;
+    // expect() returns the text from its cursor up to the end of the matching line: judge
+    // that line alone, not whatever the console printed before it.
+    let last_line = |text: String| text.lines().last().unwrap_or_default().trim().to_string();
+    let control = last_line(vm.expect("wardbox-egress-probe: 127.0.0.1:443", &[], 5 * MIN)?);
     if !control.contains("OPEN") {
         return Err(format!("boot 2: the egress probe's control connection (loopback to the agent) failed, so the probe proves nothing: {control}"));
     }
-    let probe = vm.expect(&format!("wardbox-egress-probe: 10.0.2.2:{}", sink.port), &[], 2 * MIN)?;
+    let probe = last_line(vm.expect(&format!("wardbox-egress-probe: 10.0.2.2:{}", sink.port), &[], 2 * MIN)?);
     if !probe.contains("BLOCKED") {
         return Err(format!("boot 2: a connection from inside the box to the host got out: {probe}"));
     }

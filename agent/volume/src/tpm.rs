@@ -70,6 +70,13 @@ pub enum TpmError {
          (for example a firmware update)"
     )]
     PcrMismatch { binding: String },
+    /// PCRs were extended during every unseal attempt (TPM_RC_PCR_CHANGED each time).
+    #[error(
+        "the TPM could not check the volume key's PCR policy: PCRs were extended while it checked, \
+         {attempts} times in a row (something on this box is measuring continuously). This is not a \
+         changed boot chain; reboot, and if it persists, look for what extends PCRs (IMA policy)"
+    )]
+    PcrsKeptChanging { attempts: u32 },
     /// The sealed blob is damaged or not a blob at all.
     #[error("the sealed TPM key is damaged ({reason}); use the recovery key, then `wardbox volume reseal`")]
     CorruptBlob { reason: String },
@@ -140,6 +147,10 @@ impl TctiSpec {
         }
     }
 }
+
+/// How many policy sessions an unseal tries when PCRs are extended during the session
+/// (TPM_RC_PCR_CHANGED); see [`Tpm::unseal`]. Module loads at boot come in bursts of a few.
+pub const UNSEAL_ATTEMPTS: u32 = 8;
 
 /// A PCR bank as the TPM names it.
 fn hash_alg(bank: PcrBank) -> HashingAlgorithm {
@@ -482,27 +493,56 @@ impl Tpm {
     }
 
     /// Unseal the secret. Refused with [`TpmError::PcrMismatch`] when the PCRs changed.
+    ///
+    /// A PCR extended by someone else *during* the policy session (between PolicyPCR and
+    /// Unseal) makes the TPM answer TPM_RC_PCR_CHANGED, whichever PCR it was: the TPM only
+    /// knows that its PCR update counter moved. That is a race, not a changed boot chain, and
+    /// it happens on the box: with Secure Boot on, the kernel's IMA architecture policy
+    /// measures every module load into PCR 10, and at boot the firewall (nf_tables) and
+    /// dm-crypt load modules while the volume is being unlocked. So the unseal is tried again
+    /// in a fresh policy session, up to [`UNSEAL_ATTEMPTS`] times; only a policy that does not
+    /// match (TPM_RC_POLICY_FAIL) is a refusal.
     pub fn unseal(&mut self, blob: &SealedBlob) -> Result<TpmSecret, TpmError> {
+        self.unseal_with_interference(blob, |_, _| Ok(()))
+    }
+
+    /// [`Tpm::unseal`], calling `between(tpm, attempt)` after PolicyPCR and before Unseal in
+    /// every attempt (attempt 1, 2, ...). Tests use it to extend a PCR at exactly that moment,
+    /// as a measurement by another process would; the box calls [`Tpm::unseal`].
+    #[doc(hidden)]
+    pub fn unseal_with_interference(
+        &mut self,
+        blob: &SealedBlob,
+        mut between: impl FnMut(&mut Self, u32) -> Result<(), TpmError>,
+    ) -> Result<TpmSecret, TpmError> {
         let pcrs = selection(&blob.binding)?;
         let binding_text = blob.binding.to_string();
         self.with_loaded(blob, |tpm, primary, object| {
-            let session = tpm.salted_session(primary, SessionType::Policy, false)?;
-            let result = (|| {
-                let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
-                tpm.ctx
-                    .execute_without_session(|ctx| ctx.policy_pcr(policy, Digest::default(), pcrs))
-                    .map_err(cmd("PolicyPCR"))?;
-                let data = tpm.ctx.execute_with_session(Some(session), |ctx| ctx.unseal(object.into())).map_err(|e| {
-                    match tss_kind(&e) {
-                        Some(Tss2ResponseCodeKind::PolicyFail | Tss2ResponseCodeKind::PcrChanged) => {
-                            TpmError::PcrMismatch { binding: binding_text.clone() }
-                        }
-                        _ => TpmError::Command { op: "Unseal", source: e },
+            for attempt in 1..=UNSEAL_ATTEMPTS {
+                let session = tpm.salted_session(primary, SessionType::Policy, false)?;
+                let result = (|| {
+                    let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
+                    tpm.ctx
+                        .execute_without_session(|ctx| ctx.policy_pcr(policy, Digest::default(), pcrs.clone()))
+                        .map_err(cmd("PolicyPCR"))?;
+                    between(tpm, attempt)?;
+                    match tpm.ctx.execute_with_session(Some(session), |ctx| ctx.unseal(object.into())) {
+                        Ok(data) => Ok(Some(TpmSecret::from_slice(data.value())?)),
+                        Err(e) => match tss_kind(&e) {
+                            Some(Tss2ResponseCodeKind::PcrChanged) => Ok(None),
+                            Some(Tss2ResponseCodeKind::PolicyFail) => {
+                                Err(TpmError::PcrMismatch { binding: binding_text.clone() })
+                            }
+                            _ => Err(TpmError::Command { op: "Unseal", source: e }),
+                        },
                     }
-                })?;
-                Ok(TpmSecret::from_slice(data.value())?)
-            })();
-            flushed(&mut tpm.ctx, SessionHandle::from(session).into(), result)
+                })();
+                if let Some(secret) = flushed(&mut tpm.ctx, SessionHandle::from(session).into(), result)? {
+                    return Ok(secret);
+                }
+                tracing::debug!(attempt, "a PCR changed during the unseal policy session; trying again");
+            }
+            Err(TpmError::PcrsKeptChanging { attempts: UNSEAL_ATTEMPTS })
         })
     }
 

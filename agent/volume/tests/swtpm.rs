@@ -4,7 +4,7 @@
 mod common;
 
 use common::Swtpm;
-use wardbox_volume::tpm::{HandleCounts, SealedBlob, Tpm, TpmError, UnsealCheck};
+use wardbox_volume::tpm::{HandleCounts, SealedBlob, Tpm, TpmError, UNSEAL_ATTEMPTS, UnsealCheck};
 use wardbox_volume::{PcrBank, PcrBinding, TpmSecret};
 
 fn pcr7() -> PcrBinding {
@@ -62,6 +62,42 @@ fn swtpm_extending_the_bound_pcr_refuses_unseal_with_a_clear_error() {
     // Sealing again under the new values works (what reseal does).
     let blob2 = tpm.seal(&secret, &pcr7()).unwrap();
     assert_eq!(tpm.unseal(&blob2).unwrap().expose(), secret.expose());
+}
+
+#[test]
+fn swtpm_a_pcr_extended_during_the_unseal_session_is_retried_not_a_refusal() {
+    // On the box, IMA measures every kernel module load into PCR 10 (Secure Boot on), and at
+    // boot modules load while the volume unlocks. Any extend between PolicyPCR and Unseal makes
+    // the TPM answer TPM_RC_PCR_CHANGED: a race, not a changed boot chain.
+    let sw = Swtpm::start();
+    let mut tpm = Tpm::connect(&sw.tcti()).unwrap();
+    let secret = TpmSecret::generate().unwrap();
+    let blob = tpm.seal(&secret, &pcr7()).unwrap();
+
+    let mut attempts = Vec::new();
+    let back = tpm
+        .unseal_with_interference(&blob, |tpm, attempt| {
+            attempts.push(attempt);
+            if attempt <= 2 { tpm.extend_pcr(PcrBank::Sha256, 10, b"a module load") } else { Ok(()) }
+        })
+        .unwrap();
+    assert_eq!(back.expose(), secret.expose());
+    assert_eq!(attempts, [1, 2, 3], "the unseal was not tried again after TPM_RC_PCR_CHANGED");
+    assert_eq!(tpm.handle_counts().unwrap(), CLEAN, "the retried sessions were left in the TPM");
+
+    // Extended during every attempt: named as what it is, not as a changed boot chain (which
+    // would send IT to the recovery key for nothing).
+    let err = tpm.unseal_with_interference(&blob, |tpm, _| tpm.extend_pcr(PcrBank::Sha256, 10, b"busy")).unwrap_err();
+    assert!(matches!(err, TpmError::PcrsKeptChanging { attempts: UNSEAL_ATTEMPTS }), "{err:?}");
+    assert!(!err.to_string().contains("boot chain changed"), "{err}");
+    assert_eq!(tpm.handle_counts().unwrap(), CLEAN);
+
+    // A real change of the bound PCR is still a refusal, at the first attempt.
+    tpm.extend_pcr(PcrBank::Sha256, 7, b"a different Secure Boot db").unwrap();
+    let mut tries = 0;
+    let err = tpm.unseal_with_interference(&blob, |_, _| { tries += 1; Ok(()) }).unwrap_err();
+    assert!(matches!(err, TpmError::PcrMismatch { .. }), "{err:?}");
+    assert_eq!(tries, 1);
 }
 
 #[test]
