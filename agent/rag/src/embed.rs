@@ -22,6 +22,21 @@ pub enum EmbedError {
     BadUrl(String),
 }
 
+/// Texts per embedding request: bounds the request size (the engine embeds them one after
+/// another, so a larger batch is not faster).
+pub const BATCH: usize = 32;
+
+/// Check an embedding model's answer for `sent` texts: one vector each, of `dims` dimensions.
+pub fn check_vectors(model: &str, dims: usize, sent: usize, vectors: &[Vec<f32>]) -> Result<(), EmbedError> {
+    if vectors.len() != sent {
+        return Err(EmbedError::Count { model: model.to_owned(), sent, got: vectors.len() });
+    }
+    match vectors.iter().find(|v| v.len() != dims) {
+        Some(v) => Err(EmbedError::Dimensions { model: model.to_owned(), expected: dims, got: v.len() }),
+        None => Ok(()),
+    }
+}
+
 pub type EmbedFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Vec<f32>>, EmbedError>> + Send + 'a>>;
 
 /// Turns texts into unit-length vectors of a fixed dimension.
@@ -40,9 +55,6 @@ pub struct OllamaEmbedder {
     url: String,
     model: String,
     dims: usize,
-    /// Texts per request: the engine embeds them one after another, so this only bounds the
-    /// request size.
-    batch: usize,
 }
 
 impl OllamaEmbedder {
@@ -55,7 +67,7 @@ impl OllamaEmbedder {
             base.push('/');
         }
         let client = Ollama::try_new(base.as_str()).map_err(|_| EmbedError::BadUrl(url.to_owned()))?;
-        Ok(Self { client, url: base, model: model.to_owned(), dims, batch: 32 })
+        Ok(Self { client, url: base, model: model.to_owned(), dims })
     }
 }
 
@@ -71,7 +83,7 @@ impl Embedder for OllamaEmbedder {
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
         Box::pin(async move {
             let mut out = Vec::with_capacity(texts.len());
-            for batch in texts.chunks(self.batch) {
+            for batch in texts.chunks(BATCH) {
                 let req = GenerateEmbeddingsRequest::new(self.model.clone(), EmbeddingsInput::Multiple(batch.to_vec())).truncate(true);
                 let res = self.client.generate_embeddings(req).await.map_err(|e| EmbedError::Engine {
                     url: self.url.clone(),
@@ -79,15 +91,8 @@ impl Embedder for OllamaEmbedder {
                     // The error text comes from the engine, never from our input: no PHI here.
                     detail: format!("{e:?}"),
                 })?;
-                if res.embeddings.len() != batch.len() {
-                    return Err(EmbedError::Count { model: self.model.clone(), sent: batch.len(), got: res.embeddings.len() });
-                }
-                for v in res.embeddings {
-                    if v.len() != self.dims {
-                        return Err(EmbedError::Dimensions { model: self.model.clone(), expected: self.dims, got: v.len() });
-                    }
-                    out.push(v);
-                }
+                check_vectors(&self.model, self.dims, batch.len(), &res.embeddings)?;
+                out.extend(res.embeddings);
             }
             Ok(out)
         })

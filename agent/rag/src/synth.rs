@@ -385,6 +385,18 @@ pub struct CorpusDoc {
     pub library: bool,
 }
 
+impl CorpusDoc {
+    /// Whose document this is, as ingestion takes it.
+    pub fn owner(&self) -> crate::ingest::Owner {
+        use crate::ingest::Owner;
+        match (&self.record_id, self.library) {
+            (_, true) => Owner::Library,
+            (Some(record_id), false) => Owner::Patient { record_id: record_id.clone(), known: Default::default() },
+            (None, false) => Owner::FromDocument,
+        }
+    }
+}
+
 /// A known fact: a question whose answer is in exactly one document.
 #[derive(Debug, Clone)]
 pub struct Fact {

@@ -13,14 +13,6 @@ use wardbox_rag::index::{self, Access, IndexError, LIBRARY, Scope};
 use wardbox_rag::ingest::{self, ChunkConfig, IngestError, Outcome, Owner};
 use wardbox_rag::synth::{Corpus, corpus, make_pdf};
 
-fn owner_of(doc: &wardbox_rag::synth::CorpusDoc) -> Owner {
-    match (&doc.record_id, doc.library) {
-        (_, true) => Owner::Library,
-        (Some(r), _) => Owner::Patient { record_id: r.clone(), known: Default::default() },
-        (None, _) => Owner::FromDocument,
-    }
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
@@ -33,7 +25,7 @@ fn ingested(dir: &std::path::Path, key: &[u8; 32]) -> (Connection, PathBuf, Corp
     let emb = HashEmbedder::new(index::DIMS);
     let rt = rt();
     for d in &c.docs {
-        let out = rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &d.name, &d.bytes, &owner_of(d), ChunkConfig::default()));
+        let out = rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &d.name, &d.bytes, &d.owner(), ChunkConfig::default()));
         assert!(matches!(out, Ok(Outcome::Ingested { .. })), "{}: {out:?}", d.name);
     }
     (conn, path, c)
@@ -143,7 +135,7 @@ fn reingest_is_a_no_op_and_a_bad_file_is_skipped_with_a_clear_error() {
     for d in &c.docs {
         let p = files_dir.join(&d.name);
         std::fs::write(&p, &d.bytes).expect("write");
-        files.push((p, owner_of(d)));
+        files.push((p, d.owner()));
     }
     let bad_pdf = files_dir.join("scan.pdf");
     std::fs::write(&bad_pdf, b"%PDF-1.7\n this is not a pdf").expect("write");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use wardbox_rag::answer::{self, OllamaGenerator, RetrievalConfig, SafetyPolicy, Task};
 use wardbox_rag::embed::{Embedder, OllamaEmbedder};
 use wardbox_rag::index::{self, Access, Scope};
-use wardbox_rag::ingest::{self, ChunkConfig, Outcome, Owner};
+use wardbox_rag::ingest::{self, ChunkConfig, Outcome};
 use wardbox_rag::synth::corpus;
 
 const EMBED_MODEL: &str = "all-minilm:l6-v2";
@@ -86,12 +86,7 @@ fn model_retrieval_top5_holds_the_chunk_with_the_fact_and_unrelated_is_not_found
     let started = Instant::now();
     let mut chunks = 0;
     for d in &c.docs {
-        let owner = match (&d.record_id, d.library) {
-            (_, true) => Owner::Library,
-            (Some(r), _) => Owner::Patient { record_id: r.clone(), known: Default::default() },
-            (None, _) => Owner::FromDocument,
-        };
-        match rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &d.name, &d.bytes, &owner, ChunkConfig::default())).expect("ingest") {
+        match rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &d.name, &d.bytes, &d.owner(), ChunkConfig::default())).expect("ingest") {
             Outcome::Ingested { document_id, chunks: n, .. } => {
                 doc_ids.insert(d.name.clone(), document_id);
                 chunks += n;
@@ -142,11 +137,7 @@ fn model_answer_through_the_engine_cites_numbered_sources() {
     let mut conn = index::open_encrypted(&dir.path().join("w.db"), &[0x43; 32]).expect("store");
     let rt = rt();
     for d in corpus().docs.iter().filter(|d| d.name.starts_with("castellanos")) {
-        let owner = match &d.record_id {
-            Some(r) => Owner::Patient { record_id: r.clone(), known: Default::default() },
-            None => Owner::FromDocument,
-        };
-        rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &d.name, &d.bytes, &owner, ChunkConfig::default())).expect("ingest");
+        rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &d.name, &d.bytes, &d.owner(), ChunkConfig::default())).expect("ingest");
     }
     let a = index::find_patient(&conn, "00451234").expect("f").expect("A");
     let scope = Scope { patient: Some(a), include_library: false };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use wardbox_rag::index;
-use wardbox_rag::ingest::{self, ChunkConfig, Owner};
+use wardbox_rag::ingest::{self, ChunkConfig};
 use wardbox_rag::synth;
 
 use super::pool::StorePool;
@@ -30,13 +30,8 @@ pub async fn seed(pool: Arc<StorePool>, engine: EngineHandle, config: ClinicalCo
         }
         let mut indexed = 0;
         for doc in synth::corpus().docs {
-            let owner = match (&doc.record_id, doc.library) {
-                (_, true) => Owner::Library,
-                (Some(record_id), false) => Owner::Patient { record_id: record_id.clone(), known: Default::default() },
-                (None, false) => Owner::FromDocument,
-            };
             runtime
-                .block_on(ingest::ingest_bytes(store.conn_mut(), &embedder, &doc.name, &doc.bytes, &owner, ChunkConfig::default()))
+                .block_on(ingest::ingest_bytes(store.conn_mut(), &embedder, &doc.name, &doc.bytes, &doc.owner(), ChunkConfig::default()))
                 .map_err(|e| e.to_string())?;
             indexed += 1;
         }

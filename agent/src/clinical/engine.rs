@@ -5,12 +5,9 @@ use futures_util::StreamExt;
 use ollama_rs::generation::chat::ChatMessage;
 use ollama_rs::models::ModelOptions;
 use wardbox_rag::answer::{AnswerError, GenerateFuture, Generator, Prompt};
-use wardbox_rag::embed::{EmbedError, EmbedFuture, Embedder};
+use wardbox_rag::embed::{self, EmbedError, EmbedFuture, Embedder};
 
 use crate::stages::engine::{ChatChunk, EngineHandle};
-
-/// Texts per embedding request: bounds the request size.
-const EMBED_BATCH: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct EngineEmbedder {
@@ -30,19 +27,14 @@ impl Embedder for EngineEmbedder {
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
         Box::pin(async move {
             let mut out = Vec::with_capacity(texts.len());
-            for batch in texts.chunks(EMBED_BATCH) {
+            for batch in texts.chunks(embed::BATCH) {
                 let vectors = self.engine.embed(&self.model, batch.to_vec()).await.map_err(|e| EmbedError::Engine {
                     url: "wardbox-engine".into(),
                     model: self.model.clone(),
                     // The engine's words about the request, never the texts themselves.
                     detail: e.to_string(),
                 })?;
-                if vectors.len() != batch.len() {
-                    return Err(EmbedError::Count { model: self.model.clone(), sent: batch.len(), got: vectors.len() });
-                }
-                if let Some(v) = vectors.iter().find(|v| v.len() != self.dims()) {
-                    return Err(EmbedError::Dimensions { model: self.model.clone(), expected: self.dims(), got: v.len() });
-                }
+                embed::check_vectors(&self.model, self.dims(), batch.len(), &vectors)?;
                 out.extend(vectors);
             }
             Ok(out)

@@ -168,13 +168,15 @@ impl RagClinical {
         }
     }
 
-    /// The patient behind a URL id, if `access` allows; otherwise "unknown" (never "forbidden").
-    fn patient_owner(conn: &Connection, access: &Access, id: &str) -> Result<i64, ClinicalError> {
+    /// The patient behind a URL id, with what `viewer` may see, if that includes the patient;
+    /// otherwise "unknown" (never "forbidden").
+    fn patient_in_reach(&self, conn: &Connection, viewer: &Viewer, id: &str) -> Result<(i64, Access), ClinicalError> {
+        let access = self.access(conn, viewer)?;
         let owner = parse_id(id).ok_or(ClinicalError::UnknownPatient)?;
         if owner == LIBRARY || !access.may_see(owner) || !index::patient_exists(conn, owner).map_err(failed)? {
             return Err(ClinicalError::UnknownPatient);
         }
-        Ok(owner)
+        Ok((owner, access))
     }
 
     fn summary(conn: &Connection, owner: i64) -> Result<PatientSummary, ClinicalError> {
@@ -242,16 +244,14 @@ impl Clinical for RagClinical {
 
     fn patient(&self, viewer: &Viewer, id: &str) -> Result<PatientSummary, ClinicalError> {
         let store = self.pool.get();
-        let access = self.access(store.conn(), viewer)?;
-        let owner = Self::patient_owner(store.conn(), &access, id)?;
+        let (owner, _) = self.patient_in_reach(store.conn(), viewer, id)?;
         Self::summary(store.conn(), owner)
     }
 
     fn document(&self, viewer: &Viewer, patient_id: &str, document_id: &str) -> Result<Document, ClinicalError> {
         let store = self.pool.get();
         let conn = store.conn();
-        let access = self.access(conn, viewer)?;
-        let owner = Self::patient_owner(conn, &access, patient_id)?;
+        let (owner, access) = self.patient_in_reach(conn, viewer, patient_id)?;
         let doc_id = parse_id(document_id).ok_or(ClinicalError::UnknownDocument)?;
         let view = match index::document(conn, doc_id, &access) {
             Ok(Some(v)) if v.owner == owner || v.owner == LIBRARY => v,
@@ -264,11 +264,7 @@ impl Clinical for RagClinical {
     }
 
     fn run(&self, viewer: &Viewer, patient_id: &str, task: TaskKind, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
-        let (owner, access) = {
-            let store = self.pool.get();
-            let access = self.access(store.conn(), viewer)?;
-            (Self::patient_owner(store.conn(), &access, patient_id)?, access)
-        };
+        let (owner, access) = self.patient_in_reach(self.pool.get().conn(), viewer, patient_id)?;
         let (tx, rx) = mpsc::channel(64);
         let job = AnswerJob {
             embedder: self.embedder.clone(),
@@ -292,8 +288,7 @@ impl Clinical for RagClinical {
 
     fn upload(&self, viewer: &Viewer, patient_id: &str, file_name: &str, _content_type: &str, bytes: Vec<u8>) -> Result<String, ClinicalError> {
         let mut store = self.pool.get();
-        let access = self.access(store.conn(), viewer)?;
-        let owner = Self::patient_owner(store.conn(), &access, patient_id)?;
+        let (owner, _) = self.patient_in_reach(store.conn(), viewer, patient_id)?;
         let ingested = self.runtime.block_on(ingest::ingest_bytes(
             store.conn_mut(),
             &self.embedder,

@@ -51,8 +51,6 @@ pub struct Store {
 impl Store {
     /// Open the store at `path`, creating it only if no file exists there.
     pub fn open_or_create(path: &Path, key: &StoreKey) -> Result<(Store, Opened), StoreError> {
-        // The retrieval index's vector tables need sqlite-vec on every connection.
-        wardbox_rag::index::register_sqlite_vec();
         match std::fs::metadata(path) {
             Ok(meta) if meta.len() == 0 => Err(StoreError::EmptyFile { path: path.to_owned() }),
             Ok(_) => Ok((Self::open_existing(path, key)?, Opened::Existing)),
@@ -60,8 +58,7 @@ impl Store {
                 let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
                     | OpenFlags::SQLITE_OPEN_CREATE
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let conn = Connection::open_with_flags(path, flags).map_err(|e| sqlite(path, e))?;
-                let store = Self::keyed(conn, path, key)?;
+                let store = Self::keyed(connect(path, flags)?, path, key)?;
                 Ok((store, Opened::Created))
             }
             Err(e) => Err(StoreError::Sqlite {
@@ -73,13 +70,11 @@ impl Store {
 
     /// Open an existing store; never creates one.
     pub fn open_existing(path: &Path, key: &StoreKey) -> Result<Store, StoreError> {
-        wardbox_rag::index::register_sqlite_vec();
         if !path.exists() {
             return Err(StoreError::Missing { path: path.to_owned() });
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| sqlite(path, e))?;
-        Self::keyed(conn, path, key)
+        Self::keyed(connect(path, flags)?, path, key)
     }
 
     /// Apply the key, prove it opens the file, then set the durable pragmas.
@@ -167,6 +162,13 @@ impl Store {
     pub fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
+}
+
+/// Every store connection is opened here: the retrieval index's vector tables need
+/// sqlite-vec, which SQLite attaches to a connection as it opens.
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    wardbox_rag::index::register_sqlite_vec();
+    Connection::open_with_flags(path, flags).map_err(|e| sqlite(path, e))
 }
 
 fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {

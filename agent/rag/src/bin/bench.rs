@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use wardbox_rag::embed::{Embedder, HashEmbedder, OllamaEmbedder};
 use wardbox_rag::index::{self, Access, NewChunk, Scope};
-use wardbox_rag::ingest::{self, ChunkConfig, Owner};
+use wardbox_rag::ingest::{self, ChunkConfig};
 use wardbox_rag::synth;
 
 struct Args {
@@ -56,14 +56,6 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn owner_of(d: &synth::CorpusDoc) -> Owner {
-    match (&d.record_id, d.library) {
-        (_, true) => Owner::Library,
-        (Some(r), _) => Owner::Patient { record_id: r.clone(), known: Default::default() },
-        (None, _) => Owner::FromDocument,
-    }
-}
-
 /// Ingest the synthetic corpus `rounds` times (each round's bytes differ, so nothing is
 /// skipped as unchanged); chunks per second.
 async fn ingest_rate(emb: &dyn Embedder, dir: &std::path::Path, rounds: usize) -> Result<(usize, f64), String> {
@@ -81,7 +73,7 @@ async fn ingest_rate(emb: &dyn Embedder, dir: &std::path::Path, rounds: usize) -
             } else if r > 0 {
                 continue;
             }
-            match ingest::ingest_bytes(&mut conn, emb, &d.name, &bytes, &owner_of(d), ChunkConfig::default()).await.map_err(|e| e.to_string())? {
+            match ingest::ingest_bytes(&mut conn, emb, &d.name, &bytes, &d.owner(), ChunkConfig::default()).await.map_err(|e| e.to_string())? {
                 ingest::Outcome::Ingested { chunks: n, .. } => chunks += n,
                 ingest::Outcome::Unchanged { .. } => {}
             }
