@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages that building Wardbox and running every test tier needs.
-# Idempotent; run as root (or through sudo). Needs only Debian's package mirror.
+# Idempotent. Run it as root; from another account it re-runs itself through sudo (a root shell
+# on a fresh Debian machine has no sudo, so the README's commands never start with it).
+# Needs only Debian's package mirror.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-deps: run as root (sudo $0)" >&2
-    exit 1
+    command -v sudo >/dev/null || { echo "install-deps: needs root, and sudo is not installed; run it as root" >&2; exit 1; }
+    exec sudo env "PATH=$PATH" "$0" "$@"
 fi
 
 packages=(
@@ -26,16 +28,66 @@ if compgen -G "$(dirname "$0")/deps.d/*.list" >/dev/null; then
     done < <(cat "$(dirname "$0")"/deps.d/*.list)
 fi
 
+# QEMU's packages must come from one release. A build machine may ship a newer qemu-utils (from
+# backports) while the mirror offers qemu-system-x86 from the stable release; apt then resolves
+# qemu-system-common's "Breaks" by REMOVING qemu-utils, and the image tier finds no qemu-img.
+# So the whole QEMU set is pinned to the version of qemu-system-x86 the mirror offers (a
+# downgrade of qemu-utils where needed), and judged by version, not by presence.
+qemu_set=(qemu-system-x86 qemu-utils)
+
+installed_version() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | awk '$3 == "installed" {print $4}'; }
+
 missing=()
 for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    [ -n "$(installed_version "$p")" ] || missing+=("$p")
+done
+export DEBIAN_FRONTEND=noninteractive
+updated=0
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    updated=1
+fi
+qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+if [ -z "$qemu_version" ] || [ "$qemu_version" = "(none)" ]; then
+    echo "install-deps: the package mirror offers no qemu-system-x86" >&2
+    exit 1
+fi
+for q in "${qemu_set[@]}"; do
+    [ "$(installed_version "$q")" = "$qemu_version" ] && continue
+    kept=()
+    for p in "${missing[@]}"; do [ "$p" = "$q" ] || kept+=("$p"); done
+    missing=("${kept[@]}" "$q=$qemu_version")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    [ "$updated" = 1 ] || apt-get update -qq
+    apt-get install -y -qq --no-install-recommends --allow-downgrades "${missing[@]}"
 else
-    echo "install-deps: all ${#packages[@]} packages present"
+    echo "install-deps: all ${#packages[@]} packages present (QEMU $qemu_version)"
+fi
+
+# Every program a tier runs must be on the PATH now; a package that apt removed or that no
+# longer ships the program is named here, not discovered forty minutes into CI.
+programs=(
+    cc pkg-config cmake clang            # build
+    swtpm swtpm_setup tpm2_pcrread       # TPM tiers
+    cryptsetup                           # LUKS2 tier
+    nft ip nc ping                       # firewall tier
+    python3 unzip                        # model fetch
+    slapd ldapadd chromium chromedriver  # web tiers
+    mkosi debootstrap systemd-nspawn mkfs.ext4 sfdisk bc curl   # image build
+    qemu-img qemu-system-x86_64          # image boots
+)
+absent=()
+for prog in "${programs[@]}"; do
+    command -v "$prog" >/dev/null || absent+=("$prog")
+done
+for f in /usr/share/OVMF/OVMF_CODE_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd; do
+    [ -e "$f" ] || absent+=("$f")
+done
+if [ ${#absent[@]} -gt 0 ]; then
+    echo "install-deps: installed, but these are still missing: ${absent[*]}" >&2
+    exit 1
 fi
 command -v cargo >/dev/null || { echo "install-deps: cargo (Rust 1.90+) is required and not installed" >&2; exit 1; }
+echo "install-deps: every program the test tiers run is present"
