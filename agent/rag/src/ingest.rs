@@ -582,9 +582,14 @@ pub async fn ingest_bytes(
         return Ok(Outcome::Unchanged { document_id, owner: owner_id });
     }
     let mut scope = index::load_pseudonyms(conn, owner_id).map_err(ix)?;
-    // Every identifier this owner's earlier documents revealed is known for this one too.
-    for (category, original) in scope_known(&scope) {
-        known.push(category, original);
+    // Every identifier a patient's earlier documents revealed is known for this one too. The
+    // library is not one person: its documents are de-identified each on its own, so a word
+    // taken as a name in one guideline never changes another (the library scope only numbers
+    // the pseudonyms).
+    if owner_id != LIBRARY {
+        for (category, original) in scope_known(&scope) {
+            known.push(category, original);
+        }
     }
     // One pass over the whole document: names found in one section are removed in all of them,
     // and the known-identifier patterns are built once. Sections are joined with the ASCII

@@ -56,6 +56,14 @@ static STOPWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         .collect()
 });
 
+/// Ordinary English words (SCOWL, lowercase entries only: no proper nouns).
+static ENGLISH: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| include_str!("../../data/english_words.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
+
+fn is_english(lower: &str) -> bool {
+    ENGLISH.contains(lower)
+}
+
 fn is_stopword(lower: &str) -> bool {
     STOPWORDS.contains(lower)
 }
@@ -70,6 +78,8 @@ fn is_last(lower: &str) -> bool {
 
 const MONTHS: &str = r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sept?(?:ember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)";
 const STATES: &str = r"(?:AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC|Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|Florida|Georgia|Hawaii|Idaho|Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|Massachusetts|Michigan|Minnesota|Mississippi|Missouri|Montana|Nebraska|Nevada|New Hampshire|New Jersey|New Mexico|New York|North Carolina|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|Rhode Island|South Carolina|South Dakota|Tennessee|Texas|Utah|Vermont|Virginia|Washington|West Virginia|Wisconsin|Wyoming)";
+/// A capitalised word of any script ("Zürich", "Łódź", "São").
+const CAP_WORD: &str = r"\p{Lu}[\p{Ll}\p{M}]+";
 const STREET_SUFFIX: &str = r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Alley|Row|Crescent|Close|Loop|Pike|Run)";
 
 fn re(pattern: &str) -> Regex {
@@ -84,13 +94,24 @@ struct Rule {
     re: Regex,
     group: usize,
     category: Category,
+    /// The match is the value after a keyword and must pass [`plausible_keyword_value`].
+    keyword_value: bool,
+}
+
+/// Whether the token after an id keyword can be an identifier: it holds a digit and is not a
+/// plain small or decimal number ("group: 3.3", "case 2", "visit 1" are counts and measures).
+fn plausible_keyword_value(value: &str) -> bool {
+    static MEASURE: LazyLock<Regex> = LazyLock::new(|| re(r"^(?:\d{1,3}|\d+[.,]\d+)$"));
+    value.chars().any(|c| c.is_ascii_digit()) && !MEASURE.is_match(value)
 }
 
 /// Keyword-anchored identifiers: "MRN: 12345678", "Medicare ID 1EG4-TE5-MK72". The value must
 /// hold a digit, so "MRN unknown" removes nothing. Longer keywords come first so that "license
 /// plate" is a vehicle, not a licence.
 fn keyword_rules() -> Vec<Rule> {
-    const VALUE: &str = r"([A-Za-z0-9][A-Za-z0-9./-]*\d[A-Za-z0-9./-]*[A-Za-z0-9]|\d)";
+    // The whole token after the keyword if it holds a digit ("serial" in "pacemaker serial
+    // number X" is not the value); [`plausible_keyword_value`] then decides.
+    const VALUE: &str = r"(\d[A-Za-z0-9./-]*|[A-Za-z][A-Za-z./-]*\d[A-Za-z0-9./-]*)";
     // "number", "no.", "#", "ID", ":" in any order people write them ("Chart #: 18-8888",
     // "license no. RN-1234", "Member ID: X"). Each part optional; none consumes the value.
     const SEP: &str = r"(?:\s*(?:number|num|id|code|no)\b\.?)?\s*#?\s*(?::|=|\bis\b|\bwas\b)?\s*#?\s*";
@@ -111,57 +132,62 @@ fn keyword_rules() -> Vec<Rule> {
             re: re(&format!(r"(?i)\b(?:{kw})\b{SEP}{VALUE}")),
             group: 1,
             category: *category,
+            keyword_value: true,
         })
         .collect()
 }
 
 fn pattern_rules() -> Vec<Rule> {
     let mut rules = vec![
-        Rule { re: re(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), group: 0, category: Category::Email },
-        Rule { re: re(r#"(?i)\b(?:https?://|ftp://|www\.)[^\s<>"')\]]+"#), group: 0, category: Category::Url },
-        Rule { re: re(r"(?i)\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|io|health|info|us)/[^\s<>]*"), group: 0, category: Category::Url },
+        Rule { re: re(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), group: 0, category: Category::Email, keyword_value: false },
+        Rule { re: re(r#"(?i)\b(?:https?://|ftp://|www\.)[^\s<>"')\]]+"#), group: 0, category: Category::Url, keyword_value: false },
+        Rule { re: re(r"(?i)\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|io|health|info|us)/[^\s<>]*"), group: 0, category: Category::Url, keyword_value: false },
         Rule {
             re: re(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"),
             group: 0,
             category: Category::Ip,
+            keyword_value: false,
         },
-        Rule { re: re(r"(?i)\b(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\b"), group: 0, category: Category::Ip },
-        Rule { re: re(r"(?i)(?:\b[0-9a-f]{1,4}:){1,6}:(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,5})?\b"), group: 0, category: Category::Ip },
+        Rule { re: re(r"(?i)\b(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\b"), group: 0, category: Category::Ip, keyword_value: false },
+        Rule { re: re(r"(?i)(?:\b[0-9a-f]{1,4}:){1,6}:(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,5})?\b"), group: 0, category: Category::Ip, keyword_value: false },
         // MAC addresses identify a device.
-        Rule { re: re(r"(?i)\b(?:[0-9a-f]{2}[:-]){5}[0-9a-f]{2}\b"), group: 0, category: Category::Device },
-        Rule { re: re(r"\b\d{3}-\d{2}-\d{4}\b"), group: 0, category: Category::Ssn },
-        Rule { re: re(r"(?i)\b(?:ssn|ss#|social security(?: number| no\.?| #)?)[\s:#]*(\d{3}[\s.-]?\d{2}[\s.-]?\d{4})\b"), group: 1, category: Category::Ssn },
+        Rule { re: re(r"(?i)\b(?:[0-9a-f]{2}[:-]){5}[0-9a-f]{2}\b"), group: 0, category: Category::Device, keyword_value: false },
+        Rule { re: re(r"\b\d{3}-\d{2}-\d{4}\b"), group: 0, category: Category::Ssn, keyword_value: false },
+        Rule { re: re(r"(?i)\b(?:ssn|ss#|social security(?: number| no\.?| #)?)[\s:#]*(\d{3}[\s.-]?\d{2}[\s.-]?\d{4})\b"), group: 1, category: Category::Ssn, keyword_value: false },
         // North American phone numbers in their usual spellings; fax is decided from context.
         Rule {
             re: re(r"(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b(?:\s*(?:x|ext\.?)\s*\d{1,5})?"),
             group: 0,
             category: Category::Phone,
+            keyword_value: false,
         },
-        Rule { re: re(r"(?i)\b(?:phone|tel|telephone|cell|mobile|fax|call|pager|contact)\b[\s:#.]*(\+?\d{10,11})\b"), group: 1, category: Category::Phone },
-        Rule { re: re(r"\+\d{1,3}[\s.-]\d{1,4}[\s.-]\d{3,4}[\s.-]\d{3,4}\b"), group: 0, category: Category::Phone },
+        Rule { re: re(r"(?i)\b(?:phone|tel|telephone|cell|mobile|fax|call|pager|contact)\b[\s:#.]*(\+?\d{10,11})\b"), group: 1, category: Category::Phone, keyword_value: false },
+        Rule { re: re(r"\+\d{1,3}[\s.-]\d{1,4}[\s.-]\d{3,4}[\s.-]\d{3,4}\b"), group: 0, category: Category::Phone, keyword_value: false },
         // Vehicle identification numbers: 17 characters, no I, O or Q, letters and digits.
-        Rule { re: re(r"\b[A-HJ-NPR-Z0-9]{17}\b"), group: 0, category: Category::Vehicle },
+        Rule { re: re(r"\b[A-HJ-NPR-Z0-9]{17}\b"), group: 0, category: Category::Vehicle, keyword_value: false },
         // Dates: every element but the year is an identifier.
         // A four-digit year needs no word boundary after it: text from PDFs comes glued
         // ("DOB: 02/03/1931Admitted").
-        Rule { re: re(r"\b(?:0?[1-9]|1[0-2])[/.-](?:0?[1-9]|[12]\d|3[01])[/.-](?:\d{4}|\d{2}\b)"), group: 0, category: Category::Date },
-        Rule { re: re(r"\b(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])[-/.](?:0?[1-9]|[12]\d|3[01])(?:T\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"), group: 0, category: Category::Date },
+        Rule { re: re(r"\b(?:0?[1-9]|1[0-2])[/.-](?:0?[1-9]|[12]\d|3[01])[/.-](?:\d{4}|\d{2}\b)"), group: 0, category: Category::Date, keyword_value: false },
+        Rule { re: re(r"\b(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])[-/.](?:0?[1-9]|[12]\d|3[01])(?:T\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"), group: 0, category: Category::Date, keyword_value: false },
         Rule {
             re: re(&format!(r"(?i)\b(?:\d{{1,2}})(?:st|nd|rd|th)?(?:\s+of)?[\s-]+{MONTHS}\.?,?[\s-]+(?:\d{{4}}|\d{{2}})\b")),
             group: 0,
             category: Category::Date,
+            keyword_value: false,
         },
         Rule {
             re: re(&format!(r"(?i)\b{MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}})?")),
             group: 0,
             category: Category::Date,
+            keyword_value: false,
         },
-        Rule { re: re(&format!(r"(?i)\b{MONTHS}\.?,?\s+(?:of\s+)?(?:19|20)\d{{2}}\b")), group: 0, category: Category::Date },
-        Rule { re: re(&format!(r"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTHS}\b")), group: 0, category: Category::Date },
+        Rule { re: re(&format!(r"(?i)\b{MONTHS}\.?,?\s+(?:of\s+)?(?:19|20)\d{{2}}\b")), group: 0, category: Category::Date, keyword_value: false },
+        Rule { re: re(&format!(r"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTHS}\b")), group: 0, category: Category::Date, keyword_value: false },
         // Ages over 89 ("92-year-old", "age 95", "aged 101", "94 y/o"): only the number goes.
-        Rule { re: re(r"(?i)\b(9\d|1[0-2]\d)(?:\s*|-)(?:years?|yrs?|y/?o|y\.o\.|yo|year-old|-year-old)\b"), group: 1, category: Category::Age },
-        Rule { re: re(r"(?i)\b(?:age|aged|ages)[\s:]*(9\d|1[0-2]\d)\b"), group: 1, category: Category::Age },
-        Rule { re: re(r"(?i)\b(9\d|1[0-2]\d)\s*(?:yo|y/o)\b"), group: 1, category: Category::Age },
+        Rule { re: re(r"(?i)\b(9\d|1[0-2]\d)(?:\s*|-)(?:years?|yrs?|y/?o|y\.o\.|yo|year-old|-year-old)\b"), group: 1, category: Category::Age, keyword_value: false },
+        Rule { re: re(r"(?i)\b(?:age|aged|ages)[\s:]*(9\d|1[0-2]\d)\b"), group: 1, category: Category::Age, keyword_value: false },
+        Rule { re: re(r"(?i)\b(9\d|1[0-2]\d)\s*(?:yo|y/o)\b"), group: 1, category: Category::Age, keyword_value: false },
         // Street addresses and PO boxes: geographic units smaller than a state.
         Rule {
             re: re(&format!(
@@ -169,23 +195,26 @@ fn pattern_rules() -> Vec<Rule> {
             )),
             group: 0,
             category: Category::Address,
+            keyword_value: false,
         },
-        Rule { re: re(r"(?i)\bP\.?\s?O\.?\s+Box\s+\d+"), group: 0, category: Category::Address },
-        Rule { re: re(r"(?i)\b(?:Apt|Apartment|Suite|Unit)\.?\s*#?\s*\d+[A-Za-z]?\b"), group: 0, category: Category::Address },
+        Rule { re: re(r"(?i)\bP\.?\s?O\.?\s+Box\s+\d+"), group: 0, category: Category::Address, keyword_value: false },
+        Rule { re: re(r"(?i)\b(?:Apt|Apartment|Suite|Unit)\.?\s*#?\s*\d+[A-Za-z]?\b"), group: 0, category: Category::Address, keyword_value: false },
         // "City, ST 12345": the city and the ZIP go, the state stays (Safe Harbor allows it).
         Rule {
-            re: re(&format!(r"\b([A-Z][a-z]+(?:[ -][A-Z][a-z]+){{0,2}}),\s+{STATES}\b")),
+            re: re(&format!(r"\b({CAP_WORD}(?:[ -]{CAP_WORD}){{0,2}}),\s+{STATES}\b")),
             group: 1,
             category: Category::Location,
+            keyword_value: false,
         },
-        Rule { re: re(&format!(r"\b{STATES}\s+(\d{{5}}(?:-\d{{4}})?)\b")), group: 1, category: Category::Zip },
-        Rule { re: re(r"(?i)\b(?:zip|zip\s*code|postal\s*code|zipcode)[\s:#]*(\d{5}(?:-\d{4})?)\b"), group: 1, category: Category::Zip },
-        Rule { re: re(r"\b\d{5}-\d{4}\b"), group: 0, category: Category::Zip },
-        Rule { re: re(r"\b([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?\s+(?:County|Parish|Borough|Township|Village))\b"), group: 1, category: Category::Location },
+        Rule { re: re(&format!(r"\b{STATES}\s+(\d{{5}}(?:-\d{{4}})?)\b")), group: 1, category: Category::Zip, keyword_value: false },
+        Rule { re: re(r"(?i)\b(?:zip|zip\s*code|postal\s*code|zipcode)[\s:#]*(\d{5}(?:-\d{4})?)\b"), group: 1, category: Category::Zip, keyword_value: false },
+        Rule { re: re(r"\b\d{5}-\d{4}\b"), group: 0, category: Category::Zip, keyword_value: false },
+        Rule { re: re(&format!(r"\b({CAP_WORD}(?:\s+{CAP_WORD})?\s+(?:County|Parish|Borough|Township|Village))\b")), group: 1, category: Category::Location, keyword_value: false },
         Rule {
-            re: re(r"\b(?i:lives|living|lived|resides|residing|moved|relocated|born|grew up|visiting|travel(?:l)?ed|trip|home|transferred|arrived|came|commutes|works)\s+(?i:in|to|from|at|near)\s+((?:[A-Z][a-z]+)(?:[ -][A-Z][a-z]+){0,2})"),
+            re: re(&format!(r"\b(?i:lives|living|lived|resides|residing|moved|relocated|born|grew up|visiting|travel(?:l)?ed|trip|home|transferred|arrived|came|commutes|works)\s+(?i:in|to|from|at|near)\s+({CAP_WORD}(?:[ -]{CAP_WORD}){{0,2}})")),
             group: 1,
             category: Category::Location,
+            keyword_value: false,
         },
     ];
     rules.extend(keyword_rules());
@@ -196,7 +225,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(pattern_rules);
 
 /// A word-ish token: letters, apostrophes, hyphens, and an optional trailing period for
 /// initials and titles.
-static TOKEN: LazyLock<Regex> = LazyLock::new(|| re(r"[A-Za-z][A-Za-z'’-]*\.?"));
+static TOKEN: LazyLock<Regex> = LazyLock::new(|| re(r"\p{L}[\p{L}\p{M}'’-]*\.?"));
 static TITLES: &[&str] = &["mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "sr", "sra", "nurse", "rev"];
 /// Words after which a capitalised word is a person: role labels in notes and forms.
 static NAME_CUES: &[&str] = &[
@@ -254,6 +283,21 @@ fn adjacent(text: &str, a: &Tok, b: &Tok) -> bool {
 fn surname_shaped(key: &str) -> bool {
     (key.starts_with("o'") || key.starts_with("d'") || key.starts_with("mc") || key.starts_with("mac")) && key.len() >= 4
         || key.contains('-') && key.split('-').all(|p| p.len() >= 2)
+}
+
+/// Whether a token after a cue word ("by", "with", "patient") can be the name: capitalised or
+/// in capitals, not an ordinary word ("by Health", "living with HIV", "recommended by WHO")
+/// unless the name lists have it ("seen by Baker"), and in capitals only when long or listed
+/// (short capitals are acronyms).
+fn cue_may_name(t: &Tok, next: Option<&Tok>) -> bool {
+    if !(t.capitalised || t.all_caps) || is_stopword(&t.key) || t.key.len() < 2 {
+        return false;
+    }
+    if is_english(&t.key) && !in_dict(t) {
+        return false;
+    }
+    // A name in capitals on a form ("PATIENT: YUSUF BRENNAN") comes with another capitalised part.
+    !t.all_caps || in_dict(t) || t.key.chars().count() > 5 || next.is_some_and(|n| n.all_caps && !is_english(&n.key))
 }
 
 fn in_dict(t: &Tok) -> bool {
@@ -334,9 +378,7 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
             if (NAME_CUES.contains(&p.key.as_str()) || verb_with)
                 && gap.len() <= 3
                 && gap.chars().all(|c| c == ' ' || c == ':' || c == ',')
-                && (t.capitalised || t.all_caps)
-                && !is_stopword(&t.key)
-                && t.key.len() >= 2
+                && cue_may_name(t, next)
             {
                 is_name[i] = true;
                 if let Some(n) = next
@@ -388,17 +430,18 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
     }
     // Propagate: every token ever seen as part of a name in this text, or known from the
     // structured record, goes wherever it appears (any case).
-    let mut seen: HashSet<String> = toks.iter().zip(&is_name).filter(|(t, n)| **n && !t.initial && t.key.len() >= 2).map(|(t, _)| t.key.clone()).collect();
-    for part in known_name_parts {
-        let k = part.to_lowercase();
-        if k.len() >= 2 {
-            seen.insert(k);
-        }
-    }
+    // A name found by a rule reaches only occurrences written as a name (capitalised): "Hope"
+    // the person does not take the word "hope". Parts from the structured record are certain
+    // and go in any case.
+    let seen: HashSet<String> = toks.iter().zip(&is_name).filter(|(t, n)| **n && !t.initial && t.key.len() >= 2).map(|(t, _)| t.key.clone()).collect();
+    let known: HashSet<String> = known_name_parts.iter().map(|p| p.to_lowercase()).filter(|k| k.len() >= 2).collect();
     for (i, t) in toks.iter().enumerate() {
-        // A hyphenated token holding a known name part ("castellanos-record") goes too.
-        let part_seen = t.key.contains('-') && t.key.split('-').any(|p| seen.contains(p));
-        if !is_name[i] && (seen.contains(&t.key) || part_seen) && !(TITLES.contains(&t.key.as_str())) {
+        if is_name[i] || TITLES.contains(&t.key.as_str()) {
+            continue;
+        }
+        // A hyphenated token holding a name part ("castellanos-record") goes too.
+        let holds = |set: &HashSet<String>| set.contains(&t.key) || t.key.contains('-') && t.key.split('-').any(|p| set.contains(p));
+        if holds(&known) || (t.capitalised || t.all_caps) && holds(&seen) {
             is_name[i] = true;
         }
     }
@@ -487,6 +530,9 @@ pub fn detect(text: &str, known: &KnownIdentifiers) -> Vec<Span> {
             if end <= m.start() {
                 continue;
             }
+            if rule.keyword_value && !plausible_keyword_value(&text[m.start()..end]) {
+                continue;
+            }
             let mut span = Span { start: m.start(), end, category: rule.category };
             refine_phone(text, &mut span);
             if span.category == Category::Date && false_date(text, &span) {
@@ -521,7 +567,27 @@ pub fn detect(text: &str, known: &KnownIdentifiers) -> Vec<Span> {
         .collect();
     spans.extend(name_spans(text, &name_parts));
     spans.extend(known_spans(text, known));
+    let spans = resolve(spans).into_iter().map(|s| whole_words(text, s)).collect();
+    // Widening can make neighbours overlap; merge them again.
     resolve(spans)
+}
+
+/// Part of a word: a letter or digit of any script, or a combining mark (a decomposed "á" is
+/// "a" + U+0301).
+fn word_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '\u{300}'..='\u{36f}' | '\u{1ab0}'..='\u{1aff}' | '\u{1dc0}'..='\u{1dff}' | '\u{20d0}'..='\u{20ff}' | '\u{fe20}'..='\u{fe2f}')
+}
+
+/// Widen a span to whole words: a replacement that keeps part of a word ("[NAME-1]álffy")
+/// leaks the rest of it.
+fn whole_words(text: &str, mut span: Span) -> Span {
+    while let Some(c) = text[..span.start].chars().next_back().filter(|c| word_char(*c)) {
+        span.start -= c.len_utf8();
+    }
+    while let Some(c) = text[span.end..].chars().next().filter(|c| word_char(*c)) {
+        span.end += c.len_utf8();
+    }
+    span
 }
 
 /// Merge overlapping spans into disjoint ones: the longest wins, ties go to the earlier
@@ -592,6 +658,66 @@ mod tests {
                 ("Tucson".into(), Category::Location)
             ]
         );
+    }
+
+    #[test]
+    fn trial_arms_and_measures_are_not_plan_ids() {
+        let f = found("Median survival, group: 3.3 months; group 2 versus group 1; case 4 of 12. Group number: GRP-20931.");
+        assert_eq!(f, vec![("GRP-20931".into(), Category::HealthPlan)]);
+    }
+
+    #[test]
+    fn acronyms_and_words_after_cue_words_are_not_names() {
+        let f = found("Adults living with HIV, as recommended by WHO, were seen by Health services.");
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn a_name_reaches_only_occurrences_written_as_a_name() {
+        let text = "Dr. Hope reviewed the scan. There is hope; Hope will call.";
+        let f = found(text);
+        assert_eq!(f, vec![("Hope".into(), Category::Name), ("Hope".into(), Category::Name)], "{f:?}");
+    }
+
+    #[test]
+    fn names_of_any_script_are_replaced_whole() {
+        for (text, name) in [("Mr. Pálffy was seen.", "Pálffy"), ("Seen with Mrs. Łukasiewicz today.", "Łukasiewicz"), ("Dr. Ødegård signed.", "Ødegård")] {
+            let f = found(text);
+            assert!(f.contains(&(name.to_owned(), Category::Name)), "{text}: {f:?}");
+        }
+    }
+
+    /// Property: whatever the text, every span starts and ends on a word boundary (no letter,
+    /// digit or combining mark of any script on both sides of a cut).
+    #[test]
+    fn spans_always_cover_whole_words() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        const PIECES: &[&str] = &[
+            "Mr.", "Dr.", "Mrs.", "Pálffy", "Łódź", "José", "Müller", "O'Brien", "Smith", "John", "Nguyễn", "Ørsted", "Zoë",
+            "a\u{301}", "é", "ß", "İ", "ﬁ", "Ⅻ", "٣", "日本", "Иванов", "Σωκράτης", "Kowalczykówna", "x", "ext.", "555-201-3344",
+            "ID:", "MRN:", "12345678", "group:", "3.3", "03/14/2024", "March", "14,", "2024", "St.", "12", "Main", "Street", "Springfield,",
+            "IL", "62704", "lives", "in", "with", "by", "the", " ", " ", ", ", ". ", "\n", "-", "'", "@", "jo@x.org", "#", "9", "Ä",
+        ];
+        let mut rng = StdRng::seed_from_u64(0x5eed);
+        for case in 0..3000 {
+            let n = rng.random_range(1..14);
+            let mut text = String::new();
+            for _ in 0..n {
+                text.push_str(PIECES[rng.random_range(0..PIECES.len())]);
+                if rng.random_bool(0.6) {
+                    text.push(' ');
+                }
+            }
+            for s in detect(&text, &KnownIdentifiers::default()) {
+                let before = text[..s.start].chars().next_back();
+                let first = text[s.start..].chars().next();
+                let last = text[..s.end].chars().next_back();
+                let after = text[s.end..].chars().next();
+                let cut = |a: Option<char>, b: Option<char>| a.is_some_and(word_char) && b.is_some_and(word_char);
+                assert!(!cut(before, first) && !cut(last, after), "case {case}: {:?} cut from {text:?}", &text[s.start..s.end]);
+            }
+        }
     }
 
     #[test]
