@@ -1,7 +1,7 @@
 #!/bin/bash
 # Build the Wardbox appliance image.
 #
-#   image/build.sh [--out DIR] [--no-cargo] [--rebuild-os]
+#   image/build.sh [--out DIR] [--no-cargo] [--rebuild-os] [--uefi]
 #
 # Phases (each prints its duration):
 #   1. binaries   cargo build --release of the agent (`wardbox`); the engine
@@ -24,6 +24,12 @@
 #                 partition (PARTLABEL wardbox-data) that the box encrypts at first boot.
 #   5. boot       kernel, initrd and kernel command line for direct boot
 #                 (qemu -kernel/-initrd/-append, as the qemu test does).
+#   6. uefi       only with --uefi: image/uefi.sh makes the UEFI boot chain from the same
+#                 kernel, initrd and root: a signed UKI (wardbox-<version>+3.efi), signed
+#                 systemd-boot, the ESP, and $OUT/uefi/disk.raw (ESP, root-a, root-b, state),
+#                 with TEST Secure Boot keys generated in $OUT/uefi/test-keys unless
+#                 WARDBOX_SECURE_BOOT_KEYS names the fleet's keys. Needs sbsigntool, mtools,
+#                 dosfstools, systemd-boot-efi and virt-fw-vars (tests/install-deps.sh).
 #
 # This host cannot make a vfat ESP (no vfat in its kernel, no device-mapper), so the boot
 # files are kept for direct boot. On a build host that can, the same tree becomes a bootable
@@ -40,27 +46,23 @@ IMAGE="$REPO/image"
 OUT="${WARDBOX_IMAGE_OUT:-$REPO/target/image}"
 CARGO_BUILD=1
 REBUILD_OS=0
+UEFI=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT="$2"; shift 2 ;;
         --no-cargo) CARGO_BUILD=0; shift ;;
         --rebuild-os) REBUILD_OS=1; shift ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        --uefi) UEFI=1; shift ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
-# Fixed partition identities, so the kernel command line can name the root without probing.
-# (A/B updates flip which of the two root partitions the command line names.)
-DISK_GUID=5e5a3c1f-5d0c-4bde-9b1e-3c2f8a0d7a10
-ROOT_A_UUID=8d6b2f4e-1c3a-4f7e-a2b5-6e9c0d1f2a3b
-ROOT_B_UUID=4a1e9c7d-2b3f-4e5a-8c6d-7f0a1b2c3d4e
-STATE_UUID=c3d2e1f0-a9b8-4c7d-9e6f-5a4b3c2d1e0f
-# systemd's discoverable-partition type for an x86-64 root; "Linux filesystem" for state.
-ROOT_TYPE=4f68bce3-e8cd-4db1-96e7-fbcaf984b709
-LINUX_TYPE=0fc63daf-8483-4772-8e79-3d69d8477de4
-STATE_SIZE_MIB=64
+# Fixed partition identities and types (DISK_GUID, ROOT_A_UUID, ..., STATE_SIZE_MIB), shared
+# with image/uefi.sh.
+# shellcheck source=partitions.env
+. "$IMAGE/partitions.env"
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -233,6 +235,19 @@ echo "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4 console=ttyS0,115200 systemd
     (cd "$OUT" && sha256sum root.ext4 vmlinuz initrd.img cmdline.txt)
 } > "$OUT/image-info.txt"
 phase_done boot
+
+# ---------------------------------------------------------------- 6. uefi
+if [ "$UEFI" = 1 ]; then
+    phase "uefi"
+    WS_VERSION=$(awk -F'"' '/^version *=/ {print $2; exit}' "$REPO/Cargo.toml")
+    # '+' separates the boot counter in the UKI's name: the dirty marker becomes "-dirty".
+    OS_RELEASE=$(realpath -e "$OS/usr/lib/os-release")
+    "$IMAGE/uefi.sh" --kernel "$OUT/vmlinuz" --initrd "$OUT/initrd.img" --os-release "$OS_RELEASE" \
+        --version "$WS_VERSION-$COMMIT${DIRTY:+-dirty}" --root "$ROOT_IMG" --out "$OUT/uefi" \
+        ${WARDBOX_SECURE_BOOT_KEYS:+--keys "$WARDBOX_SECURE_BOOT_KEYS"} \
+        --cmdline-extra "console=ttyS0,115200 systemd.show_status=1 panic=30"
+    phase_done uefi
+fi
 
 echo "build.sh: done: $OUT/system.raw ($(du -h --apparent-size "$DISK" | cut -f1) apparent," \
      "$(du -h "$DISK" | cut -f1) on disk), kernel $KVER, engine included: $ENGINE_INCLUDED"

@@ -66,6 +66,17 @@ else
     echo "install-deps: all ${#packages[@]} packages present (QEMU $qemu_version)"
 fi
 
+# virt-fw-vars (PyPI virt-firmware; bookworm has no package): image/uefi.sh enrols Secure Boot
+# keys into OVMF's variable store with it. Its own venv, pinned, linked onto the PATH.
+VIRT_FIRMWARE_VERSION=26.10
+virt_venv=/opt/wardbox-tools/virt-firmware
+if ! "$virt_venv/bin/pip" show virt-firmware 2>/dev/null | grep -qx "Version: $VIRT_FIRMWARE_VERSION"; then
+    echo "install-deps: installing virt-firmware $VIRT_FIRMWARE_VERSION in $virt_venv"
+    /usr/bin/python3 -m venv "$virt_venv"
+    "$virt_venv/bin/pip" install -q "virt-firmware==$VIRT_FIRMWARE_VERSION"
+fi
+ln -sf "$virt_venv/bin/virt-fw-vars" /usr/local/bin/virt-fw-vars
+
 # Every program a tier runs must be on the PATH now; a package that apt removed or that no
 # longer ships the program is named here, not discovered forty minutes into CI.
 programs=(
@@ -77,12 +88,15 @@ programs=(
     slapd ldapadd chromium chromedriver  # web tiers
     mkosi debootstrap systemd-nspawn mkfs.ext4 sfdisk bc curl   # image build
     qemu-img qemu-system-x86_64          # image boots
+    objcopy sbsign sbverify mkfs.vfat mmd mcopy virt-fw-vars busybox   # UEFI boot chain
 )
 absent=()
 for prog in "${programs[@]}"; do
     command -v "$prog" >/dev/null || absent+=("$prog")
 done
-for f in /usr/share/OVMF/OVMF_CODE_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd; do
+for f in /usr/share/OVMF/OVMF_CODE_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd \
+        /usr/share/OVMF/OVMF_CODE_4M.secboot.fd /usr/share/OVMF/OVMF_VARS_4M.fd \
+        /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/systemd/boot/efi/systemd-bootx64.efi; do
     [ -e "$f" ] || absent+=("$f")
 done
 if [ ${#absent[@]} -gt 0 ]; then
