@@ -12,8 +12,9 @@ use std::process::{Command, Stdio};
 use nftables::helper::{self, NftablesError};
 use serde::Serialize;
 
+use crate::history::{CounterHistory, HistoryError};
 use crate::ruleset::{Counters, Ruleset};
-use crate::verify::{Drift, LiveRuleset, VerifyError};
+use crate::verify::{Drift, LiveRuleset, VerifyError, restored};
 
 /// Why the firewall could not be applied, read or verified. Every variant means the egress
 /// policy is not known to be enforced: callers fail closed.
@@ -38,6 +39,9 @@ pub enum FirewallError {
     /// The live ruleset could not be parsed.
     #[error(transparent)]
     Unreadable(#[from] VerifyError),
+    /// The last counter readings could not be read or kept: resets would go unnoticed.
+    #[error(transparent)]
+    History(#[from] HistoryError),
     /// The ruleset was committed but the kernel still differs from the intent. Something is
     /// rewriting the ruleset concurrently, or this nft/kernel prints rules differently.
     #[error("after applying, the live ruleset still differs from the intended one: {}", join(.0))]
@@ -187,32 +191,65 @@ impl Firewall {
 
     /// Read the live ruleset and compare it with the intent. Changes nothing.
     pub fn status(&self) -> Result<Status, FirewallError> {
+        self.status_since(None)
+    }
+
+    /// [`Firewall::status`], also reporting each drop counter that went down since `last`,
+    /// the previous reading in this boot.
+    pub fn status_since(&self, last: Option<&Counters>) -> Result<Status, FirewallError> {
         let live = self.nft.list_ruleset()?;
         Ok(Status {
-            drift: live.drift(&self.ruleset),
+            drift: live.drift_since(&self.ruleset, last),
             counters: live.counters(),
         })
     }
 
+    /// [`Firewall::status_since`] the last reading in `history`, then keep this reading.
+    pub fn status_recorded(&self, history: &CounterHistory) -> Result<Status, FirewallError> {
+        let last = history.last()?;
+        let status = self.status_since(last.as_ref())?;
+        history.record(last.as_ref(), &status.counters)?;
+        Ok(status)
+    }
+
     /// Make the kernel enforce the intended ruleset: if it already does, do nothing
-    /// ([`ApplyOutcome::Unchanged`]); otherwise replace our table (and delete foreign
-    /// accept-policy tables) in one transaction, carrying the drop counters over, then read
+    /// ([`ApplyOutcome::Unchanged`]); otherwise replace our table (and delete every foreign
+    /// table found to drift) in one transaction, carrying the drop counters over, then read
     /// back and verify. Errors mean the policy is not known to be enforced.
     pub fn apply(&self) -> Result<ApplyOutcome, FirewallError> {
+        self.apply_since(None)
+    }
+
+    /// [`Firewall::apply`], also treating a drop counter that went down since `last` as
+    /// drift: the repair writes back the last reading plus what was counted since, so the
+    /// evidence of blocked attempts survives a reset, and a deleted table.
+    pub fn apply_since(&self, last: Option<&Counters>) -> Result<ApplyOutcome, FirewallError> {
         let live = self.nft.list_ruleset()?;
-        let drift = live.drift(&self.ruleset);
+        let drift = live.drift_since(&self.ruleset, last);
         if drift.is_empty() {
             return Ok(ApplyOutcome::Unchanged);
         }
-        let batch = self
-            .ruleset
-            .commit_batch(&live.counters(), &live.foreign_accept_tables());
+        let counters = match last {
+            Some(last) => restored(last, &live.counters()),
+            None => live.counters(),
+        };
+        let batch = self.ruleset.commit_batch(&counters, &live.foreign_tables());
         self.nft.commit(&batch)?;
-        let after = self.nft.list_ruleset()?.drift(&self.ruleset);
+        let after = self.nft.list_ruleset()?.drift_since(&self.ruleset, last);
         if !after.is_empty() {
             return Err(FirewallError::StillDrifted(after));
         }
         Ok(ApplyOutcome::Applied { repaired: drift })
+    }
+
+    /// [`Firewall::apply_since`] the last reading in `history`, then keep the reading taken
+    /// after it.
+    pub fn apply_recorded(&self, history: &CounterHistory) -> Result<ApplyOutcome, FirewallError> {
+        let last = history.last()?;
+        let outcome = self.apply_since(last.as_ref())?;
+        let now = self.nft.list_ruleset()?.counters();
+        history.record(last.as_ref(), &now)?;
+        Ok(outcome)
     }
 
     /// Remove our table (used by `wardbox firewall` in the dev profile and by tests). Fails

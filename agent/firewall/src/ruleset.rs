@@ -28,8 +28,8 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::policy::{SSH_PORT, UI_PORT, ValidPolicy};
 
-/// The table Wardbox owns. Nothing else of the live ruleset is touched, except foreign
-/// accept-policy chains that repair removes (see `verify`).
+/// The table Wardbox owns. Nothing else of the live ruleset is touched, except foreign tables
+/// that can let traffic out around it, which repair removes (see `foreign`).
 pub const TABLE: &str = "wardbox";
 /// `inet` covers IPv4 and IPv6 with one set of chains.
 pub const FAMILY: NfFamily = NfFamily::INet;
@@ -60,14 +60,14 @@ pub struct Ruleset {
 
 /// Initial values for the named counters, so a repair does not wipe the evidence of
 /// blocked attempts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Count {
     pub packets: u64,
     pub bytes: u64,
 }
 
 /// The drop counters of the three chains.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub blocked_in: Count,
     pub blocked_out: Count,
@@ -356,8 +356,8 @@ impl Ruleset {
     /// cannot fail when the table is absent), `delete table`, then the whole table again.
     /// nft commits a batch as one kernel transaction: there is no instant at which the table
     /// is half-built or absent. `foreign` names tables to delete in the same transaction
-    /// (foreign accept-policy chains found by `verify`). `counters` carries the drop counts
-    /// over the replacement.
+    /// (those `foreign` found drift in). `counters` carries the drop counts over the
+    /// replacement.
     pub fn commit_batch(
         &self,
         counters: &Counters,

