@@ -1,0 +1,496 @@
+//! Every check has a test that makes it pass and one that makes it fail, and each asserts that
+//! the evidence names the cause (an observed value with the cause in it).
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::facts::*;
+use crate::sample;
+
+fn now() -> Timestamp {
+    "2026-11-29T10:00:00Z".parse().expect("time")
+}
+
+fn days_ago(d: i64) -> Timestamp {
+    now().checked_sub(SignedDuration::from_hours(24 * d)).expect("time")
+}
+
+fn days_ahead(d: i64) -> Timestamp {
+    now().checked_add(SignedDuration::from_hours(24 * d)).expect("time")
+}
+
+fn run(change: impl FnOnce(&mut Facts)) -> Report {
+    let mut facts = sample::healthy(now());
+    change(&mut facts);
+    evaluate(&facts, now())
+}
+
+/// The item has `status`, a reason, a remediation exactly when it is not in order, and an
+/// observed value named `name` whose value contains `value`.
+#[track_caller]
+fn expect(report: &Report, id: &str, status: Status, name: &str, value: &str) {
+    let item = report.item(id).unwrap_or_else(|| panic!("no item {id}"));
+    assert_eq!(item.status, status, "{id}: {}", item.reason);
+    assert!(!item.reason.is_empty(), "{id} has no reason");
+    assert_eq!(item.remediation.is_some(), !status.in_order(), "{id}: remediation {:?}", item.remediation);
+    let found = item.evidence.iter().flat_map(|e| &e.values).any(|o| o.name == name && o.value.contains(value));
+    assert!(found, "{id}: no evidence {name:?} containing {value:?} in {:#?}", item.evidence);
+}
+
+macro_rules! check {
+    ($name:ident, $id:expr,
+     pass: |$p:ident| $pass:block => ($pname:expr, $pvalue:expr),
+     fail: |$f:ident| $fail:block => $status:expr, ($fname:expr, $fvalue:expr)) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn passes() {
+                #[allow(unused_variables)]
+                let r = run(|$p| $pass);
+                expect(&r, $id, Status::Pass, $pname, $pvalue);
+            }
+            #[test]
+            fn fails_naming_the_cause() {
+                let r = run(|$f| $fail);
+                expect(&r, $id, $status, $fname, $fvalue);
+            }
+        }
+    };
+}
+
+fn volume(f: &mut Facts) -> &mut VolumeFacts {
+    match &mut f.volume {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample volume"),
+    }
+}
+fn audit(f: &mut Facts) -> &mut AuditFacts {
+    match &mut f.audit {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample audit"),
+    }
+}
+fn tls(f: &mut Facts) -> &mut TlsProbe {
+    match &mut f.tls {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample tls"),
+    }
+}
+fn firewall(f: &mut Facts) -> &mut FirewallFacts {
+    match &mut f.firewall {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample firewall"),
+    }
+}
+fn usb(f: &mut Facts) -> &mut UsbFacts {
+    match &mut f.usb {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample usb"),
+    }
+}
+fn store(f: &mut Facts) -> &mut StoreFacts {
+    match &mut f.store {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample store"),
+    }
+}
+
+check!(unique_user_id, ids::UNIQUE_USER_ID,
+    pass: |f| {} => ("accounts", "4"),
+    fail: |f| { f.accounts[1].user_id = "Dr.Smith".into(); } => Status::Fail, ("duplicated user ids", "dr.smith"));
+
+check!(emergency_access, ids::EMERGENCY_ACCESS,
+    pass: |f| {} => ("break-glass session limit (s)", "3600"),
+    fail: |f| { f.sessions.break_glass_enabled = false; } => Status::Fail, ("break-glass enabled", "no"));
+
+check!(automatic_logoff, ids::AUTOMATIC_LOGOFF,
+    pass: |f| {} => ("idle timeout (s)", "900"),
+    fail: |f| { f.sessions.idle_timeout_secs = 1800; } => Status::Fail, ("idle timeout (s)", "1800"));
+
+check!(encryption_at_rest, ids::ENCRYPTION_AT_REST,
+    pass: |f| {} => ("cipher", "aes-xts-plain64"),
+    fail: |f| { volume(f).plain_directory = true; } => Status::Fail, ("plain directory (dev profile)", "yes"));
+
+check!(encryption_weak_cipher, ids::ENCRYPTION_AT_REST,
+    pass: |f| {} => ("key size (bits)", "512"),
+    fail: |f| { volume(f).cipher = "aes-cbc-essiv:sha256".into(); } => Status::Fail, ("cipher", "aes-cbc"));
+
+check!(encryption_seal_stale, ids::ENCRYPTION_AT_REST,
+    pass: |f| {} => ("seal matches current PCRs", "yes"),
+    fail: |f| {
+        if let Probe::Observed { value } = &mut f.tpm { value.seal_matches_current_pcrs = false; }
+    } => Status::NeedsAttention, ("seal matches current PCRs", "no"));
+
+check!(encryption_recovery_unlock, ids::ENCRYPTION_AT_REST,
+    pass: |f| {} => ("unlocked by", "tpm"),
+    fail: |f| { volume(f).unlocked_by = "recovery".into(); } => Status::NeedsAttention, ("unlocked by", "recovery"));
+
+check!(audit_every_interaction, ids::AUDIT_EVERY_INTERACTION,
+    pass: |f| {} => ("requests audited", "812"),
+    fail: |f| { audit(f).requests_audited = 800; } => Status::Fail, ("requests audited", "800"));
+
+check!(audit_write_failures, ids::AUDIT_EVERY_INTERACTION,
+    pass: |f| {} => ("audit write failures", "0"),
+    fail: |f| { audit(f).write_failures = 2; } => Status::Fail, ("audit write failures", "2"));
+
+check!(audit_log_integrity, ids::AUDIT_LOG_INTEGRITY,
+    pass: |f| {} => ("first break", "none"),
+    fail: |f| { audit(f).first_break = Some("record 17 was altered".into()); } => Status::Fail, ("first break", "record 17 was altered"));
+
+check!(audit_checkpoints, ids::AUDIT_LOG_INTEGRITY,
+    pass: |f| {} => ("checkpoints checked", "52"),
+    fail: |f| { audit(f).checkpoints_mismatched = 1; } => Status::Fail, ("checkpoints not matching", "1"));
+
+check!(ephi_authentication, ids::EPHI_AUTHENTICATION,
+    pass: |f| {} => ("page HMAC", "HMAC_SHA512"),
+    fail: |f| { store(f).integrity_errors = 3; } => Status::Fail, ("pages failing", "3"));
+
+check!(ephi_without_hmac, ids::EPHI_AUTHENTICATION,
+    pass: |f| {} => ("pages checked", "4096"),
+    fail: |f| { store(f).hmac_algorithm.clear(); } => Status::Fail, ("page HMAC", "none"));
+
+check!(person_authentication, ids::PERSON_AUTHENTICATION,
+    pass: |f| {} => ("local accounts with argon2id", "3"),
+    fail: |f| { f.accounts[0].password_scheme.clear(); } => Status::Fail, ("local accounts without an argon2id password", "dr.smith (no password)"));
+
+check!(directory_sign_in, ids::DIRECTORY_SIGN_IN,
+    pass: |f| {} => ("bind", "ok"),
+    fail: |f| {
+        f.ldap = LdapFacts::Configured {
+            url: "ldaps://10.0.0.5".into(),
+            bind: Probe::observed(LdapBind { tls: true, bind_ok: false, detail: "invalid credentials (49)".into() }),
+        };
+    } => Status::Fail, ("detail", "invalid credentials"));
+
+check!(directory_without_tls, ids::DIRECTORY_SIGN_IN,
+    pass: |f| {} => ("TLS", "yes"),
+    fail: |f| {
+        f.ldap = LdapFacts::Configured {
+            url: "ldap://10.0.0.5".into(),
+            bind: Probe::observed(LdapBind { tls: false, bind_ok: true, detail: "bind ok".into() }),
+        };
+    } => Status::Fail, ("TLS", "no"));
+
+check!(transmission_integrity, ids::TRANSMISSION_INTEGRITY,
+    pass: |f| {} => ("TLS 1.3 handshake", "TLS13_AES_256_GCM_SHA384"),
+    fail: |f| { tls(f).certificate_not_after = days_ago(1); } => Status::Fail, ("certificate valid until", "2026-11-28"));
+
+check!(transmission_certificate_expiring, ids::TRANSMISSION_INTEGRITY,
+    pass: |f| {} => ("certificate subject", "wardbox-clinic-01"),
+    fail: |f| { tls(f).certificate_not_after = days_ahead(10); } => Status::NeedsAttention, ("certificate valid until", "2026-12-09"));
+
+check!(transmission_encryption, ids::TRANSMISSION_ENCRYPTION,
+    pass: |f| {} => ("TLS 1.2 only", "refused"),
+    fail: |f| { tls(f).tls12 = Handshake { accepted: true, detail: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into() }; } => Status::Fail, ("TLS 1.2 only", "accepted"));
+
+check!(transmission_tls13_refused, ids::TRANSMISSION_ENCRYPTION,
+    pass: |f| {} => ("TLS 1.3 only", "accepted"),
+    fail: |f| { tls(f).tls13 = Handshake { accepted: false, detail: "connection refused".into() }; } => Status::Fail, ("TLS 1.3 only", "connection refused"));
+
+check!(transmission_plain_http, ids::TRANSMISSION_ENCRYPTION,
+    pass: |f| {} => ("plain HTTP", "refused"),
+    fail: |f| { tls(f).plain_http_refused = false; } => Status::Fail, ("plain HTTP", "answered"));
+
+check!(engine_unreachable, ids::ENGINE_UNREACHABLE,
+    pass: |f| {} => ("connect", "192.168.10.5:11434: refused"),
+    fail: |f| {
+        if let Probe::Observed { value } = &mut f.engine_reach { value.attempts[1].result = "connected".into(); }
+    } => Status::Fail, ("connect", "192.168.10.5:11434: connected"));
+
+check!(engine_nothing_probed, ids::ENGINE_UNREACHABLE,
+    pass: |f| {} => ("engine channel", "unix:"),
+    fail: |f| { f.engine_reach = Probe::observed(EngineReachProbe { attempts: vec![] }); } => Status::Fail, ("engine channel", "unix:"));
+
+check!(outbound_blocked, ids::OUTBOUND_BLOCKED,
+    pass: |f| {} => ("outbound packets blocked", "1234"),
+    fail: |f| { firewall(f).drift = vec!["table inet wardbox was flushed: its chains hold no rules".into()]; } => Status::Fail, ("drift", "flushed"));
+
+check!(outbound_policy_accept, ids::OUTBOUND_BLOCKED,
+    pass: |f| {} => ("output policy", "drop"),
+    fail: |f| { firewall(f).output_policy = "accept".into(); } => Status::Fail, ("output policy", "accept"));
+
+check!(termination, ids::TERMINATION,
+    pass: |f| {} => ("unused for 90 days", "none"),
+    fail: |f| { f.accounts[0].last_sign_in = Some(days_ago(120)); } => Status::NeedsAttention, ("unused for 90 days", "dr.smith (last sign-in 2026-08-01"));
+
+check!(termination_never_signed_in, ids::TERMINATION,
+    pass: |f| { f.accounts[3].last_sign_in = None; f.accounts[3].created_at = days_ago(10); } => ("enabled accounts", "4"),
+    fail: |f| { f.accounts[3].last_sign_in = None; } => Status::NeedsAttention, ("unused for 90 days", "auditor.kim (never signed in"));
+
+check!(login_monitoring, ids::LOGIN_MONITORING,
+    pass: |f| {} => ("failed sign-ins (30 days)", "7"),
+    fail: |f| { f.sessions.lockout_threshold = 0; } => Status::Fail, ("lockout after failures", "0"));
+
+check!(login_failures_unaudited, ids::LOGIN_MONITORING,
+    pass: |f| {} => ("failed sign-ins audited", "yes"),
+    fail: |f| { f.sign_ins.failures_audited = false; } => Status::Fail, ("failed sign-ins audited", "no"));
+
+check!(password_management, ids::PASSWORD_MANAGEMENT,
+    pass: |f| {} => ("minimum length", "12"),
+    fail: |f| { f.sessions.password_min_length = 8; } => Status::Fail, ("minimum length", "8"));
+
+check!(password_initial, ids::PASSWORD_MANAGEMENT,
+    pass: |f| {} => ("accounts still on their initial password", "none"),
+    fail: |f| { f.accounts[2].must_change_password = true; } => Status::NeedsAttention, ("accounts still on their initial password", "pm.jones"));
+
+check!(contingency_backups, ids::CONTINGENCY_BACKUPS,
+    pass: |f| {} => ("backup encrypted", "yes"),
+    fail: |f| {
+        f.backups = BackupFacts { configured: false, last_backup: None, encrypted: false, last_tested_restore: None };
+    } => Status::Fail, ("backups configured", "no"));
+
+check!(contingency_old_backup, ids::CONTINGENCY_BACKUPS,
+    pass: |f| {} => ("last tested restore", "2026-10-30"),
+    fail: |f| { f.backups.last_backup = Some(days_ago(5)); } => Status::Fail, ("last backup", "2026-11-24"));
+
+check!(contingency_untested_restore, ids::CONTINGENCY_BACKUPS,
+    pass: |f| {} => ("backups configured", "yes"),
+    fail: |f| { f.backups.last_tested_restore = None; } => Status::NeedsAttention, ("last tested restore", "never"));
+
+check!(usb_storage, ids::USB_STORAGE,
+    pass: |f| {} => ("storage drivers blocked", "yes"),
+    fail: |f| { usb(f).storage_driver_blocked = false; } => Status::Fail, ("storage drivers blocked", "no"));
+
+check!(usb_device_present, ids::USB_STORAGE,
+    pass: |f| {} => ("USB block devices", "none"),
+    fail: |f| { usb(f).usb_block_devices = vec!["sdb (USB 16 GB)".into()]; } => Status::Fail, ("USB block devices", "sdb"));
+
+check!(retention, ids::RETENTION,
+    pass: |f| {
+        f.retention.first_record_month = Some("2026-09".into());
+        f.retention.exports = vec![
+            MonthExport { month: "2026-09".into(), checksum_ok: true },
+            MonthExport { month: "2026-10".into(), checksum_ok: true },
+        ];
+    } => ("exports", "2"),
+    fail: |f| { f.retention.retention_years = 5; } => Status::Fail, ("retention (years)", "5"));
+
+check!(retention_missing_month, ids::RETENTION,
+    pass: |f| {} => ("months without an export", "none"),
+    fail: |f| {
+        f.retention.first_record_month = Some("2026-09".into());
+        f.retention.exports = vec![MonthExport { month: "2026-09".into(), checksum_ok: true }];
+    } => Status::NeedsAttention, ("months without an export", "2026-10"));
+
+check!(retention_damaged_export, ids::RETENTION,
+    pass: |f| {} => ("exports failing their checksum", "none"),
+    fail: |f| {
+        f.retention.first_record_month = Some("2026-10".into());
+        f.retention.exports = vec![MonthExport { month: "2026-10".into(), checksum_ok: false }];
+    } => Status::Fail, ("exports failing their checksum", "2026-10"));
+
+fn attestation_items() -> Vec<&'static str> {
+    item_ids().filter(|id| is_attestation_item(id)).collect()
+}
+
+#[test]
+fn the_healthy_sample_passes_or_is_attested_everywhere() {
+    let r = run(|_| {});
+    for item in &r.items {
+        let expected = if item.method == Method::Attestation { Status::Attested } else { Status::Pass };
+        assert_eq!(item.status, expected, "{}: {}", item.id, item.reason);
+        assert!(item.remediation.is_none());
+    }
+    assert_eq!(r.summary.fail + r.summary.needs_attention, 0);
+}
+
+#[test]
+fn every_attestation_item_is_attested_with_who_when_and_document() {
+    let r = run(|_| {});
+    assert_eq!(attestation_items().len(), 11);
+    for id in attestation_items() {
+        expect(&r, id, Status::Attested, "attested by", "pm.jones");
+        expect(&r, id, Status::Attested, "document", "Compliance binder");
+    }
+}
+
+#[test]
+fn an_expired_attestation_needs_attention_naming_the_date() {
+    let r = run(|f| {
+        for a in &mut f.attestations {
+            a.attested_at = days_ago(400);
+            a.valid_until = days_ago(35);
+        }
+    });
+    for id in attestation_items() {
+        expect(&r, id, Status::NeedsAttention, "valid until (as entered)", "2026-10-25");
+    }
+}
+
+#[test]
+fn a_missing_attestation_needs_attention() {
+    let r = run(|f| f.attestations.clear());
+    for id in attestation_items() {
+        expect(&r, id, Status::NeedsAttention, "attestations", "none");
+    }
+}
+
+#[test]
+fn a_quarterly_attestation_is_capped_whatever_valid_until_says() {
+    let r = run(|f| {
+        for a in f.attestations.iter_mut().filter(|a| a.item == ids::ACCESS_REVIEW) {
+            a.attested_at = days_ago(100);
+            a.valid_until = days_ahead(300);
+        }
+    });
+    expect(&r, ids::ACCESS_REVIEW, Status::NeedsAttention, "valid until (at most)", "quarterly");
+    assert!(r.item(ids::ACCESS_REVIEW).expect("item").reason.contains("expired"));
+}
+
+#[test]
+fn an_attestation_without_a_document_is_not_accepted() {
+    let r = run(|f| {
+        for a in f.attestations.iter_mut().filter(|a| a.item == ids::TRAINING) {
+            a.document = " ".into();
+        }
+    });
+    expect(&r, ids::TRAINING, Status::NeedsAttention, "attested by", "pm.jones");
+}
+
+#[test]
+fn an_attestation_for_a_technical_item_is_ignored() {
+    let r = run(|f| {
+        f.sessions.idle_timeout_secs = 3600;
+        f.attestations.push(Attestation {
+            item: ids::AUTOMATIC_LOGOFF.into(),
+            attested_by: "it.admin".into(),
+            attested_at: days_ago(1),
+            document: "we promise".into(),
+            valid_until: days_ahead(30),
+        });
+    });
+    expect(&r, ids::AUTOMATIC_LOGOFF, Status::Fail, "attestation", "entered and ignored");
+}
+
+#[test]
+fn no_technical_item_passes_when_its_probe_is_unavailable() {
+    let r = run(|f| {
+        let gone = "the probe could not connect";
+        f.volume = Probe::unavailable(gone);
+        f.store = Probe::unavailable(gone);
+        f.firewall = Probe::unavailable(gone);
+        f.tls = Probe::unavailable(gone);
+        f.engine_reach = Probe::unavailable(gone);
+        f.audit = Probe::unavailable(gone);
+        f.usb = Probe::unavailable(gone);
+        f.ldap = LdapFacts::Configured { url: "ldaps://10.0.0.5".into(), bind: Probe::unavailable(gone) };
+    });
+    for id in [
+        ids::ENCRYPTION_AT_REST,
+        ids::EPHI_AUTHENTICATION,
+        ids::OUTBOUND_BLOCKED,
+        ids::TRANSMISSION_ENCRYPTION,
+        ids::TRANSMISSION_INTEGRITY,
+        ids::ENGINE_UNREACHABLE,
+        ids::AUDIT_EVERY_INTERACTION,
+        ids::AUDIT_LOG_INTEGRITY,
+        ids::USB_STORAGE,
+        ids::DIRECTORY_SIGN_IN,
+    ] {
+        expect(&r, id, Status::Fail, "probe", "unavailable: the probe could not connect");
+    }
+    assert!(r.data_flows.iter().any(|d| d.control.contains("NOT MEASURED")));
+}
+
+#[test]
+fn the_tpm_being_unreadable_fails_encryption() {
+    let r = run(|f| f.tpm = Probe::unavailable("no TPM answered at device:/dev/tpmrm0"));
+    expect(&r, ids::ENCRYPTION_AT_REST, Status::Fail, "TPM", "no TPM answered");
+}
+
+#[test]
+fn a_directory_that_is_not_configured_is_not_applicable() {
+    let r = run(|f| {
+        f.ldap = LdapFacts::NotConfigured;
+        f.accounts.retain(|a| a.source == "local");
+    });
+    expect(&r, ids::DIRECTORY_SIGN_IN, Status::NotApplicable, "directory", "not configured");
+}
+
+fn usb_waiver(approver: &str, justification: &str, expires: Timestamp) -> Waiver {
+    Waiver {
+        item: ids::USB_STORAGE.into(),
+        approver: approver.into(),
+        justification: justification.into(),
+        approved_at: days_ago(2),
+        expires_at: expires,
+    }
+}
+
+#[test]
+fn a_complete_waiver_makes_the_item_not_applicable_and_is_carried() {
+    let r = run(|f| {
+        usb(f).storage_driver_blocked = false;
+        f.waivers.push(usb_waiver("dr.owner", "model updates arrive on USB until the update server exists", days_ahead(60)));
+    });
+    expect(&r, ids::USB_STORAGE, Status::NotApplicable, "finding without the waiver", "fail");
+    let item = r.item(ids::USB_STORAGE).expect("item");
+    assert!(item.reason.contains("dr.owner"));
+    assert_eq!(item.waiver.as_ref().map(|w| w.approver.as_str()), Some("dr.owner"));
+}
+
+#[test]
+fn an_incomplete_or_expired_waiver_is_not_applied_and_says_why() {
+    for (waiver, cause) in [
+        (usb_waiver("", "updates", days_ahead(60)), "no approver"),
+        (usb_waiver("dr.owner", "  ", days_ahead(60)), "no justification"),
+        (usb_waiver("dr.owner", "updates", days_ago(1)), "expired on 2026-11-28"),
+    ] {
+        let r = run(|f| {
+            usb(f).storage_driver_blocked = false;
+            f.waivers.push(waiver);
+        });
+        expect(&r, ids::USB_STORAGE, Status::Fail, "waiver", cause);
+        assert!(r.item(ids::USB_STORAGE).expect("item").waiver.is_none());
+    }
+}
+
+#[test]
+fn a_waiver_cannot_cover_a_technical_safeguard() {
+    let r = run(|f| {
+        volume(f).plain_directory = true;
+        f.waivers.push(Waiver { item: ids::ENCRYPTION_AT_REST.into(), ..usb_waiver("dr.owner", "cost", days_ahead(60)) });
+    });
+    expect(&r, ids::ENCRYPTION_AT_REST, Status::Fail, "waiver", "cannot be waived");
+}
+
+#[test]
+fn the_same_facts_give_the_same_report() {
+    let facts = sample::healthy(now());
+    let a = serde_json::to_vec(&evaluate(&facts, now())).expect("json");
+    let b = serde_json::to_vec(&evaluate(&facts.clone(), now())).expect("json");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn changes_list_pass_to_fail_first() {
+    let before = run(|f| f.attestations.retain(|a| a.item != ids::TRAINING));
+    let mut after = run(|f| {
+        f.sessions.idle_timeout_secs = 3600; // pass -> fail
+        firewall(f).drift = vec!["table inet wardbox is missing".into()]; // pass -> fail
+        f.accounts[0].must_change_password = true; // pass -> needs attention
+    });
+    after.compare_with(&before, Some("sha256:00".into()));
+    let order: Vec<(&str, Option<Status>, Option<Status>)> =
+        after.changes.iter().map(|c| (c.item.as_str(), c.from, c.to)).collect();
+    assert_eq!(
+        order,
+        vec![
+            (ids::AUTOMATIC_LOGOFF, Some(Status::Pass), Some(Status::Fail)),
+            (ids::OUTBOUND_BLOCKED, Some(Status::Pass), Some(Status::Fail)),
+            (ids::PASSWORD_MANAGEMENT, Some(Status::Pass), Some(Status::NeedsAttention)),
+            (ids::TRAINING, Some(Status::NeedsAttention), Some(Status::Attested)),
+        ]
+    );
+    assert_eq!(after.previous.as_ref().and_then(|p| p.digest.as_deref()), Some("sha256:00"));
+}
+
+#[test]
+fn the_data_flow_map_says_nothing_leaves() {
+    let r = run(|_| {});
+    let last = r.data_flows.last().expect("flows");
+    assert_eq!(last.to, "anything else (internet)");
+    assert!(last.control.contains("output policy drop"), "{}", last.control);
+    assert!(r.data_flows.iter().any(|d| d.to == "10.0.0.5" && d.channel == "tcp/636"));
+    assert!(r.data_flows.iter().any(|d| d.to == "inference engine" && d.control.contains("refused on 3 of 3")));
+}

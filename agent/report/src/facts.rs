@@ -1,0 +1,370 @@
+//! `Facts`: a plain snapshot of everything the box knows at the moment a report is generated.
+//!
+//! The agent gathers these from its components (boot records, the volume, the TPM, the firewall,
+//! live probes, the audit chain, the accounts table, configuration, attestations entered on the
+//! Reports page); [`crate::evaluate`] turns them into a report without any I/O. Nothing here may
+//! hold patient data: accounts are staff user ids, models are files, probes are addresses.
+//!
+//! A live probe that could not run is [`Probe::Unavailable`] with its reason. The checklist never
+//! turns an unavailable probe into a pass.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// The result of one live probe: either what it observed, or why it could not observe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "probe", rename_all = "snake_case")]
+pub enum Probe<T> {
+    Observed { value: T },
+    Unavailable { reason: String },
+}
+
+impl<T> Probe<T> {
+    pub fn observed(value: T) -> Self {
+        Probe::Observed { value }
+    }
+
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Probe::Unavailable { reason: reason.into() }
+    }
+}
+
+/// Everything the checklist looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// The box's name as IT knows it (hostname or asset tag); names the report.
+    pub box_name: String,
+    /// "appliance" or "dev"; a dev box's report says so at the top.
+    pub profile: String,
+    /// The boot stage records of the running agent, in boot order.
+    pub boot: Vec<StageFact>,
+    pub volume: Probe<VolumeFacts>,
+    pub tpm: Probe<TpmFacts>,
+    pub store: Probe<StoreFacts>,
+    pub firewall: Probe<FirewallFacts>,
+    pub tls: Probe<TlsProbe>,
+    pub engine_reach: Probe<EngineReachProbe>,
+    pub audit: Probe<AuditFacts>,
+    pub retention: RetentionFacts,
+    pub accounts: Vec<Account>,
+    pub sessions: SessionPolicy,
+    pub sign_ins: SignInActivity,
+    pub ldap: LdapFacts,
+    pub backups: BackupFacts,
+    pub usb: Probe<UsbFacts>,
+    pub network: NetworkFacts,
+    pub inventory: Inventory,
+    pub attestations: Vec<Attestation>,
+    pub waivers: Vec<Waiver>,
+}
+
+/// One boot stage's record (the agent's `StageRecord`, flattened to strings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageFact {
+    /// config, unlock, firewall, store, gpu, engine, serve.
+    pub stage: String,
+    /// ok, degraded, failed, not_run.
+    pub outcome: String,
+    pub reason: String,
+    /// Protections the stage could not prove (empty on a healthy appliance).
+    pub missing_protections: Vec<String>,
+}
+
+/// What `cryptsetup status` shows for the data volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeFacts {
+    /// The data directory is a dev-profile plain directory: nothing is encrypted.
+    pub plain_directory: bool,
+    /// The device-mapper mapping is open (the volume is in use, decrypted by the kernel).
+    pub active: bool,
+    /// 2 for LUKS2; 0 when there is no LUKS header.
+    pub luks_version: u8,
+    /// e.g. "aes-xts-plain64".
+    pub cipher: String,
+    /// The volume key size in bits (512 for AES-256 in XTS mode).
+    pub key_bits: u32,
+    /// The backing device, e.g. "/dev/vda3".
+    pub device: String,
+    /// How this boot unlocked it: "tpm" or "recovery".
+    pub unlocked_by: String,
+}
+
+/// The TPM and the volume key's seal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmFacts {
+    pub manufacturer: String,
+    pub firmware_version: String,
+    /// "sha256" etc.
+    pub pcr_bank: String,
+    /// The PCRs the volume key is sealed to.
+    pub sealed_pcrs: Vec<u8>,
+    /// Whether the sealed key would unseal with the PCRs as they are now.
+    pub seal_matches_current_pcrs: bool,
+}
+
+/// The SQLCipher store: the mechanism that authenticates ePHI at rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreFacts {
+    pub cipher_version: String,
+    /// e.g. "HMAC_SHA512"; empty when the store runs without per-page HMAC.
+    pub hmac_algorithm: String,
+    /// Pages whose HMAC did not verify in `PRAGMA cipher_integrity_check`.
+    pub integrity_errors: u64,
+    pub pages_checked: u64,
+}
+
+/// The egress firewall: live read-back of the ruleset and its counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallFacts {
+    /// Drift found by the read-back verification (empty: the kernel holds exactly the policy).
+    pub drift: Vec<String>,
+    /// The output chain's policy as read back ("drop" when outbound is closed).
+    pub output_policy: String,
+    /// Packets the output chain dropped since the ruleset was applied.
+    pub blocked_outbound_packets: u64,
+    /// Packets the input chain dropped since the ruleset was applied.
+    pub blocked_inbound_packets: u64,
+    /// The outbound allow-list (each entry a destination the clinic chose, e.g. its directory).
+    pub allowed_outbound: Vec<OutboundRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundRule {
+    pub destination: String,
+    pub port: u16,
+    pub protocol: String,
+    pub purpose: String,
+}
+
+/// A live TLS handshake against the box's own HTTPS port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsProbe {
+    /// Address and port that were probed, e.g. "192.168.10.5:443".
+    pub target: String,
+    pub tls13: Handshake,
+    pub tls12: Handshake,
+    /// A plain-HTTP request to the same port: true when it was refused (no HTTP answer).
+    pub plain_http_refused: bool,
+    /// The certificate's expiry.
+    pub certificate_not_after: Timestamp,
+    pub certificate_subject: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshake {
+    pub accepted: bool,
+    /// The negotiated cipher suite, or the error the handshake ended with.
+    pub detail: String,
+}
+
+/// Live TCP connects to the engine's port on each of the box's addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineReachProbe {
+    pub attempts: Vec<ConnectAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectAttempt {
+    /// "address:port".
+    pub target: String,
+    /// "refused", "timed_out", "unreachable" or "connected".
+    pub result: String,
+}
+
+impl ConnectAttempt {
+    pub fn connected(&self) -> bool {
+        self.result == "connected"
+    }
+}
+
+/// The audit chain, verified at generation time (incrementally from the last checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFacts {
+    pub records: u64,
+    /// The first record the verification walked (records before it are covered by a matching
+    /// checkpoint).
+    pub verified_from_seq: u64,
+    pub head_seq: u64,
+    /// The first broken record and what is wrong with it, if any.
+    pub first_break: Option<String>,
+    pub checkpoints_checked: u64,
+    pub checkpoints_mismatched: u64,
+    /// HTTP requests the web layer served since the agent started, and audit records it wrote
+    /// for them: equal when every interaction is audited.
+    pub requests_served: u64,
+    pub requests_audited: u64,
+    /// Audit writes that failed (their requests were refused).
+    pub write_failures: u64,
+}
+
+/// Six-year retention: the policy and the monthly exports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionFacts {
+    pub retention_years: u32,
+    /// Month of the oldest audit record, "YYYY-MM"; absent on a box without records.
+    pub first_record_month: Option<String>,
+    pub exports: Vec<MonthExport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthExport {
+    /// "YYYY-MM".
+    pub month: String,
+    /// The export's `.sha256` matches its bytes.
+    pub checksum_ok: bool,
+}
+
+/// A sign-in account (staff, never patients).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub user_id: String,
+    /// clinician, admin, auditor.
+    pub role: String,
+    /// "local" or "directory".
+    pub source: String,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+    pub last_sign_in: Option<Timestamp>,
+    /// "argon2id" for local accounts; empty for directory accounts.
+    pub password_scheme: String,
+    /// The account still has the password it was created with.
+    pub must_change_password: bool,
+}
+
+/// The web layer's session and lockout settings, as running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionPolicy {
+    pub idle_timeout_secs: u64,
+    pub absolute_timeout_secs: u64,
+    pub break_glass_enabled: bool,
+    pub break_glass_timeout_secs: u64,
+    pub lockout_threshold: u32,
+    pub lockout_secs: u64,
+    pub password_min_length: u32,
+}
+
+/// Sign-in activity over the last 30 days, counted from the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInActivity {
+    pub successful: u64,
+    pub failed: u64,
+    pub lockouts: u64,
+    pub break_glass_uses: u64,
+    /// Failed sign-ins are audit records (the web layer writes one for each).
+    pub failures_audited: bool,
+}
+
+/// Directory (LDAP) sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LdapFacts {
+    NotConfigured,
+    Configured { url: String, bind: Probe<LdapBind> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LdapBind {
+    /// The connection was TLS (ldaps or StartTLS).
+    pub tls: bool,
+    pub bind_ok: bool,
+    pub detail: String,
+}
+
+/// Backups. The box has no backup component yet: the agent reports `configured: false`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupFacts {
+    pub configured: bool,
+    pub last_backup: Option<Timestamp>,
+    pub encrypted: bool,
+    pub last_tested_restore: Option<Timestamp>,
+}
+
+/// USB storage policy, as the kernel enforces it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsbFacts {
+    /// The usb-storage and uas drivers cannot load (module blacklist or not in the image).
+    pub storage_driver_blocked: bool,
+    /// USB block devices present right now, e.g. "sdb (USB 16 GB)".
+    pub usb_block_devices: Vec<String>,
+    /// How the block is enforced, e.g. "modprobe blacklist in /etc/modprobe.d/wardbox-usb.conf".
+    pub method: String,
+}
+
+/// Who reaches the box, on which port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkFacts {
+    /// The box's addresses, e.g. "192.168.10.5".
+    pub addresses: Vec<String>,
+    pub listeners: Vec<Listener>,
+    /// How the agent reaches the engine, e.g. "unix:/run/wardbox/engine.sock".
+    pub engine_channel: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    /// "address:port".
+    pub bind: String,
+    pub protocol: String,
+    pub service: String,
+    /// Who is meant to reach it, e.g. "clinic LAN (staff browsers)".
+    pub audience: String,
+}
+
+/// The asset and model inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub hardware_vendor: String,
+    pub hardware_model: String,
+    pub serial: String,
+    pub cpu: String,
+    pub memory_mib: u64,
+    pub gpus: Vec<Gpu>,
+    pub os: String,
+    pub kernel: String,
+    pub image_version: String,
+    pub agent_version: String,
+    pub secure_boot: Option<bool>,
+    pub models: Vec<Model>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub name: String,
+    pub memory_mib: u64,
+    pub driver: String,
+    pub health: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    pub name: String,
+    /// "chat" or "embedding".
+    pub role: String,
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+    /// The digest was re-computed and matched the bundle manifest at load.
+    pub digest_verified: bool,
+}
+
+/// An administrative or physical control an admin vouches for on the Reports page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// Which checklist item it answers (an item id, e.g. "golive-training").
+    pub item: String,
+    pub attested_by: String,
+    pub attested_at: Timestamp,
+    /// The document it rests on, e.g. "Security training log 2026, binder B".
+    pub document: String,
+    pub valid_until: Timestamp,
+}
+
+/// An accepted exception to one item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiver {
+    pub item: String,
+    pub approver: String,
+    pub justification: String,
+    pub approved_at: Timestamp,
+    pub expires_at: Timestamp,
+}
