@@ -64,6 +64,74 @@ fn is_english(lower: &str) -> bool {
     ENGLISH.contains(lower)
 }
 
+fn word_list(text: &'static str) -> HashSet<&'static str> {
+    text.lines().filter(|l| !l.starts_with('#')).flat_map(str::split_whitespace).collect()
+}
+
+/// Medical eponyms and named scales ("Parkinson", "Apgar", "Kaplan-Meier").
+static EPONYMS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| word_list(include_str!("../../data/eponyms.txt")));
+/// Countries, peoples, languages, regions and health bodies.
+static COUNTRIES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| word_list(include_str!("../../data/countries.txt")));
+
+fn is_eponym(lower: &str) -> bool {
+    let base = lower.trim_end_matches("'s").trim_end_matches("’s").trim_end_matches('\'');
+    EPONYMS.contains(base) || base.contains('-') && base.split('-').all(|p| EPONYMS.contains(p))
+}
+
+/// Word endings of drugs, diseases and procedures: a capitalised word ending so is a term.
+fn medical_shaped(lower: &str) -> bool {
+    const ENDINGS: &[&str] = &[
+        "itis", "osis", "emia", "aemia", "ectomy", "otomy", "ostomy", "plasty", "scopy", "graphy", "pathy", "ology", "algia",
+        "uria", "mab", "tinib", "ciclib", "pril", "sartan", "olol", "statin", "mycin", "cillin", "floxacin", "azole", "navir",
+        "tegravir", "ciclovir", "gliptin", "gliflozin", "glutide", "parin", "xaban", "dipine", "prazole", "tidine", "triptan",
+        "lukast", "semide", "thiazide", "zepam", "zolam", "oxetine", "ipramine", "apine", "idone", "profen", "coxib", "lukin",
+        "ceptor", "kinase", "virus", "bacter", "coccus", "plasma", "therapy", "gram", "scope", "lysis", "trophy", "plegia",
+    ];
+    lower.len() > 5 && ENDINGS.iter().any(|e| lower.ends_with(e))
+}
+
+/// A month name in one of the languages the date rules read (for words that are no place).
+fn is_month_word(lower: &str) -> bool {
+    MONTH_WORDS.iter().any(|(w, _)| *w == lower)
+}
+
+/// Whether a capitalised word is, on its own, certainly not a place or a person: an ordinary
+/// English word, a country or people, an eponym, a month, a medical term, or an acronym.
+pub(crate) fn is_place_word_safe(word: &str) -> bool {
+    let lower = word.trim_end_matches(['.', ',']).to_lowercase();
+    let lower = lower.trim_end_matches("'s").trim_end_matches("’s");
+    let letters: Vec<char> = word.chars().filter(|c| c.is_alphabetic()).collect();
+    let acronym = letters.len() >= 2 && letters.iter().all(|c| c.is_uppercase());
+    acronym
+        || is_english(lower)
+        || COUNTRIES.contains(lower)
+        || is_eponym(lower)
+        || is_stopword(lower)
+        || is_month_word(lower)
+        || medical_shaped(lower)
+        || TITLES.contains(&lower)
+}
+
+/// Whether the words after a capitalised word make it an eponym ("… disease", "…'s sign",
+/// "… score"): then it names a thing, not a person or a place.
+pub(crate) fn is_eponym_context(after: &str) -> bool {
+    const HEADS: &[&str] = &[
+        "disease", "syndrome", "sign", "test", "score", "scale", "palsy", "sarcoma", "lymphoma", "tumour", "tumor", "procedure",
+        "manoeuvre", "maneuver", "catheter", "classification", "criteria", "criterion", "index", "ratio", "equation", "formula",
+        "reflex", "phenomenon", "estimate", "model", "correction", "correlation", "regression", "analysis", "analyses",
+        "coefficient", "distribution", "method", "law", "triad", "node", "cell", "disorder", "ulcer", "fracture", "point",
+        "position", "operation", "repair", "fundoplication", "oesophagus", "esophagus", "thyroiditis", "encephalopathy",
+        "arteritis", "granulomatosis", "dystrophy", "anomaly", "staging", "stage", "grade", "exact", "signed-rank", "rank",
+        "bodies", "body", "gangrene", "hernia", "cyst", "contracture", "chorea", "ataxia", "aphasia", "area", "variant",
+        "shunt", "tube", "stain", "approach", "incision", "space", "gland", "duct", "canal", "bypass", "protocol", "rule",
+        "curve", "plot", "u", "t", "chi", "-",
+    ];
+    let t = after.trim_start();
+    let rest = ["'s", "’s", "'", "’"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t).trim_start();
+    let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '-').collect::<String>().to_lowercase();
+    HEADS.contains(&word.as_str())
+}
+
 fn is_stopword(lower: &str) -> bool {
     STOPWORDS.contains(lower)
 }
@@ -77,6 +145,31 @@ fn is_last(lower: &str) -> bool {
 }
 
 const MONTHS: &str = r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sept?(?:ember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)";
+/// Month names of the other languages the date rules read, with their number. Written dates in
+/// German, French, Spanish, Italian, Dutch, Portuguese, Polish and the Nordic languages.
+pub(crate) const MONTH_WORDS: &[(&str, i8)] = &[
+    ("januar", 1), ("janvier", 1), ("enero", 1), ("gennaio", 1), ("januari", 1), ("janeiro", 1), ("stycznia", 1), ("styczeń", 1),
+    ("februar", 2), ("février", 2), ("febrero", 2), ("febbraio", 2), ("februari", 2), ("fevereiro", 2), ("lutego", 2), ("luty", 2),
+    ("märz", 3), ("mars", 3), ("marzo", 3), ("maart", 3), ("março", 3), ("marca", 3), ("marzec", 3),
+    ("avril", 4), ("abril", 4), ("aprile", 4), ("kwietnia", 4), ("kwiecień", 4),
+    ("mai", 5), ("mayo", 5), ("maggio", 5), ("mei", 5), ("maio", 5), ("maja", 5), ("maj", 5),
+    ("juni", 6), ("juin", 6), ("junio", 6), ("giugno", 6), ("junho", 6), ("czerwca", 6), ("czerwiec", 6),
+    ("juli", 7), ("juillet", 7), ("julio", 7), ("luglio", 7), ("julho", 7), ("lipca", 7), ("lipiec", 7),
+    ("august", 8), ("août", 8), ("agosto", 8), ("augustus", 8), ("sierpnia", 8), ("sierpień", 8), ("augusti", 8),
+    ("september", 9), ("septembre", 9), ("septiembre", 9), ("settembre", 9), ("setembro", 9), ("września", 9), ("wrzesień", 9),
+    ("oktober", 10), ("octobre", 10), ("octubre", 10), ("ottobre", 10), ("outubro", 10), ("października", 10), ("październik", 10),
+    ("november", 11), ("novembre", 11), ("noviembre", 11), ("novembro", 11), ("listopada", 11), ("listopad", 11),
+    ("dezember", 12), ("décembre", 12), ("diciembre", 12), ("dicembre", 12), ("december", 12), ("dezembro", 12), ("grudnia", 12), ("grudzień", 12),
+    ("januari", 1), ("februari", 2), ("mars", 3), ("april", 4), ("maj", 5), ("juni", 6), ("juli", 7), ("oktober", 10),
+];
+
+/// Any month word of [`MONTH_WORDS`], for the written-date rules.
+fn foreign_months() -> String {
+    let mut words: Vec<&str> = MONTH_WORDS.iter().map(|(w, _)| *w).collect();
+    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    words.dedup();
+    format!("(?:{})", words.join("|"))
+}
 const STATES: &str = r"(?:AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC|Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|Florida|Georgia|Hawaii|Idaho|Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|Massachusetts|Michigan|Minnesota|Mississippi|Missouri|Montana|Nebraska|Nevada|New Hampshire|New Jersey|New Mexico|New York|North Carolina|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|Rhode Island|South Carolina|South Dakota|Tennessee|Texas|Utah|Vermont|Virginia|Washington|West Virginia|Wisconsin|Wyoming)";
 /// A capitalised word of any script ("Zürich", "Łódź", "São").
 const CAP_WORD: &str = r"\p{Lu}[\p{Ll}\p{M}]+";
@@ -184,6 +277,17 @@ fn pattern_rules() -> Vec<Rule> {
         },
         Rule { re: re(&format!(r"(?i)\b{MONTHS}\.?,?\s+(?:of\s+)?(?:19|20)\d{{2}}\b")), group: 0, category: Category::Date, keyword_value: false },
         Rule { re: re(&format!(r"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTHS}\b")), group: 0, category: Category::Date, keyword_value: false },
+        // Day first, as most of the world writes it: "24.03.1986", "25/07/2017" (day over 12).
+        Rule { re: re(r"\b(?:0?[1-9]|[12]\d|3[01])[/.-](?:0?[1-9]|1[0-2])[/.-](?:19|20)\d{2}\b"), group: 0, category: Category::Date, keyword_value: false },
+        Rule { re: re(r"\b(?:1[3-9]|2\d|3[01])[/.-](?:0?[1-9]|1[0-2])[/.-]\d{2}\b"), group: 0, category: Category::Date, keyword_value: false },
+        // Written dates in other languages: "14. März 2024", "14 de marzo de 2024", "24 lipca 1956".
+        Rule {
+            re: re(&format!(r"(?i)\b\d{{1,2}}\.?\s+(?:de\s+)?{}\.?,?\s+(?:de\s+)?(?:19|20)\d{{2}}\b", foreign_months())),
+            group: 0,
+            category: Category::Date,
+            keyword_value: false,
+        },
+        Rule { re: re(&format!(r"(?i)\b{}\s+(?:de\s+)?(?:19|20)\d{{2}}\b", foreign_months())), group: 0, category: Category::Date, keyword_value: false },
         // Ages over 89 ("92-year-old", "age 95", "aged 101", "94 y/o"): only the number goes.
         Rule { re: re(r"(?i)\b(9\d|1[0-2]\d)(?:\s*|-)(?:years?|yrs?|y/?o|y\.o\.|yo|year-old|-year-old)\b"), group: 1, category: Category::Age, keyword_value: false },
         Rule { re: re(r"(?i)\b(?:age|aged|ages)[\s:]*(9\d|1[0-2]\d)\b"), group: 1, category: Category::Age, keyword_value: false },
@@ -320,6 +424,13 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
             let mut taken = 0;
             while j < toks.len() && taken < 3 && adjacent(text, &toks[j - 1], &toks[j]) {
                 let n = &toks[j];
+                // "Dr. da Conceição", "Mr. van der Berg": a particle joins the name that follows.
+                let particle = PARTICLES.contains(&n.key.as_str()) && toks.get(j + 1).is_some_and(|m| adjacent(text, n, m) && (m.capitalised || PARTICLES.contains(&m.key.as_str())));
+                if particle {
+                    is_name[j] = true;
+                    j += 1;
+                    continue;
+                }
                 if !(n.capitalised || n.all_caps) || CREDENTIALS.contains(&n.key.as_str()) {
                     break;
                 }
@@ -366,7 +477,7 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
                 }
             }
         // A capitalised first name on its own ("Maria reports ...").
-        if t.capitalised && !t.all_caps && first && !is_stopword(&t.key) && t.key.len() >= 3 {
+        if t.capitalised && !t.all_caps && first && !is_stopword(&t.key) && t.key.len() >= 3 && !is_eponym(&t.key) {
             is_name[i] = true;
         }
         // After a cue word ("Patient: Okafor", "wife Adaeze"), one or two capitalised tokens.
@@ -379,6 +490,7 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
                 && gap.len() <= 3
                 && gap.chars().all(|c| c == ' ' || c == ':' || c == ',')
                 && cue_may_name(t, next)
+                && !(is_eponym(&t.key) && is_eponym_context(&text[t.end..]))
             {
                 is_name[i] = true;
                 if let Some(n) = next
@@ -406,6 +518,7 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
             }
         }
     }
+    context_names(text, &toks, &mut is_name);
     // Extend a found name over the capitalised tokens after it ("Linda Okafor", "Marcus J.
     // O'Sullivan"), and take an unknown capitalised token before a surname ("Nkechi Johnson").
     for i in 0..toks.len().saturating_sub(1) {
@@ -455,6 +568,141 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
             Span { start: t.start, end, category: Category::Name }
         })
         .collect()
+}
+
+/// Particles inside names ("da Conceição", "van der Berg", "de la Cruz").
+static PARTICLES: &[&str] = &["da", "de", "del", "della", "der", "den", "di", "do", "dos", "das", "du", "van", "von", "la", "le", "ten", "ter", "bin", "ibn", "al", "el", "y"];
+/// Form labels whose value is a person ("Patient name:", "Next of kin:", "Consultant:").
+static NAME_LABELS: &[&str] = &[
+    "name", "names", "patient", "surname", "forename", "forenames", "kin", "contact", "consultant", "attending", "physician",
+    "doctor", "gp", "nurse", "provider", "from", "to", "signed", "signature", "guardian", "spouse", "referrer", "author", "cc",
+    "re", "holder", "by", "clinician", "therapist", "pharmacist", "caregiver", "carer", "parent", "mother", "father", "employer",
+];
+/// Words before a name in letters and speech ("Dear …", "my name is …", "Thanks, …").
+static NAME_LEADS: &[&str] = &["dear", "hi", "hello", "thanks", "thank", "regards", "sincerely", "faithfully", "cheers", "is", "i", "am", "called", "named", "s", "sig"];
+/// Verbs after a person at the start of a sentence ("Jolanthe reports …").
+static PERSON_VERBS: &[&str] = &[
+    "reports", "reported", "presents", "presented", "denies", "denied", "states", "stated", "says", "said", "asks", "asked",
+    "is", "was", "has", "had", "joined", "walked", "phoned", "called", "resting", "rested", "settled", "drove", "agrees",
+    "agreed", "declined", "lives", "lived", "moved", "visited", "came", "comes", "complains", "complained", "returns",
+    "returned", "tolerated", "remains", "feels", "felt", "notes", "noted", "would", "will", "wants", "wishes", "needs",
+    "brought", "arrived", "attended", "underwent", "received", "continues", "understands", "consented", "signed", "and",
+];
+
+/// A capitalised word that only a person or a place can be: not an ordinary English word,
+/// eponym, country, month, medical term or acronym.
+fn suspect(t: &Tok) -> bool {
+    t.capitalised && !t.all_caps && t.key.chars().count() >= 2 && !is_place_word_safe(&t.key) && !CREDENTIALS.contains(&t.key.as_str())
+}
+
+/// Names by their position, for names no list has: the value of a name label ("Surname: …"),
+/// the words after "Dear", "my name is", "Thanks,", a line that is only a name (a signature),
+/// and capitalised words no vocabulary knows that stand where a person stands (beside another
+/// name part, after a cue word, or before a verb such as "reports").
+fn context_names(text: &str, toks: &[Tok], is_name: &mut [bool]) {
+    let gap = |a: &Tok, b: &Tok| &text[a.end..b.start];
+    // Take the name-shaped run starting at `i` (capitalised tokens, initials, particles, and one
+    // "Last, First" comma); returns how many were taken.
+    let take_run = |is_name: &mut [bool], i: usize, strict: bool| -> usize {
+        let mut j = i;
+        let mut commas = 0;
+        while j < toks.len() && j - i < 5 {
+            let n = &toks[j];
+            if j > i {
+                let g = gap(&toks[j - 1], n);
+                let comma = g.trim() == ",";
+                if !(g.trim().is_empty() || comma && commas == 0) || g.contains('\n') || g.len() > 3 {
+                    break;
+                }
+                if comma {
+                    commas += 1;
+                }
+            }
+            let particle = PARTICLES.contains(&n.key.as_str()) && j > i;
+            let name_like = (n.capitalised || n.all_caps) && !CREDENTIALS.contains(&n.key.as_str()) && !TITLES.contains(&n.key.as_str());
+            if !(name_like || particle) || strict && !(suspect(n) || in_dict(n) || n.initial || particle) {
+                break;
+            }
+            // A comma-joined word must itself look like a name part ("Nowak, Anna").
+            if j > i && gap(&toks[j - 1], n).contains(',') && !(suspect(n) || is_first(&n.key)) {
+                break;
+            }
+            is_name[j] = true;
+            j += 1;
+        }
+        j - i
+    };
+    for i in 0..toks.len() {
+        let t = &toks[i];
+        let next = toks.get(i + 1);
+        // Form label: "Patient name: …", "Family name: …", "Next of kin: …".
+        if NAME_LABELS.contains(&t.key.as_str())
+            && let Some(n) = next
+            && {
+                let g = gap(t, n);
+                g.trim_start().starts_with([':', '-']) && !g.contains('\n')
+            }
+            && (n.capitalised || n.all_caps)
+            && !TITLES.contains(&n.key.as_str())
+        {
+            take_run(is_name, i + 1, false);
+            continue;
+        }
+        // Letters and speech: "Dear Ana", "my name is Ana", "Thanks, Ana", "I, Ana Silva, …".
+        if NAME_LEADS.contains(&t.key.as_str())
+            && let Some(n) = next
+            && !gap(t, n).contains('\n')
+            && n.capitalised
+            && !TITLES.contains(&n.key.as_str())
+        {
+            let g = gap(t, n);
+            let is_lead = match t.key.as_str() {
+                "is" => i >= 2 && toks[i - 1].key == "name" && toks[i - 2].key == "my" || i >= 1 && toks[i - 1].key == "this",
+                "i" | "am" => g.trim() == "," || t.key == "am",
+                "s" => i >= 1 && toks[i - 1].key.ends_with("name") || text[..t.start].ends_with("name'") || text[..t.start].ends_with("name’"),
+                "sig" => g.contains(':'),
+                _ => true,
+            };
+            if is_lead && (suspect(n) || in_dict(n)) {
+                take_run(is_name, i + 1, true);
+            }
+        }
+        // The vocabulary rule: an unknown capitalised word beside a name part, after a cue word,
+        // or at a sentence start before a person's verb.
+        if suspect(t) && !is_name[i] && !is_eponym_context(&text[t.end..]) {
+            let prev = i.checked_sub(1).map(|j| &toks[j]);
+            let joined_prev = prev.is_some_and(|p| gap(p, t).trim().is_empty() && !gap(p, t).contains('\n'));
+            let joined_next = next.is_some_and(|n| gap(t, n).trim().is_empty() && !gap(t, n).contains('\n'));
+            let pair = joined_prev && prev.is_some_and(|p| suspect(p) || is_name[i - 1] && !p.initial || p.initial)
+                || joined_next && next.is_some_and(|n| suspect(n) || in_dict(n) && n.capitalised || n.initial);
+            let after_cue = prev.is_some_and(|p| NAME_CUES.contains(&p.key.as_str()) || PARTICLES.contains(&p.key.as_str()) && p.start > 0 && is_name.get(i.wrapping_sub(2)).copied().unwrap_or(false));
+            let before_verb = next.is_some_and(|n| PERSON_VERBS.contains(&n.key.as_str()) && gap(t, n).trim().is_empty());
+            let before_credential = next.is_some_and(|n| CREDENTIALS.contains(&n.key.as_str()) && n.all_caps);
+            if pair || after_cue || before_verb || before_credential {
+                is_name[i] = true;
+            }
+        }
+    }
+    // A line that is only a name: a signature, an address block's first line.
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let line_end = line_start + line.len();
+        let idx: Vec<usize> = (0..toks.len()).filter(|&k| toks[k].start >= line_start && toks[k].end <= line_end).collect();
+        let bare: String = line.chars().filter(|c| !c.is_alphabetic() && !c.is_whitespace() && !matches!(c, ',' | '.' | '-' | '\'' | '’')).collect();
+        if (2..=4).contains(&idx.len()) && bare.is_empty() {
+            let parts: Vec<&Tok> = idx.iter().map(|&k| &toks[k]).filter(|t| !CREDENTIALS.contains(&t.key.as_str())).collect();
+            let all_name_shaped = parts.iter().all(|t| (t.capitalised || PARTICLES.contains(&t.key.as_str())) && !TITLES.contains(&t.key.as_str()));
+            let unknown = parts.iter().filter(|t| suspect(t) || in_dict(t)).count();
+            if all_name_shaped && parts.len() >= 2 && unknown == parts.len() {
+                for &k in &idx {
+                    if !CREDENTIALS.contains(&toks[k].key.as_str()) {
+                        is_name[k] = true;
+                    }
+                }
+            }
+        }
+        line_start = line_end;
+    }
 }
 
 /// Exact occurrences (case-insensitive, on word boundaries) of identifiers known from
@@ -565,8 +813,13 @@ pub fn detect(text: &str, known: &KnownIdentifiers) -> Vec<Span> {
         .filter(|(c, _)| *c == Category::Name)
         .flat_map(|(_, v)| v.split([' ', ',']).filter(|p| !p.is_empty()).map(str::to_owned).collect::<Vec<_>>())
         .collect();
+    spans.extend(super::numbers::spans(text));
+    let places = super::places::spans(text);
+    spans.extend(places.spans);
     spans.extend(name_spans(text, &name_parts));
     spans.extend(known_spans(text, known));
+    let mut spans = resolve(spans);
+    spans.extend(super::places::address_fill(text, &places.address_values, &spans));
     let spans = resolve(spans).into_iter().map(|s| whole_words(text, s)).collect();
     // Widening can make neighbours overlap; merge them again.
     resolve(spans)

@@ -12,6 +12,8 @@
 //! (the recall test below measures how often that happens on a synthetic set).
 
 mod detect;
+mod numbers;
+mod places;
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
