@@ -12,6 +12,9 @@
 
 pub mod checklist;
 pub mod facts;
+pub mod html;
+pub mod json;
+pub mod oscal;
 pub mod report;
 pub mod sample;
 
