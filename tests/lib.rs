@@ -169,6 +169,18 @@ pub struct BootSpec {
     pub log: PathBuf,
 }
 
+/// A boot through the firmware and the bootloader on the disk ([`Vm::boot_firmware`]).
+#[derive(Debug, Clone)]
+pub struct FirmwareBootSpec {
+    /// A raw GPT disk whose first partition is the ESP (image/uefi.sh's disk.raw, or a copy).
+    pub system_disk: PathBuf,
+    /// The UEFI variable store with the Secure Boot keys (a copy: the firmware writes it).
+    pub vars: PathBuf,
+    pub monitor_socket: PathBuf,
+    pub memory_mib: u32,
+    pub log: PathBuf,
+}
+
 /// A running guest: its console transcript, and its stdin for typing at the console.
 #[derive(Debug)]
 pub struct Vm {
@@ -210,13 +222,35 @@ impl Vm {
             .args([
                 "-nic",
                 &format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{}-:443", spec.web_port),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            ]);
+        Self::spawn(cmd, &spec.log, &spec.monitor_socket, spec.web_port)
+    }
+
+    /// Boot through the firmware alone, as a box does: no `-kernel`; OVMF (Secure Boot capable,
+    /// SMM) finds the bootloader on the raw system disk's ESP and decides, with the keys in
+    /// `vars`, what may run. One CPU, no network, no TPM: for the boot-chain test.
+    pub fn boot_firmware(spec: &FirmwareBootSpec) -> Result<Vm, String> {
+        let accel = std::env::var("WARDBOX_E2E_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-machine", &format!("q35,accel={accel},smm=on")])
+            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
+            .args(["-cpu", "max", "-smp", "1", "-m", &spec.memory_mib.to_string()])
+            .args(["-display", "none", "-no-reboot", "-serial", "stdio", "-nic", "none"])
+            .args(["-monitor", &format!("unix:{},server=on,wait=off", spec.monitor_socket.display())])
+            .args(["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")])
+            .args(["-drive", &format!("if=pflash,format=raw,unit=1,file={}", spec.vars.display())])
+            .args(["-drive", &format!("file={},if=none,id=sys,format=raw", spec.system_disk.display())])
+            .args(["-device", "virtio-blk-pci,drive=sys"]);
+        Self::spawn(cmd, &spec.log, &spec.monitor_socket, 0)
+    }
+
+    /// Start qemu with its serial console on stdio, and collect the console into the
+    /// transcript and the log file.
+    fn spawn(mut cmd: Command, log: &Path, monitor_socket: &Path, web_port: u16) -> Result<Vm, String> {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("cannot start qemu: {e}"))?;
         let transcript = Arc::new(Mutex::new(String::new()));
-        let log = std::fs::File::create(&spec.log).map_err(|e| format!("cannot create {}: {e}", spec.log.display()))?;
+        let log = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         for stream in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
             child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
@@ -241,7 +275,21 @@ impl Vm {
                 }
             });
         }
-        Ok(Vm { child, transcript, cursor: AtomicUsize::new(0), monitor_socket: spec.monitor_socket.clone(), web_port: spec.web_port })
+        Ok(Vm { child, transcript, cursor: AtomicUsize::new(0), monitor_socket: monitor_socket.to_path_buf(), web_port })
+    }
+
+    /// Wait for qemu to exit by itself (the guest powered off), at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("qemu did not exit within {} s", timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// The whole console transcript so far.

@@ -46,6 +46,13 @@ for pkg in "$kernel_pkg" systemd-boot libsystemd-shared; do
 done
 KDIR=$(eval echo "\$dir_${kernel_pkg//[-.]/_}")
 KVER=${kernel_pkg#linux-image-}
+# Built already from the same packages, busybox and this script: nothing to do.
+stamp="$(basename "$KDIR") $(basename "$dir_systemd_boot") $(basename "$dir_libsystemd_shared") $(sha256sum "$BUSYBOX" "$0" | cut -d' ' -f1 | tr '\n' ' ')"
+if [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.img" ] && [ -f "$OUT/os-release" ] && [ "$(cat "$OUT/stamp" 2>/dev/null)" = "$stamp" ]; then
+    echo "uefi-chain-guest.sh: kernel $KVER, initrd cached"
+    exit 0
+fi
+rm -f "$OUT/stamp"
 cp "$KDIR/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 
 ROOT=$(mktemp -d)
@@ -123,4 +130,5 @@ PRETTY_NAME="Wardbox boot-chain test guest (Debian kernel $KVER, busybox)"
 ID=wardbox
 VERSION_ID=chain-test
 EOF
+echo "$stamp" > "$OUT/stamp"
 echo "uefi-chain-guest.sh: kernel $KVER, initrd $(du -h "$OUT/initrd.img" | cut -f1)"

@@ -1,0 +1,294 @@
+//! qemu tier: the UEFI boot chain of image/uefi.sh, booted through OVMF with Secure Boot
+//! enforcing and the chain's own (test) keys enrolled.
+//!
+//! 1. The signed chain boots: OVMF runs the signed systemd-boot from the ESP, systemd-boot
+//!    counts a try (`wardbox-<v>+3.efi` becomes `+2-1`) and runs the signed UKI, the kernel
+//!    says Secure Boot is enabled, the firmware's `SecureBoot` variable reads 1 in the guest,
+//!    the kernel's command line is the one signed into the UKI (root by PARTUUID, read-only),
+//!    and the real `systemd-bless-boot good` blesses the entry (`wardbox-<v>.efi`, checked on
+//!    the disk afterwards from the host).
+//! 2. The same UKI unsigned, in place of the signed one: the firmware refuses to load it
+//!    (`Access Denied`) and no kernel starts.
+//! 3. The same UKI signed with a key that is not in db: refused the same way.
+//!
+//! The guest is NOT the appliance OS: to keep each boot to seconds it is Debian's kernel with a
+//! busybox initrd that reports what firmware and bootloader did (tests/uefi-chain-guest.sh).
+//! The chain around it (UKI, signatures, ESP, enrolled keys, GPT) is made by image/uefi.sh
+//! exactly as for the appliance (`image/build.sh --uefi`).
+//!
+//! Needs qemu, OVMF, sbsigntool, mtools, dosfstools, systemd-boot-efi, busybox-static,
+//! virt-fw-vars (tests/install-deps.sh) and apt access to Debian's mirror (the kernel package
+//! is downloaded once, not installed); it FAILS naming what is missing.
+//!
+//! Run: `cargo test -p wardbox-e2e --test qemu_uefi_chain -- --nocapture`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use wardbox_e2e::{FirmwareBootSpec, OVMF_CODE, Phases, Vm, run, which};
+
+const MIN: Duration = Duration::from_secs(60);
+/// What the test guest's init prints before each report line.
+const GUEST: &str = "wardbox-uefi-chain: ";
+/// The OS version in the UKI's name.
+const VERSION: &str = "0.0.0-chain-test";
+/// OVMF's variable store without keys; image/uefi.sh enrols into a copy of it.
+const OVMF_VARS_BLANK: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// Where the ESP starts on image/uefi.sh's disk (1 MiB), for mtools' `image@@offset`.
+const ESP_AT: &str = "@@1M";
+
+/// What this test needs that is not on the machine, with where it comes from.
+fn missing() -> Vec<String> {
+    let mut missing = Vec::new();
+    let programs: &[(&str, &str)] = &[
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("objcopy", "binutils"),
+        ("sbsign", "sbsigntool"),
+        ("sbverify", "sbsigntool"),
+        ("mkfs.vfat", "dosfstools"),
+        ("mcopy", "mtools"),
+        ("mdel", "mtools"),
+        ("mdir", "mtools"),
+        ("sfdisk", "fdisk"),
+        ("openssl", "openssl"),
+        ("bc", "bc"),
+        ("busybox", "busybox-static"),
+        ("apt-get", "apt"),
+        ("dpkg-deb", "dpkg"),
+    ];
+    for (program, package) in programs {
+        if which(program).is_none() {
+            missing.push(format!("program `{program}` (package {package})"));
+        }
+    }
+    if std::env::var_os("WARDBOX_VIRT_FW_VARS").is_none() && which("virt-fw-vars").is_none() {
+        missing.push("program `virt-fw-vars` (PyPI virt-firmware; tests/install-deps.sh installs it)".into());
+    }
+    for (file, package) in [
+        (OVMF_CODE, "ovmf"),
+        (OVMF_VARS_BLANK, "ovmf"),
+        ("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "systemd-boot-efi"),
+        ("/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "systemd-boot-efi"),
+    ] {
+        if !Path::new(file).is_file() {
+            missing.push(format!("file {file} (package {package})"));
+        }
+    }
+    missing
+}
+
+#[test]
+fn signed_chain_boots_with_secure_boot_and_unsigned_or_foreign_ukis_do_not() {
+    let missing = missing();
+    if !missing.is_empty() {
+        panic!("the UEFI boot-chain test cannot run on this machine: missing {}", missing.join(", "));
+    }
+    if let Err(e) = scenario() {
+        panic!("{e}");
+    }
+}
+
+/// A copy of the chain's disk and variable store for one boot (the firmware and systemd-boot
+/// write both).
+struct Boot {
+    disk: PathBuf,
+    vars: PathBuf,
+    log: PathBuf,
+    monitor: PathBuf,
+}
+
+impl Boot {
+    fn prepare(work: &Path, chain: &Path, name: &str) -> Result<Boot, String> {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let disk = dir.join("disk.raw");
+        run(Command::new("cp").arg("--sparse=always").arg(chain.join("disk.raw")).arg(&disk))?;
+        let vars = dir.join("OVMF_VARS.fd");
+        std::fs::copy(chain.join("OVMF_VARS.fd"), &vars).map_err(|e| e.to_string())?;
+        Ok(Boot { disk, vars, log: dir.join("console.log"), monitor: dir.join("monitor.sock") })
+    }
+
+    /// The ESP inside the disk, as mtools names it.
+    fn esp(&self) -> String {
+        format!("{}{ESP_AT}", self.disk.display())
+    }
+
+    /// Put `uki` on the ESP in place of the chain's UKI (same name, so systemd-boot picks it).
+    fn replace_uki(&self, uki_name: &str, uki: &Path) -> Result<(), String> {
+        let target = format!("::/EFI/Linux/{uki_name}");
+        run(Command::new("mdel").arg("-i").arg(self.esp()).arg(&target))?;
+        run(Command::new("mcopy").arg("-i").arg(self.esp()).arg(uki).arg(&target))?;
+        Ok(())
+    }
+
+    fn start(&self) -> Result<Vm, String> {
+        eprintln!("== uefi-chain: console log {}", self.log.display());
+        Vm::boot_firmware(&FirmwareBootSpec {
+            system_disk: self.disk.clone(),
+            vars: self.vars.clone(),
+            monitor_socket: self.monitor.clone(),
+            memory_mib: 512,
+            log: self.log.clone(),
+        })
+    }
+}
+
+/// The value after `<GUEST><key>=` on a reported line.
+fn reported(vm: &mut Vm, key: &str, fail_on: &[&str]) -> Result<String, String> {
+    let needle = format!("{GUEST}{key}");
+    let text = vm.expect(&needle, fail_on, 2 * MIN)?;
+    let line = text.lines().last().unwrap_or_default();
+    Ok(line.rsplit_once(&needle).map(|(_, v)| v.trim_start_matches(['=', ':']).trim().to_string()).unwrap_or_default())
+}
+
+/// The firmware must refuse the UKI on the ESP: systemd-boot's load of it fails with
+/// `Access Denied` (the firmware's image verification), and no kernel ever starts.
+fn expect_refused(vm: &mut Vm, stem: &str, what: &str) -> Result<(), String> {
+    let never = ["Linux version", "Secure boot enabled", GUEST];
+    let line = vm
+        .expect(&format!("Error loading \\EFI\\Linux\\{stem}+2-1.efi"), &never, 3 * MIN)
+        .map_err(|e| format!("{what}: {e}"))?;
+    let line = line.lines().last().unwrap_or_default();
+    if !line.contains("Access Denied") && !line.contains("Security Violation") {
+        return Err(format!("{what}: systemd-boot could not load the UKI, but not for its signature: {line}"));
+    }
+    let from = line.find("Error loading").unwrap_or(0);
+    eprintln!("== uefi-chain: {what}: refused ({})", line[from..].trim());
+    // systemd-boot gives up and the firmware finds nothing else to boot.
+    vm.expect("No bootable option", &never, 2 * MIN).map_err(|e| format!("{what}: {e}"))?;
+    Ok(())
+}
+
+fn scenario() -> Result<(), String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no repository root")?.to_path_buf();
+    let mut phases = Phases::default();
+    let keep = std::env::var_os("WARDBOX_E2E_KEEP").is_some();
+    let tmp = tempfile::Builder::new()
+        .prefix("wardbox-uefi-chain-")
+        .tempdir_in(repo.join("target"))
+        .map_err(|e| e.to_string())?;
+    let work = if keep { tmp.keep() } else { tmp.path().to_path_buf() };
+    eprintln!("== uefi-chain: work directory {}", work.display());
+
+    phases.start("guest: Debian kernel + busybox initrd (downloads cached)");
+    let guest = repo.join("target/uefi-chain-guest");
+    run(Command::new(repo.join("tests/uefi-chain-guest.sh")).arg(&guest))?;
+
+    phases.start("chain: image/uefi.sh (UKI, signatures, ESP, keys, disk)");
+    let chain = work.join("chain");
+    let mut uefi = Command::new(repo.join("image/uefi.sh"));
+    uefi.arg("--kernel")
+        .arg(guest.join("vmlinuz"))
+        .arg("--initrd")
+        .arg(guest.join("initrd.img"))
+        .arg("--os-release")
+        .arg(guest.join("os-release"))
+        .args(["--version", VERSION, "--esp-mib", "64", "--cmdline-extra", "console=ttyS0,115200 panic=-1"])
+        .arg("--out")
+        .arg(&chain);
+    eprintln!("{}", run(&mut uefi)?.trim_end());
+    let stem = format!("wardbox-{VERSION}");
+    let uki_name = format!("{stem}+3.efi");
+    let signed_cmdline = std::fs::read_to_string(chain.join("cmdline.txt")).map_err(|e| e.to_string())?;
+    let root_a = signed_cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("root=PARTUUID="))
+        .ok_or_else(|| format!("the UKI's command line names no root by PARTUUID: {signed_cmdline}"))?
+        .to_string();
+    if !signed_cmdline.split_whitespace().any(|a| a == "ro") {
+        return Err(format!("the UKI's command line does not mount the root read-only: {signed_cmdline}"));
+    }
+    let table = run(Command::new("sfdisk").arg("--dump").arg(chain.join("disk.raw")))?;
+    let root_line = table.lines().find(|l| l.contains(&root_a.to_uppercase())).unwrap_or_default();
+    if !root_line.contains("wardbox-root-a") {
+        return Err(format!("partition {root_a} (the UKI's root) is not wardbox-root-a on the disk:\n{table}"));
+    }
+    if !table.lines().find(|l| l.contains("start=")).is_some_and(|l| l.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"))
+    {
+        return Err(format!("the disk's first partition is not the ESP:\n{table}"));
+    }
+
+    // ---------------------------------------------------------------- boot 1: signed chain
+    phases.start("boot 1: signed chain, Secure Boot on, blessed");
+    let boot = Boot::prepare(&work, &chain, "signed")?;
+    let mut vm = boot.start()?;
+    let refused = ["Access Denied", "Security Violation", "No bootable option", "Kernel panic"];
+    vm.expect("Secure boot enabled", &refused, 3 * MIN).map_err(|e| format!("boot 1: {e}"))?;
+    vm.expect(&format!("{GUEST}userspace reached"), &refused, 2 * MIN).map_err(|e| format!("boot 1: {e}"))?;
+    let cmdline = reported(&mut vm, "cmdline", &refused)?;
+    if cmdline != signed_cmdline.trim() {
+        return Err(format!(
+            "boot 1: the kernel ran with `{cmdline}`, not the UKI's signed `{}`",
+            signed_cmdline.trim()
+        ));
+    }
+    let secure_boot = reported(&mut vm, "SecureBoot", &refused)?;
+    if secure_boot != "1" {
+        return Err(format!("boot 1: the SecureBoot variable in the guest is `{secure_boot}`, not 1"));
+    }
+    let selected = reported(&mut vm, "LoaderEntrySelected", &refused)?;
+    if selected != uki_name {
+        return Err(format!("boot 1: systemd-boot booted `{selected}`, not {uki_name}"));
+    }
+    let count_path = reported(&mut vm, "LoaderBootCountPath", &refused)?;
+    if count_path != format!("\\EFI\\Linux\\{stem}+2-1.efi") {
+        return Err(format!("boot 1: systemd-boot did not count the try as +2-1: LoaderBootCountPath `{count_path}`"));
+    }
+    vm.expect(&format!("{GUEST}blessed"), &["systemd-bless-boot failed", "cannot mount the ESP"], 2 * MIN)
+        .map_err(|e| format!("boot 1: {e}"))?;
+    vm.expect(&format!("{GUEST}done"), &[], 2 * MIN).map_err(|e| format!("boot 1: {e}"))?;
+    vm.wait_exit(2 * MIN).map_err(|e| format!("boot 1: the guest did not power off: {e}"))?;
+    let listing = run(Command::new("mdir").args(["-b", "-i"]).arg(boot.esp()).arg("::/EFI/Linux"))?;
+    let entries: Vec<&str> =
+        listing.lines().map(|l| l.trim().trim_start_matches("::/EFI/Linux/")).filter(|l| !l.is_empty()).collect();
+    if entries != [format!("{stem}.efi")] {
+        return Err(format!("boot 1: after the blessed boot the ESP's EFI/Linux holds {entries:?}, not [{stem}.efi]"));
+    }
+    eprintln!(
+        "== uefi-chain: boot 1: Secure Boot on, UKI {uki_name} booted with its signed command line, blessed to {stem}.efi"
+    );
+
+    // ---------------------------------------------------------------- boot 2: unsigned UKI
+    phases.start("boot 2: unsigned UKI refused");
+    let boot = Boot::prepare(&work, &chain, "unsigned")?;
+    boot.replace_uki(&uki_name, &chain.join(format!("{stem}.unsigned.efi")))?;
+    let mut vm = boot.start()?;
+    expect_refused(&mut vm, &stem, "boot 2 (unsigned UKI)")?;
+    drop(vm);
+
+    // ---------------------------------------------------------------- boot 3: foreign key
+    phases.start("boot 3: UKI signed with a key not in db refused");
+    let boot = Boot::prepare(&work, &chain, "foreign-key")?;
+    let key = work.join("foreign.key");
+    let cert = work.join("foreign.crt");
+    run(Command::new("openssl")
+        .args(["req", "-quiet", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "30"])
+        .args(["-subj", "/CN=Not enrolled - TEST KEY/", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert))?;
+    let foreign = work.join("foreign.efi");
+    run(Command::new("sbsign")
+        .arg("--key")
+        .arg(&key)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--output")
+        .arg(&foreign)
+        .arg(chain.join(format!("{stem}.unsigned.efi"))))?;
+    // A real signature, only from the wrong key.
+    run(Command::new("sbverify").arg("--cert").arg(&cert).arg(&foreign))?;
+    if run(Command::new("sbverify").arg("--cert").arg(chain.join("test-keys/db.crt")).arg(&foreign)).is_ok() {
+        return Err(
+            "the foreign-key UKI verifies against the enrolled db certificate: the check would prove nothing".into()
+        );
+    }
+    boot.replace_uki(&uki_name, &foreign)?;
+    let mut vm = boot.start()?;
+    expect_refused(&mut vm, &stem, "boot 3 (UKI signed with a key not in db)")?;
+    drop(vm);
+
+    eprintln!("\n{}", phases.table());
+    Ok(())
+}
