@@ -10,6 +10,7 @@ use axum::http::{Request, StatusCode, header};
 use tokio::sync::mpsc;
 use wardbox::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Viewer};
 use wardbox::web::session::audit_session_id;
+use wardbox::web::accounts;
 use wardbox::web::{Role, WebConfig};
 use web_support::*;
 
@@ -113,33 +114,87 @@ async fn logout_ends_the_session_on_the_server() {
 }
 
 #[tokio::test]
-async fn accounts_lock_after_repeated_failures_until_the_lock_ends_or_an_admin_lifts_it() {
+async fn one_address_guessing_is_throttled_and_paused_while_the_real_admin_signs_in_from_another() {
+    let h = Harness::new();
+    h.add_user("it.admin", Role::Admin, false);
+    let (attacker, office) = (client("10.66.0.1"), client("10.0.0.5"));
+    for i in 0..3 {
+        let resp = sign_in_from(&h, attacker, "/login", "it.admin", &format!("guess number {i}"), None).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "free attempt {i}");
+    }
+    // The fourth at once is refused before any password check, even the right one.
+    let resp = sign_in_from(&h, attacker, "/login", "it.admin", PASSWORD, None).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    let page = body_text(resp).await;
+    assert!(page.contains("Too many failed sign-ins from this computer. Wait 1 second"), "{page}");
+    // The administrator at the office is not affected.
+    assert_eq!(sign_in_from(&h, office, "/login", "it.admin", PASSWORD, None).await.status(), StatusCode::SEE_OTHER);
+    // The guesser waits as told each time (1, 2, 4... seconds) until the address is paused.
+    for n in 3..10 {
+        h.clock.advance(1 << (n - 3));
+        let resp = sign_in_from(&h, attacker, "/login", "it.admin", "another guess!", None).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "after {n} failures and the wait");
+    }
+    let resp = sign_in_from(&h, attacker, "/login", "it.admin", PASSWORD, None).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "900");
+    assert!(body_text(resp).await.contains("sign-in from here is paused for 15 minutes"));
+    // Ten guesses from one address never lock the account.
+    assert_eq!(sign_in_from(&h, office, "/login", "it.admin", PASSWORD, None).await.status(), StatusCode::SEE_OTHER);
+    let admin = accounts::find_by_username(h.ui.store.lock().expect("lock").conn(), "it.admin").expect("read").expect("admin");
+    assert_eq!(admin.locked_until, 0, "one address locked the admin account");
+    // Audited and alerted once; refused attempts are not audited one by one.
+    let records = h.audit_records();
+    let blocked: Vec<_> = records.iter().filter(|r| r.kind == "security_alert" && r.detail.contains("signin_address_blocked")).collect();
+    assert_eq!(blocked.len(), 1);
+    assert!(blocked[0].detail.contains("10.66.0.1"), "{}", blocked[0].detail);
+    assert_eq!(records.iter().filter(|r| r.kind == "login_failed").count(), 10);
+    let alerts = h.state.health.read().expect("health").alerts.clone();
+    assert!(alerts.iter().any(|a| a.source == "access" && a.message.contains("10.66.0.1")), "{alerts:?}");
+    // The pause runs out.
+    h.clock.advance(900);
+    assert_eq!(sign_in_from(&h, attacker, "/login", "it.admin", "yet another guess", None).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn accounts_lock_on_failures_from_several_addresses_but_their_person_still_signs_in_at_their_desk() {
     let h = Harness::new();
     h.add_user("dr.a", Role::Clinician, false);
     let admin = h.add_user("it.admin", Role::Admin, false);
+    let desk = client("10.0.0.10");
+    assert_eq!(sign_in_from(&h, desk, "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::SEE_OTHER);
+    // Distributed guessing: one try from each of five addresses.
     for i in 0..5 {
-        let resp = sign_in(&h, "/login", "dr.a", "wrong password!", None).await;
+        let resp = sign_in_from(&h, client(&format!("10.9.0.{i}")), "/login", "dr.a", "wrong password!", None).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
     }
-    // Locked: even the right password is refused now.
-    assert_eq!(sign_in(&h, "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::UNAUTHORIZED);
+    // Locked: a new address is refused even with the right password...
+    assert_eq!(sign_in_from(&h, client("10.0.0.11"), "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::UNAUTHORIZED);
+    // ...while she keeps working at the desk she signed in from before.
+    assert_eq!(sign_in_from(&h, desk, "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::SEE_OTHER);
+    // Her sign-in does not lift the lock for the guessers.
+    assert_eq!(sign_in_from(&h, client("10.9.0.7"), "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::UNAUTHORIZED);
     let records = h.audit_records();
-    assert!(records.iter().any(|r| r.kind == "security_alert" && r.detail.contains("account_locked")));
+    let locked = records.iter().find(|r| r.kind == "security_alert" && r.detail.contains("account_locked")).expect("audited");
+    assert!(locked.detail.contains("\"addresses\":5"), "{}", locked.detail);
     assert!(records.iter().any(|r| r.kind == "login_failed" && r.detail.contains("\"locked\"")));
+    let alerts = h.state.health.read().expect("health").alerts.clone();
+    assert!(alerts.iter().any(|a| a.source == "access" && a.message.contains("account dr.a locked")), "{alerts:?}");
     // The lock runs out.
     h.clock.advance(15 * 60);
-    assert_eq!(sign_in(&h, "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(sign_in_from(&h, client("10.0.0.11"), "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::SEE_OTHER);
     // Lock again; an administrator unlocks it through the users page.
-    for _ in 0..5 {
-        sign_in(&h, "/login", "dr.a", "wrong password!", None).await;
+    for i in 0..5 {
+        sign_in_from(&h, client(&format!("10.8.0.{i}")), "/login", "dr.a", "wrong password!", None).await;
     }
-    assert_eq!(sign_in(&h, "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in_from(&h, client("10.0.0.12"), "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::UNAUTHORIZED);
     let (token, csrf) = h.session(&admin);
     let users = body_text(h.send(get_with("/admin/users", &token)).await).await;
     assert!(users.contains("<b>locked</b>"), "{users}");
     let resp = h.send(post_form("/admin/users/dr.a/unlock", Some(&token), &[("csrf", &csrf)])).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert_eq!(sign_in(&h, "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(sign_in_from(&h, client("10.0.0.12"), "/login", "dr.a", PASSWORD, None).await.status(), StatusCode::SEE_OTHER);
     assert!(h.audit_records().iter().any(|r| r.kind == "admin_action" && r.detail.contains("user_unlock")));
 }
 

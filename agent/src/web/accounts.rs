@@ -1,4 +1,4 @@
-//! Accounts: roles, argon2id passwords, lockout, and the `users` table.
+//! Accounts: roles, argon2id passwords, the account lock, and the `users` table.
 //!
 //! Every account is one person (unique user name, no shared accounts). Local accounts keep an
 //! argon2id hash here; directory (LDAP) accounts keep no password and get their role from their
@@ -78,6 +78,8 @@ pub struct User {
     pub source: Source,
     pub break_glass: bool,
     pub disabled: bool,
+    /// The column of an earlier per-account counter; failures are counted by `web::throttle`
+    /// now (per address and per account), so it stays 0.
     pub failed_logins: u32,
     /// Unix seconds until which sign-in is refused; 0 when not locked.
     pub locked_until: i64,
@@ -178,23 +180,12 @@ pub fn dummy_verify(password: &str) {
     }
 }
 
-/// The lockout rule: after `threshold` failures in a row the account is locked for `lock_secs`.
+/// The account lock: how long it lasts, and (for the sign-in page's message) how many failed
+/// sign-ins from different addresses set it off. The decision is `web::throttle`'s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
     pub threshold: u32,
     pub lock_secs: i64,
-}
-
-/// What one more failure does: the new failure count and the new lock time (pure).
-pub fn after_failure(policy: LockoutPolicy, failed_before: u32, locked_until: i64, now: i64) -> (u32, i64) {
-    let failed = failed_before.saturating_add(1);
-    if failed >= policy.threshold {
-        // Locked: the counter restarts so the account gets `threshold` fresh tries after the
-        // lock runs out, and each further burst locks it again.
-        (0, now + policy.lock_secs)
-    } else {
-        (failed, locked_until)
-    }
 }
 
 const USER_COLUMNS: &str =
@@ -266,18 +257,17 @@ pub fn list_users(conn: &Connection) -> Result<Vec<User>, AccountError> {
     Ok(users)
 }
 
-/// Count one failed sign-in; returns true when this failure locked the account.
-pub fn record_failure(conn: &Connection, user: &User, policy: LockoutPolicy, now: i64) -> Result<bool, AccountError> {
-    let (failed, locked_until) = after_failure(policy, user.failed_logins, user.locked_until, now);
-    conn.execute(
-        "UPDATE users SET failed_logins = ?1, locked_until = ?2 WHERE id = ?3",
-        params![failed as i64, locked_until, user.id],
-    )?;
-    Ok(locked_until > now && !user.is_locked(now))
+/// Lock an account until `until` (unix seconds): failed sign-ins against it came from several
+/// addresses (`web::throttle`). Kept in the store so a restart does not lift it.
+pub fn lock(conn: &Connection, user_id: i64, until: i64) -> Result<(), AccountError> {
+    conn.execute("UPDATE users SET failed_logins = 0, locked_until = ?1 WHERE id = ?2", params![until, user_id])?;
+    Ok(())
 }
 
+/// A successful sign-in. It leaves a lock in place: the person may pass it from an address
+/// they used before, while the guessing it stops may still be going on elsewhere.
 pub fn record_success(conn: &Connection, user_id: i64) -> Result<(), AccountError> {
-    conn.execute("UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = ?1", [user_id])?;
+    conn.execute("UPDATE users SET failed_logins = 0 WHERE id = ?1", [user_id])?;
     Ok(())
 }
 
@@ -383,14 +373,6 @@ mod tests {
         assert!(!verify_password(&h, "correct horse batterY"));
         assert!(!verify_password("not a hash", "correct horse battery"));
         assert_ne!(h, hash_password("correct horse battery").expect("hash"), "salts differ");
-    }
-
-    #[test]
-    fn lockout_after_threshold_failures() {
-        let p = LockoutPolicy { threshold: 3, lock_secs: 600 };
-        assert_eq!(after_failure(p, 0, 0, 1000), (1, 0));
-        assert_eq!(after_failure(p, 1, 0, 1000), (2, 0));
-        assert_eq!(after_failure(p, 2, 0, 1000), (0, 1600));
     }
 
     #[test]

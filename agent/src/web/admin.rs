@@ -218,6 +218,10 @@ pub(super) async fn user_action(
                 // A disabled account's open sessions end now, not at their idle limit.
                 ui.sessions.end_user(u.id);
             }
+            if action == "unlock" {
+                // The failures that locked it do not count towards the next lock.
+                ui.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear_account(&username);
+            }
             ui.audit(
                 EventKind::AdminAction,
                 &a.session.username,

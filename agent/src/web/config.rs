@@ -43,8 +43,22 @@ pub struct WebConfig {
     pub absolute_timeout_secs: u64,
     /// The absolute limit of an emergency (break-glass) session.
     pub break_glass_timeout_secs: u64,
-    /// Failed sign-ins in a row that lock an account.
+    /// Failed sign-ins from one client address before its further attempts are spaced out
+    /// (1, 2, 4... seconds).
+    pub signin_free_failures: u32,
+    /// Failed sign-ins from one client address after which sign-in from it is paused.
+    pub signin_block_after: u32,
+    /// How long sign-in from such an address is paused (and how long an address's failures
+    /// are remembered).
+    pub signin_block_secs: u64,
+    /// Failed sign-ins against one account, from at least `lockout_addresses` different
+    /// addresses within `lockout_window_secs`, that lock it (distributed guessing).
     pub lockout_threshold: u32,
+    /// Different client addresses the failures must come from before an account locks, so a
+    /// single guesser cannot lock anyone out (the address throttle stops it instead).
+    pub lockout_addresses: u32,
+    /// The period over which failures against an account are counted.
+    pub lockout_window_secs: u64,
     /// How long a locked account stays locked (an administrator can unlock it sooner).
     pub lockout_secs: u64,
     /// Directory sign-in; unset: local accounts only.
@@ -63,7 +77,12 @@ impl Default for WebConfig {
             idle_timeout_secs: 15 * 60,
             absolute_timeout_secs: 12 * 3600,
             break_glass_timeout_secs: 3600,
+            signin_free_failures: 3,
+            signin_block_after: 10,
+            signin_block_secs: 15 * 60,
             lockout_threshold: 5,
+            lockout_addresses: 3,
+            lockout_window_secs: 3600,
             lockout_secs: 15 * 60,
             ldap: None,
         }
@@ -143,6 +162,27 @@ impl WebConfig {
         }
         if !(60..=86400).contains(&self.lockout_secs) {
             return Err(ConfigError::invalid("web.lockout_secs", "must be between 60 and 86400 seconds"));
+        }
+        if !(2..=20).contains(&self.lockout_addresses) || self.lockout_addresses > self.lockout_threshold {
+            return Err(ConfigError::invalid(
+                "web.lockout_addresses",
+                "must be between 2 and 20 and at most web.lockout_threshold (one address is throttled, never allowed to lock an account)",
+            ));
+        }
+        if !(300..=7 * 86400).contains(&self.lockout_window_secs) {
+            return Err(ConfigError::invalid("web.lockout_window_secs", "must be between 300 and 604800 seconds"));
+        }
+        if !(1..=10).contains(&self.signin_free_failures) {
+            return Err(ConfigError::invalid("web.signin_free_failures", "must be between 1 and 10 failed sign-ins"));
+        }
+        if self.signin_block_after <= self.signin_free_failures || self.signin_block_after > 50 {
+            return Err(ConfigError::invalid(
+                "web.signin_block_after",
+                "must be more than web.signin_free_failures and at most 50 failed sign-ins",
+            ));
+        }
+        if !(60..=86400).contains(&self.signin_block_secs) {
+            return Err(ConfigError::invalid("web.signin_block_secs", "must be between 60 and 86400 seconds"));
         }
         match self.tls {
             TlsMode::PlainHttpDev => {
@@ -268,6 +308,12 @@ mod tests {
             (Profile::Appliance, Box::new(|c| c.idle_timeout_secs = 5), "`web.idle_timeout_secs`"),
             (Profile::Dev, Box::new(|c| c.absolute_timeout_secs = 10), "`web.absolute_timeout_secs`"),
             (Profile::Dev, Box::new(|c| c.lockout_threshold = 1), "`web.lockout_threshold`"),
+            (Profile::Dev, Box::new(|c| c.lockout_addresses = 1), "`web.lockout_addresses`"),
+            (Profile::Dev, Box::new(|c| c.lockout_addresses = 6), "`web.lockout_addresses`"),
+            (Profile::Dev, Box::new(|c| c.signin_block_after = 3), "`web.signin_block_after`"),
+            (Profile::Dev, Box::new(|c| c.signin_free_failures = 0), "`web.signin_free_failures`"),
+            (Profile::Dev, Box::new(|c| c.signin_block_secs = 10), "`web.signin_block_secs`"),
+            (Profile::Dev, Box::new(|c| c.lockout_window_secs = 10), "`web.lockout_window_secs`"),
             (Profile::Dev, Box::new(|c| c.tls = TlsMode::Files), "`web.cert_file`"),
             (Profile::Dev, Box::new(|c| { c.tls = TlsMode::Files; c.cert_file = Some("/c.pem".into()) }), "`web.key_file`"),
             (Profile::Dev, Box::new(|c| c.hostnames = vec!["bad name".into()]), "`web.hostnames`"),

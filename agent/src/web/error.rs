@@ -14,6 +14,9 @@ pub enum WebError {
     NotFound,
     #[error("{0}")]
     BadRequest(String),
+    /// The request body is over the route's limit: 413, naming the limit.
+    #[error("the request is larger than the limit of {}", size_in_words(*limit))]
+    TooLarge { limit: usize },
     #[error("your role does not allow this page")]
     Forbidden,
     #[error("the request did not carry this session's security token")]
@@ -38,6 +41,11 @@ impl IntoResponse for WebError {
             WebError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "Not available", m.clone()),
             WebError::NotFound => (StatusCode::NOT_FOUND, "Not found", "There is nothing at this address.".into()),
             WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Cannot do this", m.clone()),
+            WebError::TooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too large",
+                format!("This is larger than the limit of {} for this page; nothing was stored.", size_in_words(*limit)),
+            ),
             WebError::Forbidden => (StatusCode::FORBIDDEN, "Not allowed", "Your role does not give access to this page.".into()),
             WebError::Csrf => (
                 StatusCode::FORBIDDEN,
@@ -61,5 +69,30 @@ impl IntoResponse for WebError {
             .render()
             .unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Error</p>".into());
         (status, Html(body)).into_response()
+    }
+}
+
+/// A byte count as people read it: "25 MiB", "256 KiB", "900 bytes".
+pub fn size_in_words(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size_in_words(25 * 1024 * 1024), "25 MiB");
+        assert_eq!(size_in_words(256 * 1024), "256 KiB");
+        assert_eq!(size_in_words(1000), "1000 bytes");
     }
 }

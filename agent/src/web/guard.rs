@@ -73,9 +73,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// Largest form body the guard reads to find the CSRF field.
-const MAX_FORM_BYTES: usize = 256 * 1024;
-
 pub(super) async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(path) = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()) else {
         return StatusCode::NOT_FOUND.into_response();
@@ -89,6 +86,12 @@ pub(super) async fn guard(State(state): State<AppState>, req: Request, next: Nex
         tracing::error!(path, "route is not in the route table; refused to everyone");
         return WebError::Forbidden.into_response();
     };
+    // Before anything reads the body (the CSRF check, the extractors): over the route's limit
+    // is 413 naming the limit, never a parse error.
+    let req = match within_body_limit(req, spec.max_body).await {
+        Ok(req) => req,
+        Err(e) => return e.into_response(),
+    };
     let client = ClientAddr::from_extensions(req.extensions());
     let roles = match spec.access {
         Access::Public => {
@@ -96,7 +99,7 @@ pub(super) async fn guard(State(state): State<AppState>, req: Request, next: Nex
                 // Sign-in forms: double-submit CSRF, the form's token must match the cookie
                 // set with the form.
                 let expected = cookie_value(req.headers(), LOGIN_COOKIE).map(str::to_owned);
-                return match csrf_checked(req, expected.as_deref()).await {
+                return match csrf_checked(req, expected.as_deref(), spec.max_body).await {
                     Ok(req) => next.run(req).await,
                     Err(e) => e.into_response(),
                 };
@@ -145,7 +148,7 @@ pub(super) async fn guard(State(state): State<AppState>, req: Request, next: Nex
         if let Err(e) = same_origin(req.headers(), req.uri()) {
             return e.into_response();
         }
-        req = match csrf_checked(req, Some(&authed.session.csrf)).await {
+        req = match csrf_checked(req, Some(&authed.session.csrf), spec.max_body).await {
             Ok(r) => r,
             Err(e) => {
                 let _ = ui
@@ -223,7 +226,7 @@ fn same_origin(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Result
 /// Check the CSRF token of a state-changing request against `expected`: from the
 /// `x-csrf-token` header, or from the `csrf` field of a URL-encoded form (the body is read
 /// and put back). Anything else, including a multipart body without the header, is refused.
-async fn csrf_checked(req: Request, expected: Option<&str>) -> Result<Request, WebError> {
+async fn csrf_checked(req: Request, expected: Option<&str>, max_body: usize) -> Result<Request, WebError> {
     let Some(expected) = expected.filter(|e| !e.is_empty()) else { return Err(WebError::Csrf) };
     if let Some(sent) = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
         return if tokens_equal(sent, expected) { Ok(req) } else { Err(WebError::Csrf) };
@@ -237,15 +240,47 @@ async fn csrf_checked(req: Request, expected: Option<&str>) -> Result<Request, W
         return Err(WebError::Csrf);
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
-        .await
-        .map_err(|_| WebError::BadRequest("the form is too large".into()))?;
+    let bytes = read_limited(body, max_body).await?;
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).map_err(|_| WebError::Csrf)?;
     let sent = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or_default();
     if !tokens_equal(sent, expected) {
         return Err(WebError::Csrf);
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Refuse a body over `limit` with 413: at once by its declared length, or, when it declares
+/// none (chunked), by reading at most `limit` bytes of it.
+async fn within_body_limit(req: Request, limit: usize) -> Result<Request, WebError> {
+    if let Some(declared) = req.headers().get(header::CONTENT_LENGTH) {
+        let declared: u64 = declared
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| WebError::BadRequest("the request's Content-Length is not a number".into()))?;
+        return if declared > limit as u64 { Err(WebError::TooLarge { limit }) } else { Ok(req) };
+    }
+    if axum::body::HttpBody::size_hint(req.body()).exact() == Some(0) {
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = read_limited(body, limit).await?;
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Read a whole body of at most `limit` bytes; more is 413 naming the limit.
+async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, WebError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| WebError::BadRequest("the request body could not be read".into()))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(WebError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.into())
 }
 
 pub fn session_cookie(token: &str, secure: bool) -> String {

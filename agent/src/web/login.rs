@@ -15,6 +15,7 @@ use super::guard::{clear_cookie, session_cookie};
 use super::ldap::{self, LdapError};
 use super::pages::{home_of, render, ui_of};
 use super::session::random_token;
+use super::throttle::{self, FailureEffects, SignInThrottle};
 use super::{AppState, Authed, ClientAddr, LOGIN_COOKIE, SESSION_COOKIE, Ui, WebError};
 use crate::audit::{EventKind, TextDigest};
 
@@ -116,6 +117,8 @@ pub enum Refusal {
     DirectoryUnavailable(String),
     NoRole(String),
     Store(String),
+    /// Too many failed sign-ins from this client address: refused before any password check.
+    Throttled(throttle::Refused),
 }
 
 impl Refusal {
@@ -129,15 +132,18 @@ impl Refusal {
             Refusal::DirectoryUnavailable(e) => format!("directory_unavailable: {e}"),
             Refusal::NoRole(e) => format!("no_role: {e}"),
             Refusal::Store(e) => format!("store: {e}"),
+            Refusal::Throttled(_) => "throttled".into(),
         }
     }
 
     fn user_message(&self, ui: &Ui) -> String {
+        let policy = *lock_throttle(ui).policy();
         match self {
             Refusal::BadCredentials | Refusal::Locked | Refusal::Disabled | Refusal::UnknownUser => format!(
-                "Sign-in failed: wrong user name or password, or the account is locked or disabled. After {} failed attempts an account is locked for {} minutes; an administrator can unlock it sooner.",
-                ui.lockout.threshold,
-                ui.lockout.lock_secs / 60
+                "Sign-in failed: wrong user name or password, or the account is locked or disabled. After {} failed attempts from one computer each further attempt has to wait longer, and after {} sign-in from that computer is paused for {} minutes.",
+                policy.free_failures,
+                policy.block_after,
+                policy.block_secs / 60
             ),
             Refusal::WrongPage => "This account cannot sign in on this page.".into(),
             Refusal::DirectoryUnavailable(_) => {
@@ -145,81 +151,199 @@ impl Refusal {
             }
             Refusal::NoRole(_) => "Your directory account is not in any Wardbox group; ask IT to add you to one.".into(),
             Refusal::Store(_) => "Sign-in is not possible right now; tell IT.".into(),
+            Refusal::Throttled(throttle::Refused::Wait { retry_after }) => format!(
+                "Too many failed sign-ins from this computer. Wait {} before trying again.",
+                in_words(*retry_after)
+            ),
+            Refusal::Throttled(throttle::Refused::Blocked { retry_after }) => format!(
+                "Too many failed sign-ins from this computer: sign-in from here is paused for {}. Another workstation is not affected; IT has been alerted.",
+                in_words(*retry_after)
+            ),
         }
     }
+}
+
+/// "1 second", "40 seconds", "15 minutes" (rounded up).
+fn in_words(secs: i64) -> String {
+    match secs {
+        ..=1 => "1 second".into(),
+        2..=90 => format!("{secs} seconds"),
+        _ => format!("{} minutes", (secs + 59) / 60),
+    }
+}
+
+fn lock_throttle(ui: &Ui) -> std::sync::MutexGuard<'_, SignInThrottle> {
+    // The throttle's state stays consistent across a panic elsewhere (each call is one short
+    // update), so a poisoned lock is still usable.
+    ui.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn store_err(e: impl std::fmt::Display) -> Refusal {
     Refusal::Store(e.to_string())
 }
 
-/// Check a person's credentials. `emergency` selects the break-glass rules: only break-glass
-/// accounts, only local passwords (it must work when the directory is down).
-pub async fn sign_in(ui: &Arc<Ui>, raw_username: &str, password: &str, emergency: bool) -> Result<User, (Option<String>, Refusal)> {
+/// A refused sign-in: the user name (when valid), why, and the account the failure counts
+/// against (an existing account with a wrong password).
+type Failure = (Option<String>, Refusal, Option<Box<User>>);
+
+/// Check a person's credentials from `client`, through the sign-in throttle. `emergency`
+/// selects the break-glass rules: only break-glass accounts, only local passwords (it must work
+/// when the directory is down).
+pub async fn sign_in(
+    state: &AppState,
+    client: &ClientAddr,
+    raw_username: &str,
+    password: &str,
+    emergency: bool,
+) -> Result<User, (Option<String>, Refusal)> {
+    let ui = ui_of(state).map_err(|e| (None, store_err(e)))?;
+    let ip = client.0.map(|a| a.ip());
+    let now = ui.clock.now();
+    if let Err(refused) = lock_throttle(&ui).admit(ip, now) {
+        return Err((None, Refusal::Throttled(refused)));
+    }
+    let result = check_credentials(&ui, ip, raw_username, password, emergency, now).await;
+    let effects = match &result {
+        Ok(user) => {
+            lock_throttle(&ui).succeeded(ip, &user.username, now);
+            FailureEffects::default()
+        }
+        Err((_, Refusal::BadCredentials | Refusal::UnknownUser | Refusal::Locked | Refusal::Disabled, account)) => {
+            let counted = account.as_ref().map(|u| u.username.as_str());
+            lock_throttle(&ui).failed(ip, counted, now)
+        }
+        // No verdict on the password (directory or store trouble), or a right password on the
+        // wrong page: not a guess.
+        Err(_) => {
+            lock_throttle(&ui).abandoned(ip);
+            FailureEffects::default()
+        }
+    };
+    if effects.address_blocked {
+        address_blocked(state, &ui, client).await;
+    }
+    if let (Some(addresses), Err((_, _, Some(user)))) = (effects.account_locked, &result)
+        && let Err(e) = account_locked(state, &ui, user, addresses, now).await
+    {
+        return Err((Some(user.username.clone()), e));
+    }
+    result.map_err(|(name, refusal, _)| (name, refusal))
+}
+
+async fn check_credentials(
+    ui: &Arc<Ui>,
+    ip: Option<std::net::IpAddr>,
+    raw_username: &str,
+    password: &str,
+    emergency: bool,
+    now: i64,
+) -> Result<User, Failure> {
     let Ok(name) = accounts::normalize_username(raw_username) else {
         let pw = password.to_string();
         let _ = tokio::task::spawn_blocking(move || accounts::dummy_verify(&pw)).await;
-        return Err((None, Refusal::UnknownUser));
+        return Err((None, Refusal::UnknownUser, None));
     };
-    let now = ui.clock.now();
     let lookup = name.clone();
     let existing = ui
         .with_store(move |s| accounts::find_by_username(s.conn(), &lookup).map_err(|e| WebError::Internal(e.to_string())))
         .await
-        .map_err(|e| (Some(name.clone()), store_err(e)))?;
-    let fail = |r: Refusal| Err((Some(name.clone()), r));
+        .map_err(|e| (Some(name.clone()), store_err(e), None))?;
+    let fail = |r: Refusal, account: Option<&User>| Err((Some(name.clone()), r, account.map(|u| Box::new(u.clone()))));
     let pw = password.to_string();
     let user = match existing {
-        Some(u) if u.disabled || u.is_locked(now) => {
+        // A locked account still lets its person in from an address they signed in from
+        // before: the lock is against guessing from elsewhere (see `throttle`).
+        Some(u) if u.disabled || (u.is_locked(now) && !lock_throttle(ui).is_known(&u.username, ip, now)) => {
             let _ = tokio::task::spawn_blocking(move || accounts::dummy_verify(&pw)).await;
-            return fail(if u.disabled { Refusal::Disabled } else { Refusal::Locked });
+            return fail(if u.disabled { Refusal::Disabled } else { Refusal::Locked }, None);
         }
         Some(u) if u.source == Source::Local => {
             let hash = u.password_hash.clone().unwrap_or_default();
             let ok = tokio::task::spawn_blocking(move || accounts::verify_password(&hash, &pw)).await.unwrap_or(false);
             if !ok {
-                return fail(count_failure(ui, &u, now).await);
+                return fail(Refusal::BadCredentials, Some(&u));
             }
             if u.break_glass != emergency {
-                return fail(Refusal::WrongPage);
+                return fail(Refusal::WrongPage, None);
             }
             u
         }
         Some(u) => {
             if emergency {
-                return fail(Refusal::WrongPage);
+                return fail(Refusal::WrongPage, None);
             }
             match directory_sign_in(ui, &name, password).await {
                 Ok(user) => user,
-                Err(Refusal::BadCredentials) => return fail(count_failure(ui, &u, now).await),
-                Err(r) => return fail(r),
+                Err(Refusal::BadCredentials) => return fail(Refusal::BadCredentials, Some(&u)),
+                Err(r) => return fail(r, None),
             }
         }
-        None if !emergency && ui.ldap.is_some() => directory_sign_in(ui, &name, password).await.map_err(|r| (Some(name.clone()), r))?,
+        None if !emergency && ui.ldap.is_some() => {
+            directory_sign_in(ui, &name, password).await.map_err(|r| (Some(name.clone()), r, None))?
+        }
         None => {
             let _ = tokio::task::spawn_blocking(move || accounts::dummy_verify(&pw)).await;
-            return fail(Refusal::UnknownUser);
+            return fail(Refusal::UnknownUser, None);
         }
     };
     let id = user.id;
     ui.with_store(move |s| accounts::record_success(s.conn(), id).map_err(|e| WebError::Internal(e.to_string())))
         .await
-        .map_err(|e| (Some(name.clone()), store_err(e)))?;
+        .map_err(|e| (Some(name.clone()), store_err(e), None))?;
     Ok(user)
 }
 
-async fn count_failure(ui: &Arc<Ui>, user: &User, now: i64) -> Refusal {
+/// Sign-in from one address was paused: audited and raised as an alert.
+async fn address_blocked(state: &AppState, ui: &Arc<Ui>, client: &ClientAddr) {
+    let policy = *lock_throttle(ui).policy();
+    tracing::warn!(client = %client, "sign-in from this address paused after {} failures", policy.block_after);
+    let _ = ui
+        .audit(
+            EventKind::SecurityAlert,
+            "system",
+            json!({ "event": "signin_address_blocked", "client": client.to_string(), "failures": policy.block_after, "for_secs": policy.block_secs }),
+        )
+        .await;
+    raise_access_alert(
+        state,
+        format!(
+            "sign-in from {client} paused for {} minutes after {} failed attempts (password guessing?)",
+            policy.block_secs / 60,
+            policy.block_after
+        ),
+    );
+}
+
+/// Failures from several addresses locked an account: stored (a restart keeps the lock),
+/// audited, and raised as an alert.
+async fn account_locked(state: &AppState, ui: &Arc<Ui>, user: &User, addresses: u32, now: i64) -> Result<(), Refusal> {
     let policy = ui.lockout;
-    let u = user.clone();
-    match ui.with_store(move |s| accounts::record_failure(s.conn(), &u, policy, now).map_err(|e| WebError::Internal(e.to_string()))).await {
-        Ok(true) => {
-            let _ = ui
-                .audit(EventKind::SecurityAlert, "system", json!({ "event": "account_locked", "user": user.username, "for_secs": policy.lock_secs }))
-                .await;
-            Refusal::BadCredentials
-        }
-        Ok(false) => Refusal::BadCredentials,
-        Err(e) => store_err(e),
+    let id = user.id;
+    ui.with_store(move |s| accounts::lock(s.conn(), id, now + policy.lock_secs).map_err(|e| WebError::Internal(e.to_string())))
+        .await
+        .map_err(store_err)?;
+    tracing::warn!(user = %user.username, addresses, "account locked after failed sign-ins from several addresses");
+    let _ = ui
+        .audit(
+            EventKind::SecurityAlert,
+            "system",
+            json!({ "event": "account_locked", "user": user.username, "addresses": addresses, "for_secs": policy.lock_secs }),
+        )
+        .await;
+    raise_access_alert(
+        state,
+        format!(
+            "account {} locked for {} minutes: failed sign-ins from {addresses} different addresses (distributed guessing?); it still signs in from addresses it used before",
+            user.username,
+            policy.lock_secs / 60
+        ),
+    );
+    Ok(())
+}
+
+fn raise_access_alert(state: &AppState, message: String) {
+    if let Ok(mut h) = state.health.write() {
+        h.raise("access", message);
     }
 }
 
@@ -247,7 +371,7 @@ pub(super) async fn login_submit(
     axum::Form(f): axum::Form<LoginForm>,
 ) -> Result<Response, WebError> {
     let ui = ui_of(&state)?;
-    match sign_in(&ui, &f.username, &f.password, false).await {
+    match sign_in(&state, &client, &f.username, &f.password, false).await {
         Ok(user) => start_session(&ui, user, &client, None).await,
         Err((name, refusal)) => refuse(&ui, name, &client, refusal, false).await,
     }
@@ -273,7 +397,7 @@ pub(super) async fn emergency_submit(
         *resp.status_mut() = StatusCode::BAD_REQUEST;
         return Ok(with_login_cookie(resp, &csrf, ui.secure_cookies));
     }
-    match sign_in(&ui, &f.username, &f.password, true).await {
+    match sign_in(&state, &client, &f.username, &f.password, true).await {
         Ok(user) => {
             let name = user.username.clone();
             let resp = start_session(&ui, user, &client, Some(reason)).await?;
@@ -285,12 +409,20 @@ pub(super) async fn emergency_submit(
 }
 
 async fn refuse(ui: &Arc<Ui>, name: Option<String>, client: &ClientAddr, refusal: Refusal, emergency: bool) -> Result<Response, WebError> {
-    ui.audit(
-        EventKind::LoginFailed,
-        name.as_deref().unwrap_or("unknown"),
-        json!({ "user": name, "client": client.to_string(), "reason": refusal.audit_reason(), "emergency": emergency }),
-    )
-    .await?;
+    // A throttled attempt checked nothing and costs the sender nothing, so it is not written to
+    // the audit trail one by one (that would let anyone fill it); the pause itself is audited.
+    let retry_after = match &refusal {
+        Refusal::Throttled(r) => Some(r.retry_after()),
+        _ => None,
+    };
+    if retry_after.is_none() {
+        ui.audit(
+            EventKind::LoginFailed,
+            name.as_deref().unwrap_or("unknown"),
+            json!({ "user": name, "client": client.to_string(), "reason": refusal.audit_reason(), "emergency": emergency }),
+        )
+        .await?;
+    }
     let csrf = random_token();
     let message = Some(refusal.user_message(ui));
     let mut resp = if emergency {
@@ -298,7 +430,13 @@ async fn refuse(ui: &Arc<Ui>, name: Option<String>, client: &ClientAddr, refusal
     } else {
         render(&LoginPage { csrf: csrf.clone(), message, error: true })?
     };
-    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    match retry_after {
+        Some(secs) => {
+            *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        None => *resp.status_mut() = StatusCode::UNAUTHORIZED,
+    }
     Ok(with_login_cookie(resp, &csrf, ui.secure_cookies))
 }
 

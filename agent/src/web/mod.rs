@@ -19,6 +19,7 @@ mod login;
 pub mod metrics;
 mod pages;
 pub mod session;
+pub mod throttle;
 pub mod tls;
 
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ use axum::routing::{get, post};
 pub use accounts::Role;
 pub use clinical::{Clinical, EgressCounters, NoEgressCounters, Unavailable};
 pub use config::{LdapConfig, TlsMode, WebConfig};
-pub use error::WebError;
+pub use error::{WebError, size_in_words};
 pub use guard::{Authed, ClientAddr};
 pub use health::{Alert, Health, HealthState, SharedHealth};
 pub use session::{Clock, ManualClock, SessionPolicy, Sessions, SystemClock};
@@ -44,8 +45,11 @@ pub const SESSION_COOKIE: &str = "wb_session";
 pub const LOGIN_COOKIE: &str = "wb_login";
 /// The header JavaScript uses for the CSRF token (fetch requests, uploads, streaming).
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// Largest request body: an uploaded document or image.
+/// Largest request body of the upload route: an uploaded document (multipart).
 pub const MAX_UPLOAD_BYTES: usize = 25 * 1024 * 1024;
+/// Largest request body of every other route: a form (a question of up to 20,000 characters,
+/// URL-encoded, fits).
+pub const MAX_FORM_BYTES: usize = 256 * 1024;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -83,6 +87,8 @@ pub struct Ui {
     pub sessions: Sessions,
     pub clock: Arc<dyn Clock>,
     pub lockout: accounts::LockoutPolicy,
+    /// Failed sign-ins per client address and per account (in memory; see `throttle`).
+    pub throttle: Mutex<throttle::SignInThrottle>,
     /// False only for the dev profile's plain-HTTP loopback mode, where browsers would drop
     /// a `Secure` cookie.
     pub secure_cookies: bool,
@@ -107,6 +113,14 @@ impl Ui {
             }),
             clock: Arc::new(SystemClock),
             lockout: accounts::LockoutPolicy { threshold: web.lockout_threshold, lock_secs: web.lockout_secs as i64 },
+            throttle: Mutex::new(throttle::SignInThrottle::new(throttle::ThrottlePolicy {
+                free_failures: web.signin_free_failures,
+                block_after: web.signin_block_after,
+                block_secs: web.signin_block_secs as i64,
+                lock_threshold: web.lockout_threshold,
+                lock_addresses: web.lockout_addresses,
+                lock_window_secs: web.lockout_window_secs as i64,
+            })),
             secure_cookies: web.tls != TlsMode::PlainHttpDev,
             ldap: web.ldap.clone(),
             clinical: Arc::new(Unavailable::default()),
@@ -201,10 +215,18 @@ pub struct RouteSpec {
     /// The path as registered with the router (`{id}` for parameters).
     pub path: &'static str,
     pub access: Access,
+    /// Largest request body; the guard answers a larger one with 413, naming this limit.
+    pub max_body: usize,
 }
 
 const fn route(verb: Verb, path: &'static str, access: Access) -> RouteSpec {
-    RouteSpec { verb, path, access }
+    RouteSpec { verb, path, access, max_body: MAX_FORM_BYTES }
+}
+
+impl RouteSpec {
+    const fn with_max_body(self, max_body: usize) -> RouteSpec {
+        RouteSpec { max_body, ..self }
+    }
 }
 
 const EVERYONE: &[Role] = &Role::ALL;
@@ -237,7 +259,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Post, "/patients/{id}/soap", Roles(CLINICIANS)),
     route(Post, "/patients/{id}/discharge", Roles(CARE)),
     route(Post, "/patients/{id}/medications", Roles(CARE)),
-    route(Post, "/patients/{id}/upload", Roles(CARE)),
+    route(Post, "/patients/{id}/upload", Roles(CARE)).with_max_body(MAX_UPLOAD_BYTES),
     route(Get, "/admin", Roles(ADMINS)),
     route(Get, "/admin/users", Roles(ADMINS)),
     route(Post, "/admin/users", Roles(ADMINS)),
@@ -278,6 +300,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/audit", get(admin::audit_trail))
         .route("/admin/break-glass", get(admin::break_glass))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        // The guard applies each route's own limit first; this is the extractors' ceiling.
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .layer(axum::middleware::map_response_with_state(state.clone(), guard::security_headers))
         .with_state(state)

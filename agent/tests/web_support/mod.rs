@@ -185,7 +185,30 @@ pub fn form_csrf(html: &str) -> String {
 /// Sign in through the real pages: GET the form, POST it with its token and cookie.
 /// Returns the response of the POST.
 pub async fn sign_in(h: &Harness, page: &str, username: &str, password: &str, reason: Option<&str>) -> Response<Body> {
-    let form = h.send(get(page)).await;
+    sign_in_from(h, None, page, username, password, reason).await
+}
+
+/// A client address as the server records it for a connection.
+pub fn client(ip: &str) -> Option<std::net::SocketAddr> {
+    Some(std::net::SocketAddr::new(ip.parse().expect("ip"), 50_000))
+}
+
+/// [`sign_in`] from a given client address (as a real connection would record it).
+pub async fn sign_in_from(
+    h: &Harness,
+    from: Option<std::net::SocketAddr>,
+    page: &str,
+    username: &str,
+    password: &str,
+    reason: Option<&str>,
+) -> Response<Body> {
+    let at = |mut req: Request<Body>| {
+        if let Some(addr) = from {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+        }
+        req
+    };
+    let form = h.send(at(get(page))).await;
     let pre = set_cookie(&form, "wb_login").expect("login cookie");
     let csrf = form_csrf(&body_text(form).await);
     let mut fields = vec![("csrf", csrf.as_str()), ("username", username), ("password", password)];
@@ -198,5 +221,5 @@ pub async fn sign_in(h: &Harness, page: &str, username: &str, password: &str, re
         .header(header::COOKIE, format!("wb_login={pre}"))
         .body(Body::from(body))
         .expect("request");
-    h.send(req).await
+    h.send(at(req)).await
 }
