@@ -49,9 +49,8 @@ pub struct PcrValue {
 pub struct Integrity {
     /// "sha256:" and the hex digest of the signed part (the quote's qualifying data).
     pub digest: String,
-    /// The attestation key's TPM name (hex: name algorithm and digest of its public area).
-    pub ak_name: String,
-    /// The PCR bank quoted, "sha256".
+    /// The PCR bank quoted, "sha256". Every hex field is lower-case: verification refuses
+    /// upper-case hex, so that no byte of the file can change without the report being refused.
     pub pcr_bank: String,
     /// The quoted PCRs and their values; their digest is in the quote.
     pub pcrs: Vec<PcrValue>,

@@ -15,9 +15,11 @@ pub mod facts;
 pub mod html;
 pub mod json;
 pub mod oscal;
+pub mod quote;
 pub mod report;
 pub mod sample;
 
 pub use checklist::{evaluate, ids};
 pub use facts::{Facts, Probe};
+pub use quote::{AkPublic, Quoter, Verified, VerifyError, verify};
 pub use report::{Item, Method, Report, Status};

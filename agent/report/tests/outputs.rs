@@ -34,7 +34,6 @@ fn varied_outputs() -> json::Outputs {
     report.compare_with(&before, Some(format!("sha256:{}", "ab".repeat(32))));
     let integrity = json::Integrity {
         digest: format!("sha256:{}", "00".repeat(32)),
-        ak_name: "000b".to_string() + &"11".repeat(32),
         pcr_bank: "sha256".into(),
         pcrs: vec![json::PcrValue { index: 7, value: "22".repeat(32) }],
         attest: "ff544347".into(),
