@@ -85,7 +85,8 @@ fn medical_shaped(lower: &str) -> bool {
         "uria", "mab", "tinib", "ciclib", "pril", "sartan", "olol", "statin", "mycin", "cillin", "floxacin", "azole", "navir",
         "tegravir", "ciclovir", "gliptin", "gliflozin", "glutide", "parin", "xaban", "dipine", "prazole", "tidine", "triptan",
         "lukast", "semide", "thiazide", "zepam", "zolam", "oxetine", "ipramine", "apine", "idone", "profen", "coxib", "lukin",
-        "ceptor", "kinase", "virus", "bacter", "coccus", "plasma", "therapy", "gram", "scope", "lysis", "trophy", "plegia",
+        "ceptor", "kinase", "virus", "bacter", "coccus", "plasma", "therapy", "gram", "scope", "lysis", "trophy", "plegia", "meter",
+        "metry", "graph",
     ];
     lower.len() > 5 && ENDINGS.iter().any(|e| lower.ends_with(e))
 }
@@ -124,7 +125,7 @@ pub(crate) fn is_eponym_context(after: &str) -> bool {
         "arteritis", "granulomatosis", "dystrophy", "anomaly", "staging", "stage", "grade", "exact", "signed-rank", "rank",
         "bodies", "body", "gangrene", "hernia", "cyst", "contracture", "chorea", "ataxia", "aphasia", "area", "variant",
         "shunt", "tube", "stain", "approach", "incision", "space", "gland", "duct", "canal", "bypass", "protocol", "rule",
-        "curve", "plot", "u", "t", "chi", "-",
+        "curve", "plot", "chi", "-",
     ];
     let t = after.trim_start();
     let rest = ["'s", "’s", "'", "’"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t).trim_start();
@@ -170,7 +171,7 @@ fn foreign_months() -> String {
     words.dedup();
     format!("(?:{})", words.join("|"))
 }
-const STATES: &str = r"(?:AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC|Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|Florida|Georgia|Hawaii|Idaho|Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|Massachusetts|Michigan|Minnesota|Mississippi|Missouri|Montana|Nebraska|Nevada|New Hampshire|New Jersey|New Mexico|New York|North Carolina|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|Rhode Island|South Carolina|South Dakota|Tennessee|Texas|Utah|Vermont|Virginia|Washington|West Virginia|Wisconsin|Wyoming)";
+const STATES: &str = r"(?:AS|GU|MP|PR|VI|PW|FM|MH|AA|AE|AP|AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC|Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|Florida|Georgia|Hawaii|Idaho|Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|Massachusetts|Michigan|Minnesota|Mississippi|Missouri|Montana|Nebraska|Nevada|New Hampshire|New Jersey|New Mexico|New York|North Carolina|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|Rhode Island|South Carolina|South Dakota|Tennessee|Texas|Utah|Vermont|Virginia|Washington|West Virginia|Wisconsin|Wyoming)";
 /// A capitalised word of any script ("Zürich", "Łódź", "São").
 const CAP_WORD: &str = r"\p{Lu}[\p{Ll}\p{M}]+";
 const STREET_SUFFIX: &str = r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Alley|Row|Crescent|Close|Loop|Pike|Run)";
@@ -207,7 +208,7 @@ fn keyword_rules() -> Vec<Rule> {
     const VALUE: &str = r"(\d[A-Za-z0-9./-]*|[A-Za-z][A-Za-z./-]*\d[A-Za-z0-9./-]*)";
     // "number", "no.", "#", "ID", ":" in any order people write them ("Chart #: 18-8888",
     // "license no. RN-1234", "Member ID: X"). Each part optional; none consumes the value.
-    const SEP: &str = r"(?:\s*(?:number|num|id|code|no)\b\.?)?\s*#?\s*(?::|=|\bis\b|\bwas\b)?\s*#?\s*";
+    const SEP: &str = r"(?:\s*(?:number|num|id|code|no)\b\.?)?\s*#?\s*(?::|=|\bis\b|\bwas\b)?\s*#?\s*\(?";
     let table: &[(&str, Category)] = &[
         (r"licen[cs]e\s+plates?|plates?|tag\s+number|VIN|vehicle\s+identification|vehicle\s+id|registration", Category::Vehicle),
         (r"fingerprint|finger\s+print|retina(?:l)?\s+scan|iris\s+scan|voice\s*print|palm\s*print|biometric(?:\s+template)?|face\s+template", Category::Biometric),
@@ -256,6 +257,15 @@ fn pattern_rules() -> Vec<Rule> {
         },
         Rule { re: re(r"(?i)\b(?:phone|tel|telephone|cell|mobile|fax|call|pager|contact)\b[\s:#.]*(\+?\d{10,11})\b"), group: 1, category: Category::Phone, keyword_value: false },
         Rule { re: re(r"\+\d{1,3}[\s.-]\d{1,4}[\s.-]\d{3,4}[\s.-]\d{3,4}\b"), group: 0, category: Category::Phone, keyword_value: false },
+        // Plates are written in groups ("58 GBD 89", "EQ 74 424"): the keyword takes up to four.
+        Rule {
+            re: re(r"\b(?i:licen[cs]e\s+plates?|(?:vehicle|car|number)\s+plates?|plates?|registration|reg\.)\s*(?i:number|no\.?|#)?\s*[:#]?\s*\(?([A-Z0-9]{1,4}(?:[ -][A-Z0-9]{1,4}){1,3}|[A-Z0-9-]{4,10})\b"),
+            group: 1,
+            category: Category::Vehicle,
+            keyword_value: true,
+        },
+        // UK National Insurance numbers ("QQ 12 34 56 C").
+        Rule { re: re(r"\b[A-Z]{2}\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D]\b"), group: 0, category: Category::Ssn, keyword_value: false },
         // Vehicle identification numbers: 17 characters, no I, O or Q, letters and digits.
         Rule { re: re(r"\b[A-HJ-NPR-Z0-9]{17}\b"), group: 0, category: Category::Vehicle, keyword_value: false },
         // Dates: every element but the year is an identifier.
@@ -485,7 +495,7 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
             let gap = &text[p.end..t.start];
             let prev2 = i.checked_sub(2).map(|j| &toks[j]);
             let verb_with = p.key == "with"
-                && prev2.is_some_and(|q| ["spoke", "talked", "met", "visited", "lives", "living", "staying", "accompanied", "arrived", "came"].contains(&q.key.as_str()));
+                && prev2.is_some_and(|q| ["spoke", "talked", "met", "visited", "lives", "living", "staying", "accompanied", "arrived", "came", "up", "booked", "book", "consult", "discussed", "discuss", "reviewed", "appointment", "meeting", "session"].contains(&q.key.as_str()));
             if (NAME_CUES.contains(&p.key.as_str()) || verb_with)
                 && gap.len() <= 3
                 && gap.chars().all(|c| c == ' ' || c == ':' || c == ',')
@@ -527,7 +537,7 @@ fn name_spans(text: &str, known_name_parts: &[String]) -> Vec<Span> {
         let gap = &text[toks[i].end..n.start];
         let joined = adjacent(text, &toks[i], n) && !gap.contains(',') && (toks[i].initial || !gap.contains('.'));
         let n_ok = (n.capitalised || n.all_caps) && !is_stopword(&n.key) && !CREDENTIALS.contains(&n.key.as_str()) && !TITLES.contains(&n.key.as_str());
-        if is_name[i] && !is_name[i + 1] && joined && n_ok && n.key.len() >= 2 {
+        if is_name[i] && !is_name[i + 1] && joined && n_ok && (n.key.len() >= 2 || n.initial) {
             is_name[i + 1] = true;
         }
         if is_name[i] && toks[i].initial && joined && n_ok {
@@ -610,6 +620,7 @@ fn context_names(text: &str, toks: &[Tok], is_name: &mut [bool]) {
             let n = &toks[j];
             if j > i {
                 let g = gap(&toks[j - 1], n);
+                let g = if toks[j - 1].initial { g.strip_prefix('.').unwrap_or(g) } else { g };
                 let comma = g.trim() == ",";
                 if !(g.trim().is_empty() || comma && commas == 0) || g.contains('\n') || g.len() > 3 {
                     break;
@@ -618,7 +629,8 @@ fn context_names(text: &str, toks: &[Tok], is_name: &mut [bool]) {
                     commas += 1;
                 }
             }
-            let particle = PARTICLES.contains(&n.key.as_str()) && j > i;
+            // A particle inside a name, or starting one ("van Tuijl"), when a capitalised part follows.
+            let particle = PARTICLES.contains(&n.key.as_str()) && toks.get(j + 1).is_some_and(|m| m.capitalised || PARTICLES.contains(&m.key.as_str()));
             let name_like = (n.capitalised || n.all_caps) && !CREDENTIALS.contains(&n.key.as_str()) && !TITLES.contains(&n.key.as_str());
             if !(name_like || particle) || strict && !(suspect(n) || in_dict(n) || n.initial || particle) {
                 break;
@@ -640,9 +652,9 @@ fn context_names(text: &str, toks: &[Tok], is_name: &mut [bool]) {
             && let Some(n) = next
             && {
                 let g = gap(t, n);
-                g.trim_start().starts_with([':', '-']) && !g.contains('\n')
+                g.trim_start().starts_with([':', '-', '?']) && !g.contains('\n')
             }
-            && (n.capitalised || n.all_caps)
+            && (n.capitalised || n.all_caps || PARTICLES.contains(&n.key.as_str()))
             && !TITLES.contains(&n.key.as_str())
         {
             take_run(is_name, i + 1, false);
@@ -673,13 +685,33 @@ fn context_names(text: &str, toks: &[Tok], is_name: &mut [bool]) {
             let prev = i.checked_sub(1).map(|j| &toks[j]);
             let joined_prev = prev.is_some_and(|p| gap(p, t).trim().is_empty() && !gap(p, t).contains('\n'));
             let joined_next = next.is_some_and(|n| gap(t, n).trim().is_empty() && !gap(t, n).contains('\n'));
+            let comma_prev = prev.is_some_and(|p| gap(p, t).trim() == "," && (suspect(p) || is_last(&p.key) && p.capitalised));
+            let comma_next = next.is_some_and(|n| gap(t, n).trim() == "," && (suspect(n) || is_first(&n.key) && n.capitalised));
             let pair = joined_prev && prev.is_some_and(|p| suspect(p) || is_name[i - 1] && !p.initial || p.initial)
-                || joined_next && next.is_some_and(|n| suspect(n) || in_dict(n) && n.capitalised || n.initial);
-            let after_cue = prev.is_some_and(|p| NAME_CUES.contains(&p.key.as_str()) || PARTICLES.contains(&p.key.as_str()) && p.start > 0 && is_name.get(i.wrapping_sub(2)).copied().unwrap_or(false));
+                || joined_next && next.is_some_and(|n| suspect(n) || in_dict(n) && n.capitalised && !n.all_caps || n.initial)
+                || comma_prev
+                || comma_next;
+            let after_cue = prev.is_some_and(|p| NAME_CUES.contains(&p.key.as_str()) || p.key == "for" || PARTICLES.contains(&p.key.as_str()) && p.start > 0 && is_name.get(i.wrapping_sub(2)).copied().unwrap_or(false));
             let before_verb = next.is_some_and(|n| PERSON_VERBS.contains(&n.key.as_str()) && gap(t, n).trim().is_empty());
             let before_credential = next.is_some_and(|n| CREDENTIALS.contains(&n.key.as_str()) && n.all_caps);
             if pair || after_cue || before_verb || before_credential {
                 is_name[i] = true;
+            }
+        }
+    }
+    // "Arie van Loon", "Kyan van der Lede": particles after a name part or an unknown word,
+    // ending in a capitalised word, are the rest of the name.
+    for i in 0..toks.len() {
+        if !(is_name[i] || suspect(&toks[i])) {
+            continue;
+        }
+        let mut k = i + 1;
+        while toks.get(k).is_some_and(|m| PARTICLES.contains(&m.key.as_str()) && gap(&toks[k - 1], m).trim().is_empty()) {
+            k += 1;
+        }
+        if k > i + 1 && toks.get(k).is_some_and(|m| m.capitalised && gap(&toks[k - 1], m).trim().is_empty()) {
+            for flag in is_name.iter_mut().take(k + 1).skip(i) {
+                *flag = true;
             }
         }
     }
@@ -692,7 +724,7 @@ fn context_names(text: &str, toks: &[Tok], is_name: &mut [bool]) {
         if (2..=4).contains(&idx.len()) && bare.is_empty() {
             let parts: Vec<&Tok> = idx.iter().map(|&k| &toks[k]).filter(|t| !CREDENTIALS.contains(&t.key.as_str())).collect();
             let all_name_shaped = parts.iter().all(|t| (t.capitalised || PARTICLES.contains(&t.key.as_str())) && !TITLES.contains(&t.key.as_str()));
-            let unknown = parts.iter().filter(|t| suspect(t) || in_dict(t)).count();
+            let unknown = parts.iter().filter(|t| suspect(t) || in_dict(t) || t.initial || PARTICLES.contains(&t.key.as_str())).count();
             if all_name_shaped && parts.len() >= 2 && unknown == parts.len() {
                 for &k in &idx {
                     if !CREDENTIALS.contains(&toks[k].key.as_str()) {

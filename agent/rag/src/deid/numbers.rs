@@ -51,7 +51,7 @@ pub(crate) fn iban_ok(compact: &str) -> bool {
     rem == 1
 }
 
-static IBAN: LazyLock<Regex> = LazyLock::new(|| re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{2,4}){3,8}\b"));
+static IBAN: LazyLock<Regex> = LazyLock::new(|| re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,9}\b"));
 /// 13 to 19 digits, in groups separated by single spaces or dashes.
 static CARD: LazyLock<Regex> = LazyLock::new(|| re(r"\b\d(?:[ -]?\d){12,18}\b"));
 /// A phone number: optional `+`/`00` country code, digits in groups separated by spaces,
@@ -100,7 +100,7 @@ pub(crate) fn spans(text: &str) -> Vec<Span> {
         };
         let core = EXTENSION.find(s).map_or(s, |e| s[..e.start()].trim_end());
         let digits = core.chars().filter(char::is_ascii_digit).count();
-        if !(7..=15).contains(&digits) || looks_like_date_or_measure(core) {
+        if !(7..=15).contains(&digits) {
             continue;
         }
         let international = core.starts_with('+') || core.starts_with("00");
@@ -108,9 +108,17 @@ pub(crate) fn spans(text: &str) -> Vec<Span> {
         let before = text[before_from..start].to_lowercase();
         let cued = PHONE_CUES.iter().any(|c| before.contains(c));
         let groups = core.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()).count();
-        // Without a cue, a number needs a country code or a phone's grouping and length: a lone
-        // run of digits is more often a count, an id or a measure.
-        if !(international || cued || groups >= 3 && digits >= 9) {
+        // A date or a range is not a phone number, unless a phone word stands before it and it
+        // is no span of years ("fax to 7599-1490").
+        static YEARS: LazyLock<Regex> = LazyLock::new(|| re(r"^(?:19|20)\d{2}\s*[-/]\s*(?:19|20)?\d{2}$"));
+        if looks_like_date_or_measure(core) && !(cued && !YEARS.is_match(core) && digits >= 7) {
+            continue;
+        }
+        // Without a cue, a number needs a country code, a national trunk prefix (0) with a
+        // phone's length, or a phone's grouping and length: a lone run of digits is more often a
+        // count, an id or a measure.
+        let trunk = core.trim_start_matches('(').starts_with('0') && digits >= 9;
+        if !(international || cued || trunk || groups >= 3 && digits >= 9) {
             continue;
         }
         let end = start + s.len();

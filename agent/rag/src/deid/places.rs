@@ -23,11 +23,11 @@ const CAP: &str = r"\p{Lu}[\p{Ll}\p{M}]+(?:['’]\p{L}[\p{Ll}\p{M}]*)?";
 /// Particles inside street and place names.
 const PARTICLE: &str = r"(?:d[aeiou]s?|de\s+la|del|della|delle|dei|degli|di|van|von|der|den|het|le|la|les|du|des|al|el|sur|sous|am|an|im|auf|y|e|i|na|nad|pod|under|upon|on)";
 /// Street types written before the name (Romance, Slavic, Turkish, some English).
-const STREET_BEFORE: &str = r"(?:rue|avenue|av\.|boulevard|bd\.?|chemin|impasse|all[ée]e|place|quai|route|cours|passage|calle|c/|avenida|avda\.?|plaza|paseo|camino|carretera|cuesta|ronda|traves[ií]a|v[ií]a|viale|piazza|piazzale|corso|vicolo|largo|strada|borgo|contrada|incrocio|rotonda|stretto|canale|vico|rua|travessa|pra[çc]a|alameda|rodovia|estrada|jardim|vila|lagoa|quadra|setor|conjunto|residencial|ladeira|viela|morro|ul\.|ulica|al\.|aleja|plac|pl\.|os\.|osiedle|skwer|rynek|bulwar|n[áa]m[ěe]st[ií]|n[áa]m\.|t[řr][ií]da|sokak|sok\.|sk\.|cadde(?:si)?|cad\.|mahallesi|mah\.|bulvar[ıi])";
+const STREET_BEFORE: &str = r"(?:rue|avenue|av\.|boulevard|bd\.?|chemin|impasse|all[ée]e|place|quai|route|cours|passage|calle|c/|avenida|avda\.?|plaza|paseo|camino|carretera|cuesta|ronda|traves[ií]a|v[ií]a|viale|piazza|piazzale|corso|vicolo|largo|strada|borgo|contrada|incrocio|rotonda|stretto|canale|vico|rua|travessa|pra[çc]a|alameda|rodovia|estrada|jardim|vila|lagoa|quadra|setor|conjunto|residencial|ladeira|viela|morro|aeroporto|ch[áa]cara|col[ôo]nia|condom[íi]nio|distrito|esplanada|esta[çc][ãa]o|fazenda|feira|loteamento|n[úu]cleo|parque|p[áa]tio|recanto|s[íi]tio|trecho|trevo|vereda|viaduto|vial|ul\.|ulica|al\.|aleja|plac|pl\.|os\.|osiedle|skwer|rynek|bulwar|n[áa]m[ěe]st[ií]|n[áa]m\.|t[řr][ií]da|sokak|sok\.|sk\.|cadde(?:si)?|cad\.|mahallesi|mah\.|bulvar[ıi])";
 /// Street types joined to the end of the name ("Hauptstraße", "Skolvägen", "Herlufsholmvej").
-const STREET_JOINED: &str = r"(?:stra(?:ß|ss)e|str\.|weg|platz|allee|gasse|ring|damm|ufer|steig|pfad|chaussee|straat|laan|plein|gracht|singel|kade|dijk|hof|steeg|vej|gade|str[æa]de|all[ée]|v[äa]gen|gatan|v[äa]g|gr[äa]nd|torget|veien|gata|gaten|ova|sk[áa]|n[íi]|ovo)";
+const STREET_JOINED: &str = r"(?:boulevard|plantsoen|markt|pad|baan|wal|burg|stra(?:ß|ss)e|str\.|weg|platz|allee|gasse|ring|damm|ufer|steig|pfad|chaussee|straat|laan|plein|gracht|singel|kade|dijk|hof|steeg|vej|gade|str[æa]de|all[ée]|v[äa]gen|gatan|v[äa]g|gr[äa]nd|torget|veien|gata|gaten|ova|sk[áa]|n[íi]|ovo)";
 /// USPS Publication 28 street suffixes (and common abbreviations).
-const STREET_AFTER: &str = r"(?:Alley|Aly|Annex|Arcade|Avenue|Ave|Bayou|Beach|Bend|Bluffs?|Bottom|Boulevard|Blvd|Branch|Bridge|Brooks?|Burgs?|Bypass|Camp|Canyon|Cape|Causeway|Centers?|Centre|Circles?|Cir|Cliffs?|Close|Club|Commons?|Corners?|Course|Courts?|Ct|Coves?|Creek|Crescent|Crest|Crossing|Crossroad|Curve|Dale|Dam|Divide|Drives?|Dr|Estates?|Expressway|Extensions?|Falls?|Ferry|Fields?|Flats?|Fords?|Forest|Forges?|Forks?|Fort|Freeway|Gardens?|Gate|Gateway|Glens?|Greens?|Groves?|Harbors?|Haven|Heights|Highway|Hwy|Hills?|Hollow|Inlet|Islands?|Isle|Junctions?|Keys?|Knolls?|Lakes?|Land|Landing|Lane|Ln|Light|Lights|Loaf|Locks?|Lodge|Loop|Mall|Manors?|Meadows?|Mews|Mills?|Mission|Motorway|Mount|Mountains?|Neck|Orchard|Oval|Overpass|Parks?|Parkways?|Pkwy|Pass|Passage|Path|Pike|Pines?|Place|Pl|Plains?|Plaza|Points?|Ports?|Prairie|Radial|Ramp|Ranch|Rapids?|Rest|Ridges?|River|Road|Roads|Rd|Route|Row|Rue|Run|Shoals?|Shores?|Skyway|Springs?|Spurs?|Squares?|Sq|Station|Stravenue|Streams?|Streets?|St|Summit|Terrace|Ter|Throughway|Trace|Track|Trafficway|Trail|Trl|Trailer|Tunnel|Turnpike|Underpass|Unions?|Valleys?|Viaduct|Views?|Villages?|Ville|Vista|Walks?|Wall|Ways?|Wells?|Wharf|Wynd|Marg|Nagar|Chowk|Ganj)";
+const STREET_AFTER: &str = r"(?:Alley|Aly|Annex|Arcade|Avenue|Ave|Bayou|Beach|Bend|Bluffs?|Bottom|Boulevard|Blvd|Branch|Bridge|Brooks?|Burgs?|Bypass|Camp|Canyon|Cape|Causeway|Centers?|Centre|Circles?|Cir|Cliffs?|Close|Club|Commons?|Corners?|Course|Courts?|Ct|Coves?|Creek|Crescent|Crest|Crossing|Crossroad|Curve|Dale|Dam|Divide|Drives?|Dr|Estates?|Expressway|Extensions?|Falls?|Ferry|Fields?|Flats?|Fords?|Forest|Forges?|Forks?|Fort|Freeway|Gardens?|Gate|Gateway|Glens?|Greens?|Groves?|Harbors?|Haven|Heights|Highway|Hwy|Hills?|Hollow|Inlet|Islands?|Isle|Junctions?|Keys?|Knolls?|Lakes?|Land|Landing|Lane|Ln|Light|Lights|Loaf|Locks?|Lodge|Loop|Mall|Manors?|Meadows?|Mews|Mills?|Mission|Motorway|Mount|Mountains?|Neck|Orchard|Oval|Overpass|Parks?|Parkways?|Pkwy|Pass|Passage|Path|Pike|Pines?|Place|Pl|Plains?|Plaza|Points?|Ports?|Prairie|Radial|Ramp|Ranch|Rapids?|Rest|Ridges?|River|Road|Roads|Rd|Route|Row|Rue|Run|Shoals?|Shores?|Skyway|Springs?|Spurs?|Squares?|Sq|Station|Stravenue|Streams?|Streets?|St|Summit|Terrace|Ter|Throughway|Trace|Track|Trafficway|Trail|Trl|Trailer|Tunnel|Turnpike|Underpass|Unions?|Valleys?|Viaduct|Views?|Villages?|Ville|Vista|Walks?|Wall|Ways?|Wells?|Wharf|Wynd|Reserve|Parade|Esplanade|Promenade|Rise|Grange|Circuit|Crescent|Gardens|Vale|Chase|Green|Marg|Nagar|Chowk|Ganj)";
 /// A unit after or before a street ("Apt. 756", "Suite 622", "Piano 0", "Flat 3").
 const UNIT: &str = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|Piso|Piano|Stock|Etage|Bus|lok\.|m\.|H\.?\s?No)\.?\s*#?\s*\d+[A-Za-z]?";
 /// Postal codes by country shape.
@@ -49,28 +49,32 @@ struct Rules {
     the_place_clinic: Regex,
     preposition_place: Regex,
     line_postcode: Regex,
+    address_tail: Regex,
 }
 
 static RULES: LazyLock<Rules> = LazyLock::new(|| Rules {
     street_before: re(&format!(
-        r"(?i:\b{STREET_BEFORE})\s+(?:{PARTICLE}\s+)?{CAP}(?:[\s-]+(?:{PARTICLE}\s+)?{CAP}){{0,3}}(?:,?\s+(?:n[º°o]\.?\s*)?\d{{1,5}}[A-Za-z]?(?:[/-]\d{{1,4}}[A-Za-z]?)?\b)?"
+        r"(?i:\b{STREET_BEFORE})\s+(?:{PARTICLE}\s+){{0,2}}{CAP}(?:[\s-]+(?:{PARTICLE}\s+){{0,2}}{CAP}){{0,3}}(?:,?\s+(?:n[º°o]\.?\s*)?\d{{1,5}}[A-Za-z]?(?:[/-]\d{{1,4}}[A-Za-z]?)?\b)?"
     )),
-    street_joined: re(&format!(r"\b\p{{Lu}}[\p{{L}}\p{{M}}-]*{STREET_JOINED}\s+\d{{1,5}}[A-Za-z]?(?:[/-]\d{{1,4}}[A-Za-z]?)?\b")),
+    street_joined: re(&format!(r"\b\p{{Lu}}[\p{{L}}\p{{M}}-]*(?i:{STREET_JOINED})\s+\d{{1,5}}[A-Za-z]?(?:[/-]\d{{1,4}}[A-Za-z]?)?\b")),
     street_after: re(&format!(r"\b\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+(?:[NSEW]\.?\s+)?(?:{CAP}\s+){{1,3}}{STREET_AFTER}\b\.?")),
     unit: re(&format!(r"\b{UNIT}\b")),
-    po_box: re(r"(?i)\b(?:P\.?\s?O\.?\s*Box|Post\s+Office\s+Box|Postfach|Apartado(?:\s+de\s+Correos)?|Caixa\s+Postal|Casella\s+Postale|Skrytka\s+pocztowa|Postbus|Bo[iî]te\s+Postale)\s+\d{1,6}\b"),
+    po_box: re(r"(?i)\b(?:P\.?\s?O\.?\s*Box|Post\s+Office\s+Box|Postfach|Apartado(?:\s+de\s+Correos)?|Caixa\s+Postal|Casella\s+Postale|Skrytka\s+pocztowa|Postbus|Bo[iî]te\s+Postale)\s+\d{1,6}\b|\bBP\s+\d{5}\b"),
     military: re(r"\b(?:PSC|CMR|Unit)\s+\d{3,5},?\s+Box\s+\d{1,5}\b|\b(?:USNS|USS|USCGC)\s+\p{Lu}[\p{L}.'-]*(?:[ ]\p{Lu}[\p{L}.'-]*){0,3}|\b(?:APO|FPO|DPO)\s+(?:AE|AP|AA)\b"),
     postcode_city: re(&format!(r"\b({POSTCODE})\s+({CAP}(?:[\s-]+(?:{PARTICLE}[\s-]+)?{CAP}){{0,3}})")),
     distinct_postcode: re(r"\b(?:[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}|[A-Z]\d[A-Z]\s?\d[A-Z]\d)\b"),
     postcode_keyword: re(&format!(r"(?i:\b(?:post\s*code|postal\s*code|zip(?:\s*code)?|PLZ|CEP|code\s+postal|c\.p\.|CAP)\b)\s*[:#]?\s*({POSTCODE})\b")),
     address_label: re(r"(?im)\b(?:(?:home|street|postal|mailing|billing|correspondence|patient|new|current|previous|permanent|residential|work)\s+)?(?:address(?:es)?|addr\.?|residence|street|anschrift|adresse|direcci[óo]n|indirizzo|endere[çc]o|adres|domicile|domicilio)\s*(?::|\bis\b|\bon file\b)?\s*"),
-    city_label: re(&format!(r"(?m)\b(?i:city|town|town/city|city/town|village|ort|stadt|ville|ciudad|citt[àa]|cidade|plaats|miasto|municipality|place of residence)\s*[:/]\s*({CAP}(?:[\s-]+(?:{PARTICLE}[\s-]+)?{CAP}){{0,3}})")),
+    city_label: re(&format!(r"(?m)\b\b(?i:town/city|city/town|city|town|village|ort|stadt|ville|ciudad|citt[àa]|cidade|plaats|miasto|municipality|place of residence)\s*[:/]\s*({CAP}(?:[\s-]+(?:{PARTICLE}[\s-]+)?{CAP}){{0,3}})")),
     living_in: re(&format!(
         r"\b(?i:lives|living|lived|live|resides|residing|resident|moved|relocated|born|grew\s+up|visiting|travel(?:l)?ed|home|transferred|arrived|came|comes|commutes|works|working|drove|driven|phoned|called|calling|joined|based|stays|staying|admitted|referred)\b[^.\n;]{{0,50}}?\b(?i:in|near|from|to|at|outside|around)\s+({CAP}(?:[\s-]+(?:{PARTICLE}[\s-]+)?{CAP}){{0,3}})"
     )),
-    the_place_clinic: re(&format!(r"\b(?i:the)\s+({CAP}(?:[\s-]{CAP}){{0,2}})\s+(?:clinic|hospital|office|practice|surgery|centre|center|branch|site|pharmacy|health centre|medical centre)\b")),
+    the_place_clinic: re(&format!(r"\b(?i:the)\s+({CAP}(?:[\s-]+(?:{PARTICLE}[\s-]+)?{CAP}){{0,2}})\s+(?:clinic|hospital|office|practice|surgery|centre|center|branch|site|pharmacy|health centre|medical centre)\b")),
     preposition_place: re(&format!(r"\b(?:in|near|from|to|outside)\s+({CAP}(?:[\s-]+(?:{PARTICLE}[\s-]+)?{CAP}){{0,2}})")),
     line_postcode: re(&format!(r"\b({POSTCODE})\b")),
+    address_tail: re(&format!(
+        r"^(?:,?\s+(?P<zip1>{POSTCODE}),?\s+(?P<city1>{CAP}(?:[\s-]+(?:{PARTICLE}[\s-]+)?{CAP}){{0,3}})|,?\s+(?P<city2>{CAP}(?:[\s-]+(?:{PARTICLE}[\s-]+)?{CAP}){{0,3}})(?:,?\s+(?:[A-Z]{{2}}\s+)?(?P<zip2>{POSTCODE}))?)\b"
+    )),
 });
 
 /// Where an address written after a label ends: the line, a semicolon, or a sentence.
@@ -84,13 +88,21 @@ fn address_value_end(text: &str, from: usize) -> usize {
     // A period followed by a space ends the address unless it closes a short abbreviation
     // ("St.", "Apt.", "ul.").
     for (i, _) in rest[..end].match_indices(". ") {
-        let word_len = rest[..i].rsplit(|c: char| !c.is_alphanumeric()).next().map_or(0, |w| w.chars().count());
-        if word_len > 3 || rest[..i].ends_with(|c: char| c.is_ascii_digit()) {
+        let before = rest[..i].trim_end();
+        let word = before.rsplit(|c: char| !c.is_alphanumeric()).next().unwrap_or("");
+        let capitals = !word.is_empty() && word.chars().all(char::is_uppercase);
+        if word.chars().count() > 3 || capitals || before.len() < i || before.ends_with(|c: char| c.is_ascii_digit()) {
             cut = i;
             break;
         }
     }
     from + rest[..cut].trim_end_matches(['.', ',', ' ']).len()
+}
+
+/// Whether some word of a candidate place is no ordinary word, country, eponym or acronym
+/// ("South Dumdum" is a place; "South Africa", "Parkinson Disease" are not).
+fn unknown_place(candidate: &str) -> bool {
+    candidate.split([' ', '-']).filter(|w| w.chars().next().is_some_and(char::is_uppercase)).any(|w| !is_place_word_safe(w))
 }
 
 /// Whether the text at `start` begins a sentence (only punctuation or a line break before it).
@@ -130,13 +142,23 @@ pub(crate) fn address_fill(text: &str, values: &[(usize, usize)], covered: &[Spa
                 let meaningful = piece.chars().any(|c| c.is_ascii_digit())
                     || piece.split_whitespace().any(|w| w.chars().any(char::is_alphabetic) && !is_place_word_safe(w));
                 if meaningful {
-                    out.push(Span { start: ps, end: pe, category: Category::Address });
+                    let whole_code = LINE_POSTCODE_ONLY.is_match(piece);
+                    let category = if whole_code {
+                        Category::Zip
+                    } else if piece.chars().any(|c| c.is_ascii_digit()) {
+                        Category::Address
+                    } else {
+                        Category::Location
+                    };
+                    out.push(Span { start: ps, end: pe, category });
                 }
             }
         }
     }
     out
 }
+
+static LINE_POSTCODE_ONLY: LazyLock<Regex> = LazyLock::new(|| re(&format!(r"^(?:[A-Z]{{2}}\s+)?{POSTCODE}$")));
 
 /// Comma-separated parts of a piece, trimmed, with their offsets in the text.
 fn split_keep_offsets(piece: &str, base: usize) -> Vec<(usize, usize)> {
@@ -173,11 +195,20 @@ pub(crate) fn spans(text: &str) -> Found {
     // After an address label: the whole value, street to city and postal code.
     for m in r.address_label.find_iter(text) {
         let from = m.end();
-        let starts_right = text[from..].chars().next().is_some_and(|c| c.is_uppercase() || c.is_ascii_digit());
+        let starts_right = text[from..].chars().next().is_some_and(char::is_alphanumeric);
         if !starts_right || from == m.start() {
             continue;
         }
-        let end = address_value_end(text, from);
+        let mut end = address_value_end(text, from);
+        // An address block goes on over short lines holding a postal code ("City, 12345").
+        while let Some(next) = text[end..].strip_prefix('\n') {
+            let line = next.split('\n').next().unwrap_or("");
+            if line.len() < 60 && !line.contains(':') && r.line_postcode.is_match(line) && line.chars().any(char::is_alphabetic) {
+                end += 1 + line.len();
+            } else {
+                break;
+            }
+        }
         let value = &text[from..end];
         // A label followed by prose ("Address: see above") is not an address.
         if value.chars().any(|c| c.is_ascii_digit()) || value.contains(',') {
@@ -191,9 +222,8 @@ pub(crate) fn spans(text: &str) -> Found {
     }
     for c in r.postcode_city.captures_iter(text) {
         let (Some(code), Some(city)) = (c.get(1), c.get(2)) else { continue };
-        let first = city.as_str().split([' ', '-']).next().unwrap_or("");
         // "2019 Denmark", "1234 Patients": a year or a count before an ordinary word.
-        if !is_place_word_safe(first) && !(code.as_str().len() == 4 && code.as_str().starts_with(['1', '2']) && code.as_str()[..2].parse::<u8>().is_ok_and(|y| y == 19 || y == 20)) {
+        if unknown_place(city.as_str()) && !(code.as_str().len() == 4 && code.as_str().starts_with(['1', '2']) && code.as_str()[..2].parse::<u8>().is_ok_and(|y| y == 19 || y == 20)) {
             push(&mut out, code.start(), code.end(), Category::Zip);
             push(&mut out, city.start(), city.end(), Category::Location);
         }
@@ -206,33 +236,36 @@ pub(crate) fn spans(text: &str) -> Found {
             push(&mut out, g.start(), g.end(), Category::Zip);
         }
     }
-    // A postal code right after a street address on the same line ("Herlufsholmvej 6, 8759").
-    let addresses: Vec<(usize, usize)> = out.iter().filter(|s| s.category == Category::Address).map(|s| (s.start, s.end)).collect();
-    for (_, end) in addresses {
+    // What follows a street on its line: the city and the postal code, in either order
+    // ("Herlufsholmvej 6, 8759 Kalvehave", "Via Verdi 5, Granada", "Furugatan 2, Landskrona 12345").
+    let addresses: Vec<usize> = out.iter().filter(|s| s.category == Category::Address).map(|s| s.end).collect();
+    for end in addresses {
         let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
-        let tail_end = (end + 40).min(line_end);
-        let tail_end = (0..=tail_end).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(end);
-        for c in r.line_postcode.captures_iter(&text[end..tail_end]) {
-            if let Some(g) = c.get(1) {
-                push(&mut out, end + g.start(), end + g.end(), Category::Zip);
+        for c in r.address_tail.captures_iter(&text[end..line_end]).take(1) {
+            if let Some(g) = c.name("city1").or(c.name("city2")).filter(|g| unknown_place(g.as_str())) {
+                push(&mut out, end + g.start(), end + g.end(), Category::Location);
+            }
+            for name in ["zip1", "zip2"] {
+                if let Some(g) = c.name(name) {
+                    push(&mut out, end + g.start(), end + g.end(), Category::Zip);
+                }
             }
         }
     }
     for rx in [&r.living_in, &r.the_place_clinic] {
         for c in rx.captures_iter(text) {
             let Some(g) = c.get(1) else { continue };
-            if g.as_str().split([' ', '-']).next().is_some_and(|w| !is_place_word_safe(w)) {
+            if unknown_place(g.as_str()) {
                 push(&mut out, g.start(), g.end(), Category::Location);
             }
         }
     }
     for c in r.preposition_place.captures_iter(text) {
         let Some(g) = c.get(1) else { continue };
-        let first = g.as_str().split([' ', '-']).next().unwrap_or("");
         let after = text[g.end()..].trim_start();
         // Eponyms and named things: "in Parkinson disease", "from Cochrane reviews".
         let named_thing = after.starts_with(|c: char| c.is_lowercase()) && super::detect::is_eponym_context(after);
-        if !is_place_word_safe(first) && !named_thing && !sentence_start(text, c.get(0).map_or(0, |m| m.start())) {
+        if unknown_place(g.as_str()) && !named_thing && !sentence_start(text, c.get(0).map_or(0, |m| m.start())) {
             push(&mut out, g.start(), g.end(), Category::Location);
         }
     }
