@@ -5,6 +5,7 @@
 //! A bad file is an error for that file only ([`ingest_many`] records it and goes on);
 //! re-ingesting the same bytes for the same owner is a no-op (salted content hash).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -534,10 +535,15 @@ pub fn chunk_sections(sections: &[Section], cfg: ChunkConfig) -> Vec<(String, St
     out
 }
 
+/// How many identifiers of each category de-identification replaced in one document (or a
+/// batch): counts only, never the values, so the uploader and the compliance report can show
+/// what was taken out.
+pub type ReplacedCounts = BTreeMap<Category, usize>;
+
 /// What happened to one document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Ingested { document_id: i64, owner: i64, chunks: usize },
+    Ingested { document_id: i64, owner: i64, chunks: usize, replaced: ReplacedCounts },
     /// The same bytes were already indexed for this owner.
     Unchanged { document_id: i64, owner: i64 },
 }
@@ -596,7 +602,9 @@ pub async fn ingest_bytes(
     // record separator, which no rule matches, and split back after.
     const RS: &str = "\n\u{1e}\n";
     let joined = parsed.sections.iter().map(|s| format!("{}{RS}{}", s.heading, s.text)).collect::<Vec<_>>().join(RS);
-    let clean = deid::deidentify(&joined, &known, &mut scope).text;
+    let deidentified = deid::deidentify(&joined, &known, &mut scope);
+    let mut replaced: ReplacedCounts = deidentified.counts.into_iter().collect();
+    let clean = deidentified.text;
     let parts: Vec<&str> = clean.split(RS).collect();
     if parts.len() != parsed.sections.len() * 2 {
         // A rule matched across a separator: never expected; refuse rather than misfile text.
@@ -616,7 +624,11 @@ pub async fn ingest_bytes(
     // File names are labels: read as words ("castellanos-visit.txt" -> "castellanos visit txt")
     // so the name rules see the parts.
     let label: String = name.chars().map(|c| if matches!(c, '-' | '_' | '.') { ' ' } else { c }).collect();
-    let title = deid::deidentify(&label, &known, &mut scope).text;
+    let title = deid::deidentify(&label, &known, &mut scope);
+    for (category, n) in title.counts {
+        *replaced.entry(category).or_default() += n;
+    }
+    let title = title.text;
     if let (Some(label), true) = (&parsed.patient_label, owner_id != LIBRARY) {
         let label = deid::deidentify(label, &known, &mut scope).text;
         index::set_label_if_missing(conn, owner_id, &label).map_err(ix)?;
@@ -632,7 +644,7 @@ pub async fn ingest_bytes(
     let n = chunks.len();
     let document_id = index::insert_document(conn, owner_id, &content_hash, kind.as_str(), &title, &chunks).map_err(ix)?;
     index::save_pseudonyms(conn, owner_id, &mut scope).map_err(ix)?;
-    Ok(Outcome::Ingested { document_id, owner: owner_id, chunks: n })
+    Ok(Outcome::Ingested { document_id, owner: owner_id, chunks: n, replaced })
 }
 
 /// The originals of a scope worth matching verbatim in later documents (not dates: those are
@@ -667,6 +679,8 @@ pub struct Report {
     pub ingested: usize,
     pub unchanged: usize,
     pub chunks: usize,
+    /// Identifiers replaced across the batch, by category (counts only).
+    pub replaced: ReplacedCounts,
     pub failed: Vec<(PathBuf, IngestError)>,
 }
 
@@ -682,9 +696,12 @@ pub async fn ingest_many(
     let mut report = Report::default();
     for (i, (path, owner)) in files.iter().enumerate() {
         match ingest_file(conn, embedder, path, owner, cfg).await {
-            Ok(Outcome::Ingested { chunks, .. }) => {
+            Ok(Outcome::Ingested { chunks, replaced, .. }) => {
                 report.ingested += 1;
                 report.chunks += chunks;
+                for (category, n) in replaced {
+                    *report.replaced.entry(category).or_default() += n;
+                }
             }
             Ok(Outcome::Unchanged { .. }) => report.unchanged += 1,
             Err(e) => {

@@ -1,9 +1,11 @@
-//! The clinic library is not patient data: ingesting many library documents must leave every
-//! document's ordinary words alone, whatever another document made a name of. Built from the
-//! damage an outside evaluation found ("Both", "WHO", "Health", "Survey", "HIV", "brain" and
-//! "group: 3.3" replaced in medical abstracts).
+//! De-identification as ingestion applies it. The clinic library is not patient data:
+//! ingesting many library documents must leave every document's ordinary words alone, whatever
+//! another document made a name of (built from the damage an outside evaluation found: "Both",
+//! "WHO", "Health", "Survey", "HIV", "brain" and "group: 3.3" replaced in medical abstracts).
+//! And every ingest reports how many identifiers of each kind it replaced.
 
 use rusqlite::Connection;
+use wardbox_rag::deid::{Category, KnownIdentifiers};
 use wardbox_rag::embed::HashEmbedder;
 use wardbox_rag::index;
 use wardbox_rag::ingest::{self, ChunkConfig, Outcome, Owner};
@@ -48,5 +50,27 @@ fn library_documents_never_take_pseudonyms_from_other_documents() {
         }
         assert!(text.contains("both cohorts and the survey health index"), "abstract {i}: {text}");
         assert!(!text.contains('['), "abstract {i} received a pseudonym: {text}");
+    }
+}
+
+#[test]
+fn ingest_reports_how_many_identifiers_of_each_kind_it_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = index::open_encrypted(&dir.path().join("counts.db"), &[4u8; 32]).expect("open");
+    let emb = HashEmbedder::new(index::DIMS);
+    let note = "Visit note\n\nMrs. Ilse Wójcik was seen on 03/14/2024. Call 555-201-3344 or +49 30 12345678. \
+                Lives at Hauptstraße 12, 10115 Berlin. Card 4111 1111 1111 1111. Metformin 500 mg.";
+    let owner = Owner::Patient { record_id: "MRN-COUNTS-1".into(), known: KnownIdentifiers::default() };
+    let out = rt().block_on(ingest::ingest_bytes(&mut conn, &emb, "visit.txt", note.as_bytes(), &owner, ChunkConfig::default()));
+    let Ok(Outcome::Ingested { replaced, .. }) = out else { panic!("{out:?}") };
+    assert_eq!(replaced.get(&Category::Name), Some(&2), "{replaced:?}");
+    assert_eq!(replaced.get(&Category::Date), Some(&1), "{replaced:?}");
+    assert_eq!(replaced.get(&Category::Phone), Some(&2), "{replaced:?}");
+    assert_eq!(replaced.get(&Category::Account), Some(&1), "{replaced:?}");
+    assert!(replaced.get(&Category::Address).is_some_and(|n| *n >= 1), "{replaced:?}");
+    // Counts only: the outcome's debug form holds no identifier.
+    let shown = format!("{replaced:?}");
+    for value in ["Wójcik", "Ilse", "3344", "Hauptstraße", "4111"] {
+        assert!(!shown.contains(value), "{value} in {shown}");
     }
 }
