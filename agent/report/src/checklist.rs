@@ -455,21 +455,18 @@ fn stage_outcome(facts: &Facts, stage: &str) -> String {
 fn check_unique_user_id(cx: &Ctx) -> Outcome {
     let accounts = &cx.facts.accounts;
     let how = "read the accounts table; compared user ids case-insensitively";
-    let mut seen: Vec<String> = Vec::new();
-    let mut duplicates: Vec<String> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut duplicated = std::collections::BTreeSet::new();
     let mut empty = 0;
     for a in accounts {
         let id = a.user_id.trim().to_lowercase();
         if id.is_empty() {
             empty += 1;
-        } else if seen.contains(&id) {
-            if !duplicates.contains(&id) {
-                duplicates.push(id);
-            }
-        } else {
-            seen.push(id);
+        } else if !seen.insert(id.clone()) {
+            duplicated.insert(id);
         }
     }
+    let duplicates: Vec<String> = duplicated.into_iter().collect();
     let values = vec![
         ("accounts", accounts.len().to_string()),
         ("enabled accounts", accounts.iter().filter(|a| !a.disabled).count().to_string()),
