@@ -173,3 +173,72 @@ fn netns_cli_apply_verify_status_and_repair() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(text(&out.stdout).starts_with("enforced: yes\n"), "{}", text(&out.stdout));
 }
+
+/// The review's finding through the operator's command: a foreign `netdev` table that forwards
+/// loopback traffic out of a device, and a reset of the drop counters, both invisible to a
+/// verifier that only compared our own table. `verify` must name them and exit 3; `apply`
+/// must remove the table and restore the counters.
+#[test]
+fn netns_cli_verify_names_foreign_tables_and_counter_resets() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), POLICY);
+    let bin = env!("CARGO_BIN_EXE_wardbox");
+    let c = cfg.to_str().expect("utf8 path");
+    let cli = |args: &[&str]| {
+        let mut all = vec!["firewall"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-c", c]);
+        ns.run(bin, &all)
+    };
+    let nft = |args: &[&str]| {
+        let out = ns.run(NFT, args);
+        assert!(out.status.success(), "nft {args:?}: {}", text(&out.stderr));
+    };
+    assert!(cli(&["apply"]).status.success());
+
+    nft(&["add", "table", "netdev", "exfil"]);
+    nft(&["add", "chain", "netdev", "exfil", "lo_in", "{ type filter hook ingress device lo priority 0; policy drop; }"]);
+    nft(&["add", "rule", "netdev", "exfil", "lo_in", "ip", "daddr", "127.0.0.1", "fwd", "to", "lo"]);
+    let out = cli(&["verify"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("DRIFT: table netdev exfil: rule (handle "), "{stdout}");
+    assert!(stdout.contains("in chain lo_in forwards packets out of a device (`fwd`)"), "{stdout}");
+    let out = cli(&["apply"]);
+    assert!(text(&out.stdout).contains("repaired: table netdev exfil"), "{}", text(&out.stdout));
+    assert_eq!(cli(&["verify"]).status.code(), Some(0));
+
+    // Something for the counters to count: a datagram to a LAN address, dropped on its way out.
+    for args in [
+        &["link", "add", "d0", "type", "veth", "peer", "name", "d1"][..],
+        &["addr", "add", "192.0.2.1/24", "dev", "d0"],
+        &["link", "set", "d1", "up"],
+        &["link", "set", "d0", "up"],
+    ] {
+        let out = Command::new(IP).args(["-n", &ns.0]).args(args).output().expect("run ip");
+        assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+    }
+    // bash's /dev/udp: the send fails (EPERM from the drop), which is the point.
+    let _ = ns.run("/bin/bash", &["-c", "echo x > /dev/udp/192.0.2.9/9"]);
+    let out = cli(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let blocked = status["counters"]["blocked_out"]["packets"].as_u64().unwrap_or(0);
+    assert!(blocked >= 1, "the drop was counted: {status}");
+
+    nft(&["reset", "counters", "table", "inet", "wardbox"]);
+    let out = cli(&["verify"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains(&format!("DRIFT: counter blocked_out went down from {blocked} packets")),
+        "{stdout}"
+    );
+    let out = cli(&["apply"]);
+    assert!(text(&out.stdout).contains("repaired: counter blocked_out went down"), "{}", text(&out.stdout));
+    let out = cli(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert!(status["counters"]["blocked_out"]["packets"].as_u64().unwrap_or(0) >= blocked, "the evidence is back: {status}");
+}

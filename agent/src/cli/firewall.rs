@@ -9,7 +9,7 @@ use wardbox_firewall::{ApplyOutcome, Firewall};
 
 use super::{CliError, CliResult, DEFAULT_CONFIG, load_config};
 use crate::config::Config;
-use crate::stages::firewall::{NftFirewall, describe, drift_list};
+use crate::stages::firewall::{NftFirewall, counter_history, describe, drift_list};
 
 #[derive(Debug, Subcommand)]
 pub enum FirewallCommand {
@@ -51,8 +51,19 @@ pub fn run(cmd: FirewallCommand) -> CliResult {
         FirewallCommand::Apply { config } => {
             let config = load_config(&config)?;
             let firewall = enabled_firewall(&config)?;
-            let outcome = firewall.apply()?;
+            // wardbox-firewall.service applies before the state partition is writable (or
+            // mounted): a history that cannot be read or kept must not stop the ruleset from
+            // being applied, only be said.
+            let history = counter_history(&config.state_dir);
+            let last = history.last().unwrap_or_else(|e| {
+                eprintln!("note: {e}; counter resets are not checked by this apply");
+                None
+            });
+            let outcome = firewall.apply_since(last.as_ref())?;
             let status = firewall.status()?;
+            if let Err(e) = history.record(last.as_ref(), &status.counters) {
+                eprintln!("note: {e}");
+            }
             match &outcome {
                 ApplyOutcome::Unchanged => println!("unchanged: {}", describe(&firewall, &status)),
                 ApplyOutcome::Applied { repaired } => {
@@ -68,7 +79,7 @@ pub fn run(cmd: FirewallCommand) -> CliResult {
         FirewallCommand::Verify { config } => {
             let config = load_config(&config)?;
             let firewall = enabled_firewall(&config)?;
-            let status = firewall.status()?;
+            let status = firewall.status_recorded(&counter_history(&config.state_dir))?;
             if status.is_enforced() {
                 println!("enforced: {}", describe(&firewall, &status));
                 Ok(ExitCode::SUCCESS)
@@ -93,7 +104,7 @@ pub fn run(cmd: FirewallCommand) -> CliResult {
                 return Ok(ExitCode::SUCCESS);
             }
             let firewall = enabled_firewall(&config)?;
-            let status = firewall.status()?;
+            let status = firewall.status_recorded(&counter_history(&config.state_dir))?;
             if json {
                 println!(
                     "{}",

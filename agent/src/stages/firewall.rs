@@ -5,14 +5,14 @@
 //! only owns the `[firewall]` section, picks the implementation (nft, or none in dev) and
 //! turns outcomes into stage reports, alerts and audit records.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
-use wardbox_firewall::{AllowOut, ApplyOutcome, Drift, Firewall, Nft, Policy, Ruleset, Status};
+use wardbox_firewall::{AllowOut, ApplyOutcome, CounterHistory, Drift, Firewall, Nft, Policy, Ruleset, Status};
 
 use crate::audit::{AuditEvent, AuditLog, EventKind};
 use crate::boot::{Protection, StageReport};
@@ -179,12 +179,20 @@ pub trait EgressFirewall: Send + Sync + std::fmt::Debug {
     fn recheck(&self) -> Recheck;
 }
 
-pub fn firewall(config: &FirewallConfig) -> Box<dyn EgressFirewall> {
+/// `state_dir` holds the last readings of the drop counters (see [`counter_history`]).
+pub fn firewall(config: &FirewallConfig, state_dir: &Path) -> Box<dyn EgressFirewall> {
     if config.enabled {
-        Box::new(NftFirewall { config: config.clone() })
+        Box::new(NftFirewall { config: config.clone(), history: counter_history(state_dir) })
     } else {
         Box::new(NoFirewall)
     }
+}
+
+/// The last readings of the drop counters: a counter lower than its last reading in the same
+/// boot was reset, which is drift. Shared by the agent and the `wardbox firewall` commands, so
+/// a reset is noticed across agent restarts and by a check from a shell alike.
+pub fn counter_history(state_dir: &Path) -> CounterHistory {
+    CounterHistory::new(state_dir.join("firewall-counters.json"))
 }
 
 /// Dev: no firewall, said loudly.
@@ -208,6 +216,7 @@ impl EgressFirewall for NoFirewall {
 #[derive(Debug)]
 pub struct NftFirewall {
     config: FirewallConfig,
+    history: CounterHistory,
 }
 
 impl NftFirewall {
@@ -239,7 +248,7 @@ pub fn drift_list(drift: &[Drift]) -> String {
 impl EgressFirewall for NftFirewall {
     fn apply(&self) -> Result<StageReport, String> {
         let firewall = Self::open(&self.config)?;
-        let outcome = firewall.apply().map_err(|e| format!("egress firewall not applied: {e}"))?;
+        let outcome = firewall.apply_recorded(&self.history).map_err(|e| format!("egress firewall not applied: {e}"))?;
         let status = firewall.status().map_err(|e| format!("egress firewall applied but not verifiable: {e}"))?;
         if !status.is_enforced() {
             return Err(format!("egress firewall drifted right after applying: {}", drift_list(&status.drift)));
@@ -257,7 +266,7 @@ impl EgressFirewall for NftFirewall {
             Ok(f) => f,
             Err(e) => return Recheck::Failed(e),
         };
-        match firewall.apply() {
+        match firewall.apply_recorded(&self.history) {
             Ok(ApplyOutcome::Unchanged) => Recheck::Enforced,
             Ok(ApplyOutcome::Applied { repaired }) => Recheck::Repaired(repaired),
             Err(e) => Recheck::Failed(e.to_string()),
@@ -271,9 +280,10 @@ impl EgressFirewall for NftFirewall {
 /// `None` when the firewall is disabled.
 ///
 /// The daemon starts it after boot, next to its other background checks:
-/// `stages::firewall::spawn_watch(&config.firewall, audit.clone(), move |m| raise(&state, &status_path, "firewall", m), stop_rx.clone())`.
+/// `stages::firewall::spawn_watch(&config.firewall, &config.state_dir, audit.clone(), move |m| raise(&state, &status_path, "firewall", m), stop_rx.clone())`.
 pub fn spawn_watch(
     config: &FirewallConfig,
+    state_dir: &Path,
     audit: AuditLog,
     alert: impl Fn(String) + Send + 'static,
     stop: watch::Receiver<bool>,
@@ -281,7 +291,7 @@ pub fn spawn_watch(
     if !config.enabled {
         return None;
     }
-    let firewall: Arc<dyn EgressFirewall> = Arc::from(firewall(config));
+    let firewall: Arc<dyn EgressFirewall> = Arc::from(firewall(config, state_dir));
     let every = Duration::from_secs(config.verify_interval_secs);
     Some(tokio::spawn(watch_loop(firewall, every, audit, alert, stop)))
 }
@@ -411,8 +421,9 @@ mod tests {
     fn dev_default_is_off_and_valid() {
         let config = FirewallConfig::default();
         config.validate(Profile::Dev).expect("dev default valid");
-        assert_eq!(firewall(&config).recheck(), Recheck::Disabled);
-        let report = firewall(&config).apply().expect("dev apply reports");
+        let state = Path::new("/nonexistent/state");
+        assert_eq!(firewall(&config, state).recheck(), Recheck::Disabled);
+        let report = firewall(&config, state).apply().expect("dev apply reports");
         assert_eq!(report.missing, vec![Protection::EgressFirewall]);
     }
 
@@ -424,9 +435,10 @@ mod tests {
             policy: Policy { clinic_lan: vec!["10.0.0.0/8".into()], ..Policy::default() },
             ..FirewallConfig::default()
         };
-        let err = firewall(&config).apply().expect_err("fails closed");
+        let state = Path::new("/nonexistent/state");
+        let err = firewall(&config, state).apply().expect_err("fails closed");
         assert!(err.contains("install the Debian package `nftables`"), "{err}");
-        assert!(matches!(firewall(&config).recheck(), Recheck::Failed(_)));
+        assert!(matches!(firewall(&config, state).recheck(), Recheck::Failed(_)));
     }
 
     /// A firewall whose re-checks return a script: the loop's plumbing (alert, audit record,
