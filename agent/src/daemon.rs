@@ -55,6 +55,29 @@ pub fn status_file(state_dir: &Path) -> PathBuf {
     state_dir.join("status.json")
 }
 
+/// Where the running agent says which engine it uses, so operator commands reach the same one
+/// on a box whose endpoint is chosen at run time (`wardbox dev` picks a free port).
+pub fn engine_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("engine.json")
+}
+
+/// The contents of [`engine_file`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedEngine {
+    /// The agent that wrote it: a file left by an agent that is gone is not used.
+    pub pid: u32,
+    pub endpoint: String,
+}
+
+/// Publish the engine endpoint in use (temporary file + rename, so a reader never sees half).
+fn publish_engine(path: &Path, endpoint: &str) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(&PublishedEngine { pid: std::process::id(), endpoint: endpoint.to_owned() })
+        .map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 pub fn checkpoint_log(state_dir: &Path) -> CheckpointLog {
     CheckpointLog::new(state_dir.join("audit-checkpoints.jsonl"))
 }
@@ -171,6 +194,18 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             tokio::spawn(clinical::demo::seed(clinical_store.clone(), engine.clone(), config.clinical.clone()));
         }
     }
+    // Operator commands (`wardbox records import`) embed through the same engine.
+    let engine_path = engine_file(&config.state_dir);
+    match (&engine, &config.engine.endpoint) {
+        (Some(_), Some(endpoint)) => {
+            if let Err(e) = publish_engine(&engine_path, endpoint) {
+                tracing::error!("cannot write {}: {e}; operator commands will not find the engine", engine_path.display());
+            }
+        }
+        _ => {
+            let _ = std::fs::remove_file(&engine_path);
+        }
+    }
     let state = AppState::with_ui(health, ui).with_metrics(Arc::new(web::metrics::GpuMetrics(gpu.clone())));
     let (stop_tx, stop_rx) = watch::channel(false);
     let _ = audit
@@ -245,6 +280,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let _ = background.await;
     if let Some(engine) = engine {
         engine.shutdown().await;
+        let _ = std::fs::remove_file(&engine_path);
     }
     let _ = audit.append(AuditEvent::new(EventKind::Lifecycle, "system", json!({ "event": "stopped" }))).await;
     // The UI holds an audit handle too; the writer finishes only when every handle is gone.

@@ -132,3 +132,47 @@ async fn model_records_import_skips_bad_files_is_idempotent_and_grants_check_nam
 
     engine.shutdown().await;
 }
+
+/// `wardbox dev` chooses its engine's port when it starts; the operator command must find that
+/// engine through the same configuration file as on the appliance.
+#[test]
+fn model_records_import_reaches_the_engine_a_dev_box_chose_at_run_time() {
+    let (binary, store) = (model_support::engine_binary(), model_support::store_dir(&[SMOLLM2, MINILM]));
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("box");
+    // The dev configuration as `wardbox dev` writes it (no [engine] endpoint), without the demo
+    // records so the engine is free for this import.
+    let mut config = Config::dev_defaults(&base);
+    config.clinical.demo_records = false;
+    assert!(config.engine.endpoint.is_none());
+    std::fs::create_dir_all(&base).unwrap();
+    let config_path = base.join("wardbox.toml");
+    std::fs::write(&config_path, toml::to_string_pretty(&config).unwrap()).unwrap();
+    let listen: SocketAddr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_wardbox"))
+            .args(["dev", "--base", base.to_str().unwrap(), "--listen", &listen.to_string()])
+            .env("WARDBOX_ENGINE_BIN", &binary)
+            .env("WARDBOX_MODEL_STORE", &store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The agent publishes its engine once the engine stage passed.
+    let published = wardbox::daemon::engine_file(&config.state_dir);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !(published.exists() && TcpStream::connect(listen).is_ok()) {
+        assert!(Instant::now() < deadline, "the dev agent did not serve with its engine within 180 s ({} missing)", published.display());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let files = dir.path().join("incoming");
+    std::fs::create_dir_all(&files).unwrap();
+    let corpus = wardbox_rag::synth::corpus();
+    let bundle = corpus.docs.iter().find(|d| d.name == "castellanos-record.json").expect("bundle");
+    std::fs::write(files.join("castellanos-record.json"), &bundle.bytes).unwrap();
+    let import = wardbox(&["records", "import", files.to_str().unwrap()], &config_path, "");
+    assert!(import.status.success() && text(&import).contains("1 imported"), "{}", text(&import));
+    let status = wardbox(&["records", "status"], &config_path, "");
+    assert!(text(&status).contains("1 patients, 1 documents"), "{}", text(&status));
+}

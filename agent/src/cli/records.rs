@@ -1,9 +1,10 @@
 //! `wardbox records …`: the retrieval index from the console: import a clinic's documents,
 //! grant and revoke who may see which patient, and counts.
 //!
-//! Import talks to the engine of the running agent (it embeds the chunks), through
-//! `[engine] endpoint`. File names are printed here, on the operator's console; the audit
-//! record of an import holds only counts.
+//! Import talks to the engine of the running agent (it embeds the chunks): `[engine] endpoint`
+//! when the configuration names one, else the endpoint the running agent published in its
+//! state directory (`wardbox dev` chooses its engine's port at run time). File names are
+//! printed here, on the operator's console; the audit record of an import holds only counts.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +15,10 @@ use wardbox_rag::embed::OllamaEmbedder;
 use wardbox_rag::index;
 use wardbox_rag::ingest::{self, ChunkConfig, Outcome, Owner};
 
-use super::{CliError, CliResult, DEFAULT_CONFIG, load_config};
+use super::{CliError, CliResult, DEFAULT_CONFIG, agent_alive, load_config};
+use crate::config::Config;
+use crate::daemon::{PublishedEngine, engine_file};
+use crate::stages::engine::EngineConfig;
 use crate::web::accounts;
 
 #[derive(Debug, Subcommand)]
@@ -22,13 +26,18 @@ pub enum RecordsCommand {
     /// Import documents: FHIR R4 Bundles (each names its patient), notes (.txt, .md) and PDFs
     /// of one patient (--patient), or clinic library documents (--library). A directory means
     /// the files in it. A bad file is reported and skipped; a file already imported is left as
-    /// it is. Needs the agent running: its engine embeds the text.
+    /// it is. Needs the agent running: its engine embeds the text. A --patient not yet in the
+    /// index is refused (a typo would make a new patient) unless --new-patient says so or a
+    /// FHIR Bundle among the files names that patient.
     Import {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The patient's record id (MRN, or FHIR Patient.id) for notes and PDFs.
         #[arg(long, conflicts_with = "library")]
         patient: Option<String>,
+        /// The --patient record id is a patient new to the index: create them.
+        #[arg(long, requires = "patient")]
+        new_patient: bool,
         /// Documents of the clinic (policies, leaflets), visible to every user.
         #[arg(long)]
         library: bool,
@@ -98,19 +107,23 @@ fn user_exists(conn: &rusqlite::Connection, username: &str) -> Result<(), CliErr
 
 pub fn run(cmd: RecordsCommand) -> CliResult {
     match cmd {
-        RecordsCommand::Import { config, patient, library, paths } => {
+        RecordsCommand::Import { config, patient, library, new_patient, paths } => {
             let config = load_config(&config)?;
             let files = expand(&paths)?;
-            let endpoint = config.engine.endpoint.clone().ok_or_else(|| {
-                CliError::new("no engine is configured ([engine] endpoint): importing needs the engine to embed the text")
-            })?;
+            let (mut store, volume) = super::audit::open(&config)?;
+            // Before anything is embedded or stored: a record id that is not in the index is a
+            // typo until the operator or the files say it is a new patient.
+            if let Some(record_id) = &patient {
+                let in_index = index::find_patient(store.conn(), record_id).map_err(|e| CliError::new(e.to_string()))?.is_some();
+                check_patient_known(record_id, in_index, fhir_names_patient(&files, record_id), new_patient)?;
+            }
+            let endpoint = engine_endpoint(&config)?;
             let embedder = OllamaEmbedder::new(&endpoint, &config.clinical.embed_model, index::DIMS).map_err(|e| CliError::new(e.to_string()))?;
             let owner = match (patient, library) {
                 (_, true) => Owner::Library,
                 (Some(record_id), false) => Owner::Patient { record_id, known: Default::default() },
                 (None, false) => Owner::FromDocument,
             };
-            let (mut store, volume) = super::audit::open(&config)?;
             let runtime = super::runtime()?;
             let (mut ingested, mut unchanged, mut failed, mut chunks) = (0, 0, 0, 0);
             for (i, file) in files.iter().enumerate() {
@@ -171,10 +184,130 @@ pub fn run(cmd: RecordsCommand) -> CliResult {
     }
 }
 
+/// Whether an import may file documents under `record_id`: a patient already in the index, one
+/// that a FHIR Bundle among the files names, or one the operator declares new. Anything else is
+/// refused before anything is stored: a mistyped record id would otherwise make a new patient
+/// silently (pure).
+fn check_patient_known(record_id: &str, in_index: bool, named_by_files: bool, new_patient: bool) -> Result<(), CliError> {
+    if in_index || named_by_files || new_patient {
+        return Ok(());
+    }
+    Err(CliError::new(format!(
+        "there is no patient with the record id {record_id:?} in the index; nothing was imported. Check the record id, or, if this is a patient new to the box, add --new-patient (a FHIR Bundle naming the patient also introduces them)"
+    )))
+}
+
+/// Whether a FHIR Bundle among `files` names the patient `record_id` (as the import would file
+/// it). Unreadable files are left to the import, which names them.
+fn fhir_names_patient(files: &[PathBuf], record_id: &str) -> bool {
+    files.iter().any(|file| {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let Ok(bytes) = std::fs::read(file) else { return false };
+        if ingest::Kind::of(&name, &bytes) != Some(ingest::Kind::Fhir) {
+            return false;
+        }
+        ingest::parse_fhir(&name, &bytes).is_ok_and(|p| p.patient_record_id.as_deref().map(str::trim) == Some(record_id.trim()))
+    })
+}
+
+/// The engine the import embeds through: `[engine] endpoint` when the configuration names one
+/// (the appliance), else the endpoint the running agent published (`wardbox dev`, which picks a
+/// free port at start).
+fn engine_endpoint(config: &Config) -> Result<String, CliError> {
+    let path = engine_file(&config.state_dir);
+    let published = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(
+            serde_json::from_str::<PublishedEngine>(&text)
+                .map_err(|e| CliError::new(format!("{} is unreadable: {e}", path.display())))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(CliError::new(format!("cannot read {}: {e}", path.display()))),
+    };
+    resolve_engine_endpoint(config.engine.endpoint.as_deref(), published, agent_alive, &path).map_err(CliError::new)
+}
+
+/// The decision of [`engine_endpoint`] (pure; `alive` says whether an agent pid runs).
+fn resolve_engine_endpoint(
+    configured: Option<&str>,
+    published: Option<PublishedEngine>,
+    alive: impl Fn(u32) -> bool,
+    path: &Path,
+) -> Result<String, String> {
+    if let Some(endpoint) = configured {
+        return Ok(endpoint.to_owned());
+    }
+    let Some(published) = published else {
+        return Err(format!(
+            "no engine is configured ([engine] endpoint) and no running agent published one in {}: importing needs the agent running with its engine, which embeds the text (start it: wardbox serve, or wardbox dev for a dev box)",
+            path.display()
+        ));
+    };
+    if !alive(published.pid) {
+        return Err(format!(
+            "the agent that published its engine in {} (pid {}) is not running; start the agent, which embeds the text",
+            path.display(),
+            published.pid
+        ));
+    }
+    // Only a loopback engine is ever used, whoever wrote the file.
+    EngineConfig { endpoint: Some(published.endpoint.clone()), ..EngineConfig::default() }
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(published.endpoint)
+}
+
 /// Errors of a file name it by the bare name; the console shows the path the operator gave.
 fn in_path(message: &str, file: &Path) -> String {
     match file.file_name().map(|n| n.to_string_lossy().into_owned()) {
         Some(n) if message.starts_with(&n) => format!("{}{}", file.display(), &message[n.len()..]),
         _ => format!("{}: {message}", file.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_patient_needs_the_flag_or_a_bundle_naming_them() {
+        let err = check_patient_known("NOSUCH", false, false, false).expect_err("a typo").to_string();
+        assert!(err.contains("\"NOSUCH\"") && err.contains("--new-patient") && err.contains("nothing was imported"), "{err}");
+        assert!(check_patient_known("00451234", true, false, false).is_ok(), "in the index");
+        assert!(check_patient_known("00451234", false, true, false).is_ok(), "a FHIR Patient in the files");
+        assert!(check_patient_known("00451234", false, false, true).is_ok(), "declared new");
+    }
+
+    #[test]
+    fn a_fhir_bundle_among_the_files_introduces_its_patient() {
+        let dir = tempfile::tempdir().expect("dir");
+        let corpus = wardbox_rag::synth::corpus();
+        let bundle = corpus.docs.iter().find(|d| d.name == "castellanos-record.json").expect("bundle");
+        let (json, note) = (dir.path().join("record.json"), dir.path().join("note.txt"));
+        std::fs::write(&json, &bundle.bytes).expect("write");
+        std::fs::write(&note, b"00451234 called").expect("write");
+        assert!(fhir_names_patient(&[note.clone(), json.clone()], "00451234"));
+        assert!(!fhir_names_patient(&[note.clone(), json], "00451235"));
+        assert!(!fhir_names_patient(&[note], "00451234"), "a note names no patient");
+    }
+
+    #[test]
+    fn the_engine_is_the_configured_one_else_the_running_agents() {
+        let path = Path::new("/var/lib/wardbox/engine.json");
+        let published = |endpoint: &str| Some(PublishedEngine { pid: 4242, endpoint: endpoint.into() });
+        let alive = |pid: u32| pid == 4242;
+        let dead = |_: u32| false;
+        // The appliance: the configuration names it.
+        assert_eq!(resolve_engine_endpoint(Some("http://127.0.0.1:11435"), None, dead, path), Ok("http://127.0.0.1:11435".into()));
+        // A dev box: the running agent published the port it chose.
+        assert_eq!(
+            resolve_engine_endpoint(None, published("http://127.0.0.1:40123/"), alive, path),
+            Ok("http://127.0.0.1:40123/".into())
+        );
+        let none = resolve_engine_endpoint(None, None, alive, path).expect_err("nothing published");
+        assert!(none.contains("no engine is configured") && none.contains("engine.json") && none.contains("wardbox dev"), "{none}");
+        let stale = resolve_engine_endpoint(None, published("http://127.0.0.1:40123/"), dead, path).expect_err("agent gone");
+        assert!(stale.contains("pid 4242") && stale.contains("not running"), "{stale}");
+        let remote = resolve_engine_endpoint(None, published("http://10.0.0.9:11434/"), alive, path).expect_err("not loopback");
+        assert!(remote.contains("engine.endpoint"), "{remote}");
     }
 }
