@@ -28,7 +28,8 @@
 #                 kernel, initrd and root: a signed UKI (wardbox-<version>+3.efi), signed
 #                 systemd-boot, the ESP, and $OUT/uefi/disk.raw (ESP, root-a, root-b, state),
 #                 with TEST Secure Boot keys generated in $OUT/uefi/test-keys unless
-#                 WARDBOX_SECURE_BOOT_KEYS names the fleet's keys. Needs sbsigntool, mtools,
+#                 WARDBOX_SECURE_BOOT_KEYS names the fleet's keys; the root's firmware policy
+#                 pins those keys ([secure_boot_keys]). Needs sbsigntool, mtools,
 #                 dosfstools, systemd-boot-efi and virt-fw-vars (tests/install-deps.sh).
 #
 # This host cannot make a vfat ESP (no vfat in its kernel, no device-mapper), so the boot
@@ -160,6 +161,11 @@ if [ "$ENGINE_INCLUDED" = yes ]; then
     install -D -m 0755 "$ENGINE" "$STAGING/usr/bin/wardbox-engine"
 fi
 install -D -m 0644 "$REPO/firmware-policy/default.toml" "$STAGING/usr/share/wardbox/firmware-policy.toml"
+if [ "$UEFI" = 1 ]; then
+    # The box's policy pins the Secure Boot keys the chain is signed with (phase 6).
+    "$IMAGE/uefi.sh" --keys-only --out "$OUT/uefi" ${WARDBOX_SECURE_BOOT_KEYS:+--keys "$WARDBOX_SECURE_BOOT_KEYS"}
+    cat "$OUT/uefi/secure-boot-keys.toml" >> "$STAGING/usr/share/wardbox/firmware-policy.toml"
+fi
 
 COMMIT=$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo "+dirty" || true)
@@ -241,7 +247,9 @@ if [ "$UEFI" = 1 ]; then
     phase "uefi"
     WS_VERSION=$(awk -F'"' '/^version *=/ {print $2; exit}' "$REPO/Cargo.toml")
     # '+' separates the boot counter in the UKI's name: the dirty marker becomes "-dirty".
-    OS_RELEASE=$(realpath -e "$OS/usr/lib/os-release")
+    # The tree's own file (a symlink could point at the build host's).
+    OS_RELEASE="$OS/usr/lib/os-release"
+    [ -f "$OS_RELEASE" ] && [ ! -L "$OS_RELEASE" ] || die "the OS tree has no /usr/lib/os-release file"
     "$IMAGE/uefi.sh" --kernel "$OUT/vmlinuz" --initrd "$OUT/initrd.img" --os-release "$OS_RELEASE" \
         --version "$WS_VERSION-$COMMIT${DIRTY:+-dirty}" --root "$ROOT_IMG" --out "$OUT/uefi" \
         ${WARDBOX_SECURE_BOOT_KEYS:+--keys "$WARDBOX_SECURE_BOOT_KEYS"} \

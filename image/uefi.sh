@@ -7,6 +7,7 @@
 #   image/uefi.sh --kernel FILE --initrd FILE --os-release FILE --version VERSION --out DIR
 #                 [--cmdline-extra "ARGS"] [--root EXT4 | --root-mib N] [--keys DIR]
 #                 [--esp-mib N] [--tries N]
+#   image/uefi.sh --keys-only --out DIR [--keys DIR]
 #
 #   --version        the OS version in the UKI's name: wardbox-<version>+<tries>.efi
 #                    (letters, digits, '.', '_', '-'; '+' is the boot counter's separator)
@@ -19,6 +20,8 @@
 #                    NOT FOR PRODUCTION" in every certificate's subject. A box in the field
 #                    is enrolled with the clinic fleet's keys instead (docs/image.md, "Keys").
 #   --tries          boot tries before systemd-boot gives up on the UKI (default 3)
+#   --keys-only      only find (or generate) the keys and write secure-boot-keys.toml: the
+#                    image build pins them in the firmware policy before the root is sealed
 #
 # Outputs in DIR:
 #   wardbox-<version>+<tries>.efi   the UKI, signed with db.key
@@ -30,8 +33,8 @@
 #                                   Secure Boot on (for qemu; a real box enrols in its setup)
 #   disk.raw                        GPT: ESP, wardbox-root-a, wardbox-root-b, wardbox-state
 #   cmdline.txt                     the command line inside the UKI
-#   secure-boot-keys.toml           sha256 of each certificate (DER), as the firmware policy
-#                                   states them
+#   secure-boot-keys.toml           sha256 of each certificate (DER): the firmware policy's
+#                                   [secure_boot_keys] table, to append to the policy
 #   uefi-info.txt                   versions, section layout, sha256s
 set -euo pipefail
 
@@ -45,7 +48,7 @@ OVMF_VARS_BLANK=${WARDBOX_OVMF_VARS_BLANK:-/usr/share/OVMF/OVMF_VARS_4M.fd}
 # The owner GUID recorded with each enrolled certificate (any fixed GUID; this one is Wardbox's).
 OWNER_GUID=3b0e7f5a-6c2d-4e9f-8a1b-5d4c3e2f1a09
 
-KERNEL="" INITRD="" OSREL="" VERSION="" OUT="" EXTRA="" ROOT_IMG="" ROOT_MIB=8 KEYS="" ESP_MIB=256 TRIES=3
+KERNEL="" INITRD="" OSREL="" VERSION="" OUT="" EXTRA="" ROOT_IMG="" ROOT_MIB=8 KEYS="" ESP_MIB=256 TRIES=3 KEYS_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --kernel) KERNEL="$2"; shift 2 ;;
@@ -59,7 +62,8 @@ while [ $# -gt 0 ]; do
         --keys) KEYS="$2"; shift 2 ;;
         --esp-mib) ESP_MIB="$2"; shift 2 ;;
         --tries) TRIES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+        --keys-only) KEYS_ONLY=1; shift ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "uefi.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -77,13 +81,16 @@ phase_done() {
     printf '== uefi.sh: %-9s %6.1f s\n' "$1" "$(echo "$(date +%s.%N) - $phase_start" | bc)"
 }
 
-for arg in KERNEL INITRD OSREL VERSION OUT; do
-    [ -n "${!arg}" ] || die "--$(echo "$arg" | tr 'A-Z' 'a-z' | sed 's/osrel/os-release/') is required (see --help)"
-done
-for f in "$KERNEL" "$INITRD" "$OSREL"; do
-    [ -f "$f" ] || die "no such file: $f"
-done
-[[ "$VERSION" =~ ^[A-Za-z0-9._-]+$ ]] || die "version '$VERSION' may only hold letters, digits, '.', '_', '-'"
+[ -n "$OUT" ] || die "--out is required (see --help)"
+if [ "$KEYS_ONLY" = 0 ]; then
+    for arg in KERNEL INITRD OSREL VERSION; do
+        [ -n "${!arg}" ] || die "--$(echo "$arg" | tr 'A-Z' 'a-z' | sed 's/osrel/os-release/') is required (see --help)"
+    done
+    for f in "$KERNEL" "$INITRD" "$OSREL"; do
+        [ -f "$f" ] || die "no such file: $f"
+    done
+    [[ "$VERSION" =~ ^[A-Za-z0-9._-]+$ ]] || die "version '$VERSION' may only hold letters, digits, '.', '_', '-'"
+fi
 [[ "$TRIES" =~ ^[1-9]$ ]] || die "--tries must be 1 to 9, not '$TRIES'"
 [[ "$ESP_MIB" =~ ^[0-9]+$ ]] && [ "$ESP_MIB" -ge 64 ] || die "--esp-mib must be at least 64 (FAT32)"
 [[ "$ROOT_MIB" =~ ^[0-9]+$ ]] && [ "$ROOT_MIB" -ge 1 ] || die "--root-mib must be a positive number"
@@ -131,13 +138,16 @@ fingerprint() {
     openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1
 }
 {
-    echo "# sha256 of the DER certificates enrolled by image/uefi.sh (keys: $KEYS)."
-    echo "# Paste into the firmware policy's [secure_boot_keys] to bind the box to them."
+    echo
+    echo "# The Secure Boot keys image/uefi.sh enrolled and signed with (sha256 of the DER"
+    echo "# certificates; keys: $KEYS)."
+    echo "[secure_boot_keys]"
     for name in PK KEK db; do
         echo "$(echo "$name" | tr 'A-Z' 'a-z') = [\"$(fingerprint "$KEYS/$name.crt")\"]"
     done
 } > "$OUT/secure-boot-keys.toml"
 phase_done keys
+[ "$KEYS_ONLY" = 0 ] || exit 0
 
 # ---------------------------------------------------------------- uki
 phase "uki"

@@ -2,13 +2,15 @@
 //! and what the box does when the TPM refuses to release the key.
 //!
 //! The policy is a small TOML file (`default.toml` beside this crate is the shipped default).
-//! Everything here is pure: parsing, validation, and the decision "may the boot go on given
-//! this Secure Boot state". Reading the firmware's Secure Boot variable is one small function
-//! that takes the efivars directory as a parameter, so tests point it at a temporary tree.
+//! Everything here is pure: parsing, validation, and the decisions "may the boot go on given
+//! this Secure Boot state" and "are the enrolled Secure Boot keys the ones the policy pins".
+//! Reading the firmware's variables (`SecureBoot`, `PK`, `KEK`, `db`) is done by small functions
+//! that take the efivars directory as a parameter, so tests point them at a temporary tree.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The policy file shipped with the image, compiled in so the agent always has one.
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../default.toml");
@@ -16,8 +18,16 @@ pub const DEFAULT_POLICY_TOML: &str = include_str!("../default.toml");
 /// Where Linux exposes UEFI variables.
 pub const DEFAULT_EFIVARS_DIR: &str = "/sys/firmware/efi/efivars";
 
-/// The UEFI global variable GUID that `SecureBoot` lives under.
+/// The UEFI global variable GUID that `SecureBoot`, `PK` and `KEK` live under.
 const EFI_GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+
+/// `EFI_IMAGE_SECURITY_DATABASE_GUID`, which `db` lives under.
+const EFI_IMAGE_SECURITY_DATABASE_GUID: &str = "d719b2cb-3d3a-4596-a3bc-dad00e67656f";
+
+/// `EFI_CERT_X509_GUID` (a5c059a1-94e4-4aa7-87b5-ab155c2bf072) as stored in a signature list:
+/// its first three fields little-endian.
+const EFI_CERT_X509_GUID: [u8; 16] =
+    [0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72];
 
 /// The highest PCR index a TPM 2.0 PC client implements (24 PCRs, 0..=23).
 pub const MAX_PCR: u8 = 23;
@@ -40,6 +50,16 @@ pub enum PolicyError {
          firmware setup, or (lab machines only) set secure_boot = \"not-required\" in the policy"
     )]
     SecureBootRequired { observed: SecureBootState },
+    /// A Secure Boot key variable (PK, KEK, db) could not be read or decoded.
+    #[error("the firmware's Secure Boot {variable} cannot be read: {reason}")]
+    KeysUnreadable { variable: &'static str, reason: String },
+    /// The enrolled Secure Boot keys are not the ones the policy pins.
+    #[error(
+        "the firmware's Secure Boot {variable} {reason}: the firmware policy pins other keys, so \
+         this boot chain is not the one the box was built for; restore the box's keys in the \
+         firmware setup, or put keys IT has checked in the policy's [secure_boot_keys]"
+    )]
+    KeysNotPinned { variable: &'static str, reason: String },
 }
 
 /// The PCR bank (hash algorithm) the volume key is sealed against.
@@ -149,6 +169,125 @@ impl std::fmt::Display for PcrBinding {
     }
 }
 
+/// The sha256 of a certificate's DER encoding, as lowercase hex: how the policy names a
+/// Secure Boot key (`openssl x509 -outform DER | sha256sum`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CertFingerprint(String);
+
+impl CertFingerprint {
+    /// The fingerprint of a DER certificate.
+    pub fn of_der(der: &[u8]) -> Self {
+        CertFingerprint(hex::encode(Sha256::digest(der)))
+    }
+
+    /// Parse 64 hex digits (either case; stored lowercase).
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| CertFingerprint(text.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 16 hex digits, for messages.
+    pub fn short(&self) -> &str {
+        &self.0[..16]
+    }
+}
+
+impl std::fmt::Display for CertFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The three UEFI variables that hold the Secure Boot keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyVariable {
+    /// The platform key: whoever holds it controls KEK.
+    Pk,
+    /// Key exchange keys: whoever holds one may change db and dbx.
+    Kek,
+    /// The signature database: what boot binaries may be signed with.
+    Db,
+}
+
+impl KeyVariable {
+    pub const ALL: [KeyVariable; 3] = [KeyVariable::Pk, KeyVariable::Kek, KeyVariable::Db];
+
+    /// The variable's name, as UEFI and the policy file (lowercase) spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyVariable::Pk => "PK",
+            KeyVariable::Kek => "KEK",
+            KeyVariable::Db => "db",
+        }
+    }
+
+    /// The variable's file name under efivarfs.
+    pub fn file_name(self) -> String {
+        match self {
+            KeyVariable::Pk | KeyVariable::Kek => format!("{}-{EFI_GLOBAL_GUID}", self.name()),
+            KeyVariable::Db => format!("db-{EFI_IMAGE_SECURITY_DATABASE_GUID}"),
+        }
+    }
+}
+
+/// The certificates the policy allows in each Secure Boot key variable (`[secure_boot_keys]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureBootKeys {
+    pub pk: Vec<CertFingerprint>,
+    pub kek: Vec<CertFingerprint>,
+    pub db: Vec<CertFingerprint>,
+}
+
+impl SecureBootKeys {
+    pub fn allowed(&self, variable: KeyVariable) -> &[CertFingerprint] {
+        match variable {
+            KeyVariable::Pk => &self.pk,
+            KeyVariable::Kek => &self.kek,
+            KeyVariable::Db => &self.db,
+        }
+    }
+}
+
+/// One entry of a UEFI signature list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureEntry {
+    /// An X.509 certificate, by the sha256 of its DER encoding.
+    X509(CertFingerprint),
+    /// Anything else (a sha256 hash of one binary, ...), by its signature type GUID.
+    Other { signature_type: String },
+}
+
+/// What the firmware has enrolled in PK, KEK and db.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrolledKeys {
+    pub pk: Vec<SignatureEntry>,
+    pub kek: Vec<SignatureEntry>,
+    pub db: Vec<SignatureEntry>,
+}
+
+impl EnrolledKeys {
+    pub fn entries(&self, variable: KeyVariable) -> &[SignatureEntry] {
+        match variable {
+            KeyVariable::Pk => &self.pk,
+            KeyVariable::Kek => &self.kek,
+            KeyVariable::Db => &self.db,
+        }
+    }
+}
+
+/// The outcome of a key check that did not refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// The policy pins no keys (no `[secure_boot_keys]`): any enrolled keys are accepted.
+    NotPinned,
+    /// Every enrolled PK, KEK and db certificate is one the policy lists.
+    Pinned,
+}
+
 /// The file as written on disk. Kept separate from [`FirmwarePolicy`] so that a parsed policy
 /// is always a validated one.
 #[derive(Debug, Deserialize)]
@@ -159,6 +298,46 @@ struct PolicyFile {
     pcrs: Vec<u8>,
     secure_boot: SecureBootRequirement,
     on_tpm_refusal: OnTpmRefusal,
+    #[serde(default)]
+    secure_boot_keys: Option<SecureBootKeysFile>,
+}
+
+/// `[secure_boot_keys]` as written: sha256 fingerprints of the allowed certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecureBootKeysFile {
+    pk: Vec<String>,
+    kek: Vec<String>,
+    db: Vec<String>,
+}
+
+impl SecureBootKeysFile {
+    fn validate(self) -> Result<SecureBootKeys, PolicyError> {
+        let list = |field: &'static str, values: Vec<String>| -> Result<Vec<CertFingerprint>, PolicyError> {
+            if values.is_empty() {
+                return Err(PolicyError::Invalid {
+                    field,
+                    reason: "the list is empty; name at least one certificate, or leave out \
+                             [secure_boot_keys] to pin no keys"
+                        .into(),
+                });
+            }
+            values
+                .iter()
+                .map(|v| {
+                    CertFingerprint::parse(v).ok_or_else(|| PolicyError::Invalid {
+                        field,
+                        reason: format!("`{v}` is not a sha256 fingerprint (64 hex digits)"),
+                    })
+                })
+                .collect()
+        };
+        Ok(SecureBootKeys {
+            pk: list("secure_boot_keys.pk", self.pk)?,
+            kek: list("secure_boot_keys.kek", self.kek)?,
+            db: list("secure_boot_keys.db", self.db)?,
+        })
+    }
 }
 
 /// A validated firmware policy.
@@ -170,6 +349,8 @@ pub struct FirmwarePolicy {
     pub secure_boot: SecureBootRequirement,
     /// What to do when the TPM refuses the key (always recovery only).
     pub on_tpm_refusal: OnTpmRefusal,
+    /// The Secure Boot certificates the firmware may hold; `None`: not pinned.
+    pub secure_boot_keys: Option<SecureBootKeys>,
 }
 
 impl FirmwarePolicy {
@@ -195,7 +376,13 @@ impl FirmwarePolicy {
             });
         }
         let binding = PcrBinding::new(file.pcr_bank, &file.pcrs)?;
-        Ok(FirmwarePolicy { binding, secure_boot: file.secure_boot, on_tpm_refusal: file.on_tpm_refusal })
+        let secure_boot_keys = file.secure_boot_keys.map(SecureBootKeysFile::validate).transpose()?;
+        Ok(FirmwarePolicy {
+            binding,
+            secure_boot: file.secure_boot,
+            on_tpm_refusal: file.on_tpm_refusal,
+            secure_boot_keys,
+        })
     }
 
     /// Read and validate a policy file.
@@ -216,6 +403,116 @@ impl FirmwarePolicy {
             (SecureBootRequirement::Required, observed) => Err(PolicyError::SecureBootRequired { observed }),
         }
     }
+
+    /// The key decision: when the policy pins Secure Boot keys, every entry of PK, KEK and db
+    /// must be a certificate the policy lists for that variable, and none may be empty. An
+    /// extra KEK could rewrite db, an extra db certificate could sign a kernel, and a hash entry
+    /// lets one binary run that no pinned key signed: each is refused.
+    pub fn check_secure_boot_keys(&self, enrolled: &EnrolledKeys) -> Result<KeyCheck, PolicyError> {
+        let Some(pinned) = &self.secure_boot_keys else {
+            return Ok(KeyCheck::NotPinned);
+        };
+        for variable in KeyVariable::ALL {
+            let entries = enrolled.entries(variable);
+            let refuse = |reason: String| PolicyError::KeysNotPinned { variable: variable.name(), reason };
+            if entries.is_empty() {
+                return Err(refuse("is empty (the firmware is in setup mode, or the keys were cleared)".into()));
+            }
+            for entry in entries {
+                match entry {
+                    SignatureEntry::X509(fp) if pinned.allowed(variable).contains(fp) => {}
+                    SignatureEntry::X509(fp) => {
+                        return Err(refuse(format!("holds the certificate {fp}, which the policy does not list")));
+                    }
+                    SignatureEntry::Other { signature_type } => {
+                        return Err(refuse(format!(
+                            "holds an entry of type {signature_type}, not a certificate (the policy pins certificates only)"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(KeyCheck::Pinned)
+    }
+}
+
+/// Read PK, KEK and db from an efivars directory (normally [`DEFAULT_EFIVARS_DIR`]). A variable
+/// that does not exist reads as empty (no keys enrolled); one that cannot be read or decoded
+/// is an error.
+pub fn read_enrolled_keys(efivars_dir: &Path) -> Result<EnrolledKeys, PolicyError> {
+    let read = |variable: KeyVariable| -> Result<Vec<SignatureEntry>, PolicyError> {
+        let path = efivars_dir.join(variable.file_name());
+        let unreadable = |reason: String| PolicyError::KeysUnreadable { variable: variable.name(), reason };
+        match std::fs::read(&path) {
+            // efivarfs: 4 bytes of attributes, then the value.
+            Ok(bytes) if bytes.len() >= 4 => {
+                decode_signature_lists(&bytes[4..]).map_err(|e| unreadable(format!("{}: {e}", path.display())))
+            }
+            Ok(_) => Err(unreadable(format!("{} is shorter than its attributes", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if efivars_dir.is_dir() {
+                    Ok(Vec::new())
+                } else {
+                    Err(unreadable(format!("{} does not exist: not booted through UEFI", efivars_dir.display())))
+                }
+            }
+            Err(e) => Err(unreadable(format!("cannot read {}: {e}", path.display()))),
+        }
+    };
+    Ok(EnrolledKeys { pk: read(KeyVariable::Pk)?, kek: read(KeyVariable::Kek)?, db: read(KeyVariable::Db)? })
+}
+
+/// Decode a UEFI signature database (a sequence of `EFI_SIGNATURE_LIST`s: type GUID, list size,
+/// header size, entry size, header, then entries of owner GUID + data).
+pub fn decode_signature_lists(mut data: &[u8]) -> Result<Vec<SignatureEntry>, String> {
+    let u32_at = |b: &[u8], at: usize| -> u32 { u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) };
+    let mut entries = Vec::new();
+    while !data.is_empty() {
+        if data.len() < 28 {
+            return Err(format!("a signature list header is cut short ({} bytes left)", data.len()));
+        }
+        let signature_type: [u8; 16] = data[..16].try_into().map_err(|_| "bad signature type")?;
+        let list_size = u32_at(data, 16) as usize;
+        let header_size = u32_at(data, 20) as usize;
+        let entry_size = u32_at(data, 24) as usize;
+        if list_size < 28 || list_size > data.len() {
+            return Err(format!("a signature list claims {list_size} bytes, {} are there", data.len()));
+        }
+        let body = &data[28..list_size];
+        if entry_size <= 16 || header_size > body.len() || !(body.len() - header_size).is_multiple_of(entry_size) {
+            return Err(format!(
+                "a signature list's sizes do not add up (list {list_size}, header {header_size}, entry {entry_size})"
+            ));
+        }
+        for entry in body[header_size..].chunks_exact(entry_size) {
+            // 16 bytes of owner GUID, then the signature data.
+            let payload = &entry[16..];
+            entries.push(if signature_type == EFI_CERT_X509_GUID {
+                SignatureEntry::X509(CertFingerprint::of_der(payload))
+            } else {
+                SignatureEntry::Other { signature_type: guid_to_string(&signature_type) }
+            });
+        }
+        data = &data[list_size..];
+    }
+    Ok(entries)
+}
+
+/// A GUID in its textual form, from its mixed-endian storage.
+fn guid_to_string(g: &[u8; 16]) -> String {
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{}-{}",
+        g[3],
+        g[2],
+        g[1],
+        g[0],
+        g[5],
+        g[4],
+        g[7],
+        g[6],
+        hex::encode(&g[8..10]),
+        hex::encode(&g[10..16])
+    )
 }
 
 /// What the firmware reports about Secure Boot.
@@ -285,6 +582,7 @@ mod tests {
         assert_eq!(p.binding.pcrs(), &[7]);
         assert_eq!(p.secure_boot, SecureBootRequirement::Required);
         assert_eq!(p.on_tpm_refusal, OnTpmRefusal::RecoveryOnly);
+        assert_eq!(p.secure_boot_keys, None, "the shipped policy cannot know a fleet's keys; the image build pins them");
     }
 
     fn parse(text: &str) -> Result<FirmwarePolicy, PolicyError> {
@@ -341,6 +639,134 @@ mod tests {
         assert_eq!(read_secure_boot_state(dir.path()), SecureBootState::Disabled);
         std::fs::write(&var, [6, 0]).unwrap();
         assert!(matches!(read_secure_boot_state(dir.path()), SecureBootState::Unknown(_)));
+    }
+
+    /// An `EFI_SIGNATURE_LIST` of `signature_type` holding `payloads` (each with an owner
+    /// GUID), laid out as the UEFI specification (and OVMF) store it.
+    /// All payloads of one list have the same size, as in a real list.
+    fn signature_list(signature_type: [u8; 16], payloads: &[&[u8]]) -> Vec<u8> {
+        let entry_size = 16 + payloads[0].len();
+        let mut out = signature_type.to_vec();
+        out.extend(u32::try_from(28 + entry_size * payloads.len()).unwrap().to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend(u32::try_from(entry_size).unwrap().to_le_bytes());
+        for payload in payloads {
+            out.extend([0x5a; 16]);
+            out.extend(*payload);
+        }
+        out
+    }
+
+    /// An efivars tree with PK, KEK and db holding the given lists (attributes first).
+    fn efivars(pk: &[u8], kek: &[u8], db: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (variable, value) in [(KeyVariable::Pk, pk), (KeyVariable::Kek, kek), (KeyVariable::Db, db)] {
+            let mut bytes = vec![0x27, 0, 0, 0];
+            bytes.extend(value);
+            std::fs::write(dir.path().join(variable.file_name()), bytes).unwrap();
+        }
+        dir
+    }
+
+    const PK_CERT: &[u8] = b"pk certificate DER";
+    const KEK_CERT: &[u8] = b"kek certificate DER";
+    const DB_CERT: &[u8] = b"db certificate DER";
+    /// EFI_CERT_SHA256_GUID (c1c41626-504c-4092-aca9-41f936934328), stored mixed-endian.
+    const SHA256_TYPE: [u8; 16] =
+        [0x26, 0x16, 0xc4, 0xc1, 0x4c, 0x50, 0x92, 0x40, 0xac, 0xa9, 0x41, 0xf9, 0x36, 0x93, 0x43, 0x28];
+
+    fn pinned_policy() -> FirmwarePolicy {
+        let fp = |der: &[u8]| CertFingerprint::of_der(der).to_string();
+        parse(&format!(
+            "{BASE}pcrs = [7]\n[secure_boot_keys]\npk = [\"{}\"]\nkek = [\"{}\"]\ndb = [\"{}\", \"{}\"]\n",
+            fp(PK_CERT),
+            fp(KEK_CERT),
+            fp(DB_CERT),
+            fp(b"next year's db certificate").to_uppercase()
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_x509_type_guid_is_stored_mixed_endian() {
+        assert_eq!(guid_to_string(&EFI_CERT_X509_GUID), "a5c059a1-94e4-4aa7-87b5-ab155c2bf072");
+        assert_eq!(guid_to_string(&SHA256_TYPE), "c1c41626-504c-4092-aca9-41f936934328");
+    }
+
+    #[test]
+    fn fingerprints_are_the_sha256_of_the_der_certificate() {
+        // sha256("abc"), the FIPS 180-2 test vector.
+        assert_eq!(
+            CertFingerprint::of_der(b"abc").as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn enrolled_keys_that_the_policy_pins_are_accepted() {
+        let dir = efivars(
+            &signature_list(EFI_CERT_X509_GUID, &[PK_CERT]),
+            &signature_list(EFI_CERT_X509_GUID, &[KEK_CERT]),
+            &signature_list(EFI_CERT_X509_GUID, &[DB_CERT]),
+        );
+        let enrolled = read_enrolled_keys(dir.path()).unwrap();
+        assert_eq!(enrolled.db, vec![SignatureEntry::X509(CertFingerprint::of_der(DB_CERT))]);
+        assert_eq!(pinned_policy().check_secure_boot_keys(&enrolled).unwrap(), KeyCheck::Pinned);
+        assert_eq!(FirmwarePolicy::shipped_default().check_secure_boot_keys(&enrolled).unwrap(), KeyCheck::NotPinned);
+    }
+
+    #[test]
+    fn keys_the_policy_does_not_pin_are_refused_naming_the_variable() {
+        let pk = signature_list(EFI_CERT_X509_GUID, &[PK_CERT]);
+        let kek = signature_list(EFI_CERT_X509_GUID, &[KEK_CERT]);
+        let db = signature_list(EFI_CERT_X509_GUID, &[DB_CERT]);
+        let foreign = b"someone else's certificate";
+        let mut db_plus_foreign = db.clone();
+        db_plus_foreign.extend(signature_list(EFI_CERT_X509_GUID, &[foreign]));
+        let mut db_plus_hash = db.clone();
+        db_plus_hash.extend(signature_list(SHA256_TYPE, &[&[7u8; 32]]));
+        let mut kek_plus_foreign = kek.clone();
+        kek_plus_foreign.extend(signature_list(EFI_CERT_X509_GUID, &[foreign]));
+        let foreign_fp = CertFingerprint::of_der(foreign).to_string();
+        let cases: Vec<(tempfile::TempDir, &str, &str)> = vec![
+            (efivars(&pk, &kek, &db_plus_foreign), "Secure Boot db", foreign_fp.as_str()),
+            (efivars(&pk, &kek_plus_foreign, &db), "Secure Boot KEK", foreign_fp.as_str()),
+            (efivars(&signature_list(EFI_CERT_X509_GUID, &[foreign]), &kek, &db), "Secure Boot PK", foreign_fp.as_str()),
+            (efivars(&pk, &kek, &db_plus_hash), "Secure Boot db", "c1c41626-504c-4092-aca9-41f936934328"),
+            // Setup mode: no PK at all.
+            (efivars(&[], &kek, &db), "Secure Boot PK", "is empty"),
+        ];
+        for (dir, variable, detail) in cases {
+            let enrolled = read_enrolled_keys(dir.path()).unwrap();
+            let err = pinned_policy().check_secure_boot_keys(&enrolled).unwrap_err().to_string();
+            assert!(err.contains(variable) && err.contains(detail), "expected {variable} and {detail} in: {err}");
+        }
+    }
+
+    #[test]
+    fn unreadable_key_variables_are_errors_not_empty_lists() {
+        let pk = signature_list(EFI_CERT_X509_GUID, &[PK_CERT]);
+        let cut = &pk[..pk.len() - 3];
+        let dir = efivars(cut, &pk, &pk);
+        let err = read_enrolled_keys(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("Secure Boot PK cannot be read"), "{err}");
+        let err = read_enrolled_keys(Path::new("/nonexistent/efivars")).unwrap_err().to_string();
+        assert!(err.contains("not booted through UEFI"), "{err}");
+    }
+
+    #[test]
+    fn pinned_key_lists_are_validated() {
+        let good = CertFingerprint::of_der(b"x").to_string();
+        let cases = [
+            (format!("pk = []\nkek = [\"{good}\"]\ndb = [\"{good}\"]\n"), "secure_boot_keys.pk"),
+            (format!("pk = [\"{good}\"]\nkek = [\"abc\"]\ndb = [\"{good}\"]\n"), "secure_boot_keys.kek"),
+            (format!("pk = [\"{good}\"]\nkek = [\"{good}\"]\n"), "db"),
+            (format!("pk = [\"{good}\"]\nkek = [\"{good}\"]\ndb = [\"{good}\"]\ndbx = []\n"), "dbx"),
+        ];
+        for (keys, needle) in cases {
+            let err = parse(&format!("{BASE}pcrs = [7]\n[secure_boot_keys]\n{keys}")).unwrap_err().to_string();
+            assert!(err.contains(needle), "error for {keys:?} was {err:?}, expected it to mention {needle}");
+        }
     }
 
     #[test]
