@@ -10,23 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::stages;
 
-/// `dev` runs on a laptop with every missing protection stated loudly; `appliance` refuses
-/// to start with any of them missing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Profile {
-    Appliance,
-    Dev,
-}
-
-impl std::fmt::Display for Profile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Profile::Appliance => "appliance",
-            Profile::Dev => "dev",
-        })
-    }
-}
+/// The profile and the error type live in `settings`, the leaf every section's owner uses;
+/// re-exported here because the rest of the agent thinks of them as configuration.
+pub use crate::settings::{ConfigError, Profile};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -83,26 +69,6 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         Self { checkpoint_interval_secs: 24 * 3600, retention_years: 6 }
-    }
-}
-
-/// A configuration problem, naming the key and what is wrong with it.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// the configuration file {path} cannot be read: {source}
-    #[error("the configuration file {path} cannot be read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    /// the configuration file is not valid TOML for Wardbox
-    #[error("the configuration file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
-    /// a key has a value that parses but is not acceptable
-    #[error("configuration key `{key}`: {problem}")]
-    Invalid { key: String, problem: String },
-}
-
-impl ConfigError {
-    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError::Invalid { key: key.into(), problem: problem.into() }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod notify;
+pub mod settings;
 pub mod stages;
 pub mod store;
 pub mod web;

@@ -32,7 +32,7 @@ use wardbox_rag::ingest::{self, ChunkConfig, IngestError, Outcome, Owner};
 pub use engine::{EngineEmbedder, EngineGenerator};
 use pool::StorePool;
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 use crate::stages::engine::EngineHandle;
 use crate::web::Role;
 use crate::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Viewer};

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::boot::StageReport;
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// `[engine]`: which engine the agent talks to, over the Ollama API.
 #[derive(Debug, Clone, Deserialize, Serialize)]

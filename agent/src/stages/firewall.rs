@@ -16,7 +16,7 @@ use wardbox_firewall::{AllowOut, ApplyOutcome, CounterHistory, Drift, Firewall, 
 
 use crate::audit::{AuditEvent, AuditLog, EventKind};
 use crate::boot::{Protection, StageReport};
-use crate::config::{ConfigError, Profile};
+use crate::settings::{ConfigError, Profile};
 
 /// Where Debian installs nft. An absolute path, so `PATH` cannot choose the program.
 pub const DEFAULT_NFT: &str = "/usr/sbin/nft";

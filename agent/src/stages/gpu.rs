@@ -16,7 +16,7 @@ use wardbox_gpu::placement::{self, GpuCandidate, ModelSpec, PlacementError, Plac
 use wardbox_gpu::{GpuError, NvmlMonitor, Snapshot, StatusReport};
 
 use crate::boot::StageReport;
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -19,7 +19,7 @@ use wardbox_volume::luks::{KdfParams, LuksVolume};
 use wardbox_volume::{FirmwarePolicy, Tpm, ops};
 
 use crate::boot::{Protection, StageReport};
-use crate::config::{ConfigError, Profile};
+use crate::settings::{ConfigError, Profile};
 use crate::store::StoreKey;
 
 /// `[volume]`: where the data lives and how it is unlocked.
@@ -193,6 +193,22 @@ pub struct TpmLuksUnlocker {
     pub config: Luks2TpmConfig,
     /// /proc/self/mounts, a parameter so tests can use a fixture.
     pub proc_mounts: PathBuf,
+}
+
+/// The config stage's firmware check: when the firmware policy pins Secure Boot keys
+/// (`[secure_boot_keys]`), PK, KEK and db in the firmware must hold those certificates and no
+/// others. Only the TPM-bound volume has a firmware policy. Returns the stage's detail line.
+pub fn check_secure_boot_keys(config: &VolumeConfig) -> Result<String, String> {
+    let VolumeConfig::Luks2Tpm(config) = config else {
+        return Ok("no firmware policy (plain-directory volume)".into());
+    };
+    let policy = FirmwarePolicy::load(&config.firmware_policy).map_err(|e| e.to_string())?;
+    if policy.secure_boot_keys.is_none() {
+        return Ok("the firmware policy pins no Secure Boot keys".into());
+    }
+    let enrolled = wardbox_firmware_policy::read_enrolled_keys(&config.efivars_dir).map_err(|e| e.to_string())?;
+    policy.check_secure_boot_keys(&enrolled).map_err(|e| e.to_string())?;
+    Ok("Secure Boot PK, KEK and db are the keys the firmware policy pins".into())
 }
 
 impl TpmLuksUnlocker {
@@ -492,6 +508,64 @@ mount_point = "/var/lib/wardbox/data"
         assert!(err.contains("requires Secure Boot"), "{err}");
         assert!(err.contains("wardbox volume recover"), "{err}");
         assert!(!dir.path().join("mnt").exists(), "nothing may be created when the firmware check fails");
+    }
+
+    #[test]
+    fn the_config_stage_refuses_secure_boot_keys_the_policy_does_not_pin() {
+        use wardbox_firmware_policy::{CertFingerprint, KeyVariable};
+        // One EFI_SIGNATURE_LIST of X.509 type (GUID a5c059a1-94e4-4aa7-87b5-ab155c2bf072)
+        // holding `cert`, after efivarfs' 4 attribute bytes.
+        fn key_variable(cert: &[u8]) -> Vec<u8> {
+            let mut out = vec![0x27, 0, 0, 0];
+            out.extend([0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72]);
+            out.extend(u32::try_from(28 + 16 + cert.len()).unwrap().to_le_bytes());
+            out.extend(0u32.to_le_bytes());
+            out.extend(u32::try_from(16 + cert.len()).unwrap().to_le_bytes());
+            out.extend([0u8; 16]);
+            out.extend(cert);
+            out
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let efivars = dir.path().join("efivars");
+        std::fs::create_dir(&efivars).unwrap();
+        let fp = |der: &[u8]| CertFingerprint::of_der(der).to_string();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            format!(
+                "{}\n[secure_boot_keys]\npk = [\"{}\"]\nkek = [\"{}\"]\ndb = [\"{}\"]\n",
+                wardbox_firmware_policy::DEFAULT_POLICY_TOML,
+                fp(b"pk"),
+                fp(b"kek"),
+                fp(b"db")
+            ),
+        )
+        .unwrap();
+        let config = VolumeConfig::Luks2Tpm(Luks2TpmConfig {
+            device: dir.path().join("absent.img"),
+            mapper_name: "x".into(),
+            mount_point: dir.path().join("mnt"),
+            tcti: "swtpm:host=127.0.0.1,port=1".into(),
+            firmware_policy: policy.clone(),
+            efivars_dir: efivars.clone(),
+            argon2: KdfParams::TEST_ONLY_MINIMAL,
+            mkfs: PathBuf::from("/usr/sbin/mkfs.ext4"),
+        });
+        let write = |variable: KeyVariable, cert: &[u8]| {
+            std::fs::write(efivars.join(variable.file_name()), key_variable(cert)).unwrap();
+        };
+        write(KeyVariable::Pk, b"pk");
+        write(KeyVariable::Kek, b"kek");
+        write(KeyVariable::Db, b"db");
+        let ok = check_secure_boot_keys(&config).unwrap();
+        assert!(ok.contains("the keys the firmware policy pins"), "{ok}");
+        // Another db certificate (say, after someone enrolled their own key in the setup).
+        write(KeyVariable::Db, b"someone else's db");
+        let err = check_secure_boot_keys(&config).unwrap_err();
+        assert!(err.contains("Secure Boot db") && err.contains(&fp(b"someone else's db")), "{err}");
+        // The shipped policy pins nothing: the same firmware passes, and says so.
+        std::fs::write(&policy, wardbox_firmware_policy::DEFAULT_POLICY_TOML).unwrap();
+        assert!(check_secure_boot_keys(&config).unwrap().contains("pins no Secure Boot keys"));
     }
 
     #[test]

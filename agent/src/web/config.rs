@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::accounts::Role;
-use crate::config::{ConfigError, Profile};
+use crate::settings::{ConfigError, Profile};
 
 /// Where the UI's certificate comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use crate::boot::{BootLog, Outcome, StageRecord};
-use crate::config::Profile;
+use crate::settings::Profile;
 
 /// Overall state, derived from the stage records and the alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
