@@ -448,3 +448,53 @@ async fn inspect_shows_signers_contents_and_notes_and_changes_nothing() {
     assert_eq!(fs::read(b.state.dir().join("root.json")).expect("root"), state_before);
     assert!(!b.state.dir().join("floors.json").exists(), "inspect wrote floors");
 }
+
+/// An Ollama models directory as `ollama pull` leaves it: one manifest, a config blob and a
+/// model blob.
+fn ollama_dir(root: &Path) -> (Vec<u8>, String) {
+    let model = pattern(200_000, 3);
+    let config = br#"{"model_format":"gguf","model_family":"gemma3"}"#.to_vec();
+    let digest = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let (dm, dc) = (digest(&model), digest(&config));
+    fs::create_dir_all(root.join("blobs")).expect("blobs");
+    fs::write(root.join(format!("blobs/sha256-{dm}")), &model).expect("model");
+    fs::write(root.join(format!("blobs/sha256-{dc}")), &config).expect("config");
+    // A blob no manifest names is not carried.
+    fs::write(root.join("blobs/sha256-0000000000000000000000000000000000000000000000000000000000000000"), b"x").expect("stray");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": format!("sha256:{dc}"), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": format!("sha256:{dm}"), "size": model.len()}],
+    });
+    let mdir = root.join("manifests/registry.ollama.ai/library/tiny");
+    fs::create_dir_all(&mdir).expect("manifest dir");
+    fs::write(mdir.join("latest"), serde_json::to_vec(&manifest).expect("json")).expect("manifest");
+    (model, dm)
+}
+
+#[tokio::test]
+async fn models_only_bundle_carries_the_ollama_layout() {
+    let f = Fixture::new().await;
+    let models = f.tmp.path().join("ollama-models");
+    let (model, digest) = ollama_dir(&models);
+    let mut m = f.manifest("2.0.0");
+    m.kind = BundleKind::ModelsOnly;
+    let mut spec = f.spec("models", m);
+    spec.system_image = None;
+    spec.uki = None;
+    spec.models_dir = Some(models);
+    let bundle = f.build(spec).await;
+    let b = f.make_box();
+    let verified = b.verify(&bundle).await.expect("verifies");
+    let paths: Vec<(ContentRole, String)> =
+        verified.targets.iter().filter_map(|t| Some((t.role?, t.path.clone()?))).collect();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    assert!(paths.contains(&(ContentRole::ModelManifest, "manifests/registry.ollama.ai/library/tiny/latest".into())));
+    let blob = verified.targets.iter().find(|t| t.path.as_deref() == Some(&format!("blobs/sha256-{digest}"))).expect("model blob");
+    assert_eq!(verified.read_small(blob, 1 << 20).await.expect("read blob"), model);
+    // A models bundle has no system image to write.
+    let err = write_to_slot(&verified, ContentRole::SystemImage, &b.plan(), &mut |_, _, _| {}).await.expect_err("no image");
+    assert!(matches!(err, UpdateError::NoSuchTarget(_)), "{err}");
+    b.assert_untouched();
+}
