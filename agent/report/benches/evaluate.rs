@@ -11,38 +11,40 @@
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use wardbox_report::facts::{Account, Attestation, AuditFacts, MonthExport, Probe};
+use wardbox_report::facts::{Account, Attestation, AuditFacts, MonthExport, Probe, RequestAudit, RetentionFacts};
 use wardbox_report::json::{self, DocumentError};
 use wardbox_report::quote::sign_report;
 use wardbox_report::{Quoter, evaluate, sample, verify};
 
-fn large_facts(now: Timestamp, accounts: usize) -> wardbox_report::Facts {
+/// Facts of a large box, and how many monthly exports they list.
+fn large_facts(now: Timestamp, accounts: usize) -> (wardbox_report::Facts, usize) {
     let mut facts = sample::healthy(now);
     let day = |d: i64| now.checked_sub(SignedDuration::from_hours(24 * d)).unwrap_or(now);
-    facts.accounts = (0..accounts)
+    facts.accounts = Probe::observed((0..accounts)
         .map(|i| Account {
             user_id: format!("user{i:05}"),
             role: if i % 10 == 0 { "admin".into() } else { "clinician".into() },
             source: if i % 3 == 0 { "directory".into() } else { "local".into() },
             disabled: i % 17 == 0,
-            created_at: day(400),
+            created_at: Some(day(400)),
             last_sign_in: Some(day((i % 80) as i64)),
             password_scheme: if i % 3 == 0 { String::new() } else { "argon2id".into() },
             must_change_password: false,
         })
-        .collect();
+        .collect());
     let base = facts.attestations.clone();
     facts.attestations = (0..50)
         .flat_map(|n| {
             base.iter().map(move |a| Attestation { attested_at: day(1 + n), ..a.clone() }).collect::<Vec<_>>()
         })
         .collect::<Vec<Attestation>>();
-    facts.retention.first_record_month = Some("2020-12".into());
-    facts.retention.exports = (2020..=2026)
+    let exports: Vec<MonthExport> = (2020..=2026)
         .flat_map(|y| (1..=12).map(move |m| format!("{y}-{m:02}")))
         .filter(|m| m.as_str() >= "2020-12" && m.as_str() < "2026-11")
         .map(|month| MonthExport { month, checksum_ok: true })
         .collect();
+    let export_count = exports.len();
+    facts.retention = Probe::observed(RetentionFacts { retention_years: 6, first_record_month: Some("2020-12".into()), exports });
     facts.audit = Probe::observed(AuditFacts {
         records: 1_000_000,
         verified_from_seq: 990_001,
@@ -50,11 +52,9 @@ fn large_facts(now: Timestamp, accounts: usize) -> wardbox_report::Facts {
         first_break: None,
         checkpoints_checked: 1000,
         checkpoints_mismatched: 0,
-        requests_served: 250_000,
-        requests_audited: 250_000,
-        write_failures: 0,
     });
-    facts
+    facts.request_audit = Probe::observed(RequestAudit { requests_served: 250_000, requests_audited: 250_000, write_failures: 0 });
+    (facts, export_count)
 }
 
 fn time<T>(runs: u32, mut f: impl FnMut() -> T) -> (Duration, T) {
@@ -69,11 +69,11 @@ fn time<T>(runs: u32, mut f: impl FnMut() -> T) -> (Duration, T) {
 fn main() {
     let accounts: usize = std::env::var("WARDBOX_BENCH_ACCOUNTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let now: Timestamp = "2026-11-29T10:00:00Z".parse().expect("time");
-    let facts = large_facts(now, accounts);
+    let (facts, exports) = large_facts(now, accounts);
     let mut rows: Vec<(String, String)> = Vec::new();
 
     let (t, report) = time(20, || evaluate(&facts, now));
-    rows.push((format!("evaluate ({accounts} accounts, {} attestations, {} exports)", facts.attestations.len(), facts.retention.exports.len()), format!("{:.2} ms", t.as_secs_f64() * 1e3)));
+    rows.push((format!("evaluate ({accounts} accounts, {} attestations, {} exports)", facts.attestations.len(), exports), format!("{:.2} ms", t.as_secs_f64() * 1e3)));
     let (t, out) = time(20, || json::assemble::<DocumentError>(&report, |_| Ok(None)).expect("assemble"));
     rows.push(("render HTML + OSCAL + JSON, digest".into(), format!("{:.2} ms", t.as_secs_f64() * 1e3)));
     rows.push(("sizes: JSON / HTML / OSCAL".into(), format!("{} / {} / {} KiB", out.json.len() / 1024, out.html.len() / 1024, out.oscal.len() / 1024)));

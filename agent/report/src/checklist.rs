@@ -432,6 +432,14 @@ impl Ctx<'_> {
     }
 }
 
+/// The accounts, or the outcome that says why they could not be read.
+fn accounts<'a>(cx: &'a Ctx, check: &str) -> Result<&'a [crate::facts::Account], Outcome> {
+    match &cx.facts.accounts {
+        Probe::Observed { value } => Ok(value),
+        Probe::Unavailable { reason } => Err(cx.unavailable(check, "read the accounts table", reason)),
+    }
+}
+
 fn yes_no(b: bool) -> String {
     if b { "yes".into() } else { "no".into() }
 }
@@ -453,7 +461,10 @@ fn stage_outcome(facts: &Facts, stage: &str) -> String {
 // --- Access control -------------------------------------------------------------------------
 
 fn check_unique_user_id(cx: &Ctx) -> Outcome {
-    let accounts = &cx.facts.accounts;
+    let accounts = match accounts(cx, "every account has its own user id") {
+        Ok(a) => a,
+        Err(o) => return o,
+    };
     let how = "read the accounts table; compared user ids case-insensitively";
     let mut seen = std::collections::BTreeSet::new();
     let mut duplicated = std::collections::BTreeSet::new();
@@ -489,14 +500,17 @@ fn check_unique_user_id(cx: &Ctx) -> Outcome {
 
 fn check_emergency_access(cx: &Ctx) -> Outcome {
     let s = &cx.facts.sessions;
-    let a = &cx.facts.sign_ins;
+    let uses = match &cx.facts.sign_ins {
+        Probe::Observed { value } => value.break_glass_uses.to_string(),
+        Probe::Unavailable { reason } => format!("unavailable: {reason}"),
+    };
     let ev = vec![cx.evidence(
         "break-glass sign-in is available, time-limited and audited",
         "read the running web configuration; counted break-glass records in the audit chain (30 days)",
         vec![
             ("break-glass enabled", yes_no(s.break_glass_enabled)),
             ("break-glass session limit (s)", s.break_glass_timeout_secs.to_string()),
-            ("break-glass uses in 30 days", a.break_glass_uses.to_string()),
+            ("break-glass uses in 30 days", uses.clone()),
         ],
     )];
     if !s.break_glass_enabled {
@@ -514,7 +528,7 @@ fn check_emergency_access(cx: &Ctx) -> Outcome {
         format!(
             "break-glass sign-in is enabled, limited to {} minutes per session and audited ({} uses in 30 days)",
             s.break_glass_timeout_secs / 60,
-            a.break_glass_uses
+            uses
         ),
         ev,
     )
@@ -609,7 +623,7 @@ fn check_encryption_at_rest(cx: &Ctx) -> Outcome {
 fn check_audit_every_interaction(cx: &Ctx) -> Outcome {
     let check = "every served request has an audit record";
     let how = "compared the web layer's served-request counter with its audited-request counter since the agent started";
-    let a = match &cx.facts.audit {
+    let a = match &cx.facts.request_audit {
         Probe::Observed { value } => value,
         Probe::Unavailable { reason } => return cx.unavailable(check, how, reason),
     };
@@ -620,7 +634,6 @@ fn check_audit_every_interaction(cx: &Ctx) -> Outcome {
             ("requests served", a.requests_served.to_string()),
             ("requests audited", a.requests_audited.to_string()),
             ("audit write failures", a.write_failures.to_string()),
-            ("audit records", a.records.to_string()),
         ],
     )];
     if a.requests_audited < a.requests_served {
@@ -716,7 +729,10 @@ fn check_ephi_authentication(cx: &Ctx) -> Outcome {
 // --- Authentication --------------------------------------------------------------------------
 
 fn check_person_authentication(cx: &Ctx) -> Outcome {
-    let enabled: Vec<_> = cx.facts.accounts.iter().filter(|a| !a.disabled).collect();
+    let enabled: Vec<_> = match accounts(cx, "every enabled account authenticates with its own secret") {
+        Ok(a) => a.iter().filter(|a| !a.disabled).collect(),
+        Err(o) => return o,
+    };
     let weak: Vec<String> = enabled
         .iter()
         .filter(|a| a.source == "local" && a.password_scheme != "argon2id")
@@ -932,23 +948,28 @@ const STALE_ACCOUNT_DAYS: i64 = 90;
 
 fn check_termination(cx: &Ctx) -> Outcome {
     let cutoff = cx.days_ago(STALE_ACCOUNT_DAYS);
-    let stale: Vec<String> = cx
-        .facts
-        .accounts
+    let all = match accounts(cx, "no enabled account has gone unused for 90 days") {
+        Ok(a) => a,
+        Err(o) => return o,
+    };
+    // An account with neither a sign-in nor a creation time on record is counted as unused:
+    // nothing shows that anyone uses it.
+    let stale: Vec<String> = all
         .iter()
         .filter(|a| !a.disabled)
-        .filter(|a| a.last_sign_in.unwrap_or(a.created_at) < cutoff)
-        .map(|a| match a.last_sign_in {
-            Some(t) => format!("{} (last sign-in {t})", a.user_id),
-            None => format!("{} (never signed in, created {})", a.user_id, a.created_at),
+        .filter(|a| a.last_sign_in.or(a.created_at).is_none_or(|t| t < cutoff))
+        .map(|a| match (a.last_sign_in, a.created_at) {
+            (Some(t), _) => format!("{} (last sign-in {t})", a.user_id),
+            (None, Some(c)) => format!("{} (never signed in, created {c})", a.user_id),
+            (None, None) => format!("{} (no sign-in on record)", a.user_id),
         })
         .collect();
     let ev = vec![cx.evidence(
         "no enabled account has gone unused for 90 days",
-        "read the accounts table (disabled flag, last sign-in)",
+        "read the accounts table (disabled flag) and the last sign-in of each in the audit chain",
         vec![
-            ("enabled accounts", cx.facts.accounts.iter().filter(|a| !a.disabled).count().to_string()),
-            ("disabled accounts", cx.facts.accounts.iter().filter(|a| a.disabled).count().to_string()),
+            ("enabled accounts", all.iter().filter(|a| !a.disabled).count().to_string()),
+            ("disabled accounts", all.iter().filter(|a| a.disabled).count().to_string()),
             ("unused for 90 days", list_or_none(&stale)),
         ],
     )];
@@ -964,7 +985,12 @@ fn check_termination(cx: &Ctx) -> Outcome {
 
 fn check_login_monitoring(cx: &Ctx) -> Outcome {
     let s = &cx.facts.sessions;
-    let a = &cx.facts.sign_ins;
+    let a = match &cx.facts.sign_ins {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { reason } => {
+            return cx.unavailable("failed sign-ins are counted, locked out and audited", "counted sign-in records in the audit chain (30 days)", reason);
+        }
+    };
     let ev = vec![cx.evidence(
         "failed sign-ins are counted, locked out and audited",
         "read the running lockout settings; counted sign-in records in the audit chain (30 days)",
@@ -973,7 +999,7 @@ fn check_login_monitoring(cx: &Ctx) -> Outcome {
             ("lockout duration (s)", s.lockout_secs.to_string()),
             ("successful sign-ins (30 days)", a.successful.to_string()),
             ("failed sign-ins (30 days)", a.failed.to_string()),
-            ("lockouts (30 days)", a.lockouts.to_string()),
+            ("accounts locked now", a.accounts_locked_now.to_string()),
             ("failed sign-ins audited", yes_no(a.failures_audited)),
         ],
     )];
@@ -996,9 +1022,11 @@ fn check_login_monitoring(cx: &Ctx) -> Outcome {
 
 fn check_password_management(cx: &Ctx) -> Outcome {
     let s = &cx.facts.sessions;
-    let initial: Vec<String> = cx
-        .facts
-        .accounts
+    let all = match accounts(cx, "passwords are long enough, stored as argon2id, and no account keeps its initial password") {
+        Ok(a) => a,
+        Err(o) => return o,
+    };
+    let initial: Vec<String> = all
         .iter()
         .filter(|a| !a.disabled && a.source == "local" && a.must_change_password)
         .map(|a| a.user_id.clone())
@@ -1094,7 +1122,16 @@ fn month_start(s: &str) -> Option<Date> {
 }
 
 fn check_retention(cx: &Ctx) -> Outcome {
-    let r = &cx.facts.retention;
+    let r = match &cx.facts.retention {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { reason } => {
+            return cx.unavailable(
+                "audit records are kept six years: policy, and a verified export for every complete month",
+                "read the retention setting and the monthly exports",
+                reason,
+            );
+        }
+    };
     let this_month = cx.now.to_zoned(TimeZone::UTC).date().first_of_month();
     let mut missing = Vec::new();
     let mut damaged = Vec::new();

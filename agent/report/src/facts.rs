@@ -45,10 +45,11 @@ pub struct Facts {
     pub tls: Probe<TlsProbe>,
     pub engine_reach: Probe<EngineReachProbe>,
     pub audit: Probe<AuditFacts>,
-    pub retention: RetentionFacts,
-    pub accounts: Vec<Account>,
+    pub request_audit: Probe<RequestAudit>,
+    pub retention: Probe<RetentionFacts>,
+    pub accounts: Probe<Vec<Account>>,
     pub sessions: SessionPolicy,
-    pub sign_ins: SignInActivity,
+    pub sign_ins: Probe<SignInActivity>,
     pub ldap: LdapFacts,
     pub backups: BackupFacts,
     pub usb: Probe<UsbFacts>,
@@ -189,8 +190,13 @@ pub struct AuditFacts {
     pub first_break: Option<String>,
     pub checkpoints_checked: u64,
     pub checkpoints_mismatched: u64,
-    /// HTTP requests the web layer served since the agent started, and audit records it wrote
-    /// for them: equal when every interaction is audited.
+}
+
+/// The running web layer's counters since the agent started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestAudit {
+    /// HTTP requests the web layer served, and audit records it wrote for them: equal when
+    /// every interaction is audited.
     pub requests_served: u64,
     pub requests_audited: u64,
     /// Audit writes that failed (their requests were refused).
@@ -223,7 +229,9 @@ pub struct Account {
     /// "local" or "directory".
     pub source: String,
     pub disabled: bool,
-    pub created_at: Timestamp,
+    /// When the account was created, when the store records it.
+    pub created_at: Option<Timestamp>,
+    /// The last successful sign-in (from the audit chain), if any.
     pub last_sign_in: Option<Timestamp>,
     /// "argon2id" for local accounts; empty for directory accounts.
     pub password_scheme: String,
@@ -248,7 +256,8 @@ pub struct SessionPolicy {
 pub struct SignInActivity {
     pub successful: u64,
     pub failed: u64,
-    pub lockouts: u64,
+    /// Accounts locked out right now (after repeated failures).
+    pub accounts_locked_now: u64,
     pub break_glass_uses: u64,
     /// Failed sign-ins are audit records (the web layer writes one for each).
     pub failures_audited: bool,
