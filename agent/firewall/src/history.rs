@@ -94,8 +94,14 @@ impl CounterHistory {
 
     /// Keep `now` as the last reading, except counters that went down since `last`: those
     /// keep their last value, so the reset stays visible until a repair restores them.
+    /// Nothing is written when that is `last` unchanged: the agent records every 30 s, and
+    /// the counters move only when something is blocked.
     pub fn record(&self, last: Option<&Counters>, now: &Counters) -> Result<(), HistoryError> {
-        self.record_at(&Place::current()?, &highest(last, now))
+        let kept = highest(last, now);
+        if last == Some(&kept) {
+            return Ok(());
+        }
+        self.record_at(&Place::current()?, &kept)
     }
 
     fn last_at(&self, place: &Place) -> Result<Option<Counters>, HistoryError> {
@@ -212,6 +218,14 @@ mod tests {
         // A counter that went down keeps its last value in the history.
         history.record(Some(&out(3)), &out(1)).expect("write");
         assert_eq!(history.last().expect("read"), Some(out(3)));
+        history.record(Some(&out(3)), &out(4)).expect("write");
+        assert_eq!(history.last().expect("read"), Some(out(4)));
+        // An unchanged reading is not written again.
+        std::fs::remove_file(history.path()).expect("remove");
+        history
+            .record(Some(&out(4)), &out(4))
+            .expect("nothing to write");
+        assert!(!history.path().exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
