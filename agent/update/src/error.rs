@@ -53,6 +53,10 @@ pub enum UpdateError {
     UnknownFile { path: PathBuf, why: &'static str },
     #[error("slot {slot} did not read back as written: expected sha256 {expected}, read {actual}")]
     WriteVerify { slot: PathBuf, expected: String, actual: String },
+    /// The box's own trusted root does not parse or does not verify itself: the state directory
+    /// is damaged (a box-side problem, not the stick's).
+    #[error("the box's trusted root is not usable: {0}")]
+    TrustedRoot(String),
     /// The state directory holds no trusted root yet.
     #[error("no trusted root in {0}: provision the state directory with the image's root.json first")]
     NoTrustedRoot(PathBuf),
@@ -90,6 +94,7 @@ impl UpdateError {
             UpdateError::UnknownFile { .. } => exit::UNKNOWN_FILE,
             UpdateError::WriteVerify { .. } => exit::WRITE_VERIFY,
             UpdateError::NoTrustedRoot(_)
+            | UpdateError::TrustedRoot(_)
             | UpdateError::RunningSlot(_)
             | UpdateError::NoSuchTarget(_)
             | UpdateError::Io { .. }
@@ -104,14 +109,12 @@ pub(crate) fn from_tough(e: tough::error::Error) -> UpdateError {
     use tough::error::Error as E;
     let text = e.to_string();
     match e {
-        E::VerifyMetadata { .. } | E::VerifyTrustedMetadata { .. } | E::VerifyRoleMetadata { .. } => {
-            UpdateError::BadSignature(text)
-        }
+        E::VerifyMetadata { .. } | E::VerifyRoleMetadata { .. } => UpdateError::BadSignature(text),
+        E::VerifyTrustedMetadata { .. } | E::ParseTrustedMetadata { .. } => UpdateError::TrustedRoot(text),
         E::OlderMetadata { .. } | E::OlderSnapshotInTimestamp { .. } | E::SnapshotRoleRollback { .. } => {
             UpdateError::MetadataRollback(text)
         }
         E::ParseMetadata { .. }
-        | E::ParseTrustedMetadata { .. }
         | E::HashMismatch { .. }
         | E::MaxSizeExceeded { .. }
         | E::MaxUpdatesExceeded { .. }

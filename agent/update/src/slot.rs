@@ -21,6 +21,9 @@ use crate::error::{UpdateError, from_tough};
 use crate::manifest::ContentRole;
 use crate::verify::{SignedTarget, VerifiedBundle};
 
+/// Staging files start with this, so ones a power cut left behind can be found and removed.
+const STAGING_PREFIX: &str = ".wardbox-update-";
+
 const COPY_BUF: usize = 4 * 1024 * 1024;
 
 /// Room kept free in the staging directory beyond the target itself, so an update never fills
@@ -137,7 +140,7 @@ async fn stage(
     progress: &mut (dyn FnMut(Phase, u64, u64) + Send),
 ) -> Result<tempfile::NamedTempFile, UpdateError> {
     let mut staged = tempfile::Builder::new()
-        .prefix(".wardbox-update-")
+        .prefix(STAGING_PREFIX)
         .tempfile_in(staging_dir)
         .map_err(UpdateError::io("creating staging file", staging_dir))?;
     let name = TargetName::new(target.name.as_str()).map_err(from_tough)?;
@@ -161,6 +164,21 @@ async fn stage(
     }
     staged.as_file().sync_all().map_err(UpdateError::io("syncing staging file", staged.path().to_owned()))?;
     Ok(staged)
+}
+
+/// Removes staging files a power cut or a killed process left behind; returns how many. Call it
+/// when no install is running (the agent, at start).
+pub fn clean_stale_staging(staging_dir: &Path) -> Result<usize, UpdateError> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(staging_dir).map_err(UpdateError::io("reading staging directory", staging_dir))? {
+        let entry = entry.map_err(UpdateError::io("reading staging directory", staging_dir))?;
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            std::fs::remove_file(entry.path()).map_err(UpdateError::io("removing stale staging file", entry.path()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn staging_write_error(e: std::io::Error, dir: &Path, needed: u64) -> UpdateError {

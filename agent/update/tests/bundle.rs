@@ -288,8 +288,37 @@ async fn root_rotation_signed_by_old_and_new_keys_is_accepted() {
     verified.accept(&b.state).expect("accept");
     let trusted: serde_json::Value = serde_json::from_slice(&b.state.trusted_root().expect("root")).expect("json");
     assert_eq!(trusted["signed"]["version"], 2);
-    // The box now trusts root 2: a bundle signed with the retired targets key is refused.
+    // The box now trusts root 2 as stored: a later bundle under root 2 verifies, and one signed
+    // with the retired targets key is refused.
+    let mut spec = f.spec("later", f.manifest("1.3.0"));
+    spec.targets_key = f.keys.path("targets-2");
+    let later = f.build(spec).await;
+    b.verify(&later).await.expect("a bundle under the stored root 2 verifies");
     expect_refused(b.verify(&old_bundle).await, exit::BAD_SIGNATURE, "bad signature");
+}
+
+#[tokio::test]
+async fn a_damaged_trusted_root_is_a_box_side_error() {
+    let f = Fixture::new().await;
+    let bundle = f.build(f.spec("b", f.manifest("1.1.0"))).await;
+    let b = f.make_box();
+    let path = b.state.dir().join("root.json");
+    let mut root: serde_json::Value = serde_json::from_slice(&fs::read(&path).expect("root")).expect("json");
+    root["signed"]["expires"] = serde_json::json!("2099-01-01T00:00:00Z");
+    fs::write(&path, serde_json::to_vec(&root).expect("json")).expect("write");
+    expect_refused(b.apply(&bundle).await, exit::OPERATIONAL, "the box's trusted root is not usable");
+    b.assert_untouched();
+}
+
+#[tokio::test]
+async fn stale_staging_files_are_cleaned() {
+    let f = Fixture::new().await;
+    let b = f.make_box();
+    fs::write(b.staging.join(".wardbox-update-abc123"), b"half an image").expect("stale");
+    fs::write(b.staging.join("keep.txt"), b"not ours").expect("other");
+    assert_eq!(wardbox_update::slot::clean_stale_staging(&b.staging).expect("clean"), 1);
+    assert!(b.staging.join("keep.txt").exists());
+    assert!(!b.staging.join(".wardbox-update-abc123").exists());
 }
 
 #[tokio::test]
