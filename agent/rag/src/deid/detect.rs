@@ -1,10 +1,12 @@
 //! Finding HIPAA Safe Harbor identifiers in free text: pattern rules, keyword-anchored rules,
-//! name dictionaries, and the exact identifiers that structured records (FHIR) give us.
+//! names (dictionaries, titles and cue words, form labels, and a vocabulary rule for names no
+//! list has), the validated numbers of [`super::numbers`], the places of [`super::places`], and
+//! the exact identifiers that structured records (FHIR) give us.
 //!
 //! Pure code: text in, spans out. Recall matters more than precision here (a missed identifier
 //! leaks into the index; a false hit only costs the model a word), so ambiguous cases lean
-//! towards removal, except for a stoplist of clinical and common English words that the name
-//! lists also contain.
+//! towards removal, except for what is certainly not personal: ordinary English words beside a
+//! cue word, eponyms, countries, medical terms, acronyms. Every span covers whole words.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -687,7 +689,7 @@ fn context_names(text: &str, toks: &[Tok], is_name: &mut [bool]) {
             let joined_next = next.is_some_and(|n| gap(t, n).trim().is_empty() && !gap(t, n).contains('\n'));
             let comma_prev = prev.is_some_and(|p| gap(p, t).trim() == "," && (suspect(p) || is_last(&p.key) && p.capitalised));
             let comma_next = next.is_some_and(|n| gap(t, n).trim() == "," && (suspect(n) || is_first(&n.key) && n.capitalised));
-            let pair = joined_prev && prev.is_some_and(|p| suspect(p) || is_name[i - 1] && !p.initial || p.initial)
+            let pair = joined_prev && prev.is_some_and(|p| suspect(p) || is_name[i - 1] || p.initial)
                 || joined_next && next.is_some_and(|n| suspect(n) || in_dict(n) && n.capitalised && !n.all_caps || n.initial)
                 || comma_prev
                 || comma_next;
@@ -717,9 +719,13 @@ fn context_names(text: &str, toks: &[Tok], is_name: &mut [bool]) {
     }
     // A line that is only a name: a signature, an address block's first line.
     let mut line_start = 0;
+    let mut first_tok = 0;
     for line in text.split_inclusive('\n') {
         let line_end = line_start + line.len();
-        let idx: Vec<usize> = (0..toks.len()).filter(|&k| toks[k].start >= line_start && toks[k].end <= line_end).collect();
+        while first_tok < toks.len() && toks[first_tok].start < line_start {
+            first_tok += 1;
+        }
+        let idx: Vec<usize> = (first_tok..toks.len()).take_while(|&k| toks[k].start < line_end).filter(|&k| toks[k].end <= line_end).collect();
         let bare: String = line.chars().filter(|c| !c.is_alphabetic() && !c.is_whitespace() && !matches!(c, ',' | '.' | '-' | '\'' | '’')).collect();
         if (2..=4).contains(&idx.len()) && bare.is_empty() {
             let parts: Vec<&Tok> = idx.iter().map(|&k| &toks[k]).filter(|t| !CREDENTIALS.contains(&t.key.as_str())).collect();
