@@ -1,8 +1,14 @@
 //! Where the engine may listen: a Unix socket, and optionally a loopback TCP address. Never an
 //! external interface: the engine has no authentication of its own, so reachability is its
 //! access control.
+//!
+//! Reachability alone is not enough on TCP: a web page in a browser on the same machine can
+//! point a domain it controls at 127.0.0.1 (DNS rebinding) and then talk to the engine as a
+//! "same-origin" site. Such requests carry the attacker's domain in `Host`, so the TCP listener
+//! accepts only loopback host names there ([`is_loopback_host`]). The Unix socket needs no such
+//! check: a browser cannot reach it, and its clients send whatever placeholder host their URL has.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 /// A TCP address that is refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -33,6 +39,38 @@ pub fn tcp_addr(text: &str) -> Result<SocketAddr, ListenError> {
     }
 }
 
+/// Whether an HTTP `Host` value (or a URI authority) names this machine's loopback: `localhost`
+/// (any case) or a loopback IP literal (`127.0.0.0/8`, `[::1]`), with or without a port.
+/// Anything else, including names that merely resolve to 127.0.0.1, is refused: those are
+/// exactly what a rebinding attack uses.
+pub fn is_loopback_host(host: &str) -> bool {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`.
+        let Some((inner, after)) = rest.split_once(']') else { return false };
+        let port = match after {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return false,
+            },
+        };
+        return port.is_none_or(valid_port) && inner.parse::<Ipv6Addr>().is_ok_and(|ip| is_loopback(IpAddr::V6(ip)));
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    if !port.is_none_or(valid_port) {
+        return false;
+    }
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn valid_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
+}
+
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
@@ -54,6 +92,24 @@ mod tests {
         }
         for junk in ["", "11434", "127.0.0.1", "http://127.0.0.1:1"] {
             assert!(matches!(tcp_addr(junk), Err(ListenError::Parse(_))), "{junk}");
+        }
+    }
+
+    #[test]
+    fn only_loopback_host_names() {
+        for ok in [
+            "localhost", "LocalHost", "localhost:11434", "127.0.0.1", "127.0.0.1:11435", "127.8.9.10:1",
+            "[::1]", "[::1]:11434", "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(is_loopback_host(ok), "{ok} should be accepted");
+        }
+        for bad in [
+            "", "evil.example", "evil.example:11434", "127.0.0.1.nip.io", "localhost.evil.example",
+            "evil.localhost", "localhost.", "10.0.0.5", "0.0.0.0:11434", "[::]:80", "[fe80::1]", "::1",
+            "[::1", "[::1]x", "[::1]:", "localhost:", "localhost:99999", "localhost:80:80",
+            "127.0.0.1:+80", "127.1", "2130706433", "user@localhost",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad:?} should be refused");
         }
     }
 }

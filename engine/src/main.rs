@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use wardbox_engine::registry::Registry;
-use wardbox_engine::server::{AppState, app};
+use wardbox_engine::server::{AppState, app, tcp_app};
 use wardbox_engine::worker::WorkerConfig;
 use wardbox_engine::{bench, listen};
 use wardbox_models_bundle::Store;
@@ -156,7 +156,10 @@ async fn serve(args: ServeArgs) -> Result<(), MainError> {
     for name in &args.preload {
         registry.get(name).await.map_err(|e| MainError::Preload(name.clone(), e))?;
     }
-    let router = app(Arc::new(AppState { registry }));
+    let state = Arc::new(AppState { registry });
+    // The Unix socket needs no Host check (no browser reaches it); TCP gets the rebinding guard.
+    let router = app(state.clone());
+    let tcp_router = tcp_app(state);
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(path) = &args.socket {
         match std::fs::symlink_metadata(path) {
@@ -182,7 +185,7 @@ async fn serve(args: ServeArgs) -> Result<(), MainError> {
         tracing::info!(tcp = %bound, "listening");
         // The agent reads this line to learn the port when it asked for port 0.
         println!("listening on http://{bound}");
-        let r = router.clone();
+        let r = tcp_router;
         tasks.spawn(async move { axum::serve(listener, r).with_graceful_shutdown(shutdown_signal()).await });
     }
     while let Some(res) = tasks.join_next().await {

@@ -6,15 +6,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::listen;
 use crate::options;
+use crate::template;
 use crate::registry::{Loaded, Registry};
 use crate::worker::{EngineError, Event, Prompt, Stats};
 
@@ -26,9 +29,18 @@ pub struct AppState {
     pub registry: Registry,
 }
 
-/// The router; tests call it directly with `oneshot`.
+/// The largest request body accepted (axum's default, made explicit so the 413 can name it).
+pub const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
+
+/// Ollama's model-management endpoints. Models reach this box only as bundles the operator
+/// installs into the store (`wardbox-models import`), so these are refused with a clear error
+/// rather than a bare 404 an Ollama client would show as an empty message.
+const MODEL_MANAGEMENT: &[&str] = &["/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/{digest}"];
+
+/// The router for the Unix socket. Every error, including unknown paths, wrong methods and
+/// oversized bodies, is Ollama's `{"error": "..."}`.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/", get(|| async { "Ollama is running" }).head(|| async { StatusCode::OK }))
         .route("/api/version", get(|| async { axum::Json(json!({ "version": VERSION })) }))
         .route("/api/tags", get(tags))
@@ -37,8 +49,97 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/chat", post(chat))
         .route("/api/generate", post(generate))
         .route("/api/embed", post(embed))
-        .route("/api/embeddings", post(embeddings_legacy))
+        .route("/api/embeddings", post(embeddings_legacy));
+    for path in MODEL_MANAGEMENT {
+        router = router.route(path, any(model_management));
+    }
+    router
+        .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .layer(middleware::map_response(error_body_as_json))
         .with_state(state)
+}
+
+/// The router for the loopback TCP listener: [`app`] behind the `Host` check that defeats DNS
+/// rebinding (see `listen`).
+pub fn tcp_app(state: Arc<AppState>) -> Router {
+    app(state).layer(middleware::from_fn(loopback_host_only))
+}
+
+async fn unknown_endpoint(method: Method, uri: Uri) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("{method} {}: no such endpoint on this engine", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", uri.path()))
+}
+
+async fn model_management(uri: Uri) -> ApiError {
+    ApiError(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{}: this engine does not pull, push, create, copy or delete models; models arrive on this box \
+             only in model bundles the operator installs into the model store",
+            uri.path()
+        ),
+    )
+}
+
+/// Refuse a request whose `Host` (or absolute-form authority) is not a loopback name. Both are
+/// checked when both are present; a request with neither is refused (every HTTP/1.1 client
+/// sends `Host`).
+async fn loopback_host_only(req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).map(HeaderValue::to_str);
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let allowed = match (host, authority) {
+        (None, None) => false,
+        (Some(Err(_)), _) => false,
+        (Some(Ok(h)), a) => listen::is_loopback_host(h) && a.is_none_or(listen::is_loopback_host),
+        (None, Some(a)) => listen::is_loopback_host(a),
+    };
+    if allowed {
+        next.run(req).await
+    } else {
+        // The host name is not logged: it is the caller's input, and says nothing we act on.
+        tracing::warn!("refused a TCP request whose Host is not a loopback name");
+        ApiError(
+            StatusCode::FORBIDDEN,
+            "the Host header must name this machine's loopback (localhost, 127.0.0.1 or [::1]); other host names are refused"
+                .into(),
+        )
+        .into_response()
+    }
+}
+
+/// The longest error body rewritten into JSON; axum's own error texts are one line.
+const MAX_ERROR_TEXT: usize = 64 * 1024;
+
+/// Rewrite an error response that is not JSON (axum's plain-text extractor rejections, such as
+/// a body over the limit) into Ollama's `{"error": "..."}`, keeping its status. Ollama clients
+/// show the `error` field; without it they show an empty message.
+async fn error_body_as_json(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), MAX_ERROR_TEXT).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("request body too large: the limit is {} MiB", MAX_REQUEST_BODY / (1024 * 1024))
+    } else if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    ApiError(status, message).into_response()
 }
 
 /// An error as Ollama sends it: `{"error": "..."}` with a status code.
@@ -499,18 +600,22 @@ async fn show(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respons
                 .filter_map(|l| std::fs::read_to_string(store.blob_path(&l.digest)).ok())
                 .collect()
         };
-        let template = read_text(wardbox_models_bundle::media::TEMPLATE).pop().unwrap_or_default();
+        let template_layer = read_text(wardbox_models_bundle::media::TEMPLATE).pop();
         let license = read_text(wardbox_models_bundle::media::LICENSE).join("\n");
         let params = read_text(wardbox_models_bundle::media::PARAMS)
             .pop()
             .and_then(|t| serde_json::from_str::<serde_json::Map<String, Value>>(&t).ok())
             .unwrap_or_default();
         let mut info = serde_json::Map::new();
+        let mut gguf_template = None;
+        let mut architecture = String::new();
         if let Some(layer) = entry.manifest.layers_of(wardbox_models_bundle::media::MODEL).next()
             && let Ok(f) = std::fs::File::open(store.blob_path(&layer.digest))
             && let Ok(md) = wardbox_models_bundle::gguf::Metadata::read(&mut std::io::BufReader::new(f))
         {
             use wardbox_models_bundle::gguf::Value as G;
+            gguf_template = md.chat_template().map(str::to_owned);
+            architecture = md.architecture().unwrap_or_default().to_owned();
             for (k, v) in md.kv {
                 let v = match v {
                     G::Int(i) => json!(i),
@@ -524,6 +629,7 @@ async fn show(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respons
                 info.insert(k, v);
             }
         }
+        let template = template::shown(template_layer.as_deref(), gguf_template.as_deref(), &architecture);
         Ok((entry, template, license, params, info))
     })
     .await

@@ -68,6 +68,25 @@ pub fn candidates(layer: Option<&str>, has_gguf_template: bool, architecture: &s
     out
 }
 
+/// Ollama's template for a model without one: the prompt as it is.
+pub const BARE_PROMPT: &str = "{{ .Prompt }}";
+
+/// The template `/api/show` reports: the store's template layer when there is one (Ollama's Go
+/// template, what Ollama clients expect); else the GGUF's own (Jinja) template, which is then
+/// what formats the chat; else the llama.cpp built-in the family gets; else the bare prompt.
+pub fn shown(layer: Option<&str>, gguf_template: Option<&str>, architecture: &str) -> String {
+    if let Some(layer) = layer.filter(|l| !l.trim().is_empty()) {
+        return layer.to_owned();
+    }
+    if let Some(gguf) = gguf_template.filter(|t| !t.trim().is_empty()) {
+        return gguf.to_owned();
+    }
+    match candidates(None, false, architecture).into_iter().next() {
+        Some(TemplateSource::Builtin(name)) => name,
+        Some(TemplateSource::Gguf) | None => BARE_PROMPT.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::TemplateSource::*;
@@ -98,5 +117,17 @@ mod tests {
         for (layer, gguf, arch, want) in cases {
             assert_eq!(candidates(layer, gguf, arch), want, "layer {layer:?} gguf {gguf} arch {arch}");
         }
+    }
+
+    #[test]
+    fn shown_template() {
+        let chatml = "{% for message in messages %}<|im_start|>{{ message['role'] }}";
+        // SmolLM2 as imported: no template layer, its GGUF carries ChatML.
+        assert_eq!(shown(None, Some(chatml), "llama"), chatml);
+        assert_eq!(shown(Some(""), Some(chatml), "llama"), chatml);
+        // A layer is what Ollama shows, even beside a GGUF template.
+        assert_eq!(shown(Some("{{ .Prompt }}<|im_end|>"), Some(chatml), "qwen2"), "{{ .Prompt }}<|im_end|>");
+        assert_eq!(shown(None, None, "gemma3"), "gemma");
+        assert_eq!(shown(None, Some("  "), "bert"), BARE_PROMPT);
     }
 }

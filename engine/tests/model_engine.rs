@@ -385,6 +385,9 @@ async fn model_instruct_model_answers_with_its_gguf_template() {
     let (_, show) = post(&e, "/api/show", json!({ "model": SMOL })).await;
     assert_eq!(show["details"]["family"], json!("llama"));
     assert!(show["model_info"]["general.architecture"] == json!("llama"), "{}", show["model_info"]);
+    // No template layer in the store: show reports the GGUF's own (ChatML) template.
+    let template = show["template"].as_str().unwrap();
+    assert!(template.contains("<|im_start|>") && template.contains("<|im_end|>"), "{template:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
