@@ -151,7 +151,15 @@ const NEVER_REPLACED: &[&str] = &[
 
 #[test]
 fn identifier_free_medical_text_keeps_its_words() {
-    for (name, jsonl) in [("DEV", include_str!("../eval/medical_dev.jsonl")), ("TEST", include_str!("../eval/medical_test.jsonl"))] {
+    // DEV and TEST: generated abstract-like text (the term lists are shared by both halves).
+    // WORDNET: a glossary of WordNet's disease, body and drug senses, text this detector was not
+    // written against (`eval/gen_wordnet_glossary.py`); its few historical persons ("named for
+    // Thomas Addison") count as wrong replacements here too.
+    for (name, jsonl) in [
+        ("DEV", include_str!("../eval/medical_dev.jsonl")),
+        ("TEST", include_str!("../eval/medical_test.jsonl")),
+        ("WORDNET", include_str!("../eval/medical_wordnet.jsonl")),
+    ] {
         let notes = load(jsonl);
         assert!(notes.len() > 100, "the medical text file is missing or truncated");
         let (mut wrong, mut total) = (0, 0);
@@ -173,7 +181,7 @@ fn identifier_free_medical_text_keeps_its_words() {
         println!("{name} medical text: {wrong} of {total} words replaced ({:.3} %); most often: {:?}", share * 100.0, {
             let mut e: Vec<_> = examples.into_iter().collect();
             e.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-            e.into_iter().take(15).collect::<Vec<_>>()
+            e.into_iter().take(20).collect::<Vec<_>>()
         });
         assert!(protected_hit.is_empty(), "{name}: clinical terms replaced: {protected_hit:?}");
         assert!(share <= MAX_WRONG_WORDS, "{name}: {:.3} % of words replaced, above {} %", share * 100.0, MAX_WRONG_WORDS * 100.0);

@@ -77,7 +77,9 @@ static COUNTRIES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| word_list(i
 
 fn is_eponym(lower: &str) -> bool {
     let base = lower.trim_end_matches("'s").trim_end_matches("’s").trim_end_matches('\'');
-    EPONYMS.contains(base) || base.contains('-') && base.split('-').all(|p| EPONYMS.contains(p))
+    // Derived words name things too: "Parkinsonism", "Parkinsonian", "Cushingoid".
+    let derived = ["ism", "ian", "oid", "ic"].iter().any(|suffix| base.strip_suffix(suffix).is_some_and(|stem| EPONYMS.contains(stem)));
+    EPONYMS.contains(base) || derived || base.contains('-') && base.split('-').all(|p| EPONYMS.contains(p))
 }
 
 /// Word endings of drugs, diseases and procedures: a capitalised word ending so is a term.
