@@ -7,6 +7,7 @@ mod audit;
 mod firewall;
 mod gpu;
 mod records;
+mod report;
 mod store;
 mod users;
 mod volume;
@@ -81,6 +82,9 @@ pub enum Command {
     /// Clinic records for retrieval: import documents, grant who sees which patient.
     #[command(subcommand)]
     Records(records::RecordsCommand),
+    /// The compliance checklist report: generate (quoted by the TPM), verify, export the AK.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +210,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Gpu(cmd) => gpu::run(cmd),
         Command::Users(cmd) => users::run(cmd),
         Command::Records(cmd) => records::run(cmd),
+        Command::Report(cmd) => report::run(cmd),
     }
 }
 

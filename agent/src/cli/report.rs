@@ -1,0 +1,926 @@
+//! `wardbox report generate|verify|export-ak`: the compliance checklist report
+//! (`wardbox-report`, see docs/report.md).
+//!
+//! This file is the report's side effects: it gathers [`Facts`] from the real components (the
+//! status file, the volume, the TPM, the store and its audit chain, the firewall read-back, live
+//! TLS and engine probes, sysfs), hands them to the pure `evaluate`, and writes the three files
+//! quoted by the TPM. Whatever it cannot gather is a `Probe::Unavailable` naming why, which the
+//! checklist reports as a failure to measure, never as a pass.
+
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Subcommand;
+use jiff::Timestamp;
+use serde_json::json;
+use wardbox_report::facts::*;
+use wardbox_report::json::{self as report_json, PcrValue};
+use wardbox_report::{AkPublic, Quoter, Status, evaluate};
+
+use super::{CliError, CliResult, DEFAULT_CONFIG, load_config};
+use crate::config::Config;
+use crate::stages::unlock::VolumeConfig;
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Measure the box live, evaluate the checklist, and write the report (JSON, HTML, OSCAL)
+    /// quoted by the TPM. Exit 3 when an item fails.
+    Generate {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Directory to write into; the newest earlier report there is the one compared with.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Directory holding the monthly audit exports (`wardbox audit export --out`), for the
+        /// six-year retention item.
+        #[arg(long)]
+        exports: Option<PathBuf>,
+        /// The TPM to quote with, instead of the configuration's (`swtpm:…` for a dev box).
+        #[arg(long)]
+        tcti: Option<String>,
+    },
+    /// Check a report on any machine: not edited since it was quoted, quoted by the TPM whose
+    /// attestation key is given. Exit 3 when refused or when PCRs differ from the expected.
+    Verify {
+        /// The report's JSON file.
+        file: PathBuf,
+        /// The attestation key's public part (PEM), from the box's provisioning record.
+        #[arg(long)]
+        ak: PathBuf,
+        /// PCR values expected for the box: a JSON list of {"index": N, "value": "hex"}.
+        #[arg(long)]
+        pcrs: Option<PathBuf>,
+        /// HTML or OSCAL files that must be renderings this report lists.
+        #[arg(long)]
+        rendering: Vec<PathBuf>,
+    },
+    /// Write the TPM attestation key's public part (PEM), at provisioning, and print its
+    /// fingerprint and the current boot PCRs for the provisioning record.
+    ExportAk {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Where to write the PEM.
+        #[arg(long)]
+        out: PathBuf,
+        /// The TPM to use, instead of the configuration's.
+        #[arg(long)]
+        tcti: Option<String>,
+    },
+}
+
+pub fn run(cmd: ReportCommand) -> CliResult {
+    match cmd {
+        ReportCommand::Generate { config, out, exports, tcti } => generate(&load_config(&config)?, &out, exports.as_deref(), tcti),
+        ReportCommand::Verify { file, ak, pcrs, rendering } => verify(&file, &ak, pcrs.as_deref(), &rendering),
+        ReportCommand::ExportAk { config, out, tcti } => {
+            let config = load_config(&config)?;
+            let tcti = tcti.or_else(|| config_tcti(&config)).ok_or_else(|| {
+                CliError::new("this configuration has no TPM (dev profile); give one with --tcti")
+            })?;
+            let mut quoter = Quoter::connect(&tcti)?;
+            let ak = quoter.ak_public()?;
+            let pcrs = quoter.read_pcrs(&wardbox_report::quote::BOOT_PCRS)?;
+            write_new(&out, ak.to_pem().as_bytes())?;
+            println!("attestation key written to {}", out.display());
+            println!("fingerprint (SHA-256 of the public key): {}", ak.fingerprint());
+            println!("boot PCRs now (record them as the expected values):");
+            println!("{}", serde_json::to_string_pretty(&pcrs)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn config_tcti(config: &Config) -> Option<String> {
+    match &config.volume {
+        VolumeConfig::Luks2Tpm(c) => Some(c.tcti.clone()),
+        VolumeConfig::PlainDirectory { .. } => None,
+    }
+}
+
+/// Write a file that must not exist yet (a report or a key is never overwritten).
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| CliError::new(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+const FILE_PREFIX: &str = "wardbox-report-";
+
+/// The newest `wardbox-report-*.json` in `dir` (names sort by time).
+fn newest_report(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with(FILE_PREFIX) && name.ends_with(".json") && !name.ends_with(".oscal.json")
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn generate(config: &Config, out: &Path, exports: Option<&Path>, tcti: Option<String>) -> CliResult {
+    std::fs::create_dir_all(out)?;
+    let now = Timestamp::now();
+    let facts = gather(config, exports, now);
+    let mut report = evaluate(&facts, now);
+    if let Some(previous) = newest_report(out) {
+        match std::fs::read(&previous).map_err(|e| e.to_string()).and_then(|b| report_json::read(&b).map_err(|e| e.to_string())) {
+            Ok(doc) => {
+                let digest = doc.integrity.as_ref().map(|i| i.digest.clone());
+                report.compare_with(&doc.report, digest);
+            }
+            Err(e) => eprintln!("note: the previous report {} is not compared with: {e}", previous.display()),
+        }
+    }
+    let tcti = tcti.or_else(|| config_tcti(config));
+    let outputs = match &tcti {
+        Some(tcti) => {
+            let mut quoter = Quoter::connect(tcti)?;
+            wardbox_report::quote::sign_report(&mut quoter, &report)?
+        }
+        None => {
+            eprintln!("wardbox: UNSIGNED REPORT: this configuration has no TPM (dev profile); `report verify` will refuse it");
+            report_json::assemble::<report_json::DocumentError>(&report, |_| Ok(None))?
+        }
+    };
+    let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let base = out.join(format!("{FILE_PREFIX}{stamp}"));
+    let json_path = base.with_extension("json");
+    write_new(&json_path, &outputs.json)?;
+    write_new(&base.with_extension("html"), &outputs.html)?;
+    write_new(&base.with_extension("oscal.json"), &outputs.oscal)?;
+    let digest = format!("sha256:{}", hex::encode(outputs.digest));
+    // Each report's digest goes into the audit chain, so a report cannot be generated quietly.
+    let audited = super::audit::open(config).and_then(|(store, volume)| {
+        super::audit::record(&store, &volume, json!({ "action": "report_generated", "digest": digest, "signed": tcti.is_some() }))
+    });
+    if let Err(e) = audited {
+        eprintln!("note: this report's digest is not in the audit trail (the store cannot be opened: {e})");
+    }
+    let s = &report.summary;
+    println!("report {digest}");
+    println!("written: {}, .html, .oscal.json", json_path.display());
+    println!(
+        "{} pass, {} fail, {} needs attention, {} attested, {} not applicable",
+        s.pass, s.fail, s.needs_attention, s.attested, s.not_applicable
+    );
+    for item in report.items.iter().filter(|i| i.status == Status::Fail) {
+        println!("FAIL {}: {}", item.id, item.reason);
+    }
+    Ok(if s.fail > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+fn verify(file: &Path, ak: &Path, pcrs: Option<&Path>, renderings: &[PathBuf]) -> CliResult {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| CliError::new(format!("cannot read {}: {e}", p.display())));
+    let ak = AkPublic::from_pem(&String::from_utf8_lossy(&read(ak)?)).map_err(|e| CliError::check_failed(e.to_string()))?;
+    let verified = wardbox_report::verify(&read(file)?, &ak).map_err(|e| CliError::check_failed(format!("REFUSED: {e}")))?;
+    println!("verified: {}", file.display());
+    println!("  box {} · generated {} · digest {}", verified.report.box_name, verified.report.generated_at, verified.digest);
+    println!("  quoted by the TPM whose attestation key has fingerprint {}", ak.fingerprint());
+    println!("  TPM firmware {:#x}, reset count {}", verified.tpm_firmware_version, verified.tpm_reset_count);
+    for p in &verified.pcrs {
+        println!("  PCR {:>2} {}", p.index, p.value);
+    }
+    let mut problems = Vec::new();
+    if let Some(path) = pcrs {
+        let expected: Vec<PcrValue> = serde_json::from_slice(&read(path)?)
+            .map_err(|e| CliError::new(format!("{} is not a list of {{\"index\", \"value\"}}: {e}", path.display())))?;
+        for d in verified.pcr_differences(&expected) {
+            problems.push(format!(
+                "PCR {} is {}, expected {}: the box booted a different firmware, boot loader or Secure Boot policy",
+                d.index,
+                d.quoted.as_deref().unwrap_or("not quoted"),
+                d.expected
+            ));
+        }
+    }
+    for r in renderings {
+        if !verified.rendering_matches(&read(r)?) {
+            problems.push(format!("{} is not a rendering of this report (edited, or of another report)", r.display()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(CliError::check_failed(problems.join("\n")))
+    }
+}
+
+// --- Gathering the facts ---------------------------------------------------------------------
+
+fn unavailable<T>(reason: impl std::fmt::Display) -> Probe<T> {
+    Probe::unavailable(reason.to_string())
+}
+
+fn gather(config: &Config, exports: Option<&Path>, now: Timestamp) -> Facts {
+    let store = super::audit::open(config);
+    let store_error = store.as_ref().err().map(|e| format!("the store cannot be opened: {e}"));
+    let store = store.ok().map(|(s, _)| s);
+    let tls = tls_probe(config);
+    let (volume, tpm) = volume_and_tpm(config);
+    Facts {
+        box_name: Some(read_trimmed("/proc/sys/kernel/hostname")).filter(|h| !h.is_empty()).unwrap_or_else(|| "unknown".into()),
+        profile: config.profile.to_string(),
+        boot: boot_stages(config),
+        volume,
+        tpm,
+        store: match &store {
+            Some(s) => store_facts(s),
+            None => unavailable(store_error.clone().unwrap_or_default()),
+        },
+        firewall: firewall_facts(config),
+        tls,
+        engine_reach: engine_reach(config),
+        audit: match &store {
+            Some(s) => audit_facts(config, s),
+            None => unavailable(store_error.clone().unwrap_or_default()),
+        },
+        request_audit: unavailable("the running agent does not export its served and audited request counters yet"),
+        retention: match &store {
+            Some(s) => retention_facts(config, s, exports),
+            None => unavailable(store_error.clone().unwrap_or_default()),
+        },
+        accounts: match &store {
+            Some(s) => accounts(s),
+            None => unavailable(store_error.clone().unwrap_or_default()),
+        },
+        sessions: SessionPolicy {
+            idle_timeout_secs: config.web.idle_timeout_secs,
+            absolute_timeout_secs: config.web.absolute_timeout_secs,
+            break_glass_enabled: store.as_ref().is_some_and(break_glass_enabled),
+            break_glass_timeout_secs: config.web.break_glass_timeout_secs,
+            lockout_threshold: config.web.lockout_threshold,
+            lockout_secs: config.web.lockout_secs,
+            password_min_length: crate::web::accounts::MIN_PASSWORD_CHARS as u32,
+        },
+        sign_ins: match &store {
+            Some(s) => sign_ins(s, now),
+            None => unavailable(store_error.clone().unwrap_or_default()),
+        },
+        ldap: ldap_facts(config, store.as_ref(), now),
+        // The box has no backup component yet.
+        backups: BackupFacts { configured: false, last_backup: None, encrypted: false, last_tested_restore: None },
+        usb: usb_facts(),
+        network: network_facts(config),
+        inventory: inventory(config),
+        // Attestations and waivers are entered on the Reports page, which does not exist yet.
+        attestations: vec![],
+        waivers: vec![],
+    }
+}
+
+fn boot_stages(config: &Config) -> Vec<StageFact> {
+    let path = crate::daemon::status_file(&config.state_dir);
+    let Ok(text) = std::fs::read_to_string(&path) else { return vec![] };
+    let Ok(health) = serde_json::from_str::<crate::web::Health>(&text) else { return vec![] };
+    health
+        .stages
+        .iter()
+        .map(|s| StageFact { stage: s.stage.clone(), outcome: s.outcome.clone(), reason: s.reason.clone(), missing_protections: vec![] })
+        .collect()
+}
+
+fn volume_and_tpm(config: &Config) -> (Probe<VolumeFacts>, Probe<TpmFacts>) {
+    let c = match &config.volume {
+        VolumeConfig::PlainDirectory { data_dir } => {
+            let v = VolumeFacts {
+                plain_directory: true,
+                active: false,
+                luks_version: 0,
+                cipher: String::new(),
+                key_bits: 0,
+                device: data_dir.display().to_string(),
+                unlocked_by: "none (plain directory)".into(),
+            };
+            return (Probe::observed(v), unavailable("the dev profile has no TPM"));
+        }
+        VolumeConfig::Luks2Tpm(c) => c,
+    };
+    let volume = (|| -> Result<VolumeFacts, String> {
+        use libcryptsetup_rs::CryptInit;
+        use libcryptsetup_rs::consts::vals::{CryptStatusInfo, EncryptionFormat};
+        let mut device = CryptInit::init_by_name_and_header(&c.mapper_name, None)
+            .map_err(|e| format!("the mapping {} is not open: {e}", c.mapper_name))?;
+        let active = matches!(
+            libcryptsetup_rs::status(Some(&mut device), &c.mapper_name),
+            Ok(CryptStatusInfo::Active | CryptStatusInfo::Busy)
+        );
+        let luks_version = match device.format_handle().get_type() {
+            Ok(EncryptionFormat::Luks2) => 2,
+            Ok(EncryptionFormat::Luks1) => 1,
+            _ => 0,
+        };
+        let mut status = device.status_handle();
+        let cipher = format!(
+            "{}-{}",
+            status.get_cipher().unwrap_or_default(),
+            status.get_cipher_mode().unwrap_or_default()
+        );
+        let key_bits = u32::try_from(status.get_volume_key_size()).unwrap_or(0) * 8;
+        Ok(VolumeFacts {
+            plain_directory: false,
+            active,
+            luks_version,
+            cipher,
+            key_bits,
+            device: c.device.display().to_string(),
+            unlocked_by: unlocked_by(config),
+        })
+    })();
+    let tpm = (|| -> Result<TpmFacts, String> {
+        let mut tpm = wardbox_volume::Tpm::connect(&c.tcti).map_err(|e| e.to_string())?;
+        let status = wardbox_volume::ops::status(&c.device, Some(&mut tpm)).map_err(|e| e.to_string())?;
+        let binding = status.tpm_bindings.first().ok_or("the volume has no TPM keyslot")?;
+        let pcrs = binding.binding.as_ref().map(|b| b.pcrs().to_vec()).unwrap_or_default();
+        Ok(TpmFacts {
+            manufacturer: String::new(),
+            firmware_version: String::new(),
+            pcr_bank: binding.binding.as_ref().map(|b| format!("{:?}", b.bank()).to_lowercase()).unwrap_or_default(),
+            sealed_pcrs: pcrs,
+            seal_matches_current_pcrs: matches!(binding.check, wardbox_volume::ops::TpmCheck::WouldUnseal),
+        })
+    })();
+    (
+        volume.map(Probe::observed).unwrap_or_else(unavailable),
+        tpm.map(Probe::observed).unwrap_or_else(unavailable),
+    )
+}
+
+/// How this boot unlocked the volume, from the unlock stage's record.
+fn unlocked_by(config: &Config) -> String {
+    boot_stages(config)
+        .into_iter()
+        .find(|s| s.stage == "unlock")
+        .map(|s| if s.reason.to_lowercase().contains("recovery") { "recovery".into() } else { "tpm".into() })
+        .unwrap_or_else(|| "unknown (no unlock stage record)".into())
+}
+
+fn store_facts(store: &Store) -> Probe<StoreFacts> {
+    let conn = store.conn();
+    let text = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, String>(0)).unwrap_or_default();
+    let result = (|| -> rusqlite::Result<StoreFacts> {
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let mut stmt = conn.prepare("PRAGMA cipher_integrity_check")?;
+        let errors = stmt.query_map([], |_| Ok(()))?.count() as u64;
+        Ok(StoreFacts {
+            cipher_version: format!("SQLCipher {}", text("PRAGMA cipher_version")),
+            hmac_algorithm: text("PRAGMA cipher_hmac_algorithm"),
+            integrity_errors: errors,
+            pages_checked: u64::try_from(pages).unwrap_or(0),
+        })
+    })();
+    result.map(Probe::observed).unwrap_or_else(|e| unavailable(format!("the store's integrity check failed to run: {e}")))
+}
+
+fn audit_facts(config: &Config, store: &Store) -> Probe<AuditFacts> {
+    let checkpoints = match crate::daemon::checkpoint_log(&config.state_dir).read_all() {
+        Ok(c) => c,
+        Err(e) => return unavailable(format!("the checkpoint log cannot be read: {e}")),
+    };
+    // A full walk for now; the incremental walk from the newest matching checkpoint is what
+    // keeps this under the 5-second aim at a million records (docs/report.md).
+    match crate::audit::verify_chain(store, &checkpoints) {
+        Ok(r) => Probe::observed(AuditFacts {
+            records: r.records,
+            verified_from_seq: 1,
+            head_seq: r.head_seq,
+            first_break: r.first_break.as_ref().map(|b| b.to_string()),
+            checkpoints_checked: r.checkpoints_checked as u64,
+            checkpoints_mismatched: u64::from(matches!(r.first_break, Some(crate::audit::ChainBreak::CheckpointMismatch { .. }))),
+        }),
+        Err(e) => unavailable(format!("the audit chain could not be read: {e}")),
+    }
+}
+
+fn retention_facts(config: &Config, store: &Store, exports: Option<&Path>) -> Probe<RetentionFacts> {
+    let Some(dir) = exports else {
+        return unavailable("no export directory was given (`wardbox report generate --exports DIR`)");
+    };
+    let first: Option<String> =
+        store.conn().query_row("SELECT ts FROM audit ORDER BY seq LIMIT 1", [], |r| r.get::<_, String>(0)).ok();
+    let mut months = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => return unavailable(format!("the export directory {} cannot be read: {e}", dir.display())),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(month) = name.strip_prefix("audit-").and_then(|n| n.strip_suffix(".jsonl.gz")) else { continue };
+        let sum_file = dir.join(format!("{name}.sha256"));
+        let expected = std::fs::read_to_string(&sum_file).unwrap_or_default();
+        let actual = std::fs::read(entry.path()).map(|b| report_json::sha256_hex(&b)).unwrap_or_default();
+        let checksum_ok = !actual.is_empty() && expected.split_whitespace().next() == Some(actual.as_str());
+        months.push(MonthExport { month: month.to_string(), checksum_ok });
+    }
+    months.sort_by(|a, b| a.month.cmp(&b.month));
+    Probe::observed(RetentionFacts {
+        retention_years: config.audit.retention_years,
+        first_record_month: first.and_then(|ts| ts.get(..7).map(str::to_string)),
+        exports: months,
+    })
+}
+
+fn accounts(store: &Store) -> Probe<Vec<Account>> {
+    let conn = store.conn();
+    let users = match crate::web::accounts::list_users(conn) {
+        Ok(u) => u,
+        Err(e) => return unavailable(format!("the accounts table cannot be read: {e}")),
+    };
+    let parse = |t: Option<String>| t.and_then(|t| t.parse::<Timestamp>().ok());
+    Probe::observed(
+        users
+            .into_iter()
+            .map(|u| {
+                let created: Option<String> =
+                    conn.query_row("SELECT created_at FROM users WHERE id = ?1", [u.id], |r| r.get(0)).ok();
+                let last: Option<String> = conn
+                    .query_row("SELECT max(ts) FROM audit WHERE kind = 'login' AND actor = ?1", [&u.username], |r| r.get(0))
+                    .ok()
+                    .flatten();
+                let local = u.source == crate::web::accounts::Source::Local;
+                Account {
+                    user_id: u.username,
+                    role: u.role.as_str().to_string(),
+                    source: if local { "local".into() } else { "directory".into() },
+                    disabled: u.disabled,
+                    created_at: parse(created),
+                    last_sign_in: parse(last),
+                    password_scheme: match &u.password_hash {
+                        Some(h) if h.starts_with("$argon2id$") => "argon2id".into(),
+                        Some(_) => "other".into(),
+                        None => String::new(),
+                    },
+                    // The agent does not track initial passwords yet.
+                    must_change_password: false,
+                }
+            })
+            .collect(),
+    )
+}
+
+fn break_glass_enabled(store: &Store) -> bool {
+    crate::web::accounts::list_users(store.conn()).is_ok_and(|users| users.iter().any(|u| u.break_glass && !u.disabled))
+}
+
+fn sign_ins(store: &Store, now: Timestamp) -> Probe<SignInActivity> {
+    let since = now.checked_sub(jiff::SignedDuration::from_hours(24 * 30)).unwrap_or(now).to_string();
+    let conn = store.conn();
+    let count = |kind: &str| -> rusqlite::Result<u64> {
+        conn.query_row("SELECT count(*) FROM audit WHERE kind = ?1 AND ts >= ?2", [kind, since.as_str()], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    };
+    let result = (|| -> Result<SignInActivity, String> {
+        let successful = count("login").map_err(|e| e.to_string())?;
+        let failed = count("login_failed").map_err(|e| e.to_string())?;
+        let now_s = now.as_second();
+        let users = crate::web::accounts::list_users(conn).map_err(|e| e.to_string())?;
+        let since_s = now_s - 30 * 86400;
+        let break_glass = crate::web::accounts::recent_break_glass(conn, 10_000).map_err(|e| e.to_string())?;
+        Ok(SignInActivity {
+            successful,
+            failed,
+            accounts_locked_now: users.iter().filter(|u| u.is_locked(now_s)).count() as u64,
+            break_glass_uses: break_glass.iter().filter(|b| b.at >= since_s).count() as u64,
+            // The web layer writes a `login_failed` record for every refused sign-in.
+            failures_audited: true,
+        })
+    })();
+    result.map(Probe::observed).unwrap_or_else(|e| unavailable(format!("sign-ins could not be counted: {e}")))
+}
+
+fn ldap_facts(config: &Config, store: Option<&Store>, now: Timestamp) -> LdapFacts {
+    let Some(ldap) = &config.web.ldap else { return LdapFacts::NotConfigured };
+    let tls = ldap.url.starts_with("ldaps://") || ldap.starttls;
+    // There is no service account: the live part is a TLS connection to the directory; a
+    // working sign-in is shown by directory sign-ins in the last 30 days.
+    let connected = runtime_block(async {
+        let settings = ldap3::LdapConnSettings::new().set_conn_timeout(Duration::from_secs(5)).set_starttls(ldap.starttls);
+        match ldap3::LdapConnAsync::with_settings(settings, &ldap.url).await {
+            Ok((conn, mut handle)) => {
+                ldap3::drive!(conn);
+                let _ = handle.unbind().await;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    let since = now.checked_sub(jiff::SignedDuration::from_hours(24 * 30)).unwrap_or(now).to_string();
+    let recent: Option<i64> = store.and_then(|s| {
+        s.conn()
+            .query_row(
+                "SELECT count(*) FROM audit WHERE kind = 'login' AND ts >= ?1 AND json_extract(detail, '$.source') = 'ldap'",
+                [since.as_str()],
+                |r| r.get(0),
+            )
+            .ok()
+    });
+    let bind = match (connected, recent) {
+        (Err(e), _) => Probe::observed(LdapBind { tls, bind_ok: false, detail: format!("no connection: {e}") }),
+        (Ok(()), None) => unavailable("the directory answered, but directory sign-ins could not be counted (store closed)"),
+        (Ok(()), Some(n)) => Probe::observed(LdapBind {
+            tls,
+            bind_ok: n > 0,
+            detail: format!("the directory answered; {n} directory sign-ins in 30 days"),
+        }),
+    };
+    LdapFacts::Configured { url: ldap.url.clone(), bind }
+}
+
+/// Run a future to completion on a small runtime of its own (the CLI is synchronous).
+fn runtime_block<T>(future: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(future)
+}
+
+fn firewall_facts(config: &Config) -> Probe<FirewallFacts> {
+    let allowed = config
+        .firewall
+        .policy
+        .allow_out
+        .iter()
+        .map(|a| OutboundRule {
+            destination: a.dest.clone(),
+            port: u16::try_from(a.port).unwrap_or(0),
+            protocol: format!("{:?}", a.protocol).to_lowercase(),
+            purpose: a.name.clone(),
+        })
+        .collect();
+    if !config.firewall.enabled {
+        return Probe::observed(FirewallFacts {
+            drift: vec!["firewall.enabled is false: no egress ruleset is applied (dev profile)".into()],
+            output_policy: "accept (no ruleset)".into(),
+            blocked_outbound_packets: 0,
+            blocked_inbound_packets: 0,
+            allowed_outbound: allowed,
+        });
+    }
+    let firewall = match crate::stages::firewall::NftFirewall::open(&config.firewall) {
+        Ok(f) => f,
+        Err(e) => return unavailable(format!("the firewall cannot be read: {e}")),
+    };
+    match firewall.status() {
+        Ok(status) => Probe::observed(FirewallFacts {
+            drift: status.drift.iter().map(|d| d.to_string()).collect(),
+            // The read-back compares every base chain, its policy included, with the policy.
+            output_policy: if status.is_enforced() { "drop".into() } else { "not verified (drift)".into() },
+            blocked_outbound_packets: status.counters.blocked_out.packets,
+            blocked_inbound_packets: status.counters.blocked_in.packets,
+            allowed_outbound: allowed,
+        }),
+        Err(e) => unavailable(format!("the ruleset could not be read back: {e}")),
+    }
+}
+
+/// The address to probe for a listener bound to `bind` (an unspecified address is reached
+/// on loopback).
+fn probe_address(bind: SocketAddr) -> SocketAddr {
+    match bind.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], bind.port())),
+        IpAddr::V6(a) if a.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, bind.port())),
+        _ => bind,
+    }
+}
+
+/// Accepts any certificate, keeping the one it saw: the probe measures protocol versions and
+/// the certificate's expiry, not whether this machine trusts the box's CA.
+#[derive(Debug)]
+struct RecordingVerifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    seen: Mutex<Option<Vec<u8>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(end_entity.to_vec());
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// One handshake offering only `version`: the outcome, and the certificate seen.
+fn handshake(target: SocketAddr, version: &'static rustls::SupportedProtocolVersion) -> (Handshake, Option<Vec<u8>>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(RecordingVerifier { provider: provider.clone(), seen: Mutex::new(None) });
+    let config = match rustls::ClientConfig::builder_with_provider(provider).with_protocol_versions(&[version]) {
+        Ok(b) => b.dangerous().with_custom_certificate_verifier(verifier.clone()).with_no_client_auth(),
+        Err(e) => return (Handshake { accepted: false, detail: format!("client setup: {e}") }, None),
+    };
+    let name = rustls_pki_types::ServerName::IpAddress(target.ip().into());
+    let result = (|| -> Result<String, String> {
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+        let mut sock = TcpStream::connect_timeout(&target, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        sock.set_write_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock).map_err(|e| e.to_string())?;
+        }
+        Ok(conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_else(|| "unknown suite".into()))
+    })();
+    let seen = verifier.seen.lock().ok().and_then(|s| s.clone());
+    match result {
+        Ok(suite) => (Handshake { accepted: true, detail: suite }, seen),
+        Err(e) => (Handshake { accepted: false, detail: e }, seen),
+    }
+}
+
+/// Whether a plain-HTTP request to `target` got an HTTP answer.
+fn plain_http_answered(target: SocketAddr) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut sock) = TcpStream::connect_timeout(&target, Duration::from_secs(3)) else { return false };
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(3)));
+    if sock.write_all(b"GET / HTTP/1.0\r\nHost: wardbox\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 5];
+    sock.read_exact(&mut head).is_ok() && &head == b"HTTP/"
+}
+
+fn tls_probe(config: &Config) -> Probe<TlsProbe> {
+    let target = probe_address(config.web.listen);
+    if config.web.tls == crate::web::TlsMode::PlainHttpDev {
+        let refused = Handshake { accepted: false, detail: "the listener is plain HTTP (dev profile)".into() };
+        return Probe::observed(TlsProbe {
+            target: target.to_string(),
+            tls13: refused.clone(),
+            tls12: refused,
+            plain_http_refused: !plain_http_answered(target),
+            certificate_not_after: Timestamp::UNIX_EPOCH,
+            certificate_subject: "none".into(),
+        });
+    }
+    let (tls13, cert13) = handshake(target, &rustls::version::TLS13);
+    let (tls12, cert12) = handshake(target, &rustls::version::TLS12);
+    let Some(cert) = cert13.or(cert12) else {
+        return unavailable(format!("no certificate was presented at {target}: {}", tls13.detail));
+    };
+    let (not_after, subject) = match x509_parser::parse_x509_certificate(&cert) {
+        Ok((_, c)) => (
+            Timestamp::from_second(c.validity().not_after.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH),
+            c.subject().to_string(),
+        ),
+        Err(e) => return unavailable(format!("the certificate at {target} does not parse: {e}")),
+    };
+    Probe::observed(TlsProbe {
+        target: target.to_string(),
+        tls13,
+        tls12,
+        plain_http_refused: !plain_http_answered(target),
+        certificate_not_after: not_after,
+        certificate_subject: subject,
+    })
+}
+
+/// The box's own addresses, every interface (loopback included: a local process counts).
+fn addresses() -> Vec<IpAddr> {
+    let mut found: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| a.address)
+                .filter_map(|a| {
+                    a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())).or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // Link-local IPv6 needs a scope to connect to; the other addresses cover those interfaces.
+    found.retain(|ip| !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80));
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The engine's TCP port: the configured endpoint's, or Ollama's default when it is reached
+/// over a Unix socket (what a misconfigured engine would listen on).
+fn engine_port(config: &Config) -> u16 {
+    config
+        .engine
+        .endpoint
+        .as_deref()
+        .and_then(|e| e.split("://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|hostport| hostport.to_socket_addrs().ok())
+        .and_then(|mut a| a.next())
+        .map(|a| a.port())
+        .unwrap_or(11434)
+}
+
+fn engine_reach(config: &Config) -> Probe<EngineReachProbe> {
+    let port = engine_port(config);
+    let attempts = addresses()
+        .into_iter()
+        .map(|ip| {
+            let target = SocketAddr::new(ip, port);
+            let result = match TcpStream::connect_timeout(&target, Duration::from_millis(500)) {
+                Ok(_) => "connected",
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "refused",
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => "timed_out",
+                Err(_) => "unreachable",
+            };
+            ConnectAttempt { target: target.to_string(), result: result.into() }
+        })
+        .collect();
+    Probe::observed(EngineReachProbe { attempts })
+}
+
+fn usb_facts() -> Probe<UsbFacts> {
+    let loaded = ["usb_storage", "uas"].iter().any(|m| Path::new("/sys/module").join(m).exists());
+    let mut blocking_files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/etc/modprobe.d") {
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let blocks = |m: &str| {
+                text.lines().map(str::trim).any(|l| l == format!("blacklist {m}") || l.starts_with(&format!("install {m} /bin/false")))
+            };
+            if blocks("usb-storage") || blocks("usb_storage") {
+                blocking_files.push(entry.path().display().to_string());
+            }
+        }
+    }
+    let devices: Vec<String> = std::fs::read_dir("/sys/block")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| std::fs::read_link(e.path()).map(|l| l.to_string_lossy().contains("/usb")).unwrap_or(false))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    Probe::observed(UsbFacts {
+        storage_driver_blocked: !loaded && !blocking_files.is_empty(),
+        usb_block_devices: devices,
+        method: if blocking_files.is_empty() {
+            format!("no modprobe rule blocks usb-storage; driver loaded: {}", if loaded { "yes" } else { "no" })
+        } else {
+            format!("modprobe rules in {}; driver loaded: {}", blocking_files.join(", "), if loaded { "yes" } else { "no" })
+        },
+    })
+}
+
+fn network_facts(config: &Config) -> NetworkFacts {
+    let mut listeners = vec![Listener {
+        bind: config.web.listen.to_string(),
+        protocol: if config.web.tls == crate::web::TlsMode::PlainHttpDev { "http".into() } else { "https".into() },
+        service: "web UI".into(),
+        audience: "clinic LAN (staff browsers)".into(),
+    }];
+    if let Some(redirect) = config.web.redirect_listen {
+        listeners.push(Listener {
+            bind: redirect.to_string(),
+            protocol: "http".into(),
+            service: "redirect to HTTPS".into(),
+            audience: "clinic LAN (staff browsers)".into(),
+        });
+    }
+    NetworkFacts {
+        addresses: addresses().into_iter().map(|a| a.to_string()).collect(),
+        listeners,
+        engine_channel: config.engine.endpoint.clone().unwrap_or_else(|| "no engine configured".into()),
+    }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn os_release(key: &str) -> String {
+    read_trimmed("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default()
+}
+
+fn inventory(config: &Config) -> Inventory {
+    let cpuinfo = read_trimmed("/proc/cpuinfo");
+    let cpu_model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']).to_string());
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let memory_mib = read_trimmed("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next().and_then(|k| k.parse::<u64>().ok()))
+        .map(|kib| kib / 1024)
+        .unwrap_or(0);
+    // The SecureBoot variable: 4 attribute bytes, then 1 for enabled.
+    let secure_boot = std::fs::read("/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c")
+        .ok()
+        .and_then(|b| b.get(4).map(|v| *v == 1));
+    Inventory {
+        hardware_vendor: read_trimmed("/sys/class/dmi/id/sys_vendor"),
+        hardware_model: read_trimmed("/sys/class/dmi/id/product_name"),
+        serial: read_trimmed("/sys/class/dmi/id/product_serial"),
+        cpu: format!("{} × {}", cores, cpu_model.unwrap_or_else(|| "unknown CPU".into())),
+        memory_mib,
+        gpus: gpus(config),
+        os: os_release("PRETTY_NAME"),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        image_version: os_release("IMAGE_VERSION"),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        secure_boot,
+        models: models(config),
+    }
+}
+
+fn gpus(config: &Config) -> Vec<Gpu> {
+    let Ok(book) = wardbox_gpu::health::HealthBook::new(config.gpu.health.clone()) else { return vec![] };
+    let report = wardbox_gpu::watch(
+        config.gpu.nvml_library.as_deref(),
+        book,
+        1,
+        Duration::ZERO,
+        None,
+        &config.gpu.placement_policy(),
+        |_, _| {},
+    );
+    let driver = report.system.as_ref().and_then(|s| s.driver_version.ok().cloned()).unwrap_or_default();
+    report
+        .gpus
+        .iter()
+        .map(|g| Gpu {
+            name: g.reading.name.ok().cloned().unwrap_or_else(|| format!("GPU {}", g.reading.index)),
+            memory_mib: g.reading.memory.ok().map(|m| m.total_bytes / (1024 * 1024)).unwrap_or(0),
+            driver: driver.clone(),
+            health: format!("{:?}", g.state).to_lowercase(),
+        })
+        .collect()
+}
+
+/// Models in the engine's store: each manifest's model layer and its digest. Whether the
+/// engine re-verified it at load is not known from here (reported as not verified).
+fn models(config: &Config) -> Vec<Model> {
+    let Some(store) = config.engine.supervise.as_ref().map(|s| s.store.clone()) else { return vec![] };
+    let root = store.join("manifests");
+    let mut found = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&path).unwrap_or_default()) else { continue };
+            let name = path.strip_prefix(&root).map(|p| p.display().to_string()).unwrap_or_default();
+            for layer in manifest["layers"].as_array().into_iter().flatten() {
+                if layer["mediaType"] == "application/vnd.ollama.image.model" {
+                    let digest = layer["digest"].as_str().unwrap_or_default();
+                    found.push(Model {
+                        name: name.clone(),
+                        role: if name.contains("minilm") || name.contains("embed") { "embedding".into() } else { "chat".into() },
+                        file: format!("blobs/{}", digest.replace(':', "-")),
+                        bytes: layer["size"].as_u64().unwrap_or(0),
+                        sha256: digest.trim_start_matches("sha256:").to_string(),
+                        digest_verified: false,
+                    });
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}

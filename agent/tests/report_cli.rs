@@ -1,0 +1,135 @@
+//! `wardbox report` against a live dev box and a real software TPM: the AK is exported, a
+//! report is generated from the running box's facts (its plain directory, missing firewall and
+//! plain-HTTP listener fail, with the evidence), quoted, verified, refused after one changed
+//! byte, compared with the previous one, and its digest lands in the audit chain.
+//! Needs swtpm (fails saying so when it is missing).
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn wardbox(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wardbox")).args(args).output().expect("run wardbox")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn reports(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .expect("read out dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n.starts_with("wardbox-report-") && n.ends_with(".json") && !n.ends_with(".oscal.json")
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn item<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["report"]["items"].as_array().expect("items").iter().find(|i| i["id"] == id).unwrap_or_else(|| panic!("no item {id}"))
+}
+
+#[test]
+fn report_generate_on_a_live_dev_box_then_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tpm_state = dir.path().join("tpm");
+    std::fs::create_dir_all(&tpm_state).expect("mkdir");
+    let tpm = match wardbox_volume::swtpm::SoftwareTpm::start(&tpm_state) {
+        Ok(t) => t,
+        Err(e) => panic!("report_cli needs a software TPM: {e}"),
+    };
+    let tcti = tpm.tcti();
+    let base = dir.path().join("box");
+    let out = dir.path().join("reports");
+    let config = base.join("wardbox.toml");
+    let addr = free_port();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_wardbox"))
+        .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wardbox dev");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() || !base.join("state/status.json").exists() {
+        if let Ok(Some(status)) = agent.try_wait() {
+            let mut err = String::new();
+            agent.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("the agent exited with {status} before serving:\n{err}");
+        }
+        assert!(Instant::now() < deadline, "the dev box did not come up within 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let cfg = config.to_str().expect("utf8");
+    let ak = dir.path().join("ak.pub");
+    let exported = wardbox(&["report", "export-ak", "-c", cfg, "--out", ak.to_str().expect("utf8"), "--tcti", &tcti]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    assert!(text(&exported).contains("fingerprint"), "{}", text(&exported));
+
+    let generated = wardbox(&["report", "generate", "-c", cfg, "--out", out.to_str().expect("utf8"), "--tcti", &tcti]);
+    // A dev box fails items (no encryption, no firewall, no TLS): exit 3, each failure named.
+    assert_eq!(generated.status.code(), Some(3), "{}", text(&generated));
+    let said = text(&generated);
+    assert!(said.contains("FAIL access-encryption-at-rest"), "{said}");
+    assert!(said.contains("FAIL network-outbound-blocked"), "{said}");
+    let files = reports(&out);
+    assert_eq!(files.len(), 1);
+    let bytes = std::fs::read(&files[0]).expect("read report");
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    let evidence = |id: &str| item(&doc, id)["evidence"].to_string();
+    assert!(evidence("access-encryption-at-rest").contains("plain directory (dev profile)"));
+    assert!(evidence("transmission-encryption").contains("plain HTTP (dev profile)"), "{}", evidence("transmission-encryption"));
+    assert!(evidence("network-outbound-blocked").contains("firewall.enabled is false"));
+    assert_eq!(item(&doc, "integrity-audit-log")["status"], "pass", "{}", item(&doc, "integrity-audit-log"));
+    assert_eq!(item(&doc, "integrity-ephi-authentication")["status"], "pass", "{}", item(&doc, "integrity-ephi-authentication"));
+    assert_eq!(item(&doc, "access-automatic-logoff")["status"], "pass");
+    assert_eq!(item(&doc, "admin-contingency-backups")["status"], "fail");
+    // Live connects to the engine's port on every address, loopback included.
+    assert!(evidence("network-engine-unreachable").contains("127.0.0.1:"), "{}", evidence("network-engine-unreachable"));
+
+    // Verify with the exported AK, the HTML rendering too.
+    let html = files[0].with_extension("html");
+    let report = files[0].to_str().expect("utf8");
+    let ak_arg = ak.to_str().expect("utf8");
+    let verified = wardbox(&["report", "verify", report, "--ak", ak_arg, "--rendering", html.to_str().expect("utf8")]);
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(text(&verified).contains("verified"), "{}", text(&verified));
+
+    // One changed byte is refused.
+    let changed = dir.path().join("changed.json");
+    let mut altered = bytes.clone();
+    let at = altered.len() / 2;
+    altered[at] ^= 0x01;
+    std::fs::write(&changed, &altered).expect("write");
+    let refused = wardbox(&["report", "verify", changed.to_str().expect("utf8"), "--ak", ak_arg]);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert!(text(&refused).contains("REFUSED"), "{}", text(&refused));
+
+    // The next report compares itself with this one.
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = wardbox(&["report", "generate", "-c", cfg, "--out", out.to_str().expect("utf8"), "--tcti", &tcti]);
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
+    let files = reports(&out);
+    assert_eq!(files.len(), 2);
+    let second: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[1]).expect("read")).expect("json");
+    assert_eq!(second["report"]["previous"]["digest"], doc["integrity"]["digest"]);
+
+    // The chain, with the two report records appended by the CLI beside the running agent, is
+    // still intact.
+    let chain = wardbox(&["audit", "verify", "-c", cfg]);
+    assert!(chain.status.success(), "{}", text(&chain));
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let _ = agent.wait();
+}
