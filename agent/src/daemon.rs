@@ -90,7 +90,8 @@ pub async fn boot(config: &Config) -> (BootLog, Option<Booted>) {
     log.run(StageName::Config, || {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(|e| format!("cannot create state_dir {}: {e}", config.state_dir.display()))?;
-        Ok(((), StageReport::ok(format!("profile {}", config.profile))))
+        let keys = stages::unlock::check_secure_boot_keys(&config.volume)?;
+        Ok(((), StageReport::ok(format!("profile {}; {keys}", config.profile))))
     });
     let unlocker = stages::unlock::unlocker(&config.volume, &config.state_dir);
     let unlocked = log.run(StageName::Unlock, || unlocker.unlock());
