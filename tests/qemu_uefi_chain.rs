@@ -6,7 +6,9 @@
 //!    says Secure Boot is enabled, the firmware's `SecureBoot` variable reads 1 in the guest,
 //!    the kernel's command line is the one signed into the UKI (root by PARTUUID, read-only),
 //!    and the real `systemd-bless-boot good` blesses the entry (`wardbox-<v>.efi`, checked on
-//!    the disk afterwards from the host).
+//!    the disk afterwards from the host). The firmware's PK, KEK and db, read in the guest, pass
+//!    the firmware policy's key check with the fingerprints image/uefi.sh wrote, and fail it
+//!    when the policy pins another db certificate.
 //! 2. The same UKI unsigned, in place of the signed one: the firmware refuses to load it
 //!    (`Access Denied`) and no kernel starts.
 //! 3. The same UKI signed with a key that is not in db: refused the same way.
@@ -27,6 +29,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use wardbox_e2e::{FirmwareBootSpec, OVMF_CODE, Phases, Vm, run, which};
+use wardbox_firmware_policy::{
+    CertFingerprint, DEFAULT_POLICY_TOML, FirmwarePolicy, KeyCheck, KeyVariable, read_enrolled_keys,
+};
 
 const MIN: Duration = Duration::from_secs(60);
 /// What the test guest's init prints before each report line.
@@ -160,6 +165,40 @@ fn expect_refused(vm: &mut Vm, stem: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The firmware's PK, KEK and db, as the guest read them from efivarfs, checked the way the
+/// agent's config stage checks them: the policy with image/uefi.sh's `[secure_boot_keys]`
+/// accepts them, the same policy pinning another db certificate refuses them.
+fn check_enrolled_keys(vm: &mut Vm, chain: &Path, work: &Path) -> Result<(), String> {
+    let efivars = work.join("guest-efivars");
+    std::fs::create_dir_all(&efivars).map_err(|e| e.to_string())?;
+    for variable in KeyVariable::ALL {
+        let value = reported(vm, &format!("efivar {}", variable.name()), &[])?;
+        let value = value.split_whitespace().last().unwrap_or_default();
+        let bytes = (0..value.len() / 2)
+            .map(|i| u8::from_str_radix(value.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|e| format!("the guest's {} is not hex ({e}): {value}", variable.name()))?;
+        std::fs::write(efivars.join(variable.file_name()), bytes).map_err(|e| e.to_string())?;
+    }
+    let pinned = std::fs::read_to_string(chain.join("secure-boot-keys.toml")).map_err(|e| e.to_string())?;
+    let policy = FirmwarePolicy::from_toml_str(&format!("{DEFAULT_POLICY_TOML}{pinned}"), "default + uefi.sh keys")
+        .map_err(|e| e.to_string())?;
+    let enrolled = read_enrolled_keys(&efivars).map_err(|e| e.to_string())?;
+    match policy.check_secure_boot_keys(&enrolled) {
+        Ok(KeyCheck::Pinned) => {}
+        other => return Err(format!("boot 1: the firmware's keys do not pass the policy that pins them: {other:?}")),
+    }
+    let mut other_db = policy.clone();
+    if let Some(keys) = other_db.secure_boot_keys.as_mut() {
+        keys.db = vec![CertFingerprint::of_der(b"another fleet's db certificate")];
+    }
+    if other_db.check_secure_boot_keys(&enrolled).is_ok() {
+        return Err("boot 1: a policy pinning another db certificate accepted this firmware's keys".into());
+    }
+    eprintln!("== uefi-chain: boot 1: the firmware's PK, KEK and db are the keys the policy pins");
+    Ok(())
+}
+
 fn scenario() -> Result<(), String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no repository root")?.to_path_buf();
     let mut phases = Phases::default();
@@ -223,6 +262,8 @@ fn scenario() -> Result<(), String> {
             signed_cmdline.trim()
         ));
     }
+    // The guest reports in this order: command line, PK/KEK/db, SecureBoot, the loader's variables.
+    check_enrolled_keys(&mut vm, &chain, &work)?;
     let secure_boot = reported(&mut vm, "SecureBoot", &refused)?;
     if secure_boot != "1" {
         return Err(format!("boot 1: the SecureBoot variable in the guest is `{secure_boot}`, not 1"));

@@ -95,12 +95,18 @@ mount -t devtmpfs devtmpfs /dev
 say() { echo "wardbox-uefi-chain: $*" > /dev/console; }
 say "userspace reached"
 say "cmdline: $(cat /proc/cmdline)"
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk fat vfat nls_cp437 nls_ascii efivarfs; do
-    insmod /lib/modules/$m.ko || say "insmod $m failed"
-done
+insmod /lib/modules/efivarfs.ko || say "insmod efivarfs failed"
 mount -t efivarfs efivarfs /sys/firmware/efi/efivars || say "efivarfs: mount failed"
 GLOBAL=8be4df61-93ca-11d2-aa0d-00e098032b8c
 LOADER=4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+# The Secure Boot key variables as the firmware holds them (hex, one line each), for the test
+# to check with the firmware policy's code.
+for var in PK-$GLOBAL KEK-$GLOBAL db-d719b2cb-3d3a-4596-a3bc-dad00e67656f; do
+    say "efivar ${var%%-*} $(od -An -tx1 -v /sys/firmware/efi/efivars/$var 2>/dev/null | tr -d ' \n')"
+done
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk fat vfat nls_cp437 nls_ascii; do
+    insmod /lib/modules/$m.ko || say "insmod $m failed"
+done
 # efivarfs files: 4 bytes of attributes, then the value.
 byte() { set -- $(od -An -tu1 "$1" 2>/dev/null); echo "${5:-unreadable}"; }
 text() { tail -c +5 "$1" 2>/dev/null | tr -d '\000'; }
