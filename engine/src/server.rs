@@ -32,9 +32,10 @@ pub struct AppState {
 /// The largest request body accepted (axum's default, made explicit so the 413 can name it).
 pub const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
 
-/// Ollama's model-management endpoints. Models reach this box only as bundles the operator
-/// installs into the store (`wardbox-models import`), so these are refused with a clear error
-/// rather than a bare 404 an Ollama client would show as an empty message.
+/// Ollama's model-management endpoints. Models reach this box only in signed update bundles
+/// (`models-only` or `full`, see docs/update.md) that the operator installs into the store, so
+/// these are refused with a clear error rather than a bare 404 an Ollama client would show as
+/// an empty message.
 const MODEL_MANAGEMENT: &[&str] = &["/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/{digest}"];
 
 /// The router for the Unix socket. Every error, including unknown paths, wrong methods and
@@ -80,7 +81,7 @@ async fn model_management(uri: Uri) -> ApiError {
         StatusCode::FORBIDDEN,
         format!(
             "{}: this engine does not pull, push, create, copy or delete models; models arrive on this box \
-             only in model bundles the operator installs into the model store",
+             only in signed update bundles, which the operator installs into the model store",
             uri.path()
         ),
     )
