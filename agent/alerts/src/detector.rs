@@ -1,0 +1,1000 @@
+//! The detector: audit records in, alerts out, one record at a time.
+//!
+//! Pure and deterministic: the alerts depend only on the configuration and the records fed so
+//! far (timestamps come from the records, never from a clock; no map's iteration order reaches
+//! an alert), so replaying the same history gives the same alerts, and feeding the live stream
+//! gives the alerts of replaying it.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AlertsConfig, Checked, ConfigError};
+use crate::record::{Fact, Observed, Record, RecordError};
+use crate::stats::{circular_center, circular_offset, median_mad};
+use crate::time::{Local, hhmm};
+
+/// Most record numbers one alert lists (the triggering record is always among them).
+pub const MAX_SEQS: usize = 64;
+
+/// Which rule raised an alert. Stored and shown by its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    OffHours,
+    BulkAccess,
+    LargePrompt,
+    SigninFailuresAccount,
+    SigninFailuresAddress,
+    PasswordSpraying,
+    /// The agent's own sign-in throttle blocked an address or locked an account.
+    SigninThrottle,
+    DeniedAccess,
+    BreakGlassUse,
+    BreakGlassOverrun,
+    DormantAccount,
+    FirewallCheck,
+    AuditChain,
+    GpuDegraded,
+    CsrfRejected,
+    UnusualPatientsPerDay,
+    UnusualPromptSize,
+    UnusualSigninHour,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 18] = [
+        Rule::OffHours,
+        Rule::BulkAccess,
+        Rule::LargePrompt,
+        Rule::SigninFailuresAccount,
+        Rule::SigninFailuresAddress,
+        Rule::PasswordSpraying,
+        Rule::SigninThrottle,
+        Rule::DeniedAccess,
+        Rule::BreakGlassUse,
+        Rule::BreakGlassOverrun,
+        Rule::DormantAccount,
+        Rule::FirewallCheck,
+        Rule::AuditChain,
+        Rule::GpuDegraded,
+        Rule::CsrfRejected,
+        Rule::UnusualPatientsPerDay,
+        Rule::UnusualPromptSize,
+        Rule::UnusualSigninHour,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::OffHours => "off_hours",
+            Rule::BulkAccess => "bulk_access",
+            Rule::LargePrompt => "large_prompt",
+            Rule::SigninFailuresAccount => "signin_failures_account",
+            Rule::SigninFailuresAddress => "signin_failures_address",
+            Rule::PasswordSpraying => "password_spraying",
+            Rule::SigninThrottle => "signin_throttle",
+            Rule::DeniedAccess => "denied_access",
+            Rule::BreakGlassUse => "break_glass_use",
+            Rule::BreakGlassOverrun => "break_glass_overrun",
+            Rule::DormantAccount => "dormant_account",
+            Rule::FirewallCheck => "firewall_check",
+            Rule::AuditChain => "audit_chain",
+            Rule::GpuDegraded => "gpu_degraded",
+            Rule::CsrfRejected => "csrf_rejected",
+            Rule::UnusualPatientsPerDay => "unusual_patients_per_day",
+            Rule::UnusualPromptSize => "unusual_prompt_size",
+            Rule::UnusualSigninHour => "unusual_signin_hour",
+        }
+    }
+}
+
+/// One alert. Carries user names, client addresses, counts and audit record numbers; never a
+/// patient id or any text of a record (the records themselves are one click away).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub rule: Rule,
+    /// Whom it is about: `user:ann`, `account:bob`, `unknown account`, `address:10.0.0.9`, `box`.
+    pub subject: String,
+    /// The triggering record's timestamp, as stored.
+    pub at: String,
+    /// The rule's threshold, in words with its numbers.
+    pub threshold: String,
+    /// What was seen, in words with its numbers.
+    pub observed: String,
+    /// The audit records that triggered it, in order, at most [`MAX_SEQS`] (the latest ones).
+    pub seqs: Vec<u64>,
+}
+
+impl Alert {
+    /// One line: rule, subject, observed, threshold, records.
+    pub fn summary(&self) -> String {
+        let seqs: Vec<String> = self.seqs.iter().map(u64::to_string).collect();
+        format!(
+            "{} {}: {} (threshold: {}); audit records {}",
+            self.rule.as_str(),
+            self.subject,
+            self.observed,
+            self.threshold,
+            seqs.join(", ")
+        )
+    }
+}
+
+/// Timestamped record numbers inside a sliding window, with a key per entry.
+#[derive(Debug, Default)]
+struct Window {
+    entries: VecDeque<(i64, u64, u64)>,
+    /// Entries per key, for distinct counts.
+    counts: HashMap<u64, u32>,
+    /// After an alert the window is cleared and stays quiet until then, so one burst is one alert.
+    quiet_until: i64,
+}
+
+impl Window {
+    fn push(&mut self, ts: i64, seq: u64, key: u64, span_secs: i64) {
+        self.entries.push_back((ts, seq, key));
+        *self.counts.entry(key).or_default() += 1;
+        while let Some(&(t, _, k)) = self.entries.front() {
+            if t > ts - span_secs {
+                break;
+            }
+            self.entries.pop_front();
+            if let Some(c) = self.counts.get_mut(&k) {
+                *c -= 1;
+                if *c == 0 {
+                    self.counts.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn distinct(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// The record numbers of the first entry of each distinct key, oldest first.
+    fn first_seqs_per_key(&self) -> Vec<u64> {
+        let mut seen = std::collections::HashSet::new();
+        self.entries
+            .iter()
+            .filter(|e| seen.insert(e.2))
+            .map(|e| e.1)
+            .collect()
+    }
+
+    fn seqs(&self) -> Vec<u64> {
+        self.entries.iter().map(|e| e.1).collect()
+    }
+
+    fn fire(&mut self, ts: i64, quiet_secs: i64) {
+        self.entries.clear();
+        self.counts.clear();
+        self.quiet_until = ts + quiet_secs;
+    }
+
+    fn quiet(&self, ts: i64) -> bool {
+        ts < self.quiet_until
+    }
+}
+
+/// What the detector keeps per user.
+#[derive(Debug, Default)]
+struct UserState {
+    last_active: Option<i64>,
+    off_hours_quiet_until: i64,
+    bulk: Window,
+    denied: Window,
+    /// The open emergency session: when and in which record it began, and whether its
+    /// overrun was reported.
+    break_glass: Option<(i64, u64, bool)>,
+    /// Today (local day number) and today's distinct patients with the first record of each.
+    today: i64,
+    today_patients: Vec<(u64, u64)>,
+    today_patients_alerted: bool,
+    today_hour_alerted: bool,
+    /// Baseline histories, newest last.
+    patients_per_day: VecDeque<u32>,
+    prompt_ln_chars: VecDeque<f32>,
+    signin_minutes: VecDeque<u16>,
+}
+
+/// State of the failed sign-in rules (not per user: the accounts typed need not exist).
+#[derive(Debug, Default)]
+struct SigninState {
+    by_account: HashMap<String, Window>,
+    by_address: HashMap<String, Window>,
+    spray: Window,
+}
+
+/// The detector.
+#[derive(Debug)]
+pub struct Detector {
+    cfg: Checked,
+    users: HashMap<String, UserState>,
+    signin: SigninState,
+    last_seq: Option<u64>,
+}
+
+fn push_capped<T>(q: &mut VecDeque<T>, v: T, cap: u32) {
+    q.push_back(v);
+    while q.len() > cap as usize {
+        q.pop_front();
+    }
+}
+
+fn latest(mut seqs: Vec<u64>) -> Vec<u64> {
+    if seqs.len() > MAX_SEQS {
+        seqs.drain(..seqs.len() - MAX_SEQS);
+    }
+    seqs
+}
+
+const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+impl Detector {
+    pub fn new(config: &AlertsConfig) -> Result<Self, ConfigError> {
+        Ok(Detector {
+            cfg: config.validate()?,
+            users: HashMap::new(),
+            signin: SigninState::default(),
+            last_seq: None,
+        })
+    }
+
+    /// Users with state (baselines and windows).
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Feed the next record; returns the alerts it raises (usually none). A record that cannot
+    /// be read is an error and changes nothing.
+    pub fn observe(&mut self, record: &Record<'_>) -> Result<Vec<Alert>, RecordError> {
+        if let Some(last) = self.last_seq.filter(|&l| record.seq <= l) {
+            return Err(RecordError::OutOfOrder {
+                seq: record.seq,
+                last,
+            });
+        }
+        let o = Observed::read(record)?;
+        self.last_seq = Some(record.seq);
+        let mut out = Vec::new();
+        let alert =
+            |rule, subject: String, threshold: String, observed: String, seqs: Vec<u64>| Alert {
+                rule,
+                subject,
+                at: record.ts.to_string(),
+                threshold,
+                observed,
+                seqs: latest(seqs),
+            };
+        match &o.fact {
+            Fact::SignIn { user } => {
+                self.activity(&o, user, &mut out, &alert);
+                self.signin_hour(&o, user, &mut out, &alert);
+            }
+            Fact::BreakGlassSignIn { user } => {
+                out.push(alert(
+                    Rule::BreakGlassUse,
+                    format!("user:{user}"),
+                    "every emergency sign-in".into(),
+                    "emergency (break-glass) sign-in".into(),
+                    vec![o.seq],
+                ));
+                self.activity(&o, user, &mut out, &alert);
+                self.users.entry(user.clone()).or_default().break_glass =
+                    Some((o.ts, o.seq, false));
+            }
+            Fact::Activity {
+                user,
+                patient,
+                prompt_chars,
+                denied,
+                break_glass,
+            } => {
+                self.activity(&o, user, &mut out, &alert);
+                if *break_glass {
+                    self.break_glass_overrun(&o, user, &mut out, &alert);
+                }
+                if let Some(p) = *patient {
+                    self.patient_access(&o, user, p, &mut out, &alert);
+                }
+                if let Some(chars) = *prompt_chars {
+                    self.prompt(&o, user, chars, &mut out, &alert);
+                }
+                if let Some(d) = denied {
+                    self.denied(&o, user, d, &mut out, &alert);
+                }
+            }
+            Fact::SignInFailed {
+                account,
+                client,
+                unknown_account,
+            } => self.signin_failed(
+                &o,
+                account.as_deref(),
+                client.as_deref(),
+                *unknown_account,
+                &mut out,
+                &alert,
+            ),
+            Fact::Throttle { event } => {
+                out.push(alert(
+                    Rule::SigninThrottle,
+                    "box".into(),
+                    "every sign-in block or account lock".into(),
+                    event.clone(),
+                    vec![o.seq],
+                ));
+            }
+            Fact::SystemCheck { source, event } => {
+                let rule = match *source {
+                    "firewall" => Rule::FirewallCheck,
+                    "gpu" => Rule::GpuDegraded,
+                    "csrf" => Rule::CsrfRejected,
+                    _ => Rule::AuditChain,
+                };
+                out.push(alert(
+                    rule,
+                    "box".into(),
+                    format!("every {source} failure"),
+                    event.clone(),
+                    vec![o.seq],
+                ));
+            }
+            Fact::Other => {}
+        }
+        Ok(out)
+    }
+
+    /// Every sign-in and page by a person: off hours, dormancy, the day's bookkeeping.
+    fn activity(&mut self, o: &Observed, user: &str, out: &mut Vec<Alert>, alert: &impl AlertFn) {
+        let cfg = &self.cfg;
+        let local = Local::of(o.ts, cfg.utc_offset_secs);
+        let st = self.users.entry(user.to_string()).or_default();
+        let subject = format!("user:{user}");
+
+        let grace = cfg.raw.clinic_hours.grace_minutes;
+        let holiday = cfg.holidays.contains(&local.day);
+        let open = !holiday
+            && cfg.week[local.weekday]
+                .iter()
+                .any(|&(a, b)| local.minute + grace >= a && local.minute < b + grace);
+        if !open && o.ts >= st.off_hours_quiet_until {
+            let hours = &cfg.week[local.weekday];
+            let threshold = if hours.is_empty() || holiday {
+                format!(
+                    "clinic closed on {}{}",
+                    WEEKDAYS[local.weekday],
+                    if holiday { " (holiday)" } else { "" }
+                )
+            } else {
+                let ranges: Vec<String> = hours
+                    .iter()
+                    .map(|&(a, b)| format!("{}-{}", hhmm(a), hhmm(b)))
+                    .collect();
+                format!(
+                    "clinic hours {} {} with {grace} min grace",
+                    WEEKDAYS[local.weekday],
+                    ranges.join(",")
+                )
+            };
+            out.push(alert(
+                Rule::OffHours,
+                subject.clone(),
+                threshold,
+                format!(
+                    "activity at {} {} local",
+                    WEEKDAYS[local.weekday],
+                    hhmm(local.minute)
+                ),
+                vec![o.seq],
+            ));
+            st.off_hours_quiet_until = o.ts + i64::from(cfg.raw.clinic_hours.cooldown_minutes) * 60;
+        }
+
+        if let Some(last) = st.last_active {
+            let idle_days = (o.ts - last) / 86_400;
+            if idle_days > i64::from(cfg.raw.dormant.days) {
+                out.push(alert(
+                    Rule::DormantAccount,
+                    subject,
+                    format!("no activity for more than {} days", cfg.raw.dormant.days),
+                    format!("first activity after {idle_days} days"),
+                    vec![o.seq],
+                ));
+            }
+        }
+        st.last_active = Some(st.last_active.map_or(o.ts, |l| l.max(o.ts)));
+
+        if local.day != st.today {
+            // The day before goes into the patients-per-day history (days with activity only).
+            if st.today != 0 {
+                push_capped(
+                    &mut st.patients_per_day,
+                    st.today_patients.len() as u32,
+                    cfg.raw.baseline.history_days,
+                );
+            }
+            st.today = local.day;
+            st.today_patients.clear();
+            st.today_patients_alerted = false;
+            st.today_hour_alerted = false;
+        }
+    }
+
+    fn signin_hour(
+        &mut self,
+        o: &Observed,
+        user: &str,
+        out: &mut Vec<Alert>,
+        alert: &impl AlertFn,
+    ) {
+        let b = &self.cfg.raw.baseline;
+        let minute = Local::of(o.ts, self.cfg.utc_offset_secs).minute;
+        let Some(st) = self.users.get_mut(user) else {
+            return;
+        };
+        if st.signin_minutes.len() >= b.cold_start_signins as usize && !st.today_hour_alerted {
+            let center = circular_center(st.signin_minutes.iter().map(|&m| u32::from(m)));
+            let offsets = st
+                .signin_minutes
+                .iter()
+                .map(|&m| circular_offset(f64::from(m), center));
+            if let Some((med, spread)) = median_mad(offsets) {
+                let limit =
+                    (b.hour_mads * spread.max(15.0)).max(f64::from(b.min_hour_shift_minutes));
+                let dev = circular_offset(f64::from(minute), center) - med;
+                if dev.abs() > limit {
+                    let usual = |d: f64| hhmm((center + med + d).rem_euclid(1440.0).round() as u32);
+                    out.push(alert(
+                        Rule::UnusualSigninHour,
+                        format!("user:{user}"),
+                        format!("more than {:.0} min from the user's usual sign-in time ({} MADs, at least {} min)", limit, b.hour_mads, b.min_hour_shift_minutes),
+                        format!("signed in at {}; usually {}-{} ({:.0} min off)", hhmm(minute), usual(-spread), usual(spread), dev.abs()),
+                        vec![o.seq],
+                    ));
+                    st.today_hour_alerted = true;
+                }
+            }
+        }
+        push_capped(&mut st.signin_minutes, minute as u16, b.history_signins);
+    }
+
+    fn break_glass_overrun(
+        &mut self,
+        o: &Observed,
+        user: &str,
+        out: &mut Vec<Alert>,
+        alert: &impl AlertFn,
+    ) {
+        let limit = i64::from(self.cfg.raw.break_glass.session_limit_minutes);
+        let Some(st) = self.users.get_mut(user) else {
+            return;
+        };
+        if let Some((since, first_seq, reported)) = st.break_glass.as_mut() {
+            let minutes = (o.ts - *since) / 60;
+            if !*reported && minutes > limit {
+                *reported = true;
+                out.push(alert(
+                    Rule::BreakGlassOverrun,
+                    format!("user:{user}"),
+                    format!("emergency session limit {limit} min"),
+                    format!("emergency session still active after {minutes} min"),
+                    vec![*first_seq, o.seq],
+                ));
+            }
+        }
+    }
+
+    fn patient_access(
+        &mut self,
+        o: &Observed,
+        user: &str,
+        patient: u64,
+        out: &mut Vec<Alert>,
+        alert: &impl AlertFn,
+    ) {
+        let cfg = &self.cfg.raw;
+        let Some(st) = self.users.get_mut(user) else {
+            return;
+        };
+        let span = i64::from(cfg.bulk_access.window_minutes) * 60;
+        st.bulk.push(o.ts, o.seq, patient, span);
+        let distinct = st.bulk.distinct();
+        if distinct > cfg.bulk_access.max_patients as usize && !st.bulk.quiet(o.ts) {
+            out.push(alert(
+                Rule::BulkAccess,
+                format!("user:{user}"),
+                format!(
+                    "more than {} distinct patients in {} min",
+                    cfg.bulk_access.max_patients, cfg.bulk_access.window_minutes
+                ),
+                format!(
+                    "{distinct} distinct patients in {} min",
+                    cfg.bulk_access.window_minutes
+                ),
+                st.bulk.first_seqs_per_key(),
+            ));
+            st.bulk.fire(o.ts, span);
+        }
+
+        if st.today_patients.iter().any(|&(p, _)| p == patient) {
+            return;
+        }
+        st.today_patients.push((patient, o.seq));
+        let b = &cfg.baseline;
+        if st.today_patients_alerted || st.patients_per_day.len() < b.cold_start_days as usize {
+            return;
+        }
+        if let Some((med, spread)) = median_mad(st.patients_per_day.iter().map(|&n| f64::from(n))) {
+            let upper =
+                (med + b.patients_mads * spread).max(med + f64::from(b.min_patients_excess));
+            let today = st.today_patients.len();
+            if today as f64 > upper {
+                out.push(alert(
+                    Rule::UnusualPatientsPerDay,
+                    format!("user:{user}"),
+                    format!("more than {upper:.0} patients in a day (median + {} MADs, at least {} over the median)", b.patients_mads, b.min_patients_excess),
+                    format!("{today} patients today; usually {:.0}-{:.0}", (med - spread).max(0.0).floor(), (med + spread).ceil()),
+                    st.today_patients.iter().map(|&(_, s)| s).collect(),
+                ));
+                st.today_patients_alerted = true;
+            }
+        }
+    }
+
+    fn prompt(
+        &mut self,
+        o: &Observed,
+        user: &str,
+        chars: u64,
+        out: &mut Vec<Alert>,
+        alert: &impl AlertFn,
+    ) {
+        let cfg = &self.cfg.raw;
+        let Some(st) = self.users.get_mut(user) else {
+            return;
+        };
+        if chars > u64::from(cfg.large_prompt.max_chars) {
+            out.push(alert(
+                Rule::LargePrompt,
+                format!("user:{user}"),
+                format!("more than {} characters", cfg.large_prompt.max_chars),
+                format!("question of {chars} characters"),
+                vec![o.seq],
+            ));
+        }
+        let b = &cfg.baseline;
+        // Sizes spread multiplicatively: the baseline works on their logarithm.
+        let ln = (chars.max(1) as f64).ln();
+        let judged = st.prompt_ln_chars.len() >= b.cold_start_prompts as usize
+            && chars >= u64::from(b.min_prompt_chars);
+        if judged
+            && let Some((med, spread)) =
+                median_mad(st.prompt_ln_chars.iter().map(|&v| f64::from(v)))
+        {
+            let spread = spread.max(0.1);
+            if ln > med + b.prompt_mads * spread {
+                out.push(alert(
+                    Rule::UnusualPromptSize,
+                    format!("user:{user}"),
+                    format!(
+                        "more than {:.0} characters (median + {} MADs of the user's questions, at least {})",
+                        (med + b.prompt_mads * spread).exp(),
+                        b.prompt_mads,
+                        b.min_prompt_chars
+                    ),
+                    format!("question of {chars} characters; usually {:.0}-{:.0}", (med - spread).exp(), (med + spread).exp()),
+                    vec![o.seq],
+                ));
+            }
+        }
+        push_capped(&mut st.prompt_ln_chars, ln as f32, b.history_prompts);
+    }
+
+    fn denied(
+        &mut self,
+        o: &Observed,
+        user: &str,
+        outcome: &str,
+        out: &mut Vec<Alert>,
+        alert: &impl AlertFn,
+    ) {
+        let cfg = &self.cfg.raw.denied_access;
+        let Some(st) = self.users.get_mut(user) else {
+            return;
+        };
+        let span = i64::from(cfg.window_minutes) * 60;
+        st.denied.push(o.ts, o.seq, 0, span);
+        if st.denied.len() >= cfg.max_denials as usize && !st.denied.quiet(o.ts) {
+            out.push(alert(
+                Rule::DeniedAccess,
+                format!("user:{user}"),
+                format!(
+                    "{} refused requests in {} min",
+                    cfg.max_denials, cfg.window_minutes
+                ),
+                format!(
+                    "{} refused requests in {} min (last: {outcome})",
+                    st.denied.len(),
+                    cfg.window_minutes
+                ),
+                st.denied.seqs(),
+            ));
+            st.denied.fire(o.ts, span);
+        }
+    }
+
+    fn signin_failed(
+        &mut self,
+        o: &Observed,
+        account: Option<&str>,
+        client: Option<&str>,
+        unknown_account: bool,
+        out: &mut Vec<Alert>,
+        alert: &impl AlertFn,
+    ) {
+        let s = &self.cfg.raw.signin;
+        let span = i64::from(s.window_minutes) * 60;
+        let sweep = |m: &mut HashMap<String, Window>| {
+            // Names typed at the sign-in page are attacker-controlled: drop idle windows so
+            // the maps stay small.
+            if m.len() > 1024 {
+                m.retain(|_, w| {
+                    w.entries.back().is_some_and(|e| e.0 > o.ts - span) || w.quiet(o.ts)
+                });
+            }
+        };
+        if let Some(account) = account {
+            let key = crate::record::hash_id(account);
+            sweep(&mut self.signin.by_account);
+            let w = self
+                .signin
+                .by_account
+                .entry(account.to_string())
+                .or_default();
+            w.push(o.ts, o.seq, key, span);
+            if w.len() >= s.account_failures as usize && !w.quiet(o.ts) {
+                // A name that is no account may be a password typed in the wrong field: never repeat it.
+                let subject = if unknown_account {
+                    "unknown account".to_string()
+                } else {
+                    format!("account:{account}")
+                };
+                out.push(alert(
+                    Rule::SigninFailuresAccount,
+                    subject,
+                    format!(
+                        "{} failed sign-ins for one account in {} min",
+                        s.account_failures, s.window_minutes
+                    ),
+                    format!("{} failed sign-ins in {} min", w.len(), s.window_minutes),
+                    w.seqs(),
+                ));
+                w.fire(o.ts, span);
+            }
+            let spray_span = i64::from(s.spray_window_minutes) * 60;
+            let spray = &mut self.signin.spray;
+            spray.push(o.ts, o.seq, key, spray_span);
+            if spray.distinct() >= s.spray_accounts as usize && !spray.quiet(o.ts) {
+                out.push(alert(
+                    Rule::PasswordSpraying,
+                    "box".into(),
+                    format!(
+                        "failed sign-ins for {} different accounts in {} min",
+                        s.spray_accounts, s.spray_window_minutes
+                    ),
+                    format!(
+                        "failed sign-ins for {} different accounts in {} min ({} attempts)",
+                        spray.distinct(),
+                        s.spray_window_minutes,
+                        spray.len()
+                    ),
+                    spray.seqs(),
+                ));
+                spray.fire(o.ts, spray_span);
+            }
+        }
+        if let Some(client) = client {
+            sweep(&mut self.signin.by_address);
+            let w = self
+                .signin
+                .by_address
+                .entry(client.to_string())
+                .or_default();
+            w.push(o.ts, o.seq, 0, span);
+            if w.len() >= s.address_failures as usize && !w.quiet(o.ts) {
+                out.push(alert(
+                    Rule::SigninFailuresAddress,
+                    format!("address:{client}"),
+                    format!(
+                        "{} failed sign-ins from one address in {} min",
+                        s.address_failures, s.window_minutes
+                    ),
+                    format!("{} failed sign-ins in {} min", w.len(), s.window_minutes),
+                    w.seqs(),
+                ));
+                w.fire(o.ts, span);
+            }
+        }
+    }
+}
+
+/// Builds an alert stamped with the current record's time.
+trait AlertFn: Fn(Rule, String, String, String, Vec<u64>) -> Alert {}
+impl<F: Fn(Rule, String, String, String, Vec<u64>) -> Alert> AlertFn for F {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// Feeds records built from (seconds since Monday 2026-11-23 00:00 UTC, kind, actor, detail).
+    struct Feed {
+        d: Detector,
+        seq: u64,
+    }
+
+    const MONDAY: i64 = 20_780 * 86_400;
+
+    impl Feed {
+        fn new() -> Self {
+            Feed {
+                d: Detector::new(&AlertsConfig::default()).expect("defaults"),
+                seq: 0,
+            }
+        }
+        fn at(&mut self, secs: i64, kind: &str, actor: &str, detail: Value) -> Vec<Alert> {
+            self.seq += 1;
+            let ts = jiff::Timestamp::from_second(MONDAY + secs)
+                .expect("time")
+                .to_string();
+            let detail = detail.to_string();
+            self.d
+                .observe(&Record {
+                    seq: self.seq,
+                    ts: &ts,
+                    kind,
+                    actor,
+                    detail: &detail,
+                })
+                .expect("readable")
+        }
+        fn view(&mut self, secs: i64, user: &str, patient: &str) -> Vec<Alert> {
+            self.at(secs, "access", user, json!({ "who": { "user": user, "break_glass": false }, "route": "/patients/{id}", "path": format!("/patients/{patient}") }))
+        }
+    }
+
+    fn rules(alerts: &[Alert]) -> Vec<Rule> {
+        alerts.iter().map(|a| a.rule).collect()
+    }
+
+    const H: i64 = 3600;
+
+    #[test]
+    fn monday_is_a_monday() {
+        assert_eq!(Local::of(MONDAY, 0).weekday, 0);
+    }
+
+    #[test]
+    fn off_hours_alerts_once_per_cooldown() {
+        let mut f = Feed::new();
+        assert!(f.at(9 * H, "login", "ann", json!({})).is_empty());
+        assert!(
+            f.at(18 * H + 50 * 60, "login", "ann", json!({})).is_empty(),
+            "inside the grace"
+        );
+        let a = f.at(22 * H, "login", "ann", json!({}));
+        assert_eq!(rules(&a), vec![Rule::OffHours]);
+        assert_eq!(a[0].observed, "activity at Mon 22:00 local");
+        assert_eq!(
+            a[0].threshold,
+            "clinic hours Mon 07:30-18:30 with 30 min grace"
+        );
+        assert_eq!(a[0].seqs, vec![3]);
+        assert!(f.view(22 * H + 60, "ann", "P1").is_empty(), "same episode");
+        let a = f.at(5 * 86_400 + 10 * H, "login", "ann", json!({}));
+        assert_eq!(a[0].threshold, "clinic closed on Sat");
+    }
+
+    #[test]
+    fn bulk_access_counts_distinct_patients_in_the_window() {
+        let mut f = Feed::new();
+        for i in 0..40 {
+            assert!(
+                f.view(9 * H + i * 10, "ann", "P1").is_empty(),
+                "one patient many times is not bulk"
+            );
+        }
+        let mut fired = Vec::new();
+        for i in 0..31 {
+            fired.extend(f.view(10 * H + i * 60, "ann", &format!("Q{i}")));
+        }
+        assert_eq!(rules(&fired), vec![Rule::BulkAccess]);
+        assert_eq!(fired[0].observed, "31 distinct patients in 60 min");
+        // The patient seen before the burst is in the window too, so 30 new ones are enough.
+        assert_eq!(fired[0].seqs.len(), 31);
+        assert!(
+            !fired[0].summary().contains("Q1"),
+            "no patient id in an alert"
+        );
+    }
+
+    #[test]
+    fn failed_signins_per_account_address_and_across_accounts() {
+        let mut f = Feed::new();
+        let fail = |f: &mut Feed, t: i64, user: &str, client: &str, reason: &str| {
+            f.at(
+                t,
+                "login_failed",
+                user,
+                json!({ "user": user, "client": client, "reason": reason, "emergency": false }),
+            )
+        };
+        let mut got = Vec::new();
+        for i in 0..5 {
+            got.extend(fail(
+                &mut f,
+                10 * H + i * 30,
+                "bob",
+                "10.0.0.9",
+                "bad_password",
+            ));
+        }
+        assert_eq!(rules(&got), vec![Rule::SigninFailuresAccount]);
+        assert_eq!(got[0].subject, "account:bob");
+        got.clear();
+        for (i, name) in ["hunter2!", "amy", "cat", "dan", "eve"].iter().enumerate() {
+            got.extend(fail(
+                &mut f,
+                11 * H + i as i64 * 60,
+                name,
+                "10.0.0.7",
+                if i == 0 {
+                    "unknown_user"
+                } else {
+                    "bad_password"
+                },
+            ));
+        }
+        assert_eq!(
+            rules(&got),
+            vec![Rule::PasswordSpraying],
+            "bob's earlier failures are not in the 30 min window"
+        );
+        got.clear();
+        for i in 0..5 {
+            got.extend(fail(
+                &mut f,
+                12 * H + i * 20,
+                "hunter2!",
+                "10.0.0.7",
+                "unknown_user",
+            ));
+        }
+        assert_eq!(rules(&got), vec![Rule::SigninFailuresAccount]);
+        assert_eq!(
+            got[0].subject, "unknown account",
+            "a name that is no account is never repeated"
+        );
+        got.clear();
+        for i in 0..10 {
+            got.extend(fail(
+                &mut f,
+                14 * H + i * 20,
+                if i % 2 == 0 { "amy" } else { "cat" },
+                "10.0.0.8",
+                "bad_password",
+            ));
+        }
+        assert_eq!(
+            rules(&got),
+            vec![
+                Rule::SigninFailuresAccount,
+                Rule::SigninFailuresAccount,
+                Rule::SigninFailuresAddress
+            ]
+        );
+    }
+
+    #[test]
+    fn break_glass_use_and_overrun() {
+        let mut f = Feed::new();
+        let a = f.at(10 * H, "security_alert", "ann", json!({ "event": "break_glass_login", "who": {}, "reason": { "sha256": "x", "chars": 9 } }));
+        assert_eq!(rules(&a), vec![Rule::BreakGlassUse]);
+        let bg = |f: &mut Feed, t| {
+            f.at(
+                t,
+                "access",
+                "ann",
+                json!({ "who": { "break_glass": true }, "path": "/patients/P1" }),
+            )
+        };
+        assert!(bg(&mut f, 10 * H + 59 * 60).is_empty());
+        let a = bg(&mut f, 11 * H + 5 * 60);
+        assert_eq!(rules(&a), vec![Rule::BreakGlassOverrun]);
+        assert_eq!(a[0].seqs, vec![1, 3]);
+        assert!(bg(&mut f, 11 * H + 6 * 60).is_empty(), "reported once");
+    }
+
+    #[test]
+    fn dormant_account_wakes_up() {
+        let mut f = Feed::new();
+        assert!(
+            f.at(9 * H, "login", "ann", json!({})).is_empty(),
+            "a first sign-in is not dormancy"
+        );
+        assert!(
+            f.at(9 * H + 84 * 86_400, "login", "ann", json!({}))
+                .is_empty()
+        );
+        let a = f.at(9 * H + 176 * 86_400, "login", "ann", json!({}));
+        assert_eq!(rules(&a), vec![Rule::DormantAccount]);
+        assert_eq!(a[0].observed, "first activity after 92 days");
+    }
+
+    #[test]
+    fn patients_per_day_against_the_users_own_history() {
+        let mut f = Feed::new();
+        // Two weeks of 5 to 9 patients on weekdays.
+        let mut day = 0;
+        for week in 0..3 {
+            for wd in 0..5 {
+                let n = 5 + (week + wd) % 5;
+                for p in 0..n {
+                    assert!(
+                        f.view(
+                            (week * 7 + wd) * 86_400 + 9 * H + p * 600,
+                            "ann",
+                            &format!("P{day}-{p}")
+                        )
+                        .is_empty()
+                    );
+                }
+                day += 1;
+            }
+        }
+        let mut got = Vec::new();
+        for p in 0..42 {
+            got.extend(f.view(21 * 86_400 + 8 * H + p * 700, "ann", &format!("X{p}")));
+        }
+        assert_eq!(rules(&got), vec![Rule::UnusualPatientsPerDay]);
+        assert_eq!(got[0].observed, "16 patients today; usually 5-9");
+        assert_eq!(
+            got[0].threshold,
+            "more than 15 patients in a day (median + 5 MADs, at least 8 over the median)"
+        );
+    }
+
+    #[test]
+    fn records_must_come_in_order_and_replays_agree() {
+        let mut f = Feed::new();
+        f.at(22 * H, "login", "ann", json!({}));
+        let r = Record {
+            seq: 1,
+            ts: "2026-11-23T22:00:00Z",
+            kind: "login",
+            actor: "ann",
+            detail: "{}",
+        };
+        assert_eq!(
+            f.d.observe(&r),
+            Err(RecordError::OutOfOrder { seq: 1, last: 1 })
+        );
+        let bad = Record {
+            seq: 5,
+            ts: "2026-11-23 22:00",
+            kind: "login",
+            actor: "ann",
+            detail: "{}",
+        };
+        assert!(matches!(
+            f.d.observe(&bad),
+            Err(RecordError::Timestamp { seq: 5, .. })
+        ));
+    }
+}

@@ -1,0 +1,379 @@
+//! What the detector reads from an audit record, as the agent writes them today.
+//!
+//! The input is the stored record's fields (`seq`, `ts`, `kind`, `actor`, `detail` as the JSON
+//! text), so the agent's `AuditRecord` maps onto it field by field and this crate does not
+//! depend on the agent. [`Observed::read`] turns it into the few facts the rules use; patient
+//! ids become a 64-bit hash at once, so no patient id is kept in the detector's memory.
+
+use serde_json::Value;
+
+/// One audit record, borrowed from the stored one.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub seq: u64,
+    /// RFC 3339 UTC, as the audit writer stores it (`2026-11-29T11:07:38.123456789Z`).
+    pub ts: &'a str,
+    /// The `EventKind` name (`login`, `login_failed`, `access`, `query`, `security_alert`, …).
+    pub kind: &'a str,
+    /// A user name, `system`, `cli:<unix user>`, or on failed sign-ins the name typed.
+    pub actor: &'a str,
+    /// The detail JSON text.
+    pub detail: &'a str,
+}
+
+/// A record the detector cannot read; the detector's state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The timestamp is not RFC 3339.
+    #[error("audit record {seq}: timestamp {ts:?} is not RFC 3339: {reason}")]
+    Timestamp {
+        seq: u64,
+        ts: String,
+        reason: String,
+    },
+    /// The detail is not a JSON object.
+    #[error("audit record {seq}: detail is not a JSON object")]
+    Detail { seq: u64 },
+    /// Sequence numbers must grow: a replay fed out of order would judge the wrong windows.
+    #[error(
+        "audit record {seq} arrived after record {last}: records must be fed in sequence order"
+    )]
+    OutOfOrder { seq: u64, last: u64 },
+}
+
+/// What happened, in the terms the rules use.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fact {
+    /// A successful sign-in (`login`).
+    SignIn { user: String },
+    /// An emergency sign-in (`security_alert` / `break_glass_login`).
+    BreakGlassSignIn { user: String },
+    /// A failed sign-in (`login_failed`); `account` is the name typed, when there was one;
+    /// `unknown_account` when no account has that name (it may be a password typed in the
+    /// wrong field, so alerts never repeat it).
+    SignInFailed {
+        account: Option<String>,
+        client: Option<String>,
+        unknown_account: bool,
+    },
+    /// A page or action by a signed-in user (`access`, `query`, `admin_action`). `patient` is
+    /// the hash of the patient id when the request concerned one; `prompt_chars` the length of
+    /// a question; `denied` a refused request (`outcome` = `denied_*`).
+    Activity {
+        user: String,
+        patient: Option<u64>,
+        prompt_chars: Option<u64>,
+        denied: Option<String>,
+        break_glass: bool,
+    },
+    /// The agent's own sign-in throttle acted (`signin_address_blocked`, `account_locked`).
+    Throttle { event: String },
+    /// A system check failed: `firewall`, `gpu`, `audit` (the chain), `csrf`.
+    SystemCheck { source: &'static str, event: String },
+    /// Anything else (boot stages, lifecycle, answers, logouts, key rotation).
+    Other,
+}
+
+/// The facts of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub seq: u64,
+    /// Seconds since the epoch, UTC.
+    pub ts: i64,
+    pub fact: Fact,
+}
+
+impl Observed {
+    pub fn read(r: &Record<'_>) -> Result<Self, RecordError> {
+        let ts: jiff::Timestamp =
+            r.ts.parse()
+                .map_err(|e: jiff::Error| RecordError::Timestamp {
+                    seq: r.seq,
+                    ts: r.ts.to_string(),
+                    reason: e.to_string(),
+                })?;
+        let detail: Value =
+            serde_json::from_str(r.detail).map_err(|_| RecordError::Detail { seq: r.seq })?;
+        if !detail.is_object() {
+            return Err(RecordError::Detail { seq: r.seq });
+        }
+        Ok(Observed {
+            seq: r.seq,
+            ts: ts.as_second(),
+            fact: fact_of(r.kind, r.actor, &detail),
+        })
+    }
+}
+
+fn is_person(actor: &str) -> bool {
+    !actor.is_empty() && actor != "system" && !actor.starts_with("cli:")
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn fact_of(kind: &str, actor: &str, d: &Value) -> Fact {
+    let break_glass = d
+        .pointer("/who/break_glass")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    match kind {
+        "login" if is_person(actor) => Fact::SignIn {
+            user: actor.to_string(),
+        },
+        "login_failed" => Fact::SignInFailed {
+            account: text(d, "user").filter(|u| !u.is_empty()),
+            client: text(d, "client"),
+            unknown_account: text(d, "reason").as_deref() == Some("unknown_user"),
+        },
+        "access" | "query" | "admin_action" if is_person(actor) => {
+            let patient = match kind {
+                "query" => text(d, "patient"),
+                _ => text(d, "patient").or_else(|| {
+                    d.get("path")
+                        .and_then(Value::as_str)
+                        .and_then(patient_in_path)
+                }),
+            };
+            let prompt_chars = (kind == "query")
+                .then(|| d.pointer("/text/chars").and_then(Value::as_u64))
+                .flatten();
+            let denied = text(d, "outcome").filter(|o| o.starts_with("denied"));
+            Fact::Activity {
+                user: actor.to_string(),
+                patient: patient.as_deref().map(hash_id),
+                prompt_chars,
+                denied,
+                break_glass,
+            }
+        }
+        "security_alert" => {
+            let event = text(d, "event").unwrap_or_default();
+            match (text(d, "source").as_deref(), event.as_str()) {
+                (_, "break_glass_login") if is_person(actor) => Fact::BreakGlassSignIn {
+                    user: actor.to_string(),
+                },
+                (_, "signin_address_blocked" | "account_locked") => Fact::Throttle { event },
+                (_, "csrf_rejected") => Fact::SystemCheck {
+                    source: "csrf",
+                    event,
+                },
+                (Some("firewall"), _) => Fact::SystemCheck {
+                    source: "firewall",
+                    event,
+                },
+                (Some("audit"), _) => Fact::SystemCheck {
+                    source: "audit",
+                    event,
+                },
+                (Some("gpu"), _) => {
+                    // A transition back to healthy is good news, not an alert.
+                    let to = d
+                        .pointer("/transition/to")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown");
+                    if to == "healthy" {
+                        Fact::Other
+                    } else {
+                        Fact::SystemCheck {
+                            source: "gpu",
+                            event: format!("to_{to}"),
+                        }
+                    }
+                }
+                _ => Fact::Other,
+            }
+        }
+        _ => Fact::Other,
+    }
+}
+
+/// `/patients/P123` and `/patients/P123/documents/9` name patient `P123`; `/patients` does not.
+fn patient_in_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/patients/")?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// FNV-1a: stable across runs and builds (replays give the same alerts), and enough to tell
+/// patients apart inside one user's window; not a protection of the id.
+pub(crate) fn hash_id(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(kind: &str, actor: &str, detail: Value) -> Fact {
+        let detail = detail.to_string();
+        Observed::read(&Record {
+            seq: 1,
+            ts: "2026-11-29T11:07:38.123456789Z",
+            kind,
+            actor,
+            detail: &detail,
+        })
+        .expect("readable")
+        .fact
+    }
+
+    // The detail shapes below are copied from the agent's audit calls (web/guard.rs,
+    // web/login.rs, web/pages.rs, stages/firewall.rs, daemon.rs).
+    #[test]
+    fn reads_the_records_the_agent_writes() {
+        let who = json!({ "user": "ann", "role": "clinician", "client": "10.0.0.5", "session": "s1", "break_glass": false });
+        assert_eq!(
+            read("login", "ann", json!({ "who": who, "source": "local" })),
+            Fact::SignIn { user: "ann".into() }
+        );
+        let f = read(
+            "access",
+            "ann",
+            json!({ "who": who, "method": "GET", "route": "/patients/{id}", "path": "/patients/P77" }),
+        );
+        assert_eq!(
+            f,
+            Fact::Activity {
+                user: "ann".into(),
+                patient: Some(hash_id("P77")),
+                prompt_chars: None,
+                denied: None,
+                break_glass: false
+            }
+        );
+        let f = read(
+            "query",
+            "ann",
+            json!({ "who": who, "patient": "P77", "task": "ask", "text": { "sha256": "ab", "chars": 950 } }),
+        );
+        assert!(matches!(
+            f,
+            Fact::Activity {
+                patient: Some(_),
+                prompt_chars: Some(950),
+                ..
+            }
+        ));
+        let f = read(
+            "access",
+            "ann",
+            json!({ "who": who, "method": "GET", "route": "/admin", "outcome": "denied_role" }),
+        );
+        assert!(
+            matches!(f, Fact::Activity { patient: None, denied: Some(ref d), .. } if d == "denied_role")
+        );
+        let f = read(
+            "login_failed",
+            "bob",
+            json!({ "user": "bob", "client": "10.0.0.9", "reason": "bad_password", "emergency": false }),
+        );
+        assert_eq!(
+            f,
+            Fact::SignInFailed {
+                account: Some("bob".into()),
+                client: Some("10.0.0.9".into()),
+                unknown_account: false
+            }
+        );
+        let f = read(
+            "login_failed",
+            "unknown",
+            json!({ "user": null, "client": "10.0.0.9", "reason": "wrong_page", "emergency": false }),
+        );
+        assert_eq!(
+            f,
+            Fact::SignInFailed {
+                account: None,
+                client: Some("10.0.0.9".into()),
+                unknown_account: false
+            }
+        );
+        let f = read(
+            "security_alert",
+            "ann",
+            json!({ "event": "break_glass_login", "who": who, "reason": { "sha256": "cd", "chars": 30 } }),
+        );
+        assert_eq!(f, Fact::BreakGlassSignIn { user: "ann".into() });
+        let f = read(
+            "security_alert",
+            "system",
+            json!({ "source": "firewall", "event": "verify_failed", "reason": "nft missing" }),
+        );
+        assert_eq!(
+            f,
+            Fact::SystemCheck {
+                source: "firewall",
+                event: "verify_failed".into()
+            }
+        );
+        let t = json!({ "gpu": "GPU-1", "from": "healthy", "to": "degraded", "reason": "ecc" });
+        assert_eq!(
+            read(
+                "security_alert",
+                "system",
+                json!({ "source": "gpu", "transition": t })
+            ),
+            Fact::SystemCheck {
+                source: "gpu",
+                event: "to_degraded".into()
+            }
+        );
+        let t = json!({ "gpu": "GPU-1", "from": "degraded", "to": "healthy", "reason": "ok" });
+        assert_eq!(
+            read(
+                "security_alert",
+                "system",
+                json!({ "source": "gpu", "transition": t })
+            ),
+            Fact::Other
+        );
+        let f = read(
+            "security_alert",
+            "system",
+            json!({ "event": "account_locked", "user": "bob", "addresses": 4, "for_secs": 900 }),
+        );
+        assert_eq!(
+            f,
+            Fact::Throttle {
+                event: "account_locked".into()
+            }
+        );
+        // CLI administration is not a person's clinical activity.
+        assert_eq!(
+            read(
+                "admin_action",
+                "cli:root",
+                json!({ "action": "records_grant", "target": "ann", "patient": "P1" })
+            ),
+            Fact::Other
+        );
+    }
+
+    #[test]
+    fn unreadable_records_are_errors() {
+        let r = Record {
+            seq: 9,
+            ts: "yesterday",
+            kind: "login",
+            actor: "ann",
+            detail: "{}",
+        };
+        assert!(matches!(
+            Observed::read(&r),
+            Err(RecordError::Timestamp { seq: 9, .. })
+        ));
+        let r = Record {
+            seq: 9,
+            ts: "2026-11-29T11:07:38Z",
+            kind: "login",
+            actor: "ann",
+            detail: "[1]",
+        };
+        assert_eq!(Observed::read(&r), Err(RecordError::Detail { seq: 9 }));
+    }
+}
