@@ -86,10 +86,10 @@ pub fn render(report: &Report) -> String {
         );
     }
     h.push_str(
-        "<p class=\"refs\">The signed record of this report is <code>report.json</code>, which lists this page's \
-         SHA-256 and carries the box's TPM quote. Check it on any machine with \
-         <code>wardbox report verify report.json --ak ak.pub</code> (see the verification procedure in the \
-         product documentation).</p>\n",
+        "<p class=\"refs\">The signed record of this report is the JSON file generated with it \
+         (<code>wardbox-report-&lt;time&gt;.json</code>), which lists this page's SHA-256 and carries the box's \
+         TPM quote. Check both on any machine with <code>wardbox report verify FILE.json --ak ak.pub \
+         --rendering FILE.html</code> (see the verification procedure in the product documentation).</p>\n",
     );
 
     changes(&mut h, report);

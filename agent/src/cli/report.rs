@@ -101,12 +101,15 @@ fn config_tcti(config: &Config) -> Option<String> {
     }
 }
 
-/// Write a file that must not exist yet (a report or a key is never overwritten).
+/// Write a file that must not exist yet (a report or a key is never overwritten). Reports name
+/// staff accounts and the box's addresses: readable by the owner and the group only.
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o640)
         .open(path)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", path.display())))?;
     file.write_all(bytes)?;
