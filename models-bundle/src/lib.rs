@@ -239,9 +239,11 @@ impl Manifest {
         self.layers.iter().filter(move |l| l.media_type == media_type)
     }
 
-    /// Total size of all blobs, as `/api/tags` reports it.
+    /// Total size of all blobs, as `/api/tags` reports it. Sizes come from the manifest, which
+    /// may be damaged or hostile: the sum saturates instead of overflowing (a model whose blobs
+    /// do not have their recorded sizes is refused by `resolve` anyway).
     pub fn total_size(&self) -> u64 {
-        self.layers.iter().map(|l| l.size).sum::<u64>() + self.config.size
+        self.layers.iter().fold(self.config.size, |sum, l| sum.saturating_add(l.size))
     }
 }
 
@@ -724,6 +726,17 @@ mod tests {
         for bad in ["", "../x", "a/../b", "a b", "x:", "a/b/c/d", "x:..", "x:a/b"] {
             assert!(bad.parse::<ModelName>().is_err(), "{bad:?} must be refused");
         }
+    }
+
+    /// A crash of the `manifest` fuzz target (models-bundle/fuzz): layer sizes summing past
+    /// u64::MAX overflowed (a panic in debug builds, a wrong size in release).
+    #[test]
+    fn total_size_of_a_hostile_manifest_saturates() {
+        let layer = |size| Layer { media_type: media::MODEL.into(), digest: Digest::of_bytes(b""), size };
+        let m = Manifest { schema_version: 2, media_type: String::new(), config: layer(u64::MAX), layers: vec![layer(1), layer(u64::MAX)] };
+        assert_eq!(m.total_size(), u64::MAX);
+        let m = Manifest { config: layer(3), layers: vec![layer(4)], ..m };
+        assert_eq!(m.total_size(), 7);
     }
 
     #[test]
