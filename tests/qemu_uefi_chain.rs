@@ -12,6 +12,9 @@
 //! 2. The same UKI unsigned, in place of the signed one: the firmware refuses to load it
 //!    (`Access Denied`) and no kernel starts.
 //! 3. The same UKI signed with a key that is not in db: refused the same way.
+//! 4. Boot counting and fallback: on boot 1's disk, a newer UKI (same key) whose guest never
+//!    blesses it, as when the agent fails health: systemd-boot tries it three times
+//!    (`+2-1`, `+1-2`, `+0-3`), then boots the previous, blessed UKI by itself.
 //!
 //! The guest is NOT the appliance OS: to keep each boot to seconds it is Debian's kernel with a
 //! busybox initrd that reports what firmware and bootloader did (tests/uefi-chain-guest.sh).
@@ -84,7 +87,7 @@ fn missing() -> Vec<String> {
 }
 
 #[test]
-fn signed_chain_boots_with_secure_boot_and_unsigned_or_foreign_ukis_do_not() {
+fn signed_chain_boots_with_secure_boot_unsigned_or_foreign_ukis_do_not_and_a_failing_one_falls_back() {
     let missing = missing();
     if !missing.is_empty() {
         panic!("the UEFI boot-chain test cannot run on this machine: missing {}", missing.join(", "));
@@ -97,9 +100,9 @@ fn signed_chain_boots_with_secure_boot_and_unsigned_or_foreign_ukis_do_not() {
 /// A copy of the chain's disk and variable store for one boot (the firmware and systemd-boot
 /// write both).
 struct Boot {
+    dir: PathBuf,
     disk: PathBuf,
     vars: PathBuf,
-    log: PathBuf,
     monitor: PathBuf,
 }
 
@@ -111,12 +114,24 @@ impl Boot {
         run(Command::new("cp").arg("--sparse=always").arg(chain.join("disk.raw")).arg(&disk))?;
         let vars = dir.join("OVMF_VARS.fd");
         std::fs::copy(chain.join("OVMF_VARS.fd"), &vars).map_err(|e| e.to_string())?;
-        Ok(Boot { disk, vars, log: dir.join("console.log"), monitor: dir.join("monitor.sock") })
+        Ok(Boot { monitor: dir.join("monitor.sock"), dir, disk, vars })
     }
 
     /// The ESP inside the disk, as mtools names it.
     fn esp(&self) -> String {
         format!("{}{ESP_AT}", self.disk.display())
+    }
+
+    /// The files in the ESP's EFI/Linux, sorted.
+    fn uki_files(&self) -> Result<Vec<String>, String> {
+        let listing = run(Command::new("mdir").args(["-b", "-i"]).arg(self.esp()).arg("::/EFI/Linux"))?;
+        let mut files: Vec<String> = listing
+            .lines()
+            .map(|l| l.trim().trim_start_matches("::/EFI/Linux/").to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        files.sort();
+        Ok(files)
     }
 
     /// Put `uki` on the ESP in place of the chain's UKI (same name, so systemd-boot picks it).
@@ -127,16 +142,44 @@ impl Boot {
         Ok(())
     }
 
-    fn start(&self) -> Result<Vm, String> {
-        eprintln!("== uefi-chain: console log {}", self.log.display());
+    /// Boot this disk; the console goes to `console-<n>.log` (`n`: the test's boot number).
+    fn start(&self, n: u32) -> Result<Vm, String> {
+        let log = self.dir.join(format!("console-{n}.log"));
+        eprintln!("== uefi-chain: boot {n}: console log {}", log.display());
         Vm::boot_firmware(&FirmwareBootSpec {
             system_disk: self.disk.clone(),
             vars: self.vars.clone(),
             monitor_socket: self.monitor.clone(),
             memory_mib: 512,
-            log: self.log.clone(),
+            log,
         })
     }
+}
+
+/// Run image/uefi.sh on the test guest; `unhealthy` UKIs make the guest skip the blessing.
+fn make_chain(
+    repo: &Path,
+    guest: &Path,
+    version: &str,
+    extra: &str,
+    keys: Option<&Path>,
+    out: &Path,
+) -> Result<String, String> {
+    let mut uefi = Command::new(repo.join("image/uefi.sh"));
+    uefi.arg("--kernel")
+        .arg(guest.join("vmlinuz"))
+        .arg("--initrd")
+        .arg(guest.join("initrd.img"))
+        .arg("--os-release")
+        .arg(guest.join("os-release"))
+        .args(["--version", version, "--esp-mib", "64"])
+        .args(["--cmdline-extra", &format!("console=ttyS0,115200 panic=-1{extra}")])
+        .arg("--out")
+        .arg(out);
+    if let Some(keys) = keys {
+        uefi.arg("--keys").arg(keys);
+    }
+    run(&mut uefi)
 }
 
 /// The value after `<GUEST><key>=` on a reported line.
@@ -216,17 +259,7 @@ fn scenario() -> Result<(), String> {
 
     phases.start("chain: image/uefi.sh (UKI, signatures, ESP, keys, disk)");
     let chain = work.join("chain");
-    let mut uefi = Command::new(repo.join("image/uefi.sh"));
-    uefi.arg("--kernel")
-        .arg(guest.join("vmlinuz"))
-        .arg("--initrd")
-        .arg(guest.join("initrd.img"))
-        .arg("--os-release")
-        .arg(guest.join("os-release"))
-        .args(["--version", VERSION, "--esp-mib", "64", "--cmdline-extra", "console=ttyS0,115200 panic=-1"])
-        .arg("--out")
-        .arg(&chain);
-    eprintln!("{}", run(&mut uefi)?.trim_end());
+    eprintln!("{}", make_chain(&repo, &guest, VERSION, "", None, &chain)?.trim_end());
     let stem = format!("wardbox-{VERSION}");
     let uki_name = format!("{stem}+3.efi");
     let signed_cmdline = std::fs::read_to_string(chain.join("cmdline.txt")).map_err(|e| e.to_string())?;
@@ -250,8 +283,8 @@ fn scenario() -> Result<(), String> {
 
     // ---------------------------------------------------------------- boot 1: signed chain
     phases.start("boot 1: signed chain, Secure Boot on, blessed");
-    let boot = Boot::prepare(&work, &chain, "signed")?;
-    let mut vm = boot.start()?;
+    let signed = Boot::prepare(&work, &chain, "signed")?;
+    let mut vm = signed.start(1)?;
     let refused = ["Access Denied", "Security Violation", "No bootable option", "Kernel panic"];
     vm.expect("Secure boot enabled", &refused, 3 * MIN).map_err(|e| format!("boot 1: {e}"))?;
     vm.expect(&format!("{GUEST}userspace reached"), &refused, 2 * MIN).map_err(|e| format!("boot 1: {e}"))?;
@@ -280,9 +313,7 @@ fn scenario() -> Result<(), String> {
         .map_err(|e| format!("boot 1: {e}"))?;
     vm.expect(&format!("{GUEST}done"), &[], 2 * MIN).map_err(|e| format!("boot 1: {e}"))?;
     vm.wait_exit(2 * MIN).map_err(|e| format!("boot 1: the guest did not power off: {e}"))?;
-    let listing = run(Command::new("mdir").args(["-b", "-i"]).arg(boot.esp()).arg("::/EFI/Linux"))?;
-    let entries: Vec<&str> =
-        listing.lines().map(|l| l.trim().trim_start_matches("::/EFI/Linux/")).filter(|l| !l.is_empty()).collect();
+    let entries = signed.uki_files()?;
     if entries != [format!("{stem}.efi")] {
         return Err(format!("boot 1: after the blessed boot the ESP's EFI/Linux holds {entries:?}, not [{stem}.efi]"));
     }
@@ -294,7 +325,7 @@ fn scenario() -> Result<(), String> {
     phases.start("boot 2: unsigned UKI refused");
     let boot = Boot::prepare(&work, &chain, "unsigned")?;
     boot.replace_uki(&uki_name, &chain.join(format!("{stem}.unsigned.efi")))?;
-    let mut vm = boot.start()?;
+    let mut vm = boot.start(2)?;
     expect_refused(&mut vm, &stem, "boot 2 (unsigned UKI)")?;
     drop(vm);
 
@@ -326,9 +357,54 @@ fn scenario() -> Result<(), String> {
         );
     }
     boot.replace_uki(&uki_name, &foreign)?;
-    let mut vm = boot.start()?;
+    let mut vm = boot.start(3)?;
     expect_refused(&mut vm, &stem, "boot 3 (UKI signed with a key not in db)")?;
     drop(vm);
+
+    // ------------------------------------------------- boots 4-7: counted tries, then fallback
+    // On boot 1's disk (its UKI blessed), a newer UKI signed with the same key whose guest
+    // never blesses it, as when the agent fails its health check: systemd-boot must try it
+    // three times, then boot the previous, blessed UKI by itself.
+    phases.start("boots 4-7: an unhealthy UKI tried 3 times, then the previous one");
+    let next_version = "0.0.1-chain-test";
+    let next_stem = format!("wardbox-{next_version}");
+    let next = work.join("chain-unhealthy");
+    make_chain(&repo, &guest, next_version, " wardbox.chain_test=unhealthy", Some(&chain.join("test-keys")), &next)?;
+    let next_name = format!("{next_stem}+3.efi");
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(signed.esp())
+        .arg(next.join(&next_name))
+        .arg(format!("::/EFI/Linux/{next_name}")))?;
+    for (n, counted) in [(4, "+2-1"), (5, "+1-2"), (6, "+0-3")] {
+        let mut vm = signed.start(n)?;
+        let count_path = reported(&mut vm, "LoaderBootCountPath", &refused).map_err(|e| format!("boot {n}: {e}"))?;
+        if count_path != format!("\\EFI\\Linux\\{next_stem}{counted}.efi") {
+            return Err(format!(
+                "boot {n}: expected the unhealthy UKI's try {counted}, got LoaderBootCountPath `{count_path}`"
+            ));
+        }
+        vm.expect(&format!("{GUEST}unhealthy: not blessed"), &[&format!("{GUEST}blessed")], 2 * MIN)
+            .map_err(|e| format!("boot {n}: {e}"))?;
+        vm.wait_exit(2 * MIN).map_err(|e| format!("boot {n}: the guest did not power off: {e}"))?;
+        eprintln!("== uefi-chain: boot {n}: the unhealthy UKI ran, try counted as {counted}");
+    }
+    let mut vm = signed.start(7)?;
+    let selected = reported(&mut vm, "LoaderEntrySelected", &refused).map_err(|e| format!("boot 7: {e}"))?;
+    if selected != format!("{stem}.efi") {
+        return Err(format!(
+            "boot 7: after three failed tries systemd-boot booted `{selected}`, not the previous {stem}.efi"
+        ));
+    }
+    vm.expect(&format!("{GUEST}no boot counting in effect"), &["unhealthy"], 2 * MIN)
+        .map_err(|e| format!("boot 7: {e}"))?;
+    vm.wait_exit(2 * MIN).map_err(|e| format!("boot 7: the guest did not power off: {e}"))?;
+    let entries = signed.uki_files()?;
+    let expected = [format!("{stem}.efi"), format!("{next_stem}+0-3.efi")];
+    if entries != expected {
+        return Err(format!("boot 7: the ESP's EFI/Linux holds {entries:?}, not {expected:?}"));
+    }
+    eprintln!("== uefi-chain: boot 7: systemd-boot fell back to {stem}.efi; {next_stem}+0-3.efi is left marked bad");
 
     eprintln!("\n{}", phases.table());
     Ok(())
