@@ -186,21 +186,20 @@ impl Default for Dormant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Baseline {
-    /// Days with activity a user needs before the patients-per-day baseline judges.
+    /// Days with activity a user needs before the patients-per-day and working-hours
+    /// baselines judge.
     pub cold_start_days: u32,
     /// Questions a user needs before the prompt-size baseline judges.
     pub cold_start_prompts: u32,
-    /// Sign-ins a user needs before the sign-in-hour baseline judges.
-    pub cold_start_signins: u32,
     /// How much history each baseline keeps (the newest values).
     pub history_days: u32,
     pub history_prompts: u32,
-    pub history_signins: u32,
     /// How many scaled MADs above the median counts as unusual, per baseline.
     pub patients_mads: f64,
     pub prompt_mads: f64,
     pub hour_mads: f64,
-    /// Floors, so a very regular user is not alerted for a small absolute change.
+    /// Floors, so a very regular user is not alerted for a small absolute change (the
+    /// working-hours floor: minutes before the user's usual start or after their usual end).
     pub min_patients_excess: u32,
     pub min_prompt_chars: u32,
     pub min_hour_shift_minutes: u32,
@@ -210,13 +209,11 @@ impl Default for Baseline {
     fn default() -> Self {
         Self {
             cold_start_days: 10,
-            cold_start_prompts: 20,
-            cold_start_signins: 15,
+            cold_start_prompts: 30,
             history_days: 60,
             history_prompts: 200,
-            history_signins: 200,
             patients_mads: 5.0,
-            prompt_mads: 4.0,
+            prompt_mads: 3.0,
             hour_mads: 3.0,
             min_patients_excess: 8,
             min_prompt_chars: 1500,
@@ -302,7 +299,6 @@ impl AlertsConfig {
         let b = &self.baseline;
         at_least("baseline.cold_start_days", b.cold_start_days, 3)?;
         at_least("baseline.cold_start_prompts", b.cold_start_prompts, 3)?;
-        at_least("baseline.cold_start_signins", b.cold_start_signins, 3)?;
         at_least("baseline.history_days", b.history_days, b.cold_start_days).map_err(|_| {
             bad(
                 "baseline.history_days",
@@ -318,17 +314,6 @@ impl AlertsConfig {
             bad(
                 "baseline.history_prompts",
                 "must be at least baseline.cold_start_prompts",
-            )
-        })?;
-        at_least(
-            "baseline.history_signins",
-            b.history_signins,
-            b.cold_start_signins,
-        )
-        .map_err(|_| {
-            bad(
-                "baseline.history_signins",
-                "must be at least baseline.cold_start_signins",
             )
         })?;
         for (key, v) in [

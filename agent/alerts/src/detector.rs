@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{AlertsConfig, Checked, ConfigError};
 use crate::record::{Fact, Observed, Record, RecordError};
-use crate::stats::{circular_center, circular_offset, median_mad};
+use crate::stats::median_mad;
 use crate::time::{Local, hhmm};
 
 /// Most record numbers one alert lists (the triggering record is always among them).
@@ -39,7 +39,7 @@ pub enum Rule {
     CsrfRejected,
     UnusualPatientsPerDay,
     UnusualPromptSize,
-    UnusualSigninHour,
+    UnusualHour,
 }
 
 impl Rule {
@@ -61,7 +61,7 @@ impl Rule {
         Rule::CsrfRejected,
         Rule::UnusualPatientsPerDay,
         Rule::UnusualPromptSize,
-        Rule::UnusualSigninHour,
+        Rule::UnusualHour,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,7 +83,7 @@ impl Rule {
             Rule::CsrfRejected => "csrf_rejected",
             Rule::UnusualPatientsPerDay => "unusual_patients_per_day",
             Rule::UnusualPromptSize => "unusual_prompt_size",
-            Rule::UnusualSigninHour => "unusual_signin_hour",
+            Rule::UnusualHour => "unusual_hour",
         }
     }
 }
@@ -196,10 +196,13 @@ struct UserState {
     today_patients: Vec<(u64, u64)>,
     today_patients_alerted: bool,
     today_hour_alerted: bool,
+    /// Today's first and last active minute (local).
+    today_span: Option<(u16, u16)>,
     /// Baseline histories, newest last.
     patients_per_day: VecDeque<u32>,
     prompt_ln_chars: VecDeque<f32>,
-    signin_minutes: VecDeque<u16>,
+    day_starts: VecDeque<u16>,
+    day_ends: VecDeque<u16>,
 }
 
 /// State of the failed sign-in rules (not per user: the accounts typed need not exist).
@@ -274,7 +277,6 @@ impl Detector {
         match &o.fact {
             Fact::SignIn { user } => {
                 self.activity(&o, user, &mut out, &alert);
-                self.signin_hour(&o, user, &mut out, &alert);
             }
             Fact::BreakGlassSignIn { user } => {
                 out.push(alert(
@@ -419,49 +421,50 @@ impl Detector {
                     cfg.raw.baseline.history_days,
                 );
             }
+            if let Some((first, last)) = st.today_span.take() {
+                push_capped(&mut st.day_starts, first, cfg.raw.baseline.history_days);
+                push_capped(&mut st.day_ends, last, cfg.raw.baseline.history_days);
+            }
             st.today = local.day;
             st.today_patients.clear();
             st.today_patients_alerted = false;
             st.today_hour_alerted = false;
         }
-    }
+        let minute = local.minute as u16;
+        st.today_span = Some(st.today_span.map_or((minute, minute), |(a, b)| (a.min(minute), b.max(minute))));
 
-    fn signin_hour(
-        &mut self,
-        o: &Observed,
-        user: &str,
-        out: &mut Vec<Alert>,
-        alert: &impl AlertFn,
-    ) {
-        let b = &self.cfg.raw.baseline;
-        let minute = Local::of(o.ts, self.cfg.utc_offset_secs).minute;
-        let Some(st) = self.users.get_mut(user) else {
+        // Working hours: outside the user's own usual day (median start and end of past days,
+        // widened by k scaled MADs, at least the floor).
+        let b = &cfg.raw.baseline;
+        if st.today_hour_alerted || st.day_starts.len() < b.cold_start_days as usize {
+            return;
+        }
+        let (Some((start, start_mad)), Some((end, end_mad))) =
+            (median_mad(st.day_starts.iter().map(|&m| f64::from(m))), median_mad(st.day_ends.iter().map(|&m| f64::from(m))))
+        else {
             return;
         };
-        if st.signin_minutes.len() >= b.cold_start_signins as usize && !st.today_hour_alerted {
-            let center = circular_center(st.signin_minutes.iter().map(|&m| u32::from(m)));
-            let offsets = st
-                .signin_minutes
-                .iter()
-                .map(|&m| circular_offset(f64::from(m), center));
-            if let Some((med, spread)) = median_mad(offsets) {
-                let limit =
-                    (b.hour_mads * spread.max(15.0)).max(f64::from(b.min_hour_shift_minutes));
-                let dev = circular_offset(f64::from(minute), center) - med;
-                if dev.abs() > limit {
-                    let usual = |d: f64| hhmm((center + med + d).rem_euclid(1440.0).round() as u32);
-                    out.push(alert(
-                        Rule::UnusualSigninHour,
-                        format!("user:{user}"),
-                        format!("more than {:.0} min from the user's usual sign-in time ({} MADs, at least {} min)", limit, b.hour_mads, b.min_hour_shift_minutes),
-                        format!("signed in at {}; usually {}-{} ({:.0} min off)", hhmm(minute), usual(-spread), usual(spread), dev.abs()),
-                        vec![o.seq],
-                    ));
-                    st.today_hour_alerted = true;
-                }
-            }
+        let floor = f64::from(b.min_hour_shift_minutes);
+        let earliest = start - (b.hour_mads * start_mad).max(floor);
+        let latest = end + (b.hour_mads * end_mad).max(floor);
+        let m = f64::from(minute);
+        if m < earliest || m > latest {
+            let clock = |v: f64| hhmm(v.clamp(0.0, 1439.0).round() as u32);
+            out.push(alert(
+                Rule::UnusualHour,
+                format!("user:{user}"),
+                format!(
+                    "active between {} and {} (the user's usual day widened by {} MADs, at least {} min)",
+                    clock(earliest),
+                    clock(latest),
+                    b.hour_mads,
+                    b.min_hour_shift_minutes
+                ),
+                format!("active at {}; usually works {}-{}", hhmm(local.minute), clock(start), clock(end)),
+                vec![o.seq],
+            ));
+            st.today_hour_alerted = true;
         }
-        push_capped(&mut st.signin_minutes, minute as u16, b.history_signins);
     }
 
     fn break_glass_overrun(

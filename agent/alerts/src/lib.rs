@@ -5,11 +5,15 @@
 //! section ([`AlertsConfig`]), and per-user baselines (median and MAD of the user's own
 //! history). Pure code: no clock, no I/O, no storage; the same records give the same alerts,
 //! live or replayed. Delivery, the outbox and the pages live in the agent (docs/alerts.md).
+//!
+//! [`synth`] generates synthetic audit streams with injected incidents and scores the rules
+//! on them (the evaluation tests and the throughput bench).
 
 pub mod config;
 pub mod detector;
 pub mod record;
 mod stats;
+pub mod synth;
 mod time;
 
 pub use config::{AlertsConfig, ConfigError};

@@ -30,21 +30,6 @@ pub fn median_mad(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     Some((m, mad * MAD_SCALE))
 }
 
-/// Minutes of the day are circular (23:50 is near 00:10). The centre of a set of minutes is
-/// their circular mean; deviations are taken from it into [-720, 720).
-pub fn circular_center(minutes: impl Iterator<Item = u32> + Clone) -> f64 {
-    let (s, c) = minutes.fold((0.0_f64, 0.0_f64), |(s, c), m| {
-        let a = f64::from(m) / 1440.0 * std::f64::consts::TAU;
-        (s + a.sin(), c + a.cos())
-    });
-    (s.atan2(c) / std::f64::consts::TAU * 1440.0).rem_euclid(1440.0)
-}
-
-/// Signed distance from `center` to `minute` around the clock, in [-720, 720).
-pub fn circular_offset(minute: f64, center: f64) -> f64 {
-    (minute - center + 720.0).rem_euclid(1440.0) - 720.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,13 +42,5 @@ mod tests {
         );
         assert_eq!(median_mad(std::iter::empty()), None);
         assert_eq!(median(&mut [1.0, 3.0]), Some(2.0));
-    }
-
-    #[test]
-    fn circular_hours_wrap_at_midnight() {
-        let c = circular_center([23 * 60 + 30, 30].into_iter());
-        assert!(circular_offset(c, 0.0).abs() < 1e-6, "{c}");
-        assert_eq!(circular_offset(10.0, 1430.0), 20.0);
-        assert_eq!(circular_offset(1430.0, 10.0), -20.0);
     }
 }
