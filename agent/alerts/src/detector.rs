@@ -962,8 +962,8 @@ mod tests {
             }
         }
         let mut got = Vec::new();
-        for p in 0..42 {
-            got.extend(f.view(21 * 86_400 + 8 * H + p * 700, "ann", &format!("X{p}")));
+        for p in 0..20 {
+            got.extend(f.view(21 * 86_400 + 9 * H + p * 300, "ann", &format!("X{p}")));
         }
         assert_eq!(rules(&got), vec![Rule::UnusualPatientsPerDay]);
         assert_eq!(got[0].observed, "16 patients today; usually 5-9");
@@ -971,6 +971,22 @@ mod tests {
             got[0].threshold,
             "more than 15 patients in a day (median + 5 MADs, at least 8 over the median)"
         );
+    }
+
+    #[test]
+    fn working_hours_against_the_users_own_days() {
+        let mut f = Feed::new();
+        for day in 0..12 {
+            let d = (day / 5) * 7 + day % 5;
+            assert!(f.at(d * 86_400 + 8 * H, "login", "ann", json!({})).is_empty());
+            assert!(f.view(d * 86_400 + 12 * H, "ann", "P1").is_empty());
+        }
+        // Day 12 (a Wednesday): an hour later than usual is fine, the evening is not.
+        assert!(f.at(16 * 86_400 + 13 * H, "login", "ann", json!({})).is_empty());
+        let a = f.view(16 * 86_400 + 16 * H + 30 * 60, "ann", "P2");
+        assert_eq!(rules(&a), vec![Rule::UnusualHour]);
+        assert_eq!(a[0].observed, "active at 16:30; usually works 08:00-12:00");
+        assert!(f.view(16 * 86_400 + 17 * H, "ann", "P3").is_empty(), "once a day");
     }
 
     #[test]
