@@ -227,14 +227,35 @@ fn unavailable<T>(reason: impl std::fmt::Display) -> Probe<T> {
     Probe::unavailable(reason.to_string())
 }
 
+/// The file-system root the host probes read `/sys`, `/proc` and `/etc` under: `/` on the box,
+/// a temporary tree in tests (kernel paths are parameters).
+#[derive(Debug, Clone)]
+struct HostRoot(PathBuf);
+
+impl HostRoot {
+    fn system() -> Self {
+        HostRoot(PathBuf::from("/"))
+    }
+
+    fn path(&self, absolute: &str) -> PathBuf {
+        self.0.join(absolute.trim_start_matches('/'))
+    }
+
+    /// A small text file's contents, trimmed; empty when it cannot be read.
+    fn read(&self, absolute: &str) -> String {
+        std::fs::read_to_string(self.path(absolute)).map(|s| s.trim().to_string()).unwrap_or_default()
+    }
+}
+
 fn gather(config: &Config, exports: Option<&Path>, now: Timestamp) -> Facts {
+    let host = HostRoot::system();
     let store = super::audit::open(config);
     let store_error = store.as_ref().err().map(|e| format!("the store cannot be opened: {e}"));
     let store = store.ok().map(|(s, _)| s);
     let tls = tls_probe(config);
     let (volume, tpm) = volume_and_tpm(config);
     Facts {
-        box_name: Some(read_trimmed("/proc/sys/kernel/hostname")).filter(|h| !h.is_empty()).unwrap_or_else(|| "unknown".into()),
+        box_name: Some(host.read("/proc/sys/kernel/hostname")).filter(|h| !h.is_empty()).unwrap_or_else(|| "unknown".into()),
         profile: config.profile.to_string(),
         boot: boot_stages(config),
         volume,
@@ -275,9 +296,9 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp) -> Facts {
         ldap: ldap_facts(config, store.as_ref(), now),
         // The box has no backup component yet.
         backups: BackupFacts { configured: false, last_backup: None, encrypted: false, last_tested_restore: None },
-        usb: usb_facts(),
+        usb: usb_facts(&host),
         network: network_facts(config),
-        inventory: inventory(config),
+        inventory: inventory(config, &host),
         // Attestations and waivers are entered on the Reports page, which does not exist yet.
         attestations: vec![],
         waivers: vec![],
@@ -770,21 +791,39 @@ fn engine_reach(config: &Config) -> Probe<EngineReachProbe> {
     Probe::observed(EngineReachProbe { attempts })
 }
 
-fn usb_facts() -> Probe<UsbFacts> {
-    let loaded = ["usb_storage", "uas"].iter().any(|m| Path::new("/sys/module").join(m).exists());
+/// Whether the modprobe rules keep USB mass storage from loading. `blacklist` alone only stops
+/// loading by device alias, and `uas` pulls in `usb-storage` as a dependency, so either an
+/// `install usb-storage /bin/false` (or `/bin/true`) rule, or `blacklist` lines for both
+/// `usb-storage` and `uas`, are required.
+fn modprobe_blocks_usb_storage(rules: &str) -> bool {
+    let lines: Vec<Vec<&str>> = rules
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").split_whitespace().collect())
+        .collect();
+    let named = |words: &[&str], module: &str| words.get(1).is_some_and(|m| m.replace('_', "-") == module);
+    let install_blocked = lines.iter().any(|w| {
+        w.first() == Some(&"install") && named(w, "usb-storage") && matches!(w.get(2), Some(&"/bin/false" | &"/bin/true"))
+    });
+    let blacklisted = |module: &str| lines.iter().any(|w| w.first() == Some(&"blacklist") && named(w, module));
+    install_blocked || (blacklisted("usb-storage") && blacklisted("uas"))
+}
+
+fn usb_facts(host: &HostRoot) -> Probe<UsbFacts> {
+    let loaded: Vec<&str> = ["usb_storage", "uas"].into_iter().filter(|m| host.path("/sys/module").join(m).exists()).collect();
     let mut blocking_files = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/etc/modprobe.d") {
-        for entry in entries.flatten() {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let blocks = |m: &str| {
-                text.lines().map(str::trim).any(|l| l == format!("blacklist {m}") || l.starts_with(&format!("install {m} /bin/false")))
-            };
-            if blocks("usb-storage") || blocks("usb_storage") {
-                blocking_files.push(entry.path().display().to_string());
-            }
+    if let Ok(entries) = std::fs::read_dir(host.path("/etc/modprobe.d")) {
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        let all: String = paths.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default() + "\n").collect();
+        if modprobe_blocks_usb_storage(&all) {
+            blocking_files = paths
+                .iter()
+                .filter(|p| std::fs::read_to_string(p).unwrap_or_default().contains("usb"))
+                .map(|p| p.file_name().map(|n| format!("/etc/modprobe.d/{}", n.to_string_lossy())).unwrap_or_default())
+                .collect();
         }
     }
-    let devices: Vec<String> = std::fs::read_dir("/sys/block")
+    let mut devices: Vec<String> = std::fs::read_dir(host.path("/sys/block"))
         .map(|entries| {
             entries
                 .flatten()
@@ -793,13 +832,15 @@ fn usb_facts() -> Probe<UsbFacts> {
                 .collect()
         })
         .unwrap_or_default();
+    devices.sort();
+    let loaded_text = if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") };
     Probe::observed(UsbFacts {
-        storage_driver_blocked: !loaded && !blocking_files.is_empty(),
+        storage_driver_blocked: loaded.is_empty() && !blocking_files.is_empty(),
         usb_block_devices: devices,
         method: if blocking_files.is_empty() {
-            format!("no modprobe rule blocks usb-storage; driver loaded: {}", if loaded { "yes" } else { "no" })
+            format!("no modprobe rule keeps usb-storage from loading; storage drivers loaded: {loaded_text}")
         } else {
-            format!("modprobe rules in {}; driver loaded: {}", blocking_files.join(", "), if loaded { "yes" } else { "no" })
+            format!("modprobe rules in {}; storage drivers loaded: {loaded_text}", blocking_files.join(", "))
         },
     })
 }
@@ -826,42 +867,38 @@ fn network_facts(config: &Config) -> NetworkFacts {
     }
 }
 
-fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
-fn os_release(key: &str) -> String {
-    read_trimmed("/etc/os-release")
+fn os_release(host: &HostRoot, key: &str) -> String {
+    host.read("/etc/os-release")
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .map(|v| v.trim_matches('"').to_string())
         .unwrap_or_default()
 }
 
-fn inventory(config: &Config) -> Inventory {
-    let cpuinfo = read_trimmed("/proc/cpuinfo");
+fn inventory(config: &Config, host: &HostRoot) -> Inventory {
+    let cpuinfo = host.read("/proc/cpuinfo");
     let cpu_model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']).to_string());
     let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
-    let memory_mib = read_trimmed("/proc/meminfo")
+    let memory_mib = host.read("/proc/meminfo")
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next().and_then(|k| k.parse::<u64>().ok()))
         .map(|kib| kib / 1024)
         .unwrap_or(0);
     // The SecureBoot variable: 4 attribute bytes, then 1 for enabled.
-    let secure_boot = std::fs::read("/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c")
+    let secure_boot = std::fs::read(host.path("/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"))
         .ok()
         .and_then(|b| b.get(4).map(|v| *v == 1));
     Inventory {
-        hardware_vendor: read_trimmed("/sys/class/dmi/id/sys_vendor"),
-        hardware_model: read_trimmed("/sys/class/dmi/id/product_name"),
-        serial: read_trimmed("/sys/class/dmi/id/product_serial"),
+        hardware_vendor: host.read("/sys/class/dmi/id/sys_vendor"),
+        hardware_model: host.read("/sys/class/dmi/id/product_name"),
+        serial: host.read("/sys/class/dmi/id/product_serial"),
         cpu: format!("{} × {}", cores, cpu_model.unwrap_or_else(|| "unknown CPU".into())),
         memory_mib,
         gpus: gpus(config),
-        os: os_release("PRETTY_NAME"),
-        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-        image_version: os_release("IMAGE_VERSION"),
+        os: os_release(host, "PRETTY_NAME"),
+        kernel: host.read("/proc/sys/kernel/osrelease"),
+        image_version: os_release(host, "IMAGE_VERSION"),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         secure_boot,
         models: models(config),
@@ -926,4 +963,95 @@ fn models(config: &Config) -> Vec<Model> {
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usb_storage_is_blocked_only_by_rules_that_hold() {
+        assert!(modprobe_blocks_usb_storage("install usb-storage /bin/false\n"));
+        assert!(modprobe_blocks_usb_storage("install usb_storage /bin/true # no USB drives\n"));
+        assert!(modprobe_blocks_usb_storage("blacklist usb-storage\nblacklist uas\n"));
+        // A blacklist alone: uas still loads usb-storage as a dependency.
+        assert!(!modprobe_blocks_usb_storage("blacklist usb-storage\n"));
+        assert!(!modprobe_blocks_usb_storage("# install usb-storage /bin/false\n"));
+        assert!(!modprobe_blocks_usb_storage("install usb-storage /sbin/modprobe --ignore-install usb-storage\n"));
+        assert!(!modprobe_blocks_usb_storage(""));
+    }
+
+    fn tree() -> (tempfile::TempDir, HostRoot) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = HostRoot(dir.path().to_path_buf());
+        (dir, root)
+    }
+
+    fn observed<T>(p: Probe<T>) -> T {
+        match p {
+            Probe::Observed { value } => value,
+            Probe::Unavailable { reason } => panic!("unavailable: {reason}"),
+        }
+    }
+
+    #[test]
+    fn usb_probe_reads_rules_loaded_drivers_and_usb_disks() {
+        let (_dir, host) = tree();
+        std::fs::create_dir_all(host.path("/etc/modprobe.d")).expect("mkdir");
+        std::fs::create_dir_all(host.path("/sys/module")).expect("mkdir");
+        std::fs::create_dir_all(host.path("/sys/block")).expect("mkdir");
+        let none = observed(usb_facts(&host));
+        assert!(!none.storage_driver_blocked);
+        assert!(none.method.contains("no modprobe rule"), "{}", none.method);
+
+        std::fs::write(host.path("/etc/modprobe.d/wardbox-usb.conf"), "install usb-storage /bin/false\n").expect("write");
+        let blocked = observed(usb_facts(&host));
+        assert!(blocked.storage_driver_blocked, "{}", blocked.method);
+        assert!(blocked.method.contains("/etc/modprobe.d/wardbox-usb.conf"), "{}", blocked.method);
+
+        // A driver already loaded defeats the rule (it was loaded before, or by hand).
+        std::fs::create_dir_all(host.path("/sys/module/usb_storage")).expect("mkdir");
+        let loaded = observed(usb_facts(&host));
+        assert!(!loaded.storage_driver_blocked);
+        assert!(loaded.method.contains("usb_storage"), "{}", loaded.method);
+
+        std::os::unix::fs::symlink("../devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/block/sdb", host.path("/sys/block/sdb"))
+            .expect("symlink");
+        std::os::unix::fs::symlink("../devices/pci0000:00/0000:00:17.0/ata1/host0/block/sda", host.path("/sys/block/sda"))
+            .expect("symlink");
+        assert_eq!(observed(usb_facts(&host)).usb_block_devices, vec!["sdb".to_string()]);
+    }
+
+    #[test]
+    fn os_release_values_are_unquoted() {
+        let (_dir, host) = tree();
+        std::fs::create_dir_all(host.path("/etc")).expect("mkdir");
+        std::fs::write(host.path("/etc/os-release"), "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nIMAGE_VERSION=0.1.0\n").expect("write");
+        assert_eq!(os_release(&host, "PRETTY_NAME"), "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(os_release(&host, "IMAGE_VERSION"), "0.1.0");
+        assert_eq!(os_release(&host, "VERSION_ID"), "");
+    }
+
+    #[test]
+    fn listeners_on_any_address_are_probed_on_loopback() {
+        assert_eq!(probe_address("0.0.0.0:443".parse().expect("addr")), "127.0.0.1:443".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(probe_address("[::]:443".parse().expect("addr")), "[::1]:443".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(probe_address("192.168.10.5:443".parse().expect("addr")), "192.168.10.5:443".parse::<SocketAddr>().expect("addr"));
+    }
+
+    #[test]
+    fn the_newest_report_is_the_one_compared_with() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(newest_report(dir.path()), None);
+        for name in [
+            "wardbox-report-20261001T000000Z.json",
+            "wardbox-report-20261101T000000Z.json",
+            "wardbox-report-20261101T000000Z.oscal.json",
+            "wardbox-report-20261101T000000Z.html",
+            "notes.json",
+        ] {
+            std::fs::write(dir.path().join(name), "{}").expect("write");
+        }
+        assert_eq!(newest_report(dir.path()), Some(dir.path().join("wardbox-report-20261101T000000Z.json")));
+    }
 }
