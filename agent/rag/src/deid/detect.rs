@@ -181,10 +181,20 @@ const CAP_WORD: &str = r"\p{Lu}[\p{Ll}\p{M}]+";
 const STREET_SUFFIX: &str = r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Alley|Row|Crescent|Close|Loop|Pike|Run)";
 
 fn re(pattern: &str) -> Regex {
-    // The patterns are constants of this file, tested below: a bad one is a bug caught by
-    // every test run, not a runtime condition.
+    compile(pattern)
+}
+
+/// Compile a de-identification pattern. Word boundaries are ASCII (`(?-u:\b)`): a Unicode `\b`
+/// stops the fast regex engines on any non-ASCII text and makes detection several times slower.
+/// So that a word starting with a non-ASCII capital ("Łódź") still matches, no boundary is
+/// asked before a capital of any script; every span is widened to whole words of any script
+/// afterwards ([`detect`]), so an ASCII boundary never leaves part of a word.
+pub(crate) fn compile(pattern: &str) -> Regex {
+    let pattern = pattern.replace(r"\b(\p{Lu}", r"(\p{Lu}").replace(r"\b\p{Lu}", r"\p{Lu}").replace(r"\b", r"(?-u:\b)");
+    // The patterns are constants of this module, tested: a bad one is a bug caught by every
+    // test run, not a runtime condition.
     #[allow(clippy::expect_used)]
-    Regex::new(pattern).expect("a de-identification pattern failed to compile")
+    Regex::new(&pattern).expect("a de-identification pattern failed to compile")
 }
 
 /// A rule: a regex whose capture group `group` (0 = whole match) is the identifier.
@@ -799,7 +809,9 @@ fn false_date(text: &str, span: &Span) -> bool {
             return true;
         }
     }
-    let after = text[span.end..].trim_start().to_lowercase();
+    // Only the next word matters; lowering the whole rest of the text would make long
+    // documents quadratic.
+    let after: String = text[span.end..].trim_start().chars().take(12).collect::<String>().to_lowercase();
     ["times", "weeks", "days", "hours", "mg", "tabs", "units", "minutes"].iter().any(|w| after.starts_with(w)) && !s.contains(',')
 }
 

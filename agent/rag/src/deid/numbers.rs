@@ -12,9 +12,7 @@ use super::Category;
 use super::detect::Span;
 
 fn re(pattern: &str) -> Regex {
-    // Constants of this file, exercised by its tests.
-    #[allow(clippy::expect_used)]
-    Regex::new(pattern).expect("a de-identification pattern failed to compile")
+    super::detect::compile(pattern)
 }
 
 /// Luhn (ISO/IEC 7812) check over the digits of `s`.

@@ -13,9 +13,7 @@ use super::Category;
 use super::detect::{Span, is_place_word_safe};
 
 fn re(pattern: &str) -> Regex {
-    // Constants of this file, exercised by its tests.
-    #[allow(clippy::expect_used)]
-    Regex::new(pattern).expect("a de-identification pattern failed to compile")
+    super::detect::compile(pattern)
 }
 
 /// A capitalised word of any script, possibly with an apostrophe ("Sull'Arno", "Ørestad").
@@ -126,7 +124,9 @@ pub(crate) fn address_fill(text: &str, values: &[(usize, usize)], covered: &[Spa
     for &(start, end) in values {
         let mut at = start;
         let mut pieces = Vec::new();
-        for s in covered.iter().filter(|s| s.start < end && start < s.end) {
+        // `covered` is sorted by start: begin at the first span that can reach this value.
+        let first = covered.partition_point(|s| s.end <= start);
+        for s in covered[first..].iter().take_while(|s| s.start < end).filter(|s| start < s.end) {
             if s.start > at {
                 pieces.push((at, s.start));
             }
