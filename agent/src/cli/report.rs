@@ -382,13 +382,15 @@ fn volume_and_tpm(config: &Config) -> (Probe<VolumeFacts>, Probe<TpmFacts>) {
     )
 }
 
-/// How this boot unlocked the volume, from the unlock stage's record.
+/// How this boot unlocked the volume, from the unlock stage's record (its detail names the
+/// TPM-sealed key when the TPM opened it).
 fn unlocked_by(config: &Config) -> String {
-    boot_stages(config)
-        .into_iter()
-        .find(|s| s.stage == "unlock")
-        .map(|s| if s.reason.to_lowercase().contains("recovery") { "recovery".into() } else { "tpm".into() })
-        .unwrap_or_else(|| "unknown (no unlock stage record)".into())
+    match boot_stages(config).into_iter().find(|s| s.stage == "unlock") {
+        Some(s) if s.reason.contains("opened with the TPM-sealed key") => "tpm".into(),
+        Some(s) if s.reason.to_lowercase().contains("recovery") => "recovery".into(),
+        Some(s) => format!("unknown (unlock stage {}: {})", s.outcome, s.reason),
+        None => "unknown (no unlock stage record)".into(),
+    }
 }
 
 fn store_facts(store: &Store) -> Probe<StoreFacts> {
@@ -1037,6 +1039,28 @@ mod tests {
         assert_eq!(probe_address("0.0.0.0:443".parse().expect("addr")), "127.0.0.1:443".parse::<SocketAddr>().expect("addr"));
         assert_eq!(probe_address("[::]:443".parse().expect("addr")), "[::1]:443".parse::<SocketAddr>().expect("addr"));
         assert_eq!(probe_address("192.168.10.5:443".parse().expect("addr")), "192.168.10.5:443".parse::<SocketAddr>().expect("addr"));
+    }
+
+    #[test]
+    fn the_unlock_path_is_read_from_the_unlock_stage_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::dev_defaults(dir.path());
+        std::fs::create_dir_all(&config.state_dir).expect("mkdir");
+        assert_eq!(unlocked_by(&config), "unknown (no unlock stage record)");
+        let write = |outcome: &str, reason: &str| {
+            let health = json!({
+                "profile": "appliance", "state": "serving", "pid": 1, "started_at": "2026-11-29T10:00:00Z",
+                "stages": [{ "stage": "unlock", "outcome": outcome, "reason": reason, "started_at": null, "duration_ms": 5 }],
+                "running_without": [], "alerts": [],
+            });
+            std::fs::write(crate::daemon::status_file(&config.state_dir), health.to_string()).expect("write");
+        };
+        write("ok", "LUKS2 volume /dev/vda3 opened with the TPM-sealed key (sha256:0,2,4,7; policy /etc/wardbox/firmware-policy.toml), mounted at /var/lib/wardbox/data");
+        assert_eq!(unlocked_by(&config), "tpm");
+        write("failed", "the TPM refuses; run `wardbox volume recover` (recovery key)");
+        assert_eq!(unlocked_by(&config), "recovery");
+        write("ok", "opened");
+        assert_eq!(unlocked_by(&config), "unknown (unlock stage ok: opened)");
     }
 
     #[test]
