@@ -15,7 +15,8 @@
 #                    "root=PARTUUID=<root-a> ro rootfstype=ext4"; it is part of the signed UKI
 #   --root           the root file system written into root-a (image/build.sh's root.ext4);
 #                    without it root-a is left blank, --root-mib big (for boot-chain tests)
-#   --keys           a directory with PK.key/PK.crt, KEK.key/KEK.crt, db.key/db.crt (PEM).
+#   --keys           a directory with PK.key/PK.crt, KEK.key/KEK.crt, db.key/db.crt (PEM)
+#                    and pcr-sign.key (RSA, PEM: signs the UKI's PCR 11 values).
 #                    Default <out>/test-keys: generated there when absent, with "TEST KEY -
 #                    NOT FOR PRODUCTION" in every certificate's subject. A box in the field
 #                    is enrolled with the clinic fleet's keys instead (docs/image.md, "Keys").
@@ -33,6 +34,10 @@
 #                                   Secure Boot on (for qemu; a real box enrols in its setup)
 #   disk.raw                        GPT: ESP, wardbox-root-a, wardbox-root-b, wardbox-state
 #   cmdline.txt                     the command line inside the UKI
+#   pcr11.json                      PCR 11 (sha256) as systemd-stub will leave it, per boot
+#                                   phase (systemd-measure calculate; no "phase": right after
+#                                   the stub); the UKI carries the values signed with
+#                                   pcr-sign.key (.pcrsig) and the public key (.pcrpkey)
 #   secure-boot-keys.toml           sha256 of each certificate (DER): the firmware policy's
 #                                   [secure_boot_keys] table, to append to the policy
 #   uefi-info.txt                   versions, section layout, sha256s
@@ -97,13 +102,15 @@ fi
 [ -z "$ROOT_IMG" ] || [ -f "$ROOT_IMG" ] || die "no such root file system: $ROOT_IMG"
 
 VIRT_FW_VARS=${WARDBOX_VIRT_FW_VARS:-$(command -v virt-fw-vars || true)}
+MEASURE=${WARDBOX_SYSTEMD_MEASURE:-/usr/lib/systemd/systemd-measure}
 missing=""
-for tool in objcopy objdump sbsign sbverify mkfs.vfat mmd mcopy mdir sfdisk openssl bc sha256sum; do
+for tool in objcopy objdump sbsign sbverify mkfs.vfat mmd mcopy mdir sfdisk openssl bc sha256sum swtpm; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 [ -n "$VIRT_FW_VARS" ] && [ -x "$VIRT_FW_VARS" ] || missing="$missing virt-fw-vars"
 [ -f "$STUB" ] || missing="$missing $STUB"
 [ -f "$SDBOOT" ] || missing="$missing $SDBOOT"
+[ -x "$MEASURE" ] || missing="$missing $MEASURE (package systemd)"
 [ -f "$OVMF_VARS_BLANK" ] || missing="$missing $OVMF_VARS_BLANK"
 [ -z "$missing" ] || die "missing:$missing. Install: apt-get install -y binutils sbsigntool dosfstools mtools fdisk" \
     "openssl bc systemd-boot-efi ovmf; virt-fw-vars: pip install virt-firmware (tests/install-deps.sh does both)"
@@ -113,7 +120,8 @@ OUT=$(cd "$OUT" && pwd)
 KEYS=${KEYS:-$OUT/test-keys}
 UKI_NAME="wardbox-$VERSION+$TRIES.efi"
 WORK=$(mktemp -d "$OUT/.uefi-work.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+SWTPM_PID=""
+trap '[ -z "$SWTPM_PID" ] || kill "$SWTPM_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 
 # ---------------------------------------------------------------- keys
 phase "keys"
@@ -131,6 +139,13 @@ if [ ! -f "$KEYS/db.key" ]; then
 else
     echo "uefi.sh: Secure Boot keys from $KEYS"
 fi
+# The PCR-signing key: signs the PCR 11 values the UKI will produce (.pcrsig), so a volume
+# key bound to a signed PCR 11 policy unlocks with every UKI this key signed.
+if [ ! -f "$KEYS/pcr-sign.key" ] && [ "$KEYS" = "$OUT/test-keys" ]; then
+    openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$KEYS/pcr-sign.key" 2>/dev/null
+fi
+[ -f "$KEYS/pcr-sign.key" ] || die "no pcr-sign.key in $KEYS (the PCR 11 signing key, RSA, PEM)"
+openssl pkey -in "$KEYS/pcr-sign.key" -pubout -out "$KEYS/pcr-sign.pub.pem"
 for name in PK KEK db; do
     [ -f "$KEYS/$name.crt" ] || die "no $name.crt in $KEYS"
 done
@@ -165,10 +180,34 @@ section_spans() {
 }
 stub_end=$(section_spans "$STUB" | sort -n -k2 | tail -n 1 | cut -d' ' -f2)
 [ -n "$stub_end" ] && [ "$stub_end" -gt 0 ] || die "cannot read the section table of $STUB"
+# PCR 11 as systemd-stub will measure these sections (and .pcrpkey), predicted and signed by
+# systemd-measure for the boot phases the box unlocks in: ":" right after the stub (an initrd
+# without systemd, like initramfs-tools), "sysinit" and "sysinit:ready" (systemd-pcrphase on
+# the root). The signature travels in the UKI (.pcrsig); the stub hands it and the public key
+# to the initrd in /.extra/.
+measure_args=(--linux="$KERNEL" --osrel="$OSREL" --cmdline="$OUT/cmdline.txt" --initrd="$INITRD"
+    --pcrpkey="$KEYS/pcr-sign.pub.pem" --bank=sha256 --phase=: --phase=sysinit --phase=sysinit:ready)
+"$MEASURE" calculate "${measure_args[@]}" --json=short > "$OUT/pcr11.json" 2>/dev/null \
+    || die "systemd-measure calculate failed"
+# systemd 252's systemd-measure computes the policy digest it signs on a TPM: a throw-away
+# software TPM here (nothing is stored in it).
+mkdir -p "$WORK/tpm"
+swtpm socket --tpm2 --tpmstate dir="$WORK/tpm" --flags startup-clear,not-need-init \
+    --server type=unixio,path="$WORK/tpm/sock" --ctrl type=unixio,path="$WORK/tpm/sock.ctrl" \
+    > "$WORK/tpm/log" 2>&1 &
+SWTPM_PID=$!
+for _ in $(seq 50); do [ -S "$WORK/tpm/sock" ] && [ -S "$WORK/tpm/sock.ctrl" ] && break; sleep 0.1; done
+"$MEASURE" sign "${measure_args[@]}" --private-key="$KEYS/pcr-sign.key" --public-key="$KEYS/pcr-sign.pub.pem" \
+    --tpm2-device="swtpm:path=$WORK/tpm/sock" --json=short > "$WORK/pcrsig.json" 2> "$WORK/tpm/measure.log" \
+    || { cat "$WORK/tpm/measure.log" >&2; die "systemd-measure sign failed"; }
+kill "$SWTPM_PID" 2>/dev/null || true
+wait "$SWTPM_PID" 2>/dev/null || true
+SWTPM_PID=""
 next=$stub_end
 sections=()
 layout=""
-for spec in ".osrel=$OSREL" ".cmdline=$OUT/cmdline.txt" ".linux=$KERNEL" ".initrd=$INITRD"; do
+for spec in ".osrel=$OSREL" ".cmdline=$OUT/cmdline.txt" ".linux=$KERNEL" ".initrd=$INITRD" \
+        ".pcrsig=$WORK/pcrsig.json" ".pcrpkey=$KEYS/pcr-sign.pub.pem"; do
     name=${spec%%=*}
     file=${spec#*=}
     vma=$(( (next + align - 1) / align * align ))
@@ -182,7 +221,7 @@ objcopy "${sections[@]}" "$STUB" "$UNSIGNED"
 # Check the result: every added section where it was put, none overlapping.
 section_spans "$UNSIGNED" | sort -n | awk 'NR > 1 && $1 < prev_end { print "overlap: " prev_name " and " $3; bad = 1 } { prev_end = $2; prev_name = $3 } END { exit bad }' \
     || die "the UKI's sections overlap (see above)"
-for name in .osrel .cmdline .linux .initrd; do
+for name in .osrel .cmdline .linux .initrd .pcrsig .pcrpkey; do
     objdump -h -w "$UNSIGNED" | awk -v n="$name" '$2 == n { found = 1 } END { exit !found }' || die "the UKI lacks $name"
 done
 sbsign --key "$KEYS/db.key" --cert "$KEYS/db.crt" --output "$OUT/$UKI_NAME" "$UNSIGNED" 2>/dev/null

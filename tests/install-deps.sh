@@ -96,7 +96,8 @@ for prog in "${programs[@]}"; do
 done
 for f in /usr/share/OVMF/OVMF_CODE_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd \
         /usr/share/OVMF/OVMF_CODE_4M.secboot.fd /usr/share/OVMF/OVMF_VARS_4M.fd \
-        /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/systemd/boot/efi/systemd-bootx64.efi; do
+        /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/systemd/boot/efi/systemd-bootx64.efi \
+        /usr/lib/systemd/systemd-measure; do
     [ -e "$f" ] || absent+=("$f")
 done
 if [ ${#absent[@]} -gt 0 ]; then

@@ -176,6 +176,8 @@ pub struct FirmwareBootSpec {
     pub system_disk: PathBuf,
     /// The UEFI variable store with the Secure Boot keys (a copy: the firmware writes it).
     pub vars: PathBuf,
+    /// A software TPM's control socket ([`Swtpm`]), or no TPM.
+    pub tpm_socket: Option<PathBuf>,
     pub monitor_socket: PathBuf,
     pub memory_mib: u32,
     pub log: PathBuf,
@@ -228,7 +230,8 @@ impl Vm {
 
     /// Boot through the firmware alone, as a box does: no `-kernel`; OVMF (Secure Boot capable,
     /// SMM) finds the bootloader on the raw system disk's ESP and decides, with the keys in
-    /// `vars`, what may run. One CPU, no network, no TPM: for the boot-chain test.
+    /// `vars`, what may run. One CPU, no network, a TPM when the spec names one: for the
+    /// boot-chain test.
     pub fn boot_firmware(spec: &FirmwareBootSpec) -> Result<Vm, String> {
         let accel = std::env::var("WARDBOX_E2E_ACCEL").unwrap_or_else(|_| "tcg".into());
         let mut cmd = Command::new("qemu-system-x86_64");
@@ -241,6 +244,10 @@ impl Vm {
             .args(["-drive", &format!("if=pflash,format=raw,unit=1,file={}", spec.vars.display())])
             .args(["-drive", &format!("file={},if=none,id=sys,format=raw", spec.system_disk.display())])
             .args(["-device", "virtio-blk-pci,drive=sys"]);
+        if let Some(socket) = &spec.tpm_socket {
+            cmd.args(["-chardev", &format!("socket,id=chrtpm,path={}", socket.display())])
+                .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"]);
+        }
         Self::spawn(cmd, &spec.log, &spec.monitor_socket, 0)
     }
 

@@ -8,7 +8,9 @@
 //!    and the real `systemd-bless-boot good` blesses the entry (`wardbox-<v>.efi`, checked on
 //!    the disk afterwards from the host). The firmware's PK, KEK and db, read in the guest, pass
 //!    the firmware policy's key check with the fingerprints image/uefi.sh wrote, and fail it
-//!    when the policy pins another db certificate.
+//!    when the policy pins another db certificate. With a software TPM, PCR 11 in the guest is
+//!    the value systemd-measure predicted (and signed into the UKI) at build time, and the
+//!    stub handed the signature and its public key to the initrd (`/.extra`).
 //! 2. The same UKI unsigned, in place of the signed one: the firmware refuses to load it
 //!    (`Access Denied`) and no kernel starts.
 //! 3. The same UKI signed with a key that is not in db: refused the same way.
@@ -31,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use wardbox_e2e::{FirmwareBootSpec, OVMF_CODE, Phases, Vm, run, which};
+use wardbox_e2e::{FirmwareBootSpec, OVMF_CODE, Phases, Swtpm, Vm, run, which};
 use wardbox_firmware_policy::{
     CertFingerprint, DEFAULT_POLICY_TOML, FirmwarePolicy, KeyCheck, KeyVariable, read_enrolled_keys,
 };
@@ -142,13 +144,15 @@ impl Boot {
         Ok(())
     }
 
-    /// Boot this disk; the console goes to `console-<n>.log` (`n`: the test's boot number).
-    fn start(&self, n: u32) -> Result<Vm, String> {
+    /// Boot this disk, with a TPM when `tpm` is given; the console goes to `console-<n>.log`
+    /// (`n`: the test's boot number).
+    fn start(&self, n: u32, tpm: Option<&Swtpm>) -> Result<Vm, String> {
         let log = self.dir.join(format!("console-{n}.log"));
         eprintln!("== uefi-chain: boot {n}: console log {}", log.display());
         Vm::boot_firmware(&FirmwareBootSpec {
             system_disk: self.disk.clone(),
             vars: self.vars.clone(),
+            tpm_socket: tpm.map(|t| t.socket.clone()),
             monitor_socket: self.monitor.clone(),
             memory_mib: 512,
             log,
@@ -242,6 +246,35 @@ fn check_enrolled_keys(vm: &mut Vm, chain: &Path, work: &Path) -> Result<(), Str
     Ok(())
 }
 
+/// PCR 11 in the guest (boot 1 has a TPM) is the value systemd-measure predicted at build time
+/// for the state right after the stub (the entry without a boot phase in pcr11.json), and the
+/// stub handed the signed PCR 11 values and their public key to the initrd: what a signed
+/// PCR 11 policy needs at unlock.
+fn check_pcr11(vm: &mut Vm, chain: &Path) -> Result<(), String> {
+    let measured = reported(vm, "PCR11", &[])?;
+    let predicted: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(chain.join("pcr11.json")).map_err(|e| format!("no pcr11.json: {e}"))?,
+    )
+    .map_err(|e| format!("pcr11.json is not JSON: {e}"))?;
+    let after_stub = predicted["sha256"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e.get("phase").is_none()))
+        .and_then(|e| e["hash"].as_str())
+        .ok_or_else(|| format!("pcr11.json has no value for the state after the stub: {predicted}"))?;
+    if !measured.eq_ignore_ascii_case(after_stub) {
+        return Err(format!("boot 1: PCR 11 in the guest is `{measured}`, systemd-measure predicted {after_stub}"));
+    }
+    let extra = reported(vm, "extra", &[])?;
+    if extra != "pcrsig present pcrpkey present" {
+        return Err(format!("boot 1: the stub did not hand the PCR signature and key to the initrd: {extra}"));
+    }
+    eprintln!(
+        "== uefi-chain: boot 1: PCR 11 is the signed prediction ({}), .pcrsig and .pcrpkey reached /.extra",
+        &after_stub[..16]
+    );
+    Ok(())
+}
+
 fn scenario() -> Result<(), String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no repository root")?.to_path_buf();
     let mut phases = Phases::default();
@@ -284,7 +317,8 @@ fn scenario() -> Result<(), String> {
     // ---------------------------------------------------------------- boot 1: signed chain
     phases.start("boot 1: signed chain, Secure Boot on, blessed");
     let signed = Boot::prepare(&work, &chain, "signed")?;
-    let mut vm = signed.start(1)?;
+    let tpm = Swtpm::start(&work.join("tpm"), &work.join("swtpm.sock"), &work.join("swtpm.log"))?;
+    let mut vm = signed.start(1, Some(&tpm))?;
     let refused = ["Access Denied", "Security Violation", "No bootable option", "Kernel panic"];
     vm.expect("Secure boot enabled", &refused, 3 * MIN).map_err(|e| format!("boot 1: {e}"))?;
     vm.expect(&format!("{GUEST}userspace reached"), &refused, 2 * MIN).map_err(|e| format!("boot 1: {e}"))?;
@@ -309,10 +343,12 @@ fn scenario() -> Result<(), String> {
     if count_path != format!("\\EFI\\Linux\\{stem}+2-1.efi") {
         return Err(format!("boot 1: systemd-boot did not count the try as +2-1: LoaderBootCountPath `{count_path}`"));
     }
+    check_pcr11(&mut vm, &chain)?;
     vm.expect(&format!("{GUEST}blessed"), &["systemd-bless-boot failed", "cannot mount the ESP"], 2 * MIN)
         .map_err(|e| format!("boot 1: {e}"))?;
     vm.expect(&format!("{GUEST}done"), &[], 2 * MIN).map_err(|e| format!("boot 1: {e}"))?;
     vm.wait_exit(2 * MIN).map_err(|e| format!("boot 1: the guest did not power off: {e}"))?;
+    drop(tpm);
     let entries = signed.uki_files()?;
     if entries != [format!("{stem}.efi")] {
         return Err(format!("boot 1: after the blessed boot the ESP's EFI/Linux holds {entries:?}, not [{stem}.efi]"));
@@ -325,7 +361,7 @@ fn scenario() -> Result<(), String> {
     phases.start("boot 2: unsigned UKI refused");
     let boot = Boot::prepare(&work, &chain, "unsigned")?;
     boot.replace_uki(&uki_name, &chain.join(format!("{stem}.unsigned.efi")))?;
-    let mut vm = boot.start(2)?;
+    let mut vm = boot.start(2, None)?;
     expect_refused(&mut vm, &stem, "boot 2 (unsigned UKI)")?;
     drop(vm);
 
@@ -357,7 +393,7 @@ fn scenario() -> Result<(), String> {
         );
     }
     boot.replace_uki(&uki_name, &foreign)?;
-    let mut vm = boot.start(3)?;
+    let mut vm = boot.start(3, None)?;
     expect_refused(&mut vm, &stem, "boot 3 (UKI signed with a key not in db)")?;
     drop(vm);
 
@@ -377,7 +413,7 @@ fn scenario() -> Result<(), String> {
         .arg(next.join(&next_name))
         .arg(format!("::/EFI/Linux/{next_name}")))?;
     for (n, counted) in [(4, "+2-1"), (5, "+1-2"), (6, "+0-3")] {
-        let mut vm = signed.start(n)?;
+        let mut vm = signed.start(n, None)?;
         let count_path = reported(&mut vm, "LoaderBootCountPath", &refused).map_err(|e| format!("boot {n}: {e}"))?;
         if count_path != format!("\\EFI\\Linux\\{next_stem}{counted}.efi") {
             return Err(format!(
@@ -389,7 +425,7 @@ fn scenario() -> Result<(), String> {
         vm.wait_exit(2 * MIN).map_err(|e| format!("boot {n}: the guest did not power off: {e}"))?;
         eprintln!("== uefi-chain: boot {n}: the unhealthy UKI ran, try counted as {counted}");
     }
-    let mut vm = signed.start(7)?;
+    let mut vm = signed.start(7, None)?;
     let selected = reported(&mut vm, "LoaderEntrySelected", &refused).map_err(|e| format!("boot 7: {e}"))?;
     if selected != format!("{stem}.efi") {
         return Err(format!(

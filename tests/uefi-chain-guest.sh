@@ -113,6 +113,14 @@ text() { tail -c +5 "$1" 2>/dev/null | tr -d '\000'; }
 say "SecureBoot=$(byte /sys/firmware/efi/efivars/SecureBoot-$GLOBAL)"
 say "LoaderEntrySelected=$(text /sys/firmware/efi/efivars/LoaderEntrySelected-$LOADER)"
 say "LoaderBootCountPath=$(text /sys/firmware/efi/efivars/LoaderBootCountPath-$LOADER)"
+# What systemd-stub measured (PCR 11, when the box has a TPM) and handed over (/.extra).
+if [ -r /sys/class/tpm/tpm0/pcr-sha256/11 ]; then
+    say "PCR11=$(cat /sys/class/tpm/tpm0/pcr-sha256/11)"
+else
+    say "PCR11=no TPM"
+fi
+present() { [ -s "$1" ] && echo present || echo absent; }
+say "extra: pcrsig $(present /.extra/tpm2-pcr-signature.json) pcrpkey $(present /.extra/tpm2-pcr-public-key.pem)"
 # A UKI built with wardbox.chain_test=unhealthy plays an OS whose agent fails its health check:
 # it is never blessed, so systemd-boot counts its tries down and then falls back.
 if grep -q "wardbox.chain_test=unhealthy" /proc/cmdline; then
