@@ -30,7 +30,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HELD.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        HELD.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: forwarded unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -40,7 +43,11 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOC: Counting = Counting;
 
 fn main() {
-    let stream = generate(&Scenario { seed: 42, weeks: 52, incidents_per_kind: 4 });
+    let stream = generate(&Scenario {
+        seed: 42,
+        weeks: 52,
+        incidents_per_kind: 4,
+    });
     let records: Vec<_> = stream.records.iter().map(|r| r.as_record()).collect();
 
     let before = HELD.load(Ordering::Relaxed);
@@ -51,13 +58,40 @@ fn main() {
         alerts.extend(detector.observe(r).expect("readable"));
     }
     let elapsed = start.elapsed();
-    let alert_bytes: usize = alerts.iter().map(|a| std::mem::size_of_val(a) + a.subject.len() + a.at.len() + a.threshold.len() + a.observed.len() + a.seqs.len() * 8).sum();
+    let alert_bytes: usize = alerts
+        .iter()
+        .map(|a| {
+            std::mem::size_of_val(a)
+                + a.subject.len()
+                + a.at.len()
+                + a.threshold.len()
+                + a.observed.len()
+                + a.seqs.len() * 8
+        })
+        .sum();
     let held = HELD.load(Ordering::Relaxed) - before;
 
     let per_sec = records.len() as f64 / elapsed.as_secs_f64();
-    println!("records: {} over 52 weeks, {} users with state", records.len(), detector.users());
-    println!("throughput: {per_sec:.0} records/s ({:.2} us per record, {:.3} s in all)", 1e6 / per_sec, elapsed.as_secs_f64());
-    println!("detector state after a year: {} KiB ({} alerts raised, about {} KiB of them, not counted)", (held as usize).saturating_sub(alert_bytes) / 1024, alerts.len(), alert_bytes / 1024);
+    println!(
+        "records: {} over 52 weeks, {} users with state",
+        records.len(),
+        detector.users()
+    );
+    println!(
+        "throughput: {per_sec:.0} records/s ({:.2} us per record, {:.3} s in all)",
+        1e6 / per_sec,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "detector state after a year: {} KiB ({} alerts raised, about {} KiB of them, not counted)",
+        (held as usize).saturating_sub(alert_bytes) / 1024,
+        alerts.len(),
+        alert_bytes / 1024
+    );
     let ev = score(&stream, &alerts);
-    println!("alerts touching no injected incident: {} ({:.4} per user-week)", ev.false_alerts(), ev.false_per_user_week(None));
+    println!(
+        "alerts touching no injected incident: {} ({:.4} per user-week)",
+        ev.false_alerts(),
+        ev.false_per_user_week(None)
+    );
 }

@@ -431,7 +431,10 @@ impl Detector {
             st.today_hour_alerted = false;
         }
         let minute = local.minute as u16;
-        st.today_span = Some(st.today_span.map_or((minute, minute), |(a, b)| (a.min(minute), b.max(minute))));
+        st.today_span = Some(
+            st.today_span
+                .map_or((minute, minute), |(a, b)| (a.min(minute), b.max(minute))),
+        );
 
         // Working hours: outside the user's own usual day (median start and end of past days,
         // widened by k scaled MADs, at least the floor).
@@ -439,9 +442,10 @@ impl Detector {
         if st.today_hour_alerted || st.day_starts.len() < b.cold_start_days as usize {
             return;
         }
-        let (Some((start, start_mad)), Some((end, end_mad))) =
-            (median_mad(st.day_starts.iter().map(|&m| f64::from(m))), median_mad(st.day_ends.iter().map(|&m| f64::from(m))))
-        else {
+        let (Some((start, start_mad)), Some((end, end_mad))) = (
+            median_mad(st.day_starts.iter().map(|&m| f64::from(m))),
+            median_mad(st.day_ends.iter().map(|&m| f64::from(m))),
+        ) else {
             return;
         };
         let floor = f64::from(b.min_hour_shift_minutes);
@@ -586,8 +590,8 @@ impl Detector {
                     Rule::UnusualPromptSize,
                     format!("user:{user}"),
                     format!(
-                        "more than {:.0} characters (median + {} MADs of the user's questions, at least {})",
-                        (med + b.prompt_mads * spread).exp(),
+                        "more than {:.0} characters (median + {} MADs of the user's questions, and at least {})",
+                        (med + b.prompt_mads * spread).exp().max(f64::from(b.min_prompt_chars)),
                         b.prompt_mads,
                         b.min_prompt_chars
                     ),
@@ -978,15 +982,74 @@ mod tests {
         let mut f = Feed::new();
         for day in 0..12 {
             let d = (day / 5) * 7 + day % 5;
-            assert!(f.at(d * 86_400 + 8 * H, "login", "ann", json!({})).is_empty());
+            assert!(
+                f.at(d * 86_400 + 8 * H, "login", "ann", json!({}))
+                    .is_empty()
+            );
             assert!(f.view(d * 86_400 + 12 * H, "ann", "P1").is_empty());
         }
         // Day 12 (a Wednesday): an hour later than usual is fine, the evening is not.
-        assert!(f.at(16 * 86_400 + 13 * H, "login", "ann", json!({})).is_empty());
+        assert!(
+            f.at(16 * 86_400 + 13 * H, "login", "ann", json!({}))
+                .is_empty()
+        );
         let a = f.view(16 * 86_400 + 16 * H + 30 * 60, "ann", "P2");
         assert_eq!(rules(&a), vec![Rule::UnusualHour]);
         assert_eq!(a[0].observed, "active at 16:30; usually works 08:00-12:00");
-        assert!(f.view(16 * 86_400 + 17 * H, "ann", "P3").is_empty(), "once a day");
+        assert!(
+            f.view(16 * 86_400 + 17 * H, "ann", "P3").is_empty(),
+            "once a day"
+        );
+    }
+
+    #[test]
+    fn prompt_sizes_absolute_and_against_the_users_own() {
+        let mut f = Feed::new();
+        let ask = |f: &mut Feed, t: i64, chars: u64| {
+            f.at(t, "query", "ann", json!({ "who": {}, "patient": "P1", "task": "ask", "text": { "sha256": "00", "chars": chars } }))
+        };
+        for i in 0..30 {
+            assert!(
+                ask(&mut f, 9 * H + i * 60, 200 + (i as u64 % 5) * 50).is_empty(),
+                "cold start"
+            );
+        }
+        let a = ask(&mut f, 10 * H, 5000);
+        assert_eq!(rules(&a), vec![Rule::UnusualPromptSize]);
+        assert_eq!(
+            a[0].observed,
+            "question of 5000 characters; usually 229-393"
+        );
+        assert_eq!(
+            a[0].threshold,
+            "more than 1500 characters (median + 3 MADs of the user's questions, and at least 1500)"
+        );
+        assert_eq!(
+            rules(&ask(&mut f, 10 * H + 60, 9000)),
+            vec![Rule::LargePrompt, Rule::UnusualPromptSize]
+        );
+    }
+
+    #[test]
+    fn repeated_refusals() {
+        let mut f = Feed::new();
+        let deny = |f: &mut Feed, t: i64| {
+            f.at(
+                t,
+                "access",
+                "ann",
+                json!({ "who": {}, "route": "/admin", "outcome": "denied_role" }),
+            )
+        };
+        assert!(deny(&mut f, 9 * H).is_empty());
+        assert!(
+            deny(&mut f, 9 * H + 700).is_empty(),
+            "the first left the 10 min window"
+        );
+        assert!(deny(&mut f, 9 * H + 800).is_empty());
+        let a = deny(&mut f, 9 * H + 900);
+        assert_eq!(rules(&a), vec![Rule::DeniedAccess]);
+        assert_eq!(a[0].seqs, vec![2, 3, 4]);
     }
 
     #[test]

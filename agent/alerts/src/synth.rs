@@ -66,7 +66,13 @@ pub struct OwnedRecord {
 
 impl OwnedRecord {
     pub fn as_record(&self) -> Record<'_> {
-        Record { seq: self.seq, ts: &self.ts, kind: self.kind, actor: &self.actor, detail: &self.detail }
+        Record {
+            seq: self.seq,
+            ts: &self.ts,
+            kind: self.kind,
+            actor: &self.actor,
+            detail: &self.detail,
+        }
     }
 }
 
@@ -168,8 +174,21 @@ fn utc(day: i64, minute: i64, rng: &mut Rng) -> i64 {
 }
 
 impl Gen {
-    fn push(&mut self, t: i64, kind: &'static str, actor: &str, detail: Value, incident: Option<usize>) {
-        self.events.push(Event { t, kind, actor: actor.to_string(), detail, incident });
+    fn push(
+        &mut self,
+        t: i64,
+        kind: &'static str,
+        actor: &str,
+        detail: Value,
+        incident: Option<usize>,
+    ) {
+        self.events.push(Event {
+            t,
+            kind,
+            actor: actor.to_string(),
+            detail,
+            incident,
+        });
     }
 
     fn who(&mut self, p: &Person, client: &str, break_glass: bool) -> Value {
@@ -189,22 +208,56 @@ impl Gen {
     fn login(&mut self, t: i64, p: &Person, client: &str, inc: Option<usize>) {
         self.session += 1;
         let who = self.who(p, client, false);
-        self.push(t, "login", &p.name, json!({ "who": who, "source": "local" }), inc);
+        self.push(
+            t,
+            "login",
+            &p.name,
+            json!({ "who": who, "source": "local" }),
+            inc,
+        );
     }
 
     fn fail(&mut self, t: i64, account: &str, client: &str, reason: &str, inc: Option<usize>) {
-        self.push(t, "login_failed", account, json!({ "user": account, "client": client, "reason": reason, "emergency": false }), inc);
+        self.push(
+            t,
+            "login_failed",
+            account,
+            json!({ "user": account, "client": client, "reason": reason, "emergency": false }),
+            inc,
+        );
     }
 
-    fn view(&mut self, t: i64, p: &Person, client: &str, patient: &str, bg: bool, inc: Option<usize>) {
+    fn view(
+        &mut self,
+        t: i64,
+        p: &Person,
+        client: &str,
+        patient: &str,
+        bg: bool,
+        inc: Option<usize>,
+    ) {
         let who = self.who(p, client, bg);
         self.push(t, "access", &p.name, json!({ "who": who, "method": "GET", "route": "/patients/{id}", "path": format!("/patients/{patient}") }), inc);
     }
 
-    fn ask(&mut self, t: i64, p: &Person, client: &str, patient: &str, chars: u64, inc: Option<usize>) {
+    fn ask(
+        &mut self,
+        t: i64,
+        p: &Person,
+        client: &str,
+        patient: &str,
+        chars: u64,
+        inc: Option<usize>,
+    ) {
         let who = self.who(p, client, false);
         let text = json!({ "sha256": format!("{:016x}", self.rng.next_u64()), "chars": chars });
-        self.push(t, "query", &p.name, json!({ "who": who, "patient": patient, "task": "ask", "text": text }), inc);
+        self.push(
+            t,
+            "query",
+            &p.name,
+            json!({ "who": who, "patient": patient, "task": "ask", "text": text }),
+            inc,
+        );
         let answer = json!({ "sha256": format!("{:016x}", self.rng.next_u64()), "chars": self.rng.int(200, 2000) });
         let who = self.who(p, client, false);
         let t = t + self.rng.int(5, 40);
@@ -212,7 +265,9 @@ impl Gen {
     }
 
     fn prompt_size(&mut self, p: &Person) -> u64 {
-        (p.prompt_median * (p.prompt_sigma * self.rng.normal()).exp()).round().clamp(5.0, 7900.0) as u64
+        (p.prompt_median * (p.prompt_sigma * self.rng.normal()).exp())
+            .round()
+            .clamp(5.0, 7900.0) as u64
     }
 
     fn new_incident(&mut self, rule: Rule, user: &str) -> usize {
@@ -232,7 +287,11 @@ impl Gen {
         if rng.chance(0.1) {
             end += rng.int(0, 25); // finishing a note
         }
-        let client = if rng.chance(0.3) { format!("10.0.2.{}", rng.int(1, 3)) } else { p.workstation.clone() };
+        let client = if rng.chance(0.3) {
+            format!("10.0.2.{}", rng.int(1, 3))
+        } else {
+            p.workstation.clone()
+        };
         let t0 = utc(day, start, &mut self.rng);
         if self.rng.chance(0.05) {
             for i in 0..self.rng.int(1, 2) {
@@ -248,7 +307,9 @@ impl Gen {
         }
         match p.role {
             Role::Clinician | Role::Nurse => {
-                let n = (p.patients_mean + p.patients_mean.sqrt() * self.rng.normal()).round().max(0.0) as i64;
+                let n = (p.patients_mean + p.patients_mean.sqrt() * self.rng.normal())
+                    .round()
+                    .max(0.0) as i64;
                 for _ in 0..n {
                     let t = self.rng.int(t0 + 30, t_end.max(t0 + 31));
                     let patient = self.patient();
@@ -265,16 +326,32 @@ impl Gen {
                 }
             }
             Role::Admin | Role::Auditor => {
-                let page = if p.role == Role::Admin { "/admin/users" } else { "/admin/audit" };
+                let page = if p.role == Role::Admin {
+                    "/admin/users"
+                } else {
+                    "/admin/audit"
+                };
                 for _ in 0..self.rng.int(2, 12) {
                     let t = self.rng.int(t0 + 30, t_end.max(t0 + 31));
                     let who = self.who(p, &client, false);
-                    self.push(t, "access", &p.name, json!({ "who": who, "method": "GET", "route": page, "path": page }), None);
+                    self.push(
+                        t,
+                        "access",
+                        &p.name,
+                        json!({ "who": who, "method": "GET", "route": page, "path": page }),
+                        None,
+                    );
                 }
                 if p.role == Role::Admin && self.rng.chance(0.2) {
                     let t = self.rng.int(t0 + 30, t_end.max(t0 + 31));
                     let who = self.who(p, &client, false);
-                    self.push(t, "admin_action", &p.name, json!({ "who": who, "action": "user_disable", "target": "temp1" }), None);
+                    self.push(
+                        t,
+                        "admin_action",
+                        &p.name,
+                        json!({ "who": who, "action": "user_disable", "target": "temp1" }),
+                        None,
+                    );
                 }
             }
         }
@@ -282,10 +359,22 @@ impl Gen {
             // A click on a page the role may not open.
             let t = self.rng.int(t0 + 30, t_end.max(t0 + 31));
             let who = self.who(p, &client, false);
-            self.push(t, "access", &p.name, json!({ "who": who, "method": "GET", "route": "/admin", "outcome": "denied_role" }), None);
+            self.push(
+                t,
+                "access",
+                &p.name,
+                json!({ "who": who, "method": "GET", "route": "/admin", "outcome": "denied_role" }),
+                None,
+            );
         }
         let who = self.who(p, &client, false);
-        self.push(t_end + 30, "logout", &p.name, json!({ "who": who, "reason": "user" }), None);
+        self.push(
+            t_end + 30,
+            "logout",
+            &p.name,
+            json!({ "who": who, "reason": "user" }),
+            None,
+        );
         if self.rng.chance(0.005) {
             // Benign but off hours: an evening at home finishing letters.
             let t = utc(day, self.rng.int(19 * 60 + 30, 21 * 60), &mut self.rng);
@@ -308,12 +397,20 @@ fn people(rng: &mut Rng) -> Vec<Person> {
         // Users 2, 5, 9 work half days (mornings or afternoons); 3, 4, 10 part time; 6, 11 also on Saturdays.
         let half_day = matches!(i, 2 | 5 | 9);
         let (start, end) = if half_day {
-            if i == 5 { (13 * 60 + 30 + rng.int(0, 20), 18 * 60 + rng.int(0, 15)) } else { (7 * 60 + 50 + rng.int(0, 20), 12 * 60 + 20 + rng.int(0, 10)) }
+            if i == 5 {
+                (13 * 60 + 30 + rng.int(0, 20), 18 * 60 + rng.int(0, 15))
+            } else {
+                (7 * 60 + 50 + rng.int(0, 20), 12 * 60 + 20 + rng.int(0, 10))
+            }
         } else {
             let s = 7 * 60 + 45 + rng.int(0, 75);
             (s, (s + rng.int(7 * 60, 9 * 60 + 30)).min(18 * 60 + 20))
         };
-        let mut days: Vec<usize> = if matches!(i, 3 | 4 | 10) { vec![0, 1, 3] } else { vec![0, 1, 2, 3, 4] };
+        let mut days: Vec<usize> = if matches!(i, 3 | 4 | 10) {
+            vec![0, 1, 3]
+        } else {
+            vec![0, 1, 2, 3, 4]
+        };
         if matches!(i, 6 | 11) {
             days.push(5);
         }
@@ -323,7 +420,14 @@ fn people(rng: &mut Rng) -> Vec<Person> {
             _ => 0.0,
         };
         out.push(Person {
-            name: format!("{}{:02}", ["dr", "dr", "dr", "dr", "dr", "dr", "dr", "dr", "rn", "rn", "rn", "rn", "admin", "admin", "audit"][i], i + 1),
+            name: format!(
+                "{}{:02}",
+                [
+                    "dr", "dr", "dr", "dr", "dr", "dr", "dr", "dr", "rn", "rn", "rn", "rn",
+                    "admin", "admin", "audit"
+                ][i],
+                i + 1
+            ),
             role,
             days,
             start,
@@ -365,7 +469,8 @@ pub fn generate(s: &Scenario) -> Stream {
                 .collect::<BTreeSet<_>>()
                 .iter()
                 .map(|&&d| {
-                    let date = jiff::civil::Date::new(1970, 1, 1).expect("epoch") + jiff::Span::new().days(d);
+                    let date = jiff::civil::Date::new(1970, 1, 1).expect("epoch")
+                        + jiff::Span::new().days(d);
                     date.to_string()
                 })
                 .collect(),
@@ -373,7 +478,14 @@ pub fn generate(s: &Scenario) -> Stream {
         },
         ..Default::default()
     };
-    let mut g = Gen { rng, events: Vec::new(), incidents: Vec::new(), holidays, patients: 4000, session: 0 };
+    let mut g = Gen {
+        rng,
+        events: Vec::new(),
+        incidents: Vec::new(),
+        holidays,
+        patients: 4000,
+        session: 0,
+    };
 
     // Incidents first pick their (user, day), so ordinary work on that day can make room.
     let mut plan: Vec<(Rule, usize, i64)> = Vec::new();
@@ -383,14 +495,25 @@ pub fn generate(s: &Scenario) -> Stream {
             loop {
                 let u = match rule {
                     Rule::UnusualHour => *g.rng.pick(&[2usize, 5, 9]),
-                    Rule::UnusualPatientsPerDay | Rule::BulkAccess | Rule::UnusualPromptSize => g.rng.int(0, 11) as usize,
+                    Rule::UnusualPatientsPerDay | Rule::BulkAccess | Rule::UnusualPromptSize => {
+                        g.rng.int(0, 11) as usize
+                    }
                     _ => g.rng.int(0, USERS as i64 - 1) as usize,
                 };
                 let day = first_day + g.rng.int(28, days - 1);
                 let p = &staff[u];
                 let wd = ((day + 3).rem_euclid(7)) as usize;
-                let works = p.days.contains(&wd) && !g.holidays.contains(&day) && !p.vacation.contains(&day);
-                let needs_workday = !matches!(rule, Rule::OffHours | Rule::FirewallCheck | Rule::GpuDegraded | Rule::PasswordSpraying | Rule::DormantAccount);
+                let works = p.days.contains(&wd)
+                    && !g.holidays.contains(&day)
+                    && !p.vacation.contains(&day);
+                let needs_workday = !matches!(
+                    rule,
+                    Rule::OffHours
+                        | Rule::FirewallCheck
+                        | Rule::GpuDegraded
+                        | Rule::PasswordSpraying
+                        | Rule::DormantAccount
+                );
                 if (works || !needs_workday) && taken.insert((u, day)) {
                     plan.push((rule, u, day));
                     break;
@@ -403,7 +526,13 @@ pub fn generate(s: &Scenario) -> Stream {
         let wd = ((day + 3).rem_euclid(7)) as usize;
         if wd == 0 {
             let t = utc(day, 6 * 60, &mut g.rng);
-            g.push(t, "lifecycle", "system", json!({ "event": "serving", "listen": "0.0.0.0:443" }), None);
+            g.push(
+                t,
+                "lifecycle",
+                "system",
+                json!({ "event": "serving", "listen": "0.0.0.0:443" }),
+                None,
+            );
         }
         if g.holidays.contains(&day) {
             continue;
@@ -416,7 +545,11 @@ pub fn generate(s: &Scenario) -> Stream {
     }
 
     // Former staff: active the first two weeks, then gone; one comes back per dormancy incident.
-    let dormant_days: Vec<i64> = plan.iter().filter(|x| x.0 == Rule::DormantAccount).map(|x| x.2).collect();
+    let dormant_days: Vec<i64> = plan
+        .iter()
+        .filter(|x| x.0 == Rule::DormantAccount)
+        .map(|x| x.2)
+        .collect();
     for (k, &back) in dormant_days.iter().enumerate() {
         let mut former = staff[0].clone();
         former.name = format!("former{:02}", k + 1);
@@ -441,7 +574,14 @@ pub fn generate(s: &Scenario) -> Stream {
         g.login(t, &former, &former.workstation.clone(), Some(inc));
         for i in 0..g.rng.int(2, 6) {
             let patient = g.patient();
-            g.view(t + 60 * (i + 1), &former, &former.workstation.clone(), &patient, false, Some(inc));
+            g.view(
+                t + 60 * (i + 1),
+                &former,
+                &former.workstation.clone(),
+                &patient,
+                false,
+                Some(inc),
+            );
         }
     }
     for (rule, u, day) in plan {
@@ -453,7 +593,11 @@ pub fn generate(s: &Scenario) -> Stream {
     }
 
     // Sort by time (stable: a login stays before what follows it at the same second).
-    let Gen { mut events, incidents, .. } = g;
+    let Gen {
+        mut events,
+        incidents,
+        ..
+    } = g;
     events.sort_by_key(|e| e.t);
     let mut seqs: Vec<Vec<u64>> = vec![Vec::new(); incidents.len()];
     let mut rng = Rng::new(s.seed ^ 0x5eed);
@@ -465,12 +609,29 @@ pub fn generate(s: &Scenario) -> Stream {
             if let Some(k) = e.incident {
                 seqs[k].push(seq);
             }
-            let ts = jiff::Timestamp::new(e.t, rng.int(0, 999_999_999) as i32).expect("time in range").to_string();
-            OwnedRecord { seq, ts, kind: e.kind, actor: e.actor, detail: e.detail.to_string() }
+            let ts = jiff::Timestamp::new(e.t, rng.int(0, 999_999_999) as i32)
+                .expect("time in range")
+                .to_string();
+            OwnedRecord {
+                seq,
+                ts,
+                kind: e.kind,
+                actor: e.actor,
+                detail: e.detail.to_string(),
+            }
         })
         .collect();
-    let incidents = incidents.into_iter().zip(seqs).map(|((rule, user), seqs)| Incident { rule, user, seqs }).collect();
-    Stream { config, records, incidents, user_weeks: (USERS as u32 * s.weeks) as f64 }
+    let incidents = incidents
+        .into_iter()
+        .zip(seqs)
+        .map(|((rule, user), seqs)| Incident { rule, user, seqs })
+        .collect();
+    Stream {
+        config,
+        records,
+        incidents,
+        user_weeks: (USERS as u32 * s.weeks) as f64,
+    }
 }
 
 /// Add one incident of a kind for a person on a day.
@@ -485,7 +646,11 @@ fn inject(g: &mut Gen, rule: Rule, p: &Person, day: i64) {
     match rule {
         Rule::OffHours => {
             let wd = ((day + 3).rem_euclid(7)) as usize;
-            let minute = if wd >= 5 || g.holidays.contains(&day) { g.rng.int(9 * 60, 17 * 60) } else { g.rng.int(21 * 60, 27 * 60 + 30) % 1440 };
+            let minute = if wd >= 5 || g.holidays.contains(&day) {
+                g.rng.int(9 * 60, 17 * 60)
+            } else {
+                g.rng.int(21 * 60, 27 * 60 + 30) % 1440
+            };
             let t = utc(day, minute, &mut g.rng);
             g.login(t, p, &client, i);
             for k in 0..g.rng.int(2, 5) {
@@ -510,7 +675,10 @@ fn inject(g: &mut Gen, rule: Rule, p: &Person, day: i64) {
         }
         Rule::SigninFailuresAccount => {
             let t = in_shift(g);
-            let from = [format!("10.0.9.{}", g.rng.int(1, 200)), format!("10.0.9.{}", g.rng.int(1, 200))];
+            let from = [
+                format!("10.0.9.{}", g.rng.int(1, 200)),
+                format!("10.0.9.{}", g.rng.int(1, 200)),
+            ];
             let n = g.rng.int(6, 20);
             let span = g.rng.int(3, 12) * 60;
             for k in 0..n {
@@ -526,7 +694,11 @@ fn inject(g: &mut Gen, rule: Rule, p: &Person, day: i64) {
             let names = [p.name.clone(), "admin".into(), "root".into()];
             for k in 0..n {
                 let name = &names[(k % 3) as usize];
-                let reason = if k % 3 == 0 { "bad_password" } else { "unknown_user" };
+                let reason = if k % 3 == 0 {
+                    "bad_password"
+                } else {
+                    "unknown_user"
+                };
                 g.fail(t + span * k / n, name, &c, reason, i);
             }
         }
@@ -536,9 +708,17 @@ fn inject(g: &mut Gen, rule: Rule, p: &Person, day: i64) {
             let span = g.rng.int(10, 28) * 60;
             let addresses = g.rng.int(2, 6);
             for k in 0..accounts {
-                let name = if k % 3 == 2 { format!("user{k}") } else { format!("{}{:02}", if k % 2 == 0 { "dr" } else { "rn" }, k + 1) };
+                let name = if k % 3 == 2 {
+                    format!("user{k}")
+                } else {
+                    format!("{}{:02}", if k % 2 == 0 { "dr" } else { "rn" }, k + 1)
+                };
                 let c = format!("10.0.7.{}", k % addresses + 1);
-                let reason = if name.starts_with("user") { "unknown_user" } else { "bad_password" };
+                let reason = if name.starts_with("user") {
+                    "unknown_user"
+                } else {
+                    "bad_password"
+                };
                 g.fail(t + span * k / accounts, &name, &c, reason, i);
             }
         }
@@ -548,15 +728,29 @@ fn inject(g: &mut Gen, rule: Rule, p: &Person, day: i64) {
             let span = g.rng.int(2, 8) * 60;
             for k in 0..n {
                 let who = g.who(p, &client, false);
-                let (route, outcome) = if k % 2 == 0 { ("/admin", "denied_role") } else { ("/patients/{id}", "denied_patient") };
-                g.push(t + span * k / n, "access", &p.name, json!({ "who": who, "method": "GET", "route": route, "outcome": outcome }), i);
+                let (route, outcome) = if k % 2 == 0 {
+                    ("/admin", "denied_role")
+                } else {
+                    ("/patients/{id}", "denied_patient")
+                };
+                g.push(
+                    t + span * k / n,
+                    "access",
+                    &p.name,
+                    json!({ "who": who, "method": "GET", "route": route, "outcome": outcome }),
+                    i,
+                );
             }
         }
         Rule::BreakGlassUse | Rule::BreakGlassOverrun => {
             let t = utc(day, g.rng.int(0, 1439), &mut g.rng);
             let who = g.who(p, &client, true);
             g.push(t, "security_alert", &p.name, json!({ "event": "break_glass_login", "who": who, "reason": { "sha256": "00", "chars": 40 } }), i);
-            let last = if rule == Rule::BreakGlassOverrun { g.rng.int(65, 150) * 60 } else { g.rng.int(5, 50) * 60 };
+            let last = if rule == Rule::BreakGlassOverrun {
+                g.rng.int(65, 150) * 60
+            } else {
+                g.rng.int(5, 50) * 60
+            };
             let n = g.rng.int(2, 5);
             for k in 1..=n {
                 let patient = g.patient();
@@ -565,12 +759,20 @@ fn inject(g: &mut Gen, rule: Rule, p: &Person, day: i64) {
         }
         Rule::FirewallCheck => {
             let t = utc(day, g.rng.int(0, 1439), &mut g.rng);
-            let event = if g.rng.chance(0.5) { json!({ "source": "firewall", "event": "verify_failed", "reason": "table missing" }) } else { json!({ "source": "firewall", "event": "drift_repaired", "drift": ["rule 3"] }) };
+            let event = if g.rng.chance(0.5) {
+                json!({ "source": "firewall", "event": "verify_failed", "reason": "table missing" })
+            } else {
+                json!({ "source": "firewall", "event": "drift_repaired", "drift": ["rule 3"] })
+            };
             g.push(t, "security_alert", "system", event, i);
         }
         Rule::GpuDegraded => {
             let t = utc(day, g.rng.int(0, 1439), &mut g.rng);
-            let to = if g.rng.chance(0.7) { "degraded" } else { "failed" };
+            let to = if g.rng.chance(0.7) {
+                "degraded"
+            } else {
+                "failed"
+            };
             g.push(t, "security_alert", "system", json!({ "source": "gpu", "transition": { "gpu": "GPU-0", "from": "healthy", "to": to, "reason": "xid 79" } }), i);
             // The recovery is ordinary.
             g.push(t + 1800, "security_alert", "system", json!({ "source": "gpu", "transition": { "gpu": "GPU-0", "from": to, "to": "healthy", "reason": "ok" } }), None);
@@ -594,7 +796,11 @@ fn inject(g: &mut Gen, rule: Rule, p: &Person, day: i64) {
         }
         Rule::UnusualHour => {
             // A half-day worker signing in at the other end of the clinic's day.
-            let minute = if p.start > 12 * 60 { g.rng.int(7 * 60 + 40, 8 * 60 + 30) } else { g.rng.int(16 * 60 + 30, 18 * 60) };
+            let minute = if p.start > 12 * 60 {
+                g.rng.int(7 * 60 + 40, 8 * 60 + 30)
+            } else {
+                g.rng.int(16 * 60 + 30, 18 * 60)
+            };
             let t = utc(day, minute, &mut g.rng);
             g.login(t, p, &client, i);
             for k in 0..g.rng.int(1, 3) {
@@ -646,13 +852,18 @@ impl Evaluation {
     }
 
     pub fn false_per_user_week(&self, rule: Option<Rule>) -> f64 {
-        let n = rule.map_or(self.false_alerts(), |r| self.rules.get(&r).map_or(0, |s| s.false_alerts));
+        let n = rule.map_or(self.false_alerts(), |r| {
+            self.rules.get(&r).map_or(0, |s| s.false_alerts)
+        });
         f64::from(n) / self.user_weeks
     }
 
     /// A table: rule, incidents, detected, recall, false alerts, per user-week.
     pub fn table(&self) -> String {
-        let mut out = format!("{:<26} {:>9} {:>8} {:>7} {:>7} {:>10}\n", "rule", "incidents", "detected", "recall", "false", "false/uw");
+        let mut out = format!(
+            "{:<26} {:>9} {:>8} {:>7} {:>7} {:>10}\n",
+            "rule", "incidents", "detected", "recall", "false", "false/uw"
+        );
         for (rule, s) in &self.rules {
             let recall = s.recall().map_or("-".to_string(), |r| format!("{r:.3}"));
             out += &format!(
@@ -665,7 +876,13 @@ impl Evaluation {
                 f64::from(s.false_alerts) / self.user_weeks
             );
         }
-        out += &format!("all false alerts: {} over {:.0} user-weeks = {:.4} per user-week; {} records\n", self.false_alerts(), self.user_weeks, self.false_per_user_week(None), self.records);
+        out += &format!(
+            "all false alerts: {} over {:.0} user-weeks = {:.4} per user-week; {} records\n",
+            self.false_alerts(),
+            self.user_weeks,
+            self.false_per_user_week(None),
+            self.records
+        );
         out
     }
 }
@@ -675,20 +892,34 @@ pub fn evaluate(stream: &Stream) -> Evaluation {
     let mut d = Detector::new(&stream.config).expect("the generator's configuration is valid");
     let mut alerts: Vec<Alert> = Vec::new();
     for r in &stream.records {
-        alerts.extend(d.observe(&r.as_record()).expect("generated records are readable"));
+        alerts.extend(
+            d.observe(&r.as_record())
+                .expect("generated records are readable"),
+        );
     }
     score(stream, &alerts)
 }
 
 /// Score alerts against a stream's incidents.
 pub fn score(stream: &Stream, alerts: &[Alert]) -> Evaluation {
-    let mut ev = Evaluation { user_weeks: stream.user_weeks, records: stream.records.len(), ..Default::default() };
-    let incident_seqs: HashSet<u64> = stream.incidents.iter().flat_map(|i| i.seqs.iter().copied()).collect();
+    let mut ev = Evaluation {
+        user_weeks: stream.user_weeks,
+        records: stream.records.len(),
+        ..Default::default()
+    };
+    let incident_seqs: HashSet<u64> = stream
+        .incidents
+        .iter()
+        .flat_map(|i| i.seqs.iter().copied())
+        .collect();
     for inc in &stream.incidents {
         let own: HashSet<u64> = inc.seqs.iter().copied().collect();
         let s = ev.rules.entry(inc.rule).or_default();
         s.incidents += 1;
-        if alerts.iter().any(|a| a.rule == inc.rule && a.seqs.iter().any(|q| own.contains(q))) {
+        if alerts
+            .iter()
+            .any(|a| a.rule == inc.rule && a.seqs.iter().any(|q| own.contains(q)))
+        {
             s.detected += 1;
         }
     }

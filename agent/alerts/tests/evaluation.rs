@@ -13,7 +13,11 @@ use wardbox_alerts::{Alert, Detector, Rule};
 fn run(seeds: impl Iterator<Item = u64>) -> Evaluation {
     let mut total = Evaluation::default();
     for seed in seeds {
-        let stream = generate(&Scenario { seed, weeks: 20, incidents_per_kind: 4 });
+        let stream = generate(&Scenario {
+            seed,
+            weeks: 20,
+            incidents_per_kind: 4,
+        });
         total.add(&evaluate(&stream));
     }
     total
@@ -21,7 +25,11 @@ fn run(seeds: impl Iterator<Item = u64>) -> Evaluation {
 
 fn alerts_of(stream: &Stream) -> Vec<Alert> {
     let mut d = Detector::new(&stream.config).expect("valid");
-    stream.records.iter().flat_map(|r| d.observe(&r.as_record()).expect("readable")).collect()
+    stream
+        .records
+        .iter()
+        .flat_map(|r| d.observe(&r.as_record()).expect("readable"))
+        .collect()
 }
 
 #[test]
@@ -48,18 +56,40 @@ fn held_out_seeds_meet_the_floors() {
     };
     for (rule, s) in &ev.rules {
         assert_eq!(s.incidents, 20, "{}", rule.as_str());
-        assert!(s.recall().is_some_and(|r| r >= 1.0), "{}: recall {:?}", rule.as_str(), s.recall());
-        assert!(s.false_alerts <= most_false(*rule), "{}: {} false alerts", rule.as_str(), s.false_alerts);
+        assert!(
+            s.recall().is_some_and(|r| r >= 1.0),
+            "{}: recall {:?}",
+            rule.as_str(),
+            s.recall()
+        );
+        assert!(
+            s.false_alerts <= most_false(*rule),
+            "{}: {} false alerts",
+            rule.as_str(),
+            s.false_alerts
+        );
     }
     assert_eq!(ev.rules.len(), 15, "every injected kind is scored");
     // The aim: at most one false alert per user-week; reached 0.074.
-    assert!(ev.false_per_user_week(None) <= 0.075, "{}", ev.false_per_user_week(None));
+    assert!(
+        ev.false_per_user_week(None) <= 0.075,
+        "{}",
+        ev.false_per_user_week(None)
+    );
 }
 
 #[test]
 fn replay_gives_the_same_alerts() {
-    let a = generate(&Scenario { seed: 7, weeks: 6, incidents_per_kind: 2 });
-    let b = generate(&Scenario { seed: 7, weeks: 6, incidents_per_kind: 2 });
+    let a = generate(&Scenario {
+        seed: 7,
+        weeks: 6,
+        incidents_per_kind: 2,
+    });
+    let b = generate(&Scenario {
+        seed: 7,
+        weeks: 6,
+        incidents_per_kind: 2,
+    });
     let (first, second) = (alerts_of(&a), alerts_of(&b));
     assert!(!first.is_empty());
     assert_eq!(first, second);
@@ -67,13 +97,19 @@ fn replay_gives_the_same_alerts() {
 
 #[test]
 fn alerts_carry_no_patient_ids() {
-    let stream = generate(&Scenario { seed: 8, weeks: 8, incidents_per_kind: 2 });
+    let stream = generate(&Scenario {
+        seed: 8,
+        weeks: 8,
+        incidents_per_kind: 2,
+    });
     let patients: HashSet<String> = stream
         .records
         .iter()
         .filter_map(|r| {
             let d: serde_json::Value = serde_json::from_str(&r.detail).ok()?;
-            d.get("patient").and_then(|p| p.as_str()).map(str::to_string)
+            d.get("patient")
+                .and_then(|p| p.as_str())
+                .map(str::to_string)
         })
         .collect();
     assert!(patients.len() > 100);
@@ -82,7 +118,10 @@ fn alerts_carry_no_patient_ids() {
     assert!(rules.len() >= 10, "{rules:?}");
     for a in &alerts {
         let text = serde_json::to_string(a).expect("serializes");
-        assert!(!patients.iter().any(|p| text.contains(p.as_str())), "{text}");
+        assert!(
+            !patients.iter().any(|p| text.contains(p.as_str())),
+            "{text}"
+        );
         assert!(!text.contains("sha256"), "{text}");
     }
 }
