@@ -465,16 +465,24 @@ fn accounts(store: &Store) -> Probe<Vec<Account>> {
         Err(e) => return unavailable(format!("the accounts table cannot be read: {e}")),
     };
     let parse = |t: Option<String>| t.and_then(|t| t.parse::<Timestamp>().ok());
+    // Each user's last sign-in in one pass over the chain (not one pass per user: the chain
+    // holds millions of records).
+    let last_sign_ins = (|| -> rusqlite::Result<std::collections::HashMap<String, String>> {
+        let mut stmt = conn.prepare("SELECT actor, max(ts) FROM audit WHERE kind = 'login' GROUP BY actor")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.collect()
+    })();
+    let last_sign_ins = match last_sign_ins {
+        Ok(m) => m,
+        Err(e) => return unavailable(format!("the sign-ins in the audit chain cannot be read: {e}")),
+    };
     Probe::observed(
         users
             .into_iter()
             .map(|u| {
                 let created: Option<String> =
                     conn.query_row("SELECT created_at FROM users WHERE id = ?1", [u.id], |r| r.get(0)).ok();
-                let last: Option<String> = conn
-                    .query_row("SELECT max(ts) FROM audit WHERE kind = 'login' AND actor = ?1", [&u.username], |r| r.get(0))
-                    .ok()
-                    .flatten();
+                let last = last_sign_ins.get(&u.username).cloned();
                 let local = u.source == crate::web::accounts::Source::Local;
                 Account {
                     user_id: u.username,
@@ -503,13 +511,16 @@ fn break_glass_enabled(store: &Store) -> bool {
 fn sign_ins(store: &Store, now: Timestamp) -> Probe<SignInActivity> {
     let since = now.checked_sub(jiff::SignedDuration::from_hours(24 * 30)).unwrap_or(now).to_string();
     let conn = store.conn();
-    let count = |kind: &str| -> rusqlite::Result<u64> {
-        conn.query_row("SELECT count(*) FROM audit WHERE kind = ?1 AND ts >= ?2", [kind, since.as_str()], |r| r.get::<_, i64>(0))
-            .map(|n| u64::try_from(n).unwrap_or(0))
-    };
     let result = (|| -> Result<SignInActivity, String> {
-        let successful = count("login").map_err(|e| e.to_string())?;
-        let failed = count("login_failed").map_err(|e| e.to_string())?;
+        // Both counts in one pass over the chain.
+        let (successful, failed): (i64, i64) = conn
+            .query_row(
+                "SELECT coalesce(sum(kind = 'login'), 0), coalesce(sum(kind = 'login_failed'), 0) FROM audit WHERE ts >= ?1",
+                [since.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| e.to_string())?;
+        let (successful, failed) = (u64::try_from(successful).unwrap_or(0), u64::try_from(failed).unwrap_or(0));
         let now_s = now.as_second();
         let users = crate::web::accounts::list_users(conn).map_err(|e| e.to_string())?;
         let since_s = now_s - 30 * 86400;
@@ -1061,6 +1072,43 @@ mod tests {
         assert_eq!(unlocked_by(&config), "recovery");
         write("ok", "opened");
         assert_eq!(unlocked_by(&config), "unknown (unlock stage ok: opened)");
+    }
+
+    #[test]
+    fn accounts_and_sign_ins_are_read_from_a_real_store() {
+        use crate::audit::{AuditEvent, AuditLog, EventKind};
+        use crate::web::accounts::{NewUser, Role, add_user, set_disabled};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = crate::store::StoreKey::random();
+        let path = dir.path().join("store.db");
+        let (mut store, _) = Store::open_or_create(&path, &key).expect("store");
+        store.migrate().expect("migrate");
+        for (name, role, break_glass) in [("dr.smith", Role::Clinician, true), ("pm.jones", Role::Admin, false), ("old.user", Role::Clinician, false)] {
+            let new = NewUser { username: name, display_name: name, role, password: "a long enough password", break_glass };
+            add_user(store.conn(), &new, "2026-01-05T09:00:00Z").expect("add user");
+        }
+        set_disabled(store.conn(), "old.user", true).expect("disable");
+        let (log, writer) = AuditLog::start(&path, &key).expect("audit log");
+        for (kind, actor) in [(EventKind::Login, "dr.smith"), (EventKind::Login, "dr.smith"), (EventKind::LoginFailed, "pm.jones"), (EventKind::Login, "pm.jones")] {
+            log.append_blocking(AuditEvent::new(kind, actor, json!({ "source": "local" }))).expect("append");
+        }
+        drop(log);
+        writer.join();
+
+        let now = Timestamp::now();
+        let accounts = observed(accounts(&store));
+        assert_eq!(accounts.len(), 3);
+        let smith = accounts.iter().find(|a| a.user_id == "dr.smith").expect("dr.smith");
+        assert_eq!(smith.password_scheme, "argon2id");
+        assert_eq!(smith.created_at, Some("2026-01-05T09:00:00Z".parse().expect("time")));
+        let last = smith.last_sign_in.expect("a last sign-in");
+        assert!(now.duration_since(last) < jiff::SignedDuration::from_mins(5), "{last}");
+        assert!(accounts.iter().find(|a| a.user_id == "old.user").expect("old.user").last_sign_in.is_none());
+        assert!(accounts.iter().find(|a| a.user_id == "old.user").expect("old.user").disabled);
+
+        let activity = observed(sign_ins(&store, now));
+        assert_eq!((activity.successful, activity.failed), (3, 1));
+        assert!(break_glass_enabled(&store));
     }
 
     #[test]
