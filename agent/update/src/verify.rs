@@ -1,6 +1,8 @@
 //! Verifying a bundle directory on the box, before anything is written anywhere.
 //!
 //! Order matters and is the point of this module:
+//! 0. The directory holds only `metadata/` and `targets/` with regular files in them (no link,
+//!    FIFO or device node is ever opened; [`crate::transport`] checks each opened file again).
 //! 1. tough loads the TUF metadata from the stick against the box's trusted root: root rotation,
 //!    signatures and thresholds of every role, metadata sizes and hashes. Nothing from the stick
 //!    is interpreted before this succeeds.
@@ -183,6 +185,9 @@ pub async fn load_bundle_via<T: Transport + Send + Sync + 'static>(
     transport: T,
 ) -> Result<Bundle, UpdateError> {
     let dir = fs::canonicalize(dir).map_err(UpdateError::io("opening bundle directory", dir))?;
+    // Before tough opens anything: the directory's shape (only `metadata/` and `targets/`,
+    // holding only regular files), so no link, FIFO or device node is ever read.
+    check_bundle_shape(&dir)?;
 
     // 1. TUF. tough's own expiry check uses the clock alone, so it is off; ours follows below,
     // before any target is read. tough's datastore is a fresh temporary directory: each bundle
@@ -304,6 +309,23 @@ fn role_signers(repo: &tough::Repository) -> Vec<RoleSigners> {
         of("snapshot", RoleType::Snapshot, &repo.snapshot().signatures, repo.snapshot().signed.version.get(), repo.snapshot().signed.expires),
         of("timestamp", RoleType::Timestamp, &repo.timestamp().signatures, repo.timestamp().signed.version.get(), repo.timestamp().signed.expires),
     ]
+}
+
+/// The structural half of [`check_bundle_files`], before any metadata is trusted: two
+/// directories of regular files and nothing else.
+fn check_bundle_shape(dir: &Path) -> Result<(), UpdateError> {
+    let unknown = |path: PathBuf, why: &'static str| UpdateError::UnknownFile { path, why };
+    for (name, meta, path) in read_dir(dir)? {
+        if !(meta.is_dir() && (name == METADATA_DIR || name == TARGETS_DIR)) {
+            return Err(unknown(path, if meta.is_dir() { "a directory" } else if meta.is_file() { "a file" } else { "not a regular file" }));
+        }
+        for (_, meta, path) in read_dir(&path)? {
+            if !meta.is_file() {
+                return Err(unknown(path, if meta.is_dir() { "a directory" } else { "not a regular file" }));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The bundle directory may hold only `metadata/{1..=N}.root.json`, `metadata/timestamp.json`,

@@ -397,7 +397,29 @@ async fn a_file_the_metadata_does_not_name_is_refused() {
     }
     std::os::unix::fs::symlink("/dev/zero", bundle.join("targets/zero")).expect("symlink");
     expect_refused(b.apply(&bundle).await, exit::UNKNOWN_FILE, "not a regular file");
+    fs::remove_file(bundle.join("targets/zero")).expect("remove");
     b.assert_untouched();
+}
+
+#[tokio::test]
+async fn a_fifo_or_link_in_place_of_a_signed_file_is_refused_without_hanging() {
+    let f = Fixture::new().await;
+    let bundle = f.build(f.spec("b", f.manifest("1.1.0"))).await;
+    let b = f.make_box();
+    for name in ["metadata/timestamp.json", "targets/system.img"] {
+        let p = bundle.join(name);
+        let saved = p.with_extension("saved");
+        fs::rename(&p, &saved).expect("move aside");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        let result = tokio::time::timeout(std::time::Duration::from_secs(20), b.apply(&bundle)).await.expect("a FIFO must not hang the box");
+        expect_refused(result, exit::UNKNOWN_FILE, "not a regular file");
+        fs::remove_file(&p).expect("remove fifo");
+        std::os::unix::fs::symlink(&saved, &p).expect("symlink");
+        expect_refused(b.apply(&bundle).await, exit::UNKNOWN_FILE, "not a regular file");
+        fs::remove_file(&p).expect("remove link");
+        fs::rename(&saved, &p).expect("restore");
+    }
+    b.apply(&bundle).await.expect("the restored bundle applies");
 }
 
 #[tokio::test]
