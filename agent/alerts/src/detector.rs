@@ -203,12 +203,18 @@ struct UserState {
     prompt_ln_chars: VecDeque<f32>,
     day_starts: VecDeque<u16>,
     day_ends: VecDeque<u16>,
+    /// The day baselines as (median, scaled MAD), recomputed when a day is added to the
+    /// histories (only then do they change); `None` during the cold start.
+    patients_baseline: Option<(f64, f64)>,
+    start_baseline: Option<(f64, f64)>,
+    end_baseline: Option<(f64, f64)>,
 }
 
 /// State of the failed sign-in rules (not per user: the accounts typed need not exist).
 #[derive(Debug, Default)]
 struct SigninState {
-    by_account: HashMap<String, Window>,
+    /// Keyed by a hash of the name typed (it may be a password typed in the wrong field).
+    by_account: HashMap<u64, Window>,
     by_address: HashMap<String, Window>,
     spray: Window,
 }
@@ -226,6 +232,15 @@ fn push_capped<T>(q: &mut VecDeque<T>, v: T, cap: u32) {
     q.push_back(v);
     while q.len() > cap as usize {
         q.pop_front();
+    }
+}
+
+/// Names and addresses at the sign-in page are attacker-controlled: past 1,024 entries, drop
+/// the windows that are idle, so the maps stay small.
+fn sweep<K>(windows: &mut HashMap<K, Window>, now: i64, span_secs: i64) {
+    if windows.len() > 1024 {
+        windows
+            .retain(|_, w| w.entries.back().is_some_and(|e| e.0 > now - span_secs) || w.quiet(now));
     }
 }
 
@@ -425,6 +440,23 @@ impl Detector {
                 push_capped(&mut st.day_starts, first, cfg.raw.baseline.history_days);
                 push_capped(&mut st.day_ends, last, cfg.raw.baseline.history_days);
             }
+            let cold = st.patients_per_day.len() < cfg.raw.baseline.cold_start_days as usize;
+            st.patients_baseline = if cold {
+                None
+            } else {
+                median_mad(st.patients_per_day.iter().map(|&n| f64::from(n)))
+            };
+            let cold = st.day_starts.len() < cfg.raw.baseline.cold_start_days as usize;
+            st.start_baseline = if cold {
+                None
+            } else {
+                median_mad(st.day_starts.iter().map(|&m| f64::from(m)))
+            };
+            st.end_baseline = if cold {
+                None
+            } else {
+                median_mad(st.day_ends.iter().map(|&m| f64::from(m)))
+            };
             st.today = local.day;
             st.today_patients.clear();
             st.today_patients_alerted = false;
@@ -439,13 +471,11 @@ impl Detector {
         // Working hours: outside the user's own usual day (median start and end of past days,
         // widened by k scaled MADs, at least the floor).
         let b = &cfg.raw.baseline;
-        if st.today_hour_alerted || st.day_starts.len() < b.cold_start_days as usize {
+        if st.today_hour_alerted {
             return;
         }
-        let (Some((start, start_mad)), Some((end, end_mad))) = (
-            median_mad(st.day_starts.iter().map(|&m| f64::from(m))),
-            median_mad(st.day_ends.iter().map(|&m| f64::from(m))),
-        ) else {
+        let (Some((start, start_mad)), Some((end, end_mad))) = (st.start_baseline, st.end_baseline)
+        else {
             return;
         };
         let floor = f64::from(b.min_hour_shift_minutes);
@@ -534,10 +564,10 @@ impl Detector {
         }
         st.today_patients.push((patient, o.seq));
         let b = &cfg.baseline;
-        if st.today_patients_alerted || st.patients_per_day.len() < b.cold_start_days as usize {
+        if st.today_patients_alerted {
             return;
         }
-        if let Some((med, spread)) = median_mad(st.patients_per_day.iter().map(|&n| f64::from(n))) {
+        if let Some((med, spread)) = st.patients_baseline {
             let upper =
                 (med + b.patients_mads * spread).max(med + f64::from(b.min_patients_excess));
             let today = st.today_patients.len();
@@ -647,23 +677,10 @@ impl Detector {
     ) {
         let s = &self.cfg.raw.signin;
         let span = i64::from(s.window_minutes) * 60;
-        let sweep = |m: &mut HashMap<String, Window>| {
-            // Names typed at the sign-in page are attacker-controlled: drop idle windows so
-            // the maps stay small.
-            if m.len() > 1024 {
-                m.retain(|_, w| {
-                    w.entries.back().is_some_and(|e| e.0 > o.ts - span) || w.quiet(o.ts)
-                });
-            }
-        };
         if let Some(account) = account {
             let key = crate::record::hash_id(account);
-            sweep(&mut self.signin.by_account);
-            let w = self
-                .signin
-                .by_account
-                .entry(account.to_string())
-                .or_default();
+            sweep(&mut self.signin.by_account, o.ts, span);
+            let w = self.signin.by_account.entry(key).or_default();
             w.push(o.ts, o.seq, key, span);
             if w.len() >= s.account_failures as usize && !w.quiet(o.ts) {
                 // A name that is no account may be a password typed in the wrong field: never repeat it.
@@ -707,7 +724,7 @@ impl Detector {
             }
         }
         if let Some(client) = client {
-            sweep(&mut self.signin.by_address);
+            sweep(&mut self.signin.by_address, o.ts, span);
             let w = self
                 .signin
                 .by_address
