@@ -201,3 +201,50 @@ fn eponyms_in_notes_survive() {
         }
     }
 }
+
+/// The test half ingested as patient notes into an encrypted store: no identifier that
+/// detection removed from a note appears in that note's stored chunks (which the FTS index
+/// reads as its external content), sections or title; ingestion must not bring back what
+/// detection took out. Dates are left out (a shifted date can equal another date of the note).
+#[test]
+fn the_store_holds_no_detected_identifier_of_the_test_half() {
+    use wardbox_rag::embed::HashEmbedder;
+    use wardbox_rag::index;
+    use wardbox_rag::ingest::{self, ChunkConfig, Outcome, Owner};
+
+    let test = load(include_str!("../eval/deid_test.jsonl"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = index::open_encrypted(&dir.path().join("eval.db"), &[9u8; 32]).expect("open");
+    let emb = HashEmbedder::new(index::DIMS);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let (mut checked, mut found) = (0usize, Vec::new());
+    for (i, note) in test.iter().enumerate() {
+        let owner = Owner::Patient { record_id: format!("EVAL-{i:04}"), known: KnownIdentifiers::default() };
+        let out = rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &format!("note-{i}.txt"), note.text.as_bytes(), &owner, ChunkConfig::default()));
+        let Ok(Outcome::Ingested { document_id, .. }) = out else { panic!("{}: {out:?}", note.id) };
+        let stored: String = conn
+            .query_row(
+                "SELECT d.title || char(10) || group_concat(c.section || char(10) || c.text, char(10)) FROM rag_documents d JOIN rag_chunks c ON c.document_id = d.id WHERE d.id = ?1",
+                [document_id],
+                |r| r.get::<_, String>(0),
+            )
+            .expect("stored text")
+            .to_lowercase();
+        let spans = detect(&note.text, &KnownIdentifiers::default());
+        for l in &note.labels {
+            let value = note.text[l.start..l.end].to_lowercase();
+            // Ages are bare numbers that occur elsewhere; short values occur inside words.
+            if matches!(l.category.as_str(), "AGE" | "DATE") || value.chars().filter(|c| c.is_alphanumeric()).count() < 4 || covered_share(&note.text, l.start, l.end, &spans) < 1.0 {
+                continue;
+            }
+            checked += 1;
+            if stored.match_indices(value.as_str()).any(|(at, _)| !word(stored[..at].chars().next_back()) && !word(stored[at + value.len()..].chars().next())) {
+                found.push(format!("{} {}", note.id, l.category));
+            }
+        }
+    }
+    println!("{checked} removed identifiers checked against the store");
+    assert!(checked > 1000, "only {checked} identifiers checked");
+    assert!(found.is_empty(), "{} removed identifiers are in the store: {:?}", found.len(), &found[..found.len().min(5)]);
+}
