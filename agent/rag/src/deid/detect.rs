@@ -165,13 +165,14 @@ pub(crate) const MONTH_WORDS: &[(&str, i8)] = &[
     ("oktober", 10), ("octobre", 10), ("octubre", 10), ("ottobre", 10), ("outubro", 10), ("października", 10), ("październik", 10),
     ("november", 11), ("novembre", 11), ("noviembre", 11), ("novembro", 11), ("listopada", 11), ("listopad", 11),
     ("dezember", 12), ("décembre", 12), ("diciembre", 12), ("dicembre", 12), ("december", 12), ("dezembro", 12), ("grudnia", 12), ("grudzień", 12),
-    ("januari", 1), ("februari", 2), ("mars", 3), ("april", 4), ("maj", 5), ("juni", 6), ("juli", 7), ("oktober", 10),
+    ("april", 4), ("oktober", 10),
 ];
 
 /// Any month word of [`MONTH_WORDS`], for the written-date rules.
 fn foreign_months() -> String {
     let mut words: Vec<&str> = MONTH_WORDS.iter().map(|(w, _)| *w).collect();
-    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    // Longest first, so that "marzo" is not cut to "mar"; the same word in two languages once.
+    words.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
     words.dedup();
     format!("(?:{})", words.join("|"))
 }
@@ -705,7 +706,7 @@ fn context_names(text: &str, toks: &[Tok], is_name: &mut [bool]) {
                 || joined_next && next.is_some_and(|n| suspect(n) || in_dict(n) && n.capitalised && !n.all_caps || n.initial)
                 || comma_prev
                 || comma_next;
-            let after_cue = prev.is_some_and(|p| NAME_CUES.contains(&p.key.as_str()) || p.key == "for" || PARTICLES.contains(&p.key.as_str()) && p.start > 0 && is_name.get(i.wrapping_sub(2)).copied().unwrap_or(false));
+            let after_cue = prev.is_some_and(|p| NAME_CUES.contains(&p.key.as_str()) || p.key == "for" || PARTICLES.contains(&p.key.as_str()) && i >= 2 && is_name[i - 2]);
             let before_verb = next.is_some_and(|n| PERSON_VERBS.contains(&n.key.as_str()) && gap(t, n).trim().is_empty());
             let before_credential = next.is_some_and(|n| CREDENTIALS.contains(&n.key.as_str()) && n.all_caps);
             if pair || after_cue || before_verb || before_credential {
