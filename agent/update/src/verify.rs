@@ -126,7 +126,7 @@ impl VerifiedBundle {
     /// once the new version proved healthy ([`State::record_installed`]).
     pub fn accept(&self, state: &State) -> Result<(), UpdateError> {
         let trusted: Signed<Root> = serde_json::from_slice(&state.trusted_root()?)
-            .map_err(|e| UpdateError::Corrupt(format!("trusted root does not parse: {e}")))?;
+            .map_err(|e| UpdateError::TrustedRoot(format!("it does not parse: {e}")))?;
         if self.repo.root().signed.version > trusted.signed.version {
             let mut bytes = serde_json::to_vec_pretty(self.repo.root()).map_err(|e| UpdateError::Tuf(e.to_string()))?;
             bytes.push(b'\n');
