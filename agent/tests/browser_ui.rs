@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use tokio::sync::mpsc;
-use wardbox::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Viewer};
+use wardbox::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Uploaded, Viewer};
 use wardbox::clinical::pool::StorePool;
 use wardbox::clinical::{self, ClinicalConfig, RagClinical};
 use wardbox::stages::engine;
@@ -185,7 +185,7 @@ impl Clinical for Scripted {
         });
         Ok(rx)
     }
-    fn upload(&self, _v: &Viewer, _p: &str, _f: &str, _c: &str, _b: Vec<u8>) -> Result<String, ClinicalError> {
+    fn upload(&self, _v: &Viewer, _p: &str, _f: &str, _c: &str, _b: Vec<u8>) -> Result<Uploaded, ClinicalError> {
         Err(ClinicalError::Unavailable("uploads are not available".into()))
     }
     fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError> {

@@ -154,9 +154,14 @@ async fn model_clinician_sees_granted_patients_only_and_gets_cited_reidentified_
     // Upload: de-identified in the index, re-identified for the viewer, idempotent.
     let note = b"S: Dolores Castellanos reports dizziness since starting lisinopril 10 mg daily.\nP: Reduce lisinopril to 5 mg; recheck BP in two weeks.".to_vec();
     let (v, aid, n1) = (dr_a.clone(), a.to_string(), note.clone());
-    let doc_id = call(&rag, move |c| c.upload(&v, &aid, "dizziness-note.txt", "text/plain", n1)).await.unwrap();
+    let first = call(&rag, move |c| c.upload(&v, &aid, "dizziness-note.txt", "text/plain", n1)).await.unwrap();
+    let doc_id = first.document_id.clone();
+    // The uploader is told what was replaced (counts by category, never the values).
+    assert!(!first.already_in_record && first.identifiers_replaced.get("NAME").is_some_and(|n| *n >= 1), "{first:?}");
     let (v, aid, n2) = (dr_a.clone(), a.to_string(), note.clone());
-    assert_eq!(call(&rag, move |c| c.upload(&v, &aid, "dizziness-note.txt", "text/plain", n2)).await.unwrap(), doc_id, "the same file twice is one document");
+    let again = call(&rag, move |c| c.upload(&v, &aid, "dizziness-note.txt", "text/plain", n2)).await.unwrap();
+    assert_eq!(again.document_id, doc_id, "the same file twice is one document");
+    assert!(again.already_in_record && again.identifiers_replaced.is_empty(), "{again:?}");
     let (v, aid, d2) = (dr_a.clone(), a.to_string(), doc_id.clone());
     let shown = call(&rag, move |c| c.document(&v, &aid, &d2)).await.unwrap();
     assert!(shown.text.contains("Dolores Castellanos") && shown.text.contains("lisinopril"), "{}", shown.text);

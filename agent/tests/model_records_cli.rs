@@ -91,6 +91,8 @@ async fn model_records_import_skips_bad_files_is_idempotent_and_grants_check_nam
     assert_eq!(first.status.code(), Some(1), "a skipped file makes the exit status 1: {out}");
     assert!(out.contains("SKIPPED") && out.contains("broken.json: not valid JSON"), "{out}");
     assert!(out.contains("imported") && out.contains("castellanos-record.json") && out.contains("1 imported"), "{out}");
+    // The operator sees what de-identification replaced in the Bundle (counts by kind).
+    assert!(out.contains("replaced ") && out.contains(" name"), "{out}");
     std::fs::remove_file(files.join("broken.json")).unwrap();
     let again = import(&[]);
     assert!(again.status.success() && text(&again).contains("0 imported") && text(&again).contains("1 already there"), "{}", text(&again));
@@ -128,6 +130,8 @@ async fn model_records_import_skips_bad_files_is_idempotent_and_grants_check_nam
     let gz = std::fs::File::open(export.join(format!("audit-{month}.jsonl.gz"))).unwrap();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz), &mut trail).unwrap();
     assert!(trail.contains("records_import") && trail.contains("records_grant") && trail.contains("records_revoke"), "{trail}");
+    // (Each record's detail is a JSON string inside the exported line, hence the escapes.)
+    assert!(trail.contains(r#"\"identifiers_replaced\":{\""#) && trail.contains(r#"\"NAME\":"#), "the import's replacement counts are kept: {trail}");
     assert!(!trail.contains("castellanos") && !trail.contains("00451234") && !trail.contains("phone-call"), "{trail}");
 
     engine.shutdown().await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use tokio::sync::mpsc;
-use wardbox::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Viewer};
+use wardbox::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Uploaded, Viewer};
 use wardbox::web::session::audit_session_id;
 use wardbox::web::accounts;
 use wardbox::web::{Role, WebConfig};
@@ -342,8 +342,8 @@ impl Clinical for Scripted {
         });
         Ok(rx)
     }
-    fn upload(&self, _v: &Viewer, _p: &str, _f: &str, _c: &str, _b: Vec<u8>) -> Result<String, ClinicalError> {
-        Ok("doc-9".into())
+    fn upload(&self, _v: &Viewer, _p: &str, _f: &str, _c: &str, _b: Vec<u8>) -> Result<Uploaded, ClinicalError> {
+        Ok(Uploaded { document_id: "doc-9".into(), already_in_record: false, identifiers_replaced: [("NAME".to_owned(), 2)].into() })
     }
     fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError> {
         Ok(vec![])
@@ -387,5 +387,9 @@ async fn answers_stream_as_server_sent_events_and_are_audited_as_digests() {
         .expect("req");
     let resp = h.send(req).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(body_text(resp).await, r#"{"document_id":"doc-9"}"#);
+    assert_eq!(body_text(resp).await, r#"{"document_id":"doc-9","already_in_record":false,"identifiers_replaced":{"NAME":2}}"#);
+    // The uploader sees what de-identification replaced, and the audit record keeps the counts.
+    let records = h.audit_records();
+    let up = records.iter().rev().find(|r| r.detail.contains(r#""action":"upload""#)).expect("upload record");
+    assert!(up.detail.contains(r#""identifiers_replaced":{"NAME":2}"#), "{}", up.detail);
 }

@@ -135,7 +135,14 @@
       });
       if (resp.ok) {
         const j = await resp.json();
-        status.textContent = "Added to the record as document " + j.document_id + ".";
+        if (j.already_in_record) {
+          status.textContent = "This file is already in the record as document " + j.document_id + ".";
+        } else {
+          const counts = Object.entries(j.identifiers_replaced || {}).map(([tag, n]) => n + " " + tag.toLowerCase());
+          status.textContent = "Added to the record as document " + j.document_id + ". " +
+            (counts.length ? "Replaced in the index (de-identified): " + counts.join(", ") + "."
+                           : "No identifiers were found to replace.");
+        }
       } else {
         const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
         const msg = doc.getElementById("message");

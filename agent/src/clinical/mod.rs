@@ -35,7 +35,7 @@ use pool::StorePool;
 use crate::settings::ConfigError;
 use crate::stages::engine::EngineHandle;
 use crate::web::Role;
-use crate::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Viewer};
+use crate::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Uploaded, Viewer};
 
 /// `[clinical]`: models, who may see which patient, retrieval and the clinic's safety wording.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -286,7 +286,7 @@ impl Clinical for RagClinical {
         Ok(rx)
     }
 
-    fn upload(&self, viewer: &Viewer, patient_id: &str, file_name: &str, _content_type: &str, bytes: Vec<u8>) -> Result<String, ClinicalError> {
+    fn upload(&self, viewer: &Viewer, patient_id: &str, file_name: &str, _content_type: &str, bytes: Vec<u8>) -> Result<Uploaded, ClinicalError> {
         let mut store = self.pool.get();
         let (owner, _) = self.patient_in_reach(store.conn(), viewer, patient_id)?;
         let ingested = self.runtime.block_on(ingest::ingest_bytes(
@@ -298,7 +298,14 @@ impl Clinical for RagClinical {
             ChunkConfig::default(),
         ));
         match ingested {
-            Ok(Outcome::Ingested { document_id, .. } | Outcome::Unchanged { document_id, .. }) => Ok(document_id.to_string()),
+            Ok(Outcome::Ingested { document_id, replaced, .. }) => Ok(Uploaded {
+                document_id: document_id.to_string(),
+                already_in_record: false,
+                identifiers_replaced: replaced_by_tag(&replaced),
+            }),
+            Ok(Outcome::Unchanged { document_id, .. }) => {
+                Ok(Uploaded { document_id: document_id.to_string(), already_in_record: true, identifiers_replaced: Default::default() })
+            }
             // The engine is down: say so, the clinician can retry.
             Err(IngestError::Embed { source, .. }) => Err(ClinicalError::Unavailable(format!("the document could not be indexed now: {source}"))),
             // Never the file name in a message that may reach a log: it can carry a name.
@@ -413,6 +420,13 @@ impl AnswerJob {
         let (query, reply) = answer::audit_detail(self.task, &self.question, answer, Some(self.owner));
         json!({ "retrieval": query, "reply": reply, "embed_model": self.embedder.model })
     }
+}
+
+
+/// De-identification counts keyed by the pseudonym tag (`NAME`, `DATE`, ...): the names the
+/// uploader sees, the audit record keeps and the compliance report sums. Counts only.
+pub fn replaced_by_tag(replaced: &wardbox_rag::ingest::ReplacedCounts) -> std::collections::BTreeMap<String, usize> {
+    replaced.iter().filter(|(_, n)| **n > 0).map(|(category, n)| (category.tag().to_owned(), *n)).collect()
 }
 
 #[cfg(test)]

@@ -101,6 +101,17 @@ pub enum ClinicalError {
     Failed(String),
 }
 
+/// A document added to a record. `identifiers_replaced` counts, per Safe Harbor category (the
+/// pseudonym tag: `NAME`, `DATE`, ...), the identifiers de-identification replaced in what the
+/// index keeps: counts only, never values, so the uploader can see it and the audit record can
+/// keep it for the compliance report. Empty when the file was already in the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Uploaded {
+    pub document_id: String,
+    pub already_in_record: bool,
+    pub identifiers_replaced: std::collections::BTreeMap<String, usize>,
+}
+
 /// Who is asking: back ends decide per person which patients they may see (retrieval keeps
 /// per-user grants), and may open everything to an emergency (break-glass) session, audited.
 #[derive(Debug, Clone, Serialize)]
@@ -122,8 +133,8 @@ pub trait Clinical: Send + Sync + std::fmt::Debug {
     /// `Done` or `Failed`.
     fn run(&self, viewer: &Viewer, patient_id: &str, task: TaskKind, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError>;
     /// Add a document to a patient's record; returns its document id (the same id again when
-    /// the same file was added before).
-    fn upload(&self, viewer: &Viewer, patient_id: &str, file_name: &str, content_type: &str, bytes: Vec<u8>) -> Result<String, ClinicalError>;
+    /// the same file was added before) and what de-identification replaced.
+    fn upload(&self, viewer: &Viewer, patient_id: &str, file_name: &str, content_type: &str, bytes: Vec<u8>) -> Result<Uploaded, ClinicalError>;
     fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError>;
 }
 
@@ -158,7 +169,7 @@ impl Clinical for Unavailable {
     fn run(&self, _v: &Viewer, _p: &str, _t: TaskKind, _text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
         Err(ClinicalError::Unavailable(self.reason.clone()))
     }
-    fn upload(&self, _v: &Viewer, _p: &str, _f: &str, _c: &str, _b: Vec<u8>) -> Result<String, ClinicalError> {
+    fn upload(&self, _v: &Viewer, _p: &str, _f: &str, _c: &str, _b: Vec<u8>) -> Result<Uploaded, ClinicalError> {
         Err(ClinicalError::Unavailable(format!("uploads are not available ({})", self.reason)))
     }
     fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError> {

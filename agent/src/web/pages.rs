@@ -332,12 +332,13 @@ pub(super) async fn upload(
     let digest = hex::encode(Sha256::digest(&bytes));
     let size = bytes.len();
     let (v, pid, name, ctype) = (viewer(&a), id.clone(), file_name.clone(), content_type.clone());
-    let doc_id = ui.clinical(move |c| c.upload(&v, &pid, &name, &ctype, bytes.to_vec())).await.map_err(clinical_error)?;
+    let uploaded = ui.clinical(move |c| c.upload(&v, &pid, &name, &ctype, bytes.to_vec())).await.map_err(clinical_error)?;
     ui.audit(
         EventKind::Access,
         &a.session.username,
-        json!({ "who": a.who(), "action": "upload", "patient": id, "document": doc_id, "sha256": digest, "bytes": size, "content_type": content_type }),
+        json!({ "who": a.who(), "action": "upload", "patient": id, "document": uploaded.document_id, "sha256": digest, "bytes": size,
+                "content_type": content_type, "identifiers_replaced": uploaded.identifiers_replaced }),
     )
     .await?;
-    Ok(Json(json!({ "document_id": doc_id })).into_response())
+    Ok(Json(uploaded).into_response())
 }
