@@ -105,4 +105,10 @@ if [ ${#absent[@]} -gt 0 ]; then
     exit 1
 fi
 command -v cargo >/dev/null || { echo "install-deps: cargo (Rust 1.90+) is required and not installed" >&2; exit 1; }
+# The fuzz tier (tests/fuzz.sh) runs libFuzzer through cargo-fuzz, built from crates.io.
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    echo "install-deps: installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install -q cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+fi
 echo "install-deps: every program the test tiers run is present"

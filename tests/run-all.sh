@@ -39,11 +39,18 @@ step "build engine" cargo build --release -p wardbox-engine --bin wardbox-engine
 export WARDBOX_ENGINE_BIN="$PWD/target/release/wardbox-engine"
 step "fetch test and embedding models" models-bundle/fetch-test-model.sh
 step "engine tests" cargo test --release -p wardbox-engine --no-fail-fast
-# Default members: agent (with web, browser, ldap, swtpm, netns tiers), firewall, volume, gpu,
-# rag, firmware-policy, models-bundle.
+# Default members: agent (with web, browser, ldap, swtpm, netns, report tiers), firewall, volume,
+# gpu, rag, firmware-policy, models-bundle, report (swtpm quote), update (bundles), alerts.
 # Run once: a test that fails now and then is found and fixed, never retried.
 step "workspace tests" cargo test --no-fail-fast
-# The appliance image, booted four times in qemu with a software TPM (tests/qemu_image.rs).
+# A short fixed fuzz run of the parsers whose instrumented build fits CI (models-bundle: GGUF
+# headers and manifests; update: the bundle manifest; firewall: the policy and the live ruleset),
+# 15 s a target. The engine's and retrieval's targets link llama.cpp and SQLCipher built again
+# with sanitizers (tens of minutes cold on 2 cores): run them by hand, `tests/fuzz.sh` (docs/engine.md).
+step "fuzz (short)" env FUZZ_CRATES="models-bundle agent/update agent/firewall" FUZZ_SECONDS=15 tests/fuzz.sh
+# The appliance image, booted four times in qemu with a software TPM (tests/qemu_image.rs), and
+# the UEFI chain (tests/qemu_uefi_chain.rs: signed UKIs under Secure Boot, refusals, boot counting
+# and fallback; seven short boots, about 3 minutes).
 # It ships the release engine built above (WARDBOX_ENGINE_BIN), so the image build compiles
 # only the agent. Measured on 2 cores: agent release build after the engine's, mkosi OS tree
 # (cold), root/disk, four TCG boots: see docs/image.md. WARDBOX_SKIP_QEMU=1 leaves it out

@@ -20,6 +20,10 @@ use crate::verify::highest;
 
 /// The kernel's identifier of the current boot.
 pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+/// The same identifier as systemd hands it to a unit (`Environment=WARDBOX_BOOT_ID=%b`): the
+/// appliance's units run with `ProcSubset=pid`, where `/proc/sys` does not exist, and a shell's
+/// `wardbox firewall verify` reads [`BOOT_ID`]; both are normalised to 32 lowercase hex digits.
+pub const BOOT_ID_ENV: &str = "WARDBOX_BOOT_ID";
 /// The calling thread's network namespace (a thread, because the traffic tests move single
 /// threads into test namespaces, exactly as they run nft).
 pub const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
@@ -55,13 +59,27 @@ impl Place {
             path: PathBuf::from(path),
             reason: e.to_string(),
         };
-        let boot_id = std::fs::read_to_string(BOOT_ID).map_err(|e| place_error(BOOT_ID, e))?;
+        let (boot_id, source) = match std::env::var(BOOT_ID_ENV) {
+            Ok(from_unit) => (from_unit, BOOT_ID_ENV),
+            Err(_) => (std::fs::read_to_string(BOOT_ID).map_err(|e| place_error(BOOT_ID, e))?, BOOT_ID),
+        };
+        let boot_id = normalise_boot_id(&boot_id).ok_or_else(|| HistoryError::Place {
+            path: PathBuf::from(source),
+            reason: format!("{:?} is not a boot id (128 bits in hex)", boot_id.trim()),
+        })?;
         let netns = std::fs::read_link(THREAD_NETNS).map_err(|e| place_error(THREAD_NETNS, e))?;
         Ok(Place {
-            boot_id: boot_id.trim().to_owned(),
+            boot_id,
             netns: netns.to_string_lossy().into_owned(),
         })
     }
+}
+
+/// A boot id as 32 lowercase hex digits, whether written with dashes (the kernel's file) or
+/// without (systemd's `%b`); `None` for anything else.
+fn normalise_boot_id(text: &str) -> Option<String> {
+    let hex: String = text.trim().chars().filter(|c| *c != '-').map(|c| c.to_ascii_lowercase()).collect();
+    (hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
 }
 
 /// One reading as stored.
@@ -208,10 +226,21 @@ mod tests {
     }
 
     #[test]
+    fn boot_ids_from_the_kernel_and_from_systemd_are_the_same() {
+        let kernel = "0f3c6a2e-7b1d-4c59-9e8a-1d2b3c4d5e6f\n";
+        let systemd = "0F3C6A2E7B1D4C599E8A1D2B3C4D5E6F";
+        assert_eq!(normalise_boot_id(kernel), normalise_boot_id(systemd));
+        assert_eq!(normalise_boot_id(kernel).as_deref(), Some("0f3c6a2e7b1d4c599e8a1d2b3c4d5e6f"));
+        assert_eq!(normalise_boot_id(""), None);
+        assert_eq!(normalise_boot_id("%b"), None, "a unit file whose specifier was not expanded");
+        assert_eq!(normalise_boot_id("0f3c6a2e-7b1d-4c59-9e8a-1d2b3c4d5e6"), None);
+    }
+
+    #[test]
     fn the_current_place_is_readable() {
         let here = Place::current().expect("boot id and namespace");
         assert!(here.netns.starts_with("net:["), "{here:?}");
-        assert_eq!(here.boot_id.len(), 36, "{here:?}");
+        assert_eq!(here.boot_id.len(), 32, "{here:?}");
         let dir = scratch("current");
         let history = CounterHistory::new(dir.join("h.json"));
         history.record(None, &out(3)).expect("write");
