@@ -47,7 +47,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     updated=1
 fi
-qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+qemu_candidate() { apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}'; }
+qemu_version=$(qemu_candidate)
+if { [ -z "$qemu_version" ] || [ "$qemu_version" = "(none)" ]; } && [ "$updated" = 0 ]; then
+    apt-get update -qq   # no package lists yet
+    updated=1
+    qemu_version=$(qemu_candidate)
+fi
 if [ -z "$qemu_version" ] || [ "$qemu_version" = "(none)" ]; then
     echo "install-deps: the package mirror offers no qemu-system-x86" >&2
     exit 1
