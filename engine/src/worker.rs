@@ -441,8 +441,12 @@ impl<'m> Core<'m> {
         match job {
             Job::Embed(e) => {
                 let result = self.embed(&e.inputs, e.truncate);
-                let _ = e.reply.send(result);
+                // The job ends before the reply leaves: a client that has its answer and at once
+                // asks for another model must find this worker idle, or the registry cannot
+                // unload it and refuses the request as busy (seen with one model loaded at a time:
+                // the embedding of a question, then its generation).
                 self.finish_job();
+                let _ = e.reply.send(result);
             }
             Job::Generate(g) => {
                 if let Err(e) = self.start(g, ctx) {
@@ -633,8 +637,10 @@ impl<'m> Core<'m> {
                     done_reason: reason,
                     context: slot.tokens.iter().map(|t| t.0).collect(),
                 };
-                let _ = slot.events.send(Event::Done(stats));
+                // The job ends before its last event leaves (as for embeddings, in `admit`).
+                let events = slot.events.clone();
                 self.free(i, ctx);
+                let _ = events.send(Event::Done(stats));
             }
         }
     }

@@ -26,7 +26,14 @@ const CHAT_MODEL: &str = "smollm2:135m";
 struct Engine {
     child: Child,
     url: String,
+    // Held while the engine lives: the tests of this file run one engine at a time. Two at once
+    // can race for the same free port (each binds port 0, drops it, then starts its engine
+    // there, so both would talk to one engine), and two engines loading models on 2 cores
+    // starve each other.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Engine {
     fn drop(&mut self) {
@@ -40,6 +47,8 @@ fn workspace() -> PathBuf {
 }
 
 fn start_engine() -> Engine {
+    // A test that panicked while holding the lock poisons it; the next test still runs.
+    let one_at_a_time = ONE_ENGINE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let bin = std::env::var_os("WARDBOX_ENGINE_BIN").map(PathBuf::from).or_else(|| {
         ["target/release/wardbox-engine", "target/debug/wardbox-engine"].iter().map(|p| workspace().join(p)).find(|p| p.exists())
     });
@@ -67,7 +76,7 @@ fn start_engine() -> Engine {
         assert!(started.elapsed() < Duration::from_secs(60), "model_ test: the engine did not listen on port {port} within 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-    Engine { child, url: format!("http://127.0.0.1:{port}/") }
+    Engine { child, url: format!("http://127.0.0.1:{port}/"), _one_at_a_time: one_at_a_time }
 }
 
 fn rt() -> tokio::runtime::Runtime {
