@@ -7,7 +7,7 @@
 //! Reading the firmware's variables (`SecureBoot`, `PK`, `KEK`, `db`) is done by small functions
 //! that take the efivars directory as a parameter, so tests point them at a temporary tree.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -31,6 +31,10 @@ const EFI_CERT_X509_GUID: [u8; 16] =
 
 /// The highest PCR index a TPM 2.0 PC client implements (24 PCRs, 0..=23).
 pub const MAX_PCR: u8 = 23;
+
+/// The PCR systemd-stub measures the unified kernel image into, and the one a signed policy
+/// covers (`[signed_pcr11]`).
+pub const UKI_PCR: u8 = 11;
 
 /// Errors reading or checking the firmware policy.
 #[derive(Debug, thiserror::Error)]
@@ -300,6 +304,26 @@ struct PolicyFile {
     on_tpm_refusal: OnTpmRefusal,
     #[serde(default)]
     secure_boot_keys: Option<SecureBootKeysFile>,
+    #[serde(default)]
+    signed_pcr11: Option<SignedPcr11File>,
+}
+
+/// `[signed_pcr11]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignedPcr11File {
+    public_key: String,
+}
+
+/// The volume key is also bound to PCR 11 (the booted unified kernel image), not to one value of
+/// it but to any value the fleet's PCR-signing key signed (TPM2_PolicyAuthorize, as
+/// `systemd-cryptenroll --tpm2-public-key` does). A new signed kernel image then unlocks without
+/// a reseal; an unsigned one does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedPcr11 {
+    /// The PCR-signing public key (RSA, PEM), the one the image build embeds in each UKI as
+    /// `.pcrpkey`. Read when the key is sealed; the seal then carries the key itself.
+    pub public_key: PathBuf,
 }
 
 /// `[secure_boot_keys]` as written: sha256 fingerprints of the allowed certificates.
@@ -340,6 +364,34 @@ impl SecureBootKeysFile {
     }
 }
 
+impl SignedPcr11File {
+    fn validate(self, binding: &PcrBinding) -> Result<SignedPcr11, PolicyError> {
+        let invalid = |reason: String| PolicyError::Invalid { field: "signed_pcr11.public_key", reason };
+        if !self.public_key.starts_with('/') {
+            return Err(invalid(format!("`{}` is not an absolute path", self.public_key)));
+        }
+        if binding.pcrs().contains(&UKI_PCR) {
+            return Err(PolicyError::Invalid {
+                field: "pcrs",
+                reason: "PCR 11 is listed in `pcrs` and in [signed_pcr11]: a literal PCR 11 binds the \
+                         key to one kernel image, so every update would need a reseal; remove 11 from \
+                         `pcrs`"
+                    .into(),
+            });
+        }
+        if binding.bank() != PcrBank::Sha256 {
+            return Err(PolicyError::Invalid {
+                field: "pcr_bank",
+                reason: format!(
+                    "[signed_pcr11] needs pcr_bank = \"sha256\" (the bank the image build signs), not {}",
+                    binding.bank()
+                ),
+            });
+        }
+        Ok(SignedPcr11 { public_key: PathBuf::from(self.public_key) })
+    }
+}
+
 /// A validated firmware policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirmwarePolicy {
@@ -351,6 +403,8 @@ pub struct FirmwarePolicy {
     pub on_tpm_refusal: OnTpmRefusal,
     /// The Secure Boot certificates the firmware may hold; `None`: not pinned.
     pub secure_boot_keys: Option<SecureBootKeys>,
+    /// Also bind the key to PCR 11 through a signed policy; `None`: the literal PCRs only.
+    pub signed_pcr11: Option<SignedPcr11>,
 }
 
 impl FirmwarePolicy {
@@ -377,11 +431,13 @@ impl FirmwarePolicy {
         }
         let binding = PcrBinding::new(file.pcr_bank, &file.pcrs)?;
         let secure_boot_keys = file.secure_boot_keys.map(SecureBootKeysFile::validate).transpose()?;
+        let signed_pcr11 = file.signed_pcr11.map(|s| SignedPcr11File::validate(s, &binding)).transpose()?;
         Ok(FirmwarePolicy {
             binding,
             secure_boot: file.secure_boot,
             on_tpm_refusal: file.on_tpm_refusal,
             secure_boot_keys,
+            signed_pcr11,
         })
     }
 
@@ -610,6 +666,28 @@ mod tests {
             (with_pcr7.replace("policy_version = 1", "policy_version = 2"), "policy_version"),
             (format!("{with_pcr7}allow_plain = true\n"), "allow_plain"),
             ("pcrs = [7]\n".to_string(), "policy_version"),
+        ];
+        for (text, needle) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "error for {text:?} was {err:?}, expected it to mention {needle}");
+        }
+    }
+
+    #[test]
+    fn signed_pcr11_is_optional_and_checked() {
+        assert_eq!(FirmwarePolicy::shipped_default().signed_pcr11, None);
+        let text = format!("{BASE}pcrs = [7]\n[signed_pcr11]\npublic_key = \"/usr/share/wardbox/pcr-sign.pub.pem\"\n");
+        let p = parse(&text).unwrap();
+        assert_eq!(
+            p.signed_pcr11,
+            Some(SignedPcr11 { public_key: PathBuf::from("/usr/share/wardbox/pcr-sign.pub.pem") })
+        );
+        let cases: Vec<(String, &str)> = vec![
+            (text.replace("/usr/share", "usr/share"), "not an absolute path"),
+            (text.replace("pcrs = [7]", "pcrs = [7, 11]"), "remove 11 from `pcrs`"),
+            (text.replace("\"sha256\"", "\"sha1\""), "needs pcr_bank = \"sha256\""),
+            (format!("{text}signature = \"/x\"\n"), "signature"),
+            (format!("{BASE}pcrs = [7]\n[signed_pcr11]\n"), "public_key"),
         ];
         for (text, needle) in cases {
             let err = parse(&text).unwrap_err().to_string();
