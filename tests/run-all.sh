@@ -14,18 +14,35 @@ export WARDBOX_MODEL_CACHE="${WARDBOX_MODEL_CACHE:-$HOME/.cache/wardbox/models}"
 
 failed=()
 passed=()
+# Each tier's output is also kept in target/test-logs/, so the summary at the end can repeat why
+# a tier failed: CI shows only the tail of a long run, which is the last tier's output.
+LOGS="$PWD/target/test-logs"
+mkdir -p "$LOGS"
 step() {
     local name=$1; shift
-    local t0=$SECONDS
+    local t0=$SECONDS log rc
+    log="$LOGS/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '-').log"
     echo
     echo "=== $name: $*"
-    if "$@"; then
+    "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" -eq 0 ]; then
         echo "=== $name: ok ($((SECONDS - t0)) s)"
         passed+=("$name")
     else
-        echo "=== $name: FAILED ($((SECONDS - t0)) s)"
+        echo "=== $name: FAILED ($((SECONDS - t0)) s, exit $rc; output in $log)"
         failed+=("$name")
     fi
+}
+
+# Why a tier failed, in a few lines: each panic with the message after it, and cargo's errors.
+why_failed() {
+    local log="$LOGS/$(echo "$1" | tr -c 'a-zA-Z0-9\n' '-').log"
+    [ -f "$log" ] || return 0
+    {
+        grep -a -E -A8 "panicked at" "$log" | grep -a -v -E "^ +[0-9]+: |^ +at |stack backtrace:"
+        grep -a -E -A3 "^error(\[|:)" "$log" | grep -a -v -E "^error: test failed|^ +Running "
+    } | head -80
 }
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -65,5 +82,11 @@ fi
 
 echo
 echo "=== summary: ${#passed[@]} tiers passed, ${#failed[@]} failed"
+for f in "${failed[@]}"; do
+    echo
+    echo "FAILED: $f; why:"
+    why_failed "$f" | sed 's/^/    /'
+done
+echo
 for f in "${failed[@]}"; do echo "FAILED: $f"; done
 [ ${#failed[@]} -eq 0 ]

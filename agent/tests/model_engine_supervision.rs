@@ -67,8 +67,17 @@ async fn model_engine_killed_mid_stream_fails_the_request_restarts_and_serves_ag
         Err(other) => panic!("unexpected {other:?}"),
     }
 
-    // The supervisor restarts it; the next request succeeds on the new process.
-    handle.wait_ready(Duration::from_secs(120)).await.expect("restarted");
+    // The supervisor restarts it; the next request succeeds on the new process. The stream can
+    // see the dead connection before the supervisor has reaped the child, so the state may still
+    // read `Ready { restarts: 0 }` here: wait for the restart itself, not for "ready".
+    let mut changes = handle.state_changes();
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        changes.wait_for(|s| matches!(s, EngineState::Ready { restarts } if *restarts >= 1)),
+    )
+    .await
+    .expect("the engine is restarted within 120 s")
+    .expect("the supervisor is running");
     assert!(matches!(handle.state(), EngineState::Ready { restarts } if restarts >= 1), "{:?}", handle.state());
     let second_pid = handle.pid().expect("a new child");
     assert_ne!(first_pid, second_pid);
