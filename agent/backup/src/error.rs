@@ -1,0 +1,94 @@
+//! Errors of the backup crate, each naming the problem so the person at the console knows what
+//! to do. rustic's own errors are long and generic; [`classify`] turns the ones an operator can
+//! act on (wrong key, full destination, missing repository) into their own variants.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong with a backup repository.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The key given does not open this repository.
+    #[error("the backup key does not open the repository at {location}: wrong key (check the escrowed key, not the recovery key)")]
+    WrongKey { location: String },
+    /// Nothing that looks like a repository at the destination.
+    #[error("there is no backup repository at {location} (no `config` file); initialise it first")]
+    NotARepository { location: String },
+    /// `init` on a destination that already holds a repository.
+    #[error("{location} already holds a backup repository; refusing to initialise over it")]
+    AlreadyARepository { location: String },
+    /// The destination directory is missing or unreadable (stick not mounted or pulled).
+    #[error("the backup destination {path} is not available: {reason}")]
+    DestinationUnavailable { path: PathBuf, reason: String },
+    /// The destination ran out of space (or the file size limit) while writing.
+    #[error("the backup destination {location} is full (no space left while writing); no snapshot was recorded")]
+    DestinationFull { location: String },
+    /// The repository has no snapshot to restore.
+    #[error("the repository at {location} has no snapshot")]
+    NoSnapshot { location: String },
+    /// `check` found damage; restore refuses a damaged repository.
+    #[error("the repository at {location} is damaged ({count} problem(s)); first: {first}")]
+    Damaged { location: String, count: usize, first: String },
+    /// A restore target that is not an empty directory.
+    #[error("restore target {path} must be an empty or absent directory")]
+    TargetNotEmpty { path: PathBuf },
+    /// The source to back up is not a directory.
+    #[error("backup source {path} is not a directory")]
+    SourceNotADirectory { path: PathBuf },
+    /// Any other failure inside rustic, with its short message.
+    #[error("backup repository {location}: {operation} failed: {message}")]
+    Repository { location: String, operation: &'static str, message: String },
+}
+
+/// Turn a rustic error from `operation` on the repository at `location` into a [`BackupError`].
+pub(crate) fn classify(location: &str, operation: &'static str, err: &rustic_core::RusticError) -> BackupError {
+    if err.is_incorrect_password() {
+        return BackupError::WrongKey { location: location.to_owned() };
+    }
+    if io_errno_in_chain(err).is_some_and(is_out_of_space) {
+        return BackupError::DestinationFull { location: location.to_owned() };
+    }
+    BackupError::Repository { location: location.to_owned(), operation, message: err.display_log() }
+}
+
+/// ENOSPC (disk full), EDQUOT (quota) and EFBIG (file size limit) all mean "the destination
+/// cannot take more".
+fn is_out_of_space(errno: i32) -> bool {
+    [libc_errno::ENOSPC, libc_errno::EDQUOT, libc_errno::EFBIG].contains(&errno)
+}
+
+/// The raw OS error of the first `std::io::Error` in the source chain, if any.
+fn io_errno_in_chain(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(code) = io.raw_os_error()
+        {
+            return Some(code);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The Linux errno values we classify (stable kernel ABI).
+mod libc_errno {
+    pub const EFBIG: i32 = 27;
+    pub const ENOSPC: i32 = 28;
+    pub const EDQUOT: i32 = 122;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustic_core::{ErrorKind, RusticError};
+
+    #[test]
+    fn out_of_space_in_the_source_chain_is_destination_full() {
+        for errno in [28, 27, 122] {
+            let err = RusticError::with_source(ErrorKind::InputOutput, "write failed", std::io::Error::from_raw_os_error(errno));
+            assert!(matches!(classify("/mnt/usb", "backup", &err), BackupError::DestinationFull { .. }), "errno {errno}");
+        }
+        let other = RusticError::with_source(ErrorKind::InputOutput, "x", std::io::Error::from_raw_os_error(13));
+        assert!(matches!(classify("/mnt/usb", "backup", &other), BackupError::Repository { .. }));
+    }
+}

@@ -1,0 +1,313 @@
+//! One backup repository in restic's format, written and read with rustic_core: open or
+//! initialise, back up a directory, list, check, restore, and apply the retention policy.
+//!
+//! Every operation opens the repository with the [`RepositoryKey`] as its password, so a
+//! wrong key is refused before anything is read or written. No local cache is kept: the box
+//! has one repository per destination and nothing of it should linger outside it.
+
+use std::path::{Path, PathBuf};
+
+use rustic_backend::BackendOptions;
+use rustic_core::repofile::SnapshotFile;
+use rustic_core::{
+    BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination, LsOptions, OpenStatus,
+    PathList, PruneOptions, Repository, RepositoryOptions, RestoreOptions, SnapshotOptions,
+};
+
+use crate::error::{BackupError, classify};
+use crate::key::RepositoryKey;
+use crate::retention::Retention;
+
+/// Every snapshot stores its files under this path, whatever the staging directory was, so
+/// that snapshots of one box form one group (rustic and restic pick the parent snapshot and
+/// apply retention per group of host and paths) and a restore finds the files in one place.
+pub const SNAPSHOT_ROOT: &str = "/wardbox";
+
+/// The label every snapshot of the box carries.
+pub const SNAPSHOT_LABEL: &str = "wardbox";
+
+/// Where a repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A directory: a mounted USB disk on the box, any directory in tests.
+    LocalDirectory(PathBuf),
+}
+
+impl Destination {
+    /// How errors and records name the destination (a path; never a secret).
+    pub fn location(&self) -> String {
+        match self {
+            Destination::LocalDirectory(path) => path.display().to_string(),
+        }
+    }
+
+    /// A readable directory, or a clear error (a stick that is not mounted or was pulled).
+    fn ensure_reachable(&self) -> Result<(), BackupError> {
+        match self {
+            Destination::LocalDirectory(path) => match std::fs::read_dir(path) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(BackupError::DestinationUnavailable { path: path.clone(), reason: e.to_string() }),
+            },
+        }
+    }
+
+    fn holds_repository(&self) -> bool {
+        match self {
+            Destination::LocalDirectory(path) => path.join("config").is_file(),
+        }
+    }
+}
+
+/// What a finished backup reports (counts and sizes only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The snapshot's id (hex), as `restic snapshots` shows it.
+    pub id: String,
+    pub time: rustic_core::jiff::Timestamp,
+    pub tags: Vec<String>,
+    /// Files and bytes the snapshot holds.
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes this backup added to the repository after deduplication, before compression.
+    pub bytes_added: u64,
+    /// The same after compression: what the destination had to take.
+    pub bytes_added_packed: u64,
+}
+
+impl SnapshotInfo {
+    fn of(snap: &SnapshotFile) -> Self {
+        let summary = snap.summary.clone().unwrap_or_default();
+        SnapshotInfo {
+            id: snap.id.to_hex().to_string(),
+            time: snap.time.timestamp(),
+            tags: snap.tags.iter().cloned().collect(),
+            files: summary.total_files_processed,
+            bytes: summary.total_bytes_processed,
+            bytes_added: summary.data_added,
+            bytes_added_packed: summary.data_added_packed,
+        }
+    }
+}
+
+/// The outcome of `check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Whether pack contents were read and verified, not only the index and trees.
+    pub read_data: bool,
+    /// Problems that damage the repository.
+    pub errors: Vec<String>,
+    /// Things worth fixing that do not damage it (e.g. a pack no index names, left by an
+    /// interrupted backup; the next prune removes it).
+    pub warnings: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// What forget + prune did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub kept: usize,
+    pub forgotten: usize,
+}
+
+/// What a restore wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    pub snapshot: SnapshotInfo,
+    pub target: PathBuf,
+}
+
+/// An open repository.
+#[derive(Debug)]
+pub struct BackupRepository {
+    destination: Destination,
+    /// Taken while an operation holds the repository indexed and put back after it; `None`
+    /// after an operation failed part way (open the repository again).
+    repo: Option<Repository<OpenStatus>>,
+}
+
+fn repository_options() -> RepositoryOptions {
+    RepositoryOptions::default().no_cache(true)
+}
+
+fn credentials(key: &RepositoryKey) -> Credentials {
+    // rustic keeps the password in a plain `String` for as long as the `Credentials` live;
+    // they are dropped as soon as the repository is open.
+    Credentials::password(key.to_hex().as_str())
+}
+
+fn unopened(destination: &Destination) -> Result<Repository<()>, BackupError> {
+    let location = destination.location();
+    let backends = match destination {
+        Destination::LocalDirectory(path) => BackendOptions::default()
+            .repository(path.to_string_lossy().into_owned())
+            .to_backends()
+            .map_err(|e| classify(&location, "open the destination", &e))?,
+    };
+    Repository::new(&repository_options(), &backends).map_err(|e| classify(&location, "open the destination", &e))
+}
+
+impl BackupRepository {
+    /// Create a new repository at an empty destination, encrypted under `key`.
+    pub fn init(destination: &Destination, key: &RepositoryKey) -> Result<Self, BackupError> {
+        destination.ensure_reachable()?;
+        let location = destination.location();
+        if destination.holds_repository() {
+            return Err(BackupError::AlreadyARepository { location });
+        }
+        let repo = unopened(destination)?
+            .init(&credentials(key), &KeyOptions::default(), &ConfigOptions::default())
+            .map_err(|e| classify(&location, "initialise", &e))?;
+        Ok(Self { destination: destination.clone(), repo: Some(repo) })
+    }
+
+    /// Open an existing repository; a wrong key is [`BackupError::WrongKey`].
+    pub fn open(destination: &Destination, key: &RepositoryKey) -> Result<Self, BackupError> {
+        destination.ensure_reachable()?;
+        let location = destination.location();
+        if !destination.holds_repository() {
+            return Err(BackupError::NotARepository { location });
+        }
+        let repo = unopened(destination)?.open(&credentials(key)).map_err(|e| classify(&location, "open", &e))?;
+        Ok(Self { destination: destination.clone(), repo: Some(repo) })
+    }
+
+    /// Open the repository, creating it first when the destination holds none.
+    pub fn open_or_init(destination: &Destination, key: &RepositoryKey) -> Result<(Self, bool), BackupError> {
+        destination.ensure_reachable()?;
+        if destination.holds_repository() { Ok((Self::open(destination, key)?, false)) } else { Ok((Self::init(destination, key)?, true)) }
+    }
+
+    pub fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    fn open_repo(&self) -> Result<&Repository<OpenStatus>, BackupError> {
+        self.repo.as_ref().ok_or_else(|| self.closed())
+    }
+
+    fn take_repo(&mut self) -> Result<Repository<OpenStatus>, BackupError> {
+        self.repo.take().ok_or_else(|| self.closed())
+    }
+
+    fn closed(&self) -> BackupError {
+        BackupError::Repository {
+            location: self.destination.location(),
+            operation: "use the repository",
+            message: "an earlier operation failed part way; open the repository again".into(),
+        }
+    }
+
+    fn fail(&self, operation: &'static str) -> impl Fn(Box<rustic_core::RusticError>) -> BackupError + '_ {
+        move |e| classify(&self.destination.location(), operation, &e)
+    }
+
+    /// Back up the contents of `source` (a directory) as one snapshot under [`SNAPSHOT_ROOT`].
+    ///
+    /// A snapshot file is written only after every pack and index it needs is written, so a
+    /// backup that fails part way (full destination, pulled stick) records no snapshot; the
+    /// packs it did write are named by no index and the next prune removes them.
+    pub fn backup(&mut self, source: &Path, tags: &[&str]) -> Result<SnapshotInfo, BackupError> {
+        if !source.is_dir() {
+            return Err(BackupError::SourceNotADirectory { path: source.to_owned() });
+        }
+        let repo = self.take_repo()?.to_indexed_ids().map_err(self.fail("read the index"))?;
+        let mut options = SnapshotOptions::default().label(SNAPSHOT_LABEL.to_owned());
+        for tag in tags {
+            options = options.add_tags(tag).map_err(self.fail("tag the snapshot"))?;
+        }
+        let snap = options.to_snapshot().map_err(self.fail("prepare the snapshot"))?;
+        let paths = PathList::from_iter([source.to_path_buf()]).sanitize().map_err(|e| BackupError::Repository {
+            location: self.destination.location(),
+            operation: "read the source path",
+            message: e.to_string(),
+        })?;
+        let options = BackupOptions::default().as_path(PathBuf::from(SNAPSHOT_ROOT));
+        let snap = repo.backup(&options, &paths, snap).map_err(self.fail("back up"))?;
+        self.repo = Some(repo.drop_index());
+        Ok(SnapshotInfo::of(&snap))
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>, BackupError> {
+        let mut snaps = self.open_repo()?.get_all_snapshots().map_err(self.fail("list snapshots"))?;
+        snaps.sort_by(|a, b| a.time.cmp(&b.time));
+        Ok(snaps.iter().map(SnapshotInfo::of).collect())
+    }
+
+    /// Check the repository's structure (index, trees, snapshots) and, with `read_data`,
+    /// read every pack and verify every blob's authentication tag and hash.
+    pub fn check(&self, read_data: bool) -> Result<CheckReport, BackupError> {
+        let results = self.open_repo()?.check(CheckOptions::default().read_data(read_data)).map_err(self.fail("check"))?;
+        let mut report = CheckReport { read_data, errors: Vec::new(), warnings: Vec::new() };
+        for (level, problem) in &results.0 {
+            // CheckErrorLevel is not nameable outside rustic_core; its Debug form is its name.
+            if format!("{level:?}") == "Warn" {
+                report.warnings.push(problem.to_string());
+            } else {
+                report.errors.push(problem.to_string());
+            }
+        }
+        Ok(report)
+    }
+
+    /// Restore the latest snapshot into `target` (absent or empty). The repository is checked
+    /// first, packs included: a damaged repository is refused before anything is written, so a
+    /// restore never produces a silently partial store.
+    pub fn restore_latest(&mut self, target: &Path) -> Result<RestoreOutcome, BackupError> {
+        let location = self.destination.location();
+        if target.exists() && std::fs::read_dir(target).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            return Err(BackupError::TargetNotEmpty { path: target.to_owned() });
+        }
+        let latest = self.latest()?;
+        let report = self.check(true)?;
+        if let Some(first) = report.errors.first() {
+            return Err(BackupError::Damaged { location, count: report.errors.len(), first: first.clone() });
+        }
+        let repo = self.take_repo()?.to_indexed().map_err(self.fail("read the index"))?;
+        let node = repo
+            .node_from_snapshot_and_path(&latest, SNAPSHOT_ROOT)
+            .map_err(self.fail("find the files in the snapshot"))?;
+        let listing = repo.ls(&node, &LsOptions::default()).map_err(self.fail("list the snapshot"))?;
+        let mut target_text = target.to_string_lossy().into_owned();
+        if !target_text.ends_with('/') {
+            target_text.push('/');
+        }
+        let dest = LocalDestination::new(&target_text, true, false).map_err(self.fail("prepare the restore target"))?;
+        let options = RestoreOptions::default().no_ownership(true);
+        let plan = repo.prepare_restore(&options, listing.clone(), &dest, false).map_err(self.fail("plan the restore"))?;
+        repo.restore(plan, &options, listing, &dest).map_err(self.fail("restore"))?;
+        self.repo = Some(repo.drop_index());
+        Ok(RestoreOutcome { snapshot: SnapshotInfo::of(&latest), target: target.to_owned() })
+    }
+
+    fn latest(&self) -> Result<SnapshotFile, BackupError> {
+        let snaps = self.open_repo()?.get_all_snapshots().map_err(self.fail("list snapshots"))?;
+        snaps
+            .into_iter()
+            .max_by(|a, b| a.time.cmp(&b.time))
+            .ok_or_else(|| BackupError::NoSnapshot { location: self.destination.location() })
+    }
+
+    /// Forget the snapshots the policy no longer keeps, as of `now`, then prune the data only
+    /// they used. Pruning also removes packs an interrupted backup left behind.
+    pub fn apply_retention(&self, policy: &Retention, now: &rustic_core::jiff::Zoned) -> Result<RetentionOutcome, BackupError> {
+        let snaps = self.open_repo()?.get_all_snapshots().map_err(self.fail("list snapshots"))?;
+        let decided = policy.decide(snaps, now).map_err(|e| self.fail("apply the retention policy")(Box::new(e)))?;
+        let kept = decided.iter().filter(|s| s.keep).count();
+        let forget: Vec<_> = decided.iter().filter(|s| !s.keep).map(|s| s.snapshot.id).collect();
+        if !forget.is_empty() {
+            self.open_repo()?.delete_snapshots(&forget).map_err(self.fail("forget snapshots"))?;
+        }
+        // The box is the repository's only writer, so deleting at once is safe; without it a
+        // pack marked for deletion would wait 23 hours.
+        let options = PruneOptions::default().instant_delete(true);
+        let plan = self.open_repo()?.prune_plan(&options).map_err(self.fail("plan the prune"))?;
+        self.open_repo()?.prune(&options, plan).map_err(self.fail("prune"))?;
+        Ok(RetentionOutcome { kept, forgotten: forget.len() })
+    }
+}
