@@ -71,6 +71,11 @@ fn report_generate_on_a_live_dev_box_then_verify() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // `wardbox dev --listen` does not write its address into the configuration the operator
+    // commands read: put it there, so the live probes reach this box's listener.
+    let toml = std::fs::read_to_string(&config).expect("read config");
+    assert!(toml.contains("listen = \"127.0.0.1:8443\""), "{toml}");
+    std::fs::write(&config, toml.replace("listen = \"127.0.0.1:8443\"", &format!("listen = \"{addr}\""))).expect("write config");
     let cfg = config.to_str().expect("utf8");
     let ak = dir.path().join("ak.pub");
     let exported = wardbox(&["report", "export-ak", "-c", cfg, "--out", ak.to_str().expect("utf8"), "--tcti", &tcti]);
@@ -129,6 +134,27 @@ fn report_generate_on_a_live_dev_box_then_verify() {
     // still intact.
     let chain = wardbox(&["audit", "verify", "-c", cfg]);
     assert!(chain.status.success(), "{}", text(&chain));
+    // Each report's digest is in the chain: read back through a monthly export.
+    let exports = dir.path().join("exports");
+    let month = doc["report"]["generated_at"].as_str().expect("generated_at")[..7].to_string();
+    let exported = wardbox(&["audit", "export", "-c", cfg, "--month", &month, "--out", exports.to_str().expect("utf8")]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    let mut records = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(exports.join(format!("audit-{month}.jsonl.gz"))).expect("export"))
+        .read_to_string(&mut records)
+        .expect("gunzip");
+    for report in [&doc, &second] {
+        let digest = report["integrity"]["digest"].as_str().expect("digest");
+        assert!(
+            records.lines().any(|l| l.contains("report_generated") && l.contains(digest)),
+            "no report_generated record with {digest}"
+        );
+    }
+    // The running agent's counters reached the report: the CLI's own scrape is the only
+    // monitoring request, and no patient-data request went unaudited.
+    let counters = evidence("audit-every-interaction");
+    assert!(counters.contains("patient_data"), "{counters}");
+    assert_eq!(item(&doc, "audit-every-interaction")["status"], "pass", "{}", item(&doc, "audit-every-interaction"));
 
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let _ = agent.wait();

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use wardbox_report::facts::{Account, Attestation, AuditFacts, MonthExport, Probe, RequestAudit, RetentionFacts};
+use wardbox_report::facts::{Account, Attestation, AuditFacts, FullWalk, MonthExport, Probe, RequestAudit, RetentionFacts};
 use wardbox_report::json::{self, DocumentError};
 use wardbox_report::quote::sign_report;
 use wardbox_report::{Quoter, evaluate, sample, verify};
@@ -52,8 +52,13 @@ fn large_facts(now: Timestamp, accounts: usize) -> (wardbox_report::Facts, usize
         first_break: None,
         checkpoints_checked: 1000,
         checkpoints_mismatched: 0,
+        full_walk: false,
+        last_full_walk: Some(FullWalk { at: day(3), head_seq: 990_000 }),
     });
-    facts.request_audit = Probe::observed(RequestAudit { requests_served: 250_000, requests_audited: 250_000, write_failures: 0 });
+    facts.request_audit = Probe::observed(RequestAudit {
+        since: "2026-11-01T06:00:00Z".into(),
+        classes: vec![sample::route_class("patient_data", true, 250_000), sample::route_class("administration", true, 4_000)],
+    });
     (facts, export_count)
 }
 

@@ -279,7 +279,7 @@ const ITEMS: &[ItemDef] = &[
         references: &["HIPAA §164.308(a)(5)(ii)(C)"],
         kind: Kind::Measured(check_login_monitoring),
         waivable: false,
-        remediation: "Set `web.lockout_threshold` (3 to 10) and `web.lockout_secs`; failed sign-ins must be audited.",
+        remediation: "Set the sign-in throttle (`web.signin_free_failures` < `web.signin_block_after`, `web.signin_block_secs`) and the account lock (`web.lockout_threshold`, `web.lockout_addresses` of at least 3, `web.lockout_window_secs`, `web.lockout_secs`); failed sign-ins must be audited.",
     },
     ItemDef {
         id: ids::PASSWORD_MANAGEMENT,
@@ -621,55 +621,74 @@ fn check_encryption_at_rest(cx: &Ctx) -> Outcome {
 // --- Audit controls and integrity ------------------------------------------------------------
 
 fn check_audit_every_interaction(cx: &Ctx) -> Outcome {
-    let check = "every served request has an audit record";
-    let how = "compared the web layer's served-request counter with its audited-request counter since the agent started";
+    let check = "every served request to patient data or administration has an audit record";
+    let how = "compared the web layer's served-request counters with its audited-request counters, per route class, since the agent started";
     let a = match &cx.facts.request_audit {
         Probe::Observed { value } => value,
         Probe::Unavailable { reason } => return cx.unavailable(check, how, reason),
     };
-    let ev = vec![cx.evidence(
-        check,
-        how,
-        vec![
-            ("requests served", a.requests_served.to_string()),
-            ("requests audited", a.requests_audited.to_string()),
-            ("audit write failures", a.write_failures.to_string()),
-        ],
-    )];
-    if a.requests_audited < a.requests_served {
+    let mut values = vec![("counting since", a.since.clone())];
+    for c in &a.classes {
+        values.push(("route class", c.class.clone()));
+        values.push(("served", c.served.to_string()));
+        values.push(("audited", c.audited.to_string()));
+        values.push(("audit must precede serving", yes_no(c.audit_required)));
+        values.push(("audit write failures", c.audit_failures.to_string()));
+    }
+    let gaps: Vec<String> = a
+        .classes
+        .iter()
+        .filter(|c| c.audit_required && c.audited < c.served)
+        .map(|c| format!("{} {} requests", c.served - c.audited, c.class))
+        .collect();
+    values.push(("served without an audit record", list_or_none(&gaps)));
+    let ev = vec![cx.evidence(check, how, values)];
+    if !a.classes.iter().any(|c| c.class == "patient_data" && c.audit_required) {
+        return Outcome::new(Status::Fail, "the web layer's counters do not cover the patient-data routes", ev);
+    }
+    if !gaps.is_empty() {
+        return Outcome::new(Status::Fail, format!("served without an audit record: {}", gaps.join(", ")), ev).remedy(
+            "A route serves requests without writing its audit record first: treat it as a defect of the agent, report it to the vendor, and review the patient-data accesses of the period from the web server's journal.",
+        );
+    }
+    let failures: u64 = a.classes.iter().map(|c| c.audit_failures).sum();
+    if failures > 0 {
         return Outcome::new(
-            Status::Fail,
-            format!("{} served requests have no audit record", a.requests_served - a.requests_audited),
+            Status::NeedsAttention,
+            format!("{failures} audit writes failed since the agent started (their requests were refused, not served)"),
             ev,
         );
     }
-    if a.write_failures > 0 {
-        return Outcome::new(
-            Status::Fail,
-            format!("{} audit writes failed since the agent started (their requests were refused)", a.write_failures),
-            ev,
-        );
-    }
-    Outcome::new(Status::Pass, format!("all {} requests since start were audited", a.requests_served), ev)
+    let served: u64 = a.classes.iter().filter(|c| c.audit_required).map(|c| c.served).sum();
+    Outcome::new(Status::Pass, format!("all {served} patient-data and administration requests since start were audited"), ev)
 }
 
 fn check_audit_log_integrity(cx: &Ctx) -> Outcome {
     let check = "the audit hash chain is unbroken and matches the checkpoints kept outside the database";
-    let how = "verified the chain from the last matching checkpoint to the head, and every checkpoint against its record";
+    let how = "verified the chain from its anchor (the last verified head, itself matched against the checkpoints) to the head, and every checkpoint against its record; a periodic full walk recomputes every record";
     let a = match &cx.facts.audit {
         Probe::Observed { value } => value,
         Probe::Unavailable { reason } => return cx.unavailable(check, how, reason),
     };
+    let full_walk_age = a.last_full_walk.as_ref().map(|w| cx.now.duration_since(w.at));
     let ev = vec![cx.evidence(
         check,
         how,
         vec![
             ("records", a.records.to_string()),
+            ("verification", if a.full_walk { "full walk (every record recomputed)".into() } else { format!("incremental, from record {}", a.verified_from_seq) }),
             ("verified from record", a.verified_from_seq.to_string()),
             ("head record", a.head_seq.to_string()),
             ("first break", a.first_break.clone().unwrap_or_else(|| "none".into())),
             ("checkpoints checked", a.checkpoints_checked.to_string()),
             ("checkpoints not matching", a.checkpoints_mismatched.to_string()),
+            (
+                "last full walk",
+                match &a.last_full_walk {
+                    Some(w) => format!("{} (intact up to record {})", w.at, w.head_seq),
+                    None => "none on record".into(),
+                },
+            ),
         ],
     )];
     if let Some(broken) = &a.first_break {
@@ -690,12 +709,35 @@ fn check_audit_log_integrity(cx: &Ctx) -> Outcome {
         )
         .remedy("Check that the agent writes checkpoints to the state directory and the journal (see docs/ARCHITECTURE.md, audit).");
     }
+    let walk_is_old = full_walk_age.is_none_or(|age| age > SignedDuration::from_hours(24 * FULL_WALK_DAYS));
+    if !a.full_walk && walk_is_old {
+        return Outcome::new(
+            Status::NeedsAttention,
+            format!(
+                "records after {} are intact; the records before it were not recomputed by a full walk in the last {FULL_WALK_DAYS} days",
+                a.verified_from_seq
+            ),
+            ev,
+        )
+        .remedy("Generate the report with `wardbox report generate --full-chain` (the monthly report does), or run `wardbox audit verify`.");
+    }
     Outcome::new(
         Status::Pass,
-        format!("the chain of {} records is intact and {} checkpoints match", a.records, a.checkpoints_checked),
+        if a.full_walk {
+            format!("every one of the {} records was recomputed and {} checkpoints match", a.records, a.checkpoints_checked)
+        } else {
+            format!(
+                "the chain of {} records is intact from record {} on, {} checkpoints match, and a full walk found it intact within {FULL_WALK_DAYS} days",
+                a.records, a.verified_from_seq, a.checkpoints_checked
+            )
+        },
         ev,
     )
 }
+
+/// Longest time an incremental chain check may rely on the last full walk for the records
+/// before its anchor (the monthly report walks in full).
+const FULL_WALK_DAYS: i64 = 35;
 
 fn check_ephi_authentication(cx: &Ctx) -> Outcome {
     let check = "every store page carries an HMAC that verifies";
@@ -984,29 +1026,69 @@ fn check_termination(cx: &Ctx) -> Outcome {
 }
 
 fn check_login_monitoring(cx: &Ctx) -> Outcome {
+    let check = "failed sign-ins are throttled per address, distributed guessing locks the account, and failures are audited";
+    let how = "read the running sign-in throttle and account-lock settings; counted sign-in records in the audit chain (30 days)";
     let s = &cx.facts.sessions;
     let a = match &cx.facts.sign_ins {
         Probe::Observed { value } => value,
-        Probe::Unavailable { reason } => {
-            return cx.unavailable("failed sign-ins are counted, locked out and audited", "counted sign-in records in the audit chain (30 days)", reason);
-        }
+        Probe::Unavailable { reason } => return cx.unavailable(check, how, reason),
     };
     let ev = vec![cx.evidence(
-        "failed sign-ins are counted, locked out and audited",
-        "read the running lockout settings; counted sign-in records in the audit chain (30 days)",
+        check,
+        how,
         vec![
-            ("lockout after failures", s.lockout_threshold.to_string()),
-            ("lockout duration (s)", s.lockout_secs.to_string()),
+            ("free failures per address", s.signin_free_failures.to_string()),
+            ("address paused after failures", s.signin_block_after.to_string()),
+            ("address pause (s)", s.signin_block_secs.to_string()),
+            ("account locks after failures", s.lockout_threshold.to_string()),
+            ("from at least this many addresses", s.lockout_addresses.to_string()),
+            ("within (s)", s.lockout_window_secs.to_string()),
+            ("account lock duration (s)", s.lockout_secs.to_string()),
             ("successful sign-ins (30 days)", a.successful.to_string()),
             ("failed sign-ins (30 days)", a.failed.to_string()),
             ("accounts locked now", a.accounts_locked_now.to_string()),
             ("failed sign-ins audited", yes_no(a.failures_audited)),
         ],
     )];
-    if !(1..=10).contains(&s.lockout_threshold) || s.lockout_secs == 0 {
+    let throttled = s.signin_free_failures >= 1 && s.signin_block_after > s.signin_free_failures && s.signin_block_secs > 0;
+    if !throttled {
         return Outcome::new(
             Status::Fail,
-            format!("lockout is not in force (threshold {}, duration {} s)", s.lockout_threshold, s.lockout_secs),
+            format!(
+                "sign-in from one address is not throttled (free failures {}, paused after {}, for {} s)",
+                s.signin_free_failures, s.signin_block_after, s.signin_block_secs
+            ),
+            ev,
+        );
+    }
+    let locks = (1..=20).contains(&s.lockout_threshold) && s.lockout_window_secs > 0 && s.lockout_secs > 0;
+    if !locks {
+        return Outcome::new(
+            Status::Fail,
+            format!(
+                "distributed guessing does not lock the account (after {} failures within {} s, for {} s)",
+                s.lockout_threshold, s.lockout_window_secs, s.lockout_secs
+            ),
+            ev,
+        );
+    }
+    if s.lockout_addresses < 2 || s.lockout_addresses > s.lockout_threshold {
+        return Outcome::new(
+            Status::Fail,
+            format!(
+                "the account lock counts failures from {} addresses against {} failures: one guesser could lock people out, or the lock can never happen",
+                s.lockout_addresses, s.lockout_threshold
+            ),
+            ev,
+        );
+    }
+    if s.lockout_addresses < MIN_LOCKOUT_ADDRESSES {
+        return Outcome::new(
+            Status::NeedsAttention,
+            format!(
+                "the account lock needs failures from only {} addresses; at least {MIN_LOCKOUT_ADDRESSES} keep two machines from locking staff out",
+                s.lockout_addresses
+            ),
             ev,
         );
     }
@@ -1015,10 +1097,17 @@ fn check_login_monitoring(cx: &Ctx) -> Outcome {
     }
     Outcome::new(
         Status::Pass,
-        format!("lockout after {} failures; {} failed sign-ins in 30 days, all audited", s.lockout_threshold, a.failed),
+        format!(
+            "an address is paused after {} failures; an account locks after {} failures from {} addresses; {} failed sign-ins in 30 days, all audited",
+            s.signin_block_after, s.lockout_threshold, s.lockout_addresses, a.failed
+        ),
         ev,
     )
 }
+
+/// Fewest different client addresses whose failures may lock an account: below this, one or
+/// two machines could lock staff out at will (the per-address throttle stops a single guesser).
+const MIN_LOCKOUT_ADDRESSES: u32 = 3;
 
 fn check_password_management(cx: &Ctx) -> Outcome {
     let s = &cx.facts.sessions;

@@ -150,12 +150,30 @@ check!(encryption_recovery_unlock, ids::ENCRYPTION_AT_REST,
     fail: |f| { volume(f).unlocked_by = "recovery".into(); } => Status::NeedsAttention, ("unlocked by", "recovery"));
 
 check!(audit_every_interaction, ids::AUDIT_EVERY_INTERACTION,
-    pass: |f| {} => ("requests audited", "812"),
-    fail: |f| { requests(f).requests_audited = 800; } => Status::Fail, ("requests audited", "800"));
+    pass: |f| {} => ("served without an audit record", "none"),
+    fail: |f| { requests(f).classes[0].audited = 637; } => Status::Fail, ("served without an audit record", "3 patient_data requests"));
+
+check!(audit_every_admin_interaction, ids::AUDIT_EVERY_INTERACTION,
+    pass: |f| {} => ("audited", "52"),
+    fail: |f| { requests(f).classes[1].audited = 50; } => Status::Fail, ("served without an audit record", "2 administration requests"));
+
+check!(audit_counters_cover_patient_data, ids::AUDIT_EVERY_INTERACTION,
+    pass: |f| {} => ("route class", "patient_data"),
+    fail: |f| { requests(f).classes.remove(0); } => Status::Fail, ("route class", "administration"));
 
 check!(audit_write_failures, ids::AUDIT_EVERY_INTERACTION,
     pass: |f| {} => ("audit write failures", "0"),
-    fail: |f| { requests(f).write_failures = 2; } => Status::Fail, ("audit write failures", "2"));
+    fail: |f| { requests(f).classes[0].audit_failures = 2; } => Status::NeedsAttention, ("audit write failures", "2"));
+
+#[test]
+fn unaudited_sign_in_pages_are_not_a_gap() {
+    // Sign-in pages are audited by their outcome (login, login_failed), not per request.
+    let r = run(|f| requests(f).classes[3].served = 500);
+    expect(&r, ids::AUDIT_EVERY_INTERACTION, Status::Pass, "served", "500");
+    let r = run(|f| requests(f).classes.retain(|c| c.class != "patient_data"));
+    let item = r.item(ids::AUDIT_EVERY_INTERACTION).expect("item");
+    assert!(item.reason.contains("do not cover the patient-data routes"), "{}", item.reason);
+}
 
 check!(audit_log_integrity, ids::AUDIT_LOG_INTEGRITY,
     pass: |f| {} => ("first break", "none"),
@@ -164,6 +182,14 @@ check!(audit_log_integrity, ids::AUDIT_LOG_INTEGRITY,
 check!(audit_checkpoints, ids::AUDIT_LOG_INTEGRITY,
     pass: |f| {} => ("checkpoints checked", "52"),
     fail: |f| { audit(f).checkpoints_mismatched = 1; } => Status::Fail, ("checkpoints not matching", "1"));
+
+check!(audit_incremental_needs_a_recent_full_walk, ids::AUDIT_LOG_INTEGRITY,
+    pass: |f| {} => ("verification", "incremental, from record 51001"),
+    fail: |f| { audit(f).last_full_walk = None; } => Status::NeedsAttention, ("last full walk", "none on record"));
+
+check!(audit_old_full_walk, ids::AUDIT_LOG_INTEGRITY,
+    pass: |f| { audit(f).full_walk = true; audit(f).last_full_walk = None; } => ("verification", "full walk"),
+    fail: |f| { audit(f).last_full_walk = Some(FullWalk { at: days_ago(40), head_seq: 40_000 }); } => Status::NeedsAttention, ("last full walk", "intact up to record 40000"));
 
 check!(ephi_authentication, ids::EPHI_AUTHENTICATION,
     pass: |f| {} => ("page HMAC", "HMAC_SHA512"),
@@ -243,7 +269,19 @@ check!(termination_never_signed_in, ids::TERMINATION,
 
 check!(login_monitoring, ids::LOGIN_MONITORING,
     pass: |f| {} => ("failed sign-ins (30 days)", "7"),
-    fail: |f| { f.sessions.lockout_threshold = 0; } => Status::Fail, ("lockout after failures", "0"));
+    fail: |f| { f.sessions.lockout_threshold = 0; } => Status::Fail, ("account locks after failures", "0"));
+
+check!(login_throttle_per_address, ids::LOGIN_MONITORING,
+    pass: |f| {} => ("address paused after failures", "10"),
+    fail: |f| { f.sessions.signin_block_after = 3; } => Status::Fail, ("address paused after failures", "3"));
+
+check!(login_lock_needs_three_addresses, ids::LOGIN_MONITORING,
+    pass: |f| {} => ("from at least this many addresses", "3"),
+    fail: |f| { f.sessions.lockout_addresses = 2; } => Status::NeedsAttention, ("from at least this many addresses", "2"));
+
+check!(login_lock_by_one_address, ids::LOGIN_MONITORING,
+    pass: |f| {} => ("within (s)", "3600"),
+    fail: |f| { f.sessions.lockout_addresses = 1; } => Status::Fail, ("from at least this many addresses", "1"));
 
 check!(login_failures_unaudited, ids::LOGIN_MONITORING,
     pass: |f| {} => ("failed sign-ins audited", "yes"),

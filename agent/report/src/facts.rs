@@ -190,17 +190,45 @@ pub struct AuditFacts {
     pub first_break: Option<String>,
     pub checkpoints_checked: u64,
     pub checkpoints_mismatched: u64,
+    /// This verification recomputed every record's hash (a full walk); false when it walked
+    /// only the records after its anchor (`verified_from_seq`).
+    pub full_walk: bool,
+    /// The newest full walk that found the chain intact: when, and up to which record. An
+    /// incremental check relies on it for the records before its anchor.
+    pub last_full_walk: Option<FullWalk>,
 }
 
-/// The running web layer's counters since the agent started.
+/// A full walk of the audit chain that found it intact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FullWalk {
+    pub at: Timestamp,
+    pub head_seq: u64,
+}
+
+/// The running web layer's request counters since the agent started, per route class.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestAudit {
-    /// HTTP requests the web layer served, and audit records it wrote for them: equal when
-    /// every interaction is audited.
-    pub requests_served: u64,
-    pub requests_audited: u64,
-    /// Audit writes that failed (their requests were refused).
-    pub write_failures: u64,
+    /// When the counters started (the agent's start), as the agent reports it.
+    pub since: String,
+    pub classes: Vec<RouteClassCount>,
+}
+
+/// One class of routes (patient data, administration, sign-in, ...) and what the web layer
+/// counted for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteClassCount {
+    /// e.g. "patient_data", "administration", "sign_in", "monitoring".
+    pub class: String,
+    /// Every request of this class must have an audit record before it is served (patient
+    /// data and administration); the others are audited by what they do (a sign-in writes
+    /// `login` or `login_failed`) or not at all (static files, loopback monitoring).
+    pub audit_required: bool,
+    /// Requests that reached their handler.
+    pub served: u64,
+    /// Requests whose audit record was written before the handler ran.
+    pub audited: u64,
+    /// Audit writes that failed (their requests were refused, not served).
+    pub audit_failures: u64,
 }
 
 /// Six-year retention: the policy and the monthly exports.
@@ -239,14 +267,25 @@ pub struct Account {
     pub must_change_password: bool,
 }
 
-/// The web layer's session and lockout settings, as running.
+/// The web layer's session, sign-in throttling and account-lock settings, as running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionPolicy {
     pub idle_timeout_secs: u64,
     pub absolute_timeout_secs: u64,
     pub break_glass_enabled: bool,
     pub break_glass_timeout_secs: u64,
+    /// Failed sign-ins from one client address before its further attempts are spaced out.
+    pub signin_free_failures: u32,
+    /// Failed sign-ins from one client address after which sign-in from it is paused.
+    pub signin_block_after: u32,
+    /// How long sign-in from such an address is paused.
+    pub signin_block_secs: u64,
+    /// Failed sign-ins against one account that lock it, when they come from at least
+    /// `lockout_addresses` different addresses within `lockout_window_secs`.
     pub lockout_threshold: u32,
+    pub lockout_addresses: u32,
+    pub lockout_window_secs: u64,
+    /// How long a locked account stays locked.
     pub lockout_secs: u64,
     pub password_min_length: u32,
 }

@@ -28,6 +28,11 @@ fn attestations(now: Timestamp) -> Vec<Attestation> {
 }
 
 /// A healthy appliance as of `now`: every item passes or is attested.
+/// A route class whose every request was served and, where required, audited.
+pub fn route_class(class: &str, audit_required: bool, served: u64) -> RouteClassCount {
+    RouteClassCount { class: class.into(), audit_required, served, audited: if audit_required { served } else { 0 }, audit_failures: 0 }
+}
+
 pub fn healthy(now: Timestamp) -> Facts {
     let stage = |name: &str| StageFact { stage: name.into(), outcome: "ok".into(), reason: String::new(), missing_protections: vec![] };
     let account = |id: &str, role: &str, source: &str| Account {
@@ -100,8 +105,18 @@ pub fn healthy(now: Timestamp) -> Facts {
             first_break: None,
             checkpoints_checked: 52,
             checkpoints_mismatched: 0,
+            full_walk: false,
+            last_full_walk: Some(FullWalk { at: days_before(now, 3), head_seq: 51_000 }),
         }),
-        request_audit: Probe::observed(RequestAudit { requests_served: 812, requests_audited: 812, write_failures: 0 }),
+        request_audit: Probe::observed(RequestAudit {
+            since: "2026-11-20T06:00:00Z".into(),
+            classes: vec![
+                route_class("patient_data", true, 640),
+                route_class("administration", true, 52),
+                route_class("account", false, 90),
+                route_class("sign_in", false, 30),
+            ],
+        }),
         retention: Probe::observed(RetentionFacts { retention_years: 6, first_record_month: None, exports: vec![] }),
         accounts: Probe::observed(vec![
             account("dr.smith", "clinician", "local"),
@@ -114,7 +129,12 @@ pub fn healthy(now: Timestamp) -> Facts {
             absolute_timeout_secs: 12 * 3600,
             break_glass_enabled: true,
             break_glass_timeout_secs: 3600,
+            signin_free_failures: 3,
+            signin_block_after: 10,
+            signin_block_secs: 900,
             lockout_threshold: 5,
+            lockout_addresses: 3,
+            lockout_window_secs: 3600,
             lockout_secs: 900,
             password_min_length: 12,
         },

@@ -271,7 +271,7 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp) -> Facts {
             Some(s) => audit_facts(config, s),
             None => unavailable(store_error.clone().unwrap_or_default()),
         },
-        request_audit: unavailable("the running agent does not export its served and audited request counters yet"),
+        request_audit: request_counters(config),
         retention: match &store {
             Some(s) => retention_facts(config, s, exports),
             None => unavailable(store_error.clone().unwrap_or_default()),
@@ -285,7 +285,12 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp) -> Facts {
             absolute_timeout_secs: config.web.absolute_timeout_secs,
             break_glass_enabled: store.as_ref().is_some_and(break_glass_enabled),
             break_glass_timeout_secs: config.web.break_glass_timeout_secs,
+            signin_free_failures: config.web.signin_free_failures,
+            signin_block_after: config.web.signin_block_after,
+            signin_block_secs: config.web.signin_block_secs,
             lockout_threshold: config.web.lockout_threshold,
+            lockout_addresses: config.web.lockout_addresses,
+            lockout_window_secs: config.web.lockout_window_secs,
             lockout_secs: config.web.lockout_secs,
             password_min_length: crate::web::accounts::MIN_PASSWORD_CHARS as u32,
         },
@@ -425,6 +430,8 @@ fn audit_facts(config: &Config, store: &Store) -> Probe<AuditFacts> {
             first_break: r.first_break.as_ref().map(|b| b.to_string()),
             checkpoints_checked: r.checkpoints_checked as u64,
             checkpoints_mismatched: u64::from(matches!(r.first_break, Some(crate::audit::ChainBreak::CheckpointMismatch { .. }))),
+            full_walk: true,
+            last_full_walk: r.intact().then(|| FullWalk { at: Timestamp::now(), head_seq: r.head_seq }),
         }),
         Err(e) => unavailable(format!("the audit chain could not be read: {e}")),
     }
@@ -702,6 +709,77 @@ fn handshake(target: SocketAddr, version: &'static rustls::SupportedProtocolVers
     match result {
         Ok(suite) => (Handshake { accepted: true, detail: suite }, seen),
         Err(e) => (Handshake { accepted: false, detail: e }, seen),
+    }
+}
+
+/// `GET path` from the running agent's own listener (`HTTP/1.0`, so the answer ends with the
+/// connection): the status code and the body. Over TLS the certificate is not judged (the
+/// TLS probe does that); the agent answers `/metrics` only to its own box (loopback).
+fn fetch_from_agent(config: &Config, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read as _, Write as _};
+    let target = probe_address(config.web.listen);
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n");
+    let mut sock = TcpStream::connect_timeout(&target, Duration::from_secs(3)).map_err(|e| format!("cannot connect to {target}: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    if config.web.tls == crate::web::TlsMode::PlainHttpDev {
+        sock.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        sock.read_to_end(&mut raw).map_err(|e| format!("reading the answer from {target}: {e}"))?;
+    } else {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(RecordingVerifier { provider: provider.clone(), seen: Mutex::new(None) });
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::IpAddress(target.ip().into());
+        let conn = rustls::ClientConnection::new(Arc::new(tls), name).map_err(|e| e.to_string())?;
+        let mut stream = rustls::StreamOwned::new(conn, sock);
+        stream.write_all(request.as_bytes()).map_err(|e| format!("TLS to {target}: {e}"))?;
+        // A server that closes without close_notify still delivered what it sent.
+        if let Err(e) = stream.read_to_end(&mut raw)
+            && e.kind() != std::io::ErrorKind::UnexpectedEof
+        {
+            return Err(format!("reading the answer from {target}: {e}"));
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("{target} gave no HTTP answer"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("{target} gave no HTTP status"))?;
+    Ok((code, body.to_string()))
+}
+
+/// The running agent's request counters, scraped from its `/metrics` on this box.
+fn request_counters(config: &Config) -> Probe<RequestAudit> {
+    let scraped = fetch_from_agent(config, "/metrics").and_then(|(code, body)| {
+        if code != 200 {
+            return Err(format!(
+                "the agent answered /metrics with HTTP {code} (it hands its counters only to its own box: is web.listen an address of this box?)"
+            ));
+        }
+        crate::web::requests::parse_scrape(&body)
+    });
+    match scraped {
+        Ok((since, classes)) => Probe::observed(RequestAudit {
+            since: since.to_string(),
+            classes: classes
+                .into_iter()
+                .map(|c| RouteClassCount {
+                    class: c.class,
+                    audit_required: c.audit_required,
+                    served: c.served,
+                    audited: c.audited,
+                    audit_failures: c.audit_failures,
+                })
+                .collect(),
+        }),
+        Err(e) => unavailable(format!("the running agent's request counters could not be read: {e}")),
     }
 }
 

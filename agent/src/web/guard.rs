@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::session::{Ended, Session, cookie_value, tokens_equal};
 use super::{AppState, Access, CSRF_HEADER, LOGIN_COOKIE, SESSION_COOKIE, Verb, WebError, route_spec};
+use super::requests::RouteClass;
 use crate::audit::EventKind;
 
 /// The signed-in person behind a request, put there by the guard.
@@ -174,8 +175,10 @@ pub(super) async fn guard(State(state): State<AppState>, req: Request, next: Nex
             )
             .await
         {
+            state.requests.audit_failed(RouteClass::of(&path));
             return e.into_response();
         }
+        state.requests.audited(RouteClass::of(&path));
     }
     req.extensions_mut().insert(authed);
     let mut resp = next.run(req).await;

@@ -18,6 +18,7 @@ pub mod ldap;
 mod login;
 pub mod metrics;
 mod pages;
+pub mod requests;
 pub mod session;
 pub mod throttle;
 pub mod tls;
@@ -59,16 +60,19 @@ pub struct AppState {
     pub ui: Option<Arc<Ui>>,
     /// What `/metrics` exposes (GPU health first; engine and request metrics add theirs).
     pub metrics: Vec<Arc<dyn metrics::MetricsSource>>,
+    /// Requests served and audited per route class (also on `/metrics`).
+    pub requests: Arc<requests::RequestCounters>,
 }
 
 impl AppState {
     /// Health only, no UI (tests of the health endpoint, or a box whose store failed).
     pub fn new(health: Health) -> Self {
-        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: None, metrics: Vec::new() }
+        let requests = Arc::new(requests::RequestCounters::new());
+        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: None, metrics: vec![requests.clone()], requests }
     }
 
     pub fn with_ui(health: Health, ui: Ui) -> Self {
-        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: Some(Arc::new(ui)), metrics: Vec::new() }
+        Self { ui: Some(Arc::new(ui)), ..Self::new(health) }
     }
 
     /// Add a source to `/metrics`.
@@ -299,6 +303,8 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/egress", get(admin::egress))
         .route("/admin/audit", get(admin::audit_trail))
         .route("/admin/break-glass", get(admin::break_glass))
+        // Inside the guard: counts only the requests the guard let through to their handler.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), requests::count_served))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         // The guard applies each route's own limit first; this is the extractors' ceiling.
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
