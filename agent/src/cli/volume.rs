@@ -2,7 +2,8 @@
 //!
 //! provision: format the data disk, seal its key to this box's TPM, print the recovery key once.
 //! unlock:    what the agent does at boot (TPM → open → mount), by hand.
-//! status:    keyslots, tokens, and whether the TPM would release the key now.
+//! status:    keyslots, tokens, each TPM slot's policy mode, the PCR bank and the current values
+//!            of the bound PCRs, and whether the TPM would release the key now.
 //! reseal:    bind the TPM key to the boot chain as it is now (after a firmware update or a
 //!            firmware-policy change); asks for the recovery key only when the TPM refuses.
 //! recover:   open and mount the volume with the recovery key when the TPM refuses.
@@ -18,7 +19,7 @@ use clap::Subcommand;
 use wardbox_volume::luks::LuksVolume;
 use wardbox_volume::ops::{self, VolumeError};
 use wardbox_volume::tpm::TpmError;
-use wardbox_volume::{RecoveryKey, Tpm};
+use wardbox_volume::{FirmwarePolicy, PcrBank, PcrBinding, PcrPolicy, RecoveryKey, Tpm};
 
 use super::{CliError, CliResult, DEFAULT_CONFIG, load_config};
 use crate::config::Config;
@@ -99,7 +100,13 @@ fn volume_error(e: VolumeError) -> CliError {
 fn refuses(e: &VolumeError) -> bool {
     matches!(
         e,
-        VolumeError::Tpm(TpmError::PcrMismatch { .. } | TpmError::NotThisTpm { .. } | TpmError::CorruptBlob { .. })
+        VolumeError::Tpm(
+            TpmError::PcrMismatch { .. }
+                | TpmError::NotThisTpm { .. }
+                | TpmError::CorruptBlob { .. }
+                | TpmError::Pcr11NotSigned { .. }
+                | TpmError::PcrSignatureInvalid { .. }
+        )
             | VolumeError::NoTpmToken { .. }
             | VolumeError::BadToken { .. }
             | VolumeError::TpmKeyRejected { .. }
@@ -108,6 +115,12 @@ fn refuses(e: &VolumeError) -> bool {
 
 fn connect(u: &TpmLuksUnlocker) -> Result<Tpm, CliError> {
     u.connect().map_err(CliError::new)
+}
+
+/// What the firmware policy asks the key to be sealed to (reads the PCR-signing public key when
+/// the policy has `[signed_pcr11]`).
+fn pcr_policy(policy: &FirmwarePolicy) -> Result<PcrPolicy, CliError> {
+    PcrPolicy::from_firmware(policy).map_err(|e| CliError::new(e.to_string()))
 }
 
 fn provision(config: &Config, yes_erase: Option<PathBuf>, no_filesystem: bool) -> CliResult {
@@ -121,11 +134,12 @@ fn provision(config: &Config, yes_erase: Option<PathBuf>, no_filesystem: bool) -
         )));
     }
     let (policy, _) = u.check_firmware().map_err(CliError::new)?;
+    let sealed_to = pcr_policy(&policy)?;
     let mut tpm = connect(&u)?;
-    let done = ops::provision(&mut tpm, device, &policy.binding, &u.config.argon2).map_err(volume_error)?;
+    let done = ops::provision(&mut tpm, device, &sealed_to, &u.config.argon2).map_err(volume_error)?;
 
     let mut out = std::io::stdout().lock();
-    writeln!(out, "The data volume {} is encrypted (LUKS2) and its key is sealed to this box's TPM ({}).", device.display(), done.binding)?;
+    writeln!(out, "The data volume {} is encrypted (LUKS2) and its key is sealed to this box's TPM ({}).", device.display(), done.policy)?;
     writeln!(out)?;
     writeln!(out, "RECOVERY KEY: write it down now and keep it locked away. It is shown only this once.")?;
     writeln!(out, "It opens the data if the TPM ever refuses (firmware update, motherboard swap, tampering).")?;
@@ -159,8 +173,26 @@ fn make_filesystem(u: &TpmLuksUnlocker, tpm: &mut Tpm) -> Result<(), String> {
     let mut luks = LuksVolume::open(&u.config.device, None).map_err(|e| e.to_string())?;
     let mapped = luks.activate(&u.config.mapper_name, &unlocked.volume_key).map_err(|e| e.to_string())?;
     let made = wardbox_volume::mount::make_filesystem(&u.config.mkfs, &mapped).map_err(|e| e.to_string());
-    let closed = luks.deactivate(&u.config.mapper_name).map_err(|e| e.to_string());
+    let closed = close_when_released(&mut luks, &u.config.mapper_name);
     made.and(closed)
+}
+
+/// Remove the mapping, waiting for whoever still holds it. Right after mkfs, udev probes the new
+/// filesystem and keeps the device open for a moment; libcryptsetup's own retries last about
+/// five seconds, which a loaded machine can outlast, and a mapping left open would make the
+/// unlock that follows provisioning fail. Gives up after a minute, naming the error.
+fn close_when_released(luks: &mut LuksVolume, name: &str) -> Result<(), String> {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+    let started = std::time::Instant::now();
+    loop {
+        match luks.deactivate(name) {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() >= PATIENCE => {
+                return Err(format!("{e} (still busy after {} s)", PATIENCE.as_secs()));
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+        }
+    }
 }
 
 fn unlock(config: &Config) -> CliResult {
@@ -178,41 +210,95 @@ fn unlock(config: &Config) -> CliResult {
 }
 
 fn status(config: &Config) -> CliResult {
+    let (text, code) = status_report(config)?;
+    print!("{text}");
+    Ok(code)
+}
+
+/// `wardbox volume status` as text and exit code: the volume's keyslots and TPM slots (each
+/// with its policy mode), the PCR bank and the current values of the PCRs the slots and the
+/// firmware policy bind, the firmware policy, and whether the next boot unlocks unattended.
+fn status_report(config: &Config) -> Result<(String, ExitCode), CliError> {
+    use std::fmt::Write as _;
     let u = appliance_volume(config)?;
     let firmware = u.check_firmware();
     let mut tpm = u.connect();
     let st = ops::status(&u.config.device, tpm.as_mut().ok()).map_err(volume_error)?;
-    print!("{st}");
-    println!("Firmware policy {}:", u.config.firmware_policy.display());
-    match &firmware {
-        Ok((policy, sb)) => {
-            println!("  binds the key to {}; Secure Boot {}", policy.binding, if *sb { "on" } else { "off (allowed by the policy)" });
+    let mut out = st.to_string();
+    for b in &st.tpm_bindings {
+        if let Some(policy) = &b.policy {
+            let key = policy.signed_pcr11.as_ref().map_or_else(String::new, |k| format!(" (PCR-signing key {})", k.fingerprint_hex()));
+            writeln!(out, "  token {} policy mode: {}{key}", b.token, policy.mode())?;
+        }
+    }
+    let wanted = firmware.as_ref().ok().map(|(policy, _)| pcr_policy(policy));
+    if let Ok(tpm) = tpm.as_mut() {
+        let (bank, pcrs) = bound_pcrs(&st, firmware.as_ref().ok().map(|(p, _)| p));
+        match PcrBinding::new(bank, &pcrs).map_err(|e| e.to_string()).and_then(|b| tpm.read_pcrs(&b).map_err(|e| e.to_string())) {
+            Ok(values) => {
+                writeln!(out, "PCR bank {bank}, current values:")?;
+                for (pcr, value) in values {
+                    writeln!(out, "  PCR {pcr:>2}: {}", hex::encode(value))?;
+                }
+            }
+            Err(e) => writeln!(out, "PCR values: cannot be read ({e})")?,
+        }
+    }
+    writeln!(out, "Firmware policy {}:", u.config.firmware_policy.display())?;
+    match (&firmware, wanted) {
+        (Err(e), _) => writeln!(out, "  PROBLEM: {e}")?,
+        (Ok(_), None) => {}
+        (Ok(_), Some(Err(e))) => writeln!(out, "  PROBLEM: {e}")?,
+        (Ok((_, sb)), Some(Ok(wanted))) => {
+            writeln!(out, "  binds the key to {wanted}; Secure Boot {}", if *sb { "on" } else { "off (allowed by the policy)" })?;
             for b in &st.tpm_bindings {
-                if let Some(sealed) = &b.binding
-                    && *sealed != policy.binding
+                if let Some(sealed) = &b.policy
+                    && *sealed != wanted
                 {
-                    println!("  token {} is sealed to {sealed}, not to the policy's PCRs: run `wardbox volume reseal`", b.token);
+                    writeln!(out, "  token {} is sealed to {sealed}, not to the policy's {wanted}: run `wardbox volume reseal`", b.token)?;
                 }
             }
         }
-        Err(e) => println!("  PROBLEM: {e}"),
     }
     if let Err(e) = &tpm {
-        println!("TPM: {e}");
+        writeln!(out, "TPM: {e}")?;
     }
     let open = u.mapped_device().exists();
-    println!(
+    writeln!(
+        out,
         "Opened: {}; mounted at {}: {}",
         if open { "yes" } else { "no" },
         u.config.mount_point.display(),
         if u.is_mounted() { "yes" } else { "no" }
-    );
+    )?;
     if st.tpm_would_unseal() && firmware.is_ok() {
-        Ok(ExitCode::SUCCESS)
+        Ok((out, ExitCode::SUCCESS))
     } else {
-        println!("The box would NOT unlock unattended at the next boot.");
-        Ok(ExitCode::from(3))
+        writeln!(out, "The box would NOT unlock unattended at the next boot.")?;
+        Ok((out, ExitCode::from(3)))
     }
+}
+
+/// The bank and PCRs to show: those the TPM slots are sealed to (literal ones, and 11 when
+/// signed), and the firmware policy's; sha256 PCR 7 when there is neither.
+fn bound_pcrs(st: &ops::VolumeStatus, firmware: Option<&FirmwarePolicy>) -> (PcrBank, Vec<u8>) {
+    let mut bank = None;
+    let mut pcrs: Vec<u8> = Vec::new();
+    let sealed = st.tpm_bindings.iter().filter_map(|b| b.policy.as_ref()).map(|p| (p.binding.clone(), p.signed_pcr11.is_some()));
+    let wanted = firmware.map(|f| (f.binding.clone(), f.signed_pcr11.is_some()));
+    for (binding, signed) in sealed.chain(wanted) {
+        bank.get_or_insert(binding.bank());
+        pcrs.extend_from_slice(binding.pcrs());
+        if signed {
+            pcrs.push(wardbox_volume::pcrsig::SIGNED_PCR);
+        }
+    }
+    pcrs.sort_unstable();
+    pcrs.dedup();
+    if pcrs.is_empty() {
+        pcrs.push(7);
+    }
+    (bank.unwrap_or(PcrBank::Sha256), pcrs)
 }
 
 /// Where the recovery key is typed: the terminal, or (tests, scripts) any reader.
@@ -256,9 +342,10 @@ impl Console<'_> {
 fn reseal(config: &Config, console: &mut Console<'_>) -> CliResult {
     let u = appliance_volume(config)?;
     let (policy, _) = u.check_firmware().map_err(CliError::new)?;
+    let sealed_to = pcr_policy(&policy)?;
     let mut tpm = connect(&u)?;
     let device = &u.config.device;
-    let rebound = match ops::rotate_tpm_key(&mut tpm, device, &policy.binding, &u.config.argon2) {
+    let rebound = match ops::rotate_tpm_key(&mut tpm, device, &sealed_to, &u.config.argon2) {
         Ok(r) => {
             println!("The TPM still released the old key, so no recovery key was needed.");
             r
@@ -267,13 +354,13 @@ fn reseal(config: &Config, console: &mut Console<'_>) -> CliResult {
             eprintln!("The TPM refuses the current key: {e}");
             eprintln!("Resealing needs the recovery key.");
             let key = console.recovery_key()?;
-            ops::reseal_with_recovery(&mut tpm, device, &key, &policy.binding, &u.config.argon2).map_err(volume_error)?
+            ops::reseal_with_recovery(&mut tpm, device, &key, &sealed_to, &u.config.argon2).map_err(volume_error)?
         }
         Err(e) => return Err(volume_error(e)),
     };
     println!(
         "The volume key is now sealed to the boot chain as it is ({}): TPM keyslot {}; removed old TPM keyslot(s) {:?}.",
-        rebound.binding, rebound.new_keyslot, rebound.removed_keyslots
+        rebound.policy, rebound.new_keyslot, rebound.removed_keyslots
     );
     println!("The box will unlock unattended at the next boot.");
     Ok(ExitCode::SUCCESS)
@@ -295,11 +382,12 @@ fn recover(config: &Config, and_reseal: bool, console: &mut Console<'_>) -> CliR
         return Ok(ExitCode::SUCCESS);
     }
     let (policy, _) = u.check_firmware().map_err(CliError::new)?;
+    let sealed_to = pcr_policy(&policy)?;
     let mut tpm = connect(&u)?;
-    let r = ops::reseal_with_recovery(&mut tpm, device, &key, &policy.binding, &u.config.argon2).map_err(volume_error)?;
+    let r = ops::reseal_with_recovery(&mut tpm, device, &key, &sealed_to, &u.config.argon2).map_err(volume_error)?;
     println!(
         "Resealed to {}: TPM keyslot {}; removed old TPM keyslot(s) {:?}. The next boot is unattended.",
-        r.binding, r.new_keyslot, r.removed_keyslots
+        r.policy, r.new_keyslot, r.removed_keyslots
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -314,7 +402,6 @@ mod tests {
     use crate::stages::unlock::Luks2TpmConfig;
     use wardbox_volume::luks::KdfParams;
     use wardbox_volume::swtpm::SoftwareTpm;
-    use wardbox_volume::{PcrBank, RecoveryKey};
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -422,6 +509,45 @@ mod tests {
         assert_eq!(reseal(&f.config, &mut piped(&format!("{typed}\n"))).unwrap(), ExitCode::SUCCESS);
         assert_eq!(status(&f.config).unwrap(), ExitCode::SUCCESS);
     }
+
+    #[test]
+    fn swtpm_cli_status_shows_the_bank_the_bound_pcr_values_and_the_policy_mode() {
+        let f = fixture();
+        assert_eq!(provision(&f.config, Some(f.device.clone()), true).unwrap(), ExitCode::SUCCESS);
+        let mut tpm = wardbox_volume::Tpm::connect(&f.tpm.tcti()).unwrap();
+        let pcr7 = tpm.read_pcrs(&PcrBinding::new(PcrBank::Sha256, &[7]).unwrap()).unwrap().remove(0).1;
+        drop(tpm);
+        let (text, code) = status_report(&f.config).unwrap();
+        assert_eq!(code, ExitCode::SUCCESS, "{text}");
+        assert!(text.contains("PCR bank sha256, current values:"), "{text}");
+        assert!(text.contains(&format!("PCR  7: {}", hex::encode(&pcr7))), "{text}");
+        assert!(!text.contains("PCR 11:"), "only the bound PCRs are shown: {text}");
+        assert!(text.contains("policy mode: literal PCRs\n"), "{text}");
+
+        // The firmware policy now asks for the signed PCR 11 mode: status shows PCR 11 too and
+        // says the slot is sealed the old way.
+        let VolumeConfig::Luks2Tpm(c) = &f.config.volume else { unreachable!() };
+        let key = f._dir.path().join("pcr-sign.pub.pem");
+        std::fs::write(&key, TEST_PCR_SIGNING_KEY).unwrap();
+        let mut policy = wardbox_firmware_policy::DEFAULT_POLICY_TOML.to_string();
+        policy.push_str(&format!("\n[signed_pcr11]\npublic_key = \"{}\"\n", key.display()));
+        std::fs::write(&c.firmware_policy, policy).unwrap();
+        let (text, _) = status_report(&f.config).unwrap();
+        assert!(text.contains("PCR 11: "), "{text}");
+        assert!(text.contains("not to the policy's sha256 PCRs 7 + PCR 11 signed by key"), "{text}");
+    }
+
+    /// An RSA 2048 public key (PEM), standing in for the fleet's PCR-signing key.
+    const TEST_PCR_SIGNING_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA0CzSpRMpGxH8L25HlDAR
+8ygWdN21t5pJE+IHUDByIUEDzsxRmj24CmOLEdPtEZSqy4Bs6hMI04Pu/rU2gmK4
+3FZHw3DmLjapzuw+KlMG8Oa1dgZ1MSlLiotbZip0+bG8EUq52OW4uE+EXSxyD93n
+VSVCWDIHFV2y4syd24EDreMosRhrc+iHJz+0maC2leHwOZYnquSupjUqJCqVtmI3
+P4qRYg2vPzuhraQFiGuUJsiC6ezrzHtT7gYDSEXumZIT/XSUhnHmi+BXEAwo8kcz
+WeH+77u6Equ2TUruEMitajDHfw8r0xh9WCIfOHfIZT4xHhqrd7BvAgLQ/H8gKXH/
+TwIDAQAB
+-----END PUBLIC KEY-----
+";
 
     #[test]
     fn plain_directory_configs_are_told_there_is_no_volume() {

@@ -280,7 +280,7 @@ impl VolumeUnlocker for TpmLuksUnlocker {
             ops::UnlockPath::Tpm { token, .. } => ops::status(&self.config.device, None)
                 .ok()
                 .and_then(|s| s.tpm_bindings.into_iter().find(|b| b.token == *token))
-                .and_then(|b| b.binding),
+                .and_then(|b| b.policy),
             ops::UnlockPath::RecoveryKey { .. } => None,
         };
         let mut detail = format!(
@@ -295,12 +295,20 @@ impl VolumeUnlocker for TpmLuksUnlocker {
             // Only reachable with secure_boot = "not-required" (lab machines).
             missing.push(Protection::SecureBoot);
         }
-        let stale = sealed_to.as_ref().is_some_and(|b| *b != policy.binding);
+        // The mode counts too: a policy that adds [signed_pcr11] to a key sealed to PCR 7 alone
+        // (or drops it) needs a reseal. Which PCR-signing key is compared by `wardbox volume status`.
+        let stale = sealed_to
+            .as_ref()
+            .is_some_and(|s| s.binding != policy.binding || s.signed_pcr11.is_some() != policy.signed_pcr11.is_some());
         if stale {
+            let wanted = if policy.signed_pcr11.is_some() {
+                format!("{} + signed PCR 11", policy.binding)
+            } else {
+                policy.binding.to_string()
+            };
             detail.push_str(&format!(
-                "; the key is sealed to {} but the policy asks for {}: run `wardbox volume reseal`",
+                "; the key is sealed to {} but the policy asks for {wanted}: run `wardbox volume reseal`",
                 sealed_to.as_ref().map_or_else(String::new, ToString::to_string),
-                policy.binding
             ));
         }
         let report = if stale {

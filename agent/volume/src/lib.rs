@@ -4,6 +4,7 @@
 //! Layers, bottom up:
 //! - [`keys`]: the secrets (redacting, zeroed on drop) and the store-key derivation;
 //! - [`recovery`]: the typeable recovery key;
+//! - [`pcrsig`]: signed PCR 11 policies: the PCR-signing key and systemd-measure's signature file;
 //! - [`tpm`]: seal / unseal under a PCR policy, against any TPM named by a TCTI string;
 //! - [`luks`]: the LUKS2 header: format, keyslots, tokens, key test, activation;
 //! - [`ops`]: the life cycle IT sees: provision, unlock, recover, reseal, rotate, status;
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod luks;
 pub mod mount;
 pub mod ops;
+pub mod pcrsig;
 pub mod recovery;
 pub mod swtpm;
 pub mod tpm;
@@ -25,5 +27,5 @@ pub use keys::{TpmSecret, VolumeKey, derive_store_key};
 pub use luks::{KdfParams, LuksError};
 pub use ops::{Provisioned, Rebound, Unlocked, UnlockPath, VolumeError, VolumeStatus};
 pub use recovery::{RecoveryError, RecoveryKey};
-pub use tpm::{Tpm, TpmError};
+pub use tpm::{PcrPolicy, Tpm, TpmError};
 pub use wardbox_firmware_policy::{FirmwarePolicy, PcrBank, PcrBinding};

@@ -17,7 +17,7 @@ use wardbox_firmware_policy::{PcrBank, PcrBinding};
 use crate::keys::{KeyError, TpmSecret, VolumeKey, derive_store_key};
 use crate::luks::{KdfParams, LuksError, LuksVolume, SlotState};
 use crate::recovery::{RecoveryError, RecoveryKey};
-use crate::tpm::{SealedBlob, Tpm, TpmError, UnsealCheck};
+use crate::tpm::{PcrPolicy, SealedBlob, Tpm, TpmError, UnsealCheck};
 
 /// LUKS2 token type holding the sealed TPM key.
 pub const TPM_TOKEN_TYPE: &str = "wardbox-tpm2";
@@ -67,16 +67,22 @@ pub struct TpmToken {
     pub blob: SealedBlob,
 }
 
-/// The token JSON for a sealed blob and its keyslot.
+/// The token JSON for a sealed blob and its keyslot. With a signed PCR 11 policy it also
+/// shows the signed PCRs and the PCR-signing key's fingerprint (systemd's `pkfp`).
 pub fn tpm_token_json(keyslot: u32, blob: &SealedBlob) -> Value {
-    json!({
+    let mut token = json!({
         "type": TPM_TOKEN_TYPE,
         "keyslots": [keyslot.to_string()],
         "wardbox_version": TOKEN_VERSION,
         "pcr_bank": blob.binding.bank().as_str(),
         "pcrs": blob.binding.pcrs(),
         "sealed_key": hex::encode(blob.to_bytes()),
-    })
+    });
+    if let (Some(key), Some(map)) = (&blob.signed_pcr11, token.as_object_mut()) {
+        map.insert("signed_pcrs".into(), json!([crate::pcrsig::SIGNED_PCR]));
+        map.insert("pcr_signing_key".into(), json!(key.fingerprint_hex()));
+    }
+    token
 }
 
 fn recovery_token_json(keyslot: u32) -> Value {
@@ -125,6 +131,16 @@ pub fn parse_tpm_token(path: &Path, token: u32, json: &Value) -> Result<TpmToken
             blob.binding
         )));
     }
+    let shown_key = json.get("pcr_signing_key").and_then(Value::as_str);
+    let shown_signed = json.get("signed_pcrs").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_u64).collect::<Vec<_>>());
+    let sealed_key = blob.signed_pcr11.as_ref().map(|k| k.fingerprint_hex());
+    let sealed_signed = blob.signed_pcr11.as_ref().map(|_| vec![u64::from(crate::pcrsig::SIGNED_PCR)]);
+    if shown_key != sealed_key.as_deref() || shown_signed != sealed_signed {
+        return Err(bad(format!(
+            "its signed_pcrs/pcr_signing_key fields do not match the sealed key (sealed to {}); the header was edited",
+            blob.policy()
+        )));
+    }
     Ok(TpmToken { token, keyslot: *keyslot, blob })
 }
 
@@ -136,7 +152,7 @@ pub struct Provisioned {
     pub recovery_keyslot: u32,
     pub tpm_token: u32,
     pub uuid: String,
-    pub binding: PcrBinding,
+    pub policy: PcrPolicy,
 }
 
 /// How the volume was opened.
@@ -160,10 +176,12 @@ impl Unlocked {
     }
 }
 
-/// Seal a fresh secret and prove it unseals before anything is written.
-fn seal_verified(tpm: &mut Tpm, binding: &PcrBinding) -> Result<(TpmSecret, SealedBlob), VolumeError> {
+/// Seal a fresh secret and prove it unseals before anything is written. With a signed PCR 11
+/// policy that needs a signature for this boot's PCR 11 value: a box booted through a kernel
+/// image its key never signed cannot seal to that key (it would not unlock either).
+fn seal_verified(tpm: &mut Tpm, policy: &PcrPolicy) -> Result<(TpmSecret, SealedBlob), VolumeError> {
     let secret = TpmSecret::generate()?;
-    let blob = tpm.seal(&secret, binding)?;
+    let blob = tpm.seal(&secret, policy)?;
     let back = tpm.unseal(&blob).map_err(|e| VolumeError::SealNotVerified(e.to_string()))?;
     if back.expose() != secret.expose() {
         return Err(VolumeError::SealNotVerified("the TPM returned different bytes".into()));
@@ -174,12 +192,18 @@ fn seal_verified(tpm: &mut Tpm, binding: &PcrBinding) -> Result<(TpmSecret, Seal
 /// Format `path` as a new LUKS2 volume with a TPM keyslot and a recovery keyslot. Refuses a
 /// volume that already has a LUKS header. The TPM is asked first, so a missing TPM leaves the
 /// disk untouched.
-pub fn provision(tpm: &mut Tpm, path: &Path, binding: &PcrBinding, kdf: &KdfParams) -> Result<Provisioned, VolumeError> {
+pub fn provision(
+    tpm: &mut Tpm,
+    path: &Path,
+    policy: impl Into<PcrPolicy>,
+    kdf: &KdfParams,
+) -> Result<Provisioned, VolumeError> {
+    let policy: PcrPolicy = policy.into();
     kdf.validate()?;
     if crate::luks::has_luks_header(path)? {
         return Err(LuksError::AlreadyLuks { path: path.to_path_buf() }.into());
     }
-    let (secret, blob) = seal_verified(tpm, binding)?;
+    let (secret, blob) = seal_verified(tpm, &policy)?;
     let recovery_key = RecoveryKey::generate()?;
 
     let mut luks = LuksVolume::format(path, kdf)?;
@@ -190,7 +214,7 @@ pub fn provision(tpm: &mut Tpm, path: &Path, binding: &PcrBinding, kdf: &KdfPara
     let tpm_token = luks.add_token(&tpm_token_json(tpm_keyslot, &blob))?;
     luks.add_token(&recovery_token_json(recovery_keyslot))?;
     let uuid = luks.uuid()?;
-    Ok(Provisioned { recovery_key, tpm_keyslot, recovery_keyslot, tpm_token, uuid, binding: binding.clone() })
+    Ok(Provisioned { recovery_key, tpm_keyslot, recovery_keyslot, tpm_token, uuid, policy })
 }
 
 /// The TPM tokens of a volume. Damaged ones are returned as errors beside the good ones.
@@ -261,7 +285,7 @@ pub struct Rebound {
     pub new_token: u32,
     pub removed_keyslots: Vec<u32>,
     pub removed_tokens: Vec<u32>,
-    pub binding: PcrBinding,
+    pub policy: PcrPolicy,
 }
 
 /// Replace every TPM keyslot and token by one sealed now, authorised by `existing` (a
@@ -271,7 +295,7 @@ fn rebind(
     luks: &mut LuksVolume,
     existing: &[u8],
     keep: u32,
-    binding: &PcrBinding,
+    policy: PcrPolicy,
 ) -> Result<Rebound, VolumeError> {
     // Old TPM tokens, read before any write. A damaged token still names its keyslot when the
     // JSON is readable; that keyslot goes too, since nothing can unseal it.
@@ -283,7 +307,7 @@ fn rebind(
         .collect();
     let protected = recovery_keyslots(luks)?;
 
-    let (secret, blob) = seal_verified(tpm, binding)?;
+    let (secret, blob) = seal_verified(tpm, &policy)?;
     luks.use_kdf_for_random_secret()?;
     let new_keyslot = luks.add_keyslot(existing, secret.expose())?;
     let new_token = luks.add_token(&tpm_token_json(new_keyslot, &blob))?;
@@ -300,7 +324,7 @@ fn rebind(
             }
         }
     }
-    Ok(Rebound { new_keyslot, new_token, removed_keyslots, removed_tokens, binding: binding.clone() })
+    Ok(Rebound { new_keyslot, new_token, removed_keyslots, removed_tokens, policy })
 }
 
 fn recovery_keyslots(luks: &mut LuksVolume) -> Result<Vec<u32>, VolumeError> {
@@ -319,7 +343,7 @@ pub fn reseal_with_recovery(
     tpm: &mut Tpm,
     path: &Path,
     recovery: &RecoveryKey,
-    binding: &PcrBinding,
+    policy: impl Into<PcrPolicy>,
     kdf: &KdfParams,
 ) -> Result<Rebound, VolumeError> {
     let mut luks = LuksVolume::open(path, Some(kdf))?;
@@ -327,17 +351,22 @@ pub fn reseal_with_recovery(
     let UnlockPath::RecoveryKey { keyslot } = opened.via else {
         return Err(VolumeError::WrongRecoveryKey { path: path.to_path_buf() });
     };
-    rebind(tpm, &mut luks, recovery.passphrase(), keyslot, binding)
+    rebind(tpm, &mut luks, recovery.passphrase(), keyslot, policy.into())
 }
 
 /// Key rotation while the TPM still unseals: add a keyslot for a new TPM secret (authorised by
 /// the current one), then remove the old keyslot. `binding` may differ from the old seal's,
 /// which is how a firmware-policy change is applied without the recovery key.
-pub fn rotate_tpm_key(tpm: &mut Tpm, path: &Path, binding: &PcrBinding, kdf: &KdfParams) -> Result<Rebound, VolumeError> {
+pub fn rotate_tpm_key(
+    tpm: &mut Tpm,
+    path: &Path,
+    policy: impl Into<PcrPolicy>,
+    kdf: &KdfParams,
+) -> Result<Rebound, VolumeError> {
     let mut luks = LuksVolume::open(path, Some(kdf))?;
     let (_, secret, _) = unseal_any(tpm, &mut luks)?;
     // No keyslot is kept back: the old TPM keyslot authorises the new one, then goes.
-    rebind(tpm, &mut luks, secret.expose(), u32::MAX, binding)
+    rebind(tpm, &mut luks, secret.expose(), u32::MAX, policy.into())
 }
 
 /// What a keyslot is for, from the tokens that name it.
@@ -354,6 +383,8 @@ pub enum SlotRole {
 pub enum TpmCheck {
     WouldUnseal,
     PcrsChanged,
+    /// The literal PCRs match, but PCR 11 has no valid signature by the sealed key; says why.
+    Pcr11NotSigned(String),
     /// The check could not be made (no TPM given, or the TPM refused the blob); says why.
     NotChecked(String),
 }
@@ -370,6 +401,8 @@ pub struct TpmBindingStatus {
     pub token: u32,
     pub keyslot: Option<u32>,
     pub binding: Option<PcrBinding>,
+    /// The whole policy (literal PCRs, and the PCR-signing key when PCR 11 is signed).
+    pub policy: Option<PcrPolicy>,
     pub check: TpmCheck,
 }
 
@@ -397,21 +430,23 @@ pub fn status(path: &Path, mut tpm: Option<&mut Tpm>) -> Result<VolumeStatus, Vo
             Some(TPM_TOKEN_TYPE) => {
                 let slots = token_keyslots(json);
                 roles.extend(slots.iter().map(|s| (*s, SlotRole::Tpm)));
-                let (binding, check) = match parse_tpm_token(path, *id, json) {
+                let (policy, check) = match parse_tpm_token(path, *id, json) {
                     Ok(t) => {
                         let check = match tpm.as_deref_mut() {
                             None => TpmCheck::NotChecked("no TPM connection was given".into()),
                             Some(tpm) => match tpm.check_unseal(&t.blob) {
                                 Ok(UnsealCheck::WouldUnseal) => TpmCheck::WouldUnseal,
                                 Ok(UnsealCheck::PcrsChanged) => TpmCheck::PcrsChanged,
+                                Ok(UnsealCheck::Pcr11NotSigned(why)) => TpmCheck::Pcr11NotSigned(why),
                                 Err(e) => TpmCheck::NotChecked(e.to_string()),
                             },
                         };
-                        (Some(t.blob.binding), check)
+                        (Some(t.blob.policy()), check)
                     }
                     Err(e) => (None, TpmCheck::NotChecked(e.to_string())),
                 };
-                tpm_bindings.push(TpmBindingStatus { token: *id, keyslot: slots.first().copied(), binding, check });
+                let binding = policy.as_ref().map(|p| p.binding.clone());
+                tpm_bindings.push(TpmBindingStatus { token: *id, keyslot: slots.first().copied(), binding, policy, check });
             }
             Some(RECOVERY_TOKEN_TYPE) => roles.extend(token_keyslots(json).into_iter().map(|s| (s, SlotRole::Recovery))),
             other => other_tokens.push((*id, other.unwrap_or("(no type)").to_string())),
@@ -456,7 +491,7 @@ impl fmt::Display for VolumeStatus {
             writeln!(f, "  none: the box cannot unlock unattended; run `wardbox volume reseal`")?;
         }
         for b in &self.tpm_bindings {
-            let binding = b.binding.as_ref().map_or_else(|| "unreadable".to_string(), ToString::to_string);
+            let binding = b.policy.as_ref().map_or_else(|| "unreadable".to_string(), ToString::to_string);
             let slot = b.keyslot.map_or_else(|| "?".to_string(), |k| k.to_string());
             let check = match &b.check {
                 TpmCheck::WouldUnseal => "the TPM would release the key now".to_string(),
@@ -465,6 +500,10 @@ impl fmt::Display for VolumeStatus {
                      the next boot needs the recovery key unless you run `wardbox volume reseal`"
                         .to_string()
                 }
+                TpmCheck::Pcr11NotSigned(why) => format!(
+                    "the TPM would REFUSE the key now: {why}; the next boot needs the recovery key unless it \
+                     boots a kernel image the key signed"
+                ),
                 TpmCheck::NotChecked(why) => format!("not checked: {why}"),
             };
             writeln!(f, "  token {} -> keyslot {slot}, sealed to {binding}: {check}", b.token)?;

@@ -5,7 +5,12 @@
 //!   hierarchy on every use. The same template on the same TPM gives the same key, so nothing is
 //!   persisted in TPM NV memory and nothing is left behind;
 //! - the secret is a keyed-hash "sealed data" object under it whose only authorisation is a
-//!   policy: PolicyPCR over the firmware policy's PCRs, with their values at seal time;
+//!   policy: PolicyPCR over the firmware policy's PCRs, with their values at seal time; with a
+//!   signed PCR 11 policy ([`PcrPolicy::signed_pcr11`]) it is PolicyAuthorize(the PCR-signing
+//!   key) followed by that PolicyPCR, as `systemd-cryptenroll --tpm2-public-key` makes it: at
+//!   unseal, PolicyPCR(11) over the current value, TPM2_VerifySignature of the signature the
+//!   booted UKI shipped for that value (a ticket), then PolicyAuthorize with the ticket, then
+//!   PolicyPCR over the literal PCRs;
 //! - the object's public and private parts (the private part is encrypted by the TPM and useless
 //!   elsewhere) are kept in a [`SealedBlob`] with a version header and a checksum, stored in the
 //!   LUKS2 token so the volume describes itself.
@@ -17,6 +22,7 @@
 //! Sessions that carry the secret are salted with the primary key, so the secret is encrypted
 //! on the bus between the CPU and the TPM (TPM2_Create's input, TPM2_Unseal's output).
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
@@ -26,26 +32,30 @@ use tss_esapi::{
     constants::{
         CapabilityType, SessionType,
         response_code::Tss2ResponseCodeKind,
-        tss::{TPM2_LOADED_SESSION_FIRST, TPM2_TRANSIENT_FIRST},
+        tss::{TPM2_LOADED_SESSION_FIRST, TPM2_RH_OWNER, TPM2_ST_VERIFIED, TPM2_TRANSIENT_FIRST},
     },
     handles::{KeyHandle, ObjectHandle, PcrHandle, SessionHandle},
     interface_types::{
         algorithm::{HashingAlgorithm, PublicAlgorithm},
         ecc::EccCurve,
+        key_bits::RsaKeyBits,
         resource_handles::Hierarchy,
         session_handles::{AuthSession, PolicySession},
     },
     structures::{
-        CapabilityData, Digest, DigestValues, EccPoint, KeyedHashScheme, PcrSelectionList,
-        PcrSelectionListBuilder, PcrSlot, Private, Public, PublicBuilder,
-        PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData, SymmetricDefinition,
-        SymmetricDefinitionObject,
+        CapabilityData, Digest, DigestValues, EccPoint, KeyedHashScheme, Name, Nonce, PcrSelectionList,
+        PcrSelectionListBuilder, PcrSlot, Private, Public, PublicBuilder, PublicEccParametersBuilder,
+        PublicKeyRsa, PublicKeyedHashParameters, PublicRsaParametersBuilder, RsaExponent, RsaScheme,
+        RsaSignature, SensitiveData, Signature, SymmetricDefinition, SymmetricDefinitionObject,
+        VerifiedTicket,
     },
     traits::{Marshall, UnMarshall},
+    tss2_esys::TPMT_TK_VERIFIED,
 };
-use wardbox_firmware_policy::{PcrBank, PcrBinding};
+use wardbox_firmware_policy::{FirmwarePolicy, PcrBank, PcrBinding};
 
 use crate::keys::{KeyError, TpmSecret};
+use crate::pcrsig::{DEFAULT_SIGNATURE_PATHS, PcrSigError, PcrSignatures, PcrSigningKey, SIGNED_PCR, SignatureMiss};
 
 /// Errors talking to the TPM or reading a sealed blob.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +99,24 @@ pub enum TpmError {
     /// A TPM command failed for another reason.
     #[error("the TPM command {op} failed: {source}")]
     Command { op: &'static str, source: tss_esapi::Error },
+    /// PCR 11 (the booted kernel image) holds a value the sealed PCR-signing key did not sign,
+    /// or no signature is at hand: the TPM would refuse, so it is not asked.
+    #[error(
+        "the TPM will not release the volume key: {reason}. The key is bound to kernel images \
+         signed by the PCR-signing key {key}; boot a signed image, or use the recovery key \
+         (`wardbox volume recover`)"
+    )]
+    Pcr11NotSigned { key: String, reason: String },
+    /// The signature for the current PCR 11 value does not verify with the sealed key.
+    #[error(
+        "the PCR 11 signature for this boot (in {files}) does not verify against the sealed \
+         PCR-signing key {key}: it is forged or damaged, and the TPM refuses the volume key \
+         ({detail}). Use the recovery key (`wardbox volume recover`)"
+    )]
+    PcrSignatureInvalid { key: String, files: String, detail: String },
+    /// A PCR-signing key or signature file could not be read.
+    #[error(transparent)]
+    Signature(#[from] PcrSigError),
     /// Key material could not be made or had the wrong size.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -173,20 +201,82 @@ fn selection(binding: &PcrBinding) -> Result<PcrSelectionList, TpmError> {
         .map_err(cmd("PCR selection"))
 }
 
+/// What a key is sealed to: literal PCR values, and optionally PCR 11 through a signed policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcrPolicy {
+    /// PCRs that must hold their values at seal time (PolicyPCR).
+    pub binding: PcrBinding,
+    /// When set, PCR 11 must hold a value this key signed (PolicyAuthorize), whatever it was at
+    /// seal time.
+    pub signed_pcr11: Option<PcrSigningKey>,
+}
+
+impl From<&PcrBinding> for PcrPolicy {
+    fn from(binding: &PcrBinding) -> Self {
+        PcrPolicy { binding: binding.clone(), signed_pcr11: None }
+    }
+}
+
+impl From<PcrBinding> for PcrPolicy {
+    fn from(binding: PcrBinding) -> Self {
+        PcrPolicy { binding, signed_pcr11: None }
+    }
+}
+
+impl From<&PcrPolicy> for PcrPolicy {
+    fn from(policy: &PcrPolicy) -> Self {
+        policy.clone()
+    }
+}
+
+impl PcrPolicy {
+    /// The policy the firmware policy asks for; reads the PCR-signing public key it names.
+    pub fn from_firmware(policy: &FirmwarePolicy) -> Result<Self, PcrSigError> {
+        let signed_pcr11 = policy.signed_pcr11.as_ref().map(|s| PcrSigningKey::load(&s.public_key)).transpose()?;
+        Ok(PcrPolicy { binding: policy.binding.clone(), signed_pcr11 })
+    }
+
+    /// The mode in words, for status output: "pcr7 literal" or "pcr7 literal + signed pcr11".
+    pub fn mode(&self) -> &'static str {
+        if self.signed_pcr11.is_some() { "literal PCRs + signed PCR 11" } else { "literal PCRs" }
+    }
+}
+
+impl std::fmt::Display for PcrPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.binding)?;
+        if let Some(key) = &self.signed_pcr11 {
+            write!(f, " + PCR 11 signed by key {}", short_fingerprint(key))?;
+        }
+        Ok(())
+    }
+}
+
+/// The first 16 hex digits of a key's fingerprint, for messages.
+fn short_fingerprint(key: &PcrSigningKey) -> String {
+    format!("{}…", &key.fingerprint_hex()[..16])
+}
+
 /// Whether the sealed key would unseal with the PCRs as they are now. Computed without
 /// unsealing: the sealed object's policy digest is compared with a trial policy over the
-/// current PCR values, so the secret never leaves the TPM for a status check.
+/// current PCR values, so the secret never leaves the TPM for a status check. For a signed
+/// PCR 11 policy the signature for the current PCR 11 value is also looked up and verified by
+/// the TPM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnsealCheck {
     WouldUnseal,
     PcrsChanged,
+    /// The literal PCRs match, but PCR 11 has no valid signature by the sealed key; says why.
+    Pcr11NotSigned(String),
 }
 
 /// The sealed object, as stored in the LUKS2 token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedBlob {
-    /// The PCRs the object's policy covers (also what the token shows).
+    /// The PCRs the object's policy covers with their seal-time values (also what the token shows).
     pub binding: PcrBinding,
+    /// The PCR-signing key whose signatures PCR 11 must carry; `None` in format version 1.
+    pub signed_pcr11: Option<PcrSigningKey>,
     /// TPM2B_PUBLIC contents, marshalled.
     public: Vec<u8>,
     /// TPM2B_PRIVATE contents (encrypted by the TPM's storage key).
@@ -194,7 +284,10 @@ pub struct SealedBlob {
 }
 
 const BLOB_MAGIC: &[u8; 8] = b"WBXTPM2\0";
-const BLOB_VERSION: u8 = 1;
+/// Literal PCRs only. Still written for such seals, so an older agent (an A/B rollback) reads them.
+const BLOB_VERSION_LITERAL: u8 = 1;
+/// Literal PCRs plus a signed PCR 11 policy: adds the signed PCR list and the signing key.
+const BLOB_VERSION_SIGNED: u8 = 2;
 
 fn bank_code(bank: PcrBank) -> u8 {
     match bank {
@@ -205,15 +298,22 @@ fn bank_code(bank: PcrBank) -> u8 {
 }
 
 impl SealedBlob {
-    /// Serialise: magic, version, bank, PCR count and list, public and private parts (u16
+    /// Serialise: magic, version, bank, PCR count and list, (version 2: signed PCR count and
+    /// list, the signing key as DER PKCS#1 with a u16 length), public and private parts (u16
     /// big-endian lengths), then a SHA-256 of everything before it so damage is named as such.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + self.public.len() + self.private.len() + 32);
         out.extend_from_slice(BLOB_MAGIC);
-        out.push(BLOB_VERSION);
+        out.push(if self.signed_pcr11.is_some() { BLOB_VERSION_SIGNED } else { BLOB_VERSION_LITERAL });
         out.push(bank_code(self.binding.bank()));
         out.push(self.binding.pcrs().len() as u8);
         out.extend_from_slice(self.binding.pcrs());
+        if let Some(key) = &self.signed_pcr11 {
+            out.push(1);
+            out.push(SIGNED_PCR);
+            out.extend_from_slice(&(key.pkcs1_der().len() as u16).to_be_bytes());
+            out.extend_from_slice(key.pkcs1_der());
+        }
         for part in [&self.public, &self.private] {
             out.extend_from_slice(&(part.len() as u16).to_be_bytes());
             out.extend_from_slice(part);
@@ -243,8 +343,10 @@ impl SealedBlob {
             Ok(head)
         };
         let version = take(1)?[0];
-        if version != BLOB_VERSION {
-            return Err(corrupt(&format!("format version {version} is not known (this agent reads {BLOB_VERSION})")));
+        if version != BLOB_VERSION_LITERAL && version != BLOB_VERSION_SIGNED {
+            return Err(corrupt(&format!(
+                "format version {version} is not known (this agent reads {BLOB_VERSION_LITERAL} and {BLOB_VERSION_SIGNED})"
+            )));
         }
         let bank = match take(1)?[0] {
             1 => PcrBank::Sha1,
@@ -255,10 +357,30 @@ impl SealedBlob {
         let count = usize::from(take(1)?[0]);
         let pcrs = take(count)?.to_vec();
         let binding = PcrBinding::new(bank, &pcrs).map_err(|e| corrupt(&e.to_string()))?;
+        let signed_pcrs = if version == BLOB_VERSION_SIGNED {
+            let count = usize::from(take(1)?[0]);
+            let signed_pcrs = take(count)?.to_vec();
+            if signed_pcrs != [SIGNED_PCR] {
+                return Err(corrupt(&format!("its signed PCR list {signed_pcrs:?} is not [11]")));
+            }
+            Some(signed_pcrs)
+        } else {
+            None
+        };
         let mut part = || -> Result<Vec<u8>, TpmError> {
             let len = take(2)?;
             let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
             Ok(take(len)?.to_vec())
+        };
+        let signed_pcr11 = match signed_pcrs {
+            Some(_) => {
+                let der = part()?;
+                Some(
+                    PcrSigningKey::from_pkcs1_der(&der)
+                        .map_err(|e| corrupt(&format!("its PCR-signing key does not parse: {e}")))?,
+                )
+            }
+            None => None,
         };
         let public = part()?;
         let private = part()?;
@@ -268,7 +390,12 @@ impl SealedBlob {
         // Check that the TPM structures parse now, so a damaged blob is named before any TPM call.
         Public::unmarshall(&public).map_err(|e| corrupt(&format!("the public part does not parse: {e}")))?;
         Private::try_from(private.clone()).map_err(|e| corrupt(&format!("the private part does not parse: {e}")))?;
-        Ok(SealedBlob { binding, public, private })
+        Ok(SealedBlob { binding, signed_pcr11, public, private })
+    }
+
+    /// The policy this blob was sealed to.
+    pub fn policy(&self) -> PcrPolicy {
+        PcrPolicy { binding: self.binding.clone(), signed_pcr11: self.signed_pcr11.clone() }
     }
 
     fn public(&self) -> Result<Public, TpmError> {
@@ -291,6 +418,9 @@ pub struct HandleCounts {
 pub struct Tpm {
     ctx: Context,
     tcti: String,
+    /// Where the booted UKI's PCR signature is looked for (every existing file is read); only
+    /// for keys sealed with a signed PCR 11 policy. A parameter so tests use their own files.
+    pcr_signature_paths: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Tpm {
@@ -323,7 +453,30 @@ impl Tpm {
         // be sure something answers.
         ctx.get_capability(CapabilityType::Handles, TPM2_TRANSIENT_FIRST, 1)
             .map_err(|e| TpmError::NoTpm { tcti: tcti.to_string(), detail: e.to_string() })?;
-        Ok(Tpm { ctx, tcti: tcti.to_string() })
+        Ok(Tpm {
+            ctx,
+            tcti: tcti.to_string(),
+            pcr_signature_paths: DEFAULT_SIGNATURE_PATHS.iter().map(PathBuf::from).collect(),
+        })
+    }
+
+    /// Look for the booted UKI's PCR signature in these files instead of systemd's places
+    /// ([`DEFAULT_SIGNATURE_PATHS`]).
+    pub fn set_pcr_signature_paths(&mut self, paths: Vec<PathBuf>) {
+        self.pcr_signature_paths = paths;
+    }
+
+    /// Where the PCR signature is looked for.
+    pub fn pcr_signature_paths(&self) -> &[PathBuf] {
+        &self.pcr_signature_paths
+    }
+
+    /// The signatures at hand, or the refusal naming where they were looked for.
+    fn signatures_for(&self, key: &PcrSigningKey) -> Result<PcrSignatures, TpmError> {
+        PcrSignatures::load_existing(&self.pcr_signature_paths)?.ok_or_else(|| TpmError::Pcr11NotSigned {
+            key: short_fingerprint(key),
+            reason: SignatureMiss::NoFile { looked_at: self.pcr_signature_paths.clone() }.to_string(),
+        })
     }
 
     /// The TCTI string this connection was made with.
@@ -402,32 +555,125 @@ impl Tpm {
         Ok(session)
     }
 
-    /// The policy digest of PolicyPCR over the binding's PCRs as they are now (trial session).
-    fn trial_pcr_policy(&mut self, binding: &PcrBinding) -> Result<Digest, TpmError> {
-        let pcrs = selection(binding)?;
-        let session = self
-            .ctx
+    /// Start an unsalted trial session: it only computes policy digests; nothing secret passes.
+    fn trial_session(&mut self) -> Result<AuthSession, TpmError> {
+        self.ctx
             .start_auth_session(None, None, None, SessionType::Trial, SymmetricDefinition::AES_128_CFB, HashingAlgorithm::Sha256)
             .map_err(cmd("StartAuthSession (trial)"))?
             .ok_or(TpmError::Command {
                 op: "StartAuthSession (trial)",
                 source: tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::WrongValueFromTpm),
-            })?;
+            })
+    }
+
+    /// PolicyPCR over `binding` with the PCR values as they are now.
+    fn policy_pcr_now(&mut self, policy: PolicySession, binding: &PcrBinding) -> Result<(), TpmError> {
+        let pcrs = selection(binding)?;
+        // An empty PCR digest tells the TPM to use the PCR values as they are now.
+        self.ctx.execute_without_session(|ctx| ctx.policy_pcr(policy, Digest::default(), pcrs)).map_err(cmd("PolicyPCR"))
+    }
+
+    fn policy_digest(&mut self, policy: PolicySession) -> Result<Digest, TpmError> {
+        self.ctx.execute_without_session(|ctx| ctx.policy_get_digest(policy)).map_err(cmd("PolicyGetDigest"))
+    }
+
+    /// Load the PCR-signing public key, run `f` with its handle and TPM name, flush it. It goes
+    /// into the owner hierarchy as systemd loads it: TPM2_VerifySignature with a key in the null
+    /// hierarchy returns a null ticket, which PolicyAuthorize refuses.
+    fn with_signing_key<T>(
+        &mut self,
+        key: &PcrSigningKey,
+        f: impl FnOnce(&mut Self, KeyHandle, &Name) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
+        let public = signing_key_public(key)?;
+        let handle = self
+            .ctx
+            .execute_without_session(|ctx| ctx.load_external_public(public, Hierarchy::Owner))
+            .map_err(cmd("LoadExternal (PCR-signing public key)"))?;
+        let result = (|| {
+            let name = self.ctx.tr_get_name(handle.into()).map_err(cmd("TR_GetName (PCR-signing key)"))?;
+            f(self, handle, &name)
+        })();
+        flushed(&mut self.ctx, handle.into(), result)
+    }
+
+    /// Find the signature by `key` for `approved` (the PolicyPCR(11) digest of this boot) and
+    /// have the TPM verify it: the ticket PolicyAuthorize needs. TPM2_VerifySignature checks the
+    /// RSA part only, so the SHA-256 of the signed message (the digest) is computed here, as
+    /// systemd does.
+    fn verify_pcr11_signature(
+        &mut self,
+        key: &PcrSigningKey,
+        key_handle: KeyHandle,
+        approved: &Digest,
+        signatures: &PcrSignatures,
+    ) -> Result<VerifiedTicket, TpmError> {
+        let sig = signatures
+            .find(PcrBank::Sha256, &[SIGNED_PCR], key, approved.value())
+            .map_err(|miss| TpmError::Pcr11NotSigned { key: short_fingerprint(key), reason: miss.to_string() })?;
+        let files = signatures.sources().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let invalid = |detail: String| TpmError::PcrSignatureInvalid { key: short_fingerprint(key), files: files.clone(), detail };
+        let digest = Digest::try_from(Sha256::digest(approved.value()).to_vec()).map_err(cmd("digest"))?;
+        let rsa = PublicKeyRsa::try_from(sig.to_vec()).map_err(|e| invalid(e.to_string()))?;
+        let signature =
+            Signature::RsaSsa(RsaSignature::create(HashingAlgorithm::Sha256, rsa).map_err(|e| invalid(e.to_string()))?);
+        self.ctx.execute_without_session(|ctx| ctx.verify_signature(key_handle, digest, signature)).map_err(|e| {
+            match tss_kind(&e) {
+                Some(
+                    Tss2ResponseCodeKind::Signature | Tss2ResponseCodeKind::Value | Tss2ResponseCodeKind::Size,
+                ) => invalid(e.to_string()),
+                _ => TpmError::Command { op: "VerifySignature (PCR 11 signature)", source: e },
+            }
+        })
+    }
+
+    /// The PCR 11 half of a signed policy, into `policy`: PolicyPCR(11) over the current value,
+    /// then PolicyAuthorize by the key. With `signatures` (a real session, unsealing) the
+    /// signature for that value must verify, and its ticket goes to PolicyAuthorize; without
+    /// (a trial session, sealing) a null ticket, which a trial session does not check.
+    fn policy_signed_pcr11(
+        &mut self,
+        policy: PolicySession,
+        key: &PcrSigningKey,
+        loaded: (KeyHandle, &Name),
+        signatures: Option<&PcrSignatures>,
+    ) -> Result<(), TpmError> {
+        let (key_handle, key_name) = loaded;
+        self.policy_pcr_now(policy, &signed_pcr11_binding()?)?;
+        let approved = self.policy_digest(policy)?;
+        let ticket = match signatures {
+            Some(signatures) => self.verify_pcr11_signature(key, key_handle, &approved, signatures)?,
+            None => null_verified_ticket()?,
+        };
+        self.ctx
+            .execute_without_session(|ctx| ctx.policy_authorize(policy, approved, Nonce::default(), key_name, ticket))
+            .map_err(cmd("PolicyAuthorize"))
+    }
+
+    /// The policy digest a sealed object gets for `policy` with the PCRs as they are now (trial
+    /// session): [PolicyPCR(11), PolicyAuthorize(key)] when signed, then PolicyPCR(literal PCRs).
+    /// PolicyAuthorize replaces the digest by one that names only the key, so it comes first.
+    fn trial_policy(&mut self, policy: &PcrPolicy) -> Result<Digest, TpmError> {
+        let session = self.trial_session()?;
         let handle: ObjectHandle = SessionHandle::from(session).into();
         let result = (|| {
-            let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
-            // An empty PCR digest tells the TPM to use the PCR values as they are now.
-            self.ctx
-                .execute_without_session(|ctx| ctx.policy_pcr(policy, Digest::default(), pcrs))
-                .map_err(cmd("PolicyPCR (trial)"))?;
-            self.ctx.execute_without_session(|ctx| ctx.policy_get_digest(policy)).map_err(cmd("PolicyGetDigest"))
+            let trial = PolicySession::try_from(session).map_err(cmd("policy session"))?;
+            if let Some(key) = &policy.signed_pcr11 {
+                self.with_signing_key(key, |tpm, key_handle, name| {
+                    tpm.policy_signed_pcr11(trial, key, (key_handle, name), None)
+                })?;
+            }
+            self.policy_pcr_now(trial, &policy.binding)?;
+            self.policy_digest(trial)
         })();
         flushed(&mut self.ctx, handle, result)
     }
 
-    /// Seal `secret` so that it unseals only while the binding's PCRs hold their current values.
-    pub fn seal(&mut self, secret: &TpmSecret, binding: &PcrBinding) -> Result<SealedBlob, TpmError> {
-        let policy = self.trial_pcr_policy(binding)?;
+    /// Seal `secret` so that it unseals only while the policy's literal PCRs hold their current
+    /// values and, with a signed PCR 11 policy, PCR 11 holds a value the key signed.
+    pub fn seal(&mut self, secret: &TpmSecret, policy: impl Into<PcrPolicy>) -> Result<SealedBlob, TpmError> {
+        let policy: PcrPolicy = policy.into();
+        let digest = self.trial_policy(&policy)?;
         let attributes = ObjectAttributesBuilder::new()
             .with_fixed_tpm(true)
             .with_fixed_parent(true)
@@ -442,7 +688,7 @@ impl Tpm {
             .with_public_algorithm(PublicAlgorithm::KeyedHash)
             .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
             .with_object_attributes(attributes)
-            .with_auth_policy(policy)
+            .with_auth_policy(digest)
             .with_keyed_hash_parameters(PublicKeyedHashParameters::new(KeyedHashScheme::Null))
             .with_keyed_hash_unique_identifier(Digest::default())
             .build()
@@ -460,7 +706,12 @@ impl Tpm {
         })();
         let created = flushed(&mut self.ctx, primary.into(), result)?;
         let public = created.out_public.marshall().map_err(cmd("marshal public"))?;
-        Ok(SealedBlob { binding: binding.clone(), public, private: created.out_private.value().to_vec() })
+        Ok(SealedBlob {
+            binding: policy.binding,
+            signed_pcr11: policy.signed_pcr11,
+            public,
+            private: created.out_private.value().to_vec(),
+        })
     }
 
     /// Load the sealed object under a fresh primary, run `f` with both handles, flush both.
@@ -492,7 +743,9 @@ impl Tpm {
         flushed(&mut self.ctx, primary.into(), result)
     }
 
-    /// Unseal the secret. Refused with [`TpmError::PcrMismatch`] when the PCRs changed.
+    /// Unseal the secret. Refused with [`TpmError::PcrMismatch`] when the literal PCRs changed,
+    /// and, for a signed PCR 11 policy, with [`TpmError::Pcr11NotSigned`] or
+    /// [`TpmError::PcrSignatureInvalid`] when PCR 11 has no valid signature by the sealed key.
     ///
     /// A PCR extended by someone else *during* the policy session (between PolicyPCR and
     /// Unseal) makes the TPM answer TPM_RC_PCR_CHANGED, whichever PCR it was: the TPM only
@@ -506,53 +759,98 @@ impl Tpm {
         self.unseal_with_interference(blob, |_, _| Ok(()))
     }
 
-    /// [`Tpm::unseal`], calling `between(tpm, attempt)` after PolicyPCR and before Unseal in
-    /// every attempt (attempt 1, 2, ...). Tests use it to extend a PCR at exactly that moment,
-    /// as a measurement by another process would; the box calls [`Tpm::unseal`].
+    /// [`Tpm::unseal`], calling `between(tpm, attempt)` after the policy commands and before
+    /// Unseal in every attempt (attempt 1, 2, ...). Tests use it to extend a PCR at exactly that
+    /// moment, as a measurement by another process would; the box calls [`Tpm::unseal`].
     #[doc(hidden)]
     pub fn unseal_with_interference(
         &mut self,
         blob: &SealedBlob,
         mut between: impl FnMut(&mut Self, u32) -> Result<(), TpmError>,
     ) -> Result<TpmSecret, TpmError> {
-        let pcrs = selection(&blob.binding)?;
-        let binding_text = blob.binding.to_string();
-        self.with_loaded(blob, |tpm, primary, object| {
-            for attempt in 1..=UNSEAL_ATTEMPTS {
-                let session = tpm.salted_session(primary, SessionType::Policy, false)?;
-                let result = (|| {
-                    let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
-                    tpm.ctx
-                        .execute_without_session(|ctx| ctx.policy_pcr(policy, Digest::default(), pcrs.clone()))
-                        .map_err(cmd("PolicyPCR"))?;
-                    between(tpm, attempt)?;
-                    match tpm.ctx.execute_with_session(Some(session), |ctx| ctx.unseal(object.into())) {
-                        Ok(data) => Ok(Some(TpmSecret::from_slice(data.value())?)),
-                        Err(e) => match tss_kind(&e) {
-                            Some(Tss2ResponseCodeKind::PcrChanged) => Ok(None),
-                            Some(Tss2ResponseCodeKind::PolicyFail) => {
-                                Err(TpmError::PcrMismatch { binding: binding_text.clone() })
-                            }
-                            _ => Err(TpmError::Command { op: "Unseal", source: e }),
-                        },
-                    }
-                })();
-                if let Some(secret) = flushed(&mut tpm.ctx, SessionHandle::from(session).into(), result)? {
-                    return Ok(secret);
-                }
-                tracing::debug!(attempt, "a PCR changed during the unseal policy session; trying again");
-            }
-            Err(TpmError::PcrsKeptChanging { attempts: UNSEAL_ATTEMPTS })
+        // The signature file is read before the TPM is asked anything: no file, no TPM work.
+        let signatures = blob.signed_pcr11.as_ref().map(|key| self.signatures_for(key)).transpose()?;
+        self.with_loaded(blob, |tpm, primary, object| match (&blob.signed_pcr11, &signatures) {
+            (Some(key), Some(signatures)) => tpm.with_signing_key(key, |tpm, key_handle, name| {
+                tpm.unseal_attempts(primary, object, &blob.binding, Some((key, key_handle, name, signatures)), &mut between)
+            }),
+            _ => tpm.unseal_attempts(primary, object, &blob.binding, None, &mut between),
         })
     }
 
+    /// The unseal policy sessions, tried again on TPM_RC_PCR_CHANGED (see [`Tpm::unseal`]).
+    fn unseal_attempts(
+        &mut self,
+        primary: KeyHandle,
+        object: KeyHandle,
+        binding: &PcrBinding,
+        signed: Option<(&PcrSigningKey, KeyHandle, &Name, &PcrSignatures)>,
+        between: &mut dyn FnMut(&mut Self, u32) -> Result<(), TpmError>,
+    ) -> Result<TpmSecret, TpmError> {
+        for attempt in 1..=UNSEAL_ATTEMPTS {
+            let session = self.salted_session(primary, SessionType::Policy, false)?;
+            let result = (|| {
+                let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
+                if let Some((key, key_handle, name, signatures)) = signed {
+                    self.policy_signed_pcr11(policy, key, (key_handle, name), Some(signatures))?;
+                }
+                self.policy_pcr_now(policy, binding)?;
+                between(self, attempt)?;
+                match self.ctx.execute_with_session(Some(session), |ctx| ctx.unseal(object.into())) {
+                    Ok(data) => Ok(Some(TpmSecret::from_slice(data.value())?)),
+                    Err(e) => match tss_kind(&e) {
+                        Some(Tss2ResponseCodeKind::PcrChanged) => Ok(None),
+                        // With a signed policy PCR 11 passed PolicyAuthorize already (a valid
+                        // ticket), so a policy that does not match is the literal PCRs.
+                        Some(Tss2ResponseCodeKind::PolicyFail) => Err(TpmError::PcrMismatch { binding: binding.to_string() }),
+                        _ => Err(TpmError::Command { op: "Unseal", source: e }),
+                    },
+                }
+            })();
+            if let Some(secret) = flushed(&mut self.ctx, SessionHandle::from(session).into(), result)? {
+                return Ok(secret);
+            }
+            tracing::debug!(attempt, "a PCR changed during the unseal policy session; trying again");
+        }
+        Err(TpmError::PcrsKeptChanging { attempts: UNSEAL_ATTEMPTS })
+    }
+
+    /// Is there a signature by `key` for PCR 11 as it is now, and does the TPM verify it?
+    fn check_pcr11_signature(&mut self, key: &PcrSigningKey) -> Result<(), TpmError> {
+        let signatures = self.signatures_for(key)?;
+        let session = self.trial_session()?;
+        let handle: ObjectHandle = SessionHandle::from(session).into();
+        let result = (|| {
+            let trial = PolicySession::try_from(session).map_err(cmd("policy session"))?;
+            self.policy_pcr_now(trial, &signed_pcr11_binding()?)?;
+            let approved = self.policy_digest(trial)?;
+            self.with_signing_key(key, |tpm, key_handle, _| {
+                tpm.verify_pcr11_signature(key, key_handle, &approved, &signatures).map(drop)
+            })
+        })();
+        flushed(&mut self.ctx, handle, result)
+    }
+
     /// Would the blob unseal now? Loads the object (so a blob from another TPM is named as such)
-    /// and compares its policy with a trial policy over the current PCR values.
+    /// and compares its policy with a trial policy over the current PCR values; for a signed
+    /// PCR 11 policy, also looks up and verifies the signature for the current PCR 11 value.
     pub fn check_unseal(&mut self, blob: &SealedBlob) -> Result<UnsealCheck, TpmError> {
         let sealed_policy = blob.public()?.auth_policy().clone();
         self.with_loaded(blob, |_, _, _| Ok(()))?;
-        let now = self.trial_pcr_policy(&blob.binding)?;
-        Ok(if now.value() == sealed_policy.value() { UnsealCheck::WouldUnseal } else { UnsealCheck::PcrsChanged })
+        let now = self.trial_policy(&blob.policy())?;
+        if now.value() != sealed_policy.value() {
+            return Ok(UnsealCheck::PcrsChanged);
+        }
+        let Some(key) = &blob.signed_pcr11 else {
+            return Ok(UnsealCheck::WouldUnseal);
+        };
+        match self.check_pcr11_signature(key) {
+            Ok(()) => Ok(UnsealCheck::WouldUnseal),
+            Err(e @ (TpmError::Pcr11NotSigned { .. } | TpmError::PcrSignatureInvalid { .. } | TpmError::Signature(_))) => {
+                Ok(UnsealCheck::Pcr11NotSigned(e.to_string()))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Read the binding's PCR values (index, digest), for status output and tests.
@@ -606,6 +904,58 @@ impl Tpm {
     }
 }
 
+/// sha256 PCR 11, the one a signed policy covers.
+fn signed_pcr11_binding() -> Result<PcrBinding, TpmError> {
+    PcrBinding::new(PcrBank::Sha256, &[SIGNED_PCR]).map_err(|e| TpmError::CorruptBlob { reason: e.to_string() })
+}
+
+/// The ticket a trial session's PolicyAuthorize takes (systemd passes the same when sealing):
+/// a trial session does not check it.
+fn null_verified_ticket() -> Result<VerifiedTicket, TpmError> {
+    VerifiedTicket::try_from(TPMT_TK_VERIFIED { tag: TPM2_ST_VERIFIED, hierarchy: TPM2_RH_OWNER, digest: Default::default() })
+        .map_err(cmd("null ticket"))
+}
+
+/// The PCR-signing key as the TPM loads it, in systemd's template (RSA, SHA-256 name,
+/// decrypt|sign|userWithAuth, no scheme, no symmetric key), so its TPM name is the one
+/// `systemd-cryptenroll --tpm2-public-key` binds to for the same key.
+fn signing_key_public(key: &PcrSigningKey) -> Result<Public, TpmError> {
+    let bits = match key.modulus().len() {
+        256 => RsaKeyBits::Rsa2048,
+        384 => RsaKeyBits::Rsa3072,
+        512 => RsaKeyBits::Rsa4096,
+        other => {
+            return Err(TpmError::Signature(PcrSigError::KeyFormat {
+                origin: "the PCR-signing key".into(),
+                reason: format!("a {}-bit modulus", other * 8),
+            }));
+        }
+    };
+    let attributes = ObjectAttributesBuilder::new()
+        .with_decrypt(true)
+        .with_sign_encrypt(true)
+        .with_user_with_auth(true)
+        .build()
+        .map_err(cmd("PCR-signing key attributes"))?;
+    let parameters = PublicRsaParametersBuilder::new()
+        .with_scheme(RsaScheme::Null)
+        .with_key_bits(bits)
+        .with_exponent(RsaExponent::create(key.exponent()).map_err(cmd("RSA exponent"))?)
+        .with_is_signing_key(true)
+        .with_is_decryption_key(true)
+        .with_restricted(false)
+        .build()
+        .map_err(cmd("PCR-signing key parameters"))?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Rsa)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attributes)
+        .with_rsa_parameters(parameters)
+        .with_rsa_unique_identifier(PublicKeyRsa::try_from(key.modulus().to_vec()).map_err(cmd("RSA modulus"))?)
+        .build()
+        .map_err(cmd("PCR-signing key template"))
+}
+
 fn tss_kind(e: &tss_esapi::Error) -> Option<Tss2ResponseCodeKind> {
     match e {
         tss_esapi::Error::Tss2Error(rc) => rc.kind(),
@@ -644,7 +994,7 @@ mod tests {
         let binding = PcrBinding::new(PcrBank::Sha256, &[7]).unwrap();
         // Hand-built TPM2B_PUBLIC contents are not needed to exercise the framing: a blob whose
         // parts do not parse is refused after the framing checks pass.
-        let blob = SealedBlob { binding, public: vec![1, 2, 3], private: vec![4, 5] };
+        let blob = SealedBlob { binding, signed_pcr11: None, public: vec![1, 2, 3], private: vec![4, 5] };
         let bytes = blob.to_bytes();
         let err = SealedBlob::from_bytes(&bytes).unwrap_err();
         assert!(err.to_string().contains("public part does not parse"), "{err}");

@@ -68,7 +68,7 @@ fn luks_provision_then_unlock_by_tpm_and_by_recovery_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = volume_file(dir.path(), "data.img");
 
-    let p = ops::provision(&mut tpm, &path, &pcr7(), &KDF).unwrap();
+    let p = ops::provision(&mut tpm, &path, pcr7(), &KDF).unwrap();
     assert_ne!(p.tpm_keyslot, p.recovery_keyslot);
     assert_eq!(p.recovery_key.display().len(), 47);
 
@@ -108,7 +108,7 @@ fn luks_provision_then_unlock_by_tpm_and_by_recovery_key() {
 
     // Provisioning again is refused and changes nothing.
     let before = file_sha256(&path);
-    let err = ops::provision(&mut tpm, &path, &pcr7(), &KDF).unwrap_err();
+    let err = ops::provision(&mut tpm, &path, pcr7(), &KDF).unwrap_err();
     assert!(matches!(err, VolumeError::Luks(LuksError::AlreadyLuks { .. })), "{err:?}");
     assert_eq!(file_sha256(&path), before);
 }
@@ -119,10 +119,10 @@ fn luks_rotation_adds_the_new_tpm_keyslot_then_removes_the_old() {
     let mut tpm = Tpm::connect(&sw.tcti()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = volume_file(dir.path(), "data.img");
-    let p = ops::provision(&mut tpm, &path, &pcr7(), &KDF).unwrap();
+    let p = ops::provision(&mut tpm, &path, pcr7(), &KDF).unwrap();
     let before = ops::unlock_with_tpm(&mut tpm, &path).unwrap();
 
-    let r = ops::rotate_tpm_key(&mut tpm, &path, &pcr7(), &KDF).unwrap();
+    let r = ops::rotate_tpm_key(&mut tpm, &path, pcr7(), &KDF).unwrap();
     assert_ne!(r.new_keyslot, p.tpm_keyslot);
     assert_eq!(r.removed_keyslots, vec![p.tpm_keyslot]);
     assert_eq!(r.removed_tokens, vec![p.tpm_token]);
@@ -152,7 +152,7 @@ fn luks_pcr_change_then_reseal_with_the_recovery_key() {
     let mut tpm = Tpm::connect(&sw.tcti()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = volume_file(dir.path(), "data.img");
-    let p = ops::provision(&mut tpm, &path, &pcr7(), &KDF).unwrap();
+    let p = ops::provision(&mut tpm, &path, pcr7(), &KDF).unwrap();
     let original = ops::unlock_with_tpm(&mut tpm, &path).unwrap();
 
     // A firmware update changes PCR 7: the TPM refuses, clearly, and the volume is untouched.
@@ -168,13 +168,13 @@ fn luks_pcr_change_then_reseal_with_the_recovery_key() {
 
     // A wrong (but well-formed) recovery key changes nothing.
     let wrong = RecoveryKey::generate().unwrap();
-    let err = ops::reseal_with_recovery(&mut tpm, &path, &wrong, &pcr7(), &KDF).unwrap_err();
+    let err = ops::reseal_with_recovery(&mut tpm, &path, &wrong, pcr7(), &KDF).unwrap_err();
     assert!(matches!(err, VolumeError::WrongRecoveryKey { .. }), "{err:?}");
     assert!(err.to_string().contains("does not open"), "{err}");
     assert_eq!(file_sha256(&path), before);
 
     // The right one reseals under the new PCR values; the TPM path works again.
-    let r = ops::reseal_with_recovery(&mut tpm, &path, &p.recovery_key, &pcr7(), &KDF).unwrap();
+    let r = ops::reseal_with_recovery(&mut tpm, &path, &p.recovery_key, pcr7(), &KDF).unwrap();
     assert_eq!(r.removed_keyslots, vec![p.tpm_keyslot]);
     let again = ops::unlock_with_tpm(&mut tpm, &path).unwrap();
     assert_eq!(again.via, UnlockPath::Tpm { token: r.new_token, keyslot: r.new_keyslot });
@@ -200,7 +200,7 @@ fn luks_bad_input_is_refused_and_changes_nothing() {
     assert!(ops::status(&junk, Some(&mut tpm)).is_err());
     let any_key = RecoveryKey::generate().unwrap();
     assert!(matches!(
-        ops::reseal_with_recovery(&mut tpm, &junk, &any_key, &pcr7(), &KDF),
+        ops::reseal_with_recovery(&mut tpm, &junk, &any_key, pcr7(), &KDF),
         Err(VolumeError::Luks(LuksError::NotLuks2 { .. }))
     ));
     assert_eq!(file_sha256(&junk), junk_sum);
@@ -209,7 +209,7 @@ fn luks_bad_input_is_refused_and_changes_nothing() {
 
     // A provisioned volume for the rest.
     let path = volume_file(dir.path(), "data.img");
-    let p = ops::provision(&mut tpm, &path, &pcr7(), &KDF).unwrap();
+    let p = ops::provision(&mut tpm, &path, pcr7(), &KDF).unwrap();
 
     // Wrong recovery key, and a typo, are refused; nothing changes.
     let before = file_sha256(&path);
@@ -242,7 +242,7 @@ fn luks_bad_input_is_refused_and_changes_nothing() {
     assert_eq!(file_sha256(&path), before);
 
     // ...and the recovery key reseals it, replacing the damaged token and its keyslot.
-    let r = ops::reseal_with_recovery(&mut tpm, &path, &p.recovery_key, &pcr7(), &KDF).unwrap();
+    let r = ops::reseal_with_recovery(&mut tpm, &path, &p.recovery_key, pcr7(), &KDF).unwrap();
     assert_eq!(r.removed_keyslots, vec![p.tpm_keyslot]);
     assert!(ops::unlock_with_tpm(&mut tpm, &path).is_ok());
 
@@ -262,7 +262,7 @@ fn luks_bad_input_is_refused_and_changes_nothing() {
     let fresh = volume_file(dir.path(), "fresh.img");
     let fresh_sum = file_sha256(&fresh);
     drop(sw);
-    let err = ops::provision(&mut tpm, &fresh, &pcr7(), &KDF).unwrap_err();
+    let err = ops::provision(&mut tpm, &fresh, pcr7(), &KDF).unwrap_err();
     assert!(matches!(err, VolumeError::Tpm(_)), "{err:?}");
     assert_eq!(file_sha256(&fresh), fresh_sum);
     // And the TPM-sealed secret alone is not a recovery key: the LUKS header rejects nonsense.

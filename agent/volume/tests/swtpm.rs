@@ -18,7 +18,7 @@ fn swtpm_seal_then_unseal_returns_the_secret() {
     let sw = Swtpm::start();
     let mut tpm = Tpm::connect(&sw.tcti()).unwrap();
     let secret = TpmSecret::generate().unwrap();
-    let blob = tpm.seal(&secret, &pcr7()).unwrap();
+    let blob = tpm.seal(&secret, pcr7()).unwrap();
     assert_eq!(tpm.handle_counts().unwrap(), CLEAN, "sealing left handles in the TPM");
 
     // The blob survives serialisation, and a fresh connection unseals it.
@@ -41,7 +41,7 @@ fn swtpm_extending_the_bound_pcr_refuses_unseal_with_a_clear_error() {
     let sw = Swtpm::start();
     let mut tpm = Tpm::connect(&sw.tcti()).unwrap();
     let secret = TpmSecret::generate().unwrap();
-    let blob = tpm.seal(&secret, &pcr7()).unwrap();
+    let blob = tpm.seal(&secret, pcr7()).unwrap();
     let before = tpm.read_pcrs(&pcr7()).unwrap();
 
     // An unrelated PCR does not matter.
@@ -60,7 +60,7 @@ fn swtpm_extending_the_bound_pcr_refuses_unseal_with_a_clear_error() {
     assert_eq!(tpm.handle_counts().unwrap(), CLEAN, "the refused unseal left handles in the TPM");
 
     // Sealing again under the new values works (what reseal does).
-    let blob2 = tpm.seal(&secret, &pcr7()).unwrap();
+    let blob2 = tpm.seal(&secret, pcr7()).unwrap();
     assert_eq!(tpm.unseal(&blob2).unwrap().expose(), secret.expose());
 }
 
@@ -72,7 +72,7 @@ fn swtpm_a_pcr_extended_during_the_unseal_session_is_retried_not_a_refusal() {
     let sw = Swtpm::start();
     let mut tpm = Tpm::connect(&sw.tcti()).unwrap();
     let secret = TpmSecret::generate().unwrap();
-    let blob = tpm.seal(&secret, &pcr7()).unwrap();
+    let blob = tpm.seal(&secret, pcr7()).unwrap();
 
     let mut attempts = Vec::new();
     let back = tpm
@@ -105,7 +105,7 @@ fn swtpm_hundred_unseal_cycles_leave_no_handles() {
     let sw = Swtpm::start();
     let mut tpm = Tpm::connect(&sw.tcti()).unwrap();
     let secret = TpmSecret::generate().unwrap();
-    let blob = tpm.seal(&secret, &pcr7()).unwrap();
+    let blob = tpm.seal(&secret, pcr7()).unwrap();
     // One connection for all cycles: with no resource manager a leaked object or session would
     // pile up here (and swtpm runs out of object slots after 3).
     for i in 0..100 {
@@ -129,7 +129,7 @@ fn swtpm_damaged_or_foreign_blobs_are_named() {
     let sw = Swtpm::start();
     let mut tpm = Tpm::connect(&sw.tcti()).unwrap();
     let secret = TpmSecret::generate().unwrap();
-    let blob = tpm.seal(&secret, &pcr7()).unwrap();
+    let blob = tpm.seal(&secret, pcr7()).unwrap();
     let bytes = blob.to_bytes();
 
     // A flipped byte is caught by the checksum before the TPM is asked.

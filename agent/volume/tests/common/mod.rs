@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 /// A running swtpm for one test, with its state in a temporary directory.
 pub struct Swtpm {
     inner: wardbox_volume::swtpm::SoftwareTpm,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl Swtpm {
@@ -20,7 +20,7 @@ impl Swtpm {
     pub fn start() -> Swtpm {
         let state = tempfile::tempdir().unwrap();
         match wardbox_volume::swtpm::SoftwareTpm::start(state.path()) {
-            Ok(inner) => Swtpm { inner, _state: state },
+            Ok(inner) => Swtpm { inner, state },
             Err(e) => panic!("swtpm_/luks_ tests need a software TPM: {e}"),
         }
     }
@@ -32,6 +32,14 @@ impl Swtpm {
     /// Stop it now (the drop does the same); used to test a TPM that vanished.
     pub fn stop(&mut self) {
         self.inner.stop();
+    }
+
+    /// A reboot of the machine: the same TPM (its seeds, so its sealed blobs, persist in the
+    /// state directory) with every PCR back at zero. It listens on new ports: take `tcti()` again.
+    pub fn reboot(&mut self) {
+        self.inner.stop();
+        self.inner = wardbox_volume::swtpm::SoftwareTpm::start(self.state.path())
+            .unwrap_or_else(|e| panic!("restarting the software TPM failed: {e}"));
     }
 }
 
