@@ -61,6 +61,16 @@ pub struct WebConfig {
     pub lockout_window_secs: u64,
     /// How long a locked account stays locked (an administrator can unlock it sooner).
     pub lockout_secs: u64,
+    /// Seconds a client gets to finish the TLS handshake after connecting; a connection that
+    /// stalls longer is closed (it would otherwise hold a connection for nothing).
+    pub handshake_timeout_secs: u64,
+    /// Seconds a client gets to send a whole request head (request line and headers), also
+    /// the longest an idle HTTP/1.1 keep-alive connection stays open: a client that trickles
+    /// its headers (slowloris) is closed.
+    pub header_timeout_secs: u64,
+    /// Open connections one client address may hold (IPv6: one /64); the next one is closed
+    /// at once. Raise it when many people share one address (a terminal server or NAT).
+    pub max_connections_per_address: u32,
     /// Directory sign-in; unset: local accounts only.
     pub ldap: Option<LdapConfig>,
 }
@@ -84,6 +94,9 @@ impl Default for WebConfig {
             lockout_addresses: 3,
             lockout_window_secs: 3600,
             lockout_secs: 15 * 60,
+            handshake_timeout_secs: 10,
+            header_timeout_secs: 15,
+            max_connections_per_address: 64,
             ldap: None,
         }
     }
@@ -183,6 +196,15 @@ impl WebConfig {
         }
         if !(60..=86400).contains(&self.signin_block_secs) {
             return Err(ConfigError::invalid("web.signin_block_secs", "must be between 60 and 86400 seconds"));
+        }
+        if !(1..=60).contains(&self.handshake_timeout_secs) {
+            return Err(ConfigError::invalid("web.handshake_timeout_secs", "must be between 1 and 60 seconds"));
+        }
+        if !(1..=300).contains(&self.header_timeout_secs) {
+            return Err(ConfigError::invalid("web.header_timeout_secs", "must be between 1 and 300 seconds"));
+        }
+        if !(1..=10_000).contains(&self.max_connections_per_address) {
+            return Err(ConfigError::invalid("web.max_connections_per_address", "must be between 1 and 10000 connections"));
         }
         match self.tls {
             TlsMode::PlainHttpDev => {
@@ -314,6 +336,9 @@ mod tests {
             (Profile::Dev, Box::new(|c| c.signin_free_failures = 0), "`web.signin_free_failures`"),
             (Profile::Dev, Box::new(|c| c.signin_block_secs = 10), "`web.signin_block_secs`"),
             (Profile::Dev, Box::new(|c| c.lockout_window_secs = 10), "`web.lockout_window_secs`"),
+            (Profile::Dev, Box::new(|c| c.handshake_timeout_secs = 0), "`web.handshake_timeout_secs`"),
+            (Profile::Dev, Box::new(|c| c.header_timeout_secs = 0), "`web.header_timeout_secs`"),
+            (Profile::Dev, Box::new(|c| c.max_connections_per_address = 0), "`web.max_connections_per_address`"),
             (Profile::Dev, Box::new(|c| c.tls = TlsMode::Files), "`web.cert_file`"),
             (Profile::Dev, Box::new(|c| { c.tls = TlsMode::Files; c.cert_file = Some("/c.pem".into()) }), "`web.key_file`"),
             (Profile::Dev, Box::new(|c| c.hostnames = vec!["bad name".into()]), "`web.hostnames`"),

@@ -9,6 +9,7 @@ pub mod accounts;
 mod admin;
 mod assets;
 pub mod clinical;
+pub mod connlimit;
 mod config;
 pub mod egress;
 mod error;

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rcgen::{
     BasicConstraints, CertificateParams, CidrSubnet, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, NameConstraints,
@@ -41,10 +41,35 @@ pub enum TlsError {
     Provision { dir: PathBuf, message: String },
 }
 
-/// How long a TLS handshake may take before the connection is dropped (slowloris).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP/2 connection is pinged after this long without traffic, and closed when the ping is
+/// not answered within `H2_PING_TIMEOUT` (a workstation that went away frees its place).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(60);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a client may take of the box before its connection is closed (slow or abusive clients:
+/// stalled handshakes, trickled headers, many connections from one workstation).
+#[derive(Debug, Clone)]
+pub struct ConnectionPolicy {
+    /// From `accept` to the end of the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// From the end of the handshake to a complete first request head, and for HTTP/1.1 from
+    /// the end of each response to the next complete request head (hyper's header timeout).
+    pub header_timeout: Duration,
+    /// Open connections per client address.
+    pub limiter: super::connlimit::ConnectionLimiter,
+}
+
+impl ConnectionPolicy {
+    pub fn from_config(web: &super::WebConfig) -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(web.handshake_timeout_secs),
+            header_timeout: Duration::from_secs(web.header_timeout_secs),
+            limiter: super::connlimit::ConnectionLimiter::new(web.max_connections_per_address),
+        }
+    }
+}
 
 /// The rustls configuration: TLS 1.3 only, ALPN h2 and http/1.1, no client certificates.
 pub fn server_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<ServerConfig>, TlsError> {
@@ -249,15 +274,21 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 /// Serve `app` over TLS until `shutdown` resolves, then drain open connections.
 ///
 /// Each request carries the client's address as `ConnectInfo<SocketAddr>` for the audit log.
+/// `policy` bounds what one client can hold: a connection over its address's limit is closed
+/// before any TLS work, a handshake or a first request head that takes too long ends the
+/// connection.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: Router,
+    policy: ConnectionPolicy,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(policy.header_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(H2_PING_INTERVAL).keep_alive_timeout(H2_PING_TIMEOUT);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -271,12 +302,28 @@ pub async fn serve_tls(
                         continue;
                     }
                 };
+                let permit = match policy.limiter.admit(peer.ip()) {
+                    Ok(permit) => permit,
+                    Err(over) => {
+                        if over.first {
+                            tracing::warn!(
+                                "client {} holds {} connections, the most one address may (web.max_connections_per_address); refusing more until one closes",
+                                over.key, over.limit
+                            );
+                        }
+                        // Closed before any TLS work: the refusal costs the box nothing.
+                        drop(tcp);
+                        continue;
+                    }
+                };
                 let acceptor = acceptor.clone();
                 let app = app.clone();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
+                let (handshake_timeout, header_timeout) = (policy.handshake_timeout, policy.header_timeout);
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let _permit = permit;
+                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, "TLS handshake refused: {e}");
@@ -287,12 +334,27 @@ pub async fn serve_tls(
                             return;
                         }
                     };
+                    // Set when the first request head is complete: hyper's header timeout
+                    // covers HTTP/1.1, this covers an HTTP/2 client that never sends a request.
+                    let (first_request, mut first_request_seen) = tokio::sync::watch::channel(false);
                     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                        first_request.send_replace(true);
                         req.extensions_mut().insert(ConnectInfo(peer));
                         app.clone().oneshot(req.map(Body::new))
                     });
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
+                    let mut conn = std::pin::pin!(watcher.watch(conn));
+                    let ended = tokio::select! {
+                        ended = &mut conn => ended,
+                        seen = tokio::time::timeout(header_timeout, async { first_request_seen.wait_for(|seen| *seen).await.map(drop) }) => {
+                            if seen.is_err() {
+                                tracing::debug!(%peer, "no complete request within {header_timeout:?}; closing");
+                                return;
+                            }
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(%peer, "connection ended with an error: {e}");
                     }
                 });
@@ -366,6 +428,8 @@ pub struct Bound {
     /// `None` only in the dev profile's plain-HTTP loopback mode.
     tls: Option<Arc<ServerConfig>>,
     redirect: Option<TcpListener>,
+    /// Timeouts and the per-address connection limit of the TLS listener.
+    policy: ConnectionPolicy,
 }
 
 /// Prepare the certificate (provisioning the local CA if needed) and bind the listeners.
@@ -403,7 +467,7 @@ pub async fn bind(web: &super::WebConfig, state_dir: &Path) -> Result<(Bound, cr
         web.redirect_listen.map(|a| format!("; {a} redirects to HTTPS")).unwrap_or_default()
     );
     let report = if tls.is_some() { StageReport::ok(detail) } else { StageReport::without(detail, vec![Protection::Tls]) };
-    Ok((Bound { listener, tls, redirect }, report))
+    Ok((Bound { listener, tls, redirect, policy: ConnectionPolicy::from_config(web) }, report))
 }
 
 impl Bound {
@@ -431,7 +495,7 @@ impl Bound {
             });
         }
         match self.tls {
-            Some(tls) => serve_tls(self.listener, tls, app, shutdown()).await,
+            Some(tls) => serve_tls(self.listener, tls, app, self.policy, shutdown()).await,
             None => serve_plain(self.listener, app, shutdown()).await,
         }
     }
