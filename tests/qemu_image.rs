@@ -158,7 +158,7 @@ fn qemu_image_provisions_unlocks_blocks_egress_and_recovers() {
         panic!("the qemu_ tier needs root (mkosi and mkfs build the image); run it as root, as CI does");
     }
     if let Err(e) = scenario() {
-        panic!("{e}");
+        panic!("{e}{}", console_tail(40));
     }
 }
 
@@ -182,9 +182,11 @@ fn scenario() -> Result<(), String> {
     }
 
     phases.start("prepare the box (disks, NVRAM, TPM)");
+    // Kept when a boot fails (its console logs are the evidence), and with WARDBOX_E2E_KEEP.
     let keep = std::env::var_os("WARDBOX_E2E_KEEP").is_some();
     let tmp = tempfile::Builder::new().prefix("wardbox-e2e-").tempdir_in(repo.join("target")).map_err(|e| e.to_string())?;
-    let work = if keep { tmp.keep() } else { tmp.path().to_path_buf() };
+    let work = tmp.keep();
+    let _ = WORK_DIR.set(work.clone());
     eprintln!("== e2e: work directory {}", work.display());
     let system_disk = work.join("system.qcow2");
     run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(image.join("system.raw")).arg(&system_disk))?;
@@ -303,5 +305,29 @@ fn scenario() -> Result<(), String> {
             return Err(format!("WARDBOX_E2E_STRICT=1 and these were not checked:\n  - {list}"));
         }
     }
+    if !keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     Ok(())
+}
+
+/// The work directory of this run, for the failure report.
+static WORK_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The last lines of the newest console log: why a boot failed, in the test's own failure
+/// message (CI keeps only the end of a long run's output).
+fn console_tail(lines: usize) -> String {
+    let Some(work) = WORK_DIR.get() else { return String::new() };
+    let newest = std::fs::read_dir(work)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("console-") && n.ends_with(".log")))
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let Some(log) = newest else { return String::new() };
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    let all: Vec<&str> = text.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n");
+    format!("\n--- the last {lines} lines of {} ---\n{}", log.display(), wardbox_e2e::clean(&tail))
 }

@@ -40,9 +40,9 @@ why_failed() {
     local log="$LOGS/$(echo "$1" | tr -c 'a-zA-Z0-9\n' '-').log"
     [ -f "$log" ] || return 0
     {
-        grep -a -E -A8 "panicked at" "$log" | grep -a -v -E "^ +[0-9]+: |^ +at |stack backtrace:"
+        grep -a -E -A45 "panicked at" "$log" | grep -a -v -E "^ +[0-9]+: |^ +at |stack backtrace:"
         grep -a -E -A3 "^error(\[|:)" "$log" | grep -a -v -E "^error: test failed|^ +Running "
-    } | head -80
+    } | head -150
 }
 
 if [ "$(id -u)" -ne 0 ]; then
