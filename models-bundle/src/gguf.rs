@@ -178,8 +178,13 @@ fn read_string(r: &mut impl Read) -> Result<String, GgufError> {
     if len > MAX_STRING {
         return Err(GgufError::BadLength(len));
     }
-    let mut buf = vec![0u8; len as usize];
-    r.read_exact(&mut buf)?;
+    // Grow with what actually arrives: a header that declares 16 MiB and ends after ten bytes
+    // costs ten bytes, not a 16 MiB allocation.
+    let mut buf = Vec::new();
+    r.take(len).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "GGUF header ends early").into());
+    }
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
