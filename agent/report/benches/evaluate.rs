@@ -30,6 +30,7 @@ fn large_facts(now: Timestamp, accounts: usize) -> (wardbox_report::Facts, usize
             last_sign_in: Some(day((i % 80) as i64)),
             password_scheme: if i % 3 == 0 { String::new() } else { "argon2id".into() },
             must_change_password: false,
+            sign_ins_searched_since: None,
         })
         .collect());
     let base = facts.attestations.clone();

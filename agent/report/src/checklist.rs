@@ -1002,7 +1002,10 @@ fn check_termination(cx: &Ctx) -> Outcome {
         .filter(|a| a.last_sign_in.or(a.created_at).is_none_or(|t| t < cutoff))
         .map(|a| match (a.last_sign_in, a.created_at) {
             (Some(t), _) => format!("{} (last sign-in {t})", a.user_id),
-            (None, Some(c)) => format!("{} (never signed in, created {c})", a.user_id),
+            (None, Some(c)) => match a.sign_ins_searched_since {
+                Some(since) if since > c => format!("{} (no sign-in since {since}, created {c})", a.user_id),
+                _ => format!("{} (never signed in, created {c})", a.user_id),
+            },
             (None, None) => format!("{} (no sign-in on record)", a.user_id),
         })
         .collect();

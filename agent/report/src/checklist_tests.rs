@@ -267,6 +267,10 @@ check!(termination_never_signed_in, ids::TERMINATION,
     pass: |f| { accounts(f)[3].last_sign_in = None; accounts(f)[3].created_at = Some(days_ago(10)); } => ("enabled accounts", "4"),
     fail: |f| { accounts(f)[3].last_sign_in = None; } => Status::NeedsAttention, ("unused for 90 days", "auditor.kim (never signed in"));
 
+check!(termination_no_sign_in_in_the_window, ids::TERMINATION,
+    pass: |f| { accounts(f)[3].sign_ins_searched_since = Some(days_ago(120)); } => ("unused for 90 days", "none"),
+    fail: |f| { accounts(f)[3].last_sign_in = None; accounts(f)[3].sign_ins_searched_since = Some(days_ago(120)); } => Status::NeedsAttention, ("unused for 90 days", "auditor.kim (no sign-in since 2026-08-01"));
+
 check!(login_monitoring, ids::LOGIN_MONITORING,
     pass: |f| {} => ("failed sign-ins (30 days)", "7"),
     fail: |f| { f.sessions.lockout_threshold = 0; } => Status::Fail, ("account locks after failures", "0"));

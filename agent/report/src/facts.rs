@@ -265,6 +265,10 @@ pub struct Account {
     pub password_scheme: String,
     /// The account still has the password it was created with.
     pub must_change_password: bool,
+    /// `last_sign_in` was looked for in the chain since this time only (`None`: the whole
+    /// chain), so "no sign-in" means none since then, not never.
+    #[serde(default)]
+    pub sign_ins_searched_since: Option<Timestamp>,
 }
 
 /// The web layer's session, sign-in throttling and account-lock settings, as running.

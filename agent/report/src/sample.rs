@@ -27,12 +27,12 @@ fn attestations(now: Timestamp) -> Vec<Attestation> {
         .collect()
 }
 
-/// A healthy appliance as of `now`: every item passes or is attested.
 /// A route class whose every request was served and, where required, audited.
 pub fn route_class(class: &str, audit_required: bool, served: u64) -> RouteClassCount {
     RouteClassCount { class: class.into(), audit_required, served, audited: if audit_required { served } else { 0 }, audit_failures: 0 }
 }
 
+/// A healthy appliance as of `now`: every item passes or is attested.
 pub fn healthy(now: Timestamp) -> Facts {
     let stage = |name: &str| StageFact { stage: name.into(), outcome: "ok".into(), reason: String::new(), missing_protections: vec![] };
     let account = |id: &str, role: &str, source: &str| Account {
@@ -44,6 +44,7 @@ pub fn healthy(now: Timestamp) -> Facts {
         last_sign_in: Some(days_before(now, 3)),
         password_scheme: if source == "local" { "argon2id".into() } else { String::new() },
         must_change_password: false,
+        sign_ins_searched_since: None,
     };
     Facts {
         box_name: "wardbox-clinic-01".into(),

@@ -9,6 +9,7 @@
 
 mod checkpoint;
 mod export;
+mod incremental;
 mod verify;
 mod writer;
 
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub use checkpoint::{Checkpoint, CheckpointLog};
 pub use export::{ExportSummary, export_month};
+pub use incremental::{ChainCheck, VerifiedHead, VerifiedHeadFile, check_chain, verify_chain_from};
 pub use verify::{ChainBreak, VerifyReport, verify_chain};
 pub use writer::{AuditError, AuditLog, WriterThread, read_head};
 

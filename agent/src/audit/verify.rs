@@ -98,7 +98,7 @@ pub fn verify_chain(store: &Store, checkpoints: &[Checkpoint]) -> rusqlite::Resu
     })
 }
 
-fn check_link(record: &AuditRecord, prev_seq: u64, prev_hash: &str) -> Option<ChainBreak> {
+pub(super) fn check_link(record: &AuditRecord, prev_seq: u64, prev_hash: &str) -> Option<ChainBreak> {
     if record.seq > prev_seq + 1 {
         return Some(ChainBreak::Missing { after: prev_seq, next_found: record.seq });
     }
@@ -111,7 +111,7 @@ fn check_link(record: &AuditRecord, prev_seq: u64, prev_hash: &str) -> Option<Ch
     None
 }
 
-fn check_checkpoints(
+pub(super) fn check_checkpoints(
     checkpoints: &[Checkpoint],
     found: &std::collections::BTreeMap<u64, Option<String>>,
     last_present: u64,

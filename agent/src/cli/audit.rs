@@ -61,6 +61,20 @@ pub fn run(cmd: AuditCommand) -> CliResult {
             }
             match &report.first_break {
                 None => {
+                    // A full walk found it intact: the compliance report's incremental check
+                    // starts from here, and cites this walk for the records before it.
+                    let now = jiff::Timestamp::now();
+                    let head = audit::VerifiedHead {
+                        seq: report.head_seq,
+                        hash: report.head_hash.clone(),
+                        verified_at: now,
+                        full_walk_at: Some(now),
+                        full_walk_seq: report.head_seq,
+                    };
+                    let file = audit::VerifiedHeadFile::in_state_dir(&config.state_dir);
+                    if let Err(e) = file.write(&head) {
+                        eprintln!("note: the verified head could not be kept in {}: {e}", file.path().display());
+                    }
                     if !json {
                         println!("audit chain intact");
                     }

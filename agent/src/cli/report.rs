@@ -42,6 +42,10 @@ pub enum ReportCommand {
         /// The TPM to quote with, instead of the configuration's (`swtpm:…` for a dev box).
         #[arg(long)]
         tcti: Option<String>,
+        /// Recompute every audit record (a full walk of the chain) instead of only those after
+        /// the last verified head. Done anyway when the last full walk is older than 28 days.
+        #[arg(long)]
+        full_chain: bool,
     },
     /// Check a report on any machine: not edited since it was quoted, quoted by the TPM whose
     /// attestation key is given. Exit 3 when refused or when PCRs differ from the expected.
@@ -74,7 +78,9 @@ pub enum ReportCommand {
 
 pub fn run(cmd: ReportCommand) -> CliResult {
     match cmd {
-        ReportCommand::Generate { config, out, exports, tcti } => generate(&load_config(&config)?, &out, exports.as_deref(), tcti),
+        ReportCommand::Generate { config, out, exports, tcti, full_chain } => {
+            generate(&load_config(&config)?, &out, exports.as_deref(), tcti, full_chain)
+        }
         ReportCommand::Verify { file, ak, pcrs, rendering } => verify(&file, &ak, pcrs.as_deref(), &rendering),
         ReportCommand::ExportAk { config, out, tcti } => {
             let config = load_config(&config)?;
@@ -133,10 +139,10 @@ fn newest_report(dir: &Path) -> Option<PathBuf> {
     found.pop()
 }
 
-fn generate(config: &Config, out: &Path, exports: Option<&Path>, tcti: Option<String>) -> CliResult {
+fn generate(config: &Config, out: &Path, exports: Option<&Path>, tcti: Option<String>, full_chain: bool) -> CliResult {
     std::fs::create_dir_all(out)?;
     let now = Timestamp::now();
-    let facts = gather(config, exports, now);
+    let facts = gather(config, exports, now, full_chain);
     let mut report = evaluate(&facts, now);
     if let Some(previous) = newest_report(out) {
         match std::fs::read(&previous).map_err(|e| e.to_string()).and_then(|b| report_json::read(&b).map_err(|e| e.to_string())) {
@@ -247,7 +253,7 @@ impl HostRoot {
     }
 }
 
-fn gather(config: &Config, exports: Option<&Path>, now: Timestamp) -> Facts {
+fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: bool) -> Facts {
     let host = HostRoot::system();
     let store = super::audit::open(config);
     let store_error = store.as_ref().err().map(|e| format!("the store cannot be opened: {e}"));
@@ -268,7 +274,7 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp) -> Facts {
         tls,
         engine_reach: engine_reach(config),
         audit: match &store {
-            Some(s) => audit_facts(config, s),
+            Some(s) => audit_facts(config, s, now, full_chain),
             None => unavailable(store_error.clone().unwrap_or_default()),
         },
         request_audit: request_counters(config),
@@ -277,7 +283,7 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp) -> Facts {
             None => unavailable(store_error.clone().unwrap_or_default()),
         },
         accounts: match &store {
-            Some(s) => accounts(s),
+            Some(s) => accounts(s, now),
             None => unavailable(store_error.clone().unwrap_or_default()),
         },
         sessions: SessionPolicy {
@@ -415,26 +421,69 @@ fn store_facts(store: &Store) -> Probe<StoreFacts> {
     result.map(Probe::observed).unwrap_or_else(|e| unavailable(format!("the store's integrity check failed to run: {e}")))
 }
 
-fn audit_facts(config: &Config, store: &Store) -> Probe<AuditFacts> {
+/// A full walk is due when none is on record or the last is older than this; the checklist
+/// asks for attention at 35 days, so a monthly report always walks in full in time.
+const FULL_WALK_DUE_DAYS: i64 = 28;
+
+fn audit_facts(config: &Config, store: &Store, now: Timestamp, full_chain: bool) -> Probe<AuditFacts> {
     let checkpoints = match crate::daemon::checkpoint_log(&config.state_dir).read_all() {
         Ok(c) => c,
         Err(e) => return unavailable(format!("the checkpoint log cannot be read: {e}")),
     };
-    // A full walk for now; the incremental walk from the newest matching checkpoint is what
-    // keeps this under the 5-second aim at a million records (docs/report.md).
-    match crate::audit::verify_chain(store, &checkpoints) {
-        Ok(r) => Probe::observed(AuditFacts {
-            records: r.records,
-            verified_from_seq: 1,
-            head_seq: r.head_seq,
-            first_break: r.first_break.as_ref().map(|b| b.to_string()),
-            checkpoints_checked: r.checkpoints_checked as u64,
-            checkpoints_mismatched: u64::from(matches!(r.first_break, Some(crate::audit::ChainBreak::CheckpointMismatch { .. }))),
-            full_walk: true,
-            last_full_walk: r.intact().then(|| FullWalk { at: Timestamp::now(), head_seq: r.head_seq }),
-        }),
-        Err(e) => unavailable(format!("the audit chain could not be read: {e}")),
+    let file = crate::audit::VerifiedHeadFile::in_state_dir(&config.state_dir);
+    let due = match file.read() {
+        Ok(Some(head)) => head
+            .full_walk_at
+            .is_none_or(|at| now.duration_since(at) > jiff::SignedDuration::from_hours(24 * FULL_WALK_DUE_DAYS)),
+        Ok(None) => true,
+        Err(e) => return unavailable(format!("the last verified head cannot be read: {e}")),
+    };
+    match crate::audit::check_chain(store, &checkpoints, &file, full_chain || due, now) {
+        Ok(c) => {
+            let r = &c.report;
+            Probe::observed(AuditFacts {
+                records: r.records,
+                verified_from_seq: c.walked_from,
+                head_seq: r.head_seq,
+                first_break: r.first_break.as_ref().map(|b| b.to_string()),
+                checkpoints_checked: r.checkpoints_checked as u64,
+                checkpoints_mismatched: u64::from(matches!(r.first_break, Some(crate::audit::ChainBreak::CheckpointMismatch { .. }))),
+                full_walk: c.full_walk,
+                last_full_walk: c.last_full_walk.map(|(at, head_seq)| FullWalk { at, head_seq }),
+            })
+        }
+        Err(e) => unavailable(format!("the audit chain could not be verified: {e}")),
     }
+}
+
+/// The first record at or after `since`, found by bisecting on sequence numbers (records are
+/// written in time order), so a window of the chain is read without a pass over all of it.
+/// A day of slack covers a clock that stepped back. `None`: no record that recent.
+fn first_seq_since(store: &Store, since: Timestamp) -> rusqlite::Result<Option<u64>> {
+    let since = since.checked_sub(jiff::SignedDuration::from_hours(24)).unwrap_or(since);
+    let conn = store.conn();
+    let mut at_or_after = conn.prepare_cached("SELECT seq, ts FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
+    let mut record = |seq: u64| -> rusqlite::Result<Option<(u64, Timestamp)>> {
+        let mut rows = at_or_after.query([seq as i64])?;
+        Ok(match rows.next()? {
+            Some(row) => {
+                let ts: String = row.get(1)?;
+                Some((row.get::<_, i64>(0)? as u64, ts.parse().unwrap_or(Timestamp::MIN)))
+            }
+            None => None,
+        })
+    };
+    let (head, _) = crate::audit::read_head(store)?;
+    let (mut lo, mut hi) = (1u64, head + 1);
+    // Invariant: records before `lo` are older than `since`; the record at or after `hi` is not.
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match record(mid)? {
+            Some((seq, ts)) if ts < since => lo = seq + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(if lo > head { None } else { Some(lo) })
 }
 
 fn retention_facts(config: &Config, store: &Store, exports: Option<&Path>) -> Probe<RetentionFacts> {
@@ -465,18 +514,24 @@ fn retention_facts(config: &Config, store: &Store, exports: Option<&Path>) -> Pr
     })
 }
 
-fn accounts(store: &Store) -> Probe<Vec<Account>> {
+/// How far back the last sign-in of each account is looked for (the termination check asks
+/// about 90 days).
+const LAST_SIGN_IN_DAYS: i64 = 120;
+
+fn accounts(store: &Store, now: Timestamp) -> Probe<Vec<Account>> {
     let conn = store.conn();
     let users = match crate::web::accounts::list_users(conn) {
         Ok(u) => u,
         Err(e) => return unavailable(format!("the accounts table cannot be read: {e}")),
     };
     let parse = |t: Option<String>| t.and_then(|t| t.parse::<Timestamp>().ok());
-    // Each user's last sign-in in one pass over the chain (not one pass per user: the chain
-    // holds millions of records).
+    // Each user's last sign-in in one pass over the window (not one pass per user, and not
+    // over the whole chain: it holds millions of records).
+    let searched_since = now.checked_sub(jiff::SignedDuration::from_hours(24 * LAST_SIGN_IN_DAYS)).unwrap_or(now);
     let last_sign_ins = (|| -> rusqlite::Result<std::collections::HashMap<String, String>> {
-        let mut stmt = conn.prepare("SELECT actor, max(ts) FROM audit WHERE kind = 'login' GROUP BY actor")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let Some(from) = first_seq_since(store, searched_since)? else { return Ok(Default::default()) };
+        let mut stmt = conn.prepare("SELECT actor, max(ts) FROM audit WHERE seq >= ?1 AND kind = 'login' GROUP BY actor")?;
+        let rows = stmt.query_map([from as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         rows.collect()
     })();
     let last_sign_ins = match last_sign_ins {
@@ -505,6 +560,7 @@ fn accounts(store: &Store) -> Probe<Vec<Account>> {
                     },
                     // The agent does not track initial passwords yet.
                     must_change_password: false,
+                    sign_ins_searched_since: Some(searched_since),
                 }
             })
             .collect(),
@@ -519,14 +575,18 @@ fn sign_ins(store: &Store, now: Timestamp) -> Probe<SignInActivity> {
     let since = now.checked_sub(jiff::SignedDuration::from_hours(24 * 30)).unwrap_or(now).to_string();
     let conn = store.conn();
     let result = (|| -> Result<SignInActivity, String> {
-        // Both counts in one pass over the chain.
-        let (successful, failed): (i64, i64) = conn
-            .query_row(
-                "SELECT coalesce(sum(kind = 'login'), 0), coalesce(sum(kind = 'login_failed'), 0) FROM audit WHERE ts >= ?1",
-                [since.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| e.to_string())?;
+        // Both counts in one pass over the window.
+        let from = first_seq_since(store, now.checked_sub(jiff::SignedDuration::from_hours(24 * 30)).unwrap_or(now)).map_err(|e| e.to_string())?;
+        let (successful, failed): (i64, i64) = match from {
+            None => (0, 0),
+            Some(from) => conn
+                .query_row(
+                    "SELECT coalesce(sum(kind = 'login'), 0), coalesce(sum(kind = 'login_failed'), 0) FROM audit WHERE seq >= ?1 AND ts >= ?2",
+                    rusqlite::params![from as i64, since.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(|e| e.to_string())?,
+        };
         let (successful, failed) = (u64::try_from(successful).unwrap_or(0), u64::try_from(failed).unwrap_or(0));
         let now_s = now.as_second();
         let users = crate::web::accounts::list_users(conn).map_err(|e| e.to_string())?;
@@ -561,11 +621,14 @@ fn ldap_facts(config: &Config, store: Option<&Store>, now: Timestamp) -> LdapFac
         }
     });
     let since = now.checked_sub(jiff::SignedDuration::from_hours(24 * 30)).unwrap_or(now).to_string();
+    let window_start = now.checked_sub(jiff::SignedDuration::from_hours(24 * 30)).unwrap_or(now);
     let recent: Option<i64> = store.and_then(|s| {
+        let Ok(from) = first_seq_since(s, window_start) else { return None };
+        let Some(from) = from else { return Some(0) };
         s.conn()
             .query_row(
-                "SELECT count(*) FROM audit WHERE kind = 'login' AND ts >= ?1 AND json_extract(detail, '$.source') = 'ldap'",
-                [since.as_str()],
+                "SELECT count(*) FROM audit WHERE seq >= ?1 AND kind = 'login' AND ts >= ?2 AND json_extract(detail, '$.source') = 'ldap'",
+                rusqlite::params![from as i64, since.as_str()],
                 |r| r.get(0),
             )
             .ok()
@@ -1174,7 +1237,7 @@ mod tests {
         writer.join();
 
         let now = Timestamp::now();
-        let accounts = observed(accounts(&store));
+        let accounts = observed(accounts(&store, now));
         assert_eq!(accounts.len(), 3);
         let smith = accounts.iter().find(|a| a.user_id == "dr.smith").expect("dr.smith");
         assert_eq!(smith.password_scheme, "argon2id");
@@ -1185,8 +1248,33 @@ mod tests {
         assert!(accounts.iter().find(|a| a.user_id == "old.user").expect("old.user").disabled);
 
         let activity = observed(sign_ins(&store, now));
+        assert_eq!(first_seq_since(&store, now.checked_sub(jiff::SignedDuration::from_hours(48)).expect("time")).expect("bisect"), Some(1));
+        assert_eq!(first_seq_since(&store, now.checked_add(jiff::SignedDuration::from_hours(48)).expect("time")).expect("bisect"), None);
         assert_eq!((activity.successful, activity.failed), (3, 1));
         assert!(break_glass_enabled(&store));
+    }
+
+    #[test]
+    fn the_window_start_is_found_by_bisecting_the_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open_or_create(&dir.path().join("store.db"), &crate::store::StoreKey::random()).expect("store");
+        store.migrate().expect("migrate");
+        let base: Timestamp = "2026-01-01T00:00:00Z".parse().expect("time");
+        let day = |d: i64| base.checked_add(jiff::SignedDuration::from_hours(24 * d)).expect("time");
+        for seq in 1..=100i64 {
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO audit (seq, ts, kind, actor, detail, prev_hash, hash) VALUES (?1, ?2, 'login', 'a', '{}', '', '')",
+                    rusqlite::params![seq, day(seq).to_string()],
+                )
+                .expect("insert");
+        }
+        // A day of slack before the window's start.
+        assert_eq!(first_seq_since(&store, day(50)).expect("bisect"), Some(49));
+        assert_eq!(first_seq_since(&store, day(-5)).expect("bisect"), Some(1));
+        assert_eq!(first_seq_since(&store, day(101)).expect("bisect"), Some(100));
+        assert_eq!(first_seq_since(&store, day(200)).expect("bisect"), None);
     }
 
     #[test]
