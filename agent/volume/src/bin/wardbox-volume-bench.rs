@@ -2,14 +2,17 @@
 //! (swtpm, started here on free ports) and LUKS2 keyslot opening at several argon2id costs.
 //!
 //! Run: `cargo run --release -p wardbox-volume --bin wardbox-volume-bench`
-//! Needs swtpm (`apt-get install swtpm`) and libcryptsetup; writes only to a temporary directory.
+//! Needs swtpm (`apt-get install swtpm`), libcryptsetup and, for the signed PCR 11 rows, openssl
+//! (it makes a PCR-signing key and signs this swtpm's PCR 11 in systemd-measure's format); writes
+//! only to a temporary directory.
 //! Figures from swtpm are a lower bound: a hardware TPM is slower (tens of ms per command).
 
 use std::path::Path;
 use std::time::Instant;
 
 use wardbox_volume::luks::{KdfParams, LuksVolume};
-use wardbox_volume::tpm::Tpm;
+use wardbox_volume::pcrsig::{PcrSigningKey, policy_pcr_digest};
+use wardbox_volume::tpm::{PcrPolicy, Tpm};
 use wardbox_volume::{PcrBank, PcrBinding, TpmSecret};
 
 fn main() {
@@ -57,6 +60,37 @@ fn time<T>(what: &str, n: usize, mut f: impl FnMut() -> Result<T, String>) -> Re
     Ok(Row { what: what.to_string(), n, mean_ms, p95_ms })
 }
 
+/// Make a PCR-signing key with openssl and sign PCR 11's current value the way
+/// `systemd-measure sign` does (pol = PolicyPCR digest, RSASSA-PKCS1-v1_5 SHA-256 over it), into
+/// a signature file the TPM connection then reads. Returns the public key.
+fn sign_current_pcr11(tpm: &mut Tpm, dir: &Path) -> Result<PcrSigningKey, String> {
+    use base64::Engine as _;
+    let run = |args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new("/usr/bin/openssl").args(args).output().map_err(|e| format!("openssl: {e}"))?;
+        if out.status.success() { Ok(()) } else { Err(format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr))) }
+    };
+    let path = |name: &str| dir.join(name).display().to_string();
+    run(&["genpkey", "-quiet", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &path("pcr.key")])?;
+    run(&["pkey", "-pubout", "-in", &path("pcr.key"), "-out", &path("pcr.pub.pem")])?;
+    let key = PcrSigningKey::load(&dir.join("pcr.pub.pem")).map_err(|e| e.to_string())?;
+    let pcr11 = PcrBinding::new(PcrBank::Sha256, &[11]).map_err(|e| e.to_string())?;
+    let value = tpm.read_pcrs(&pcr11).map_err(|e| e.to_string())?.remove(0).1;
+    let pol = policy_pcr_digest(&[11], &[&value]);
+    std::fs::write(dir.join("pol.bin"), pol).map_err(|e| e.to_string())?;
+    run(&["dgst", "-sha256", "-sign", &path("pcr.key"), "-out", &path("sig.bin"), &path("pol.bin")])?;
+    let sig = std::fs::read(dir.join("sig.bin")).map_err(|e| e.to_string())?;
+    let json = serde_json::json!({"sha256": [{
+        "pcrs": [11],
+        "pkfp": key.fingerprint_hex(),
+        "pol": hex::encode(pol),
+        "sig": base64::engine::general_purpose::STANDARD.encode(sig),
+    }]});
+    let file = dir.join("tpm2-pcr-signature.json");
+    std::fs::write(&file, json.to_string()).map_err(|e| e.to_string())?;
+    tpm.set_pcr_signature_paths(vec![file]);
+    Ok(key)
+}
+
 fn run() -> Result<(), String> {
     let dir = TempDir::new()?;
     let state = dir.path().join("tpm");
@@ -73,6 +107,17 @@ fn run() -> Result<(), String> {
     let blob = tpm.seal(&secret, &binding).map_err(|e| e.to_string())?;
     rows.push(time("TPM unseal", 50, || tpm.unseal(&blob).map(drop).map_err(|e| e.to_string()))?);
     rows.push(time("TPM would-unseal check", 50, || tpm.check_unseal(&blob).map(drop).map_err(|e| e.to_string()))?);
+
+    // The signed PCR 11 mode: a key and a signature for PCR 11 as this swtpm holds it.
+    let signed = PcrPolicy { binding: binding.clone(), signed_pcr11: Some(sign_current_pcr11(&mut tpm, dir.path())?) };
+    rows.push(time("TPM seal (PCR 7 + signed PCR 11)", 20, || tpm.seal(&secret, &signed).map(drop).map_err(|e| e.to_string()))?);
+    let signed_blob = tpm.seal(&secret, &signed).map_err(|e| e.to_string())?;
+    rows.push(time("TPM unseal (signed PCR 11: + VerifySignature, PolicyAuthorize)", 50, || {
+        tpm.unseal(&signed_blob).map(drop).map_err(|e| e.to_string())
+    })?);
+    rows.push(time("TPM would-unseal check (signed PCR 11)", 50, || {
+        tpm.check_unseal(&signed_blob).map(drop).map_err(|e| e.to_string())
+    })?);
 
     let costs = [
         ("argon2id 32 KiB x1 (tests)", KdfParams::TEST_ONLY_MINIMAL),
