@@ -23,6 +23,7 @@ pub mod requests;
 pub mod session;
 pub mod throttle;
 pub mod tls;
+pub mod upload;
 
 use std::sync::{Arc, Mutex};
 

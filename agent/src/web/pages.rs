@@ -294,23 +294,6 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// File types a clinician may add to a record: what retrieval can read (PDF with a text layer,
-/// text and Markdown notes, FHIR R4 JSON Bundles).
-const UPLOAD_TYPES: &[&str] = &["application/pdf", "text/plain", "text/markdown", "application/json", "application/fhir+json",
-    // What browsers send for a type they do not know (.md on many systems): the back end
-    // reads the file itself and refuses what it cannot index, by name.
-    "application/octet-stream"];
-
-/// A multipart error: over the size limit is 413 naming it (the guard refuses most such
-/// uploads before they are read; this covers the rest), anything else 400.
-fn unreadable_upload(e: axum::extract::multipart::MultipartError) -> WebError {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        WebError::TooLarge { limit: super::MAX_UPLOAD_BYTES }
-    } else {
-        WebError::BadRequest(format!("the upload is not readable: {}", e.body_text()))
-    }
-}
-
 pub(super) async fn upload(
     State(state): State<AppState>,
     a: Authed,
@@ -318,17 +301,7 @@ pub(super) async fn upload(
     mut form: Multipart,
 ) -> Result<Response, WebError> {
     let ui = ui_of(&state)?;
-    let field = form
-        .next_field()
-        .await
-        .map_err(unreadable_upload)?
-        .ok_or_else(|| WebError::BadRequest("choose a file to upload".into()))?;
-    let file_name: String = field.file_name().unwrap_or("upload").chars().filter(|c| !c.is_control()).take(200).collect();
-    let content_type = field.content_type().unwrap_or("application/octet-stream").to_string();
-    if !UPLOAD_TYPES.contains(&content_type.as_str()) {
-        return Err(WebError::BadRequest(format!("{content_type} files cannot be added; use PDF, text, Markdown or FHIR JSON")));
-    }
-    let bytes = field.bytes().await.map_err(unreadable_upload)?;
+    let super::upload::UploadedFile { file_name, content_type, bytes } = super::upload::read_upload(&mut form).await?;
     let digest = hex::encode(Sha256::digest(&bytes));
     let size = bytes.len();
     let (v, pid, name, ctype) = (viewer(&a), id.clone(), file_name.clone(), content_type.clone());
