@@ -106,6 +106,9 @@ fn refuses(e: &VolumeError) -> bool {
                 | TpmError::CorruptBlob { .. }
                 | TpmError::Pcr11NotSigned { .. }
                 | TpmError::PcrSignatureInvalid { .. }
+                // Inside the volume operations these are only the booted image's signature file
+                // (unreadable or damaged): the TPM cannot be asked, the recovery key is the way.
+                | TpmError::Signature(_)
         )
             | VolumeError::NoTpmToken { .. }
             | VolumeError::BadToken { .. }

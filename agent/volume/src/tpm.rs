@@ -236,7 +236,7 @@ impl PcrPolicy {
         Ok(PcrPolicy { binding: policy.binding.clone(), signed_pcr11 })
     }
 
-    /// The mode in words, for status output: "pcr7 literal" or "pcr7 literal + signed pcr11".
+    /// The mode in words, for status output.
     pub fn mode(&self) -> &'static str {
         if self.signed_pcr11.is_some() { "literal PCRs + signed PCR 11" } else { "literal PCRs" }
     }
@@ -1003,5 +1003,34 @@ mod tests {
         assert!(SealedBlob::from_bytes(&flipped).unwrap_err().to_string().contains("checksum"));
         assert!(SealedBlob::from_bytes(&bytes[..bytes.len() - 1]).unwrap_err().to_string().contains("checksum"));
         assert!(SealedBlob::from_bytes(b"hello").unwrap_err().to_string().contains("header"));
+    }
+
+    #[test]
+    fn version_2_framing_carries_the_signing_key_and_is_checked() {
+        // An RSA 2048 public key as DER PKCS#1: SEQUENCE { INTEGER n (257 bytes), INTEGER 65537 }.
+        let mut der = vec![0x30, 0x82, 0x01, 0x0a, 0x02, 0x82, 0x01, 0x01, 0x00];
+        der.extend(std::iter::repeat_n(0xc5, 256));
+        der.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
+        let key = PcrSigningKey::from_pkcs1_der(&der).unwrap();
+        let binding = PcrBinding::new(PcrBank::Sha256, &[7]).unwrap();
+        let blob = SealedBlob { binding, signed_pcr11: Some(key), public: vec![1, 2, 3], private: vec![4, 5] };
+        let bytes = blob.to_bytes();
+        assert_eq!(bytes[8], 2);
+        // The key and the signed list parse; the (dummy) TPM public part is what is refused.
+        let err = SealedBlob::from_bytes(&bytes).unwrap_err();
+        assert!(err.to_string().contains("public part does not parse"), "{err}");
+        // A signed PCR list other than [11], with a fixed-up checksum, is named.
+        let mut other = bytes[..bytes.len() - 32].to_vec();
+        other[13] = 12; // the signed PCR (after magic, version, bank, count 1, PCR 7, count 1)
+        let sum = Sha256::digest(&other);
+        other.extend_from_slice(&sum);
+        let err = SealedBlob::from_bytes(&other).unwrap_err();
+        assert!(err.to_string().contains("signed PCR list [12] is not [11]"), "{err}");
+        // An unknown version is named as such.
+        let mut v3 = bytes[..bytes.len() - 32].to_vec();
+        v3[8] = 3;
+        let sum = Sha256::digest(&v3);
+        v3.extend_from_slice(&sum);
+        assert!(SealedBlob::from_bytes(&v3).unwrap_err().to_string().contains("format version 3 is not known"));
     }
 }
