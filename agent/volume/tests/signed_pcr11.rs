@@ -385,3 +385,40 @@ fn luks_signed_pcr11_provision_update_unlock_and_status() {
     assert!(matches!(err, VolumeError::Tpm(TpmError::Pcr11NotSigned { .. })), "{err:?}");
     assert_eq!(tpm.handle_counts().unwrap(), CLEAN);
 }
+
+#[test]
+fn luks_signed_pcr11_token_fields_must_match_the_sealed_key() {
+    let f = fixture();
+    let sig1 = f.v1.sign(&f.key);
+    let path = common::volume_file(f.dir.path(), "data.img");
+    let mut tpm = connect(&f.sw, &f.sig_file);
+    boot(&mut tpm, "secure boot on", &f.v1, Some(&sig1[..]), &f.sig_file);
+    let policy = PcrPolicy { binding: pcr7(), signed_pcr11: Some(f.key.public_key()) };
+    ops::provision(&mut tpm, &path, &policy, &KDF).unwrap();
+
+    // Someone edits the header so that the token no longer shows the signing key (or shows
+    // another one): the token is reported as edited, and the TPM is not asked.
+    for edit in [None, Some("00".repeat(32))] {
+        let mut luks = wardbox_volume::luks::LuksVolume::open(&path, Some(&KDF)).unwrap();
+        let (id, mut token) = luks.tokens().unwrap().into_iter().find(|(_, j)| j["type"] == "wardbox-tpm2").unwrap();
+        let original = token.clone();
+        match &edit {
+            None => drop(token.as_object_mut().unwrap().remove("pcr_signing_key")),
+            Some(fp) => token["pcr_signing_key"] = serde_json::Value::String(fp.clone()),
+        }
+        luks.remove_token(id).unwrap();
+        luks.add_token(&token).unwrap();
+        drop(luks);
+        let err = ops::unlock_with_tpm(&mut tpm, &path).unwrap_err();
+        assert!(matches!(err, VolumeError::BadToken { .. }), "{err:?}");
+        assert!(err.to_string().contains("signed_pcrs/pcr_signing_key fields do not match"), "{err}");
+        let status = ops::status(&path, Some(&mut tpm)).unwrap();
+        assert!(matches!(&status.tpm_bindings[0].check, TpmCheck::NotChecked(why) if why.contains("edited")));
+        // Put the genuine token back.
+        let mut luks = wardbox_volume::luks::LuksVolume::open(&path, Some(&KDF)).unwrap();
+        let (id, _) = luks.tokens().unwrap().into_iter().find(|(_, j)| j["type"] == "wardbox-tpm2").unwrap();
+        luks.remove_token(id).unwrap();
+        luks.add_token(&original).unwrap();
+    }
+    assert!(ops::unlock_with_tpm(&mut tpm, &path).is_ok());
+}
