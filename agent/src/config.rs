@@ -36,6 +36,9 @@ pub struct Config {
     pub gpu: stages::gpu::GpuConfig,
     #[serde(default)]
     pub engine: stages::engine::EngineConfig,
+    /// Updates from a USB stick (`crate::update`).
+    #[serde(default)]
+    pub update: crate::update::UpdateConfig,
     #[serde(default)]
     pub clinical: crate::clinical::ClinicalConfig,
 }
@@ -102,6 +105,7 @@ impl Config {
             firewall: stages::firewall::FirewallConfig::default(),
             gpu: stages::gpu::GpuConfig::default(),
             engine: stages::engine::EngineConfig::default(),
+            update: crate::update::UpdateConfig::default(),
             clinical: crate::clinical::ClinicalConfig::dev(),
         }
     }
@@ -139,6 +143,7 @@ impl Config {
         self.firewall.validate(self.profile)?;
         self.gpu.validate()?;
         self.engine.validate()?;
+        self.update.validate(self.profile)?;
         self.clinical.validate()?;
         if self.clinical.demo_records && self.profile == Profile::Appliance {
             return Err(ConfigError::invalid("clinical.demo_records", "invented demo patients are for the dev profile only"));

@@ -183,6 +183,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     };
 
     let Booted { audit, writer, store, checkpoints, gpu, engine, clinical_store } = booted;
+    // The store lives in the data directory, and so does the update state.
+    let data_dir = store.path().parent().map(Path::to_path_buf);
     let store = Arc::new(std::sync::Mutex::new(store));
     let mut ui = web::Ui::new(store.clone(), audit.clone(), &config.web)
         .with_checkpoints(checkpoints.clone())
@@ -212,6 +214,10 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let _ = audit
         .append(AuditEvent::new(EventKind::Lifecycle, "system", json!({ "event": "serving", "listen": config.web.listen })))
         .await;
+    // Every stage passed: a pending system update has now booted healthy, or the box fell back.
+    if let Some(data_dir) = &data_dir {
+        settle_update(&config, data_dir, &audit, &state, &status_path).await;
+    }
 
     let background = tokio::spawn(background_checks(
         store.clone(),
@@ -289,6 +295,42 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     drop(audit);
     tokio::task::spawn_blocking(move || writer.join()).await.ok();
     Ok(())
+}
+
+/// After a healthy boot: raise the system floor for a pending update that now runs (and bless
+/// the boot), or alert that the box fell back to the previous system (docs/update.md).
+async fn settle_update(config: &Config, data_dir: &Path, audit: &AuditLog, state: &AppState, status_path: &Path) {
+    use crate::update::boot::{Settled, after_healthy_boot};
+    let settled = crate::update::running_version()
+        .map_err(|e| e.to_string())
+        .and_then(|running| after_healthy_boot(data_dir, config.profile, running, crate::update::boot_id().as_deref()));
+    let event = match settled {
+        Ok(Settled::NothingPending | Settled::NotRebooted { .. }) => return,
+        Ok(Settled::Installed { record, blessed }) => {
+            tracing::info!("update to {} booted healthy; system floor raised; {blessed}", record.to);
+            AuditEvent::new(
+                EventKind::Lifecycle,
+                "system",
+                json!({ "event": "update_booted", "bundle_sha256": record.bundle_sha256, "from": record.from, "to": record.to, "blessed": blessed }),
+            )
+        }
+        Ok(Settled::FellBack { record, reason }) => {
+            raise(state, status_path, "update", reason.clone());
+            AuditEvent::new(
+                EventKind::SecurityAlert,
+                "system",
+                json!({ "source": "update", "bundle_sha256": record.bundle_sha256, "from": record.from, "to": record.to, "outcome": "fell-back", "reason": reason }),
+            )
+        }
+        Err(e) => {
+            let message = format!("cannot settle the pending update: {e}");
+            raise(state, status_path, "update", message.clone());
+            AuditEvent::new(EventKind::SecurityAlert, "system", json!({ "source": "update", "reason": message }))
+        }
+    };
+    if let Err(e) = audit.append(event).await {
+        tracing::error!("cannot audit the update's boot: {e}");
+    }
 }
 
 fn halt_reason(log: &BootLog) -> (StageName, String) {

@@ -12,4 +12,5 @@ pub mod notify;
 pub mod settings;
 pub mod stages;
 pub mod store;
+pub mod update;
 pub mod web;

@@ -9,6 +9,7 @@ mod gpu;
 mod records;
 mod report;
 mod store;
+mod update;
 mod users;
 mod volume;
 
@@ -85,6 +86,9 @@ pub enum Command {
     /// The compliance checklist report: generate (quoted by the TPM), verify, export the AK.
     #[command(subcommand)]
     Report(report::ReportCommand),
+    /// Updates from a USB stick: inspect a bundle, apply it, status, install receipt.
+    #[command(subcommand)]
+    Update(update::UpdateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +215,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Users(cmd) => users::run(cmd),
         Command::Records(cmd) => records::run(cmd),
         Command::Report(cmd) => report::run(cmd),
+        Command::Update(cmd) => update::run(cmd),
     }
 }
 

@@ -21,6 +21,10 @@ use crate::error::{UpdateError, from_tough};
 use crate::manifest::ContentRole;
 use crate::verify::{SignedTarget, VerifiedBundle};
 
+/// A verified copy of a target in the staging directory ([`stage_target`]); deleted on drop
+/// unless persisted where it belongs.
+pub use tempfile::NamedTempFile as StagedFile;
+
 /// Staging files start with this, so ones a power cut left behind can be found and removed.
 const STAGING_PREFIX: &str = ".wardbox-update-";
 
@@ -128,6 +132,36 @@ pub async fn write_to_slot(
         write_time,
         read_back_time: read_back.1,
     })
+}
+
+/// Streams one signed target from the stick into a new temporary file in `staging_dir` (after
+/// checking there is room for it plus `reserve`), with the same checks as [`write_to_slot`]:
+/// tough enforces the signed length while streaming and the hash at the end, and the byte count
+/// must equal the signed length. The caller moves the verified file where it belongs (a model
+/// blob into the store, a policy file beside the one it replaces, a UKI onto the ESP); dropped,
+/// it is deleted.
+pub async fn stage_target(
+    bundle: &VerifiedBundle,
+    target: &SignedTarget,
+    staging_dir: &Path,
+    reserve: u64,
+    progress: &mut (dyn FnMut(Phase, u64, u64) + Send),
+) -> Result<tempfile::NamedTempFile, UpdateError> {
+    let free = free_space(staging_dir)?;
+    let needed = target.length.saturating_add(reserve);
+    if needed > free {
+        return Err(UpdateError::NoSpace {
+            what: format!("staging in {} ({} plus {reserve} reserve)", staging_dir.display(), target.name),
+            needed,
+            available: free,
+        });
+    }
+    stage(bundle, target, staging_dir, progress).await
+}
+
+/// Free bytes in the file system holding `dir` (for the caller's own space checks).
+pub fn free_bytes(dir: &Path) -> Result<u64, UpdateError> {
+    free_space(dir)
 }
 
 /// Streams the target from the stick into a temporary file; tough stops the stream with an

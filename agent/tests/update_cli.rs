@@ -1,0 +1,523 @@
+//! `wardbox update …` with the real binary on a dev-profile box (a real store and audit chain,
+//! created by booting `wardbox dev` once), and bundles built with the real workstation code
+//! (`wardbox_update::build`: tough's editor, real ed25519 keys). Slots and the ESP are files.
+//! Every refusal checks that what it protects is byte-for-byte unchanged.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use jiff::{Timestamp, ToSpan};
+use sha2::{Digest, Sha256};
+use wardbox_update::build::{self, BuildSpec, RootSpec};
+use wardbox_update::manifest::{BundleKind, BundleManifest, Compatibility, Version};
+
+const SLOT_LEN: usize = 4 * 1024 * 1024;
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+/// The running system's version, and versions above it.
+fn running() -> Version {
+    env!("CARGO_PKG_VERSION").parse().expect("version")
+}
+fn above(minor: u32) -> String {
+    let r = running();
+    format!("{}.{}.0", r.major, r.minor + minor)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A booted dev box, copied per test
+
+fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    if s.write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = String::new();
+    let _ = s.read_to_string(&mut head);
+    head.starts_with("HTTP/1.1 200")
+}
+
+/// Boots `wardbox dev` in `dir` once and stops it: its `state/` and `data/` then hold a store
+/// and an audit chain, as on a box whose agent has run.
+fn boot_dev_box(dir: &Path) {
+    let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_wardbox"))
+        .args(["dev", "--base", dir.to_str().expect("utf8"), "--listen", &addr.to_string()])
+        // No engine: these tests need the store, not the model.
+        .env("WARDBOX_ENGINE_BIN", "/nonexistent/wardbox-engine")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wardbox dev");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !healthy(addr) {
+        assert!(Instant::now() < deadline, "the dev box did not answer /health within 120 s");
+        assert!(agent.try_wait().expect("wait").is_none(), "wardbox dev exited before it was healthy");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("stop wardbox dev");
+    // How it exits does not matter here: the store and the chain are on disk once it served.
+    let _ = agent.wait().expect("wait");
+}
+
+/// Every regular file under `dir`, with the sha256 of its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    if !dir.exists() {
+        return out;
+    }
+    for e in std::fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(snapshot(&p));
+        } else {
+            out.insert(p.clone(), hex::encode(Sha256::digest(std::fs::read(&p).expect("read"))));
+        }
+    }
+    out
+}
+
+struct TestBox {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl TestBox {
+    fn new(roots: &Path) -> TestBox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        boot_dev_box(base);
+        std::fs::write(base.join("root-a"), pattern(SLOT_LEN, 1)).expect("slot a");
+        std::fs::write(base.join("root-b"), vec![0u8; SLOT_LEN]).expect("slot b");
+        std::fs::create_dir_all(base.join("esp/EFI/Linux")).expect("esp");
+        std::fs::write(base.join("esp/EFI/Linux/wardbox-running.efi"), b"MZ the running UKI").expect("running uki");
+        std::fs::create_dir_all(base.join("models")).expect("models");
+        let config = base.join("wardbox.toml");
+        let p = |rel: &str| base.join(rel).display().to_string();
+        std::fs::write(
+            &config,
+            format!(
+                "profile = \"dev\"\nstate_dir = \"{state}\"\n[volume]\nmode = \"plain-directory\"\ndata_dir = \"{data}\"\n\
+                 [update]\nimage_root = \"{root}\"\nmodels_store = \"{models}\"\nfirmware_policy = \"{policy}\"\n\
+                 [update.slots]\na = \"{a}\"\nb = \"{b}\"\nesp_dir = \"{esp}\"\nrunning = \"a\"\n",
+                state = p("state"),
+                data = p("data"),
+                root = roots.join("1.root.json").display(),
+                models = p("models"),
+                policy = p("firmware-policy.toml"),
+                a = p("root-a"),
+                b = p("root-b"),
+                esp = p("esp/EFI/Linux"),
+            ),
+        )
+        .expect("config");
+        TestBox { dir, config }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_wardbox"))
+            .args(["update"])
+            .args(args)
+            .args(["-c", self.config.to_str().expect("utf8")])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run wardbox update")
+    }
+
+    fn apply(&self, bundle: &Path) -> Output {
+        self.run(&["apply", "--yes", bundle.to_str().expect("utf8")])
+    }
+
+    /// The details of every audit record of this month, through `wardbox audit export`.
+    fn audit_details(&self) -> Vec<serde_json::Value> {
+        let out_dir = self.path("export");
+        let month = Timestamp::now().strftime("%Y-%m").to_string();
+        let o = Command::new(env!("CARGO_BIN_EXE_wardbox"))
+            .args(["audit", "export", "--month", &month, "--out", out_dir.to_str().expect("utf8"), "-c"])
+            .arg(&self.config)
+            .output()
+            .expect("export");
+        assert!(o.status.success(), "{}", text(&o));
+        let file = out_dir.join(format!("audit-{month}.jsonl.gz"));
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&file).expect("export file")).read_to_string(&mut s).expect("gunzip");
+        let _ = std::fs::remove_dir_all(&out_dir);
+        s.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("record")).collect()
+    }
+
+    /// The update records: (actor, detail).
+    fn update_records(&self) -> Vec<(String, serde_json::Value)> {
+        self.audit_details()
+            .into_iter()
+            .map(|r| {
+                let detail = serde_json::from_str(r["detail"].as_str().expect("detail")).expect("detail json");
+                (r["actor"].as_str().expect("actor").to_owned(), detail)
+            })
+            .filter(|(_, d): &(String, serde_json::Value)| d["action"].as_str().is_some_and(|a| a.starts_with("update_")))
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bundles
+
+struct Signing {
+    dir: tempfile::TempDir,
+}
+
+impl Signing {
+    fn key(&self, name: &str) -> PathBuf {
+        self.dir.path().join("keys").join(format!("{name}.pk8"))
+    }
+    fn roots(&self) -> PathBuf {
+        self.dir.path().join("roots")
+    }
+
+    /// root-1..3 (threshold 2), targets, snapshot, timestamp; `1.root.json` signed by two.
+    async fn new() -> Signing {
+        let s = Signing { dir: tempfile::tempdir().expect("tempdir") };
+        std::fs::create_dir_all(s.dir.path().join("keys")).expect("keys");
+        std::fs::create_dir_all(s.roots()).expect("roots");
+        let mut public = BTreeMap::new();
+        for k in ["root-1", "root-2", "root-3", "targets", "snapshot", "timestamp"] {
+            public.insert(k, build::generate_key(&s.key(k)).expect("key"));
+        }
+        let spec = RootSpec {
+            version: 1,
+            expires: Timestamp::now().checked_add(24.hours().checked_mul(365).expect("span")).expect("time"),
+            root_keys: vec![public["root-1"].clone(), public["root-2"].clone(), public["root-3"].clone()],
+            root_threshold: 2,
+            targets_keys: vec![public["targets"].clone()],
+            snapshot_keys: vec![public["snapshot"].clone()],
+            timestamp_keys: vec![public["timestamp"].clone()],
+        };
+        let mut root = build::new_root(&spec).expect("root");
+        build::sign_root(&mut root, &s.key("root-1")).await.expect("sign");
+        build::sign_root(&mut root, &s.key("root-2")).await.expect("sign");
+        build::write_root(&root, &s.roots().join("1.root.json")).expect("write root");
+        s
+    }
+
+    fn spec(&self, name: &str, kind: BundleKind, version: &str) -> BuildSpec {
+        let inputs = self.dir.path().join(format!("inputs-{name}"));
+        std::fs::create_dir_all(&inputs).expect("inputs");
+        let notes = inputs.join("notes.txt");
+        std::fs::write(&notes, format!("Wardbox {kind} {version}\n- what changed, in words\n")).expect("notes");
+        BuildSpec {
+            roots_dir: self.roots(),
+            targets_key: self.key("targets"),
+            snapshot_key: self.key("snapshot"),
+            timestamp_key: self.key("timestamp"),
+            manifest: BundleManifest {
+                schema: 1,
+                product: "wardbox".into(),
+                kind,
+                version: version.parse().expect("version"),
+                min_starting_version: running(),
+                compatibility: Compatibility { architecture: std::env::consts::ARCH.into() },
+                created: Timestamp::now(),
+                contents: vec![],
+            },
+            expires: Timestamp::now().checked_add(24.hours().checked_mul(90).expect("span")).expect("time"),
+            system_image: None,
+            uki: None,
+            models_dir: None,
+            firmware_policy: None,
+            release_notes: Some(notes),
+            out: self.dir.path().join(name),
+        }
+    }
+
+    async fn build(&self, spec: BuildSpec) -> PathBuf {
+        build::build_bundle(&spec).await.expect("build bundle");
+        spec.out
+    }
+
+    /// A models bundle with one tiny model (`tiny:1b`): a stand-in GGUF, a template and a
+    /// config blob, in the layout `ollama pull` leaves. `extra_layer`: a layer type the store
+    /// does not know (the model does not resolve once installed).
+    async fn models(&self, name: &str, version: &str, weights: &[u8], extra_layer: Option<&str>) -> PathBuf {
+        let models = self.dir.path().join(format!("ollama-{name}"));
+        std::fs::create_dir_all(models.join("blobs")).expect("blobs");
+        let blob = |bytes: &[u8], media: &str| {
+            let hex = hex::encode(Sha256::digest(bytes));
+            std::fs::write(models.join("blobs").join(format!("sha256-{hex}")), bytes).expect("blob");
+            serde_json::json!({ "mediaType": media, "digest": format!("sha256:{hex}"), "size": bytes.len() })
+        };
+        let config = blob(br#"{"model_format":"gguf","model_family":"llama","model_type":"1B","file_type":"Q8_0"}"#, "application/vnd.docker.container.image.v1+json");
+        let mut layers = vec![
+            blob(weights, "application/vnd.ollama.image.model"),
+            blob(b"{{ .Prompt }}", "application/vnd.ollama.image.template"),
+        ];
+        if let Some(media) = extra_layer {
+            layers.push(blob(b"something else", media));
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": config,
+            "layers": layers,
+        });
+        let dir = models.join("manifests/registry.ollama.ai/library/tiny");
+        std::fs::create_dir_all(&dir).expect("manifest dir");
+        std::fs::write(dir.join("1b"), serde_json::to_vec(&manifest).expect("json")).expect("manifest");
+        let mut spec = self.spec(name, BundleKind::ModelsOnly, version);
+        spec.models_dir = Some(models);
+        self.build(spec).await
+    }
+
+    async fn policy(&self, name: &str, version: &str, text: &str) -> PathBuf {
+        let file = self.dir.path().join(format!("policy-{name}.toml"));
+        std::fs::write(&file, text).expect("policy");
+        let mut spec = self.spec(name, BundleKind::PolicyOnly, version);
+        spec.firmware_policy = Some(file);
+        self.build(spec).await
+    }
+
+    async fn full(&self, name: &str, version: &str, image: &[u8], uki: &[u8]) -> PathBuf {
+        let inputs = self.dir.path().join(format!("system-{name}"));
+        std::fs::create_dir_all(&inputs).expect("inputs");
+        std::fs::write(inputs.join("root.img"), image).expect("image");
+        std::fs::write(inputs.join("wardbox.efi"), uki).expect("uki");
+        let mut spec = self.spec(name, BundleKind::Full, version);
+        spec.system_image = Some(inputs.join("root.img"));
+        spec.uki = Some(inputs.join("wardbox.efi"));
+        self.build(spec).await
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// The keys an update audit record may hold: what happened to which bundle, never a file's
+/// content, a model's text or anything about a patient.
+const AUDIT_KEYS: &[&str] =
+    &["action", "phase", "bundle_sha256", "kind", "from", "to", "outcome", "reason", "exit_code", "slot", "boot_entry", "signed"];
+
+fn check_update_audit(records: &[(String, serde_json::Value)], forbidden: &[&str]) {
+    assert!(!records.is_empty(), "no update audit records");
+    for (actor, detail) in records {
+        let object = detail.as_object().unwrap_or_else(|| panic!("detail is not an object: {detail}"));
+        for key in object.keys() {
+            assert!(AUDIT_KEYS.contains(&key.as_str()), "unexpected key {key:?} in an update audit record: {detail}");
+        }
+        assert!(actor.starts_with("cli:"), "the actor is not the OS user: {actor}");
+        let all = detail.to_string();
+        for f in forbidden {
+            assert!(!all.contains(f), "an update audit record holds {f:?}: {all}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn inspect_shows_signers_versions_contents_and_notes_and_changes_nothing() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let bundle = rt.block_on(s.models("m1", "1.1.0", &pattern(5000, 3), None));
+    let before = snapshot(&b.path("data"));
+    let o = b.run(&["inspect", bundle.to_str().expect("utf8")]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for want in [
+        "bundle     wardbox models-only 1.1.0",
+        "signed     targets",
+        "1 of 1 needed",
+        "2 of 2 needed",
+        "model-blob",
+        "5000",
+        "-> manifests/registry.ollama.ai/library/tiny/1b",
+        "release notes:",
+        "  - what changed, in words",
+        "this box:  would apply it",
+        "versions   bundle models-only 1.1.0; installed on this box: none",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert_eq!(snapshot(&b.path("data")), before, "inspect changed the data directory");
+    assert!(!b.path("data/update/state").exists(), "inspect provisioned the update state");
+
+    // A tampered stick: the inspect fails with the documented code, still changing nothing.
+    let blob = std::fs::read_dir(bundle.join("targets"))
+        .expect("targets")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("model-blob")))
+        .expect("a blob");
+    std::fs::write(bundle.join("targets/bundle.json"), b"{}").expect("tamper");
+    let o = b.run(&["inspect", bundle.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(13), "{}", text(&o));
+    assert!(blob.exists());
+}
+
+#[test]
+fn models_apply_installs_the_model_and_it_resolves_and_a_downgrade_is_refused() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let bundle = rt.block_on(s.models("m1", "1.1.0", &pattern(5000, 3), None));
+    let o = b.apply(&bundle);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("installed  models tiny:1b"), "{}", text(&o));
+    let store = wardbox_models_bundle::Store::new(b.path("models"));
+    let model = store.resolve(&"tiny:1b".parse().expect("name")).expect("the installed model resolves");
+    assert_eq!(std::fs::read(&model.model_path).expect("weights"), pattern(5000, 3));
+
+    let status = b.run(&["status"]);
+    assert!(text(&status).contains("models     1.1.0"), "{}", text(&status));
+    assert!(text(&status).contains("last       models-only none -> 1.1.0 installed"), "{}", text(&status));
+
+    // The same version again, and an older one: refused as downgrades, nothing changes.
+    let before = snapshot(&b.path("models"));
+    let older = rt.block_on(s.models("m0", "1.0.0", &pattern(4000, 9), None));
+    for bundle in [&bundle, &older] {
+        let o = b.apply(bundle);
+        assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+        assert!(text(&o).contains("downgrade refused"), "{}", text(&o));
+    }
+    assert_eq!(snapshot(&b.path("models")), before);
+
+    let records = b.update_records();
+    check_update_audit(&records, &["what changed, in words", "{{ .Prompt }}"]);
+    let installed: Vec<&serde_json::Value> = records.iter().map(|(_, d)| d).filter(|d| d["outcome"] == "installed").collect();
+    assert_eq!(installed.len(), 1, "{records:?}");
+    assert_eq!(installed[0]["to"], "1.1.0");
+    assert_eq!(installed[0]["kind"], "models-only");
+    assert_eq!(installed[0]["bundle_sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(records.iter().filter(|(_, d)| d["action"] == "update_refused" && d["exit_code"] == 11).count(), 2, "{records:?}");
+}
+
+#[test]
+fn a_models_bundle_with_a_bad_blob_or_a_model_that_does_not_resolve_changes_nothing() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let v1 = rt.block_on(s.models("m1", "1.1.0", &pattern(5000, 3), None));
+    assert!(b.apply(&v1).status.success());
+    let before = snapshot(&b.path("models"));
+
+    // A bit flipped in a blob on the stick: caught while staging, before the store is touched.
+    let v2 = rt.block_on(s.models("m2", "1.2.0", &pattern(6000, 5), None));
+    let blob = std::fs::read_dir(v2.join("targets"))
+        .expect("targets")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("model-blob")))
+        .max_by_key(|p| std::fs::metadata(p).expect("meta").len())
+        .expect("the weights");
+    let mut bytes = std::fs::read(&blob).expect("read");
+    bytes[100] ^= 0x04;
+    std::fs::write(&blob, bytes).expect("flip");
+    let o = b.apply(&v2);
+    assert_eq!(o.status.code(), Some(13), "{}", text(&o));
+    assert!(text(&o).contains("nothing was changed"), "{}", text(&o));
+    assert_eq!(snapshot(&b.path("models")), before, "the store changed after a refused bundle");
+
+    // A signed model with a layer the store does not understand: installed, fails the health
+    // check, and the previous model comes back byte for byte.
+    let v3 = rt.block_on(s.models("m3", "1.3.0", &pattern(7000, 7), Some("application/vnd.example.unknown")));
+    let o = b.apply(&v3);
+    assert_eq!(o.status.code(), Some(18), "{}", text(&o));
+    assert!(text(&o).contains("does not resolve") && text(&o).contains("previous version is back"), "{}", text(&o));
+    assert_eq!(snapshot(&b.path("models")), before, "the rollback did not restore the store");
+    let status = text(&b.run(&["status"]));
+    assert!(status.contains("models     1.1.0"), "{status}");
+    assert!(status.contains("FAILED     models-only 1.1.0 -> 1.3.0"), "{status}");
+    check_update_audit(&b.update_records(), &[]);
+}
+
+#[test]
+fn policy_apply_replaces_the_policy_and_an_invalid_one_is_refused_with_the_old_intact() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let old = wardbox_firmware_policy::DEFAULT_POLICY_TOML;
+    std::fs::write(b.path("firmware-policy.toml"), old).expect("old policy");
+    let new_text = old.replace("pcrs = [7]", "pcrs = [7, 11]");
+    assert_ne!(new_text, old, "the default policy no longer binds pcrs = [7]; update this test");
+    wardbox_firmware_policy::FirmwarePolicy::from_toml_str(&new_text, "test").expect("the new policy is valid");
+    let p1 = rt.block_on(s.policy("p1", "1.0.0", &new_text));
+    let o = b.apply(&p1);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(b.path("firmware-policy.toml")).expect("policy"), new_text);
+    assert_eq!(std::fs::read_to_string(b.path("data/update/previous/firmware-policy.toml")).expect("kept"), old);
+
+    let bad = new_text.replace("pcrs = [7, 11]", "pcrs = [7, 99]");
+    let p2 = rt.block_on(s.policy("p2", "1.1.0", &bad));
+    let o = b.apply(&p2);
+    assert_eq!(o.status.code(), Some(12), "{}", text(&o));
+    assert!(text(&o).contains("does not validate") && text(&o).contains("nothing was changed"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(b.path("firmware-policy.toml")).expect("policy"), new_text);
+    assert!(text(&b.run(&["status"])).contains("policy     1.0.0"));
+    check_update_audit(&b.update_records(), &["secure_boot = "]);
+}
+
+#[test]
+fn full_apply_writes_the_inactive_slot_and_a_counted_esp_entry_and_never_the_running_slot() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let image = pattern(1024 * 1024 + 777, 42);
+    let uki = b"MZ pretend signed UKI for the next version".to_vec();
+    let version = above(1);
+    let bundle = rt.block_on(s.full("f1", &version, &image, &uki));
+    let running_a = std::fs::read(b.path("root-a")).expect("slot a");
+
+    // Without --yes and without a terminal: refused, nothing written.
+    let o = b.run(&["apply", bundle.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("standard input is not a terminal"), "{}", text(&o));
+    assert_eq!(std::fs::read(b.path("root-b")).expect("slot b"), vec![0u8; SLOT_LEN]);
+
+    let o = b.apply(&bundle);
+    assert!(o.status.success(), "{}", text(&o));
+    let slot_b = std::fs::read(b.path("root-b")).expect("slot b");
+    assert_eq!(&slot_b[..image.len()], &image[..], "slot b does not hold the image");
+    assert_eq!(std::fs::read(b.path("root-a")).expect("slot a"), running_a, "the running slot changed");
+    let entry = b.path(&format!("esp/EFI/Linux/wardbox-{version}+3.efi"));
+    assert_eq!(std::fs::read(&entry).expect("the counted ESP entry"), uki);
+    assert_eq!(std::fs::read(b.path("esp/EFI/Linux/wardbox-running.efi")).expect("running uki"), b"MZ the running UKI");
+
+    let status = text(&b.run(&["status"]));
+    assert!(status.contains(&format!("pending    system {version} in slot b (wardbox-{version}+3.efi)")), "{status}");
+    // The system floor waits for a healthy boot of the new version.
+    assert!(status.contains(&format!("system     {} running from slot a; floor none", running())), "{status}");
+
+    // The running version again: a downgrade.
+    let same = rt.block_on(s.full("f0", &running().to_string(), &image, &uki));
+    let o = b.apply(&same);
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+
+    // The receipt of the last install (unsigned in the dev profile, and it says so).
+    let receipt_path = b.path("receipt.json");
+    let o = b.run(&["receipt", "--out", receipt_path.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("NOT SIGNED"), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt_path).expect("receipt")).expect("json");
+    let inner = doc["receipt"].as_str().expect("the receipt's exact bytes");
+    assert_eq!(doc["digest"], format!("sha256:{}", hex::encode(Sha256::digest(inner.as_bytes()))));
+    let receipt: serde_json::Value = serde_json::from_str(inner).expect("receipt json");
+    assert_eq!(receipt["install"]["outcome"], "pending-reboot");
+    assert_eq!(receipt["install"]["to"], version);
+    assert!(b.run(&["receipt", "--out", receipt_path.to_str().expect("utf8")]).status.code() == Some(1), "a receipt overwrote a file");
+
+    check_update_audit(&b.update_records(), &[]);
+}
