@@ -126,6 +126,57 @@ mod tests {
         }
     }
 
+    /// A state directory provisioned with a real (unsigned) root, as `State::provision` takes it.
+    fn provisioned(data_dir: &Path) -> wardbox_update::State {
+        use wardbox_update::build::{RootSpec, generate_key, new_root};
+        let key = generate_key(&data_dir.join("k.pk8")).expect("key");
+        let spec = RootSpec {
+            version: 1,
+            expires: "2100-01-01T00:00:00Z".parse().expect("time"),
+            root_keys: vec![key.clone()],
+            root_threshold: 1,
+            targets_keys: vec![key.clone()],
+            snapshot_keys: vec![key.clone()],
+            timestamp_keys: vec![key],
+        };
+        let root = serde_json::to_vec(&new_root(&spec).expect("root")).expect("json");
+        wardbox_update::State::provision(UpdatePaths::new(data_dir).state_dir(), &root).expect("provision")
+    }
+
+    #[test]
+    fn the_system_floor_rises_only_when_the_new_version_booted_and_a_fallback_is_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = provisioned(dir.path());
+        let log = InstallLog::new(UpdatePaths::new(dir.path()).installs());
+        let v = |s: &str| s.parse::<Version>().expect("v");
+        assert_eq!(after_healthy_boot(dir.path(), Profile::Dev, v("0.1.0"), Some("b1")), Ok(Settled::NothingPending));
+
+        // Installed in boot b1; the agent restarts in the same boot: nothing changes yet.
+        log.append(pending("0.2.0", "b1")).expect("append");
+        assert_eq!(after_healthy_boot(dir.path(), Profile::Dev, v("0.1.0"), Some("b1")), Ok(Settled::NotRebooted { to: v("0.2.0") }));
+        assert_eq!(state.floors().expect("floors").system, None);
+
+        // The next boot runs 0.2.0 and every stage passed: the floor rises, the log says so.
+        let settled = after_healthy_boot(dir.path(), Profile::Dev, v("0.2.0"), Some("b2")).expect("settle");
+        let Settled::Installed { record, blessed } = settled else { panic!("not installed: {settled:?}") };
+        assert_eq!((record.to, record.outcome), (v("0.2.0"), Outcome::Installed));
+        assert_eq!(blessed, "not blessed: dev profile");
+        assert_eq!(state.floors().expect("floors").system, Some(v("0.2.0")));
+        assert_eq!(log.pending(), Ok(None));
+
+        // A later update that never booted healthy: the box is back on 0.2.0 in a later boot.
+        let mut next = pending("0.3.0", "b3");
+        next.bundle_sha256 = "cd".into();
+        log.append(next).expect("append");
+        let settled = after_healthy_boot(dir.path(), Profile::Dev, v("0.2.0"), Some("b4")).expect("settle");
+        let Settled::FellBack { record, reason } = settled else { panic!("not a fallback: {settled:?}") };
+        assert_eq!(record.outcome, Outcome::FellBack);
+        assert!(reason.contains("booted version 0.2.0, not 0.3.0") && reason.contains("3 tries"), "{reason}");
+        assert_eq!(state.floors().expect("floors").system, Some(v("0.2.0")), "a failed version must not raise the floor");
+        assert_eq!(log.last().expect("log").map(|r| r.reason.is_some()), Some(true));
+        assert_eq!(after_healthy_boot(dir.path(), Profile::Dev, v("0.2.0"), Some("b5")), Ok(Settled::NothingPending));
+    }
+
     #[test]
     fn a_pending_update_is_healthy_only_when_its_version_runs() {
         let p = pending("0.2.0", "b1");
