@@ -5,6 +5,7 @@ pub mod audit;
 pub mod boot;
 pub mod cli;
 pub mod clinical;
+pub mod compliance;
 pub mod config;
 pub mod daemon;
 pub mod logging;

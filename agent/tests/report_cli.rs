@@ -82,6 +82,22 @@ fn report_generate_on_a_live_dev_box_then_verify() {
     assert!(exported.status.success(), "{}", text(&exported));
     assert!(text(&exported).contains("fingerprint"), "{}", text(&exported));
 
+    // Attestations and waivers, entered at the console, reach the report; bad ones are refused
+    // naming the problem.
+    let attested = wardbox(&["report", "attest", "-c", cfg, "admin-training", "--document", "Training log 2026, binder B", "--valid-until", "2099-01-01", "--by", "pm.jones"]);
+    assert!(attested.status.success(), "{}", text(&attested));
+    let waived = wardbox(&["report", "waive", "-c", cfg, "physical-usb-storage", "--approver", "dr.owner", "--justification", "updates by USB stick", "--expires", "2099-01-01"]);
+    assert!(waived.status.success(), "{}", text(&waived));
+    let measured = wardbox(&["report", "attest", "-c", cfg, "access-automatic-logoff", "--document", "we promise", "--valid-until", "2099-01-01"]);
+    assert_eq!(measured.status.code(), Some(1), "{}", text(&measured));
+    assert!(text(&measured).contains("never attested"), "{}", text(&measured));
+    let expired = wardbox(&["report", "attest", "-c", cfg, "admin-risk-assessment", "--document", "Risk assessment 2020", "--valid-until", "2021-01-01"]);
+    assert_eq!(expired.status.code(), Some(1), "{}", text(&expired));
+    assert!(text(&expired).contains("not in the future"), "{}", text(&expired));
+    let not_waivable = wardbox(&["report", "waive", "-c", cfg, "admin-training", "--approver", "dr.owner", "--justification", "busy", "--expires", "2099-01-01"]);
+    assert_eq!(not_waivable.status.code(), Some(1), "{}", text(&not_waivable));
+    assert!(text(&not_waivable).contains("cannot be waived"), "{}", text(&not_waivable));
+
     let generated = wardbox(&["report", "generate", "-c", cfg, "--out", out.to_str().expect("utf8"), "--tcti", &tcti]);
     // A dev box fails items (no encryption, no firewall, no TLS): exit 3, each failure named.
     assert_eq!(generated.status.code(), Some(3), "{}", text(&generated));
@@ -100,6 +116,10 @@ fn report_generate_on_a_live_dev_box_then_verify() {
     assert_eq!(item(&doc, "integrity-ephi-authentication")["status"], "pass", "{}", item(&doc, "integrity-ephi-authentication"));
     assert_eq!(item(&doc, "access-automatic-logoff")["status"], "pass");
     assert_eq!(item(&doc, "admin-contingency-backups")["status"], "fail");
+    assert_eq!(item(&doc, "admin-training")["status"], "attested", "{}", item(&doc, "admin-training"));
+    assert!(evidence("admin-training").contains("Training log 2026, binder B"), "{}", evidence("admin-training"));
+    assert_eq!(item(&doc, "physical-usb-storage")["status"], "not_applicable", "{}", item(&doc, "physical-usb-storage"));
+    assert_eq!(item(&doc, "admin-risk-assessment")["status"], "needs_attention");
     // Live connects to the engine's port on every address, loopback included.
     assert!(evidence("network-engine-unreachable").contains("127.0.0.1:"), "{}", evidence("network-engine-unreachable"));
 

@@ -1485,6 +1485,11 @@ pub fn is_attestation_item(id: &str) -> bool {
     ITEMS.iter().any(|d| d.id == id && matches!(d.kind, Kind::Attested(_)))
 }
 
+/// Whether an item id names an item a waiver may stand in for.
+pub fn is_waivable_item(id: &str) -> bool {
+    ITEMS.iter().any(|d| d.id == id && d.waivable)
+}
+
 /// Evaluate the checklist. Pure: the same facts and time give the same report.
 pub fn evaluate(facts: &Facts, now: Timestamp) -> Report {
     let cx = Ctx { facts, now };

@@ -62,6 +62,40 @@ pub enum ReportCommand {
         #[arg(long)]
         rendering: Vec<PathBuf>,
     },
+    /// Record that a named person vouches for an administrative or physical item (e.g.
+    /// `admin-training`), on the strength of a document, until a date.
+    Attest {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The checklist item id.
+        item: String,
+        /// The document it rests on, e.g. "Security training log 2026, binder B".
+        #[arg(long)]
+        document: String,
+        /// Valid until: YYYY-MM-DD (end of that day, UTC) or an RFC 3339 time. The report caps
+        /// it at a quarter or a year, by item.
+        #[arg(long)]
+        valid_until: String,
+        /// Who vouches for it (default: the console user).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Record an accepted exception to a waivable item (e.g. `physical-usb-storage`).
+    Waive {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The checklist item id.
+        item: String,
+        /// Who approved the exception.
+        #[arg(long)]
+        approver: String,
+        /// Why it is accepted.
+        #[arg(long)]
+        justification: String,
+        /// Until when: YYYY-MM-DD (end of that day, UTC) or an RFC 3339 time.
+        #[arg(long)]
+        expires: String,
+    },
     /// Write the TPM attestation key's public part (PEM), at provisioning, and print its
     /// fingerprint and the current boot PCRs for the provisioning record.
     ExportAk {
@@ -82,6 +116,35 @@ pub fn run(cmd: ReportCommand) -> CliResult {
             generate(&load_config(&config)?, &out, exports.as_deref(), tcti, full_chain)
         }
         ReportCommand::Verify { file, ak, pcrs, rendering } => verify(&file, &ak, pcrs.as_deref(), &rendering),
+        ReportCommand::Attest { config, item, document, valid_until, by } => {
+            let config = load_config(&config)?;
+            let until = crate::compliance::parse_until(&valid_until).map_err(CliError::new)?;
+            let (store, volume) = super::audit::open(&config)?;
+            let by = by.unwrap_or_else(super::cli_actor);
+            let a = crate::compliance::attest(store.conn(), &item, &by, &document, until, Timestamp::now())
+                .map_err(|e| CliError::new(format!("not recorded: {e}")))?;
+            super::audit::record(
+                &store,
+                &volume,
+                json!({ "action": "report_attestation", "item": a.item, "attested_by": a.attested_by, "valid_until": a.valid_until, "document": crate::audit::TextDigest::of(&a.document) }),
+            )?;
+            println!("attestation recorded: {} by {}, valid until {}", a.item, a.attested_by, a.valid_until);
+            Ok(ExitCode::SUCCESS)
+        }
+        ReportCommand::Waive { config, item, approver, justification, expires } => {
+            let config = load_config(&config)?;
+            let until = crate::compliance::parse_until(&expires).map_err(CliError::new)?;
+            let (store, volume) = super::audit::open(&config)?;
+            let w = crate::compliance::waive(store.conn(), &item, &approver, &justification, until, Timestamp::now())
+                .map_err(|e| CliError::new(format!("not recorded: {e}")))?;
+            super::audit::record(
+                &store,
+                &volume,
+                json!({ "action": "report_waiver", "item": w.item, "approver": w.approver, "expires_at": w.expires_at, "justification": crate::audit::TextDigest::of(&w.justification) }),
+            )?;
+            println!("waiver recorded: {} approved by {}, expires {}", w.item, w.approver, w.expires_at);
+            Ok(ExitCode::SUCCESS)
+        }
         ReportCommand::ExportAk { config, out, tcti } => {
             let config = load_config(&config)?;
             let tcti = tcti.or_else(|| config_tcti(&config)).ok_or_else(|| {
@@ -310,9 +373,10 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: b
         usb: usb_facts(&host),
         network: network_facts(config),
         inventory: inventory(config, &host),
-        // Attestations and waivers are entered on the Reports page, which does not exist yet.
-        attestations: vec![],
-        waivers: vec![],
+        // Entered with `wardbox report attest|waive`. Unreadable: none, so every attestation item
+        // needs attention (never a pass).
+        attestations: store.as_ref().and_then(|s| crate::compliance::attestations(s.conn()).ok()).unwrap_or_default(),
+        waivers: store.as_ref().and_then(|s| crate::compliance::waivers(s.conn()).ok()).unwrap_or_default(),
     }
 }
 

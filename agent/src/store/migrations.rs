@@ -78,4 +78,29 @@ pub const MIGRATIONS: &[Migration] = &[
     // vectors, the pseudonym map, grants. Its SQL is owned by `wardbox-rag` and, like every
     // migration here, never edited once released.
     Migration { version: 4, name: wardbox_rag::index::MIGRATION_NAME, sql: wardbox_rag::index::MIGRATION_SQL },
+    Migration {
+        version: 5,
+        name: "compliance attestations and waivers",
+        sql: "
+            -- What a named person vouches for on an administrative or physical checklist item
+            -- (`wardbox report attest`), read by every compliance report. Times RFC 3339, UTC.
+            CREATE TABLE report_attestations (
+                id          INTEGER PRIMARY KEY,
+                item        TEXT NOT NULL,
+                attested_by TEXT NOT NULL,
+                attested_at TEXT NOT NULL,
+                document    TEXT NOT NULL,       -- which document it rests on; only its digest is audited
+                valid_until TEXT NOT NULL
+            ) STRICT;
+            -- Accepted exceptions to waivable items (`wardbox report waive`).
+            CREATE TABLE report_waivers (
+                id            INTEGER PRIMARY KEY,
+                item          TEXT NOT NULL,
+                approver      TEXT NOT NULL,
+                justification TEXT NOT NULL,     -- only its digest is audited
+                approved_at   TEXT NOT NULL,
+                expires_at    TEXT NOT NULL
+            ) STRICT;
+        ",
+    },
 ];
