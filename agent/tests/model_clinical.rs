@@ -95,15 +95,16 @@ async fn model_clinician_sees_granted_patients_only_and_gets_cited_reidentified_
     let rag = Arc::new(RagClinical::new(pool.clone(), engine.clone(), config, tokio::runtime::Handle::current()));
     let dr_a = viewer("dr.a", Role::Clinician, false);
 
-    // Grants: dr.a sees patient A only; B does not exist for them, in every call.
+    // Grants: dr.a sees patient A only; B is refused as not granted in every call (the browser
+    // sees 404 as for an unknown patient).
     let v = dr_a.clone();
     let listed = call(&rag, move |c| c.patients(&v, "")).await.unwrap();
     assert_eq!(listed.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![a.to_string()]);
     assert!(listed[0].display.contains("Castellanos") && listed[0].display.contains(CASTELLANOS_MRN), "{}", listed[0].display);
     let (v, bid) = (dr_a.clone(), b.to_string());
-    assert!(matches!(call(&rag, move |c| c.patient(&v, &bid)).await, Err(ClinicalError::UnknownPatient)));
+    assert!(matches!(call(&rag, move |c| c.patient(&v, &bid)).await, Err(ClinicalError::NotGranted)));
     let (v, bid) = (dr_a.clone(), b.to_string());
-    assert!(matches!(call(&rag, move |c| c.run(&v, &bid, TaskKind::Ask, "What medications?")).await, Err(ClinicalError::UnknownPatient)));
+    assert!(matches!(call(&rag, move |c| c.run(&v, &bid, TaskKind::Ask, "What medications?")).await, Err(ClinicalError::NotGranted)));
     let (v, aid, bdoc) = (dr_a.clone(), a.to_string(), b_doc.to_string());
     assert!(matches!(call(&rag, move |c| c.document(&v, &aid, &bdoc)).await, Err(ClinicalError::UnknownDocument)), "B's document through A's page");
     // A nurse without grants sees nobody; an emergency session sees everyone.

@@ -169,12 +169,16 @@ impl RagClinical {
     }
 
     /// The patient behind a URL id, with what `viewer` may see, if that includes the patient;
-    /// otherwise "unknown" (never "forbidden").
+    /// otherwise `UnknownPatient` or `NotGranted`, which the browser sees alike (404) and only
+    /// the audit record tells apart.
     fn patient_in_reach(&self, conn: &Connection, viewer: &Viewer, id: &str) -> Result<(i64, Access), ClinicalError> {
         let access = self.access(conn, viewer)?;
         let owner = parse_id(id).ok_or(ClinicalError::UnknownPatient)?;
-        if owner == LIBRARY || !access.may_see(owner) || !index::patient_exists(conn, owner).map_err(failed)? {
+        if owner == LIBRARY || !index::patient_exists(conn, owner).map_err(failed)? {
             return Err(ClinicalError::UnknownPatient);
+        }
+        if !access.may_see(owner) {
+            return Err(ClinicalError::NotGranted);
         }
         Ok((owner, access))
     }

@@ -92,6 +92,11 @@ pub enum ClinicalError {
     Unavailable(String),
     #[error("there is no patient with this id")]
     UnknownPatient,
+    /// The patient exists but is not in this user's reach (no grant, not their care team).
+    /// The browser is told the same as for an unknown patient, so ids cannot be probed for
+    /// existence; the audit record tells the two apart for the reviewers.
+    #[error("there is no patient with this id")]
+    NotGranted,
     #[error("there is no such document in this patient's record")]
     UnknownDocument,
     /// The request itself is not acceptable (empty question, unsupported file type).

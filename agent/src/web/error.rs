@@ -12,6 +12,10 @@ pub enum WebError {
     Unavailable(String),
     #[error("not found")]
     NotFound,
+    /// A patient (or a patient's document) outside this user's reach. Answered exactly like
+    /// `NotFound`, so ids cannot be probed for existence; only the audit record differs.
+    #[error("not found")]
+    NotGranted,
     #[error("{0}")]
     BadRequest(String),
     /// The request body is over the route's limit: 413, naming the limit.
@@ -39,7 +43,7 @@ impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let (status, title, message) = match &self {
             WebError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "Not available", m.clone()),
-            WebError::NotFound => (StatusCode::NOT_FOUND, "Not found", "There is nothing at this address.".into()),
+            WebError::NotFound | WebError::NotGranted => (StatusCode::NOT_FOUND, "Not found", "There is nothing at this address.".into()),
             WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Cannot do this", m.clone()),
             WebError::TooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -68,7 +72,29 @@ impl IntoResponse for WebError {
         let body = MessagePage { title, message: &message }
             .render()
             .unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Error</p>".into());
-        (status, Html(body)).into_response()
+        let mut resp = (status, Html(body)).into_response();
+        if let Some(outcome) = self.refusal() {
+            resp.extensions_mut().insert(RefusedAccess(outcome));
+        }
+        resp
+    }
+}
+
+/// Put on a response that refused a request, with the outcome the guard writes into the audit
+/// record of a patient-data route (`denied_*`, which the alert detector counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedAccess(pub &'static str);
+
+impl WebError {
+    /// The audit outcome of a refusal; `None` for errors that are not a refusal of access
+    /// (the box failed, the input was bad).
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            WebError::NotFound => Some("denied_not_found"),
+            WebError::NotGranted => Some("denied_no_grant"),
+            WebError::Forbidden => Some("denied_forbidden"),
+            _ => None,
+        }
     }
 }
 

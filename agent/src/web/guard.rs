@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
 
 use super::session::{Ended, Session, cookie_value, tokens_equal};
-use super::{AppState, Access, CSRF_HEADER, LOGIN_COOKIE, SESSION_COOKIE, Verb, WebError, route_spec};
+use super::{AppState, Access, CSRF_HEADER, LOGIN_COOKIE, RefusedAccess, SESSION_COOKIE, Verb, WebError, route_spec};
 use super::requests::RouteClass;
 use crate::audit::EventKind;
 
@@ -166,7 +166,7 @@ pub(super) async fn guard(State(state): State<AppState>, req: Request, next: Nex
     // Every page view and action by a person is in the audit trail, or does not happen. The
     // timer's polling is left out: it is not something the person did.
     if path != "/session/status" {
-        let uri_path = req.uri().path().to_owned();
+        let uri_path = req.uri().path();
         if let Err(e) = ui
             .audit(
                 EventKind::Access,
@@ -180,8 +180,24 @@ pub(super) async fn guard(State(state): State<AppState>, req: Request, next: Nex
         }
         state.requests.audited(RouteClass::of(&path));
     }
-    req.extensions_mut().insert(authed);
+    let uri_path = req.uri().path().to_owned();
+    req.extensions_mut().insert(authed.clone());
     let mut resp = next.run(req).await;
+    // A refused request for a patient's data (unknown, not granted, forbidden) is audited with
+    // its outcome, so that repeated attempts at patients the user may not see are on record
+    // and reach the alert detector. The browser's answer does not tell the cases apart.
+    if let Some(RefusedAccess(outcome)) = resp.extensions().get::<RefusedAccess>().copied()
+        && path.starts_with("/patients/{id}")
+        && let Err(e) = ui
+            .audit(
+                EventKind::Access,
+                &authed.session.username,
+                json!({ "who": authed.who(), "method": verb.as_str(), "route": path, "path": uri_path, "outcome": outcome }),
+            )
+            .await
+    {
+        return e.into_response();
+    }
     // Pages with patient or account data are never cached by the browser or a proxy.
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp

@@ -34,7 +34,7 @@ use axum::routing::{get, post};
 pub use accounts::Role;
 pub use clinical::{Clinical, EgressCounters, NoEgressCounters, Unavailable};
 pub use config::{LdapConfig, TlsMode, WebConfig};
-pub use error::{WebError, size_in_words};
+pub use error::{RefusedAccess, WebError, size_in_words};
 pub use guard::{Authed, ClientAddr};
 pub use health::{Alert, Health, HealthState, SharedHealth};
 pub use session::{Clock, ManualClock, SessionPolicy, Sessions, SystemClock};

@@ -85,6 +85,7 @@ fn clinical_error(e: ClinicalError) -> WebError {
     match e {
         ClinicalError::Unavailable(m) => WebError::Unavailable(m),
         ClinicalError::UnknownPatient | ClinicalError::UnknownDocument => WebError::NotFound,
+        ClinicalError::NotGranted => WebError::NotGranted,
         ClinicalError::Rejected(m) => WebError::BadRequest(m),
         ClinicalError::Failed(m) => WebError::Internal(m),
     }
