@@ -188,6 +188,79 @@ impl std::fmt::Debug for PatientIdentity {
     }
 }
 
+/// The patient a study is being filed under, as the record knows them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExpectedPatient<'a> {
+    pub id: Option<&'a str>,
+    /// In any order ("Jane Doe", "Doe, Jane" or DICOM's "Doe^Jane").
+    pub name: Option<&'a str>,
+    /// YYYYMMDD or YYYY-MM-DD.
+    pub birth_date: Option<&'a str>,
+}
+
+/// What the header's identity says about the patient an upload is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityCheck {
+    /// Every field both sides have agrees, and at least one was compared.
+    Matches,
+    /// The header names someone else; the study must not be filed under this patient.
+    /// Names the field that differs (never its values).
+    Mismatch(&'static str),
+    /// Neither side has a field the other has: nothing proves whose study it is.
+    NothingToCompare,
+}
+
+/// Compares the header's identity with the record's patient. Pure; the caller refuses a
+/// mismatch and decides what to do when there is nothing to compare.
+pub fn check_identity(header: &PatientIdentity, expected: &ExpectedPatient<'_>) -> IdentityCheck {
+    let mut compared = false;
+    if let (Some(a), Some(b)) = (header.id.as_deref(), expected.id) {
+        compared = true;
+        if !a.trim().eq_ignore_ascii_case(b.trim()) {
+            return IdentityCheck::Mismatch("patient ID");
+        }
+    }
+    let digits = |d: &str| d.chars().filter(char::is_ascii_digit).collect::<String>();
+    if let (Some(a), Some(b)) = (header.birth_date.as_deref(), expected.birth_date) {
+        let (a, b) = (digits(a), digits(b));
+        if a.len() == 8 && b.len() == 8 {
+            compared = true;
+            if a != b {
+                return IdentityCheck::Mismatch("birth date");
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (header.name.as_deref(), expected.name) {
+        // PN: "Family^Given^Middle^Prefix^Suffix", optionally followed by "=" and
+        // ideographic/phonetic groups; the alphabetic group is compared.
+        let alphabetic = a.split('=').next().unwrap_or_default();
+        let mut parts = alphabetic.split('^').map(name_words);
+        let family = parts.next().unwrap_or_default();
+        let given = parts.next().unwrap_or_default();
+        let record = name_words(b);
+        if !family.is_empty() {
+            compared = true;
+            let has = |words: &[String]| words.iter().all(|w| record.contains(w));
+            if !has(&family) || !given.first().is_none_or(|g| record.contains(g)) {
+                return IdentityCheck::Mismatch("patient name");
+            }
+        }
+    }
+    if compared {
+        IdentityCheck::Matches
+    } else {
+        IdentityCheck::NothingToCompare
+    }
+}
+
+/// Lower-case alphanumeric words of a name (separators: anything else, including '^').
+fn name_words(name: &str) -> Vec<String> {
+    name.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
 /// Modalities whose images commonly carry text drawn into the pixels (patient banners,
 /// measurements, scanned pages), whatever BurnedInAnnotation says.
 pub const BURNED_IN_MODALITIES: &[(&str, &str)] = &[
@@ -636,6 +709,66 @@ mod tests {
         assert!(!may_go_to_model(&flagged, false));
         assert!(may_go_to_model(&flagged, true));
         assert!(may_go_to_model(&BurnedInText::NotIndicated, false));
+    }
+
+    #[test]
+    fn identity_check_links_or_refuses() {
+        let header = PatientIdentity {
+            name: Some("Doe^Jane^Q".into()),
+            id: Some("MRN-0042".into()),
+            birth_date: Some("19610412".into()),
+        };
+        let same = ExpectedPatient {
+            id: Some("mrn-0042"),
+            name: Some("Jane Q. Doe"),
+            birth_date: Some("1961-04-12"),
+        };
+        assert_eq!(check_identity(&header, &same), IdentityCheck::Matches);
+        let reordered = ExpectedPatient {
+            name: Some("DOE, JANE"),
+            ..Default::default()
+        };
+        assert_eq!(check_identity(&header, &reordered), IdentityCheck::Matches);
+        let other_id = ExpectedPatient {
+            id: Some("MRN-0043"),
+            ..same
+        };
+        assert_eq!(
+            check_identity(&header, &other_id),
+            IdentityCheck::Mismatch("patient ID")
+        );
+        let other_birth = ExpectedPatient {
+            birth_date: Some("19610413"),
+            ..same
+        };
+        assert_eq!(
+            check_identity(&header, &other_birth),
+            IdentityCheck::Mismatch("birth date")
+        );
+        let other_name = ExpectedPatient {
+            name: Some("Jane Roe"),
+            ..same
+        };
+        assert_eq!(
+            check_identity(&header, &other_name),
+            IdentityCheck::Mismatch("patient name")
+        );
+        let other_given = ExpectedPatient {
+            name: Some("John Doe"),
+            ..Default::default()
+        };
+        assert_eq!(
+            check_identity(&header, &other_given),
+            IdentityCheck::Mismatch("patient name")
+        );
+        assert_eq!(
+            check_identity(&PatientIdentity::default(), &same),
+            IdentityCheck::NothingToCompare
+        );
+        assert_eq!(
+            check_identity(&header, &ExpectedPatient::default()),
+            IdentityCheck::NothingToCompare
+        );
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum DicomError {
     UnsupportedPhotometric(String),
     #[error("the DICOM pixel data could not be decoded: {0}")]
     PixelDecode(#[source] Box<dicom_pixeldata::Error>),
+    #[error("the DICOM pixel data is corrupt (the decoder failed on it)")]
+    DecoderPanicked,
     #[error(transparent)]
     Png(#[from] PngError),
 }
@@ -102,9 +104,13 @@ pub fn render_first_frame(
         return Err(DicomError::NoPixelData);
     }
     check_decoded_size(object, max_decoded_bytes)?;
-    let decoded = object
-        .decode_pixel_data()
-        .map_err(|e| DicomError::PixelDecode(Box::new(e)))?;
+    // dicom-rs 0.10.1's RLE decoder indexes out of bounds on a truncated segment (a panic,
+    // not an error); a crafted upload must not take the caller's thread down, so a panic in
+    // the decoder becomes an error like any other bad file.
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| object.decode_pixel_data()))
+            .map_err(|_| DicomError::DecoderPanicked)?
+            .map_err(|e| DicomError::PixelDecode(Box::new(e)))?;
     let photometric = decoded.photometric_interpretation().as_str().to_string();
     let channels = match (photometric.as_str(), decoded.samples_per_pixel()) {
         ("MONOCHROME1" | "MONOCHROME2", 1) => Channels::Grey,
