@@ -521,3 +521,37 @@ fn full_apply_writes_the_inactive_slot_and_a_counted_esp_entry_and_never_the_run
 
     check_update_audit(&b.update_records(), &[]);
 }
+
+/// With a TPM (here a software TPM, as the report's tests use), the receipt carries a quote by
+/// the attestation key over exactly the receipt's bytes.
+#[test]
+fn a_receipt_is_quoted_by_the_tpm_when_the_box_has_one() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let tpm_state = b.path("tpm");
+    std::fs::create_dir_all(&tpm_state).expect("mkdir");
+    let tpm = match wardbox_volume::swtpm::SoftwareTpm::start(&tpm_state) {
+        Ok(t) => t,
+        Err(e) => panic!("this test needs a software TPM (swtpm): {e}"),
+    };
+    let o = b.run(&["receipt", "--out", b.path("none.json").to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no update was ever applied"), "{}", text(&o));
+
+    let bundle = rt.block_on(s.models("m1", "1.1.0", &pattern(3000, 1), None));
+    assert!(b.apply(&bundle).status.success());
+    let path = b.path("receipt.json");
+    let o = b.run(&["receipt", "--out", path.to_str().expect("utf8"), "--tcti", &tpm.tcti()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("NOT SIGNED"), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("receipt")).expect("json");
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(doc["receipt"].as_str().expect("receipt").as_bytes())));
+    assert_eq!(doc["digest"], digest);
+    assert_eq!(doc["signed"], true);
+    assert_eq!(doc["quote"]["digest"], digest, "the quote is over another digest");
+    assert_eq!(doc["quote"]["pcrs"].as_array().map(Vec::len), Some(8), "the quote covers the boot PCRs 0-7");
+    assert!(doc["quote"]["signature"].as_str().is_some_and(|s| !s.is_empty()));
+    let records = b.update_records();
+    assert!(records.iter().any(|(_, d)| d["action"] == "update_receipt" && d["signed"] == true), "{records:?}");
+}
