@@ -83,6 +83,17 @@ if ! "$virt_venv/bin/pip" show virt-firmware 2>/dev/null | grep -qx "Version: $V
 fi
 ln -sf "$virt_venv/bin/virt-fw-vars" /usr/local/bin/virt-fw-vars
 
+# aiosmtpd (PyPI): the smtp_ tests' mail relay, requiring STARTTLS. Its own venv, pinned, linked
+# onto the PATH.
+AIOSMTPD_VERSION=1.4.6
+smtpd_venv=/opt/wardbox-tools/aiosmtpd
+if ! "$smtpd_venv/bin/pip" show aiosmtpd 2>/dev/null | grep -qx "Version: $AIOSMTPD_VERSION"; then
+    echo "install-deps: installing aiosmtpd $AIOSMTPD_VERSION in $smtpd_venv"
+    /usr/bin/python3 -m venv "$smtpd_venv"
+    "$smtpd_venv/bin/pip" install -q "aiosmtpd==$AIOSMTPD_VERSION"
+fi
+ln -sf "$smtpd_venv/bin/aiosmtpd" /usr/local/bin/aiosmtpd
+
 # Every program a tier runs must be on the PATH now; a package that apt removed or that no
 # longer ships the program is named here, not discovered forty minutes into CI.
 programs=(
@@ -92,6 +103,7 @@ programs=(
     nft ip nc ping                       # firewall tier
     python3 unzip                        # model fetch
     slapd ldapadd chromium chromedriver  # web tiers
+    rsyslogd aiosmtpd                    # alert delivery tiers
     mkosi debootstrap systemd-nspawn mkfs.ext4 sfdisk bc curl   # image build
     qemu-img qemu-system-x86_64          # image boots
     objcopy sbsign sbverify mkfs.vfat mmd mcopy virt-fw-vars busybox   # UEFI boot chain
@@ -101,7 +113,7 @@ absent=()
 for prog in "${programs[@]}"; do
     command -v "$prog" >/dev/null || absent+=("$prog")
 done
-for f in /usr/share/OVMF/OVMF_CODE_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd \
+for f in /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so /usr/share/OVMF/OVMF_CODE_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd /usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd \
         /usr/share/OVMF/OVMF_CODE_4M.secboot.fd /usr/share/OVMF/OVMF_VARS_4M.fd \
         /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/systemd/boot/efi/systemd-bootx64.efi \
         /usr/lib/systemd/systemd-measure; do

@@ -41,6 +41,12 @@ pub struct Config {
     pub update: crate::update::UpdateConfig,
     #[serde(default)]
     pub clinical: crate::clinical::ClinicalConfig,
+    /// The alert detector's thresholds (`wardbox-alerts`).
+    #[serde(default)]
+    pub alerts: wardbox_alerts::AlertsConfig,
+    /// Where alerts are delivered besides the admin page; each destination opens one firewall rule.
+    #[serde(default)]
+    pub alert_delivery: crate::alerting::DeliveryConfig,
 }
 
 /// `[web]` is owned by the web module (listen address, TLS, sessions, lockout, LDAP).
@@ -89,6 +95,12 @@ impl Config {
             path: origin.to_owned(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
+        let mut config = config;
+        // Each alert destination is one outbound rule, derived here so that the ruleset, its
+        // verification and drift repair all know it; nothing to open while the firewall is off.
+        if config.firewall.enabled {
+            config.firewall.policy.allow_out.extend(config.alert_delivery.egress());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -107,6 +119,8 @@ impl Config {
             engine: stages::engine::EngineConfig::default(),
             update: crate::update::UpdateConfig::default(),
             clinical: crate::clinical::ClinicalConfig::dev(),
+            alerts: wardbox_alerts::AlertsConfig::default(),
+            alert_delivery: crate::alerting::DeliveryConfig::default(),
         }
     }
 
@@ -140,11 +154,14 @@ impl Config {
         }
         self.web.validate(self.profile)?;
         self.volume.validate(self.profile)?;
+        // Before the firewall: a bad destination is named by its own key, not by the rule it implies.
+        self.alert_delivery.validate(self.firewall.enabled)?;
         self.firewall.validate(self.profile)?;
         self.gpu.validate()?;
         self.engine.validate()?;
         self.update.validate(self.profile)?;
         self.clinical.validate()?;
+        self.alerts.validate().map_err(|e| ConfigError::invalid(format!("alerts.{}", e.key), e.problem))?;
         if self.clinical.demo_records && self.profile == Profile::Appliance {
             return Err(ConfigError::invalid("clinical.demo_records", "invented demo patients are for the dev profile only"));
         }

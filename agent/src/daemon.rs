@@ -252,6 +252,17 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         });
     }));
+    // Alerts: the detector follows the audit chain (after replaying it), stores and audits each
+    // alert, and delivers the outbox to the clinic's collector and relay.
+    let (alert_state, alert_status) = (state.clone(), status_path.clone());
+    tokio::spawn(crate::alerting::feed::run(
+        store.clone(),
+        audit.clone(),
+        config.alerts.clone(),
+        config.alert_delivery.clone(),
+        move |message| raise(&alert_state, &alert_status, "alerts", message),
+        stop_rx.clone(),
+    ));
     if let Some(engine) = &engine {
         tokio::spawn(watch_engine(engine.clone(), state.clone(), status_path.clone(), stop_rx.clone()));
     }

@@ -1,6 +1,7 @@
 //! Wardbox agent: the supervisor daemon and its operator CLI, as a library so the binary stays
 //! thin and tests drive the same code.
 
+pub mod alerting;
 pub mod audit;
 pub mod boot;
 pub mod cli;

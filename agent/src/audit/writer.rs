@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::{AuditEvent, AuditRecord, GENESIS_HASH};
 use crate::store::{Store, StoreError, StoreKey};
@@ -42,6 +42,9 @@ struct Job {
 pub struct AuditLog {
     tx: mpsc::Sender<Job>,
     path: PathBuf,
+    /// The sequence number of the newest record this process committed, for readers that
+    /// follow the chain (the alert detector) without polling the store.
+    committed: watch::Receiver<u64>,
 }
 
 /// Joins the writer thread when the log is shut down.
@@ -81,11 +84,12 @@ impl AuditLog {
     pub fn start(path: &Path, key: &StoreKey) -> Result<(AuditLog, WriterThread), AuditError> {
         let store = Store::open_existing(path, key)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let (head_tx, committed) = watch::channel(0);
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer_loop(store, rx))
+            .spawn(move || writer_loop(store, rx, head_tx))
             .map_err(|e| AuditError::Write(format!("cannot start the writer thread: {e}")))?;
-        Ok((AuditLog { tx, path: path.to_owned() }, WriterThread(Some(handle))))
+        Ok((AuditLog { tx, path: path.to_owned(), committed }, WriterThread(Some(handle))))
     }
 
     /// Append and wait until the record is durable. Returns its sequence number.
@@ -107,6 +111,12 @@ impl AuditLog {
     pub fn store_path(&self) -> &Path {
         &self.path
     }
+
+    /// Changes whenever this process's writer commits; holds the newest committed `seq`.
+    /// Records appended by another process (the CLI) do not show here: followers also poll.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
 }
 
 /// The newest record's (seq, hash), or the genesis values for an empty log.
@@ -127,7 +137,7 @@ fn read_head_in(conn: &rusqlite::Connection) -> rusqlite::Result<(u64, String)> 
     }
 }
 
-fn writer_loop(mut store: Store, rx: mpsc::Receiver<Job>) {
+fn writer_loop(mut store: Store, rx: mpsc::Receiver<Job>, head: watch::Sender<u64>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -138,6 +148,9 @@ fn writer_loop(mut store: Store, rx: mpsc::Receiver<Job>) {
         }
         match write_group(&mut store, &group) {
             Ok(seqs) => {
+                if let Some(last) = seqs.last() {
+                    head.send_replace(*last);
+                }
                 for (job, seq) in group.into_iter().zip(seqs) {
                     let _ = job.reply.send(Ok(seq));
                 }

@@ -103,4 +103,44 @@ pub const MIGRATIONS: &[Migration] = &[
             ) STRICT;
         ",
     },
+    Migration {
+        version: 6,
+        name: "alerts and their outbox",
+        sql: "
+            -- Each alert the detector raised over the audit chain (`wardbox-alerts`). One row
+            -- per (rule, subject, triggering record), so replaying the chain after a restart
+            -- cannot raise the same alert twice. No PHI: rule, user names, counts, record numbers.
+            CREATE TABLE alerts (
+                id          INTEGER PRIMARY KEY,
+                rule        TEXT NOT NULL,
+                subject     TEXT NOT NULL,
+                trigger_seq INTEGER NOT NULL,    -- the audit record that raised it
+                at          TEXT NOT NULL,       -- that record's time (RFC 3339, UTC)
+                alert       TEXT NOT NULL,       -- the alert as JSON (threshold, observed, records)
+                audit_seq   INTEGER,             -- the audit record of its raising; NULL until written
+                reviewed_by TEXT,
+                reviewed_at TEXT,
+                review_note TEXT,                -- typed by a reviewer: stays here, only its digest is audited
+                UNIQUE (rule, subject, trigger_seq)
+            ) STRICT;
+            -- At-least-once delivery: one row per alert and destination, new -> delivered, or
+            -- failed and retried at next_attempt (unix seconds) with backoff until delivered.
+            CREATE TABLE alert_outbox (
+                alert_id     INTEGER NOT NULL REFERENCES alerts(id),
+                destination  TEXT NOT NULL CHECK (destination IN ('syslog', 'email')),
+                state        TEXT NOT NULL DEFAULT 'new' CHECK (state IN ('new', 'delivered', 'failed')),
+                attempts     INTEGER NOT NULL DEFAULT 0,
+                next_attempt INTEGER NOT NULL DEFAULT 0,
+                last_error   TEXT,
+                delivered_at TEXT,
+                PRIMARY KEY (alert_id, destination)
+            ) STRICT;
+            -- How far the detector has read the chain: alerts of records up to here have been
+            -- stored, so a replay at start stores only what lies beyond.
+            CREATE TABLE alert_detector (
+                id            INTEGER PRIMARY KEY CHECK (id = 1),
+                processed_seq INTEGER NOT NULL
+            ) STRICT;
+        ",
+    },
 ];

@@ -1,0 +1,224 @@
+//! The detector fed by the audit chain, and the daemon task around it.
+//!
+//! At start the feed replays the whole chain from record 1: the detector is pure and
+//! deterministic, so a replay rebuilds exactly the baselines and windows the live feed had
+//! (docs/alerts.md says why this rather than a saved state). Alerts of records up to the stored
+//! position (`alert_detector.processed_seq`) were stored before and are not raised again; the
+//! first start of a box with history sets the position to the head, so old history rebuilds
+//! baselines without raising a flood of old alerts. Then the feed follows the chain as records
+//! commit, and polls for what another process (the CLI) appended.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+use wardbox_alerts::{Alert, AlertsConfig, Detector, Record, RecordError};
+
+use super::DeliveryConfig;
+use super::deliver;
+use super::outbox;
+use crate::audit::{AuditEvent, AuditLog, AuditRecord, EventKind, SELECT_RECORDS};
+use crate::store::Store;
+
+/// Records read from the store per lock of it, so the web UI is never held up for long.
+const BATCH: usize = 2000;
+/// How often the feed looks for records appended by another process, and for deliveries due
+/// for a retry.
+const POLL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("the alert detector's configuration is invalid: {0}")]
+    Config(#[from] wardbox_alerts::ConfigError),
+    #[error("the store failed: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error("the audit log failed: {0}")]
+    Audit(String),
+}
+
+/// The detector and where it stands in the chain.
+#[derive(Debug)]
+pub struct Feed {
+    detector: Detector,
+    /// The last record the detector has seen (0 before the replay).
+    seen: u64,
+    /// Alerts of records up to here are stored already.
+    stored_through: u64,
+    destinations: Vec<outbox::Destination>,
+}
+
+/// What one step did.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub records: usize,
+    /// Ids of alerts stored by this step.
+    pub new_alerts: Vec<i64>,
+    /// Records the detector could not read (it went on past them); raised by the caller.
+    pub unreadable: Vec<RecordError>,
+}
+
+impl Feed {
+    /// A feed that will replay the chain from its start. On the first start ever, the
+    /// position is set to the chain's head: history from before alerts existed raises nothing.
+    pub fn start(store: &Store, rules: &AlertsConfig, delivery: &DeliveryConfig) -> Result<Feed, FeedError> {
+        let detector = Detector::new(rules)?;
+        let stored_through = match outbox::processed_seq(store.conn())? {
+            Some(seq) => seq,
+            None => {
+                let (head, _) = crate::audit::read_head(store)?;
+                outbox::set_processed_seq(store.conn(), head)?;
+                head
+            }
+        };
+        Ok(Feed { detector, seen: 0, stored_through, destinations: delivery.destinations() })
+    }
+
+    /// The last record the detector has seen.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Read up to [`BATCH`] records after the last one seen, feed them to the detector, and
+    /// store the alerts of records beyond the stored position with their outbox rows.
+    pub fn step(&mut self, store: &mut Store) -> Result<Step, FeedError> {
+        let records: Vec<AuditRecord> = {
+            let mut stmt = store.conn().prepare_cached(&format!("{SELECT_RECORDS} WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
+            stmt.query_map(rusqlite::params![self.seen as i64, BATCH as i64], AuditRecord::from_row)?
+                .collect::<Result<_, _>>()?
+        };
+        let mut step = Step { records: records.len(), ..Step::default() };
+        let mut raised: Vec<Alert> = Vec::new();
+        for r in &records {
+            let record = Record { seq: r.seq, ts: &r.ts, kind: &r.kind, actor: &r.actor, detail: &r.detail };
+            match self.detector.observe(&record) {
+                Ok(alerts) if r.seq > self.stored_through => raised.extend(alerts),
+                Ok(_) => {}
+                Err(e) => step.unreadable.push(e),
+            }
+            self.seen = r.seq;
+        }
+        if self.seen > self.stored_through {
+            step.new_alerts = outbox::store_alerts(store.conn_mut(), &raised, &self.destinations, self.seen)?;
+            self.stored_through = self.seen;
+        }
+        Ok(step)
+    }
+}
+
+/// Put every stored alert whose raising is not yet audited into the audit chain: the rule,
+/// whom it is about and the records it names (no PHI, like the alert itself).
+pub async fn audit_raised(store: &Arc<Mutex<Store>>, audit: &AuditLog) -> Result<usize, FeedError> {
+    let pending = blocking(store, |s| Ok(outbox::unaudited(s.conn())?)).await?;
+    for (id, a) in &pending {
+        let event = AuditEvent::new(
+            EventKind::SecurityAlert,
+            "system",
+            json!({ "source": "alerts", "event": "alert_raised", "alert": id, "rule": a.rule.as_str(), "subject": a.subject,
+                    "observed": a.observed, "records": a.seqs }),
+        );
+        let seq = audit.append(event).await.map_err(|e| FeedError::Audit(e.to_string()))?;
+        let id = *id;
+        blocking(store, move |s| Ok(outbox::set_audited(s.conn(), id, seq)?)).await?;
+    }
+    Ok(pending.len())
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&mut Store) -> Result<T, FeedError> + Send + 'static,
+) -> Result<T, FeedError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = store.lock().map_err(|_| FeedError::Audit("the store lock is poisoned".into()))?;
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| FeedError::Audit(format!("the alert task failed: {e}")))?
+}
+
+/// Feed every record up to the chain's current head through the detector.
+pub async fn catch_up(feed: Feed, store: &Arc<Mutex<Store>>) -> Result<(Feed, Step), FeedError> {
+    let mut total = Step::default();
+    let mut feed = feed;
+    loop {
+        let (back, step) = blocking(store, move |s| {
+            let step = feed.step(s);
+            Ok((feed, step))
+        })
+        .await?;
+        feed = back;
+        let step = step?;
+        let done = step.records < BATCH;
+        total.records += step.records;
+        total.new_alerts.extend(step.new_alerts);
+        total.unreadable.extend(step.unreadable);
+        if done {
+            return Ok((feed, total));
+        }
+    }
+}
+
+/// The daemon task: replay, then follow the chain, audit each new alert, and deliver the
+/// outbox with backoff, until `stop`. `raise` puts a problem on the status page (an unreadable
+/// record, a store or delivery failure): the detector never stops silently.
+pub async fn run(
+    store: Arc<Mutex<Store>>,
+    audit: AuditLog,
+    rules: AlertsConfig,
+    delivery: DeliveryConfig,
+    raise: impl Fn(String) + Send + 'static,
+    mut stop: watch::Receiver<bool>,
+) {
+    let start_store = store.clone();
+    let (r2, d2) = (rules.clone(), delivery.clone());
+    let started = tokio::task::spawn_blocking(move || {
+        let guard = start_store.lock().map_err(|_| FeedError::Audit("the store lock is poisoned".into()))?;
+        Feed::start(&guard, &r2, &d2)
+    })
+    .await;
+    let mut feed = match started {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return raise(format!("the alert detector cannot start: {e}")),
+        Err(e) => return raise(format!("the alert detector cannot start: {e}")),
+    };
+    let mut committed = audit.committed();
+    let began = std::time::Instant::now();
+    let mut replayed = false;
+    loop {
+        match catch_up(feed, &store).await {
+            Ok((f, step)) => {
+                feed = f;
+                if !replayed {
+                    replayed = true;
+                    tracing::info!(records = feed.seen(), ms = began.elapsed().as_millis() as u64, "alert detector replayed the audit chain");
+                }
+                for e in &step.unreadable {
+                    raise(format!("the alert detector cannot read an audit record: {e}"));
+                }
+            }
+            Err(e) => {
+                raise(format!("the alert detector stopped: {e}"));
+                return;
+            }
+        }
+        if let Err(e) = audit_raised(&store, &audit).await {
+            raise(format!("alerts cannot be audited: {e}"));
+        }
+        if !delivery.destinations().is_empty() {
+            match deliver::deliver_due(&store, &delivery, jiff::Timestamp::now().as_second()).await {
+                Ok(report) => {
+                    for e in report.errors {
+                        tracing::warn!("alert delivery failed, will retry: {e}");
+                    }
+                }
+                Err(e) => raise(format!("alert delivery failed: {e}")),
+            }
+        }
+        tokio::select! {
+            _ = committed.changed() => {}
+            () = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Alert delivery from the outbox to real receivers: Debian's `rsyslogd` with a TLS input
+//! (RFC 5425, the `ossl` stream driver) and `aiosmtpd` (PyPI) requiring STARTTLS. Each test
+//! starts its own receiver on a free loopback port with certificates from a test CA.
+//!
+//! Tiers: `rsyslog_` needs `/usr/sbin/rsyslogd` and the `rsyslog-openssl` driver (Debian
+//! `rsyslog`, `rsyslog-openssl`); `smtp_` needs the `aiosmtpd` program (PyPI `aiosmtpd`, on the
+//! PATH or named by `WARDBOX_AIOSMTPD`). A missing one fails the test, naming it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use wardbox::alerting::deliver::deliver_due;
+use wardbox::alerting::{DeliveryConfig, EmailConfig, SyslogConfig, outbox};
+use wardbox::store::{Store, StoreKey};
+use wardbox_alerts::{Alert, Rule};
+
+const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
+const OSSL_DRIVER: &str = "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so";
+
+/// A test CA and a server certificate for `name` signed by it, written as PEM files.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn pki(dir: &Path, label: &str, name: &str) -> Pki {
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, format!("Test clinic CA {label}"));
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert.pem(), &ca_key).expect("issuer");
+    let leaf_key = KeyPair::generate().expect("key");
+    let mut leaf = CertificateParams::new(vec![name.to_owned()]).expect("params");
+    leaf.distinguished_name.push(DnType::CommonName, name);
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("leaf");
+    let p = Pki { ca: dir.join(format!("{label}-ca.pem")), cert: dir.join(format!("{label}-cert.pem")), key: dir.join(format!("{label}-key.pem")) };
+    std::fs::write(&p.ca, ca_cert.pem()).expect("write");
+    std::fs::write(&p.cert, leaf_cert.pem()).expect("write");
+    std::fs::write(&p.key, leaf_key.serialize_pem()).expect("write");
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} is not listening on port {port} after 15 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running receiver, killed when dropped.
+struct Receiver(Child);
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// rsyslogd in the foreground with one TLS input on `port`, writing what it receives to
+/// `out` (host, app, msgid, message per line).
+fn rsyslog(dir: &Path, port: u16, server: &Pki, out: &Path) -> Receiver {
+    for needed in [RSYSLOGD, OSSL_DRIVER] {
+        assert!(
+            Path::new(needed).exists(),
+            "{needed} is missing: install Debian's rsyslog and rsyslog-openssl (tests/install-deps.sh) to run the rsyslog_ tier"
+        );
+    }
+    let work = dir.join(format!("rsyslog-{port}"));
+    std::fs::create_dir_all(&work).expect("dir");
+    let conf = format!(
+        r#"global(workDirectory="{work}" DefaultNetstreamDriver="ossl" DefaultNetstreamDriverCAFile="{ca}" DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+input(type="imtcp" port="{port}" address="127.0.0.1")
+template(name="plain" type="string" string="%HOSTNAME% %APP-NAME% %MSGID% %msg%\n")
+*.* action(type="omfile" file="{out}" template="plain")
+"#,
+        work = work.display(),
+        ca = server.ca.display(),
+        cert = server.cert.display(),
+        key = server.key.display(),
+        out = out.display(),
+    );
+    let conf_path = work.join("rsyslog.conf");
+    std::fs::write(&conf_path, conf).expect("conf");
+    let mut child = Command::new(RSYSLOGD)
+        .args(["-n", "-f"])
+        .arg(&conf_path)
+        .arg("-i")
+        .arg(work.join("pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start rsyslogd");
+    wait_for_port(port, &mut child, "rsyslogd");
+    Receiver(child)
+}
+
+fn aiosmtpd_program() -> PathBuf {
+    if let Some(p) = std::env::var_os("WARDBOX_AIOSMTPD") {
+        return PathBuf::from(p);
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let candidate = dir.join("aiosmtpd");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("the aiosmtpd program is missing: install PyPI's aiosmtpd (tests/install-deps.sh) or name it in WARDBOX_AIOSMTPD to run the smtp_ tier");
+}
+
+/// aiosmtpd on `port`, requiring STARTTLS with `server`'s certificate (or offering no TLS at
+/// all when `server` is `None`), storing messages in the Maildir `maildir`.
+fn smtp_server(port: u16, server: Option<&Pki>, maildir: &Path) -> Receiver {
+    let mut cmd = Command::new(aiosmtpd_program());
+    cmd.args(["-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"]);
+    if let Some(s) = server {
+        cmd.arg("--tlscert").arg(&s.cert).arg("--tlskey").arg(&s.key);
+    }
+    cmd.arg(maildir);
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start aiosmtpd");
+    wait_for_port(port, &mut child, "aiosmtpd");
+    Receiver(child)
+}
+
+/// A store holding one alert with an outbox row for each configured destination.
+struct Outbox {
+    _dir: tempfile::TempDir,
+    store: Arc<Mutex<Store>>,
+}
+
+fn alert() -> Alert {
+    Alert {
+        rule: Rule::DeniedAccess,
+        subject: "user:dr.a".into(),
+        at: "2026-11-29T11:07:38.123456789Z".into(),
+        threshold: "3 refused requests in 10 minutes".into(),
+        observed: "3 refused requests in 2 minutes".into(),
+        seqs: vec![41, 42, 43],
+    }
+}
+
+fn outbox_with_alert(cfg: &DeliveryConfig) -> Outbox {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = StoreKey::random();
+    let (mut store, _) = Store::open_or_create(&dir.path().join("wardbox.db"), &key).expect("store");
+    store.migrate().expect("migrate");
+    let ids = outbox::store_alerts(store.conn_mut(), &[alert()], &cfg.destinations(), 43).expect("store alert");
+    assert_eq!(ids, [1]);
+    Outbox { _dir: dir, store: Arc::new(Mutex::new(store)) }
+}
+
+fn delivery_state(o: &Outbox) -> Vec<(String, String, i64, Option<String>)> {
+    let store = o.store.lock().expect("lock");
+    outbox::get(store.conn(), 1).expect("get").expect("alert").deliveries
+}
+
+fn syslog_config(port: u16, ca: &Path) -> DeliveryConfig {
+    DeliveryConfig {
+        admin_url: "https://wardbox.clinic.test:8443".into(),
+        syslog: Some(SyslogConfig { address: format!("127.0.0.1:{port}"), server_name: "syslog.test".into(), ca_file: ca.to_owned(), timeout_secs: 5 }),
+        ..DeliveryConfig::default()
+    }
+}
+
+fn wait_for_text(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{} does not contain {needle:?} after 10 s; it holds {text:?}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const NOW: i64 = 1_800_000_000;
+
+#[tokio::test]
+async fn rsyslog_receives_the_alert_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "syslog.test");
+    let port = free_port();
+    let received = dir.path().join("received.log");
+    let _rsyslog = rsyslog(dir.path(), port, &server, &received);
+    let cfg = syslog_config(port, &server.ca);
+    let o = outbox_with_alert(&cfg);
+    let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+    let text = wait_for_text(&received, "denied_access user:dr.a");
+    let line = text.lines().find(|l| l.contains("denied_access")).expect("line");
+    assert!(line.contains(" wardbox alert alert 1: denied_access user:dr.a: 3 refused requests in 2 minutes"), "{line}");
+    assert!(line.ends_with("review: https://wardbox.clinic.test:8443/admin/alerts/1"), "{line}");
+    assert_eq!(delivery_state(&o)[0].1, "delivered");
+    // Delivered once: the next pass sends nothing.
+    let again = deliver_due(&o.store, &cfg, NOW + 3600).await.expect("pass");
+    assert_eq!((again.delivered, again.failed), (0, 0));
+}
+
+#[tokio::test]
+async fn rsyslog_down_leaves_the_alert_in_the_outbox_until_a_retry_delivers_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "syslog.test");
+    let port = free_port();
+    let cfg = syslog_config(port, &server.ca);
+    let o = outbox_with_alert(&cfg);
+
+    // Nobody listens: failed, retried after the first backoff (30 s), not before.
+    let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (0, 1), "{report:?}");
+    let (_, state, attempts, error) = delivery_state(&o).remove(0);
+    assert_eq!((state.as_str(), attempts), ("failed", 1));
+    assert!(error.as_deref().is_some_and(|e| e.contains("cannot connect")), "{error:?}");
+    let early = deliver_due(&o.store, &cfg, NOW + 29).await.expect("pass");
+    assert_eq!((early.delivered, early.failed), (0, 0), "retried before its backoff");
+    let report = deliver_due(&o.store, &cfg, NOW + 30).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (0, 1));
+    assert_eq!(delivery_state(&o)[0].2, 2);
+    let early = deliver_due(&o.store, &cfg, NOW + 30 + 59).await.expect("pass");
+    assert_eq!(early.failed, 0, "the second wait is doubled");
+
+    // The collector comes back: the next due retry delivers.
+    let received = dir.path().join("received.log");
+    let _rsyslog = rsyslog(dir.path(), port, &server, &received);
+    let report = deliver_due(&o.store, &cfg, NOW + 30 + 60).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+    wait_for_text(&received, "denied_access user:dr.a");
+    assert_eq!(delivery_state(&o)[0].1, "delivered");
+}
+
+#[tokio::test]
+async fn rsyslog_with_a_certificate_from_another_ca_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trusted = pki(dir.path(), "clinic", "syslog.test");
+    let impostor = pki(dir.path(), "impostor", "syslog.test");
+    let port = free_port();
+    let received = dir.path().join("received.log");
+    let _rsyslog = rsyslog(dir.path(), port, &impostor, &received);
+    let cfg = syslog_config(port, &trusted.ca);
+    let o = outbox_with_alert(&cfg);
+    let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (0, 1), "{report:?}");
+    let (_, state, _, error) = delivery_state(&o).remove(0);
+    assert_eq!(state, "failed");
+    assert!(error.as_deref().is_some_and(|e| e.contains("TLS with syslog.test failed") && e.contains("certificate")), "{error:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&received).unwrap_or_default();
+    assert!(!text.contains("denied_access"), "the impostor received the alert: {text}");
+
+    // The right collector name with the wrong name in the certificate is refused too.
+    let misnamed = pki(dir.path(), "misnamed", "other.test");
+    let port2 = free_port();
+    let _other = rsyslog(dir.path(), port2, &misnamed, &dir.path().join("other.log"));
+    let cfg2 = syslog_config(port2, &misnamed.ca);
+    let o2 = outbox_with_alert(&cfg2);
+    let report = deliver_due(&o2.store, &cfg2, NOW).await.expect("pass");
+    assert_eq!(report.failed, 1, "a certificate for another name was accepted");
+}
+
+fn email_config(port: u16, ca: &Path) -> DeliveryConfig {
+    DeliveryConfig {
+        admin_url: "https://wardbox.clinic.test:8443".into(),
+        email: Some(EmailConfig {
+            relay: format!("127.0.0.1:{port}"),
+            server_name: "mail.test".into(),
+            ca_file: ca.to_owned(),
+            from: "wardbox@clinic.test".into(),
+            to: vec!["privacy@clinic.test".into(), "it@clinic.test".into()],
+            timeout_secs: 10,
+        }),
+        ..DeliveryConfig::default()
+    }
+}
+
+fn maildir_messages(maildir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else { return Vec::new() };
+    entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
+}
+
+#[tokio::test]
+async fn smtp_relay_receives_the_alert_after_starttls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "mail.test");
+    let port = free_port();
+    let maildir = dir.path().join("maildir");
+    let _smtp = smtp_server(port, Some(&server), &maildir);
+    let cfg = email_config(port, &server.ca);
+    let o = outbox_with_alert(&cfg);
+    let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let messages = loop {
+        let m = maildir_messages(&maildir);
+        if !m.is_empty() || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(messages.len(), 1, "one digest");
+    let m = &messages[0];
+    assert!(m.contains("Subject: Wardbox: 1 alert to review"), "{m}");
+    assert!(m.contains("denied_access user:dr.a") && m.contains("review: https://wardbox.clinic.test:8443/admin/alerts/1"), "{m}");
+    assert!(m.contains("X-RcptTo: privacy@clinic.test, it@clinic.test") || m.contains("To: privacy@clinic.test, it@clinic.test"), "{m}");
+    assert_eq!(delivery_state(&o)[0].1, "delivered");
+}
+
+#[tokio::test]
+async fn smtp_relay_without_starttls_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "mail.test");
+    let port = free_port();
+    let maildir = dir.path().join("maildir");
+    let _smtp = smtp_server(port, None, &maildir);
+    let cfg = email_config(port, &server.ca);
+    let o = outbox_with_alert(&cfg);
+    let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (0, 1), "{report:?}");
+    let error = delivery_state(&o).remove(0).3.unwrap_or_default();
+    assert!(error.contains("does not offer STARTTLS"), "{error}");
+    assert!(maildir_messages(&maildir).is_empty(), "a message went out in the clear");
+}

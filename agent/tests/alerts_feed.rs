@@ -1,0 +1,190 @@
+//! The alert detector fed by the real audit chain in a real SQLCipher store: alerts are stored
+//! once with their outbox rows and audited, a restart rebuilds the detector by replaying the
+//! chain without raising anything twice, and the daemon task follows records as they commit.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use wardbox::alerting::{DeliveryConfig, Feed, SyslogConfig, outbox};
+use wardbox::audit::{AuditEvent, AuditLog, EventKind, WriterThread};
+use wardbox::store::{Store, StoreKey};
+use wardbox_alerts::AlertsConfig;
+
+struct Chain {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    key: StoreKey,
+    audit: Option<AuditLog>,
+    writer: Option<WriterThread>,
+}
+
+impl Chain {
+    fn new() -> Chain {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = StoreKey::random();
+        let path = dir.path().join("wardbox.db");
+        let (mut store, _) = Store::open_or_create(&path, &key).expect("store");
+        store.migrate().expect("migrate");
+        let (audit, writer) = AuditLog::start(&path, &key).expect("audit");
+        Chain { _dir: dir, path, key, audit: Some(audit), writer: Some(writer) }
+    }
+
+    fn store(&self) -> Store {
+        Store::open_existing(&self.path, &self.key).expect("open")
+    }
+
+    fn audit(&self) -> &AuditLog {
+        self.audit.as_ref().expect("audit")
+    }
+
+    /// A refused request for a patient, as the web layer records it.
+    async fn refusal(&self, user: &str, patient: &str) -> u64 {
+        let who = json!({ "user": user, "role": "clinician", "client": "10.0.0.7", "session": "s1", "break_glass": false });
+        let detail = json!({ "who": who, "method": "GET", "route": "/patients/{id}", "path": format!("/patients/{patient}"), "outcome": "denied_no_grant" });
+        self.audit().append(AuditEvent::new(EventKind::Access, user, detail)).await.expect("append")
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        self.audit.take();
+        if let Some(w) = self.writer.take() {
+            w.join_within(Duration::from_secs(2));
+        }
+    }
+}
+
+/// The stored `denied_access` alerts: (id, subject, triggering record). (The clock is the real
+/// one, so `off_hours` may fire too, depending on when the test runs.)
+fn denied_alerts(store: &Store) -> Vec<(i64, String, i64)> {
+    let mut stmt = store
+        .conn()
+        .prepare("SELECT id, subject, trigger_seq FROM alerts WHERE rule = 'denied_access' ORDER BY id")
+        .expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("query").collect::<Result<_, _>>().expect("rows")
+}
+
+fn all_alerts(store: &Store) -> i64 {
+    store.conn().query_row("SELECT count(*) FROM alerts", [], |r| r.get(0)).expect("count")
+}
+
+fn syslog_only() -> DeliveryConfig {
+    DeliveryConfig {
+        admin_url: "https://wardbox.test".into(),
+        syslog: Some(SyslogConfig {
+            address: "127.0.0.1:6514".into(),
+            server_name: "syslog.test".into(),
+            ca_file: "/nonexistent/ca.pem".into(),
+            timeout_secs: 5,
+        }),
+        ..DeliveryConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_restart_replays_the_chain_and_raises_each_alert_once() {
+    let chain = Chain::new();
+    let rules = AlertsConfig::default();
+    let mut store = chain.store();
+    let mut feed = Feed::start(&store, &rules, &syslog_only()).expect("start");
+    // Two refusals: under the threshold (three in ten minutes).
+    let first = chain.refusal("dr.a", "p-2").await;
+    chain.refusal("dr.a", "p-3").await;
+    let step = feed.step(&mut store).expect("step");
+    assert_eq!(step.records, 2);
+    assert!(denied_alerts(&store).is_empty());
+    drop(feed);
+
+    // The agent restarts; one more refusal while it was down (the CLI appends too).
+    let third = chain.refusal("dr.a", "p-4").await;
+    let mut feed = Feed::start(&store, &rules, &syslog_only()).expect("restart");
+    let step = feed.step(&mut store).expect("replay");
+    assert_eq!(step.records, 3, "the replay reads the chain from its start");
+    let denied = denied_alerts(&store);
+    assert_eq!(denied.len(), 1, "the refusals before the restart count: the window was rebuilt by the replay");
+    assert_eq!((denied[0].1.as_str(), denied[0].2), ("user:dr.a", third as i64));
+    assert!(step.new_alerts.contains(&denied[0].0));
+    let stored = outbox::get(store.conn(), denied[0].0).expect("get").expect("stored");
+    assert_eq!(stored.alert.seqs, [first, first + 1, third]);
+    assert_eq!(stored.deliveries, [("syslog".to_owned(), "new".to_owned(), 0, None)], "one outbox row per destination, new");
+
+    // Another restart: the same history raises nothing new, of any rule.
+    let before = all_alerts(&store);
+    let mut feed = Feed::start(&store, &rules, &syslog_only()).expect("restart");
+    let step = feed.step(&mut store).expect("replay");
+    assert_eq!((step.records, step.new_alerts.len()), (3, 0));
+    assert_eq!(all_alerts(&store), before);
+}
+
+#[tokio::test]
+async fn history_from_before_the_first_start_raises_nothing() {
+    let chain = Chain::new();
+    for p in ["p-2", "p-3", "p-4"] {
+        chain.refusal("dr.a", p).await;
+    }
+    let mut store = chain.store();
+    let mut feed = Feed::start(&store, &AlertsConfig::default(), &DeliveryConfig::default()).expect("start");
+    let step = feed.step(&mut store).expect("step");
+    assert_eq!((step.records, step.new_alerts.len()), (3, 0));
+    // After the first start, the history counts as the detector's memory: dr.a's burst went on
+    // (one burst is one alert, and the replay already spent it), while dr.b's new one raises.
+    for p in ["p-5", "p-6", "p-7"] {
+        chain.refusal("dr.a", p).await;
+        chain.refusal("dr.b", p).await;
+    }
+    feed.step(&mut store).expect("step");
+    let denied = denied_alerts(&store);
+    assert_eq!(denied.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(), ["user:dr.b"]);
+}
+
+#[tokio::test]
+async fn the_daemon_task_stores_and_audits_alerts_as_records_commit() {
+    let chain = Chain::new();
+    let shared = Arc::new(Mutex::new(chain.store()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let problems = Arc::new(Mutex::new(Vec::<String>::new()));
+    let p2 = problems.clone();
+    let task = tokio::spawn(wardbox::alerting::feed::run(
+        shared.clone(),
+        chain.audit().clone(),
+        AlertsConfig::default(),
+        DeliveryConfig::default(),
+        move |m| p2.lock().expect("lock").push(m),
+        stop_rx,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    for p in ["p-2", "p-3", "p-4"] {
+        chain.refusal("dr.a", p).await;
+    }
+    let raised = loop {
+        let audited: Vec<String> = {
+            let store = chain.store();
+            let mut stmt = store
+                .conn()
+                .prepare("SELECT detail FROM audit WHERE kind = 'security_alert' AND detail LIKE '%denied_access%'")
+                .expect("prepare");
+            stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows")
+        };
+        if let Some(d) = audited.into_iter().next() {
+            break d;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no alert audited within 10 s; problems: {:?}", problems.lock().expect("lock"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let latency = started.elapsed();
+    let d: serde_json::Value = serde_json::from_str(&raised).expect("json");
+    assert_eq!((d["source"].as_str(), d["event"].as_str(), d["rule"].as_str()), (Some("alerts"), Some("alert_raised"), Some("denied_access")));
+    assert_eq!(d["subject"], "user:dr.a");
+    assert!(!raised.contains("p-2"), "a patient id reached the alert's audit record: {raised}");
+    let store = chain.store();
+    assert_eq!(denied_alerts(&store).len(), 1);
+    let audit_seq: Option<i64> =
+        store.conn().query_row("SELECT audit_seq FROM alerts WHERE rule = 'denied_access'", [], |r| r.get(0)).expect("row");
+    assert!(audit_seq.is_some(), "the alert does not point at its audit record");
+    let _ = stop_tx.send(true);
+    task.await.expect("task");
+    assert!(problems.lock().expect("lock").is_empty(), "{:?}", problems.lock().expect("lock"));
+    eprintln!("from the third refusal's commit to the alert's audit record: {latency:?}");
+}
