@@ -106,6 +106,9 @@ pub fn treatment(tag: Tag, vr: VR) -> Treatment {
     }
     let is_date = matches!(vr, VR::DA | VR::DT);
     match profile_action(tag) {
+        // A standard attribute of unknown encoding (UN) may be a sequence we cannot walk,
+        // or text we cannot read: what cannot be inspected does not leave.
+        None if vr == VR::UN => Treatment::Remove,
         None if vr == VR::SQ => Treatment::Recurse,
         None if is_date => Treatment::ShiftDate,
         None => Treatment::Keep,
@@ -651,6 +654,10 @@ mod tests {
             (Tag(0x6000, 0x3000), VR::OW, Treatment::Remove),
             (Tag(0x6002, 0x4000), VR::LT, Treatment::Remove),
             (tags::PROCEDURE_CODE_SEQUENCE, VR::SQ, Treatment::Recurse),
+            (tags::PROCEDURE_CODE_SEQUENCE, VR::UN, Treatment::Remove),
+            (tags::ACQUISITION_DATE_TIME, VR::DT, Treatment::Remove),
+            (tags::CONTENT_DATE, VR::DA, Treatment::ShiftDate),
+            (tags::MODALITY, VR::CS, Treatment::Keep),
         ];
         for (tag, vr, expected) in cases {
             assert_eq!(treatment(tag, vr), expected, "{tag}");
