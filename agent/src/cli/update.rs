@@ -363,21 +363,25 @@ fn apply_cmd(config: &Config, dir: &Path, yes: bool) -> CliResult {
     line.end();
     match result {
         Ok(done) => {
-            // The trust moves forward only after a successful install.
-            bundle.accept(&state).map_err(|e| update_error(&e))?;
+            for l in &done.lines {
+                println!("{l}");
+            }
             let mut rec = record(done.outcome, None, done.bytes);
-            if done.outcome == Outcome::Installed {
-                state.record_installed(m).map_err(|e| update_error(&e))?;
-            } else {
+            if done.outcome == Outcome::PendingReboot {
                 rec.slot = done.slot.clone();
                 rec.boot_entry = done.boot_entry.clone();
                 rec.boot_id = crate::update::boot_id();
             }
-            log.append(rec).map_err(CliError::new)?;
+            // The install is done whatever follows; the log and the audit trail say so first.
+            let logged = log.append(rec);
             audit(with(json!({ "phase": "finished", "outcome": done.outcome.as_str(), "slot": done.slot, "boot_entry": done.boot_entry })))?;
-            for l in &done.lines {
-                println!("{l}");
-            }
+            logged.map_err(|e| CliError::new(format!("installed, but {e}")))?;
+            // The trust moves forward only after a successful install; the version floor of
+            // models and policy now (a system's after its healthy boot).
+            bundle
+                .accept(&state)
+                .and_then(|()| if done.outcome == Outcome::Installed { state.record_installed(m) } else { Ok(()) })
+                .map_err(|e| CliError::new(format!("installed, but the update state was not moved forward: {e}")))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
