@@ -555,3 +555,47 @@ fn a_receipt_is_quoted_by_the_tpm_when_the_box_has_one() {
     let records = b.update_records();
     assert!(records.iter().any(|(_, d)| d["action"] == "update_receipt" && d["signed"] == true), "{records:?}");
 }
+
+/// Every refusal has its documented exit code, says why, and changes neither the store nor the
+/// floors: another signer (10), a version not higher (11, above), another product or a starting
+/// version the box does not meet (12), a corrupt target (13, above), an unsigned file on the
+/// stick (15).
+#[test]
+fn refusals_carry_their_documented_exit_codes_and_change_nothing() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let models = b.path("models");
+    let before = snapshot(&models);
+    let check = |bundle: &Path, code: i32, says: &str| {
+        let o = b.apply(bundle);
+        assert_eq!(o.status.code(), Some(code), "{}", text(&o));
+        assert!(text(&o).contains(says), "{says:?} not in: {}", text(&o));
+        assert_eq!(snapshot(&models), before, "the store changed after a refusal");
+    };
+
+    // Signed under another root: the box does not trust its keys.
+    let stranger = rt.block_on(Signing::new());
+    check(&rt.block_on(stranger.models("x1", "1.0.0", &pattern(100, 1), None)), 10, "bad signature");
+
+    let mut spec = s.spec("other-product", BundleKind::PolicyOnly, "1.0.0");
+    spec.manifest.product = "otherbox".into();
+    spec.firmware_policy = Some(b.path("policy-input.toml"));
+    std::fs::write(b.path("policy-input.toml"), wardbox_firmware_policy::DEFAULT_POLICY_TOML).expect("policy");
+    check(&rt.block_on(s.build(spec)), 12, "this bundle is for product \"otherbox\"");
+
+    let mut spec = s.spec("later-start", BundleKind::PolicyOnly, "1.0.0");
+    spec.manifest.min_starting_version = above(5).parse().expect("version");
+    spec.firmware_policy = Some(b.path("policy-input.toml"));
+    check(&rt.block_on(s.build(spec)), 12, &format!("needs system version {} or later", above(5)));
+
+    let extra = rt.block_on(s.models("m1", "1.0.0", &pattern(100, 2), None));
+    std::fs::write(extra.join("targets/payload.sh"), b"#!/bin/sh\n").expect("extra file");
+    check(&extra, 15, "the signed metadata does not name it");
+
+    assert!(text(&b.run(&["status"])).contains("models     none"));
+    let refused = b.update_records();
+    let codes: Vec<i64> = refused.iter().filter_map(|(_, d)| d["exit_code"].as_i64()).collect();
+    assert_eq!(codes, vec![10, 12, 12, 15], "{refused:?}");
+    check_update_audit(&refused, &[]);
+}
