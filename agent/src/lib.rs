@@ -3,6 +3,7 @@
 
 pub mod alerting;
 pub mod audit;
+pub mod backup;
 pub mod boot;
 pub mod cli;
 pub mod clinical;

@@ -4,6 +4,7 @@
 //! 3 a verification found a problem (broken audit chain, firewall drift, refused unseal).
 
 mod audit;
+mod backup;
 mod firewall;
 mod gpu;
 mod records;
@@ -86,6 +87,9 @@ pub enum Command {
     /// The compliance checklist report: generate (quoted by the TPM), verify, export the AK.
     #[command(subcommand)]
     Report(report::ReportCommand),
+    /// Encrypted backups (restic format): now, list, check, restore, drill, key.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Updates from a USB stick: inspect a bundle, apply it, status, install receipt.
     #[command(subcommand)]
     Update(update::UpdateCommand),
@@ -215,6 +219,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Users(cmd) => users::run(cmd),
         Command::Records(cmd) => records::run(cmd),
         Command::Report(cmd) => report::run(cmd),
+        Command::Backup(cmd) => backup::run(cmd),
         Command::Update(cmd) => update::run(cmd),
     }
 }

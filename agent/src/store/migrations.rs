@@ -143,4 +143,7 @@ pub const MIGRATIONS: &[Migration] = &[
             ) STRICT;
         ",
     },
+    // The backup repository key and the record of every backup and restore drill. Its SQL is
+    // owned by `crate::backup`.
+    Migration { version: 7, name: crate::backup::MIGRATION_NAME, sql: crate::backup::MIGRATION_SQL },
 ];
