@@ -7,6 +7,7 @@
 
 pub mod accounts;
 mod admin;
+mod alerts;
 mod assets;
 pub mod clinical;
 pub mod connlimit;
@@ -274,6 +275,9 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Get, "/admin/egress", Roles(ADMINS)),
     route(Get, "/admin/audit", Roles(OVERSIGHT)),
     route(Get, "/admin/break-glass", Roles(OVERSIGHT)),
+    route(Get, "/admin/alerts", Roles(OVERSIGHT)),
+    route(Get, "/admin/alerts/{id}", Roles(OVERSIGHT)),
+    route(Post, "/admin/alerts/{id}/review", Roles(OVERSIGHT)),
 ];
 
 pub fn route_spec(verb: Verb, path: &str) -> Option<&'static RouteSpec> {
@@ -305,6 +309,9 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/egress", get(admin::egress))
         .route("/admin/audit", get(admin::audit_trail))
         .route("/admin/break-glass", get(admin::break_glass))
+        .route("/admin/alerts", get(alerts::list))
+        .route("/admin/alerts/{id}", get(alerts::show))
+        .route("/admin/alerts/{id}/review", post(alerts::review))
         // Inside the guard: counts only the requests the guard let through to their handler.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), requests::count_served))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))

@@ -51,8 +51,9 @@ pub(super) fn nav_for(role: Role) -> Vec<NavItem> {
             n("/admin/egress", "Egress"),
             n("/admin/audit", "Audit trail"),
             n("/admin/break-glass", "Emergency access"),
+            n("/admin/alerts", "Alerts"),
         ],
-        Role::Auditor => vec![n("/admin/audit", "Audit trail"), n("/admin/break-glass", "Emergency access")],
+        Role::Auditor => vec![n("/admin/audit", "Audit trail"), n("/admin/break-glass", "Emergency access"), n("/admin/alerts", "Alerts")],
     }
 }
 
