@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use rustic_backend::BackendOptions;
+use rustic_core::jiff;
 use rustic_core::repofile::SnapshotFile;
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination, LsOptions, OpenStatus,
@@ -63,7 +64,7 @@ impl Destination {
 pub struct SnapshotInfo {
     /// The snapshot's id (hex), as `restic snapshots` shows it.
     pub id: String,
-    pub time: rustic_core::jiff::Timestamp,
+    pub time: jiff::Timestamp,
     pub tags: Vec<String>,
     /// Files and bytes the snapshot holds.
     pub files: u64,
@@ -293,11 +294,16 @@ impl BackupRepository {
             .ok_or_else(|| BackupError::NoSnapshot { location: self.destination.location() })
     }
 
+    /// [`Self::apply_retention`] as of the current time.
+    pub fn apply_retention_now(&self, policy: &Retention) -> Result<RetentionOutcome, BackupError> {
+        self.apply_retention(policy, &jiff::Zoned::now())
+    }
+
     /// Forget the snapshots the policy no longer keeps, as of `now`, then prune the data only
     /// they used. Pruning also removes packs an interrupted backup left behind.
-    pub fn apply_retention(&self, policy: &Retention, now: &rustic_core::jiff::Zoned) -> Result<RetentionOutcome, BackupError> {
+    pub fn apply_retention(&self, policy: &Retention, now: &jiff::Zoned) -> Result<RetentionOutcome, BackupError> {
         let snaps = self.open_repo()?.get_all_snapshots().map_err(self.fail("list snapshots"))?;
-        let decided = policy.decide(snaps, now).map_err(|e| self.fail("apply the retention policy")(Box::new(e)))?;
+        let decided = policy.decide(snaps, now).map_err(self.fail("apply the retention policy"))?;
         let kept = decided.iter().filter(|s| s.keep).count();
         let forget: Vec<_> = decided.iter().filter(|s| !s.keep).map(|s| s.snapshot.id).collect();
         if !forget.is_empty() {

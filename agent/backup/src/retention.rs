@@ -36,8 +36,8 @@ impl Retention {
         &self,
         snapshots: Vec<SnapshotFile>,
         now: &rustic_core::jiff::Zoned,
-    ) -> Result<Vec<ForgetSnapshot>, rustic_core::RusticError> {
-        self.keep_options().apply(snapshots, now).map_err(|e| *e)
+    ) -> Result<Vec<ForgetSnapshot>, Box<rustic_core::RusticError>> {
+        self.keep_options().apply(snapshots, now)
     }
 }
 

@@ -203,6 +203,42 @@ fn newest_report(dir: &Path) -> Option<PathBuf> {
 }
 
 fn generate(config: &Config, out: &Path, exports: Option<&Path>, tcti: Option<String>, full_chain: bool) -> CliResult {
+    let generated = generate_report(config, out, exports, tcti, full_chain, &super::cli_actor())?;
+    let s = &generated.report.summary;
+    println!("report {}", generated.digest);
+    println!("written: {}, .html, .oscal.json", generated.json_path.display());
+    println!(
+        "{} pass, {} fail, {} needs attention, {} attested, {} not applicable",
+        s.pass, s.fail, s.needs_attention, s.attested, s.not_applicable
+    );
+    for item in generated.report.items.iter().filter(|i| i.status == Status::Fail) {
+        println!("FAIL {}: {}", item.id, item.reason);
+    }
+    Ok(if s.fail > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+/// What one generation wrote.
+#[derive(Debug)]
+pub struct Generated {
+    pub report: wardbox_report::Report,
+    /// `wardbox-report-<time>.json`; the `.html` and `.oscal.json` beside it.
+    pub json_path: PathBuf,
+    /// `sha256:` + the digest of the signed part.
+    pub digest: String,
+    /// Quoted by the TPM (false for a dev box without one).
+    pub signed: bool,
+}
+
+/// Gather, evaluate, compare with the newest report in `out`, quote, write the three files
+/// (never overwriting) and append the digest to the audit chain as `actor`'s action.
+pub fn generate_report(
+    config: &Config,
+    out: &Path,
+    exports: Option<&Path>,
+    tcti: Option<String>,
+    full_chain: bool,
+    actor: &str,
+) -> Result<Generated, CliError> {
     std::fs::create_dir_all(out)?;
     let now = Timestamp::now();
     let facts = gather(config, exports, now, full_chain);
@@ -236,22 +272,53 @@ fn generate(config: &Config, out: &Path, exports: Option<&Path>, tcti: Option<St
     let digest = format!("sha256:{}", hex::encode(outputs.digest));
     // Each report's digest goes into the audit chain, so a report cannot be generated quietly.
     let audited = super::audit::open(config).and_then(|(store, volume)| {
-        super::audit::record(&store, &volume, json!({ "action": "report_generated", "digest": digest, "signed": tcti.is_some() }))
+        let (log, writer) = crate::audit::AuditLog::start(store.path(), &volume.store_key)?;
+        let detail = json!({ "action": "report_generated", "digest": digest, "signed": tcti.is_some() });
+        log.append_blocking(crate::audit::AuditEvent::new(crate::audit::EventKind::AdminAction, actor, detail))?;
+        drop(log);
+        writer.join();
+        Ok(())
     });
     if let Err(e) = audited {
         eprintln!("note: this report's digest is not in the audit trail (the store cannot be opened: {e})");
     }
-    let s = &report.summary;
-    println!("report {digest}");
-    println!("written: {}, .html, .oscal.json", json_path.display());
-    println!(
-        "{} pass, {} fail, {} needs attention, {} attested, {} not applicable",
-        s.pass, s.fail, s.needs_attention, s.attested, s.not_applicable
-    );
-    for item in report.items.iter().filter(|i| i.status == Status::Fail) {
-        println!("FAIL {}: {}", item.id, item.reason);
+    Ok(Generated { report, json_path, digest, signed: tcti.is_some() })
+}
+
+/// Reports for the web UI's Reports page: generated with this configuration into a directory
+/// of the state partition, and read back from there.
+#[derive(Debug)]
+pub struct ConfiguredReports {
+    pub config: Config,
+    pub dir: PathBuf,
+}
+
+impl ConfiguredReports {
+    /// `state_dir/reports`.
+    pub fn new(config: Config) -> Self {
+        let dir = config.state_dir.join("reports");
+        Self { config, dir }
     }
-    Ok(if s.fail > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+impl crate::web::reports::ReportService for ConfiguredReports {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn generate(&self, actor: &str, full_chain: bool) -> Result<crate::web::reports::GeneratedSummary, String> {
+        let g = generate_report(&self.config, &self.dir, None, None, full_chain, actor).map_err(|e| e.to_string())?;
+        let s = &g.report.summary;
+        Ok(crate::web::reports::GeneratedSummary {
+            file: g.json_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            digest: g.digest,
+            signed: g.signed,
+            counts: format!(
+                "{} pass, {} fail, {} needs attention, {} attested, {} not applicable",
+                s.pass, s.fail, s.needs_attention, s.attested, s.not_applicable
+            ),
+        })
+    }
 }
 
 fn verify(file: &Path, ak: &Path, pcrs: Option<&Path>, renderings: &[PathBuf]) -> CliResult {

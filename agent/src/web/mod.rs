@@ -20,6 +20,7 @@ pub mod ldap;
 mod login;
 pub mod metrics;
 mod pages;
+pub mod reports;
 pub mod requests;
 pub mod session;
 pub mod throttle;
@@ -104,6 +105,8 @@ pub struct Ui {
     pub egress: Arc<dyn EgressCounters>,
     /// The checkpoint log, so the audit page can show the chain's verify status.
     pub checkpoints: Option<CheckpointLog>,
+    /// Compliance report generation for the Reports page; `None`: the page says it is not set up.
+    pub reports: Option<Arc<dyn reports::ReportService>>,
 }
 
 impl Ui {
@@ -133,6 +136,7 @@ impl Ui {
             clinical: Arc::new(Unavailable::default()),
             egress: Arc::new(NoEgressCounters("the firewall's counters are not wired to the UI yet".into())),
             checkpoints: None,
+            reports: None,
         }
     }
 
@@ -153,6 +157,11 @@ impl Ui {
 
     pub fn with_checkpoints(mut self, checkpoints: CheckpointLog) -> Self {
         self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    pub fn with_reports(mut self, reports: Arc<dyn reports::ReportService>) -> Self {
+        self.reports = Some(reports);
         self
     }
 
@@ -275,6 +284,11 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Get, "/admin/egress", Roles(ADMINS)),
     route(Get, "/admin/audit", Roles(OVERSIGHT)),
     route(Get, "/admin/break-glass", Roles(OVERSIGHT)),
+    route(Get, "/admin/reports", Roles(OVERSIGHT)),
+    route(Post, "/admin/reports/generate", Roles(OVERSIGHT)),
+    route(Post, "/admin/reports/attest", Roles(OVERSIGHT)),
+    route(Post, "/admin/reports/waive", Roles(ADMINS)),
+    route(Get, "/admin/reports/{file}", Roles(OVERSIGHT)),
     route(Get, "/admin/alerts", Roles(OVERSIGHT)),
     route(Get, "/admin/alerts/{id}", Roles(OVERSIGHT)),
     route(Post, "/admin/alerts/{id}/review", Roles(OVERSIGHT)),
@@ -309,6 +323,11 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/egress", get(admin::egress))
         .route("/admin/audit", get(admin::audit_trail))
         .route("/admin/break-glass", get(admin::break_glass))
+        .route("/admin/reports", get(reports::reports))
+        .route("/admin/reports/generate", post(reports::generate))
+        .route("/admin/reports/attest", post(reports::attest))
+        .route("/admin/reports/waive", post(reports::waive))
+        .route("/admin/reports/{file}", get(reports::download))
         .route("/admin/alerts", get(alerts::list))
         .route("/admin/alerts/{id}", get(alerts::show))
         .route("/admin/alerts/{id}/review", post(alerts::review))
