@@ -398,17 +398,44 @@ const FTS_STOP: &[&str] = &[
 /// RRF constant: the usual 60 keeps one list's top hit from drowning the other list.
 const RRF_K: f64 = 60.0;
 
+/// Where one search spent its time, for the bench.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SearchTimings {
+    /// Full-text (BM25) candidates, seconds.
+    pub fts_s: f64,
+    /// Vector (KNN) candidates, seconds.
+    pub knn_s: f64,
+    /// Reciprocal rank fusion, seconds.
+    pub fuse_s: f64,
+    /// Reading the winning chunks' rows, seconds.
+    pub fetch_s: f64,
+}
+
 /// Hybrid search: BM25 over FTS5 and cosine KNN over sqlite-vec, each limited to the owners in
 /// scope, fused with reciprocal rank fusion; the best `k` hits.
 pub fn search(conn: &Connection, query_text: &str, query_vec: &[f32], scope: &Scope, access: &Access, k: usize) -> Result<Vec<Hit>, IndexError> {
+    search_timed(conn, query_text, query_vec, scope, access, k).map(|(hits, _)| hits)
+}
+
+/// [`search`], also saying where the time went.
+pub fn search_timed(
+    conn: &Connection,
+    query_text: &str,
+    query_vec: &[f32],
+    scope: &Scope,
+    access: &Access,
+    k: usize,
+) -> Result<(Vec<Hit>, SearchTimings), IndexError> {
+    let mut timings = SearchTimings::default();
     if query_vec.len() != DIMS {
         return Err(IndexError::Dimensions { got: query_vec.len() });
     }
     let owners = owners(conn, scope, access)?;
     if owners.as_ref().is_some_and(Vec::is_empty) {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), timings));
     }
     let depth = (k * 8).max(40);
+    let clock = std::time::Instant::now();
     // BM25 list. Owner ids are integers from the database, formatted, never user text.
     let mut bm25: Vec<i64> = Vec::new();
     if let Some(q) = fts_query(query_text) {
@@ -419,6 +446,8 @@ pub fn search(conn: &Connection, query_text: &str, query_vec: &[f32], scope: &Sc
         let mut stmt = conn.prepare(&sql)?;
         bm25 = stmt.query_map(params![q, depth as i64], |r| r.get(0))?.collect::<Result<_, _>>()?;
     }
+    timings.fts_s = clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
     // Vector list: one KNN per owner (vec0 filters on its metadata column inside the scan).
     let blob = vec_blob(query_vec);
     let mut knn: Vec<(i64, f64)> = Vec::new();
@@ -438,8 +467,32 @@ pub fn search(conn: &Connection, query_text: &str, query_vec: &[f32], scope: &Sc
             knn.truncate(depth);
         }
     }
-    // chunk id -> (RRF score, vector distance, BM25 rank)
-    type Fused = (f64, Option<f64>, Option<usize>);
+    timings.knn_s = clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
+    let ranked = fuse(&bm25, &knn, k);
+    timings.fuse_s = clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
+    let mut stmt = conn.prepare("SELECT document_id, owner, section, text FROM rag_chunks WHERE id = ?1")?;
+    let mut hits = Vec::with_capacity(ranked.len());
+    for (id, (score, distance, bm25_rank)) in ranked {
+        let (document_id, owner, section, text): (i64, i64, String, String) =
+            stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        // Belt and braces: the filters above already excluded these; a bug there must not leak.
+        if !access.may_see(owner) {
+            continue;
+        }
+        hits.push(Hit { chunk_id: id, document_id, owner, section, text, score, distance, bm25_rank });
+    }
+    timings.fetch_s = clock.elapsed().as_secs_f64();
+    Ok((hits, timings))
+}
+
+/// chunk id -> (RRF score, vector distance, BM25 rank)
+type Fused = (f64, Option<f64>, Option<usize>);
+
+/// Reciprocal rank fusion of the BM25 list (chunk ids, best first) and the vector list (chunk
+/// id, distance; best first): the best `k`, ties broken by chunk id.
+fn fuse(bm25: &[i64], knn: &[(i64, f64)], k: usize) -> Vec<(i64, Fused)> {
     let mut fused: HashMap<i64, Fused> = HashMap::new();
     for (rank, id) in bm25.iter().enumerate() {
         let e = fused.entry(*id).or_insert((0.0, None, None));
@@ -454,18 +507,7 @@ pub fn search(conn: &Connection, query_text: &str, query_vec: &[f32], scope: &Sc
     let mut ranked: Vec<(i64, Fused)> = fused.into_iter().collect();
     ranked.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(&b.0)));
     ranked.truncate(k);
-    let mut stmt = conn.prepare("SELECT document_id, owner, section, text FROM rag_chunks WHERE id = ?1")?;
-    let mut hits = Vec::with_capacity(ranked.len());
-    for (id, (score, distance, bm25_rank)) in ranked {
-        let (document_id, owner, section, text): (i64, i64, String, String) =
-            stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-        // Belt and braces: the filters above already excluded these; a bug there must not leak.
-        if !access.may_see(owner) {
-            continue;
-        }
-        hits.push(Hit { chunk_id: id, document_id, owner, section, text, score, distance, bm25_rank });
-    }
-    Ok(hits)
+    ranked
 }
 
 /// A chunk by id, for resolving a citation; refuses what the user may not see.

@@ -29,10 +29,12 @@ struct Args {
     dir: std::path::PathBuf,
     /// SQLite page cache in MiB (SQLCipher keeps decrypted pages there; the default is 2 MiB).
     cache_mib: u32,
+    /// Only the retrieval latencies (no detection or ingest rates).
+    search_only: bool,
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { sizes: vec![10_000, 100_000], queries: 200, embed_url: None, embed_model: "all-minilm:l6-v2".into(), dir: std::env::temp_dir(), cache_mib: 256 };
+    let mut a = Args { sizes: vec![10_000, 100_000], queries: 200, embed_url: None, embed_model: "all-minilm:l6-v2".into(), dir: std::env::temp_dir(), cache_mib: 256, search_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
@@ -43,6 +45,7 @@ fn args() -> Result<Args, String> {
             "--embed-model" => a.embed_model = val()?,
             "--dir" => a.dir = val()?.into(),
             "--cache-mib" => a.cache_mib = val()?.parse().map_err(|_| "bad --cache-mib")?,
+            "--search-only" => a.search_only = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -171,6 +174,73 @@ struct SizeResult {
     patient_p95: f64,
     all_p50: f64,
     all_p95: f64,
+    /// Plain sqlite-vec brute force, k = 10, over the same vectors, in the same run.
+    anchor_p50: f64,
+    anchor_p95: f64,
+    /// Median seconds per phase (FTS, KNN, fusion, row fetch), one patient + library and all.
+    patient_phases: [f64; 4],
+    all_phases: [f64; 4],
+}
+
+/// The anchor: the same vectors in a plain (unencrypted) SQLite file, one `vec0` float table
+/// with nothing else, searched by brute force for the 10 nearest. What sqlite-vec does alone.
+struct Anchor {
+    conn: rusqlite::Connection,
+    path: std::path::PathBuf,
+}
+
+impl Anchor {
+    fn open(path: std::path::PathBuf, cache_mib: u32) -> Result<Anchor, String> {
+        let _ = std::fs::remove_file(&path);
+        index::register_sqlite_vec();
+        let conn = rusqlite::Connection::open(&path).map_err(|x| x.to_string())?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{};
+             CREATE VIRTUAL TABLE anchor USING vec0(embedding float[{}] distance_metric=cosine);",
+            u64::from(cache_mib) * 1024,
+            index::DIMS
+        ))
+        .map_err(|x| x.to_string())?;
+        Ok(Anchor { conn, path })
+    }
+    fn insert(&mut self, vectors: &[Vec<f32>]) -> Result<(), String> {
+        let tx = self.conn.transaction().map_err(|x| x.to_string())?;
+        {
+            let mut ins = tx.prepare("INSERT INTO anchor (embedding) VALUES (?1)").map_err(|x| x.to_string())?;
+            for v in vectors {
+                ins.execute([v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()]).map_err(|x| x.to_string())?;
+            }
+        }
+        tx.commit().map_err(|x| x.to_string())
+    }
+    fn knn10(&self, v: &[f32]) -> Result<Vec<i64>, String> {
+        let blob: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut stmt = self.conn.prepare_cached("SELECT rowid FROM anchor WHERE embedding MATCH ?1 AND k = 10").map_err(|x| x.to_string())?;
+        stmt.query_map([blob], |r| r.get(0)).map_err(|x| x.to_string())?.collect::<Result<_, _>>().map_err(|x| x.to_string())
+    }
+}
+
+impl Drop for Anchor {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
+fn phases(t: &index::SearchTimings) -> [f64; 4] {
+    [t.fts_s, t.knn_s, t.fuse_s, t.fetch_s]
+}
+
+/// Per-phase medians, in ms.
+fn phase_medians(all: &[[f64; 4]]) -> [f64; 4] {
+    let mut out = [0.0; 4];
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut v: Vec<f64> = all.iter().map(|p| p[i] * 1000.0).collect();
+        v.sort_by(f64::total_cmp);
+        *o = pct(&v, 0.5);
+    }
+    out
 }
 
 /// Bulk-load `n` chunks over 200 patients and the library, then time searches.
@@ -185,7 +255,9 @@ fn size_run(n: usize, queries: usize, dir: &std::path::Path, cache_mib: u32) -> 
     let mut rng = StdRng::seed_from_u64(n as u64);
     let zipf = Zipf::new(20_000);
     let patients: Vec<i64> = (0..200).map(|i| index::patient_owner(&conn, &format!("bench-{i}")).map(|p| p.0)).collect::<Result<_, _>>().map_err(e)?;
+    let mut anchor = Anchor::open(dir.join(format!("wardbox-rag-bench-anchor-{n}-{}.db", std::process::id())), cache_mib)?;
     let per_doc = 20;
+    let mut anchor_s = 0.0;
     let start = Instant::now();
     let mut made = 0;
     let mut doc = 0;
@@ -199,27 +271,48 @@ fn size_run(n: usize, queries: usize, dir: &std::path::Path, cache_mib: u32) -> 
             })
             .collect();
         index::insert_document(&mut conn, owner, &format!("bench-doc-{doc}"), "text", "bench", &chunks).map_err(e)?;
+        let t = Instant::now();
+        anchor.insert(&chunks.iter().map(|c| c.embedding.clone()).collect::<Vec<_>>())?;
+        anchor_s += t.elapsed().as_secs_f64();
         made += k;
         doc += 1;
     }
-    let load_s = start.elapsed().as_secs_f64();
+    let load_s = start.elapsed().as_secs_f64() - anchor_s;
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(|x| x.to_string())?;
+    anchor.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(|x| x.to_string())?;
     let bytes = std::fs::metadata(&path).map_err(|x| x.to_string())?.len() as f64;
     let mut patient_ms = Vec::new();
     let mut all_ms = Vec::new();
+    let mut anchor_ms = Vec::new();
+    let mut patient_phases = Vec::new();
+    let mut all_phases = Vec::new();
+    // Warm both page caches the same way before timing: one query each.
+    {
+        let text = question(&mut rng, &zipf);
+        let v = emb.embed_one(&text);
+        index::search(&conn, &text, &v, &Scope { patient: None, include_library: true }, &Access::AllPatients, 5).map_err(e)?;
+        anchor.knn10(&v)?;
+    }
     for q in 0..queries {
         let text = question(&mut rng, &zipf);
         let v = emb.embed_one(&text);
         let p = patients[q % patients.len()];
         let t = Instant::now();
-        index::search(&conn, &text, &v, &Scope { patient: Some(p), include_library: true }, &Access::AllPatients, 5).map_err(e)?;
+        let (_, timings) = index::search_timed(&conn, &text, &v, &Scope { patient: Some(p), include_library: true }, &Access::AllPatients, 5).map_err(e)?;
         patient_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        patient_phases.push(phases(&timings));
         let t = Instant::now();
-        index::search(&conn, &text, &v, &Scope { patient: None, include_library: true }, &Access::AllPatients, 5).map_err(e)?;
+        let (_, timings) = index::search_timed(&conn, &text, &v, &Scope { patient: None, include_library: true }, &Access::AllPatients, 5).map_err(e)?;
         all_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        all_phases.push(phases(&timings));
+        let t = Instant::now();
+        std::hint::black_box(anchor.knn10(&v)?);
+        anchor_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     patient_ms.sort_by(f64::total_cmp);
     all_ms.sort_by(f64::total_cmp);
+    anchor_ms.sort_by(f64::total_cmp);
+    drop(anchor);
     drop(conn);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -232,6 +325,10 @@ fn size_run(n: usize, queries: usize, dir: &std::path::Path, cache_mib: u32) -> 
         patient_p95: pct(&patient_ms, 0.95),
         all_p50: pct(&all_ms, 0.5),
         all_p95: pct(&all_ms, 0.95),
+        anchor_p50: pct(&anchor_ms, 0.5),
+        anchor_p95: pct(&anchor_ms, 0.95),
+        patient_phases: phase_medians(&patient_phases),
+        all_phases: phase_medians(&all_phases),
     })
 }
 
@@ -252,6 +349,15 @@ fn main() -> std::process::ExitCode {
     };
     println!("wardbox-rag-bench (SQLCipher + sqlite-vec + FTS5; {} CPUs visible)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     println!();
+    if !a.search_only {
+        ingest_rates(&a, &rt);
+    }
+    search_latencies(&a);
+    std::process::ExitCode::SUCCESS
+}
+
+/// De-identification and ingest throughput; query embedding latency with a model.
+fn ingest_rates(a: &Args, rt: &tokio::runtime::Runtime) {
     let (bytes, mbs, mbs_one) = detect_rate();
     println!("{:<44} {:>12.2}   ({} KB of synthetic notes)", "de-identification detection, MB/s", mbs, bytes / 1000);
     println!("{:<44} {:>12.2}   (the same notes as one document)", "  one long document, MB/s", mbs_one);
@@ -287,29 +393,54 @@ fn main() -> std::process::ExitCode {
             }
         },
     }
-    println!();
-    println!("{:>8} {:>9} {:>12} {:>16} {:>16}", "chunks", "load s", "MB per 10k", "patient p50/p95", "all p50/p95 ms");
-    for n in &a.sizes {
-        match size_run(*n, a.queries, &a.dir, a.cache_mib) {
-            Ok(r) => println!(
-                "{:>8} {:>9.1} {:>12.1} {:>7.2} / {:<7.2} {:>7.2} / {:<7.2}",
-                r.chunks,
-                r.load_s,
-                r.bytes_per_10k / 1_048_576.0,
-                r.patient_p50,
-                r.patient_p95,
-                r.all_p50,
-                r.all_p95
-            ),
-            Err(e) => println!("{n:>8} failed: {e}"),
-        }
-    }
-    println!();
-    println!("page cache {} MiB (--cache-mib).", a.cache_mib);
-    println!("search = FTS5 BM25 + sqlite-vec KNN (cosine, per owner) + RRF, top 5; \"patient\" = one patient + library, \"all\" = no owner filter.");
     match query_embed_ms {
         Some((p50, p95)) => println!("query embedding ({}): p50 {p50:.1} ms, p95 {p95:.1} ms (add to search latency)", a.embed_model),
         None => println!("query embedding: not measured (no --embed-url)"),
     }
-    std::process::ExitCode::SUCCESS
+    println!();
+}
+
+/// Search latency at each size, beside the anchor, and where the time goes.
+fn search_latencies(a: &Args) {
+    println!(
+        "{:>8} {:>7} {:>7} {:>17} {:>17} {:>17} {:>13} {:>13}",
+        "chunks", "load s", "MB/10k", "patient p50/p95", "all p50/p95 ms", "anchor p50/p95", "patient/anc", "all/anc"
+    );
+    let mut results = Vec::new();
+    for n in &a.sizes {
+        match size_run(*n, a.queries, &a.dir, a.cache_mib) {
+            Ok(r) => {
+                println!(
+                    "{:>8} {:>7.1} {:>7.1} {:>7.2} / {:<7.2} {:>7.2} / {:<7.2} {:>7.2} / {:<7.2} {:>5.2} / {:<5.2} {:>5.2} / {:<5.2}",
+                    r.chunks,
+                    r.load_s,
+                    r.bytes_per_10k / 1_048_576.0,
+                    r.patient_p50,
+                    r.patient_p95,
+                    r.all_p50,
+                    r.all_p95,
+                    r.anchor_p50,
+                    r.anchor_p95,
+                    r.patient_p50 / r.anchor_p50,
+                    r.patient_p95 / r.anchor_p95,
+                    r.all_p50 / r.anchor_p50,
+                    r.all_p95 / r.anchor_p95,
+                );
+                results.push(r);
+            }
+            Err(e) => println!("{n:>8} failed: {e}"),
+        }
+    }
+    println!();
+    println!("where the time goes, median ms per phase:  FTS    KNN    fusion  fetch");
+    for r in &results {
+        let [f, k, u, d] = r.patient_phases;
+        println!("{:>8} one patient + library            {f:>6.2} {k:>6.2} {u:>6.2} {d:>6.2}", r.chunks);
+        let [f, k, u, d] = r.all_phases;
+        println!("{:>8} all                              {f:>6.2} {k:>6.2} {u:>6.2} {d:>6.2}", r.chunks);
+    }
+    println!();
+    println!("page cache {} MiB (--cache-mib).", a.cache_mib);
+    println!("search = FTS5 BM25 + sqlite-vec KNN (cosine, per owner) + RRF, top 5; \"patient\" = one patient + library, \"all\" = no owner filter.");
+    println!("anchor = plain sqlite-vec (unencrypted file, one float vec0 table), brute force k = 10 over the same vectors; x/anc = our time / anchor time (p50 / p95).");
 }
