@@ -147,7 +147,7 @@ fn main() {
     // The staging step alone (VACUUM INTO + manifest), for the breakdown.
     let staged = root.join("staged");
     let t = Instant::now();
-    stage::stage(&staged, &stage::StageSources { store: &store, store_key: &key, state_dir: &state_dir, config_file: None }).unwrap();
+    stage::stage(&staged, &stage::StageSources { store: &store, store_key: &key, state_dir: &state_dir, config_file: None, data_dir: None }).unwrap();
     row("stage: VACUUM INTO + manifest digests", t.elapsed().as_secs_f64(), store_bytes, 0);
 
     let t = Instant::now();
@@ -167,7 +167,7 @@ fn main() {
         let t = Instant::now();
         let next = backup::run_backup(&inputs, &destination, &repo_key, &["bench"]).unwrap();
         row(&format!("wardbox backup after a 1 % {name} change"), t.elapsed().as_secs_f64(), next.snapshot.bytes, next.snapshot.bytes_added);
-        stage::stage(&staged, &stage::StageSources { store: &store, store_key: &key, state_dir: &state_dir, config_file: None }).unwrap();
+        stage::stage(&staged, &stage::StageSources { store: &store, store_key: &key, state_dir: &state_dir, config_file: None, data_dir: None }).unwrap();
         let t = Instant::now();
         let out = restic(&theirs, &password, &["backup", "--json", staged.to_str().unwrap()]);
         row("restic backup after the same change (same staged files)", t.elapsed().as_secs_f64(), dir_bytes(&staged), restic_added(&out));

@@ -56,6 +56,11 @@ fn test_box() -> TestBox {
     std::fs::create_dir_all(state_dir.join("tls")).unwrap();
     std::fs::write(state_dir.join("tls/ca.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
     std::fs::write(state_dir.join("status.json"), "{}").unwrap();
+    // The update trust state as `wardbox update` keeps it on the data volume.
+    let update = wardbox::update::UpdatePaths::new(&data_dir);
+    std::fs::create_dir_all(update.state_dir()).unwrap();
+    std::fs::write(update.state_dir().join("root.json"), "{\"signed\":{}}").unwrap();
+    std::fs::write(update.installs(), "[]").unwrap();
     let key = StoreKey::random();
     let store_path = data_dir.join("wardbox.db");
     let (mut store, _) = Store::open_or_create(&store_path, &key).unwrap();
@@ -194,6 +199,8 @@ fn a_backup_taken_during_writes_restores_with_matching_counts_and_an_intact_chai
     assert!(snap_audit >= 200 && snap_audit < audited + 10, "audit rows in snapshot {snap_audit}");
     assert!(done.manifest.files.contains_key("state/tls/ca.pem"));
     assert!(done.manifest.files.contains_key("state/audit-checkpoints.jsonl"));
+    assert!(done.manifest.files.contains_key("update/state/root.json"), "update trust root backed up");
+    assert!(done.manifest.files.contains_key("update/installs.json"));
     assert!(!done.manifest.files.contains_key("state/status.json"), "transient files are not backed up");
     // The snapshot's head is a record of the live chain: the backup is a prefix of it.
     let live_hash: String = store

@@ -221,6 +221,7 @@ pub fn run_backup(inputs: &BackupInputs<'_>, destination: &Destination, key: &Re
                 store_key: inputs.store_key,
                 state_dir: inputs.state_dir,
                 config_file: inputs.config_file,
+                data_dir: Some(inputs.data_dir),
             },
         )?;
         let manifest_sha256 = stage::file_sha256(&staging.join(stage::MANIFEST_FILE))

@@ -7,7 +7,10 @@
 //!                      onto a replacement box whose TPM and volume key differ
 //! config/wardbox.toml  the configuration file in use
 //! state/…              the state directory: TLS certificates and the local CA, audit
-//!                      checkpoints, update trust roots and floors, firewall counter history
+//!                      checkpoints, firewall counter history
+//! update/state/…       the update trust root and version floors, and update/installs.json,
+//!                      the install log (`<data_dir>/update`; not its staging or previous
+//!                      versions, which a bundle rebuilds)
 //! MANIFEST.json        every file's size and SHA-256, the store's schema version, row counts
 //!                      per table and audit chain head, as of the snapshot
 //! ```
@@ -31,6 +34,8 @@ pub const STORE_FILE: &str = "store/wardbox.db";
 pub const STORE_KEY_FILE: &str = "keys/store.key";
 pub const CONFIG_FILE: &str = "config/wardbox.toml";
 pub const STATE_DIR: &str = "state";
+pub const UPDATE_STATE_DIR: &str = "update/state";
+pub const UPDATE_INSTALLS_FILE: &str = "update/installs.json";
 
 /// Files of the state directory that are rewritten at every start and say nothing about the
 /// box's history: not backed up.
@@ -81,6 +86,8 @@ pub struct StageSources<'a> {
     pub store_key: &'a StoreKey,
     pub state_dir: &'a Path,
     pub config_file: Option<&'a Path>,
+    /// The unlocked data directory, whose `update/` holds the update trust state.
+    pub data_dir: Option<&'a Path>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
@@ -99,6 +106,17 @@ pub fn stage(dir: &Path, sources: &StageSources<'_>) -> Result<Manifest, StageEr
     // lacks.
     if sources.state_dir.is_dir() {
         copy_tree(sources.state_dir, &dir.join(STATE_DIR), true)?;
+    }
+    if let Some(data_dir) = sources.data_dir {
+        let update = crate::update::UpdatePaths::new(data_dir);
+        if update.state_dir().is_dir() {
+            copy_tree(&update.state_dir(), &dir.join(UPDATE_STATE_DIR), false)?;
+        }
+        if update.installs().is_file() {
+            let target = dir.join(UPDATE_INSTALLS_FILE);
+            create_parent(&target)?;
+            std::fs::copy(update.installs(), &target).map_err(io(&update.installs()))?;
+        }
     }
     if let Some(config) = sources.config_file {
         let target = dir.join(CONFIG_FILE);
