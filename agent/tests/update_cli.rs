@@ -51,11 +51,17 @@ fn healthy(addr: SocketAddr) -> bool {
 /// Boots `wardbox dev` in `dir` once and stops it: its `state/` and `data/` then hold a store
 /// and an audit chain, as on a box whose agent has run.
 fn boot_dev_box(dir: &Path) {
+    boot_dev_box_as(dir, None);
+}
+
+/// [`boot_dev_box`], telling the agent which boot this is (as systemd does, `WARDBOX_BOOT_ID`).
+fn boot_dev_box_as(dir: &Path, boot_id: Option<&str>) {
     let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_wardbox"))
         .args(["dev", "--base", dir.to_str().expect("utf8"), "--listen", &addr.to_string()])
         // No engine: these tests need the store, not the model.
         .env("WARDBOX_ENGINE_BIN", "/nonexistent/wardbox-engine")
+        .envs(boot_id.map(|id| ("WARDBOX_BOOT_ID", id)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -104,25 +110,22 @@ impl TestBox {
         std::fs::create_dir_all(base.join("esp/EFI/Linux")).expect("esp");
         std::fs::write(base.join("esp/EFI/Linux/wardbox-running.efi"), b"MZ the running UKI").expect("running uki");
         std::fs::create_dir_all(base.join("models")).expect("models");
+        // The dev box's own configuration, with the update inputs of this test.
         let config = base.join("wardbox.toml");
-        let p = |rel: &str| base.join(rel).display().to_string();
-        std::fs::write(
-            &config,
-            format!(
-                "profile = \"dev\"\nstate_dir = \"{state}\"\n[volume]\nmode = \"plain-directory\"\ndata_dir = \"{data}\"\n\
-                 [update]\nimage_root = \"{root}\"\nmodels_store = \"{models}\"\nfirmware_policy = \"{policy}\"\n\
-                 [update.slots]\na = \"{a}\"\nb = \"{b}\"\nesp_dir = \"{esp}\"\nrunning = \"a\"\n",
-                state = p("state"),
-                data = p("data"),
-                root = roots.join("1.root.json").display(),
-                models = p("models"),
-                policy = p("firmware-policy.toml"),
-                a = p("root-a"),
-                b = p("root-b"),
-                esp = p("esp/EFI/Linux"),
-            ),
-        )
-        .expect("config");
+        let mut table: toml::Table = std::fs::read_to_string(&config).expect("config").parse().expect("toml");
+        let p = |rel: &str| toml::Value::String(base.join(rel).display().to_string());
+        let mut slots = toml::Table::new();
+        slots.insert("a".into(), p("root-a"));
+        slots.insert("b".into(), p("root-b"));
+        slots.insert("esp_dir".into(), p("esp/EFI/Linux"));
+        slots.insert("running".into(), "a".into());
+        let mut update = toml::Table::new();
+        update.insert("image_root".into(), roots.join("1.root.json").display().to_string().into());
+        update.insert("models_store".into(), p("models"));
+        update.insert("firmware_policy".into(), p("firmware-policy.toml"));
+        update.insert("slots".into(), toml::Value::Table(slots));
+        table.insert("update".into(), toml::Value::Table(update));
+        std::fs::write(&config, toml::to_string(&table).expect("toml")).expect("config");
         TestBox { dir, config }
     }
 
@@ -598,4 +601,56 @@ fn refusals_carry_their_documented_exit_codes_and_change_nothing() {
     let codes: Vec<i64> = refused.iter().filter_map(|(_, d)| d["exit_code"].as_i64()).collect();
     assert_eq!(codes, vec![10, 12, 12, 15], "{refused:?}");
     check_update_audit(&refused, &[]);
+}
+
+/// The daemon settles a pending system update once every boot stage passed: a later boot that
+/// still runs the old version means the box fell back (alert, audit, status); a boot that runs
+/// the new version raises the system floor.
+#[test]
+fn the_agent_settles_a_pending_system_update_after_its_boot() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let version = above(1);
+    let bundle = rt.block_on(s.full("f1", &version, &pattern(300_000, 9), b"MZ next"));
+    let o = b.apply(&bundle);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The next boot (another boot id) still runs this version: the new system did not make it.
+    boot_dev_box_as(b.dir.path(), Some("0123456789abcdef0123456789abcdef"));
+    let status = text(&b.run(&["status"]));
+    assert!(status.contains("pending    none"), "{status}");
+    assert!(
+        status.contains(&format!("FAILED     full {} -> {version}", running()))
+            && status.contains(&format!("the box booted version {}, not {version}", running())),
+        "{status}"
+    );
+    assert!(status.contains(&format!("system     {} running from slot a; floor none", running())), "{status}");
+    let health = std::fs::read_to_string(b.path("state/status.json")).expect("status file");
+    assert!(health.contains("\"source\": \"update\"") && health.contains("did not reach a healthy boot"), "{health}");
+    let alerts: Vec<serde_json::Value> = b
+        .audit_details()
+        .into_iter()
+        .filter(|r| r["kind"] == "security_alert")
+        .map(|r| serde_json::from_str(r["detail"].as_str().expect("detail")).expect("json"))
+        .filter(|d: &serde_json::Value| d["source"] == "update")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["outcome"], "fell-back");
+
+    // A second install, and a boot that runs what it installed. The agent's version cannot
+    // change in a test, so the pending record names the running version, as the new system's
+    // own agent would see it after the reboot.
+    let bundle = rt.block_on(s.full("f2", &above(2), &pattern(300_000, 8), b"MZ next again"));
+    assert!(b.apply(&bundle).status.success());
+    let log = b.path("data/update/installs.json");
+    let mut installs: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).expect("log")).expect("json");
+    let last = installs["installs"].as_array_mut().and_then(|a| a.last_mut()).expect("a record");
+    assert_eq!(last["outcome"], "pending-reboot");
+    last["to"] = running().to_string().into();
+    std::fs::write(&log, serde_json::to_vec(&installs).expect("json")).expect("write log");
+    boot_dev_box_as(b.dir.path(), Some("fedcba9876543210fedcba9876543210"));
+    let status = text(&b.run(&["status"]));
+    assert!(status.contains(&format!("floor {}", running())), "the floor did not rise after the healthy boot: {status}");
+    assert!(status.contains("pending    none") && status.contains("installed at"), "{status}");
 }
