@@ -188,7 +188,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let store = Arc::new(std::sync::Mutex::new(store));
     let mut ui = web::Ui::new(store.clone(), audit.clone(), &config.web)
         .with_checkpoints(checkpoints.clone())
-        .with_egress(web::egress::for_firewall(&config.firewall));
+        .with_egress(web::egress::for_firewall(&config.firewall))
+        // The Reports page generates with the same code as `wardbox report generate`.
+        .with_reports(Arc::new(crate::cli::ConfiguredReports::new(config.clone())));
     // Retrieval answers only with an engine; without one every clinical page says so (503).
     if let Some(engine) = &engine {
         let rag = RagClinical::new(clinical_store.clone(), engine.clone(), config.clinical.clone(), tokio::runtime::Handle::current());

@@ -14,6 +14,8 @@ mod update;
 mod users;
 mod volume;
 
+pub use report::ConfiguredReports;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -72,7 +72,7 @@ impl AppState {
     /// Health only, no UI (tests of the health endpoint, or a box whose store failed).
     pub fn new(health: Health) -> Self {
         let requests = Arc::new(requests::RequestCounters::new());
-        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: None, metrics: vec![requests.clone()], requests }
+        Self { health: Arc::new(std::sync::RwLock::new(health)), ui: None, metrics: vec![requests.clone() as Arc<dyn metrics::MetricsSource>], requests }
     }
 
     pub fn with_ui(health: Health, ui: Ui) -> Self {
@@ -284,14 +284,14 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Get, "/admin/egress", Roles(ADMINS)),
     route(Get, "/admin/audit", Roles(OVERSIGHT)),
     route(Get, "/admin/break-glass", Roles(OVERSIGHT)),
+    route(Get, "/admin/alerts", Roles(OVERSIGHT)),
+    route(Get, "/admin/alerts/{id}", Roles(OVERSIGHT)),
+    route(Post, "/admin/alerts/{id}/review", Roles(OVERSIGHT)),
     route(Get, "/admin/reports", Roles(OVERSIGHT)),
     route(Post, "/admin/reports/generate", Roles(OVERSIGHT)),
     route(Post, "/admin/reports/attest", Roles(OVERSIGHT)),
     route(Post, "/admin/reports/waive", Roles(ADMINS)),
     route(Get, "/admin/reports/{file}", Roles(OVERSIGHT)),
-    route(Get, "/admin/alerts", Roles(OVERSIGHT)),
-    route(Get, "/admin/alerts/{id}", Roles(OVERSIGHT)),
-    route(Post, "/admin/alerts/{id}/review", Roles(OVERSIGHT)),
 ];
 
 pub fn route_spec(verb: Verb, path: &str) -> Option<&'static RouteSpec> {
@@ -323,14 +323,14 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/egress", get(admin::egress))
         .route("/admin/audit", get(admin::audit_trail))
         .route("/admin/break-glass", get(admin::break_glass))
+        .route("/admin/alerts", get(alerts::list))
+        .route("/admin/alerts/{id}", get(alerts::show))
+        .route("/admin/alerts/{id}/review", post(alerts::review))
         .route("/admin/reports", get(reports::reports))
         .route("/admin/reports/generate", post(reports::generate))
         .route("/admin/reports/attest", post(reports::attest))
         .route("/admin/reports/waive", post(reports::waive))
         .route("/admin/reports/{file}", get(reports::download))
-        .route("/admin/alerts", get(alerts::list))
-        .route("/admin/alerts/{id}", get(alerts::show))
-        .route("/admin/alerts/{id}/review", post(alerts::review))
         // Inside the guard: counts only the requests the guard let through to their handler.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), requests::count_served))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))

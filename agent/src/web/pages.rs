@@ -52,8 +52,14 @@ pub(super) fn nav_for(role: Role) -> Vec<NavItem> {
             n("/admin/audit", "Audit trail"),
             n("/admin/break-glass", "Emergency access"),
             n("/admin/alerts", "Alerts"),
+            n("/admin/reports", "Reports"),
         ],
-        Role::Auditor => vec![n("/admin/audit", "Audit trail"), n("/admin/break-glass", "Emergency access"), n("/admin/alerts", "Alerts")],
+        Role::Auditor => vec![
+            n("/admin/audit", "Audit trail"),
+            n("/admin/break-glass", "Emergency access"),
+            n("/admin/alerts", "Alerts"),
+            n("/admin/reports", "Reports"),
+        ],
     }
 }
 
