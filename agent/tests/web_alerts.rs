@@ -38,6 +38,10 @@ async fn alerts_are_listed_and_reviewed_with_a_note_on_record() {
     assert!(html.contains("denied_access") && html.contains("user:dr.a") && html.contains("syslog: new"), "{html}");
     assert!(html.contains(&format!("href=\"/admin/alerts/{id}\"")), "{html}");
 
+    // The dashboard's banner counts what is not yet reviewed and links to the list.
+    let dashboard = body_text(h.send(get_with("/admin", &token)).await).await;
+    assert!(dashboard.contains(r#"<a href="/admin/alerts">1 alert not yet reviewed</a>"#), "{dashboard}");
+
     let page = body_text(h.send(get_with(&format!("/admin/alerts/{id}"), &token)).await).await;
     assert!(page.contains("41, 42, 43") && page.contains("3 refused requests in 10 min"), "{page}");
     assert!(page.contains("Mark reviewed"), "{page}");
@@ -54,6 +58,8 @@ async fn alerts_are_listed_and_reviewed_with_a_note_on_record() {
     assert!(!page.contains("Mark reviewed"), "a reviewed alert offers the review again");
     let list = body_text(h.send(get_with("/admin/alerts", &token)).await).await;
     assert!(list.contains("0 alerts not yet reviewed"), "{list}");
+    let dashboard = body_text(h.send(get_with("/admin", &token)).await).await;
+    assert!(!dashboard.contains("alerts-banner"), "the banner stays after the review: {dashboard}");
 
     // A review is not overwritten.
     let again = h.send(post_form(&review, Some(&token), &[("csrf", &csrf), ("note", "something else")])).await;

@@ -56,6 +56,8 @@ struct Dashboard {
     state: String,
     sessions: Vec<SessionRow>,
     emergencies: Vec<BreakGlassRow>,
+    /// Alerts nobody has reviewed yet: the banner on top links to the Alerts page.
+    unreviewed_alerts: u64,
 }
 
 pub(super) async fn dashboard(State(state): State<AppState>, a: Authed) -> Result<Response, WebError> {
@@ -67,9 +69,12 @@ pub(super) async fn dashboard(State(state): State<AppState>, a: Authed) -> Resul
         .into_iter()
         .map(BreakGlassRow::from)
         .collect();
+    let unreviewed_alerts = ui
+        .with_store(|s| crate::alerting::outbox::unreviewed_count(s.conn()).map_err(|e| WebError::Internal(e.to_string())))
+        .await?;
     let sessions = ui.sessions.active(ui.clock.now()).iter().map(SessionRow::from).collect();
     let state_word = format!("{:?}", health.state).to_lowercase();
-    render(&Dashboard { c: chrome(&ui, &a), health, state: state_word, sessions, emergencies })
+    render(&Dashboard { c: chrome(&ui, &a), health, state: state_word, sessions, emergencies, unreviewed_alerts })
 }
 
 #[derive(Debug)]
