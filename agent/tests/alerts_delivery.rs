@@ -138,8 +138,17 @@ fn smtp_server(port: u16, server: Option<&Pki>, maildir: &Path) -> Receiver {
 
 /// A store holding one alert with an outbox row for each configured destination.
 struct Outbox {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    key: StoreKey,
     store: Arc<Mutex<Store>>,
+}
+
+impl Outbox {
+    /// Close the store and open it again, as a restarted agent does.
+    fn reopen(&mut self) {
+        let path = self.dir.path().join("wardbox.db");
+        self.store = Arc::new(Mutex::new(Store::open_existing(&path, &self.key).expect("reopen")));
+    }
 }
 
 fn alert() -> Alert {
@@ -160,7 +169,7 @@ fn outbox_with_alert(cfg: &DeliveryConfig) -> Outbox {
     store.migrate().expect("migrate");
     let ids = outbox::store_alerts(store.conn_mut(), &[alert()], &cfg.destinations(), 43).expect("store alert");
     assert_eq!(ids, [1]);
-    Outbox { _dir: dir, store: Arc::new(Mutex::new(store)) }
+    Outbox { dir, key, store: Arc::new(Mutex::new(store)) }
 }
 
 fn delivery_state(o: &Outbox) -> Vec<(String, String, i64, Option<String>)> {
@@ -217,7 +226,7 @@ async fn rsyslog_down_leaves_the_alert_in_the_outbox_until_a_retry_delivers_it()
     let server = pki(dir.path(), "clinic", "syslog.test");
     let port = free_port();
     let cfg = syslog_config(port, &server.ca);
-    let o = outbox_with_alert(&cfg);
+    let mut o = outbox_with_alert(&cfg);
 
     // Nobody listens: failed, retried after the first backoff (30 s), not before.
     let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
@@ -233,6 +242,9 @@ async fn rsyslog_down_leaves_the_alert_in_the_outbox_until_a_retry_delivers_it()
     let early = deliver_due(&o.store, &cfg, NOW + 30 + 59).await.expect("pass");
     assert_eq!(early.failed, 0, "the second wait is doubled");
 
+    // The agent restarts meanwhile: the outbox is in the store, with its attempts and backoff.
+    o.reopen();
+    assert_eq!(delivery_state(&o)[0].1, "failed");
     // The collector comes back: the next due retry delivers.
     let received = dir.path().join("received.log");
     let _rsyslog = rsyslog(dir.path(), port, &server, &received);
