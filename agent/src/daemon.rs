@@ -21,6 +21,11 @@ use crate::{audit, notify};
 
 /// How often GPU health is re-read after boot.
 const GPU_RECHECK: Duration = Duration::from_secs(10);
+/// How often the daemon looks whether this month's compliance report is still to be made, and
+/// how long after start it first looks (a box just started is busy, and a short-lived dev or
+/// test box never makes one).
+const MONTHLY_REPORT_CHECK: Duration = Duration::from_secs(3600);
+const MONTHLY_REPORT_FIRST: Duration = Duration::from_secs(600);
 
 /// How long in-flight requests get to finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -186,11 +191,12 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     // The store lives in the data directory, and so does the update state.
     let data_dir = store.path().parent().map(Path::to_path_buf);
     let store = Arc::new(std::sync::Mutex::new(store));
+    let reports = Arc::new(crate::cli::ConfiguredReports::new(config.clone()));
     let mut ui = web::Ui::new(store.clone(), audit.clone(), &config.web)
         .with_checkpoints(checkpoints.clone())
         .with_egress(web::egress::for_firewall(&config.firewall))
         // The Reports page generates with the same code as `wardbox report generate`.
-        .with_reports(Arc::new(crate::cli::ConfiguredReports::new(config.clone())));
+        .with_reports(reports.clone());
     // Retrieval answers only with an engine; without one every clinical page says so (503).
     if let Some(engine) = &engine {
         let rag = RagClinical::new(clinical_store.clone(), engine.clone(), config.clinical.clone(), tokio::runtime::Handle::current());
@@ -229,6 +235,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         Duration::from_secs(config.audit.checkpoint_interval_secs),
         stop_rx.clone(),
     ));
+    tokio::spawn(monthly_reports(reports, state.clone(), status_path.clone(), stop_rx.clone()));
     // Firewall drift: re-verify on schedule, repair, alert and audit each finding.
     let (fw_state, fw_status) = (state.clone(), status_path.clone());
     let _firewall_watch = stages::firewall::spawn_watch(
@@ -401,6 +408,38 @@ async fn background_checks(
                 };
                 if let Some(e) = failure {
                     raise(&state, &status_path, "audit", format!("audit checkpoint failed: {e}"));
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The monthly compliance report: when none of this month is in `state_dir/reports`, make one
+/// with a full walk of the audit chain (what lets the other reports check it incrementally).
+/// On a thread of its own: its probes run a small runtime of their own. A failure is an alert.
+async fn monthly_reports(reports: Arc<crate::cli::ConfiguredReports>, state: AppState, status_path: PathBuf, stop: watch::Receiver<bool>) {
+    use crate::web::reports::ReportService as _;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + MONTHLY_REPORT_FIRST, MONTHLY_REPORT_CHECK);
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if !reports.monthly_due(jiff::Timestamp::now()) {
+                    continue;
+                }
+                let service = reports.clone();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let spawned = std::thread::Builder::new().name("monthly-report".into()).spawn(move || {
+                    let _ = tx.send(service.generate("system", true));
+                });
+                let result = match spawned {
+                    Ok(_) => rx.await.unwrap_or_else(|_| Err("the report thread ended without an answer".into())),
+                    Err(e) => Err(format!("cannot start the report thread: {e}")),
+                };
+                match result {
+                    Ok(g) => tracing::info!(file = %g.file, digest = %g.digest, "monthly compliance report written: {}", g.counts),
+                    Err(e) => raise(&state, &status_path, "report", format!("the monthly compliance report failed: {e}")),
                 }
             }
             _ = stop.changed() => return,

@@ -301,6 +301,26 @@ impl ConfiguredReports {
     }
 }
 
+impl ConfiguredReports {
+    /// Whether this month's report is still to be made: none in the directory was generated in
+    /// the current month (UTC). A box that was off on the 1st makes it when it is next up.
+    pub fn monthly_due(&self, now: Timestamp) -> bool {
+        let names: Vec<String> = std::fs::read_dir(&self.dir)
+            .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        monthly_due(now, &names)
+    }
+}
+
+/// Pure part of [`ConfiguredReports::monthly_due`]: no `wardbox-report-YYYYMM…json` of `now`'s
+/// month among `names`.
+fn monthly_due(now: Timestamp, names: &[String]) -> bool {
+    let month = now.strftime("%Y%m").to_string();
+    !names.iter().any(|n| {
+        n.strip_prefix(FILE_PREFIX).is_some_and(|rest| rest.starts_with(&month)) && n.ends_with(".json") && !n.ends_with(".oscal.json")
+    })
+}
+
 impl crate::web::reports::ReportService for ConfiguredReports {
     fn dir(&self) -> &Path {
         &self.dir
@@ -1406,6 +1426,19 @@ mod tests {
         assert_eq!(first_seq_since(&store, day(-5)).expect("bisect"), Some(1));
         assert_eq!(first_seq_since(&store, day(101)).expect("bisect"), Some(100));
         assert_eq!(first_seq_since(&store, day(200)).expect("bisect"), None);
+    }
+
+    #[test]
+    fn a_monthly_report_is_due_until_one_of_this_month_exists() {
+        let now: Timestamp = "2026-12-01T03:00:00Z".parse().expect("time");
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(monthly_due(now, &[]));
+        assert!(monthly_due(now, &names(&["wardbox-report-20261101T030000Z.json", "wardbox-report-20261201T030000Z.html"])));
+        assert!(!monthly_due(now, &names(&["wardbox-report-20261201T030000Z.json"])));
+        let later: Timestamp = "2026-12-17T09:00:00Z".parse().expect("time");
+        assert!(!monthly_due(later, &names(&["wardbox-report-20261201T030000Z.json"])));
+        let next_month: Timestamp = "2027-01-01T00:00:01Z".parse().expect("time");
+        assert!(monthly_due(next_month, &names(&["wardbox-report-20261201T030000Z.json"])));
     }
 
     #[test]
