@@ -76,6 +76,22 @@ pub const MIGRATION_SQL: &str = "
     ) STRICT;
 ";
 
+/// The second migration: a compact copy of every vector for the scan, one bit per dimension (its
+/// sign, 48 bytes instead of 1,536), in a `vec0` table partitioned by owner, so that a search
+/// for one patient and the library reads only their codes and a search across all patients
+/// reads a thirty-second of what the float vectors take. The float vectors in `rag_vec` stay:
+/// they re-score the best candidates of the scan exactly. Vectors already stored are copied.
+/// Never edit it once released: add a new one.
+pub const MIGRATION_CODES_NAME: &str = "rag index: owner-partitioned binary codes";
+pub const MIGRATION_CODES_SQL: &str = "
+    CREATE VIRTUAL TABLE rag_vec_codes USING vec0(chunk_id INTEGER PRIMARY KEY, owner INTEGER PARTITION KEY, code bit[384], chunk_size=64);
+    INSERT INTO rag_vec_codes (chunk_id, owner, code) SELECT chunk_id, owner, vec_quantize_binary(embedding) FROM rag_vec;
+";
+
+/// Every migration of the index, in order: (name, SQL). The agent's store registers each under
+/// its own next free version numbers.
+pub const MIGRATIONS: &[(&str, &str)] = &[(MIGRATION_NAME, MIGRATION_SQL), (MIGRATION_CODES_NAME, MIGRATION_CODES_SQL)];
+
 /// An index problem, worded for the person at the console.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -131,12 +147,42 @@ pub fn open_encrypted(path: &Path, key: &[u8; 32]) -> Result<Connection, IndexEr
     conn.execute_batch(&pragma)?;
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
     conn.execute_batch(CACHE_PRAGMA)?;
-    let exists: Option<String> =
-        conn.query_row("SELECT name FROM sqlite_master WHERE name = 'rag_chunks'", [], |r| r.get(0)).optional()?;
-    if exists.is_none() {
-        conn.execute_batch(&format!("BEGIN; {MIGRATION_SQL} COMMIT;"))?;
+    // Each migration leaves a table behind that says it ran.
+    for ((_, sql), made) in MIGRATIONS.iter().zip(["rag_chunks", "rag_vec_codes"]) {
+        if !has_table(&conn, made)? {
+            conn.execute_batch(&format!("BEGIN; {sql} COMMIT;"))?;
+        }
     }
     Ok(conn)
+}
+
+fn has_table(conn: &Connection, name: &str) -> Result<bool, IndexError> {
+    Ok(conn.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |_| Ok(())).optional()?.is_some())
+}
+
+/// Whether the store has the binary codes ([`MIGRATION_CODES_SQL`]). A store whose owner has not
+/// applied that migration yet is still written and searched correctly, by the float vectors
+/// alone (slower).
+fn has_codes(conn: &Connection) -> Result<bool, IndexError> {
+    has_table(conn, "rag_vec_codes")
+}
+
+/// Read what every search scans (the binary codes and the full-text index) into the page cache,
+/// so that the first searches after the store opens do not pay for decrypting it page by page.
+/// Call on a connection that will search, after [`CACHE_PRAGMA`].
+pub fn warm_cache(conn: &Connection) -> Result<(), IndexError> {
+    if has_codes(conn)? {
+        // A scan with a query code reads every code of every owner.
+        let zero = vec_blob(&[0.0; DIMS]);
+        let mut stmt = conn.prepare("SELECT chunk_id FROM rag_vec_codes WHERE code MATCH vec_quantize_binary(?1) AND k = 1")?;
+        stmt.query_map([zero], |r| r.get::<_, i64>(0))?.for_each(drop);
+    }
+    let mut stmt = conn.prepare("SELECT block FROM rag_fts_data")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        std::hint::black_box(row.get_ref(0)?);
+    }
+    Ok(())
 }
 
 /// What a user may see. The clinic library is visible to every user.
@@ -316,11 +362,20 @@ pub fn insert_document(
         let mut ins = tx.prepare("INSERT INTO rag_chunks (document_id, owner, ordinal, section, text) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         let mut fts = tx.prepare("INSERT INTO rag_fts (rowid, text) VALUES (?1, ?2)")?;
         let mut vec = tx.prepare("INSERT INTO rag_vec (chunk_id, owner, embedding) VALUES (?1, ?2, ?3)")?;
+        let mut code = if has_codes(&tx)? {
+            Some(tx.prepare("INSERT INTO rag_vec_codes (chunk_id, owner, code) VALUES (?1, ?2, vec_quantize_binary(?3))")?)
+        } else {
+            None
+        };
         for (i, c) in chunks.iter().enumerate() {
             ins.execute(params![doc, owner, i as i64, c.section, c.text])?;
             let id = tx.last_insert_rowid();
             fts.execute(params![id, c.text])?;
-            vec.execute(params![id, owner, vec_blob(&c.embedding)])?;
+            let blob = vec_blob(&c.embedding);
+            if let Some(code) = code.as_mut() {
+                code.execute(params![id, owner, blob])?;
+            }
+            vec.execute(params![id, owner, blob])?;
         }
     }
     tx.commit()?;
@@ -351,8 +406,31 @@ pub struct Hit {
     pub bm25_rank: Option<usize>,
 }
 
-/// The owners a search may touch; refuses a patient the user may not see.
-fn owners(conn: &Connection, scope: &Scope, access: &Access) -> Result<Option<Vec<i64>>, IndexError> {
+/// The owners a search may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owners {
+    /// Every patient and the library.
+    Everyone,
+    /// Every patient, not the library.
+    AllPatients,
+    /// These owners only (never empty).
+    Only(Vec<i64>),
+}
+
+impl Owners {
+    /// The condition on a chunk's `owner` column, as SQL. Owner ids are integers from the
+    /// database, formatted, never user text.
+    fn sql_filter(&self, column: &str) -> String {
+        match self {
+            Owners::Everyone => String::new(),
+            Owners::AllPatients => format!("AND {column} != {LIBRARY}"),
+            Owners::Only(list) => format!("AND {column} IN ({})", list.iter().map(i64::to_string).collect::<Vec<_>>().join(",")),
+        }
+    }
+}
+
+/// The owners a search may touch (`None`: none at all); refuses a patient the user may not see.
+fn owners(scope: &Scope, access: &Access) -> Result<Option<Owners>, IndexError> {
     if let Some(p) = scope.patient {
         if !access.may_see(p) || p == LIBRARY {
             return Err(IndexError::AccessDenied(p));
@@ -361,33 +439,70 @@ fn owners(conn: &Connection, scope: &Scope, access: &Access) -> Result<Option<Ve
         if scope.include_library {
             v.push(LIBRARY);
         }
-        return Ok(Some(v));
+        return Ok(Some(Owners::Only(v)));
     }
-    match access {
-        Access::AllPatients if scope.include_library => Ok(None),
-        Access::AllPatients => {
-            let mut stmt = conn.prepare("SELECT id FROM rag_patients")?;
-            let v = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
-            Ok(Some(v))
-        }
+    Ok(match access {
+        Access::AllPatients if scope.include_library => Some(Owners::Everyone),
+        Access::AllPatients => Some(Owners::AllPatients),
         Access::Patients(set) => {
             let mut v: Vec<i64> = set.iter().copied().collect();
             if scope.include_library {
                 v.push(LIBRARY);
             }
-            Ok(Some(v))
+            if v.is_empty() { None } else { Some(Owners::Only(v)) }
         }
-    }
+    })
 }
 
-/// Turn free text into an FTS5 query: each word quoted (so no FTS syntax gets through), OR-ed.
-fn fts_query(text: &str) -> Option<String> {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.len() >= 2 && !FTS_STOP.contains(&w.to_lowercase().as_str()))
-        .map(|w| format!("\"{w}\""))
-        .collect();
-    if words.is_empty() { None } else { Some(words.join(" OR ")) }
+/// The question's words for the full-text search, each at most once (lowercase), stop words and
+/// FTS syntax gone.
+fn query_words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for w in text.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase) {
+        if w.len() >= 2 && !FTS_STOP.contains(&w.as_str()) && !words.contains(&w) {
+            words.push(w);
+        }
+    }
+    words
+}
+
+/// A word in more than this share of all chunks tells BM25 almost nothing (its weight is near
+/// zero) but makes the full-text search score most of the corpus (86 % of all rows at 100k
+/// chunks before this rule): it is left out of the query.
+const COMMON_SHARE: f64 = 0.10;
+/// ... but only above this many chunks: a small index has no time to win, and there every
+/// word may be the one that finds the passage.
+const COMMON_FLOOR: i64 = 1_000;
+
+/// Choose the query's words by how many chunks hold them: the common ones (see
+/// [`COMMON_SHARE`]) are dropped, each found by a search capped just above the limit, so the
+/// check costs at most that many row ids per word. When every word is common, all of them must
+/// match (AND), which matches few chunks; `None` when the question has no word to search.
+fn selective_fts_query(conn: &Connection, text: &str) -> Result<Option<String>, IndexError> {
+    let words = query_words(text);
+    if words.is_empty() {
+        return Ok(None);
+    }
+    // Chunks are never deleted, so the largest id is the number of chunks (an upper bound).
+    let chunks: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM rag_chunks", [], |r| r.get(0))?;
+    let cap = ((chunks as f64 * COMMON_SHARE) as i64).max(COMMON_FLOOR);
+    let quoted = |w: &String| format!("\"{w}\"");
+    if chunks <= cap {
+        return Ok(Some(words.iter().map(quoted).collect::<Vec<_>>().join(" OR ")));
+    }
+    let mut probe = conn.prepare("SELECT count(*) FROM (SELECT 1 FROM rag_fts WHERE rag_fts MATCH ?1 LIMIT ?2)")?;
+    let mut rare = Vec::new();
+    for w in &words {
+        let n: i64 = probe.query_row(params![quoted(w), cap + 1], |r| r.get(0))?;
+        if n <= cap {
+            rare.push(w);
+        }
+    }
+    Ok(Some(if rare.is_empty() {
+        words.iter().map(quoted).collect::<Vec<_>>().join(" AND ")
+    } else {
+        rare.into_iter().map(quoted).collect::<Vec<_>>().join(" OR ")
+    }))
 }
 
 const FTS_STOP: &[&str] = &[
@@ -430,43 +545,21 @@ pub fn search_timed(
     if query_vec.len() != DIMS {
         return Err(IndexError::Dimensions { got: query_vec.len() });
     }
-    let owners = owners(conn, scope, access)?;
-    if owners.as_ref().is_some_and(Vec::is_empty) {
-        return Ok((Vec::new(), timings));
-    }
+    let Some(owners) = owners(scope, access)? else { return Ok((Vec::new(), timings)) };
     let depth = (k * 8).max(40);
     let clock = std::time::Instant::now();
-    // BM25 list. Owner ids are integers from the database, formatted, never user text.
     let mut bm25: Vec<i64> = Vec::new();
-    if let Some(q) = fts_query(query_text) {
-        let filter = owners.as_ref().map(|o| format!("AND c.owner IN ({})", o.iter().map(i64::to_string).collect::<Vec<_>>().join(","))).unwrap_or_default();
+    if let Some(q) = selective_fts_query(conn, query_text)? {
         let sql = format!(
-            "SELECT c.id FROM rag_fts JOIN rag_chunks c ON c.id = rag_fts.rowid WHERE rag_fts MATCH ?1 {filter} ORDER BY bm25(rag_fts) LIMIT ?2"
+            "SELECT c.id FROM rag_fts JOIN rag_chunks c ON c.id = rag_fts.rowid WHERE rag_fts MATCH ?1 {} ORDER BY bm25(rag_fts) LIMIT ?2",
+            owners.sql_filter("c.owner")
         );
         let mut stmt = conn.prepare(&sql)?;
         bm25 = stmt.query_map(params![q, depth as i64], |r| r.get(0))?.collect::<Result<_, _>>()?;
     }
     timings.fts_s = clock.elapsed().as_secs_f64();
     let clock = std::time::Instant::now();
-    // Vector list: one KNN per owner (vec0 filters on its metadata column inside the scan).
-    let blob = vec_blob(query_vec);
-    let mut knn: Vec<(i64, f64)> = Vec::new();
-    match &owners {
-        None => {
-            let mut stmt = conn.prepare("SELECT chunk_id, distance FROM rag_vec WHERE embedding MATCH ?1 AND k = ?2 ORDER BY distance")?;
-            knn = stmt.query_map(params![blob, depth as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        }
-        Some(list) => {
-            let mut stmt =
-                conn.prepare("SELECT chunk_id, distance FROM rag_vec WHERE embedding MATCH ?1 AND k = ?2 AND owner = ?3 ORDER BY distance")?;
-            for o in list {
-                let rows: Vec<(i64, f64)> = stmt.query_map(params![blob, depth as i64, o], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-                knn.extend(rows);
-            }
-            knn.sort_by(|a, b| a.1.total_cmp(&b.1));
-            knn.truncate(depth);
-        }
-    }
+    let knn = if has_codes(conn)? { nearest_by_codes(conn, query_vec, &owners, depth)? } else { nearest_exact(conn, query_vec, &owners, depth)? };
     timings.knn_s = clock.elapsed().as_secs_f64();
     let clock = std::time::Instant::now();
     let ranked = fuse(&bm25, &knn, k);
@@ -485,6 +578,96 @@ pub fn search_timed(
     }
     timings.fetch_s = clock.elapsed().as_secs_f64();
     Ok((hits, timings))
+}
+
+/// How the vector list is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nearest {
+    /// Binary codes scanned, the best candidates re-scored with the float vectors (what
+    /// [`search`] does when the store has the codes).
+    Codes,
+    /// Every float vector in scope compared (the reference for recall).
+    Exact,
+}
+
+/// The `n` chunks nearest to `query_vec` by cosine distance within what `scope` and `access`
+/// allow, best first, as (chunk id, distance): the vector half of [`search`], for measuring it.
+pub fn nearest(conn: &Connection, query_vec: &[f32], scope: &Scope, access: &Access, n: usize, how: Nearest) -> Result<Vec<(i64, f64)>, IndexError> {
+    if query_vec.len() != DIMS {
+        return Err(IndexError::Dimensions { got: query_vec.len() });
+    }
+    let Some(owners) = owners(scope, access)? else { return Ok(Vec::new()) };
+    match how {
+        Nearest::Codes if has_codes(conn)? => nearest_by_codes(conn, query_vec, &owners, n),
+        _ => nearest_exact(conn, query_vec, &owners, n),
+    }
+}
+
+/// Float KNN, one scan per owner (vec0 filters on its metadata column inside the scan).
+fn nearest_exact(conn: &Connection, query_vec: &[f32], owners: &Owners, n: usize) -> Result<Vec<(i64, f64)>, IndexError> {
+    let blob = vec_blob(query_vec);
+    let mut knn: Vec<(i64, f64)> = Vec::new();
+    let list: Vec<i64> = match owners {
+        Owners::Everyone => {
+            let mut stmt = conn.prepare("SELECT chunk_id, distance FROM rag_vec WHERE embedding MATCH ?1 AND k = ?2 ORDER BY distance")?;
+            return Ok(stmt.query_map(params![blob, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?);
+        }
+        Owners::AllPatients => {
+            let mut stmt = conn.prepare("SELECT id FROM rag_patients")?;
+            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+        }
+        Owners::Only(list) => list.clone(),
+    };
+    let mut stmt = conn.prepare("SELECT chunk_id, distance FROM rag_vec WHERE embedding MATCH ?1 AND k = ?2 AND owner = ?3 ORDER BY distance")?;
+    for o in list {
+        let rows: Vec<(i64, f64)> = stmt.query_map(params![blob, n as i64, o], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        knn.extend(rows);
+    }
+    knn.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    knn.truncate(n);
+    Ok(knn)
+}
+
+/// How many candidates the scan of binary codes hands to exact re-scoring, per place in the
+/// vector list: sign bits keep the neighbourhood roughly, not the order, so the true nearest
+/// lie among a few times as many nearest by Hamming distance.
+const OVERSAMPLE: usize = 4;
+
+/// The codes of the owners in scope scanned by Hamming distance (vec0 reads only the
+/// partitions of the owners asked for), the best `n * OVERSAMPLE` re-scored by the cosine
+/// distance of their float vectors, the best `n` kept.
+fn nearest_by_codes(conn: &Connection, query_vec: &[f32], owners: &Owners, n: usize) -> Result<Vec<(i64, f64)>, IndexError> {
+    let blob = vec_blob(query_vec);
+    let pool = n * OVERSAMPLE;
+    let scan = "SELECT chunk_id, distance FROM rag_vec_codes WHERE code MATCH vec_quantize_binary(?1) AND k = ?2";
+    let mut candidates: Vec<(i64, f64)> = match owners {
+        Owners::Everyone => {
+            let mut stmt = conn.prepare(scan)?;
+            stmt.query_map(params![blob, pool as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+        }
+        Owners::AllPatients => {
+            let mut stmt = conn.prepare(&format!("{scan} AND owner != ?3"))?;
+            stmt.query_map(params![blob, pool as i64, LIBRARY], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+        }
+        Owners::Only(list) => {
+            let mut stmt = conn.prepare(&format!("{scan} AND owner = ?3"))?;
+            let mut all = Vec::new();
+            for o in list {
+                let rows: Vec<(i64, f64)> = stmt.query_map(params![blob, pool as i64, o], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                all.extend(rows);
+            }
+            all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            all.truncate(pool);
+            all
+        }
+    };
+    let mut rescore = conn.prepare("SELECT vec_distance_cosine(embedding, ?1) FROM rag_vec WHERE chunk_id = ?2")?;
+    for c in &mut candidates {
+        c.1 = rescore.query_row(params![blob, c.0], |r| r.get(0))?;
+    }
+    candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    candidates.truncate(n);
+    Ok(candidates)
 }
 
 /// chunk id -> (RRF score, vector distance, BM25 rank)
@@ -611,9 +794,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fts_query_quotes_every_word_and_drops_syntax() {
-        assert_eq!(fts_query("What is her A1c? NEAR(x) OR \"y\"").as_deref(), Some("\"A1c\" OR \"NEAR\""));
-        assert_eq!(fts_query("?? the"), None);
+    fn query_words_drop_syntax_stop_words_and_repeats() {
+        assert_eq!(query_words("What is her A1c? NEAR(x) OR \"y\" a1c"), vec!["a1c", "near"]);
+        assert!(query_words("?? the").is_empty());
     }
 
     #[test]
