@@ -92,7 +92,7 @@ fn start_writers(b: &TestBox) -> Writers {
                 log.append_blocking(AuditEvent::new(EventKind::AdminAction, "test", json!({ "burst": i }))).unwrap();
                 i += 1;
                 audited.store(i, Ordering::Relaxed);
-                if i % 50 == 0 {
+                if i.is_multiple_of(50) {
                     let (seq, hash) = read_head(&reader).unwrap();
                     checkpoints.record(seq, &hash).unwrap();
                 }

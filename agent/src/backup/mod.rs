@@ -214,6 +214,9 @@ pub struct BackupDone {
 pub fn run_backup(inputs: &BackupInputs<'_>, destination: &Destination, key: &RepositoryKey, tags: &[&str]) -> Result<BackupDone, RunError> {
     let staging = work_dir(inputs.data_dir, "staging");
     let result = (|| {
+        // The repository first: a stick that is not mounted or a wrong key fails before the
+        // store is copied.
+        let (mut repo, created_repository) = BackupRepository::open_or_init(destination, key)?;
         let manifest = stage::stage(
             &staging,
             &stage::StageSources {
@@ -226,7 +229,6 @@ pub fn run_backup(inputs: &BackupInputs<'_>, destination: &Destination, key: &Re
         )?;
         let manifest_sha256 = stage::file_sha256(&staging.join(stage::MANIFEST_FILE))
             .map_err(|source| StageError::Io { path: staging.join(stage::MANIFEST_FILE), source })?;
-        let (mut repo, created_repository) = BackupRepository::open_or_init(destination, key)?;
         let snapshot = repo.backup(&staging, tags)?;
         let retention = repo.apply_retention_now(&RETENTION)?;
         Ok(BackupDone { snapshot, manifest, manifest_sha256, created_repository, retention })
