@@ -9,7 +9,8 @@
 # Fuzz crates live in <crate>/fuzz (each its own workspace, so the root `cargo test` never
 # builds them): models-bundle (GGUF headers, manifests, model names), engine (HTTP requests,
 # options, token text), agent/rag (PDF, FHIR, text/markdown ingest, re-identification),
-# agent/firewall (the policy TOML, the live ruleset), agent/update (the bundle manifest a stick hands the box). Seeds come from <crate>/fuzz/seeds/<target>, a
+# agent/firewall (the policy TOML, the live ruleset), agent/update (the bundle manifest a stick hands the box),
+# agent (the agent's TOML configuration, the upload form). Seeds come from <crate>/fuzz/seeds/<target>, a
 # dictionary from <crate>/fuzz/dicts/<target>.dict; the corpus grows in a temporary directory.
 # A crashing input is kept in <crate>/fuzz/artifacts/<target>/; reproduce it with
 # `RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a TARGET FILE` in <crate>, make it a regression test in
@@ -23,7 +24,7 @@
 # Environment:
 #   FUZZ_SECONDS     run time per target (default 20)
 #   FUZZ_TARGET_DIR  cargo target directory for the instrumented builds
-#   FUZZ_CRATES      the crates to fuzz, space-separated (default: all five)
+#   FUZZ_CRATES      the crates to fuzz, space-separated (default: all six)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,7 +35,7 @@ export RUSTC_BOOTSTRAP=1 CARGO_TERM_COLOR=never
 die() { echo "fuzz: $*" >&2; exit 1; }
 cargo fuzz --version >/dev/null 2>&1 || die "cargo-fuzz is not installed: cargo install cargo-fuzz --locked"
 
-read -r -a CRATES <<<"${FUZZ_CRATES:-models-bundle engine agent/rag agent/firewall agent/update}"
+read -r -a CRATES <<<"${FUZZ_CRATES:-models-bundle engine agent/rag agent/firewall agent/update agent}"
 if [ $# -ge 1 ]; then
     CRATES=("$1")
 fi
