@@ -76,21 +76,21 @@ pub const MIGRATION_SQL: &str = "
     ) STRICT;
 ";
 
-/// The second migration: a compact copy of every vector for the scan, one bit per dimension (its
-/// sign, 48 bytes instead of 1,536), in a `vec0` table partitioned by owner, so that a search
-/// for one patient and the library reads only their codes and a search across all patients
-/// reads a thirty-second of what the float vectors take. The float vectors in `rag_vec` stay:
-/// they re-score the best candidates of the scan exactly. Vectors already stored are copied.
-/// Never edit it once released: add a new one.
-pub const MIGRATION_CODES_NAME: &str = "rag index: owner-partitioned binary codes";
-pub const MIGRATION_CODES_SQL: &str = "
-    CREATE VIRTUAL TABLE rag_vec_codes USING vec0(chunk_id INTEGER PRIMARY KEY, owner INTEGER PARTITION KEY, code bit[384], chunk_size=64);
-    INSERT INTO rag_vec_codes (chunk_id, owner, code) SELECT chunk_id, owner, vec_quantize_binary(embedding) FROM rag_vec;
+/// The second migration: the vectors move to a `vec0` table with the owner as its partition
+/// key, so that a search for one patient and the library reads only their vectors (a few
+/// thousand at 100k chunks) instead of filtering every vector of the clinic inside one scan.
+/// Vectors already stored are copied, then the old table is dropped. Never edit it once
+/// released: add a new one.
+pub const MIGRATION_PARTITIONED_NAME: &str = "rag index: vectors partitioned by owner";
+pub const MIGRATION_PARTITIONED_SQL: &str = "
+    CREATE VIRTUAL TABLE rag_vec_by_owner USING vec0(chunk_id INTEGER PRIMARY KEY, owner INTEGER PARTITION KEY, embedding float[384] distance_metric=cosine, chunk_size=64);
+    INSERT INTO rag_vec_by_owner (chunk_id, owner, embedding) SELECT chunk_id, owner, embedding FROM rag_vec;
+    DROP TABLE rag_vec;
 ";
 
 /// Every migration of the index, in order: (name, SQL). The agent's store registers each under
 /// its own next free version numbers.
-pub const MIGRATIONS: &[(&str, &str)] = &[(MIGRATION_NAME, MIGRATION_SQL), (MIGRATION_CODES_NAME, MIGRATION_CODES_SQL)];
+pub const MIGRATIONS: &[(&str, &str)] = &[(MIGRATION_NAME, MIGRATION_SQL), (MIGRATION_PARTITIONED_NAME, MIGRATION_PARTITIONED_SQL)];
 
 /// An index problem, worded for the person at the console.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +148,7 @@ pub fn open_encrypted(path: &Path, key: &[u8; 32]) -> Result<Connection, IndexEr
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
     conn.execute_batch(CACHE_PRAGMA)?;
     // Each migration leaves a table behind that says it ran.
-    for ((_, sql), made) in MIGRATIONS.iter().zip(["rag_chunks", "rag_vec_codes"]) {
+    for ((_, sql), made) in MIGRATIONS.iter().zip(["rag_chunks", "rag_vec_by_owner"]) {
         if !has_table(&conn, made)? {
             conn.execute_batch(&format!("BEGIN; {sql} COMMIT;"))?;
         }
@@ -160,23 +160,23 @@ fn has_table(conn: &Connection, name: &str) -> Result<bool, IndexError> {
     Ok(conn.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |_| Ok(())).optional()?.is_some())
 }
 
-/// Whether the store has the binary codes ([`MIGRATION_CODES_SQL`]). A store whose owner has not
-/// applied that migration yet is still written and searched correctly, by the float vectors
-/// alone (slower).
-fn has_codes(conn: &Connection) -> Result<bool, IndexError> {
-    has_table(conn, "rag_vec_codes")
+/// The table that holds the vectors: partitioned by owner once [`MIGRATION_PARTITIONED_SQL`] has
+/// run. A store whose owner has not applied that migration yet is still written and searched
+/// correctly, through the first migration's table (slower: every scan reads every vector).
+fn vector_table(conn: &Connection) -> Result<&'static str, IndexError> {
+    Ok(if has_table(conn, "rag_vec_by_owner")? { "rag_vec_by_owner" } else { "rag_vec" })
 }
 
-/// Read what every search scans (the binary codes and the full-text index) into the page cache,
-/// so that the first searches after the store opens do not pay for decrypting it page by page.
+/// Read what every search scans (the vectors and the full-text index) into the page cache, so
+/// that the first searches after the store opens do not pay for decrypting it page by page.
 /// Call on a connection that will search, after [`CACHE_PRAGMA`].
 pub fn warm_cache(conn: &Connection) -> Result<(), IndexError> {
-    if has_codes(conn)? {
-        // A scan with a query code reads every code of every owner.
-        let zero = vec_blob(&[0.0; DIMS]);
-        let mut stmt = conn.prepare("SELECT chunk_id FROM rag_vec_codes WHERE code MATCH vec_quantize_binary(?1) AND k = 1")?;
-        stmt.query_map([zero], |r| r.get::<_, i64>(0))?.for_each(drop);
-    }
+    // A scan with no owner filter reads every vector of every owner.
+    let mut unit = [0.0; DIMS];
+    unit[0] = 1.0;
+    let table = vector_table(conn)?;
+    let mut stmt = conn.prepare(&format!("SELECT chunk_id FROM {table} WHERE embedding MATCH ?1 AND k = 1"))?;
+    stmt.query_map([vec_blob(&unit)], |r| r.get::<_, i64>(0))?.for_each(drop);
     let mut stmt = conn.prepare("SELECT block FROM rag_fts_data")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -361,21 +361,12 @@ pub fn insert_document(
     {
         let mut ins = tx.prepare("INSERT INTO rag_chunks (document_id, owner, ordinal, section, text) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         let mut fts = tx.prepare("INSERT INTO rag_fts (rowid, text) VALUES (?1, ?2)")?;
-        let mut vec = tx.prepare("INSERT INTO rag_vec (chunk_id, owner, embedding) VALUES (?1, ?2, ?3)")?;
-        let mut code = if has_codes(&tx)? {
-            Some(tx.prepare("INSERT INTO rag_vec_codes (chunk_id, owner, code) VALUES (?1, ?2, vec_quantize_binary(?3))")?)
-        } else {
-            None
-        };
+        let mut vec = tx.prepare(&format!("INSERT INTO {} (chunk_id, owner, embedding) VALUES (?1, ?2, ?3)", vector_table(&tx)?))?;
         for (i, c) in chunks.iter().enumerate() {
             ins.execute(params![doc, owner, i as i64, c.section, c.text])?;
             let id = tx.last_insert_rowid();
             fts.execute(params![id, c.text])?;
-            let blob = vec_blob(&c.embedding);
-            if let Some(code) = code.as_mut() {
-                code.execute(params![id, owner, blob])?;
-            }
-            vec.execute(params![id, owner, blob])?;
+            vec.execute(params![id, owner, vec_blob(&c.embedding)])?;
         }
     }
     tx.commit()?;
@@ -559,7 +550,7 @@ pub fn search_timed(
     }
     timings.fts_s = clock.elapsed().as_secs_f64();
     let clock = std::time::Instant::now();
-    let knn = if has_codes(conn)? { nearest_by_codes(conn, query_vec, &owners, depth)? } else { nearest_exact(conn, query_vec, &owners, depth)? };
+    let knn = nearest(conn, query_vec, &owners, depth)?;
     timings.knn_s = clock.elapsed().as_secs_f64();
     let clock = std::time::Instant::now();
     let ranked = fuse(&bm25, &knn, k);
@@ -580,94 +571,34 @@ pub fn search_timed(
     Ok((hits, timings))
 }
 
-/// How the vector list is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Nearest {
-    /// Binary codes scanned, the best candidates re-scored with the float vectors (what
-    /// [`search`] does when the store has the codes).
-    Codes,
-    /// Every float vector in scope compared (the reference for recall).
-    Exact,
-}
-
-/// The `n` chunks nearest to `query_vec` by cosine distance within what `scope` and `access`
-/// allow, best first, as (chunk id, distance): the vector half of [`search`], for measuring it.
-pub fn nearest(conn: &Connection, query_vec: &[f32], scope: &Scope, access: &Access, n: usize, how: Nearest) -> Result<Vec<(i64, f64)>, IndexError> {
-    if query_vec.len() != DIMS {
-        return Err(IndexError::Dimensions { got: query_vec.len() });
-    }
-    let Some(owners) = owners(scope, access)? else { return Ok(Vec::new()) };
-    match how {
-        Nearest::Codes if has_codes(conn)? => nearest_by_codes(conn, query_vec, &owners, n),
-        _ => nearest_exact(conn, query_vec, &owners, n),
-    }
-}
-
-/// Float KNN, one scan per owner (vec0 filters on its metadata column inside the scan).
-fn nearest_exact(conn: &Connection, query_vec: &[f32], owners: &Owners, n: usize) -> Result<Vec<(i64, f64)>, IndexError> {
+/// The `n` chunks nearest to `query_vec` by cosine distance among the owners', best first, as
+/// (chunk id, distance): one scan per owner (with the partitioned table, each reads only that
+/// owner's vectors), or one over every vector when the scope is everyone.
+fn nearest(conn: &Connection, query_vec: &[f32], owners: &Owners, n: usize) -> Result<Vec<(i64, f64)>, IndexError> {
     let blob = vec_blob(query_vec);
-    let mut knn: Vec<(i64, f64)> = Vec::new();
-    let list: Vec<i64> = match owners {
+    let scan = format!("SELECT chunk_id, distance FROM {} WHERE embedding MATCH ?1 AND k = ?2", vector_table(conn)?);
+    let mut knn: Vec<(i64, f64)> = match owners {
         Owners::Everyone => {
-            let mut stmt = conn.prepare("SELECT chunk_id, distance FROM rag_vec WHERE embedding MATCH ?1 AND k = ?2 ORDER BY distance")?;
-            return Ok(stmt.query_map(params![blob, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?);
-        }
-        Owners::AllPatients => {
-            let mut stmt = conn.prepare("SELECT id FROM rag_patients")?;
-            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
-        }
-        Owners::Only(list) => list.clone(),
-    };
-    let mut stmt = conn.prepare("SELECT chunk_id, distance FROM rag_vec WHERE embedding MATCH ?1 AND k = ?2 AND owner = ?3 ORDER BY distance")?;
-    for o in list {
-        let rows: Vec<(i64, f64)> = stmt.query_map(params![blob, n as i64, o], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        knn.extend(rows);
-    }
-    knn.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-    knn.truncate(n);
-    Ok(knn)
-}
-
-/// How many candidates the scan of binary codes hands to exact re-scoring, per place in the
-/// vector list: sign bits keep the neighbourhood roughly, not the order, so the true nearest
-/// lie among a few times as many nearest by Hamming distance.
-const OVERSAMPLE: usize = 4;
-
-/// The codes of the owners in scope scanned by Hamming distance (vec0 reads only the
-/// partitions of the owners asked for), the best `n * OVERSAMPLE` re-scored by the cosine
-/// distance of their float vectors, the best `n` kept.
-fn nearest_by_codes(conn: &Connection, query_vec: &[f32], owners: &Owners, n: usize) -> Result<Vec<(i64, f64)>, IndexError> {
-    let blob = vec_blob(query_vec);
-    let pool = n * OVERSAMPLE;
-    let scan = "SELECT chunk_id, distance FROM rag_vec_codes WHERE code MATCH vec_quantize_binary(?1) AND k = ?2";
-    let mut candidates: Vec<(i64, f64)> = match owners {
-        Owners::Everyone => {
-            let mut stmt = conn.prepare(scan)?;
-            stmt.query_map(params![blob, pool as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            let mut stmt = conn.prepare(&scan)?;
+            stmt.query_map(params![blob, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
         }
         Owners::AllPatients => {
             let mut stmt = conn.prepare(&format!("{scan} AND owner != ?3"))?;
-            stmt.query_map(params![blob, pool as i64, LIBRARY], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            stmt.query_map(params![blob, n as i64, LIBRARY], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
         }
         Owners::Only(list) => {
             let mut stmt = conn.prepare(&format!("{scan} AND owner = ?3"))?;
             let mut all = Vec::new();
             for o in list {
-                let rows: Vec<(i64, f64)> = stmt.query_map(params![blob, pool as i64, o], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                let rows: Vec<(i64, f64)> = stmt.query_map(params![blob, n as i64, o], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
                 all.extend(rows);
             }
-            all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-            all.truncate(pool);
             all
         }
     };
-    let mut rescore = conn.prepare("SELECT vec_distance_cosine(embedding, ?1) FROM rag_vec WHERE chunk_id = ?2")?;
-    for c in &mut candidates {
-        c.1 = rescore.query_row(params![blob, c.0], |r| r.get(0))?;
-    }
-    candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-    candidates.truncate(n);
-    Ok(candidates)
+    knn.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    knn.truncate(n);
+    Ok(knn)
 }
 
 /// chunk id -> (RRF score, vector distance, BM25 rank)

@@ -256,7 +256,7 @@ fn answers_cite_resolvable_sources_reidentify_only_when_allowed_and_audit_withou
     assert!(nf.not_found && nf.text == "Not found in the record." && nf.sources.is_empty());
 }
 
-/// The store as released before the binary codes: the first migration only.
+/// The store as released before the vectors were partitioned: the first migration only.
 fn old_schema_store(path: &std::path::Path, key: &[u8; 32]) -> Connection {
     index::register_sqlite_vec();
     let conn = Connection::open(path).expect("open");
@@ -281,7 +281,7 @@ fn count(conn: &Connection, table: &str) -> i64 {
 }
 
 #[test]
-fn a_store_from_before_the_binary_codes_is_migrated_and_finds_the_same_chunks() {
+fn a_store_from_before_the_partitioned_vectors_is_migrated_and_finds_the_same_chunks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("old.db");
     let key = [9u8; 32];
@@ -291,25 +291,28 @@ fn a_store_from_before_the_binary_codes_is_migrated_and_finds_the_same_chunks() 
     let questions = ["metformin dose", "warfarin after the fall", "chest pain on exertion", "allergy to penicillin", "hypertension guideline"];
     let scopes = [Scope { patient: None, include_library: true }, Scope { patient: None, include_library: false }];
     let mut before = Vec::new();
+    let vectors;
     {
         let mut conn = old_schema_store(&path, &key);
         for d in &c.docs {
             rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &d.name, &d.bytes, &d.owner(), ChunkConfig::default())).expect("ingest");
         }
-        let has_codes: i64 = conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'rag_vec_codes'", [], |r| r.get(0)).expect("q");
-        assert_eq!(has_codes, 0, "the old schema has no codes table");
+        let partitioned: i64 = conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'rag_vec_by_owner'", [], |r| r.get(0)).expect("q");
+        assert_eq!(partitioned, 0, "the old schema has no partitioned table");
         for q in questions {
             for s in &scopes {
                 let hits = index::search(&conn, q, &emb.embed_one(q), s, &Access::AllPatients, 5).expect("search on the old schema");
                 before.push(found(&hits));
             }
         }
+        vectors = count(&conn, "rag_vec");
     }
-    // Opening it applies the second migration: every stored vector gets its code.
+    // Opening it applies the second migration: every stored vector moves to the partitioned table.
     let mut conn = index::open_encrypted(&path, &key).expect("reopen migrates");
-    let vectors = count(&conn, "rag_vec");
     assert!(vectors > 20, "{vectors}");
-    assert_eq!(count(&conn, "rag_vec_codes"), vectors, "every vector has its code after the upgrade");
+    assert_eq!(count(&conn, "rag_vec_by_owner"), vectors, "every vector moved in the upgrade");
+    let old: i64 = conn.query_row("SELECT count(*) FROM sqlite_master WHERE name LIKE 'rag_vec\\_%' ESCAPE '\\' AND name NOT LIKE 'rag_vec_by_owner%'", [], |r| r.get(0)).expect("q");
+    assert_eq!(old, 0, "the first migration's vector table is gone");
     let mut after = Vec::new();
     for q in questions {
         for s in &scopes {
@@ -318,34 +321,12 @@ fn a_store_from_before_the_binary_codes_is_migrated_and_finds_the_same_chunks() 
             after.push(found(&hits));
         }
     }
-    assert_eq!(before, after, "the codes change which chunks a search finds on a small index");
-    // New chunks get codes too.
+    assert_eq!(before, after, "the upgrade changed which chunks a search finds");
+    // New chunks go to the partitioned table.
     let extra = c.docs.iter().find(|d| d.name.ends_with(".txt") || d.name.ends_with(".md")).expect("a text document");
     let mut bytes = extra.bytes.clone();
     bytes.extend_from_slice(b"\nAddendum: reviewed again.");
     rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &extra.name, &bytes, &extra.owner(), ChunkConfig::default())).expect("ingest after");
-    assert_eq!(count(&conn, "rag_vec_codes"), count(&conn, "rag_vec"));
-    assert!(count(&conn, "rag_vec") > vectors);
+    assert!(count(&conn, "rag_vec_by_owner") > vectors);
     index::warm_cache(&conn).expect("warm the cache");
-}
-
-#[test]
-fn the_scan_of_binary_codes_finds_the_exact_nearest_on_an_index_it_covers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (conn, _, _) = ingested(dir.path(), &[5u8; 32]);
-    let emb = HashEmbedder::new(index::DIMS);
-    for q in ["metformin dose", "warfarin after the fall", "blood pressure at the last visit"] {
-        let v = emb.embed_one(q);
-        for s in [Scope { patient: None, include_library: true }, Scope { patient: None, include_library: false }] {
-            let exact = index::nearest(&conn, &v, &s, &Access::AllPatients, 10, index::Nearest::Exact).expect("exact");
-            let codes = index::nearest(&conn, &v, &s, &Access::AllPatients, 10, index::Nearest::Codes).expect("codes");
-            assert_eq!(exact.len(), 10);
-            // Chunks at distance 1 (no shared word) tie and may come in any order.
-            let near = |l: &[(i64, f64)]| l.iter().filter(|x| x.1 < 0.99999).map(|x| x.0).collect::<Vec<_>>();
-            let distances = |l: &[(i64, f64)]| l.iter().map(|x| (x.1 * 1e5).round() as i64).collect::<Vec<_>>();
-            assert!(!near(&exact).is_empty(), "{q}: nothing near, the test would prove nothing");
-            assert_eq!(near(&codes), near(&exact), "{q}");
-            assert_eq!(distances(&codes), distances(&exact), "{q}");
-        }
-    }
 }

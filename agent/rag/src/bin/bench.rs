@@ -180,10 +180,6 @@ struct SizeResult {
     /// Median seconds per phase (FTS, KNN, fusion, row fetch), one patient + library and all.
     patient_phases: [f64; 4],
     all_phases: [f64; 4],
-    /// Share of the exact 10 nearest (float, every vector in scope) that the vector half of the
-    /// search finds, one patient + library and all.
-    patient_recall10: f64,
-    all_recall10: f64,
 }
 
 /// The anchor: the same vectors in a plain (unencrypted) SQLite file, one `vec0` float table
@@ -314,21 +310,6 @@ fn size_run(n: usize, queries: usize, dir: &std::path::Path, cache_mib: u32) -> 
     all_ms.sort_by(f64::total_cmp);
     anchor_ms.sort_by(f64::total_cmp);
     drop(anchor);
-    // Recall of the vector half against the exact nearest, on fresh questions (the exact scan is
-    // slow, so fewer of them).
-    let mut found = [0usize; 2];
-    let mut wanted = [0usize; 2];
-    for q in 0..queries.min(30) {
-        let v = emb.embed_one(&question(&mut rng, &zipf));
-        let scopes = [Scope { patient: Some(patients[q % patients.len()]), include_library: true }, Scope { patient: None, include_library: true }];
-        for (i, s) in scopes.iter().enumerate() {
-            let exact = index::nearest(&conn, &v, s, &Access::AllPatients, 10, index::Nearest::Exact).map_err(e)?;
-            let fast = index::nearest(&conn, &v, s, &Access::AllPatients, 10, index::Nearest::Codes).map_err(e)?;
-            wanted[i] += exact.len();
-            found[i] += exact.iter().filter(|x| fast.iter().any(|f| f.0 == x.0)).count();
-        }
-    }
-    drop(conn);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
@@ -344,8 +325,6 @@ fn size_run(n: usize, queries: usize, dir: &std::path::Path, cache_mib: u32) -> 
         anchor_p95: pct(&anchor_ms, 0.95),
         patient_phases: phase_medians(&patient_phases),
         all_phases: phase_medians(&all_phases),
-        patient_recall10: found[0] as f64 / wanted[0].max(1) as f64,
-        all_recall10: found[1] as f64 / wanted[1].max(1) as f64,
     })
 }
 
@@ -456,13 +435,9 @@ fn search_latencies(a: &Args) {
         let [f, k, u, d] = r.all_phases;
         println!("{:>8} all                              {f:>6.2} {k:>6.2} {u:>6.2} {d:>6.2}", r.chunks);
     }
-    println!();
-    println!("vector half against the exact 10 nearest (recall@10):");
-    for r in &results {
-        println!("{:>8} one patient + library {:.3}, all {:.3}", r.chunks, r.patient_recall10, r.all_recall10);
-    }
+
     println!();
     println!("page cache {} MiB (--cache-mib).", a.cache_mib);
-    println!("search = FTS5 BM25 (common words left out) + KNN (binary codes per owner partition, re-scored by cosine) + RRF, top 5; \"patient\" = one patient + library, \"all\" = no owner filter.");
+    println!("search = FTS5 BM25 (common words left out) + sqlite-vec cosine KNN (vectors partitioned by owner; one scan per owner in scope) + RRF, top 5; \"patient\" = one patient + library, \"all\" = no owner filter.");
     println!("anchor = plain sqlite-vec (unencrypted file, one float vec0 table), brute force k = 10 over the same vectors; x/anc = our time / anchor time (p50 / p95).");
 }
