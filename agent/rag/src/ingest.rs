@@ -642,9 +642,22 @@ pub async fn ingest_bytes(
     let chunks: Vec<NewChunk> =
         pieces.into_iter().zip(vectors).map(|((section, text), embedding)| NewChunk { section, text, embedding }).collect();
     let n = chunks.len();
-    let document_id = index::insert_document(conn, owner_id, &content_hash, kind.as_str(), &title, &chunks).map_err(ix)?;
+    let document_id = match index::insert_document(conn, owner_id, &content_hash, kind.as_str(), &title, &chunks) {
+        Ok(id) => id,
+        // The same file uploaded twice at once: both looked, found nothing and embedded, and the
+        // store's unique (owner, content hash) let the other one in first. It is one document.
+        Err(e) if is_constraint_violation(&e) => match index::find_document(conn, owner_id, &content_hash).map_err(ix)? {
+            Some(document_id) => return Ok(Outcome::Unchanged { document_id, owner: owner_id }),
+            None => return Err(ix(e)),
+        },
+        Err(e) => return Err(ix(e)),
+    };
     index::save_pseudonyms(conn, owner_id, &mut scope).map_err(ix)?;
     Ok(Outcome::Ingested { document_id, owner: owner_id, chunks: n, replaced })
+}
+
+fn is_constraint_violation(e: &index::IndexError) -> bool {
+    matches!(e, index::IndexError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
 /// The originals of a scope worth matching verbatim in later documents (not dates: those are
