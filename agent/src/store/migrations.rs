@@ -146,4 +146,11 @@ pub const MIGRATIONS: &[Migration] = &[
     // The backup repository key and the record of every backup and restore drill. Its SQL is
     // owned by `crate::backup`.
     Migration { version: 7, name: crate::backup::MIGRATION_NAME, sql: crate::backup::MIGRATION_SQL },
+    // The retrieval index's vectors partitioned by owner: a search for one patient and the
+    // library reads only their vectors (docs/rag.md). Copies the stored vectors, drops the old table.
+    Migration {
+        version: 8,
+        name: wardbox_rag::index::MIGRATION_PARTITIONED_NAME,
+        sql: wardbox_rag::index::MIGRATION_PARTITIONED_SQL,
+    },
 ];
