@@ -1142,14 +1142,15 @@ fn check_password_management(cx: &Ctx) -> Outcome {
 
 /// A backup older than this is not a backup of today's records.
 const BACKUP_MAX_AGE_DAYS: i64 = 2;
-const RESTORE_TEST_MAX_AGE_DAYS: i64 = 366;
+/// A restore drill older than this needs attention (a quarterly drill, with slack).
+const RESTORE_TEST_MAX_AGE_DAYS: i64 = 90;
 
 fn check_contingency_backups(cx: &Ctx) -> Outcome {
     let b = &cx.facts.backups;
     let show = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
     let ev = vec![cx.evidence(
-        "an encrypted backup exists from the last 2 days and a restore was tested within a year",
-        "read the backup component's state",
+        "an encrypted backup exists from the last 2 days and a restore was tested within 90 days",
+        "read the backup runs `wardbox backup` recorded in the store",
         vec![
             ("backups configured", yes_no(b.configured)),
             ("last backup", show(b.last_backup)),
@@ -1173,9 +1174,9 @@ fn check_contingency_backups(cx: &Ctx) -> Outcome {
     match b.last_tested_restore {
         None => Outcome::new(Status::NeedsAttention, "backups run but no restore has been tested", ev),
         Some(t) if t < cx.days_ago(RESTORE_TEST_MAX_AGE_DAYS) => {
-            Outcome::new(Status::NeedsAttention, format!("the last tested restore is from {t}, more than a year ago"), ev)
+            Outcome::new(Status::NeedsAttention, format!("the last tested restore is from {t}, more than 90 days ago"), ev)
         }
-        Some(_) => Outcome::new(Status::Pass, "recent encrypted backup and a restore tested within a year", ev),
+        Some(_) => Outcome::new(Status::Pass, "recent encrypted backup and a restore tested within 90 days", ev),
     }
 }
 

@@ -313,6 +313,10 @@ check!(contingency_untested_restore, ids::CONTINGENCY_BACKUPS,
     pass: |f| {} => ("backups configured", "yes"),
     fail: |f| { f.backups.last_tested_restore = None; } => Status::NeedsAttention, ("last tested restore", "never"));
 
+check!(contingency_stale_drill, ids::CONTINGENCY_BACKUPS,
+    pass: |f| { f.backups.last_tested_restore = Some(days_ago(89)); } => ("last tested restore", "2026-09-01"),
+    fail: |f| { f.backups.last_tested_restore = Some(days_ago(91)); } => Status::NeedsAttention, ("last tested restore", "2026-08-30"));
+
 check!(usb_storage, ids::USB_STORAGE,
     pass: |f| {} => ("storage drivers blocked", "yes"),
     fail: |f| { usb(f).storage_driver_blocked = false; } => Status::Fail, ("storage drivers blocked", "no"));

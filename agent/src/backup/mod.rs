@@ -174,6 +174,22 @@ pub fn last_run(store: &Store, kind: RunKind) -> Result<Option<RunRecord>, RunEr
     }))
 }
 
+/// When a run of `kind` last succeeded, if ever (the compliance report: a failed run after a good
+/// one does not make the good one untrue, and the failure shows in its own alert).
+pub fn last_success(store: &Store, kind: RunKind) -> Result<Option<jiff::Timestamp>, RunError> {
+    let finished: Option<String> = store
+        .conn()
+        .query_row(
+            "SELECT finished_at FROM backup_runs WHERE kind = ?1 AND ok = 1 ORDER BY id DESC LIMIT 1",
+            [kind.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    finished
+        .map(|t| t.parse::<jiff::Timestamp>().map_err(|e| RunError::Record(format!("backup_runs holds an unreadable time {t:?}: {e}"))))
+        .transpose()
+}
+
 /// The last restore drill's time and outcome, for the compliance report (a drill older than
 /// 90 days needs attention). `None` when no drill has ever run.
 pub fn last_drill(store: &Store) -> Result<Option<RunRecord>, RunError> {

@@ -455,8 +455,12 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: b
             None => unavailable(store_error.clone().unwrap_or_default()),
         },
         ldap: ldap_facts(config, store.as_ref(), now),
-        // The box has no backup component yet.
-        backups: BackupFacts { configured: false, last_backup: None, encrypted: false, last_tested_restore: None },
+        backups: store.as_ref().map(backup_facts).unwrap_or(BackupFacts {
+            configured: false,
+            last_backup: None,
+            encrypted: false,
+            last_tested_restore: None,
+        }),
         usb: usb_facts(&host),
         network: network_facts(config),
         inventory: inventory(config, &host),
@@ -464,6 +468,20 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: b
         // needs attention (never a pass).
         attestations: store.as_ref().and_then(|s| crate::compliance::attestations(s.conn()).ok()).unwrap_or_default(),
         waivers: store.as_ref().and_then(|s| crate::compliance::waivers(s.conn()).ok()).unwrap_or_default(),
+    }
+}
+
+/// Backups as `wardbox backup` recorded them in the store: configured once a repository key
+/// exists; restic repositories are always encrypted (with that key); the last good backup and
+/// the last good restore drill. An unreadable record counts as never.
+fn backup_facts(store: &Store) -> BackupFacts {
+    use crate::backup::{self, RunKind};
+    let configured = matches!(backup::stored_key(store), Ok(Some(_)));
+    BackupFacts {
+        configured,
+        last_backup: backup::last_success(store, RunKind::Backup).ok().flatten(),
+        encrypted: configured,
+        last_tested_restore: backup::last_success(store, RunKind::Drill).ok().flatten(),
     }
 }
 
@@ -1284,6 +1302,40 @@ mod tests {
         assert!(!modprobe_blocks_usb_storage("# install usb-storage /bin/false\n"));
         assert!(!modprobe_blocks_usb_storage("install usb-storage /sbin/modprobe --ignore-install usb-storage\n"));
         assert!(!modprobe_blocks_usb_storage(""));
+    }
+
+    #[test]
+    fn backup_facts_come_from_the_runs_the_store_recorded() {
+        use crate::backup::{self, RunKind, RunRecord};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open_or_create(&dir.path().join("store.db"), &crate::store::StoreKey::random()).expect("store");
+        // Before the backup tables exist (an old store): not configured, never.
+        let none = backup_facts(&store);
+        assert!(!none.configured && none.last_backup.is_none());
+        store.migrate().expect("migrate");
+        let none = backup_facts(&store);
+        assert!(!none.configured && !none.encrypted && none.last_backup.is_none() && none.last_tested_restore.is_none());
+
+        backup::key_or_create(&store).expect("key");
+        let at = |s: &str| s.parse::<Timestamp>().expect("time");
+        let run = |kind, finished: &str, ok| RunRecord {
+            kind,
+            destination: "/media/backup".into(),
+            started_at: at(finished),
+            finished_at: at(finished),
+            ok,
+            snapshot_id: ok.then(|| "abc".into()),
+            detail: json!({}),
+        };
+        backup::record_run(&store, &run(RunKind::Backup, "2026-11-27T02:00:00Z", true)).expect("record");
+        backup::record_run(&store, &run(RunKind::Drill, "2026-11-01T03:00:00Z", true)).expect("record");
+        // Failed runs after the good ones do not erase them (their failures raise alerts).
+        backup::record_run(&store, &run(RunKind::Backup, "2026-11-28T02:00:00Z", false)).expect("record");
+        backup::record_run(&store, &run(RunKind::Drill, "2026-11-28T03:00:00Z", false)).expect("record");
+        let facts = backup_facts(&store);
+        assert!(facts.configured && facts.encrypted);
+        assert_eq!(facts.last_backup, Some(at("2026-11-27T02:00:00Z")));
+        assert_eq!(facts.last_tested_restore, Some(at("2026-11-01T03:00:00Z")));
     }
 
     fn tree() -> (tempfile::TempDir, HostRoot) {
