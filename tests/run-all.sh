@@ -18,10 +18,11 @@ passed=()
 # a tier failed: CI shows only the tail of a long run, which is the last tier's output.
 LOGS="$PWD/target/test-logs"
 mkdir -p "$LOGS"
+tier_log() { echo "$LOGS/$(echo "$1" | tr -c 'a-zA-Z0-9\n' '-').log"; }
 step() {
     local name=$1; shift
     local t0=$SECONDS log rc
-    log="$LOGS/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '-').log"
+    log=$(tier_log "$name")
     echo
     echo "=== $name: $*"
     "$@" 2>&1 | tee "$log"
@@ -37,7 +38,8 @@ step() {
 
 # Why a tier failed, in a few lines: each panic with the message after it, and cargo's errors.
 why_failed() {
-    local log="$LOGS/$(echo "$1" | tr -c 'a-zA-Z0-9\n' '-').log"
+    local log
+    log=$(tier_log "$1")
     [ -f "$log" ] || return 0
     {
         grep -a -E -A45 "panicked at" "$log" | grep -a -v -E "^ +[0-9]+: |^ +at |stack backtrace:"

@@ -159,15 +159,11 @@ pub fn last_run(store: &Store, kind: RunKind) -> Result<Option<RunRecord>, RunEr
         )
         .optional()?;
     let Some((destination, started, finished, ok, snapshot_id, detail)) = row else { return Ok(None) };
-    let time = |t: &str| {
-        t.parse::<jiff::Timestamp>()
-            .map_err(|e| RunError::Record(format!("backup_runs holds an unreadable time {t:?}: {e}")))
-    };
     Ok(Some(RunRecord {
         kind,
         destination,
-        started_at: time(&started)?,
-        finished_at: time(&finished)?,
+        started_at: recorded_time(&started)?,
+        finished_at: recorded_time(&finished)?,
         ok: ok == 1,
         snapshot_id,
         detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
@@ -185,9 +181,11 @@ pub fn last_success(store: &Store, kind: RunKind) -> Result<Option<jiff::Timesta
             |r| r.get(0),
         )
         .optional()?;
-    finished
-        .map(|t| t.parse::<jiff::Timestamp>().map_err(|e| RunError::Record(format!("backup_runs holds an unreadable time {t:?}: {e}"))))
-        .transpose()
+    finished.as_deref().map(recorded_time).transpose()
+}
+
+fn recorded_time(t: &str) -> Result<jiff::Timestamp, RunError> {
+    t.parse().map_err(|e| RunError::Record(format!("backup_runs holds an unreadable time {t:?}: {e}")))
 }
 
 /// The last restore drill's time and outcome, for the compliance report (a drill older than
