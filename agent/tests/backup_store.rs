@@ -400,3 +400,79 @@ fn the_backup_commands_end_to_end() {
         store.conn().query_row("SELECT count(*) FROM backup_runs WHERE kind = 'backup' AND ok = 0", [], |r| r.get(0)).unwrap();
     assert_eq!(failed_runs, 1, "the unmounted destination was recorded as a failed run");
 }
+
+/// Two runs never overlap on one box: while one holds the backup lock, a backup, a drill and
+/// the CLI's backup and restore are refused with a message saying so, nothing is recorded as
+/// a run, and the holder's staging directory is left alone. Once it ends, the next run goes.
+#[test]
+fn a_second_backup_or_drill_is_refused_while_one_runs() {
+    let b = test_box();
+    let store = Store::open_existing(&b.store_path, &b.key).unwrap();
+    let (repo_key, _) = backup::key_or_create(&store).unwrap();
+    let destination = Destination::LocalDirectory(repo_dir(&b));
+    let inputs = BackupInputs { store: &store, store_key: &b.key, data_dir: &b.data_dir, state_dir: &b.state_dir, config_file: None };
+    backup::run_backup(&inputs, &destination, &repo_key, &[]).unwrap();
+
+    // A run in progress: it holds the lock and is writing its staging directory.
+    let running = backup::RunLock::acquire(&b.data_dir, "backup").unwrap();
+    let staging = b.data_dir.join(".backup-staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("in-progress"), "x").unwrap();
+
+    let started = jiff::Timestamp::now();
+    let second = backup::run_backup(&inputs, &destination, &repo_key, &[]);
+    backup::record_backup(&store, &destination, started, &second).unwrap();
+    let err = second.unwrap_err();
+    assert!(matches!(err, backup::RunError::Busy(_)), "{err}");
+    assert!(err.to_string().contains("another backup, restore or drill is running on this box (backup by process"), "{err}");
+    let drill = backup::run_drill(&b.data_dir, &destination, &repo_key);
+    backup::record_drill(&store, &destination, started, &drill).unwrap();
+    assert!(matches!(drill, Err(backup::RunError::Busy(_))), "{drill:?}");
+    assert!(staging.join("in-progress").is_file(), "the refused run left the running one's staging alone");
+    let runs: i64 = store.conn().query_row("SELECT count(*) FROM backup_runs", [], |r| r.get(0)).unwrap();
+    assert_eq!(runs, 0, "a refused run is not recorded (the first backup above was not recorded either)");
+    let snapshots = wardbox_backup::BackupRepository::open(&destination, &repo_key).unwrap().snapshots().unwrap();
+    assert_eq!(snapshots.len(), 1, "the refused backup wrote no snapshot");
+
+    drop(running);
+    std::fs::remove_dir_all(&staging).unwrap();
+    backup::run_backup(&inputs, &destination, &repo_key, &[]).unwrap();
+}
+
+/// The CLI, in another process, is refused by the lock a running backup holds.
+#[test]
+fn the_backup_commands_are_refused_while_a_run_holds_the_lock() {
+    let (dir, config_path, config) = dev_box();
+    let c = config_path.to_str().unwrap();
+    let usb = dir.path().join("usb");
+    std::fs::create_dir(&usb).unwrap();
+    let r = usb.to_str().unwrap();
+    let out = wardbox(&["backup", "now", "-c", c, "--repo", r]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let data_dir = dir.path().join("box/data");
+    let running = backup::RunLock::acquire(&data_dir, "drill").unwrap();
+    for args in [
+        vec!["backup", "now", "-c", c, "--repo", r],
+        vec!["backup", "drill", "-c", c, "--repo", r],
+        vec!["backup", "restore", "-c", c, "--repo", r, "--target", dir.path().join("t").to_str().unwrap()],
+    ] {
+        let out = wardbox(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("another backup, restore or drill is running on this box (drill by process"), "{args:?}: {}", text(&out));
+    }
+    drop(running);
+    let out = wardbox(&["backup", "drill", "-c", c, "--repo", r]);
+    assert!(out.status.success(), "{}", text(&out));
+    let store_key = wardbox::stages::unlock::load_or_create_key_file(&config.state_dir.join("dev-store.key")).unwrap();
+    let store = Store::open_existing(&data_dir.join(&config.store.file_name), &store_key).unwrap();
+    let runs: Vec<(String, i64)> = store
+        .conn()
+        .prepare("SELECT kind, ok FROM backup_runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(runs, [("backup".to_owned(), 1), ("drill".to_owned(), 1)], "the refused runs were not recorded");
+}

@@ -10,6 +10,7 @@
 //!   [`run_backup`] and [`run_drill`], which the CLI calls.
 
 pub mod drill;
+pub mod lock;
 pub mod stage;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use wardbox_backup::{BackupRepository, Destination, RETENTION, RepositoryKey, Sn
 use crate::store::{Store, StoreKey};
 
 pub use drill::{DrillError, DrillReport};
+pub use lock::{LockError, RunLock};
 pub use stage::{Manifest, StageError};
 
 /// The store migration that holds the repository key and the run records.
@@ -56,6 +58,9 @@ pub enum RunError {
     Repository(#[from] wardbox_backup::BackupError),
     #[error(transparent)]
     Drill(#[from] DrillError),
+    /// Another run holds the box's backup lock ([`lock`]); nothing was done.
+    #[error(transparent)]
+    Busy(#[from] LockError),
     #[error("the backup key in the store cannot be read: {0}")]
     Key(String),
     #[error("a backup run record in the store is unreadable: {0}")]
@@ -225,7 +230,10 @@ pub struct BackupDone {
 
 /// Stage, back up, apply retention. The staging directory is removed in every case. The run is
 /// recorded in `backup_runs` by the caller ([`record_backup`]) so a failure is recorded too.
+///
+/// Refused with [`RunError::Busy`] while another backup, restore or drill runs on the box.
 pub fn run_backup(inputs: &BackupInputs<'_>, destination: &Destination, key: &RepositoryKey, tags: &[&str]) -> Result<BackupDone, RunError> {
+    let _lock = RunLock::acquire(inputs.data_dir, "backup")?;
     let staging = work_dir(inputs.data_dir, "staging");
     let result = (|| {
         // The repository first: a stick that is not mounted or a wrong key fails before the
@@ -251,8 +259,12 @@ pub fn run_backup(inputs: &BackupInputs<'_>, destination: &Destination, key: &Re
     result
 }
 
-/// Record a finished backup run, good or failed, in the store.
+/// Record a finished backup run, good or failed, in the store. A run refused because another
+/// held the lock is not recorded: it did nothing, and the one that ran records itself.
 pub fn record_backup(store: &Store, destination: &Destination, started_at: jiff::Timestamp, outcome: &Result<BackupDone, RunError>) -> Result<(), RunError> {
+    if matches!(outcome, Err(RunError::Busy(_))) {
+        return Ok(());
+    }
     let (ok, snapshot_id, detail) = match outcome {
         Ok(done) => (true, Some(done.snapshot.id.clone()), backup_detail(done)),
         Err(e) => (false, None, serde_json::json!({ "error": e.to_string() })),
@@ -291,7 +303,10 @@ pub fn backup_detail(done: &BackupDone) -> serde_json::Value {
 /// Restore the latest snapshot into a scratch directory on the data volume, check it against
 /// its manifest (digests, the store opens, the audit chain verifies, row counts match), remove
 /// the scratch directory, and return the report. Recording is the caller's ([`record_drill`]).
+///
+/// Refused with [`RunError::Busy`] while another backup, restore or drill runs on the box.
 pub fn run_drill(data_dir: &Path, destination: &Destination, key: &RepositoryKey) -> Result<DrillReport, RunError> {
+    let _lock = RunLock::acquire(data_dir, "drill")?;
     let scratch = work_dir(data_dir, "drill");
     let _ = std::fs::remove_dir_all(&scratch);
     let result = (|| {
@@ -303,8 +318,11 @@ pub fn run_drill(data_dir: &Path, destination: &Destination, key: &RepositoryKey
     result
 }
 
-/// Record a drill, good or failed.
+/// Record a drill, good or failed (not one refused by the lock, see [`record_backup`]).
 pub fn record_drill(store: &Store, destination: &Destination, started_at: jiff::Timestamp, outcome: &Result<DrillReport, RunError>) -> Result<(), RunError> {
+    if matches!(outcome, Err(RunError::Busy(_))) {
+        return Ok(());
+    }
     let (ok, snapshot_id, detail) = match outcome {
         Ok(report) => (true, Some(report.snapshot_id.clone()), serde_json::to_value(report).unwrap_or_default()),
         Err(e) => (false, None, serde_json::json!({ "error": e.to_string() })),

@@ -94,6 +94,9 @@ pub fn run(cmd: BackupCommand) -> CliResult {
                 config_file: Some(&config_path),
             };
             let outcome = backup::run_backup(&inputs, &destination, &key, &["wardbox"]);
+            if let Err(backup::RunError::Busy(e)) = &outcome {
+                return Err(CliError::new(e.to_string()));
+            }
             backup::record_backup(&store, &destination, started, &outcome)?;
             let mut detail = match &outcome {
                 Ok(done) => backup::backup_detail(done),
@@ -185,6 +188,9 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             let destination = Destination::LocalDirectory(repo);
             // With the escrowed key the box needs no store; without it the store's key is used
             // and the restore is audited there.
+            // On a box with its store, the restore holds the backup lock (not while a backup or
+            // drill runs); with only the escrowed key there is no box state to protect.
+            let mut _lock = None;
             let (key, audit) = match key_file {
                 Some(path) => {
                     let text = zeroize::Zeroizing::new(
@@ -195,6 +201,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
                 None => {
                     let config = load_config(&config)?;
                     let (store, volume) = super::audit::open(&config)?;
+                    _lock = Some(backup::RunLock::acquire(&volume.data_dir, "restore")?);
                     (stored_key(&store)?, Some((store, volume)))
                 }
             };
@@ -232,6 +239,10 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             let destination = Destination::LocalDirectory(repo);
             let started = jiff::Timestamp::now();
             let outcome = backup::run_drill(&volume.data_dir, &destination, &key);
+            // Refused by the lock: no drill ran, so none failed.
+            if let Err(backup::RunError::Busy(e)) = &outcome {
+                return Err(CliError::new(e.to_string()));
+            }
             backup::record_drill(&store, &destination, started, &outcome)?;
             let mut detail = match &outcome {
                 Ok(report) => serde_json::to_value(report).unwrap_or_default(),
