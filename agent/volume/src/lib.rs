@@ -9,7 +9,8 @@
 //! - [`luks`]: the LUKS2 header: format, keyslots, tokens, key test, activation;
 //! - [`ops`]: the life cycle IT sees: provision, unlock, recover, reseal, rotate, status;
 //! - [`mount`]: the filesystem on the opened volume (appliance and qemu guest only);
-//! - [`swtpm`]: a software TPM process for tests, the bench and the dev profile.
+//! - [`swtpm`]: a software TPM process for tests, the bench and the dev profile;
+//! - [`nvcounter`]: the TPM NV counter behind the system-version anti-rollback floor (updates).
 //!
 //! Nothing here depends on the agent; the agent's unlock stage and `wardbox volume` CLI call
 //! [`ops`].
@@ -17,6 +18,7 @@
 pub mod keys;
 pub mod luks;
 pub mod mount;
+pub mod nvcounter;
 pub mod ops;
 pub mod pcrsig;
 pub mod recovery;
