@@ -47,6 +47,13 @@ pub struct Config {
     /// Where alerts are delivered besides the admin page; each destination opens one firewall rule.
     #[serde(default)]
     pub alert_delivery: crate::alerting::DeliveryConfig,
+    /// Where and when the box backs up (`crate::backup`).
+    #[serde(default)]
+    pub backup: crate::backup::schedule::BackupConfig,
+    /// The file this configuration was loaded from (backups copy it as it is); `None` for a
+    /// configuration built in code.
+    #[serde(skip)]
+    pub source_file: Option<PathBuf>,
 }
 
 /// `[web]` is owned by the web module (listen address, TLS, sessions, lockout, LDAP).
@@ -86,7 +93,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text, path)
+        let mut config = Self::parse(&text, path)?;
+        config.source_file = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parse and validate configuration text; `origin` names it in errors.
@@ -121,6 +130,8 @@ impl Config {
             clinical: crate::clinical::ClinicalConfig::dev(),
             alerts: wardbox_alerts::AlertsConfig::default(),
             alert_delivery: crate::alerting::DeliveryConfig::default(),
+            backup: crate::backup::schedule::BackupConfig::default(),
+            source_file: None,
         }
     }
 
@@ -161,6 +172,7 @@ impl Config {
         self.engine.validate()?;
         self.update.validate(self.profile)?;
         self.clinical.validate()?;
+        self.backup.validate()?;
         self.alerts.validate().map_err(|e| ConfigError::invalid(format!("alerts.{}", e.key), e.problem))?;
         if self.clinical.demo_records && self.profile == Profile::Appliance {
             return Err(ConfigError::invalid("clinical.demo_records", "invented demo patients are for the dev profile only"));

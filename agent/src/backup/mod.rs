@@ -11,6 +11,7 @@
 
 pub mod drill;
 pub mod lock;
+pub mod schedule;
 pub mod stage;
 
 use std::path::{Path, PathBuf};
