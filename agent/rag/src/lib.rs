@@ -15,3 +15,4 @@ pub mod embed;
 pub mod index;
 pub mod ingest;
 pub mod answer;
+pub mod check;

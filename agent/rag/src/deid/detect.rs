@@ -62,7 +62,7 @@ static STOPWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
 static ENGLISH: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| include_str!("../../data/english_words.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
 
-fn is_english(lower: &str) -> bool {
+pub(crate) fn is_english(lower: &str) -> bool {
     ENGLISH.contains(lower)
 }
 

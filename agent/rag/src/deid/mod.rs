@@ -12,6 +12,7 @@
 //! (the recall test below measures how often that happens on a synthetic set).
 
 mod detect;
+pub(crate) use detect::is_english;
 mod numbers;
 mod places;
 
