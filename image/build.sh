@@ -155,7 +155,7 @@ cp -al "$OS" "$STAGING"
 cp -a --no-preserve=ownership --remove-destination "$IMAGE/wardbox/." "$STAGING/"
 systemctl --root="$STAGING" --quiet enable wardbox-firewall.service wardbox-unlock.service \
     wardbox.service wardbox-engine.service wardbox-engine-proxy.socket wardbox-egress-probe.service \
-    wardbox-status-console.service
+    wardbox-status-console.service wardbox-report-probe.service
 install -D -m 0755 "$AGENT" "$STAGING/usr/bin/wardbox"
 if [ "$ENGINE_INCLUDED" = yes ]; then
     install -D -m 0755 "$ENGINE" "$STAGING/usr/bin/wardbox-engine"

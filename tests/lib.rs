@@ -5,6 +5,8 @@
 //! Everything here drives real programs (qemu, swtpm, OVMF, the built image); nothing is
 //! simulated. Missing programs are reported by [`require`] with the package that provides them.
 
+pub mod report_probe;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

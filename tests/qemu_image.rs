@@ -5,7 +5,10 @@
 //! 2. Second boot: the TPM releases the key unattended, dm-crypt opens the volume, the
 //!    egress-deny firewall holds (a connection from inside the guest to the host is blocked,
 //!    and nothing arrives at the host), the agent's health endpoint answers through a loopback
-//!    port-forward and reports every security stage ok.
+//!    port-forward and reports every security stage ok. The compliance report made in the
+//!    guest passes every technical item, fails the outbound item once the firewall table is
+//!    flushed, and `wardbox report verify` on the host accepts it, refusing it after one
+//!    changed byte or quoted by another TPM (`report_probe`, once per box).
 //! 3. The Secure Boot keys change (the box boots with another UEFI variable store, so PCR 7
 //!    changes): the TPM refuses, the console asks for the recovery key, a wrong key is refused,
 //!    the right one opens the volume and reseals, and the agent serves again.
@@ -196,7 +199,7 @@ fn scenario() -> Result<(), String> {
     std::fs::copy(OVMF_VARS_MS, &vars).map_err(|e| e.to_string())?;
     let sink = Sink::start()?;
     let cmdline = std::fs::read_to_string(image.join("cmdline.txt")).map_err(|e| format!("no cmdline.txt in the image: {e}"))?;
-    let cmdline = format!("{} wardbox.status_console wardbox.egress_probe=10.0.2.2:{}", cmdline.trim(), sink.port);
+    let cmdline = format!("{} wardbox.status_console wardbox.egress_probe=10.0.2.2:{} wardbox.report_probe", cmdline.trim(), sink.port);
     let mut bx = Box_ {
         work: work.clone(),
         image: image.clone(),
@@ -257,6 +260,8 @@ fn scenario() -> Result<(), String> {
         return Err(format!("boot 2: the host's listener received {} connection(s) from the guest", sink.count()));
     }
     eprintln!("== e2e: boot 2: egress blocked ({})", probe.trim());
+    phases.start("boot 2: compliance report in the guest, verified on the host");
+    wardbox_e2e::report_probe::check_guest_reports(&mut vm, &work, &repo, 15 * MIN).map_err(|e| format!("boot 2: {e}"))?;
     phases.start("boot 2: power off");
     if !vm.shutdown(3 * MIN)? {
         gaps.note("boot 2: the guest did not power off on the ACPI button within 3 minutes; the power was cut");

@@ -192,3 +192,88 @@ async fn clinicians_do_not_reach_the_reports_page() {
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert!(b.service.calls.lock().expect("lock").is_empty());
 }
+
+/// A real report of made-up facts (the report crate's own renderings, unsigned) written where
+/// the page lists reports; `previous` is compared with as generation does.
+fn write_report(dir: &Path, stamp: &str, change: impl FnOnce(&mut wardbox_report::Facts), previous: Option<&wardbox_report::Report>) -> wardbox_report::Report {
+    let now: jiff::Timestamp = format!("{}-{}-{}T{}:{}:{}Z", &stamp[..4], &stamp[4..6], &stamp[6..8], &stamp[9..11], &stamp[11..13], &stamp[13..15]).parse().expect("time");
+    let mut facts = wardbox_report::sample::healthy(now);
+    change(&mut facts);
+    let mut report = wardbox_report::evaluate(&facts, now);
+    if let Some(p) = previous {
+        report.compare_with(p, None);
+    }
+    let out = wardbox_report::json::assemble::<wardbox_report::json::DocumentError>(&report, |_| Ok(None)).expect("render");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let base = dir.join(format!("wardbox-report-{stamp}"));
+    std::fs::write(base.with_extension("json"), &out.json).expect("write");
+    std::fs::write(base.with_extension("html"), &out.html).expect("write");
+    std::fs::write(base.with_extension("oscal.json"), &out.oscal).expect("write");
+    report
+}
+
+#[tokio::test]
+async fn the_page_shows_what_changed_and_compares_two_reports_regressions_first() {
+    let b = start();
+    let (auditor, _) = b.session("auditor.kim", Role::Auditor);
+    let dir = b.service.dir.clone();
+    // October: training not attested yet. November: training attested, the idle logoff
+    // raised to an hour (pass -> fail), the firewall drifted (pass -> fail).
+    let october = write_report(&dir, "20261001T080000Z", |f| f.attestations.retain(|a| a.item != "admin-training"), None);
+    let november = write_report(
+        &dir,
+        "20261101T080000Z",
+        |f| {
+            f.sessions.idle_timeout_secs = 3600;
+            if let wardbox_report::Probe::Observed { value } = &mut f.firewall {
+                value.drift = vec!["table inet wardbox was flushed: its chains hold no rules".into()];
+            }
+        },
+        Some(&october),
+    );
+    // December, the same state as November: nothing changed.
+    write_report(
+        &dir,
+        "20261201T080000Z",
+        |f| {
+            f.sessions.idle_timeout_secs = 3600;
+            if let wardbox_report::Probe::Observed { value } = &mut f.firewall {
+                value.drift = vec!["table inet wardbox was flushed: its chains hold no rules".into()];
+            }
+        },
+        Some(&november),
+    );
+
+    // The newest report's own comparison, on the page.
+    let html = body_text(b.send(get_with("/admin/reports", &auditor)).await).await;
+    assert!(html.contains("The newest report (2026-12-01T08:00:00Z) compared with the one before it (2026-11-01T08:00:00Z)"), "{html}");
+    assert!(html.contains("No item changed."), "{html}");
+    assert!(html.contains("<option selected>wardbox-report-20261101T080000Z.json</option>"), "the form offers the one before the newest: {html}");
+
+    // October -> December, chosen on the form: pass -> fail first, the improvement last.
+    let resp = b
+        .send(get_with("/admin/reports?from=wardbox-report-20261001T080000Z.json&to=wardbox-report-20261201T080000Z.json", &auditor))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = body_text(resp).await;
+    assert!(html.contains("Report 2026-12-01T08:00:00Z compared with report 2026-10-01T08:00:00Z"), "{html}");
+    let table = &html[html.find("<table id=\"comparison\">").expect("the comparison table")..];
+    let table = &table[..table.find("</table>").expect("end")];
+    let rows: Vec<&str> = table.split("<tr").skip(2).collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(rows[0].contains("(access-automatic-logoff)") && rows[0].contains("<td>pass</td><td>fail</td>") && rows[0].starts_with(" class=\"failed\""), "{}", rows[0]);
+    assert!(rows[1].contains("(network-outbound-blocked)") && rows[1].contains("<td>pass</td><td>fail</td>"), "{}", rows[1]);
+    assert!(rows[2].contains("(admin-training)") && rows[2].contains("<td>needs attention</td><td>attested</td>") && !rows[2].contains("failed"), "{}", rows[2]);
+
+    // Anything but two reports of the list is refused, naming why.
+    for query in [
+        "from=wardbox-report-20261001T080000Z.json",
+        "from=..%2Fwardbox.db&to=wardbox-report-20261201T080000Z.json",
+        "from=wardbox-report-20261001T080000Z.html&to=wardbox-report-20261201T080000Z.json",
+        "from=wardbox-report-20250101T000000Z.json&to=wardbox-report-20261201T080000Z.json",
+    ] {
+        let resp = b.send(get_with(&format!("/admin/reports?{query}"), &auditor)).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert!(body_text(resp).await.contains("Cannot compare"), "{query}");
+    }
+}

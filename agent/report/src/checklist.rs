@@ -9,6 +9,8 @@
 //! - a waiver applies only to items marked waivable, and only with an approver, a justification
 //!   and an expiry in the future; a waived item is `NotApplicable` and carries the waiver.
 
+use std::net::SocketAddr;
+
 use jiff::{SignedDuration, Timestamp, ToSpan, civil::Date, tz::TimeZone};
 
 use crate::facts::{Attestation, Facts, LdapFacts, Probe, Waiver};
@@ -936,17 +938,37 @@ fn check_engine_unreachable(cx: &Ctx) -> Outcome {
         Probe::Observed { value } => value,
         Probe::Unavailable { reason } => return cx.unavailable(check, how, reason),
     };
-    let mut values: Vec<(&str, String)> = p.attempts.iter().map(|a| ("connect", format!("{}: {}", a.target, a.result))).collect();
+    let own = agent_loopback_endpoint(&cx.facts.network.engine_channel);
+    let is_own = |a: &crate::facts::ConnectAttempt| a.connected() && own.is_some_and(|o| a.target.parse::<SocketAddr>().ok() == Some(o));
+    let mut values: Vec<(&str, String)> = p
+        .attempts
+        .iter()
+        .map(|a| {
+            let note = if is_own(a) { " (the agent's own loopback endpoint, which no network interface reaches)" } else { "" };
+            ("connect", format!("{}: {}{note}", a.target, a.result))
+        })
+        .collect();
     values.push(("engine channel", cx.facts.network.engine_channel.clone()));
     let ev = vec![cx.evidence(check, how, values)];
     if p.attempts.is_empty() {
         return Outcome::new(Status::Fail, "no address was probed, so nothing proves the engine is unreachable", ev);
     }
-    let open: Vec<String> = p.attempts.iter().filter(|a| a.connected()).map(|a| a.target.clone()).collect();
+    let open: Vec<String> = p.attempts.iter().filter(|a| a.connected() && !is_own(a)).map(|a| a.target.clone()).collect();
     if !open.is_empty() {
         return Outcome::new(Status::Fail, format!("the engine's port accepted a connection on {}", open.join(", ")), ev);
     }
     Outcome::new(Status::Pass, format!("all {} connects were refused or unreachable", p.attempts.len()), ev)
+}
+
+/// The engine endpoint the agent itself uses, when it is a loopback address and port (the
+/// appliance bridges 127.0.0.1:11434 to the engine's Unix socket): a connect there is the
+/// agent's own channel, which packets from a network interface cannot reach. Anything else
+/// (a Unix socket, a non-loopback address) gives `None`, so every connect counts.
+fn agent_loopback_endpoint(channel: &str) -> Option<SocketAddr> {
+    let rest = channel.strip_prefix("http://").or_else(|| channel.strip_prefix("https://"))?;
+    let hostport = rest.split('/').next()?;
+    let addr: SocketAddr = hostport.parse().ok()?;
+    addr.ip().is_loopback().then_some(addr)
 }
 
 fn check_outbound_blocked(cx: &Ctx) -> Outcome {
@@ -1426,11 +1448,16 @@ fn data_flows(facts: &Facts) -> Vec<DataFlow> {
         })
         .collect();
     let engine = match &facts.engine_reach {
-        Probe::Observed { value } => format!(
-            "engine port refused on {} of {} addresses (live connects)",
-            value.attempts.iter().filter(|a| !a.connected()).count(),
-            value.attempts.len()
-        ),
+        Probe::Observed { value } => {
+            let own = agent_loopback_endpoint(&facts.network.engine_channel);
+            let own_answers = value.attempts.iter().any(|a| a.connected() && own.is_some_and(|o| a.target.parse::<SocketAddr>().ok() == Some(o)));
+            format!(
+                "engine port refused on {} of {} addresses (live connects){}",
+                value.attempts.iter().filter(|a| !a.connected()).count(),
+                value.attempts.len(),
+                if own_answers { "; the agent's own loopback endpoint answers" } else { "" }
+            )
+        }
         Probe::Unavailable { reason } => format!("engine reachability not measured: {reason}"),
     };
     flows.push(DataFlow {

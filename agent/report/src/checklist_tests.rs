@@ -251,6 +251,29 @@ check!(engine_nothing_probed, ids::ENGINE_UNREACHABLE,
     pass: |f| {} => ("engine channel", "unix:"),
     fail: |f| { f.engine_reach = Probe::observed(EngineReachProbe { attempts: vec![] }); } => Status::Fail, ("engine channel", "unix:"));
 
+/// The appliance bridges 127.0.0.1:11434 to the engine's socket for the agent: that connect
+/// is the agent's own channel; the same port on any other address is a failure.
+fn agent_loopback_endpoint_answers(f: &mut Facts) {
+    f.network.engine_channel = "http://127.0.0.1:11434".into();
+    if let Probe::Observed { value } = &mut f.engine_reach {
+        value.attempts[0].result = "connected".into();
+    }
+}
+
+check!(engine_loopback_endpoint_of_the_agent, ids::ENGINE_UNREACHABLE,
+    pass: |f| { agent_loopback_endpoint_answers(f); } => ("connect", "127.0.0.1:11434: connected (the agent's own loopback endpoint"),
+    fail: |f| {
+        agent_loopback_endpoint_answers(f);
+        if let Probe::Observed { value } = &mut f.engine_reach { value.attempts[2].result = "connected".into(); }
+    } => Status::Fail, ("connect", "[::1]:11434: connected"));
+
+check!(engine_loopback_without_a_loopback_endpoint, ids::ENGINE_UNREACHABLE,
+    pass: |f| {} => ("connect", "127.0.0.1:11434: refused"),
+    fail: |f| {
+        // The agent reaches the engine over its Unix socket: a loopback listener is someone else's.
+        if let Probe::Observed { value } = &mut f.engine_reach { value.attempts[0].result = "connected".into(); }
+    } => Status::Fail, ("connect", "127.0.0.1:11434: connected"));
+
 check!(outbound_blocked, ids::OUTBOUND_BLOCKED,
     pass: |f| {} => ("outbound packets blocked", "1234"),
     fail: |f| { firewall(f).drift = vec!["table inet wardbox was flushed: its chains hold no rules".into()]; } => Status::Fail, ("drift", "flushed"));

@@ -404,6 +404,9 @@ impl HostRoot {
 }
 
 fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: bool) -> Facts {
+    // First: the agent repairs a drifted ruleset within its verify interval (30 s), so the
+    // read-back is taken before the slower probes, as close to "now" as possible.
+    let firewall = firewall_facts(config);
     let host = HostRoot::system();
     let store = super::audit::open(config);
     let store_error = store.as_ref().err().map(|e| format!("the store cannot be opened: {e}"));
@@ -420,7 +423,7 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: b
             Some(s) => store_facts(s),
             None => unavailable(store_error.clone().unwrap_or_default()),
         },
-        firewall: firewall_facts(config),
+        firewall,
         tls,
         engine_reach: engine_reach(config),
         audit: match &store {

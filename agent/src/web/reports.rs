@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use askama::Template;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -95,6 +95,82 @@ fn list(dir: &Path) -> Vec<ReportRow> {
     rows
 }
 
+/// One item whose status differs between two reports, regressions first.
+#[derive(Debug)]
+struct ChangeRow {
+    item: String,
+    title: String,
+    from: String,
+    to: String,
+    /// A change for the worse (from in order, or absent, to not in order).
+    worse: bool,
+}
+
+/// What changed between two reports, for the page.
+#[derive(Debug)]
+struct Changes {
+    /// "Report X compared with report Y" (or: the first report).
+    heading: String,
+    rows: Vec<ChangeRow>,
+}
+
+fn change_rows(changes: &[wardbox_report::report::Change]) -> Vec<ChangeRow> {
+    let label = |s: Option<wardbox_report::Status>| s.map(|s| s.label().to_string()).unwrap_or_else(|| "(absent)".into());
+    changes
+        .iter()
+        .map(|c| ChangeRow {
+            item: c.item.clone(),
+            title: c.title.clone(),
+            from: label(c.from),
+            to: label(c.to),
+            worse: is_worse(c.from, c.to),
+        })
+        .collect()
+}
+
+/// Whether a change is for the worse: it ends not in order, and it was in order (or absent),
+/// or it went from needing attention to failing.
+fn is_worse(from: Option<wardbox_report::Status>, to: Option<wardbox_report::Status>) -> bool {
+    use wardbox_report::Status::{Fail, NeedsAttention};
+    match (from, to) {
+        (_, None) => false,
+        (_, Some(t)) if t.in_order() => false,
+        (None, Some(_)) => true,
+        (Some(f), Some(t)) => f.in_order() || (f == NeedsAttention && t == Fail),
+    }
+}
+
+/// A report file the page may read: a `wardbox-report-<time>.json` of the directory.
+fn read_report(dir: &Path, name: &str) -> Result<wardbox_report::json::Document, String> {
+    if servable(name).map(|(_, l)| l) != Some("JSON") {
+        return Err(format!("{name:?} is not a report of this box"));
+    }
+    let bytes = std::fs::read(dir.join(name)).map_err(|_| format!("there is no report {name}"))?;
+    wardbox_report::json::read(&bytes).map_err(|e| format!("{name} cannot be read: {e}"))
+}
+
+/// What the newest report says changed since the one before it (computed when it was made).
+fn newest_changes(dir: &Path, reports: &[ReportRow]) -> Option<Changes> {
+    let newest = reports.first()?.files.iter().find(|f| f.label == "JSON")?;
+    let doc = read_report(dir, &newest.name).ok()?;
+    let heading = match &doc.report.previous {
+        Some(p) => format!("The newest report ({}) compared with the one before it ({})", doc.report.generated_at, p.generated_at),
+        None => format!("The newest report ({}) is the first: there is nothing to compare with", doc.report.generated_at),
+    };
+    Some(Changes { heading, rows: change_rows(&doc.report.changes) })
+}
+
+/// Two chosen reports: what changed from `from` to `to`.
+fn compare(dir: &Path, from: &str, to: &str) -> Result<Changes, String> {
+    let before = read_report(dir, from)?;
+    let mut after = read_report(dir, to)?.report;
+    after.compare_with(&before.report, before.integrity.as_ref().map(|i| i.digest.clone()));
+    Ok(Changes {
+        heading: format!("Report {} compared with report {}", after.generated_at, before.report.generated_at),
+        rows: change_rows(&after.changes),
+    })
+}
+
 #[derive(Template)]
 #[template(path = "admin_reports.html")]
 struct ReportsPage {
@@ -102,6 +178,12 @@ struct ReportsPage {
     message: Option<String>,
     unavailable: Option<String>,
     reports: Vec<ReportRow>,
+    /// The JSON files, newest first, for the compare form.
+    report_files: Vec<String>,
+    latest: Option<Changes>,
+    comparison: Option<Changes>,
+    compared_from: String,
+    compared_to: String,
     attestations: Vec<Attestation>,
     waivers: Vec<Waiver>,
     attestable: Vec<&'static str>,
@@ -109,6 +191,10 @@ struct ReportsPage {
 }
 
 async fn page(state: &AppState, a: &Authed, message: Option<String>) -> Result<Response, WebError> {
+    page_comparing(state, a, message, None).await
+}
+
+async fn page_comparing(state: &AppState, a: &Authed, mut message: Option<String>, pair: Option<(String, String)>) -> Result<Response, WebError> {
     let ui = ui_of(state)?;
     let (mut attestations, mut waivers) = ui
         .with_store(|s| {
@@ -123,17 +209,43 @@ async fn page(state: &AppState, a: &Authed, message: Option<String>) -> Result<R
         Some(service) => (list(service.dir()), None),
         None => (Vec::new(), Some("Report generation is not set up on this box.".to_string())),
     };
+    let report_files: Vec<String> =
+        reports.iter().flat_map(|r| r.files.iter().filter(|f| f.label == "JSON").map(|f| f.name.clone())).collect();
+    let (latest, comparison) = match &ui.reports {
+        Some(service) => {
+            let latest = newest_changes(service.dir(), &reports);
+            let comparison = match &pair {
+                Some((from, to)) => match compare(service.dir(), from, to) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        message = Some(format!("Cannot compare: {e}"));
+                        None
+                    }
+                },
+                None => None,
+            };
+            (latest, comparison)
+        }
+        None => (None, None),
+    };
+    let bad_pair = pair.is_some() && comparison.is_none();
     let ids = || wardbox_report::checklist::item_ids();
-    render(&ReportsPage {
+    let page = render(&ReportsPage {
         c: chrome(&ui, a),
         message,
         unavailable,
         reports,
+        report_files,
+        latest,
+        comparison,
+        compared_from: pair.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
+        compared_to: pair.map(|p| p.1).unwrap_or_default(),
         attestations,
         waivers,
         attestable: ids().filter(|i| wardbox_report::checklist::is_attestation_item(i)).collect(),
         waivable: ids().filter(|i| wardbox_report::checklist::is_waivable_item(i)).collect(),
-    })
+    });
+    if bad_pair { bad(page) } else { page }
 }
 
 fn bad(resp: Result<Response, WebError>) -> Result<Response, WebError> {
@@ -143,8 +255,22 @@ fn bad(resp: Result<Response, WebError>) -> Result<Response, WebError> {
     })
 }
 
-pub(super) async fn reports(State(state): State<AppState>, a: Authed) -> Result<Response, WebError> {
-    page(&state, &a, None).await
+/// `?from=A&to=B`: compare two reports of the list (what changed from A to B).
+#[derive(Debug, Deserialize)]
+pub(super) struct CompareQuery {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+pub(super) async fn reports(State(state): State<AppState>, a: Authed, Query(q): Query<CompareQuery>) -> Result<Response, WebError> {
+    let pair = match (q.from, q.to) {
+        (Some(from), Some(to)) => Some((from, to)),
+        (None, None) => None,
+        _ => return bad(page(&state, &a, Some("Cannot compare: choose two reports.".into())).await),
+    };
+    page_comparing(&state, &a, None, pair).await
 }
 
 #[derive(Debug, Deserialize)]
