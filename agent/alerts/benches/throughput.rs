@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use wardbox_alerts::Detector;
-use wardbox_alerts::synth::{Scenario, generate, score};
+use wardbox_alerts::synth::{Family, Scenario, generate, score};
 
 struct Counting;
 
@@ -47,6 +47,7 @@ fn main() {
         seed: 42,
         weeks: 52,
         incidents_per_kind: 4,
+        family: Family::A,
     });
     let records: Vec<_> = stream.records.iter().map(|r| r.as_record()).collect();
 

@@ -33,6 +33,7 @@ pub struct AlertsConfig {
     pub break_glass: BreakGlass,
     pub dormant: Dormant,
     pub baseline: Baseline,
+    pub related_records: RelatedRecords,
 }
 
 /// When the clinic is open, in its local time.
@@ -182,6 +183,39 @@ impl Default for Dormant {
     }
 }
 
+/// A user opening their own record, the record of a patient who shares their surname, or a
+/// co-worker's record. Names are compared in memory when the relations are built
+/// (`relations.rs`), never written anywhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelatedRecords {
+    pub own_record: bool,
+    pub same_surname: bool,
+    pub coworker: bool,
+    /// A surname more patients than this carry is common: sharing it says little about
+    /// kinship, so it raises no `same_surname` alert.
+    pub max_patients_per_surname: u32,
+    /// A full name more patients than this carry belongs to namesakes: which of them is the
+    /// staff member cannot be told from a name, so it raises no `own_record` or
+    /// `coworker_record` alert.
+    pub max_patients_per_name: u32,
+    /// Shorter surnames (after titles are dropped: `Dr A`) are not compared.
+    pub min_surname_chars: u32,
+}
+
+impl Default for RelatedRecords {
+    fn default() -> Self {
+        Self {
+            own_record: true,
+            same_surname: true,
+            coworker: true,
+            max_patients_per_surname: 10,
+            max_patients_per_name: 1,
+            min_surname_chars: 2,
+        }
+    }
+}
+
 /// Per-user baselines: median and MAD of the user's own history, after a cold start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -325,6 +359,21 @@ impl AlertsConfig {
                 return Err(bad(key, "must be a number of at least 1.0"));
             }
         }
+        let r = &self.related_records;
+        positive(
+            "related_records.max_patients_per_surname",
+            r.max_patients_per_surname,
+        )?;
+        positive(
+            "related_records.max_patients_per_name",
+            r.max_patients_per_name,
+        )?;
+        if !(1..=20).contains(&r.min_surname_chars) {
+            return Err(bad(
+                "related_records.min_surname_chars",
+                "must be between 1 and 20",
+            ));
+        }
         Ok(Checked {
             raw: self.clone(),
             utc_offset_secs: i64::from(h.utc_offset_minutes) * 60,
@@ -417,6 +466,10 @@ mod tests {
             (
                 "[baseline]\nprompt_mads = 0.5",
                 "alerts.baseline.prompt_mads",
+            ),
+            (
+                "[related_records]\nmax_patients_per_surname = 0",
+                "alerts.related_records.max_patients_per_surname",
             ),
             (
                 "[baseline]\ncold_start_days = 90",

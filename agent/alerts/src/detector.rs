@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{AlertsConfig, Checked, ConfigError};
 use crate::record::{Fact, Observed, Record, RecordError};
+use crate::relations::{Relation, Relations};
 use crate::stats::median_mad;
 use crate::time::{Local, hhmm};
 
@@ -40,10 +41,16 @@ pub enum Rule {
     UnusualPatientsPerDay,
     UnusualPromptSize,
     UnusualHour,
+    /// A user opened the record of a patient with their own name.
+    OwnRecord,
+    /// A user opened the record of a patient who shares their (uncommon) surname.
+    SameSurname,
+    /// A user opened the record of a patient with another staff member's name.
+    CoworkerRecord,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 18] = [
+    pub const ALL: [Rule; 21] = [
         Rule::OffHours,
         Rule::BulkAccess,
         Rule::LargePrompt,
@@ -62,6 +69,9 @@ impl Rule {
         Rule::UnusualPatientsPerDay,
         Rule::UnusualPromptSize,
         Rule::UnusualHour,
+        Rule::OwnRecord,
+        Rule::SameSurname,
+        Rule::CoworkerRecord,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +94,9 @@ impl Rule {
             Rule::UnusualPatientsPerDay => "unusual_patients_per_day",
             Rule::UnusualPromptSize => "unusual_prompt_size",
             Rule::UnusualHour => "unusual_hour",
+            Rule::OwnRecord => "own_record",
+            Rule::SameSurname => "same_surname",
+            Rule::CoworkerRecord => "coworker_record",
         }
     }
 }
@@ -196,6 +209,8 @@ struct UserState {
     today_patients: Vec<(u64, u64)>,
     today_patients_alerted: bool,
     today_hour_alerted: bool,
+    /// Related patients (own, same surname, co-worker) alerted today: once a day per patient.
+    today_related: Vec<u64>,
     /// Today's first and last active minute (local).
     today_span: Option<(u16, u16)>,
     /// Baseline histories, newest last.
@@ -226,6 +241,8 @@ pub struct Detector {
     users: HashMap<String, UserState>,
     signin: SigninState,
     last_seq: Option<u64>,
+    /// Which user relates to which patient (no names: see `relations.rs`).
+    relations: Relations,
 }
 
 fn push_capped<T>(q: &mut VecDeque<T>, v: T, cap: u32) {
@@ -260,7 +277,14 @@ impl Detector {
             users: HashMap::new(),
             signin: SigninState::default(),
             last_seq: None,
+            relations: Relations::default(),
         })
+    }
+
+    /// Replace the relations between users and patients (built by the caller from the names
+    /// in its store, see [`Relations::build`]); they apply from the next record on.
+    pub fn set_relations(&mut self, relations: Relations) {
+        self.relations = relations;
     }
 
     /// Users with state (baselines and windows).
@@ -461,6 +485,7 @@ impl Detector {
             st.today_patients.clear();
             st.today_patients_alerted = false;
             st.today_hour_alerted = false;
+            st.today_related.clear();
         }
         let minute = local.minute as u16;
         st.today_span = Some(
@@ -557,6 +582,40 @@ impl Detector {
                 st.bulk.first_seqs_per_key(),
             ));
             st.bulk.fire(o.ts, span);
+        }
+
+        if let Some(relation) = self.relations.get(user, patient)
+            && !st.today_related.contains(&patient)
+        {
+            st.today_related.push(patient);
+            let r = &cfg.related_records;
+            let (rule, threshold, observed) = match relation {
+                Relation::OwnRecord => (
+                    Rule::OwnRecord,
+                    "every opening of a record with the user's own name (once a day per record)".to_string(),
+                    "opened the record of a patient with the user's own name",
+                ),
+                Relation::CoworkerRecord => (
+                    Rule::CoworkerRecord,
+                    "every opening of a record with another staff member's name (once a day per record)".to_string(),
+                    "opened the record of a patient with another staff member's name",
+                ),
+                Relation::SameSurname => (
+                    Rule::SameSurname,
+                    format!(
+                        "every opening of a record of a patient sharing the user's surname, if at most {} patients carry it (once a day per record)",
+                        r.max_patients_per_surname
+                    ),
+                    "opened the record of a patient who shares the user's surname",
+                ),
+            };
+            out.push(alert(
+                rule,
+                format!("user:{user}"),
+                threshold,
+                observed.to_string(),
+                vec![o.seq],
+            ));
         }
 
         if st.today_patients.iter().any(|&(p, _)| p == patient) {
@@ -1045,6 +1104,27 @@ mod tests {
             rules(&ask(&mut f, 10 * H + 60, 9000)),
             vec![Rule::LargePrompt, Rule::UnusualPromptSize]
         );
+    }
+
+    #[test]
+    fn related_records_alert_once_a_day_per_record_and_name_no_one() {
+        let mut f = Feed::new();
+        let cfg = crate::config::RelatedRecords::default();
+        let staff = [("ann", "Dr Ann Quist"), ("bob", "Bob Marr")];
+        let patients = [("101", "Ann Quist"), ("102", "Marr, Bob"), ("103", "Lena Quist"), ("104", "Ed Other")];
+        f.d.set_relations(Relations::build(&cfg, staff, patients));
+        assert!(f.view(9 * H, "ann", "104").is_empty());
+        let own = f.view(9 * H + 60, "ann", "101");
+        assert_eq!(rules(&own), vec![Rule::OwnRecord]);
+        assert_eq!(own[0].seqs, vec![2]);
+        assert!(f.view(9 * H + 120, "ann", "101").is_empty(), "once a day");
+        assert_eq!(rules(&f.view(9 * H + 180, "ann", "102")), vec![Rule::CoworkerRecord]);
+        let kin = f.view(9 * H + 240, "ann", "103");
+        assert_eq!(rules(&kin), vec![Rule::SameSurname]);
+        let text = serde_json::to_string(&kin).expect("json");
+        assert!(!text.to_lowercase().contains("quist") && !text.contains("103"), "{text}");
+        assert_eq!(rules(&f.view(86_400 + 9 * H, "ann", "101")), vec![Rule::OwnRecord], "the next day again");
+        assert_eq!(rules(&f.view(86_400 + 9 * H + 60, "bob", "101")), vec![Rule::CoworkerRecord]);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod detector;
 pub mod record;
+pub mod relations;
 mod stats;
 pub mod synth;
 mod time;
@@ -19,3 +20,4 @@ mod time;
 pub use config::{AlertsConfig, ConfigError};
 pub use detector::{Alert, Detector, MAX_SEQS, Rule};
 pub use record::{Record, RecordError};
+pub use relations::{Relation, Relations};

@@ -9,13 +9,18 @@
 //! over a stream and scores each rule: recall on the injected incidents, and alerts that touch
 //! no incident record (false alerts) per user-week.
 
+mod names;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+pub use names::{Directory, Family};
 
 use serde_json::{Value, json};
 
 use crate::config::AlertsConfig;
 use crate::detector::{Alert, Detector, Rule};
 use crate::record::Record;
+use crate::relations::Relations;
 use crate::time::days_from_civil;
 
 /// splitmix64: small, fast, and the same sequence on every platform for a seed.
@@ -92,6 +97,20 @@ pub struct Stream {
     pub incidents: Vec<Incident>,
     /// The ordinary staff (the 15 users) times the weeks: the denominator of false alerts.
     pub user_weeks: f64,
+    /// The staff's and the patients' names (for the related-record rules).
+    pub directory: Directory,
+}
+
+impl Stream {
+    /// The relations between staff and patients, built from the stream's names as the agent
+    /// builds them from its store.
+    pub fn relations(&self) -> Relations {
+        Relations::build(
+            &self.config.related_records,
+            self.directory.staff.iter().map(|(u, n)| (u.as_str(), n.as_str())),
+            self.directory.patients.iter().map(|(p, n)| (p.as_str(), n.as_str())),
+        )
+    }
 }
 
 /// What a stream looks like.
@@ -101,6 +120,8 @@ pub struct Scenario {
     pub weeks: u32,
     /// Incidents of each kind injected.
     pub incidents_per_kind: u32,
+    /// How the names of staff and patients are written (development or held out).
+    pub family: Family,
 }
 
 /// The rules the generator injects incidents for.
@@ -121,6 +142,10 @@ pub const INJECTED: [Rule; 15] = [
     Rule::UnusualPromptSize,
     Rule::UnusualHour,
 ];
+
+/// The related-record rules' incidents, injected after the others from a generator of their
+/// own (so the streams of the rules above are the same as before these existed).
+pub const INJECTED_RELATED: [Rule; 3] = [Rule::OwnRecord, Rule::CoworkerRecord, Rule::SameSurname];
 
 const OFFSET_MIN: i64 = 60;
 const USERS: usize = 15;
@@ -592,6 +617,10 @@ pub fn generate(s: &Scenario) -> Stream {
         inject(&mut g, rule, &p, day);
     }
 
+    let users: Vec<(String, bool)> = staff.iter().map(|p| (p.name.clone(), p.role == Role::Clinician)).collect();
+    let directory = names::directory(s.family, s.seed, &users, g.patients as usize);
+    inject_related(&mut g, s, &staff, &directory, first_day, days);
+
     // Sort by time (stable: a login stays before what follows it at the same second).
     let Gen {
         mut events,
@@ -631,6 +660,45 @@ pub fn generate(s: &Scenario) -> Stream {
         records,
         incidents,
         user_weeks: (USERS as u32 * s.weeks) as f64,
+        directory,
+    }
+}
+
+/// A clinician or nurse opens their own record, a co-worker's, or a relative's, on a day they
+/// work, inside their shift: 1-3 views, sometimes a question.
+fn inject_related(g: &mut Gen, s: &Scenario, staff: &[Person], dir: &Directory, first_day: i64, days: i64) {
+    let mut rng = Rng::new(s.seed ^ 0x7265_6c61_7465);
+    for rule in INJECTED_RELATED {
+        for _ in 0..s.incidents_per_kind {
+            for _attempt in 0..10_000 {
+                let u = rng.int(0, 11) as usize;
+                let target = match rule {
+                    Rule::OwnRecord => dir.own_record[u],
+                    Rule::CoworkerRecord => {
+                        let v = rng.int(0, USERS as i64 - 1) as usize;
+                        if v == u { None } else { dir.own_record[v] }
+                    }
+                    _ => {
+                        let kin = &dir.relatives[u];
+                        (!kin.is_empty()).then(|| kin[rng.int(0, kin.len() as i64 - 1) as usize])
+                    }
+                };
+                let p = &staff[u];
+                let day = first_day + rng.int(28, days - 1);
+                let wd = ((day + 3).rem_euclid(7)) as usize;
+                let works = p.days.contains(&wd) && wd < 5 && !g.holidays.contains(&day) && !p.vacation.contains(&day);
+                let Some(target) = target.filter(|_| works) else { continue };
+                let inc = g.new_incident(rule, &p.name);
+                let minute = rng.int(p.start + 30, (p.end - 30).max(p.start + 31));
+                let t = utc(day, minute, &mut rng);
+                let patient = names::patient_id(target);
+                let client = p.workstation.clone();
+                for k in 0..rng.int(1, 3) {
+                    g.view(t + k * rng.int(20, 240), p, &client, &patient, false, Some(inc));
+                }
+                break;
+            }
+        }
     }
 }
 
@@ -890,6 +958,7 @@ impl Evaluation {
 /// Run a fresh detector over the stream and score every rule.
 pub fn evaluate(stream: &Stream) -> Evaluation {
     let mut d = Detector::new(&stream.config).expect("the generator's configuration is valid");
+    d.set_relations(stream.relations());
     let mut alerts: Vec<Alert> = Vec::new();
     for r in &stream.records {
         alerts.extend(

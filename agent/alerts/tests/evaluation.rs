@@ -7,16 +7,21 @@
 
 use std::collections::HashSet;
 
-use wardbox_alerts::synth::{Evaluation, Scenario, Stream, evaluate, generate};
+use wardbox_alerts::synth::{Family, INJECTED, INJECTED_RELATED, Evaluation, Scenario, Stream, evaluate, generate};
 use wardbox_alerts::{Alert, Detector, Rule};
 
 fn run(seeds: impl Iterator<Item = u64>) -> Evaluation {
+    run_family(Family::A, seeds)
+}
+
+fn run_family(family: Family, seeds: impl Iterator<Item = u64>) -> Evaluation {
     let mut total = Evaluation::default();
     for seed in seeds {
         let stream = generate(&Scenario {
             seed,
             weeks: 20,
             incidents_per_kind: 4,
+            family,
         });
         total.add(&evaluate(&stream));
     }
@@ -54,7 +59,7 @@ fn held_out_seeds_meet_the_floors() {
         Rule::UnusualPatientsPerDay => 1,
         _ => 0,
     };
-    for (rule, s) in &ev.rules {
+    for (rule, s) in ev.rules.iter().filter(|(r, _)| INJECTED.contains(r)) {
         assert_eq!(s.incidents, 20, "{}", rule.as_str());
         assert!(
             s.recall().is_some_and(|r| r >= 1.0),
@@ -69,13 +74,51 @@ fn held_out_seeds_meet_the_floors() {
             s.false_alerts
         );
     }
-    assert_eq!(ev.rules.len(), 15, "every injected kind is scored");
-    // The aim: at most one false alert per user-week; reached 0.074.
+    assert_eq!(ev.rules.len(), 18, "every injected kind is scored");
+    // The aim: at most one false alert per user-week; reached 0.074 for these rules.
+    let older: u32 = INJECTED
+        .iter()
+        .map(|r| ev.rules.get(r).map_or(0, |s| s.false_alerts))
+        .sum();
     assert!(
-        ev.false_per_user_week(None) <= 0.075,
+        f64::from(older) / ev.user_weeks <= 0.075,
         "{}",
-        ev.false_per_user_week(None)
+        f64::from(older) / ev.user_weeks
     );
+}
+
+/// The related-record rules were developed on family A (seeds 1 and 2) only. Family B writes
+/// names otherwise (records `Family, Given` with accents and double surnames, staff accounts
+/// without accents and with suffixes; other surname pools); these figures come from it, seeds
+/// 6001-6005, run once after the rules were fixed (docs/alerts.md has the table).
+#[test]
+fn held_out_family_for_related_records() {
+    let ev = run_family(Family::B, 6001..=6005);
+    println!("held-out family B, seeds 6001-6005\n{}", ev.table());
+    assert!(ev.records > 100_000);
+    for rule in INJECTED_RELATED {
+        let s = ev.rules.get(&rule).copied().unwrap_or_default();
+        assert_eq!(s.incidents, 20, "{}", rule.as_str());
+        // Reached on these seeds (20 incidents each, 1500 user-weeks). A relative whose
+        // surname more than `max_patients_per_surname` patients carry is not found by its name.
+        let (least_recall, most_false) = match rule {
+            Rule::OwnRecord => (1.0, 4),
+            Rule::CoworkerRecord => (1.0, 76),
+            _ => (0.6, 20),
+        };
+        assert!(
+            s.recall().is_some_and(|r| r >= least_recall),
+            "{}: recall {:?}",
+            rule.as_str(),
+            s.recall()
+        );
+        assert!(
+            s.false_alerts <= most_false,
+            "{}: {} false alerts",
+            rule.as_str(),
+            s.false_alerts
+        );
+    }
 }
 
 #[test]
@@ -84,11 +127,13 @@ fn replay_gives_the_same_alerts() {
         seed: 7,
         weeks: 6,
         incidents_per_kind: 2,
+        family: Family::A,
     });
     let b = generate(&Scenario {
         seed: 7,
         weeks: 6,
         incidents_per_kind: 2,
+        family: Family::A,
     });
     let (first, second) = (alerts_of(&a), alerts_of(&b));
     assert!(!first.is_empty());
@@ -101,6 +146,7 @@ fn alerts_carry_no_patient_ids() {
         seed: 8,
         weeks: 8,
         incidents_per_kind: 2,
+        family: Family::A,
     });
     let patients: HashSet<String> = stream
         .records
