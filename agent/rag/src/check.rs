@@ -686,6 +686,7 @@ fn facts(text: &str, cfg: &CheckConfig, spelled_numbers: bool) -> Vec<Fact> {
     words(&mut x);
     quantities(&mut x, spelled_numbers);
     unknown_drugs(&mut x);
+    bind_subjects(&mut x);
     x.facts.sort_by_key(|f| f.start);
     x.facts
 }
@@ -906,15 +907,28 @@ fn quantities(x: &mut Extractor<'_>, spelled_numbers: bool) {
             x.push(start, end, ItemKind::Date, Key::Date { year: Some(value as i32), month: None, day: None });
             continue;
         }
-        let subject = subject_for(x, start, end);
-        let kind = if dose {
-            ItemKind::Dose
-        } else if subject.as_ref().is_some_and(|s| !DRUGS.contains_key(s)) {
-            ItemKind::LabValue
-        } else {
-            ItemKind::Number
-        };
-        x.push(start, end, kind, Key::Quantity { value, unit: base, subject });
+        // The subject is bound once every name is known (`bind_subjects`).
+        x.push(start, end, if dose { ItemKind::Dose } else { ItemKind::Number }, Key::Quantity { value, unit: base, subject: None });
+    }
+}
+
+/// Give each number the drug or lab it belongs to; a number of a lab test is a lab value.
+fn bind_subjects(x: &mut Extractor<'_>) {
+    let bound: Vec<Option<String>> = x
+        .facts
+        .iter()
+        .map(|f| match f.key {
+            Key::Quantity { .. } => subject_for(x, f.start, f.end),
+            _ => None,
+        })
+        .collect();
+    for (fact, bound) in x.facts.iter_mut().zip(bound) {
+        if let Key::Quantity { subject, .. } = &mut fact.key {
+            if fact.kind == ItemKind::Number && bound.as_ref().is_some_and(|s| LABS.iter().any(|(lab, _)| lab == s)) {
+                fact.kind = ItemKind::LabValue;
+            }
+            *subject = bound;
+        }
     }
 }
 
