@@ -188,3 +188,72 @@ async fn the_daemon_task_stores_and_audits_alerts_as_records_commit() {
     assert!(problems.lock().expect("lock").is_empty(), "{:?}", problems.lock().expect("lock"));
     eprintln!("from the third refusal's commit to the alert's audit record: {latency:?}");
 }
+
+/// The related-record rules in the agent: the names come from the store's accounts and the
+/// patients' records, are compared in memory, and no name reaches an alert, the outbox or the
+/// audit chain. A patient imported after the start is seen once the relations are rebuilt.
+#[tokio::test]
+async fn own_coworker_and_same_surname_records_from_the_stores_names() {
+    let chain = Chain::new();
+    let mut store = chain.store();
+    for (user, display) in [("dr.a", "Dr Ann Quist"), ("rn.b", "Bob Marr, RN")] {
+        store
+            .conn()
+            .execute(
+                "INSERT INTO users (username, display_name, role, created_at) VALUES (?1, ?2, 'clinician', 'now')",
+                [user, display],
+            )
+            .expect("user");
+    }
+    for (id, label) in [(11, "Ann Quist, born 1980-02-03"), (12, "Bob Marr, born 1975-05-06"), (13, "Lena Quist, born 2010-01-01"), (14, "Ed Other")] {
+        store
+            .conn()
+            .execute(
+                "INSERT INTO rag_patients (id, key_hash, shift_days, label, created_at) VALUES (?1, ?2, 0, ?3, 'now')",
+                rusqlite::params![id, format!("k{id}"), label],
+            )
+            .expect("patient");
+    }
+    let mut feed = Feed::start(&store, &AlertsConfig::default(), &syslog_only()).expect("start");
+    let view = |user: &'static str, patient: i64| {
+        let who = json!({ "user": user, "role": "clinician", "client": "10.0.0.7", "session": "s1", "break_glass": false });
+        AuditEvent::new(EventKind::Access, user, json!({ "who": who, "method": "GET", "route": "/patients/{id}", "path": format!("/patients/{patient}") }))
+    };
+    for (user, patient) in [("dr.a", 14), ("dr.a", 11), ("dr.a", 11), ("dr.a", 12), ("dr.a", 13), ("rn.b", 13)] {
+        chain.audit().append(view(user, patient)).await.expect("append");
+    }
+    feed.step(&mut store).expect("step");
+    let rules: Vec<(String, String)> = {
+        let mut stmt = store.conn().prepare("SELECT rule, subject FROM alerts WHERE rule IN ('own_record', 'coworker_record', 'same_surname') ORDER BY id").expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query").collect::<Result<_, _>>().expect("rows")
+    };
+    let expected = [("own_record", "user:dr.a"), ("coworker_record", "user:dr.a"), ("same_surname", "user:dr.a")];
+    assert_eq!(rules.iter().map(|(r, s)| (r.as_str(), s.as_str())).collect::<Vec<_>>(), expected, "once a day per record; rn.b has no relation to patient 13");
+    wardbox::alerting::feed::audit_raised(&Arc::new(Mutex::new(chain.store())), chain.audit()).await.expect("audit");
+
+    // No name anywhere the alerts reach: alert rows, outbox, audit chain.
+    let dump: String = {
+        let mut text = String::new();
+        for q in ["SELECT alert FROM alerts", "SELECT destination || state FROM alert_outbox", "SELECT detail FROM audit"] {
+            let mut stmt = store.conn().prepare(q).expect("prepare");
+            let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows");
+            text.push_str(&rows.join("\n"));
+        }
+        text.to_lowercase()
+    };
+    for name in ["quist", "marr", "lena", "ann "] {
+        assert!(!dump.contains(name), "{name:?} reached the alerts or the audit chain");
+    }
+
+    // A patient imported after the start: the relations are rebuilt at the next start (and
+    // every 30 s while running).
+    store
+        .conn()
+        .execute("INSERT INTO rag_patients (id, key_hash, shift_days, label, created_at) VALUES (15, 'k15', 0, 'Marr, Tom', 'now')", [])
+        .expect("patient");
+    chain.audit().append(view("rn.b", 15)).await.expect("append");
+    let mut feed = Feed::start(&store, &AlertsConfig::default(), &syslog_only()).expect("restart");
+    feed.step(&mut store).expect("step");
+    let n: i64 = store.conn().query_row("SELECT count(*) FROM alerts WHERE rule = 'same_surname' AND subject = 'user:rn.b'", [], |r| r.get(0)).expect("count");
+    assert_eq!(n, 1);
+}

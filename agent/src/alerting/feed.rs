@@ -26,6 +26,9 @@ const BATCH: usize = 2000;
 /// How often the feed looks for records appended by another process, and for deliveries due
 /// for a retry.
 const POLL: Duration = Duration::from_secs(5);
+/// How often the feed looks whether accounts or patients changed (a new account, an imported
+/// patient), to rebuild the relations of the related-record rules.
+const RELATIONS_CHECK: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
@@ -35,6 +38,8 @@ pub enum FeedError {
     Store(#[from] rusqlite::Error),
     #[error("the audit log failed: {0}")]
     Audit(String),
+    #[error("the relations between users and patients cannot be built: {0}")]
+    Relations(String),
 }
 
 /// The detector and where it stands in the chain.
@@ -46,6 +51,11 @@ pub struct Feed {
     /// Alerts of records up to here are stored already.
     stored_through: u64,
     destinations: Vec<outbox::Destination>,
+    related: wardbox_alerts::config::RelatedRecords,
+    /// The accounts and patients the relations were built from (see `relations::fingerprint`),
+    /// and when that was last looked at.
+    relations_of: String,
+    relations_checked: std::time::Instant,
 }
 
 /// What one step did.
@@ -71,7 +81,29 @@ impl Feed {
                 head
             }
         };
-        Ok(Feed { detector, seen: 0, stored_through, destinations: delivery.destinations() })
+        let mut feed = Feed {
+            detector,
+            seen: 0,
+            stored_through,
+            destinations: delivery.destinations(),
+            related: rules.related_records.clone(),
+            relations_of: String::new(),
+            relations_checked: std::time::Instant::now(),
+        };
+        feed.refresh_relations(store)?;
+        Ok(feed)
+    }
+
+    /// Rebuild the relations between users and patients when accounts or patients changed.
+    fn refresh_relations(&mut self, store: &Store) -> Result<(), FeedError> {
+        self.relations_checked = std::time::Instant::now();
+        let now = super::relations::fingerprint(store.conn())?;
+        if now != self.relations_of {
+            let relations = super::relations::load(store.conn(), &self.related).map_err(FeedError::Relations)?;
+            self.detector.set_relations(relations);
+            self.relations_of = now;
+        }
+        Ok(())
     }
 
     /// The last record the detector has seen.
@@ -82,6 +114,9 @@ impl Feed {
     /// Read up to [`BATCH`] records after the last one seen, feed them to the detector, and
     /// store the alerts of records beyond the stored position with their outbox rows.
     pub fn step(&mut self, store: &mut Store) -> Result<Step, FeedError> {
+        if self.relations_checked.elapsed() >= RELATIONS_CHECK {
+            self.refresh_relations(store)?;
+        }
         let records: Vec<AuditRecord> = {
             let mut stmt = store.conn().prepare_cached(&format!("{SELECT_RECORDS} WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
             stmt.query_map(rusqlite::params![self.seen as i64, BATCH as i64], AuditRecord::from_row)?

@@ -7,12 +7,15 @@
 //!   baselines (see docs/alerts.md for why replay rather than a saved state).
 //! - `outbox`: the SQL of the `alerts`, `alert_outbox` and `alert_detector` tables, and the
 //!   pure backoff.
+//! - `relations`: the names compared in memory for the related-record rules (own record,
+//!   co-worker's, same surname); only (user, hashed patient id, relation) reaches the detector.
 //! - `deliver`: the messages (no PHI), the RFC 5425 syslog client and the SMTP client.
 //! - this file: the `[alert_delivery]` section and the firewall rules it implies.
 
 pub mod deliver;
 pub mod feed;
 pub mod outbox;
+pub mod relations;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
