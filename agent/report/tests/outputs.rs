@@ -89,3 +89,61 @@ fn the_oscal_schema_refuses_a_broken_document() {
     assert!(errs.iter().any(|e| e.contains("/findings/0/target/status/state")), "{errs:?}");
     assert!(errs.iter().any(|e| e.contains("/assessment-results/uuid")), "{errs:?}");
 }
+
+/// Every value under a `uuid` or `…-uuid` key replaced: OSCAL's UUIDs are derived from the
+/// box, the generation time and the item, so they change with the time and nothing else.
+fn without_uuids(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if k == "uuid" || k.ends_with("-uuid") {
+                    *child = Value::String("UUID".into());
+                } else {
+                    without_uuids(child);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_uuids),
+        _ => {}
+    }
+}
+
+#[test]
+fn two_reports_of_the_same_state_differ_only_in_their_time_and_quote() {
+    // The same facts (the same state of the box, the same previous report), generated ten
+    // minutes apart, each quoted by a different "TPM" (integrity made up: only its presence
+    // matters here).
+    let facts = sample::healthy(now());
+    let later: jiff::Timestamp = "2026-11-29T10:10:00Z".parse().expect("time");
+    let previous = evaluate(&sample::healthy("2026-11-01T10:00:00Z".parse().expect("time")), "2026-11-01T10:00:00Z".parse().expect("time"));
+    let quoted = |at: jiff::Timestamp, signature: &str| {
+        let mut report = evaluate(&facts, at);
+        report.compare_with(&previous, Some(format!("sha256:{}", "ab".repeat(32))));
+        let integrity = json::Integrity {
+            digest: String::new(),
+            pcr_bank: "sha256".into(),
+            pcrs: vec![json::PcrValue { index: 7, value: "22".repeat(32) }],
+            attest: format!("ff544347{signature}"),
+            signature: signature.into(),
+        };
+        json::assemble::<DocumentError>(&report, |_| Ok(Some(integrity))).expect("assemble")
+    };
+    let (a, b) = (quoted(now(), "0018000b01"), quoted(later, "0018000b02"));
+    let (t_a, t_b) = (now().to_string(), later.to_string());
+
+    // The report itself and its HTML: byte for byte, once the time is the same.
+    let doc = |out: &json::Outputs| serde_json::from_slice::<Value>(&out.json).expect("json");
+    let (doc_a, doc_b) = (doc(&a), doc(&b));
+    assert_ne!(doc_a["report"], doc_b["report"], "the time is in the report");
+    assert_eq!(doc_a["report"].to_string().replace(&t_a, &t_b), doc_b["report"].to_string());
+    assert_eq!(String::from_utf8(a.html.clone()).expect("utf8").replace(&t_a, &t_b), String::from_utf8(b.html.clone()).expect("utf8"));
+    // OSCAL: the same once the time and the UUIDs derived from it are the same.
+    let oscal = |out: &json::Outputs, t: &str| {
+        let mut v: Value = serde_json::from_str(&String::from_utf8(out.oscal.clone()).expect("utf8").replace(t, &t_b)).expect("json");
+        without_uuids(&mut v);
+        v
+    };
+    assert_eq!(oscal(&a, &t_a), oscal(&b, &t_b));
+    // What differs in the signed record: the digests of what changed with the time, and the quote.
+    assert_ne!(doc_a["integrity"]["signature"], doc_b["integrity"]["signature"]);
+}

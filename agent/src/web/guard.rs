@@ -311,7 +311,7 @@ pub fn clear_cookie(name: &str, path: &str, secure: bool) -> String {
 }
 
 /// Headers on every response: a strict Content-Security-Policy (no inline script, nothing
-/// from outside the box), no framing, no sniffing, no referrer, and HSTS over TLS.
+/// from outside the box), no framing, no sniffing, no referrer to another site, and HSTS over TLS.
 pub(super) async fn security_headers(State(state): State<AppState>, mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
@@ -322,7 +322,11 @@ pub(super) async fn security_headers(State(state): State<AppState>, mut resp: Re
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null` on the
+    // box's own form posts (Fetch: a request's origin is serialised as null under that policy),
+    // which `same_origin` refuses, so no signed-in form would work; `same-origin` still sends
+    // nothing to another site, and a cross-site post then says `Origin: null` and is refused.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     h.insert("permissions-policy", HeaderValue::from_static("camera=(), microphone=(), geolocation=()"));
     if state.ui.as_ref().is_some_and(|ui| ui.secure_cookies) {

@@ -111,6 +111,8 @@ struct ChangeRow {
 struct Changes {
     /// "Report X compared with report Y" (or: the first report).
     heading: String,
+    /// False for the first report, which has nothing to compare with.
+    compared: bool,
     rows: Vec<ChangeRow>,
 }
 
@@ -157,7 +159,7 @@ fn newest_changes(dir: &Path, reports: &[ReportRow]) -> Option<Changes> {
         Some(p) => format!("The newest report ({}) compared with the one before it ({})", doc.report.generated_at, p.generated_at),
         None => format!("The newest report ({}) is the first: there is nothing to compare with", doc.report.generated_at),
     };
-    Some(Changes { heading, rows: change_rows(&doc.report.changes) })
+    Some(Changes { heading, compared: doc.report.previous.is_some(), rows: change_rows(&doc.report.changes) })
 }
 
 /// Two chosen reports: what changed from `from` to `to`.
@@ -167,6 +169,7 @@ fn compare(dir: &Path, from: &str, to: &str) -> Result<Changes, String> {
     after.compare_with(&before.report, before.integrity.as_ref().map(|i| i.digest.clone()));
     Ok(Changes {
         heading: format!("Report {} compared with report {}", after.generated_at, before.report.generated_at),
+        compared: true,
         rows: change_rows(&after.changes),
     })
 }
