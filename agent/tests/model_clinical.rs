@@ -19,7 +19,7 @@ use wardbox::clinical::{self, ClinicalConfig, PatientAccess, RagClinical};
 use wardbox::stages::engine;
 use wardbox::store::{Store, StoreKey};
 use wardbox::web::Role;
-use wardbox::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, TaskKind, Viewer};
+use wardbox::web::clinical::{AnswerCheck, AnswerEvent, Citation, Clinical, ClinicalError, TaskKind, Viewer};
 use wardbox_rag::index;
 
 const CASTELLANOS_MRN: &str = "00451234";
@@ -38,6 +38,7 @@ fn viewer(username: &str, role: Role, break_glass: bool) -> Viewer {
 #[derive(Debug, Default)]
 struct Streamed {
     text: String,
+    check: Option<AnswerCheck>,
     citations: Vec<Citation>,
     footer: Option<String>,
     audit: Option<serde_json::Value>,
@@ -51,6 +52,7 @@ async fn collect(mut rx: tokio::sync::mpsc::Receiver<AnswerEvent>) -> Streamed {
         let ev = tokio::time::timeout(Duration::from_secs(300), rx.recv()).await.expect("the answer must not hang");
         match ev {
             Some(AnswerEvent::Token(t)) => s.text.push_str(&t),
+            Some(AnswerEvent::Checked(c)) => s.check = Some(c),
             Some(AnswerEvent::Citation(c)) => s.citations.push(c),
             Some(AnswerEvent::Footer(f)) => s.footer = Some(f),
             Some(AnswerEvent::Audit(a)) => s.audit = Some(a),
@@ -119,12 +121,25 @@ async fn model_clinician_sees_granted_patients_only_and_gets_cited_reidentified_
 
     // A question whose answer is in one note: streamed, re-identified, cited, audited.
     let (v, aid) = (dr_a.clone(), a.to_string());
+    let asked = std::time::Instant::now();
     let rx = call(&rag, move |c| c.run(&v, &aid, TaskKind::Ask, "Which new diabetes medication was started at the last visit?")).await.unwrap();
     let s = collect(rx).await;
+    let answered = asked.elapsed();
     assert!(s.failed.is_none(), "the answer failed: {:?}", s.failed);
     assert_eq!(s.done.as_deref(), Some(SMOLLM2));
     assert!(!s.text.trim().is_empty(), "no answer text");
     println!("answer: {}", s.text);
+    // Checked against its sources, as shown: the pieces are exactly the streamed text.
+    let check = s.check.as_ref().expect("the answer is checked against its sources");
+    assert_eq!(check.segments.iter().map(|x| x.text.as_str()).collect::<String>(), s.text, "the check covers the answer as shown");
+    println!(
+        "check: {} items, {} unsupported, {} sentences not cited; answer (retrieval + generation) {} ms, check {} µs",
+        check.items,
+        check.unsupported,
+        check.not_cited,
+        answered.as_millis(),
+        check.micros
+    );
     for pseudonym in ["[NAME-", "[MRN-", "[PHONE-", "[ADDRESS-"] {
         assert!(!s.text.contains(pseudonym), "the clinician was shown a pseudonym: {}", s.text);
         assert!(s.citations.iter().all(|c| !c.snippet.contains(pseudonym) && !c.title.contains(pseudonym)), "{:?}", s.citations);
@@ -141,7 +156,10 @@ async fn model_clinician_sees_granted_patients_only_and_gets_cited_reidentified_
     }
     let fact = fact.unwrap_or_else(|| panic!("no source holds the fact: {:?}", s.citations));
     assert!(s.footer.as_deref().unwrap_or_default().contains("not a diagnosis"), "{:?}", s.footer);
-    let audit = s.audit.expect("an audit detail").to_string();
+    let audit_detail = s.audit.expect("an audit detail");
+    assert_eq!(audit_detail["check"]["unsupported"], check.unsupported, "the audit record counts the unsupported items: {audit_detail}");
+    assert_eq!(audit_detail["check"]["not_cited"], check.not_cited, "{audit_detail}");
+    let audit = audit_detail.to_string();
     assert!(!audit.to_lowercase().contains("empagliflozin") && !audit.contains("Castellanos") && audit.contains("sha256"), "{audit}");
     assert!(audit.contains(&format!("\"document\":{}", fact.document_id)), "the sources' ids are audited: {audit}");
 

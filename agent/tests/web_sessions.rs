@@ -360,7 +360,7 @@ async fn answers_stream_as_server_sent_events_and_are_audited_as_digests() {
     assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
     let body = body_text(resp).await;
     let events: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
-    assert_eq!(events, ["token", "token", "token", "citation", "done"], "{body}");
+    assert_eq!(events, ["token", "token", "token", "citation", "timing", "done"], "{body}");
     assert!(body.contains(r#""href":"/patients/p-1/documents/lab%2F2027-01-14""#), "{body}");
     // Give the relay a moment to write the answer record after the stream ended.
     for _ in 0..50 {

@@ -43,6 +43,51 @@
     return e;
   }
 
+  // The answer checked against its sources replaces the streamed text: items found in no
+  // source are marked (the reason on hover and for screen readers), sentences citing no
+  // source are underlined, and a banner above says what to verify.
+  function showCheck(out, check) {
+    out.textContent = "";
+    for (const seg of check.segments) {
+      let node = document.createTextNode(seg.text);
+      if (seg.unsupported) {
+        const mark = el("mark", undefined, "unsupported");
+        mark.title = seg.unsupported;
+        mark.append(node, el("span", " (not in the sources)", "sr-only"));
+        node = mark;
+      }
+      if (seg.not_cited) {
+        const span = el("span", undefined, "not-cited");
+        span.title = "Not cited: this sentence names no source";
+        span.append(node);
+        node = span;
+      }
+      out.append(node);
+    }
+    const notes = [];
+    if (check.unsupported > 0) {
+      notes.push(check.unsupported + (check.unsupported === 1 ? " item of this answer is" : " items of this answer are") +
+        " in none of the sources (marked). Verify before use.");
+    }
+    if (check.not_cited > 0) {
+      notes.push(check.not_cited + (check.not_cited === 1 ? " sentence cites" : " sentences cite") + " no source (underlined).");
+    }
+    if (notes.length) {
+      const banner = el("p", notes.join(" "), check.unsupported > 0 ? "check-banner unsupported" : "check-banner");
+      banner.setAttribute("role", "alert");
+      out.prepend(banner);
+    }
+  }
+
+  function showTiming(out, t) {
+    const secs = (ms) => (ms / 1000).toFixed(1) + " s";
+    const parts = [];
+    if (t.first_token_ms !== null && t.first_token_ms !== undefined) parts.push("first words after " + secs(t.first_token_ms));
+    parts.push("complete in " + secs(t.total_ms));
+    if (t.check_us !== null && t.check_us !== undefined) parts.push("checked in " + (t.check_us / 1000).toFixed(1) + " ms");
+    out.append(el("p", parts.join(" · "), "answer-timing"));
+  }
+
   async function stream(task, text, out, cites) {
     out.textContent = "";
     out.classList.remove("error");
@@ -94,6 +139,10 @@
         const payload = JSON.parse(data);
         if (event === "token") {
           out.append(document.createTextNode(payload));
+        } else if (event === "check") {
+          showCheck(out, payload);
+        } else if (event === "timing") {
+          showTiming(out, payload);
         } else if (event === "citation" && cites) {
           const li = el("li");
           li.value = payload.n;

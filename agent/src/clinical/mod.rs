@@ -14,6 +14,7 @@
 //! Every method may block on the store or the engine: the web layer calls them off the async
 //! threads (`Ui::clinical`).
 
+pub mod checking;
 pub mod demo;
 mod engine;
 pub mod pool;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 use wardbox_rag::answer::{self, Answer, RetrievalConfig, SafetyPolicy, Task};
+use wardbox_rag::check::CheckConfig;
 use wardbox_rag::deid::{self, StreamingReidentifier};
 use wardbox_rag::index::{self, Access, LIBRARY, Scope};
 use wardbox_rag::ingest::{self, ChunkConfig, IngestError, Outcome, Owner};
@@ -60,6 +62,8 @@ pub struct ClinicalConfig {
     /// Index the built-in synthetic records (invented patients) into an empty index: the dev
     /// profile only, so there is something to ask about. Refused in the appliance profile.
     pub demo_records: bool,
+    /// How answers are checked against their sources: the clinic's order of numeric dates.
+    pub check: CheckConfig,
 }
 
 /// Which patients a clinician or nurse may see.
@@ -87,6 +91,7 @@ impl Default for ClinicalConfig {
             connections: 4,
             safety: SafetyPolicy::default(),
             demo_records: false,
+            check: CheckConfig::default(),
         }
     }
 }
@@ -279,6 +284,7 @@ impl Clinical for RagClinical {
             access,
             policy: self.config.safety.clone(),
             retrieval: self.config.retrieval(),
+            check: self.config.check,
         };
         let (pool, runtime) = (self.pool.clone(), self.runtime.clone());
         // A blocking thread, because answering borrows one store connection across awaits
@@ -342,6 +348,7 @@ struct AnswerJob {
     access: Access,
     policy: SafetyPolicy,
     retrieval: RetrievalConfig,
+    check: CheckConfig,
 }
 
 impl AnswerJob {
@@ -377,36 +384,52 @@ impl AnswerJob {
             pieces_tx,
         );
         // The model writes over de-identified sources; the clinician reads the originals.
+        // Returns the text exactly as the clinician was shown it, for the check.
         let relaying = async {
             let mut shown = StreamingReidentifier::new(&pseudonyms);
+            let mut all = String::new();
             while let Some(piece) = pieces.recv().await {
                 let text = shown.push(&piece);
+                all.push_str(&text);
                 if !text.is_empty() && tx.send(AnswerEvent::Token(text)).await.is_err() {
-                    return;
+                    return all;
                 }
             }
             let rest = shown.finish();
+            all.push_str(&rest);
             if !rest.is_empty() {
                 let _ = tx.send(AnswerEvent::Token(rest)).await;
             }
+            all
         };
-        let (answered, ()) = tokio::join!(answering, relaying);
+        let (answered, shown) = tokio::join!(answering, relaying);
         let answer = answered.map_err(|e| e.to_string())?;
         let mut events = Vec::new();
         if answer.sources.is_empty() {
             // Nothing relevant: the policy's words, not the model's.
             events.push(AnswerEvent::Token(answer.text.clone()));
         }
+        let mut passages = Vec::new();
         for source in &answer.sources {
             let (doc_owner, title) = index::document_meta(conn, source.document_id).map_err(|e| e.to_string())?.unwrap_or((self.owner, String::new()));
             let owner_scope =
                 if doc_owner == self.owner { pseudonyms.clone() } else { index::load_pseudonyms(conn, doc_owner).map_err(|e| e.to_string())? };
+            let passage = deid::reidentify(&source.text, &owner_scope);
             events.push(AnswerEvent::Citation(Citation {
                 n: source.n as u32,
                 document_id: source.document_id.to_string(),
                 title: deid::reidentify(&title, &owner_scope),
-                snippet: snippet(&deid::reidentify(&source.text, &owner_scope)),
+                snippet: snippet(&passage),
             }));
+            passages.push((source.n, passage));
+        }
+        // The answer as shown against the passages as shown: both re-identified the same way,
+        // so names and dates compare as the clinician reads them.
+        let mut check_counts = None;
+        if !answer.sources.is_empty() && !answer.not_found {
+            let (view, counts) = checking::check_answer(&shown, &passages, &self.check);
+            events.insert(0, AnswerEvent::Checked(view));
+            check_counts = Some(counts);
         }
         let mut footer = answer.footer.clone();
         if !answer.unresolved_citations.is_empty() {
@@ -414,15 +437,16 @@ impl AnswerJob {
             footer = format!("The answer cites {list}, which is not among the sources: check it with care. {footer}");
         }
         events.push(AnswerEvent::Footer(footer));
-        events.push(AnswerEvent::Audit(self.audit_detail(&answer)));
+        events.push(AnswerEvent::Audit(self.audit_detail(&answer, check_counts.as_ref())));
         events.push(AnswerEvent::Done { model: self.generator.model.clone() });
         Ok(events)
     }
 
-    /// Ids, hashes and lengths of what was retrieved and answered: never text.
-    fn audit_detail(&self, answer: &Answer) -> serde_json::Value {
+    /// Ids, hashes and lengths of what was retrieved and answered, and the check's counts:
+    /// never text.
+    fn audit_detail(&self, answer: &Answer, check: Option<&wardbox_rag::check::Counts>) -> serde_json::Value {
         let (query, reply) = answer::audit_detail(self.task, &self.question, answer, Some(self.owner));
-        json!({ "retrieval": query, "reply": reply, "embed_model": self.embedder.model })
+        json!({ "retrieval": query, "reply": reply, "embed_model": self.embedder.model, "check": check.map(checking::audit_counts) })
     }
 }
 

@@ -29,10 +29,39 @@ pub struct Citation {
     pub snippet: String,
 }
 
+/// The answer checked against its sources: its text cut into pieces that cover it exactly,
+/// the items found in no source and the sentences citing none marked, with counts. Shown to
+/// the viewer in place of the streamed text; only the counts reach the audit record.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AnswerCheck {
+    pub segments: Vec<CheckedText>,
+    /// Load-bearing items checked (medications, doses, lab values, numbers, dates, sides).
+    pub items: usize,
+    /// Items found in no retrieved source: the banner counts these.
+    pub unsupported: usize,
+    /// Sentences that state something without citing a source.
+    pub not_cited: usize,
+    /// How long the check took, in microseconds.
+    pub micros: u64,
+}
+
+/// A piece of a checked answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckedText {
+    pub text: String,
+    /// Why this piece (an item) is unsupported; shown on the mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub not_cited: bool,
+}
+
 /// One step of a streamed answer.
 #[derive(Debug, Clone)]
 pub enum AnswerEvent {
     Token(String),
+    /// The whole answer, checked against its sources (after the last token).
+    Checked(AnswerCheck),
     Citation(Citation),
     /// The clinic's safety wording under the answer (and any warning about the answer).
     Footer(String),

@@ -212,9 +212,11 @@ pub(super) async fn medications(state: State<AppState>, a: Authed, id: Path<Stri
     run_task(state, a, id, f, TaskKind::Medications).await
 }
 
-/// Start a task and stream its answer as server-sent events: `token` (text), `citation`
-/// (JSON), `footer` (text), then `done` or `failed`. The question and the answer are audited
-/// as digests, with the ids of the sources retrieval used.
+/// Start a task and stream its answer as server-sent events: `token` (text), `check` (the
+/// answer checked against its sources, JSON), `citation` (JSON), `footer` (text), `timing`
+/// (time to the first token and to the end, ms), then `done` or `failed`. The question and
+/// the answer are audited as digests, with the ids of the sources retrieval used, the check's
+/// counts and the timings.
 async fn run_task(
     State(state): State<AppState>,
     a: Authed,
@@ -222,6 +224,7 @@ async fn run_task(
     axum::Form(f): axum::Form<TaskForm>,
     kind: TaskKind,
 ) -> Result<Response, WebError> {
+    let started = std::time::Instant::now();
     let ui = ui_of(&state)?;
     let text = f.text.trim().to_string();
     if text.is_empty() {
@@ -247,6 +250,9 @@ async fn run_task(
         let mut outcome = json!("incomplete");
         let mut model = String::new();
         let mut retrieval = serde_json::Value::Null;
+        let mut first_token: Option<std::time::Duration> = None;
+        let mut check_micros: Option<u64> = None;
+        let mut timing = serde_json::Value::Null;
         while let Some(ev) = rx.next().await {
             let event = match ev {
                 AnswerEvent::Footer(f) => Event::default().event("footer").data(json!(f).to_string()),
@@ -255,8 +261,13 @@ async fn run_task(
                     continue;
                 }
                 AnswerEvent::Token(t) => {
+                    first_token.get_or_insert_with(|| started.elapsed());
                     answer.push_str(&t);
                     Event::default().event("token").data(json!(t).to_string())
+                }
+                AnswerEvent::Checked(c) => {
+                    check_micros = Some(c.micros);
+                    Event::default().event("check").data(json!(c).to_string())
                 }
                 AnswerEvent::Citation(c) => {
                     cited.push(c.document_id.clone());
@@ -268,6 +279,16 @@ async fn run_task(
                 AnswerEvent::Done { model: m } => {
                     outcome = json!("done");
                     model = m;
+                    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                    timing = json!({
+                        "first_token_ms": first_token.map(ms),
+                        "total_ms": ms(started.elapsed()),
+                        "check_us": check_micros,
+                    });
+                    if tx.send(Event::default().event("timing").data(timing.to_string())).await.is_err() {
+                        outcome = json!("client_left");
+                        break;
+                    }
                     Event::default().event("done").data("{}")
                 }
                 AnswerEvent::Failed(m) => {
@@ -288,7 +309,7 @@ async fn run_task(
             .audit(
                 EventKind::Answer,
                 &a.session.username,
-                json!({ "who": a.who(), "patient": id, "task": kind, "answer": TextDigest::of(&answer), "model": model, "citations": cited, "outcome": outcome, "retrieval": retrieval }),
+                json!({ "who": a.who(), "patient": id, "task": kind, "answer": TextDigest::of(&answer), "model": model, "citations": cited, "outcome": outcome, "retrieval": retrieval, "timing": timing }),
             )
             .await;
     });
