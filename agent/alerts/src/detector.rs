@@ -47,10 +47,13 @@ pub enum Rule {
     SameSurname,
     /// A user opened the record of a patient with another staff member's name.
     CoworkerRecord,
+    /// A backup failed, or scheduled backups did not run (the agent's `source: "backup"`
+    /// records).
+    Backup,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 21] = [
+    pub const ALL: [Rule; 22] = [
         Rule::OffHours,
         Rule::BulkAccess,
         Rule::LargePrompt,
@@ -72,6 +75,7 @@ impl Rule {
         Rule::OwnRecord,
         Rule::SameSurname,
         Rule::CoworkerRecord,
+        Rule::Backup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +101,7 @@ impl Rule {
             Rule::OwnRecord => "own_record",
             Rule::SameSurname => "same_surname",
             Rule::CoworkerRecord => "coworker_record",
+            Rule::Backup => "backup",
         }
     }
 }
@@ -376,6 +381,7 @@ impl Detector {
                     "firewall" => Rule::FirewallCheck,
                     "gpu" => Rule::GpuDegraded,
                     "csrf" => Rule::CsrfRejected,
+                    "backup" => Rule::Backup,
                     _ => Rule::AuditChain,
                 };
                 out.push(alert(

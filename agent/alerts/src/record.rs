@@ -167,6 +167,12 @@ fn fact_of(kind: &str, actor: &str, d: &Value) -> Fact {
                     source: "audit",
                     event,
                 },
+                // A failed or missed backup; its recovery (`backup_recovered`, a lifecycle
+                // record) is good news, not an alert.
+                (Some("backup"), "backup_failed" | "backup_missed") => Fact::SystemCheck {
+                    source: "backup",
+                    event,
+                },
                 (Some("gpu"), _) => {
                     // A transition back to healthy is good news, not an alert.
                     let to = d
@@ -375,5 +381,17 @@ mod tests {
             detail: "[1]",
         };
         assert_eq!(Observed::read(&r), Err(RecordError::Detail { seq: 9 }));
+    }
+
+    #[test]
+    fn a_failed_or_missed_backup_is_a_system_check_and_its_recovery_is_not() {
+        for event in ["backup_failed", "backup_missed"] {
+            let f = read("security_alert", "system", json!({ "source": "backup", "event": event, "reason": "the backup destination /media/b is not available" }));
+            assert_eq!(f, Fact::SystemCheck { source: "backup", event: event.into() });
+        }
+        let f = read("lifecycle", "system", json!({ "source": "backup", "event": "backup_recovered" }));
+        assert_eq!(f, Fact::Other);
+        let f = read("security_alert", "system", json!({ "source": "backup", "event": "something_else" }));
+        assert_eq!(f, Fact::Other);
     }
 }

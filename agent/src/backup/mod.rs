@@ -12,6 +12,7 @@
 pub mod drill;
 pub mod lock;
 pub mod schedule;
+pub mod service;
 pub mod stage;
 
 use std::path::{Path, PathBuf};
@@ -105,7 +106,7 @@ pub enum RunKind {
 }
 
 impl RunKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             RunKind::Backup => "backup",
             RunKind::Drill => "drill",
@@ -174,6 +175,39 @@ pub fn last_run(store: &Store, kind: RunKind) -> Result<Option<RunRecord>, RunEr
         snapshot_id,
         detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
     }))
+}
+
+/// The newest `limit` runs of every kind, newest first (the admin page).
+pub fn recent_runs(store: &Store, limit: usize) -> Result<Vec<RunRecord>, RunError> {
+    let mut stmt = store.conn().prepare(
+        "SELECT kind, destination, started_at, finished_at, ok, snapshot_id, detail FROM backup_runs ORDER BY id DESC LIMIT ?1",
+    )?;
+    let rows = stmt
+        .query_map([limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(kind, destination, started, finished, ok, snapshot_id, detail)| {
+            Ok(RunRecord {
+                kind: if kind == "drill" { RunKind::Drill } else { RunKind::Backup },
+                destination,
+                started_at: recorded_time(&started)?,
+                finished_at: recorded_time(&finished)?,
+                ok: ok == 1,
+                snapshot_id,
+                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .collect()
 }
 
 /// When a run of `kind` last succeeded, if ever (the compliance report: a failed run after a good

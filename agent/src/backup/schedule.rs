@@ -127,12 +127,17 @@ impl Nightly {
         self.slot_at_or_before(now).saturating_add(DAY).unwrap_or(now)
     }
 
+    /// The offset in words: `UTC+01:00`.
+    pub fn offset_words(&self) -> String {
+        let (sign, m) = if self.utc_offset_minutes < 0 { ('-', -self.utc_offset_minutes) } else { ('+', self.utc_offset_minutes) };
+        format!("UTC{sign}{:02}:{:02}", m / 60, m % 60)
+    }
+
     /// A time as the clinic reads it: `2026-11-30 02:30 (UTC+01:00)`.
     pub fn local(&self, t: Timestamp) -> String {
         let offset = jiff::tz::Offset::from_seconds(self.utc_offset_minutes * 60).unwrap_or(jiff::tz::Offset::UTC);
         let dt = offset.to_datetime(t);
-        let (sign, m) = if self.utc_offset_minutes < 0 { ('-', -self.utc_offset_minutes) } else { ('+', self.utc_offset_minutes) };
-        format!("{} (UTC{sign}{:02}:{:02})", dt.strftime("%Y-%m-%d %H:%M"), m / 60, m % 60)
+        format!("{} ({})", dt.strftime("%Y-%m-%d %H:%M"), self.offset_words())
     }
 }
 

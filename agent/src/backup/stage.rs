@@ -223,7 +223,9 @@ fn copy_tree(from: &Path, to: &Path, top: bool) -> Result<(), StageError> {
         if top && TRANSIENT_STATE_FILES.iter().any(|t| name == *t) {
             continue;
         }
-        if name.to_string_lossy().ends_with(".tmp") {
+        // Temporary files, and the backups' own staging, scratch and lock (were the state
+        // directory ever to hold the data directory, staging would copy itself endlessly).
+        if name.to_string_lossy().ends_with(".tmp") || name.to_string_lossy().starts_with(".backup") {
             continue;
         }
         if kind.is_dir() {

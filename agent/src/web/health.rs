@@ -102,6 +102,16 @@ impl Health {
         }
     }
 
+    /// Clear the alerts `source` raised, its problem being over (a backup succeeded after a
+    /// failure). Serving again when nothing else keeps the box degraded.
+    pub fn clear(&mut self, source: &str) {
+        self.alerts.retain(|a| a.source != source);
+        let degraded_stage = self.stages.iter().any(|s| s.outcome == "degraded");
+        if self.state == HealthState::Degraded && self.alerts.is_empty() && self.running_without.is_empty() && !degraded_stage {
+            self.state = HealthState::Serving;
+        }
+    }
+
     /// Raise an alert; the state becomes at least degraded.
     pub fn raise(&mut self, source: &str, message: impl Into<String>) {
         self.alerts.push(Alert {

@@ -9,6 +9,7 @@ pub mod accounts;
 mod admin;
 mod alerts;
 mod assets;
+pub mod backups;
 pub mod clinical;
 pub mod connlimit;
 mod config;
@@ -107,6 +108,8 @@ pub struct Ui {
     pub checkpoints: Option<CheckpointLog>,
     /// Compliance report generation for the Reports page; `None`: the page says it is not set up.
     pub reports: Option<Arc<dyn reports::ReportService>>,
+    /// Backups for the Backups page; `None`: the page says they are not set up.
+    pub backups: Option<Arc<dyn backups::BackupService>>,
 }
 
 impl Ui {
@@ -137,6 +140,7 @@ impl Ui {
             egress: Arc::new(NoEgressCounters("the firewall's counters are not wired to the UI yet".into())),
             checkpoints: None,
             reports: None,
+            backups: None,
         }
     }
 
@@ -162,6 +166,11 @@ impl Ui {
 
     pub fn with_reports(mut self, reports: Arc<dyn reports::ReportService>) -> Self {
         self.reports = Some(reports);
+        self
+    }
+
+    pub fn with_backups(mut self, backups: Arc<dyn backups::BackupService>) -> Self {
+        self.backups = Some(backups);
         self
     }
 
@@ -292,6 +301,10 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Post, "/admin/reports/attest", Roles(OVERSIGHT)),
     route(Post, "/admin/reports/waive", Roles(ADMINS)),
     route(Get, "/admin/reports/{file}", Roles(OVERSIGHT)),
+    route(Get, "/admin/backups", Roles(OVERSIGHT)),
+    route(Post, "/admin/backups/run", Roles(ADMINS)),
+    route(Post, "/admin/backups/drill", Roles(ADMINS)),
+    route(Post, "/admin/backups/key", Roles(ADMINS)),
 ];
 
 pub fn route_spec(verb: Verb, path: &str) -> Option<&'static RouteSpec> {
@@ -331,6 +344,10 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/reports/attest", post(reports::attest))
         .route("/admin/reports/waive", post(reports::waive))
         .route("/admin/reports/{file}", get(reports::download))
+        .route("/admin/backups", get(backups::show))
+        .route("/admin/backups/run", post(backups::run_backup))
+        .route("/admin/backups/drill", post(backups::run_drill))
+        .route("/admin/backups/key", post(backups::key_sheet))
         // Inside the guard: counts only the requests the guard let through to their handler.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), requests::count_served))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))

@@ -53,12 +53,14 @@ pub(super) fn nav_for(role: Role) -> Vec<NavItem> {
             n("/admin/break-glass", "Emergency access"),
             n("/admin/alerts", "Alerts"),
             n("/admin/reports", "Reports"),
+            n("/admin/backups", "Backups"),
         ],
         Role::Auditor => vec![
             n("/admin/audit", "Audit trail"),
             n("/admin/break-glass", "Emergency access"),
             n("/admin/alerts", "Alerts"),
             n("/admin/reports", "Reports"),
+            n("/admin/backups", "Backups"),
         ],
     }
 }

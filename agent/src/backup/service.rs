@@ -1,0 +1,413 @@
+//! The box's backups as the running agent does them: the nightly schedule, "back up now" and
+//! "run a drill" from the admin page, and the escrow sheet. Each run goes through the same
+//! functions as `wardbox backup` ([`super::run_backup`], [`super::run_drill`]), is recorded in
+//! `backup_runs` and audited.
+//!
+//! Alerts: a failed backup, and nights the schedule missed, are written to the audit chain as
+//! `security_alert` records with `source: "backup"`; the alert detector turns each into a
+//! `backup` alert with its outbox rows (delivered to the clinic's collector and relay like
+//! every alert), and the daemon's health shows it. They carry the error about the destination
+//! or the repository, never PHI. A successful backup after a failure clears them: the health
+//! alert goes, and every open `backup` alert is closed as reviewed by `system` with a note
+//! naming the snapshot that succeeded (the alert stays listed, and the clearing is audited).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+use wardbox_backup::Destination;
+
+use super::schedule::{self, Decision, Nightly};
+use super::{BackupDone, BackupInputs, RunError, RunKind};
+use crate::audit::{AuditEvent, AuditLog, EventKind};
+use crate::store::{Store, StoreKey};
+use crate::web::backups::{BackupOverview, BackupService, EscrowSheet, RunRefused, RunView};
+
+/// The alert rule the detector raises for `source: "backup"` records (`wardbox_alerts::Rule`).
+pub const BACKUP_RULE: &str = "backup";
+/// How often the daemon asks the schedule whether a backup is due.
+pub const SCHEDULE_CHECK: Duration = Duration::from_secs(60);
+/// Runs shown on the admin page.
+const RUNS_SHOWN: usize = 20;
+
+/// What a run changes about the backup alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertChange {
+    /// Raise one: `event` is `backup_failed` or `backup_missed`.
+    Raise { event: &'static str, reason: String },
+    /// Backups work again: clear what is open.
+    Clear,
+}
+
+/// Pure: what a finished backup means for the alert. `missed`: scheduled nights that passed
+/// without a run; `failure`: this run's error; `previous_failed`: the run before this one failed.
+pub fn alert_changes(missed: u32, missed_since: Option<&str>, failure: Option<&str>, previous_failed: bool) -> Vec<AlertChange> {
+    let mut changes = Vec::new();
+    if missed > 0 {
+        let since = missed_since.map(|s| format!(" since {s}")).unwrap_or_default();
+        changes.push(AlertChange::Raise {
+            event: "backup_missed",
+            reason: format!(
+                "{missed} scheduled nightly backup(s) did not run{since} (the box or the agent was not running at the time); a catch-up backup ran at once"
+            ),
+        });
+    }
+    match failure {
+        Some(error) => changes.push(AlertChange::Raise { event: "backup_failed", reason: error.to_owned() }),
+        None if previous_failed => changes.push(AlertChange::Clear),
+        None => {}
+    }
+    changes
+}
+
+/// Called with each alert change (the daemon raises or clears its health alert).
+pub type HealthHook = Arc<dyn Fn(&AlertChange) + Send + Sync>;
+
+/// Everything a run needs from the box.
+pub struct BoxBackups {
+    store_path: PathBuf,
+    store_key: StoreKey,
+    data_dir: PathBuf,
+    state_dir: PathBuf,
+    config_file: Option<PathBuf>,
+    destination: Option<Destination>,
+    nightly: Option<Nightly>,
+    schedule_words: String,
+    audit: AuditLog,
+    /// Set once the daemon's health exists (it is made after the UI that holds this).
+    health: Mutex<Option<HealthHook>>,
+    /// The run this agent is doing, in words (the page's "running now").
+    running: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for BoxBackups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoxBackups").field("data_dir", &self.data_dir).field("destination", &self.destination).finish_non_exhaustive()
+    }
+}
+
+/// Where the box's files are.
+#[derive(Debug, Clone)]
+pub struct BoxPaths {
+    pub store_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub config_file: Option<PathBuf>,
+}
+
+impl BoxBackups {
+    pub fn new(config: &crate::config::Config, paths: BoxPaths, store_key: &StoreKey, audit: AuditLog) -> Self {
+        let nightly = config.backup.nightly(config.alerts.clinic_hours.utc_offset_minutes);
+        let schedule_words = match (&nightly, config.backup.destination()) {
+            (_, None) => "none: no destination is configured".to_owned(),
+            (None, Some(_)) => "off: backups run only when started by hand".to_owned(),
+            (Some(n), Some(_)) => format!("nightly at {} local time, {}", config.backup.nightly_at, n.offset_words()),
+        };
+        Self {
+            store_path: paths.store_path,
+            store_key: StoreKey::from_bytes(*store_key.expose()),
+            data_dir: paths.data_dir,
+            state_dir: paths.state_dir,
+            config_file: paths.config_file,
+            destination: config.backup.destination(),
+            nightly,
+            schedule_words,
+            audit,
+            health: Mutex::new(None),
+            running: Mutex::new(None),
+        }
+    }
+
+    /// Tell `hook` about every alert raised or cleared.
+    pub fn set_health(&self, hook: HealthHook) {
+        if let Ok(mut h) = self.health.lock() {
+            *h = Some(hook);
+        }
+    }
+
+    pub fn nightly(&self) -> Option<Nightly> {
+        self.nightly
+    }
+
+    fn open_store(&self) -> Result<Store, RunError> {
+        Store::open_existing(&self.store_path, &self.store_key).map_err(|e| RunError::Record(format!("cannot open the store: {e}")))
+    }
+
+    fn destination_or_refuse(&self) -> Result<Destination, RunRefused> {
+        self.destination.clone().ok_or_else(|| RunRefused::NotConfigured("no backup destination is configured ([backup] usb_path)".into()))
+    }
+
+    fn set_running(&self, what: Option<String>) {
+        if let Ok(mut r) = self.running.lock() {
+            *r = what;
+        }
+    }
+
+    fn audit(&self, kind: EventKind, actor: &str, detail: serde_json::Value) -> Result<(), RunError> {
+        self.audit
+            .append_blocking(AuditEvent::new(kind, actor, detail))
+            .map(|_| ())
+            .map_err(|e| RunError::Record(format!("the audit log cannot be written: {e}")))
+    }
+
+    /// One look at the schedule at `now`: back up when it says so. `Ok(None)`: nothing due.
+    pub fn nightly_step(&self, now: jiff::Timestamp) -> Result<Option<Result<BackupDone, RunError>>, RunError> {
+        let Some(nightly) = self.nightly else { return Ok(None) };
+        let store = self.open_store()?;
+        let last = super::last_run(&store, RunKind::Backup)?;
+        drop(store);
+        match schedule::decide(&nightly, now, last.as_ref().map(|r| r.started_at)) {
+            Decision::Wait { .. } => Ok(None),
+            Decision::Run { missed, .. } => {
+                let since = last.map(|r| nightly.local(r.started_at));
+                Ok(Some(self.back_up_as("system", "backup_nightly", missed, since)))
+            }
+        }
+    }
+
+    /// Back up now, record, audit, and raise or clear the alert.
+    fn back_up_as(&self, actor: &str, action: &str, missed: u32, missed_since: Option<String>) -> Result<BackupDone, RunError> {
+        let Some(destination) = self.destination.clone() else {
+            return Err(RunError::Record("no backup destination is configured ([backup] usb_path)".into()));
+        };
+        let store = self.open_store()?;
+        let (key, created_key) = super::key_or_create(&store)?;
+        let previous_failed = super::last_run(&store, RunKind::Backup)?.is_some_and(|r| !r.ok);
+        let started = jiff::Timestamp::now();
+        self.set_running(Some(format!("backup started by {actor} at {started}")));
+        let inputs = BackupInputs {
+            store: &store,
+            store_key: &self.store_key,
+            data_dir: &self.data_dir,
+            state_dir: &self.state_dir,
+            config_file: self.config_file.as_deref(),
+        };
+        let outcome = super::run_backup(&inputs, &destination, &key, &["wardbox"]);
+        self.set_running(None);
+        if matches!(outcome, Err(RunError::Busy(_))) {
+            return outcome;
+        }
+        super::record_backup(&store, &destination, started, &outcome)?;
+        let mut detail = match &outcome {
+            Ok(done) => super::backup_detail(done),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        detail["action"] = json!(action);
+        detail["ok"] = json!(outcome.is_ok());
+        detail["destination"] = json!(destination.location());
+        detail["key_fingerprint"] = json!(key.fingerprint());
+        detail["key_created"] = json!(created_key);
+        self.audit(EventKind::AdminAction, actor, detail)?;
+        let failure = outcome.as_ref().err().map(ToString::to_string);
+        for change in alert_changes(missed, missed_since.as_deref(), failure.as_deref(), previous_failed) {
+            self.apply(&store, &change, outcome.as_ref().ok())?;
+        }
+        outcome
+    }
+
+    fn apply(&self, store: &Store, change: &AlertChange, done: Option<&BackupDone>) -> Result<(), RunError> {
+        match change {
+            AlertChange::Raise { event, reason } => {
+                self.audit(EventKind::SecurityAlert, "system", json!({ "source": "backup", "event": event, "reason": reason }))?;
+            }
+            AlertChange::Clear => {
+                let snapshot = done.map(|d| d.snapshot.id.clone()).unwrap_or_default();
+                let now = jiff::Timestamp::now().to_string();
+                let note = format!("cleared: the backup at {now} succeeded (snapshot {snapshot})");
+                let closed = store.conn().execute(
+                    "UPDATE alerts SET reviewed_by = 'system', reviewed_at = ?1, review_note = ?2 WHERE rule = ?3 AND reviewed_by IS NULL",
+                    rusqlite::params![now, note, BACKUP_RULE],
+                )?;
+                self.audit(
+                    EventKind::Lifecycle,
+                    "system",
+                    json!({ "source": "backup", "event": "backup_recovered", "snapshot": snapshot, "alerts_cleared": closed }),
+                )?;
+            }
+        }
+        if let Some(hook) = self.health.lock().ok().and_then(|h| h.clone()) {
+            hook(change);
+        }
+        Ok(())
+    }
+
+    /// A restore drill, recorded and audited.
+    fn drill_as(&self, actor: &str) -> Result<super::DrillReport, RunError> {
+        let Some(destination) = self.destination.clone() else {
+            return Err(RunError::Record("no backup destination is configured ([backup] usb_path)".into()));
+        };
+        let store = self.open_store()?;
+        let key = super::stored_key(&store)?.ok_or_else(|| RunError::Key("this box has no backup key yet: back up first".into()))?;
+        let started = jiff::Timestamp::now();
+        self.set_running(Some(format!("restore drill started by {actor} at {started}")));
+        let outcome = super::run_drill(&self.data_dir, &destination, &key);
+        self.set_running(None);
+        if matches!(outcome, Err(RunError::Busy(_))) {
+            return outcome;
+        }
+        super::record_drill(&store, &destination, started, &outcome)?;
+        let mut detail = match &outcome {
+            Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        detail["action"] = json!("backup_drill");
+        detail["ok"] = json!(outcome.is_ok());
+        detail["destination"] = json!(destination.location());
+        self.audit(EventKind::AdminAction, actor, detail)?;
+        outcome
+    }
+}
+
+fn refusal(e: RunError) -> RunRefused {
+    match e {
+        RunError::Busy(b) => RunRefused::Busy(b.to_string()),
+        other => RunRefused::Failed(other.to_string()),
+    }
+}
+
+fn size_words(bytes: u64) -> String {
+    const MB: f64 = 1024.0 * 1024.0;
+    if bytes >= 1024 * 1024 { format!("{:.1} MiB", bytes as f64 / MB) } else { format!("{:.1} KiB", bytes as f64 / 1024.0) }
+}
+
+impl BackupService for BoxBackups {
+    fn overview(&self) -> Result<BackupOverview, String> {
+        let store = self.open_store().map_err(|e| e.to_string())?;
+        let runs = super::recent_runs(&store, RUNS_SHOWN).map_err(|e| e.to_string())?;
+        let last_good = super::last_success(&store, RunKind::Backup).map_err(|e| e.to_string())?;
+        let last_drill = super::last_drill(&store).map_err(|e| e.to_string())?;
+        let key = super::stored_key(&store).map_err(|e| e.to_string())?;
+        let now = jiff::Timestamp::now();
+        Ok(BackupOverview {
+            destination: self.destination.as_ref().map(Destination::location),
+            schedule: self.schedule_words.clone(),
+            next_run: self.nightly.map(|n| n.local(n.next_after(now))),
+            running: self.running.lock().ok().and_then(|r| r.clone()),
+            last_good_backup: last_good.map(|t| t.to_string()),
+            last_drill: last_drill.map(|d| {
+                let outcome = if d.ok { "passed".to_owned() } else { format!("FAILED: {}", d.detail["error"].as_str().unwrap_or("")) };
+                format!("{}: {outcome}", d.finished_at)
+            }),
+            key_fingerprint: key.map(|k| k.fingerprint()),
+            runs: runs
+                .into_iter()
+                .map(|r| {
+                    let d = &r.detail;
+                    let size = match (r.kind, r.ok) {
+                        (RunKind::Backup, true) => format!(
+                            "{} ({} new)",
+                            size_words(d["bytes"].as_u64().unwrap_or(0)),
+                            size_words(d["bytes_added_packed"].as_u64().unwrap_or(0))
+                        ),
+                        _ => String::new(),
+                    };
+                    let detail = match (r.kind, r.ok) {
+                        (_, false) => d["error"].as_str().unwrap_or("").to_owned(),
+                        (RunKind::Backup, true) => format!("snapshot {}", r.snapshot_id.as_deref().unwrap_or("")),
+                        (RunKind::Drill, true) => format!(
+                            "snapshot {}: {} files, {} rows, audit chain intact to record {}",
+                            r.snapshot_id.as_deref().unwrap_or(""),
+                            d["files"],
+                            d["rows"],
+                            d["audit_head_seq"]
+                        ),
+                    };
+                    RunView {
+                        kind: r.kind.as_str().to_owned(),
+                        started: r.started_at.to_string(),
+                        finished: r.finished_at.to_string(),
+                        ok: r.ok,
+                        size,
+                        detail,
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    fn back_up(&self, actor: &str) -> Result<String, RunRefused> {
+        self.destination_or_refuse()?;
+        let done = self.back_up_as(actor, "backup_now", 0, None).map_err(refusal)?;
+        Ok(format!(
+            "snapshot {} of {} files, {}; {} new",
+            done.snapshot.id,
+            done.snapshot.files,
+            size_words(done.snapshot.bytes),
+            size_words(done.snapshot.bytes_added_packed)
+        ))
+    }
+
+    fn drill(&self, actor: &str) -> Result<String, RunRefused> {
+        self.destination_or_refuse()?;
+        let report = self.drill_as(actor).map_err(refusal)?;
+        Ok(format!(
+            "snapshot {} restored, {} files match, store opens, audit chain intact ({} records), {} rows match",
+            report.snapshot_id, report.files, report.audit_records, report.rows
+        ))
+    }
+
+    fn escrow_sheet(&self, actor: &str) -> Result<EscrowSheet, String> {
+        let store = self.open_store().map_err(|e| e.to_string())?;
+        let (key, created) = super::key_or_create(&store).map_err(|e| e.to_string())?;
+        // Audited before it is shown: a sheet that cannot be accounted for is not shown.
+        self.audit(EventKind::AdminAction, actor, json!({ "action": "backup_key_shown", "via": "web", "key_fingerprint": key.fingerprint(), "created": created }))
+            .map_err(|e| e.to_string())?;
+        let hex = key.to_hex();
+        let groups: Vec<&str> = hex.as_bytes().chunks(8).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+        Ok(EscrowSheet {
+            key_groups: zeroize::Zeroizing::new(groups.join(" ")),
+            fingerprint: key.fingerprint(),
+            destination: self.destination.as_ref().map(Destination::location),
+        })
+    }
+}
+
+/// The daemon's task: every [`SCHEDULE_CHECK`], ask the schedule; back up when it says so (on
+/// the blocking pool; the web UI keeps its own store connection). A run refused by the lock
+/// (a backup by hand is going) is not recorded, so the next check tries again.
+pub async fn run_schedule(backups: Arc<BoxBackups>, stop: watch::Receiver<bool>) {
+    if backups.nightly().is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(SCHEDULE_CHECK);
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let b = backups.clone();
+                match tokio::task::spawn_blocking(move || b.nightly_step(jiff::Timestamp::now())).await {
+                    Ok(Ok(None)) => {}
+                    Ok(Ok(Some(Ok(done)))) => tracing::info!(snapshot = %done.snapshot.id, "nightly backup done"),
+                    Ok(Ok(Some(Err(RunError::Busy(e))))) => tracing::info!("nightly backup waits: {e}"),
+                    Ok(Ok(Some(Err(e)))) => tracing::error!("nightly backup failed: {e}"),
+                    Ok(Err(e)) => tracing::error!("the backup schedule cannot read its records: {e}"),
+                    Err(e) => tracing::error!("the backup task failed: {e}"),
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_raises_a_success_after_it_clears_and_missed_nights_raise() {
+        assert_eq!(alert_changes(0, None, None, false), []);
+        assert_eq!(alert_changes(0, None, Some("the backup destination /media/b is not available"), false), [AlertChange::Raise {
+            event: "backup_failed",
+            reason: "the backup destination /media/b is not available".into()
+        }]);
+        assert_eq!(alert_changes(0, None, None, true), [AlertChange::Clear]);
+        let missed = alert_changes(2, Some("2026-11-27 02:30 (UTC+01:00)"), None, false);
+        assert!(matches!(&missed[..], [AlertChange::Raise { event: "backup_missed", reason }] if reason.starts_with("2 scheduled nightly backup(s) did not run since 2026-11-27 02:30")));
+        // Missed and failed: both raised; nothing cleared.
+        let both = alert_changes(1, None, Some("full"), true);
+        assert_eq!(both.len(), 2);
+        assert!(both.iter().all(|c| matches!(c, AlertChange::Raise { .. })));
+    }
+}

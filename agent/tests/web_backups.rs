@@ -1,0 +1,159 @@
+//! The Backups page over the real backup service (a SQLCipher store, the audit writer, a
+//! restic-format repository in a directory standing for the USB disk): status, "back up now"
+//! and "run a drill" (confirmed, audited, refused while another run holds the lock), and the
+//! escrow sheet (confirmed, not cached, audited by fingerprint, the key never in the audit
+//! trail). Administrators only for the buttons and the key; auditors see the status; clinical
+//! roles see nothing.
+
+mod web_support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::http::{StatusCode, header};
+use wardbox::backup::service::{BoxBackups, BoxPaths};
+use wardbox::config::Config;
+use wardbox::web::Role;
+use web_support::*;
+
+fn harness() -> Harness {
+    Harness::with_backups(Box::new(|store_path: &Path, key, audit| {
+        let dir = store_path.parent().expect("dir").to_path_buf();
+        let usb = dir.join("usb");
+        std::fs::create_dir_all(&usb).expect("usb");
+        let text = format!(
+            "profile = \"dev\"\nstate_dir = \"{d}\"\n[volume]\nmode = \"plain-directory\"\ndata_dir = \"{d}\"\n[backup]\nusb_path = \"{u}\"\nutc_offset_minutes = 60\n",
+            d = dir.display(),
+            u = usb.display()
+        );
+        let config = Config::parse(&text, Path::new("t.toml")).expect("config");
+        let state_dir = dir.join("state");
+        std::fs::create_dir_all(&state_dir).expect("state");
+        let paths = BoxPaths { store_path: store_path.to_owned(), data_dir: dir, state_dir, config_file: None };
+        Arc::new(BoxBackups::new(&config, paths, key, audit))
+    }))
+}
+
+fn actions(h: &Harness) -> Vec<serde_json::Value> {
+    h.audit_records()
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.detail).expect("json"))
+        .filter(|d| d["action"].as_str().is_some_and(|a| a.starts_with("backup_")))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_admin_backs_up_drills_and_sees_the_outcome() {
+    let h = harness();
+    let admin = h.add_user("it.admin", Role::Admin, false);
+    let (token, csrf) = h.session(&admin);
+
+    let html = body_text(h.send(get_with("/admin/backups", &token)).await).await;
+    assert!(html.contains("nightly at 02:30 local time, UTC+01:00"), "{html}");
+    assert!(html.contains("No backup has run yet") && html.contains("not made yet"), "{html}");
+    assert!(html.contains(&format!("{}", h.dir.path().join("usb").display())), "{html}");
+
+    // Not without the tick, not without the form's token.
+    let unconfirmed = h.send(post_form("/admin/backups/run", Some(&token), &[("csrf", &csrf)])).await;
+    assert_eq!(unconfirmed.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(unconfirmed).await.contains("Tick the box to confirm the backup"));
+    let forged = h.send(post_form("/admin/backups/run", Some(&token), &[("confirm", "yes")])).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(actions(&h).is_empty(), "nothing ran");
+
+    let done = h.send(post_form("/admin/backups/run", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert_eq!(done.status(), StatusCode::OK);
+    let html = body_text(done).await;
+    assert!(html.contains("Backup done: snapshot "), "{html}");
+    assert!(html.contains("<td>backup</td>") && html.contains("<td>good</td>") && html.contains(" KiB new)"), "the run with its size: {html}");
+    assert!(html.contains("fingerprint "), "{html}");
+    assert!(!html.contains("Last good backup</th><td id=\"last-good\">never"), "{html}");
+
+    let drilled = h.send(post_form("/admin/backups/drill", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert_eq!(drilled.status(), StatusCode::OK);
+    let html = body_text(drilled).await;
+    assert!(html.contains("Restore drill passed: snapshot "), "{html}");
+    assert!(html.contains("id=\"last-drill\">20") && html.contains(": passed</td>"), "{html}");
+
+    // Another run holds the lock: refused, saying so; nothing recorded.
+    let running = wardbox::backup::RunLock::acquire(h.dir.path(), "backup").expect("lock");
+    let busy = h.send(post_form("/admin/backups/run", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert_eq!(busy.status(), StatusCode::CONFLICT);
+    assert!(body_text(busy).await.contains("No backup was started: another backup, restore or drill is running on this box"));
+    drop(running);
+
+    // Audited with who did it.
+    let acts = actions(&h);
+    let names: Vec<&str> = acts.iter().filter_map(|d| d["action"].as_str()).collect();
+    assert_eq!(names, ["backup_now", "backup_drill"], "{acts:?}");
+    let store = wardbox::store::Store::open_existing(&h.store_path, &h.key).expect("store");
+    let runs: i64 = store.conn().query_row("SELECT count(*) FROM backup_runs", [], |r| r.get(0)).expect("count");
+    assert_eq!(runs, 2);
+    let by: Vec<String> = h
+        .audit_records()
+        .into_iter()
+        .filter(|r| r.detail.contains("\"backup_now\"") || r.detail.contains("\"backup_drill\""))
+        .map(|r| r.actor)
+        .collect();
+    assert_eq!(by, ["it.admin", "it.admin"]);
+}
+
+#[tokio::test]
+async fn the_escrow_sheet_is_shown_after_a_confirmation_and_audited_without_the_key() {
+    let h = harness();
+    let admin = h.add_user("it.admin", Role::Admin, false);
+    let (token, csrf) = h.session(&admin);
+
+    let unconfirmed = h.send(post_form("/admin/backups/key", Some(&token), &[("csrf", &csrf)])).await;
+    assert_eq!(unconfirmed.status(), StatusCode::BAD_REQUEST);
+    assert!(!body_text(unconfirmed).await.contains("repository-key"));
+
+    let sheet = h.send(post_form("/admin/backups/key", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert_eq!(sheet.status(), StatusCode::OK);
+    assert_eq!(sheet.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("no-store"));
+    let html = body_text(sheet).await;
+    let store = wardbox::store::Store::open_existing(&h.store_path, &h.key).expect("store");
+    let key = wardbox::backup::stored_key(&store).expect("read").expect("made on first use");
+    let hex = key.to_hex();
+    let grouped: Vec<&str> = hex.as_bytes().chunks(8).map(|c| std::str::from_utf8(c).expect("hex")).collect();
+    assert!(html.contains(&format!("<code id=\"repository-key\">{}</code>", grouped.join(" "))), "{html}");
+    assert!(html.contains(&key.fingerprint()) && html.contains("restic -r DISK check --read-data"), "{html}");
+
+    // Audited by fingerprint; the key is in no audit record, whole or grouped.
+    let acts = actions(&h);
+    assert_eq!(acts.len(), 1);
+    assert_eq!((acts[0]["action"].as_str(), acts[0]["key_fingerprint"].as_str()), (Some("backup_key_shown"), Some(key.fingerprint().as_str())));
+    for r in h.audit_records() {
+        assert!(!r.detail.contains(hex.as_str()) && !r.detail.contains(grouped[0]), "the key reached the audit trail: {}", r.detail);
+    }
+    // The same key opens what a backup writes: the stock restic reads the repository with it.
+    let done = h.send(post_form("/admin/backups/run", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert!(body_text(done).await.contains("Backup done"));
+    let restic = std::path::PathBuf::from("/usr/bin/restic");
+    assert!(restic.is_file(), "stock restic not found at /usr/bin/restic (Debian package `restic`)");
+    let out = std::process::Command::new(restic)
+        .args(["-r", h.dir.path().join("usb").to_str().expect("utf-8"), "--no-cache", "snapshots"])
+        .env("RESTIC_PASSWORD", grouped.concat())
+        .output()
+        .expect("restic");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn auditors_see_the_status_only_and_clinical_roles_nothing() {
+    let h = harness();
+    let auditor = h.add_user("privacy.officer", Role::Auditor, false);
+    let (token, csrf) = h.session(&auditor);
+    let page = h.send(get_with("/admin/backups", &token)).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = body_text(page).await;
+    assert!(html.contains("Recent runs") && !html.contains("Back up now") && !html.contains("Show the escrow sheet"), "{html}");
+    for path in ["/admin/backups/run", "/admin/backups/drill", "/admin/backups/key"] {
+        let refused = h.send(post_form(path, Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    let clinician = h.add_user("dr.a", Role::Clinician, false);
+    let (token, _) = h.session(&clinician);
+    assert_eq!(h.send(get_with("/admin/backups", &token)).await.status(), StatusCode::FORBIDDEN);
+    assert!(actions(&h).is_empty());
+}
