@@ -113,6 +113,28 @@ pub async fn deliver_due(store: &Arc<Mutex<Store>>, cfg: &DeliveryConfig, now: i
     Ok(report)
 }
 
+/// Send one test message to each configured destination now (`wardbox alerts test`): a
+/// syslog message with msgid `test`, and an e-mail; the outbox is not involved.
+pub async fn send_test(cfg: &DeliveryConfig, now: &jiff::Timestamp) -> Vec<(Destination, Result<(), DeliveryError>)> {
+    let mut out = Vec::new();
+    let text = format!("test message from the Wardbox at {now}: alerts reach this destination; review: {}", cfg.admin_url.trim_end_matches('/'));
+    if let Some(s) = &cfg.syslog {
+        let at = now.round(jiff::Unit::Microsecond).map(|t| t.to_string()).unwrap_or_else(|_| "-".into());
+        let message = format!("<{}>1 {at} {} wardbox - test - {text}", 10 * 8 + 5, hostname());
+        out.push((Destination::Syslog, send_syslog(s, &[message]).await));
+    }
+    if let Some(e) = &cfg.email {
+        let date = jiff::fmt::rfc2822::to_string(&now.to_zoned(jiff::tz::TimeZone::UTC)).unwrap_or_default();
+        let message = format!(
+            "From: {}\r\nTo: {}\r\nSubject: Wardbox: test message\r\nDate: {date}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n",
+            e.from,
+            e.to.join(", ")
+        );
+        out.push((Destination::Email, send_email(e, &message).await));
+    }
+    out
+}
+
 async fn with_store<T: Send + 'static>(
     store: &Arc<Mutex<Store>>,
     f: impl FnOnce(&Store) -> rusqlite::Result<T> + Send + 'static,

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 an operational error (message on stderr), 2 usage error (clap),
 //! 3 a verification found a problem (broken audit chain, firewall drift, refused unseal).
 
+mod alerts;
 mod audit;
 mod backup;
 mod firewall;
@@ -65,6 +66,9 @@ pub enum Command {
     /// Check a configuration file and report the first problem.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Alerts on anomalous access: list, show, acknowledge with a reason, send a test message.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// The audit trail: verify the chain, export a month, checkpoint the head.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -213,6 +217,7 @@ pub fn run(cli: Cli) -> CliResult {
             print!("{}", toml::to_string_pretty(&config).map_err(|e| CliError::new(e.to_string()))?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Alerts(cmd) => alerts::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Store(cmd) => store::run(cmd),
         Command::Volume(cmd) => volume::run(cmd),
