@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use wardbox::alerting::deliver::deliver_due;
+use wardbox::alerting::heartbeat;
 use wardbox::alerting::{DeliveryConfig, EmailConfig, SyslogConfig, outbox};
 use wardbox::store::{Store, StoreKey};
 use wardbox_alerts::{Alert, Rule};
@@ -344,4 +345,81 @@ async fn smtp_relay_without_starttls_is_refused() {
     let error = delivery_state(&o).remove(0).3.unwrap_or_default();
     assert!(error.contains("does not offer STARTTLS"), "{error}");
     assert!(maildir_messages(&maildir).is_empty(), "a message went out in the clear");
+}
+
+fn heartbeat_state(o: &Outbox, d: wardbox::alerting::Destination) -> heartbeat::State {
+    let store = o.store.lock().expect("lock");
+    heartbeat::state(store.conn(), d).expect("state")
+}
+
+/// The daily heartbeat reaches the collector with counts only; not again within the day, again
+/// after it; a collector that is down leaves the heartbeat failed with a backoff, kept across a
+/// restart, and the retry after it comes back delivers it.
+#[tokio::test]
+async fn rsyslog_receives_the_daily_heartbeat_and_a_missed_one_is_retried() {
+    use wardbox::alerting::Destination::Syslog;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "syslog.test");
+    let port = free_port();
+    let received = dir.path().join("received.log");
+    let cfg = syslog_config(port, &server.ca);
+    let mut o = outbox_with_alert(&cfg);
+    {
+        let rsyslog = rsyslog(dir.path(), port, &server, &received);
+        let report = heartbeat::send_due(&o.store, &cfg, NOW).await.expect("pass");
+        assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+        let text = wait_for_text(&received, "heartbeat");
+        let line = text.lines().find(|l| l.contains("heartbeat")).expect("line");
+        assert!(
+            line.contains(" wardbox heartbeat heartbeat: the Wardbox is running; alerts not yet acknowledged 1, newest alert 1, deliveries pending 1,"),
+            "{line}"
+        );
+        assert!(!line.contains("dr.a"), "a heartbeat names no one: {line}");
+        assert_eq!(heartbeat_state(&o, Syslog).last_sent, Some(NOW));
+        let same_day = heartbeat::send_due(&o.store, &cfg, NOW + 86_399).await.expect("pass");
+        assert_eq!((same_day.delivered, same_day.failed), (0, 0), "two heartbeats in a day");
+        drop(rsyslog);
+    }
+    // The next day the collector is down: the heartbeat fails, is retried after the backoff.
+    let day = NOW + 86_400;
+    let report = heartbeat::send_due(&o.store, &cfg, day).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (0, 1), "{report:?}");
+    let st = heartbeat_state(&o, Syslog);
+    assert_eq!((st.last_sent, st.attempts, st.next_attempt), (Some(NOW), 1, day + 30));
+    assert!(st.last_error.as_deref().is_some_and(|e| e.contains("cannot connect")), "{st:?}");
+    let early = heartbeat::send_due(&o.store, &cfg, day + 29).await.expect("pass");
+    assert_eq!(early.failed, 0, "retried before its backoff");
+    o.reopen();
+    let received2 = dir.path().join("received2.log");
+    let _rsyslog = rsyslog(dir.path(), port, &server, &received2);
+    let report = heartbeat::send_due(&o.store, &cfg, day + 30).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+    wait_for_text(&received2, "heartbeat");
+    let st = heartbeat_state(&o, Syslog);
+    assert_eq!((st.last_sent, st.attempts), (Some(day + 30), 0));
+}
+
+#[tokio::test]
+async fn smtp_relay_receives_the_daily_heartbeat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "mail.test");
+    let port = free_port();
+    let maildir = dir.path().join("maildir");
+    let _smtp = smtp_server(port, Some(&server), &maildir);
+    let cfg = email_config(port, &server.ca);
+    let o = outbox_with_alert(&cfg);
+    let report = heartbeat::send_due(&o.store, &cfg, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let messages = loop {
+        let m = maildir_messages(&maildir);
+        if !m.is_empty() || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].contains("Subject: Wardbox: daily heartbeat") && messages[0].contains("alerts not yet acknowledged 1"), "{}", messages[0]);
+    let again = heartbeat::send_due(&o.store, &cfg, NOW + 3600).await.expect("pass");
+    assert_eq!(again.delivered, 0);
 }

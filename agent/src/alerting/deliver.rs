@@ -135,7 +135,7 @@ pub async fn send_test(cfg: &DeliveryConfig, now: &jiff::Timestamp) -> Vec<(Dest
     out
 }
 
-async fn with_store<T: Send + 'static>(
+pub(super) async fn with_store<T: Send + 'static>(
     store: &Arc<Mutex<Store>>,
     f: impl FnOnce(&Store) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, DeliveryError> {
@@ -149,7 +149,7 @@ async fn with_store<T: Send + 'static>(
 }
 
 /// The box's host name for the syslog header.
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().chars().filter(|c| c.is_ascii_graphic()).take(255).collect::<String>())

@@ -249,6 +249,14 @@ pub async fn run(
                 }
                 Err(e) => raise(format!("alert delivery failed: {e}")),
             }
+            match super::heartbeat::send_due(&store, &delivery, jiff::Timestamp::now().as_second()).await {
+                Ok(report) => {
+                    for e in report.errors {
+                        tracing::warn!("alert heartbeat failed, will retry: {e}");
+                    }
+                }
+                Err(e) => raise(format!("alert heartbeat failed: {e}")),
+            }
         }
         tokio::select! {
             _ = committed.changed() => {}

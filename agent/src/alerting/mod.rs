@@ -7,6 +7,7 @@
 //!   baselines (see docs/alerts.md for why replay rather than a saved state).
 //! - `outbox`: the SQL of the `alerts`, `alert_outbox` and `alert_detector` tables, and the
 //!   pure backoff.
+//! - `heartbeat`: one message a day to each destination, so silence is noticed there.
 //! - `relations`: the names compared in memory for the related-record rules (own record,
 //!   co-worker's, same surname); only (user, hashed patient id, relation) reaches the detector.
 //! - `deliver`: the messages (no PHI), the RFC 5425 syslog client and the SMTP client.
@@ -14,6 +15,7 @@
 
 pub mod deliver;
 pub mod feed;
+pub mod heartbeat;
 pub mod outbox;
 pub mod relations;
 
@@ -40,6 +42,9 @@ pub struct DeliveryConfig {
     pub retry_initial_secs: Option<u64>,
     /// Longest wait between retries, in seconds.
     pub retry_max_secs: Option<u64>,
+    /// Seconds between heartbeats to each destination (a day by default), so the receiving
+    /// side notices when the box falls silent.
+    pub heartbeat_secs: Option<u64>,
     pub syslog: Option<SyslogConfig>,
     pub email: Option<EmailConfig>,
 }
@@ -83,6 +88,7 @@ fn default_timeout() -> u64 {
 
 pub const DEFAULT_RETRY_INITIAL_SECS: u64 = 30;
 pub const DEFAULT_RETRY_MAX_SECS: u64 = 3600;
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 86_400;
 /// Names of the firewall rules the destinations open (they appear in rule comments).
 pub const SYSLOG_RULE: &str = "alerts-syslog";
 pub const SMTP_RULE: &str = "alerts-smtp";
@@ -108,6 +114,10 @@ impl DeliveryConfig {
         self.retry_max_secs.unwrap_or(DEFAULT_RETRY_MAX_SECS)
     }
 
+    pub fn heartbeat_secs(&self) -> u64 {
+        self.heartbeat_secs.unwrap_or(DEFAULT_HEARTBEAT_SECS)
+    }
+
     /// Every check; each error names its key. `firewall_on`: with the egress firewall on, a
     /// destination must be an internal address (the firewall opens it and nothing else).
     pub fn validate(&self, firewall_on: bool) -> Result<(), ConfigError> {
@@ -126,6 +136,10 @@ impl DeliveryConfig {
         }
         if max < initial || max > 86_400 {
             return bad("retry_max_secs", format!("{max} must be at least retry_initial_secs ({initial}) and at most 86400 seconds"));
+        }
+        let heartbeat = self.heartbeat_secs();
+        if !(300..=7 * 86_400).contains(&heartbeat) {
+            return bad("heartbeat_secs", format!("{heartbeat} must be between 300 seconds and 7 days (604800)"));
         }
         if let Some(s) = &self.syslog {
             check_endpoint("syslog", "address", &s.address, &s.server_name, &s.ca_file, s.timeout_secs, firewall_on)?;

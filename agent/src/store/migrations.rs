@@ -153,4 +153,6 @@ pub const MIGRATIONS: &[Migration] = &[
         name: wardbox_rag::index::MIGRATION_PARTITIONED_NAME,
         sql: wardbox_rag::index::MIGRATION_PARTITIONED_SQL,
     },
+    // The alerts' daily heartbeat per destination (owned by `crate::alerting::heartbeat`).
+    Migration { version: 9, name: crate::alerting::heartbeat::MIGRATION_NAME, sql: crate::alerting::heartbeat::MIGRATION_SQL },
 ];
