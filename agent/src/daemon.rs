@@ -225,6 +225,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     // Every stage passed: a pending system update has now booted healthy, or the box fell back.
     if let Some(data_dir) = &data_dir {
         settle_update(&config, data_dir, &audit, &state, &status_path).await;
+        // In the background: a major release takes thousands of increments on a slow TPM.
+        tokio::spawn(raise_tpm_floor(config.clone(), data_dir.clone(), audit.clone(), state.clone(), status_path.clone()));
     }
 
     let background = tokio::spawn(background_checks(
@@ -350,6 +352,45 @@ async fn settle_update(config: &Config, data_dir: &Path, audit: &AuditLog, state
     };
     if let Err(e) = audit.append(event).await {
         tracing::error!("cannot audit the update's boot: {e}");
+    }
+}
+
+/// After a healthy boot: raise the system-version floor in the TPM's NV counter to the running
+/// version (or the state directory's floor, if higher); defines the counter on the first boot.
+/// A failure is a health alert: the box still runs, but its anti-rollback floor did not move.
+async fn raise_tpm_floor(config: Config, data_dir: PathBuf, audit: AuditLog, state: AppState, status_path: PathBuf) {
+    use crate::update::{UpdatePaths, tpm_floor};
+    let Some(tcti) = tpm_floor::tcti(&config) else {
+        tracing::warn!("no TPM for the system-version anti-rollback counter (dev profile): the floor is kept in the state directory only");
+        return;
+    };
+    let state_dir = UpdatePaths::new(&data_dir).state_dir();
+    let raised = tokio::task::spawn_blocking(move || {
+        let running = crate::update::running_version().map_err(|e| e.to_string())?;
+        let floor = wardbox_update::State::open(&state_dir).ok().and_then(|s| s.floors().ok()).and_then(|f| f.system);
+        let target = floor.map_or(running, |f| f.max(running));
+        tpm_floor::raise(&tcti, &state_dir, target)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the TPM floor task failed: {e}")));
+    let event = match raised {
+        Ok(r) if r.increments == 0 && !r.defined => return,
+        Ok(r) => {
+            tracing::info!("TPM anti-rollback floor raised to {} ({} increments)", r.to, r.increments);
+            AuditEvent::new(
+                EventKind::Lifecycle,
+                "system",
+                json!({ "event": "update_tpm_floor", "from": r.from, "to": r.to, "defined": r.defined }),
+            )
+        }
+        Err(e) => {
+            let message = format!("cannot raise the TPM anti-rollback floor: {e}");
+            raise(&state, &status_path, "update", message.clone());
+            AuditEvent::new(EventKind::SecurityAlert, "system", json!({ "source": "update", "reason": message }))
+        }
+    };
+    if let Err(e) = audit.append(event).await {
+        tracing::error!("cannot audit the TPM floor: {e}");
     }
 }
 

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::stages::unlock::{VolumeConfig, unlocker};
 use crate::update::apply::{self, ApplyError};
 use crate::update::installs::{InstallLog, InstallRecord, Outcome};
-use crate::update::{UpdatePaths, box_facts, running_slot, running_version};
+use crate::update::{UpdatePaths, box_facts, running_slot, running_version, tpm_floor};
 
 #[derive(Debug, Subcommand)]
 pub enum UpdateCommand {
@@ -131,6 +131,14 @@ fn inspect_cmd(config: &Config, dir: &Path) -> CliResult {
         show(installed(&state, m.kind)?)
     );
     println!("this box   runs system {} ({})", facts.system_version, facts.architecture);
+    if m.kind == BundleKind::Full {
+        let tpm = tpm_floor::read(tpm_floor::tcti(config).as_deref(), &paths.state_dir());
+        let verdict = match tpm_floor::check_system_bundle(&tpm, m.version, state.floors().ok().and_then(|f| f.system)) {
+            Ok(()) => "passes it".to_owned(),
+            Err(r) => format!("WOULD BE REFUSED: {}", r.message),
+        };
+        println!("tpm floor  {}; this bundle {verdict}", tpm.describe());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -309,12 +317,32 @@ fn apply_cmd(config: &Config, dir: &Path, yes: bool) -> CliResult {
         }
     };
     let m = &bundle.manifest;
+    // A full bundle must also pass the TPM's floor, which a restored state directory cannot
+    // lower (docs/update.md, anti-rollback).
+    let tpm = (m.kind == BundleKind::Full).then(|| tpm_floor::read(tpm_floor::tcti(config).as_deref(), &paths.state_dir()));
+    if let Some(tpm) = &tpm {
+        let state_floor = state.floors().map_err(|e| update_error(&e))?.system;
+        if let Err(refusal) = tpm_floor::check_system_bundle(tpm, m.version, state_floor) {
+            audit(json!({
+                "action": "update_refused",
+                "bundle_sha256": bundle.manifest_sha256,
+                "kind": m.kind,
+                "to": m.version,
+                "reason": refusal.message,
+                "exit_code": refusal.exit_code,
+            }))?;
+            return Err(coded(format!("{}; nothing was changed", refusal.message), refusal.exit_code));
+        }
+    }
     let from = installed(&state, m.kind)?;
     let total: u64 = bundle.targets.iter().map(|t| t.length).sum();
     println!("bundle     {} {} {} (sha256 of manifest {})", m.product, m.kind, m.version, bundle.manifest_sha256);
     println!("verified   signatures and thresholds against root version {}; not expired; for this box", bundle.root_version);
     println!("versions   {} {} -> {}", m.kind, show(from), m.version);
     println!("contents   {} targets, {total} bytes", bundle.targets.len());
+    if let Some(tpm) = &tpm {
+        println!("tpm floor  {}", tpm.describe());
+    }
     if !yes {
         let what = match m.kind {
             BundleKind::Full => "It writes the system image to the slot that does not run and boots it at the next reboot.",
@@ -491,9 +519,17 @@ fn status_cmd(config: &Config, as_json: bool) -> CliResult {
         |(i, f)| !installs[i + 1..].iter().any(|r| r.kind == f.kind && matches!(r.outcome, Outcome::Installed | Outcome::PendingReboot)),
     );
     let last_accepted = installs.iter().rev().find(|r| matches!(r.outcome, Outcome::Installed | Outcome::PendingReboot));
+    let tpm = tpm_floor::read(tpm_floor::tcti(config).as_deref(), &paths.state_dir());
     if as_json {
         let out = json!({
-            "system": { "running": running, "floor": floors.system, "slot": slot.as_ref().ok().map(|s| s.as_str()), "slot_error": slot.as_ref().err() },
+            "system": {
+                "running": running,
+                "floor": floors.system,
+                "tpm_floor": tpm.version(),
+                "tpm_floor_state": tpm.describe(),
+                "slot": slot.as_ref().ok().map(|s| s.as_str()),
+                "slot_error": slot.as_ref().err(),
+            },
             "models": floors.models,
             "policy": floors.policy,
             "time_floor": floors.time,
@@ -511,6 +547,7 @@ fn status_cmd(config: &Config, as_json: bool) -> CliResult {
         Err(e) => format!("slot unknown: {e}"),
     };
     println!("system     {running} running from {slot_text}; floor {}", show(floors.system));
+    println!("tpm floor  {}", tpm.describe());
     println!("models     {}", show(floors.models));
     println!("policy     {}", show(floors.policy));
     if throwaway.is_some() {

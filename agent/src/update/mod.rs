@@ -9,6 +9,8 @@
 //!   install receipt show), and the pending system update.
 //! - [`boot`]: after a healthy boot, settle a pending system update (raise the system floor, or
 //!   report that the box fell back).
+//! - [`tpm_floor`]: the system-version floor in a TPM NV counter, which a restored old state
+//!   directory cannot lower.
 //!
 //! Everything the box keeps for updates is on the data volume (encrypted on the appliance):
 //!
@@ -24,6 +26,7 @@
 pub mod apply;
 pub mod boot;
 pub mod installs;
+pub mod tpm_floor;
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +60,11 @@ pub struct UpdateConfig {
     /// The A/B system slots and the ESP.
     #[serde(default)]
     pub slots: SlotsConfig,
+    /// The TPM holding the system-version anti-rollback counter (a TCTI string). Default: the
+    /// volume's TPM (`volume.tcti`); a plain-directory volume has none unless one is named here
+    /// (a software TPM on a dev box).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_tpm: Option<String>,
 }
 
 fn default_image_root() -> PathBuf {
@@ -65,7 +73,13 @@ fn default_image_root() -> PathBuf {
 
 impl Default for UpdateConfig {
     fn default() -> Self {
-        UpdateConfig { image_root: default_image_root(), models_store: None, firmware_policy: None, slots: SlotsConfig::default() }
+        UpdateConfig {
+            image_root: default_image_root(),
+            models_store: None,
+            firmware_policy: None,
+            slots: SlotsConfig::default(),
+            rollback_tpm: None,
+        }
     }
 }
 
@@ -160,6 +174,12 @@ impl UpdateConfig {
         }
         if self.slots.a == self.slots.b {
             return Err(ConfigError::invalid("update.slots.b", "must differ from update.slots.a"));
+        }
+        if let Some(tcti) = &self.rollback_tpm {
+            let spec = wardbox_volume::tpm::parse_tcti(tcti).map_err(|e| ConfigError::invalid("update.rollback_tpm", e.to_string()))?;
+            if profile == Profile::Appliance && !matches!(spec, wardbox_volume::tpm::TctiSpec::Device(_)) {
+                return Err(ConfigError::invalid("update.rollback_tpm", "the appliance keeps its anti-rollback counter in the hardware TPM (device:…)"));
+            }
         }
         if profile == Profile::Appliance && self.slots.running.is_some() {
             return Err(ConfigError::invalid(
