@@ -107,7 +107,7 @@ programs=(
     mkosi debootstrap systemd-nspawn mkfs.ext4 sfdisk bc curl   # image build
     qemu-img qemu-system-x86_64          # image boots
     objcopy sbsign sbverify mkfs.vfat mmd mcopy virt-fw-vars busybox   # UEFI boot chain
-    restic                               # backup tests: the stock tool checks our repositories
+    restic rclone                        # backup tests: the stock tool checks our repositories; a REST server
 )
 absent=()
 for prog in "${programs[@]}"; do

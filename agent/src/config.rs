@@ -109,6 +109,7 @@ impl Config {
         // verification and drift repair all know it; nothing to open while the firewall is off.
         if config.firewall.enabled {
             config.firewall.policy.allow_out.extend(config.alert_delivery.egress());
+            config.firewall.policy.allow_out.extend(config.backup.egress());
         }
         config.validate()?;
         Ok(config)
@@ -167,12 +168,12 @@ impl Config {
         self.volume.validate(self.profile)?;
         // Before the firewall: a bad destination is named by its own key, not by the rule it implies.
         self.alert_delivery.validate(self.firewall.enabled)?;
+        self.backup.validate(self.firewall.enabled)?;
         self.firewall.validate(self.profile)?;
         self.gpu.validate()?;
         self.engine.validate()?;
         self.update.validate(self.profile)?;
         self.clinical.validate()?;
-        self.backup.validate()?;
         self.alerts.validate().map_err(|e| ConfigError::invalid(format!("alerts.{}", e.key), e.problem))?;
         if self.clinical.demo_records && self.profile == Profile::Appliance {
             return Err(ConfigError::invalid("clinical.demo_records", "invented demo patients are for the dev profile only"));

@@ -46,3 +46,19 @@ impl ConfigError {
         ConfigError::Invalid { key: key.into(), problem: problem.into() }
     }
 }
+
+/// Whether a destination the configuration names is inside the clinic: the private ranges and
+/// the never-routed documentation ranges, as the firewall accepts them. With the egress
+/// firewall on, the box sends alerts and backups only to such addresses.
+pub fn is_clinic_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private() || (o[0] == 192 && o[1] == 0 && o[2] == 2) || (o[0] == 198 && o[1] == 51 && o[2] == 100) || (o[0] == 203 && o[1] == 0 && o[2] == 113)
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            (s[0] & 0xfe00) == 0xfc00 || (s[0] == 0x2001 && s[1] == 0x0db8)
+        }
+    }
+}

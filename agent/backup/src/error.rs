@@ -19,6 +19,9 @@ pub enum BackupError {
     /// The destination directory is missing or unreadable (stick not mounted or pulled).
     #[error("the backup destination {path} is not available: {reason}")]
     DestinationUnavailable { path: PathBuf, reason: String },
+    /// A REST server that does not answer (down, wrong address, refused, TLS failed).
+    #[error("the backup server {location} cannot be reached: {reason}")]
+    ServerUnreachable { location: String, reason: String },
     /// The destination ran out of space (or the file size limit) while writing.
     #[error("the backup destination {location} is full (no space left while writing); no snapshot was recorded")]
     DestinationFull { location: String },

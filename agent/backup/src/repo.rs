@@ -32,29 +32,55 @@ pub const SNAPSHOT_LABEL: &str = "wardbox";
 pub enum Destination {
     /// A directory: a mounted USB disk on the box, any directory in tests.
     LocalDirectory(PathBuf),
+    /// A restic REST server on the clinic LAN (`rest-server`, `rclone serve restic`): its URL
+    /// (`http://10.1.5.30:8000/wardbox/` or `https://…`; no credentials in it), and for https the
+    /// CA that signed the server's certificate, if not a public one.
+    RestServer { url: String, ca_file: Option<PathBuf> },
 }
 
+/// Attempts per request to a REST server (rustic waits 1 s, 2 s, … between them), so an
+/// unreachable server fails a run in seconds, not minutes.
+const REST_RETRIES: &str = "3";
+
 impl Destination {
-    /// How errors and records name the destination (a path; never a secret).
+    /// How errors and records name the destination (a path or a URL; never a secret).
     pub fn location(&self) -> String {
         match self {
             Destination::LocalDirectory(path) => path.display().to_string(),
+            Destination::RestServer { url, .. } => url.clone(),
         }
     }
 
-    /// A readable directory, or a clear error (a stick that is not mounted or was pulled).
+    /// A readable directory, or a clear error (a stick that is not mounted or was pulled). A
+    /// server is reached by [`Self::holds_repository`].
     fn ensure_reachable(&self) -> Result<(), BackupError> {
         match self {
             Destination::LocalDirectory(path) => match std::fs::read_dir(path) {
                 Ok(_) => Ok(()),
                 Err(e) => Err(BackupError::DestinationUnavailable { path: path.clone(), reason: e.to_string() }),
             },
+            Destination::RestServer { .. } => Ok(()),
         }
     }
 
-    fn holds_repository(&self) -> bool {
+    /// Whether the destination holds a repository (its `config` file); for a server, asking
+    /// it, so an unreachable server is [`BackupError::ServerUnreachable`].
+    fn holds_repository(&self) -> Result<bool, BackupError> {
         match self {
-            Destination::LocalDirectory(path) => path.join("config").is_file(),
+            Destination::LocalDirectory(path) => Ok(path.join("config").is_file()),
+            Destination::RestServer { .. } => {
+                let unreachable = |e: Box<rustic_core::RusticError>| BackupError::ServerUnreachable {
+                    location: self.location(),
+                    reason: e.display_log().lines().next().unwrap_or_default().to_owned(),
+                };
+                Ok(unopened(self).map_err(|e| match e {
+                    BackupError::Repository { message, .. } => BackupError::ServerUnreachable { location: self.location(), reason: message },
+                    other => other,
+                })?
+                .config_id()
+                .map_err(unreachable)?
+                .is_some())
+            }
         }
     }
 }
@@ -143,12 +169,17 @@ fn credentials(key: &RepositoryKey) -> Credentials {
 
 fn unopened(destination: &Destination) -> Result<Repository<()>, BackupError> {
     let location = destination.location();
-    let backends = match destination {
-        Destination::LocalDirectory(path) => BackendOptions::default()
-            .repository(path.to_string_lossy().into_owned())
-            .to_backends()
-            .map_err(|e| classify(&location, "open the destination", &e))?,
+    let options = match destination {
+        Destination::LocalDirectory(path) => BackendOptions::default().repository(path.to_string_lossy().into_owned()),
+        Destination::RestServer { url, ca_file } => {
+            let mut options = std::collections::BTreeMap::from([("retry".to_owned(), REST_RETRIES.to_owned())]);
+            if let Some(ca) = ca_file {
+                options.insert("cacert".to_owned(), ca.to_string_lossy().into_owned());
+            }
+            BackendOptions::default().repository(format!("rest:{url}")).options(options)
+        }
     };
+    let backends = options.to_backends().map_err(|e| classify(&location, "open the destination", &e))?;
     Repository::new(&repository_options(), &backends).map_err(|e| classify(&location, "open the destination", &e))
 }
 
@@ -157,7 +188,7 @@ impl BackupRepository {
     pub fn init(destination: &Destination, key: &RepositoryKey) -> Result<Self, BackupError> {
         destination.ensure_reachable()?;
         let location = destination.location();
-        if destination.holds_repository() {
+        if destination.holds_repository()? {
             return Err(BackupError::AlreadyARepository { location });
         }
         let repo = unopened(destination)?
@@ -170,7 +201,7 @@ impl BackupRepository {
     pub fn open(destination: &Destination, key: &RepositoryKey) -> Result<Self, BackupError> {
         destination.ensure_reachable()?;
         let location = destination.location();
-        if !destination.holds_repository() {
+        if !destination.holds_repository()? {
             return Err(BackupError::NotARepository { location });
         }
         let repo = unopened(destination)?.open(&credentials(key)).map_err(|e| classify(&location, "open", &e))?;
@@ -180,7 +211,7 @@ impl BackupRepository {
     /// Open the repository, creating it first when the destination holds none.
     pub fn open_or_init(destination: &Destination, key: &RepositoryKey) -> Result<(Self, bool), BackupError> {
         destination.ensure_reachable()?;
-        if destination.holds_repository() { Ok((Self::open(destination, key)?, false)) } else { Ok((Self::init(destination, key)?, true)) }
+        if destination.holds_repository()? { Ok((Self::open(destination, key)?, false)) } else { Ok((Self::init(destination, key)?, true)) }
     }
 
     pub fn destination(&self) -> &Destination {

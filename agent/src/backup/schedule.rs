@@ -6,6 +6,7 @@
 //! up now" runs one at once). When the agent was not running at that time (the box was off),
 //! the first check after start runs a catch-up backup and reports the nights it missed.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use jiff::{SignedDuration, Timestamp};
@@ -13,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use wardbox_backup::Destination;
 
 use crate::settings::ConfigError;
+use wardbox_firewall::{AllowOut, Protocol};
+
+/// The firewall rule a REST destination opens (it appears in the rule's comment).
+pub const REST_RULE: &str = "backup-rest";
 
 /// A run that starts this long after its scheduled time still counts as on time (the daemon
 /// checks every minute; a busy box may start a little late).
@@ -27,6 +32,13 @@ pub struct BackupConfig {
     /// The directory a USB disk is mounted on (`/media/wardbox-backup`). The repository is
     /// made there on the first backup.
     pub usb_path: Option<PathBuf>,
+    /// A restic REST server on the clinic LAN (`http://10.1.5.30:8000/wardbox/`, or https):
+    /// an IP address and port, not a name (the firewall opens exactly this destination, and the
+    /// box needs no DNS), and no credentials in it. Instead of `usb_path`.
+    pub rest_url: Option<String>,
+    /// For an https `rest_url` whose certificate a clinic CA signed: that CA (PEM), by
+    /// absolute path.
+    pub rest_ca_file: Option<PathBuf>,
     /// `nightly` (the default) or `off` (backups only when a person starts one).
     pub schedule: ScheduleMode,
     /// The nightly run's local time, `HH:MM` (24 h).
@@ -45,14 +57,44 @@ pub enum ScheduleMode {
 
 impl Default for BackupConfig {
     fn default() -> Self {
-        Self { usb_path: None, schedule: ScheduleMode::Nightly, nightly_at: "02:30".into(), utc_offset_minutes: None }
+        Self {
+            usb_path: None,
+            rest_url: None,
+            rest_ca_file: None,
+            schedule: ScheduleMode::Nightly,
+            nightly_at: "02:30".into(),
+            utc_offset_minutes: None,
+        }
     }
 }
 
 impl BackupConfig {
-    /// Every check; each error names its key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Every check; each error names its key. `firewall_on`: with the egress firewall on, a
+    /// REST server must be an internal address (the firewall opens it and nothing else).
+    pub fn validate(&self, firewall_on: bool) -> Result<(), ConfigError> {
         let bad = |key: &str, problem: String| Err(ConfigError::invalid(format!("backup.{key}"), problem));
+        if self.usb_path.is_some() && self.rest_url.is_some() {
+            return bad("rest_url", "give one destination: usb_path or rest_url, not both".into());
+        }
+        if let Some(url) = &self.rest_url {
+            let (https, addr) = parse_rest_url(url).map_err(|problem| ConfigError::invalid("backup.rest_url", problem))?;
+            if firewall_on && !crate::settings::is_clinic_address(addr.ip()) {
+                return bad(
+                    "rest_url",
+                    format!("`{}` is not an address inside the clinic (10/8, 172.16/12, 192.168/16, fc00::/7); backups never leave the clinic", addr.ip()),
+                );
+            }
+            if let Some(ca) = &self.rest_ca_file {
+                if !https {
+                    return bad("rest_ca_file", "a CA file is for an https rest_url".into());
+                }
+                if !ca.is_absolute() {
+                    return bad("rest_ca_file", format!("`{}` must be an absolute path", ca.display()));
+                }
+            }
+        } else if self.rest_ca_file.is_some() {
+            return bad("rest_ca_file", "a CA file needs an https rest_url".into());
+        }
         if let Some(path) = &self.usb_path
             && !path.is_absolute()
         {
@@ -71,7 +113,19 @@ impl BackupConfig {
 
     /// The configured destination, if any.
     pub fn destination(&self) -> Option<Destination> {
+        if let Some(url) = &self.rest_url {
+            let url = if url.ends_with('/') { url.clone() } else { format!("{url}/") };
+            return Some(Destination::RestServer { url, ca_file: self.rest_ca_file.clone() });
+        }
         self.usb_path.clone().map(Destination::LocalDirectory)
+    }
+
+    /// The outbound rule a REST destination needs: exactly its address, TCP, its port. Added
+    /// to the firewall policy when the configuration is loaded (as the alert destinations are),
+    /// so the ruleset, its verification and drift repair know it. A USB disk needs none.
+    pub fn egress(&self) -> Vec<AllowOut> {
+        let Some((_, addr)) = self.rest_url.as_deref().and_then(|u| parse_rest_url(u).ok()) else { return Vec::new() };
+        vec![AllowOut { name: REST_RULE.to_owned(), dest: addr.ip().to_string(), protocol: Protocol::Tcp, port: u32::from(addr.port()) }]
     }
 
     /// The nightly schedule, when it is on and there is somewhere to back up to. The offset
@@ -83,6 +137,31 @@ impl BackupConfig {
         let local = parse_hhmm(&self.nightly_at)?;
         Some(Nightly::new(local, self.utc_offset_minutes.unwrap_or(clinic_utc_offset_minutes)))
     }
+}
+
+/// `http(s)://ADDRESS:PORT/path` → (https, address), or what is wrong with it.
+fn parse_rest_url(url: &str) -> Result<(bool, SocketAddr), String> {
+    let example = "e.g. http://10.1.5.30:8000/wardbox/";
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        _ => return Err(format!("`{url}` must start with http:// or https:// ({example})")),
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{url}` must not contain spaces or control characters"));
+    }
+    let (authority, _path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Err("the URL must not carry credentials (they would be in the configuration and the records)".into());
+    }
+    let addr: SocketAddr = authority
+        .parse()
+        .map_err(|_| format!("`{authority}` must be an IP address and port ({example}); the firewall opens exactly this destination"))?;
+    if addr.port() == 0 {
+        return Err("port 0 is not a port".into());
+    }
+    let _: IpAddr = addr.ip();
+    Ok((https, addr))
 }
 
 /// `HH:MM` → minutes after midnight.
@@ -234,7 +313,7 @@ mod tests {
 
     #[test]
     fn the_section_is_validated_naming_the_key() {
-        let parse = |text: &str| toml::from_str::<BackupConfig>(text).unwrap().validate().map_err(|e| e.to_string());
+        let parse = |text: &str| toml::from_str::<BackupConfig>(text).unwrap().validate(true).map_err(|e| e.to_string());
         assert!(parse("usb_path = \"/media/wardbox-backup\"\nnightly_at = \"23:59\"").is_ok());
         let cases = [
             ("usb_path = \"media\"", "`backup.usb_path`"),
@@ -248,10 +327,54 @@ mod tests {
             assert!(err.contains(key), "{text}: {err}");
         }
         assert!(toml::from_str::<BackupConfig>("schedule = \"hourly\"").is_err());
+        // The LAN destination: an internal address and port, no credentials, one destination.
+        assert!(parse("rest_url = \"http://10.1.5.30:8000/wardbox/\"").is_ok());
+        assert!(parse("rest_url = \"https://10.1.5.30:8443/wardbox\"\nrest_ca_file = \"/etc/wardbox/clinic-ca.pem\"").is_ok());
+        let rest_cases = [
+            ("rest_url = \"backup.clinic.local:8000\"", "must start with http:// or https://"),
+            ("rest_url = \"http://backup.clinic.local:8000/\"", "must be an IP address and port"),
+            ("rest_url = \"http://10.1.5.30/\"", "must be an IP address and port"),
+            ("rest_url = \"http://user:secret@10.1.5.30:8000/\"", "must not carry credentials"),
+            ("rest_url = \"http://52.1.2.3:8000/\"", "is not an address inside the clinic"),
+            ("rest_url = \"http://10.1.5.30:8000/\"\nusb_path = \"/media/b\"", "not both"),
+            ("rest_url = \"http://10.1.5.30:8000/\"\nrest_ca_file = \"/etc/ca.pem\"", "`backup.rest_ca_file`"),
+        ];
+        for (text, expected) in rest_cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains("`backup.rest_url`") || err.contains("`backup.rest_ca_file`"), "{text}: {err}");
+            assert!(err.contains(expected), "{text}: {err}\nwanted {expected}");
+        }
+        // Loopback is fine with the firewall off (a dev box).
+        let local: BackupConfig = toml::from_str("rest_url = \"http://127.0.0.1:8000/wardbox\"").unwrap();
+        assert!(local.validate(false).is_ok());
+        assert_eq!(local.destination(), Some(Destination::RestServer { url: "http://127.0.0.1:8000/wardbox/".into(), ca_file: None }));
         let off: BackupConfig = toml::from_str("usb_path = \"/media/b\"\nschedule = \"off\"").unwrap();
         assert_eq!(off.nightly(0), None, "schedule off");
         assert_eq!(BackupConfig::default().nightly(0), None, "no destination, no schedule");
         let on: BackupConfig = toml::from_str("usb_path = \"/media/b\"").unwrap();
         assert_eq!(on.nightly(60), Some(Nightly::new(150, 60)), "02:30 in the clinic's offset by default");
+    }
+
+    /// Through the whole configuration file: a REST destination opens exactly one outbound
+    /// rule (its address, TCP, its port), a USB disk none, and a public server is named by its
+    /// own key.
+    #[test]
+    fn the_rest_destination_opens_one_rule_in_the_firewall() {
+        let base = "profile = \"dev\"\nstate_dir = \"/tmp/wb/state\"\n[volume]\nmode = \"plain-directory\"\ndata_dir = \"/tmp/wb/data\"\n[firewall]\nenabled = true\nclinic_lan = [\"10.1.0.0/16\"]\n";
+        let text = format!("{base}[backup]\nrest_url = \"http://10.1.5.30:8000/wardbox/\"\n");
+        let config = crate::config::Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let rules: Vec<(&str, &str, Protocol, u32)> =
+            config.firewall.policy.allow_out.iter().map(|r| (r.name.as_str(), r.dest.as_str(), r.protocol, r.port)).collect();
+        assert_eq!(rules, [(REST_RULE, "10.1.5.30", Protocol::Tcp, 8000)]);
+        config.firewall.ruleset().expect("the ruleset builds with it");
+        let usb = format!("{base}[backup]\nusb_path = \"/media/wardbox-backup\"\n");
+        let config = crate::config::Config::parse(&usb, std::path::Path::new("t.toml")).unwrap();
+        assert!(config.firewall.policy.allow_out.is_empty(), "a USB disk opens nothing");
+        let public = text.replace("10.1.5.30", "52.1.2.3");
+        let err = crate::config::Config::parse(&public, std::path::Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("`backup.rest_url`"), "{err}");
+        let off = text.replace("enabled = true", "enabled = false");
+        let config = crate::config::Config::parse(&off, std::path::Path::new("t.toml")).unwrap();
+        assert!(config.firewall.policy.allow_out.is_empty(), "a rule opened while the firewall is off");
     }
 }

@@ -136,7 +136,7 @@ impl BoxBackups {
     }
 
     fn destination_or_refuse(&self) -> Result<Destination, RunRefused> {
-        self.destination.clone().ok_or_else(|| RunRefused::NotConfigured("no backup destination is configured ([backup] usb_path)".into()))
+        self.destination.clone().ok_or_else(|| RunRefused::NotConfigured("no backup destination is configured ([backup] usb_path or rest_url)".into()))
     }
 
     fn set_running(&self, what: Option<String>) {
@@ -170,7 +170,7 @@ impl BoxBackups {
     /// Back up now, record, audit, and raise or clear the alert.
     fn back_up_as(&self, actor: &str, action: &str, missed: u32, missed_since: Option<String>) -> Result<BackupDone, RunError> {
         let Some(destination) = self.destination.clone() else {
-            return Err(RunError::Record("no backup destination is configured ([backup] usb_path)".into()));
+            return Err(RunError::Record("no backup destination is configured ([backup] usb_path or rest_url)".into()));
         };
         let store = self.open_store()?;
         let (key, created_key) = super::key_or_create(&store)?;
@@ -236,7 +236,7 @@ impl BoxBackups {
     /// A restore drill, recorded and audited.
     fn drill_as(&self, actor: &str) -> Result<super::DrillReport, RunError> {
         let Some(destination) = self.destination.clone() else {
-            return Err(RunError::Record("no backup destination is configured ([backup] usb_path)".into()));
+            return Err(RunError::Record("no backup destination is configured ([backup] usb_path or rest_url)".into()));
         };
         let store = self.open_store()?;
         let key = super::stored_key(&store)?.ok_or_else(|| RunError::Key("this box has no backup key yet: back up first".into()))?;

@@ -1,0 +1,129 @@
+//! The LAN destination against a real restic REST server: `rclone serve restic` (Debian
+//! package `rclone`), which speaks the protocol of restic's `rest-server`. Our code writes,
+//! checks, restores and prunes through it; the stock `restic` checks what it wrote over the
+//! same server; a wrong key is refused by name, and a server that is down is a clear error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+use wardbox_backup::{BackupError, BackupRepository, Destination, RETENTION, RepositoryKey};
+
+/// A running `rclone serve restic` over a directory; stopped when dropped.
+struct RestServer {
+    child: Child,
+    addr: SocketAddr,
+    root: PathBuf,
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rclone() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/rclone");
+    assert!(path.is_file(), "rclone not found at {} (Debian package `rclone`: its `serve restic` is the REST server of these tests; tests/install-deps.sh installs it)", path.display());
+    path
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn start_server(root: &Path) -> RestServer {
+    std::fs::create_dir_all(root).unwrap();
+    let addr = free_port();
+    let child = Command::new(rclone())
+        .args(["serve", "restic", "--addr", &addr.to_string(), "--config", "/dev/null"])
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rclone serve restic");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "rclone serve restic did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    RestServer { child, addr, root: root.to_owned() }
+}
+
+fn url(server: &RestServer) -> String {
+    format!("http://{}/wardbox/", server.addr)
+}
+
+fn destination(server: &RestServer) -> Destination {
+    Destination::RestServer { url: url(server), ca_file: None }
+}
+
+#[test]
+fn backups_go_to_a_rest_server_and_the_stock_restic_checks_them_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("server"));
+    let source = dir.path().join("source");
+    make_source(&source, 3 << 20);
+    let key = RepositoryKey::generate().unwrap();
+    let dest = destination(&server);
+
+    let (mut repo, created) = BackupRepository::open_or_init(&dest, &key).unwrap();
+    assert!(created);
+    let first = repo.backup(&source, &["wardbox"]).unwrap();
+    std::fs::write(source.join("config.toml"), "profile = \"appliance\"\n").unwrap();
+    let (mut repo, created) = BackupRepository::open_or_init(&dest, &key).unwrap();
+    assert!(!created, "the second run finds the repository on the server");
+    let second = repo.backup(&source, &["wardbox"]).unwrap();
+    assert!(second.bytes_added < first.bytes_added / 10, "the unchanged store deduplicates over the server too");
+    assert_eq!(repo.snapshots().unwrap().len(), 2);
+    assert!(repo.check(true).unwrap().is_ok());
+    repo.apply_retention_now(&RETENTION).unwrap();
+
+    // The repository lives on the server's disk, under the URL's path.
+    assert!(server.root.join("wardbox/config").is_file(), "repository files on the server");
+
+    let target = dir.path().join("restored");
+    let restored = repo.restore_latest(&target).unwrap();
+    assert_eq!(restored.snapshot.id, second.id);
+    assert_eq!(tree(&target), tree(&source));
+
+    // The stock restic, over the same server with the same key.
+    let rest = format!("rest:{}", url(&server));
+    let out = run_restic(Path::new(&rest), &key, &["check", "--read-data"]);
+    assert!(out.status.success(), "restic check --read-data over REST:\n{}", text(&out));
+    let out = run_restic(Path::new(&rest), &key, &["snapshots", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
+    assert!(ids.contains(&second.id.as_str()), "{ids:?}");
+
+    // A wrong key is refused by name over REST as on a disk.
+    let wrong = RepositoryKey::generate().unwrap();
+    let err = BackupRepository::open(&dest, &wrong).unwrap_err();
+    assert!(matches!(err, BackupError::WrongKey { .. }), "{err}");
+}
+
+#[test]
+fn a_server_that_is_down_is_a_clear_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    make_source(&source, 1 << 16);
+    let key = RepositoryKey::generate().unwrap();
+    // Nothing listens on this port.
+    let addr = free_port();
+    let dest = Destination::RestServer { url: format!("http://{addr}/wardbox/"), ca_file: None };
+    let started = Instant::now();
+    let err = BackupRepository::open_or_init(&dest, &key).unwrap_err();
+    assert!(matches!(err, BackupError::ServerUnreachable { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.starts_with(&format!("the backup server http://{addr}/wardbox/ cannot be reached")), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(60), "gave up after {:?}", started.elapsed());
+}
