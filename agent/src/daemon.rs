@@ -53,6 +53,8 @@ pub struct Booted {
     pub engine: Option<stages::engine::EngineHandle>,
     /// Store connections for retrieval and answers.
     pub clinical_store: Arc<StorePool>,
+    /// The store key: backups open connections of their own and copy it into the snapshot.
+    pub store_key: crate::store::StoreKey,
 }
 
 /// Where the agent keeps the last health snapshot for `wardbox status`.
@@ -140,8 +142,11 @@ pub async fn boot(config: &Config) -> (BootLog, Option<Booted>) {
     if log.halted().is_some() {
         return (log, None);
     }
+    let Some(store_key) = unlocked.as_ref().map(|v| crate::store::StoreKey::from_bytes(*v.store_key.expose())) else {
+        return (log, None);
+    };
     let checkpoints = checkpoint_log(&config.state_dir);
-    (log, Some(Booted { audit, writer, store, checkpoints, gpu, engine, clinical_store }))
+    (log, Some(Booted { audit, writer, store, checkpoints, gpu, engine, clinical_store, store_key }))
 }
 
 fn open_store(
@@ -187,9 +192,20 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         return Err(DaemonError::Halted { stage, reason });
     };
 
-    let Booted { audit, writer, store, checkpoints, gpu, engine, clinical_store } = booted;
+    let Booted { audit, writer, store, checkpoints, gpu, engine, clinical_store, store_key } = booted;
     // The store lives in the data directory, and so does the update state.
     let data_dir = store.path().parent().map(Path::to_path_buf);
+    // Backups: the nightly schedule and the admin page's buttons (docs/backup.md).
+    let backups = data_dir.as_ref().map(|data_dir| {
+        let paths = crate::backup::service::BoxPaths {
+            store_path: store.path().to_path_buf(),
+            data_dir: data_dir.clone(),
+            state_dir: config.state_dir.clone(),
+            config_file: config.source_file.clone(),
+        };
+        Arc::new(crate::backup::service::BoxBackups::new(&config, paths, &store_key, audit.clone()))
+    });
+    drop(store_key);
     let store = Arc::new(std::sync::Mutex::new(store));
     let reports = Arc::new(crate::cli::ConfiguredReports::new(config.clone()));
     let mut ui = web::Ui::new(store.clone(), audit.clone(), &config.web)
@@ -197,6 +213,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         .with_egress(web::egress::for_firewall(&config.firewall))
         // The Reports page generates with the same code as `wardbox report generate`.
         .with_reports(reports.clone());
+    if let Some(backups) = &backups {
+        ui = ui.with_backups(backups.clone());
+    }
     // Retrieval answers only with an engine; without one every clinical page says so (503).
     if let Some(engine) = &engine {
         let rag = RagClinical::new(clinical_store.clone(), engine.clone(), config.clinical.clone(), tokio::runtime::Handle::current());
@@ -263,6 +282,16 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         });
     }));
+    // Backups: nightly; a failed or missed run is an alert (through the audit chain to the
+    // detector and the outbox, and in the health), cleared by the next good one.
+    if let Some(backups) = backups {
+        let (b_state, b_status) = (state.clone(), status_path.clone());
+        backups.set_health(Arc::new(move |change| match change {
+            crate::backup::service::AlertChange::Raise { reason, .. } => raise(&b_state, &b_status, "backup", reason.clone()),
+            crate::backup::service::AlertChange::Clear => clear(&b_state, &b_status, "backup"),
+        }));
+        tokio::spawn(crate::backup::service::run_schedule(backups, stop_rx.clone()));
+    }
     // Alerts: the detector follows the audit chain (after replaying it), stores and audits each
     // alert, and delivers the outbox to the clinic's collector and relay.
     let (alert_state, alert_status) = (state.clone(), status_path.clone());
@@ -512,6 +541,17 @@ fn raise(state: &AppState, status_path: &Path, source: &str, message: String) {
     tracing::error!(source, "ALERT: {message}");
     if let Ok(mut health) = state.health.write() {
         health.raise(source, message);
+        if let Err(e) = write_status(status_path, &health) {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// Clear the alerts `source` raised, its problem being over.
+fn clear(state: &AppState, status_path: &Path, source: &str) {
+    tracing::info!(source, "alert cleared");
+    if let Ok(mut health) = state.health.write() {
+        health.clear(source);
         if let Err(e) = write_status(status_path, &health) {
             tracing::error!("{e}");
         }
