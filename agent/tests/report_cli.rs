@@ -71,6 +71,17 @@ fn report_generate_on_a_live_dev_box_then_verify() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The agent's own start-up walk of the chain is recorded as the verified head, so the
+    // report below checks incrementally from it.
+    let verified = base.join("state/audit-verified.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !verified.exists() {
+        assert!(Instant::now() < deadline, "the agent's start-up walk recorded no verified head in {}", verified.display());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let head: serde_json::Value = serde_json::from_slice(&std::fs::read(&verified).expect("read")).expect("json");
+    assert!(head["full_walk_at"].is_string() && head["seq"].as_u64() > Some(0), "{head}");
+
     // `wardbox dev --listen` does not write its address into the configuration the operator
     // commands read: put it there, so the live probes reach this box's listener.
     let toml = std::fs::read_to_string(&config).expect("read config");
@@ -113,6 +124,7 @@ fn report_generate_on_a_live_dev_box_then_verify() {
     assert!(evidence("transmission-encryption").contains("plain HTTP (dev profile)"), "{}", evidence("transmission-encryption"));
     assert!(evidence("network-outbound-blocked").contains("firewall.enabled is false"));
     assert_eq!(item(&doc, "integrity-audit-log")["status"], "pass", "{}", item(&doc, "integrity-audit-log"));
+    assert!(evidence("integrity-audit-log").contains("incremental, from record"), "{}", evidence("integrity-audit-log"));
     assert_eq!(item(&doc, "integrity-ephi-authentication")["status"], "pass", "{}", item(&doc, "integrity-ephi-authentication"));
     assert_eq!(item(&doc, "access-automatic-logoff")["status"], "pass");
     assert_eq!(item(&doc, "admin-contingency-backups")["status"], "fail");
