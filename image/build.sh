@@ -155,7 +155,7 @@ cp -al "$OS" "$STAGING"
 cp -a --no-preserve=ownership --remove-destination "$IMAGE/wardbox/." "$STAGING/"
 systemctl --root="$STAGING" --quiet enable wardbox-firewall.service wardbox-unlock.service \
     wardbox.service wardbox-engine.service wardbox-engine-proxy.socket wardbox-egress-probe.service \
-    wardbox-status-console.service wardbox-report-probe.service
+    wardbox-status-console.service wardbox-boot-healthy.service wardbox-report-probe.service
 install -D -m 0755 "$AGENT" "$STAGING/usr/bin/wardbox"
 if [ "$ENGINE_INCLUDED" = yes ]; then
     install -D -m 0755 "$ENGINE" "$STAGING/usr/bin/wardbox-engine"
@@ -165,6 +165,15 @@ if [ "$UEFI" = 1 ]; then
     # The box's policy pins the Secure Boot keys the chain is signed with (phase 6).
     "$IMAGE/uefi.sh" --keys-only --out "$OUT/uefi" ${WARDBOX_SECURE_BOOT_KEYS:+--keys "$WARDBOX_SECURE_BOOT_KEYS"}
     cat "$OUT/uefi/secure-boot-keys.toml" >> "$STAGING/usr/share/wardbox/firmware-policy.toml"
+    # The volume key is bound to PCR 7 and to PCR 11 values the PCR-signing key signed (each
+    # UKI carries its signature): a new signed UKI unlocks without a reseal (docs/volume.md).
+    install -D -m 0644 "$OUT/uefi/pcr-sign.pub.pem" "$STAGING/usr/share/wardbox/pcr-sign.pub.pem"
+    {
+        echo
+        echo "# The fleet's PCR-signing key (image/uefi.sh); the UKI's .pcrsig is signed with it."
+        echo "[signed_pcr11]"
+        echo "public_key = \"/usr/share/wardbox/pcr-sign.pub.pem\""
+    } >> "$STAGING/usr/share/wardbox/firmware-policy.toml"
 fi
 
 COMMIT=$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -230,6 +239,9 @@ phase_done disk
 phase "boot"
 cp "$OS/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 cp "$OS/boot/initrd.img-$KVER" "$OUT/initrd.img"
+# The tree's own file (a symlink could point at the build host's); the UKI's .osrel.
+[ -f "$OS/usr/lib/os-release" ] && [ ! -L "$OS/usr/lib/os-release" ] || die "the OS tree has no /usr/lib/os-release file"
+cp "$OS/usr/lib/os-release" "$OUT/os-release"
 # ro: the root is never written. panic=-1 / no reboot loops hide nothing: qemu exits.
 echo "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4 console=ttyS0,115200 systemd.show_status=1 panic=30" > "$OUT/cmdline.txt"
 {
@@ -238,7 +250,7 @@ echo "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4 console=ttyS0,115200 systemd
     echo "os-tree: $KEY"
     echo "kernel: $KVER"
     echo "engine: $ENGINE_INCLUDED"
-    (cd "$OUT" && sha256sum root.ext4 vmlinuz initrd.img cmdline.txt)
+    (cd "$OUT" && sha256sum root.ext4 vmlinuz initrd.img os-release cmdline.txt)
 } > "$OUT/image-info.txt"
 phase_done boot
 
@@ -247,10 +259,7 @@ if [ "$UEFI" = 1 ]; then
     phase "uefi"
     WS_VERSION=$(awk -F'"' '/^version *=/ {print $2; exit}' "$REPO/Cargo.toml")
     # '+' separates the boot counter in the UKI's name: the dirty marker becomes "-dirty".
-    # The tree's own file (a symlink could point at the build host's).
-    OS_RELEASE="$OS/usr/lib/os-release"
-    [ -f "$OS_RELEASE" ] && [ ! -L "$OS_RELEASE" ] || die "the OS tree has no /usr/lib/os-release file"
-    "$IMAGE/uefi.sh" --kernel "$OUT/vmlinuz" --initrd "$OUT/initrd.img" --os-release "$OS_RELEASE" \
+    "$IMAGE/uefi.sh" --kernel "$OUT/vmlinuz" --initrd "$OUT/initrd.img" --os-release "$OUT/os-release" \
         --version "$WS_VERSION-$COMMIT${DIRTY:+-dirty}" --root "$ROOT_IMG" --out "$OUT/uefi" \
         ${WARDBOX_SECURE_BOOT_KEYS:+--keys "$WARDBOX_SECURE_BOOT_KEYS"} \
         --cmdline-extra "console=ttyS0,115200 systemd.show_status=1 panic=30"

@@ -8,6 +8,7 @@
 #                 [--cmdline-extra "ARGS"] [--root EXT4 | --root-mib N] [--keys DIR]
 #                 [--esp-mib N] [--tries N]
 #   image/uefi.sh --keys-only --out DIR [--keys DIR]
+#   image/uefi.sh --uki-only --kernel ... --out DIR [--keys DIR] [--cmdline-extra "ARGS"]
 #
 #   --version        the OS version in the UKI's name: wardbox-<version>+<tries>.efi
 #                    (letters, digits, '.', '_', '-'; '+' is the boot counter's separator)
@@ -21,8 +22,12 @@
 #                    NOT FOR PRODUCTION" in every certificate's subject. A box in the field
 #                    is enrolled with the clinic fleet's keys instead (docs/image.md, "Keys").
 #   --tries          boot tries before systemd-boot gives up on the UKI (default 3)
-#   --keys-only      only find (or generate) the keys and write secure-boot-keys.toml: the
-#                    image build pins them in the firmware policy before the root is sealed
+#   --keys-only      only find (or generate) the keys and write secure-boot-keys.toml and
+#                    pcr-sign.pub.pem: the image build pins them in the firmware policy before
+#                    the root is sealed
+#   --uki-only       only the keys and the signed UKI (with cmdline.txt and pcr11.json): another
+#                    UKI for an existing chain, e.g. an update's, or the qemu test's, whose
+#                    command line carries its test switches
 #
 # Outputs in DIR:
 #   wardbox-<version>+<tries>.efi   the UKI, signed with db.key
@@ -40,6 +45,8 @@
 #                                   pcr-sign.key (.pcrsig) and the public key (.pcrpkey)
 #   secure-boot-keys.toml           sha256 of each certificate (DER): the firmware policy's
 #                                   [secure_boot_keys] table, to append to the policy
+#   pcr-sign.pub.pem                the PCR-signing public key (the image installs it for the
+#                                   firmware policy's [signed_pcr11])
 #   uefi-info.txt                   versions, section layout, sha256s
 set -euo pipefail
 
@@ -53,7 +60,7 @@ OVMF_VARS_BLANK=${WARDBOX_OVMF_VARS_BLANK:-/usr/share/OVMF/OVMF_VARS_4M.fd}
 # The owner GUID recorded with each enrolled certificate (any fixed GUID; this one is Wardbox's).
 OWNER_GUID=3b0e7f5a-6c2d-4e9f-8a1b-5d4c3e2f1a09
 
-KERNEL="" INITRD="" OSREL="" VERSION="" OUT="" EXTRA="" ROOT_IMG="" ROOT_MIB=8 KEYS="" ESP_MIB=256 TRIES=3 KEYS_ONLY=0
+KERNEL="" INITRD="" OSREL="" VERSION="" OUT="" EXTRA="" ROOT_IMG="" ROOT_MIB=8 KEYS="" ESP_MIB=256 TRIES=3 KEYS_ONLY=0 UKI_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --kernel) KERNEL="$2"; shift 2 ;;
@@ -68,7 +75,8 @@ while [ $# -gt 0 ]; do
         --esp-mib) ESP_MIB="$2"; shift 2 ;;
         --tries) TRIES="$2"; shift 2 ;;
         --keys-only) KEYS_ONLY=1; shift ;;
-        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+        --uki-only) UKI_ONLY=1; shift ;;
+        -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
         *) echo "uefi.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -146,6 +154,7 @@ if [ ! -f "$KEYS/pcr-sign.key" ] && [ "$KEYS" = "$OUT/test-keys" ]; then
 fi
 [ -f "$KEYS/pcr-sign.key" ] || die "no pcr-sign.key in $KEYS (the PCR 11 signing key, RSA, PEM)"
 openssl pkey -in "$KEYS/pcr-sign.key" -pubout -out "$KEYS/pcr-sign.pub.pem"
+cp "$KEYS/pcr-sign.pub.pem" "$OUT/pcr-sign.pub.pem"
 for name in PK KEK db; do
     [ -f "$KEYS/$name.crt" ] || die "no $name.crt in $KEYS"
 done
@@ -230,6 +239,10 @@ for signed in "$OUT/$UKI_NAME" "$WORK/systemd-bootx64.efi"; do
     sbverify --cert "$KEYS/db.crt" "$signed" >/dev/null 2>&1 || die "sbverify refuses $signed"
 done
 phase_done uki
+if [ "$UKI_ONLY" = 1 ]; then
+    echo "uefi.sh: done: $OUT/$UKI_NAME (command line: $(cat "$OUT/cmdline.txt"))"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- esp
 phase "esp"

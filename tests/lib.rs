@@ -43,7 +43,7 @@ pub fn require() -> Vec<Missing> {
             missing.push(Missing { what: format!("program `{program}`"), package });
         }
     }
-    for file in [OVMF_CODE, OVMF_VARS_MS, OVMF_VARS_SNAKEOIL] {
+    for file in [OVMF_CODE, OVMF_VARS_BLANK] {
         if !Path::new(file).is_file() {
             missing.push(Missing { what: format!("firmware file {file}"), package: "ovmf" });
         }
@@ -51,12 +51,10 @@ pub fn require() -> Vec<Missing> {
     missing
 }
 
-/// OVMF with Secure Boot support (SMM), and two variable stores with Secure Boot enabled under
-/// different key sets: Microsoft's, and Debian's "snakeoil" test keys. Booting the same box
-/// with the other store changes the Secure Boot keys the firmware measures into PCR 7.
+/// OVMF with Secure Boot support (SMM), and its variable store without keys, into which
+/// image/uefi.sh enrols the image's Secure Boot keys.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
-pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
-pub const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+pub const OVMF_VARS_BLANK: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -152,13 +150,13 @@ impl Drop for Swtpm {
     }
 }
 
-/// Everything one boot needs.
+/// Everything one boot of the appliance needs. It boots as a box does: no `-kernel`; the
+/// firmware finds systemd-boot on the system disk's ESP, which starts a signed UKI (kernel,
+/// initrd and command line inside it).
 #[derive(Debug, Clone)]
 pub struct BootSpec {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub cmdline: String,
-    /// The system disk (a qcow2 overlay over system.raw, so the built image stays pristine).
+    /// The system disk: a qcow2 overlay (`.qcow2`) over the built disk, or a raw copy of it
+    /// (any other name; the host can then read and write the ESP with mtools between boots).
     pub system_disk: PathBuf,
     pub data_disk: PathBuf,
     /// This box's UEFI variable store (a copy; it persists across boots like NVRAM).
@@ -190,6 +188,10 @@ pub struct FirmwareBootSpec {
 pub struct Vm {
     child: Child,
     transcript: Arc<Mutex<String>>,
+    /// When qemu was started, and when each piece of the transcript arrived (its end offset and
+    /// the time since the start): console milestones are timed afterwards ([`Vm::seen_at`]).
+    started: Instant,
+    arrivals: Arc<Mutex<Vec<(usize, Duration)>>>,
     /// How far [`Vm::expect`] has read.
     cursor: AtomicUsize,
     monitor_socket: PathBuf,
@@ -209,13 +211,9 @@ impl Vm {
             .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
             .args(["-monitor", &format!("unix:{},server=on,wait=off", spec.monitor_socket.display())])
             .args(["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")])
-            .args(["-drive", &format!("if=pflash,format=raw,unit=1,file={}", spec.vars.display())])
-            .arg("-kernel")
-            .arg(&spec.kernel)
-            .arg("-initrd")
-            .arg(&spec.initrd)
-            .args(["-append", &spec.cmdline])
-            .args(["-drive", &format!("file={},if=none,id=sys,format=qcow2", spec.system_disk.display())])
+            .args(["-drive", &format!("if=pflash,format=raw,unit=1,file={}", spec.vars.display())]);
+        let format = if spec.system_disk.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
+        cmd.args(["-drive", &format!("file={},if=none,id=sys,format={format}", spec.system_disk.display())])
             .args(["-device", "virtio-blk-pci,drive=sys"])
             .args(["-drive", &format!("file={},if=none,id=data,format=raw", spec.data_disk.display())])
             .args(["-device", "virtio-blk-pci,drive=data"])
@@ -258,7 +256,9 @@ impl Vm {
     fn spawn(mut cmd: Command, log: &Path, monitor_socket: &Path, web_port: u16) -> Result<Vm, String> {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("cannot start qemu: {e}"))?;
+        let started = Instant::now();
         let transcript = Arc::new(Mutex::new(String::new()));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let log = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         for stream in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
@@ -268,6 +268,7 @@ impl Vm {
         .flatten()
         {
             let transcript = transcript.clone();
+            let arrivals = arrivals.clone();
             let mut log = log.try_clone().map_err(|e| e.to_string())?;
             std::thread::spawn(move || {
                 let mut stream = stream;
@@ -280,11 +281,36 @@ impl Vm {
                     let text = clean(&String::from_utf8_lossy(&buf[..n]));
                     if let Ok(mut t) = transcript.lock() {
                         t.push_str(&text);
+                        if let Ok(mut a) = arrivals.lock() {
+                            a.push((t.len(), started.elapsed()));
+                        }
                     }
                 }
             });
         }
-        Ok(Vm { child, transcript, cursor: AtomicUsize::new(0), monitor_socket: monitor_socket.to_path_buf(), web_port })
+        Ok(Vm {
+            child,
+            transcript,
+            started,
+            arrivals,
+            cursor: AtomicUsize::new(0),
+            monitor_socket: monitor_socket.to_path_buf(),
+            web_port,
+        })
+    }
+
+    /// How long after qemu's start `needle` first appeared on the console (to the arrival of
+    /// the piece of output that held its end), or None if it has not.
+    pub fn seen_at(&self, needle: &str) -> Option<Duration> {
+        let text = self.transcript();
+        let end = text.find(needle)? + needle.len();
+        let arrivals = self.arrivals.lock().ok()?;
+        arrivals.iter().find(|(until, _)| *until >= end).map(|(_, at)| *at)
+    }
+
+    /// Time since qemu was started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Wait for qemu to exit by itself (the guest powered off), at most `timeout`.

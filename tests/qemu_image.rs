@@ -1,23 +1,36 @@
-//! qemu tier: the appliance image, booted in qemu with a software TPM, four times.
+//! qemu tier: the appliance image, booted in qemu with a software TPM, four times, as a box
+//! boots: OVMF with Secure Boot enforcing and the image's (test) keys enrolled, the signed
+//! systemd-boot on the disk's ESP, and a signed unified kernel image (UKI).
 //!
 //! 1. First boot, blank data disk: the box provisions its encrypted volume (recovery key shown
-//!    once on the console), unlocks it through the TPM, and the agent answers on port 443.
-//! 2. Second boot: the TPM releases the key unattended, dm-crypt opens the volume, the
-//!    egress-deny firewall holds (a connection from inside the guest to the host is blocked,
-//!    and nothing arrives at the host), the agent's health endpoint answers through a loopback
-//!    port-forward and reports every security stage ok. The compliance report made in the
-//!    guest passes every technical item, fails the outbound item once the firewall table is
-//!    flushed, and `wardbox report verify` on the host accepts it, refusing it after one
-//!    changed byte or quoted by another TPM (`report_probe`, once per box).
-//! 3. The Secure Boot keys change (the box boots with another UEFI variable store, so PCR 7
-//!    changes): the TPM refuses, the console asks for the recovery key, a wrong key is refused,
-//!    the right one opens the volume and reseals, and the agent serves again.
-//! 4. Same changed firmware: the TPM releases the resealed key unattended.
+//!    once on the console), sealed to PCR 7 and to the PCR 11 values the PCR-signing key signed;
+//!    it unlocks through the TPM, the agent answers on port 443, and once it is healthy the
+//!    boot entry is blessed (systemd-boot's `+3` try counter is gone from its name on the ESP).
+//! 2. An update: a second signed UKI with another command line (no `quiet`), so another PCR 11,
+//!    is the default entry. The TPM releases the key with no recovery prompt (the signed PCR 11
+//!    policy), the egress-deny firewall holds (a connection from inside the guest to the host
+//!    is blocked, and nothing arrives at the host), the health endpoint answers, the new entry
+//!    is blessed. `wardbox volume status` in the guest names the entry that booted, Secure Boot
+//!    on and PCR 7/11. The boot's phases (firmware, loader, kernel, initrd, unlock, agent) are
+//!    timed from the console. The compliance report made in the guest passes every technical
+//!    item, fails the outbound item once the firewall table is flushed, and `wardbox report
+//!    verify` on the host accepts it, refusing it after one changed byte or quoted by another
+//!    TPM (`report_probe`, once per box: only the second UKI's command line asks for it).
+//! 3. A dbx update (the firmware's revocation list gains an entry, as a firmware vendor ships
+//!    them; Secure Boot stays on with the same pinned keys), so PCR 7 changes: the TPM refuses,
+//!    the console asks for the recovery key, a wrong key is refused, the right one opens the
+//!    volume and reseals, and the agent serves again.
+//! 4. Same firmware: the TPM releases the resealed key unattended.
 //!
-//! Needs root (mkosi, mkfs), qemu, swtpm, OVMF; it FAILS naming what is missing. The image is
-//! built by image/build.sh (cached by its inputs) unless WARDBOX_E2E_IMAGE names a built image
-//! directory. Pieces other subsystems have not delivered yet (TLS, the engine) are listed as
-//! NOT CHECKED at the end; with WARDBOX_E2E_STRICT=1 (CI) each of them fails the test.
+//! The UKIs carry the test's switches in their signed command line (the console cannot add
+//! to it): `wardbox.status_console`, and `wardbox.egress_probe=10.0.2.2:<port>` with the port
+//! of the host listener this run opened before it built them (see [`test_ukis`]).
+//!
+//! Needs root (mkosi, mkfs), qemu, swtpm, OVMF, the UEFI chain's tools (sbsigntool, mtools,
+//! dosfstools, systemd-boot-efi, virt-fw-vars); it FAILS naming what is missing. The image is
+//! built by `image/build.sh --uefi` (cached by its inputs) unless WARDBOX_E2E_IMAGE names a
+//! built image directory. Pieces other subsystems have not delivered yet (TLS, the engine) are
+//! listed as NOT CHECKED at the end; with WARDBOX_E2E_STRICT=1 (CI) each of them fails the test.
 //!
 //! Run: `cargo test -p wardbox-e2e --test qemu_image -- --nocapture`
 
@@ -26,11 +39,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use wardbox_e2e::{
-    BootSpec, OVMF_VARS_MS, OVMF_VARS_SNAKEOIL, Phases, Sink, Swtpm, Vm, blank_data_disk, find_recovery_key, free_port,
-    require, run,
+    BootSpec, Phases, Sink, Swtpm, Vm, blank_data_disk, find_recovery_key, free_port, require, run, which,
 };
 
 const MIN: Duration = Duration::from_secs(60);
+/// Where the ESP starts on image/uefi.sh's disk (1 MiB), for mtools' `image@@offset`.
+const ESP_AT: &str = "@@1M";
+/// The owner GUID of the dbx entry boot 3 adds (any GUID: the firmware does not check it).
+const DBX_OWNER: &str = "77fa9abd-0359-4d32-bd60-28f4e78f784b";
 
 /// What the test could not check because a piece is not in this build.
 #[derive(Debug, Default)]
@@ -46,18 +62,19 @@ impl Gaps {
 
 struct Box_ {
     work: PathBuf,
-    image: PathBuf,
     vars: PathBuf,
     tpm_state: PathBuf,
+    /// A raw copy of the chain's disk.raw: the firmware and systemd-bless-boot write its ESP,
+    /// and the test reads and writes the ESP with mtools between boots.
     system_disk: PathBuf,
     data_disk: PathBuf,
-    cmdline: String,
     web_port: u16,
     boots: u32,
 }
 
 impl Box_ {
-    /// Boot once (a fresh swtpm process on the same TPM state, like a power cycle).
+    /// Boot once (a fresh swtpm process on the same TPM state, like a power cycle), through the
+    /// firmware: no `-kernel`, OVMF finds systemd-boot on the ESP.
     fn boot(&mut self) -> Result<(Vm, Swtpm), String> {
         self.boots += 1;
         let n = self.boots;
@@ -65,9 +82,6 @@ impl Box_ {
         let log = self.work.join(format!("console-{n}.log"));
         eprintln!("== e2e: boot {n}: console log {}", log.display());
         let spec = BootSpec {
-            kernel: self.image.join("vmlinuz"),
-            initrd: self.image.join("initrd.img"),
-            cmdline: self.cmdline.clone(),
             system_disk: self.system_disk.clone(),
             data_disk: self.data_disk.clone(),
             vars: self.vars.clone(),
@@ -79,6 +93,112 @@ impl Box_ {
         };
         Ok((Vm::boot(&spec)?, tpm))
     }
+
+    /// The ESP inside the system disk, as mtools names it.
+    fn esp(&self) -> String {
+        format!("{}{ESP_AT}", self.system_disk.display())
+    }
+
+    /// The UKIs in the ESP's EFI/Linux, sorted.
+    fn ukis(&self) -> Result<Vec<String>, String> {
+        let listing = run(Command::new("mdir").args(["-b", "-i"]).arg(self.esp()).arg("::/EFI/Linux"))?;
+        let mut files: Vec<String> = listing
+            .lines()
+            .map(|l| l.trim().trim_start_matches("::/EFI/Linux/").to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    fn add_uki(&self, uki: &Path) -> Result<(), String> {
+        let name = uki.file_name().and_then(|n| n.to_str()).ok_or("a UKI path without a file name")?;
+        run(Command::new("mcopy").arg("-i").arg(self.esp()).arg(uki).arg(format!("::/EFI/Linux/{name}")))?;
+        Ok(())
+    }
+
+    fn remove_uki(&self, name: &str) -> Result<(), String> {
+        run(Command::new("mdel").arg("-i").arg(self.esp()).arg(format!("::/EFI/Linux/{name}")))?;
+        Ok(())
+    }
+}
+
+/// The image's UEFI chain (`image/build.sh --uefi`, in `<image>/uefi`): the version in its
+/// UKI's name, and the command line its UKI was signed with, after the root.
+struct Chain {
+    dir: PathBuf,
+    version: String,
+    cmdline_extra: String,
+}
+
+impl Chain {
+    fn read(image: &Path) -> Result<Chain, String> {
+        let dir = image.join("uefi");
+        let info = std::fs::read_to_string(dir.join("uefi-info.txt"))
+            .map_err(|e| format!("no UEFI chain in {} (built without --uefi?): {e}", dir.display()))?;
+        let field = |key: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+                .ok_or_else(|| format!("uefi-info.txt has no `{key}` line"))
+        };
+        let uki = field("uki:")?;
+        let version = uki
+            .strip_prefix("wardbox-")
+            .and_then(|v| v.rsplit_once('+'))
+            .map(|(v, _)| v.to_string())
+            .ok_or_else(|| format!("the chain's UKI is not named wardbox-<version>+<tries>.efi: {uki}"))?;
+        // uefi.sh puts the root (by PARTUUID, read-only) first; the rest is the build's.
+        let cmdline = field("cmdline:")?;
+        let cmdline_extra = cmdline
+            .split_once("rootfstype=ext4")
+            .map(|(_, rest)| rest.trim().to_string())
+            .ok_or_else(|| format!("the chain's command line does not name the root file system type: {cmdline}"))?;
+        Ok(Chain { dir, version, cmdline_extra })
+    }
+
+    fn uki_name(&self) -> String {
+        format!("wardbox-{}+3.efi", self.version)
+    }
+}
+
+/// The test's UKIs, made by `image/uefi.sh --uki-only` from the image's kernel, initrd and
+/// os-release with the chain's keys (so the firmware and the PCR-signing key accept them):
+/// the build's command line plus the test switches. The egress probe's port is this run's
+/// host listener, opened before the UKIs are built, so it is part of the signed command line
+/// (a free port each run; building a UKI takes seconds).
+///
+/// 1. Same name as the image's UKI (it replaces it on the test's copy of the disk), with
+///    `quiet`.
+/// 2. Version `<version>.1` (newer, so systemd-boot's default `wardbox-*` picks it), without
+///    `quiet`: another command line, so another PCR 11 value, signed by the same key.
+fn test_ukis(repo: &Path, image: &Path, chain: &Chain, work: &Path, switches: &str) -> Result<(PathBuf, PathBuf), String> {
+    let mut made = Vec::new();
+    // The compliance report probe only in the update's UKI: it runs in boot 2 (once per box).
+    for (n, version, quiet) in [(1, chain.version.clone(), " quiet"), (2, format!("{}.1", chain.version), " wardbox.report_probe")] {
+        let out = work.join(format!("uki-{n}"));
+        let mut uefi = Command::new(repo.join("image/uefi.sh"));
+        uefi.arg("--uki-only")
+            .arg("--kernel")
+            .arg(image.join("vmlinuz"))
+            .arg("--initrd")
+            .arg(image.join("initrd.img"))
+            .arg("--os-release")
+            .arg(image.join("os-release"))
+            .args(["--version", &version])
+            .args(["--cmdline-extra", &format!("{}{quiet} {switches}", chain.cmdline_extra)])
+            .arg("--keys")
+            .arg(chain.dir.join("test-keys"))
+            .arg("--out")
+            .arg(&out);
+        run(&mut uefi)?;
+        let cmdline = std::fs::read_to_string(out.join("cmdline.txt")).map_err(|e| e.to_string())?;
+        eprintln!("== e2e: test UKI {n}: wardbox-{version}+3.efi, command line: {cmdline}");
+        made.push(out.join(format!("wardbox-{version}+3.efi")));
+    }
+    let second = made.pop().ok_or("no UKI made")?;
+    let first = made.pop().ok_or("no UKI made")?;
+    Ok((first, second))
 }
 
 /// The health JSON: the outcome of one boot stage ("ok", "failed", "degraded", ...).
@@ -131,11 +251,12 @@ fn build_image(phases: &mut Phases, repo: &Path) -> Result<PathBuf, String> {
         eprintln!("== e2e: using the image in {} (WARDBOX_E2E_IMAGE)", dir.display());
         return Ok(dir);
     }
-    phases.start("build image (image/build.sh, cached)");
+    phases.start("build image (image/build.sh --uefi, cached)");
     let out = repo.join("target/image");
     let status = Command::new(repo.join("image/build.sh"))
         .arg("--out")
         .arg(&out)
+        .arg("--uefi")
         .status()
         .map_err(|e| format!("cannot run image/build.sh: {e}"))?;
     if !status.success() {
@@ -144,15 +265,105 @@ fn build_image(phases: &mut Phases, repo: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// What the UEFI chain needs beyond [`require`]: programs, with where they come from.
+fn missing_chain_tools() -> Vec<String> {
+    let mut missing = Vec::new();
+    for (program, package) in [
+        ("objcopy", "binutils"),
+        ("sbsign", "sbsigntool"),
+        ("mkfs.vfat", "dosfstools"),
+        ("mcopy", "mtools"),
+        ("mdel", "mtools"),
+        ("mdir", "mtools"),
+        ("openssl", "openssl"),
+    ] {
+        if which(program).is_none() {
+            missing.push(format!("program `{program}` (package {package})"));
+        }
+    }
+    if virt_fw_vars().is_none() {
+        missing.push("program `virt-fw-vars` (PyPI virt-firmware; tests/install-deps.sh installs it)".into());
+    }
+    for file in ["/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"] {
+        if !Path::new(file).is_file() {
+            missing.push(format!("file {file} (package systemd-boot-efi)"));
+        }
+    }
+    missing
+}
+
+fn virt_fw_vars() -> Option<PathBuf> {
+    std::env::var_os("WARDBOX_VIRT_FW_VARS").map(PathBuf::from).or_else(|| which("virt-fw-vars"))
+}
+
+/// The lines a guest hook printed after `tag`, up to its `end` line (the hook prints one
+/// prefixed line per line of output).
+fn tagged_lines(vm: &mut Vm, tag: &str, boot: &str) -> Result<Vec<String>, String> {
+    let text = vm.expect(&format!("{tag}end"), &["Kernel panic"], 5 * MIN).map_err(|e| format!("{boot}: {e}"))?;
+    Ok(text.lines().filter_map(|l| l.split_once(tag).map(|(_, v)| v.to_string())).filter(|l| l != "end").collect())
+}
+
+/// `wardbox volume status` in the guest: the boot entry systemd-boot started, Secure Boot on,
+/// and PCR 7 and 11 (the key is bound to both), and the key would be released at the next boot.
+fn check_volume_status(vm: &mut Vm, boot: &str, entry: &str) -> Result<(), String> {
+    let lines = tagged_lines(vm, "wardbox-volume-status: ", boot)?;
+    let all = lines.join("\n");
+    let expected = format!("Boot: Secure Boot is on; boot entry {entry}");
+    if !lines.iter().any(|l| l.trim() == expected) {
+        return Err(format!("{boot}: `wardbox volume status` does not say `{expected}`:\n{all}"));
+    }
+    for pcr in ["PCR  7: ", "PCR 11: "] {
+        if !lines.iter().any(|l| l.trim_start().starts_with(pcr)) {
+            return Err(format!("{boot}: `wardbox volume status` shows no `{}`:\n{all}", pcr.trim()));
+        }
+    }
+    if !all.contains("signed PCR 11") || all.contains("would NOT unlock") {
+        return Err(format!("{boot}: the volume is not sealed to the signed PCR 11 policy, or would not unlock:\n{all}"));
+    }
+    eprintln!("== e2e: {boot}: `wardbox volume status`: {expected}; PCR 7 and 11 shown; signed PCR 11 policy");
+    Ok(())
+}
+
+/// The boot's phases from the console, in seconds since qemu started (TCG): firmware (to the
+/// bootloader's start), loader (systemd-boot reads and the firmware verifies the UKI, the stub
+/// measures it: up to the kernel's own EFI stub), kernel (to the initrd's /init), initrd (to
+/// systemd on the root), unlock (to the TPM's release), agent (to READY=1: systemd reports
+/// wardbox.service started).
+fn boot_phases(vm: &Vm) -> String {
+    let marks = [
+        ("firmware", "BdsDxe: starting"),
+        ("loader", "EFI stub: "),
+        ("kernel", "Run /init as init process"),
+        ("initrd", "Welcome to "),
+        ("unlock", "The TPM released the key"),
+        ("agent (READY=1)", "Started wardbox.service"),
+    ];
+    let mut out = String::from("phase (boot 2, TCG)       ends at s   takes s\n");
+    let mut last = 0.0;
+    for (name, needle) in marks {
+        match vm.seen_at(needle) {
+            Some(at) => {
+                let at = at.as_secs_f64();
+                out.push_str(&format!("{name:<26}{at:>9.1}{:>10.1}\n", at - last));
+                last = at;
+            }
+            None => out.push_str(&format!("{name:<26}   (`{needle}` not seen)\n")),
+        }
+    }
+    out
+}
+
 #[test]
 fn qemu_image_provisions_unlocks_blocks_egress_and_recovers() {
     let missing = require();
-    if !missing.is_empty() {
-        let list: Vec<String> = missing.iter().map(|m| format!("{} (package {})", m.what, m.package)).collect();
+    let chain_missing = missing_chain_tools();
+    if !missing.is_empty() || !chain_missing.is_empty() {
+        let mut list: Vec<String> = missing.iter().map(|m| format!("{} (package {})", m.what, m.package)).collect();
+        list.extend(chain_missing);
         let mut packages: Vec<&str> = missing.iter().map(|m| m.package).collect();
         packages.dedup();
         panic!(
-            "the qemu_ tier cannot run on this machine: missing {}.\nInstall: apt-get install -y {}",
+            "the qemu_ tier cannot run on this machine: missing {}.\nInstall: apt-get install -y {} (and tests/install-deps.sh)",
             list.join(", "),
             packages.join(" ")
         );
@@ -183,60 +394,78 @@ fn scenario() -> Result<(), String> {
     if info.contains("engine: no") {
         gaps.note("the engine: this image was built without wardbox-engine (target/release/wardbox-engine absent)");
     }
+    let chain = Chain::read(&image)?;
 
-    phases.start("prepare the box (disks, NVRAM, TPM)");
+    phases.start("prepare the box (test UKIs, disks, NVRAM, TPM)");
     // Kept when a boot fails (its console logs are the evidence), and with WARDBOX_E2E_KEEP.
     let keep = std::env::var_os("WARDBOX_E2E_KEEP").is_some();
     let tmp = tempfile::Builder::new().prefix("wardbox-e2e-").tempdir_in(repo.join("target")).map_err(|e| e.to_string())?;
     let work = tmp.keep();
     let _ = WORK_DIR.set(work.clone());
     eprintln!("== e2e: work directory {}", work.display());
-    let system_disk = work.join("system.qcow2");
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(image.join("system.raw")).arg(&system_disk))?;
+    let sink = Sink::start()?;
+    let switches = format!("wardbox.status_console wardbox.egress_probe=10.0.2.2:{}", sink.port);
+    let (first_uki, update_uki) = test_ukis(&repo, &image, &chain, &work, &switches)?;
+    let system_disk = work.join("system.raw");
+    run(Command::new("cp").arg("--sparse=always").arg(chain.dir.join("disk.raw")).arg(&system_disk))?;
     let data_disk = work.join("data.raw");
     blank_data_disk(&data_disk, 3072)?;
     let vars = work.join("OVMF_VARS.fd");
-    std::fs::copy(OVMF_VARS_MS, &vars).map_err(|e| e.to_string())?;
-    let sink = Sink::start()?;
-    let cmdline = std::fs::read_to_string(image.join("cmdline.txt")).map_err(|e| format!("no cmdline.txt in the image: {e}"))?;
-    let cmdline = format!("{} wardbox.status_console wardbox.egress_probe=10.0.2.2:{} wardbox.report_probe", cmdline.trim(), sink.port);
+    std::fs::copy(chain.dir.join("OVMF_VARS.fd"), &vars).map_err(|e| e.to_string())?;
     let mut bx = Box_ {
         work: work.clone(),
-        image: image.clone(),
         vars: vars.clone(),
         tpm_state: work.join("tpm"),
         system_disk,
         data_disk,
-        cmdline,
         web_port: free_port()?,
         boots: 0,
     };
+    // The test's first UKI in place of the image's (same name and counter).
+    bx.remove_uki(&chain.uki_name())?;
+    bx.add_uki(&first_uki)?;
+    let stem = format!("wardbox-{}", chain.version);
+    let update_stem = format!("wardbox-{}.1", chain.version);
 
     // ---------------------------------------------------------------- boot 1
     phases.start("boot 1: first boot, provisioning");
     let (mut vm, tpm) = bx.boot()?;
-    vm.expect("Linux version", &[], 3 * MIN)?;
-    vm.expect("RECOVERY KEY", &["Failed to start wardbox-un", "Kernel panic"], 20 * MIN)?;
+    // (The first UKI's `quiet` hides the kernel's own messages; `wardbox volume status` below
+    // says Secure Boot is on and which entry booted.)
+    vm.expect("RECOVERY KEY", &["Failed to start wardbox-un", "Kernel panic", "Access Denied", "No bootable option"], 20 * MIN)?;
     vm.expect("Keyslots:", &["Kernel panic"], 2 * MIN)?;
     let recovery_key = find_recovery_key(&vm.transcript()).ok_or("the provisioning output shows no recovery key")?;
     eprintln!("== e2e: boot 1: provisioning printed a recovery key");
     let answer = vm.wait_for_web("/health", 15 * MIN).map_err(|e| format!("boot 1: {e}"))?;
     check_web(&answer, &mut gaps, "boot 1");
     check_health(&mut vm, "boot 1")?;
+    check_volume_status(&mut vm, "boot 1", &chain.uki_name())?;
     phases.start("boot 1: power off");
     if !vm.shutdown(3 * MIN)? {
         gaps.note("boot 1: the guest did not power off on the ACPI button within 3 minutes; the power was cut");
     }
     drop(tpm);
+    let entries = bx.ukis()?;
+    if entries != [format!("{stem}.efi")] {
+        return Err(format!("boot 1: after a healthy boot the ESP's EFI/Linux holds {entries:?}, not the blessed [{stem}.efi]"));
+    }
+    eprintln!("== e2e: boot 1: healthy, and the entry is blessed ({stem}.efi: no try counter)");
 
     // ---------------------------------------------------------------- boot 2
-    phases.start("boot 2: TPM unlock, firewall, agent");
+    phases.start("boot 2: updated UKI, TPM unlock, firewall, agent");
+    bx.add_uki(&update_uki)?;
     let (mut vm, tpm) = bx.boot()?;
-    vm.expect("The TPM released the key", &["RECOVERY KEY", "TPM refused", "Failed to start wardbox-un", "Kernel panic"], 15 * MIN)?;
+    vm.expect(
+        "The TPM released the key",
+        &["RECOVERY KEY", "TPM refused", "Wardbox recovery key", "Failed to start wardbox-un", "Kernel panic"],
+        15 * MIN,
+    )?;
     let answer = vm.wait_for_web("/health", 10 * MIN).map_err(|e| format!("boot 2: {e}"))?;
     check_web(&answer, &mut gaps, "boot 2");
     let before_status = vm.mark();
     let health = check_health(&mut vm, "boot 2")?;
+    let update_name = format!("{update_stem}+3.efi");
+    check_volume_status(&mut vm, "boot 2", &update_name)?;
     vm.rewind(before_status);
     match stage_outcome(&health, "engine").as_deref() {
         Some("ok") => {}
@@ -262,15 +491,29 @@ fn scenario() -> Result<(), String> {
     eprintln!("== e2e: boot 2: egress blocked ({})", probe.trim());
     phases.start("boot 2: compliance report in the guest, verified on the host");
     wardbox_e2e::report_probe::check_guest_reports(&mut vm, &work, &repo, 15 * MIN).map_err(|e| format!("boot 2: {e}"))?;
+    let timing = boot_phases(&vm);
+    eprintln!("== e2e: boot 2, firmware to READY=1:\n{timing}");
     phases.start("boot 2: power off");
     if !vm.shutdown(3 * MIN)? {
         gaps.note("boot 2: the guest did not power off on the ACPI button within 3 minutes; the power was cut");
     }
     drop(tpm);
+    let entries = bx.ukis()?;
+    let expected = [format!("{update_stem}.efi"), format!("{stem}.efi")];
+    if entries != expected {
+        return Err(format!("boot 2: after a healthy boot of the update the ESP's EFI/Linux holds {entries:?}, not {expected:?}"));
+    }
+    eprintln!("== e2e: boot 2: the updated UKI unlocked with no recovery prompt and is blessed ({update_stem}.efi)");
 
     // ---------------------------------------------------------------- boot 3
-    phases.start("boot 3: Secure Boot keys changed, recovery");
-    std::fs::copy(OVMF_VARS_SNAKEOIL, &vars).map_err(|e| e.to_string())?;
+    phases.start("boot 3: dbx update (PCR 7 changed), recovery");
+    // A revocation the firmware vendor ships: dbx gains the hash of some binary. Secure Boot
+    // stays on with the same (pinned) PK, KEK and db; PCR 7, which measures dbx, changes.
+    let fw_vars = virt_fw_vars().ok_or("virt-fw-vars is missing")?;
+    run(Command::new(fw_vars)
+        .arg("--inplace")
+        .arg(&vars)
+        .args(["--add-dbx-hash", DBX_OWNER, "5eb2e0c1f3b9a6d4c8e7f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5"]))?;
     let (mut vm, tpm) = bx.boot()?;
     vm.expect("Wardbox recovery key (try 1 of 3)", &["The TPM released the key", "Kernel panic"], 15 * MIN)?;
     // A well-formed key that is not this volume's.
@@ -296,6 +539,7 @@ fn scenario() -> Result<(), String> {
     let answer = vm.wait_for_web("/health", 10 * MIN).map_err(|e| format!("boot 4: {e}"))?;
     check_web(&answer, &mut gaps, "boot 4");
     check_health(&mut vm, "boot 4")?;
+    check_volume_status(&mut vm, "boot 4", &format!("{update_stem}.efi"))?;
     phases.start("boot 4: power off");
     if !vm.shutdown(3 * MIN)? {
         gaps.note("boot 4: the guest did not power off on the ACPI button within 3 minutes; the power was cut");
@@ -303,6 +547,7 @@ fn scenario() -> Result<(), String> {
     drop(tpm);
 
     eprintln!("\n{}", phases.table());
+    eprintln!("boot 2, firmware to READY=1:\n{timing}");
     if !gaps.0.is_empty() {
         let list = gaps.0.join("\n  - ");
         eprintln!("== e2e: NOT CHECKED in this build:\n  - {list}");

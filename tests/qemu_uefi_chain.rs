@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use wardbox_e2e::{FirmwareBootSpec, OVMF_CODE, Phases, Swtpm, Vm, run, which};
+use wardbox_e2e::{FirmwareBootSpec, OVMF_CODE, OVMF_VARS_BLANK, Phases, Swtpm, Vm, run, which};
 use wardbox_firmware_policy::{
     CertFingerprint, DEFAULT_POLICY_TOML, FirmwarePolicy, KeyCheck, KeyVariable, read_enrolled_keys,
 };
@@ -43,8 +43,6 @@ const MIN: Duration = Duration::from_secs(60);
 const GUEST: &str = "wardbox-uefi-chain: ";
 /// The OS version in the UKI's name.
 const VERSION: &str = "0.0.0-chain-test";
-/// OVMF's variable store without keys; image/uefi.sh enrols into a copy of it.
-const OVMF_VARS_BLANK: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// Where the ESP starts on image/uefi.sh's disk (1 MiB), for mtools' `image@@offset`.
 const ESP_AT: &str = "@@1M";
 

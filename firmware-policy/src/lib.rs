@@ -604,6 +604,29 @@ pub fn read_secure_boot_state(efivars_dir: &Path) -> SecureBootState {
     }
 }
 
+/// The vendor GUID of systemd-boot's variables (the Boot Loader Interface).
+pub const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+
+/// The boot entry systemd-boot started this boot (its `LoaderEntrySelected` variable: for a
+/// unified kernel image, its file name under `EFI/Linux` as it was before this boot's try was
+/// counted, e.g. `wardbox-0.1.0+3.efi`). None when the variable is absent (no systemd-boot) or
+/// not a UTF-16 string.
+pub fn read_loader_entry_selected(efivars_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(efivars_dir.join(format!("LoaderEntrySelected-{LOADER_GUID}"))).ok()?;
+    decode_loader_string(&bytes)
+}
+
+/// Decode an efivars file that holds a UTF-16LE string (4 bytes of attributes first; the
+/// string may end with a NUL).
+pub fn decode_loader_string(bytes: &[u8]) -> Option<String> {
+    let data = bytes.get(4..)?;
+    if data.len() % 2 != 0 {
+        return None;
+    }
+    let units: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+    String::from_utf16(&units).ok().filter(|s| !s.is_empty())
+}
+
 /// Decode the contents of the `SecureBoot` efivars file.
 pub fn decode_secure_boot_var(bytes: &[u8]) -> SecureBootState {
     match bytes {
@@ -629,6 +652,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"), [6, 0, 0, 0, 1]).unwrap();
         assert_eq!(read_secure_boot_state(dir.path()), SecureBootState::Enabled);
+    }
+
+    /// systemd-boot writes `LoaderEntrySelected` as UTF-16LE with a final NUL, after the four
+    /// attribute bytes efivarfs puts first.
+    #[test]
+    fn the_selected_boot_entry_is_read_from_systemd_boots_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vec![6, 0, 0, 0];
+        for u in "wardbox-0.1.0+3.efi".encode_utf16().chain([0]) {
+            bytes.extend_from_slice(&u.to_le_bytes());
+        }
+        std::fs::write(dir.path().join(format!("LoaderEntrySelected-{LOADER_GUID}")), bytes).unwrap();
+        assert_eq!(read_loader_entry_selected(dir.path()).as_deref(), Some("wardbox-0.1.0+3.efi"));
+        assert_eq!(read_loader_entry_selected(&dir.path().join("absent")), None);
+        assert_eq!(decode_loader_string(&[6, 0, 0, 0, b'w']), None, "an odd length is not UTF-16");
+        assert_eq!(decode_loader_string(&[6, 0, 0]), None);
     }
 
     #[test]

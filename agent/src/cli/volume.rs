@@ -266,6 +266,14 @@ fn status_report(config: &Config) -> Result<(String, ExitCode), CliError> {
     if let Err(e) = &tpm {
         writeln!(out, "TPM: {e}")?;
     }
+    let efivars = &u.config.efivars_dir;
+    writeln!(
+        out,
+        "Boot: {}; boot entry {}",
+        wardbox_firmware_policy::read_secure_boot_state(efivars),
+        wardbox_firmware_policy::read_loader_entry_selected(efivars)
+            .unwrap_or_else(|| "unknown (not started by systemd-boot)".into())
+    )?;
     let open = u.mapped_device().exists();
     writeln!(
         out,
@@ -526,6 +534,15 @@ mod tests {
         assert!(text.contains(&format!("PCR  7: {}", hex::encode(&pcr7))), "{text}");
         assert!(!text.contains("PCR 11:"), "only the bound PCRs are shown: {text}");
         assert!(text.contains("policy mode: literal PCRs\n"), "{text}");
+        // The measured boot: Secure Boot, and which entry systemd-boot started (none here).
+        assert!(text.contains("Boot: Secure Boot is on; boot entry unknown (not started by systemd-boot)\n"), "{text}");
+        let VolumeConfig::Luks2Tpm(c) = &f.config.volume else { unreachable!() };
+        let mut entry = vec![6, 0, 0, 0];
+        entry.extend("wardbox-0.1.0+3.efi\0".encode_utf16().flat_map(u16::to_le_bytes));
+        std::fs::write(c.efivars_dir.join(format!("LoaderEntrySelected-{}", wardbox_firmware_policy::LOADER_GUID)), entry)
+            .unwrap();
+        let (text, _) = status_report(&f.config).unwrap();
+        assert!(text.contains("Boot: Secure Boot is on; boot entry wardbox-0.1.0+3.efi\n"), "{text}");
 
         // The firmware policy now asks for the signed PCR 11 mode: status shows PCR 11 too and
         // says the slot is sealed the old way.

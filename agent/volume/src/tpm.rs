@@ -176,6 +176,17 @@ impl TctiSpec {
     }
 }
 
+/// Where in an unseal attempt a test's interference runs ([`Tpm::unseal_with_interference_at`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsealStep {
+    /// After PolicyPCR(11) and PolicyAuthorize of a signed PCR 11 policy, before PolicyPCR over
+    /// the literal PCRs (not reached for a literal-only seal).
+    AfterSignedPcr11,
+    /// After the policy commands, before Unseal.
+    BeforeUnseal,
+}
+
 /// How many policy sessions an unseal tries when PCRs are extended during the session
 /// (TPM_RC_PCR_CHANGED); see [`Tpm::unseal`]. Module loads at boot come in bursts of a few.
 pub const UNSEAL_ATTEMPTS: u32 = 8;
@@ -768,6 +779,18 @@ impl Tpm {
         blob: &SealedBlob,
         mut between: impl FnMut(&mut Self, u32) -> Result<(), TpmError>,
     ) -> Result<TpmSecret, TpmError> {
+        self.unseal_with_interference_at(blob, UnsealStep::BeforeUnseal, |tpm, attempt| between(tpm, attempt))
+    }
+
+    /// [`Tpm::unseal`], calling `between(tpm, attempt)` at `step` of every attempt (tests).
+    #[doc(hidden)]
+    pub fn unseal_with_interference_at(
+        &mut self,
+        blob: &SealedBlob,
+        step: UnsealStep,
+        mut between: impl FnMut(&mut Self, u32) -> Result<(), TpmError>,
+    ) -> Result<TpmSecret, TpmError> {
+        let mut between = |tpm: &mut Self, attempt: u32, at: UnsealStep| if at == step { between(tpm, attempt) } else { Ok(()) };
         // The signature file is read before the TPM is asked anything: no file, no TPM work.
         let signatures = blob.signed_pcr11.as_ref().map(|key| self.signatures_for(key)).transpose()?;
         self.with_loaded(blob, |tpm, primary, object| match (&blob.signed_pcr11, &signatures) {
@@ -785,7 +808,7 @@ impl Tpm {
         object: KeyHandle,
         binding: &PcrBinding,
         signed: Option<(&PcrSigningKey, KeyHandle, &Name, &PcrSignatures)>,
-        between: &mut dyn FnMut(&mut Self, u32) -> Result<(), TpmError>,
+        between: &mut dyn FnMut(&mut Self, u32, UnsealStep) -> Result<(), TpmError>,
     ) -> Result<TpmSecret, TpmError> {
         for attempt in 1..=UNSEAL_ATTEMPTS {
             let session = self.salted_session(primary, SessionType::Policy, false)?;
@@ -793,9 +816,18 @@ impl Tpm {
                 let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
                 if let Some((key, key_handle, name, signatures)) = signed {
                     self.policy_signed_pcr11(policy, key, (key_handle, name), Some(signatures))?;
+                    between(self, attempt, UnsealStep::AfterSignedPcr11)?;
                 }
-                self.policy_pcr_now(policy, binding)?;
-                between(self, attempt)?;
+                // A PCR extended since PolicyPCR(11) makes this PolicyPCR answer
+                // TPM_RC_PCR_CHANGED (the session records the TPM's PCR update counter): the
+                // same race as at Unseal, tried again below.
+                match self.policy_pcr_now(policy, binding) {
+                    Err(TpmError::Command { source, .. }) if tss_kind(&source) == Some(Tss2ResponseCodeKind::PcrChanged) => {
+                        return Ok(None);
+                    }
+                    other => other?,
+                }
+                between(self, attempt, UnsealStep::BeforeUnseal)?;
                 match self.ctx.execute_with_session(Some(session), |ctx| ctx.unseal(object.into())) {
                     Ok(data) => Ok(Some(TpmSecret::from_slice(data.value())?)),
                     Err(e) => match tss_kind(&e) {

@@ -20,7 +20,7 @@ use common::Swtpm;
 use wardbox_volume::luks::KdfParams;
 use wardbox_volume::ops::{self, TpmCheck, VolumeError};
 use wardbox_volume::pcrsig::{PcrSigningKey, policy_pcr_digest};
-use wardbox_volume::tpm::{HandleCounts, PcrPolicy, SealedBlob, Tpm, TpmError, UnsealCheck};
+use wardbox_volume::tpm::{HandleCounts, PcrPolicy, SealedBlob, Tpm, TpmError, UnsealCheck, UnsealStep};
 use wardbox_volume::{PcrBank, PcrBinding, TpmSecret};
 
 const SYSTEMD_MEASURE: &str = "/usr/lib/systemd/systemd-measure";
@@ -226,6 +226,37 @@ fn swtpm_signed_pcr11_unseals_after_a_kernel_update_without_reseal() {
     // image signs that phase too, so it still unseals.
     tpm.extend_pcr(PcrBank::Sha256, 11, b"sysinit").unwrap();
     assert_eq!(tpm.unseal(&blob).unwrap().expose(), secret.expose());
+}
+
+#[test]
+fn swtpm_signed_pcr11_a_pcr_extended_between_the_two_policy_pcrs_is_retried() {
+    // Seen on the appliance at first boot: IMA measured a module load into PCR 10 between
+    // PolicyPCR(11) and PolicyPCR(7) of the same session, and the second PolicyPCR answered
+    // TPM_RC_PCR_CHANGED. A race like the one at Unseal: tried again, not a failure.
+    let f = fixture();
+    let sig1 = f.v1.sign(&f.key);
+    let mut tpm = connect(&f.sw, &f.sig_file);
+    boot(&mut tpm, "secure boot on, db v1", &f.v1, Some(&sig1[..]), &f.sig_file);
+    let secret = TpmSecret::generate().unwrap();
+    let blob = tpm.seal(&secret, &PcrPolicy { binding: pcr7(), signed_pcr11: Some(f.key.public_key()) }).unwrap();
+
+    let mut attempts = Vec::new();
+    let back = tpm
+        .unseal_with_interference_at(&blob, UnsealStep::AfterSignedPcr11, |tpm, attempt| {
+            attempts.push(attempt);
+            if attempt <= 2 { tpm.extend_pcr(PcrBank::Sha256, 10, b"a module load") } else { Ok(()) }
+        })
+        .unwrap();
+    assert_eq!(back.expose(), secret.expose());
+    assert_eq!(attempts, [1, 2, 3], "the unseal was not tried again after PolicyPCR's TPM_RC_PCR_CHANGED");
+    assert_eq!(tpm.handle_counts().unwrap(), CLEAN, "the retried sessions were left in the TPM");
+
+    // Extended during every attempt: named as what it is.
+    let err = tpm
+        .unseal_with_interference_at(&blob, UnsealStep::AfterSignedPcr11, |tpm, _| tpm.extend_pcr(PcrBank::Sha256, 10, b"busy"))
+        .unwrap_err();
+    assert!(matches!(err, TpmError::PcrsKeptChanging { .. }), "{err:?}");
+    assert_eq!(tpm.handle_counts().unwrap(), CLEAN);
 }
 
 #[test]
