@@ -26,6 +26,9 @@ struct Pki {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    /// A client certificate for the box (`wardbox.clinic.test`) from the same CA, for mutual TLS.
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 fn pki(dir: &Path, label: &str, name: &str) -> Pki {
@@ -39,10 +42,22 @@ fn pki(dir: &Path, label: &str, name: &str) -> Pki {
     let mut leaf = CertificateParams::new(vec![name.to_owned()]).expect("params");
     leaf.distinguished_name.push(DnType::CommonName, name);
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("leaf");
-    let p = Pki { ca: dir.join(format!("{label}-ca.pem")), cert: dir.join(format!("{label}-cert.pem")), key: dir.join(format!("{label}-key.pem")) };
+    let client_key = KeyPair::generate().expect("key");
+    let mut client = CertificateParams::new(vec!["wardbox.clinic.test".to_owned()]).expect("params");
+    client.distinguished_name.push(DnType::CommonName, "wardbox.clinic.test");
+    let client_cert = client.signed_by(&client_key, &issuer).expect("client");
+    let p = Pki {
+        ca: dir.join(format!("{label}-ca.pem")),
+        cert: dir.join(format!("{label}-cert.pem")),
+        key: dir.join(format!("{label}-key.pem")),
+        client_cert: dir.join(format!("{label}-client-cert.pem")),
+        client_key: dir.join(format!("{label}-client-key.pem")),
+    };
     std::fs::write(&p.ca, ca_cert.pem()).expect("write");
     std::fs::write(&p.cert, leaf_cert.pem()).expect("write");
     std::fs::write(&p.key, leaf_key.serialize_pem()).expect("write");
+    std::fs::write(&p.client_cert, client_cert.pem()).expect("write");
+    std::fs::write(&p.client_key, client_key.serialize_pem()).expect("write");
     p
 }
 
@@ -74,6 +89,12 @@ impl Drop for Receiver {
 /// rsyslogd in the foreground with one TLS input on `port`, writing what it receives to
 /// `out` (host, app, msgid, message per line).
 fn rsyslog(dir: &Path, port: u16, server: &Pki, out: &Path) -> Receiver {
+    rsyslog_with_auth(dir, port, server, out, "anon")
+}
+
+/// The same, with the input's authentication mode (`anon`, or `x509/certvalid`: a client
+/// certificate signed by the server's CA is required).
+fn rsyslog_with_auth(dir: &Path, port: u16, server: &Pki, out: &Path, auth_mode: &str) -> Receiver {
     for needed in [RSYSLOGD, OSSL_DRIVER] {
         assert!(
             Path::new(needed).exists(),
@@ -84,7 +105,7 @@ fn rsyslog(dir: &Path, port: u16, server: &Pki, out: &Path) -> Receiver {
     std::fs::create_dir_all(&work).expect("dir");
     let conf = format!(
         r#"global(workDirectory="{work}" DefaultNetstreamDriver="ossl" DefaultNetstreamDriverCAFile="{ca}" DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")
-module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="{auth_mode}")
 input(type="imtcp" port="{port}" address="127.0.0.1")
 template(name="plain" type="string" string="%HOSTNAME% %APP-NAME% %MSGID% %msg%\n")
 *.* action(type="omfile" file="{out}" template="plain")
@@ -94,6 +115,7 @@ template(name="plain" type="string" string="%HOSTNAME% %APP-NAME% %MSGID% %msg%\
         cert = server.cert.display(),
         key = server.key.display(),
         out = out.display(),
+        auth_mode = auth_mode,
     );
     let conf_path = work.join("rsyslog.conf");
     std::fs::write(&conf_path, conf).expect("conf");
@@ -181,7 +203,14 @@ fn delivery_state(o: &Outbox) -> Vec<(String, String, i64, Option<String>)> {
 fn syslog_config(port: u16, ca: &Path) -> DeliveryConfig {
     DeliveryConfig {
         admin_url: "https://wardbox.clinic.test:8443".into(),
-        syslog: Some(SyslogConfig { address: format!("127.0.0.1:{port}"), server_name: "syslog.test".into(), ca_file: ca.to_owned(), timeout_secs: 5 }),
+        syslog: Some(SyslogConfig {
+            address: format!("127.0.0.1:{port}"),
+            server_name: "syslog.test".into(),
+            ca_file: ca.to_owned(),
+            client_cert_file: None,
+            client_key_file: None,
+            timeout_secs: 5,
+        }),
         ..DeliveryConfig::default()
     }
 }
@@ -422,4 +451,45 @@ async fn smtp_relay_receives_the_daily_heartbeat() {
     assert!(messages[0].contains("Subject: Wardbox: daily heartbeat") && messages[0].contains("alerts not yet acknowledged 1"), "{}", messages[0]);
     let again = heartbeat::send_due(&o.store, &cfg, NOW + 3600).await.expect("pass");
     assert_eq!(again.delivered, 0);
+}
+
+/// Mutual TLS (RFC 5425 section 5.1): a collector that requires the box's certificate receives
+/// the alert when the box presents one signed by the clinic's CA; a box without one, or with a
+/// certificate from another CA, is refused, the alert stays failed in the outbox, and the
+/// collector receives nothing.
+#[tokio::test]
+async fn rsyslog_requiring_the_boxs_certificate_accepts_it_and_refuses_a_box_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clinic = pki(dir.path(), "clinic", "syslog.test");
+    let other = pki(dir.path(), "other", "syslog.test");
+    let port = free_port();
+    let received = dir.path().join("received.log");
+    let _rsyslog = rsyslog_with_auth(dir.path(), port, &clinic, &received, "x509/certvalid");
+
+    let anonymous = syslog_config(port, &clinic.ca);
+    let o = outbox_with_alert(&anonymous);
+    let report = deliver_due(&o.store, &anonymous, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (0, 1), "accepted without a client certificate: {report:?}");
+    let mut foreign = syslog_config(port, &clinic.ca);
+    if let Some(s) = foreign.syslog.as_mut() {
+        s.client_cert_file = Some(other.client_cert.clone());
+        s.client_key_file = Some(other.client_key.clone());
+    }
+    let report = deliver_due(&o.store, &foreign, NOW + 30).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (0, 1), "accepted a certificate from another CA: {report:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&received).unwrap_or_default();
+    assert!(!text.contains("denied_access"), "the collector took the alert from an unauthenticated box: {text}");
+    assert_eq!(delivery_state(&o)[0].1, "failed");
+
+    let mut mutual = syslog_config(port, &clinic.ca);
+    if let Some(s) = mutual.syslog.as_mut() {
+        s.client_cert_file = Some(clinic.client_cert.clone());
+        s.client_key_file = Some(clinic.client_key.clone());
+    }
+    mutual.validate(false).expect("valid");
+    let report = deliver_due(&o.store, &mutual, NOW + 30 + 60).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+    wait_for_text(&received, "denied_access user:dr.a");
+    assert_eq!(delivery_state(&o)[0].1, "delivered");
 }

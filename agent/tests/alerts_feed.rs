@@ -76,6 +76,8 @@ fn syslog_only() -> DeliveryConfig {
             address: "127.0.0.1:6514".into(),
             server_name: "syslog.test".into(),
             ca_file: "/nonexistent/ca.pem".into(),
+            client_cert_file: None,
+            client_key_file: None,
             timeout_secs: 5,
         }),
         ..DeliveryConfig::default()

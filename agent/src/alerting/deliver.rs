@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -36,6 +36,9 @@ pub enum DeliveryError {
     /// handshake failed otherwise: nothing was sent.
     #[error("TLS with {server_name} failed (nothing was sent): {source}")]
     Tls { server_name: String, source: std::io::Error },
+    /// The box's own certificate or key for mutual TLS cannot be used.
+    #[error("the client certificate or key {path} cannot be used: {reason}")]
+    ClientCertificate { path: String, reason: String },
     #[error("the relay does not offer STARTTLS; refusing to send in the clear")]
     NoStartTls,
     #[error("the relay answered {code} to {command}: {text}")]
@@ -213,7 +216,7 @@ pub fn email_digest(cfg: &EmailConfig, alerts: &[(i64, &Alert)], admin_url: &str
     msg
 }
 
-fn connector(ca_file: &std::path::Path) -> Result<TlsConnector, DeliveryError> {
+fn connector(ca_file: &std::path::Path, client: Option<(&std::path::Path, &std::path::Path)>) -> Result<TlsConnector, DeliveryError> {
     let ca_err = |reason: String| DeliveryError::CaFile { path: ca_file.display().to_string(), reason };
     let certs = CertificateDer::pem_file_iter(ca_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -226,11 +229,25 @@ fn connector(ca_file: &std::path::Path) -> Result<TlsConnector, DeliveryError> {
         roots.add(c).map_err(|e| ca_err(e.to_string()))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ca_err(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert_file, key_file)) => {
+            let bad = |path: &std::path::Path, reason: String| DeliveryError::ClientCertificate { path: path.display().to_string(), reason };
+            let chain = CertificateDer::pem_file_iter(cert_file)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(cert_file, e.to_string()))?;
+            if chain.is_empty() {
+                return Err(bad(cert_file, "it holds no certificate".into()));
+            }
+            // The key type zeroes its bytes when dropped; its errors never quote it.
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|_| bad(key_file, "it holds no readable private key (PEM)".into()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| bad(cert_file, e.to_string()))?
+        }
+    };
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
@@ -244,7 +261,8 @@ async fn within<T>(secs: u64, f: impl std::future::Future<Output = Result<T, Del
 
 /// Send the messages in one TLS session with RFC 5425 octet-counting framing.
 pub async fn send_syslog(cfg: &SyslogConfig, messages: &[String]) -> Result<(), DeliveryError> {
-    let connector = connector(&cfg.ca_file)?;
+    let client = cfg.client_cert_file.as_deref().zip(cfg.client_key_file.as_deref());
+    let connector = connector(&cfg.ca_file, client)?;
     let name = server_name(&cfg.server_name)?;
     within(cfg.timeout_secs, async {
         let tcp = TcpStream::connect(&cfg.address)
@@ -261,9 +279,24 @@ pub async fn send_syslog(cfg: &SyslogConfig, messages: &[String]) -> Result<(), 
         // close_notify: the collector knows the session ended cleanly, not cut.
         tls.shutdown().await?;
         // Wait for the collector to close its side too (or a short while), so the process
-        // does not race ahead of a collector still reading.
+        // does not race ahead of a collector still reading. With TLS 1.3 a collector that
+        // refuses the box's certificate (or its absence) says so only after the client's side
+        // of the handshake, with an alert that arrives here: then nothing was accepted.
         let mut sink = [0u8; 256];
-        let _ = tokio::time::timeout(Duration::from_secs(2), async { while matches!(tls.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
+        let closed = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match tls.read(&mut sink).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(e),
+                    Err(_) => return Ok(()),
+                }
+            }
+        })
+        .await;
+        if let Ok(Err(source)) = closed {
+            return Err(DeliveryError::Tls { server_name: cfg.server_name.clone(), source });
+        }
         Ok(())
     })
     .await
@@ -272,7 +305,7 @@ pub async fn send_syslog(cfg: &SyslogConfig, messages: &[String]) -> Result<(), 
 /// Send one message through the relay: EHLO, STARTTLS (required), EHLO again, then the
 /// envelope and the message.
 pub async fn send_email(cfg: &EmailConfig, message: &str) -> Result<(), DeliveryError> {
-    let connector = connector(&cfg.ca_file)?;
+    let connector = connector(&cfg.ca_file, None)?;
     let name = server_name(&cfg.server_name)?;
     let helo = hostname();
     within(cfg.timeout_secs, async {

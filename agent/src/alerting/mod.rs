@@ -60,6 +60,13 @@ pub struct SyslogConfig {
     pub server_name: String,
     /// The CA that signed the collector's certificate (PEM), by absolute path.
     pub ca_file: PathBuf,
+    /// The box's own certificate (PEM) for mutual authentication (RFC 5425 section 5.1), so the
+    /// collector accepts messages only from the box; with `client_key_file`, or neither.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The key of `client_cert_file` (PEM), by absolute path; read at each session, never logged.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
 }
@@ -143,6 +150,18 @@ impl DeliveryConfig {
         }
         if let Some(s) = &self.syslog {
             check_endpoint("syslog", "address", &s.address, &s.server_name, &s.ca_file, s.timeout_secs, firewall_on)?;
+            match (&s.client_cert_file, &s.client_key_file) {
+                (None, None) => {}
+                (Some(cert), Some(key)) => {
+                    for (k, path) in [("client_cert_file", cert), ("client_key_file", key)] {
+                        if !path.is_absolute() {
+                            return bad(&format!("syslog.{k}"), format!("`{}` must be an absolute path", path.display()));
+                        }
+                    }
+                }
+                (Some(_), None) => return bad("syslog.client_key_file", "client_cert_file needs its key: name both or neither".into()),
+                (None, Some(_)) => return bad("syslog.client_cert_file", "client_key_file needs its certificate: name both or neither".into()),
+            }
         }
         if let Some(e) = &self.email {
             check_endpoint("email", "relay", &e.relay, &e.server_name, &e.ca_file, e.timeout_secs, firewall_on)?;
