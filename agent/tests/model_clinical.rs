@@ -37,6 +37,10 @@ fn viewer(username: &str, role: Role, break_glass: bool) -> Viewer {
 
 #[derive(Debug, Default)]
 struct Streamed {
+    /// (id, turn, carried, dropped) of the conversation the answer belongs to.
+    conversation: Option<(String, usize, usize, usize)>,
+    /// From the call to the first token.
+    first_token: Option<Duration>,
     text: String,
     check: Option<AnswerCheck>,
     citations: Vec<Citation>,
@@ -46,12 +50,20 @@ struct Streamed {
     failed: Option<String>,
 }
 
-async fn collect(mut rx: tokio::sync::mpsc::Receiver<AnswerEvent>) -> Streamed {
+async fn collect(rx: tokio::sync::mpsc::Receiver<AnswerEvent>) -> Streamed {
+    collect_since(rx, std::time::Instant::now()).await
+}
+
+async fn collect_since(mut rx: tokio::sync::mpsc::Receiver<AnswerEvent>, asked: std::time::Instant) -> Streamed {
     let mut s = Streamed::default();
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(300), rx.recv()).await.expect("the answer must not hang");
         match ev {
-            Some(AnswerEvent::Token(t)) => s.text.push_str(&t),
+            Some(AnswerEvent::Token(t)) => {
+                s.first_token.get_or_insert_with(|| asked.elapsed());
+                s.text.push_str(&t)
+            }
+            Some(AnswerEvent::Conversation { id, turn, carried, dropped }) => s.conversation = Some((id, turn, carried, dropped)),
             Some(AnswerEvent::Checked(c)) => s.check = Some(c),
             Some(AnswerEvent::Citation(c)) => s.citations.push(c),
             Some(AnswerEvent::Footer(f)) => s.footer = Some(f),
@@ -162,6 +174,58 @@ async fn model_clinician_sees_granted_patients_only_and_gets_cited_reidentified_
     let audit = audit_detail.to_string();
     assert!(!audit.to_lowercase().contains("empagliflozin") && !audit.contains("Castellanos") && audit.contains("sha256"), "{audit}");
     assert!(audit.contains(&format!("\"document\":{}", fact.document_id)), "the sources' ids are audited: {audit}");
+
+    // A conversation: a question, then a follow-up that carries it; listed for its owner only,
+    // resumable by id, out of reach for anyone else.
+    let (v, aid) = (dr_a.clone(), a.to_string());
+    let asked = std::time::Instant::now();
+    let rx = call(&rag, move |c| c.ask(&v, &aid, None, "Which new diabetes medication was started at the last visit?")).await.unwrap();
+    let first = collect_since(rx, asked).await;
+    let (cid, turn, carried, dropped) = first.conversation.clone().expect("a conversation was started");
+    assert_eq!((turn, carried, dropped), (1, 0, 0));
+    assert!(first.done.is_some(), "{:?}", first.failed);
+    let (v, aid, c2) = (dr_a.clone(), a.to_string(), cid.clone());
+    let asked = std::time::Instant::now();
+    let rx = call(&rag, move |c| c.ask(&v, &aid, Some(&c2), "And what dose of it?")).await.unwrap();
+    let follow = collect_since(rx, asked).await;
+    assert_eq!(follow.conversation, Some((cid.clone(), 2, 1, 0)), "the follow-up carries the first turn");
+    assert!(follow.done.is_some(), "{:?}", follow.failed);
+    println!(
+        "time to first token: first question {} ms, follow-up {} ms",
+        first.first_token.map_or(0, |d| d.as_millis()),
+        follow.first_token.map_or(0, |d| d.as_millis())
+    );
+    let (v, aid) = (dr_a.clone(), a.to_string());
+    let listed = call(&rag, move |c| c.conversations(&v, &aid)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id.as_str(), listed[0].turns), (cid.as_str(), 2));
+    assert_eq!(listed[0].first_question, "Which new diabetes medication was started at the last visit?");
+    let (v, aid, c3) = (dr_a.clone(), a.to_string(), cid.clone());
+    let resumed = call(&rag, move |c| c.conversation(&v, &aid, &c3)).await.unwrap();
+    assert_eq!(resumed.turns.len(), 2);
+    assert_eq!(resumed.turns[1].question, "And what dose of it?");
+    assert_eq!(resumed.turns[0].answer.trim(), first.text.trim(), "the stored answer is the one shown");
+    // Kept de-identified in the store: the patient's name is not in it.
+    let stored: Vec<String> = {
+        let pool = pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let s = pool.get();
+            let mut q = s.conn().prepare("SELECT question || ' ' || answer FROM conversation_turns").unwrap();
+            q.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|t| !t.contains("Castellanos")), "{stored:?}");
+    // Someone else, even in an emergency session that sees the patient: no list, no access,
+    // and no continuing it.
+    let (v, aid) = (viewer("dr.e", Role::Clinician, true), a.to_string());
+    assert!(call(&rag, move |c| c.conversations(&v, &aid)).await.unwrap().is_empty());
+    let (v, aid, c4) = (viewer("dr.e", Role::Clinician, true), a.to_string(), cid.clone());
+    assert!(matches!(call(&rag, move |c| c.conversation(&v, &aid, &c4)).await, Err(ClinicalError::UnknownConversation)));
+    let (v, aid, c5) = (viewer("dr.e", Role::Clinician, true), a.to_string(), cid.clone());
+    assert!(matches!(call(&rag, move |c| c.ask(&v, &aid, Some(&c5), "and?")).await, Err(ClinicalError::UnknownConversation)));
 
     // Nothing relevant: the policy's "not found", without sources.
     let (v, aid) = (dr_a.clone(), a.to_string());

@@ -3,7 +3,9 @@
 //! citation marked, counts for the banner), the time to the first token and to the end
 //! (`timing`), and the audit record (the check's counts and the timings, never text). The back
 //! end here streams a fixed answer and checks it with the agent's own checking code
-//! (`clinical::checking`), the code `RagClinical` runs after every answer.
+//! (`clinical::checking`), the code `RagClinical` runs after every answer. Conversations: the
+//! id in the stream, follow-ups, the list on the patient's page and the resumed page, for
+//! their owner only, and the audit metadata of each turn.
 
 mod web_support;
 
@@ -13,7 +15,10 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use tokio::sync::mpsc;
 use wardbox::clinical::checking;
-use wardbox::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Uploaded, Viewer};
+use wardbox::web::clinical::{
+    AnswerEvent, Citation, Clinical, ClinicalError, Conversation, ConversationSummary, ConversationTurn, Document, ModelInfo, PatientSummary,
+    TaskKind, Uploaded, Viewer,
+};
 use wardbox::web::{Role, WebConfig};
 use wardbox_rag::check::CheckConfig;
 use web_support::*;
@@ -141,4 +146,130 @@ async fn a_supported_answer_carries_no_mark() {
     let check = &events.iter().find(|(e, _)| e == "check").expect("a check").1;
     assert_eq!((check["unsupported"].as_u64(), check["not_cited"].as_u64()), (Some(0), Some(0)), "{check}");
     assert!(check["segments"].as_array().expect("segments").iter().all(|s| s.get("unsupported").is_none()), "{check}");
+}
+
+/// Keeps conversations per user in memory, the way the real back end keys them, so the pages'
+/// wiring can be tested without a model: the id comes back in the stream, the next question
+/// continues it, the patient's page lists it and its page resumes it, for its owner only.
+#[derive(Debug, Default)]
+struct Conversing {
+    /// (owner, questions) per conversation; the id is the index + 1.
+    kept: std::sync::Mutex<Vec<(String, Vec<String>)>>,
+}
+
+impl Clinical for Conversing {
+    fn patients(&self, _v: &Viewer, _q: &str) -> Result<Vec<PatientSummary>, ClinicalError> {
+        Ok(vec![])
+    }
+    fn patient(&self, _v: &Viewer, id: &str) -> Result<PatientSummary, ClinicalError> {
+        Ok(PatientSummary { id: id.into(), display: "Test Patient".into() })
+    }
+    fn document(&self, _v: &Viewer, _p: &str, _d: &str) -> Result<Document, ClinicalError> {
+        Err(ClinicalError::UnknownDocument)
+    }
+    fn run(&self, _v: &Viewer, _p: &str, _t: TaskKind, _text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
+        Err(ClinicalError::Rejected("questions only".into()))
+    }
+    fn ask(&self, v: &Viewer, _p: &str, conversation: Option<&str>, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match conversation {
+            Some(id) => {
+                let i = id.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).ok_or(ClinicalError::UnknownConversation)?;
+                match kept.get(i) {
+                    Some((owner, _)) if *owner == v.username => i,
+                    _ => return Err(ClinicalError::UnknownConversation),
+                }
+            }
+            None => {
+                kept.push((v.username.clone(), Vec::new()));
+                kept.len() - 1
+            }
+        };
+        kept[index].1.push(text.to_owned());
+        let (id, turn) = ((index + 1).to_string(), kept[index].1.len());
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let _ = tx.send(AnswerEvent::Conversation { id, turn, carried: turn - 1, dropped: 0 }).await;
+            let _ = tx.send(AnswerEvent::Token("Not found in the record.".into())).await;
+            let _ = tx.send(AnswerEvent::Done { model: "test-model".into() }).await;
+        });
+        Ok(rx)
+    }
+    fn conversations(&self, v: &Viewer, _p: &str) -> Result<Vec<ConversationSummary>, ClinicalError> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(kept
+            .iter()
+            .enumerate()
+            .filter(|(_, (owner, _))| *owner == v.username)
+            .map(|(i, (_, qs))| ConversationSummary {
+                id: (i + 1).to_string(),
+                started: "2027-01-15 08:00 UTC".into(),
+                updated: "2027-01-15 08:01 UTC".into(),
+                turns: qs.len(),
+                first_question: qs[0].clone(),
+            })
+            .collect())
+    }
+    fn conversation(&self, v: &Viewer, _p: &str, id: &str) -> Result<Conversation, ClinicalError> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let i = id.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).ok_or(ClinicalError::UnknownConversation)?;
+        match kept.get(i) {
+            Some((owner, qs)) if *owner == v.username => Ok(Conversation {
+                id: id.into(),
+                turns: qs.iter().map(|q| ConversationTurn { question: q.clone(), answer: "Not found in the record.".into() }).collect(),
+            }),
+            _ => Err(ClinicalError::UnknownConversation),
+        }
+    }
+    fn upload(&self, _v: &Viewer, _p: &str, _f: &str, _c: &str, _b: Vec<u8>) -> Result<Uploaded, ClinicalError> {
+        Err(ClinicalError::Rejected("no uploads here".into()))
+    }
+    fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError> {
+        Ok(vec![])
+    }
+}
+
+#[tokio::test]
+async fn a_follow_up_continues_its_conversation_which_its_owner_alone_lists_and_resumes() {
+    let h = Harness::with(WebConfig::default(), Some(Arc::new(Conversing::default())));
+    let (token, csrf) = h.session(&h.add_user("dr.a", Role::Clinician, false));
+    let resp = h.send(post_form("/patients/p-1/ask", Some(&token), &[("csrf", &csrf), ("text", "Is she on warfarin?")])).await;
+    let first = events(&body_text(resp).await);
+    assert_eq!(first[0].0, "conversation");
+    assert_eq!(first[0].1, serde_json::json!({ "id": "1", "turn": 1, "carried": 0, "dropped": 0 }));
+    let resp = h
+        .send(post_form("/patients/p-1/ask", Some(&token), &[("csrf", &csrf), ("text", "Since when?"), ("conversation", "1")]))
+        .await;
+    let second = events(&body_text(resp).await);
+    assert_eq!(second[0].1, serde_json::json!({ "id": "1", "turn": 2, "carried": 1, "dropped": 0 }));
+
+    // The patient's page lists it; its page shows the turns and continues it.
+    let page = body_text(h.send(get_with("/patients/p-1", &token)).await).await;
+    assert!(page.contains(r#"href="/patients/p-1/conversations/1""#) && page.contains("Is she on warfarin?"), "{page}");
+    let page = body_text(h.send(get_with("/patients/p-1/conversations/1", &token)).await).await;
+    assert!(page.contains(r#"data-conversation="1""#) && page.contains("Since when?") && page.contains("Follow-up question"), "{page}");
+
+    // Another clinician: not listed, not reachable, cannot continue it.
+    let (other, other_csrf) = h.session(&h.add_user("dr.b", Role::Clinician, false));
+    let page = body_text(h.send(get_with("/patients/p-1", &other)).await).await;
+    assert!(!page.contains("/conversations/1") && !page.contains("Is she on warfarin?"), "{page}");
+    assert_eq!(h.send(get_with("/patients/p-1/conversations/1", &other)).await.status(), StatusCode::NOT_FOUND);
+    let resp = h
+        .send(post_form("/patients/p-1/ask", Some(&other), &[("csrf", &other_csrf), ("text", "and?"), ("conversation", "1")]))
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // The audit trail holds each turn's conversation id and number, never the question.
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        answers = h.audit_records().into_iter().filter(|r| r.kind == "answer").collect();
+        if answers.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(answers.len(), 2);
+    let detail: serde_json::Value = serde_json::from_str(&answers[1].detail).expect("json detail");
+    assert_eq!(detail["conversation"], serde_json::json!({ "id": "1", "turn": 2, "carried": 1, "dropped": 0 }), "{detail}");
+    assert!(answers.iter().all(|r| !r.detail.contains("warfarin") && !r.detail.contains("Since when")));
 }

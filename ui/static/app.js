@@ -88,12 +88,26 @@
     out.append(el("p", parts.join(" · "), "answer-timing"));
   }
 
-  async function stream(task, text, out, cites) {
+  // A question in a conversation: the page keeps the conversation's id for the next question
+  // and its address for a reload, and says how much of the conversation the model was given.
+  function showConversation(form, c) {
+    form.dataset.conversation = c.id;
+    const here = "/patients/" + encodeURIComponent(patient) + "/conversations/" + encodeURIComponent(c.id);
+    if (window.location.pathname !== here) window.history.replaceState(null, "", here);
+    const note = document.getElementById("conversation-note");
+    if (!note) return;
+    let text = "Question " + c.turn + " of this conversation.";
+    if (c.carried > 0) text += " The answer takes the " + (c.carried === 1 ? "previous question" : c.carried + " previous questions") + " into account.";
+    if (c.dropped > 0) text += " " + c.dropped + (c.dropped === 1 ? " older question was" : " older questions were") + " left out (the model's context is full).";
+    note.textContent = text;
+  }
+
+  async function stream(task, text, out, cites, extra) {
     out.textContent = "";
     out.classList.remove("error");
     out.classList.add("streaming");
     if (cites) cites.textContent = "";
-    const body = new URLSearchParams({ text: text });
+    const body = new URLSearchParams(Object.assign({ text: text }, extra || {}));
     let resp;
     try {
       resp = await fetch("/patients/" + encodeURIComponent(patient) + "/" + task, {
@@ -139,6 +153,8 @@
         const payload = JSON.parse(data);
         if (event === "token") {
           out.append(document.createTextNode(payload));
+        } else if (event === "conversation") {
+          showConversation(document.getElementById("ask-form"), payload);
         } else if (event === "check") {
           showCheck(out, payload);
         } else if (event === "timing") {
@@ -168,7 +184,20 @@
       const text = form.querySelector("textarea").value;
       const out = document.getElementById(task === "ask" ? "answer" : "draft");
       const cites = task === "ask" ? document.getElementById("citations") : null;
-      stream(task, text, out, cites);
+      let extra = {};
+      if (task === "ask") {
+        // The previous question and its answer move up into the thread.
+        const thread = document.getElementById("thread");
+        if (thread && out.dataset.question && out.textContent) {
+          const turn = el("div", undefined, "turn");
+          turn.append(el("p", out.dataset.question, "turn-question"), el("div", out.textContent, "turn-answer"));
+          thread.append(turn);
+        }
+        out.dataset.question = text;
+        form.querySelector("textarea").value = "";
+        if (form.dataset.conversation) extra = { conversation: form.dataset.conversation };
+      }
+      stream(task, text, out, cites, extra);
     });
   });
 

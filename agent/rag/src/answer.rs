@@ -88,10 +88,52 @@ pub struct Prompt {
     pub user: String,
 }
 
+/// An earlier turn of a conversation, de-identified, as the model saw and wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    pub question: String,
+    pub answer: String,
+}
+
+impl Turn {
+    fn chars(&self) -> usize {
+        self.question.chars().count() + self.answer.chars().count()
+    }
+}
+
+/// The most recent turns that fit in `budget_chars` together, oldest left out first, and how
+/// many were left out. A small model's context holds the sources, the request and the answer
+/// too, so earlier turns get a fixed share of it.
+pub fn fit_history(turns: &[Turn], budget_chars: usize) -> (&[Turn], usize) {
+    let mut used = 0;
+    let mut keep = 0;
+    for t in turns.iter().rev() {
+        if used + t.chars() > budget_chars {
+            break;
+        }
+        used += t.chars();
+        keep += 1;
+    }
+    (&turns[turns.len() - keep..], turns.len() - keep)
+}
+
 /// Build the prompt for a task over numbered sources.
 pub fn build_prompt(task: Task, request: &str, sources: &[Source], policy: &SafetyPolicy) -> Prompt {
+    build_prompt_with_history(task, request, &[], sources, policy)
+}
+
+/// [`build_prompt`] for a follow-up question: the earlier turns (already fitted to the
+/// budget) come before the sources, marked as context only, so citations still point at the
+/// numbered sources.
+pub fn build_prompt_with_history(task: Task, request: &str, history: &[Turn], sources: &[Source], policy: &SafetyPolicy) -> Prompt {
     let mut user = String::new();
     user.push_str(task.instruction());
+    if !history.is_empty() {
+        user.push_str("\n\nEarlier in this conversation (context only; cite only the numbered sources):\n");
+        for t in history {
+            user.push_str(&format!("Q: {}\nA: {}\n", t.question.trim(), t.answer.trim()));
+        }
+    }
     user.push_str("\n\nSources:\n");
     for s in sources {
         user.push_str(&format!("[{}] ({}) {}\n", s.n, s.section, s.text));
@@ -279,7 +321,7 @@ pub async fn answer(
     cfg: RetrievalConfig,
     reidentify: bool,
 ) -> Result<Answer, AnswerError> {
-    answer_inner(conn, embedder, generator, task, question, scope, access, policy, cfg, reidentify, None).await
+    answer_inner(conn, embedder, generator, task, question, &[], scope, access, policy, cfg, reidentify, None).await
 }
 
 /// [`answer`], sending the answer's text to `tokens` piece by piece as the engine writes it (the
@@ -299,7 +341,28 @@ pub async fn answer_streaming(
     reidentify: bool,
     tokens: tokio::sync::mpsc::UnboundedSender<String>,
 ) -> Result<Answer, AnswerError> {
-    answer_inner(conn, embedder, generator, task, question, scope, access, policy, cfg, reidentify, Some(tokens)).await
+    answer_inner(conn, embedder, generator, task, question, &[], scope, access, policy, cfg, reidentify, Some(tokens)).await
+}
+
+/// [`answer_streaming`] for a follow-up question in a conversation: `history` (earlier turns,
+/// de-identified, already fitted with [`fit_history`]) goes into the prompt, and retrieval
+/// searches with the previous question too, so "and since when?" finds what the conversation
+/// is about.
+#[allow(clippy::too_many_arguments)]
+pub async fn answer_followup_streaming(
+    conn: &Connection,
+    embedder: &dyn Embedder,
+    generator: &dyn Generator,
+    task: Task,
+    question: &str,
+    history: &[Turn],
+    scope: &Scope,
+    access: &Access,
+    policy: &SafetyPolicy,
+    cfg: RetrievalConfig,
+    tokens: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<Answer, AnswerError> {
+    answer_inner(conn, embedder, generator, task, question, history, scope, access, policy, cfg, false, Some(tokens)).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -309,6 +372,7 @@ async fn answer_inner(
     generator: &dyn Generator,
     task: Task,
     question: &str,
+    history: &[Turn],
     scope: &Scope,
     access: &Access,
     policy: &SafetyPolicy,
@@ -316,7 +380,11 @@ async fn answer_inner(
     reidentify: bool,
     tokens: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 ) -> Result<Answer, AnswerError> {
-    let hits = retrieve(conn, embedder, question, scope, access, cfg).await?;
+    let search_for = match history.last() {
+        Some(previous) => format!("{} {question}", previous.question),
+        None => question.to_owned(),
+    };
+    let hits = retrieve(conn, embedder, &search_for, scope, access, cfg).await?;
     // Relevance is semantic: a chunk that only shares a word with the question (BM25) but is far
     // from it in meaning is not a source. BM25 still helps rank the relevant ones.
     let relevant: Vec<&Hit> = hits.iter().filter(|h| h.distance.is_some_and(|d| d <= cfg.max_distance)).collect();
@@ -336,7 +404,7 @@ async fn answer_inner(
             footer: policy.footer.clone(),
         });
     }
-    let prompt = build_prompt(task, &deidentified_question(conn, question, scope)?, &sources, policy);
+    let prompt = build_prompt_with_history(task, &deidentified_question(conn, question, scope)?, history, &sources, policy);
     let text = match tokens {
         Some(tx) => generator.stream(&prompt, tx).await?,
         None => generator.generate(&prompt).await?,
@@ -350,7 +418,9 @@ async fn answer_inner(
     Ok(Answer { text, text_reidentified, sources, cited, unresolved_citations: unresolved, not_found, footer: policy.footer.clone() })
 }
 
-fn deidentified_question(conn: &Connection, question: &str, scope: &Scope) -> Result<String, IndexError> {
+/// The question as the model sees it: de-identified with the scope's pseudonyms (what a
+/// conversation keeps of each turn).
+pub fn deidentified_question(conn: &Connection, question: &str, scope: &Scope) -> Result<String, IndexError> {
     let owner = scope.patient.unwrap_or(index::LIBRARY);
     // A copy of the scope: pseudonyms made for words of the question are not stored.
     let mut pseudonyms = index::load_pseudonyms(conn, owner)?;
@@ -399,6 +469,21 @@ mod tests {
         assert!(p.system.contains("not a diagnostician"));
         assert!(p.user.contains("[1] (Plan) text 1\n[2] (Plan) text 2"));
         assert!(p.user.starts_with("List every medication"));
+    }
+
+    #[test]
+    fn history_keeps_the_newest_turns_that_fit_and_counts_the_rest() {
+        let t = |q: &str, a: &str| Turn { question: q.into(), answer: a.into() };
+        let turns = vec![t("first question", "first answer"), t("second q", "second a"), t("third q", "third a")];
+        let (kept, dropped) = fit_history(&turns, 32);
+        assert_eq!((kept.len(), dropped), (2, 1));
+        assert_eq!(kept[0].question, "second q");
+        assert_eq!(fit_history(&turns, 0), (&turns[3..], 3));
+        assert_eq!(fit_history(&turns, 10_000).1, 0);
+        let p = build_prompt_with_history(Task::Question, "and the dose?", kept, &[src(1)], &SafetyPolicy::default());
+        assert!(p.user.contains("Q: second q\nA: second a\nQ: third q\nA: third a\n"), "{}", p.user);
+        assert!(p.user.find("Earlier in this conversation") < p.user.find("Sources:"));
+        assert!(!build_prompt(Task::Question, "q", &[src(1)], &SafetyPolicy::default()).user.contains("Earlier"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod drill;
 pub mod lock;
+pub mod replace;
 pub mod schedule;
 pub mod service;
 pub mod stage;

@@ -65,11 +65,68 @@ pub enum BackupCommand {
         #[arg(long)]
         repo: PathBuf,
     },
+    /// Restore onto a replacement box: the latest snapshot, verified like a drill, becomes this
+    /// box's store (re-encrypted under this box's key), audit checkpoints, certificates and
+    /// update trust; what this box had is moved aside; the audit chain continues with a record
+    /// linking the restored head. The agent must be stopped.
+    RestoreBox {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The repository directory (the backup disk); default: the configured destination.
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// A file holding the escrowed repository key (spaces are ignored).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
     /// Print the repository key for the escrow sheet (made on first use). Audited.
     Key {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+}
+
+fn read_key_file(path: &std::path::Path) -> Result<RepositoryKey, CliError> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?);
+    RepositoryKey::from_hex(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
+}
+
+/// Restore onto this box (see [`BackupCommand::RestoreBox`]).
+fn restore_box(config_path: &std::path::Path, repo: Option<PathBuf>, key_file: &std::path::Path) -> CliResult {
+    let config = load_config(config_path)?;
+    // The running agent holds the store open: replacing it under the agent would lose both.
+    let status = crate::daemon::status_file(&config.state_dir);
+    if let Some(pid) = std::fs::read_to_string(&status)
+        .ok()
+        .and_then(|t| serde_json::from_str::<crate::web::Health>(&t).ok())
+        .map(|h| h.pid)
+        .filter(|pid| super::agent_alive(*pid))
+    {
+        return Err(CliError::new(format!("the agent is running (process {pid}); stop it first (systemctl stop wardbox)")));
+    }
+    let key = read_key_file(key_file)?;
+    let destination = repo.map(Destination::LocalDirectory).or_else(|| config.backup.destination()).ok_or_else(|| {
+        CliError::new("no backup destination: give --repo (the backup disk's directory) or configure [backup] usb_path or rest_url")
+    })?;
+    let volume = crate::stages::unlock::unlocker(&config.volume, &config.state_dir).open_for_cli().map_err(CliError::new)?;
+    let store_file = volume.data_dir.join(&config.store.file_name);
+    let actor = super::cli_actor();
+    let target = backup::replace::Replacement {
+        data_dir: &volume.data_dir,
+        store_file: &store_file,
+        store_key: &volume.store_key,
+        state_dir: &config.state_dir,
+        actor: &actor,
+    };
+    let report = backup::replace::restore_onto(&target, &destination, &key)?;
+    println!(
+        "snapshot {} restored onto this box: {} files verified, {} rows, store re-encrypted under this box's key; audit chain continues at record {} after the restored head {}",
+        report.snapshot_id, report.files, report.rows, report.restore_record_seq, report.restored_head_seq
+    );
+    for aside in &report.moved_aside {
+        println!("moved aside: {aside}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn stored_key(store: &crate::store::Store) -> Result<RepositoryKey, CliError> {
@@ -192,12 +249,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             // drill runs); with only the escrowed key there is no box state to protect.
             let mut _lock = None;
             let (key, audit) = match key_file {
-                Some(path) => {
-                    let text = zeroize::Zeroizing::new(
-                        std::fs::read_to_string(&path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?,
-                    );
-                    (RepositoryKey::from_hex(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))?, None)
-                }
+                Some(path) => (read_key_file(&path)?, None),
                 None => {
                     let config = load_config(&config)?;
                     let (store, volume) = super::audit::open(&config)?;
@@ -263,6 +315,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
                 Err(e) => Err(CliError::check_failed(format!("drill failed: {e}"))),
             }
         }
+        BackupCommand::RestoreBox { config, repo, key_file } => restore_box(&config, repo, &key_file),
         BackupCommand::Key { config } => {
             let config = load_config(&config)?;
             let (store, volume) = super::audit::open(&config)?;

@@ -15,6 +15,7 @@
 //! threads (`Ui::clinical`).
 
 pub mod checking;
+pub mod conversations;
 pub mod demo;
 mod engine;
 pub mod pool;
@@ -37,7 +38,11 @@ use pool::StorePool;
 use crate::settings::ConfigError;
 use crate::stages::engine::EngineHandle;
 use crate::web::Role;
-use crate::web::clinical::{AnswerEvent, Citation, Clinical, ClinicalError, Document, ModelInfo, PatientSummary, TaskKind, Uploaded, Viewer};
+use crate::web::clinical::{
+    AnswerEvent, Citation, Clinical, ClinicalError, Conversation, ConversationSummary, ConversationTurn, Document, ModelInfo, PatientSummary,
+    TaskKind, Uploaded, Viewer,
+};
+use wardbox_rag::answer::Turn;
 
 /// `[clinical]`: models, who may see which patient, retrieval and the clinic's safety wording.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -64,6 +69,12 @@ pub struct ClinicalConfig {
     pub demo_records: bool,
     /// How answers are checked against their sources: the clinic's order of numeric dates.
     pub check: CheckConfig,
+    /// Conversations not touched for this many days are deleted.
+    pub conversation_retention_days: u32,
+    /// Characters of earlier turns a follow-up question carries to the model (the oldest are
+    /// left out first, and the page says how many): a share of the model's context, which must
+    /// also hold the sources and the answer.
+    pub conversation_context_chars: usize,
 }
 
 /// Which patients a clinician or nurse may see.
@@ -92,6 +103,8 @@ impl Default for ClinicalConfig {
             safety: SafetyPolicy::default(),
             demo_records: false,
             check: CheckConfig::default(),
+            conversation_retention_days: 30,
+            conversation_context_chars: 2000,
         }
     }
 }
@@ -119,6 +132,12 @@ impl ClinicalConfig {
         }
         if !(1..=32).contains(&self.connections) {
             return Err(ConfigError::invalid("clinical.connections", "must be between 1 and 32"));
+        }
+        if !(1..=3650).contains(&self.conversation_retention_days) {
+            return Err(ConfigError::invalid("clinical.conversation_retention_days", "must be between 1 and 3650"));
+        }
+        if self.conversation_context_chars > 32_000 {
+            return Err(ConfigError::invalid("clinical.conversation_context_chars", "must be at most 32000"));
         }
         for (key, value) in [
             ("clinical.safety.system_prompt", &self.safety.system_prompt),
@@ -274,26 +293,64 @@ impl Clinical for RagClinical {
 
     fn run(&self, viewer: &Viewer, patient_id: &str, task: TaskKind, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
         let (owner, access) = self.patient_in_reach(self.pool.get().conn(), viewer, patient_id)?;
-        let (tx, rx) = mpsc::channel(64);
-        let job = AnswerJob {
-            embedder: self.embedder.clone(),
-            generator: self.generator.clone(),
-            task: task_of(task),
-            question: text.to_owned(),
-            owner,
-            access,
-            policy: self.config.safety.clone(),
-            retrieval: self.config.retrieval(),
-            check: self.config.check,
+        Ok(self.start(self.job(task, text, owner, access)))
+    }
+
+    fn ask(&self, viewer: &Viewer, patient_id: &str, conversation: Option<&str>, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
+        let store = self.pool.get();
+        let conn = store.conn();
+        let (owner, access) = self.patient_in_reach(conn, viewer, patient_id)?;
+        self.purge_expired(conn)?;
+        let (id, earlier) = match conversation.filter(|c| !c.is_empty()) {
+            Some(id) => {
+                let id = parse_id(id).ok_or(ClinicalError::UnknownConversation)?;
+                let turns = conversations::turns(conn, &viewer.username, owner, id).map_err(failed)?.ok_or(ClinicalError::UnknownConversation)?;
+                (id, turns)
+            }
+            None => (conversations::start(conn, &viewer.username, owner, now_secs()).map_err(failed)?, Vec::new()),
         };
-        let (pool, runtime) = (self.pool.clone(), self.runtime.clone());
-        // A blocking thread, because answering borrows one store connection across awaits
-        // (SQLite connections are not `Sync`); `block_on` drives it there.
-        self.runtime.spawn_blocking(move || {
-            let store = pool.get();
-            runtime.block_on(job.run(store.conn(), tx));
-        });
-        Ok(rx)
+        drop(store);
+        let (carried, dropped) = answer::fit_history(&earlier, self.config.conversation_context_chars);
+        let mut job = self.job(TaskKind::Ask, text, owner, access);
+        job.conversation = Some(ConversationTurnJob { id, turn: earlier.len() + 1, history: carried.to_vec(), dropped });
+        Ok(self.start(job))
+    }
+
+    fn conversations(&self, viewer: &Viewer, patient_id: &str) -> Result<Vec<ConversationSummary>, ClinicalError> {
+        let store = self.pool.get();
+        let conn = store.conn();
+        let (owner, _) = self.patient_in_reach(conn, viewer, patient_id)?;
+        self.purge_expired(conn)?;
+        let pseudonyms = index::load_pseudonyms(conn, owner).map_err(failed)?;
+        Ok(conversations::list(conn, &viewer.username, owner)
+            .map_err(failed)?
+            .into_iter()
+            .filter(|c| c.turns > 0)
+            .map(|c| ConversationSummary {
+                id: c.id.to_string(),
+                started: minute(c.started_at),
+                updated: minute(c.updated_at),
+                turns: c.turns,
+                first_question: deid::reidentify(&c.first_question, &pseudonyms),
+            })
+            .collect())
+    }
+
+    fn conversation(&self, viewer: &Viewer, patient_id: &str, id: &str) -> Result<Conversation, ClinicalError> {
+        let store = self.pool.get();
+        let conn = store.conn();
+        let (owner, _) = self.patient_in_reach(conn, viewer, patient_id)?;
+        self.purge_expired(conn)?;
+        let id = parse_id(id).ok_or(ClinicalError::UnknownConversation)?;
+        let turns = conversations::turns(conn, &viewer.username, owner, id).map_err(failed)?.ok_or(ClinicalError::UnknownConversation)?;
+        let pseudonyms = index::load_pseudonyms(conn, owner).map_err(failed)?;
+        Ok(Conversation {
+            id: id.to_string(),
+            turns: turns
+                .into_iter()
+                .map(|t| ConversationTurn { question: deid::reidentify(&t.question, &pseudonyms), answer: deid::reidentify(&t.answer, &pseudonyms) })
+                .collect(),
+        })
     }
 
     fn upload(&self, viewer: &Viewer, patient_id: &str, file_name: &str, _content_type: &str, bytes: Vec<u8>) -> Result<Uploaded, ClinicalError> {
@@ -338,6 +395,55 @@ impl Clinical for RagClinical {
     }
 }
 
+fn now_secs() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// "2026-11-29 14:05 UTC".
+fn minute(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+}
+
+impl RagClinical {
+    fn job(&self, task: TaskKind, text: &str, owner: i64, access: Access) -> AnswerJob {
+        AnswerJob {
+            embedder: self.embedder.clone(),
+            generator: self.generator.clone(),
+            task: task_of(task),
+            question: text.to_owned(),
+            owner,
+            access,
+            policy: self.config.safety.clone(),
+            retrieval: self.config.retrieval(),
+            check: self.config.check,
+            conversation: None,
+        }
+    }
+
+    fn start(&self, job: AnswerJob) -> mpsc::Receiver<AnswerEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        let (pool, runtime) = (self.pool.clone(), self.runtime.clone());
+        // A blocking thread, because answering borrows one store connection across awaits
+        // (SQLite connections are not `Sync`); `block_on` drives it there.
+        self.runtime.spawn_blocking(move || {
+            let store = pool.get();
+            runtime.block_on(job.run(store.conn(), tx));
+        });
+        rx
+    }
+
+    /// Conversations are deleted once the clinic's retention period has passed since their
+    /// last turn; checked whenever conversations are read or continued.
+    fn purge_expired(&self, conn: &Connection) -> Result<(), ClinicalError> {
+        let retention = i64::from(self.config.conversation_retention_days) * 86_400;
+        let deleted = conversations::purge_expired(conn, now_secs(), retention).map_err(failed)?;
+        if deleted > 0 {
+            tracing::info!(deleted, "conversations past the retention period deleted");
+        }
+        Ok(())
+    }
+}
+
 /// One question on its way through retrieval and the engine.
 struct AnswerJob {
     embedder: EngineEmbedder,
@@ -349,6 +455,19 @@ struct AnswerJob {
     policy: SafetyPolicy,
     retrieval: RetrievalConfig,
     check: CheckConfig,
+    /// Set for a question asked in a conversation.
+    conversation: Option<ConversationTurnJob>,
+}
+
+/// A question's place in its conversation.
+struct ConversationTurnJob {
+    id: i64,
+    /// This turn's number (1 for the first).
+    turn: usize,
+    /// The earlier turns the model is given (the newest that fit the budget).
+    history: Vec<Turn>,
+    /// Older turns left out to stay within the budget.
+    dropped: usize,
 }
 
 impl AnswerJob {
@@ -369,18 +488,25 @@ impl AnswerJob {
     async fn answer(&self, conn: &Connection, tx: &mpsc::Sender<AnswerEvent>) -> Result<Vec<AnswerEvent>, String> {
         let pseudonyms = index::load_pseudonyms(conn, self.owner).map_err(|e| e.to_string())?;
         let scope = Scope { patient: Some(self.owner), include_library: true };
+        if let Some(c) = &self.conversation {
+            let event = AnswerEvent::Conversation { id: c.id.to_string(), turn: c.turn, carried: c.history.len(), dropped: c.dropped };
+            if tx.send(event).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+        let history = self.conversation.as_ref().map_or(&[][..], |c| c.history.as_slice());
         let (pieces_tx, mut pieces) = mpsc::unbounded_channel();
-        let answering = answer::answer_streaming(
+        let answering = answer::answer_followup_streaming(
             conn,
             &self.embedder,
             &self.generator,
             self.task,
             &self.question,
+            history,
             &scope,
             &self.access,
             &self.policy,
             self.retrieval,
-            false,
             pieces_tx,
         );
         // The model writes over de-identified sources; the clinician reads the originals.
@@ -404,6 +530,11 @@ impl AnswerJob {
         };
         let (answered, shown) = tokio::join!(answering, relaying);
         let answer = answered.map_err(|e| e.to_string())?;
+        if let Some(c) = &self.conversation {
+            // Kept de-identified, as the model saw it; shown re-identified to its owner.
+            let question = answer::deidentified_question(conn, &self.question, &scope).map_err(|e| e.to_string())?;
+            conversations::append(conn, c.id, &Turn { question, answer: answer.text.clone() }, now_secs()).map_err(|e| e.to_string())?;
+        }
         let mut events = Vec::new();
         if answer.sources.is_empty() {
             // Nothing relevant: the policy's words, not the model's.

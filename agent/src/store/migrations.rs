@@ -155,4 +155,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     // The alerts' daily heartbeat per destination (owned by `crate::alerting::heartbeat`).
     Migration { version: 9, name: crate::alerting::heartbeat::MIGRATION_NAME, sql: crate::alerting::heartbeat::MIGRATION_SQL },
+    // Clinicians' conversations about a patient and their turns (owned by
+    // `crate::clinical::conversations`).
+    Migration { version: 10, name: crate::clinical::conversations::MIGRATION_NAME, sql: crate::clinical::conversations::MIGRATION_SQL },
 ];

@@ -56,9 +56,38 @@ pub struct CheckedText {
     pub not_cited: bool,
 }
 
+/// A conversation as listed on the patient's page, for the user who had it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationSummary {
+    pub id: String,
+    /// When it started and when its last turn was, UTC, to the minute.
+    pub started: String,
+    pub updated: String,
+    pub turns: usize,
+    /// The first question, re-identified for its owner.
+    pub first_question: String,
+}
+
+/// A conversation's turns, oldest first, re-identified for the user who had it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conversation {
+    pub id: String,
+    pub turns: Vec<ConversationTurn>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationTurn {
+    pub question: String,
+    pub answer: String,
+}
+
 /// One step of a streamed answer.
 #[derive(Debug, Clone)]
 pub enum AnswerEvent {
+    /// The conversation this question belongs to (sent first): its id, this turn's number, how
+    /// many earlier turns the model was given, and how many older ones were left out to stay
+    /// within the context budget.
+    Conversation { id: String, turn: usize, carried: usize, dropped: usize },
     Token(String),
     /// The whole answer, checked against its sources (after the last token).
     Checked(AnswerCheck),
@@ -128,6 +157,9 @@ pub enum ClinicalError {
     NotGranted,
     #[error("there is no such document in this patient's record")]
     UnknownDocument,
+    /// Not a conversation of this user about this patient (or it expired).
+    #[error("there is no such conversation")]
+    UnknownConversation,
     /// The request itself is not acceptable (empty question, unsupported file type).
     #[error("{0}")]
     Rejected(String),
@@ -170,6 +202,21 @@ pub trait Clinical: Send + Sync + std::fmt::Debug {
     /// the same file was added before) and what de-identification replaced.
     fn upload(&self, viewer: &Viewer, patient_id: &str, file_name: &str, content_type: &str, bytes: Vec<u8>) -> Result<Uploaded, ClinicalError>;
     fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError>;
+    /// Ask a question in a conversation of this viewer about this patient (`None`: start
+    /// one); the answer streams as from [`Clinical::run`], after an `AnswerEvent::Conversation`.
+    /// Back ends that keep no conversations answer it as a one-off question.
+    fn ask(&self, viewer: &Viewer, patient_id: &str, conversation: Option<&str>, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
+        let _ = conversation;
+        self.run(viewer, patient_id, TaskKind::Ask, text)
+    }
+    /// This viewer's conversations about this patient, most recent first.
+    fn conversations(&self, _viewer: &Viewer, _patient_id: &str) -> Result<Vec<ConversationSummary>, ClinicalError> {
+        Ok(Vec::new())
+    }
+    /// One of this viewer's conversations about this patient.
+    fn conversation(&self, _viewer: &Viewer, _patient_id: &str, _id: &str) -> Result<Conversation, ClinicalError> {
+        Err(ClinicalError::UnknownConversation)
+    }
 }
 
 /// The back end when no engine or index is wired in: everything is unavailable, said plainly.

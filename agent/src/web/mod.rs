@@ -280,6 +280,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Get, "/patients", Roles(CARE)),
     route(Get, "/patients/{id}", Roles(CARE)),
     route(Get, "/patients/{id}/documents/{doc}", Roles(CARE)),
+    route(Get, "/patients/{id}/conversations/{conversation}", Roles(CARE)),
     route(Post, "/patients/{id}/ask", Roles(CARE)),
     route(Post, "/patients/{id}/soap", Roles(CLINICIANS)),
     route(Post, "/patients/{id}/discharge", Roles(CARE)),
@@ -324,6 +325,7 @@ pub fn app(state: AppState) -> Router {
         .route("/patients", get(pages::patients))
         .route("/patients/{id}", get(pages::patient))
         .route("/patients/{id}/documents/{doc}", get(pages::document))
+        .route("/patients/{id}/conversations/{conversation}", get(pages::conversation))
         .route("/patients/{id}/ask", post(pages::ask))
         .route("/patients/{id}/soap", post(pages::soap))
         .route("/patients/{id}/discharge", post(pages::discharge))

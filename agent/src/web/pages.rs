@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::accounts::Role;
-use super::clinical::{AnswerEvent, ClinicalError, Document, PatientSummary, TaskKind, Viewer};
+use super::clinical::{AnswerEvent, ClinicalError, Conversation, ConversationSummary, Document, PatientSummary, TaskKind, Viewer};
 use super::session::remaining;
 use super::{AppState, Authed, Ui, WebError};
 use crate::audit::{EventKind, TextDigest};
@@ -93,7 +93,7 @@ pub(super) fn render(t: &impl Template) -> Result<Response, WebError> {
 fn clinical_error(e: ClinicalError) -> WebError {
     match e {
         ClinicalError::Unavailable(m) => WebError::Unavailable(m),
-        ClinicalError::UnknownPatient | ClinicalError::UnknownDocument => WebError::NotFound,
+        ClinicalError::UnknownPatient | ClinicalError::UnknownDocument | ClinicalError::UnknownConversation => WebError::NotFound,
         ClinicalError::NotGranted => WebError::NotGranted,
         ClinicalError::Rejected(m) => WebError::BadRequest(m),
         ClinicalError::Failed(m) => WebError::Internal(m),
@@ -158,13 +158,38 @@ struct PatientPage {
     c: Chrome,
     patient: PatientSummary,
     can_soap: bool,
+    /// This user's conversations about the patient (nobody else's).
+    conversations: Vec<ConversationSummary>,
+    /// The conversation being resumed, its turns above the question box.
+    resumed: Option<Conversation>,
 }
 
 pub(super) async fn patient(State(state): State<AppState>, a: Authed, Path(id): Path<String>) -> Result<Response, WebError> {
+    patient_page(state, a, id, None).await
+}
+
+/// A conversation resumed: the patient's page with its earlier turns, the next question
+/// continuing it. Only the user who had it reaches it (404 for anyone else).
+pub(super) async fn conversation(
+    State(state): State<AppState>,
+    a: Authed,
+    Path((id, conversation)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    patient_page(state, a, id, Some(conversation)).await
+}
+
+async fn patient_page(state: AppState, a: Authed, id: String, conversation: Option<String>) -> Result<Response, WebError> {
     let ui = ui_of(&state)?;
     let v = viewer(&a);
-    let patient = ui.clinical(move |c| c.patient(&v, &id)).await.map_err(clinical_error)?;
-    render(&PatientPage { c: chrome(&ui, &a), patient, can_soap: a.session.role == Role::Clinician })
+    let (patient, conversations, resumed) = ui
+        .clinical(move |c| {
+            let patient = c.patient(&v, &id)?;
+            let resumed = conversation.map(|cid| c.conversation(&v, &id, &cid)).transpose()?;
+            Ok((patient, c.conversations(&v, &id)?, resumed))
+        })
+        .await
+        .map_err(clinical_error)?;
+    render(&PatientPage { c: chrome(&ui, &a), patient, can_soap: a.session.role == Role::Clinician, conversations, resumed })
 }
 
 #[derive(Template)]
@@ -193,6 +218,9 @@ pub(super) async fn document(
 pub(super) struct TaskForm {
     #[serde(default)]
     text: String,
+    /// The conversation a question continues (empty: a new one). Questions only.
+    #[serde(default)]
+    conversation: String,
 }
 
 /// Longest question or note accepted (a long clinical note fits; a pasted record does not).
@@ -235,8 +263,14 @@ async fn run_task(
     if text.chars().count() > MAX_TASK_CHARS {
         return Err(WebError::BadRequest(format!("The text is longer than {MAX_TASK_CHARS} characters.")));
     }
-    let (v, pid, question) = (viewer(&a), id.clone(), text.clone());
-    let rx = ui.clinical(move |c| c.run(&v, &pid, kind, &question)).await.map_err(clinical_error)?;
+    let (v, pid, question, conversation) = (viewer(&a), id.clone(), text.clone(), f.conversation.trim().to_owned());
+    let rx = ui
+        .clinical(move |c| match kind {
+            TaskKind::Ask => c.ask(&v, &pid, Some(conversation.as_str()).filter(|c| !c.is_empty()), &question),
+            _ => c.run(&v, &pid, kind, &question),
+        })
+        .await
+        .map_err(clinical_error)?;
     ui.audit(
         EventKind::Query,
         &a.session.username,
@@ -255,8 +289,13 @@ async fn run_task(
         let mut first_token: Option<std::time::Duration> = None;
         let mut check_micros: Option<u64> = None;
         let mut timing = serde_json::Value::Null;
+        let mut conversation = serde_json::Value::Null;
         while let Some(ev) = rx.next().await {
             let event = match ev {
+                AnswerEvent::Conversation { id: cid, turn, carried, dropped } => {
+                    conversation = json!({ "id": cid, "turn": turn, "carried": carried, "dropped": dropped });
+                    Event::default().event("conversation").data(conversation.to_string())
+                }
                 AnswerEvent::Footer(f) => Event::default().event("footer").data(json!(f).to_string()),
                 AnswerEvent::Audit(detail) => {
                     retrieval = detail;
@@ -311,7 +350,7 @@ async fn run_task(
             .audit(
                 EventKind::Answer,
                 &a.session.username,
-                json!({ "who": a.who(), "patient": id, "task": kind, "answer": TextDigest::of(&answer), "model": model, "citations": cited, "outcome": outcome, "retrieval": retrieval, "timing": timing }),
+                json!({ "who": a.who(), "patient": id, "task": kind, "answer": TextDigest::of(&answer), "model": model, "citations": cited, "outcome": outcome, "retrieval": retrieval, "timing": timing, "conversation": conversation }),
             )
             .await;
     });
