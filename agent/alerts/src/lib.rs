@@ -13,6 +13,7 @@ pub mod config;
 pub mod detector;
 pub mod record;
 pub mod relations;
+pub mod review;
 mod stats;
 pub mod synth;
 mod time;
