@@ -214,7 +214,10 @@ async fn browser_clinician_asks_and_sees_a_streamed_answer_with_a_citation() {
         panic!("the answer did not finish ({e}); the page shows {html}");
     }
     let answer = c.find(Locator::Id("answer")).await.expect("answer").text().await.expect("text");
-    assert_eq!(answer, "The latest potassium was 5.9 mmol/L [1].");
+    assert!(answer.starts_with("The latest potassium was 5.9 mmol/L [1].\n"), "{answer}");
+    // The time to the first words and to the end, small under the answer.
+    let timing = c.find(Locator::Css("#answer .answer-timing")).await.expect("the timing line").text().await.expect("text");
+    assert!(timing.starts_with("first words after ") && timing.contains("complete in "), "{timing}");
     let cite = c.find(Locator::Css("#citations li a")).await.expect("a citation link");
     assert_eq!(cite.text().await.expect("text"), "Labs 14 Jan");
     screenshot(&c, "clinician-answer.png").await;
@@ -222,6 +225,160 @@ async fn browser_clinician_asks_and_sees_a_streamed_answer_with_a_citation() {
     let doc = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("pre.document")).await.expect("document");
     assert!(doc.text().await.expect("text").contains("Potassium 5.9"));
     assert_eq!(c.current_url().await.expect("url").path(), "/patients/p-1/documents/labs-14");
+    c.close().await.expect("close");
+}
+
+/// A clinician's desk without a model: answers checked with the agent's own checking code
+/// against a fixed source, and conversations kept per user in memory the way the real back end
+/// keys them, so the test checks what the page does with them.
+#[derive(Debug, Default)]
+struct ScriptedDesk {
+    /// (owner, [(question, answer)]) per conversation; the id is the index + 1.
+    kept: std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>,
+}
+
+const DESK_SOURCE: &str = "Metformin 500 mg PO twice daily; lisinopril 10 mg daily.";
+
+impl Clinical for ScriptedDesk {
+    fn patients(&self, _v: &Viewer, _q: &str) -> Result<Vec<PatientSummary>, ClinicalError> {
+        Ok(vec![PatientSummary { id: "p-1".into(), display: "Test Patient, 1970-01-01".into() }])
+    }
+    fn patient(&self, _v: &Viewer, id: &str) -> Result<PatientSummary, ClinicalError> {
+        Ok(PatientSummary { id: id.into(), display: "Test Patient, 1970-01-01".into() })
+    }
+    fn document(&self, _v: &Viewer, _p: &str, d: &str) -> Result<Document, ClinicalError> {
+        Ok(Document { id: d.into(), title: "Medications".into(), text: DESK_SOURCE.into() })
+    }
+    fn run(&self, _v: &Viewer, _p: &str, _t: TaskKind, _text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
+        Err(ClinicalError::Rejected("questions only".into()))
+    }
+    fn ask(&self, v: &Viewer, _p: &str, conversation: Option<&str>, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
+        // The first answer doubles the dose (unsupported); later ones say what the source says.
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match conversation {
+            Some(id) => id
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .filter(|i| kept.get(*i).is_some_and(|(owner, _)| *owner == v.username))
+                .ok_or(ClinicalError::UnknownConversation)?,
+            None => {
+                kept.push((v.username.clone(), Vec::new()));
+                kept.len() - 1
+            }
+        };
+        let turn = kept[index].1.len() + 1;
+        let answer = if turn == 1 { "Metformin 1000 mg twice daily [1]." } else { "Lisinopril 10 mg daily [1]." };
+        kept[index].1.push((text.to_owned(), answer.to_owned()));
+        let id = (index + 1).to_string();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let _ = tx.send(AnswerEvent::Conversation { id, turn, carried: turn - 1, dropped: 0 }).await;
+            for piece in answer.split_inclusive(' ') {
+                let _ = tx.send(AnswerEvent::Token(piece.into())).await;
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+            let (view, _) = clinical::checking::check_answer(answer, &[(1, DESK_SOURCE.to_owned())], &Default::default());
+            let _ = tx.send(AnswerEvent::Checked(view)).await;
+            let c = Citation { n: 1, document_id: "meds".into(), title: "Medications".into(), snippet: DESK_SOURCE.into() };
+            let _ = tx.send(AnswerEvent::Citation(c)).await;
+            let _ = tx.send(AnswerEvent::Done { model: "scripted".into() }).await;
+        });
+        Ok(rx)
+    }
+    fn conversations(&self, v: &Viewer, _p: &str) -> Result<Vec<wardbox::web::clinical::ConversationSummary>, ClinicalError> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(kept
+            .iter()
+            .enumerate()
+            .filter(|(_, (owner, turns))| *owner == v.username && !turns.is_empty())
+            .map(|(i, (_, turns))| wardbox::web::clinical::ConversationSummary {
+                id: (i + 1).to_string(),
+                started: "today".into(),
+                updated: "today".into(),
+                turns: turns.len(),
+                first_question: turns[0].0.clone(),
+            })
+            .collect())
+    }
+    fn conversation(&self, v: &Viewer, _p: &str, id: &str) -> Result<wardbox::web::clinical::Conversation, ClinicalError> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let i = id.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).ok_or(ClinicalError::UnknownConversation)?;
+        match kept.get(i) {
+            Some((owner, turns)) if *owner == v.username => Ok(wardbox::web::clinical::Conversation {
+                id: id.into(),
+                turns: turns.iter().map(|(q, a)| wardbox::web::clinical::ConversationTurn { question: q.clone(), answer: a.clone() }).collect(),
+            }),
+            _ => Err(ClinicalError::UnknownConversation),
+        }
+    }
+    fn upload(&self, _v: &Viewer, _p: &str, _f: &str, _c: &str, _b: Vec<u8>) -> Result<Uploaded, ClinicalError> {
+        Err(ClinicalError::Unavailable("uploads are not available".into()))
+    }
+    fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError> {
+        Ok(vec![])
+    }
+}
+
+/// Ask in the page's question box and wait until the answer of turn `turn` has finished.
+async fn ask_in_page(c: &Client, question: &str, turn: usize) {
+    let q = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("question")).await.expect("ask form");
+    q.send_keys(question).await.expect("type");
+    c.find(Locator::Css("#ask-form button")).await.expect("ask").click().await.expect("click");
+    let said = format!("Question {turn} of this conversation.");
+    let xpath = format!("//p[@id='conversation-note'][starts-with(., '{said}')]");
+    let finished = async {
+        c.wait().at_most(Duration::from_secs(15)).for_element(Locator::XPath(&xpath)).await?;
+        c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css("#answer.done")).await
+    };
+    if let Err(e) = finished.await {
+        screenshot(c, &format!("desk-turn-{turn}-FAILED.png")).await;
+        let html = c.execute("return document.getElementById('patient').outerHTML", vec![]).await.expect("dom");
+        panic!("turn {turn} did not finish ({e}); the page shows {html}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_clinician_sees_unsupported_items_marked_and_resumes_a_conversation_after_a_reload() {
+    let driver = start_driver();
+    let h = Harness::with_real_clock(WebConfig::default(), Some(Arc::new(ScriptedDesk::default())));
+    h.add_user("dr.a", Role::Clinician, false);
+    let base = serve(&h, h.dir.path()).await;
+    let profile = tempfile::tempdir().expect("profile");
+    let c = browser(&driver, profile.path()).await;
+
+    sign_in_as(&c, &base, "dr.a").await;
+    let link = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::LinkText("Test Patient, 1970-01-01")).await.expect("patient list");
+    link.click().await.expect("pick the patient");
+    ask_in_page(&c, "What metformin dose is she on?", 1).await;
+    // The dose no source holds is marked, with the reason, under a banner.
+    let mark = c.find(Locator::Css("#answer mark.unsupported")).await.expect("a marked item");
+    assert!(mark.text().await.expect("text").starts_with("1000 mg"));
+    assert_eq!(mark.attr("title").await.expect("title").as_deref(), Some("1000 mg: in none of the sources; they say metformin 500 mg [1]"));
+    let banner = c.find(Locator::Css("#answer .check-banner.unsupported")).await.expect("a banner").text().await.expect("text");
+    assert!(banner.starts_with("1 item of this answer is in none of the sources"), "{banner}");
+    screenshot(&c, "desk-unsupported.png").await;
+
+    // A follow-up continues the conversation; the first turn moves up into the thread.
+    ask_in_page(&c, "And lisinopril?", 2).await;
+    let note = c.find(Locator::Id("conversation-note")).await.expect("note").text().await.expect("text");
+    assert!(note.contains("takes the previous question into account"), "{note}");
+    assert!(c.find(Locator::Css("#answer mark.unsupported")).await.is_err(), "the supported answer carries no mark");
+    assert!(c.find(Locator::Css("#answer .check-banner")).await.is_err(), "nor a banner");
+    assert_eq!(c.current_url().await.expect("url").path(), "/patients/p-1/conversations/1");
+
+    // Reload: the conversation is there, with both turns, and the next question continues it.
+    c.refresh().await.expect("reload");
+    let turns = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#thread .turn")).await.expect("turns after reload");
+    assert!(turns.text().await.expect("text").contains("What metformin dose is she on?"));
+    let thread = c.find(Locator::Id("thread")).await.expect("thread").text().await.expect("text");
+    assert!(thread.contains("And lisinopril?") && thread.contains("Lisinopril 10 mg daily [1]."), "{thread}");
+    ask_in_page(&c, "Anything else?", 3).await;
+    screenshot(&c, "desk-resumed.png").await;
+    // The patient's page lists the conversation.
+    c.goto(&format!("{base}/patients/p-1")).await.expect("goto");
+    let listed = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#conversations li")).await.expect("listed");
+    assert!(listed.text().await.expect("text").contains("3 questions"));
     c.close().await.expect("close");
 }
 

@@ -104,7 +104,7 @@
 
   async function stream(task, text, out, cites, extra) {
     out.textContent = "";
-    out.classList.remove("error");
+    out.classList.remove("error", "done");
     out.classList.add("streaming");
     if (cites) cites.textContent = "";
     const body = new URLSearchParams(Object.assign({ text: text }, extra || {}));
