@@ -1246,6 +1246,26 @@ fn month_start(s: &str) -> Option<Date> {
     Date::new(y.parse().ok()?, m.parse().ok()?, 1).ok()
 }
 
+/// The complete months (`YYYY-MM`, UTC) from `first` up to the month before `now`'s: those an
+/// export must exist for (the current month is still being written). Empty for a `first` that
+/// is not a `YYYY-MM` month.
+pub fn complete_months_since(first: &str, now: Timestamp) -> Vec<String> {
+    let this_month = now.to_zoned(TimeZone::UTC).date().first_of_month();
+    let mut months = Vec::new();
+    let mut month = match month_start(first) {
+        Some(m) => m,
+        None => return months,
+    };
+    while month < this_month {
+        months.push(month.strftime("%Y-%m").to_string());
+        month = match month.checked_add(1.month()) {
+            Ok(m) => m,
+            Err(_) => break,
+        };
+    }
+    months
+}
+
 fn check_retention(cx: &Ctx) -> Outcome {
     let r = match &cx.facts.retention {
         Probe::Observed { value } => value,
@@ -1257,22 +1277,13 @@ fn check_retention(cx: &Ctx) -> Outcome {
             );
         }
     };
-    let this_month = cx.now.to_zoned(TimeZone::UTC).date().first_of_month();
     let mut missing = Vec::new();
     let mut damaged = Vec::new();
-    if let Some(mut month) = r.first_record_month.as_deref().and_then(month_start) {
-        // Only complete months are exported; the current month is still being written.
-        while month < this_month {
-            let name = month.strftime("%Y-%m").to_string();
-            match r.exports.iter().find(|e| e.month == name) {
-                None => missing.push(name),
-                Some(e) if !e.checksum_ok => damaged.push(name),
-                Some(_) => {}
-            }
-            month = match month.checked_add(1.month()) {
-                Ok(m) => m,
-                Err(_) => break,
-            };
+    for name in r.first_record_month.as_deref().map(|first| complete_months_since(first, cx.now)).unwrap_or_default() {
+        match r.exports.iter().find(|e| e.month == name) {
+            None => missing.push(name),
+            Some(e) if !e.checksum_ok => damaged.push(name),
+            Some(_) => {}
         }
     }
     let ev = vec![cx.evidence(

@@ -612,3 +612,11 @@ fn the_data_flow_map_says_nothing_leaves() {
     assert!(r.data_flows.iter().any(|d| d.to == "10.0.0.5" && d.channel == "tcp/636"));
     assert!(r.data_flows.iter().any(|d| d.to == "inference engine" && d.control.contains("refused on 3 of 3")));
 }
+
+#[test]
+fn complete_months_run_from_the_first_record_to_the_month_before_now() {
+    assert_eq!(complete_months_since("2026-09", now()), vec!["2026-09", "2026-10"]);
+    assert_eq!(complete_months_since("2025-12", days_ago(300)), vec!["2025-12", "2026-01"]);
+    assert!(complete_months_since("2026-11", now()).is_empty(), "the current month is not complete");
+    assert!(complete_months_since("2026-13", now()).is_empty());
+}

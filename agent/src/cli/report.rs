@@ -36,7 +36,7 @@ pub enum ReportCommand {
         #[arg(long, default_value = ".")]
         out: PathBuf,
         /// Directory holding the monthly audit exports (`wardbox audit export --out`), for the
-        /// six-year retention item.
+        /// six-year retention item. Default: the box's own, `audit-exports` on the data volume.
         #[arg(long)]
         exports: Option<PathBuf>,
         /// The TPM to quote with, instead of the configuration's (`swtpm:…` for a dev box).
@@ -327,6 +327,10 @@ impl crate::web::reports::ReportService for ConfiguredReports {
     }
 
     fn generate(&self, actor: &str, full_chain: bool) -> Result<crate::web::reports::GeneratedSummary, String> {
+        // The six-year retention item reads the box's monthly exports: bring them up to date.
+        if let Err(e) = export_missing(&self.config, actor) {
+            eprintln!("note: the monthly audit exports could not be brought up to date: {e}");
+        }
         let g = generate_report(&self.config, &self.dir, None, None, full_chain, actor).map_err(|e| e.to_string())?;
         let s = &g.report.summary;
         Ok(crate::web::reports::GeneratedSummary {
@@ -339,6 +343,24 @@ impl crate::web::reports::ReportService for ConfiguredReports {
             ),
         })
     }
+}
+
+/// [`export_missing_months`] on the configured box, each export audited as `actor`'s
+/// `audit_export` (month, record count, digest), as `wardbox audit export` audits its own.
+fn export_missing(config: &Config, actor: &str) -> Result<(), CliError> {
+    let (store, volume) = super::audit::open(config)?;
+    let written = export_missing_months(&store, Timestamp::now()).map_err(CliError::new)?;
+    if written.is_empty() {
+        return Ok(());
+    }
+    let (log, writer) = crate::audit::AuditLog::start(store.path(), &volume.store_key)?;
+    for (month, w) in &written {
+        let detail = json!({ "action": "audit_export", "month": month, "records": w.records, "sha256": w.sha256 });
+        log.append_blocking(crate::audit::AuditEvent::new(crate::audit::EventKind::AdminAction, actor, detail))?;
+    }
+    drop(log);
+    writer.join();
+    Ok(())
 }
 
 fn verify(file: &Path, ak: &Path, pcrs: Option<&Path>, renderings: &[PathBuf]) -> CliResult {
@@ -658,15 +680,53 @@ fn first_seq_since(store: &Store, since: Timestamp) -> rusqlite::Result<Option<u
     Ok(if lo > head { None } else { Some(lo) })
 }
 
+/// The box's own monthly audit exports: on the encrypted data volume, beside the store.
+/// Reports made by the agent (the Reports page, the monthly report) bring them up to date first
+/// ([`export_missing_months`]); `generate` reads them unless `--exports` names another directory.
+pub const EXPORTS_DIR: &str = "audit-exports";
+
+fn box_exports_dir(store: &Store) -> Option<PathBuf> {
+    store.path().parent().map(|data_dir| data_dir.join(EXPORTS_DIR))
+}
+
+fn first_record_month(store: &Store) -> Option<String> {
+    let first: Option<String> = store.conn().query_row("SELECT ts FROM audit ORDER BY seq LIMIT 1", [], |r| r.get::<_, String>(0)).ok();
+    first.and_then(|ts| ts.get(..7).map(str::to_string))
+}
+
+/// Export every complete month since the first record that has no export in the box's export
+/// directory yet (`wardbox audit export`'s files, never overwriting one). Returns the months
+/// written, with what was written.
+pub fn export_missing_months(store: &Store, now: Timestamp) -> Result<Vec<(String, crate::audit::ExportSummary)>, String> {
+    let dir = box_exports_dir(store).ok_or("the store has no data directory")?;
+    let Some(first) = first_record_month(store) else { return Ok(Vec::new()) };
+    let mut written = Vec::new();
+    for month in wardbox_report::checklist::complete_months_since(&first, now) {
+        if dir.join(format!("audit-{month}.jsonl.gz")).exists() {
+            continue;
+        }
+        let summary = crate::audit::export_month(store, &month, &dir)?;
+        written.push((month, summary));
+    }
+    Ok(written)
+}
+
 fn retention_facts(config: &Config, store: &Store, exports: Option<&Path>) -> Probe<RetentionFacts> {
-    let Some(dir) = exports else {
-        return unavailable("no export directory was given (`wardbox report generate --exports DIR`)");
+    let own = box_exports_dir(store);
+    let Some(dir) = exports.or(own.as_deref()) else {
+        return unavailable("no export directory: the store has no data directory and none was given (`--exports DIR`)");
     };
-    let first: Option<String> =
-        store.conn().query_row("SELECT ts FROM audit ORDER BY seq LIMIT 1", [], |r| r.get::<_, String>(0)).ok();
     let mut months = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
+        // The box's own directory before its first export: no export yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && exports.is_none() => {
+            return Probe::observed(RetentionFacts {
+                retention_years: config.audit.retention_years,
+                first_record_month: first_record_month(store),
+                exports: Vec::new(),
+            });
+        }
         Err(e) => return unavailable(format!("the export directory {} cannot be read: {e}", dir.display())),
     };
     for entry in entries.flatten() {
@@ -681,7 +741,7 @@ fn retention_facts(config: &Config, store: &Store, exports: Option<&Path>) -> Pr
     months.sort_by(|a, b| a.month.cmp(&b.month));
     Probe::observed(RetentionFacts {
         retention_years: config.audit.retention_years,
-        first_record_month: first.and_then(|ts| ts.get(..7).map(str::to_string)),
+        first_record_month: first_record_month(store),
         exports: months,
     })
 }
@@ -1458,6 +1518,43 @@ mod tests {
         assert_eq!(first_seq_since(&store, now.checked_add(jiff::SignedDuration::from_hours(48)).expect("time")).expect("bisect"), None);
         assert_eq!((activity.successful, activity.failed), (3, 1));
         assert!(break_glass_enabled(&store));
+    }
+
+    #[test]
+    fn the_box_exports_each_complete_month_once_and_the_retention_item_reads_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).expect("mkdir");
+        let (mut store, _) = Store::open_or_create(&data_dir.join("store.db"), &crate::store::StoreKey::random()).expect("store");
+        store.migrate().expect("migrate");
+        for (seq, ts) in [(1i64, "2026-09-03T08:00:00Z"), (2, "2026-10-14T09:00:00Z"), (3, "2026-10-20T09:00:00Z"), (4, "2026-11-02T10:00:00Z")] {
+            store
+                .conn()
+                .execute("INSERT INTO audit (seq, ts, kind, actor, detail, prev_hash, hash) VALUES (?1, ?2, 'login', 'a', '{}', '', '')", rusqlite::params![seq, ts])
+                .expect("insert");
+        }
+        let now: Timestamp = "2026-11-29T10:00:00Z".parse().expect("time");
+        let config = Config::dev_defaults(dir.path());
+        // Before any export: observed, every complete month missing (not "could not measure").
+        let before = observed(retention_facts(&config, &store, None));
+        assert_eq!((before.first_record_month.as_deref(), before.exports.len()), (Some("2026-09"), 0));
+
+        let written = export_missing_months(&store, now).expect("export");
+        let months: Vec<(&str, u64)> = written.iter().map(|(m, s)| (m.as_str(), s.records)).collect();
+        assert_eq!(months, vec![("2026-09", 1), ("2026-10", 2)], "complete months only, each with its records");
+        assert!(export_missing_months(&store, now).expect("again").is_empty(), "an export is never redone");
+        let after = observed(retention_facts(&config, &store, None));
+        assert_eq!(after.exports, vec![MonthExport { month: "2026-09".into(), checksum_ok: true }, MonthExport { month: "2026-10".into(), checksum_ok: true }]);
+        let report = wardbox_report::evaluate(&Facts { retention: Probe::observed(after), ..wardbox_report::sample::healthy(now) }, now);
+        assert_eq!(report.item(wardbox_report::ids::RETENTION).map(|i| i.status), Some(Status::Pass));
+
+        // A damaged export is seen as such.
+        let file = data_dir.join(EXPORTS_DIR).join("audit-2026-10.jsonl.gz");
+        let mut bytes = std::fs::read(&file).expect("read");
+        bytes[12] ^= 0x20;
+        std::fs::write(&file, bytes).expect("write");
+        let damaged = observed(retention_facts(&config, &store, None));
+        assert_eq!(damaged.exports[1], MonthExport { month: "2026-10".into(), checksum_ok: false });
     }
 
     #[test]
