@@ -40,10 +40,16 @@ fn free_port() -> SocketAddr {
 }
 
 fn start_server(root: &Path) -> RestServer {
+    start_server_with(root, &[])
+}
+
+/// With extra arguments (`--cert`, `--key` for https).
+fn start_server_with(root: &Path, extra: &[&str]) -> RestServer {
     std::fs::create_dir_all(root).unwrap();
     let addr = free_port();
     let child = Command::new(rclone())
         .args(["serve", "restic", "--addr", &addr.to_string(), "--config", "/dev/null"])
+        .args(extra)
         .arg(root)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -126,4 +132,54 @@ fn a_server_that_is_down_is_a_clear_error_naming_it() {
     let text = err.to_string();
     assert!(text.starts_with(&format!("the backup server http://{addr}/wardbox/ cannot be reached")), "{text}");
     assert!(started.elapsed() < Duration::from_secs(60), "gave up after {:?}", started.elapsed());
+}
+
+/// A clinic CA (PEM) and a server certificate for 127.0.0.1 it signed, with its key.
+fn clinic_ca_and_server_cert() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name.push(DnType::CommonName, "Clinic test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::default();
+    server.distinguished_name.push(DnType::CommonName, "backup.clinic.local");
+    server.subject_alt_names = vec![SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]))];
+    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+    (ca_cert.pem(), server_cert.pem(), server_key.serialize_pem())
+}
+
+/// Over https with a clinic CA: the configured CA file makes the server's certificate
+/// trusted; without it (the system's roots only) the server is refused, nothing written.
+#[test]
+fn an_https_server_signed_by_the_clinic_ca_is_trusted_only_with_that_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, cert_pem, key_pem) = clinic_ca_and_server_cert();
+    let (ca_file, cert_file, key_file) = (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    std::fs::write(&cert_file, format!("{cert_pem}{ca_pem}")).unwrap();
+    std::fs::write(&key_file, &key_pem).unwrap();
+    let server = start_server_with(
+        &dir.path().join("server"),
+        &["--cert", cert_file.to_str().unwrap(), "--key", key_file.to_str().unwrap()],
+    );
+    let url = format!("https://{}/wardbox/", server.addr);
+    let source = dir.path().join("source");
+    make_source(&source, 1 << 16);
+    let key = RepositoryKey::generate().unwrap();
+
+    let untrusted = Destination::RestServer { url: url.clone(), ca_file: None };
+    let err = BackupRepository::open_or_init(&untrusted, &key).unwrap_err();
+    assert!(matches!(err, BackupError::ServerUnreachable { .. }), "{err:?}");
+    assert!(!server.root.join("wardbox/config").exists(), "nothing written to an untrusted server");
+
+    let trusted = Destination::RestServer { url, ca_file: Some(ca_file) };
+    let (mut repo, created) = BackupRepository::open_or_init(&trusted, &key).unwrap();
+    assert!(created);
+    let snap = repo.backup(&source, &["wardbox"]).unwrap();
+    assert!(repo.check(true).unwrap().is_ok());
+    assert_eq!(repo.snapshots().unwrap().last().map(|s| s.id.clone()), Some(snap.id));
+    assert!(server.root.join("wardbox/config").is_file());
 }
