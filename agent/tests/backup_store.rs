@@ -476,3 +476,26 @@ fn the_backup_commands_are_refused_while_a_run_holds_the_lock() {
         .unwrap();
     assert_eq!(runs, [("backup".to_owned(), 1), ("drill".to_owned(), 1)], "the refused runs were not recorded");
 }
+
+/// Without `--repo` the commands use the configured destination; with neither they say so.
+#[test]
+fn the_commands_use_the_configured_destination() {
+    let (dir, config_path, _config) = dev_box();
+    let c = config_path.to_str().unwrap();
+    let out = wardbox(&["backup", "now", "-c", c]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no backup destination: give --repo"), "{}", text(&out));
+
+    let usb = dir.path().join("usb");
+    std::fs::create_dir(&usb).unwrap();
+    let mut config = Config::load(&config_path).unwrap();
+    config.backup.usb_path = Some(usb.clone());
+    std::fs::write(&config_path, toml::to_string_pretty(&config).unwrap()).unwrap();
+    let out = wardbox(&["backup", "now", "-c", c]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(usb.join("config").is_file(), "the repository is at the configured path");
+    for args in [vec!["backup", "list", "-c", c], vec!["backup", "check", "-c", c], vec!["backup", "drill", "-c", c]] {
+        let out = wardbox(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+}

@@ -20,16 +20,18 @@ pub enum BackupCommand {
     Now {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-        /// The repository directory (a mounted USB disk); created on first use.
+        /// The repository directory (a mounted USB disk); created on first use. Default: the
+        /// configured destination ([backup] usb_path or rest_url).
         #[arg(long)]
-        repo: PathBuf,
+        repo: Option<PathBuf>,
     },
     /// List the snapshots in a repository.
     List {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// The repository directory; default: the configured destination.
         #[arg(long)]
-        repo: PathBuf,
+        repo: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -38,8 +40,9 @@ pub enum BackupCommand {
     Check {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// The repository directory; default: the configured destination.
         #[arg(long)]
-        repo: PathBuf,
+        repo: Option<PathBuf>,
         #[arg(long)]
         read_data: bool,
     },
@@ -49,8 +52,9 @@ pub enum BackupCommand {
         /// The box's configuration, for the key kept in its store; not needed with --key-file.
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// The repository directory; default: the configured destination.
         #[arg(long)]
-        repo: PathBuf,
+        repo: Option<PathBuf>,
         #[arg(long)]
         target: PathBuf,
         /// A file holding the escrowed repository key (for a box that has lost its store).
@@ -62,8 +66,9 @@ pub enum BackupCommand {
     Drill {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// The repository directory; default: the configured destination.
         #[arg(long)]
-        repo: PathBuf,
+        repo: Option<PathBuf>,
     },
     /// Restore onto a replacement box: the latest snapshot, verified like a drill, becomes this
     /// box's store (re-encrypted under this box's key), audit checkpoints, certificates and
@@ -86,6 +91,13 @@ pub enum BackupCommand {
     },
 }
 
+/// `--repo DIR` when given, else the configured destination.
+fn destination_of(config: &crate::config::Config, repo: Option<PathBuf>) -> Result<Destination, CliError> {
+    repo.map(Destination::LocalDirectory).or_else(|| config.backup.destination()).ok_or_else(|| {
+        CliError::new("no backup destination: give --repo (the backup disk's directory) or configure [backup] usb_path or rest_url")
+    })
+}
+
 fn read_key_file(path: &std::path::Path) -> Result<RepositoryKey, CliError> {
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?);
     RepositoryKey::from_hex(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
@@ -105,9 +117,7 @@ fn restore_box(config_path: &std::path::Path, repo: Option<PathBuf>, key_file: &
         return Err(CliError::new(format!("the agent is running (process {pid}); stop it first (systemctl stop wardbox)")));
     }
     let key = read_key_file(key_file)?;
-    let destination = repo.map(Destination::LocalDirectory).or_else(|| config.backup.destination()).ok_or_else(|| {
-        CliError::new("no backup destination: give --repo (the backup disk's directory) or configure [backup] usb_path or rest_url")
-    })?;
+    let destination = destination_of(&config, repo)?;
     let volume = crate::stages::unlock::unlocker(&config.volume, &config.state_dir).open_for_cli().map_err(CliError::new)?;
     let store_file = volume.data_dir.join(&config.store.file_name);
     let actor = super::cli_actor();
@@ -141,7 +151,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             let config = load_config(&config_path)?;
             let (store, volume) = super::audit::open(&config)?;
             let (key, created_key) = backup::key_or_create(&store)?;
-            let destination = Destination::LocalDirectory(repo);
+            let destination = destination_of(&config, repo)?;
             let started = jiff::Timestamp::now();
             let inputs = backup::BackupInputs {
                 store: &store,
@@ -187,7 +197,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             let config = load_config(&config)?;
             let (store, volume) = super::audit::open(&config)?;
             let key = stored_key(&store)?;
-            let destination = Destination::LocalDirectory(repo);
+            let destination = destination_of(&config, repo)?;
             let snapshots = BackupRepository::open(&destination, &key)?.snapshots()?;
             super::audit::record(
                 &store,
@@ -212,7 +222,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             let config = load_config(&config)?;
             let (store, volume) = super::audit::open(&config)?;
             let key = stored_key(&store)?;
-            let destination = Destination::LocalDirectory(repo);
+            let destination = destination_of(&config, repo)?;
             let report = BackupRepository::open(&destination, &key)?.check(read_data)?;
             super::audit::record(
                 &store,
@@ -242,7 +252,11 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         BackupCommand::Restore { config, repo, target, key_file } => {
-            let destination = Destination::LocalDirectory(repo);
+            // Without --repo the configuration names the destination, even with --key-file.
+            let destination = match repo {
+                Some(dir) => Destination::LocalDirectory(dir),
+                None => destination_of(&load_config(&config)?, None)?,
+            };
             // With the escrowed key the box needs no store; without it the store's key is used
             // and the restore is audited there.
             // On a box with its store, the restore holds the backup lock (not while a backup or
@@ -288,7 +302,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             let config = load_config(&config)?;
             let (store, volume) = super::audit::open(&config)?;
             let key = stored_key(&store)?;
-            let destination = Destination::LocalDirectory(repo);
+            let destination = destination_of(&config, repo)?;
             let started = jiff::Timestamp::now();
             let outcome = backup::run_drill(&volume.data_dir, &destination, &key);
             // Refused by the lock: no drill ran, so none failed.
