@@ -183,3 +183,83 @@ fn model_answer_through_the_engine_cites_numbered_sources() {
     }
     let _ = emb.model();
 }
+
+/// The clinical question-answering evaluation with the bundled model: synthetic patients whose
+/// records hold known facts (drugs, doses, labs, dates), one question per fact whose answer is
+/// in one document, and questions the record has nothing on. Reports citation precision (a
+/// cited passage holds the fact), the share of answers the checker finds unsupported items or
+/// uncited sentences in, and "not found" for absent facts. Figures, not bars: they measure the
+/// model; the checker's own bars are in `check_eval`, which does not depend on a model.
+#[test]
+fn model_qa_evaluation_reports_citation_precision_unsupported_answers_and_not_found() {
+    use wardbox_rag::check::{self, CheckConfig};
+    let engine = start_engine();
+    let emb = OllamaEmbedder::new(&engine.url, EMBED_MODEL, index::DIMS).expect("embedder");
+    let llm = OllamaGenerator::new(&engine.url, CHAT_MODEL, 96).expect("generator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = index::open_encrypted(&dir.path().join("w.db"), &[0x44; 32]).expect("store");
+    let rt = rt();
+    let c = corpus();
+    for d in &c.docs {
+        rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &d.name, &d.bytes, &d.owner(), ChunkConfig::default())).expect("ingest");
+    }
+    let cfg = RetrievalConfig::default();
+    let (mut answered, mut cited_answers, mut cites, mut precise_cites, mut fact_cited) = (0, 0, 0, 0, 0);
+    let (mut with_unsupported, mut with_uncited, mut items, mut unsupported_items) = (0, 0, 0, 0);
+    let mut check_time = Duration::ZERO;
+    let mut generation_time = Duration::ZERO;
+    for f in &c.facts {
+        let (scope, access) = match f.record_id {
+            Some(r) => (Scope { patient: Some(index::find_patient(&conn, r).expect("f").expect("patient")), include_library: false }, Access::AllPatients),
+            None => (Scope { patient: None, include_library: true }, Access::Patients(Default::default())),
+        };
+        let started = Instant::now();
+        let ans = rt.block_on(answer::answer(&conn, &emb, &llm, Task::Question, f.question, &scope, &access, &SafetyPolicy::default(), cfg, false)).expect("answer");
+        generation_time += started.elapsed();
+        answered += 1;
+        let marker = f.marker.to_lowercase();
+        if !ans.cited.is_empty() {
+            cited_answers += 1;
+        }
+        cites += ans.cited.len();
+        precise_cites += ans.cited.iter().filter(|s| s.text.to_lowercase().contains(&marker)).count();
+        if ans.cited.iter().any(|s| s.text.to_lowercase().contains(&marker)) {
+            fact_cited += 1;
+        }
+        let started = Instant::now();
+        let checked = check::check(&ans.text, &ans.sources, &CheckConfig::default());
+        check_time += started.elapsed();
+        items += checked.counts.items;
+        unsupported_items += checked.counts.unsupported;
+        with_unsupported += usize::from(checked.has_unsupported());
+        with_uncited += usize::from(checked.counts.not_cited > 0);
+    }
+    // Facts no record holds: the answer should be "not found" (retrieval finds nothing
+    // relevant, or the model says so).
+    let absent = [
+        ("00451234", "What did the colonoscopy in 2015 show?"),
+        ("00451234", "Which vaccine caused the anaphylaxis in childhood?"),
+        ("00982210", "What was the result of the sleep study?"),
+        ("00982210", "Which chemotherapy regimen was given?"),
+    ];
+    let mut not_found = 0;
+    for (record, question) in absent {
+        let scope = Scope { patient: Some(index::find_patient(&conn, record).expect("f").expect("patient")), include_library: false };
+        let ans = rt.block_on(answer::answer(&conn, &emb, &llm, Task::Question, question, &scope, &Access::AllPatients, &SafetyPolicy::default(), cfg, false)).expect("answer");
+        not_found += usize::from(ans.not_found);
+    }
+    println!("\nclinical QA with {CHAT_MODEL} ({answered} questions whose answer is in one document):");
+    println!("  answers citing a source: {cited_answers} of {answered}");
+    println!("  citation precision (a cited passage holds the fact): {precise_cites} of {cites} citations");
+    println!("  answers citing the passage with the fact: {fact_cited} of {answered}");
+    println!("  answers with an unsupported item (checker): {with_unsupported} of {answered} ({unsupported_items} of {items} items)");
+    println!("  answers with a sentence citing nothing: {with_uncited} of {answered}");
+    println!("  absent facts answered \"not found\": {not_found} of {}", absent.len());
+    println!(
+        "  time per answer: retrieval + generation {:.0} ms, check {:.0} µs",
+        generation_time.as_secs_f64() * 1e3 / answered as f64,
+        check_time.as_secs_f64() * 1e6 / answered as f64
+    );
+    assert_eq!(answered, c.facts.len(), "every question was answered");
+    assert!(precise_cites <= cites && fact_cited <= answered);
+}
