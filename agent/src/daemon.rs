@@ -212,9 +212,15 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         .with_checkpoints(checkpoints.clone())
         .with_egress(web::egress::for_firewall(&config.firewall))
         // The Reports page generates with the same code as `wardbox report generate`.
-        .with_reports(reports.clone());
+        .with_reports(reports.clone())
+        // The weekly activity review reads the clinic's hours and limits from `[alerts]`.
+        .with_alert_rules(config.alerts.clone());
     if let Some(backups) = &backups {
         ui = ui.with_backups(backups.clone());
+    }
+    // Updates from a USB stick: the admin Updates page (docs/update.md).
+    if let Some(data_dir) = &data_dir {
+        ui = ui.with_updates(Arc::new(crate::update::service::BoxUpdates::new(config.clone(), data_dir.clone(), audit.clone())));
     }
     // Retrieval answers only with an engine; without one every clinical page says so (503).
     if let Some(engine) = &engine {

@@ -110,3 +110,76 @@ async fn auditors_review_and_clinical_roles_are_kept_out() {
     let post = h.send(post_form(&format!("/admin/alerts/{id}/review"), Some(&token), &[("csrf", &csrf), ("note", "mine")])).await;
     assert_eq!(post.status(), StatusCode::FORBIDDEN);
 }
+
+/// The workflow after review: assign to an administrator or auditor, record a disposition
+/// with a note, close. "Possible breach" starts the 60-day notification clock, shown on the
+/// alert and the list until the alert is closed; a closed alert takes no further step; every
+/// step is in the alert's history and audited with its note as a digest.
+#[tokio::test]
+async fn alerts_are_assigned_given_a_disposition_and_closed_with_the_breach_clock_shown_until_then() {
+    let h = Harness::new();
+    let admin = h.add_user("it.admin", Role::Admin, false);
+    h.add_user("audit.c", Role::Auditor, false);
+    h.add_user("dr.z", Role::Clinician, false);
+    let (token, csrf) = h.session(&admin);
+    let id = raise(&h);
+    let post = |step: &str, fields: Vec<(&'static str, String)>| {
+        let mut form: Vec<(&str, String)> = vec![("csrf", csrf.clone())];
+        form.extend(fields);
+        (format!("/admin/alerts/{id}/{step}"), form)
+    };
+    let send = |(path, form): (String, Vec<(&str, String)>)| {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        h.send(post_form(&path, Some(&token), &pairs))
+    };
+
+    // A clinician cannot take an alert; an auditor can.
+    let r = send(post("assign", vec![("assignee", "dr.z".into())])).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(r).await.contains("not an administrator or auditor"));
+    assert_eq!(send(post("assign", vec![("assignee", "audit.c".into())])).await.status(), StatusCode::SEE_OTHER);
+    // Closing needs a disposition first; a disposition needs a note.
+    let r = send(post("close", vec![("note", "done".into())])).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(r).await.contains("has no disposition yet"));
+    let r = send(post("disposition", vec![("disposition", "possible_breach".into()), ("note", " ".into())])).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = send(post("disposition", vec![("disposition", "breach".into()), ("note", "x".into())])).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "an unknown disposition");
+    let why = "dr.a opened records of three patients not in their care after hours.";
+    assert_eq!(send(post("disposition", vec![("disposition", "possible_breach".into()), ("note", why.into())])).await.status(), StatusCode::SEE_OTHER);
+
+    let page = body_text(h.send(get_with(&format!("/admin/alerts/{id}"), &token)).await).await;
+    assert!(page.contains("id=\"breach-clock\"") && page.contains("days left"), "{page}");
+    assert!(page.contains("assigned to audit.c") || page.contains(">audit.c<"), "{page}");
+    assert!(page.contains("possible breach"), "{page}");
+    let list = body_text(h.send(get_with("/admin/alerts", &token)).await).await;
+    assert!(list.contains("Possible breach under investigation") && list.contains(&format!("alert {id}</a>, notify by")), "{list}");
+
+    let closing = "Notified the patients and the privacy officer on 2027-01-20.";
+    assert_eq!(send(post("close", vec![("note", closing.into())])).await.status(), StatusCode::SEE_OTHER);
+    let page = body_text(h.send(get_with(&format!("/admin/alerts/{id}"), &token)).await).await;
+    assert!(!page.contains("breach-clock") && page.contains("closed: possible breach"), "{page}");
+    assert!(page.contains("it.admin: assign audit.c") && page.contains("disposition possible breach") && page.contains("it.admin: close"), "{page}");
+    assert!(!page.contains("close-form"), "a closed alert offers more steps");
+    let list = body_text(h.send(get_with("/admin/alerts", &token)).await).await;
+    assert!(!list.contains("Possible breach under investigation"), "{list}");
+    assert!(list.contains("0 alerts not yet reviewed"), "closing acknowledges: {list}");
+    let r = send(post("disposition", vec![("disposition", "false_positive".into()), ("note", "later".into())])).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(r).await.contains("is closed"));
+
+    // Audited: each step once, the notes as digests only.
+    let steps: Vec<serde_json::Value> = h
+        .audit_records()
+        .into_iter()
+        .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.detail).ok())
+        .filter(|d| d["action"].as_str().is_some_and(|a| a.starts_with("alert_")))
+        .collect();
+    let names: Vec<&str> = steps.iter().filter_map(|d| d["action"].as_str()).collect();
+    assert_eq!(names, ["alert_assign", "alert_disposition", "alert_close"]);
+    assert_eq!(steps[1]["value"], "possible_breach");
+    assert_eq!(steps[1]["note"]["chars"].as_u64(), Some(why.chars().count() as u64));
+    let all = serde_json::to_string(&steps).expect("json");
+    assert!(!all.contains("three patients") && !all.contains("Notified"), "a note's text reached the audit log");
+}

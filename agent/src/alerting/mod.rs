@@ -8,8 +8,11 @@
 //! - `outbox`: the SQL of the `alerts`, `alert_outbox` and `alert_detector` tables, and the
 //!   pure backoff.
 //! - `heartbeat`: one message a day to each destination, so silence is noticed there.
+//! - `review`: the weekly activity review of the audit trail and who reviewed which week.
 //! - `relations`: the names compared in memory for the related-record rules (own record,
 //!   co-worker's, same surname); only (user, hashed patient id, relation) reaches the detector.
+//! - `workflow`: acknowledge, assign, disposition, close, each recorded and audited; "possible
+//!   breach" starts the 60-day notification clock.
 //! - `deliver`: the messages (no PHI), the RFC 5425 syslog client and the SMTP client.
 //! - this file: the `[alert_delivery]` section and the firewall rules it implies.
 
@@ -18,6 +21,8 @@ pub mod feed;
 pub mod heartbeat;
 pub mod outbox;
 pub mod relations;
+pub mod review;
+pub mod workflow;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

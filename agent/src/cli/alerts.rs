@@ -13,7 +13,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::{CliError, CliResult, DEFAULT_CONFIG, cli_actor, load_config};
-use crate::alerting::{StoredAlert, deliver, outbox};
+use crate::alerting::{StoredAlert, deliver, outbox, workflow};
 use crate::audit::TextDigest;
 
 /// Longest reason accepted (the web form's limit).
@@ -103,6 +103,18 @@ pub fn run(cmd: AlertsCommand) -> CliResult {
                 }
                 _ => println!("  acknowledged:  not yet"),
             }
+            if let Some(st) = workflow::status(store.conn(), id)? {
+                println!("  assigned to:   {}", st.assigned_to.as_deref().unwrap_or("nobody"));
+                println!("  disposition:   {}", st.disposition.map_or("none yet", workflow::Disposition::label));
+                if let (Some(workflow::Disposition::PossibleBreach), Some(from), None) = (st.disposition, &st.breach_clock_from, &st.closed_at)
+                    && let Some((due, left)) = workflow::breach_deadline(from, jiff::Timestamp::now())
+                {
+                    println!("  POSSIBLE BREACH since {from}: notify by {due} ({left} days left)");
+                }
+                if let (Some(by), Some(at)) = (&st.closed_by, &st.closed_at) {
+                    println!("  closed:        by {by} at {at}");
+                }
+            }
             for (dest, state, attempts, error) in &s.deliveries {
                 println!("  delivery:      {dest}: {state} after {attempts} attempts{}", error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default());
             }
@@ -118,14 +130,10 @@ pub fn run(cmd: AlertsCommand) -> CliResult {
                 return Err(CliError::new(format!("--reason is longer than {MAX_REASON_CHARS} characters; nothing was changed")));
             }
             let (store, volume) = super::audit::open(&config)?;
-            if outbox::get(store.conn(), id)?.is_none() {
-                return Err(CliError::new(format!("there is no alert {id} (wardbox alerts list); nothing was changed")));
-            }
             let by = cli_actor();
             let at = jiff::Timestamp::now().to_string();
-            if !outbox::review(store.conn(), id, &by, &at, &reason)? {
-                return Err(CliError::new(format!("alert {id} was already acknowledged (wardbox alerts show {id}); nothing was changed")));
-            }
+            workflow::apply(store.conn(), id, &workflow::Action::Acknowledge, &reason, &by, &at)
+                .map_err(|e| CliError::new(format!("{e} (wardbox alerts show {id}); nothing was changed")))?;
             super::audit::record(&store, &volume, json!({ "action": "alert_review", "alert": id, "note": TextDigest::of(&reason) }))?;
             println!("alert {id} acknowledged by {by}");
             Ok(ExitCode::SUCCESS)

@@ -158,4 +158,7 @@ pub const MIGRATIONS: &[Migration] = &[
     // Clinicians' conversations about a patient and their turns (owned by
     // `crate::clinical::conversations`).
     Migration { version: 10, name: crate::clinical::conversations::MIGRATION_NAME, sql: crate::clinical::conversations::MIGRATION_SQL },
+    // The alerts' workflow: assignee, disposition, breach clock, closing, and every step
+    // (owned by `crate::alerting::workflow`).
+    Migration { version: 11, name: crate::alerting::workflow::MIGRATION_NAME, sql: crate::alerting::workflow::MIGRATION_SQL },
 ];

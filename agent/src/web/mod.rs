@@ -8,6 +8,7 @@
 pub mod accounts;
 mod admin;
 mod alerts;
+mod review;
 mod assets;
 pub mod backups;
 pub mod clinical;
@@ -26,6 +27,7 @@ pub mod requests;
 pub mod session;
 pub mod throttle;
 pub mod tls;
+pub mod updates;
 pub mod upload;
 
 use std::sync::{Arc, Mutex};
@@ -110,6 +112,10 @@ pub struct Ui {
     pub reports: Option<Arc<dyn reports::ReportService>>,
     /// Backups for the Backups page; `None`: the page says they are not set up.
     pub backups: Option<Arc<dyn backups::BackupService>>,
+    /// Updates from a USB stick for the Updates page; `None`: the page says they are not set up.
+    pub updates: Option<Arc<dyn updates::UpdateService>>,
+    /// The `[alerts]` section: clinic hours and limits for the weekly activity review.
+    pub alert_rules: wardbox_alerts::AlertsConfig,
 }
 
 impl Ui {
@@ -141,7 +147,14 @@ impl Ui {
             checkpoints: None,
             reports: None,
             backups: None,
+            updates: None,
+            alert_rules: wardbox_alerts::AlertsConfig::default(),
         }
+    }
+
+    pub fn with_alert_rules(mut self, rules: wardbox_alerts::AlertsConfig) -> Self {
+        self.alert_rules = rules;
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -171,6 +184,11 @@ impl Ui {
 
     pub fn with_backups(mut self, backups: Arc<dyn backups::BackupService>) -> Self {
         self.backups = Some(backups);
+        self
+    }
+
+    pub fn with_updates(mut self, updates: Arc<dyn updates::UpdateService>) -> Self {
+        self.updates = Some(updates);
         self
     }
 
@@ -286,6 +304,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Post, "/patients/{id}/discharge", Roles(CARE)),
     route(Post, "/patients/{id}/medications", Roles(CARE)),
     route(Post, "/patients/{id}/upload", Roles(CARE)).with_max_body(MAX_UPLOAD_BYTES),
+    route(Post, "/patients/{id}/drafts", Roles(CARE)),
     route(Get, "/admin", Roles(ADMINS)),
     route(Get, "/admin/users", Roles(ADMINS)),
     route(Post, "/admin/users", Roles(ADMINS)),
@@ -297,6 +316,11 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Get, "/admin/alerts", Roles(OVERSIGHT)),
     route(Get, "/admin/alerts/{id}", Roles(OVERSIGHT)),
     route(Post, "/admin/alerts/{id}/review", Roles(OVERSIGHT)),
+    route(Post, "/admin/alerts/{id}/assign", Roles(OVERSIGHT)),
+    route(Post, "/admin/alerts/{id}/disposition", Roles(OVERSIGHT)),
+    route(Post, "/admin/alerts/{id}/close", Roles(OVERSIGHT)),
+    route(Get, "/admin/review", Roles(OVERSIGHT)),
+    route(Post, "/admin/review", Roles(OVERSIGHT)),
     route(Get, "/admin/reports", Roles(OVERSIGHT)),
     route(Post, "/admin/reports/generate", Roles(OVERSIGHT)),
     route(Post, "/admin/reports/attest", Roles(OVERSIGHT)),
@@ -306,6 +330,10 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Post, "/admin/backups/run", Roles(ADMINS)),
     route(Post, "/admin/backups/drill", Roles(ADMINS)),
     route(Post, "/admin/backups/key", Roles(ADMINS)),
+    route(Get, "/admin/updates", Roles(ADMINS)),
+    route(Get, "/admin/updates/progress", Roles(ADMINS)),
+    route(Post, "/admin/updates/apply", Roles(ADMINS)),
+    route(Post, "/admin/updates/receipt", Roles(ADMINS)),
 ];
 
 pub fn route_spec(verb: Verb, path: &str) -> Option<&'static RouteSpec> {
@@ -331,6 +359,7 @@ pub fn app(state: AppState) -> Router {
         .route("/patients/{id}/discharge", post(pages::discharge))
         .route("/patients/{id}/medications", post(pages::medications))
         .route("/patients/{id}/upload", post(pages::upload))
+        .route("/patients/{id}/drafts", post(pages::save_draft))
         .route("/admin", get(admin::dashboard))
         .route("/admin/users", get(admin::users).post(admin::create_user))
         .route("/admin/users/{username}/{action}", post(admin::user_action))
@@ -341,6 +370,10 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/alerts", get(alerts::list))
         .route("/admin/alerts/{id}", get(alerts::show))
         .route("/admin/alerts/{id}/review", post(alerts::review))
+        .route("/admin/alerts/{id}/assign", post(alerts::assign))
+        .route("/admin/alerts/{id}/disposition", post(alerts::dispose))
+        .route("/admin/alerts/{id}/close", post(alerts::close))
+        .route("/admin/review", get(review::page).post(review::mark))
         .route("/admin/reports", get(reports::reports))
         .route("/admin/reports/generate", post(reports::generate))
         .route("/admin/reports/attest", post(reports::attest))
@@ -350,6 +383,10 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/backups/run", post(backups::run_backup))
         .route("/admin/backups/drill", post(backups::run_drill))
         .route("/admin/backups/key", post(backups::key_sheet))
+        .route("/admin/updates", get(updates::show))
+        .route("/admin/updates/progress", get(updates::progress))
+        .route("/admin/updates/apply", post(updates::apply))
+        .route("/admin/updates/receipt", post(updates::receipt))
         // Inside the guard: counts only the requests the guard let through to their handler.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), requests::count_served))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
