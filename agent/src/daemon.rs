@@ -256,6 +256,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
 
     let background = tokio::spawn(background_checks(
         store.clone(),
+        audit.clone(),
         checkpoints,
         audit::VerifiedHeadFile::in_state_dir(&config.state_dir),
         state.clone(),
@@ -292,7 +293,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     // Backups: nightly; a failed or missed run is an alert (through the audit chain to the
     // detector and the outbox, and in the health), cleared by the next good one.
     if let Some(backups) = backups {
-        let (b_state, b_status) = (state.clone(), status_path.clone());
+        // The health only, not the UI: the UI holds the backups, so a callback holding the UI
+        // would keep the audit writer alive forever and the agent would never finish stopping.
+        let (b_state, b_status) = (AppState { ui: None, ..state.clone() }, status_path.clone());
         backups.set_health(Arc::new(move |change| match change {
             crate::backup::service::AlertChange::Raise { reason, .. } => raise(&b_state, &b_status, "backup", reason.clone()),
             crate::backup::service::AlertChange::Clear => clear(&b_state, &b_status, "backup"),
@@ -445,6 +448,7 @@ fn halt_reason(log: &BootLog) -> (StageName, String) {
 /// Later subsystems add theirs here (firewall drift, GPU health, engine liveness, disk).
 async fn background_checks(
     store: Arc<std::sync::Mutex<Store>>,
+    audit_log: AuditLog,
     checkpoints: CheckpointLog,
     verified: audit::VerifiedHeadFile,
     state: AppState,
@@ -462,11 +466,23 @@ async fn background_checks(
         audit::check_chain(&store, &cps, &verified, true, jiff::Timestamp::now()).map(|c| c.report)
     })
     .await;
-    match report {
-        Ok(Ok(r)) if r.intact() => tracing::info!(records = r.records, "audit chain verified at start"),
-        Ok(Ok(r)) => raise(&state, &status_path, "audit", format!("audit chain broken: {}", r.first_break.map(|b| b.to_string()).unwrap_or_default())),
-        Ok(Err(e)) => raise(&state, &status_path, "audit", format!("audit chain could not be verified: {e}")),
-        Err(e) => raise(&state, &status_path, "audit", format!("audit verification task failed: {e}")),
+    // A failure is raised on the status page and also written into the chain itself, where
+    // the alert detector reads it (`audit_chain`) and the outbox delivers it off the box.
+    let failure = match report {
+        Ok(Ok(r)) if r.intact() => {
+            tracing::info!(records = r.records, "audit chain verified at start");
+            None
+        }
+        Ok(Ok(r)) => Some(("chain_broken", format!("audit chain broken: {}", r.first_break.map(|b| b.to_string()).unwrap_or_default()))),
+        Ok(Err(e)) => Some(("verify_failed", format!("audit chain could not be verified: {e}"))),
+        Err(e) => Some(("verify_failed", format!("audit verification task failed: {e}"))),
+    };
+    if let Some((event, reason)) = failure {
+        raise(&state, &status_path, "audit", reason.clone());
+        let record = AuditEvent::new(EventKind::SecurityAlert, "system", json!({ "source": "audit", "event": event, "reason": reason }));
+        if let Err(e) = audit_log.append(record).await {
+            raise(&state, &status_path, "audit", format!("the audit chain's failure could not be recorded in it: {e}"));
+        }
     }
 
     let mut tick = tokio::time::interval(checkpoint_every);

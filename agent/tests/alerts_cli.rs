@@ -64,6 +64,67 @@ fn failed_signin(addr: SocketAddr, user: &str) {
     assert!(!resp.starts_with("HTTP/1.1 5"), "{resp}");
 }
 
+/// `wardbox dev` on `base` listening on `addr`, without an engine, once it serves.
+fn start_dev(base: &Path, addr: SocketAddr) -> Agent {
+    let agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_wardbox"))
+            .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
+            .env("WARDBOX_ENGINE_BIN", base.join("no-engine-here"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wardbox dev"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http(addr, &format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        assert!(Instant::now() < deadline, "the dev agent did not serve within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent
+}
+
+/// Waits until `wardbox alerts list` shows `rule`; returns the listing.
+fn wait_for_alert(config: &Path, rule: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = wardbox(&["alerts", "list"], config);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let t = text(&out);
+        if t.contains(rule) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "no {rule} alert listed within 30 s: {t}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// An audit chain found broken at start is written into the chain itself, so the detector
+/// raises `audit_chain` and the outbox would deliver it off the box (not only the status page).
+#[test]
+fn a_broken_audit_chain_found_at_start_becomes_an_alert() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("box");
+    let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let agent = start_dev(&base, addr);
+    // Let the detector take its first position in the chain, then stop the box.
+    std::thread::sleep(Duration::from_secs(1));
+    drop(agent);
+    // Someone with the key edits a record (dropping the trigger that forbids it).
+    let key_hex = std::fs::read_to_string(base.join("state/dev-store.key")).expect("dev key");
+    let key = wardbox::store::StoreKey::from_hex(key_hex.trim()).expect("key");
+    let store = wardbox::store::Store::open_existing(&base.join("data/wardbox.db"), &key).expect("open");
+    store
+        .conn()
+        .execute_batch("DROP TRIGGER audit_no_update; UPDATE audit SET detail = '{\"tampered\":true}' WHERE seq = 3;")
+        .expect("tamper");
+    drop(store);
+    let config = base.join("wardbox.toml");
+    let _agent = start_dev(&base, addr);
+    let listed = wait_for_alert(&config, "audit_chain");
+    let line = listed.lines().find(|l| l.contains("audit_chain")).expect("line");
+    assert!(line.contains(" box ") && line.contains("chain_broken"), "{line}");
+}
+
 #[test]
 fn alerts_are_listed_shown_and_acknowledged_from_the_console() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -78,20 +139,7 @@ fn alerts_are_listed_shown_and_acknowledged_from_the_console() {
     assert_ne!(lowered, toml, "the defaults no longer carry the sign-in thresholds");
     std::fs::create_dir_all(&base).expect("base");
     std::fs::write(base.join("wardbox.toml"), lowered).expect("config");
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_wardbox"))
-            .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
-            .env("WARDBOX_ENGINE_BIN", dir.path().join("no-engine-here"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wardbox dev"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http(addr, &format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-        assert!(Instant::now() < deadline, "the dev agent did not serve within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _agent = start_dev(&base, addr);
     let config = base.join("wardbox.toml");
     for _ in 0..2 {
         failed_signin(addr, "ghost");
