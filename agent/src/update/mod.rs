@@ -9,6 +9,9 @@
 //!   install receipt show), and the pending system update.
 //! - [`boot`]: after a healthy boot, settle a pending system update (raise the system floor, or
 //!   report that the box fell back).
+//! - [`flow`]: one apply from the stick to the install log, shared by the console and the
+//!   admin page; [`receipt`]: the install receipt, quoted by the TPM; [`status`]: what status
+//!   shows; [`service`]: the admin Updates page's service (sticks, inspect, apply, progress).
 //! - [`tpm_floor`]: the system-version floor in a TPM NV counter, which a restored old state
 //!   directory cannot lower.
 //!
@@ -25,7 +28,11 @@
 
 pub mod apply;
 pub mod boot;
+pub mod flow;
 pub mod installs;
+pub mod receipt;
+pub mod service;
+pub mod status;
 pub mod tpm_floor;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +72,14 @@ pub struct UpdateConfig {
     /// (a software TPM on a dev box).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_tpm: Option<String>,
+    /// Where inserted USB sticks are mounted (read-only, nosuid, nodev, noexec), one directory
+    /// per stick; the admin Updates page lists the bundles found there.
+    #[serde(default = "default_usb_dir")]
+    pub usb_dir: PathBuf,
+}
+
+fn default_usb_dir() -> PathBuf {
+    PathBuf::from("/run/wardbox/usb")
 }
 
 fn default_image_root() -> PathBuf {
@@ -79,6 +94,7 @@ impl Default for UpdateConfig {
             firmware_policy: None,
             slots: SlotsConfig::default(),
             rollback_tpm: None,
+            usb_dir: default_usb_dir(),
         }
     }
 }
@@ -166,6 +182,7 @@ impl UpdateConfig {
             ("update.slots.a", Some(&self.slots.a)),
             ("update.slots.b", Some(&self.slots.b)),
             ("update.slots.esp_dir", Some(&self.slots.esp_dir)),
+            ("update.usb_dir", Some(&self.usb_dir)),
         ];
         for (key, path) in paths {
             if path.is_some_and(|p| !p.is_absolute()) {
