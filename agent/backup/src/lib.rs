@@ -9,14 +9,17 @@
 //! - [`key`]: the repository key (redacted, zeroed on drop).
 //! - [`retention`]: which snapshots to keep (pure).
 //! - [`repo`]: init, open, backup, list, check, restore, forget + prune.
+//! - [`progress`]: how far a running backup or restore is (bytes of its current step).
 //! - [`error`]: one error type that names what the operator can act on.
 
 pub mod error;
 pub mod key;
+pub mod progress;
 pub mod repo;
 pub mod retention;
 
 pub use error::BackupError;
 pub use key::{KeyError, RepositoryKey};
+pub use progress::{ProgressReading, RunProgress};
 pub use repo::{BackupRepository, CheckReport, Destination, RestoreOutcome, RetentionOutcome, SnapshotInfo};
 pub use retention::{RETENTION, Retention};

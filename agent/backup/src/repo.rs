@@ -6,6 +6,7 @@
 //! has one repository per destination and nothing of it should linger outside it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustic_backend::BackendOptions;
 use rustic_core::jiff;
@@ -16,6 +17,7 @@ use rustic_core::{
 };
 
 use crate::error::{BackupError, classify};
+use crate::progress::{Bars, RunProgress};
 use crate::key::RepositoryKey;
 use crate::retention::Retention;
 
@@ -168,6 +170,10 @@ fn credentials(key: &RepositoryKey) -> Credentials {
 }
 
 fn unopened(destination: &Destination) -> Result<Repository<()>, BackupError> {
+    unopened_reporting(destination, None)
+}
+
+fn unopened_reporting(destination: &Destination, progress: Option<&Arc<RunProgress>>) -> Result<Repository<()>, BackupError> {
     let location = destination.location();
     let options = match destination {
         Destination::LocalDirectory(path) => BackendOptions::default().repository(path.to_string_lossy().into_owned()),
@@ -180,18 +186,26 @@ fn unopened(destination: &Destination) -> Result<Repository<()>, BackupError> {
         }
     };
     let backends = options.to_backends().map_err(|e| classify(&location, "open the destination", &e))?;
-    Repository::new(&repository_options(), &backends).map_err(|e| classify(&location, "open the destination", &e))
+    match progress {
+        Some(p) => Repository::new_with_progress(&repository_options(), &backends, Bars(p.clone())),
+        None => Repository::new(&repository_options(), &backends),
+    }
+    .map_err(|e| classify(&location, "open the destination", &e))
 }
 
 impl BackupRepository {
     /// Create a new repository at an empty destination, encrypted under `key`.
     pub fn init(destination: &Destination, key: &RepositoryKey) -> Result<Self, BackupError> {
+        Self::init_reporting(destination, key, None)
+    }
+
+    fn init_reporting(destination: &Destination, key: &RepositoryKey, progress: Option<&Arc<RunProgress>>) -> Result<Self, BackupError> {
         destination.ensure_reachable()?;
         let location = destination.location();
         if destination.holds_repository()? {
             return Err(BackupError::AlreadyARepository { location });
         }
-        let repo = unopened(destination)?
+        let repo = unopened_reporting(destination, progress)?
             .init(&credentials(key), &KeyOptions::default(), &ConfigOptions::default())
             .map_err(|e| classify(&location, "initialise", &e))?;
         Ok(Self { destination: destination.clone(), repo: Some(repo) })
@@ -199,19 +213,37 @@ impl BackupRepository {
 
     /// Open an existing repository; a wrong key is [`BackupError::WrongKey`].
     pub fn open(destination: &Destination, key: &RepositoryKey) -> Result<Self, BackupError> {
+        Self::open_reporting(destination, key, None)
+    }
+
+    /// [`Self::open`], reporting the bytes of long steps (restore, reading packs) to `progress`.
+    pub fn open_reporting(destination: &Destination, key: &RepositoryKey, progress: Option<&Arc<RunProgress>>) -> Result<Self, BackupError> {
         destination.ensure_reachable()?;
         let location = destination.location();
         if !destination.holds_repository()? {
             return Err(BackupError::NotARepository { location });
         }
-        let repo = unopened(destination)?.open(&credentials(key)).map_err(|e| classify(&location, "open", &e))?;
+        let repo = unopened_reporting(destination, progress)?.open(&credentials(key)).map_err(|e| classify(&location, "open", &e))?;
         Ok(Self { destination: destination.clone(), repo: Some(repo) })
     }
 
     /// Open the repository, creating it first when the destination holds none.
     pub fn open_or_init(destination: &Destination, key: &RepositoryKey) -> Result<(Self, bool), BackupError> {
+        Self::open_or_init_reporting(destination, key, None)
+    }
+
+    /// [`Self::open_or_init`], reporting the bytes of long steps (backing up) to `progress`.
+    pub fn open_or_init_reporting(
+        destination: &Destination,
+        key: &RepositoryKey,
+        progress: Option<&Arc<RunProgress>>,
+    ) -> Result<(Self, bool), BackupError> {
         destination.ensure_reachable()?;
-        if destination.holds_repository()? { Ok((Self::open(destination, key)?, false)) } else { Ok((Self::init(destination, key)?, true)) }
+        if destination.holds_repository()? {
+            Ok((Self::open_reporting(destination, key, progress)?, false))
+        } else {
+            Ok((Self::init_reporting(destination, key, progress)?, true))
+        }
     }
 
     pub fn destination(&self) -> &Destination {

@@ -195,3 +195,23 @@ fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
 fn walk_sizes(dir: &Path) -> u64 {
     walkdir(dir).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum()
 }
+
+/// The running backup reports its bytes: after it, the step is "backing up" and every byte of
+/// the source is counted, of a total measured first.
+#[test]
+fn a_backup_reports_its_progress_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    make_source(&source, 2 << 20);
+    let source_bytes: u64 = tree(&source).iter().map(|(_, b)| b.len() as u64).sum();
+    let progress = std::sync::Arc::new(wardbox_backup::RunProgress::default());
+    assert_eq!(progress.read().percent(), None, "nothing known before the run");
+    let key = RepositoryKey::generate().unwrap();
+    std::fs::create_dir_all(dir.path().join("repo")).unwrap();
+    let (mut repo, _) = BackupRepository::open_or_init_reporting(&destination(&dir.path().join("repo")), &key, Some(&progress)).unwrap();
+    repo.backup(&source, &[]).unwrap();
+    let reading = progress.read();
+    assert_eq!(reading.step, "backing up", "{reading:?}");
+    assert_eq!((reading.done, reading.total), (source_bytes, source_bytes), "{reading:?}");
+    assert_eq!(reading.percent(), Some(100));
+}

@@ -269,12 +269,23 @@ pub struct BackupDone {
 ///
 /// Refused with [`RunError::Busy`] while another backup, restore or drill runs on the box.
 pub fn run_backup(inputs: &BackupInputs<'_>, destination: &Destination, key: &RepositoryKey, tags: &[&str]) -> Result<BackupDone, RunError> {
+    run_backup_reporting(inputs, destination, key, tags, None)
+}
+
+/// [`run_backup`], reporting the bytes backed up to `progress` (the admin page shows them).
+pub fn run_backup_reporting(
+    inputs: &BackupInputs<'_>,
+    destination: &Destination,
+    key: &RepositoryKey,
+    tags: &[&str],
+    progress: Option<&std::sync::Arc<wardbox_backup::RunProgress>>,
+) -> Result<BackupDone, RunError> {
     let _lock = RunLock::acquire(inputs.data_dir, "backup")?;
     let staging = work_dir(inputs.data_dir, "staging");
     let result = (|| {
         // The repository first: a stick that is not mounted or a wrong key fails before the
         // store is copied.
-        let (mut repo, created_repository) = BackupRepository::open_or_init(destination, key)?;
+        let (mut repo, created_repository) = BackupRepository::open_or_init_reporting(destination, key, progress)?;
         let manifest = stage::stage(
             &staging,
             &stage::StageSources {
@@ -342,11 +353,21 @@ pub fn backup_detail(done: &BackupDone) -> serde_json::Value {
 ///
 /// Refused with [`RunError::Busy`] while another backup, restore or drill runs on the box.
 pub fn run_drill(data_dir: &Path, destination: &Destination, key: &RepositoryKey) -> Result<DrillReport, RunError> {
+    run_drill_reporting(data_dir, destination, key, None)
+}
+
+/// [`run_drill`], reporting the bytes read and restored to `progress`.
+pub fn run_drill_reporting(
+    data_dir: &Path,
+    destination: &Destination,
+    key: &RepositoryKey,
+    progress: Option<&std::sync::Arc<wardbox_backup::RunProgress>>,
+) -> Result<DrillReport, RunError> {
     let _lock = RunLock::acquire(data_dir, "drill")?;
     let scratch = work_dir(data_dir, "drill");
     let _ = std::fs::remove_dir_all(&scratch);
     let result = (|| {
-        let mut repo = BackupRepository::open(destination, key)?;
+        let mut repo = BackupRepository::open_reporting(destination, key, progress)?;
         let restored = repo.restore_latest(&scratch)?;
         Ok(drill::verify_restored(&scratch, &restored.snapshot.id)?)
     })();

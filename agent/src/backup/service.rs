@@ -78,8 +78,9 @@ pub struct BoxBackups {
     audit: AuditLog,
     /// Set once the daemon's health exists (it is made after the UI that holds this).
     health: Mutex<Option<HealthHook>>,
-    /// The run this agent is doing, in words (the page's "running now").
+    /// The run this agent is doing, in words (the page's "running now"), and how far it is.
     running: Mutex<Option<String>>,
+    progress: Mutex<Arc<wardbox_backup::RunProgress>>,
 }
 
 impl std::fmt::Debug for BoxBackups {
@@ -117,6 +118,7 @@ impl BoxBackups {
             audit,
             health: Mutex::new(None),
             running: Mutex::new(None),
+            progress: Mutex::new(Arc::default()),
         }
     }
 
@@ -139,10 +141,26 @@ impl BoxBackups {
         self.destination.clone().ok_or_else(|| RunRefused::NotConfigured("no backup destination is configured ([backup] usb_path or rest_url)".into()))
     }
 
-    fn set_running(&self, what: Option<String>) {
+    /// Mark a run as started (a fresh progress for it) or ended.
+    fn set_running(&self, what: Option<String>) -> Arc<wardbox_backup::RunProgress> {
+        let fresh: Arc<wardbox_backup::RunProgress> = Arc::default();
+        if let Ok(mut p) = self.progress.lock() {
+            *p = fresh.clone();
+        }
         if let Ok(mut r) = self.running.lock() {
             *r = what;
         }
+        fresh
+    }
+
+    /// The run in progress with how far it is, in words.
+    fn running_words(&self) -> Option<String> {
+        let what = self.running.lock().ok().and_then(|r| r.clone())?;
+        let reading = self.progress.lock().ok().map(|p| p.read());
+        Some(match reading {
+            Some(r) => format!("{what}; {}", progress_words(&r)),
+            None => what,
+        })
     }
 
     fn audit(&self, kind: EventKind, actor: &str, detail: serde_json::Value) -> Result<(), RunError> {
@@ -176,7 +194,7 @@ impl BoxBackups {
         let (key, created_key) = super::key_or_create(&store)?;
         let previous_failed = super::last_run(&store, RunKind::Backup)?.is_some_and(|r| !r.ok);
         let started = jiff::Timestamp::now();
-        self.set_running(Some(format!("backup started by {actor} at {started}")));
+        let progress = self.set_running(Some(format!("backup started by {actor} at {started}")));
         let inputs = BackupInputs {
             store: &store,
             store_key: &self.store_key,
@@ -184,7 +202,7 @@ impl BoxBackups {
             state_dir: &self.state_dir,
             config_file: self.config_file.as_deref(),
         };
-        let outcome = super::run_backup(&inputs, &destination, &key, &["wardbox"]);
+        let outcome = super::run_backup_reporting(&inputs, &destination, &key, &["wardbox"], Some(&progress));
         self.set_running(None);
         if matches!(outcome, Err(RunError::Busy(_))) {
             return outcome;
@@ -241,8 +259,8 @@ impl BoxBackups {
         let store = self.open_store()?;
         let key = super::stored_key(&store)?.ok_or_else(|| RunError::Key("this box has no backup key yet: back up first".into()))?;
         let started = jiff::Timestamp::now();
-        self.set_running(Some(format!("restore drill started by {actor} at {started}")));
-        let outcome = super::run_drill(&self.data_dir, &destination, &key);
+        let progress = self.set_running(Some(format!("restore drill started by {actor} at {started}")));
+        let outcome = super::run_drill_reporting(&self.data_dir, &destination, &key, Some(&progress));
         self.set_running(None);
         if matches!(outcome, Err(RunError::Busy(_))) {
             return outcome;
@@ -267,6 +285,15 @@ fn refusal(e: RunError) -> RunRefused {
     }
 }
 
+/// Pure: how far a run is, in words.
+pub fn progress_words(r: &wardbox_backup::ProgressReading) -> String {
+    match (r.step.as_str(), r.percent()) {
+        ("", _) => "preparing (a consistent copy of the store)".to_owned(),
+        (step, Some(pct)) => format!("{step}: {pct}% ({} of {})", size_words(r.done), size_words(r.total)),
+        (step, None) => format!("{step}: {} so far", size_words(r.done)),
+    }
+}
+
 fn size_words(bytes: u64) -> String {
     const MB: f64 = 1024.0 * 1024.0;
     if bytes >= 1024 * 1024 { format!("{:.1} MiB", bytes as f64 / MB) } else { format!("{:.1} KiB", bytes as f64 / 1024.0) }
@@ -284,7 +311,7 @@ impl BackupService for BoxBackups {
             destination: self.destination.as_ref().map(Destination::location),
             schedule: self.schedule_words.clone(),
             next_run: self.nightly.map(|n| n.local(n.next_after(now))),
-            running: self.running.lock().ok().and_then(|r| r.clone()),
+            running: self.running_words(),
             last_good_backup: last_good.map(|t| t.to_string()),
             last_drill: last_drill.map(|d| {
                 let outcome = if d.ok { "passed".to_owned() } else { format!("FAILED: {}", d.detail["error"].as_str().unwrap_or("")) };
@@ -409,5 +436,14 @@ mod tests {
         let both = alert_changes(1, None, Some("full"), true);
         assert_eq!(both.len(), 2);
         assert!(both.iter().all(|c| matches!(c, AlertChange::Raise { .. })));
+    }
+
+    #[test]
+    fn progress_is_said_in_words() {
+        use wardbox_backup::ProgressReading;
+        let r = |step: &str, done, total| ProgressReading { step: step.into(), done, total };
+        assert_eq!(progress_words(&r("", 0, 0)), "preparing (a consistent copy of the store)");
+        assert_eq!(progress_words(&r("backing up", 3 << 20, 12 << 20)), "backing up: 25% (3.0 MiB of 12.0 MiB)");
+        assert_eq!(progress_words(&r("restoring", 512 << 10, 0)), "restoring: 512.0 KiB so far");
     }
 }
