@@ -54,6 +54,7 @@ pub(super) fn nav_for(role: Role) -> Vec<NavItem> {
             n("/admin/alerts", "Alerts"),
             n("/admin/reports", "Reports"),
             n("/admin/backups", "Backups"),
+            n("/admin/updates", "Updates"),
         ],
         Role::Auditor => vec![
             n("/admin/audit", "Audit trail"),

@@ -22,6 +22,8 @@ pub const PASSWORD: &str = "correct horse battery";
 type MakeClinical = Box<dyn FnOnce(&Path, &StoreKey) -> Arc<dyn Clinical>>;
 /// Builds the backup service over the harness's store (path, key) and audit log.
 pub type MakeBackups = Box<dyn FnOnce(&Path, &StoreKey, AuditLog) -> Arc<dyn wardbox::web::backups::BackupService>>;
+/// Builds the update service over the harness's store (path, key) and audit log.
+pub type MakeUpdates = Box<dyn FnOnce(&Path, &StoreKey, AuditLog) -> Arc<dyn wardbox::web::updates::UpdateService>>;
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -53,26 +55,31 @@ impl Harness {
     }
 
     pub fn with(web: WebConfig, clinical: Option<Arc<dyn Clinical>>) -> Self {
-        Self::build(web, clinical.map(|c| Box::new(move |_: &Path, _: &StoreKey| c) as MakeClinical), false, None)
+        Self::build(web, clinical.map(|c| Box::new(move |_: &Path, _: &StoreKey| c) as MakeClinical), false, None, None)
     }
 
     /// With the system clock: for tests over a real socket where time passes for real.
     pub fn with_real_clock(web: WebConfig, clinical: Option<Arc<dyn Clinical>>) -> Self {
-        Self::build(web, clinical.map(|c| Box::new(move |_: &Path, _: &StoreKey| c) as MakeClinical), true, None)
+        Self::build(web, clinical.map(|c| Box::new(move |_: &Path, _: &StoreKey| c) as MakeClinical), true, None, None)
     }
 
     /// With the system clock and a clinical back end over this harness's own store (the
     /// agent's retrieval index lives in the same database).
     pub fn with_store_clinical(web: WebConfig, make: impl FnOnce(&Path, &StoreKey) -> Arc<dyn Clinical> + 'static) -> Self {
-        Self::build(web, Some(Box::new(make)), true, None)
+        Self::build(web, Some(Box::new(make)), true, None, None)
     }
 
     /// With the system clock and a backup service over this harness's store and audit log.
     pub fn with_backups(make: MakeBackups) -> Self {
-        Self::build(WebConfig::default(), None, true, Some(make))
+        Self::build(WebConfig::default(), None, true, Some(make), None)
     }
 
-    fn build(web: WebConfig, clinical: Option<MakeClinical>, real_clock: bool, backups: Option<MakeBackups>) -> Self {
+    /// With the system clock and an update service over this harness's store and audit log.
+    pub fn with_updates(make: MakeUpdates) -> Self {
+        Self::build(WebConfig::default(), None, true, None, Some(make))
+    }
+
+    fn build(web: WebConfig, clinical: Option<MakeClinical>, real_clock: bool, backups: Option<MakeBackups>, updates: Option<MakeUpdates>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = StoreKey::random();
         let store_path = dir.path().join("wardbox.db");
@@ -82,6 +89,7 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(1_800_000_000));
         let checkpoints = wardbox::daemon::checkpoint_log(dir.path());
         let backups = backups.map(|make| make(&store_path, &key, audit.clone()));
+        let updates = updates.map(|make| make(&store_path, &key, audit.clone()));
         let mut ui = Ui::new(Arc::new(Mutex::new(store)), audit, &web)
             .with_clock(clock.clone())
             .with_checkpoints(checkpoints);
@@ -93,6 +101,9 @@ impl Harness {
         }
         if let Some(backups) = backups {
             ui = ui.with_backups(backups);
+        }
+        if let Some(updates) = updates {
+            ui = ui.with_updates(updates);
         }
         let health = Health::from_boot(Profile::Dev, &BootLog::new(Profile::Dev), "2027-01-15T08:00:00Z".into());
         let state = AppState::with_ui(health, ui);
