@@ -369,17 +369,20 @@ static ISO_DATE: LazyLock<Regex> = LazyLock::new(|| {
 /// the originals and ISO dates move back by the patient's shift. Only for a user allowed to
 /// see this patient; the caller decides that.
 pub fn reidentify(text: &str, scope: &Pseudonyms) -> String {
-    let names_back = PSEUDONYM.replace_all(text, |c: &regex::Captures<'_>| {
-        let original = Category::from_tag(&c[1]).and_then(|cat| c[2].parse().ok().and_then(|i| scope.original(cat, i)));
-        original.map_or_else(|| c[0].to_owned(), str::to_owned)
+    // Dates first, in the de-identified text only: an original put back for a pseudonym is
+    // the original and must not be shifted again (a value taken for another identifier can
+    // look like an ISO date).
+    let dates_back = ISO_DATE.replace_all(text, |c: &regex::Captures<'_>| {
+        let back = (|| {
+            let d = Date::new(c[1].parse().ok()?, c[2].parse().ok()?, c[3].parse().ok()?).ok()?;
+            d.checked_add(jiff::Span::new().days(-scope.shift_days)).ok()
+        })();
+        back.map_or_else(|| c[0].to_owned(), |d| d.to_string())
     });
-    ISO_DATE
-        .replace_all(&names_back, |c: &regex::Captures<'_>| {
-            let back = (|| {
-                let d = Date::new(c[1].parse().ok()?, c[2].parse().ok()?, c[3].parse().ok()?).ok()?;
-                d.checked_add(jiff::Span::new().days(-scope.shift_days)).ok()
-            })();
-            back.map_or_else(|| c[0].to_owned(), |d| d.to_string())
+    PSEUDONYM
+        .replace_all(&dates_back, |c: &regex::Captures<'_>| {
+            let original = Category::from_tag(&c[1]).and_then(|cat| c[2].parse().ok().and_then(|i| scope.original(cat, i)));
+            original.map_or_else(|| c[0].to_owned(), str::to_owned)
         })
         .into_owned()
 }
@@ -465,6 +468,14 @@ mod tests {
         assert_eq!(shift_date("Feb 28", 2), Some("March 1".into()));
         assert_eq!(shift_date("August 2020", 30), Some("September 2020".into()));
         assert_eq!(shift_date("2023-11-02T08:30:00Z", -2), Some("2023-10-31".into()));
+    }
+
+    #[test]
+    fn an_original_that_looks_like_a_date_is_put_back_unshifted() {
+        // "2027-01-15 09" was once taken for a phone number; its original came back shifted.
+        let mut scope = Pseudonyms::with_shift(100);
+        let d = deidentify("saved at 2027-01-15 09:30 UTC, seen 2027-01-15", &KnownIdentifiers::default(), &mut scope);
+        assert_eq!(reidentify(&d.text, &scope), "saved at 2027-01-15 09:30 UTC, seen 2027-01-15", "{}", d.text);
     }
 
     #[test]
