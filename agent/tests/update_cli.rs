@@ -56,6 +56,12 @@ fn boot_dev_box(dir: &Path) {
 
 /// [`boot_dev_box`], telling the agent which boot this is (as systemd does, `WARDBOX_BOOT_ID`).
 fn boot_dev_box_as(dir: &Path, boot_id: Option<&str>) {
+    boot_dev_box_until(dir, boot_id, || true);
+}
+
+/// [`boot_dev_box_as`], stopping the agent only once `done` holds after it served (work the
+/// agent does in the background after its boot).
+fn boot_dev_box_until(dir: &Path, boot_id: Option<&str>, done: impl Fn() -> bool) {
     let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_wardbox"))
         .args(["dev", "--base", dir.to_str().expect("utf8"), "--listen", &addr.to_string()])
@@ -70,6 +76,10 @@ fn boot_dev_box_as(dir: &Path, boot_id: Option<&str>) {
     while !healthy(addr) {
         assert!(Instant::now() < deadline, "the dev box did not answer /health within 120 s");
         assert!(agent.try_wait().expect("wait").is_none(), "wardbox dev exited before it was healthy");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    while !done() {
+        assert!(Instant::now() < deadline, "the dev box did not finish its work after the boot within 120 s");
         std::thread::sleep(Duration::from_millis(200));
     }
     let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.id()).expect("pid"));
@@ -653,4 +663,93 @@ fn the_agent_settles_a_pending_system_update_after_its_boot() {
     let status = text(&b.run(&["status"]));
     assert!(status.contains(&format!("floor {}", running())), "the floor did not rise after the healthy boot: {status}");
     assert!(status.contains("pending    none") && status.contains("installed at"), "{status}");
+}
+
+/// The system floor in the TPM's NV counter (a software TPM here): the agent defines the counter
+/// and raises it at a healthy boot; a full bundle not above it is refused with 11 even after the
+/// state directory was restored from an older copy, and every full bundle is refused (1) when
+/// the state directory does not know the counter at all. A box without a TPM says so.
+#[test]
+fn swtpm_the_tpm_floor_holds_when_an_old_state_directory_is_restored() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let status = text(&b.run(&["status"]));
+    assert!(status.contains("tpm floor  none: this box has no TPM for it (dev profile)"), "{status}");
+
+    let tpm_state = b.path("tpm");
+    std::fs::create_dir_all(&tpm_state).expect("mkdir");
+    let tpm = match wardbox_volume::swtpm::SoftwareTpm::start(&tpm_state) {
+        Ok(t) => t,
+        Err(e) => panic!("this test needs a software TPM (swtpm): {e}"),
+    };
+    let mut table: toml::Table = std::fs::read_to_string(&b.config).expect("config").parse().expect("toml");
+    table["update"].as_table_mut().expect("update").insert("rollback_tpm".into(), tpm.tcti().into());
+    std::fs::write(&b.config, toml::to_string(&table).expect("toml")).expect("config");
+    let status = text(&b.run(&["status"]));
+    assert!(status.contains("tpm floor  not provisioned yet"), "{status}");
+
+    let state_dir = b.path("data/update/state");
+    let tpm_floor = || -> Option<String> {
+        let o = b.run(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        v["system"]["tpm_floor"].as_str().map(str::to_owned)
+    };
+    // The first healthy boot defines the counter and raises it to the running version.
+    boot_dev_box_until(b.dir.path(), None, || tpm_floor() == Some(running().to_string()));
+    let old_copy = b.path("state-copy");
+    std::fs::create_dir_all(&old_copy).expect("mkdir");
+    for e in std::fs::read_dir(&state_dir).expect("state dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), old_copy.join(e.file_name())).expect("copy");
+    }
+
+    // Version above(2) booted healthy (the state directory's floor says so; the running agent
+    // cannot change its version in a test): the next healthy boot raises the TPM to it.
+    std::fs::copy(s.roots().join("1.root.json"), state_dir.join("root.json")).expect("trusted root");
+    std::fs::write(state_dir.join("floors.json"), format!("{{\"system\": \"{}\"}}\n", above(2))).expect("floors");
+    boot_dev_box_until(b.dir.path(), None, || tpm_floor() == Some(above(2)));
+
+    // The old copy of the state directory comes back: it knows no system floor ...
+    std::fs::remove_dir_all(&state_dir).expect("rm");
+    std::fs::create_dir_all(&state_dir).expect("mkdir");
+    for e in std::fs::read_dir(&old_copy).expect("copy") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), state_dir.join(e.file_name())).expect("copy back");
+    }
+    let status = text(&b.run(&["status"]));
+    assert!(status.contains("floor none") && status.contains(&format!("tpm floor  {} (NV counter", above(2))), "{status}");
+
+    // ... but the TPM still refuses what is not above the floor it proves, before the slot is touched.
+    let image = pattern(200_000, 5);
+    for (name, version) in [("t1", above(1)), ("t2", above(2))] {
+        let bundle = rt.block_on(s.full(name, &version, &image, b"MZ older"));
+        let inspect = text(&b.run(&["inspect", bundle.to_str().expect("utf8")]));
+        assert!(inspect.contains("WOULD BE REFUSED"), "{inspect}");
+        let o = b.apply(&bundle);
+        assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("proves version {} was installed and booted healthy", above(2))) && text(&o).contains("restored from an older copy"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(std::fs::read(b.path("root-b")).expect("slot b"), vec![0u8; SLOT_LEN], "a refused bundle wrote the slot");
+    }
+    let bundle = rt.block_on(s.full("t3", &above(3), &image, b"MZ newer"));
+    let o = b.apply(&bundle);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&format!("tpm floor  {}", above(2))), "{}", text(&o));
+
+    // A state directory older than the counter itself: the floor is unknown, so no system update.
+    std::fs::remove_file(state_dir.join("tpm-counter.json")).expect("rm base");
+    let bundle = rt.block_on(s.full("t4", &above(4), &image, b"MZ newest"));
+    let o = b.apply(&bundle);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("does not record its base"), "{}", text(&o));
+    assert!(text(&b.run(&["status"])).contains("tpm floor  UNKNOWN"));
+
+    let records = b.update_records();
+    let codes: Vec<i64> = records.iter().filter_map(|(_, d)| d["exit_code"].as_i64()).collect();
+    assert_eq!(codes, vec![11, 11, 1], "{records:?}");
+    check_update_audit(&records, &[]);
 }
