@@ -256,9 +256,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
 
     let background = tokio::spawn(background_checks(
         store.clone(),
-        audit.clone(),
-        checkpoints,
-        audit::VerifiedHeadFile::in_state_dir(&config.state_dir),
+        ChainWatch { log: audit.clone(), checkpoints, verified: audit::VerifiedHeadFile::in_state_dir(&config.state_dir) },
         state.clone(),
         status_path.clone(),
         Duration::from_secs(config.audit.checkpoint_interval_secs),
@@ -446,16 +444,23 @@ fn halt_reason(log: &BootLog) -> (StageName, String) {
 
 /// Re-checks after boot: the audit chain at start and checkpoints of its head on schedule.
 /// Later subsystems add theirs here (firewall drift, GPU health, engine liveness, disk).
-async fn background_checks(
-    store: Arc<std::sync::Mutex<Store>>,
-    audit_log: AuditLog,
+/// What the background checks need of the audit chain: the log (to record a failed walk in the
+/// chain itself), the checkpoints and the verified-head file.
+struct ChainWatch {
+    log: AuditLog,
     checkpoints: CheckpointLog,
     verified: audit::VerifiedHeadFile,
+}
+
+async fn background_checks(
+    store: Arc<std::sync::Mutex<Store>>,
+    chain: ChainWatch,
     state: AppState,
     status_path: PathBuf,
     checkpoint_every: Duration,
     stop: watch::Receiver<bool>,
 ) {
+    let ChainWatch { log: audit_log, checkpoints, verified } = chain;
     let verify_store = store.clone();
     let verify_log = checkpoints.clone();
     // A full walk at every start, recorded as the verified head (and the last full walk), so

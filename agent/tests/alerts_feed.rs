@@ -259,3 +259,44 @@ async fn own_coworker_and_same_surname_records_from_the_stores_names() {
     let n: i64 = store.conn().query_row("SELECT count(*) FROM alerts WHERE rule = 'same_surname' AND subject = 'user:rn.b'", [], |r| r.get(0)).expect("count");
     assert_eq!(n, 1);
 }
+
+/// An emergency sign-in nobody reviewed: its `break_glass_use` alert still unacknowledged
+/// `review_within_days` after it was raised raises `break_glass_unreviewed`, once; a reviewed
+/// one, or one still within the days, raises nothing.
+#[test]
+fn an_emergency_sign_in_not_reviewed_in_time_raises_an_alert_once() {
+    use wardbox_alerts::{Alert, Rule};
+    let chain_dir = tempfile::tempdir().expect("tempdir");
+    let key = StoreKey::random();
+    let (mut store, _) = Store::open_or_create(&chain_dir.path().join("wardbox.db"), &key).expect("store");
+    store.migrate().expect("migrate");
+    let use_at = |at: &str, user: &str, seq: u64| Alert {
+        rule: Rule::BreakGlassUse,
+        subject: format!("user:{user}"),
+        at: at.into(),
+        threshold: "every emergency sign-in".into(),
+        observed: "emergency (break-glass) sign-in".into(),
+        seqs: vec![seq],
+    };
+    let old = use_at("2027-01-01T10:00:00Z", "dr.a", 10);
+    let reviewed = use_at("2027-01-01T11:00:00Z", "dr.b", 11);
+    let recent = use_at("2027-01-07T09:00:00Z", "dr.c", 12);
+    let ids = outbox::store_alerts(store.conn_mut(), &[old, reviewed, recent], &[], 12).expect("store");
+    outbox::review(store.conn(), ids[1], "it.admin", "2027-01-02T08:00:00Z", "called dr.b: a real emergency").expect("review");
+
+    let rules = AlertsConfig::default();
+    let now: jiff::Timestamp = "2027-01-09T12:00:00Z".parse().expect("ts");
+    let raised = wardbox::alerting::feed::check_break_glass_reviews(&mut store, &rules, &syslog_only(), now).expect("check");
+    assert_eq!(raised.len(), 1);
+    let a = outbox::get(store.conn(), raised[0]).expect("get").expect("stored");
+    assert_eq!((a.alert.rule, a.alert.subject.as_str(), a.alert.seqs.as_slice()), (Rule::BreakGlassUnreviewed, "user:dr.a", &[10u64][..]));
+    assert!(a.alert.observed.contains(&format!("(alert {}) not reviewed after 7 days", ids[0])), "{}", a.alert.observed);
+    assert_eq!(a.deliveries.len(), 1, "delivered like any alert");
+    // Checked again (every pass): nothing new.
+    let again = wardbox::alerting::feed::check_break_glass_reviews(&mut store, &rules, &syslog_only(), now).expect("check");
+    assert!(again.is_empty());
+    // A week later dr.c's is overdue too.
+    let later: jiff::Timestamp = "2027-01-15T12:00:00Z".parse().expect("ts");
+    let raised = wardbox::alerting::feed::check_break_glass_reviews(&mut store, &rules, &syslog_only(), later).expect("check");
+    assert_eq!(raised.len(), 1);
+}

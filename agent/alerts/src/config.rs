@@ -160,12 +160,16 @@ impl Default for DeniedAccess {
 pub struct BreakGlass {
     /// The emergency session's absolute limit (the web UI's `break_glass_absolute_secs`).
     pub session_limit_minutes: u32,
+    /// An emergency sign-in's alert not reviewed within this many days raises
+    /// `break_glass_unreviewed` (the agent checks its stored alerts).
+    pub review_within_days: u32,
 }
 
 impl Default for BreakGlass {
     fn default() -> Self {
         Self {
             session_limit_minutes: 60,
+            review_within_days: 7,
         }
     }
 }
@@ -328,6 +332,10 @@ impl AlertsConfig {
         positive(
             "break_glass.session_limit_minutes",
             self.break_glass.session_limit_minutes,
+        )?;
+        positive(
+            "break_glass.review_within_days",
+            self.break_glass.review_within_days,
         )?;
         positive("dormant.days", self.dormant.days)?;
         let b = &self.baseline;

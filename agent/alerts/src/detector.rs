@@ -50,6 +50,9 @@ pub enum Rule {
     /// A backup failed, or scheduled backups did not run (the agent's `source: "backup"`
     /// records).
     Backup,
+    /// An emergency sign-in whose alert nobody reviewed within the configured days (raised by
+    /// the agent from its stored alerts, not by the detector: it depends on the review state).
+    BreakGlassUnreviewed,
 }
 
 impl Rule {
@@ -101,6 +104,7 @@ impl Rule {
             Rule::OwnRecord => "own_record",
             Rule::SameSurname => "same_surname",
             Rule::CoworkerRecord => "coworker_record",
+            Rule::BreakGlassUnreviewed => "break_glass_unreviewed",
             Rule::Backup => "backup",
         }
     }

@@ -141,6 +141,28 @@ impl Feed {
     }
 }
 
+/// The alert for an emergency sign-in whose own alert (`break_glass_use`, alert `id`) nobody
+/// reviewed within `days`: same subject and records, so it is raised once per sign-in.
+pub fn break_glass_unreviewed(id: i64, original: &Alert, days: u32, now: &jiff::Timestamp) -> Alert {
+    Alert {
+        rule: wardbox_alerts::Rule::BreakGlassUnreviewed,
+        subject: original.subject.clone(),
+        at: now.to_string(),
+        threshold: format!("every emergency sign-in reviewed within {days} days"),
+        observed: format!("emergency sign-in at {} (alert {id}) not reviewed after {days} days", original.at),
+        seqs: original.seqs.clone(),
+    }
+}
+
+/// Raise `break_glass_unreviewed` for each emergency sign-in whose alert is overdue for review
+/// at `now`; returns the ids of the alerts stored (none for one raised before).
+pub fn check_break_glass_reviews(store: &mut Store, rules: &AlertsConfig, delivery: &DeliveryConfig, now: jiff::Timestamp) -> Result<Vec<i64>, FeedError> {
+    let days = rules.break_glass.review_within_days;
+    let overdue = outbox::unreviewed_break_glass(store.conn(), now.as_second(), days)?;
+    let alerts: Vec<Alert> = overdue.iter().map(|(id, a)| break_glass_unreviewed(*id, a, days, &now)).collect();
+    Ok(outbox::store_agent_alerts(store.conn_mut(), &alerts, &delivery.destinations())?)
+}
+
 /// Put every stored alert whose raising is not yet audited into the audit chain: the rule,
 /// whom it is about and the records it names (no PHI, like the alert itself).
 pub async fn audit_raised(store: &Arc<Mutex<Store>>, audit: &AuditLog) -> Result<usize, FeedError> {
@@ -236,6 +258,10 @@ pub async fn run(
                 raise(format!("the alert detector stopped: {e}"));
                 return;
             }
+        }
+        let (r3, d3) = (rules.clone(), delivery.clone());
+        if let Err(e) = blocking(&store, move |s| check_break_glass_reviews(s, &r3, &d3, jiff::Timestamp::now())).await {
+            raise(format!("emergency sign-in reviews cannot be checked: {e}"));
         }
         if let Err(e) = audit_raised(&store, &audit).await {
             raise(format!("alerts cannot be audited: {e}"));

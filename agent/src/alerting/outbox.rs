@@ -79,6 +79,42 @@ pub fn store_alerts(conn: &mut Connection, alerts: &[Alert], destinations: &[Des
     Ok(ids)
 }
 
+/// Store alerts raised by the agent itself from stored state (not by the detector from a
+/// record), with their outbox rows, without moving the detector's position. Same uniqueness:
+/// an alert stored before is left as it is. Returns the ids of the new ones.
+pub fn store_agent_alerts(conn: &mut Connection, alerts: &[Alert], destinations: &[Destination]) -> rusqlite::Result<Vec<i64>> {
+    let tx = conn.transaction()?;
+    let mut ids = Vec::new();
+    {
+        let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO alerts (rule, subject, trigger_seq, at, alert) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut outbox = tx.prepare_cached("INSERT INTO alert_outbox (alert_id, destination) VALUES (?1, ?2)")?;
+        for a in alerts {
+            let trigger = a.seqs.last().copied().unwrap_or_default();
+            let json = serde_json::to_string(a).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            if insert.execute(params![a.rule.as_str(), a.subject, trigger as i64, a.at, json])? == 1 {
+                let id = tx.last_insert_rowid();
+                for d in destinations {
+                    outbox.execute(params![id, d.as_str()])?;
+                }
+                ids.push(id);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(ids)
+}
+
+/// `break_glass_use` alerts nobody reviewed that were raised more than `days` before `now`
+/// (unix seconds): (id, alert). Oldest first.
+pub fn unreviewed_break_glass(conn: &Connection, now: i64, days: u32) -> rusqlite::Result<Vec<(i64, Alert)>> {
+    let cutoff = jiff::Timestamp::from_second(now - i64::from(days) * 86_400).unwrap_or_default().to_string();
+    let mut stmt = conn.prepare(
+        "SELECT id, alert FROM alerts WHERE rule = 'break_glass_use' AND reviewed_by IS NULL AND at < ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([cutoff], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    rows.map(|r| r.and_then(|(id, json)| Ok((id, parse_alert(&json)?)))).collect()
+}
+
 /// Alerts whose raising is not yet in the audit chain (new ones, or left by a crash).
 pub fn unaudited(conn: &Connection) -> rusqlite::Result<Vec<(i64, Alert)>> {
     let mut stmt = conn.prepare("SELECT id, alert FROM alerts WHERE audit_seq IS NULL ORDER BY id")?;
