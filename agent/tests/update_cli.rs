@@ -753,3 +753,22 @@ fn swtpm_the_tpm_floor_holds_when_an_old_state_directory_is_restored() {
     assert_eq!(codes, vec![11, 11, 1], "{records:?}");
     check_update_audit(&records, &[]);
 }
+
+/// No space (14): a system image larger than the inactive slot is refused before the slot is
+/// opened for writing; the slot, the ESP and the install log's pending state are unchanged.
+#[test]
+fn a_system_image_larger_than_the_slot_is_refused_with_no_space() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let bundle = rt.block_on(s.full("big", &above(1), &pattern(SLOT_LEN + 4096, 3), b"MZ big"));
+    let esp = snapshot(&b.path("esp"));
+    let o = b.apply(&bundle);
+    assert_eq!(o.status.code(), Some(14), "{}", text(&o));
+    assert!(text(&o).contains("no space: slot") && text(&o).contains(&format!("needs {} bytes", SLOT_LEN + 4096)), "{}", text(&o));
+    assert_eq!(std::fs::read(b.path("root-b")).expect("slot b"), vec![0u8; SLOT_LEN], "the slot was written");
+    assert_eq!(snapshot(&b.path("esp")), esp, "the ESP changed");
+    assert!(text(&b.run(&["status"])).contains("pending    none"));
+    let codes: Vec<i64> = b.update_records().iter().filter_map(|(_, d)| d["exit_code"].as_i64()).collect();
+    assert_eq!(codes, vec![14]);
+}
