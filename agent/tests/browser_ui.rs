@@ -233,9 +233,14 @@ async fn browser_clinician_asks_and_sees_a_streamed_answer_with_a_citation() {
 /// keys them, so the test checks what the page does with them.
 #[derive(Debug, Default)]
 struct ScriptedDesk {
-    /// (owner, [(question, answer)]) per conversation; the id is the index + 1.
-    kept: std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>,
+    /// Per conversation (the id is the index + 1): its owner and its turns.
+    kept: std::sync::Mutex<Vec<DeskConversation>>,
+    /// The draft saved to the record (document "draft-1"), with its marker line.
+    saved_draft: std::sync::Mutex<Option<String>>,
 }
+
+/// (owner, [(question, answer)]).
+type DeskConversation = (String, Vec<(String, String)>);
 
 const DESK_SOURCE: &str = "Metformin 500 mg PO twice daily; lisinopril 10 mg daily.";
 
@@ -247,10 +252,27 @@ impl Clinical for ScriptedDesk {
         Ok(PatientSummary { id: id.into(), display: "Test Patient, 1970-01-01".into() })
     }
     fn document(&self, _v: &Viewer, _p: &str, d: &str) -> Result<Document, ClinicalError> {
-        Ok(Document { id: d.into(), title: "Medications".into(), text: DESK_SOURCE.into() })
+        match (d, self.saved_draft.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
+            ("draft-1", Some(text)) => Ok(Document { id: d.into(), title: "Medication list (AI-assisted draft)".into(), text }),
+            ("draft-1", None) => Err(ClinicalError::UnknownDocument),
+            _ => Ok(Document { id: d.into(), title: "Medications".into(), text: DESK_SOURCE.into() }),
+        }
     }
     fn run(&self, _v: &Viewer, _p: &str, _t: TaskKind, _text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
-        Err(ClinicalError::Rejected("questions only".into()))
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            for piece in ["- Metformin 500 mg ", "twice daily [1]\n", "- Lisinopril 10 mg daily [1]"] {
+                let _ = tx.send(AnswerEvent::Token(piece.into())).await;
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+            let _ = tx.send(AnswerEvent::Done { model: "scripted".into() }).await;
+        });
+        Ok(rx)
+    }
+    fn save_draft(&self, v: &Viewer, _p: &str, _k: TaskKind, text: &str, saved_at: &str) -> Result<Uploaded, ClinicalError> {
+        let document = format!("{}\n\n{text}", wardbox::web::clinical::draft_marker(&v.username, saved_at));
+        *self.saved_draft.lock().unwrap_or_else(|e| e.into_inner()) = Some(document);
+        Ok(Uploaded { document_id: "draft-1".into(), already_in_record: false, identifiers_replaced: Default::default() })
     }
     fn ask(&self, v: &Viewer, _p: &str, conversation: Option<&str>, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
         // The first answer doubles the dose (unsupported); later ones say what the source says.
@@ -271,6 +293,7 @@ impl Clinical for ScriptedDesk {
         let answer = if turn == 1 { "Metformin 1000 mg twice daily [1]." } else { "Lisinopril 10 mg daily [1]." };
         kept[index].1.push((text.to_owned(), answer.to_owned()));
         let id = (index + 1).to_string();
+        let saved_draft = self.saved_draft.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             let _ = tx.send(AnswerEvent::Conversation { id, turn, carried: turn - 1, dropped: 0 }).await;
@@ -282,6 +305,10 @@ impl Clinical for ScriptedDesk {
             let _ = tx.send(AnswerEvent::Checked(view)).await;
             let c = Citation { n: 1, document_id: "meds".into(), title: "Medications".into(), snippet: DESK_SOURCE.into() };
             let _ = tx.send(AnswerEvent::Citation(c)).await;
+            if let Some(draft) = saved_draft {
+                let c = Citation { n: 2, document_id: "draft-1".into(), title: "Medication list (AI-assisted draft)".into(), snippet: draft };
+                let _ = tx.send(AnswerEvent::Citation(c)).await;
+            }
             let _ = tx.send(AnswerEvent::Done { model: "scripted".into() }).await;
         });
         Ok(rx)
@@ -379,6 +406,42 @@ async fn browser_clinician_sees_unsupported_items_marked_and_resumes_a_conversat
     c.goto(&format!("{base}/patients/p-1")).await.expect("goto");
     let listed = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#conversations li")).await.expect("listed");
     assert!(listed.text().await.expect("text").contains("3 questions"));
+    c.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_clinician_edits_a_draft_saves_it_to_the_record_and_a_later_answer_cites_it() {
+    let driver = start_driver();
+    let h = Harness::with_real_clock(WebConfig::default(), Some(Arc::new(ScriptedDesk::default())));
+    h.add_user("dr.a", Role::Clinician, false);
+    let base = serve(&h, h.dir.path()).await;
+    let profile = tempfile::tempdir().expect("profile");
+    let c = browser(&driver, profile.path()).await;
+
+    sign_in_as(&c, &base, "dr.a").await;
+    c.goto(&format!("{base}/patients/p-1")).await.expect("goto");
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#medications-form button")).await.expect("form").click().await.expect("click");
+    let text = c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css("#draft-editor:not([hidden]) #draft-text")).await.expect("the editor opens");
+    assert_eq!(text.prop("value").await.expect("value").as_deref(), Some("- Metformin 500 mg twice daily [1]\n- Lisinopril 10 mg daily [1]"));
+    text.send_keys("\n- Reviewed with the patient").await.expect("edit");
+    c.find(Locator::Id("draft-save")).await.expect("save").click().await.expect("click");
+    let saved = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("draft-saved")).await.expect("saved");
+    screenshot(&c, "desk-draft-saved.png").await;
+    saved.click().await.expect("open the saved document");
+    let doc = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("pre.document")).await.expect("the document").text().await.expect("text");
+    assert!(doc.starts_with("AI-assisted draft, reviewed and saved by dr.a at "), "{doc}");
+    assert!(doc.contains("- Reviewed with the patient"), "the edited text was saved: {doc}");
+    // Audited with the document and a digest, never the text.
+    let records = h.audit_records();
+    let record = records.iter().rev().find(|r| r.detail.contains(r#""action":"save_draft""#)).expect("the save is audited");
+    assert!(record.detail.contains(r#""document":"draft-1""#) && !record.detail.contains("Metformin"), "{}", record.detail);
+
+    // A later question: the saved draft is among its sources.
+    c.goto(&format!("{base}/patients/p-1")).await.expect("goto");
+    ask_in_page(&c, "What is she taking?", 1).await;
+    let cited = c.find(Locator::XPath("//ol[@id='citations']/li/a[contains(., 'AI-assisted draft')]")).await.expect("the draft cited");
+    cited.click().await.expect("follow it");
+    assert_eq!(c.current_url().await.expect("url").path(), "/patients/p-1/documents/draft-1");
     c.close().await.expect("close");
 }
 

@@ -227,6 +227,24 @@ async fn model_clinician_sees_granted_patients_only_and_gets_cited_reidentified_
     let (v, aid, c5) = (viewer("dr.e", Role::Clinician, true), a.to_string(), cid.clone());
     assert!(matches!(call(&rag, move |c| c.ask(&v, &aid, Some(&c5), "and?")).await, Err(ClinicalError::UnknownConversation)));
 
+    // A reviewed draft saved to the record: a new document, marked, de-identified in the index
+    // like any other, and found by a later question.
+    let draft = "Discharge instructions for Dolores Castellanos: take furosemide 40 mg every morning and weigh yourself daily; call if your weight rises by 2 kg.";
+    let (v, aid) = (dr_a.clone(), a.to_string());
+    let saved = call(&rag, move |c| c.save_draft(&v, &aid, TaskKind::Discharge, draft, "2027-01-15 09:30 UTC")).await.unwrap();
+    assert!(!saved.already_in_record && saved.identifiers_replaced.get("NAME").is_some_and(|n| *n >= 1), "{saved:?}");
+    let (v, aid, did) = (dr_a.clone(), a.to_string(), saved.document_id.clone());
+    let shown = call(&rag, move |c| c.document(&v, &aid, &did)).await.unwrap();
+    assert!(shown.text.contains("AI-assisted draft, reviewed and saved by dr.a at 2027-01-15 09:30 UTC"), "{}", shown.text);
+    assert!(shown.text.contains("Dolores Castellanos") && shown.title.contains("Discharge instructions"), "{} / {}", shown.title, shown.text);
+    let (v, aid) = (dr_a.clone(), a.to_string());
+    let rx = call(&rag, move |c| c.run(&v, &aid, TaskKind::Ask, "How often should she weigh herself after discharge, and on which furosemide dose?")).await.unwrap();
+    let later = collect(rx).await;
+    assert!(later.citations.iter().any(|c| c.document_id == saved.document_id), "the saved draft is among the sources: {:?}", later.citations);
+    let (v, aid) = (dr_a.clone(), a.to_string());
+    let refused = call(&rag, move |c| c.save_draft(&v, &aid, TaskKind::Ask, "text", "2027-01-15 09:31 UTC")).await;
+    assert!(matches!(refused, Err(ClinicalError::Rejected(_))), "{refused:?}");
+
     // Nothing relevant: the policy's "not found", without sources.
     let (v, aid) = (dr_a.clone(), a.to_string());
     let rx = call(&rag, move |c| c.run(&v, &aid, TaskKind::Ask, "What is the boiling point of liquid nitrogen on Saturn's moons?")).await.unwrap();

@@ -135,6 +135,7 @@
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();
     let buf = "";
+    let written = "";
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
@@ -152,6 +153,7 @@
         if (!data) continue;
         const payload = JSON.parse(data);
         if (event === "token") {
+          written += payload;
           out.append(document.createTextNode(payload));
         } else if (event === "conversation") {
           showConversation(document.getElementById("ask-form"), payload);
@@ -175,6 +177,59 @@
     }
     out.classList.remove("streaming");
     out.classList.add("done");
+    if (task !== "ask") openDraftEditor(task, written);
+  }
+
+  // --- Drafts: reviewed and edited by the clinician, then saved to the record, copied as
+  // plain text for the EHR, or printed.
+  const editor = document.getElementById("draft-editor");
+  const draftText = document.getElementById("draft-text");
+  const draftStatus = document.getElementById("draft-status");
+
+  function openDraftEditor(task, text) {
+    if (!editor) return;
+    editor.hidden = false;
+    editor.dataset.kind = task;
+    draftText.value = text.trim();
+    draftStatus.textContent = "";
+  }
+
+  if (editor) {
+    document.getElementById("draft-save").addEventListener("click", async () => {
+      draftStatus.textContent = "Saving…";
+      const resp = await fetch("/patients/" + encodeURIComponent(patient) + "/drafts", {
+        method: "POST", credentials: "same-origin",
+        headers: { "x-csrf-token": csrf, "Content-Type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ kind: editor.dataset.kind, text: draftText.value }),
+      });
+      if (resp.ok) {
+        const j = await resp.json();
+        draftStatus.textContent = "";
+        const a = el("a", "document " + j.document_id);
+        a.href = "/patients/" + encodeURIComponent(patient) + "/documents/" + encodeURIComponent(j.document_id);
+        a.id = "draft-saved";
+        draftStatus.append(j.already_in_record ? "This draft is already in the record as " : "Saved to the record as ", a, ".");
+      } else {
+        const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+        const msg = doc.getElementById("message");
+        draftStatus.textContent = msg ? msg.textContent : "The draft was not saved (" + resp.status + ").";
+      }
+    });
+    document.getElementById("draft-copy").addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(draftText.value);
+        draftStatus.textContent = "Copied as plain text.";
+      } catch (e) {
+        draftText.select();
+        draftStatus.textContent = "Select and copy the text above (the browser refused the clipboard).";
+      }
+    });
+    document.getElementById("draft-print").addEventListener("click", () => {
+      document.getElementById("draft-print-area").textContent = draftText.value;
+      document.body.classList.add("printing-draft");
+      window.print();
+    });
+    window.addEventListener("afterprint", () => document.body.classList.remove("printing-draft"));
   }
 
   document.querySelectorAll("form.task").forEach((form) => {

@@ -336,6 +336,24 @@ impl Clinical for RagClinical {
             .collect())
     }
 
+    fn save_draft(&self, viewer: &Viewer, patient_id: &str, kind: TaskKind, text: &str, saved_at: &str) -> Result<Uploaded, ClinicalError> {
+        let title = match kind {
+            TaskKind::Soap => "SOAP note",
+            TaskKind::Discharge => "Discharge instructions",
+            TaskKind::Medications => "Medication list",
+            TaskKind::Ask => return Err(ClinicalError::Rejected("only SOAP, discharge and medication drafts are saved to the record".into())),
+        };
+        let body = text.trim();
+        if body.is_empty() {
+            return Err(ClinicalError::Rejected("the draft is empty".into()));
+        }
+        // A Markdown note: its heading is the document's title, the marker its first line.
+        let document = format!("# {title} (AI-assisted draft)\n\n{}\n\n{body}\n", crate::web::clinical::draft_marker(&viewer.username, saved_at));
+        // The file name becomes the document's title in the record and under answers.
+        let file_name = format!("{title} (AI assisted draft).md");
+        self.upload(viewer, patient_id, &file_name, "text/markdown", document.into_bytes())
+    }
+
     fn conversation(&self, viewer: &Viewer, patient_id: &str, id: &str) -> Result<Conversation, ClinicalError> {
         let store = self.pool.get();
         let conn = store.conn();

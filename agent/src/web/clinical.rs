@@ -217,6 +217,17 @@ pub trait Clinical: Send + Sync + std::fmt::Debug {
     fn conversation(&self, _viewer: &Viewer, _patient_id: &str, _id: &str) -> Result<Conversation, ClinicalError> {
         Err(ClinicalError::UnknownConversation)
     }
+    /// Save a draft the viewer reviewed and edited as a new document of the patient, marked as
+    /// an AI-assisted draft reviewed and saved by them at `saved_at`; indexed (and
+    /// de-identified) like any other document.
+    fn save_draft(&self, _viewer: &Viewer, _patient_id: &str, _kind: TaskKind, _text: &str, _saved_at: &str) -> Result<Uploaded, ClinicalError> {
+        Err(ClinicalError::Unavailable("saving drafts is not available on this box".into()))
+    }
+}
+
+/// The line that opens a saved draft in the record.
+pub fn draft_marker(username: &str, saved_at: &str) -> String {
+    format!("AI-assisted draft, reviewed and saved by {username} at {saved_at}")
 }
 
 /// The back end when no engine or index is wired in: everything is unavailable, said plainly.

@@ -365,6 +365,47 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct DraftForm {
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// Save a reviewed draft to the patient's record as a new document, marked with who saved it
+/// and when; audited with the document id, a digest of the text and what de-identification
+/// replaced (counts).
+pub(super) async fn save_draft(
+    State(state): State<AppState>,
+    a: Authed,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<DraftForm>,
+) -> Result<Response, WebError> {
+    let ui = ui_of(&state)?;
+    let kind = match f.kind.as_str() {
+        "soap" if a.session.role == Role::Clinician => TaskKind::Soap,
+        "discharge" => TaskKind::Discharge,
+        "medications" => TaskKind::Medications,
+        _ => return Err(WebError::BadRequest("Only SOAP (clinicians), discharge and medication drafts can be saved.".into())),
+    };
+    let text = f.text.trim().to_owned();
+    if text.is_empty() || text.chars().count() > MAX_TASK_CHARS {
+        return Err(WebError::BadRequest(format!("A draft must hold between 1 and {MAX_TASK_CHARS} characters.")));
+    }
+    let saved_at = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string();
+    let (v, pid, body) = (viewer(&a), id.clone(), text.clone());
+    let saved = ui.clinical(move |c| c.save_draft(&v, &pid, kind, &body, &saved_at)).await.map_err(clinical_error)?;
+    ui.audit(
+        EventKind::Access,
+        &a.session.username,
+        json!({ "who": a.who(), "action": "save_draft", "patient": id, "task": kind, "document": saved.document_id, "text": TextDigest::of(&text),
+                "identifiers_replaced": saved.identifiers_replaced }),
+    )
+    .await?;
+    Ok(Json(saved).into_response())
+}
+
 pub(super) async fn upload(
     State(state): State<AppState>,
     a: Authed,
