@@ -493,3 +493,39 @@ async fn rsyslog_requiring_the_boxs_certificate_accepts_it_and_refuses_a_box_wit
     wait_for_text(&received, "denied_access user:dr.a");
     assert_eq!(delivery_state(&o)[0].1, "delivered");
 }
+
+/// A 24-hour collector outage on a simulated clock (a pass every 5 minutes, as the daemon's
+/// poll would make many more): the alert stays in the outbox, retried with the backoff capped
+/// at `retry_max_secs`, never given up; when the collector is back the next due retry delivers
+/// it once.
+#[tokio::test]
+async fn rsyslog_down_for_a_day_gets_the_alert_after_it_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "syslog.test");
+    let port = free_port();
+    let cfg = syslog_config(port, &server.ca);
+    let o = outbox_with_alert(&cfg);
+    let mut failed = 0;
+    let mut t = NOW;
+    while t < NOW + 86_400 {
+        let r = deliver_due(&o.store, &cfg, t).await.expect("pass");
+        assert_eq!(r.delivered, 0);
+        failed += r.failed;
+        t += 300;
+    }
+    let (_, state, attempts, _) = delivery_state(&o).remove(0);
+    assert_eq!(state, "failed");
+    // 30 s doubling to the 3600 s ceiling, then hourly, seen through 5-minute passes.
+    assert!((24..=40).contains(&attempts), "{attempts} attempts in a day");
+    assert_eq!(failed as i64, attempts);
+    let received = dir.path().join("received.log");
+    let _rsyslog = rsyslog(dir.path(), port, &server, &received);
+    let mut delivered = 0;
+    while t < NOW + 86_400 + 3600 + 300 {
+        delivered += deliver_due(&o.store, &cfg, t).await.expect("pass").delivered;
+        t += 300;
+    }
+    assert_eq!(delivered, 1, "delivered once after the outage");
+    let text = wait_for_text(&received, "denied_access user:dr.a");
+    assert_eq!(text.matches("denied_access user:dr.a").count(), 1, "{text}");
+}
