@@ -114,6 +114,14 @@ fn the_agent_backs_up_when_the_nightly_time_has_come() {
     assert!(detail.contains(&snapshot), "{detail}");
     let (_, health) = get(addr, "/health").unwrap();
     assert!(!health.contains("\"source\":\"backup\""), "no backup alert: {health}");
+    // Restoring onto this box while its agent runs is refused, and nothing is touched.
+    let out = Command::new(env!("CARGO_BIN_EXE_wardbox"))
+        .args(["backup", "restore-box", "-c", base.join("wardbox.toml").to_str().unwrap(), "--key-file", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the agent is running (process") && said.contains("stop it first"), "{said}");
     drop(agent);
 }
 
