@@ -772,3 +772,72 @@ fn a_system_image_larger_than_the_slot_is_refused_with_no_space() {
     let codes: Vec<i64> = b.update_records().iter().filter_map(|(_, d)| d["exit_code"].as_i64()).collect();
     assert_eq!(codes, vec![14]);
 }
+
+/// `wardbox update verify-receipt` on the exported file, with nothing but the box's attestation
+/// key (exported by `wardbox report export-ak`): the quoted receipt verifies; one byte changed,
+/// another TPM's key, and an unsigned receipt are refused with 3, each saying why.
+#[test]
+fn swtpm_a_receipt_verifies_with_the_boxs_attestation_key_and_nothing_else() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let start = |name: &str| {
+        let state = b.path(name);
+        std::fs::create_dir_all(&state).expect("mkdir");
+        match wardbox_volume::swtpm::SoftwareTpm::start(&state) {
+            Ok(t) => t,
+            Err(e) => panic!("this test needs a software TPM (swtpm): {e}"),
+        }
+    };
+    let (tpm, other) = (start("tpm"), start("tpm-other"));
+    let export_ak = |tcti: &str, out: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_wardbox"))
+            .args(["report", "export-ak", "--out", out.to_str().expect("utf8"), "--tcti", tcti, "-c"])
+            .arg(&b.config)
+            .output()
+            .expect("export-ak");
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let (ak, other_ak) = (b.path("ak.pem"), b.path("other-ak.pem"));
+    export_ak(&tpm.tcti(), &ak);
+    export_ak(&other.tcti(), &other_ak);
+    assert!(b.apply(&rt.block_on(s.models("m1", "1.1.0", &pattern(3000, 1), None))).status.success());
+    let (signed, unsigned) = (b.path("signed.json"), b.path("unsigned.json"));
+    assert!(b.run(&["receipt", "--out", signed.to_str().expect("utf8"), "--tcti", &tpm.tcti()]).status.success());
+    assert!(b.run(&["receipt", "--out", unsigned.to_str().expect("utf8")]).status.success());
+
+    // Any machine: no configuration, no TPM.
+    let verify = |file: &Path, key: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_wardbox"))
+            .args(["update", "verify-receipt", file.to_str().expect("utf8"), "--ak", key.to_str().expect("utf8")])
+            .output()
+            .expect("verify-receipt")
+    };
+    let o = verify(&signed, &ak);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("VERIFIED") && text(&o).contains("models-only none -> 1.1.0 installed"), "{}", text(&o));
+
+    let o = verify(&signed, &other_ak);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("does not verify with the attestation key"), "{}", text(&o));
+
+    let o = verify(&unsigned, &ak);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("not signed"), "{}", text(&o));
+
+    // The outcome changed by hand, digest left alone: edited.
+    let edited = b.path("edited.json");
+    let doc = std::fs::read_to_string(&signed).expect("receipt").replacen("installed", "rolled-back", 1);
+    std::fs::write(&edited, doc).expect("write");
+    let o = verify(&edited, &ak);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("the receipt was edited"), "{}", text(&o));
+    // The digest recomputed too: the quote is then over other content.
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&edited).expect("read")).expect("json");
+    let inner = doc["receipt"].as_str().expect("receipt").to_owned();
+    doc["digest"] = format!("sha256:{}", hex::encode(Sha256::digest(inner.as_bytes()))).into();
+    std::fs::write(&edited, serde_json::to_vec(&doc).expect("json")).expect("write");
+    let o = verify(&edited, &ak);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("the quote is not over this receipt"), "{}", text(&o));
+}

@@ -64,6 +64,16 @@ pub enum UpdateCommand {
         #[arg(long)]
         tcti: Option<String>,
     },
+    /// Check an install receipt on any machine: its bytes against its digest, and the TPM quote
+    /// over that digest against the box's attestation key (`wardbox report export-ak`). Exit 0
+    /// when it verifies, 3 when it is refused (unsigned, edited, another box's, altered).
+    VerifyReceipt {
+        /// The receipt file (`wardbox update receipt --out`, or the admin page's download).
+        file: PathBuf,
+        /// The box's attestation key, PEM.
+        #[arg(long)]
+        ak: PathBuf,
+    },
 }
 
 pub fn run(cmd: UpdateCommand) -> CliResult {
@@ -72,6 +82,7 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
         UpdateCommand::Apply { config, dir, yes } => apply_cmd(&load_config(&config)?, &dir, yes),
         UpdateCommand::Status { config, json } => status_cmd(&load_config(&config)?, json),
         UpdateCommand::Receipt { config, out, tcti } => receipt_cmd(&load_config(&config)?, &out, tcti),
+        UpdateCommand::VerifyReceipt { file, ak } => verify_receipt_cmd(&file, &ak),
     }
 }
 
@@ -301,5 +312,22 @@ fn receipt_cmd(config: &Config, out: &Path, tcti: Option<String>) -> CliResult {
     if !receipt.signed {
         println!("NOT SIGNED: this configuration has no TPM (dev profile); give one with --tcti to have the receipt quoted");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify-receipt
+
+fn verify_receipt_cmd(file: &Path, ak: &Path) -> CliResult {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| CliError::new(format!("{}: {e}", p.display())));
+    let ak_text = String::from_utf8(read(ak)?).map_err(|_| CliError::new(format!("{}: not a PEM text file", ak.display())))?;
+    let v = crate::update::receipt::verify(&read(file)?, &ak_text).map_err(|e| CliError::check_failed(format!("REFUSED: {e}")))?;
+    let i = &v.receipt["install"];
+    let s = |v: &serde_json::Value| v.as_str().map_or_else(|| "none".to_owned(), str::to_owned);
+    println!("VERIFIED   receipt {} quoted by this box's attestation key", v.digest);
+    println!("install    {} {} -> {} {} at {} by {}", s(&i["kind"]), s(&i["from"]), s(&i["to"]), s(&i["outcome"]), s(&i["finished"]), s(&i["actor"]));
+    println!("bundle     {}", s(&i["bundle_sha256"]));
+    println!("exported   {} by {}", s(&v.receipt["exported"]), s(&v.receipt["exported_by"]));
+    println!("tpm        reset count {}; boot PCRs {}", v.tpm_reset_count, v.pcrs.iter().map(|(i, _)| i.to_string()).collect::<Vec<_>>().join(","));
     Ok(ExitCode::SUCCESS)
 }
