@@ -1,4 +1,4 @@
-//! `wardbox alerts list|show|ack|test` against a running dev box (the real binary, a real
+//! `wardbox alerts list|show|ack|dispose|close|test` against a running dev box (the real binary, a real
 //! store, a real audit chain): failed sign-ins at the web page raise an alert through the
 //! daemon's detector; the CLI lists and shows it, acknowledges it once with a reason (the
 //! chain, with the CLI's audit record of it, still verifies), refuses a second
@@ -182,6 +182,23 @@ fn alerts_are_listed_shown_and_acknowledged_from_the_console() {
     assert!(open.lines().all(|l| !l.contains("acknowledged by")), "--open lists only open alerts: {open}");
     let missing = wardbox(&["alerts", "ack", "999999", "--reason", "x"], &config);
     assert_eq!(missing.status.code(), Some(1));
+
+    // The rest of the workflow from the console: a disposition, then closing.
+    let early = wardbox(&["alerts", "close", &id.to_string(), "--note", "done"], &config);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(text(&early).contains("has no disposition yet"), "{}", text(&early));
+    let bad = wardbox(&["alerts", "dispose", &id.to_string(), "--disposition", "fine", "--note", "x"], &config);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    let d = wardbox(&["alerts", "dispose", &id.to_string(), "--disposition", "possible_breach", "--note", "could be a stolen password"], &config);
+    assert_eq!(d.status.code(), Some(0), "{}", text(&d));
+    let shown = text(&wardbox(&["alerts", "show", &id.to_string()], &config));
+    assert!(shown.contains("POSSIBLE BREACH since") && shown.contains("days left"), "{shown}");
+    let c = wardbox(&["alerts", "close", &id.to_string(), "--note", "the locum's typos after all"], &config);
+    assert_eq!(c.status.code(), Some(0), "{}", text(&c));
+    let shown = text(&wardbox(&["alerts", "show", &id.to_string()], &config));
+    assert!(shown.contains("closed:        by cli:") && !shown.contains("POSSIBLE BREACH"), "{shown}");
+    let assign = wardbox(&["alerts", "assign", &id.to_string(), "--to", "nobody"], &config);
+    assert_eq!(assign.status.code(), Some(1), "a closed alert is not changed: {}", text(&assign));
 
     // The chain, with the acknowledgement appended by the CLI beside the running agent, verifies.
     let verify = wardbox(&["audit", "verify"], &config);

@@ -50,6 +50,35 @@ pub enum AlertsCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Assign an alert to an administrator or auditor account.
+    Assign {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        id: i64,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Record what an alert was: false_positive, policy_violation or possible_breach (which
+    /// starts the 60-day notification clock), with the reason.
+    Dispose {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        id: i64,
+        #[arg(long)]
+        disposition: String,
+        #[arg(long)]
+        note: String,
+    },
+    /// Close an alert that has a disposition, with a closing note.
+    Close {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        id: i64,
+        #[arg(long)]
+        note: String,
+    },
     /// Send a test message to each configured destination (syslog, e-mail) now, through the
     /// same TLS clients and firewall rules as the alerts; say for each whether it arrived.
     Test {
@@ -138,6 +167,14 @@ pub fn run(cmd: AlertsCommand) -> CliResult {
             println!("alert {id} acknowledged by {by}");
             Ok(ExitCode::SUCCESS)
         }
+        AlertsCommand::Assign { config, id, to, note } => step(&config, id, workflow::Action::Assign(to), &note),
+        AlertsCommand::Dispose { config, id, disposition, note } => {
+            let d = workflow::Disposition::parse(&disposition).ok_or_else(|| {
+                CliError::new(format!("--disposition {disposition:?}: say false_positive, policy_violation or possible_breach; nothing was changed"))
+            })?;
+            step(&config, id, workflow::Action::Dispose(d), &note)
+        }
+        AlertsCommand::Close { config, id, note } => step(&config, id, workflow::Action::Close, &note),
         AlertsCommand::Test { config } => {
             let config = load_config(&config)?;
             let d = &config.alert_delivery;
@@ -163,4 +200,31 @@ pub fn run(cmd: AlertsCommand) -> CliResult {
             if failed { Err(CliError::check_failed("a test message was not delivered")) } else { Ok(ExitCode::SUCCESS) }
         }
     }
+}
+
+/// One workflow step from the console, as on the alert's page: checked, recorded with its
+/// note, audited with the note's digest.
+fn step(config: &std::path::Path, id: i64, action: workflow::Action, note: &str) -> CliResult {
+    let config = load_config(config)?;
+    let (store, volume) = super::audit::open(&config)?;
+    let by = cli_actor();
+    let at = jiff::Timestamp::now().to_string();
+    let note = note.trim();
+    workflow::apply(store.conn(), id, &action, note, &by, &at).map_err(|e| CliError::new(format!("{e}; nothing was changed")))?;
+    let (name, value) = match &action {
+        workflow::Action::Acknowledge => ("alert_review", None),
+        workflow::Action::Assign(who) => ("alert_assign", Some(who.clone())),
+        workflow::Action::Dispose(d) => ("alert_disposition", Some(d.as_str().to_string())),
+        workflow::Action::Close => ("alert_close", None),
+    };
+    let mut detail = json!({ "action": name, "alert": id });
+    if let Some(v) = value {
+        detail["value"] = json!(v);
+    }
+    if !note.is_empty() {
+        detail["note"] = json!(TextDigest::of(note));
+    }
+    super::audit::record(&store, &volume, detail)?;
+    println!("alert {id}: {name} recorded by {by}");
+    Ok(ExitCode::SUCCESS)
 }
