@@ -132,7 +132,12 @@ fn a_failed_night_alerts_through_the_outbox_and_the_next_good_night_clears_it() 
     assert!(cleared.review_note.unwrap().contains(&format!("snapshot {}", done.snapshot.id)));
     assert_eq!(b.changes.lock().unwrap().last(), Some(&AlertChange::Clear));
     let recovered = audit_details(&b).into_iter().find(|d| d["event"] == "backup_recovered").expect("the clearing is audited");
-    assert_eq!(recovered["alerts_cleared"], 1);
+    assert_eq!(recovered["alerts_acknowledged"], 1);
+    // Through the alert workflow: the step is recorded, and closing stays a person's.
+    let steps = wardbox::alerting::workflow::history(store(&b).conn(), alert.id).unwrap();
+    assert_eq!(steps.iter().map(|s| (s.0.as_str(), s.1.as_str())).collect::<Vec<_>>(), [("acknowledge", "system")]);
+    let status = wardbox::alerting::workflow::status(store(&b).conn(), alert.id).unwrap().unwrap();
+    assert!(status.acknowledged && status.closed_at.is_none());
     // Its run was audited as the schedule's, with the key's fingerprint and never the key.
     let key_hex = wardbox::backup::stored_key(&store(&b)).unwrap().unwrap().to_hex();
     let details = audit_details(&b);

@@ -8,8 +8,10 @@
 //! `backup` alert with its outbox rows (delivered to the clinic's collector and relay like
 //! every alert), and the daemon's health shows it. They carry the error about the destination
 //! or the repository, never PHI. A successful backup after a failure clears them: the health
-//! alert goes, and every open `backup` alert is closed as reviewed by `system` with a note
-//! naming the snapshot that succeeded (the alert stays listed, and the clearing is audited).
+//! alert goes, and every `backup` alert nobody acknowledged yet is acknowledged by `system`
+//! through the alert workflow with a note naming the snapshot that succeeded (the step is
+//! recorded like a person's; closing, with a disposition, stays a person's; the clearing is
+//! audited).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,7 @@ use wardbox_backup::Destination;
 
 use super::schedule::{self, Decision, Nightly};
 use super::{BackupDone, BackupInputs, RunError, RunKind};
+use crate::alerting::workflow;
 use crate::audit::{AuditEvent, AuditLog, EventKind};
 use crate::store::{Store, StoreKey};
 use crate::web::backups::{BackupOverview, BackupService, EscrowSheet, RunRefused, RunView};
@@ -234,14 +237,22 @@ impl BoxBackups {
                 let snapshot = done.map(|d| d.snapshot.id.clone()).unwrap_or_default();
                 let now = jiff::Timestamp::now().to_string();
                 let note = format!("cleared: the backup at {now} succeeded (snapshot {snapshot})");
-                let closed = store.conn().execute(
-                    "UPDATE alerts SET reviewed_by = 'system', reviewed_at = ?1, review_note = ?2 WHERE rule = ?3 AND reviewed_by IS NULL",
-                    rusqlite::params![now, note, BACKUP_RULE],
-                )?;
+                // Acknowledged by `system` through the alert workflow (the step is recorded like
+                // a person's); closing stays a person's, with a disposition.
+                let open: Vec<i64> = store
+                    .conn()
+                    .prepare("SELECT id FROM alerts WHERE rule = ?1 AND reviewed_by IS NULL AND closed_at IS NULL ORDER BY id")?
+                    .query_map([BACKUP_RULE], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                for id in &open {
+                    workflow::apply(store.conn(), *id, &workflow::Action::Acknowledge, &note, "system", &now)
+                        .map_err(|e| RunError::Record(format!("cannot acknowledge backup alert {id}: {e}")))?;
+                }
+                let closed = open.len();
                 self.audit(
                     EventKind::Lifecycle,
                     "system",
-                    json!({ "source": "backup", "event": "backup_recovered", "snapshot": snapshot, "alerts_cleared": closed }),
+                    json!({ "source": "backup", "event": "backup_recovered", "snapshot": snapshot, "alerts_acknowledged": closed }),
                 )?;
             }
         }
