@@ -748,9 +748,23 @@ fn swtpm_the_tpm_floor_holds_when_an_old_state_directory_is_restored() {
     assert!(text(&o).contains("does not record its base"), "{}", text(&o));
     assert!(text(&b.run(&["status"])).contains("tpm floor  UNKNOWN"));
 
+    // IT adopts the counter again at a floor it states, never below what the box knows.
+    let o = b.run(&["tpm-adopt", "--floor", "0.0.1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("is below what this box knows is installed"), "{}", text(&o));
+    let o = b.run(&["tpm-adopt", "--floor", &above(3)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&b.run(&["status"])).contains(&format!("tpm floor  {} (NV counter", above(3))));
+    let o = b.run(&["tpm-adopt", "--floor", &above(3)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("nothing to adopt"), "{}", text(&o));
+    let o = b.apply(&bundle);
+    assert!(o.status.success(), "{}", text(&o));
+
     let records = b.update_records();
     let codes: Vec<i64> = records.iter().filter_map(|(_, d)| d["exit_code"].as_i64()).collect();
     assert_eq!(codes, vec![11, 11, 1], "{records:?}");
+    assert_eq!(records.iter().filter(|(_, d)| d["action"] == "update_tpm_adopt").count(), 1, "{records:?}");
     check_update_audit(&records, &[]);
 }
 

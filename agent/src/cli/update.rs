@@ -64,6 +64,17 @@ pub enum UpdateCommand {
         #[arg(long)]
         tcti: Option<String>,
     },
+    /// Adopt the TPM's anti-rollback counter again after the state directory lost its base
+    /// (restored from a copy older than the counter), at a system floor IT states: not below the
+    /// running version or the state directory's floor. Audited. Until then every full bundle is
+    /// refused.
+    TpmAdopt {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The system version this box is known to have installed and booted healthy.
+        #[arg(long)]
+        floor: String,
+    },
     /// Check an install receipt on any machine: its bytes against its digest, and the TPM quote
     /// over that digest against the box's attestation key (`wardbox report export-ak`). Exit 0
     /// when it verifies, 3 when it is refused (unsigned, edited, another box's, altered).
@@ -83,6 +94,7 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
         UpdateCommand::Status { config, json } => status_cmd(&load_config(&config)?, json),
         UpdateCommand::Receipt { config, out, tcti } => receipt_cmd(&load_config(&config)?, &out, tcti),
         UpdateCommand::VerifyReceipt { file, ak } => verify_receipt_cmd(&file, &ak),
+        UpdateCommand::TpmAdopt { config, floor } => tpm_adopt_cmd(&load_config(&config)?, &floor),
     }
 }
 
@@ -329,5 +341,26 @@ fn verify_receipt_cmd(file: &Path, ak: &Path) -> CliResult {
     println!("bundle     {}", s(&i["bundle_sha256"]));
     println!("exported   {} by {}", s(&v.receipt["exported"]), s(&v.receipt["exported_by"]));
     println!("tpm        reset count {}; boot PCRs {}", v.tpm_reset_count, v.pcrs.iter().map(|(i, _)| i.to_string()).collect::<Vec<_>>().join(","));
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// tpm-adopt
+
+fn tpm_adopt_cmd(config: &Config, floor: &str) -> CliResult {
+    let floor: Version = floor.parse().map_err(|e| coded(format!("--floor {floor:?}: {e}"), wardbox_update::error::exit::USAGE))?;
+    let (store, volume) = super::audit::open(config)?;
+    let paths = UpdatePaths::new(&volume.data_dir);
+    let tcti = tpm_floor::tcti(config).ok_or_else(|| CliError::new("this box has no TPM for the anti-rollback counter (dev profile): nothing to adopt"))?;
+    let (state, _throwaway) = paths.state_for_reading(&config.update).map_err(|e| update_error(&e))?;
+    let lowest = installed(&state, BundleKind::Full)?.unwrap_or(floor);
+    if floor < lowest {
+        return Err(CliError::new(format!(
+            "--floor {floor} is below what this box knows is installed ({lowest}: the running version or the state directory's floor); nothing was changed"
+        )));
+    }
+    let adopted = tpm_floor::adopt(&tcti, &paths.state_dir(), floor).map_err(|e| CliError::new(format!("{e}; nothing was changed")))?;
+    super::audit::record(&store, &volume, json!({ "action": "update_tpm_adopt", "to": floor }))?;
+    println!("tpm floor  adopted at {floor} ({} increments); full bundles must now be above it", adopted.increments);
     Ok(ExitCode::SUCCESS)
 }

@@ -257,6 +257,33 @@ pub fn raise(tcti: &str, state_dir: &Path, target: Version) -> Result<Raised, St
     Ok(Raised { from: (!defined).then_some(from), to: decode(now - b), increments, defined })
 }
 
+/// Adopts a counter whose base the state directory lost (see [`TpmFloor::BaseUnknown`]): IT
+/// states the floor (`wardbox update tpm-adopt`, audited; the caller checks it is not below the
+/// running version or the state directory's floor), the counter is raised to reach it if it is
+/// below, and the base is recorded so that the counter reads exactly that floor. Refuses when
+/// the state directory knows the counter (nothing to adopt) or there is no counter yet.
+pub fn adopt(tcti: &str, state_dir: &Path, floor: Version) -> Result<Raised, String> {
+    let index = SYSTEM_VERSION_COUNTER;
+    let mut counter = NvCounter::connect(tcti, index).map_err(counter_error)?;
+    let base = read_base(state_dir)?.filter(|b| b.index == index);
+    let mut value = match (counter.read().map_err(counter_error)?, base) {
+        (CounterValue::Absent, _) => return Err("there is no TPM counter to adopt: the next healthy boot defines it".into()),
+        (CounterValue::Value(_), Some(BaseFile { base: Some(_), .. })) => {
+            return Err("the state directory knows the TPM counter's base: there is nothing to adopt".into());
+        }
+        (CounterValue::Unwritten, _) => counter.increment().map_err(counter_error)?,
+        (CounterValue::Value(v), _) => v,
+    };
+    let goal = encode(floor);
+    let mut increments = 0u64;
+    while value < goal {
+        value = counter.increment().map_err(counter_error)?;
+        increments += 1;
+    }
+    write_base(state_dir, BaseFile { index, base: Some(value - goal) })?;
+    Ok(Raised { from: None, to: floor, increments, defined: false })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
