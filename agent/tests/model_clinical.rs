@@ -245,6 +245,27 @@ async fn model_clinician_sees_granted_patients_only_and_gets_cited_reidentified_
     let refused = call(&rag, move |c| c.save_draft(&v, &aid, TaskKind::Ask, "text", "2027-01-15 09:31 UTC")).await;
     assert!(matches!(refused, Err(ClinicalError::Rejected(_))), "{refused:?}");
 
+    // Model per task: the installed models with size, context length and licence, and which
+    // tasks each serves; an administrator gives medication lists to another model.
+    let models = call(&rag, |c| c.models()).await.unwrap();
+    let smol = models.iter().find(|m| m.name == SMOLLM2).expect("the chat model is listed");
+    assert!(smol.context_length.is_some_and(|n| n >= 2048) && smol.licence != "not stated", "{smol:?}");
+    assert_eq!(smol.tasks, ["ask", "soap", "discharge", "medications"]);
+    assert!(models.iter().any(|m| m.name == MINILM && m.tasks == ["embeddings"]), "{models:?}");
+    let refused = call(&rag, |c| c.set_task_model("it.admin", TaskKind::Medications, MINILM)).await;
+    assert!(matches!(&refused, Err(ClinicalError::Rejected(m)) if m.contains("embedding model")), "{refused:?}");
+    let refused = call(&rag, |c| c.set_task_model("it.admin", TaskKind::Medications, "nosuch:1b")).await;
+    assert!(matches!(&refused, Err(ClinicalError::Rejected(m)) if m.contains("not installed")), "{refused:?}");
+    call(&rag, |c| c.set_task_model("it.admin", TaskKind::Medications, model_support::GEMMA)).await.unwrap();
+    let models = call(&rag, |c| c.models()).await.unwrap();
+    assert!(models.iter().any(|m| m.name == model_support::GEMMA && m.tasks == ["medications"]), "{models:?}");
+    let (v, aid) = (dr_a.clone(), a.to_string());
+    let listed = collect(call(&rag, move |c| c.run(&v, &aid, TaskKind::Medications, "Current medications")).await.unwrap()).await;
+    assert_eq!(listed.done.as_deref(), Some(model_support::GEMMA), "the medication list came from the model chosen for it: {:?}", listed.failed);
+    let (v, aid) = (dr_a.clone(), a.to_string());
+    let asked = collect(call(&rag, move |c| c.run(&v, &aid, TaskKind::Ask, "Which new diabetes medication was started?")).await.unwrap()).await;
+    assert_eq!(asked.done.as_deref(), Some(SMOLLM2), "questions stay with the default model");
+
     // Nothing relevant: the policy's "not found", without sources.
     let (v, aid) = (dr_a.clone(), a.to_string());
     let rx = call(&rag, move |c| c.run(&v, &aid, TaskKind::Ask, "What is the boiling point of liquid nitrogen on Saturn's moons?")).await.unwrap();

@@ -18,6 +18,7 @@ pub mod checking;
 pub mod conversations;
 pub mod demo;
 mod engine;
+pub mod task_models;
 pub mod pool;
 
 use std::sync::Arc;
@@ -292,8 +293,11 @@ impl Clinical for RagClinical {
     }
 
     fn run(&self, viewer: &Viewer, patient_id: &str, task: TaskKind, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
-        let (owner, access) = self.patient_in_reach(self.pool.get().conn(), viewer, patient_id)?;
-        Ok(self.start(self.job(task, text, owner, access)))
+        let store = self.pool.get();
+        let (owner, access) = self.patient_in_reach(store.conn(), viewer, patient_id)?;
+        let job = self.job(store.conn(), task, text, owner, access)?;
+        drop(store);
+        Ok(self.start(job))
     }
 
     fn ask(&self, viewer: &Viewer, patient_id: &str, conversation: Option<&str>, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
@@ -309,9 +313,9 @@ impl Clinical for RagClinical {
             }
             None => (conversations::start(conn, &viewer.username, owner, now_secs()).map_err(failed)?, Vec::new()),
         };
+        let mut job = self.job(conn, TaskKind::Ask, text, owner, access)?;
         drop(store);
         let (carried, dropped) = answer::fit_history(&earlier, self.config.conversation_context_chars);
-        let mut job = self.job(TaskKind::Ask, text, owner, access);
         job.conversation = Some(ConversationTurnJob { id, turn: earlier.len() + 1, history: carried.to_vec(), dropped });
         Ok(self.start(job))
     }
@@ -401,17 +405,45 @@ impl Clinical for RagClinical {
 
     fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError> {
         let installed = self.runtime.block_on(self.generator.engine.models()).map_err(|e| ClinicalError::Unavailable(e.to_string()))?;
-        Ok(installed
-            .into_iter()
-            .map(|m| ModelInfo {
-                loaded: m.name == self.config.chat_model || m.name == self.config.embed_model,
+        let chosen = task_models::all(self.pool.get().conn()).map_err(failed)?;
+        let serving = |task: TaskKind| chosen.iter().find(|(t, _)| t == task.as_str()).map_or(self.config.chat_model.as_str(), |(_, m)| m.as_str()).to_owned();
+        let mut out = Vec::new();
+        for m in installed {
+            // Licence and context length are read per model; a model the engine cannot describe
+            // is still listed.
+            let shown = self.runtime.block_on(self.generator.engine.show(&m.name)).ok();
+            let mut tasks: Vec<String> =
+                TASKS.iter().filter(|t| serving(**t) == m.name).map(|t| t.as_str().to_owned()).collect();
+            if m.name == self.config.embed_model {
+                tasks.push("embeddings".into());
+            }
+            out.push(ModelInfo {
+                loaded: !tasks.is_empty(),
+                context_length: shown.as_ref().and_then(|s| task_models::context_length(&s.model_info)),
+                licence: task_models::licence_summary(shown.as_ref().map_or("", |s| s.license.as_str())),
+                tasks,
                 name: m.name,
                 size_bytes: m.size,
                 digest: String::new(),
-            })
-            .collect())
+            });
+        }
+        Ok(out)
+    }
+
+    fn set_task_model(&self, admin: &str, task: TaskKind, model: &str) -> Result<(), ClinicalError> {
+        if model == self.config.embed_model {
+            return Err(ClinicalError::Rejected(format!("{model} is the embedding model; it does not write answers")));
+        }
+        let installed = self.runtime.block_on(self.generator.engine.models()).map_err(|e| ClinicalError::Unavailable(e.to_string()))?;
+        if !installed.iter().any(|m| m.name == model) {
+            return Err(ClinicalError::Rejected(format!("{model} is not installed in the engine")));
+        }
+        task_models::set(self.pool.get().conn(), task.as_str(), model, admin, now_secs()).map_err(failed)
     }
 }
+
+/// Every task a model can be chosen for.
+const TASKS: [TaskKind; 4] = [TaskKind::Ask, TaskKind::Soap, TaskKind::Discharge, TaskKind::Medications];
 
 fn now_secs() -> i64 {
     jiff::Timestamp::now().as_second()
@@ -423,10 +455,15 @@ fn minute(secs: i64) -> String {
 }
 
 impl RagClinical {
-    fn job(&self, task: TaskKind, text: &str, owner: i64, access: Access) -> AnswerJob {
-        AnswerJob {
+    /// The job for a task, with the model the administrators chose for it (or the default).
+    fn job(&self, conn: &Connection, task: TaskKind, text: &str, owner: i64, access: Access) -> Result<AnswerJob, ClinicalError> {
+        let mut generator = self.generator.clone();
+        if let Some(model) = task_models::get(conn, task.as_str()).map_err(failed)? {
+            generator.model = model;
+        }
+        Ok(AnswerJob {
             embedder: self.embedder.clone(),
-            generator: self.generator.clone(),
+            generator,
             task: task_of(task),
             question: text.to_owned(),
             owner,
@@ -435,7 +472,7 @@ impl RagClinical {
             retrieval: self.config.retrieval(),
             check: self.config.check,
             conversation: None,
-        }
+        })
     }
 
     fn start(&self, job: AnswerJob) -> mpsc::Receiver<AnswerEvent> {

@@ -335,6 +335,13 @@ impl EngineHandle {
         self.client.list_local_models().await.map_err(|e| self.classify(e))
     }
 
+    /// What the engine says about an installed model: its licence and GGUF metadata
+    /// (`/api/show`).
+    pub async fn show(&self, model: &str) -> Result<ollama_rs::models::ModelInfo, EngineCallError> {
+        self.check_ready()?;
+        self.client.show_model_info(model.to_owned()).await.map_err(|e| self.classify(e))
+    }
+
     /// A transport failure is "unavailable"; an answer with an error is "refused".
     fn classify(&self, e: ollama_rs::error::OllamaError) -> EngineCallError {
         match e {

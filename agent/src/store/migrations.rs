@@ -161,4 +161,7 @@ pub const MIGRATIONS: &[Migration] = &[
     // The alerts' workflow: assignee, disposition, breach clock, closing, and every step
     // (owned by `crate::alerting::workflow`).
     Migration { version: 11, name: crate::alerting::workflow::MIGRATION_NAME, sql: crate::alerting::workflow::MIGRATION_SQL },
+    // The model the administrators chose per clinical task (owned by
+    // `crate::clinical::task_models`).
+    Migration { version: 12, name: crate::clinical::task_models::MIGRATION_NAME, sql: crate::clinical::task_models::MIGRATION_SQL },
 ];

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::accounts::{self, BreakGlassEvent, NewUser, Role, User};
-use super::clinical::{ClinicalError, ModelInfo};
+use super::clinical::{ClinicalError, ModelInfo, TaskKind};
 use super::health::Health;
 use super::pages::{Chrome, chrome, render, ui_of};
 use super::session::Session;
@@ -245,6 +245,9 @@ struct ModelsPage {
     c: Chrome,
     models: Vec<ModelInfo>,
     unavailable: Option<String>,
+    tasks: Vec<TaskChoice>,
+    /// Models that can write answers (not the embedding model).
+    installed: Vec<String>,
 }
 
 pub(super) async fn models(State(state): State<AppState>, a: Authed) -> Result<Response, WebError> {
@@ -254,7 +257,59 @@ pub(super) async fn models(State(state): State<AppState>, a: Authed) -> Result<R
         Err(ClinicalError::Unavailable(m)) => (Vec::new(), Some(m)),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    render(&ModelsPage { c: chrome(&ui, &a), models, unavailable })
+    let installed: Vec<String> = models.iter().filter(|m| !m.tasks.iter().any(|t| t == "embeddings")).map(|m| m.name.clone()).collect();
+    let tasks = TASK_CHOICES
+        .iter()
+        .map(|(task, label)| {
+            let serving = models.iter().find(|m| m.tasks.iter().any(|t| t == task.as_str())).map(|m| m.name.clone()).unwrap_or_default();
+            TaskChoice { task: task.as_str(), label, serving }
+        })
+        .collect();
+    render(&ModelsPage { c: chrome(&ui, &a), models, unavailable, tasks, installed })
+}
+
+/// The tasks a model can be chosen for, as the page names them.
+const TASK_CHOICES: [(TaskKind, &str); 4] = [
+    (TaskKind::Ask, "Questions"),
+    (TaskKind::Soap, "SOAP summaries"),
+    (TaskKind::Discharge, "Discharge instructions"),
+    (TaskKind::Medications, "Medication lists"),
+];
+
+#[derive(Debug, Clone)]
+struct TaskChoice {
+    task: &'static str,
+    label: &'static str,
+    /// The model serving it now.
+    serving: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct TaskModelForm {
+    #[serde(default)]
+    task: String,
+    #[serde(default)]
+    model: String,
+}
+
+/// An administrator chooses the model that serves a task; audited with the task and model.
+pub(super) async fn set_task_model(State(state): State<AppState>, a: Authed, axum::Form(f): axum::Form<TaskModelForm>) -> Result<Response, WebError> {
+    let ui = ui_of(&state)?;
+    let Some((task, _)) = TASK_CHOICES.iter().find(|(t, _)| t.as_str() == f.task).copied() else {
+        return Err(WebError::BadRequest(format!("There is no task {:?}.", f.task)));
+    };
+    let model = f.model.trim().to_owned();
+    if model.is_empty() {
+        return Err(WebError::BadRequest("Pick a model.".into()));
+    }
+    let (by, m) = (a.session.username.clone(), model.clone());
+    ui.clinical(move |c| c.set_task_model(&by, task, &m)).await.map_err(|e| match e {
+        ClinicalError::Rejected(m) => WebError::BadRequest(m),
+        ClinicalError::Unavailable(m) => WebError::Unavailable(m),
+        other => WebError::Internal(other.to_string()),
+    })?;
+    ui.audit(EventKind::AdminAction, &a.session.username, json!({ "who": a.who(), "action": "set_task_model", "task": task, "model": model })).await?;
+    Ok(Redirect::to("/admin/models").into_response())
 }
 
 #[derive(Debug)]

@@ -141,6 +141,12 @@ pub struct ModelInfo {
     pub digest: String,
     /// One of the models this box is configured to use.
     pub loaded: bool,
+    /// The context length its metadata states, in tokens.
+    pub context_length: Option<u64>,
+    /// The first line of its licence ("not stated" when it ships none).
+    pub licence: String,
+    /// The tasks it serves (`TaskKind::as_str`).
+    pub tasks: Vec<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -222,6 +228,10 @@ pub trait Clinical: Send + Sync + std::fmt::Debug {
     /// de-identified) like any other document.
     fn save_draft(&self, _viewer: &Viewer, _patient_id: &str, _kind: TaskKind, _text: &str, _saved_at: &str) -> Result<Uploaded, ClinicalError> {
         Err(ClinicalError::Unavailable("saving drafts is not available on this box".into()))
+    }
+    /// Choose the installed model that serves `task` (an administrator's decision).
+    fn set_task_model(&self, _admin: &str, _task: TaskKind, _model: &str) -> Result<(), ClinicalError> {
+        Err(ClinicalError::Unavailable("choosing models is not available on this box".into()))
     }
 }
 

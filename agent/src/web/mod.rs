@@ -310,6 +310,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Post, "/admin/users", Roles(ADMINS)),
     route(Post, "/admin/users/{username}/{action}", Roles(ADMINS)),
     route(Get, "/admin/models", Roles(ADMINS)),
+    route(Post, "/admin/models/tasks", Roles(ADMINS)),
     route(Get, "/admin/egress", Roles(ADMINS)),
     route(Get, "/admin/audit", Roles(OVERSIGHT)),
     route(Get, "/admin/break-glass", Roles(OVERSIGHT)),
@@ -364,6 +365,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/users", get(admin::users).post(admin::create_user))
         .route("/admin/users/{username}/{action}", post(admin::user_action))
         .route("/admin/models", get(admin::models))
+        .route("/admin/models/tasks", post(admin::set_task_model))
         .route("/admin/egress", get(admin::egress))
         .route("/admin/audit", get(admin::audit_trail))
         .route("/admin/break-glass", get(admin::break_glass))
