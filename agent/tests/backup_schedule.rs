@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use wardbox::alerting::{Feed, outbox};
 use wardbox::audit::AuditLog;
 use wardbox::backup::service::{AlertChange, BACKUP_RULE, BoxBackups, BoxPaths};
-use wardbox::config::Config;
+use wardbox::config::{Config, Profile};
 use wardbox::store::{Store, StoreKey};
 use wardbox_alerts::Rule;
 
@@ -42,6 +42,12 @@ impl Drop for WriterGuard {
 /// A box whose nightly backup is due five minutes ago (UTC), to a USB path not yet mounted,
 /// with syslog delivery configured (so alerts get an outbox row).
 fn test_box() -> Box_ {
+    test_box_as(Profile::Dev)
+}
+
+/// [`test_box`] as if it were the given profile (the rest of the configuration stays a dev
+/// box's: these tests are about the schedule, not the boot).
+fn test_box_as(profile: Profile) -> Box_ {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
     let (data_dir, state_dir, usb) = (base.join("data"), base.join("state"), base.join("usb"));
@@ -60,7 +66,8 @@ fn test_box() -> Box_ {
     );
     let config_path = base.join("wardbox.toml");
     std::fs::write(&config_path, text).unwrap();
-    let config = Config::load(&config_path).unwrap();
+    let mut config = Config::load(&config_path).unwrap();
+    config.profile = profile;
     let key = StoreKey::random();
     let store_path = data_dir.join("wardbox.db");
     let (mut store, _) = Store::open_or_create(&store_path, &key).unwrap();
@@ -165,4 +172,19 @@ fn nights_the_box_was_down_are_caught_up_and_reported_as_missed() {
     );
     let runs: i64 = store(&b).conn().query_row("SELECT count(*) FROM backup_runs WHERE ok = 1", [], |r| r.get(0)).unwrap();
     assert_eq!(runs, 2);
+}
+
+/// On the appliance, a backup directory with no disk mounted on it (an empty mount point, a
+/// directory of the system disk) is refused like a missing disk: recorded, alerted, nothing
+/// written there.
+#[test]
+fn on_the_appliance_an_empty_mount_point_is_not_a_backup_disk() {
+    let b = test_box_as(Profile::Appliance);
+    std::fs::create_dir(&b.usb).unwrap();
+    let mut feed = Feed::start(&store(&b), &b.config.alerts, &b.config.alert_delivery).unwrap();
+    let err = b.backups.nightly_step(jiff::Timestamp::now()).unwrap().expect("due").unwrap_err().to_string();
+    assert!(err.contains("no disk is mounted there"), "{err}");
+    assert_eq!(std::fs::read_dir(&b.usb).unwrap().count(), 0, "nothing written onto the system disk");
+    let raised = feed_step(&b, &mut feed);
+    assert_eq!(raised.iter().map(|a| (a.alert.rule, a.alert.observed.as_str())).collect::<Vec<_>>(), [(Rule::Backup, "backup_failed")]);
 }

@@ -139,6 +139,28 @@ impl BackupConfig {
     }
 }
 
+/// On the appliance the USB disk must be mounted at `usb_path`: an empty mount point is a
+/// directory of the system disk, and a backup there would "succeed" onto the wrong disk (and
+/// fill it). Refused as [`wardbox_backup::BackupError::DestinationUnavailable`], like a disk
+/// that is not there. A dev box backs up into any directory.
+pub fn ensure_mounted(path: &std::path::Path) -> Result<(), wardbox_backup::BackupError> {
+    let unavailable = |reason: String| wardbox_backup::BackupError::DestinationUnavailable { path: path.to_owned(), reason };
+    match is_mount_point(path) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(unavailable("no disk is mounted there (the directory belongs to the system disk); plug in and mount the backup disk".into())),
+        Err(e) => Err(unavailable(e.to_string())),
+    }
+}
+
+/// Whether `path` is where a filesystem is mounted: on another device than its parent, or the
+/// root itself.
+pub fn is_mount_point(path: &std::path::Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let here = std::fs::metadata(path)?;
+    let parent = std::fs::metadata(path.join(".."))?;
+    Ok(here.dev() != parent.dev() || here.ino() == parent.ino())
+}
+
 /// `http(s)://ADDRESS:PORT/path` → (https, address), or what is wrong with it.
 fn parse_rest_url(url: &str) -> Result<(bool, SocketAddr), String> {
     let example = "e.g. http://10.1.5.30:8000/wardbox/";
@@ -376,5 +398,16 @@ mod tests {
         let off = text.replace("enabled = true", "enabled = false");
         let config = crate::config::Config::parse(&off, std::path::Path::new("t.toml")).unwrap();
         assert!(config.firewall.policy.allow_out.is_empty(), "a rule opened while the firewall is off");
+    }
+
+    #[test]
+    fn an_empty_mount_point_is_not_a_backup_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(dir.path()).unwrap(), "a plain directory");
+        let err = ensure_mounted(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is not available: no disk is mounted there"), "{err}");
+        assert!(is_mount_point(std::path::Path::new("/")).unwrap(), "the root");
+        assert!(is_mount_point(std::path::Path::new("/proc")).unwrap(), "/proc is a mounted filesystem");
+        assert!(ensure_mounted(&dir.path().join("absent")).is_err());
     }
 }

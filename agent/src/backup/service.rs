@@ -76,6 +76,8 @@ pub struct BoxBackups {
     state_dir: PathBuf,
     config_file: Option<PathBuf>,
     destination: Option<Destination>,
+    /// On the appliance a USB destination must be a mounted disk ([`schedule::ensure_mounted`]).
+    usb_must_be_mounted: bool,
     nightly: Option<Nightly>,
     schedule_words: String,
     audit: AuditLog,
@@ -116,6 +118,7 @@ impl BoxBackups {
             state_dir: paths.state_dir,
             config_file: paths.config_file,
             destination: config.backup.destination(),
+            usb_must_be_mounted: config.profile == crate::settings::Profile::Appliance,
             nightly,
             schedule_words,
             audit,
@@ -145,6 +148,15 @@ impl BoxBackups {
     }
 
     /// Mark a run as started (a fresh progress for it) or ended.
+    /// A USB destination that is an empty mount point on the appliance is refused before the
+    /// run (and recorded and alerted as a failed run by the caller).
+    fn check_destination(&self, destination: &Destination) -> Result<(), RunError> {
+        match destination {
+            Destination::LocalDirectory(path) if self.usb_must_be_mounted => Ok(schedule::ensure_mounted(path)?),
+            _ => Ok(()),
+        }
+    }
+
     fn set_running(&self, what: Option<String>) -> Arc<wardbox_backup::RunProgress> {
         let fresh: Arc<wardbox_backup::RunProgress> = Arc::default();
         if let Ok(mut p) = self.progress.lock() {
@@ -205,7 +217,9 @@ impl BoxBackups {
             state_dir: &self.state_dir,
             config_file: self.config_file.as_deref(),
         };
-        let outcome = super::run_backup_reporting(&inputs, &destination, &key, &["wardbox"], Some(&progress));
+        let outcome = self
+            .check_destination(&destination)
+            .and_then(|()| super::run_backup_reporting(&inputs, &destination, &key, &["wardbox"], Some(&progress)));
         self.set_running(None);
         if matches!(outcome, Err(RunError::Busy(_))) {
             return outcome;
@@ -271,7 +285,9 @@ impl BoxBackups {
         let key = super::stored_key(&store)?.ok_or_else(|| RunError::Key("this box has no backup key yet: back up first".into()))?;
         let started = jiff::Timestamp::now();
         let progress = self.set_running(Some(format!("restore drill started by {actor} at {started}")));
-        let outcome = super::run_drill_reporting(&self.data_dir, &destination, &key, Some(&progress));
+        let outcome = self
+            .check_destination(&destination)
+            .and_then(|()| super::run_drill_reporting(&self.data_dir, &destination, &key, Some(&progress)));
         self.set_running(None);
         if matches!(outcome, Err(RunError::Busy(_))) {
             return outcome;

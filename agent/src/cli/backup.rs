@@ -91,11 +91,21 @@ pub enum BackupCommand {
     },
 }
 
-/// `--repo DIR` when given, else the configured destination.
+/// `--repo DIR` when given, else the configured destination; on the appliance the configured
+/// USB disk must be mounted (an empty mount point is the system disk).
 fn destination_of(config: &crate::config::Config, repo: Option<PathBuf>) -> Result<Destination, CliError> {
-    repo.map(Destination::LocalDirectory).or_else(|| config.backup.destination()).ok_or_else(|| {
+    if let Some(dir) = repo {
+        return Ok(Destination::LocalDirectory(dir));
+    }
+    let destination = config.backup.destination().ok_or_else(|| {
         CliError::new("no backup destination: give --repo (the backup disk's directory) or configure [backup] usb_path or rest_url")
-    })
+    })?;
+    if let Destination::LocalDirectory(path) = &destination
+        && config.profile == crate::settings::Profile::Appliance
+    {
+        backup::schedule::ensure_mounted(path)?;
+    }
+    Ok(destination)
 }
 
 fn read_key_file(path: &std::path::Path) -> Result<RepositoryKey, CliError> {
