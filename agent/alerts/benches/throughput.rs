@@ -53,6 +53,8 @@ fn main() {
 
     let before = HELD.load(Ordering::Relaxed);
     let mut detector = Detector::new(&stream.config).expect("valid configuration");
+    // The related-record rules' pairs are detector state too (counted in its memory).
+    detector.set_relations(stream.relations());
     let mut alerts = Vec::new();
     let start = Instant::now();
     for r in &records {
