@@ -21,6 +21,7 @@ use wardbox_update::{State, UpdateError, inspect};
 use super::{CliError, CliResult, DEFAULT_CONFIG, cli_actor, load_config};
 use crate::config::Config;
 use crate::stages::unlock::unlocker;
+use crate::update::service::bytes;
 use crate::update::{UpdatePaths, box_facts, flow, tpm_floor};
 
 #[derive(Debug, Subcommand)]
@@ -215,21 +216,6 @@ impl ProgressLine {
         if self.terminal && self.phase.is_some() {
             eprintln!();
         }
-    }
-}
-
-/// A byte count for people: bytes, KiB, MiB or GiB.
-fn bytes(n: u64) -> String {
-    const K: f64 = 1024.0;
-    let f = n as f64;
-    if f >= K * K * K {
-        format!("{:.2} GiB", f / (K * K * K))
-    } else if f >= K * K {
-        format!("{:.1} MiB", f / (K * K))
-    } else if f >= K {
-        format!("{:.1} KiB", f / K)
-    } else {
-        format!("{n} B")
     }
 }
 

@@ -105,7 +105,7 @@ pub fn find_bundles(usb_dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     Ok(found)
 }
 
-/// A byte count for people.
+/// A byte count for people: bytes, KiB, MiB or GiB (the console's progress line uses it too).
 pub fn bytes(n: u64) -> String {
     const K: f64 = 1024.0;
     let f = n as f64;
