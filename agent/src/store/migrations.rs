@@ -164,4 +164,6 @@ pub const MIGRATIONS: &[Migration] = &[
     // The model the administrators chose per clinical task (owned by
     // `crate::clinical::task_models`).
     Migration { version: 12, name: crate::clinical::task_models::MIGRATION_NAME, sql: crate::clinical::task_models::MIGRATION_SQL },
+    // The quarterly access review of who may see which patient (owned by `crate::web::access`).
+    Migration { version: 13, name: crate::web::access::MIGRATION_NAME, sql: crate::web::access::MIGRATION_SQL },
 ];

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 mod admin;
+pub mod access;
 mod alerts;
 mod review;
 mod assets;
@@ -322,6 +323,10 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Post, "/admin/alerts/{id}/close", Roles(OVERSIGHT)),
     route(Get, "/admin/review", Roles(OVERSIGHT)),
     route(Post, "/admin/review", Roles(OVERSIGHT)),
+    route(Get, "/admin/access", Roles(OVERSIGHT)),
+    route(Post, "/admin/access/grant", Roles(ADMINS)),
+    route(Post, "/admin/access/revoke", Roles(ADMINS)),
+    route(Post, "/admin/access/review", Roles(ADMINS)),
     route(Get, "/admin/reports", Roles(OVERSIGHT)),
     route(Post, "/admin/reports/generate", Roles(OVERSIGHT)),
     route(Post, "/admin/reports/attest", Roles(OVERSIGHT)),
@@ -376,6 +381,10 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/alerts/{id}/disposition", post(alerts::dispose))
         .route("/admin/alerts/{id}/close", post(alerts::close))
         .route("/admin/review", get(review::page).post(review::mark))
+        .route("/admin/access", get(access::page))
+        .route("/admin/access/grant", post(access::grant))
+        .route("/admin/access/revoke", post(access::revoke))
+        .route("/admin/access/review", post(access::review))
         .route("/admin/reports", get(reports::reports))
         .route("/admin/reports/generate", post(reports::generate))
         .route("/admin/reports/attest", post(reports::attest))
