@@ -361,6 +361,21 @@ pub struct Deidentified {
     pub study_uid: String,
     pub series_uid: String,
     pub sop_instance_uid: String,
+    /// What the profile did, counted over every depth (counts only, never values).
+    pub counts: DeidCounts,
+}
+
+/// How many attributes each action touched, for the audit record and the uploader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeidCounts {
+    /// Removed (profile X/C, private attributes, uninspectable UN attributes).
+    pub removed: usize,
+    /// Emptied (Z).
+    pub emptied: usize,
+    /// Replaced with a dummy value (D).
+    pub dummied: usize,
+    pub uids_remapped: usize,
+    pub dates_shifted: usize,
 }
 
 /// Our implementation class UID, written into the file meta group of every output
@@ -399,7 +414,8 @@ pub fn deidentify(bytes: &[u8], params: &DeidParams<'_>) -> Result<Deidentified,
     let study_uid = uid(tags::STUDY_INSTANCE_UID, "StudyInstanceUID (0020,000D)")?;
     let series_uid = uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID (0020,000E)")?;
 
-    let mut clean = deidentify_dataset(&object, params);
+    let mut counts = DeidCounts::default();
+    let mut clean = deidentify_dataset(&object, params, &mut counts);
     mark_deidentified(&mut clean);
 
     let transfer_syntax = transfer_syntax_uid(&object);
@@ -424,30 +440,47 @@ pub fn deidentify(bytes: &[u8], params: &DeidParams<'_>) -> Result<Deidentified,
         study_uid,
         series_uid,
         sop_instance_uid,
+        counts,
     })
 }
 
 /// Applies the profile to every element of a data set, descending into sequences.
-fn deidentify_dataset(object: &InMemDicomObject, params: &DeidParams<'_>) -> InMemDicomObject {
-    InMemDicomObject::from_element_iter(
-        object
-            .iter()
-            .filter_map(|element| deidentify_element(element, params)),
-    )
+fn deidentify_dataset(
+    object: &InMemDicomObject,
+    params: &DeidParams<'_>,
+    counts: &mut DeidCounts,
+) -> InMemDicomObject {
+    let mut kept = Vec::new();
+    for element in object.iter() {
+        if let Some(e) = deidentify_element(element, params, counts) {
+            kept.push(e);
+        }
+    }
+    InMemDicomObject::from_element_iter(kept)
 }
 
-fn deidentify_element(element: &InMemElement, params: &DeidParams<'_>) -> Option<InMemElement> {
+fn deidentify_element(
+    element: &InMemElement,
+    params: &DeidParams<'_>,
+    counts: &mut DeidCounts,
+) -> Option<InMemElement> {
     let (tag, vr) = (element.tag(), element.vr());
     match treatment(tag, vr) {
-        Treatment::Remove => None,
+        Treatment::Remove => {
+            counts.removed += 1;
+            None
+        }
         Treatment::Keep => Some(element.clone()),
-        Treatment::Empty => Some(DataElement::empty(tag, vr)),
+        Treatment::Empty => {
+            counts.emptied += 1;
+            Some(DataElement::empty(tag, vr))
+        }
         Treatment::Recurse => match element.value() {
             Value::Sequence(sequence) => {
                 let items: Vec<InMemDicomObject> = sequence
                     .items()
                     .iter()
-                    .map(|item| deidentify_dataset(item, params))
+                    .map(|item| deidentify_dataset(item, params, counts))
                     .collect();
                 Some(DataElement::new(
                     tag,
@@ -457,19 +490,32 @@ fn deidentify_element(element: &InMemElement, params: &DeidParams<'_>) -> Option
             }
             // A sequence tag read as another VR (e.g. UN from an implicit file) cannot be
             // walked: drop it rather than keep what we cannot inspect.
-            _ => None,
+            _ => {
+                counts.removed += 1;
+                None
+            }
         },
         Treatment::RemapUid => {
-            let uids = element.to_multi_str().ok()?;
+            let Ok(uids) = element.to_multi_str() else {
+                counts.removed += 1;
+                return None;
+            };
             let mapped: Vec<String> = uids.iter().map(|u| remap_uid(params, u)).collect();
+            counts.uids_remapped += mapped.len();
             Some(DataElement::new(
                 tag,
                 VR::UI,
                 PrimitiveValue::Strs(mapped.into()),
             ))
         }
-        Treatment::ShiftDate => Some(shift_date_element(element, params.date_offset_days)),
-        Treatment::Dummy => Some(dummy_element(tag, vr)),
+        Treatment::ShiftDate => {
+            counts.dates_shifted += 1;
+            Some(shift_date_element(element, params.date_offset_days))
+        }
+        Treatment::Dummy => {
+            counts.dummied += 1;
+            Some(dummy_element(tag, vr))
+        }
     }
 }
 

@@ -204,6 +204,13 @@ fn deidentified_files_keep_no_identifier_and_no_private_tag() {
             "{name}"
         );
 
+        // The counts say what was done: every fixture has private tags and identifiers to
+        // remove, a name to empty, the three instance UIDs to remap and a study date to shift.
+        assert!(out.counts.removed >= 2, "{name}: {:?}", out.counts);
+        assert!(out.counts.emptied >= 1, "{name}: {:?}", out.counts);
+        assert!(out.counts.uids_remapped >= 3, "{name}: {:?}", out.counts);
+        assert!(out.counts.dates_shifted >= 2, "{name}: {:?}", out.counts);
+
         let object = read_part10(&out.file).expect("the de-identified file reads back");
         let private: Vec<_> = object
             .iter()
