@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::deid::{self, KnownIdentifiers};
 use crate::embed::{EmbedError, Embedder};
 use crate::index::{self, Access, Hit, IndexError, Scope};
+use crate::sections::SectionFilter;
 
 /// What the clinician asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,7 +322,7 @@ pub async fn answer(
     cfg: RetrievalConfig,
     reidentify: bool,
 ) -> Result<Answer, AnswerError> {
-    answer_inner(conn, embedder, generator, task, question, &[], scope, access, policy, cfg, reidentify, None).await
+    answer_inner(conn, embedder, generator, task, question, &[], SectionFilter::ALL, scope, access, policy, cfg, reidentify, None).await
 }
 
 /// [`answer`], sending the answer's text to `tokens` piece by piece as the engine writes it (the
@@ -341,13 +342,13 @@ pub async fn answer_streaming(
     reidentify: bool,
     tokens: tokio::sync::mpsc::UnboundedSender<String>,
 ) -> Result<Answer, AnswerError> {
-    answer_inner(conn, embedder, generator, task, question, &[], scope, access, policy, cfg, reidentify, Some(tokens)).await
+    answer_inner(conn, embedder, generator, task, question, &[], SectionFilter::ALL, scope, access, policy, cfg, reidentify, Some(tokens)).await
 }
 
 /// [`answer_streaming`] for a follow-up question in a conversation: `history` (earlier turns,
 /// de-identified, already fitted with [`fit_history`]) goes into the prompt, and retrieval
 /// searches with the previous question too, so "and since when?" finds what the conversation
-/// is about.
+/// is about. Only passages of the sections `sections` allows are sources (minimum necessary).
 #[allow(clippy::too_many_arguments)]
 pub async fn answer_followup_streaming(
     conn: &Connection,
@@ -356,13 +357,14 @@ pub async fn answer_followup_streaming(
     task: Task,
     question: &str,
     history: &[Turn],
+    sections: SectionFilter,
     scope: &Scope,
     access: &Access,
     policy: &SafetyPolicy,
     cfg: RetrievalConfig,
     tokens: tokio::sync::mpsc::UnboundedSender<String>,
 ) -> Result<Answer, AnswerError> {
-    answer_inner(conn, embedder, generator, task, question, history, scope, access, policy, cfg, false, Some(tokens)).await
+    answer_inner(conn, embedder, generator, task, question, history, sections, scope, access, policy, cfg, false, Some(tokens)).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -373,6 +375,7 @@ async fn answer_inner(
     task: Task,
     question: &str,
     history: &[Turn],
+    sections: SectionFilter,
     scope: &Scope,
     access: &Access,
     policy: &SafetyPolicy,
@@ -384,10 +387,16 @@ async fn answer_inner(
         Some(previous) => format!("{} {question}", previous.question),
         None => question.to_owned(),
     };
-    let hits = retrieve(conn, embedder, &search_for, scope, access, cfg).await?;
+    // A narrowed task searches deeper, so that k sources of its sections remain.
+    let depth = if sections.is_all() { cfg } else { RetrievalConfig { k: cfg.k * 3, ..cfg } };
+    let hits = retrieve(conn, embedder, &search_for, scope, access, depth).await?;
     // Relevance is semantic: a chunk that only shares a word with the question (BM25) but is far
     // from it in meaning is not a source. BM25 still helps rank the relevant ones.
-    let relevant: Vec<&Hit> = hits.iter().filter(|h| h.distance.is_some_and(|d| d <= cfg.max_distance)).collect();
+    let relevant: Vec<&Hit> = hits
+        .iter()
+        .filter(|h| h.distance.is_some_and(|d| d <= cfg.max_distance) && sections.allows_label(&h.section))
+        .take(cfg.k)
+        .collect();
     let sources: Vec<Source> = relevant
         .iter()
         .enumerate()

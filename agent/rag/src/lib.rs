@@ -16,3 +16,4 @@ pub mod index;
 pub mod ingest;
 pub mod answer;
 pub mod check;
+pub mod sections;

@@ -29,6 +29,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use wardbox_rag::answer::{self, Answer, RetrievalConfig, SafetyPolicy, Task};
 use wardbox_rag::check::CheckConfig;
+use wardbox_rag::sections::{SectionClass, SectionFilter};
 use wardbox_rag::deid::{self, StreamingReidentifier};
 use wardbox_rag::index::{self, Access, LIBRARY, Scope};
 use wardbox_rag::ingest::{self, ChunkConfig, IngestError, Outcome, Owner};
@@ -295,7 +296,7 @@ impl Clinical for RagClinical {
     fn run(&self, viewer: &Viewer, patient_id: &str, task: TaskKind, text: &str) -> Result<mpsc::Receiver<AnswerEvent>, ClinicalError> {
         let store = self.pool.get();
         let (owner, access) = self.patient_in_reach(store.conn(), viewer, patient_id)?;
-        let job = self.job(store.conn(), task, text, owner, access)?;
+        let job = self.job(store.conn(), viewer.role, task, text, owner, access)?;
         drop(store);
         Ok(self.start(job))
     }
@@ -313,7 +314,7 @@ impl Clinical for RagClinical {
             }
             None => (conversations::start(conn, &viewer.username, owner, now_secs()).map_err(failed)?, Vec::new()),
         };
-        let mut job = self.job(conn, TaskKind::Ask, text, owner, access)?;
+        let mut job = self.job(conn, viewer.role, TaskKind::Ask, text, owner, access)?;
         drop(store);
         let (carried, dropped) = answer::fit_history(&earlier, self.config.conversation_context_chars);
         job.conversation = Some(ConversationTurnJob { id, turn: earlier.len() + 1, history: carried.to_vec(), dropped });
@@ -442,6 +443,27 @@ impl Clinical for RagClinical {
     }
 }
 
+/// Minimum necessary: the sections of a record each role's task draws on (docs/rag.md has the
+/// table). Text under no recognised heading is always allowed, so a filter narrows a task
+/// without starving it.
+pub fn minimum_necessary(role: Role, task: TaskKind) -> SectionFilter {
+    use SectionClass::{Medications, Plan, Problems, Results};
+    match (task, role) {
+        // A clinician's question may be about anything in the record.
+        (TaskKind::Ask, Role::Clinician) => SectionFilter::ALL,
+        // A nurse's question: the care at hand, not the history (social, family, the
+        // subjective account of the present illness).
+        (TaskKind::Ask, _) => SectionFilter::only(&[Medications, Problems, Plan, Results]),
+        // A SOAP summary (clinicians only) summarises the note the clinician pasted, with the
+        // whole record as context.
+        (TaskKind::Soap, _) => SectionFilter::ALL,
+        // Discharge instructions: what is wrong, what to take, what happens next.
+        (TaskKind::Discharge, _) => SectionFilter::only(&[Problems, Medications, Plan]),
+        // A medication list: medications and what changed them.
+        (TaskKind::Medications, _) => SectionFilter::only(&[Medications, Plan]),
+    }
+}
+
 /// Every task a model can be chosen for.
 const TASKS: [TaskKind; 4] = [TaskKind::Ask, TaskKind::Soap, TaskKind::Discharge, TaskKind::Medications];
 
@@ -456,7 +478,7 @@ fn minute(secs: i64) -> String {
 
 impl RagClinical {
     /// The job for a task, with the model the administrators chose for it (or the default).
-    fn job(&self, conn: &Connection, task: TaskKind, text: &str, owner: i64, access: Access) -> Result<AnswerJob, ClinicalError> {
+    fn job(&self, conn: &Connection, role: Role, task: TaskKind, text: &str, owner: i64, access: Access) -> Result<AnswerJob, ClinicalError> {
         let mut generator = self.generator.clone();
         if let Some(model) = task_models::get(conn, task.as_str()).map_err(failed)? {
             generator.model = model;
@@ -472,6 +494,7 @@ impl RagClinical {
             retrieval: self.config.retrieval(),
             check: self.config.check,
             conversation: None,
+            sections: minimum_necessary(role, task),
         })
     }
 
@@ -512,6 +535,8 @@ struct AnswerJob {
     check: CheckConfig,
     /// Set for a question asked in a conversation.
     conversation: Option<ConversationTurnJob>,
+    /// The sections of the record this role's task may draw on.
+    sections: SectionFilter,
 }
 
 /// A question's place in its conversation.
@@ -558,6 +583,7 @@ impl AnswerJob {
             self.task,
             &self.question,
             history,
+            self.sections,
             &scope,
             &self.access,
             &self.policy,
@@ -658,6 +684,21 @@ mod tests {
         assert_eq!(display_name(&entry(Some("Dolores Castellanos, born 1948-07-19"), &["00451234"])), "Dolores Castellanos, born 1948-07-19 (00451234)");
         assert_eq!(display_name(&entry(None, &["00451234"])), "Record 00451234");
         assert_eq!(display_name(&entry(None, &[])), "Patient 9");
+    }
+
+    #[test]
+    fn each_role_and_task_reaches_only_the_sections_it_needs() {
+        use SectionClass::*;
+        let reaches = |role, task| {
+            let f = minimum_necessary(role, task);
+            [Medications, Problems, Plan, Results, History].into_iter().filter(|c| f.allows(*c)).collect::<Vec<_>>()
+        };
+        assert_eq!(reaches(Role::Clinician, TaskKind::Ask), [Medications, Problems, Plan, Results, History]);
+        assert_eq!(reaches(Role::Nurse, TaskKind::Ask), [Medications, Problems, Plan, Results]);
+        assert_eq!(reaches(Role::Clinician, TaskKind::Discharge), [Medications, Problems, Plan]);
+        assert_eq!(reaches(Role::Nurse, TaskKind::Discharge), [Medications, Problems, Plan]);
+        assert_eq!(reaches(Role::Nurse, TaskKind::Medications), [Medications, Plan]);
+        assert!(minimum_necessary(Role::Nurse, TaskKind::Medications).allows(Other), "unclassified text is never starved");
     }
 
     #[test]
