@@ -284,4 +284,26 @@
       }
     });
   }
+
+  // --- Images: de-identified on the server; the page is reloaded to show the new one.
+  const imageForm = document.getElementById("image-form");
+  if (imageForm) {
+    imageForm.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const status = document.getElementById("image-status");
+      status.className = "";
+      status.textContent = "Uploading and de-identifying…";
+      const resp = await fetch("/patients/" + encodeURIComponent(patient) + "/images", {
+        method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf }, body: new FormData(imageForm),
+      });
+      if (resp.ok) {
+        window.location.reload();
+      } else {
+        const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+        const msg = doc.getElementById("message");
+        status.textContent = msg ? msg.textContent : "The upload failed (" + resp.status + ").";
+        status.className = "error";
+      }
+    });
+  }
 })();

@@ -166,4 +166,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 12, name: crate::clinical::task_models::MIGRATION_NAME, sql: crate::clinical::task_models::MIGRATION_SQL },
     // The quarterly access review of who may see which patient (owned by `crate::web::access`).
     Migration { version: 13, name: crate::web::access::MIGRATION_NAME, sql: crate::web::access::MIGRATION_SQL },
+    // Medical images: de-identified DICOM files and photos, their renders, the site's UID key
+    // and each patient's date offset.
+    Migration { version: 14, name: crate::web::images::MIGRATION_NAME, sql: crate::web::images::MIGRATION_SQL },
 ];

@@ -184,6 +184,28 @@ pub struct Uploaded {
     pub identifiers_replaced: std::collections::BTreeMap<String, usize>,
 }
 
+/// How the record identifies a patient, to compare with the identity in a DICOM header
+/// before an image is filed under the patient. Shown to nobody; never audited.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RecordIdentity {
+    /// The record system's ids of the patient (MRNs), as a DICOM Patient ID would carry them.
+    pub record_ids: Vec<String>,
+    /// The name as the record has it, in any order ("Jane Doe", "Doe, Jane").
+    pub name: Option<String>,
+    /// YYYY-MM-DD or YYYYMMDD.
+    pub birth_date: Option<String>,
+}
+
+impl std::fmt::Debug for RecordIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordIdentity")
+            .field("record_ids", &self.record_ids.len())
+            .field("name", &self.name.as_ref().map(|_| "redacted"))
+            .field("birth_date", &self.birth_date.as_ref().map(|_| "redacted"))
+            .finish()
+    }
+}
+
 /// Who is asking: back ends decide per person which patients they may see (retrieval keeps
 /// per-user grants), and may open everything to an emergency (break-glass) session, audited.
 #[derive(Debug, Clone, Serialize)]
@@ -228,6 +250,11 @@ pub trait Clinical: Send + Sync + std::fmt::Debug {
     /// de-identified) like any other document.
     fn save_draft(&self, _viewer: &Viewer, _patient_id: &str, _kind: TaskKind, _text: &str, _saved_at: &str) -> Result<Uploaded, ClinicalError> {
         Err(ClinicalError::Unavailable("saving drafts is not available on this box".into()))
+    }
+    /// How the record identifies a patient this viewer may see (for checking an uploaded
+    /// image's header against it); `UnknownPatient`/`NotGranted` like [`Clinical::patient`].
+    fn patient_identity(&self, _viewer: &Viewer, _patient_id: &str) -> Result<RecordIdentity, ClinicalError> {
+        Err(ClinicalError::Unavailable("images cannot be checked against this record system".into()))
     }
     /// Choose the installed model that serves `task` (an administrator's decision).
     fn set_task_model(&self, _admin: &str, _task: TaskKind, _model: &str) -> Result<(), ClinicalError> {

@@ -19,6 +19,7 @@ pub mod egress;
 mod error;
 mod guard;
 mod health;
+pub mod images;
 pub mod ldap;
 mod login;
 pub mod metrics;
@@ -305,6 +306,8 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Post, "/patients/{id}/discharge", Roles(CARE)),
     route(Post, "/patients/{id}/medications", Roles(CARE)),
     route(Post, "/patients/{id}/upload", Roles(CARE)).with_max_body(MAX_UPLOAD_BYTES),
+    route(Post, "/patients/{id}/images", Roles(CARE)).with_max_body(MAX_UPLOAD_BYTES),
+    route(Get, "/patients/{id}/images/{image}", Roles(CARE)),
     route(Post, "/patients/{id}/drafts", Roles(CARE)),
     route(Get, "/admin", Roles(ADMINS)),
     route(Get, "/admin/users", Roles(ADMINS)),
@@ -365,6 +368,8 @@ pub fn app(state: AppState) -> Router {
         .route("/patients/{id}/discharge", post(pages::discharge))
         .route("/patients/{id}/medications", post(pages::medications))
         .route("/patients/{id}/upload", post(pages::upload))
+        .route("/patients/{id}/images", post(images::upload))
+        .route("/patients/{id}/images/{image}", get(images::show))
         .route("/patients/{id}/drafts", post(pages::save_draft))
         .route("/admin", get(admin::dashboard))
         .route("/admin/users", get(admin::users).post(admin::create_user))

@@ -52,6 +52,8 @@ pub(super) fn nav_for(role: Role) -> Vec<NavItem> {
             n("/admin/audit", "Audit trail"),
             n("/admin/break-glass", "Emergency access"),
             n("/admin/alerts", "Alerts"),
+            n("/admin/review", "Activity review"),
+            n("/admin/access", "Access"),
             n("/admin/reports", "Reports"),
             n("/admin/backups", "Backups"),
             n("/admin/updates", "Updates"),
@@ -60,6 +62,8 @@ pub(super) fn nav_for(role: Role) -> Vec<NavItem> {
             n("/admin/audit", "Audit trail"),
             n("/admin/break-glass", "Emergency access"),
             n("/admin/alerts", "Alerts"),
+            n("/admin/review", "Activity review"),
+            n("/admin/access", "Access"),
             n("/admin/reports", "Reports"),
             n("/admin/backups", "Backups"),
         ],
@@ -91,7 +95,7 @@ pub(super) fn render(t: &impl Template) -> Result<Response, WebError> {
     t.render().map(|body| Html(body).into_response()).map_err(|e| WebError::Internal(format!("template: {e}")))
 }
 
-fn clinical_error(e: ClinicalError) -> WebError {
+pub(super) fn clinical_error(e: ClinicalError) -> WebError {
     match e {
         ClinicalError::Unavailable(m) => WebError::Unavailable(m),
         ClinicalError::UnknownPatient | ClinicalError::UnknownDocument | ClinicalError::UnknownConversation => WebError::NotFound,
@@ -163,6 +167,8 @@ struct PatientPage {
     conversations: Vec<ConversationSummary>,
     /// The conversation being resumed, its turns above the question box.
     resumed: Option<Conversation>,
+    /// The patient's de-identified images, newest first.
+    images: Vec<super::images::ImageSummary>,
 }
 
 pub(super) async fn patient(State(state): State<AppState>, a: Authed, Path(id): Path<String>) -> Result<Response, WebError> {
@@ -190,7 +196,11 @@ async fn patient_page(state: AppState, a: Authed, id: String, conversation: Opti
         })
         .await
         .map_err(clinical_error)?;
-    render(&PatientPage { c: chrome(&ui, &a), patient, can_soap: a.session.role == Role::Clinician, conversations, resumed })
+    let pid = patient.id.clone();
+    let images = ui
+        .with_store(move |s| super::images::list(s.conn(), &pid).map_err(|e| WebError::Internal(format!("the image store failed: {e}"))))
+        .await?;
+    render(&PatientPage { c: chrome(&ui, &a), patient, can_soap: a.session.role == Role::Clinician, conversations, resumed, images })
 }
 
 #[derive(Template)]
