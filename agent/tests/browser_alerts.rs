@@ -1,0 +1,188 @@
+//! The Alerts workflow and the access review in a real headless Chromium (chromedriver over
+//! WebDriver) against the real TLS listener: the dashboard's banner leads to the alert, which
+//! is marked reviewed, declared a possible breach (the notification clock shows), and closed
+//! (the clock and the banner go); then the quarterly access review confirms a user's access.
+//! Screenshots go to `$CARGO_TARGET_TMPDIR/browser-artifacts/`.
+//!
+//! Tier `browser_`: needs Debian `chromium` and `chromium-driver`; fails naming them if absent.
+
+mod web_support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use wardbox::alerting::outbox;
+use wardbox::web::{Role, TlsMode, WebConfig, app, tls};
+use wardbox_alerts::{Alert, Rule};
+use web_support::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver() -> Driver {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(Path::new(bin).exists(), "the browser_ tests need {bin}: apt-get install chromium chromium-driver");
+    }
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = Command::new(CHROMEDRIVER).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start chromedriver");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver { child, port }
+}
+
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    // The local CA is not installed in this throwaway profile; the TLS tests check the chain.
+    caps.insert("acceptInsecureCerts".into(), json!(true));
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session through chromedriver")
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(artifacts().join(name), png).expect("save screenshot");
+}
+
+async fn serve(h: &Harness, dir: &Path) -> String {
+    let web = WebConfig { listen: "127.0.0.1:0".parse().expect("addr"), tls: TlsMode::LocalCa, hostnames: vec!["localhost".into()], ..WebConfig::default() };
+    let (bound, _) = tls::bind(&web, dir).await.expect("bind");
+    let port = bound.local_addr().expect("addr").port();
+    let router = app(h.state.clone());
+    tokio::spawn(async move {
+        let _ = bound.serve(router, std::future::pending::<()>).await;
+    });
+    format!("https://localhost:{port}")
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.expect(css).text().await.expect("text")
+}
+
+/// Polls until the element's text satisfies `ok` (the page after a form's redirect), up to 10 s.
+async fn wait_text(c: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await
+            && let Ok(t) = e.text().await
+            && ok(&t)
+        {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "{css} did not show what was expected within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn submit(c: &Client, form: &str, note: &str) {
+    c.find(Locator::Css(&format!("{form} textarea, {form} input[name=note]"))).await.expect("note field").send_keys(note).await.expect("type");
+    c.find(Locator::Css(&format!("{form} button"))).await.expect("button").click().await.expect("click");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_admin_takes_an_alert_from_the_banner_to_closed_and_reviews_access() {
+    let driver = start_driver();
+    let h = Harness::with_real_clock(WebConfig::default(), None);
+    h.add_user("it.admin", Role::Admin, false);
+    h.add_user("dr.a", Role::Clinician, false);
+    let id = {
+        let alert = Alert {
+            rule: Rule::OwnRecord,
+            subject: "user:dr.a".into(),
+            at: "2027-01-15T22:10:00Z".into(),
+            threshold: "every opening of a record with the user's own name (once a day per record)".into(),
+            observed: "opened the record of a patient with the user's own name".into(),
+            seqs: vec![41],
+        };
+        let mut store = h.ui.store.lock().expect("lock");
+        let p = wardbox_rag::index::patient_owner(store.conn(), "MRN-0001").expect("patient").0;
+        wardbox_rag::index::grant(store.conn(), "dr.a", p).expect("grant");
+        outbox::store_alerts(store.conn_mut(), &[alert], &[], 41).expect("store")[0]
+    };
+    let base = serve(&h, h.dir.path()).await;
+    let profile = tempfile::tempdir().expect("profile");
+    let c = browser(&driver, profile.path()).await;
+
+    c.goto(&format!("{base}/login")).await.expect("login page");
+    c.find(Locator::Id("username")).await.expect("username").send_keys("it.admin").await.expect("type");
+    c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type");
+    c.find(Locator::Id("signin")).await.expect("button").click().await.expect("click");
+    // The dashboard's banner leads to the list, the list to the alert.
+    let banner = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::LinkText("1 alert not yet reviewed")).await.expect("the banner");
+    screenshot(&c, "alerts-banner.png").await;
+    banner.click().await.expect("click");
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(&format!("a[href='/admin/alerts/{id}']"))).await.expect("the alert in the list").click().await.expect("click");
+    assert!(text_of(&c, "#state").await.contains("open"));
+
+    submit(&c, &format!("form[action='/admin/alerts/{id}/review']"), "dr.a looked up her own record; she was told the rule.").await;
+    wait_text(&c, "#reviewed", |t| t.starts_with("it.admin")).await;
+    c.find(Locator::Css("#disposition-form select")).await.expect("select").select_by_value("possible_breach").await.expect("choose");
+    submit(&c, "#disposition-form", "She also opened her neighbour's record.").await;
+    wait_text(&c, "#breach-clock", |t| t.contains("notify by") && t.contains("days left")).await;
+    screenshot(&c, "alert-breach-clock.png").await;
+    c.goto(&format!("{base}/admin/alerts")).await.expect("list");
+    assert!(text_of(&c, ".breach-clock").await.contains(&format!("alert {id}")));
+    c.goto(&format!("{base}/admin/alerts/{id}")).await.expect("alert");
+    submit(&c, "#close-form", "Neighbour notified on 2027-01-20; training booked.").await;
+    wait_text(&c, "#state", |t| t == "closed: possible breach").await;
+    assert!(c.find(Locator::Id("breach-clock")).await.is_err(), "the clock shows after closing");
+    screenshot(&c, "alert-closed.png").await;
+    c.goto(&format!("{base}/admin")).await.expect("dashboard");
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("stages")).await.expect("the health page");
+    assert!(c.find(Locator::LinkText("1 alert not yet reviewed")).await.is_err(), "the banner stays");
+
+    // The quarterly access review.
+    c.goto(&format!("{base}/admin/access")).await.expect("access page");
+    assert!(text_of(&c, "#review-progress").await.starts_with("0 of 1"));
+    c.find(Locator::Css("#access-by-user form input[value=confirmed] ~ button")).await.expect("confirm").click().await.expect("click");
+    wait_text(&c, "#review-progress", |t| t.starts_with("1 of 1")).await;
+    assert!(text_of(&c, "#access-by-user").await.contains("confirmed by it.admin"));
+    screenshot(&c, "access-review.png").await;
+    c.close().await.expect("close");
+
+    let steps: Vec<String> = h
+        .audit_records()
+        .into_iter()
+        .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.detail).ok())
+        .filter_map(|d| d["action"].as_str().filter(|a| a.starts_with("alert_") || a.starts_with("access_")).map(str::to_owned))
+        .collect();
+    assert_eq!(steps, ["alert_review", "alert_disposition", "alert_close", "access_review"]);
+}
