@@ -253,6 +253,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         // In the background: a major release takes thousands of increments on a slow TPM.
         tokio::spawn(raise_tpm_floor(config.clone(), data_dir.clone(), audit.clone(), state.clone(), status_path.clone()));
     }
+    // USB storage events from the image's udev rule and mount helper: each one audited.
+    tokio::spawn(audit_usb_events(config.update.usb_events_dir.clone(), audit.clone(), stop_rx.clone()));
 
     let background = tokio::spawn(background_checks(
         store.clone(),
@@ -389,6 +391,34 @@ async fn settle_update(config: &Config, data_dir: &Path, audit: &AuditLog, state
     };
     if let Err(e) = audit.append(event).await {
         tracing::error!("cannot audit the update's boot: {e}");
+    }
+}
+
+/// USB storage events the image's helpers left in `dir` (a stick plugged in and refused while
+/// the storage drivers are off, mounted read-only, refused by the mount helper, removed): each
+/// audited as a `usb_storage` lifecycle record and removed, every few seconds.
+async fn audit_usb_events(dir: PathBuf, audit: AuditLog, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let d = dir.clone();
+        let drained = tokio::task::spawn_blocking(move || crate::update::usb_events::drain(&d))
+            .await
+            .unwrap_or_else(|e| Err(format!("the USB event task failed: {e}")));
+        match drained {
+            Ok(entries) => {
+                for entry in &entries {
+                    let detail = crate::update::usb_events::audit_detail(entry);
+                    if let Err(e) = audit.append(AuditEvent::new(EventKind::Lifecycle, "system", detail)).await {
+                        tracing::error!("cannot audit a USB storage event: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::error!("USB storage events: {e}"),
+        }
     }
 }
 

@@ -855,3 +855,33 @@ fn swtpm_a_receipt_verifies_with_the_boxs_attestation_key_and_nothing_else() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("the quote is not over this receipt"), "{}", text(&o));
 }
+
+/// USB storage events the image's helpers leave (a stick plugged in while the storage drivers
+/// are off, a stick mounted read-only, one the mount helper refused) are each audited by the
+/// running agent and removed; a file that is not an event is audited as unreadable, not skipped.
+#[test]
+fn the_agent_audits_every_usb_storage_event_the_helpers_leave() {
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let events = b.path("usb-events");
+    std::fs::create_dir_all(&events).expect("mkdir");
+    let mut table: toml::Table = std::fs::read_to_string(&b.config).expect("config").parse().expect("toml");
+    table["update"].as_table_mut().expect("update").insert("usb_events_dir".into(), events.display().to_string().into());
+    std::fs::write(&b.config, toml::to_string(&table).expect("toml")).expect("config");
+    std::fs::write(events.join("1.json"), r#"{"event":"storage-plugged","device":"1-1:1.0","detail":"0781:5583 refused: USB storage is off","time":"t1"}"#).expect("event");
+    std::fs::write(events.join("2.json"), r#"{"event":"mounted","device":"sdb1","detail":"vfat","time":"t2"}"#).expect("event");
+    std::fs::write(events.join("3.json"), r#"{"event":"mount-refused","device":"sdc1","detail":"ntfs","time":"t3"}"#).expect("event");
+    std::fs::write(events.join("4.json"), "{ not an event").expect("event");
+    boot_dev_box_until(b.dir.path(), None, || std::fs::read_dir(&events).map(|d| d.count() == 0).unwrap_or(false));
+    let usb: Vec<serde_json::Value> = b
+        .audit_details()
+        .into_iter()
+        .filter(|r| r["kind"] == "lifecycle")
+        .map(|r| serde_json::from_str(r["detail"].as_str().expect("detail")).expect("json"))
+        .filter(|d: &serde_json::Value| d["event"] == "usb_storage")
+        .collect();
+    let seen: Vec<(&str, &str)> = usb.iter().map(|d| (d["usb_event"].as_str().unwrap_or(""), d["device"].as_str().unwrap_or(""))).collect();
+    assert_eq!(seen, [("storage-plugged", "1-1:1.0"), ("mounted", "sdb1"), ("mount-refused", "sdc1"), ("unreadable", "")], "{usb:?}");
+    assert!(usb[3]["detail"].as_str().is_some_and(|d| d.starts_with("4.json: ")), "{usb:?}");
+}

@@ -11,7 +11,8 @@
 //!   report that the box fell back).
 //! - [`flow`]: one apply from the stick to the install log, shared by the console and the
 //!   admin page; [`receipt`]: the install receipt, quoted by the TPM; [`status`]: what status
-//!   shows; [`service`]: the admin Updates page's service (sticks, inspect, apply, progress).
+//!   shows; [`service`]: the admin Updates page's service (sticks, inspect, apply, progress);
+//!   [`usb_events`]: USB storage events from the image's helpers, for the audit trail.
 //! - [`tpm_floor`]: the system-version floor in a TPM NV counter, which a restored old state
 //!   directory cannot lower.
 //!
@@ -34,6 +35,7 @@ pub mod receipt;
 pub mod service;
 pub mod status;
 pub mod tpm_floor;
+pub mod usb_events;
 
 use std::path::{Path, PathBuf};
 
@@ -76,6 +78,14 @@ pub struct UpdateConfig {
     /// per stick; the admin Updates page lists the bundles found there.
     #[serde(default = "default_usb_dir")]
     pub usb_dir: PathBuf,
+    /// Where the image's USB helpers leave one file per USB storage event (plugged, mounted,
+    /// refused, removed); the daemon audits and removes them.
+    #[serde(default = "default_usb_events_dir")]
+    pub usb_events_dir: PathBuf,
+}
+
+fn default_usb_events_dir() -> PathBuf {
+    PathBuf::from("/run/wardbox/usb-events")
 }
 
 fn default_usb_dir() -> PathBuf {
@@ -95,6 +105,7 @@ impl Default for UpdateConfig {
             slots: SlotsConfig::default(),
             rollback_tpm: None,
             usb_dir: default_usb_dir(),
+            usb_events_dir: default_usb_events_dir(),
         }
     }
 }
@@ -183,6 +194,7 @@ impl UpdateConfig {
             ("update.slots.b", Some(&self.slots.b)),
             ("update.slots.esp_dir", Some(&self.slots.esp_dir)),
             ("update.usb_dir", Some(&self.usb_dir)),
+            ("update.usb_events_dir", Some(&self.usb_events_dir)),
         ];
         for (key, path) in paths {
             if path.is_some_and(|p| !p.is_absolute()) {
