@@ -42,7 +42,7 @@ use crate::stages::engine::EngineHandle;
 use crate::web::Role;
 use crate::web::clinical::{
     AnswerEvent, Citation, Clinical, ClinicalError, Conversation, ConversationSummary, ConversationTurn, Document, ModelInfo, PatientSummary,
-    TaskKind, Uploaded, Viewer,
+    RecordIdentity, TaskKind, Uploaded, Viewer,
 };
 use wardbox_rag::answer::Turn;
 
@@ -237,6 +237,17 @@ fn display_name(e: &index::DirectoryEntry) -> String {
     }
 }
 
+/// How the record identifies the patient, for checking an image's DICOM header: the record
+/// ids, and the name and birth date of the record's label ("Name, born YYYY-MM-DD").
+fn record_identity(e: &index::DirectoryEntry) -> RecordIdentity {
+    let (name, birth_date) = match e.label.as_deref().map(|l| l.rsplit_once(", born ")) {
+        Some(Some((name, born))) => (Some(name.to_owned()), Some(born.to_owned())),
+        Some(None) => (e.label.clone(), None),
+        None => (None, None),
+    };
+    RecordIdentity { record_ids: e.record_ids.clone(), name, birth_date }
+}
+
 fn task_of(kind: TaskKind) -> Task {
     match kind {
         TaskKind::Ask => Task::Question,
@@ -402,6 +413,14 @@ impl Clinical for RagClinical {
             Err(IngestError::Index { source, .. }) => Err(ClinicalError::Failed(format!("the index could not store the document: {source}"))),
             Err(e) => Err(ClinicalError::Rejected(e.to_string())),
         }
+    }
+
+    fn patient_identity(&self, viewer: &Viewer, id: &str) -> Result<RecordIdentity, ClinicalError> {
+        let store = self.pool.get();
+        let (owner, _) = self.patient_in_reach(store.conn(), viewer, id)?;
+        let only = Access::Patients([owner].into_iter().collect());
+        let entry = index::directory(store.conn(), &only).map_err(failed)?.into_iter().next().ok_or(ClinicalError::UnknownPatient)?;
+        Ok(record_identity(&entry))
     }
 
     fn models(&self) -> Result<Vec<ModelInfo>, ClinicalError> {
@@ -684,6 +703,23 @@ mod tests {
         assert_eq!(display_name(&entry(Some("Dolores Castellanos, born 1948-07-19"), &["00451234"])), "Dolores Castellanos, born 1948-07-19 (00451234)");
         assert_eq!(display_name(&entry(None, &["00451234"])), "Record 00451234");
         assert_eq!(display_name(&entry(None, &[])), "Patient 9");
+    }
+
+    #[test]
+    fn the_record_identity_for_images_comes_from_the_label_and_record_ids() {
+        let entry = |label: Option<&str>| index::DirectoryEntry {
+            owner: 9,
+            label: label.map(str::to_owned),
+            record_ids: vec!["00451234".into()],
+            names: vec![],
+        };
+        let both = record_identity(&entry(Some("Dolores Castellanos, born 1948-07-19")));
+        assert_eq!(both.record_ids, ["00451234"]);
+        assert_eq!((both.name.as_deref(), both.birth_date.as_deref()), (Some("Dolores Castellanos"), Some("1948-07-19")));
+        let name_only = record_identity(&entry(Some("Dolores Castellanos")));
+        assert_eq!((name_only.name.as_deref(), name_only.birth_date), (Some("Dolores Castellanos"), None));
+        let ids_only = record_identity(&entry(None));
+        assert_eq!((ids_only.name, ids_only.birth_date, ids_only.record_ids.len()), (None, None, 1));
     }
 
     #[test]
