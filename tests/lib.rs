@@ -273,12 +273,19 @@ impl Vm {
             std::thread::spawn(move || {
                 let mut stream = stream;
                 let mut buf = [0u8; 4096];
+                // The end of the last read that may continue in the next one: half a UTF-8
+                // character or half an escape sequence, which cleaned alone would leave its
+                // other half in the transcript (and split a word a test waits for).
+                let mut pending = Vec::new();
                 while let Ok(n) = stream.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
                     let _ = log.write_all(&buf[..n]);
-                    let text = clean(&String::from_utf8_lossy(&buf[..n]));
+                    pending.extend_from_slice(&buf[..n]);
+                    let (complete, rest) = split_incomplete_tail(&pending);
+                    let text = clean(&String::from_utf8_lossy(complete));
+                    pending = rest.to_vec();
                     if let Ok(mut t) = transcript.lock() {
                         t.push_str(&text);
                         if let Ok(mut a) = arrivals.lock() {
@@ -464,6 +471,31 @@ impl Drop for Vm {
     }
 }
 
+/// Split console bytes into what can be cleaned now and a tail that may continue in the next
+/// read: an unfinished UTF-8 character, or an escape sequence without its final byte (at most
+/// 64 bytes are held back, so a stray ESC cannot stop the transcript).
+pub fn split_incomplete_tail(bytes: &[u8]) -> (&[u8], &[u8]) {
+    let mut end = bytes.len();
+    if let Err(e) = std::str::from_utf8(bytes)
+        && e.error_len().is_none()
+    {
+        end = e.valid_up_to();
+    }
+    let window = end.saturating_sub(64);
+    if let Some(esc) = bytes[window..end].iter().rposition(|&b| b == 0x1b).map(|i| window + i) {
+        let after = &bytes[esc + 1..end];
+        let finished = match after.first() {
+            None => false,
+            Some(b'[') => after[1..].iter().any(|b| (0x40..=0x7e).contains(b)),
+            Some(_) => true,
+        };
+        if !finished {
+            end = esc;
+        }
+    }
+    bytes.split_at(end)
+}
+
 /// Strip terminal escape sequences and carriage returns from console output.
 pub fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -569,6 +601,25 @@ mod tests {
     #[test]
     fn console_escapes_are_removed() {
         assert_eq!(clean("\u{1b}[0;32m  OK  \u{1b}[0m] Started x.\r\n"), "  OK  ] Started x.\n");
+    }
+
+    /// A read that ends inside an escape sequence or a UTF-8 character keeps that tail for the
+    /// next read (seen: `Started \e[0;1|;39mwardbox.service` left `;39m` in the transcript).
+    #[test]
+    fn a_read_cut_inside_an_escape_or_a_character_is_cleaned_whole() {
+        let whole = "[  OK  ] Started \u{1b}[0;1;39mwardbox.service\u{1b}[0m \u{2026}\n".as_bytes();
+        for cut in 0..whole.len() {
+            let (first, rest) = split_incomplete_tail(&whole[..cut]);
+            let mut carried = rest.to_vec();
+            carried.extend_from_slice(&whole[cut..]);
+            let (second, tail) = split_incomplete_tail(&carried);
+            assert!(tail.is_empty(), "cut at {cut}: {tail:?} held back at the end");
+            let text = clean(&String::from_utf8_lossy(first)) + &clean(&String::from_utf8_lossy(second));
+            assert_eq!(text, "[  OK  ] Started wardbox.service \u{2026}\n", "cut at {cut}");
+        }
+        // A stray ESC far back does not hold the transcript back.
+        let stray = [b"\x1bX".as_slice(), &[b'a'; 100]].concat();
+        assert_eq!(split_incomplete_tail(&stray).1, b"");
     }
 
     #[test]

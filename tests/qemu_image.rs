@@ -218,8 +218,9 @@ fn check_web(answer: &(&'static str, u16, String), gaps: &mut Gaps, boot: &str) 
 }
 
 /// The agent's health as `wardbox status --json` prints it on the console
-/// (wardbox-status-console.service): running, appliance profile, the security stages ok.
-fn check_health(vm: &mut Vm, boot: &str) -> Result<serde_json::Value, String> {
+/// (wardbox-status-console.service): running, appliance profile, the security stages ok; and
+/// the measured boot it shows: Secure Boot on, `entry` started by systemd-boot, PCR 7 and 11.
+fn check_health(vm: &mut Vm, boot: &str, entry: &str) -> Result<serde_json::Value, String> {
     const TAG: &str = "wardbox-status: ";
     let line = vm.expect(TAG, &["Kernel panic"], 5 * MIN).map_err(|e| format!("{boot}: {e}"))?;
     let json = line.rsplit_once(TAG).map(|(_, j)| j.trim()).unwrap_or_default();
@@ -241,6 +242,11 @@ fn check_health(vm: &mut Vm, boot: &str) -> Result<serde_json::Value, String> {
     }
     if health["state"] == "failed" {
         return Err(format!("{boot}: the agent reports state failed: {health}"));
+    }
+    let measured = &status["boot"];
+    let pcr = |n: &str| measured[n].as_str().is_some_and(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()));
+    if measured["secure_boot"] != "on" || measured["boot_entry"] != entry || !pcr("pcr7") || !pcr("pcr11") {
+        return Err(format!("{boot}: `wardbox status` shows the measured boot as {measured}, not Secure Boot on, entry {entry}, PCR 7 and 11"));
     }
     Ok(health)
 }
@@ -438,7 +444,7 @@ fn scenario() -> Result<(), String> {
     eprintln!("== e2e: boot 1: provisioning printed a recovery key");
     let answer = vm.wait_for_web("/health", 15 * MIN).map_err(|e| format!("boot 1: {e}"))?;
     check_web(&answer, &mut gaps, "boot 1");
-    check_health(&mut vm, "boot 1")?;
+    check_health(&mut vm, "boot 1", &chain.uki_name())?;
     check_volume_status(&mut vm, "boot 1", &chain.uki_name())?;
     phases.start("boot 1: power off");
     if !vm.shutdown(3 * MIN)? {
@@ -463,8 +469,8 @@ fn scenario() -> Result<(), String> {
     let answer = vm.wait_for_web("/health", 10 * MIN).map_err(|e| format!("boot 2: {e}"))?;
     check_web(&answer, &mut gaps, "boot 2");
     let before_status = vm.mark();
-    let health = check_health(&mut vm, "boot 2")?;
     let update_name = format!("{update_stem}+3.efi");
+    let health = check_health(&mut vm, "boot 2", &update_name)?;
     check_volume_status(&mut vm, "boot 2", &update_name)?;
     vm.rewind(before_status);
     match stage_outcome(&health, "engine").as_deref() {
@@ -525,7 +531,7 @@ fn scenario() -> Result<(), String> {
     vm.expect("open with the recovery key", &["did not open the volume"], 10 * MIN)?;
     let answer = vm.wait_for_web("/health", 10 * MIN).map_err(|e| format!("boot 3: {e}"))?;
     check_web(&answer, &mut gaps, "boot 3");
-    check_health(&mut vm, "boot 3")?;
+    check_health(&mut vm, "boot 3", &format!("{update_stem}.efi"))?;
     phases.start("boot 3: power off");
     if !vm.shutdown(3 * MIN)? {
         gaps.note("boot 3: the guest did not power off on the ACPI button within 3 minutes; the power was cut");
@@ -538,7 +544,7 @@ fn scenario() -> Result<(), String> {
     vm.expect("The TPM released the key", &["Wardbox recovery key", "Failed to start wardbox-un", "Kernel panic"], 15 * MIN)?;
     let answer = vm.wait_for_web("/health", 10 * MIN).map_err(|e| format!("boot 4: {e}"))?;
     check_web(&answer, &mut gaps, "boot 4");
-    check_health(&mut vm, "boot 4")?;
+    check_health(&mut vm, "boot 4", &format!("{update_stem}.efi"))?;
     check_volume_status(&mut vm, "boot 4", &format!("{update_stem}.efi"))?;
     phases.start("boot 4: power off");
     if !vm.shutdown(3 * MIN)? {

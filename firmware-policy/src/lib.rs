@@ -616,6 +616,59 @@ pub fn read_loader_entry_selected(efivars_dir: &Path) -> Option<String> {
     decode_loader_string(&bytes)
 }
 
+/// Where Linux shows the TPM's sha256 PCRs (one file per PCR, hex), readable without a TPM
+/// session or access to the TPM device.
+pub const DEFAULT_TPM_PCR_DIR: &str = "/sys/class/tpm/tpm0/pcr-sha256";
+
+/// The measured boot as the running system sees it: the Secure Boot state, the boot entry
+/// systemd-boot started, and PCR 7 (Secure Boot state and keys) and PCR 11 (the UKI), for
+/// `wardbox status` and the compliance report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MeasuredBoot {
+    /// "on", "off", or why it is unknown.
+    pub secure_boot: String,
+    /// `LoaderEntrySelected`; None when systemd-boot did not start this boot.
+    pub boot_entry: Option<String>,
+    /// sha256 PCR 7 and 11 in lower-case hex; None when the kernel shows no TPM.
+    pub pcr7: Option<String>,
+    pub pcr11: Option<String>,
+}
+
+impl MeasuredBoot {
+    pub fn read(efivars_dir: &Path, pcr_dir: &Path) -> Self {
+        let pcr = |n: u8| {
+            std::fs::read_to_string(pcr_dir.join(n.to_string()))
+                .ok()
+                .map(|v| v.trim().to_ascii_lowercase())
+                .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_hexdigit()))
+        };
+        MeasuredBoot {
+            secure_boot: match read_secure_boot_state(efivars_dir) {
+                SecureBootState::Enabled => "on".into(),
+                SecureBootState::Disabled => "off".into(),
+                SecureBootState::Unknown(why) => format!("unknown ({why})"),
+            },
+            boot_entry: read_loader_entry_selected(efivars_dir),
+            pcr7: pcr(7),
+            pcr11: pcr(11),
+        }
+    }
+}
+
+impl std::fmt::Display for MeasuredBoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let none = "-";
+        write!(
+            f,
+            "Secure Boot {}; boot entry {}; PCR 7 {}; PCR 11 {}",
+            self.secure_boot,
+            self.boot_entry.as_deref().unwrap_or("none (not started by systemd-boot)"),
+            self.pcr7.as_deref().unwrap_or(none),
+            self.pcr11.as_deref().unwrap_or(none)
+        )
+    }
+}
+
 /// Decode an efivars file that holds a UTF-16LE string (4 bytes of attributes first; the
 /// string may end with a NUL).
 pub fn decode_loader_string(bytes: &[u8]) -> Option<String> {
@@ -668,6 +721,28 @@ mod tests {
         assert_eq!(read_loader_entry_selected(&dir.path().join("absent")), None);
         assert_eq!(decode_loader_string(&[6, 0, 0, 0, b'w']), None, "an odd length is not UTF-16");
         assert_eq!(decode_loader_string(&[6, 0, 0]), None);
+    }
+
+    #[test]
+    fn the_measured_boot_is_read_from_efivars_and_the_kernels_pcr_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (efivars, pcrs) = (dir.path().join("efivars"), dir.path().join("pcr-sha256"));
+        std::fs::create_dir_all(&efivars).unwrap();
+        std::fs::create_dir_all(&pcrs).unwrap();
+        std::fs::write(efivars.join(format!("SecureBoot-{EFI_GLOBAL_GUID}")), [6, 0, 0, 0, 1]).unwrap();
+        let mut entry = vec![6, 0, 0, 0];
+        entry.extend("wardbox-1.efi\0".encode_utf16().flat_map(u16::to_le_bytes));
+        std::fs::write(efivars.join(format!("LoaderEntrySelected-{LOADER_GUID}")), entry).unwrap();
+        std::fs::write(pcrs.join("7"), "AB01\n").unwrap();
+        let boot = MeasuredBoot::read(&efivars, &pcrs);
+        assert_eq!(boot.secure_boot, "on");
+        assert_eq!(boot.boot_entry.as_deref(), Some("wardbox-1.efi"));
+        assert_eq!(boot.pcr7.as_deref(), Some("ab01"));
+        assert_eq!(boot.pcr11, None);
+        assert_eq!(boot.to_string(), "Secure Boot on; boot entry wardbox-1.efi; PCR 7 ab01; PCR 11 -");
+        let nothing = MeasuredBoot::read(&dir.path().join("no-efivars"), &dir.path().join("no-tpm"));
+        assert!(nothing.secure_boot.starts_with("unknown ("), "{nothing:?}");
+        assert_eq!((nothing.boot_entry, nothing.pcr7), (None, None));
     }
 
     #[test]

@@ -337,10 +337,18 @@ fn status(config: &Config, json: bool) -> CliResult {
     let health: crate::web::Health = serde_json::from_str(&text)
         .map_err(|e| CliError::new(format!("the status file {} is unreadable: {e}", path.display())))?;
     let alive = agent_alive(health.pid);
+    // The measured boot as the kernel shows it (efivars, the TPM's PCR files): no TPM session,
+    // so it also works in the sandboxed units that call `wardbox status`.
+    let efivars = match &config.volume {
+        crate::stages::unlock::VolumeConfig::Luks2Tpm(c) => c.efivars_dir.clone(),
+        crate::stages::unlock::VolumeConfig::PlainDirectory { .. } => PathBuf::from(wardbox_firmware_policy::DEFAULT_EFIVARS_DIR),
+    };
+    let boot = wardbox_firmware_policy::MeasuredBoot::read(&efivars, Path::new(wardbox_firmware_policy::DEFAULT_TPM_PCR_DIR));
     if json {
-        println!("{}", serde_json::json!({ "agent_running": alive, "health": health }));
+        println!("{}", serde_json::json!({ "agent_running": alive, "health": health, "boot": boot }));
     } else {
         println!("agent:   {}", if alive { format!("running (pid {})", health.pid) } else { "NOT RUNNING (last known state below)".into() });
+        println!("boot:    {boot}");
         println!("profile: {}", health.profile);
         println!("state:   {:?}", health.state);
         println!("since:   {}", health.started_at);
