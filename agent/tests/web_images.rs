@@ -92,6 +92,9 @@ impl Clinical for Records {
     }
 }
 
+/// A stored image row: (patient, kind, de-identified DICOM, render).
+type StoredImage = (String, String, Option<Vec<u8>>, Vec<u8>);
+
 struct Clinic {
     h: Harness,
     token: String,
@@ -144,8 +147,8 @@ impl Clinic {
         body_text(resp).await
     }
 
-    /// Every stored image row: (patient, kind, de-identified DICOM, render).
-    fn stored(&self) -> Vec<(String, String, Option<Vec<u8>>, Vec<u8>)> {
+    /// Every stored image row.
+    fn stored(&self) -> Vec<StoredImage> {
         let store = Store::open_existing(&self.h.store_path, &self.h.key).expect("open");
         let mut stmt = store.conn().prepare("SELECT patient, kind, dicom, render FROM images ORDER BY id").expect("prepare");
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).expect("query").collect::<Result<_, _>>().expect("rows")
