@@ -44,8 +44,8 @@ fn assert_no_identifier(bytes: &[u8], what: &str) {
     }
 }
 
-/// The record system: patient A and B of the fixtures, as a record knows them. `outsider`
-/// may see nobody.
+/// The record system: patient A and B of the fixtures, as a record knows them, and patient C
+/// known by nothing a header could match. `outsider` may see nobody.
 #[derive(Debug)]
 struct Records;
 
@@ -53,7 +53,7 @@ impl Records {
     fn reach(v: &Viewer, id: &str) -> Result<(), ClinicalError> {
         match id {
             _ if v.username == "outsider" => Err(ClinicalError::NotGranted),
-            "p-a" | "p-b" => Ok(()),
+            "p-a" | "p-b" | "p-c" => Ok(()),
             _ => Err(ClinicalError::UnknownPatient),
         }
     }
@@ -75,7 +75,9 @@ impl Clinical for Records {
                 name: Some("Alberta Quill Testperson".into()),
                 birth_date: Some("1961-04-12".into()),
             },
-            _ => RecordIdentity { record_ids: vec!["PID-9921-B".into()], name: Some("Bertrand Examplar".into()), birth_date: Some("1979-09-30".into()) },
+            "p-b" => RecordIdentity { record_ids: vec!["PID-9921-B".into()], name: Some("Bertrand Examplar".into()), birth_date: Some("1979-09-30".into()) },
+            // A patient the record knows by nothing a DICOM header carries.
+            _ => RecordIdentity::default(),
         })
     }
     fn document(&self, _v: &Viewer, _p: &str, _d: &str) -> Result<Document, ClinicalError> {
@@ -263,6 +265,19 @@ async fn a_dicom_naming_another_patient_is_refused_and_nothing_is_stored() {
     let (status, body) = c.upload("p-b", "mr.dcm", &fixture("mr_jpeg_baseline.dcm")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(c.stored().len(), 1);
+}
+
+#[tokio::test]
+async fn a_dicom_that_nothing_in_the_record_can_be_compared_with_is_refused() {
+    let c = Clinic::new();
+    let (status, body) = c.upload("p-c", "ct.dcm", &fixture("ct_explicit_le.dcm")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("names no patient that can be compared with this record"), "{body}");
+    assert!(c.stored().is_empty());
+    assert!(c.audit_of("upload_image_refused")[0].contains(r#""reason":"no_identity""#));
+    // A photo carries no identity to compare: it is filed.
+    let (status, body) = c.upload("p-c", "wound.png", &fixture("photo_exif.png")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
