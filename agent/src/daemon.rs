@@ -302,6 +302,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         }));
         tokio::spawn(crate::backup::service::run_schedule(backups, stop_rx.clone()));
     }
+    // Conversations past the clinic's retention period: deleted on schedule (docs/rag.md).
+    tokio::spawn(clinical::purge_conversations_hourly(clinical_store.clone(), config.clinical.conversation_retention_days, stop_rx.clone()));
     // Alerts: the detector follows the audit chain (after replaying it), stores and audits each
     // alert, and delivers the outbox to the clinic's collector and relay.
     let (alert_state, alert_status) = (state.clone(), status_path.clone());

@@ -486,6 +486,31 @@ pub fn minimum_necessary(role: Role, task: TaskKind) -> SectionFilter {
 /// Every task a model can be chosen for.
 const TASKS: [TaskKind; 4] = [TaskKind::Ask, TaskKind::Soap, TaskKind::Discharge, TaskKind::Medications];
 
+/// How often the daemon deletes conversations past the retention period.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes the conversations past the clinic's retention period every hour, until `stop`, so a
+/// conversation nobody opens again is not kept longer than the clinic said (reading or
+/// continuing conversations purges too, but that alone would keep a forgotten one forever).
+/// Runs with or without an engine: the conversations are in the store either way.
+pub async fn purge_conversations_hourly(pool: Arc<StorePool>, retention_days: u32, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let retention = i64::from(retention_days) * 86_400;
+    let mut tick = tokio::time::interval(PURGE_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
+        }
+        let pool = pool.clone();
+        match tokio::task::spawn_blocking(move || conversations::purge_expired(pool.get().conn(), now_secs(), retention)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(deleted)) => tracing::info!(deleted, "conversations past the retention period deleted"),
+            Ok(Err(e)) => tracing::error!("cannot delete conversations past the retention period: {e}"),
+            Err(e) => tracing::error!("the conversation retention sweep failed: {e}"),
+        }
+    }
+}
+
 fn now_secs() -> i64 {
     jiff::Timestamp::now().as_second()
 }
@@ -691,6 +716,30 @@ pub fn replaced_by_tag(replaced: &wardbox_rag::ingest::ReplacedCounts) -> std::c
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_daemons_sweep_deletes_conversations_past_retention_and_stops_when_told() {
+        use crate::store::{Store, StoreKey};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let key = StoreKey::random();
+        let (mut store, _) = Store::open_or_create(&path, &key).expect("store");
+        store.migrate().expect("migrate");
+        let day = 86_400;
+        let old = conversations::start(store.conn(), "dr.a", 7, now_secs() - 40 * day).expect("start");
+        let recent = conversations::start(store.conn(), "dr.a", 7, now_secs() - day).expect("start");
+        let pool = StorePool::open(&path, &key, 1).expect("pool");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sweep = tokio::spawn(purge_conversations_hourly(pool, 30, stop_rx));
+        let listed = || conversations::list(store.conn(), "dr.a", 7).expect("list").iter().map(|l| l.id).collect::<Vec<_>>();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while listed() != vec![recent] {
+            assert!(std::time::Instant::now() < deadline, "the sweep did not delete conversation {old}: {:?}", listed());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        stop_tx.send(true).expect("stop");
+        tokio::time::timeout(std::time::Duration::from_secs(5), sweep).await.expect("the sweep stops when told").expect("join");
+    }
 
     #[test]
     fn display_names_use_the_records_label_then_record_ids() {
