@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AlertsConfig, Checked, ConfigError};
-use crate::record::{Fact, Observed, Record, RecordError};
+use crate::record::{Fact, Observed, Record, RecordError, SystemSource};
 use crate::relations::{Relation, Relations};
 use crate::stats::median_mad;
 use crate::time::{Local, hhmm};
@@ -50,13 +50,19 @@ pub enum Rule {
     /// A backup failed, or scheduled backups did not run (the agent's `source: "backup"`
     /// records).
     Backup,
+    /// A system update did not take: the box fell back to the previous system, or the agent
+    /// could not settle the update or raise the TPM anti-rollback floor (`source: "update"`).
+    Update,
+    /// A system `security_alert` from a source this version does not know: an alert under a
+    /// name that says so, never filed under another source's rule.
+    UnknownSystemAlert,
     /// An emergency sign-in whose alert nobody reviewed within the configured days (raised by
     /// the agent from its stored alerts, not by the detector: it depends on the review state).
     BreakGlassUnreviewed,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 22] = [
+    pub const ALL: [Rule; 24] = [
         Rule::OffHours,
         Rule::BulkAccess,
         Rule::LargePrompt,
@@ -79,6 +85,8 @@ impl Rule {
         Rule::SameSurname,
         Rule::CoworkerRecord,
         Rule::Backup,
+        Rule::Update,
+        Rule::UnknownSystemAlert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +114,8 @@ impl Rule {
             Rule::CoworkerRecord => "coworker_record",
             Rule::BreakGlassUnreviewed => "break_glass_unreviewed",
             Rule::Backup => "backup",
+            Rule::Update => "update",
+            Rule::UnknownSystemAlert => "unknown_system_alert",
         }
     }
 }
@@ -381,17 +391,19 @@ impl Detector {
                 ));
             }
             Fact::SystemCheck { source, event } => {
-                let rule = match *source {
-                    "firewall" => Rule::FirewallCheck,
-                    "gpu" => Rule::GpuDegraded,
-                    "csrf" => Rule::CsrfRejected,
-                    "backup" => Rule::Backup,
-                    _ => Rule::AuditChain,
+                let rule = match source {
+                    SystemSource::Firewall => Rule::FirewallCheck,
+                    SystemSource::Gpu => Rule::GpuDegraded,
+                    SystemSource::Csrf => Rule::CsrfRejected,
+                    SystemSource::Backup => Rule::Backup,
+                    SystemSource::Audit => Rule::AuditChain,
+                    SystemSource::Update => Rule::Update,
+                    SystemSource::Unknown(_) => Rule::UnknownSystemAlert,
                 };
                 out.push(alert(
                     rule,
                     "box".into(),
-                    format!("every {source} failure"),
+                    format!("every {} failure", source.name()),
                     event.clone(),
                     vec![o.seq],
                 ));
@@ -1186,4 +1198,32 @@ mod tests {
             Err(RecordError::Timestamp { seq: 5, .. })
         ));
     }
+
+    /// Each system source is filed under its own rule; before, a source without a rule of its
+    /// own fell to `audit_chain`, and the update records raised nothing.
+    #[test]
+    fn system_alerts_are_filed_under_their_own_source() {
+        let mut f = Feed::new();
+        let cases = [
+            (json!({ "source": "audit", "event": "chain_broken", "reason": "record 9" }), Rule::AuditChain, "chain_broken"),
+            (
+                json!({ "source": "update", "bundle_sha256": "ab", "from": "1.0.0", "to": "1.1.0", "outcome": "fell-back", "reason": "the box booted version 1.0.0, not 1.1.0" }),
+                Rule::Update,
+                "fell-back",
+            ),
+            (json!({ "source": "update", "reason": "cannot raise the TPM anti-rollback floor: busy" }), Rule::Update, "failed"),
+            (json!({ "source": "thermal", "event": "overheated" }), Rule::UnknownSystemAlert, "overheated"),
+        ];
+        for (i, (detail, rule, observed)) in cases.into_iter().enumerate() {
+            let got = f.at(10 * H + i as i64 * 60, "security_alert", "system", detail);
+            assert_eq!(rules(&got), vec![rule], "{got:?}");
+            assert_eq!(got[0].observed, observed);
+            assert_eq!(got[0].subject, "box");
+        }
+        let got = f.at(11 * H, "security_alert", "system", json!({ "source": "thermal", "event": "overheated" }));
+        assert!(got[0].threshold.contains("thermal"), "the unknown source is named: {got:?}");
+        assert_eq!(Rule::UnknownSystemAlert.as_str(), "unknown_system_alert");
+        assert_eq!(Rule::Update.as_str(), "update");
+    }
+
 }

@@ -68,10 +68,48 @@ pub enum Fact {
     },
     /// The agent's own sign-in throttle acted (`signin_address_blocked`, `account_locked`).
     Throttle { event: String },
-    /// A system check failed: `firewall`, `gpu`, `audit` (the chain), `csrf`.
-    SystemCheck { source: &'static str, event: String },
+    /// A system check failed, or a part of the box reported a security problem
+    /// (`security_alert` records with a `source`).
+    SystemCheck { source: SystemSource, event: String },
     /// Anything else (boot stages, lifecycle, answers, logouts, key rotation).
     Other,
+}
+
+/// Which part of the box wrote a system `security_alert` record. Each source has a rule of
+/// its own, so an administrator sees the alert under the name of what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemSource {
+    /// The firewall check at boot or its recheck (`verify_failed`, `drift_repaired`).
+    Firewall,
+    /// A GPU left the healthy state.
+    Gpu,
+    /// The audit chain's walk at start failed (`chain_broken`, `verify_failed`).
+    Audit,
+    /// A form or request failed its CSRF check.
+    Csrf,
+    /// A backup failed, or scheduled backups did not run.
+    Backup,
+    /// A system update did not take: the box fell back to the previous system, the pending
+    /// update could not be settled, or the TPM anti-rollback floor could not be raised.
+    Update,
+    /// A source this version does not know (written by a newer component, or a typo in one):
+    /// still an alert, never filed under another source's rule.
+    Unknown(String),
+}
+
+impl SystemSource {
+    /// The `source` name as the records write it.
+    pub fn name(&self) -> &str {
+        match self {
+            SystemSource::Firewall => "firewall",
+            SystemSource::Gpu => "gpu",
+            SystemSource::Audit => "audit",
+            SystemSource::Csrf => "csrf",
+            SystemSource::Backup => "backup",
+            SystemSource::Update => "update",
+            SystemSource::Unknown(name) => name,
+        }
+    }
 }
 
 /// The facts of one record.
@@ -156,22 +194,31 @@ fn fact_of(kind: &str, actor: &str, d: &Value) -> Fact {
                 },
                 (_, "signin_address_blocked" | "account_locked") => Fact::Throttle { event },
                 (_, "csrf_rejected") => Fact::SystemCheck {
-                    source: "csrf",
+                    source: SystemSource::Csrf,
                     event,
                 },
                 (Some("firewall"), _) => Fact::SystemCheck {
-                    source: "firewall",
+                    source: SystemSource::Firewall,
                     event,
                 },
                 (Some("audit"), _) => Fact::SystemCheck {
-                    source: "audit",
+                    source: SystemSource::Audit,
                     event,
                 },
                 // A failed or missed backup; its recovery (`backup_recovered`, a lifecycle
                 // record) is good news, not an alert.
                 (Some("backup"), "backup_failed" | "backup_missed") => Fact::SystemCheck {
-                    source: "backup",
+                    source: SystemSource::Backup,
                     event,
+                },
+                (Some("backup"), _) => Fact::Other,
+                // The update records carry no `event`: a fallback says `outcome: fell-back`,
+                // a failure to settle or to raise the TPM floor only its `reason`.
+                (Some("update"), _) => Fact::SystemCheck {
+                    source: SystemSource::Update,
+                    event: text(d, "event")
+                        .or_else(|| text(d, "outcome"))
+                        .unwrap_or_else(|| "failed".into()),
                 },
                 (Some("gpu"), _) => {
                     // A transition back to healthy is good news, not an alert.
@@ -183,11 +230,18 @@ fn fact_of(kind: &str, actor: &str, d: &Value) -> Fact {
                         Fact::Other
                     } else {
                         Fact::SystemCheck {
-                            source: "gpu",
+                            source: SystemSource::Gpu,
                             event: format!("to_{to}"),
                         }
                     }
                 }
+                // The agent's own record of an alert it raised: an alert about it would
+                // raise another, without end.
+                (Some("alerts"), _) => Fact::Other,
+                (Some(source), _) => Fact::SystemCheck {
+                    source: SystemSource::Unknown(source.to_string()),
+                    event,
+                },
                 _ => Fact::Other,
             }
         }
@@ -313,7 +367,7 @@ mod tests {
         assert_eq!(
             f,
             Fact::SystemCheck {
-                source: "firewall",
+                source: SystemSource::Firewall,
                 event: "verify_failed".into()
             }
         );
@@ -325,7 +379,7 @@ mod tests {
                 json!({ "source": "gpu", "transition": t })
             ),
             Fact::SystemCheck {
-                source: "gpu",
+                source: SystemSource::Gpu,
                 event: "to_degraded".into()
             }
         );
@@ -387,11 +441,39 @@ mod tests {
     fn a_failed_or_missed_backup_is_a_system_check_and_its_recovery_is_not() {
         for event in ["backup_failed", "backup_missed"] {
             let f = read("security_alert", "system", json!({ "source": "backup", "event": event, "reason": "the backup destination /media/b is not available" }));
-            assert_eq!(f, Fact::SystemCheck { source: "backup", event: event.into() });
+            assert_eq!(f, Fact::SystemCheck { source: SystemSource::Backup, event: event.into() });
         }
         let f = read("lifecycle", "system", json!({ "source": "backup", "event": "backup_recovered" }));
         assert_eq!(f, Fact::Other);
         let f = read("security_alert", "system", json!({ "source": "backup", "event": "something_else" }));
         assert_eq!(f, Fact::Other);
+    }
+
+    /// The three records the update code writes (docs/update.md): a fallback to the previous
+    /// system, a pending update that cannot be settled, a TPM floor that cannot be raised.
+    #[test]
+    fn an_update_that_did_not_take_is_an_update_check() {
+        let fell_back = json!({ "source": "update", "bundle_sha256": "ab", "from": "1.0.0", "to": "1.1.0", "outcome": "fell-back", "reason": "the box booted version 1.0.0, not 1.1.0" });
+        assert_eq!(
+            read("security_alert", "system", fell_back),
+            Fact::SystemCheck { source: SystemSource::Update, event: "fell-back".into() }
+        );
+        for reason in ["cannot settle the pending update: no such file", "cannot raise the TPM anti-rollback floor: tpm2 busy"] {
+            assert_eq!(
+                read("security_alert", "system", json!({ "source": "update", "reason": reason })),
+                Fact::SystemCheck { source: SystemSource::Update, event: "failed".into() }
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_source_is_named_as_unknown_and_the_alerts_own_records_are_not_checks() {
+        let f = read("security_alert", "system", json!({ "source": "thermal", "event": "overheated" }));
+        assert_eq!(
+            f,
+            Fact::SystemCheck { source: SystemSource::Unknown("thermal".into()), event: "overheated".into() }
+        );
+        let raised = json!({ "source": "alerts", "event": "alert_raised", "alert": 3, "rule": "backup", "subject": "box" });
+        assert_eq!(read("security_alert", "system", raised), Fact::Other);
     }
 }
