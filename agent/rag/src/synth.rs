@@ -588,6 +588,14 @@ pub fn corpus() -> Corpus {
     for p in &PATIENTS {
         identifiers.extend([p.id, p.mrn, p.given, p.family, p.birth, p.birth_us, p.phone, p.email, p.line, p.city, p.zip].map(str::to_owned));
     }
-    identifiers.extend(["92-year-old", "Rosalind", "Everett", "Fitzgerald", "03/14/2024", "2024-03-14", "March 2, 2024", "01/05/2024", "01/11/2024", "01/20/2024", "04/02/2024", "2011-05-02", "2024-01-05"].map(str::to_owned));
+    identifiers.extend(["92-year-old", "Rosalind", "Everett", "Fitzgerald"].map(str::to_owned));
+    // Every date of a patient's record is an identifier (any date element but the year).
+    identifiers.extend(
+        [
+            "03/14/2024", "2024-03-14", "March 2, 2024", "2024-02-02", "2011-05-02", "2009-09-21", "2011-06-01", "2015-01-10", "2024-01-05", "2024-01-06", "01/05/2024", "01/11/2024",
+            "01/20/2024", "2002-04-11", "2024-04-02", "04/02/2024",
+        ]
+        .map(str::to_owned),
+    );
     Corpus { docs, facts, identifiers }
 }

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use rusqlite::Connection;
+use jiff::civil::Date;
+use rusqlite::{Connection, OptionalExtension};
 use wardbox_rag::answer::{self, Generator, GenerateFuture, Prompt, RetrievalConfig, SafetyPolicy, Task};
 use wardbox_rag::embed::HashEmbedder;
 use wardbox_rag::index::{self, Access, IndexError, LIBRARY, Scope};
@@ -31,22 +32,50 @@ fn ingested(dir: &std::path::Path, key: &[u8; 32]) -> (Connection, PathBuf, Corp
     (conn, path, c)
 }
 
-#[test]
-fn the_database_file_and_its_index_tables_hold_no_identifier() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = [7u8; 32];
-    let (conn, path, c) = ingested(dir.path(), &key);
-    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").expect("checkpoint");
-    drop(conn);
-    // The file: encrypted, so neither the SQLite header nor any identifier is in it.
-    let bytes = std::fs::read(&path).expect("read db");
-    assert!(!bytes.starts_with(b"SQLite format 3"), "the store is not encrypted");
-    let lower = String::from_utf8_lossy(&bytes).to_lowercase();
-    for id in &c.identifiers {
-        assert!(!lower.contains(&id.to_lowercase()), "{id:?} appears in the database file");
+/// The calendar dates among the corpus's identifiers, whichever way they are written there.
+fn corpus_dates(c: &Corpus) -> BTreeSet<Date> {
+    let dates: BTreeSet<Date> = c
+        .identifiers
+        .iter()
+        .filter_map(|id| id.parse::<Date>().ok().or_else(|| ["%m/%d/%Y", "%B %d, %Y"].into_iter().find_map(|f| Date::strptime(f, id).ok())))
+        .collect();
+    // Every way of writing a date that the corpus uses is understood here.
+    for written in ["2024-03-14", "03/14/2024", "March 2, 2024"] {
+        assert!(c.identifiers.iter().any(|id| id == written), "{written} is no longer in the corpus");
     }
-    // The decrypted tables: every table and shadow table except the pseudonym map.
-    let conn = index::open_encrypted(&path, &key).expect("reopen");
+    for date in [date(2024, 3, 14), date(2024, 3, 2)] {
+        assert!(dates.contains(&date), "{date} not read from the corpus: {dates:?}");
+    }
+    dates
+}
+
+/// Every corpus date moved by every date shift the store holds (each patient's and the
+/// library's), written as the de-identifier writes a shifted full date.
+fn shifted_corpus_dates(conn: &Connection, c: &Corpus) -> BTreeSet<String> {
+    let mut shifts: Vec<i32> =
+        conn.prepare("SELECT shift_days FROM rag_patients").expect("p").query_map([], |r| r.get(0)).expect("q").collect::<Result<_, _>>().expect("shifts");
+    let library: Option<String> = conn.query_row("SELECT value FROM rag_meta WHERE key = 'library_shift'", [], |r| r.get(0)).optional().expect("library shift");
+    shifts.extend(library.map(|s| s.parse::<i32>().expect("library shift is a number")));
+    let dates = corpus_dates(c);
+    shifts.iter().flat_map(|&s| dates.iter().map(move |d| d.checked_add(jiff::Span::new().days(s)).expect("shifted date").to_string())).collect()
+}
+
+/// A value made by the store itself from random bytes or the clock, never from a document: a
+/// salted SHA-256 digest (64 lowercase hex digits) or a timestamp. Its digits can spell a ZIP
+/// code or a record number by chance ("...c0970242168..." holds 97024) without holding one.
+fn made_by_the_store(value: &str) -> bool {
+    let digest = value.len() == 64 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    digest || value.parse::<jiff::Timestamp>().is_ok()
+}
+
+/// Every place in the decrypted index tables (every table and shadow table except the
+/// pseudonym map) where a corpus identifier appears, as "identifier in table.column: text",
+/// and how many values were read. A full date the de-identifier wrote is the shifted form of
+/// a real one, and may by chance equal another real date of the corpus (Lindqvist's discharge,
+/// 01/11/2024, moved by 63 days is 2024-03-14, the day of Mrs. Castellanos' visit): such a
+/// date is found only when no shift in the store explains it.
+fn identifiers_in_tables(conn: &Connection, c: &Corpus) -> (Vec<String>, usize) {
+    let shifted = shifted_corpus_dates(conn, c);
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'rag_%' AND name != 'rag_pseudonyms'")
         .expect("prepare")
@@ -55,6 +84,7 @@ fn the_database_file_and_its_index_tables_hold_no_identifier() {
         .collect::<Result<_, _>>()
         .expect("names");
     assert!(tables.contains(&"rag_chunks".to_owned()) && tables.iter().any(|t| t.starts_with("rag_fts")) && tables.iter().any(|t| t.starts_with("rag_vec")), "{tables:?}");
+    let mut found = Vec::new();
     let mut scanned = 0usize;
     for t in &tables {
         let cols: Vec<String> = conn
@@ -69,19 +99,88 @@ fn the_database_file_and_its_index_tables_hold_no_identifier() {
             let values: Vec<Option<Vec<u8>>> = stmt.query_map([], |r| r.get(0)).expect("q").collect::<Result<_, _>>().expect("v");
             for v in values.into_iter().flatten() {
                 scanned += 1;
-                let text = String::from_utf8_lossy(&v).to_lowercase();
+                let raw = String::from_utf8_lossy(&v);
+                if made_by_the_store(&raw) {
+                    continue;
+                }
+                let text = raw.to_lowercase();
                 for id in &c.identifiers {
-                    assert!(!text.contains(&id.to_lowercase()), "{id:?} found in {t}.{col}: {text:.200}");
+                    let id = id.to_lowercase();
+                    if text.contains(&id) && !shifted.contains(&id) {
+                        found.push(format!("{id:?} in {t}.{col}: {text:.200}"));
+                    }
                 }
             }
         }
     }
+    (found, scanned)
+}
+
+fn date(y: i16, m: i8, d: i8) -> Date {
+    Date::new(y, m, d).expect("date")
+}
+
+#[test]
+fn the_database_file_and_its_index_tables_hold_no_identifier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = [7u8; 32];
+    let (conn, path, c) = ingested(dir.path(), &key);
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").expect("checkpoint");
+    drop(conn);
+    // The file: encrypted, so neither the SQLite header nor any identifier is in it.
+    let bytes = std::fs::read(&path).expect("read db");
+    assert!(!bytes.starts_with(b"SQLite format 3"), "the store is not encrypted");
+    let lower = String::from_utf8_lossy(&bytes).to_lowercase();
+    for id in &c.identifiers {
+        assert!(!lower.contains(&id.to_lowercase()), "{id:?} appears in the database file");
+    }
+    // The decrypted tables.
+    let conn = index::open_encrypted(&path, &key).expect("reopen");
+    let (found, scanned) = identifiers_in_tables(&conn, &c);
+    assert!(found.is_empty(), "identifiers in the index tables: {found:#?}");
     assert!(scanned > 100, "only {scanned} values scanned");
     // And the pseudonym map is where they are, so an allowed user's answer can be re-identified.
     let originals: Vec<String> =
         conn.prepare("SELECT original FROM rag_pseudonyms").expect("p").query_map([], |r| r.get(0)).expect("q").collect::<Result<_, _>>().expect("o");
     for must in ["Castellanos", "00451234", "(503) 555-0142"] {
         assert!(originals.iter().any(|o| o == must), "{must} not in the pseudonym map: {originals:?}");
+    }
+}
+
+/// The two chance matches that once failed the test above, made on purpose: Mrs. Castellanos'
+/// shift set to 41 days moves her nutrition consult (2024-02-02) onto the day of her office
+/// visit (2024-03-14), and a document's digest is one a store really made whose hex holds the
+/// ZIP code 97024. Neither is an identifier; an unshifted birth date and a ZIP code in a
+/// chunk's text still are.
+#[test]
+fn a_shifted_date_on_a_real_date_or_a_digest_holding_a_zips_digits_is_no_identifier_but_a_real_one_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = index::open_encrypted(&dir.path().join("wardbox.db"), &[4u8; 32]).expect("open");
+    let (castellanos, made) = index::patient_owner(&conn, "00451234").expect("patient");
+    assert!(made);
+    conn.execute("UPDATE rag_patients SET shift_days = 41 WHERE id = ?1", [castellanos]).expect("set the shift");
+    let c = corpus();
+    let emb = HashEmbedder::new(index::DIMS);
+    let rt = rt();
+    for d in &c.docs {
+        let out = rt.block_on(ingest::ingest_bytes(&mut conn, &emb, &d.name, &d.bytes, &d.owner(), ChunkConfig::default()));
+        assert!(matches!(out, Ok(Outcome::Ingested { .. })), "{}: {out:?}", d.name);
+    }
+    assert_eq!(index::find_patient(&conn, "00451234").expect("find"), Some(castellanos));
+    let on_visit_day: i64 = conn
+        .query_row("SELECT count(*) FROM rag_chunks WHERE owner = ?1 AND text LIKE '%2024-03-14%'", [castellanos], |r| r.get(0))
+        .expect("count");
+    assert!(on_visit_day > 0, "the consult date was not moved onto the visit day");
+    conn.execute("UPDATE rag_documents SET content_hash = 'afe131c09702421687a1f11d2edacd35d7d65f17c3bdb269d1391fc38cf9ece4' WHERE id = (SELECT min(id) FROM rag_documents)", [])
+        .expect("digest");
+    let (found, _) = identifiers_in_tables(&conn, &c);
+    assert!(found.is_empty(), "{found:#?}");
+
+    conn.execute("UPDATE rag_chunks SET text = text || ' Born 1948-07-19, OR 97024.' WHERE id = (SELECT min(id) FROM rag_chunks WHERE owner = ?1)", [castellanos])
+        .expect("leak");
+    let (found, _) = identifiers_in_tables(&conn, &c);
+    for leaked in ["\"1948-07-19\" in rag_chunks.text", "\"97024\" in rag_chunks.text"] {
+        assert!(found.iter().any(|f| f.starts_with(leaked)), "{leaked} not found: {found:#?}");
     }
 }
 
