@@ -40,6 +40,9 @@ pub enum Destination {
     RestServer { url: String, ca_file: Option<PathBuf> },
 }
 
+/// The directories rustic makes in a local repository (besides its `config` file).
+const REPOSITORY_DIRECTORIES: [&str; 5] = ["data", "index", "snapshots", "keys", "locks"];
+
 /// Attempts per request to a REST server (rustic waits 1 s, 2 s, … between them), so an
 /// unreachable server fails a run in seconds, not minutes.
 const REST_RETRIES: &str = "3";
@@ -267,7 +270,39 @@ impl BackupRepository {
     }
 
     fn fail(&self, operation: &'static str) -> impl Fn(Box<rustic_core::RusticError>) -> BackupError + '_ {
-        move |e| classify(&self.destination.location(), operation, &e)
+        move |e| {
+            self.lost_destination(Some(&e.display_log()))
+                .unwrap_or_else(|| classify(&self.destination.location(), operation, &e))
+        }
+    }
+
+    /// A local destination whose repository is no longer there after an operation on it (its
+    /// `config` file is gone): the disk was pulled or unmounted, or the directory removed, while
+    /// the run was writing. rustic's error (a missing directory, an I/O error) would not say so,
+    /// and worse, rustic makes missing directories as it writes: after the disk went away it
+    /// goes on writing packs, indexes and the snapshot into the empty mount point, on the
+    /// system disk, and reports success. What it wrote there (only its own directories, under
+    /// a path that holds no repository) is removed again.
+    fn lost_destination(&self, rustic_error: Option<&str>) -> Option<BackupError> {
+        let Destination::LocalDirectory(path) = &self.destination else { return None };
+        if path.join("config").is_file() {
+            return None;
+        }
+        let mut reason = "the repository went away while it was being written (disk pulled or unmounted, or the directory \
+                          removed); no snapshot was recorded"
+            .to_owned();
+        if let Some(first) = rustic_error.and_then(|e| e.lines().next()) {
+            reason.push_str(": ");
+            reason.push_str(first);
+        }
+        let strays: Vec<_> = REPOSITORY_DIRECTORIES.iter().map(|d| path.join(d)).filter(|d| d.is_dir()).collect();
+        for stray in strays {
+            match std::fs::remove_dir_all(&stray) {
+                Ok(()) => reason.push_str(&format!("; removed {} written there after it went away", stray.display())),
+                Err(e) => reason.push_str(&format!("; {} was written there after it went away and could not be removed: {e}", stray.display())),
+            }
+        }
+        Some(BackupError::DestinationUnavailable { path: path.clone(), reason })
     }
 
     /// Back up the contents of `source` (a directory) as one snapshot under [`SNAPSHOT_ROOT`].
@@ -291,7 +326,12 @@ impl BackupRepository {
             message: e.to_string(),
         })?;
         let options = BackupOptions::default().as_path(PathBuf::from(SNAPSHOT_ROOT));
-        let snap = repo.backup(&options, &paths, snap).map_err(self.fail("back up"))?;
+        let backed_up = repo.backup(&options, &paths, snap);
+        // Checked on success too: a destination that went away mid-run may "succeed" (above).
+        if let Some(lost) = self.lost_destination(backed_up.as_ref().err().map(|e| e.display_log()).as_deref()) {
+            return Err(lost);
+        }
+        let snap = backed_up.map_err(self.fail("back up"))?;
         self.repo = Some(repo.drop_index());
         Ok(SnapshotInfo::of(&snap))
     }
