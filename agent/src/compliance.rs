@@ -19,7 +19,7 @@ pub const MAX_TEXT_CHARS: usize = 500;
 /// Why an attestation or waiver was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ComplianceError {
-    #[error("`{0}` is not a checklist item that takes an attestation (administrative and physical items do; measured items are never attested)")]
+    #[error("`{0}` is not a checklist item that takes an attestation (administrative and physical items the box cannot observe do; measured items, and the activity and access reviews the box records itself, are never attested)")]
     NotAttestable(String),
     #[error("`{0}` cannot be waived: only USB storage, directory sign-in, visitor log, environment and UPS can")]
     NotWaivable(String),

@@ -145,10 +145,10 @@ async fn admins_and_auditors_generate_list_download_and_attest() {
 
     // Attestation by the auditor; a bad date and a measured item are refused, naming why.
     let ok = b
-        .send(post_form("/admin/reports/attest", Some(&auditor), &[("csrf", &auditor_csrf), ("item", "admin-access-review"), ("document", "Access review Q4, signed"), ("valid_until", "2099-01-01")]))
+        .send(post_form("/admin/reports/attest", Some(&auditor), &[("csrf", &auditor_csrf), ("item", "admin-risk-assessment"), ("document", "Risk assessment 2026, signed"), ("valid_until", "2099-01-01")]))
         .await;
     assert_eq!(ok.status(), StatusCode::OK);
-    assert!(body_text(ok).await.contains("Attestation recorded for admin-access-review"));
+    assert!(body_text(ok).await.contains("Attestation recorded for admin-risk-assessment"));
     let bad = b
         .send(post_form("/admin/reports/attest", Some(&auditor), &[("csrf", &auditor_csrf), ("item", "admin-training"), ("document", "log"), ("valid_until", "soon")]))
         .await;
@@ -159,6 +159,12 @@ async fn admins_and_auditors_generate_list_download_and_attest() {
         .await;
     assert_eq!(measured.status(), StatusCode::BAD_REQUEST);
     assert!(body_text(measured).await.contains("never attested"));
+    // The box records the weekly activity review itself: no attestation stands in for it.
+    let recorded = b
+        .send(post_form("/admin/reports/attest", Some(&admin), &[("csrf", &admin_csrf), ("item", "admin-activity-review"), ("document", "we looked"), ("valid_until", "2099-01-01")]))
+        .await;
+    assert_eq!(recorded.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(recorded).await.contains("never attested"));
 
     // Waivers: admins only.
     let waived = b
@@ -167,7 +173,7 @@ async fn admins_and_auditors_generate_list_download_and_attest() {
     assert_eq!(waived.status(), StatusCode::OK);
     let html = body_text(waived).await;
     assert!(html.contains("Waiver recorded for physical-usb-storage"), "{html}");
-    assert!(html.contains("Access review Q4, signed"), "the page lists the attestations: {html}");
+    assert!(html.contains("Risk assessment 2026, signed"), "the page lists the attestations: {html}");
     let refused = b
         .send(post_form("/admin/reports/waive", Some(&auditor), &[("csrf", &auditor_csrf), ("item", "physical-usb-storage"), ("approver", "x"), ("justification", "y"), ("expires", "2099-01-01")]))
         .await;
@@ -180,7 +186,7 @@ async fn admins_and_auditors_generate_list_download_and_attest() {
     assert_eq!(actions[0]["who"]["user"], "auditor.kim");
     assert_eq!(actions[1]["full_chain"], true);
     let all = actions.iter().map(|a| a.to_string()).collect::<String>();
-    assert!(!all.contains("Access review Q4") && !all.contains("updates by USB"), "{all}");
+    assert!(!all.contains("Risk assessment 2026") && !all.contains("updates by USB"), "{all}");
 }
 
 #[tokio::test]

@@ -4,8 +4,10 @@
 //! - a technical item is [`Method::Measured`]: its status comes from live facts only; an
 //!   attestation entered for it is ignored (and the evidence says so);
 //! - a probe that could not run is a `Fail` naming why; nothing unobserved is a `Pass`;
-//! - an administrative or physical item is an attestation: `Attested` while valid (capped at the
-//!   item's longest validity), `NeedsAttention` when missing or expired;
+//! - an administrative or physical item the box cannot observe is an attestation: `Attested`
+//!   while valid (capped at the item's longest validity), `NeedsAttention` when missing or
+//!   expired; the reviews the box records itself (weekly activity, quarterly access) are
+//!   measured from its own records;
 //! - a waiver applies only to items marked waivable, and only with an approver, a justification
 //!   and an expiry in the future; a waived item is `NotApplicable` and carries the waiver.
 
@@ -234,9 +236,9 @@ const ITEMS: &[ItemDef] = &[
         title: "Information system activity review",
         section: "administrative",
         references: &["HIPAA §164.308(a)(1)(ii)(D)"],
-        kind: Kind::Attested(Validity::Quarterly),
+        kind: Kind::Measured(check_activity_review),
         waivable: false,
-        remediation: "Review the audit log and this report's sign-in figures, then record the review on the Reports page (quarterly).",
+        remediation: "Review last week's activity on the Activity review page (/admin/review) and mark the week reviewed with a note; do it every week.",
     },
     ItemDef {
         id: ids::RISK_ASSESSMENT,
@@ -261,9 +263,9 @@ const ITEMS: &[ItemDef] = &[
         title: "Quarterly access review",
         section: "administrative",
         references: &["HIPAA §164.308(a)(4)(ii)(C)", "Go-live: quarterly access review"],
-        kind: Kind::Attested(Validity::Quarterly),
+        kind: Kind::Measured(check_access_review),
         waivable: false,
-        remediation: "Review the account list in this report with the practice manager and record the review on the Reports page.",
+        remediation: "Carry out the quarterly access review on the Access page (/admin/access): confirm or revoke each clinician's and nurse's patient access.",
     },
     ItemDef {
         id: ids::TRAINING,
@@ -1210,6 +1212,103 @@ fn check_contingency_backups(cx: &Ctx) -> Outcome {
         }
         Some(_) => Outcome::new(Status::Pass, "recent encrypted backup and a restore tested within 90 days", ev),
     }
+}
+
+// --- Reviews the box records itself -----------------------------------------------------------
+
+/// The weekly activity review: a week between reviews, plus a grace for one done a few days
+/// late (a holiday, the reviewer away), before the item needs attention.
+const ACTIVITY_REVIEW_MAX_AGE_DAYS: i64 = 7;
+const ACTIVITY_REVIEW_GRACE_DAYS: i64 = 3;
+/// The quarterly access review: the longest quarter since its last decision.
+const ACCESS_REVIEW_MAX_AGE_DAYS: i64 = 92;
+
+fn check_activity_review(cx: &Ctx) -> Outcome {
+    let max_days = ACTIVITY_REVIEW_MAX_AGE_DAYS + ACTIVITY_REVIEW_GRACE_DAYS;
+    let check = format!(
+        "a week of audit activity was reviewed on the box within {max_days} days (weekly, {ACTIVITY_REVIEW_GRACE_DAYS} days' grace)"
+    );
+    let how = "read the newest review recorded on the Activity review page (the store's activity_reviews)";
+    let review = match &cx.facts.activity_review {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { reason } => return cx.unavailable(&check, how, reason),
+    };
+    let Some(r) = review else {
+        return Outcome::new(
+            Status::NeedsAttention,
+            "no weekly activity review has been recorded on the box",
+            vec![cx.evidence(&check, how, vec![("last review", "never".into())])],
+        );
+    };
+    let ev = vec![cx.evidence(
+        &check,
+        how,
+        vec![("last review", format!("{} by {}", r.reviewed_at, r.reviewed_by)), ("week reviewed", format!("the week of {}", r.week))],
+    )];
+    if r.reviewed_at > cx.now {
+        return Outcome::new(Status::NeedsAttention, format!("the last activity review is dated in the future ({})", r.reviewed_at), ev);
+    }
+    if r.reviewed_at < cx.days_ago(max_days) {
+        return Outcome::new(
+            Status::NeedsAttention,
+            format!("the last activity review was on {} by {}, more than {max_days} days ago", r.reviewed_at, r.reviewed_by),
+            ev,
+        );
+    }
+    Outcome::new(Status::Pass, format!("the week of {} was reviewed by {} on {}", r.week, r.reviewed_by, r.reviewed_at), ev)
+}
+
+fn check_access_review(cx: &Ctx) -> Outcome {
+    let check = format!(
+        "each clinician's and nurse's patient access was confirmed or revoked on the box, the last decision within {ACCESS_REVIEW_MAX_AGE_DAYS} days (quarterly)"
+    );
+    let how = "read the newest decision recorded on the Access page (the store's access_reviews) and the users its quarter has not decided on";
+    let review = match &cx.facts.access_review {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { reason } => return cx.unavailable(&check, how, reason),
+    };
+    let Some(r) = review else {
+        return Outcome::new(
+            Status::NeedsAttention,
+            "no quarterly access review has been recorded on the box",
+            vec![cx.evidence(&check, how, vec![("last review", "never".into())])],
+        );
+    };
+    let ev = vec![cx.evidence(
+        &check,
+        how,
+        vec![
+            ("last review", format!("{} by {}", r.reviewed_at, r.reviewed_by)),
+            ("quarter", r.quarter.clone()),
+            ("users decided", r.users_decided.to_string()),
+            ("not decided", list_or_none(&r.not_decided)),
+        ],
+    )];
+    if r.reviewed_at > cx.now {
+        return Outcome::new(Status::NeedsAttention, format!("the last access review is dated in the future ({})", r.reviewed_at), ev);
+    }
+    if r.reviewed_at < cx.days_ago(ACCESS_REVIEW_MAX_AGE_DAYS) {
+        return Outcome::new(
+            Status::NeedsAttention,
+            format!(
+                "the last access review was on {} by {} ({}), more than {ACCESS_REVIEW_MAX_AGE_DAYS} days ago",
+                r.reviewed_at, r.reviewed_by, r.quarter
+            ),
+            ev,
+        );
+    }
+    if !r.not_decided.is_empty() {
+        return Outcome::new(
+            Status::NeedsAttention,
+            format!("the access review of {} has not decided on: {}", r.quarter, r.not_decided.join(", ")),
+            ev,
+        );
+    }
+    Outcome::new(
+        Status::Pass,
+        format!("the access review of {} decided on {} users; last by {} on {}", r.quarter, r.users_decided, r.reviewed_by, r.reviewed_at),
+        ev,
+    )
 }
 
 // --- Physical (measured) ---------------------------------------------------------------------

@@ -340,6 +340,68 @@ check!(contingency_stale_drill, ids::CONTINGENCY_BACKUPS,
     pass: |f| { f.backups.last_tested_restore = Some(days_ago(89)); } => ("last tested restore", "2026-09-01"),
     fail: |f| { f.backups.last_tested_restore = Some(days_ago(91)); } => Status::NeedsAttention, ("last tested restore", "2026-08-30"));
 
+fn activity_review(f: &mut Facts) -> &mut ActivityReview {
+    match &mut f.activity_review {
+        Probe::Observed { value: Some(r) } => r,
+        _ => panic!("sample activity review"),
+    }
+}
+
+fn access_review(f: &mut Facts) -> &mut AccessReview {
+    match &mut f.access_review {
+        Probe::Observed { value: Some(r) } => r,
+        _ => panic!("sample access review"),
+    }
+}
+
+// Weekly: 7 days and 3 days' grace.
+check!(activity_review_within_its_week_and_grace, ids::ACTIVITY_REVIEW,
+    pass: |f| { activity_review(f).reviewed_at = days_ago(9); } => ("last review", "2026-11-20T10:00:00Z by pm.jones"),
+    fail: |f| { activity_review(f).reviewed_at = days_ago(11); } => Status::NeedsAttention, ("last review", "2026-11-18T10:00:00Z by pm.jones"));
+
+check!(activity_review_never_recorded, ids::ACTIVITY_REVIEW,
+    pass: |f| {} => ("week reviewed", "the week of 2026-11-16"),
+    fail: |f| { f.activity_review = Probe::observed(None); } => Status::NeedsAttention, ("last review", "never"));
+
+check!(activity_review_unreadable, ids::ACTIVITY_REVIEW,
+    pass: |f| {} => ("last review", "by pm.jones"),
+    fail: |f| { f.activity_review = Probe::unavailable("the store cannot be opened"); } => Status::Fail, ("probe", "the store cannot be opened"));
+
+// Quarterly: the longest quarter, 92 days.
+check!(access_review_within_a_quarter, ids::ACCESS_REVIEW,
+    pass: |f| { access_review(f).reviewed_at = days_ago(91); } => ("last review", "2026-08-30T10:00:00Z by it.admin"),
+    fail: |f| { access_review(f).reviewed_at = days_ago(93); } => Status::NeedsAttention, ("last review", "2026-08-28T10:00:00Z by it.admin"));
+
+check!(access_review_of_every_clinician_and_nurse, ids::ACCESS_REVIEW,
+    pass: |f| {} => ("not decided", "none"),
+    fail: |f| { access_review(f).not_decided = vec!["nurse.lee".into()]; } => Status::NeedsAttention, ("not decided", "nurse.lee"));
+
+check!(access_review_never_recorded, ids::ACCESS_REVIEW,
+    pass: |f| {} => ("users decided", "2"),
+    fail: |f| { f.access_review = Probe::observed(None); } => Status::NeedsAttention, ("last review", "never"));
+
+#[test]
+fn a_review_the_box_records_cannot_be_replaced_by_an_attestation() {
+    let r = run(|f| {
+        f.activity_review = Probe::observed(None);
+        f.access_review = Probe::observed(None);
+        for item in [ids::ACTIVITY_REVIEW, ids::ACCESS_REVIEW] {
+            f.attestations.push(Attestation {
+                item: item.into(),
+                attested_by: "pm.jones".into(),
+                attested_at: days_ago(1),
+                document: "Review binder".into(),
+                valid_until: days_ahead(60),
+            });
+        }
+    });
+    for item in [ids::ACTIVITY_REVIEW, ids::ACCESS_REVIEW] {
+        expect(&r, item, Status::NeedsAttention, "attestation", "entered and ignored");
+        assert_eq!(r.item(item).expect("item").method, Method::Measured);
+    }
+    assert!(!is_attestation_item(ids::ACTIVITY_REVIEW) && !is_attestation_item(ids::ACCESS_REVIEW));
+}
+
 check!(usb_storage, ids::USB_STORAGE,
     pass: |f| {} => ("storage drivers blocked", "yes"),
     fail: |f| { usb(f).storage_driver_blocked = false; } => Status::Fail, ("storage drivers blocked", "no"));
@@ -390,7 +452,8 @@ fn the_healthy_sample_passes_or_is_attested_everywhere() {
 #[test]
 fn every_attestation_item_is_attested_with_who_when_and_document() {
     let r = run(|_| {});
-    assert_eq!(attestation_items().len(), 11);
+    // The activity and access reviews are measured from the box's own records.
+    assert_eq!(attestation_items().len(), 9);
     for id in attestation_items() {
         expect(&r, id, Status::Attested, "attested by", "pm.jones");
         expect(&r, id, Status::Attested, "document", "Compliance binder");
@@ -421,13 +484,13 @@ fn a_missing_attestation_needs_attention() {
 #[test]
 fn a_quarterly_attestation_is_capped_whatever_valid_until_says() {
     let r = run(|f| {
-        for a in f.attestations.iter_mut().filter(|a| a.item == ids::ACCESS_REVIEW) {
+        for a in f.attestations.iter_mut().filter(|a| a.item == ids::VISITOR_LOG) {
             a.attested_at = days_ago(100);
             a.valid_until = days_ahead(300);
         }
     });
-    expect(&r, ids::ACCESS_REVIEW, Status::NeedsAttention, "valid until (at most)", "quarterly");
-    assert!(r.item(ids::ACCESS_REVIEW).expect("item").reason.contains("expired"));
+    expect(&r, ids::VISITOR_LOG, Status::NeedsAttention, "valid until (at most)", "quarterly");
+    assert!(r.item(ids::VISITOR_LOG).expect("item").reason.contains("expired"));
 }
 
 #[test]

@@ -52,6 +52,10 @@ pub struct Facts {
     pub sign_ins: Probe<SignInActivity>,
     pub ldap: LdapFacts,
     pub backups: BackupFacts,
+    /// The weekly activity review as the Activity review page recorded it.
+    pub activity_review: Probe<Option<ActivityReview>>,
+    /// The quarterly access review as the Access page recorded it.
+    pub access_review: Probe<Option<AccessReview>>,
     pub usb: Probe<UsbFacts>,
     pub network: NetworkFacts,
     pub inventory: Inventory,
@@ -329,6 +333,32 @@ pub struct BackupFacts {
     pub last_backup: Option<Timestamp>,
     pub encrypted: bool,
     pub last_tested_restore: Option<Timestamp>,
+}
+
+/// The newest weekly review of the audit activity recorded on the box's Activity review page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityReview {
+    /// The reviewed week's Monday, e.g. "2026-11-16".
+    pub week: String,
+    /// The staff user id of the reviewer.
+    pub reviewed_by: String,
+    pub reviewed_at: Timestamp,
+}
+
+/// The newest decision of the quarterly access review recorded on the box's Access page, and
+/// how complete that quarter's review is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessReview {
+    /// The quarter the decision belongs to, e.g. "2026-Q4".
+    pub quarter: String,
+    /// The staff user id of the reviewer.
+    pub reviewed_by: String,
+    pub reviewed_at: Timestamp,
+    /// Users whose access was confirmed or revoked in that quarter.
+    pub users_decided: u64,
+    /// Enabled clinicians and nurses (the users whose patient access is reviewed) with no
+    /// decision in that quarter, by user id.
+    pub not_decided: Vec<String>,
 }
 
 /// USB storage policy, as the kernel enforces it now.

@@ -150,6 +150,26 @@ pub fn healthy(now: Timestamp) -> Facts {
             encrypted: true,
             last_tested_restore: Some(days_before(now, 30)),
         },
+        activity_review: Probe::observed(Some(ActivityReview {
+            // Last week's Monday, reviewed two days ago.
+            week: {
+                let d = days_before(now, 9).to_zoned(jiff::tz::TimeZone::UTC).date();
+                let back = i64::from(d.weekday().to_monday_zero_offset());
+                d.checked_sub(jiff::Span::new().days(back)).unwrap_or(d).to_string()
+            },
+            reviewed_by: "pm.jones".into(),
+            reviewed_at: days_before(now, 2),
+        })),
+        access_review: Probe::observed(Some(AccessReview {
+            quarter: {
+                let d = days_before(now, 20).to_zoned(jiff::tz::TimeZone::UTC).date();
+                format!("{}-Q{}", d.year(), (d.month() - 1) / 3 + 1)
+            },
+            reviewed_by: "it.admin".into(),
+            reviewed_at: days_before(now, 20),
+            users_decided: 2,
+            not_decided: vec![],
+        })),
         usb: Probe::observed(UsbFacts {
             storage_driver_blocked: true,
             usb_block_devices: vec![],

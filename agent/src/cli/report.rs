@@ -486,6 +486,14 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: b
             encrypted: false,
             last_tested_restore: None,
         }),
+        activity_review: match &store {
+            Some(s) => activity_review_facts(s),
+            None => unavailable(store_error.clone().unwrap_or_default()),
+        },
+        access_review: match &store {
+            Some(s) => access_review_facts(s),
+            None => unavailable(store_error.clone().unwrap_or_default()),
+        },
         usb: usb_facts(&host),
         network: network_facts(config),
         inventory: inventory(config, &host),
@@ -508,6 +516,58 @@ fn backup_facts(store: &Store) -> BackupFacts {
         encrypted: configured,
         last_tested_restore: backup::last_success(store, RunKind::Drill).ok().flatten(),
     }
+}
+
+/// The newest weekly review recorded on the Activity review page (`alerting::review`).
+fn activity_review_facts(store: &Store) -> Probe<Option<ActivityReview>> {
+    match crate::alerting::review::last_review(store.conn()) {
+        Ok(None) => Probe::observed(None),
+        Ok(Some((week, reviewed_by, at))) => match at.parse::<Timestamp>() {
+            Ok(reviewed_at) => Probe::observed(Some(ActivityReview { week, reviewed_by, reviewed_at })),
+            Err(e) => unavailable(format!("the review of the week of {week} has an unreadable time {at:?}: {e}")),
+        },
+        Err(e) => unavailable(format!("the activity reviews cannot be read: {e}")),
+    }
+}
+
+/// The newest decision recorded on the Access page (`web::access`, table `access_reviews`),
+/// and the enabled clinicians and nurses its quarter has not decided on (the users the page
+/// lists for the review).
+fn access_review_facts(store: &Store) -> Probe<Option<AccessReview>> {
+    use rusqlite::OptionalExtension;
+    use crate::web::accounts::{Role, list_users};
+    let conn = store.conn();
+    let last = conn
+        .query_row("SELECT quarter, reviewed_by, reviewed_at FROM access_reviews ORDER BY id DESC LIMIT 1", [], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })
+        .optional();
+    let (quarter, reviewed_by, at) = match last {
+        Ok(Some(last)) => last,
+        Ok(None) => return Probe::observed(None),
+        Err(e) => return unavailable(format!("the access reviews cannot be read: {e}")),
+    };
+    let reviewed_at = match at.parse::<Timestamp>() {
+        Ok(t) => t,
+        Err(e) => return unavailable(format!("the access review of {quarter} has an unreadable time {at:?}: {e}")),
+    };
+    let decided: Result<Vec<String>, _> = conn
+        .prepare("SELECT DISTINCT username FROM access_reviews WHERE quarter = ?1 ORDER BY username")
+        .and_then(|mut stmt| stmt.query_map([&quarter], |r| r.get(0))?.collect());
+    let decided = match decided {
+        Ok(d) => d,
+        Err(e) => return unavailable(format!("the access reviews cannot be read: {e}")),
+    };
+    let users = match list_users(conn) {
+        Ok(u) => u,
+        Err(e) => return unavailable(format!("the accounts cannot be read: {e}")),
+    };
+    let not_decided = users
+        .into_iter()
+        .filter(|u| !u.disabled && matches!(u.role, Role::Clinician | Role::Nurse) && !decided.contains(&u.username))
+        .map(|u| u.username)
+        .collect();
+    Probe::observed(Some(AccessReview { quarter, reviewed_by, reviewed_at, users_decided: decided.len() as u64, not_decided }))
 }
 
 fn boot_stages(config: &Config) -> Vec<StageFact> {
@@ -1518,6 +1578,59 @@ mod tests {
         assert_eq!(first_seq_since(&store, now.checked_add(jiff::SignedDuration::from_hours(48)).expect("time")).expect("bisect"), None);
         assert_eq!((activity.successful, activity.failed), (3, 1));
         assert!(break_glass_enabled(&store));
+    }
+
+    #[test]
+    fn the_reviews_the_box_records_are_read_from_a_real_store() {
+        use crate::web::accounts::{NewUser, Role, add_user, set_disabled};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open_or_create(&dir.path().join("store.db"), &crate::store::StoreKey::random()).expect("store");
+        store.migrate().expect("migrate");
+        assert_eq!(activity_review_facts(&store), Probe::observed(None));
+        assert_eq!(access_review_facts(&store), Probe::observed(None));
+        for (name, role) in [("dr.smith", Role::Clinician), ("nurse.lee", Role::Nurse), ("old.user", Role::Clinician), ("it.admin", Role::Admin)] {
+            let new = NewUser { username: name, display_name: name, role, password: "a long enough password", break_glass: false };
+            add_user(store.conn(), &new, "2026-01-05T09:00:00Z").expect("add user");
+        }
+        set_disabled(store.conn(), "old.user", true).expect("disable");
+
+        let monday = |d: &str| d.parse::<jiff::civil::Date>().expect("date");
+        crate::alerting::review::record_review(store.conn(), monday("2026-11-09"), "pm.jones", "2026-11-17T08:00:00Z", "looked at the week").expect("review");
+        crate::alerting::review::record_review(store.conn(), monday("2026-11-16"), "auditor.kim", "2026-11-24T08:30:00.5Z", "quiet week").expect("review");
+        let review = |quarter: &str, user: &str, by: &str, at: &str| {
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO access_reviews (quarter, username, decision, grants, reviewed_by, reviewed_at) VALUES (?1, ?2, 'confirmed', 3, ?3, ?4)",
+                    rusqlite::params![quarter, user, by, at],
+                )
+                .expect("access review");
+        };
+        review("2026-Q3", "nurse.lee", "it.admin", "2026-09-20T10:00:00Z");
+        review("2026-Q4", "dr.smith", "it.admin", "2026-10-05T10:00:00Z");
+
+        let activity = activity_review_facts(&store);
+        let Probe::Observed { value: Some(a) } = &activity else { panic!("{activity:?}") };
+        assert_eq!((a.week.as_str(), a.reviewed_by.as_str(), a.reviewed_at.to_string().as_str()), ("2026-11-16", "auditor.kim", "2026-11-24T08:30:00.5Z"));
+        let access = access_review_facts(&store);
+        let Probe::Observed { value: Some(r) } = &access else { panic!("{access:?}") };
+        assert_eq!((r.quarter.as_str(), r.reviewed_by.as_str(), r.users_decided), ("2026-Q4", "it.admin", 1));
+        assert_eq!(r.not_decided, vec!["nurse.lee".to_string()], "a disabled clinician and an admin are not reviewed");
+
+        // Into the checklist: the week reviewed 5 days before passes; the quarter's review
+        // still lacks nurse.lee, and the report says so.
+        let now: Timestamp = "2026-11-29T10:00:00Z".parse().expect("time");
+        let facts = Facts { activity_review: activity, access_review: access, ..wardbox_report::sample::healthy(now) };
+        let report = wardbox_report::evaluate(&facts, now);
+        let item = |id| report.item(id).expect("item");
+        assert_eq!(item(wardbox_report::ids::ACTIVITY_REVIEW).status, Status::Pass, "{}", item(wardbox_report::ids::ACTIVITY_REVIEW).reason);
+        let access_item = item(wardbox_report::ids::ACCESS_REVIEW);
+        assert_eq!(access_item.status, Status::NeedsAttention);
+        assert!(access_item.reason.contains("2026-Q4") && access_item.reason.contains("nurse.lee"), "{}", access_item.reason);
+
+        review("2026-Q4", "nurse.lee", "it.admin", "2026-11-02T10:00:00Z");
+        let Probe::Observed { value: Some(r) } = access_review_facts(&store) else { panic!("access review") };
+        assert!(r.not_decided.is_empty() && r.users_decided == 2, "{r:?}");
     }
 
     #[test]
