@@ -55,7 +55,7 @@ fi
 
 # The release engine serves the model tests of every crate (a debug llama.cpp is ~20x slower).
 step "build engine" cargo build --release -p wardbox-engine --bin wardbox-engine
-export WARDBOX_ENGINE_BIN="$PWD/target/release/wardbox-engine"
+export WARDBOX_ENGINE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/wardbox-engine"
 step "fetch test and embedding models" models-bundle/fetch-test-model.sh
 step "engine tests" cargo test --release -p wardbox-engine --no-fail-fast
 # Default members: agent (with web, browser, ldap, swtpm, netns, report tiers), firewall, volume,
