@@ -26,6 +26,10 @@ pub enum AuditError {
     Open(#[from] StoreError),
     #[error("the audit record could not be written: {0}")]
     Write(String),
+    /// The data volume has no space left: the record was not written and nothing acknowledged
+    /// was touched; appends work again once space is freed, without a restart.
+    #[error("the data volume is full; the audit record could not be written")]
+    VolumeFull,
     #[error("the audit writer has stopped; the agent must not go on without an audit log")]
     WriterGone,
 }
@@ -157,8 +161,10 @@ fn writer_loop(mut store: Store, rx: mpsc::Receiver<Job>, head: watch::Sender<u6
             }
             Err(e) => {
                 tracing::error!("audit write failed: {e}");
+                let full = crate::store::is_volume_full(&e);
                 for job in group {
-                    let _ = job.reply.send(Err(AuditError::Write(e.to_string())));
+                    let error = if full { AuditError::VolumeFull } else { AuditError::Write(e.to_string()) };
+                    let _ = job.reply.send(Err(error));
                 }
             }
         }

@@ -34,6 +34,13 @@ pub enum StoreError {
     Sqlite { path: PathBuf, source: rusqlite::Error },
 }
 
+/// Whether a write failed because the filesystem under the store has no space left
+/// (`SQLITE_FULL`). SQLite rolls the statement back and the connection stays usable, so the
+/// same process writes again once space is freed.
+pub fn is_volume_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
 /// How a store was opened, so the boot record can say whether a database was created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opened {

@@ -180,6 +180,7 @@ pub(super) async fn create_user(State(state): State<AppState>, a: Authed, axum::
             .await?;
             users_page(&state, &a, Some(format!("Created {} ({}).", user.username, user.role))).await
         }
+        Err(accounts::AccountError::Store(e)) if crate::store::is_volume_full(&e) => Err(WebError::VolumeFull),
         Err(e) => bad(users_page(&state, &a, Some(format!("Not created: {e}"))).await),
     }
 }

@@ -28,6 +28,9 @@ pub enum WebError {
     /// The audit record could not be written, so the request was not carried out.
     #[error("the audit log cannot be written: {0}")]
     AuditFailed(String),
+    /// The data volume has no space left, so the write (or its audit record) was refused: 503.
+    #[error("the data volume is full")]
+    VolumeFull,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -62,6 +65,14 @@ impl IntoResponse for WebError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Not available",
                     "The box cannot record this action in its audit trail, so it was not carried out. Tell IT.".into(),
+                )
+            }
+            WebError::VolumeFull => {
+                tracing::error!("request refused: the data volume is full");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Not available",
+                    "The data volume is full, so this action was not carried out or recorded; nothing already saved is lost. Tell IT to free space: the box works again without a restart.".into(),
                 )
             }
             WebError::Internal(e) => {

@@ -223,7 +223,10 @@ impl Ui {
     /// Append an audit record and wait until it is durable. A request whose record cannot be
     /// written is refused (fail closed): nothing happens on this box without a trace.
     pub async fn audit(&self, kind: EventKind, actor: &str, detail: serde_json::Value) -> Result<u64, WebError> {
-        self.audit.append(AuditEvent::new(kind, actor, detail)).await.map_err(|e| WebError::AuditFailed(e.to_string()))
+        self.audit.append(AuditEvent::new(kind, actor, detail)).await.map_err(|e| match e {
+            crate::audit::AuditError::VolumeFull => WebError::VolumeFull,
+            e => WebError::AuditFailed(e.to_string()),
+        })
     }
 }
 

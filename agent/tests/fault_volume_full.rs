@@ -1,0 +1,221 @@
+//! Fault: the data volume fills up under a running agent (`wardbox dev`, the real binary).
+//!
+//! The whole box (configuration, state, store with its audit chain) lives on a small tmpfs this
+//! test mounts, so the test needs root (it fails, naming that, where it cannot mount). With the
+//! volume full, a sign-in and an account change are refused with 503 and a page that names the
+//! full data volume; the agent keeps running, nothing it acknowledged is lost, and once space is
+//! freed the same agent (no restart) signs in and writes again. Afterwards the chain verifies.
+//!
+//! A tmpfs is not the appliance's encrypted ext4 volume: SQLite's out-of-space path is the same
+//! (`SQLITE_FULL` on a failed write), the filesystem's reserved blocks and journal are not.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use wardbox::config::Config;
+use wardbox::stages::unlock::unlocker;
+use wardbox::store::Store;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A size-limited tmpfs, unmounted when dropped.
+struct SmallVolume(PathBuf);
+
+impl SmallVolume {
+    fn mount(at: &Path, size_mib: u32) -> Self {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs", at.to_str().expect("utf8")])
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "THIS TEST NEEDS ROOT (or CAP_SYS_ADMIN) TO MOUNT A {size_mib} MiB TMPFS AT {} AND CANNOT RUN WITHOUT IT: {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 request; returns the raw response head and body.
+fn http(addr: SocketAddr, request: &str) -> std::io::Result<(String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(request.as_bytes())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((head.to_string(), body.to_string()))
+}
+
+fn cookie(head: &str, name: &str) -> String {
+    head.lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn csrf(body: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    body[body.find(marker).expect("csrf field") + marker.len()..].split('"').next().expect("token").to_string()
+}
+
+fn post(addr: SocketAddr, path: &str, cookie: &str, form: &str) -> (String, String) {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    );
+    http(addr, &req).expect("POST")
+}
+
+fn get(addr: SocketAddr, path: &str, cookie: &str) -> (String, String) {
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")).expect("GET")
+}
+
+/// Sign in through the login page; returns the POST's (head, body).
+fn sign_in(addr: SocketAddr, username: &str) -> (String, String) {
+    let (head, body) = get(addr, "/login", "");
+    let pre = cookie(&head, "wb_login");
+    let form = format!("csrf={}&username={username}&password=correct+horse+battery", csrf(&body));
+    post(addr, "/login", &format!("wb_login={pre}"), &form)
+}
+
+fn wardbox(args: &[&str], config: &Path, stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wardbox"))
+        .args(args)
+        .args(["-c", config.to_str().expect("utf8")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wardbox");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin");
+    child.wait_with_output().expect("output")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Write a file until the filesystem has no byte left (large writes, then smaller ones).
+fn fill(path: &Path) -> u64 {
+    let mut f = std::fs::File::create(path).expect("filler");
+    let mut written = 0u64;
+    for size in [1 << 20, 64 << 10, 4 << 10, 512, 1] {
+        let chunk = vec![0x5au8; size];
+        while f.write_all(&chunk).is_ok() {
+            written += size as u64;
+        }
+    }
+    let _ = f.sync_all();
+    written
+}
+
+/// Audit records (kind, actor, detail) through a second connection to the store.
+fn audit_rows(config: &Path) -> Vec<(String, String, String)> {
+    let config = Config::load(config).expect("config");
+    let volume = unlocker(&config.volume, &config.state_dir).open_for_cli().expect("unlock");
+    let store = Store::open_existing(&volume.data_dir.join(&config.store.file_name), &volume.store_key).expect("open store");
+    let mut stmt = store.conn().prepare("SELECT kind, actor, detail FROM audit ORDER BY seq").expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("query").collect::<Result<_, _>>().expect("rows")
+}
+
+fn is_full_refusal(head: &str, body: &str) -> bool {
+    head.starts_with("HTTP/1.1 503") && body.contains("data volume is full")
+}
+
+#[test]
+fn a_full_data_volume_refuses_writes_keeps_the_chain_and_recovers_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("volume");
+    let _volume = SmallVolume::mount(&mnt, 48);
+    let base = mnt.join("box");
+    let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let mut agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_wardbox"))
+            .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
+            // No engine: this test is about the store and the audit chain.
+            .env("WARDBOX_ENGINE_BIN", dir.path().join("no-engine-here"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wardbox dev"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http(addr, &format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
+        .is_ok_and(|(head, _)| head.starts_with("HTTP/1.1 200"))
+    {
+        assert!(agent.0.try_wait().expect("wait").is_none(), "the dev agent exited before serving");
+        assert!(Instant::now() < deadline, "the dev agent did not serve within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let config = base.join("wardbox.toml");
+    let add = ["users", "add", "--username", "it.admin", "--display-name", "IT Admin", "--role", "admin"];
+    let made = wardbox(&add, &config, &format!("{PASSWORD}\n"));
+    assert!(made.status.success(), "{}", text(&made));
+
+    // With space: a sign-in is acknowledged (303 and a session).
+    let (head, _) = sign_in(addr, "it.admin");
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let session = format!("wb_session={}", cookie(&head, "wb_session"));
+    // The session's form token, taken while reading a page can still be audited.
+    let (_, page) = get(addr, "/admin/users", &session);
+    let form = format!("csrf={}&username=dr.full&display_name=Dr+Full&role=clinician&password=correct+horse+battery", csrf(&page));
+    let acknowledged_before = audit_rows(&config);
+    assert!(acknowledged_before.iter().any(|(kind, actor, _)| kind == "login" && actor == "it.admin"), "{acknowledged_before:?}");
+
+    let filled = fill(&mnt.join("filler"));
+    assert!(filled > 0, "nothing could be written to fill the volume");
+
+    // Full: a sign-in (its audit record cannot be written) is refused, naming the full volume.
+    let (head, body) = sign_in(addr, "it.admin");
+    assert!(is_full_refusal(&head, &body), "a sign-in on a full volume was not refused naming it:\n{head}\n{body}");
+    assert!(cookie(&head, "wb_session").is_empty(), "a session was handed out although its sign-in was not recorded");
+    // An account change by a signed-in administrator: refused the same way, nothing stored.
+    let (head, body) = post(addr, "/admin/users", &session, &form);
+    assert!(is_full_refusal(&head, &body), "an account change on a full volume was not refused naming it:\n{head}\n{body}");
+    assert!(agent.0.try_wait().expect("wait").is_none(), "the agent died on a full volume");
+
+    // Space returns: the same process signs in and writes again.
+    std::fs::remove_file(mnt.join("filler")).expect("free the space");
+    let (head, body) = sign_in(addr, "it.admin");
+    assert!(head.starts_with("HTTP/1.1 303"), "no recovery after space returned:\n{head}\n{body}");
+    let (head, body) = post(addr, "/admin/users", &session, &form);
+    assert!(head.starts_with("HTTP/1.1 303") || head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    let list = wardbox(&["users", "list"], &config, "");
+    assert!(text(&list).contains("dr.full"), "the account made after recovery is missing: {}", text(&list));
+    assert!(agent.0.try_wait().expect("wait").is_none(), "the agent was restarted or died");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.0.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    assert!(agent.0.wait().expect("wait").success(), "unclean shutdown after the full volume");
+
+    // The chain verifies, every record acknowledged before the fault is still there, in order.
+    let verify = wardbox(&["audit", "verify", "--json"], &config, "");
+    assert!(verify.status.success(), "the chain does not verify after the full volume: {}", text(&verify));
+    let after = audit_rows(&config);
+    assert_eq!(after[..acknowledged_before.len()], acknowledged_before[..], "an acknowledged record changed or went missing");
+    let logins = after.iter().filter(|(kind, actor, _)| kind == "login" && actor == "it.admin").count();
+    assert_eq!(logins, 2, "expected the two acknowledged sign-ins and not the refused one: {after:?}");
+    assert!(after.iter().any(|(_, _, detail)| detail.contains("dr.full")), "the account change after recovery is not audited");
+}
