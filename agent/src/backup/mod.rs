@@ -10,6 +10,7 @@
 //!   [`run_backup`] and [`run_drill`], which the CLI calls.
 
 pub mod drill;
+pub mod escrow;
 pub mod lock;
 pub mod replace;
 pub mod schedule;
@@ -82,21 +83,33 @@ pub fn stored_key(store: &Store) -> Result<Option<RepositoryKey>, RunError> {
     hex.map(|h| RepositoryKey::from_hex(&h).map_err(|e| RunError::Key(e.to_string()))).transpose()
 }
 
-/// The repository key, made (random) and kept in the store on first use. Returns whether it
-/// was made now, so the caller can tell the operator to escrow it.
+/// The repository key, kept in the store from its first use: the key escrowed at provisioning
+/// ([`escrow`], waiting beside the store) if there is one, else a new random one. Returns whether
+/// a new one was made now, so the caller can tell the operator to escrow it (an adopted key is
+/// on the provisioning sheet already).
 pub fn key_or_create(store: &Store) -> Result<(RepositoryKey, bool), RunError> {
     if let Some(key) = stored_key(store)? {
         return Ok((key, false));
     }
-    let key = RepositoryKey::generate().map_err(|e| RunError::Key(e.to_string()))?;
+    let data_dir = store.path().parent().unwrap_or(Path::new("."));
+    let escrowed = escrow::waiting_key(data_dir).map_err(|e| RunError::Key(e.to_string()))?;
+    let from_provisioning = escrowed.is_some();
+    let key = match escrowed {
+        Some(key) => key,
+        None => RepositoryKey::generate().map_err(|e| RunError::Key(e.to_string()))?,
+    };
     // INSERT OR IGNORE + read back: two first runs at once agree on one key.
     store.conn().execute(
         "INSERT OR IGNORE INTO backup_key (id, key_hex, fingerprint, created_at) VALUES (1, ?1, ?2, ?3)",
         rusqlite::params![key.to_hex().as_str(), key.fingerprint(), jiff::Timestamp::now().to_string()],
     )?;
     let kept = stored_key(store)?.ok_or_else(|| RunError::Key("the key just written is not there".into()))?;
-    let created = kept.fingerprint() == key.fingerprint();
-    Ok((kept, created))
+    let ours = kept.fingerprint() == key.fingerprint();
+    if from_provisioning && ours {
+        // The store holds it now; the copy outside the store goes.
+        escrow::remove_waiting_key(data_dir).map_err(|e| RunError::Key(e.to_string()))?;
+    }
+    Ok((kept, ours && !from_provisioning))
 }
 
 /// What kind of run a record is.

@@ -161,23 +161,66 @@ fn provision(config: &Config, yes_erase: Option<PathBuf>, no_filesystem: bool) -
         writeln!(out, "No filesystem was made (--no-filesystem).")?;
         return Ok(ExitCode::SUCCESS);
     }
-    make_filesystem(&u, &mut tpm).map_err(|e| {
+    let backup_key = make_filesystem(&u, &mut tpm).map_err(|e| {
         CliError::new(format!(
             "the volume is encrypted and the recovery key above is valid, but the filesystem could not be made: {e}"
         ))
     })?;
     writeln!(out, "An ext4 filesystem was made on the volume. The agent opens and mounts it at {} at boot.", u.config.mount_point.display())?;
+    writeln!(out)?;
+    match backup_key {
+        // Printed only here, on the console (as the recovery key): never logged or audited.
+        Ok(key) => {
+            writeln!(out, "BACKUP KEY: write it down beside the recovery key and keep both locked away. It is shown only this once here.")?;
+            writeln!(out, "It opens this box's backups (USB disk or LAN server) to restore onto a replacement box after a disaster:")?;
+            writeln!(out, "`wardbox backup restore-box --key-file FILE` with this key typed into FILE.")?;
+            writeln!(out)?;
+            writeln!(out, "    {}", crate::backup::escrow::grouped(&key).as_str())?;
+            writeln!(out)?;
+            writeln!(out, "Backup key fingerprint {} (backup records and the admin page name the key by it).", key.fingerprint())?;
+        }
+        Err(e) => {
+            writeln!(out, "NO BACKUP KEY on this sheet: it could not be left on the volume ({e}).")?;
+            writeln!(out, "The first backup makes one: print it from the admin page's escrow sheet (Backups) or with `wardbox backup key`, and keep it with the recovery key.")?;
+        }
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Open the new volume through dm-crypt, make the filesystem, close it again.
-fn make_filesystem(u: &TpmLuksUnlocker, tpm: &mut Tpm) -> Result<(), String> {
+/// Open the new volume through dm-crypt, make the filesystem, leave the backup key escrowed at
+/// provisioning on it (the inner result: the volume is usable without it), close it again.
+fn make_filesystem(u: &TpmLuksUnlocker, tpm: &mut Tpm) -> Result<Result<wardbox_backup::RepositoryKey, String>, String> {
     let unlocked = ops::unlock_with_tpm(tpm, &u.config.device).map_err(|e| e.to_string())?;
     let mut luks = LuksVolume::open(&u.config.device, None).map_err(|e| e.to_string())?;
     let mapped = luks.activate(&u.config.mapper_name, &unlocked.volume_key).map_err(|e| e.to_string())?;
     let made = wardbox_volume::mount::make_filesystem(&u.config.mkfs, &mapped).map_err(|e| e.to_string());
+    let backup_key = match &made {
+        Ok(()) => escrow_backup_key(&mapped, &u.config.mount_point),
+        Err(_) => Err("no filesystem".to_string()),
+    };
     let closed = close_when_released(&mut luks, &u.config.mapper_name);
-    made.and(closed)
+    made.and(closed).map(|()| backup_key)
+}
+
+/// Mount the new filesystem, make the backup repository key and leave it there for the store
+/// to adopt at its first use (`backup::escrow`), unmount.
+fn escrow_backup_key(mapped: &std::path::Path, mount_point: &std::path::Path) -> Result<wardbox_backup::RepositoryKey, String> {
+    wardbox_volume::mount::mount_volume(mapped, mount_point).map_err(|e| e.to_string())?;
+    let key = crate::backup::escrow::provision_key(mount_point).map_err(|e| e.to_string());
+    let unmounted = wardbox_volume::mount::unmount_volume(mount_point).map_err(|e| e.to_string());
+    match (key, unmounted) {
+        (Ok(key), Ok(())) => Ok(key),
+        // Still mounted: take the key off again, so the store never adopts a key that is on no sheet.
+        (Ok(_), Err(e)) => {
+            let removed = crate::backup::escrow::remove_waiting_key(mount_point).map_err(|r| r.to_string());
+            Err(match removed {
+                Ok(()) => e,
+                Err(r) => format!("{e}; and the key left on the volume could not be removed ({r}): delete it before the first backup"),
+            })
+        }
+        (Err(e), _) => Err(e),
+    }
 }
 
 /// Remove the mapping, waiting for whoever still holds it. Right after mkfs, udev probes the new
