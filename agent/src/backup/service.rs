@@ -168,6 +168,12 @@ impl BoxBackups {
         fresh
     }
 
+    /// How far the run this agent is doing is; `None` when it is doing none.
+    pub fn progress_now(&self) -> Option<wardbox_backup::ProgressReading> {
+        self.running.lock().ok()?.as_ref()?;
+        self.progress.lock().ok().map(|p| p.read())
+    }
+
     /// The run in progress with how far it is, in words.
     fn running_words(&self) -> Option<String> {
         let what = self.running.lock().ok().and_then(|r| r.clone())?;
