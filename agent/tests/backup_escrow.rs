@@ -100,13 +100,24 @@ fn the_key_on_the_provisioning_sheet_restores_a_backup_made_later() {
     // A replacement box, provisioned with its own sheet (another key), restores A's backup with
     // only the disk and A's provisioning sheet, typed into a file as printed.
     let (b, b_sheet) = dev_box(&dir.path().join("b"), true);
-    assert_ne!(b_sheet.unwrap(), sheet);
+    let b_sheet = b_sheet.unwrap();
+    assert_ne!(b_sheet, sheet);
+    let b_unused = wardbox_backup::RepositoryKey::from_hex(&b_sheet).unwrap().fingerprint();
     let key_file = dir.path().join("escrow.key");
     std::fs::write(&key_file, format!("{sheet}\n")).unwrap();
     let out = wardbox(&["backup", "restore-box", "-c", b.c(), "--repo", r, "--key-file", key_file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let users: i64 = b.store().conn().query_row("SELECT count(*) FROM users WHERE username = 'dr.grey'", [], |r| r.get(0)).unwrap();
     assert_eq!(users, 1, "A's account restored onto B");
+    // B's own provisioning key, never used, is not left on the volume; the restore names it.
+    assert!(!escrow::escrowed_key_path(&b.data_dir).exists(), "B's unused provisioning key left on the volume");
+    let restore_detail: String = b
+        .store()
+        .conn()
+        .query_row("SELECT detail FROM audit WHERE detail LIKE '%restored_onto_replacement%'", [], |r| r.get(0))
+        .unwrap();
+    let restore_detail: serde_json::Value = serde_json::from_str(&restore_detail).unwrap();
+    assert_eq!(restore_detail["unused_provisioning_key_removed"].as_str(), Some(b_unused.as_str()));
     // B now backs up with A's key (restored with A's store), to the same repository.
     let out = wardbox(&["backup", "now", "-c", b.c(), "--repo", r]);
     assert!(out.status.success(), "{}", text(&out));

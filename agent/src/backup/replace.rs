@@ -120,6 +120,12 @@ fn restore_verified(box_: &Replacement<'_>, destination: &Destination, key: &Rep
     install(scratch.join(UPDATE_INSTALLS_FILE), update.installs())?;
     install(scratch.join(super::stage::CONFIG_FILE), box_.state_dir.join("restored-wardbox.toml"))?;
 
+    // The new box's own backup key from its provisioning, if its store never adopted it: the
+    // restored store brings the old box's key, which its backups keep using, so this one would
+    // only be a stray secret on the volume.
+    let unused_key = super::escrow::waiting_key(box_.data_dir).ok().flatten().map(|k| k.fingerprint());
+    super::escrow::remove_waiting_key(box_.data_dir).map_err(|e| RunError::Key(e.to_string()))?;
+
     // 4. Continue the chain with a record linking the restored head, checkpoint, verify.
     let (log, writer) = AuditLog::start(box_.store_file, box_.store_key).map_err(|e| RunError::Record(e.to_string()))?;
     let (restored_head_seq, restored_head_hash) = {
@@ -139,6 +145,7 @@ fn restore_verified(box_: &Replacement<'_>, destination: &Destination, key: &Rep
             "files": drill.files,
             "rows": drill.rows,
             "moved_aside": moved,
+            "unused_provisioning_key_removed": unused_key,
         }),
     ));
     drop(log);
