@@ -124,6 +124,9 @@ pub fn run(cmd: RecordsCommand) -> CliResult {
                 (Some(record_id), false) => Owner::Patient { record_id, known: Default::default() },
                 (None, false) => Owner::FromDocument,
             };
+            // On record before the first file is stored: an import that dies part-way (killed,
+            // power lost) leaves this without its summary below, never documents without a trace.
+            super::audit::record(&store, &volume, json!({ "action": "records_import_started", "files": files.len() }))?;
             let runtime = super::runtime()?;
             let (mut ingested, mut unchanged, mut failed, mut chunks) = (0, 0, 0, 0);
             // What de-identification replaced, summed over the import (counts only): on the
