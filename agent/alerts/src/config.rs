@@ -205,6 +205,12 @@ pub struct RelatedRecords {
     pub max_patients_per_name: u32,
     /// Shorter surnames (after titles are dropped: `Dr A`) are not compared.
     pub min_surname_chars: u32,
+    /// A user opening the record of a patient who lives at the user's postal address (the
+    /// account's address, set by an administrator, against the patient record's address lines).
+    pub same_address: bool,
+    /// An address more patients than this share (a care home, a shelter) says little about a
+    /// household, so it raises no `same_address` alert.
+    pub max_patients_per_address: u32,
 }
 
 impl Default for RelatedRecords {
@@ -216,6 +222,8 @@ impl Default for RelatedRecords {
             max_patients_per_surname: 10,
             max_patients_per_name: 1,
             min_surname_chars: 2,
+            same_address: true,
+            max_patients_per_address: 6,
         }
     }
 }
@@ -375,6 +383,10 @@ impl AlertsConfig {
         positive(
             "related_records.max_patients_per_name",
             r.max_patients_per_name,
+        )?;
+        positive(
+            "related_records.max_patients_per_address",
+            r.max_patients_per_address,
         )?;
         if !(1..=20).contains(&r.min_surname_chars) {
             return Err(bad(

@@ -47,6 +47,8 @@ pub enum Rule {
     SameSurname,
     /// A user opened the record of a patient with another staff member's name.
     CoworkerRecord,
+    /// A user opened the record of a patient who lives at the user's postal address.
+    SameAddress,
     /// A backup failed, or scheduled backups did not run (the agent's `source: "backup"`
     /// records).
     Backup,
@@ -62,7 +64,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 24] = [
+    pub const ALL: [Rule; 25] = [
         Rule::OffHours,
         Rule::BulkAccess,
         Rule::LargePrompt,
@@ -84,6 +86,7 @@ impl Rule {
         Rule::OwnRecord,
         Rule::SameSurname,
         Rule::CoworkerRecord,
+        Rule::SameAddress,
         Rule::Backup,
         Rule::Update,
         Rule::UnknownSystemAlert,
@@ -112,6 +115,7 @@ impl Rule {
             Rule::OwnRecord => "own_record",
             Rule::SameSurname => "same_surname",
             Rule::CoworkerRecord => "coworker_record",
+            Rule::SameAddress => "same_address",
             Rule::BreakGlassUnreviewed => "break_glass_unreviewed",
             Rule::Backup => "backup",
             Rule::Update => "update",
@@ -629,6 +633,14 @@ impl Detector {
                         r.max_patients_per_surname
                     ),
                     "opened the record of a patient who shares the user's surname",
+                ),
+                Relation::SameAddress => (
+                    Rule::SameAddress,
+                    format!(
+                        "every opening of a record of a patient living at the user's postal address, if at most {} patients live there (once a day per record)",
+                        r.max_patients_per_address
+                    ),
+                    "opened the record of a patient who lives at the user's postal address",
                 ),
             };
             out.push(alert(

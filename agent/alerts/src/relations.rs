@@ -1,5 +1,5 @@
 //! Which patients stand in a relation to which user: the user's own record, a patient who
-//! shares the user's surname, a co-worker's record.
+//! shares the user's surname, a co-worker's record, a patient who lives at the user's address.
 //!
 //! The names are compared here, in memory, once, and never kept: [`Relations::build`] takes
 //! the staff's display names and the patients' names (the agent reads both from the encrypted
@@ -30,6 +30,9 @@ pub enum Relation {
     /// The patient shares the user's surname (a relative, perhaps), and the surname is rare
     /// enough among the patients to mean something.
     SameSurname,
+    /// The patient lives at the user's postal address (a member of the household, perhaps),
+    /// and few enough patients live there for it to mean something.
+    SameAddress,
 }
 
 /// Words in names that say a rank or a degree, not who someone is.
@@ -166,6 +169,38 @@ impl Relations {
         Relations { pairs }
     }
 
+    /// Add the same-address relation: `staff` is (user name, the account's postal address),
+    /// `patients` is (patient id, one address line of the patient's record). A pair already
+    /// related by name keeps that relation. The addresses are compared as [`AddressKey`]s and
+    /// dropped; only the pairs found are kept.
+    pub fn add_addresses<'a>(
+        &mut self,
+        cfg: &RelatedRecords,
+        staff: impl IntoIterator<Item = (&'a str, &'a str)>,
+        patients: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        if !cfg.same_address {
+            return;
+        }
+        let mut per_address: HashMap<AddressKey, HashSet<u64>> = HashMap::new();
+        for (id, line) in patients {
+            if let Some(key) = AddressKey::of(line) {
+                per_address.entry(key).or_default().insert(hash_id(id));
+            }
+        }
+        for (user, address) in staff {
+            let Some(key) = AddressKey::of(address) else { continue };
+            let Some(ids) = per_address.get(&key) else { continue };
+            if ids.len() > cfg.max_patients_per_address as usize {
+                continue;
+            }
+            let related = self.pairs.entry(user.to_string()).or_default();
+            for id in ids {
+                related.entry(*id).or_insert(Relation::SameAddress);
+            }
+        }
+    }
+
     /// The relation of `user` to the patient with this hashed id, if any.
     pub(crate) fn get(&self, user: &str, patient: u64) -> Option<Relation> {
         self.pairs.get(user)?.get(&patient).copied()
@@ -186,9 +221,76 @@ impl Relations {
     }
 }
 
+/// Words of street addresses written in more than one way: each long form and its
+/// abbreviation compare as the abbreviation.
+const STREET_WORDS: &[(&str, &str)] = &[
+    ("street", "st"), ("avenue", "ave"), ("av", "ave"), ("road", "rd"), ("drive", "dr"), ("lane", "ln"),
+    ("boulevard", "blvd"), ("court", "ct"), ("place", "pl"), ("square", "sq"), ("terrace", "ter"),
+    ("highway", "hwy"), ("parkway", "pkwy"), ("circle", "cir"), ("north", "n"), ("south", "s"),
+    ("east", "e"), ("west", "w"), ("apartment", "apt"), ("suite", "ste"), ("unit", "apt"), ("number", "no"),
+];
+
+/// An address as the comparison sees it: the first line (the street and number, which is
+/// what a household shares; a city or postal code alone is not compared), lower case,
+/// accents folded, punctuation dropped, street words abbreviated (`12 Elm Street, Apt. 3,
+/// Springfield` compares as `12 elm st`). Needs a number and a word, so that a bare city or a
+/// bare number is no address. Flats of one building share a first line unless the flat is
+/// written on it; `max_patients_per_address` keeps a large building quiet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AddressKey(String);
+
+impl AddressKey {
+    pub fn of(address: &str) -> Option<AddressKey> {
+        let first = address.split([',', '\n']).map(str::trim).find(|l| !l.is_empty())?;
+        let words: Vec<String> = first
+            .split(|c: char| c.is_whitespace() || c == '.' || c == '#')
+            .map(|w| {
+                let w: String = w.nfd().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
+                STREET_WORDS.iter().find(|(long, _)| *long == w).map_or(w, |(_, short)| (*short).to_string())
+            })
+            .filter(|w| !w.is_empty())
+            .collect();
+        let has_number = words.iter().any(|w| w.chars().any(|c| c.is_ascii_digit()));
+        let has_word = words.iter().any(|w| w.chars().any(char::is_alphabetic) && w.chars().count() >= 2);
+        (has_number && has_word).then(|| AddressKey(words.join(" ")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_compare_by_their_first_line_with_street_words_folded() {
+        let k = |a: &str| AddressKey::of(a).expect("an address");
+        assert_eq!(k("12 Elm Street, Apt. 3, Springfield, OR 97000"), k("12 elm st"), "the first line only");
+        assert_eq!(k("4 Rue de la Paix"), k("4 rue de la paix."));
+        assert_eq!(k("7 Calle Núñez"), k("7 calle nunez"));
+        assert_eq!(k("Apartment 3 12 Elm Street"), k("apt 3 12 elm st"));
+        assert_ne!(k("12 Elm Street"), k("14 Elm Street"));
+        assert_eq!(AddressKey::of("Springfield"), None, "a city alone is no address");
+        assert_eq!(AddressKey::of("97000"), None, "a postal code alone is no address");
+        assert_eq!(AddressKey::of(" , "), None);
+    }
+
+    #[test]
+    fn same_address_relation_keeps_name_relations_and_skips_crowded_addresses() {
+        let cfg = RelatedRecords::default();
+        let mut r = Relations::build(&cfg, [("ann", "Ann Quist")], [("1", "Lena Quist"), ("2", "Ed Other")]);
+        let mut patients = vec![("1", "12 Elm Street"), ("2", "12 Elm St."), ("3", "9 Oak Road")];
+        let home: Vec<(String, &str)> = (0..7).map(|i| (format!("h{i}"), "1 Care Home Lane")).collect();
+        patients.extend(home.iter().map(|(id, a)| (id.as_str(), *a)));
+        let staff = [("ann", "12 Elm Street, Springfield"), ("bob", "1 Care Home Ln"), ("cy", "no address")];
+        r.add_addresses(&cfg, staff, patients.iter().copied());
+        assert_eq!(r.get("ann", hash_id("1")), Some(Relation::SameSurname), "the name relation stays");
+        assert_eq!(r.get("ann", hash_id("2")), Some(Relation::SameAddress));
+        assert_eq!(r.get("ann", hash_id("3")), None);
+        assert_eq!(r.get("bob", hash_id("h0")), None, "seven patients live there: a care home");
+        let off = RelatedRecords { same_address: false, ..cfg.clone() };
+        let mut r = Relations::default();
+        r.add_addresses(&off, staff, patients.iter().copied());
+        assert!(r.is_empty());
+    }
 
     fn key(n: &str) -> NameKey {
         NameKey::of(n).expect("a name")
