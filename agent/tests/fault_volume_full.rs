@@ -4,7 +4,9 @@
 //! test mounts, so the test needs root (it fails, naming that, where it cannot mount). With the
 //! volume full, a sign-in and an account change are refused with 503 and a page that names the
 //! full data volume; the agent keeps running, nothing it acknowledged is lost, and once space is
-//! freed the same agent (no restart) signs in and writes again. Afterwards the chain verifies.
+//! freed the same agent (no restart) signs in and writes again. A `wardbox records import` on
+//! the full volume is refused the same way and stores nothing; after it succeeds. Afterwards
+//! the chain verifies.
 //!
 //! A tmpfs is not the appliance's encrypted ext4 volume: SQLite's out-of-space path is the same
 //! (`SQLITE_FULL` on a failed write), the filesystem's reserved blocks and journal are not.
@@ -15,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod fault_support;
+
+use fault_support::serve_embeddings;
 use wardbox::config::Config;
 use wardbox::stages::unlock::unlocker;
 use wardbox::store::Store;
@@ -185,6 +190,16 @@ fn a_full_data_volume_refuses_writes_keeps_the_chain_and_recovers_without_a_rest
     let acknowledged_before = audit_rows(&config);
     assert!(acknowledged_before.iter().any(|(kind, actor, _)| kind == "login" && actor == "it.admin"), "{acknowledged_before:?}");
 
+    // An import's configuration: the same box, with an engine endpoint for the embeddings
+    // (the dev profile's hashing embedder; the agent itself runs without an engine).
+    let mut import_config = Config::load(&config).expect("config");
+    import_config.engine.endpoint = Some(format!("http://{}/", serve_embeddings()));
+    let import_config_path = dir.path().join("import.toml");
+    std::fs::write(&import_config_path, toml::to_string_pretty(&import_config).expect("toml")).expect("write");
+    let note = dir.path().join("call.txt");
+    std::fs::write(&note, b"S: Daughter called; patient dizzy since Monday.\nP: Review on Friday.\n").expect("note");
+    let import = ["records", "import", "--patient", "FULL-1", "--new-patient", note.to_str().expect("utf8")];
+
     let filled = fill(&mnt.join("filler"));
     assert!(filled > 0, "nothing could be written to fill the volume");
 
@@ -196,6 +211,10 @@ fn a_full_data_volume_refuses_writes_keeps_the_chain_and_recovers_without_a_rest
     let (head, body) = post(addr, "/admin/users", &session, &form);
     assert!(is_full_refusal(&head, &body), "an account change on a full volume was not refused naming it:\n{head}\n{body}");
     assert!(agent.0.try_wait().expect("wait").is_none(), "the agent died on a full volume");
+    let refused = wardbox(&import, &import_config_path, "");
+    assert!(!refused.status.success() && text(&refused).contains("data volume is full"), "an import on a full volume: {}", text(&refused));
+    let status = wardbox(&["records", "status"], &config, "");
+    assert!(text(&status).contains("0 documents"), "a refused import stored something: {}", text(&status));
 
     // Space returns: the same process signs in and writes again.
     std::fs::remove_file(mnt.join("filler")).expect("free the space");
@@ -203,6 +222,8 @@ fn a_full_data_volume_refuses_writes_keeps_the_chain_and_recovers_without_a_rest
     assert!(head.starts_with("HTTP/1.1 303"), "no recovery after space returned:\n{head}\n{body}");
     let (head, body) = post(addr, "/admin/users", &session, &form);
     assert!(head.starts_with("HTTP/1.1 303") || head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    let imported = wardbox(&import, &import_config_path, "");
+    assert!(imported.status.success() && text(&imported).contains("1 imported"), "no import after space returned: {}", text(&imported));
     let list = wardbox(&["users", "list"], &config, "");
     assert!(text(&list).contains("dr.full"), "the account made after recovery is missing: {}", text(&list));
     assert!(agent.0.try_wait().expect("wait").is_none(), "the agent was restarted or died");

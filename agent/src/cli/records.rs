@@ -114,7 +114,7 @@ pub fn run(cmd: RecordsCommand) -> CliResult {
             // Before anything is embedded or stored: a record id that is not in the index is a
             // typo until the operator or the files say it is a new patient.
             if let Some(record_id) = &patient {
-                let in_index = index::find_patient(store.conn(), record_id).map_err(|e| CliError::new(e.to_string()))?.is_some();
+                let in_index = index::find_patient(store.conn(), record_id).map_err(index_error)?.is_some();
                 check_patient_known(record_id, in_index, fhir_names_patient(&files, record_id), new_patient)?;
             }
             let endpoint = engine_endpoint(&config)?;
@@ -192,6 +192,19 @@ pub fn run(cmd: RecordsCommand) -> CliResult {
             println!("{} patients, {} documents, {} passages", s.patients, s.documents, s.chunks);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn is_volume_full(e: &index::IndexError) -> bool {
+    matches!(e, index::IndexError::Sqlite(e) if crate::store::is_volume_full(e))
+}
+
+/// An index error for the console; a full data volume is named as such, with what to do.
+fn index_error(e: index::IndexError) -> CliError {
+    if is_volume_full(&e) {
+        CliError::new("the data volume is full, so nothing was imported; free space on the data volume and run the import again")
+    } else {
+        CliError::new(e.to_string())
     }
 }
 
