@@ -260,6 +260,90 @@ async fn own_coworker_and_same_surname_records_from_the_stores_names() {
     assert_eq!(n, 1);
 }
 
+/// The same-address rule in the agent: a staff member's postal address (set as `wardbox users
+/// address` sets it) and the patients' address lines from the store are compared in memory;
+/// the alert names the rule, the user and the record, and no address reaches an alert, the
+/// outbox or the audit chain.
+#[tokio::test]
+async fn same_address_records_from_the_stores_addresses() {
+    let chain = Chain::new();
+    let mut store = chain.store();
+    for (user, display) in [("dr.a", "Dr Ann Quist"), ("rn.b", "Bob Marr, RN")] {
+        store
+            .conn()
+            .execute("INSERT INTO users (username, display_name, role, created_at) VALUES (?1, ?2, 'clinician', 'now')", [user, display])
+            .expect("user");
+    }
+    wardbox::alerting::relations::set_postal_address(store.conn(), "dr.a", Some("12 Elm Street, Springfield, OR 97000")).expect("address");
+    for bad in ["", "Springfield", "12 Elm\u{7}Street"] {
+        assert!(wardbox::alerting::relations::set_postal_address(store.conn(), "rn.b", Some(bad)).is_err(), "{bad:?} accepted");
+    }
+    assert!(wardbox::alerting::relations::set_postal_address(store.conn(), "nobody", Some("1 Oak Road")).is_err());
+    // Patient 21 lives with dr.a (another surname), 22 down the road, 23 has no address.
+    for (id, label) in [(21, "Carl Berg, born 2001-01-01"), (22, "Dana Holm"), (23, "Eve Lund")] {
+        store
+            .conn()
+            .execute(
+                "INSERT INTO rag_patients (id, key_hash, shift_days, label, created_at) VALUES (?1, ?2, 0, ?3, 'now')",
+                rusqlite::params![id, format!("k{id}"), label],
+            )
+            .expect("patient");
+    }
+    for (owner, idx, line) in [(21, 0, "12 Elm St."), (22, 0, "14 Elm Street")] {
+        store
+            .conn()
+            .execute(
+                "INSERT INTO rag_pseudonyms (owner, category, idx, norm, original) VALUES (?1, 'ADDRESS', ?2, ?3, ?3)",
+                rusqlite::params![owner, idx, line],
+            )
+            .expect("address");
+    }
+    let mut feed = Feed::start(&store, &AlertsConfig::default(), &syslog_only()).expect("start");
+    let view = |user: &'static str, patient: i64| {
+        let who = json!({ "user": user, "role": "clinician", "client": "10.0.0.7", "session": "s1", "break_glass": false });
+        AuditEvent::new(EventKind::Access, user, json!({ "who": who, "method": "GET", "route": "/patients/{id}", "path": format!("/patients/{patient}") }))
+    };
+    let mut seqs = Vec::new();
+    for (user, patient) in [("dr.a", 22), ("dr.a", 23), ("dr.a", 21), ("dr.a", 21), ("rn.b", 21)] {
+        seqs.push(chain.audit().append(view(user, patient)).await.expect("append"));
+    }
+    feed.step(&mut store).expect("step");
+    let alerts: Vec<(String, String, String)> = {
+        let mut stmt = store
+            .conn()
+            .prepare("SELECT rule, subject, alert FROM alerts WHERE rule IN ('own_record', 'coworker_record', 'same_surname', 'same_address') ORDER BY id")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("query").collect::<Result<_, _>>().expect("rows")
+    };
+    assert_eq!(
+        alerts.iter().map(|(r, s, _)| (r.as_str(), s.as_str())).collect::<Vec<_>>(),
+        [("same_address", "user:dr.a")],
+        "once a day per record; the neighbour, the patient without an address and rn.b raise nothing"
+    );
+    let alert: serde_json::Value = serde_json::from_str(&alerts[0].2).expect("alert JSON");
+    assert_eq!(alert["seqs"], json!([seqs[2]]), "{alert}");
+    wardbox::alerting::feed::audit_raised(&Arc::new(Mutex::new(chain.store())), chain.audit()).await.expect("audit");
+
+    // No address anywhere the alerts reach: alert rows, outbox, audit chain.
+    let dump: String = {
+        let mut text = String::new();
+        for q in ["SELECT alert FROM alerts", "SELECT destination || state FROM alert_outbox", "SELECT detail FROM audit"] {
+            let mut stmt = store.conn().prepare(q).expect("prepare");
+            let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows");
+            text.push_str(&rows.join("\n"));
+        }
+        text.to_lowercase()
+    };
+    for text in ["elm", "springfield", "97000", "berg"] {
+        assert!(!dump.contains(text), "{text:?} reached the alerts or the audit chain");
+    }
+
+    // The address cleared: the relation goes at the next build.
+    wardbox::alerting::relations::set_postal_address(store.conn(), "dr.a", None).expect("clear");
+    let relations = wardbox::alerting::relations::load(store.conn(), &AlertsConfig::default().related_records).expect("load");
+    assert!(relations.is_empty(), "{relations:?}");
+}
+
 /// An emergency sign-in nobody reviewed: its `break_glass_use` alert still unacknowledged
 /// `review_within_days` after it was raised raises `break_glass_unreviewed`, once; a reviewed
 /// one, or one still within the days, raises nothing.

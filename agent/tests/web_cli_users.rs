@@ -77,6 +77,17 @@ fn first_admin_from_the_console_signs_in_to_the_running_agent() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"), "no second account of the same name");
     let list = users(&config, &["list"], "");
     assert!(String::from_utf8_lossy(&list.stdout).contains("it.admin"));
+    // A postal address for the same_address alert rule: set, refused when it is no address or
+    // names no account, cleared.
+    let text = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let set = users(&config, &["address", "--username", "it.admin", "--address", "12 Elm Street, Springfield"], "");
+    assert!(set.status.success() && text(&set).contains("postal address of it.admin set"), "{}", text(&set));
+    let bad = users(&config, &["address", "--username", "it.admin", "--address", "Springfield"], "");
+    assert!(!bad.status.success() && text(&bad).contains("needs a house number and a street"), "{}", text(&bad));
+    let nobody = users(&config, &["address", "--username", "nobody", "--address", "1 Oak Road"], "");
+    assert!(!nobody.status.success() && text(&nobody).contains("there is no user nobody"), "{}", text(&nobody));
+    let clear = users(&config, &["address", "--username", "it.admin", "--clear"], "");
+    assert!(clear.status.success() && text(&clear).contains("postal address of it.admin cleared"), "{}", text(&clear));
 
     // Sign in through the agent's pages.
     let (head, body) = http(addr, &format!("GET /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).expect("login page");

@@ -1,5 +1,5 @@
 //! The detector's relations between users and patients (own record, a co-worker's, the same
-//! surname), built from the names in the encrypted store.
+//! surname, the same address), built from the names and addresses in the encrypted store.
 //!
 //! The names are read into memory, compared by `wardbox_alerts::Relations::build`, and wiped;
 //! only (user name, hashed patient id, relation) stays. Nothing here writes a name anywhere:
@@ -7,6 +7,11 @@
 //! their record gives (the label of `rag_patients`, re-identified; "Dolores Castellanos, born
 //! 1948-07-19" compares as "Dolores Castellanos"), never the names found in notes, which name
 //! relatives and staff too.
+//!
+//! Addresses the same way: the account's postal address (`users.postal_address`, set by an
+//! administrator with `wardbox users address`; in the encrypted store like the other account
+//! fields) against the address lines of the patient's records (`rag_pseudonyms`, category
+//! `ADDRESS`), read, compared by `Relations::add_addresses` and wiped.
 
 use rusqlite::Connection;
 use wardbox_alerts::Relations;
@@ -14,12 +19,44 @@ use wardbox_alerts::config::RelatedRecords;
 use wardbox_rag::index::{self, Access};
 use zeroize::Zeroize;
 
-/// What changes when accounts or patients (or their names) change, cheaply: counts, highest
-/// ids and the total length of the names. The relations are rebuilt when it moves.
+/// Store migration 15: the staff member's postal address, for the `same_address` rule.
+pub const MIGRATION_NAME: &str = "staff postal addresses";
+pub const MIGRATION_SQL: &str = "ALTER TABLE users ADD COLUMN postal_address TEXT;";
+
+/// Longest postal address accepted.
+pub const MAX_ADDRESS_CHARS: usize = 200;
+
+/// Set (or with `None` clear) an account's postal address. The address is trimmed; an empty
+/// one, one over [`MAX_ADDRESS_CHARS`], one with control characters other than line breaks,
+/// or one the comparison cannot read as an address (a number and a street word on its first
+/// line) is refused and nothing changes.
+pub fn set_postal_address(conn: &Connection, username: &str, address: Option<&str>) -> Result<(), String> {
+    let address = address.map(str::trim);
+    if let Some(a) = address {
+        if a.is_empty() || a.chars().count() > MAX_ADDRESS_CHARS {
+            return Err(format!("the postal address must be 1 to {MAX_ADDRESS_CHARS} characters"));
+        }
+        if a.chars().any(|c| c.is_control() && c != '\n') {
+            return Err("the postal address may not hold control characters".into());
+        }
+        if wardbox_alerts::relations::AddressKey::of(a).is_none() {
+            return Err("the postal address needs a house number and a street on its first line (\"12 Elm Street, Springfield\")".into());
+        }
+    }
+    let n = conn
+        .execute("UPDATE users SET postal_address = ?1 WHERE username = ?2", rusqlite::params![address, username])
+        .map_err(|e| e.to_string())?;
+    if n == 0 { Err(format!("there is no user {username}")) } else { Ok(()) }
+}
+
+/// What changes when accounts or patients (or their names or addresses) change, cheaply:
+/// counts, highest ids and the total length of the names and addresses. The relations are
+/// rebuilt when it moves.
 pub fn fingerprint(conn: &Connection) -> rusqlite::Result<String> {
     conn.query_row(
-        "SELECT (SELECT count(*) || ':' || coalesce(max(id), 0) || ':' || coalesce(sum(length(display_name)), 0) FROM users)
-             || '/' || (SELECT count(*) || ':' || coalesce(max(id), 0) || ':' || coalesce(sum(length(label)), 0) FROM rag_patients)",
+        "SELECT (SELECT count(*) || ':' || coalesce(max(id), 0) || ':' || coalesce(sum(length(display_name)), 0) || ':' || coalesce(sum(length(postal_address)), 0) FROM users)
+             || '/' || (SELECT count(*) || ':' || coalesce(max(id), 0) || ':' || coalesce(sum(length(label)), 0) FROM rag_patients)
+             || '/' || (SELECT count(*) || ':' || coalesce(sum(length(original)), 0) FROM rag_pseudonyms WHERE category = 'ADDRESS')",
         [],
         |r| r.get(0),
     )
@@ -43,16 +80,32 @@ pub fn load(conn: &Connection, cfg: &RelatedRecords) -> Result<Relations, String
             name.map(|n| (e.owner.to_string(), n))
         })
         .collect();
-    let relations = Relations::build(
+    let mut relations = Relations::build(
         cfg,
         staff.iter().map(|(u, n)| (u.as_str(), n.as_str())),
         patients.iter().map(|(p, n)| (p.as_str(), n.as_str())),
     );
-    for (user, name) in staff.iter_mut().chain(patients.iter_mut()) {
+    let mut staff_addresses: Vec<(String, String)> = rows(conn, "SELECT username, postal_address FROM users WHERE postal_address IS NOT NULL")?;
+    let mut patient_addresses: Vec<(String, String)> =
+        rows(conn, "SELECT CAST(owner AS TEXT), original FROM rag_pseudonyms WHERE category = 'ADDRESS'")?;
+    relations.add_addresses(
+        cfg,
+        staff_addresses.iter().map(|(u, a)| (u.as_str(), a.as_str())),
+        patient_addresses.iter().map(|(p, a)| (p.as_str(), a.as_str())),
+    );
+    for (user, text) in staff.iter_mut().chain(patients.iter_mut()).chain(staff_addresses.iter_mut()).chain(patient_addresses.iter_mut()) {
         user.zeroize();
-        name.zeroize();
+        text.zeroize();
     }
     Ok(relations)
+}
+
+/// Two-column text rows.
+fn rows(conn: &Connection, sql: &str) -> Result<Vec<(String, String)>, String> {
+    let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect::<Result<_, _>>())
+        .map_err(|e| e.to_string())
 }
 
 /// The name part of a record's label: "Dolores Castellanos, born 1948-07-19" → "Dolores Castellanos".

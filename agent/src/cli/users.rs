@@ -45,6 +45,20 @@ pub enum UsersCommand {
         #[arg(long)]
         username: String,
     },
+    /// Set or clear a person's postal address. It is compared, in memory, with the patients'
+    /// addresses (alert rule `same_address`) and never written anywhere else.
+    Address {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        username: String,
+        /// The address, its street and number first ("12 Elm Street, Springfield").
+        #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
+        address: Option<String>,
+        /// Remove the address.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Set a new password for a local account (read from the terminal or standard input).
     Passwd {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
@@ -119,6 +133,16 @@ pub fn run(cmd: UsersCommand) -> CliResult {
             accounts::unlock(store.conn(), &name)?;
             super::audit::record(&store, &volume, json!({ "action": "user_unlock", "target": name }))?;
             println!("{name} unlocked");
+            Ok(ExitCode::SUCCESS)
+        }
+        UsersCommand::Address { config, username, address, clear: _ } => {
+            let config = load_config(&config)?;
+            let name = accounts::normalize_username(&username)?;
+            let (store, volume) = super::audit::open(&config)?;
+            crate::alerting::relations::set_postal_address(store.conn(), &name, address.as_deref()).map_err(CliError::new)?;
+            // The address itself stays in the store: the audit record says only that it changed.
+            super::audit::record(&store, &volume, json!({ "action": "user_address", "target": name, "set": address.is_some() }))?;
+            println!("postal address of {name} {}", if address.is_some() { "set" } else { "cleared" });
             Ok(ExitCode::SUCCESS)
         }
         UsersCommand::Passwd { config, username } => {

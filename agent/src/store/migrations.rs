@@ -169,4 +169,7 @@ pub const MIGRATIONS: &[Migration] = &[
     // Medical images: de-identified DICOM files and photos, their renders, the site's UID key
     // and each patient's date offset.
     Migration { version: 14, name: crate::web::images::MIGRATION_NAME, sql: crate::web::images::MIGRATION_SQL },
+    // The staff's postal addresses the `same_address` alert rule compares (owned by
+    // `crate::alerting::relations`).
+    Migration { version: 15, name: crate::alerting::relations::MIGRATION_NAME, sql: crate::alerting::relations::MIGRATION_SQL },
 ];
