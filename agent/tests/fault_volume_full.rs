@@ -211,6 +211,9 @@ fn a_full_data_volume_refuses_writes_keeps_the_chain_and_recovers_without_a_rest
     let (head, body) = post(addr, "/admin/users", &session, &form);
     assert!(is_full_refusal(&head, &body), "an account change on a full volume was not refused naming it:\n{head}\n{body}");
     assert!(agent.0.try_wait().expect("wait").is_none(), "the agent died on a full volume");
+    // The chain can be checked while the volume is full, and it is intact.
+    let verify = wardbox(&["audit", "verify", "--json"], &config, "");
+    assert!(verify.status.success(), "the chain cannot be verified on a full volume: {}", text(&verify));
     let refused = wardbox(&import, &import_config_path, "");
     assert!(!refused.status.success() && text(&refused).contains("data volume is full"), "an import on a full volume: {}", text(&refused));
     let status = wardbox(&["records", "status"], &config, "");
