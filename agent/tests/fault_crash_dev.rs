@@ -2,7 +2,8 @@
 //! import` are killed with SIGKILL in the middle of an audit burst and of the import. Afterwards
 //! the store opens, the audit chain verifies (`wardbox audit verify`), every request the agent
 //! answered before the kill has its audit record in the chain, every file the import reported
-//! as imported is in the index, and the import left a trace in the chain.
+//! as imported is in the index whole, the import left a trace in the chain, and the agent boots
+//! again on the same box and signs the user in.
 //!
 //! What this does NOT test: SIGKILL ends the processes, not the machine. The kernel's page
 //! cache survives it, so a write that reached the page cache but not the disk is not lost here.
@@ -247,6 +248,28 @@ fn acknowledged_requests_and_imported_files_survive_sigkill_of_agent_and_import(
         "{} files were imported before the kill and the audit chain has no trace of the import",
         imported.len()
     );
+    drop(store);
+
+    // The agent boots again on the killed box (stale pid file, the store's write-ahead log) and
+    // serves the same account.
+    let restarted = Killed(
+        Command::new(env!("CARGO_BIN_EXE_wardbox"))
+            .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
+            .env("WARDBOX_ENGINE_BIN", dir.path().join("no-engine-here"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart wardbox dev"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http(addr, &format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
+        .is_ok_and(|(head, _)| head.starts_with("HTTP/1.1 200"))
+    {
+        assert!(Instant::now() < deadline, "the agent did not serve again within 60 s after the kill");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!sign_in(addr, "audit.burst").is_empty(), "no sign-in after the restart");
+    drop(restarted);
     eprintln!(
         "crash: {} requests answered, {} files reported imported before the kill; {} audit records, {documents} documents after it",
         answered.len(),
