@@ -442,6 +442,10 @@ fn scenario() -> Result<(), String> {
     vm.expect("Keyslots:", &["Kernel panic"], 2 * MIN)?;
     let recovery_key = find_recovery_key(&vm.transcript()).ok_or("the provisioning output shows no recovery key")?;
     eprintln!("== e2e: boot 1: provisioning printed a recovery key");
+    // The backup key's escrow follows on the same sheet (docs/backup.md), once, on the console.
+    vm.expect("Backup key fingerprint", &["NO BACKUP KEY", "Kernel panic"], 3 * MIN)
+        .map_err(|e| format!("boot 1: the provisioning sheet shows no backup key: {e}"))?;
+    eprintln!("== e2e: boot 1: provisioning printed a backup key");
     let answer = vm.wait_for_web("/health", 15 * MIN).map_err(|e| format!("boot 1: {e}"))?;
     check_web(&answer, &mut gaps, "boot 1");
     check_health(&mut vm, "boot 1", &chain.uki_name())?;
