@@ -343,8 +343,8 @@ impl Snapshot {
     }
 }
 
-/// The healthy H100 reading recorded on the lent GPU machine (driver 580.159.04, CUDA 13.0;
-/// see /work/shared/CRATES.md): temperature and thresholds, clock event mask, ECC, remapped
+/// The healthy H100 reading recorded on a real H100 (driver 580.159.04, CUDA 13.0):
+/// temperature and thresholds, clock event mask, ECC, remapped
 /// rows, unsupported retired pages, power and limit, PCIe link. What that record does not hold
 /// (clocks, memory use, utilization, NVML version, UUID, bus id) is filled with the board's
 /// published figures or placeholders. Used by tests, the bench and the docs.
