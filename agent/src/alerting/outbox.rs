@@ -56,24 +56,7 @@ pub fn set_processed_seq(conn: &Connection, seq: u64) -> rusqlite::Result<()> {
 /// record: a replay after a crash) is left as it is. Returns the ids of the new ones.
 pub fn store_alerts(conn: &mut Connection, alerts: &[Alert], destinations: &[Destination], through: u64) -> rusqlite::Result<Vec<i64>> {
     let tx = conn.transaction()?;
-    let mut ids = Vec::new();
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO alerts (rule, subject, trigger_seq, at, alert) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let mut outbox = tx.prepare_cached("INSERT INTO alert_outbox (alert_id, destination) VALUES (?1, ?2)")?;
-        for a in alerts {
-            let trigger = a.seqs.last().copied().unwrap_or_default();
-            let json = serde_json::to_string(a).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            if insert.execute(params![a.rule.as_str(), a.subject, trigger as i64, a.at, json])? == 1 {
-                let id = tx.last_insert_rowid();
-                for d in destinations {
-                    outbox.execute(params![id, d.as_str()])?;
-                }
-                ids.push(id);
-            }
-        }
-    }
+    let ids = insert_alerts(&tx, alerts, destinations)?;
     set_processed_seq(&tx, through)?;
     tx.commit()?;
     Ok(ids)
@@ -84,23 +67,28 @@ pub fn store_alerts(conn: &mut Connection, alerts: &[Alert], destinations: &[Des
 /// an alert stored before is left as it is. Returns the ids of the new ones.
 pub fn store_agent_alerts(conn: &mut Connection, alerts: &[Alert], destinations: &[Destination]) -> rusqlite::Result<Vec<i64>> {
     let tx = conn.transaction()?;
+    let ids = insert_alerts(&tx, alerts, destinations)?;
+    tx.commit()?;
+    Ok(ids)
+}
+
+/// Insert the alerts not stored before, each with one outbox row per destination, inside the
+/// caller's transaction; the ids of the new ones.
+fn insert_alerts(tx: &rusqlite::Transaction<'_>, alerts: &[Alert], destinations: &[Destination]) -> rusqlite::Result<Vec<i64>> {
+    let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO alerts (rule, subject, trigger_seq, at, alert) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut outbox = tx.prepare_cached("INSERT INTO alert_outbox (alert_id, destination) VALUES (?1, ?2)")?;
     let mut ids = Vec::new();
-    {
-        let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO alerts (rule, subject, trigger_seq, at, alert) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        let mut outbox = tx.prepare_cached("INSERT INTO alert_outbox (alert_id, destination) VALUES (?1, ?2)")?;
-        for a in alerts {
-            let trigger = a.seqs.last().copied().unwrap_or_default();
-            let json = serde_json::to_string(a).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            if insert.execute(params![a.rule.as_str(), a.subject, trigger as i64, a.at, json])? == 1 {
-                let id = tx.last_insert_rowid();
-                for d in destinations {
-                    outbox.execute(params![id, d.as_str()])?;
-                }
-                ids.push(id);
+    for a in alerts {
+        let trigger = a.seqs.last().copied().unwrap_or_default();
+        let json = serde_json::to_string(a).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        if insert.execute(params![a.rule.as_str(), a.subject, trigger as i64, a.at, json])? == 1 {
+            let id = tx.last_insert_rowid();
+            for d in destinations {
+                outbox.execute(params![id, d.as_str()])?;
             }
+            ids.push(id);
         }
     }
-    tx.commit()?;
     Ok(ids)
 }
 
