@@ -24,7 +24,7 @@ pub mod relations;
 pub mod review;
 pub mod workflow;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -223,7 +223,7 @@ fn check_endpoint(
     if addr.port() == 0 {
         return Err(ConfigError::invalid(key(addr_key), "port 0 is not a port"));
     }
-    if firewall_on && !is_internal(addr.ip()) {
+    if firewall_on && !crate::settings::is_clinic_address(addr.ip()) {
         return Err(ConfigError::invalid(
             key(addr_key),
             format!("`{}` is not an address inside the clinic (10/8, 172.16/12, 192.168/16, fc00::/7); alerts never leave the clinic", addr.ip()),
@@ -239,20 +239,6 @@ fn check_endpoint(
         return Err(ConfigError::invalid(key("timeout_secs"), format!("{timeout_secs} must be between 1 and 120 seconds")));
     }
     Ok(())
-}
-
-/// Private ranges and the never-routed documentation ranges, as the firewall accepts them.
-fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_private() || (o[0] == 192 && o[1] == 0 && o[2] == 2) || (o[0] == 198 && o[1] == 51 && o[2] == 100) || (o[0] == 203 && o[1] == 0 && o[2] == 113)
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            (s[0] & 0xfe00) == 0xfc00 || (s[0] == 0x2001 && s[1] == 0x0db8)
-        }
-    }
 }
 
 /// Plain `local@domain`, nothing that could end an SMTP command or add a header.
