@@ -343,6 +343,32 @@ pub fn record_backup(store: &Store, destination: &Destination, started_at: jiff:
     )
 }
 
+/// The audit record's detail of a backup run (`action` names who asked: the console, the page,
+/// the schedule): its counts or its error, the destination and the key's fingerprint.
+pub fn backup_audit_detail(action: &str, destination: &Destination, key: &RepositoryKey, outcome: &Result<BackupDone, RunError>) -> serde_json::Value {
+    let mut detail = match outcome {
+        Ok(done) => backup_detail(done),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    detail["action"] = serde_json::json!(action);
+    detail["ok"] = serde_json::json!(outcome.is_ok());
+    detail["destination"] = serde_json::json!(destination.location());
+    detail["key_fingerprint"] = serde_json::json!(key.fingerprint());
+    detail
+}
+
+/// The audit record's detail of a restore drill: its report or its error, and the destination.
+pub fn drill_audit_detail(destination: &Destination, outcome: &Result<DrillReport, RunError>) -> serde_json::Value {
+    let mut detail = match outcome {
+        Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    detail["action"] = serde_json::json!("backup_drill");
+    detail["ok"] = serde_json::json!(outcome.is_ok());
+    detail["destination"] = serde_json::json!(destination.location());
+    detail
+}
+
 /// Counts, sizes and digests of a backup: what its run record and audit record carry.
 pub fn backup_detail(done: &BackupDone) -> serde_json::Value {
     serde_json::json!({

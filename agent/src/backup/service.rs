@@ -231,14 +231,7 @@ impl BoxBackups {
             return outcome;
         }
         super::record_backup(&store, &destination, started, &outcome)?;
-        let mut detail = match &outcome {
-            Ok(done) => super::backup_detail(done),
-            Err(e) => json!({ "error": e.to_string() }),
-        };
-        detail["action"] = json!(action);
-        detail["ok"] = json!(outcome.is_ok());
-        detail["destination"] = json!(destination.location());
-        detail["key_fingerprint"] = json!(key.fingerprint());
+        let mut detail = super::backup_audit_detail(action, &destination, &key, &outcome);
         detail["key_created"] = json!(created_key);
         self.audit(EventKind::AdminAction, actor, detail)?;
         let failure = outcome.as_ref().err().map(ToString::to_string);
@@ -299,14 +292,7 @@ impl BoxBackups {
             return outcome;
         }
         super::record_drill(&store, &destination, started, &outcome)?;
-        let mut detail = match &outcome {
-            Ok(report) => serde_json::to_value(report).unwrap_or_default(),
-            Err(e) => json!({ "error": e.to_string() }),
-        };
-        detail["action"] = json!("backup_drill");
-        detail["ok"] = json!(outcome.is_ok());
-        detail["destination"] = json!(destination.location());
-        self.audit(EventKind::AdminAction, actor, detail)?;
+        self.audit(EventKind::AdminAction, actor, super::drill_audit_detail(&destination, &outcome))?;
         outcome
     }
 }

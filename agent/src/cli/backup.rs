@@ -175,15 +175,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
                 return Err(CliError::new(e.to_string()));
             }
             backup::record_backup(&store, &destination, started, &outcome)?;
-            let mut detail = match &outcome {
-                Ok(done) => backup::backup_detail(done),
-                Err(e) => json!({ "error": e.to_string() }),
-            };
-            detail["action"] = json!("backup_now");
-            detail["ok"] = json!(outcome.is_ok());
-            detail["destination"] = json!(destination.location());
-            detail["key_fingerprint"] = json!(key.fingerprint());
-            super::audit::record(&store, &volume, detail)?;
+            super::audit::record(&store, &volume, backup::backup_audit_detail("backup_now", &destination, &key, &outcome))?;
             if created_key {
                 eprintln!(
                     "wardbox: a new backup key was made (fingerprint {}); print it with `wardbox backup key` and escrow it with the recovery key",
@@ -320,14 +312,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
                 return Err(CliError::new(e.to_string()));
             }
             backup::record_drill(&store, &destination, started, &outcome)?;
-            let mut detail = match &outcome {
-                Ok(report) => serde_json::to_value(report).unwrap_or_default(),
-                Err(e) => json!({ "error": e.to_string() }),
-            };
-            detail["action"] = json!("backup_drill");
-            detail["ok"] = json!(outcome.is_ok());
-            detail["destination"] = json!(destination.location());
-            super::audit::record(&store, &volume, detail)?;
+            super::audit::record(&store, &volume, backup::drill_audit_detail(&destination, &outcome))?;
             match outcome {
                 Ok(report) => {
                     println!(
