@@ -15,20 +15,17 @@
 //! vectors. The agent itself runs without an engine.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod fault_support;
 
-use fault_support::serve_embeddings;
+use fault_support::{cookie, http, open_store, serve_embeddings, text, wardbox};
 use wardbox::config::Config;
-use wardbox::stages::unlock::unlocker;
-use wardbox::store::Store;
 
 const PASSWORD: &str = "correct horse battery";
 const BURST_THREADS: usize = 4;
@@ -50,26 +47,6 @@ fn sigkill(child: &Child) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
 }
 
-/// One HTTP/1.1 request; returns the raw response head and body.
-fn http(addr: SocketAddr, request: &str) -> std::io::Result<(String, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    s.write_all(request.as_bytes())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Ok((head.to_string(), body.to_string()))
-}
-
-fn cookie(head: &str, name: &str) -> String {
-    head.lines()
-        .filter_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
-        .find_map(|c| c.strip_prefix(&format!("{name}=")))
-        .and_then(|rest| rest.split(';').next())
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn sign_in(addr: SocketAddr, username: &str) -> String {
     let (head, body) = http(addr, &format!("GET /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).expect("login page");
     let pre = cookie(&head, "wb_login");
@@ -83,29 +60,6 @@ fn sign_in(addr: SocketAddr, username: &str) -> String {
     let (head, _) = http(addr, &req).expect("sign in");
     assert!(head.starts_with("HTTP/1.1 303"), "{head}");
     cookie(&head, "wb_session")
-}
-
-fn wardbox(args: &[&str], config: &Path, stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wardbox"))
-        .args(args)
-        .args(["-c", config.to_str().expect("utf8")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run wardbox");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin");
-    child.wait_with_output().expect("output")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn open_store(config: &Path) -> Store {
-    let config = Config::load(config).expect("config");
-    let volume = unlocker(&config.volume, &config.state_dir).open_for_cli().expect("unlock");
-    Store::open_existing(&volume.data_dir.join(&config.store.file_name), &volume.store_key).expect("the store opens after the kill")
 }
 
 #[test]

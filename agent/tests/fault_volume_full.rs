@@ -11,18 +11,16 @@
 //! A tmpfs is not the appliance's encrypted ext4 volume: SQLite's out-of-space path is the same
 //! (`SQLITE_FULL` on a failed write), the filesystem's reserved blocks and journal are not.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod fault_support;
 
-use fault_support::serve_embeddings;
+use fault_support::{cookie, http, open_store, serve_embeddings, text, wardbox};
 use wardbox::config::Config;
-use wardbox::stages::unlock::unlocker;
-use wardbox::store::Store;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -61,26 +59,6 @@ impl Drop for Agent {
     }
 }
 
-/// One HTTP/1.1 request; returns the raw response head and body.
-fn http(addr: SocketAddr, request: &str) -> std::io::Result<(String, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    s.write_all(request.as_bytes())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Ok((head.to_string(), body.to_string()))
-}
-
-fn cookie(head: &str, name: &str) -> String {
-    head.lines()
-        .filter_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
-        .find_map(|c| c.strip_prefix(&format!("{name}=")))
-        .and_then(|rest| rest.split(';').next())
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn csrf(body: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
     body[body.find(marker).expect("csrf field") + marker.len()..].split('"').next().expect("token").to_string()
@@ -106,23 +84,6 @@ fn sign_in(addr: SocketAddr, username: &str) -> (String, String) {
     post(addr, "/login", &format!("wb_login={pre}"), &form)
 }
 
-fn wardbox(args: &[&str], config: &Path, stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wardbox"))
-        .args(args)
-        .args(["-c", config.to_str().expect("utf8")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run wardbox");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin");
-    child.wait_with_output().expect("output")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
 /// Write a file until the filesystem has no byte left (large writes, then smaller ones).
 fn fill(path: &Path) -> u64 {
     let mut f = std::fs::File::create(path).expect("filler");
@@ -139,9 +100,7 @@ fn fill(path: &Path) -> u64 {
 
 /// Audit records (kind, actor, detail) through a second connection to the store.
 fn audit_rows(config: &Path) -> Vec<(String, String, String)> {
-    let config = Config::load(config).expect("config");
-    let volume = unlocker(&config.volume, &config.state_dir).open_for_cli().expect("unlock");
-    let store = Store::open_existing(&volume.data_dir.join(&config.store.file_name), &volume.store_key).expect("open store");
+    let store = open_store(config);
     let mut stmt = store.conn().prepare("SELECT kind, actor, detail FROM audit ORDER BY seq").expect("prepare");
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("query").collect::<Result<_, _>>().expect("rows")
 }

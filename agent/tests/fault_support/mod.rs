@@ -1,11 +1,65 @@
-//! Shared by the fault tests that run the real agent: the engine's embedding endpoint served by
-//! the dev profile's hashing embedder (no model), for `wardbox records import`.
+//! Shared by the fault tests that run the real agent: plain HTTP to it, the `wardbox` command,
+//! the store opened as the operator commands open it, and the engine's embedding endpoint
+//! served by the dev profile's hashing embedder (no model), for `wardbox records import`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use wardbox::config::Config;
+use wardbox::stages::unlock::unlocker;
+use wardbox::store::Store;
 use wardbox_rag::embed::HashEmbedder;
+
+/// One HTTP/1.1 request; returns the raw response head and body.
+pub fn http(addr: SocketAddr, request: &str) -> std::io::Result<(String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(request.as_bytes())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((head.to_string(), body.to_string()))
+}
+
+/// The value of the cookie `name` the response head sets (empty when it sets none).
+pub fn cookie(head: &str, name: &str) -> String {
+    head.lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Run `wardbox ARGS -c CONFIG` with `stdin` as its standard input.
+pub fn wardbox(args: &[&str], config: &Path, stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wardbox"))
+        .args(args)
+        .args(["-c", config.to_str().expect("utf8")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wardbox");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin");
+    child.wait_with_output().expect("output")
+}
+
+/// A command's standard output and error together.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The box's store, opened as the operator commands open it.
+pub fn open_store(config: &Path) -> Store {
+    let config = Config::load(config).expect("config");
+    let volume = unlocker(&config.volume, &config.state_dir).open_for_cli().expect("unlock");
+    Store::open_existing(&volume.data_dir.join(&config.store.file_name), &volume.store_key).expect("the store opens")
+}
 
 /// The engine's embedding endpoint (`POST /api/embed`) answered with the dev profile's hashing
 /// embedder, one connection at a time.
