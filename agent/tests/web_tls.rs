@@ -35,7 +35,18 @@ struct Server {
     redirect: Option<SocketAddr>,
     files: LocalCaFiles,
     stop: tokio::sync::watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<()>,
     _h: Harness,
+}
+
+impl Server {
+    /// Stop serving and wait until the server task has let go of the agent's state, so the
+    /// harness can then join its audit writer (a writer still running when the test binary
+    /// exits closes its SQLCipher connection during the process's exit and can crash it).
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.serving).await;
+    }
 }
 
 async fn start() -> Server {
@@ -54,7 +65,7 @@ async fn start() -> Server {
     let redirect = bound.redirect_addr();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let router = app(h.state.clone());
-    tokio::spawn(async move {
+    let serving = tokio::spawn(async move {
         let _ = bound
             .serve(router, move || {
                 let mut rx = rx.clone();
@@ -64,7 +75,7 @@ async fn start() -> Server {
             })
             .await;
     });
-    Server { addr, redirect, files: LocalCaFiles::new(h.dir.path().join("tls")), stop, _h: h }
+    Server { addr, redirect, files: LocalCaFiles::new(h.dir.path().join("tls")), stop, serving, _h: h }
 }
 
 #[tokio::test]
@@ -83,7 +94,8 @@ async fn tls13_is_accepted_and_serves_the_ui_with_hsts() {
     assert!(text.starts_with("http/1.1 200"), "{text}");
     assert!(text.contains("strict-transport-security: max-age=31536000"), "{text}");
     assert!(text.contains("id=\"login-form\""));
-    let _ = s.stop.send(true);
+    drop(tls);
+    s.shutdown().await;
 }
 
 #[tokio::test]
@@ -96,7 +108,7 @@ async fn tls12_is_refused() {
         .expect_err("a TLS 1.2-only client must not get a connection");
     let msg = format!("{err:?}");
     assert!(msg.contains("ProtocolVersion"), "refused, but not for the protocol version: {msg}");
-    let _ = s.stop.send(true);
+    s.shutdown().await;
 }
 
 #[tokio::test]
@@ -116,7 +128,8 @@ async fn plain_http_on_the_redirect_port_only_redirects() {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
     assert!(!String::from_utf8_lossy(&buf).contains("login-form"));
-    let _ = s.stop.send(true);
+    drop(tcp);
+    s.shutdown().await;
 }
 
 #[tokio::test]
