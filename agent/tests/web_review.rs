@@ -48,6 +48,11 @@ async fn a_week_of_the_audit_trail_is_summarised_and_its_review_recorded() {
     let empty = body_text(h.send(get_with("/admin/review", &token)).await).await;
     assert!(!empty.contains("<td>bob</td>"), "{empty}");
 
+    // A week that has not started cannot be marked reviewed; nothing is recorded.
+    let next_week = today.checked_add(jiff::Span::new().days(7)).expect("date");
+    let future = h.send(post_form("/admin/review", Some(&token), &[("csrf", &csrf), ("week", &next_week.to_string()), ("note", "Looked ahead.")])).await;
+    assert_eq!(future.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(future).await.contains("has not started yet"));
     let blank = h.send(post_form("/admin/review", Some(&token), &[("csrf", &csrf), ("week", &today.to_string()), ("note", " ")])).await;
     assert_eq!(blank.status(), StatusCode::BAD_REQUEST);
     let note = "Looked at dr.a's large question (a pasted discharge letter) and bob's typos.";

@@ -43,10 +43,14 @@ fn week_of(asked: Option<&str>) -> Result<jiff::civil::Date, WebError> {
     match asked.filter(|w| !w.is_empty()) {
         Some(w) => w.parse::<jiff::civil::Date>().map(review::monday_of).map_err(|_| WebError::NotFound),
         None => {
-            let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+            let today = today_utc();
             Ok(review::monday_of(today.checked_sub(jiff::Span::new().days(7)).unwrap_or(today)))
         }
     }
+}
+
+fn today_utc() -> jiff::civil::Date {
+    jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date()
 }
 
 async fn show(state: &AppState, a: &Authed, monday: jiff::civil::Date, message: Option<String>) -> Result<Response, WebError> {
@@ -83,8 +87,17 @@ pub(super) async fn mark(State(state): State<AppState>, a: Authed, axum::Form(f)
     let ui = ui_of(&state)?;
     let monday = week_of(Some(&f.week))?;
     let note = f.note.trim().to_owned();
-    if note.is_empty() || note.chars().count() > MAX_NOTE_CHARS {
-        let resp = show(&state, &a, monday, Some(format!("Write what you looked at and found (at most {MAX_NOTE_CHARS} characters)."))).await;
+    // A week that has not started has nothing to review; recording it would mark a future week
+    // as done before any of its activity exists.
+    let refusal = if monday > today_utc() {
+        Some(format!("The week of {monday} has not started yet; only a week with activity to look at can be marked reviewed."))
+    } else if note.is_empty() || note.chars().count() > MAX_NOTE_CHARS {
+        Some(format!("Write what you looked at and found (at most {MAX_NOTE_CHARS} characters)."))
+    } else {
+        None
+    };
+    if let Some(message) = refusal {
+        let resp = show(&state, &a, monday, Some(message)).await;
         return resp.map(|mut r| {
             *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
             r
