@@ -82,15 +82,41 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(artifacts().join(name), png).expect("save screenshot");
 }
 
-async fn serve(h: &Harness, dir: &Path) -> String {
+/// The UI being served: its address, and what stops it.
+struct Served {
+    base: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// Stop serving and wait until the server task has let go of the agent's state, so the
+    /// harness can then join its audit writer (a writer still running when the test binary
+    /// exits closes its SQLCipher connection during the process's exit and can crash it).
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.serving).await;
+    }
+}
+
+/// The UI over TLS on a free port.
+async fn serve(h: &Harness, dir: &Path) -> Served {
     let web = WebConfig { listen: "127.0.0.1:0".parse().expect("addr"), tls: TlsMode::LocalCa, hostnames: vec!["localhost".into()], ..WebConfig::default() };
     let (bound, _) = tls::bind(&web, dir).await.expect("bind");
     let port = bound.local_addr().expect("addr").port();
     let router = app(h.state.clone());
-    tokio::spawn(async move {
-        let _ = bound.serve(router, std::future::pending::<()>).await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(async move {
+        let _ = bound
+            .serve(router, move || {
+                let mut rx = rx.clone();
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }
+            })
+            .await;
     });
-    format!("https://localhost:{port}")
+    Served { base: format!("https://localhost:{port}"), stop, serving }
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
@@ -137,7 +163,8 @@ async fn browser_admin_takes_an_alert_from_the_banner_to_closed_and_reviews_acce
         wardbox_rag::index::grant(store.conn(), "dr.a", p).expect("grant");
         outbox::store_alerts(store.conn_mut(), &[alert], &[], 41).expect("store")[0]
     };
-    let base = serve(&h, h.dir.path()).await;
+    let server = serve(&h, h.dir.path()).await;
+    let base = server.base.clone();
     let profile = tempfile::tempdir().expect("profile");
     let c = browser(&driver, profile.path()).await;
 
@@ -177,6 +204,7 @@ async fn browser_admin_takes_an_alert_from_the_banner_to_closed_and_reviews_acce
     assert!(text_of(&c, "#access-by-user").await.contains("confirmed by it.admin"));
     screenshot(&c, "access-review.png").await;
     c.close().await.expect("close");
+    server.shutdown().await;
 
     let steps: Vec<String> = h
         .audit_records()

@@ -97,8 +97,25 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(artifacts().join(name), png).expect("save screenshot");
 }
 
+/// The UI being served: its address, and what stops it.
+struct Served {
+    base: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// Stop serving and wait until the server task has let go of the agent's state, so the
+    /// harness can then join its audit writer (a writer still running when the test binary
+    /// exits closes its SQLCipher connection during the process's exit and can crash it).
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.serving).await;
+    }
+}
+
 /// The UI over TLS on a free port, with the given session idle limit.
-async fn serve(h: &Harness, dir: &Path) -> String {
+async fn serve(h: &Harness, dir: &Path) -> Served {
     let web = WebConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         tls: TlsMode::LocalCa,
@@ -108,10 +125,18 @@ async fn serve(h: &Harness, dir: &Path) -> String {
     let (bound, _) = tls::bind(&web, dir).await.expect("bind");
     let port = bound.local_addr().expect("addr").port();
     let router = app(h.state.clone());
-    tokio::spawn(async move {
-        let _ = bound.serve(router, std::future::pending::<()>).await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(async move {
+        let _ = bound
+            .serve(router, move || {
+                let mut rx = rx.clone();
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }
+            })
+            .await;
     });
-    format!("https://localhost:{port}")
+    Served { base: format!("https://localhost:{port}"), stop, serving }
 }
 
 async fn sign_in_as(c: &Client, base: &str, user: &str) {
@@ -127,7 +152,8 @@ async fn browser_admin_sees_health_then_is_signed_out_when_idle() {
     let web = WebConfig { idle_timeout_secs: 6, ..WebConfig::default() };
     let h = Harness::with_real_clock(web, None);
     h.add_user("it.admin", Role::Admin, false);
-    let base = serve(&h, h.dir.path()).await;
+    let server = serve(&h, h.dir.path()).await;
+    let base = server.base.clone();
     let profile = tempfile::tempdir().expect("profile");
     let c = browser(&driver, profile.path()).await;
 
@@ -155,6 +181,7 @@ async fn browser_admin_sees_health_then_is_signed_out_when_idle() {
     assert_eq!(c.current_url().await.expect("url").path(), "/login");
     assert!(h.audit_records().iter().any(|r| r.kind == "logout" && r.detail.contains("idle")));
     c.close().await.expect("close");
+    server.shutdown().await;
 }
 
 /// Plays a fixed answer through the `Clinical` interface, so this test checks the page's
@@ -198,7 +225,8 @@ async fn browser_clinician_asks_and_sees_a_streamed_answer_with_a_citation() {
     let driver = start_driver();
     let h = Harness::with_real_clock(WebConfig::default(), Some(Arc::new(Scripted)));
     h.add_user("dr.a", Role::Clinician, false);
-    let base = serve(&h, h.dir.path()).await;
+    let server = serve(&h, h.dir.path()).await;
+    let base = server.base.clone();
     let profile = tempfile::tempdir().expect("profile");
     let c = browser(&driver, profile.path()).await;
 
@@ -226,6 +254,7 @@ async fn browser_clinician_asks_and_sees_a_streamed_answer_with_a_citation() {
     assert!(doc.text().await.expect("text").contains("Potassium 5.9"));
     assert_eq!(c.current_url().await.expect("url").path(), "/patients/p-1/documents/labs-14");
     c.close().await.expect("close");
+    server.shutdown().await;
 }
 
 /// A clinician's desk without a model: answers checked with the agent's own checking code
@@ -370,7 +399,8 @@ async fn browser_clinician_sees_unsupported_items_marked_and_resumes_a_conversat
     let driver = start_driver();
     let h = Harness::with_real_clock(WebConfig::default(), Some(Arc::new(ScriptedDesk::default())));
     h.add_user("dr.a", Role::Clinician, false);
-    let base = serve(&h, h.dir.path()).await;
+    let server = serve(&h, h.dir.path()).await;
+    let base = server.base.clone();
     let profile = tempfile::tempdir().expect("profile");
     let c = browser(&driver, profile.path()).await;
 
@@ -407,6 +437,7 @@ async fn browser_clinician_sees_unsupported_items_marked_and_resumes_a_conversat
     let listed = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#conversations li")).await.expect("listed");
     assert!(listed.text().await.expect("text").contains("3 questions"));
     c.close().await.expect("close");
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,7 +445,8 @@ async fn browser_clinician_edits_a_draft_saves_it_to_the_record_and_a_later_answ
     let driver = start_driver();
     let h = Harness::with_real_clock(WebConfig::default(), Some(Arc::new(ScriptedDesk::default())));
     h.add_user("dr.a", Role::Clinician, false);
-    let base = serve(&h, h.dir.path()).await;
+    let server = serve(&h, h.dir.path()).await;
+    let base = server.base.clone();
     let profile = tempfile::tempdir().expect("profile");
     let c = browser(&driver, profile.path()).await;
 
@@ -443,6 +475,7 @@ async fn browser_clinician_edits_a_draft_saves_it_to_the_record_and_a_later_answ
     cited.click().await.expect("follow it");
     assert_eq!(c.current_url().await.expect("url").path(), "/patients/p-1/documents/draft-1");
     c.close().await.expect("close");
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,7 +483,8 @@ async fn browser_without_an_engine_the_page_says_the_model_is_not_available() {
     let driver = start_driver();
     let h = Harness::with_real_clock(WebConfig::default(), None);
     h.add_user("dr.a", Role::Clinician, false);
-    let base = serve(&h, h.dir.path()).await;
+    let server = serve(&h, h.dir.path()).await;
+    let base = server.base.clone();
     let profile = tempfile::tempdir().expect("profile");
     let c = browser(&driver, profile.path()).await;
     sign_in_as(&c, &base, "dr.a").await;
@@ -458,6 +492,7 @@ async fn browser_without_an_engine_the_page_says_the_model_is_not_available() {
     assert!(msg.text().await.expect("text").contains("not available"));
     screenshot(&c, "clinician-no-engine.png").await;
     c.close().await.expect("close");
+    server.shutdown().await;
 }
 
 /// The whole clinical path in a browser: the real engine and models, the synthetic records in
@@ -480,7 +515,8 @@ async fn browser_model_clinician_asks_the_real_model_and_follows_a_source_to_the
     let pool = pool_slot.lock().expect("lock").clone().expect("the back end was built");
     clinical::demo::seed(pool, engine.clone(), config).await;
     h.add_user("dr.a", Role::Clinician, false);
-    let base = serve(&h, h.dir.path()).await;
+    let server = serve(&h, h.dir.path()).await;
+    let base = server.base.clone();
     let profile = tempfile::tempdir().expect("profile");
     let c = browser(&driver, profile.path()).await;
 
@@ -519,5 +555,6 @@ async fn browser_model_clinician_asks_the_real_model_and_follows_a_source_to_the
     let answered = records.iter().find(|r| r.kind == "answer").expect("the answer is audited");
     assert!(answered.detail.contains("cited_chunks") && !answered.detail.to_lowercase().contains("empagliflozin"), "{}", answered.detail);
     c.close().await.expect("close");
+    server.shutdown().await;
     engine.shutdown().await;
 }
