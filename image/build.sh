@@ -27,6 +27,8 @@
 #   6. uefi       only with --uefi: image/uefi.sh makes the UEFI boot chain from the same
 #                 kernel, initrd and root: a signed UKI (wardbox-<version>+3.efi), signed
 #                 systemd-boot, the ESP, and $OUT/uefi/disk.raw (ESP, root-a, root-b, state),
+#                 plus the same UKI for slot B in $OUT/uefi/slot-b/ (its command line names
+#                 root-b: a full update bundle carries one UKI per slot, docs/update.md),
 #                 with TEST Secure Boot keys generated in $OUT/uefi/test-keys unless
 #                 WARDBOX_SECURE_BOOT_KEYS names the fleet's keys; the root's firmware policy
 #                 pins those keys ([secure_boot_keys]). Needs sbsigntool, mtools,
@@ -36,6 +38,15 @@
 # files are kept for direct boot. On a build host that can, the same tree becomes a bootable
 # disk with an ESP holding a signed unified kernel image: see docs/image.md,
 # "The bootable disk".
+#
+# The system version (what `wardbox update` compares bundles against, written into the root
+# as `version:` in /usr/lib/wardbox-image-info) is the workspace version, or
+# WARDBOX_SYSTEM_VERSION (MAJOR.MINOR.PATCH) for a release.
+#
+# The update subsystem's first trusted TUF root (docs/update.md, the key ceremony's
+# 1.root.json) is the file WARDBOX_UPDATE_ROOT names, installed as
+# /usr/share/wardbox/update/1.root.json; without it the image can apply no update bundle
+# (the build says so).
 #
 # Outputs in $OUT (default: <repo>/target/image):
 #   system.raw      the system disk (GPT)         vmlinuz, initrd.img, cmdline.txt
@@ -55,7 +66,7 @@ while [ $# -gt 0 ]; do
         --no-cargo) CARGO_BUILD=0; shift ;;
         --rebuild-os) REBUILD_OS=1; shift ;;
         --uefi) UEFI=1; shift ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -155,12 +166,22 @@ cp -al "$OS" "$STAGING"
 cp -a --no-preserve=ownership --remove-destination "$IMAGE/wardbox/." "$STAGING/"
 systemctl --root="$STAGING" --quiet enable wardbox-firewall.service wardbox-unlock.service \
     wardbox.service wardbox-engine.service wardbox-engine-proxy.socket wardbox-egress-probe.service \
-    wardbox-status-console.service wardbox-boot-healthy.service wardbox-report-probe.service
+    wardbox-status-console.service wardbox-boot-healthy.service wardbox-report-probe.service \
+    wardbox-update-probe.service wardbox-update-install.socket
 install -D -m 0755 "$AGENT" "$STAGING/usr/bin/wardbox"
 if [ "$ENGINE_INCLUDED" = yes ]; then
     install -D -m 0755 "$ENGINE" "$STAGING/usr/bin/wardbox-engine"
 fi
 install -D -m 0644 "$REPO/firmware-policy/default.toml" "$STAGING/usr/share/wardbox/firmware-policy.toml"
+if [ -n "${WARDBOX_UPDATE_ROOT:-}" ]; then
+    [ -f "$WARDBOX_UPDATE_ROOT" ] || die "WARDBOX_UPDATE_ROOT=$WARDBOX_UPDATE_ROOT is not a file"
+    install -D -m 0644 "$WARDBOX_UPDATE_ROOT" "$STAGING/usr/share/wardbox/update/1.root.json"
+    echo "build.sh: the trusted update root is $WARDBOX_UPDATE_ROOT"
+    UPDATE_ROOT=yes
+else
+    echo "build.sh: NOTE: no WARDBOX_UPDATE_ROOT: the image has no trusted update root and applies no update bundle"
+    UPDATE_ROOT=no
+fi
 if [ "$UEFI" = 1 ]; then
     # The box's policy pins the Secure Boot keys the chain is signed with (phase 6).
     "$IMAGE/uefi.sh" --keys-only --out "$OUT/uefi" ${WARDBOX_SECURE_BOOT_KEYS:+--keys "$WARDBOX_SECURE_BOOT_KEYS"}
@@ -176,16 +197,23 @@ if [ "$UEFI" = 1 ]; then
     } >> "$STAGING/usr/share/wardbox/firmware-policy.toml"
 fi
 
+WS_VERSION=$(awk -F'"' '/^version *=/ {print $2; exit}' "$REPO/Cargo.toml")
+SYSTEM_VERSION=${WARDBOX_SYSTEM_VERSION:-$WS_VERSION}
+[[ "$SYSTEM_VERSION" =~ ^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$ ]] \
+    || die "system version '$SYSTEM_VERSION' is not MAJOR.MINOR.PATCH (WARDBOX_SYSTEM_VERSION)"
 COMMIT=$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo "+dirty" || true)
 KVER=$(basename "$(ls "$OS"/boot/vmlinuz-* | head -n 1)" | sed 's/^vmlinuz-//')
 [ -n "$KVER" ] && [ -f "$OS/boot/initrd.img-$KVER" ] || die "the OS tree has no kernel+initrd in /boot"
 {
     echo "image: wardbox"
+    # The system version the update subsystem reads (agent/src/update: running_version).
+    echo "version: $SYSTEM_VERSION"
     echo "source: $COMMIT$DIRTY"
     echo "os-tree: $KEY"
     echo "kernel: $KVER"
     echo "engine: $ENGINE_INCLUDED"
+    echo "update-root: $UPDATE_ROOT"
     echo "agent-sha256: $(sha256sum "$AGENT" | cut -d' ' -f1)"
     [ "$ENGINE_INCLUDED" = yes ] && echo "engine-sha256: $(sha256sum "$ENGINE" | cut -d' ' -f1)"
 } > "$STAGING/usr/lib/wardbox-image-info"
@@ -246,10 +274,12 @@ cp "$OS/usr/lib/os-release" "$OUT/os-release"
 echo "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4 console=ttyS0,115200 systemd.show_status=1 panic=30" > "$OUT/cmdline.txt"
 {
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "version: $SYSTEM_VERSION"
     echo "source: $COMMIT$DIRTY"
     echo "os-tree: $KEY"
     echo "kernel: $KVER"
     echo "engine: $ENGINE_INCLUDED"
+    echo "update-root: $UPDATE_ROOT"
     (cd "$OUT" && sha256sum root.ext4 vmlinuz initrd.img os-release cmdline.txt)
 } > "$OUT/image-info.txt"
 phase_done boot
@@ -257,12 +287,17 @@ phase_done boot
 # ---------------------------------------------------------------- 6. uefi
 if [ "$UEFI" = 1 ]; then
     phase "uefi"
-    WS_VERSION=$(awk -F'"' '/^version *=/ {print $2; exit}' "$REPO/Cargo.toml")
     # '+' separates the boot counter in the UKI's name: the dirty marker becomes "-dirty".
+    UKI_VERSION="$SYSTEM_VERSION-$COMMIT${DIRTY:+-dirty}"
+    UKI_CMDLINE="console=ttyS0,115200 systemd.show_status=1 panic=30"
     "$IMAGE/uefi.sh" --kernel "$OUT/vmlinuz" --initrd "$OUT/initrd.img" --os-release "$OUT/os-release" \
-        --version "$WS_VERSION-$COMMIT${DIRTY:+-dirty}" --root "$ROOT_IMG" --out "$OUT/uefi" \
-        ${WARDBOX_SECURE_BOOT_KEYS:+--keys "$WARDBOX_SECURE_BOOT_KEYS"} \
-        --cmdline-extra "console=ttyS0,115200 systemd.show_status=1 panic=30"
+        --version "$UKI_VERSION" --root "$ROOT_IMG" --out "$OUT/uefi" \
+        ${WARDBOX_SECURE_BOOT_KEYS:+--keys "$WARDBOX_SECURE_BOOT_KEYS"} --cmdline-extra "$UKI_CMDLINE"
+    # The same UKI for slot B: a release's full update bundle carries both (wardbox-bundle
+    # build --uki-a ... --uki-b ...), and the box installs the one for the slot it writes.
+    "$IMAGE/uefi.sh" --uki-only --slot b --kernel "$OUT/vmlinuz" --initrd "$OUT/initrd.img" \
+        --os-release "$OUT/os-release" --version "$UKI_VERSION" --out "$OUT/uefi/slot-b" \
+        --keys "${WARDBOX_SECURE_BOOT_KEYS:-$OUT/uefi/test-keys}" --cmdline-extra "$UKI_CMDLINE"
     phase_done uefi
 fi
 

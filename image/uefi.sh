@@ -8,12 +8,15 @@
 #                 [--cmdline-extra "ARGS"] [--root EXT4 | --root-mib N] [--keys DIR]
 #                 [--esp-mib N] [--tries N]
 #   image/uefi.sh --keys-only --out DIR [--keys DIR]
-#   image/uefi.sh --uki-only --kernel ... --out DIR [--keys DIR] [--cmdline-extra "ARGS"]
+#   image/uefi.sh --uki-only --kernel ... --out DIR [--keys DIR] [--cmdline-extra "ARGS"] [--slot b]
 #
 #   --version        the OS version in the UKI's name: wardbox-<version>+<tries>.efi
 #                    (letters, digits, '.', '_', '-'; '+' is the boot counter's separator)
 #   --cmdline-extra  appended to the command line, which starts with
 #                    "root=PARTUUID=<root-a> ro rootfstype=ext4"; it is part of the signed UKI
+#   --slot           a (default) or b: the A/B slot whose root partition the command line
+#                    names. A UKI boots exactly one slot, so a release (and a full update
+#                    bundle) carries one UKI per slot; only --uki-only makes a slot-b UKI
 #   --root           the root file system written into root-a (image/build.sh's root.ext4);
 #                    without it root-a is left blank, --root-mib big (for boot-chain tests)
 #   --keys           a directory with PK.key/PK.crt, KEK.key/KEK.crt, db.key/db.crt (PEM)
@@ -60,7 +63,7 @@ OVMF_VARS_BLANK=${WARDBOX_OVMF_VARS_BLANK:-/usr/share/OVMF/OVMF_VARS_4M.fd}
 # The owner GUID recorded with each enrolled certificate (any fixed GUID; this one is Wardbox's).
 OWNER_GUID=3b0e7f5a-6c2d-4e9f-8a1b-5d4c3e2f1a09
 
-KERNEL="" INITRD="" OSREL="" VERSION="" OUT="" EXTRA="" ROOT_IMG="" ROOT_MIB=8 KEYS="" ESP_MIB=256 TRIES=3 KEYS_ONLY=0 UKI_ONLY=0
+KERNEL="" INITRD="" OSREL="" VERSION="" OUT="" EXTRA="" ROOT_IMG="" ROOT_MIB=8 KEYS="" ESP_MIB=256 TRIES=3 KEYS_ONLY=0 UKI_ONLY=0 SLOT=a
 while [ $# -gt 0 ]; do
     case "$1" in
         --kernel) KERNEL="$2"; shift 2 ;;
@@ -74,9 +77,10 @@ while [ $# -gt 0 ]; do
         --keys) KEYS="$2"; shift 2 ;;
         --esp-mib) ESP_MIB="$2"; shift 2 ;;
         --tries) TRIES="$2"; shift 2 ;;
+        --slot) SLOT="$2"; shift 2 ;;
         --keys-only) KEYS_ONLY=1; shift ;;
         --uki-only) UKI_ONLY=1; shift ;;
-        -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
         *) echo "uefi.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -105,6 +109,13 @@ if [ "$KEYS_ONLY" = 0 ]; then
     [[ "$VERSION" =~ ^[A-Za-z0-9._-]+$ ]] || die "version '$VERSION' may only hold letters, digits, '.', '_', '-'"
 fi
 [[ "$TRIES" =~ ^[1-9]$ ]] || die "--tries must be 1 to 9, not '$TRIES'"
+case "$SLOT" in
+    a) ROOT_UUID=$ROOT_A_UUID ;;
+    b) ROOT_UUID=$ROOT_B_UUID ;;
+    *) die "--slot must be a or b, not '$SLOT'" ;;
+esac
+# The disk's ESP holds the UKI that boots root-a (where --root is written).
+[ "$SLOT" = a ] || [ "$UKI_ONLY" = 1 ] || die "--slot b only with --uki-only (the disk boots slot a)"
 [[ "$ESP_MIB" =~ ^[0-9]+$ ]] && [ "$ESP_MIB" -ge 64 ] || die "--esp-mib must be at least 64 (FAT32)"
 [[ "$ROOT_MIB" =~ ^[0-9]+$ ]] && [ "$ROOT_MIB" -ge 1 ] || die "--root-mib must be a positive number"
 [ -z "$ROOT_IMG" ] || [ -f "$ROOT_IMG" ] || die "no such root file system: $ROOT_IMG"
@@ -175,7 +186,7 @@ phase_done keys
 
 # ---------------------------------------------------------------- uki
 phase "uki"
-printf '%s' "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4${EXTRA:+ $EXTRA}" > "$OUT/cmdline.txt"
+printf '%s' "root=PARTUUID=$ROOT_UUID ro rootfstype=ext4${EXTRA:+ $EXTRA}" > "$OUT/cmdline.txt"
 # The new sections go after the stub's last one, each at an address aligned to the stub's
 # SectionAlignment, so none overlaps another (systemd 252 has no ukify to do this).
 align=$((16#$(objdump -p "$STUB" | awk '/^SectionAlignment/ {print $2}')))

@@ -134,6 +134,7 @@ impl TestBox {
         update.insert("models_store".into(), p("models"));
         update.insert("firmware_policy".into(), p("firmware-policy.toml"));
         update.insert("slots".into(), toml::Value::Table(slots));
+        update.insert("usb_dir".into(), p("usb"));
         table.insert("update".into(), toml::Value::Table(update));
         std::fs::write(&config, toml::to_string(&table).expect("toml")).expect("config");
         TestBox { dir, config }
@@ -249,7 +250,8 @@ impl Signing {
             },
             expires: Timestamp::now().checked_add(24.hours().checked_mul(90).expect("span")).expect("time"),
             system_image: None,
-            uki: None,
+            uki_a: None,
+            uki_b: None,
             models_dir: None,
             firmware_policy: None,
             release_notes: Some(notes),
@@ -303,14 +305,18 @@ impl Signing {
         self.build(spec).await
     }
 
-    async fn full(&self, name: &str, version: &str, image: &[u8], uki: &[u8]) -> PathBuf {
+    /// A full bundle; `uki_b` is the UKI for slot B (the one a box running slot A installs),
+    /// slot A's UKI has other bytes (each UKI names its own slot's root on its command line).
+    async fn full(&self, name: &str, version: &str, image: &[u8], uki_b: &[u8]) -> PathBuf {
         let inputs = self.dir.path().join(format!("system-{name}"));
         std::fs::create_dir_all(&inputs).expect("inputs");
         std::fs::write(inputs.join("root.img"), image).expect("image");
-        std::fs::write(inputs.join("wardbox.efi"), uki).expect("uki");
+        std::fs::write(inputs.join("wardbox-a.efi"), b"MZ pretend signed UKI booting slot a").expect("uki a");
+        std::fs::write(inputs.join("wardbox-b.efi"), uki_b).expect("uki b");
         let mut spec = self.spec(name, BundleKind::Full, version);
         spec.system_image = Some(inputs.join("root.img"));
-        spec.uki = Some(inputs.join("wardbox.efi"));
+        spec.uki_a = Some(inputs.join("wardbox-a.efi"));
+        spec.uki_b = Some(inputs.join("wardbox-b.efi"));
         self.build(spec).await
     }
 }
@@ -483,13 +489,77 @@ fn policy_apply_replaces_the_policy_and_an_invalid_one_is_refused_with_the_old_i
     check_update_audit(&b.update_records(), &["secure_boot = "]);
 }
 
+/// The install helper the admin page hands a full bundle to on the appliance (whose agent unit
+/// cannot write the slots or the ESP): over a real Unix socket, one `wardbox update
+/// install-helper` per connection on its standard input and output (as systemd's `Accept=yes`
+/// starts it), it finds the bundle on the stick by the page's id, verifies it itself, refuses a
+/// digest other than the confirmed one with nothing written, and installs the confirmed one as
+/// the admin: slot B, the counted ESP entry, progress events, audit records under the admin.
+#[test]
+fn the_install_helper_installs_only_the_confirmed_bundle_as_the_admin() {
+    use std::os::fd::OwnedFd;
+    use wardbox::update::helper::{Event, Request, call};
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let image = pattern(512 * 1024 + 3, 9);
+    let uki = b"MZ pretend signed UKI booting slot b, through the helper".to_vec();
+    let version = above(1);
+    let built = rt.block_on(s.full("h1", &version, &image, &uki));
+    std::fs::create_dir_all(b.path("usb/sdb1")).expect("stick");
+    std::fs::rename(&built, b.path("usb/sdb1/wardbox-next")).expect("onto the stick");
+    let digest = hex::encode(Sha256::digest(std::fs::read(b.path("usb/sdb1/wardbox-next/targets/bundle.json")).expect("manifest")));
+
+    let socket = b.path("update-install.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let config = b.config.clone();
+    let server = std::thread::spawn(move || {
+        let mut codes = Vec::new();
+        for _ in 0..2 {
+            let (conn, _) = listener.accept().expect("accept");
+            let out = conn.try_clone().expect("clone");
+            let status = Command::new(env!("CARGO_BIN_EXE_wardbox"))
+                .args(["update", "install-helper", "-c"])
+                .arg(&config)
+                .stdin(Stdio::from(OwnedFd::from(conn)))
+                .stdout(Stdio::from(OwnedFd::from(out)))
+                .status()
+                .expect("install helper");
+            codes.push(status.code());
+        }
+        codes
+    });
+    let request = |sha256: String| Request { bundle: "sdb1/wardbox-next".into(), sha256, actor: "it.admin".into() };
+
+    let wrong = call(&socket, &request("00".repeat(32)), &mut |_| {}).expect("an answer");
+    assert!(matches!(&wrong, Event::Refused { exit_code: 1, message } if message.contains("not the one confirmed")), "{wrong:?}");
+    assert_eq!(std::fs::read(b.path("root-b")).expect("slot b"), vec![0u8; SLOT_LEN], "a refused digest wrote the slot");
+
+    let mut events = Vec::new();
+    let done = call(&socket, &request(digest.clone()), &mut |e| events.push(e.clone())).expect("an answer");
+    assert!(matches!(&done, Event::Done { outcome, .. } if outcome == "pending-reboot"), "{done:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::Verified { version: v, .. } if *v == version)), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::Progress { .. })), "{events:?}");
+    assert_eq!(server.join().expect("server"), vec![Some(1), Some(0)]);
+    let slot_b = std::fs::read(b.path("root-b")).expect("slot b");
+    assert_eq!(&slot_b[..image.len()], &image[..], "slot b does not hold the image");
+    assert_eq!(std::fs::read(b.path(&format!("esp/EFI/Linux/wardbox-{version}+3.efi"))).expect("the counted ESP entry"), uki);
+
+    let records = b.update_records();
+    let by_admin = |action: &str, phase: Option<&str>| {
+        records.iter().any(|(actor, d)| actor == "it.admin" && d["action"] == action && phase.is_none_or(|p| d["phase"] == p))
+    };
+    assert!(by_admin("update_refused", None), "{records:?}");
+    assert!(by_admin("update_apply", Some("finished")), "{records:?}");
+}
+
 #[test]
 fn full_apply_writes_the_inactive_slot_and_a_counted_esp_entry_and_never_the_running_slot() {
     let rt = rt();
     let s = rt.block_on(Signing::new());
     let b = TestBox::new(&s.roots());
     let image = pattern(1024 * 1024 + 777, 42);
-    let uki = b"MZ pretend signed UKI for the next version".to_vec();
+    let uki = b"MZ pretend signed UKI for the next version, booting slot b".to_vec();
     let version = above(1);
     let bundle = rt.block_on(s.full("f1", &version, &image, &uki));
     let running_a = std::fs::read(b.path("root-a")).expect("slot a");
@@ -506,6 +576,7 @@ fn full_apply_writes_the_inactive_slot_and_a_counted_esp_entry_and_never_the_run
     assert_eq!(&slot_b[..image.len()], &image[..], "slot b does not hold the image");
     assert_eq!(std::fs::read(b.path("root-a")).expect("slot a"), running_a, "the running slot changed");
     let entry = b.path(&format!("esp/EFI/Linux/wardbox-{version}+3.efi"));
+    // Slot B's UKI (the one whose command line names root-b), not slot A's.
     assert_eq!(std::fs::read(&entry).expect("the counted ESP entry"), uki);
     assert_eq!(std::fs::read(b.path("esp/EFI/Linux/wardbox-running.efi")).expect("running uki"), b"MZ the running UKI");
 

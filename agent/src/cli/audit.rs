@@ -119,8 +119,13 @@ pub(super) fn open(config: &Config) -> Result<(Store, UnlockedVolume), CliError>
 
 /// Audit an operator action from the CLI.
 pub(super) fn record(store: &Store, volume: &UnlockedVolume, detail: serde_json::Value) -> Result<(), CliError> {
+    record_as(store, volume, &cli_actor(), detail)
+}
+
+/// Audit an action as `actor` (the install helper acts for the admin who confirmed on the page).
+pub(super) fn record_as(store: &Store, volume: &UnlockedVolume, actor: &str, detail: serde_json::Value) -> Result<(), CliError> {
     let (log, writer) = AuditLog::start(store.path(), &volume.store_key)?;
-    log.append_blocking(AuditEvent::new(EventKind::AdminAction, cli_actor(), detail))?;
+    log.append_blocking(AuditEvent::new(EventKind::AdminAction, actor, detail))?;
     drop(log);
     writer.join();
     Ok(())

@@ -76,6 +76,15 @@ pub enum UpdateCommand {
         #[arg(long)]
         floor: String,
     },
+    /// The root helper that installs a full bundle the admin Updates page confirmed: one JSON
+    /// request on standard input, JSON events on standard output (systemd starts it for each
+    /// connection to `wardbox-update-install.socket`). It finds and verifies the bundle itself.
+    /// Not for people: docs/update.md, "Who writes the slots".
+    #[command(hide = true)]
+    InstallHelper {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Check an install receipt on any machine: its bytes against its digest, and the TPM quote
     /// over that digest against the box's attestation key (`wardbox report export-ak`). Exit 0
     /// when it verifies, 3 when it is refused (unsigned, edited, another box's, altered).
@@ -96,6 +105,7 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
         UpdateCommand::Receipt { config, out, tcti } => receipt_cmd(&load_config(&config)?, &out, tcti),
         UpdateCommand::VerifyReceipt { file, ak } => verify_receipt_cmd(&file, &ak),
         UpdateCommand::TpmAdopt { config, floor } => tpm_adopt_cmd(&load_config(&config)?, &floor),
+        UpdateCommand::InstallHelper { config } => install_helper_cmd(&config),
     }
 }
 
@@ -273,6 +283,54 @@ fn apply_cmd(config: &Config, dir: &Path, yes: bool) -> CliResult {
         println!("{l}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// install helper
+
+fn install_helper_cmd(config: &Path) -> CliResult {
+    use crate::update::helper::{Event, EventWriter};
+    let mut events = EventWriter::new(std::io::stdout());
+    let result = load_config(config).map_err(|e| flow::Refused { message: e.message.clone(), exit_code: e.code }).and_then(|config| install_helper(&config, &mut events));
+    let (event, code) = match result {
+        Ok(event) => (event, 0),
+        Err(r) => (Event::Refused { message: r.message, exit_code: r.exit_code }, r.exit_code),
+    };
+    events.send(&event).map_err(|e| CliError::new(format!("cannot answer the agent: {e}")))?;
+    Ok(ExitCode::from(code))
+}
+
+/// One request from the agent: find the bundle on the sticks, verify it here, check the
+/// confirmed digest, install it as the admin who confirmed, report progress.
+fn install_helper(config: &Config, events: &mut crate::update::helper::EventWriter<std::io::Stdout>) -> Result<crate::update::helper::Event, flow::Refused> {
+    use crate::update::helper::{Event, phase_name, read_request};
+    let request = read_request(std::io::stdin().lock()).map_err(flow::Refused::operational)?;
+    let found = crate::update::service::find_bundles(&config.update.usb_dir).map_err(flow::Refused::operational)?;
+    let Some((_, dir)) = found.into_iter().find(|(id, _)| *id == request.bundle) else {
+        return Err(flow::Refused::operational(format!("no bundle {:?} on an inserted stick (was it removed?); nothing was changed", request.bundle)));
+    };
+    let (store, volume) = super::audit::open(config).map_err(|e| flow::Refused { message: e.message.clone(), exit_code: e.code })?;
+    let mut audit = |detail: serde_json::Value| super::audit::record_as(&store, &volume, &request.actor, detail).map_err(|e| e.message);
+    let paths = UpdatePaths::new(&volume.data_dir);
+    let rt = runtime().map_err(|e| flow::Refused::operational(e.message))?;
+    let checked = flow::verify(&rt, config, &paths, &dir, &mut audit)?;
+    let bundle = &checked.bundle;
+    if !bundle.manifest_sha256.eq_ignore_ascii_case(&request.sha256) {
+        let message = format!(
+            "the bundle {} on the stick is not the one confirmed (manifest sha256 {} now, {} confirmed); nothing was changed",
+            request.bundle, bundle.manifest_sha256, request.sha256
+        );
+        audit(json!({ "action": "update_refused", "bundle_sha256": bundle.manifest_sha256, "reason": message, "exit_code": 1 })).map_err(flow::Refused::operational)?;
+        return Err(flow::Refused::operational(message));
+    }
+    let verified = Event::Verified { kind: bundle.manifest.kind.to_string(), version: bundle.manifest.version.to_string(), total: checked.total };
+    events.send(&verified).map_err(|e| flow::Refused::operational(format!("cannot answer the agent: {e}; nothing was changed")))?;
+    let mut progress = |phase: Phase, done: u64, total: u64| {
+        // A progress line the agent does not read stops nothing: the install goes on.
+        let _ = events.send(&Event::Progress { phase: phase_name(phase).to_owned(), done, total });
+    };
+    let done = flow::install(&rt, config, &paths, &checked, &request.actor, &mut audit, &mut progress)?;
+    Ok(Event::Done { outcome: done.outcome.as_str().to_owned(), lines: done.lines })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@
 //!   file is kept in `<update>/previous/`; after the switch the file is loaded again from its
 //!   place, and the previous one comes back when that fails.
 //! - **full**: the system image into the inactive slot (`wardbox_update::write_to_slot`:
-//!   staged, written, read back), then the UKI onto the ESP as `wardbox-<version>+3.efi`
+//!   staged, written, read back), then that slot's UKI (the bundle carries one per slot: each
+//!   names its root partition on its signed command line) onto the ESP as `wardbox-<version>+3.efi`
 //!   (systemd-boot's boot counting: three tries, then the previous entry). The running slot is
 //!   never opened for writing. The caller records the pending reboot.
 
@@ -523,7 +524,16 @@ fn is_entry_of(name: &str, version: &str) -> bool {
             .is_some_and(|c| !c.is_empty() && c.split('-').count() <= 2 && c.split('-').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
 }
 
-/// Writes the system image to the slot that does not run, then the UKI onto the ESP.
+/// The bundle role of the UKI that boots `slot` (its signed command line names that slot's
+/// root partition).
+pub fn uki_role(slot: SlotName) -> ContentRole {
+    match slot {
+        SlotName::A => ContentRole::UkiA,
+        SlotName::B => ContentRole::UkiB,
+    }
+}
+
+/// Writes the system image to the slot that does not run, then that slot's UKI onto the ESP.
 pub async fn install_full(
     bundle: &VerifiedBundle,
     slots: &SlotsConfig,
@@ -531,9 +541,9 @@ pub async fn install_full(
     paths: &UpdatePaths,
     progress: Progress<'_>,
 ) -> Result<FullInstalled, ApplyError> {
-    let uki = bundle.target_for(ContentRole::Uki)?.clone();
-    let image = bundle.target_for(ContentRole::SystemImage)?.clone();
     let target_slot = running.other();
+    let uki = bundle.target_for(uki_role(target_slot))?.clone();
+    let image = bundle.target_for(ContentRole::SystemImage)?.clone();
     let staging = paths.staging();
     fs::create_dir_all(&staging).map_err(io_error("creating staging directory", &staging))?;
     if !slots.esp_dir.is_dir() {

@@ -15,6 +15,8 @@
 //!   [`usb_events`]: USB storage events from the image's helpers, for the audit trail.
 //! - [`tpm_floor`]: the system-version floor in a TPM NV counter, which a restored old state
 //!   directory cannot lower.
+//! - [`helper`]: the root helper that installs a full bundle the admin page confirmed (the
+//!   agent's own unit cannot write the slots or the ESP, on purpose).
 //!
 //! Everything the box keeps for updates is on the data volume (encrypted on the appliance):
 //!
@@ -30,6 +32,7 @@
 pub mod apply;
 pub mod boot;
 pub mod flow;
+pub mod helper;
 pub mod installs;
 pub mod receipt;
 pub mod service;
@@ -82,6 +85,11 @@ pub struct UpdateConfig {
     /// refused, removed); the daemon audits and removes them.
     #[serde(default = "default_usb_events_dir")]
     pub usb_events_dir: PathBuf,
+    /// The install helper's socket (`wardbox-update-install.socket` on the appliance): the admin
+    /// page hands a confirmed full bundle to it instead of writing the slots itself. Unset: the
+    /// agent installs in its own process (a dev box).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_helper: Option<PathBuf>,
 }
 
 fn default_usb_events_dir() -> PathBuf {
@@ -106,6 +114,7 @@ impl Default for UpdateConfig {
             rollback_tpm: None,
             usb_dir: default_usb_dir(),
             usb_events_dir: default_usb_events_dir(),
+            install_helper: None,
         }
     }
 }
@@ -195,6 +204,7 @@ impl UpdateConfig {
             ("update.slots.esp_dir", Some(&self.slots.esp_dir)),
             ("update.usb_dir", Some(&self.usb_dir)),
             ("update.usb_events_dir", Some(&self.usb_events_dir)),
+            ("update.install_helper", self.install_helper.as_ref()),
         ];
         for (key, path) in paths {
             if path.is_some_and(|p| !p.is_absolute()) {
@@ -297,11 +307,36 @@ pub mod tempdir {
     }
 }
 
-/// The running system's version: the agent's own (the image and the agent are released as one).
+/// Where the image build records what the image is (`image/build.sh`), among it the system
+/// version (`version: MAJOR.MINOR.PATCH`). On the read-only root of the appliance.
+pub const IMAGE_INFO: &str = "/usr/lib/wardbox-image-info";
+
+/// The running system's version: the image's (`version:` in [`IMAGE_INFO`]), the version a
+/// full bundle installs and the system floor counts. A box without that file (a dev box) runs
+/// the agent's own version. An image file without a valid version is an error: the box must
+/// not guess which version it runs before it compares bundles against it.
 pub fn running_version() -> Result<Version, UpdateError> {
-    env!("CARGO_PKG_VERSION")
-        .parse()
-        .map_err(|e| UpdateError::Tuf(format!("the agent's version {:?} is not MAJOR.MINOR.PATCH: {e}", env!("CARGO_PKG_VERSION"))))
+    running_version_from(Path::new(IMAGE_INFO))
+}
+
+fn running_version_from(info: &Path) -> Result<Version, UpdateError> {
+    match std::fs::read_to_string(info) {
+        Ok(text) => image_version(&text).map_err(|why| UpdateError::Tuf(format!("{}: {why}", info.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => env!("CARGO_PKG_VERSION")
+            .parse()
+            .map_err(|e| UpdateError::Tuf(format!("the agent's version {:?} is not MAJOR.MINOR.PATCH: {e}", env!("CARGO_PKG_VERSION")))),
+        Err(e) => Err(UpdateError::io("reading the image's version", info)(e)),
+    }
+}
+
+/// The `version:` line of the image information (pure).
+pub fn image_version(info: &str) -> Result<Version, String> {
+    let mut versions = info.lines().filter_map(|l| l.strip_prefix("version:")).map(str::trim);
+    match (versions.next(), versions.next()) {
+        (Some(v), None) => v.parse().map_err(|e| format!("the image's version: {e}")),
+        (None, _) => Err("no `version:` line: the image does not say which system version it is".into()),
+        (Some(_), Some(_)) => Err("more than one `version:` line".into()),
+    }
 }
 
 /// What the box knows about itself, from its running image.
@@ -405,5 +440,21 @@ mod tests {
     #[test]
     fn the_running_version_is_a_release_version() {
         assert!(running_version().is_ok());
+    }
+
+    #[test]
+    fn the_running_version_is_the_images_when_the_image_says_it() {
+        assert_eq!(image_version("image: wardbox\nversion: 0.2.0\nsource: abc\n"), Ok(Version::new(0, 2, 0)));
+        for bad in ["image: wardbox\n", "version: 0.2\n", "version: 0.2.0\nversion: 0.3.0\n"] {
+            assert!(image_version(bad).is_err(), "{bad:?}");
+        }
+        let dir = tempdir::TempDir::new().expect("dir");
+        let info = dir.path().join("wardbox-image-info");
+        // No file (a dev box): the agent's own version.
+        assert_eq!(running_version_from(&info).expect("agent version").to_string(), env!("CARGO_PKG_VERSION"));
+        std::fs::write(&info, "image: wardbox\nversion: 7.1.3\n").expect("write");
+        assert_eq!(running_version_from(&info).expect("image version"), Version::new(7, 1, 3));
+        std::fs::write(&info, "image: wardbox\n").expect("write");
+        assert!(running_version_from(&info).is_err(), "an image that does not say its version");
     }
 }

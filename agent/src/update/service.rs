@@ -18,6 +18,7 @@ use wardbox_update::inspect;
 use wardbox_update::slot::Phase;
 
 use super::flow::{self, Refused};
+use super::helper::phase_name;
 use super::{UpdatePaths, box_facts, tpm_floor};
 use crate::audit::{AuditEvent, AuditLog, EventKind};
 use crate::config::Config;
@@ -117,14 +118,6 @@ pub fn bytes(n: u64) -> String {
         format!("{:.1} KiB", f / K)
     } else {
         format!("{n} B")
-    }
-}
-
-fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Verifying => "verifying",
-        Phase::Writing => "writing",
-        Phase::ReadingBack => "reading back",
     }
 }
 
@@ -265,50 +258,37 @@ impl UpdateService for BoxUpdates {
             Some(ApplyState { view, phase_started: Instant::now() });
 
         let (config, shared, actor) = (self.config.clone(), self.apply.clone(), actor.to_owned());
-        let spawned = std::thread::Builder::new().name("update-apply".into()).spawn(move || {
-            let mut record = |detail: serde_json::Value| Self::record(&audit, &actor, detail);
-            let progress_state = shared.clone();
-            let mut progress = move |phase: Phase, done: u64, total: u64| {
-                let Ok(mut guard) = progress_state.lock() else { return };
-                let Some(s) = guard.as_mut() else { return };
-                let name = phase_name(phase);
-                if s.view.phase != name {
-                    s.view.phase = name.to_owned();
-                    s.phase_started = Instant::now();
-                }
-                let secs = s.phase_started.elapsed().as_secs_f64();
-                let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
-                let left = if done >= total {
-                    "done".to_owned()
-                } else if rate > 0.0 {
-                    format!("{:.0} s left", total.saturating_sub(done) as f64 / rate)
-                } else {
-                    "time left not known yet".to_owned()
-                };
-                s.view.done = done;
-                s.view.total = total;
-                s.view.percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
-                s.view.words = format!("{} of {}, {}/s, {left}", bytes(done), bytes(total), bytes(rate as u64));
-            };
-            let result = flow::install(&rt, &config, &paths, &checked, &actor, &mut record, &mut progress);
+        let helper = config.update.install_helper.clone().filter(|_| checked.bundle.manifest.kind == wardbox_update::BundleKind::Full);
+        let spawned = if let Some(socket) = helper {
+            // The slots and the ESP are the install helper's (super::helper): it takes the apply
+            // lock, finds and verifies the bundle again and installs it as this admin.
             drop(checked);
-            if let Ok(mut guard) = shared.lock()
-                && let Some(s) = guard.as_mut()
-            {
-                s.view.running = false;
-                match result {
-                    Ok(done) => {
-                        s.view.outcome = done.outcome.as_str().to_owned();
-                        s.view.lines = done.lines;
-                        s.view.percent = 100;
+            let request = super::helper::Request { bundle: id.to_owned(), sha256: sha256.to_owned(), actor };
+            std::thread::Builder::new().name("update-helper".into()).spawn(move || {
+                use super::helper::Event;
+                let mut on_event = |event: &Event| {
+                    if let Event::Progress { phase, done, total } = event {
+                        show_progress(&shared, phase, *done, *total);
                     }
-                    Err(r) => {
-                        s.view.outcome = if r.exit_code == super::apply::EXIT_HEALTH_FAILED { "rolled-back" } else { "failed" }.to_owned();
-                        s.view.message = format!("{} (exit code {})", r.message, r.exit_code);
-                    }
-                }
-            }
-        });
+                };
+                let result = match super::helper::call(&socket, &request, &mut on_event) {
+                    Ok(Event::Done { outcome, lines }) => Ok((outcome, lines)),
+                    Ok(Event::Refused { message, exit_code }) => Err(Refused { message, exit_code }),
+                    Ok(other) => Err(Refused::operational(format!("the install helper ended with {other:?}"))),
+                    Err(message) => Err(Refused::operational(message)),
+                };
+                finish(&shared, result);
+            })
+        } else {
+            std::thread::Builder::new().name("update-apply".into()).spawn(move || {
+                let mut record = |detail: serde_json::Value| Self::record(&audit, &actor, detail);
+                let progress_state = shared.clone();
+                let mut progress = move |phase: Phase, done: u64, total: u64| show_progress(&progress_state, phase_name(phase), done, total);
+                let result = flow::install(&rt, &config, &paths, &checked, &actor, &mut record, &mut progress);
+                drop(checked);
+                finish(&shared, result.map(|done| (done.outcome.as_str().to_owned(), done.lines)));
+            })
+        };
         if let Err(e) = spawned {
             if let Ok(mut guard) = self.apply.lock() {
                 *guard = None;
@@ -328,6 +308,47 @@ impl UpdateService for BoxUpdates {
         Self::record(&self.audit, actor, json!({ "action": "update_receipt", "bundle_sha256": receipt.install.bundle_sha256, "signed": receipt.signed }))?;
         let short = receipt.install.bundle_sha256.get(..12).unwrap_or("bundle").to_owned();
         Ok(ReceiptFile { file_name: format!("wardbox-update-receipt-{}-{short}.json", receipt.install.to), bytes: receipt.document })
+    }
+}
+
+/// Shows an install's progress on the page: phase, bytes, rate and time left.
+fn show_progress(shared: &Mutex<Option<ApplyState>>, phase: &str, done: u64, total: u64) {
+    let Ok(mut guard) = shared.lock() else { return };
+    let Some(s) = guard.as_mut() else { return };
+    if s.view.phase != phase {
+        s.view.phase = phase.to_owned();
+        s.phase_started = Instant::now();
+    }
+    let secs = s.phase_started.elapsed().as_secs_f64();
+    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+    let left = if done >= total {
+        "done".to_owned()
+    } else if rate > 0.0 {
+        format!("{:.0} s left", total.saturating_sub(done) as f64 / rate)
+    } else {
+        "time left not known yet".to_owned()
+    };
+    s.view.done = done;
+    s.view.total = total;
+    s.view.percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
+    s.view.words = format!("{} of {}, {}/s, {left}", bytes(done), bytes(total), bytes(rate as u64));
+}
+
+/// Ends an install on the page: its outcome and lines, or why it failed.
+fn finish(shared: &Mutex<Option<ApplyState>>, result: Result<(String, Vec<String>), Refused>) {
+    let Ok(mut guard) = shared.lock() else { return };
+    let Some(s) = guard.as_mut() else { return };
+    s.view.running = false;
+    match result {
+        Ok((outcome, lines)) => {
+            s.view.outcome = outcome;
+            s.view.lines = lines;
+            s.view.percent = 100;
+        }
+        Err(r) => {
+            s.view.outcome = if r.exit_code == super::apply::EXIT_HEALTH_FAILED { "rolled-back" } else { "failed" }.to_owned();
+            s.view.message = format!("{} (exit code {})", r.message, r.exit_code);
+        }
     }
 }
 

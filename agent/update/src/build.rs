@@ -174,7 +174,10 @@ pub struct BuildSpec {
     /// When targets, snapshot and timestamp metadata expire.
     pub expires: Timestamp,
     pub system_image: Option<PathBuf>,
-    pub uki: Option<PathBuf>,
+    /// The signed UKI that boots slot A (its command line names root-a's PARTUUID).
+    pub uki_a: Option<PathBuf>,
+    /// The signed UKI that boots slot B.
+    pub uki_b: Option<PathBuf>,
     /// An Ollama models directory (`manifests/…`, `blobs/sha256-…`), e.g. `~/.ollama/models`
     /// after `ollama pull` on a connected workstation.
     pub models_dir: Option<PathBuf>,
@@ -208,8 +211,11 @@ pub async fn build_bundle(spec: &BuildSpec) -> Result<BuildReport, BuildError> {
     if let Some(p) = &spec.system_image {
         add("system.img".into(), p.clone(), ContentRole::SystemImage, None);
     }
-    if let Some(p) = &spec.uki {
-        add("wardbox.efi".into(), p.clone(), ContentRole::Uki, None);
+    if let Some(p) = &spec.uki_a {
+        add("wardbox-a.efi".into(), p.clone(), ContentRole::UkiA, None);
+    }
+    if let Some(p) = &spec.uki_b {
+        add("wardbox-b.efi".into(), p.clone(), ContentRole::UkiB, None);
     }
     if let Some(p) = &spec.firmware_policy {
         add("firmware-policy.toml".into(), p.clone(), ContentRole::FirmwarePolicy, None);

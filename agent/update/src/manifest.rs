@@ -74,8 +74,12 @@ impl FromStr for BundleKind {
 pub enum ContentRole {
     /// The root filesystem image for the inactive slot.
     SystemImage,
-    /// The signed unified kernel image that boots that slot.
-    Uki,
+    /// The signed unified kernel image that boots slot A: its signed command line names
+    /// `root=PARTUUID=<wardbox-root-a>`, so a UKI boots exactly one slot and a full bundle
+    /// carries one for each (the box installs the one for the slot it writes).
+    UkiA,
+    /// The signed unified kernel image that boots slot B (`root=PARTUUID=<wardbox-root-b>`).
+    UkiB,
     /// An Ollama model manifest; `path` is where it goes under the models directory.
     ModelManifest,
     /// An Ollama blob (`blobs/sha256-<hex>`); `path` is where it goes under the models directory.
@@ -90,7 +94,8 @@ impl ContentRole {
     pub fn as_str(self) -> &'static str {
         match self {
             ContentRole::SystemImage => "system-image",
-            ContentRole::Uki => "uki",
+            ContentRole::UkiA => "uki-a",
+            ContentRole::UkiB => "uki-b",
             ContentRole::ModelManifest => "model-manifest",
             ContentRole::ModelBlob => "model-blob",
             ContentRole::FirmwarePolicy => "firmware-policy",
@@ -345,12 +350,14 @@ fn check_kind(kind: BundleKind, count: &BTreeMap<ContentRole, usize>) -> Result<
     }
     match kind {
         BundleKind::Full => {
-            if n(ContentRole::SystemImage) != 1 || n(ContentRole::Uki) != 1 {
-                return bad("a full bundle has exactly one system-image and one uki".into());
+            if n(ContentRole::SystemImage) != 1 || n(ContentRole::UkiA) != 1 || n(ContentRole::UkiB) != 1 {
+                return bad(
+                    "a full bundle has exactly one system-image, one uki-a and one uki-b (each UKI names the root partition of its slot on its signed command line)".into(),
+                );
             }
         }
         BundleKind::ModelsOnly => {
-            if n(ContentRole::SystemImage) + n(ContentRole::Uki) + n(ContentRole::FirmwarePolicy) > 0 {
+            if n(ContentRole::SystemImage) + n(ContentRole::UkiA) + n(ContentRole::UkiB) + n(ContentRole::FirmwarePolicy) > 0 {
                 return bad("a models-only bundle holds models and release notes only".into());
             }
             if n(ContentRole::ModelManifest) == 0 {
@@ -358,7 +365,8 @@ fn check_kind(kind: BundleKind, count: &BTreeMap<ContentRole, usize>) -> Result<
             }
         }
         BundleKind::PolicyOnly => {
-            if n(ContentRole::SystemImage) + n(ContentRole::Uki) + n(ContentRole::ModelManifest) + n(ContentRole::ModelBlob) > 0 {
+            if n(ContentRole::SystemImage) + n(ContentRole::UkiA) + n(ContentRole::UkiB) + n(ContentRole::ModelManifest) + n(ContentRole::ModelBlob) > 0
+            {
                 return bad("a policy-only bundle holds the policy and release notes only".into());
             }
             if n(ContentRole::FirmwarePolicy) != 1 {
@@ -408,7 +416,8 @@ mod tests {
             created: "2026-11-29T10:00:00Z".parse().expect("time"),
             contents: vec![
                 ContentEntry { target: "system.img".into(), role: ContentRole::SystemImage, path: None },
-                ContentEntry { target: "wardbox.efi".into(), role: ContentRole::Uki, path: None },
+                ContentEntry { target: "wardbox-a.efi".into(), role: ContentRole::UkiA, path: None },
+                ContentEntry { target: "wardbox-b.efi".into(), role: ContentRole::UkiB, path: None },
             ],
         }
     }
@@ -451,14 +460,34 @@ mod tests {
     }
 
     #[test]
+    fn a_full_bundle_carries_one_uki_for_each_slot() {
+        // Each UKI's signed command line names the root partition of one slot, so a bundle
+        // with one UKI could boot only one of the two slots it may be written to.
+        for drop in [ContentRole::UkiA, ContentRole::UkiB] {
+            let mut m = sample();
+            m.contents.retain(|e| e.role != drop);
+            let err = validate(&m).expect_err("one UKI only").to_string();
+            assert!(err.contains("one uki-a and one uki-b"), "{err}");
+        }
+        let mut m = sample();
+        m.contents.push(ContentEntry { target: "other-b.efi".into(), role: ContentRole::UkiB, path: None });
+        assert!(matches!(validate(&m), Err(ManifestError::Kind { .. })));
+        // The single-UKI form of earlier builds is refused, naming the roles.
+        let mut v = serde_json::to_value(sample()).expect("json");
+        v["contents"] = serde_json::json!([{ "target": "system.img", "role": "system-image" }, { "target": "wardbox.efi", "role": "uki" }]);
+        let err = parse_manifest(&serde_json::to_vec(&v).expect("json")).expect_err("role uki").to_string();
+        assert!(err.contains("unknown variant `uki`"), "{err}");
+    }
+
+    #[test]
     fn contents_must_match_the_signed_targets() {
         let m = sample();
-        assert_eq!(check_contents(&m, ["bundle.json", "system.img", "wardbox.efi"]), Ok(()));
+        assert_eq!(check_contents(&m, ["bundle.json", "system.img", "wardbox-a.efi", "wardbox-b.efi"]), Ok(()));
         assert_eq!(
-            check_contents(&m, ["bundle.json", "system.img", "wardbox.efi", "x"]),
+            check_contents(&m, ["bundle.json", "system.img", "wardbox-a.efi", "wardbox-b.efi", "x"]),
             Err(ManifestError::Unlisted("x".into()))
         );
-        assert_eq!(check_contents(&m, ["system.img"]), Err(ManifestError::NotSigned("wardbox.efi".into())));
+        assert_eq!(check_contents(&m, ["system.img", "wardbox-b.efi"]), Err(ManifestError::NotSigned("wardbox-a.efi".into())));
     }
 
     #[test]

@@ -99,7 +99,8 @@ impl Fixture {
         let inputs = self.tmp.path().join("inputs");
         fs::create_dir_all(&inputs).expect("inputs");
         fs::write(inputs.join("root.img"), &self.image).expect("image");
-        fs::write(inputs.join("wardbox.efi"), b"MZ pretend signed UKI").expect("uki");
+        fs::write(inputs.join("wardbox-a.efi"), b"MZ pretend signed UKI for slot a").expect("uki a");
+        fs::write(inputs.join("wardbox-b.efi"), b"MZ pretend signed UKI for slot b").expect("uki b");
         fs::write(inputs.join("notes.txt"), "Wardbox 1.1.0\n- fixes\n").expect("notes");
         BuildSpec {
             roots_dir: self.roots.clone(),
@@ -109,7 +110,8 @@ impl Fixture {
             manifest,
             expires: in_a_year(),
             system_image: Some(inputs.join("root.img")),
-            uki: Some(inputs.join("wardbox.efi")),
+            uki_a: Some(inputs.join("wardbox-a.efi")),
+            uki_b: Some(inputs.join("wardbox-b.efi")),
             models_dir: None,
             firmware_policy: None,
             release_notes: Some(inputs.join("notes.txt")),
@@ -533,7 +535,8 @@ async fn models_only_bundle_carries_the_ollama_layout() {
     m.kind = BundleKind::ModelsOnly;
     let mut spec = f.spec("models", m);
     spec.system_image = None;
-    spec.uki = None;
+    spec.uki_a = None;
+    spec.uki_b = None;
     spec.models_dir = Some(models);
     let bundle = f.build(spec).await;
     let b = f.make_box();

@@ -89,8 +89,12 @@ struct BuildArgs {
     expires: Timestamp,
     #[arg(long)]
     system_image: Option<PathBuf>,
+    /// The signed UKI that boots slot A (command line `root=PARTUUID=<wardbox-root-a>`).
     #[arg(long)]
-    uki: Option<PathBuf>,
+    uki_a: Option<PathBuf>,
+    /// The signed UKI that boots slot B (command line `root=PARTUUID=<wardbox-root-b>`).
+    #[arg(long)]
+    uki_b: Option<PathBuf>,
     /// An Ollama models directory (manifests/ and blobs/).
     #[arg(long)]
     models: Option<PathBuf>,
@@ -189,7 +193,8 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
                 },
                 expires: a.expires,
                 system_image: a.system_image,
-                uki: a.uki,
+                uki_a: a.uki_a,
+                uki_b: a.uki_b,
                 models_dir: a.models,
                 firmware_policy: a.firmware_policy,
                 release_notes: a.release_notes,
