@@ -50,6 +50,9 @@ pub struct Config {
     /// Where and when the box backs up (`crate::backup`).
     #[serde(default)]
     pub backup: crate::backup::schedule::BackupConfig,
+    /// When free space on the data volume is low (`crate::disk`).
+    #[serde(default)]
+    pub disk: crate::disk::DiskConfig,
     /// The file this configuration was loaded from (backups copy it as it is); `None` for a
     /// configuration built in code.
     #[serde(skip)]
@@ -132,6 +135,7 @@ impl Config {
             alerts: wardbox_alerts::AlertsConfig::default(),
             alert_delivery: crate::alerting::DeliveryConfig::default(),
             backup: crate::backup::schedule::BackupConfig::default(),
+            disk: crate::disk::DiskConfig::default(),
             source_file: None,
         }
     }
@@ -174,6 +178,7 @@ impl Config {
         self.engine.validate()?;
         self.update.validate(self.profile)?;
         self.clinical.validate()?;
+        self.disk.validate()?;
         self.alerts.validate().map_err(|e| ConfigError::invalid(format!("alerts.{}", e.key), e.problem))?;
         if self.clinical.demo_records && self.profile == Profile::Appliance {
             return Err(ConfigError::invalid("clinical.demo_records", "invented demo patients are for the dev profile only"));
@@ -212,6 +217,7 @@ mod tests {
             ("profile = \"dev\"\nstate_dir = \"/x\"\n[audit]\ncheckpoint_interval_secs = 1\nretention_years = 6", "`audit.checkpoint_interval_secs`"),
             ("profile = \"dev\"\nstate_dir = \"/x\"\n[audit]\ncheckpoint_interval_secs = 3600\nretention_years = 2", "at least 6 years"),
             ("profile = \"dev\"\nstate_dir = \"/x\"\n[web]\nlisten = 5", "invalid type"),
+            ("profile = \"dev\"\nstate_dir = \"/x\"\n[disk]\nwarn_free_percent = 5\ncritical_free_percent = 5", "`disk.critical_free_percent`"),
             ("profile = = ", "not valid"),
         ];
         for (text, expected) in cases {

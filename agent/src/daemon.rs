@@ -302,6 +302,14 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         }));
         tokio::spawn(crate::backup::service::run_schedule(backups, stop_rx.clone()));
     }
+    // Free space on the data volume: low space degrades the health and raises one alert per
+    // crossing, before the volume is full (docs/web.md, "Low space on the data volume").
+    if let Some(data_dir) = &data_dir {
+        let watch = crate::disk::watch::Watch { data_dir: data_dir.clone(), config: config.disk.clone(), store: store.clone(), audit: audit.clone() };
+        // The health only, not the UI (which holds an audit handle), as for the backups.
+        let (d_state, d_status) = (AppState { ui: None, ..state.clone() }, status_path.clone());
+        tokio::spawn(crate::disk::watch::run(watch, move |report| disk_report(&d_state, &d_status, report), stop_rx.clone()));
+    }
     // Conversations past the clinic's retention period: deleted on schedule (docs/rag.md).
     tokio::spawn(clinical::purge_conversations_hourly(clinical_store.clone(), config.clinical.conversation_retention_days, stop_rx.clone()));
     // Alerts: the detector follows the audit chain (after replaying it), stores and audits each
@@ -607,6 +615,42 @@ fn raise(state: &AppState, status_path: &Path, source: &str, message: String) {
         if let Err(e) = write_status(status_path, &health) {
             tracing::error!("{e}");
         }
+    }
+}
+
+/// The data volume's free space in the health; its `disk` alert replaced when the level
+/// changed (cleared when space is back).
+fn disk_report(state: &AppState, status_path: &Path, report: crate::disk::watch::Report) {
+    use crate::disk::watch::Report;
+    let Ok(mut health) = state.health.write() else { return };
+    match report {
+        Report::Reading { path, space, level, reason, changed } => {
+            // The status file follows the figure, not every check (a full volume reads the same).
+            let moved = health.data_volume.as_ref().is_none_or(|v| v.free_percent != space.free_percent());
+            health.set_data_volume(&path, space.total_bytes, space.free_bytes, space.free_percent(), space.describe(), level.as_str());
+            if !changed && !moved {
+                return;
+            }
+            if changed {
+                health.clear("disk");
+                match reason {
+                    Some(reason) => {
+                        tracing::error!(source = "disk", "ALERT: {reason}");
+                        health.raise("disk", reason);
+                    }
+                    None => tracing::info!(source = "disk", "data volume {path}: {}", space.describe()),
+                }
+            }
+        }
+        Report::Unreadable { path, error } => {
+            let message = format!("cannot read the free space of the data volume {path}: {error}");
+            tracing::error!(source = "disk", "ALERT: {message}");
+            health.clear("disk");
+            health.raise("disk", message);
+        }
+    }
+    if let Err(e) = write_status(status_path, &health) {
+        tracing::error!("{e}");
     }
 }
 

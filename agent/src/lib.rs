@@ -10,6 +10,7 @@ pub mod clinical;
 pub mod compliance;
 pub mod config;
 pub mod daemon;
+pub mod disk;
 pub mod logging;
 pub mod notify;
 pub mod settings;

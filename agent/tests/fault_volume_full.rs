@@ -11,53 +11,17 @@
 //! A tmpfs is not the appliance's encrypted ext4 volume: SQLite's out-of-space path is the same
 //! (`SQLITE_FULL` on a failed write), the filesystem's reserved blocks and journal are not.
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod fault_support;
 
-use fault_support::{cookie, http, open_store, serve_embeddings, text, wardbox};
+use fault_support::{Agent, SmallVolume, cookie, fill, http, open_store, serve_embeddings, text, wardbox};
 use wardbox::config::Config;
 
 const PASSWORD: &str = "correct horse battery";
-
-/// A size-limited tmpfs, unmounted when dropped.
-struct SmallVolume(PathBuf);
-
-impl SmallVolume {
-    fn mount(at: &Path, size_mib: u32) -> Self {
-        std::fs::create_dir_all(at).expect("mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs", at.to_str().expect("utf8")])
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "THIS TEST NEEDS ROOT (or CAP_SYS_ADMIN) TO MOUNT A {size_mib} MiB TMPFS AT {} AND CANNOT RUN WITHOUT IT: {}",
-            at.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self(at.to_path_buf())
-    }
-}
-
-impl Drop for SmallVolume {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn csrf(body: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
@@ -82,20 +46,6 @@ fn sign_in(addr: SocketAddr, username: &str) -> (String, String) {
     let pre = cookie(&head, "wb_login");
     let form = format!("csrf={}&username={username}&password=correct+horse+battery", csrf(&body));
     post(addr, "/login", &format!("wb_login={pre}"), &form)
-}
-
-/// Write a file until the filesystem has no byte left (large writes, then smaller ones).
-fn fill(path: &Path) -> u64 {
-    let mut f = std::fs::File::create(path).expect("filler");
-    let mut written = 0u64;
-    for size in [1 << 20, 64 << 10, 4 << 10, 512, 1] {
-        let chunk = vec![0x5au8; size];
-        while f.write_all(&chunk).is_ok() {
-            written += size as u64;
-        }
-    }
-    let _ = f.sync_all();
-    written
 }
 
 /// Audit records (kind, actor, detail) through a second connection to the store.

@@ -55,6 +55,9 @@ pub enum Rule {
     /// A system update did not take: the box fell back to the previous system, or the agent
     /// could not settle the update or raise the TPM anti-rollback floor (`source: "update"`).
     Update,
+    /// Free space on the data volume fell below the agent's warning or critical threshold
+    /// (`source: "disk"`), once per crossing.
+    DiskSpace,
     /// A system `security_alert` from a source this version does not know: an alert under a
     /// name that says so, never filed under another source's rule.
     UnknownSystemAlert,
@@ -64,7 +67,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 25] = [
+    pub const ALL: [Rule; 26] = [
         Rule::OffHours,
         Rule::BulkAccess,
         Rule::LargePrompt,
@@ -89,6 +92,7 @@ impl Rule {
         Rule::SameAddress,
         Rule::Backup,
         Rule::Update,
+        Rule::DiskSpace,
         Rule::UnknownSystemAlert,
     ];
 
@@ -119,6 +123,7 @@ impl Rule {
             Rule::BreakGlassUnreviewed => "break_glass_unreviewed",
             Rule::Backup => "backup",
             Rule::Update => "update",
+            Rule::DiskSpace => "disk_space",
             Rule::UnknownSystemAlert => "unknown_system_alert",
         }
     }
@@ -402,15 +407,16 @@ impl Detector {
                     SystemSource::Backup => Rule::Backup,
                     SystemSource::Audit => Rule::AuditChain,
                     SystemSource::Update => Rule::Update,
+                    SystemSource::Disk => Rule::DiskSpace,
                     SystemSource::Unknown(_) => Rule::UnknownSystemAlert,
                 };
-                out.push(alert(
-                    rule,
-                    "box".into(),
-                    format!("every {} failure", source.name()),
-                    event.clone(),
-                    vec![o.seq],
-                ));
+                let threshold = match source {
+                    SystemSource::Disk => {
+                        "every fall of the data volume's free space below a [disk] threshold".into()
+                    }
+                    _ => format!("every {} failure", source.name()),
+                };
+                out.push(alert(rule, "box".into(), threshold, event.clone(), vec![o.seq]));
             }
             Fact::Other => {}
         }
@@ -1224,6 +1230,7 @@ mod tests {
                 "fell-back",
             ),
             (json!({ "source": "update", "reason": "cannot raise the TPM anti-rollback floor: busy" }), Rule::Update, "failed"),
+            (json!({ "source": "disk", "event": "space_critical" }), Rule::DiskSpace, "space_critical"),
             (json!({ "source": "thermal", "event": "overheated" }), Rule::UnknownSystemAlert, "overheated"),
         ];
         for (i, (detail, rule, observed)) in cases.into_iter().enumerate() {
@@ -1236,6 +1243,7 @@ mod tests {
         assert!(got[0].threshold.contains("thermal"), "the unknown source is named: {got:?}");
         assert_eq!(Rule::UnknownSystemAlert.as_str(), "unknown_system_alert");
         assert_eq!(Rule::Update.as_str(), "update");
+        assert_eq!(Rule::DiskSpace.as_str(), "disk_space");
     }
 
 }

@@ -92,6 +92,8 @@ pub enum SystemSource {
     /// A system update did not take: the box fell back to the previous system, the pending
     /// update could not be settled, or the TPM anti-rollback floor could not be raised.
     Update,
+    /// Free space on the data volume fell below a `[disk]` threshold of the agent.
+    Disk,
     /// A source this version does not know (written by a newer component, or a typo in one):
     /// still an alert, never filed under another source's rule.
     Unknown(String),
@@ -107,6 +109,7 @@ impl SystemSource {
             SystemSource::Csrf => "csrf",
             SystemSource::Backup => "backup",
             SystemSource::Update => "update",
+            SystemSource::Disk => "disk",
             SystemSource::Unknown(name) => name,
         }
     }
@@ -212,6 +215,19 @@ fn fact_of(kind: &str, actor: &str, d: &Value) -> Fact {
                     event,
                 },
                 (Some("backup"), _) => Fact::Other,
+                // Free space fell below a threshold (the agent's `disk::watch`, once per
+                // crossing); what it saw and the threshold are in the observed text. Its
+                // recovery (`space_recovered`, a lifecycle record) is not an alert.
+                (Some("disk"), "space_low" | "space_critical") => Fact::SystemCheck {
+                    source: SystemSource::Disk,
+                    event: match (text(d, "free"), text(d, "threshold")) {
+                        (Some(free), Some(threshold)) => {
+                            format!("{event}: {free}, below {threshold}")
+                        }
+                        _ => event,
+                    },
+                },
+                (Some("disk"), _) => Fact::Other,
                 // The update records carry no `event`: a fallback says `outcome: fell-back`,
                 // a failure to settle or to raise the TPM floor only its `reason`.
                 (Some("update"), _) => Fact::SystemCheck {
@@ -447,6 +463,25 @@ mod tests {
         assert_eq!(f, Fact::Other);
         let f = read("security_alert", "system", json!({ "source": "backup", "event": "something_else" }));
         assert_eq!(f, Fact::Other);
+    }
+
+    /// The records the agent's disk watch writes: a crossing into low or critical space is a
+    /// check with the figure and the threshold; the recovery is not.
+    #[test]
+    fn low_space_on_the_data_volume_is_a_disk_check_and_its_recovery_is_not() {
+        let low = json!({ "source": "disk", "event": "space_low", "path": "/var/lib/wardbox/data", "free_bytes": 4, "total_bytes": 48, "free_percent": 8.3, "free": "4.0 MiB free of 48.0 MiB (8.3 %)", "threshold": "4.8 MiB free" });
+        assert_eq!(
+            read("security_alert", "system", low),
+            Fact::SystemCheck {
+                source: SystemSource::Disk,
+                event: "space_low: 4.0 MiB free of 48.0 MiB (8.3 %), below 4.8 MiB free".into()
+            }
+        );
+        let bare = read("security_alert", "system", json!({ "source": "disk", "event": "space_critical" }));
+        assert_eq!(bare, Fact::SystemCheck { source: SystemSource::Disk, event: "space_critical".into() });
+        let recovered = json!({ "source": "disk", "event": "space_recovered", "alerts_acknowledged": 1 });
+        assert_eq!(read("lifecycle", "system", recovered.clone()), Fact::Other);
+        assert_eq!(read("security_alert", "system", recovered), Fact::Other);
     }
 
     /// The three records the update code writes (docs/update.md): a fallback to the previous

@@ -352,6 +352,9 @@ fn status(config: &Config, json: bool) -> CliResult {
         println!("profile: {}", health.profile);
         println!("state:   {:?}", health.state);
         println!("since:   {}", health.started_at);
+        if let Some(v) = &health.data_volume {
+            println!("data:    {} {} ({}, checked {})", v.path, v.summary, v.level, v.checked_at);
+        }
         println!();
         println!("{:<10} {:<9} {:>8}  reason", "stage", "outcome", "ms");
         for s in &health.stages {

@@ -44,6 +44,26 @@ pub struct Health {
     /// Protections the box is running without, in words (dev profile only).
     pub running_without: Vec<String>,
     pub alerts: Vec<Alert>,
+    /// The data volume's free space at the last check (`None` before the first; absent from
+    /// a status file of an older agent), so that low space shows before it runs out.
+    #[serde(default)]
+    pub data_volume: Option<DataVolume>,
+}
+
+/// The data volume's free space as the disk watch last read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataVolume {
+    /// The store's directory, whose filesystem was read.
+    pub path: String,
+    pub total_bytes: u64,
+    /// What the agent may still write.
+    pub free_bytes: u64,
+    pub free_percent: f64,
+    /// In words: `4.1 GiB free of 51.0 GiB (8.0 %)`.
+    pub summary: String,
+    /// `ok`, `low` (below the warning threshold) or `critical`.
+    pub level: String,
+    pub checked_at: String,
 }
 
 /// A stage record as shown (owned strings so the file round-trips).
@@ -84,6 +104,7 @@ impl Health {
             stages: log.records().iter().map(StageRecordView::from).collect(),
             running_without: log.missing_protections().iter().map(|p| p.describe().to_string()).collect(),
             alerts: Vec::new(),
+            data_volume: None,
         };
         health.state = health.derive_state(log.records());
         health
@@ -110,6 +131,19 @@ impl Health {
         if self.state == HealthState::Degraded && self.alerts.is_empty() && self.running_without.is_empty() && !degraded_stage {
             self.state = HealthState::Serving;
         }
+    }
+
+    /// Show the data volume's free space as just read.
+    pub fn set_data_volume(&mut self, path: &str, total_bytes: u64, free_bytes: u64, free_percent: f64, summary: String, level: &str) {
+        self.data_volume = Some(DataVolume {
+            path: path.to_string(),
+            total_bytes,
+            free_bytes,
+            free_percent,
+            summary,
+            level: level.to_string(),
+            checked_at: jiff::Timestamp::now().to_string(),
+        });
     }
 
     /// Raise an alert; the state becomes at least degraded.

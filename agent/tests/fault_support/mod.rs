@@ -1,18 +1,82 @@
 //! Shared by the fault tests that run the real agent: plain HTTP to it, the `wardbox` command,
-//! the store opened as the operator commands open it, and the engine's embedding endpoint
-//! served by the dev profile's hashing embedder (no model), for `wardbox records import`.
+//! the store opened as the operator commands open it, the engine's embedding endpoint served
+//! by the dev profile's hashing embedder (no model), for `wardbox records import`, and a small
+//! tmpfs to put the whole box on, with a file to fill it.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use wardbox::config::Config;
 use wardbox::stages::unlock::unlocker;
 use wardbox::store::Store;
 use wardbox_rag::embed::HashEmbedder;
+
+/// A size-limited tmpfs, unmounted when dropped.
+pub struct SmallVolume(PathBuf);
+
+impl SmallVolume {
+    pub fn mount(at: &Path, size_mib: u32) -> Self {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs", at.to_str().expect("utf8")])
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "THIS TEST NEEDS ROOT (or CAP_SYS_ADMIN) TO MOUNT A {size_mib} MiB TMPFS AT {} AND CANNOT RUN WITHOUT IT: {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A child process killed and reaped when dropped (a failed assertion leaves nothing running).
+pub struct Agent(pub Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Write a file until the filesystem has no byte left (large writes, then smaller ones).
+pub fn fill(path: &Path) -> u64 {
+    let mut f = std::fs::File::create(path).expect("filler");
+    let mut written = 0u64;
+    for size in [1 << 20, 64 << 10, 4 << 10, 512, 1] {
+        let chunk = vec![0x5au8; size];
+        while f.write_all(&chunk).is_ok() {
+            written += size as u64;
+        }
+    }
+    let _ = f.sync_all();
+    written
+}
+
+/// Write a file of `bytes` bytes (on a tmpfs, each byte written takes a byte of the volume).
+pub fn fill_bytes(path: &Path, bytes: u64) {
+    let mut f = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n]).expect("write the filler");
+        left -= n as u64;
+    }
+    f.sync_all().expect("sync the filler");
+}
 
 /// One HTTP/1.1 request; returns the raw response head and body.
 pub fn http(addr: SocketAddr, request: &str) -> std::io::Result<(String, String)> {
