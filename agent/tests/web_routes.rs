@@ -168,6 +168,25 @@ async fn health_is_open_to_the_box_itself_but_not_to_the_network() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER, "a workstation reached /health without signing in");
 }
 
+/// The health page shows the data volume's free space the disk watch last read, and its alert
+/// (`agent/tests/fault_low_space.rs` drives the real watch; this checks the page).
+#[tokio::test]
+async fn the_health_page_shows_the_data_volume_and_its_low_space_alert() {
+    let h = Harness::new();
+    let admin = h.add_user("it.admin", Role::Admin, false);
+    let (token, _) = h.session(&admin);
+    let before = body_text(h.send(get_with("/admin", &token)).await).await;
+    assert!(!before.contains("data-volume"), "a figure before the first reading: {before}");
+    {
+        let mut health = h.state.health.write().expect("health");
+        health.set_data_volume("/var/lib/wardbox/data", 64 << 20, 8 << 20, 12.5, "8.0 MiB free of 64.0 MiB (12.5 %)".into(), "low");
+        health.raise("disk", "data volume /var/lib/wardbox/data: 8.0 MiB free of 64.0 MiB (12.5 %), below the warning threshold of 20 % free");
+    }
+    let html = body_text(h.send(get_with("/admin", &token)).await).await;
+    assert!(html.contains(r#"id="data-volume">Data volume /var/lib/wardbox/data: 8.0 MiB free of 64.0 MiB (12.5 %) · low · checked "#), "{html}");
+    assert!(html.contains("<b>disk</b>") && html.contains("below the warning threshold of 20 % free"), "{html}");
+}
+
 #[tokio::test]
 async fn unknown_paths_are_not_found_and_every_response_carries_the_security_headers() {
     let h = Harness::new();
