@@ -190,3 +190,18 @@ fn acknowledge_open(conn: &rusqlite::Connection, raised: Option<u64>, note: &str
     }
     Ok(Some(open.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_gives_the_size_and_free_space_and_a_missing_directory_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let space = read(dir.path()).expect("a temporary directory can be read");
+        assert!(space.total_bytes > 0 && space.free_bytes <= space.total_bytes, "{space:?}");
+        let missing = dir.path().join("not-mounted");
+        let err = read(&missing).expect_err("a missing directory");
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+    }
+}
