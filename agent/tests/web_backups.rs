@@ -2,7 +2,8 @@
 //! restic-format repository in a directory standing for the USB disk): status, "back up now"
 //! and "run a drill" (confirmed, audited, refused while another run holds the lock), and the
 //! escrow sheet (confirmed, not cached, audited by fingerprint, the key never in the audit
-//! trail). Administrators only for the buttons and the key; auditors see the status; clinical
+//! trail), and the key's rotation (confirmed, audited, the new sheet shown, the old key no longer
+//! opening the repository). Administrators only for the buttons and the key; auditors see the status; clinical
 //! roles see nothing.
 
 mod web_support;
@@ -140,6 +141,78 @@ async fn the_escrow_sheet_is_shown_after_a_confirmation_and_audited_without_the_
 }
 
 #[tokio::test]
+async fn an_admin_rotates_the_key_and_the_old_one_no_longer_opens_the_backups() {
+    let h = harness();
+    let admin = h.add_user("it.admin", Role::Admin, false);
+    let (token, csrf) = h.session(&admin);
+    let usb = wardbox_backup::Destination::LocalDirectory(h.dir.path().join("usb"));
+    let stored = || {
+        let store = wardbox::store::Store::open_existing(&h.store_path, &h.key).expect("store");
+        wardbox::backup::stored_key(&store).expect("read").expect("a key")
+    };
+
+    // Nothing to rotate before the disk holds a repository: refused, nothing changed.
+    let sheet = h.send(post_form("/admin/backups/key", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert_eq!(sheet.status(), StatusCode::OK);
+    let first = stored();
+    let early = h.send(post_form("/admin/backups/rotate-key", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    let html = body_text(early).await;
+    assert!(html.contains("The key rotation failed: the backup key was not rotated (nothing changed)") && html.contains("no backup repository"), "{html}");
+    assert!(!html.contains("repository-key"), "{html}");
+    assert_eq!(stored().fingerprint(), first.fingerprint());
+
+    let done = h.send(post_form("/admin/backups/run", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert!(body_text(done).await.contains("Backup done"));
+    let old = stored();
+    let page = body_text(h.send(get_with("/admin/backups", &token)).await).await;
+    assert!(page.contains("id=\"rotate-key-form\""), "{page}");
+
+    // Not without the tick.
+    let unconfirmed = h.send(post_form("/admin/backups/rotate-key", Some(&token), &[("csrf", &csrf)])).await;
+    assert_eq!(unconfirmed.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(unconfirmed).await.contains("Tick the box to confirm the key rotation"));
+    assert_eq!(stored().fingerprint(), old.fingerprint());
+
+    // Rotated: the new sheet, not cached; the box holds the new key; the old one opens nothing.
+    let rotated = h.send(post_form("/admin/backups/rotate-key", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    assert_eq!(rotated.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("no-store"));
+    let html = body_text(rotated).await;
+    let new = stored();
+    assert_ne!(new.fingerprint(), old.fingerprint());
+    let grouped = wardbox::backup::escrow::grouped(&new);
+    assert!(html.contains(&format!("<code id=\"repository-key\">{}</code>", grouped.as_str())), "{html}");
+    assert!(html.contains("The key was rotated") && html.contains(&old.fingerprint()), "{html}");
+    assert!(matches!(wardbox_backup::BackupRepository::open(&usb, &old), Err(wardbox_backup::BackupError::WrongKey { .. })));
+    assert_eq!(wardbox_backup::BackupRepository::open(&usb, &new).expect("the new key opens it").key_ids().expect("keys").len(), 1);
+
+    // Audited by fingerprint with who did it; neither key is in the audit trail.
+    let rotations: Vec<_> = actions(&h).into_iter().filter(|d| d["action"] == "backup_key_rotated").collect();
+    assert_eq!(rotations.len(), 2, "the refused and the done rotation: {rotations:?}");
+    assert_eq!((rotations[1]["ok"].as_bool(), rotations[1]["via"].as_str()), (Some(true), Some("web")));
+    assert_eq!(rotations[1]["new_key_fingerprint"].as_str(), Some(new.fingerprint().as_str()));
+    for r in h.audit_records() {
+        for key in [&old, &new] {
+            assert!(!r.detail.contains(key.to_hex().as_str()) && !r.detail.contains(&key.to_hex()[..8]), "a key reached the audit trail: {}", r.detail);
+        }
+        if r.detail.contains("backup_key_rotated") {
+            assert_eq!(r.actor, "it.admin");
+        }
+    }
+    // The box backs up with the new key.
+    let done = h.send(post_form("/admin/backups/run", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert!(body_text(done).await.contains("Backup done"));
+
+    // Another run holds the lock: refused, nothing changed.
+    let running = wardbox::backup::RunLock::acquire(h.dir.path(), "backup").expect("lock");
+    let busy = h.send(post_form("/admin/backups/rotate-key", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert_eq!(busy.status(), StatusCode::CONFLICT);
+    assert!(body_text(busy).await.contains("No key rotation was started"));
+    drop(running);
+    assert_eq!(stored().fingerprint(), new.fingerprint());
+}
+
+#[tokio::test]
 async fn auditors_see_the_status_only_and_clinical_roles_nothing() {
     let h = harness();
     let auditor = h.add_user("privacy.officer", Role::Auditor, false);
@@ -147,8 +220,8 @@ async fn auditors_see_the_status_only_and_clinical_roles_nothing() {
     let page = h.send(get_with("/admin/backups", &token)).await;
     assert_eq!(page.status(), StatusCode::OK);
     let html = body_text(page).await;
-    assert!(html.contains("Recent runs") && !html.contains("Back up now") && !html.contains("Show the escrow sheet"), "{html}");
-    for path in ["/admin/backups/run", "/admin/backups/drill", "/admin/backups/key"] {
+    assert!(html.contains("Recent runs") && !html.contains("Back up now") && !html.contains("Show the escrow sheet") && !html.contains("Rotate the key"), "{html}");
+    for path in ["/admin/backups/run", "/admin/backups/drill", "/admin/backups/key", "/admin/backups/rotate-key"] {
         let refused = h.send(post_form(path, Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path}");
     }

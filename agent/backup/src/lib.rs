@@ -9,6 +9,7 @@
 //! - [`key`]: the repository key (redacted, zeroed on drop).
 //! - [`retention`]: which snapshots to keep (pure).
 //! - [`repo`]: init, open, backup, list, check, restore, forget + prune.
+//! - [`rotate`]: replace the repository key: add the new one, verify it, retire the others.
 //! - [`progress`]: how far a running backup or restore is (bytes of its current step).
 //! - [`error`]: one error type that names what the operator can act on.
 
@@ -17,6 +18,7 @@ pub mod key;
 pub mod progress;
 pub mod repo;
 pub mod retention;
+pub mod rotate;
 
 pub use error::BackupError;
 pub use key::{KeyError, RepositoryKey};

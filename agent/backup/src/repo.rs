@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rustic_backend::BackendOptions;
 use rustic_core::jiff;
-use rustic_core::repofile::SnapshotFile;
+use rustic_core::repofile::{KeyId, SnapshotFile};
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination, LsOptions, OpenStatus,
     PathList, PruneOptions, Repository, RepositoryOptions, RestoreOptions, SnapshotOptions,
@@ -395,6 +395,54 @@ impl BackupRepository {
             .into_iter()
             .max_by(|a, b| a.time.cmp(&b.time))
             .ok_or_else(|| BackupError::NoSnapshot { location: self.destination.location() })
+    }
+
+    /// The repository's id (its `config` file's), the same whichever key opened it.
+    pub fn repository_id(&self) -> Result<String, BackupError> {
+        Ok(self.open_repo()?.config().id.to_hex().to_string())
+    }
+
+    /// The id of the key file the repository was opened with (`restic key list` shows ids).
+    pub fn opened_with_key_id(&self) -> Result<String, BackupError> {
+        self.open_repo()?.key_id().as_ref().map(|id| id.to_hex().to_string()).ok_or_else(|| BackupError::Repository {
+            location: self.destination.location(),
+            operation: "name the key in use",
+            message: "rustic did not say which key file opened the repository".into(),
+        })
+    }
+
+    /// The ids of every key file in the repository, sorted. Each wraps the same master key
+    /// under another password.
+    pub fn key_ids(&self) -> Result<Vec<String>, BackupError> {
+        let mut ids: Vec<String> = self.open_repo()?.list::<KeyId>().map_err(self.fail("list the keys"))?.map(|id| id.to_hex().to_string()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Add `key` as another password of the repository (a new key file wrapping the same master
+    /// key, as `restic key add` does); returns the new key file's id. The data is not
+    /// re-encrypted: whoever kept a copy of an old key file and its password can still unwrap
+    /// the master key from that copy.
+    pub fn add_key(&self, key: &RepositoryKey) -> Result<String, BackupError> {
+        let id = self.open_repo()?.add_key(key.to_hex().as_str(), &KeyOptions::default()).map_err(self.fail("add a key"))?;
+        if let Some(lost) = self.lost_destination(None) {
+            return Err(lost);
+        }
+        Ok(id.to_hex().to_string())
+    }
+
+    /// Remove the key file `id`. The key the repository was opened with cannot be removed.
+    pub fn remove_key(&self, id: &str) -> Result<(), BackupError> {
+        let key_id: KeyId = id.parse().map_err(|_| BackupError::Repository {
+            location: self.destination.location(),
+            operation: "remove a key",
+            message: format!("{id:?} is not a key file id"),
+        })?;
+        self.open_repo()?.delete_key(&key_id).map_err(self.fail("remove a key"))?;
+        if let Some(lost) = self.lost_destination(None) {
+            return Err(lost);
+        }
+        Ok(())
     }
 
     /// [`Self::apply_retention`] as of the current time.

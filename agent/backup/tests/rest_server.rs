@@ -1,7 +1,8 @@
 //! The LAN destination against a real restic REST server: `rclone serve restic` (Debian
 //! package `rclone`), which speaks the protocol of restic's `rest-server`. Our code writes,
 //! checks, restores and prunes through it; the stock `restic` checks what it wrote over the
-//! same server; a wrong key is refused by name, and a server that is down is a clear error.
+//! same server; a wrong key is refused by name, and a server that is down is a clear error. The
+//! key is rotated over it, and a server that refuses deletion (`--append-only`) leaves both keys.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
-use wardbox_backup::{BackupError, BackupRepository, Destination, RETENTION, RepositoryKey};
+use wardbox_backup::{BackupError, BackupRepository, Destination, RETENTION, RepositoryKey, rotate};
 
 /// A running `rclone serve restic` over a directory; stopped when dropped.
 struct RestServer {
@@ -182,4 +183,61 @@ fn an_https_server_signed_by_the_clinic_ca_is_trusted_only_with_that_ca() {
     assert!(repo.check(true).unwrap().is_ok());
     assert_eq!(repo.snapshots().unwrap().last().map(|s| s.id.clone()), Some(snap.id));
     assert!(server.root.join("wardbox/config").is_file());
+}
+
+#[test]
+fn the_key_is_rotated_on_a_rest_server_and_a_server_that_refuses_deletion_leaves_both_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("server");
+    let source = dir.path().join("source");
+    make_source(&source, 256 << 10);
+    let old = RepositoryKey::generate().unwrap();
+    {
+        let server = start_server(&root);
+        let (mut repo, _) = BackupRepository::open_or_init(&destination(&server), &old).unwrap();
+        repo.backup(&source, &["wardbox"]).unwrap();
+    }
+
+    // An append-only server takes the new key, then refuses to delete the old one: both open
+    // the repository, and the error names the step.
+    let new = RepositoryKey::generate().unwrap();
+    let added = {
+        let server = start_server_with(&root, &["--append-only"]);
+        let dest = destination(&server);
+        let added = rotate::add_verified_key(&dest, &old, &new).unwrap();
+        let err = rotate::retire_other_keys(&dest, &new, &old).unwrap_err();
+        assert!(err.to_string().contains("remove a key"), "{err}");
+        for key in [&old, &new] {
+            assert_eq!(BackupRepository::open(&dest, key).unwrap().key_ids().unwrap().len(), 2);
+        }
+        added
+    };
+
+    // The server lets it delete: the rotation finishes; only the new key opens the repository,
+    // for rustic and for the stock restic over the same server.
+    let server = start_server(&root);
+    let dest = destination(&server);
+    let retired = rotate::retire_other_keys(&dest, &new, &old).unwrap();
+    assert_eq!(retired.removed_key_ids, std::slice::from_ref(&added.previous_key_id));
+    assert!(matches!(BackupRepository::open(&dest, &old), Err(BackupError::WrongKey { .. })));
+    let rest = format!("rest:{}", url(&server));
+    let out = run_restic(Path::new(&rest), &old, &["snapshots"]);
+    assert!(!out.status.success(), "the stock restic still opens the repository with the old key:\n{}", text(&out));
+    let out = run_restic(Path::new(&rest), &new, &["key", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<&str> = keys.as_array().unwrap().iter().filter_map(|k| k["id"].as_str()).collect();
+    // restic 0.14 lists keys by the first eight digits of their id.
+    assert!(listed.len() == 1 && added.new_key_id.starts_with(listed[0]), "restic key list: {listed:?}, new key {}", added.new_key_id);
+    let mut repo = BackupRepository::open(&dest, &new).unwrap();
+    repo.backup(&source, &["wardbox"]).unwrap();
+    assert!(repo.check(true).unwrap().is_ok());
+
+    // The server down: a further rotation fails before anything is written.
+    drop(server);
+    let newer = RepositoryKey::generate().unwrap();
+    let err = rotate::add_verified_key(&dest, &new, &newer).unwrap_err();
+    assert!(matches!(err, BackupError::ServerUnreachable { .. }), "{err}");
+    let server = start_server(&root);
+    assert_eq!(BackupRepository::open(&destination(&server), &new).unwrap().key_ids().unwrap(), [added.new_key_id]);
 }

@@ -4,6 +4,7 @@
 //!
 //! - [`stage`]: a consistent online snapshot of the store (`VACUUM INTO`, still encrypted with
 //!   the store key) and the files the box cannot rebuild, with a manifest of digests and counts.
+//! - [`rotate`]: replace the repository key (the escrowed one) and retire the old one.
 //! - [`drill`]: check a restored snapshot against its manifest: digests, the store opens, the
 //!   audit chain verifies, the row counts match.
 //! - here: the key and the run records in the store (migration [`MIGRATION_SQL`]), and
@@ -13,6 +14,7 @@ pub mod drill;
 pub mod escrow;
 pub mod lock;
 pub mod replace;
+pub mod rotate;
 pub mod schedule;
 pub mod service;
 pub mod stage;

@@ -126,6 +126,11 @@ fn restore_verified(box_: &Replacement<'_>, destination: &Destination, key: &Rep
     let unused_key = super::escrow::waiting_key(box_.data_dir).ok().flatten().map(|k| k.fingerprint());
     super::escrow::remove_waiting_key(box_.data_dir).map_err(|e| RunError::Key(e.to_string()))?;
 
+    // The restored store carries the key the old box held when the snapshot was taken; if the
+    // key was rotated after that snapshot, that key no longer opens the repository. The key
+    // that opened it now (the one given) is the one the box backs up with from here on.
+    let superseded_key = adopt_repository_key(box_, key)?;
+
     // 4. Continue the chain with a record linking the restored head, checkpoint, verify.
     let (log, writer) = AuditLog::start(box_.store_file, box_.store_key).map_err(|e| RunError::Record(e.to_string()))?;
     let (restored_head_seq, restored_head_hash) = {
@@ -146,6 +151,7 @@ fn restore_verified(box_: &Replacement<'_>, destination: &Destination, key: &Rep
             "rows": drill.rows,
             "moved_aside": moved,
             "unused_provisioning_key_removed": unused_key,
+            "superseded_repository_key": superseded_key,
         }),
     ));
     drop(log);
@@ -169,4 +175,20 @@ fn restore_verified(box_: &Replacement<'_>, destination: &Destination, key: &Rep
         restore_record_seq,
         moved_aside: moved,
     })
+}
+
+/// Make `key` (the one that opened the repository for this restore) the restored store's
+/// repository key. Returns the fingerprint of the key it replaced, if the store held another
+/// (one rotated away after the snapshot was taken).
+fn adopt_repository_key(box_: &Replacement<'_>, key: &RepositoryKey) -> Result<Option<String>, RunError> {
+    let store = Store::open_existing(box_.store_file, box_.store_key).map_err(|e| RunError::Record(e.to_string()))?;
+    let held = super::stored_key(&store)?.map(|k| k.fingerprint());
+    if held.as_deref() == Some(key.fingerprint().as_str()) {
+        return Ok(None);
+    }
+    store.conn().execute(
+        "INSERT OR REPLACE INTO backup_key (id, key_hex, fingerprint, created_at) VALUES (1, ?1, ?2, ?3)",
+        rusqlite::params![key.to_hex().as_str(), key.fingerprint(), jiff::Timestamp::now().to_string()],
+    )?;
+    Ok(held)
 }

@@ -1,5 +1,5 @@
 //! The box's backups as the running agent does them: the nightly schedule, "back up now" and
-//! "run a drill" from the admin page, and the escrow sheet. Each run goes through the same
+//! "run a drill" from the admin page, the escrow sheet and the key's rotation. Each run goes through the same
 //! functions as `wardbox backup` ([`super::run_backup`], [`super::run_drill`]), is recorded in
 //! `backup_runs` and audited.
 //!
@@ -21,12 +21,13 @@ use serde_json::json;
 use tokio::sync::watch;
 use wardbox_backup::Destination;
 
+use super::rotate;
 use super::schedule::{self, Decision, Nightly};
 use super::{BackupDone, BackupInputs, RunError, RunKind};
 use crate::alerting::workflow;
 use crate::audit::{AuditEvent, AuditLog, EventKind};
 use crate::store::{Store, StoreKey};
-use crate::web::backups::{BackupOverview, BackupService, EscrowSheet, RunRefused, RunView};
+use crate::web::backups::{BackupOverview, BackupService, EscrowSheet, RotatedKey, RunRefused, RunView};
 
 /// The alert rule the detector raises for `source: "backup"` records (`wardbox_alerts::Rule`).
 pub const BACKUP_RULE: &str = "backup";
@@ -297,6 +298,17 @@ impl BoxBackups {
     }
 }
 
+impl BoxBackups {
+    /// The escrow sheet of `key` (grouped as the provisioning sheet prints it).
+    fn sheet_of(&self, key: &wardbox_backup::RepositoryKey) -> EscrowSheet {
+        EscrowSheet {
+            key_groups: super::escrow::grouped(key),
+            fingerprint: key.fingerprint(),
+            destination: self.destination.as_ref().map(Destination::location),
+        }
+    }
+}
+
 fn refusal(e: RunError) -> RunRefused {
     match e {
         RunError::Busy(b) => RunRefused::Busy(b.to_string()),
@@ -400,13 +412,38 @@ impl BackupService for BoxBackups {
         // Audited before it is shown: a sheet that cannot be accounted for is not shown.
         self.audit(EventKind::AdminAction, actor, json!({ "action": "backup_key_shown", "via": "web", "key_fingerprint": key.fingerprint(), "created": created }))
             .map_err(|e| e.to_string())?;
-        let hex = key.to_hex();
-        let groups: Vec<&str> = hex.as_bytes().chunks(8).filter_map(|c| std::str::from_utf8(c).ok()).collect();
-        Ok(EscrowSheet {
-            key_groups: zeroize::Zeroizing::new(groups.join(" ")),
-            fingerprint: key.fingerprint(),
-            destination: self.destination.as_ref().map(Destination::location),
-        })
+        Ok(self.sheet_of(&key))
+    }
+
+    fn rotate_key(&self, actor: &str) -> Result<RotatedKey, RunRefused> {
+        let destination = self.destination_or_refuse()?;
+        let store = self.open_store().map_err(refusal)?;
+        let outcome = self
+            .check_destination(&destination)
+            .map_err(rotate::RotateError::NotRotated)
+            .and_then(|()| rotate::rotate_key(&store, &self.data_dir, &destination));
+        if let Err(e) = &outcome
+            && e.is_busy()
+        {
+            return Err(RunRefused::Busy(e.to_string()));
+        }
+        // Audited before the sheet is shown: a key shown must be accounted for.
+        self.audit(EventKind::AdminAction, actor, rotate::rotation_audit_detail("web", &destination, &outcome)).map_err(refusal)?;
+        match outcome {
+            Ok((key, rotation)) => Ok(RotatedKey {
+                sheet: self.sheet_of(&key),
+                summary: format!(
+                    "The key was rotated: this box backs up with the new key below from now on, and the old key (fingerprint {}) no longer opens the repository ({} key file(s) removed). Print this sheet and destroy the old one.",
+                    rotation.old_fingerprint,
+                    rotation.removed_key_ids.len()
+                ),
+                complete: true,
+            }),
+            Err(e) => match e.key_in_use() {
+                Some(key) => Ok(RotatedKey { sheet: self.sheet_of(key), summary: e.to_string(), complete: false }),
+                None => Err(RunRefused::Failed(e.to_string())),
+            },
+        }
     }
 }
 

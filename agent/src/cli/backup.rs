@@ -1,4 +1,5 @@
-//! `wardbox backup …`: back up now, list, check, restore, drill, and show the key for escrow.
+//! `wardbox backup …`: back up now, list, check, restore, drill, show the key for escrow, and
+//! rotate it.
 //!
 //! The destination is a directory (a mounted USB disk). Every command is audited with counts,
 //! digests and the key's fingerprint, never file contents or the key.
@@ -89,6 +90,16 @@ pub enum BackupCommand {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Rotate the repository key (when someone who saw the escrow sheet leaves, or the sheet is
+    /// lost): add a new random key, verify it opens the repository, make it the box's key,
+    /// remove every other key, and print the new escrow sheet. Audited by fingerprint.
+    RotateKey {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The repository directory; default: the configured destination.
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
 }
 
 /// `--repo DIR` when given, else the configured destination; on the appliance the configured
@@ -147,6 +158,51 @@ fn restore_box(config_path: &std::path::Path, repo: Option<PathBuf>, key_file: &
         println!("moved aside: {aside}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rotate the repository key and print the new escrow sheet (see [`BackupCommand::RotateKey`]).
+fn rotate_key(config_path: &std::path::Path, repo: Option<PathBuf>) -> CliResult {
+    let config = load_config(config_path)?;
+    let (store, volume) = super::audit::open(&config)?;
+    let destination = destination_of(&config, repo)?;
+    let outcome = backup::rotate::rotate_key(&store, &volume.data_dir, &destination);
+    if let Err(e) = &outcome
+        && e.is_busy()
+    {
+        return Err(CliError::new(e.to_string()));
+    }
+    // Audited before the sheet is printed: a key shown must be accounted for.
+    super::audit::record(&store, &volume, backup::rotate::rotation_audit_detail("cli", &destination, &outcome))?;
+    match outcome {
+        Ok((key, rotation)) => {
+            print_rotated_sheet(&key, &destination);
+            println!(
+                "The old key (fingerprint {}) no longer opens the repository: {} key file(s) removed, key file {} kept. Destroy the old escrow sheet.",
+                rotation.old_fingerprint,
+                rotation.removed_key_ids.len(),
+                rotation.new_key_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if let Some(key) = e.key_in_use() {
+                print_rotated_sheet(key, &destination);
+            }
+            Err(CliError::new(e.to_string()))
+        }
+    }
+}
+
+/// The new escrow sheet, laid out as provisioning prints the backup key (on the console only,
+/// never logged or audited).
+fn print_rotated_sheet(key: &RepositoryKey, destination: &Destination) {
+    println!("NEW BACKUP KEY: write it down beside the recovery key and keep both locked away; it replaces the backup key on the old sheet.");
+    println!("It opens this box's backups at {} to restore onto a replacement box after a disaster:", destination.location());
+    println!("`wardbox backup restore-box --key-file FILE` with this key typed into FILE.");
+    println!();
+    println!("    {}", backup::escrow::grouped(key).as_str());
+    println!();
+    println!("Backup key fingerprint {} (backup records and the admin page name the key by it).", key.fingerprint());
 }
 
 fn stored_key(store: &crate::store::Store) -> Result<RepositoryKey, CliError> {
@@ -325,6 +381,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             }
         }
         BackupCommand::RestoreBox { config, repo, key_file } => restore_box(&config, repo, &key_file),
+        BackupCommand::RotateKey { config, repo } => rotate_key(&config, repo),
         BackupCommand::Key { config } => {
             let config = load_config(&config)?;
             let (store, volume) = super::audit::open(&config)?;

@@ -1,7 +1,8 @@
 //! The Backups page: the last runs with their outcome and size, the last good backup, the last
 //! restore drill, the schedule's next run, a run in progress; "back up now" and "run a drill"
 //! (administrators, each confirmed and audited); and the repository key's escrow sheet
-//! (administrators, shown only after a confirmation, audited by fingerprint, never logged).
+//! (administrators, shown only after a confirmation, audited by fingerprint, never logged), and
+//! its rotation (administrators, confirmed, audited by fingerprint; shows the new sheet).
 //!
 //! The work is behind [`BackupService`], so this module knows only HTTP: the daemon wires the
 //! real one (`crate::backup::service::BoxBackups`, the same code as `wardbox backup`).
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::pages::{Chrome, chrome, render, ui_of};
-use super::{AppState, Authed, WebError};
+use super::{AppState, Authed, Ui, WebError};
 
 /// What the page shows (no PHI: times, sizes, snapshot ids, errors about the destination).
 #[derive(Debug, Clone, Default)]
@@ -63,6 +64,17 @@ impl std::fmt::Debug for EscrowSheet {
     }
 }
 
+/// A key rotation as the page shows it: the new escrow sheet, and what was done.
+#[derive(Debug)]
+pub struct RotatedKey {
+    /// The sheet of the key the box backs up with now.
+    pub sheet: EscrowSheet,
+    /// What was done, in words (or, when `complete` is false, what is left to do).
+    pub summary: String,
+    /// Whether the old key was removed from the repository.
+    pub complete: bool,
+}
+
 /// Why a run did not happen or did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunRefused {
@@ -83,6 +95,9 @@ pub trait BackupService: Send + Sync + std::fmt::Debug {
     fn drill(&self, actor: &str) -> Result<String, RunRefused>;
     /// The key for the escrow sheet (made on first use), audited as shown to `actor`.
     fn escrow_sheet(&self, actor: &str) -> Result<EscrowSheet, String>;
+    /// Rotate the repository key as `actor` (audited): the new key's sheet. Refused, with
+    /// nothing changed, when the destination cannot be reached.
+    fn rotate_key(&self, actor: &str) -> Result<RotatedKey, RunRefused>;
 }
 
 #[derive(Template)]
@@ -103,6 +118,8 @@ struct KeySheetPage<'a> {
     destination: &'a str,
     shown_at: String,
     shown_to: &'a str,
+    /// After a rotation: what was done.
+    notice: Option<String>,
 }
 
 fn service(state: &AppState) -> Result<std::sync::Arc<dyn BackupService>, String> {
@@ -195,15 +212,42 @@ pub(super) async fn key_sheet(State(state): State<AppState>, a: Authed, axum::Fo
         Ok(sheet) => sheet,
         Err(e) => return page(&state, &a, Some(format!("The key cannot be shown: {e}")), StatusCode::INTERNAL_SERVER_ERROR).await,
     };
+    sheet_page(&ui, &a, &sheet, None, StatusCode::OK)
+}
+
+/// The escrow sheet page (not cached).
+fn sheet_page(ui: &Ui, a: &Authed, sheet: &EscrowSheet, notice: Option<String>, status: StatusCode) -> Result<Response, WebError> {
     let shown_at = jiff::Timestamp::from_second(ui.clock.now()).map(|t| t.to_string()).unwrap_or_default();
     let mut resp = render(&KeySheetPage {
-        c: chrome(&ui, &a),
+        c: chrome(ui, a),
         key_groups: sheet.key_groups.as_str(),
         fingerprint: &sheet.fingerprint,
         destination: sheet.destination.as_deref().unwrap_or("none configured"),
         shown_at,
         shown_to: &a.session.username,
+        notice,
     })?;
+    *resp.status_mut() = status;
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
+}
+
+/// Rotate the repository key, after a confirmation, and show the new escrow sheet. A rotation
+/// that could not start (destination unreachable, another run going) changes nothing and shows
+/// the page with the reason; one that finished only in part shows the new sheet (the box backs
+/// up with that key now) with what is left to do.
+pub(super) async fn rotate_key(State(state): State<AppState>, a: Authed, axum::Form(f): axum::Form<ConfirmForm>) -> Result<Response, WebError> {
+    if !f.confirmed() {
+        return page(&state, &a, Some("Tick the box to confirm the key rotation.".into()), StatusCode::BAD_REQUEST).await;
+    }
+    let ui = ui_of(&state)?;
+    let s = service(&state).map_err(WebError::Unavailable)?;
+    let actor = a.session.username.clone();
+    match blocking(move || s.rotate_key(&actor)).await? {
+        Ok(rotated) => sheet_page(&ui, &a, &rotated.sheet, Some(rotated.summary), StatusCode::OK),
+        Err(r) => {
+            let (message, status) = refused("key rotation", r);
+            page(&state, &a, Some(message), status).await
+        }
+    }
 }

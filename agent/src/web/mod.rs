@@ -342,6 +342,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Post, "/admin/backups/run", Roles(ADMINS)),
     route(Post, "/admin/backups/drill", Roles(ADMINS)),
     route(Post, "/admin/backups/key", Roles(ADMINS)),
+    route(Post, "/admin/backups/rotate-key", Roles(ADMINS)),
     route(Get, "/admin/updates", Roles(ADMINS)),
     route(Get, "/admin/updates/progress", Roles(ADMINS)),
     route(Post, "/admin/updates/apply", Roles(ADMINS)),
@@ -402,6 +403,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/backups/run", post(backups::run_backup))
         .route("/admin/backups/drill", post(backups::run_drill))
         .route("/admin/backups/key", post(backups::key_sheet))
+        .route("/admin/backups/rotate-key", post(backups::rotate_key))
         .route("/admin/updates", get(updates::show))
         .route("/admin/updates/progress", get(updates::progress))
         .route("/admin/updates/apply", post(updates::apply))

@@ -1,0 +1,176 @@
+//! Rotation of the repository key (the escrowed one: the box backs up with the key on its escrow
+//! sheet), when someone who saw the sheet leaves or the sheet is lost. `wardbox backup
+//! rotate-key` and the admin page's "Rotate the key" call [`rotate_key`]; they print the new
+//! sheet and audit the rotation by fingerprint.
+//!
+//! The order keeps the box able to back up at every step, and the repository openable by a key
+//! the box holds:
+//!
+//! 1. the box's backup lock (no backup, drill or restore meanwhile);
+//! 2. a new random key is added to the repository and verified to open it alone
+//!    (`wardbox_backup::rotate::add_verified_key`); an unreachable destination, or a key that
+//!    does not open it, fails here with nothing changed;
+//! 3. the store's key is replaced by the new one (the box's backups use it from now on); if
+//!    the store cannot take it, the new key file is removed again: nothing changed;
+//! 4. every other key file is removed from the repository, and the old key is checked to be
+//!    refused (`retire_other_keys`). If this step fails, the box uses the new key, which opens
+//!    the repository, and the old key may still open it too: [`RotateError::Incomplete`] says
+//!    so, and running the rotation again finishes it (it removes every key but its own).
+
+use serde_json::json;
+use wardbox_backup::rotate::{self, AddedKey};
+use wardbox_backup::{BackupError, Destination, RepositoryKey};
+
+use super::{RunError, RunLock};
+use crate::store::Store;
+
+/// A finished rotation: fingerprints and key file ids only (the key file ids are the names
+/// `restic key list` shows; they reveal nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    pub destination: String,
+    pub old_fingerprint: String,
+    pub new_fingerprint: String,
+    pub repository_id: String,
+    pub new_key_id: String,
+    /// Key files removed: the old key's, and any added by hand.
+    pub removed_key_ids: Vec<String>,
+}
+
+/// Why a rotation did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// Nothing changed: the repository and the store hold the old key only.
+    #[error("the backup key was not rotated (nothing changed): {0}")]
+    NotRotated(RunError),
+    /// The box holds and uses the new key, which opens the repository; removing the old key
+    /// failed, so it may still open the repository.
+    #[error(
+        "the backup key was rotated only in part: this box now backs up with the new key (fingerprint {new}), which opens the repository, but removing the old key (fingerprint {old}) failed, so it may still open the repository: {error}. Run `wardbox backup rotate-key` again when the destination is reachable: it removes every key but its own",
+        new = .0.new_fingerprint,
+        old = .0.old_fingerprint,
+        error = .0.error
+    )]
+    Incomplete(Box<PartialRotation>),
+}
+
+/// What a rotation that finished only in part left behind.
+#[derive(Debug)]
+pub struct PartialRotation {
+    /// The key the box holds and backs up with now.
+    pub new_key: RepositoryKey,
+    pub old_fingerprint: String,
+    pub new_fingerprint: String,
+    pub added: AddedKey,
+    /// Why the old key could not be retired.
+    pub error: BackupError,
+}
+
+impl RotateError {
+    /// The key the box uses after this failure, when it is a new one (its sheet must be
+    /// printed: the box backs up with it).
+    pub fn key_in_use(&self) -> Option<&RepositoryKey> {
+        match self {
+            RotateError::NotRotated(_) => None,
+            RotateError::Incomplete(partial) => Some(&partial.new_key),
+        }
+    }
+
+    /// Refused because another backup, restore or drill was running.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, RotateError::NotRotated(RunError::Busy(_)))
+    }
+}
+
+fn not_rotated(e: impl Into<RunError>) -> RotateError {
+    RotateError::NotRotated(e.into())
+}
+
+/// Rotate the key of the repository at `destination` (see the module comment). Returns the
+/// new key, which the caller prints on a new escrow sheet, and what was done.
+pub fn rotate_key(store: &Store, data_dir: &std::path::Path, destination: &Destination) -> Result<(RepositoryKey, Rotation), RotateError> {
+    let _lock = RunLock::acquire(data_dir, "key rotation").map_err(not_rotated)?;
+    let old = super::stored_key(store)
+        .map_err(not_rotated)?
+        .ok_or_else(|| not_rotated(RunError::Key("this box has no backup key yet, so there is nothing to rotate: back up first".into())))?;
+    let new = RepositoryKey::generate().map_err(|e| not_rotated(RunError::Key(e.to_string())))?;
+    let added = rotate::add_verified_key(destination, &old, &new).map_err(not_rotated)?;
+
+    if let Err(e) = replace_stored_key(store, &old, &new) {
+        let undone = rotate::remove_added_key(destination, &old, &added);
+        return Err(not_rotated(match undone {
+            Ok(()) => e,
+            Err(undo) => RunError::Key(format!(
+                "{e}; the new key file {} could not be removed from the repository again ({undo}), but nobody knows its key and the next rotation removes it",
+                added.new_key_id
+            )),
+        }));
+    }
+
+    let (old_fingerprint, new_fingerprint) = (old.fingerprint(), new.fingerprint());
+    match rotate::retire_other_keys(destination, &new, &old) {
+        Ok(retired) => Ok((
+            new,
+            Rotation {
+                destination: destination.location(),
+                old_fingerprint,
+                new_fingerprint,
+                repository_id: added.repository_id,
+                new_key_id: retired.kept_key_id,
+                removed_key_ids: retired.removed_key_ids,
+            },
+        )),
+        Err(error) => Err(RotateError::Incomplete(Box::new(PartialRotation { new_key: new, old_fingerprint, new_fingerprint, added, error }))),
+    }
+}
+
+/// Replace the store's key, only if it is still `old` (another rotation at the same moment is
+/// already excluded by the lock; this also catches a store changed under us).
+fn replace_stored_key(store: &Store, old: &RepositoryKey, new: &RepositoryKey) -> Result<(), RunError> {
+    let changed = store.conn().execute(
+        "UPDATE backup_key SET key_hex = ?1, fingerprint = ?2, created_at = ?3 WHERE id = 1 AND fingerprint = ?4",
+        rusqlite::params![new.to_hex().as_str(), new.fingerprint(), jiff::Timestamp::now().to_string(), old.fingerprint()],
+    )?;
+    if changed != 1 {
+        return Err(RunError::Key("the backup key in the store changed during the rotation".into()));
+    }
+    Ok(())
+}
+
+/// The audit record's detail of a rotation, good or failed (`via`: `cli` or `web`):
+/// fingerprints and key file ids, never a key.
+pub fn rotation_audit_detail(via: &str, destination: &Destination, outcome: &Result<(RepositoryKey, Rotation), RotateError>) -> serde_json::Value {
+    match outcome {
+        Ok((_, r)) => json!({
+            "action": "backup_key_rotated",
+            "ok": true,
+            "via": via,
+            "destination": r.destination,
+            "old_key_fingerprint": r.old_fingerprint,
+            "new_key_fingerprint": r.new_fingerprint,
+            "repository_id": r.repository_id,
+            "new_key_id": r.new_key_id,
+            "removed_key_ids": r.removed_key_ids,
+        }),
+        Err(RotateError::Incomplete(partial)) => json!({
+            "action": "backup_key_rotated",
+            "ok": false,
+            "complete": false,
+            "via": via,
+            "destination": destination.location(),
+            "old_key_fingerprint": partial.old_fingerprint,
+            "new_key_fingerprint": partial.new_fingerprint,
+            "repository_id": partial.added.repository_id,
+            "new_key_id": partial.added.new_key_id,
+            "error": partial.error.to_string(),
+        }),
+        Err(e @ RotateError::NotRotated(_)) => json!({
+            "action": "backup_key_rotated",
+            "ok": false,
+            "changed": false,
+            "via": via,
+            "destination": destination.location(),
+            "error": e.to_string(),
+        }),
+    }
+}
