@@ -186,6 +186,9 @@ fn report_generate_on_a_live_dev_box_then_verify() {
     // monitoring request, and no patient-data request went unaudited.
     let counters = evidence("audit-every-interaction");
     assert!(counters.contains("patient_data"), "{counters}");
+    // And the room left on the data volume for the audit records (a machine with less than
+    // [disk] warn_free_percent free makes this item "needs attention", as it should).
+    assert!(counters.contains("free space") && counters.contains(&base.join("data").display().to_string()), "{counters}");
     assert_eq!(item(&doc, "audit-every-interaction")["status"], "pass", "{}", item(&doc, "audit-every-interaction"));
 
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");

@@ -646,7 +646,25 @@ fn check_audit_every_interaction(cx: &Ctx) -> Outcome {
         .map(|c| format!("{} {} requests", c.served - c.audited, c.class))
         .collect();
     values.push(("served without an audit record", list_or_none(&gaps)));
-    let ev = vec![cx.evidence(check, how, values)];
+    // A full data volume refuses audit records, and the requests with them: the room left is
+    // part of this item, ahead of the failures it would cause.
+    let space_values = match &cx.facts.data_space {
+        Probe::Observed { value: s } => vec![
+            ("data volume", s.path.clone()),
+            ("free space", s.summary.clone()),
+            ("level", s.level.clone()),
+            ("thresholds", s.thresholds.clone()),
+        ],
+        Probe::Unavailable { reason } => vec![("not read", reason.clone())],
+    };
+    let ev = vec![
+        cx.evidence(check, how, values),
+        cx.evidence(
+            "the data volume has room for the audit records of the requests to come",
+            "read the free space of the store's filesystem (statvfs) and compared it with the agent's [disk] thresholds",
+            space_values,
+        ),
+    ];
     if !a.classes.iter().any(|c| c.class == "patient_data" && c.audit_required) {
         return Outcome::new(Status::Fail, "the web layer's counters do not cover the patient-data routes", ev);
     }
@@ -662,6 +680,20 @@ fn check_audit_every_interaction(cx: &Ctx) -> Outcome {
             format!("{failures} audit writes failed since the agent started (their requests were refused, not served)"),
             ev,
         );
+    }
+    match &cx.facts.data_space {
+        Probe::Unavailable { reason } => {
+            return Outcome::new(Status::NeedsAttention, format!("the data volume's free space could not be read: {reason}"), ev);
+        }
+        Probe::Observed { value: s } if s.level != "ok" => {
+            return Outcome::new(
+                Status::NeedsAttention,
+                format!("the data volume is {} on space ({}); when it is full, audit records and the requests they cover are refused", s.level, s.summary),
+                ev,
+            )
+            .remedy("Free space on the data volume, or move the box to a larger one (`wardbox backup now`, then `wardbox backup restore-box` on the new one).");
+        }
+        Probe::Observed { .. } => {}
     }
     let served: u64 = a.classes.iter().filter(|c| c.audit_required).map(|c| c.served).sum();
     Outcome::new(Status::Pass, format!("all {served} patient-data and administration requests since start were audited"), ev)

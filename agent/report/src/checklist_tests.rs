@@ -76,6 +76,12 @@ fn requests(f: &mut Facts) -> &mut RequestAudit {
         Probe::Unavailable { .. } => panic!("sample request audit"),
     }
 }
+fn data_space(f: &mut Facts) -> &mut DataSpace {
+    match &mut f.data_space {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample data space"),
+    }
+}
 fn sign_ins(f: &mut Facts) -> &mut SignInActivity {
     match &mut f.sign_ins {
         Probe::Observed { value } => value,
@@ -164,6 +170,23 @@ check!(audit_counters_cover_patient_data, ids::AUDIT_EVERY_INTERACTION,
 check!(audit_write_failures, ids::AUDIT_EVERY_INTERACTION,
     pass: |f| {} => ("audit write failures", "0"),
     fail: |f| { requests(f).classes[0].audit_failures = 2; } => Status::NeedsAttention, ("audit write failures", "2"));
+
+check!(audit_room_on_the_data_volume, ids::AUDIT_EVERY_INTERACTION,
+    pass: |f| {} => ("free space", "301.0 GiB free of 512.0 GiB"),
+    fail: |f| { data_space(f).level = "low".into(); data_space(f).summary = "40.0 GiB free of 512.0 GiB (7.8 %)".into(); } => Status::NeedsAttention, ("level", "low"));
+
+#[test]
+fn free_space_that_cannot_be_read_needs_attention_and_critical_space_is_named() {
+    let r = run(|f| f.data_space = Probe::unavailable("statvfs /var/lib/wardbox/data: EIO"));
+    expect(&r, ids::AUDIT_EVERY_INTERACTION, Status::NeedsAttention, "not read", "EIO");
+    let r = run(|f| {
+        data_space(f).level = "critical".into();
+        data_space(f).summary = "10.0 GiB free of 512.0 GiB (2.0 %)".into();
+    });
+    let item = r.item(ids::AUDIT_EVERY_INTERACTION).expect("item");
+    assert_eq!(item.reason, "the data volume is critical on space (10.0 GiB free of 512.0 GiB (2.0 %)); when it is full, audit records and the requests they cover are refused");
+    assert!(item.remediation.as_deref().is_some_and(|r| r.contains("wardbox backup restore-box")), "{:?}", item.remediation);
+}
 
 #[test]
 fn unaudited_sign_in_pages_are_not_a_gap() {

@@ -46,6 +46,9 @@ pub struct Facts {
     pub engine_reach: Probe<EngineReachProbe>,
     pub audit: Probe<AuditFacts>,
     pub request_audit: Probe<RequestAudit>,
+    /// Free space on the data volume, judged by the agent against its `[disk]` thresholds: a
+    /// full volume refuses the audit records of requests, and with them the requests.
+    pub data_space: Probe<DataSpace>,
     pub retention: Probe<RetentionFacts>,
     pub accounts: Probe<Vec<Account>>,
     pub sessions: SessionPolicy,
@@ -359,6 +362,22 @@ pub struct AccessReview {
     /// Enabled clinicians and nurses (the users whose patient access is reviewed) with no
     /// decision in that quarter, by user id.
     pub not_decided: Vec<String>,
+}
+
+/// Free space on the data volume at the moment of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSpace {
+    /// The store's directory, whose filesystem was read.
+    pub path: String,
+    pub total_bytes: u64,
+    /// What the agent may still write.
+    pub free_bytes: u64,
+    /// In words: `4.1 GiB free of 51.0 GiB (8.0 %)`.
+    pub summary: String,
+    /// `ok`, `low` (below the warning threshold) or `critical`.
+    pub level: String,
+    /// The thresholds in words: `low below 10 % free, critical below 3 % free`.
+    pub thresholds: String,
 }
 
 /// USB storage policy, as the kernel enforces it now.

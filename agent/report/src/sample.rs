@@ -118,6 +118,14 @@ pub fn healthy(now: Timestamp) -> Facts {
                 route_class("sign_in", false, 30),
             ],
         }),
+        data_space: Probe::observed(DataSpace {
+            path: "/var/lib/wardbox/data".into(),
+            total_bytes: 512 << 30,
+            free_bytes: 301 << 30,
+            summary: "301.0 GiB free of 512.0 GiB (58.8 %)".into(),
+            level: "ok".into(),
+            thresholds: "low below 10 % free, critical below 3 % free".into(),
+        }),
         retention: Probe::observed(RetentionFacts { retention_years: 6, first_record_month: None, exports: vec![] }),
         accounts: Probe::observed(vec![
             account("dr.smith", "clinician", "local"),

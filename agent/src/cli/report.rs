@@ -453,6 +453,10 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: b
             None => unavailable(store_error.clone().unwrap_or_default()),
         },
         request_audit: request_counters(config),
+        data_space: match &store {
+            Some(s) => data_space(config, s.path()),
+            None => unavailable(store_error.clone().unwrap_or_default()),
+        },
         retention: match &store {
             Some(s) => retention_facts(config, s, exports),
             None => unavailable(store_error.clone().unwrap_or_default()),
@@ -501,6 +505,23 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: b
         // needs attention (never a pass).
         attestations: store.as_ref().and_then(|s| crate::compliance::attestations(s.conn()).ok()).unwrap_or_default(),
         waivers: store.as_ref().and_then(|s| crate::compliance::waivers(s.conn()).ok()).unwrap_or_default(),
+    }
+}
+
+/// Free space on the store's filesystem now, judged against `[disk]` as the daemon's disk watch
+/// judges it (a level just reached, without the margin it needs to be left).
+fn data_space(config: &Config, store_path: &Path) -> Probe<DataSpace> {
+    let dir = store_path.parent().unwrap_or(store_path);
+    match crate::disk::watch::read(dir) {
+        Ok(space) => Probe::observed(DataSpace {
+            path: dir.display().to_string(),
+            total_bytes: space.total_bytes,
+            free_bytes: space.free_bytes,
+            summary: space.describe(),
+            level: crate::disk::level(space, &config.disk, crate::disk::Level::Ok).as_str().into(),
+            thresholds: config.disk.thresholds_in_words(),
+        }),
+        Err(e) => unavailable(e),
     }
 }
 

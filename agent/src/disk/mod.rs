@@ -83,6 +83,15 @@ impl DiskConfig {
         (warn, critical)
     }
 
+    /// Both thresholds in words: `low below 10 % free, critical below 3 % free`.
+    pub fn thresholds_in_words(&self) -> String {
+        format!(
+            "low below {} free, critical below {} free",
+            Self::threshold_words(self.warn_free_percent, self.warn_free_gib),
+            Self::threshold_words(self.critical_free_percent, self.critical_free_gib)
+        )
+    }
+
     /// A threshold in words, e.g. `10 %` or `10 % or 20 GiB`.
     fn threshold_words(percent: u32, gib: u64) -> String {
         if gib == 0 { format!("{percent} %") } else { format!("{percent} % or {gib} GiB") }
@@ -254,6 +263,13 @@ mod tests {
         let c = DiskConfig { warn_free_gib: 2, critical_free_gib: 1, ..Default::default() };
         assert_eq!(c.thresholds(1000 * MIB), (2 * GIB, GIB));
         assert_eq!(c.thresholds(100 * GIB), (10 * GIB, 3 * GIB));
+    }
+
+    #[test]
+    fn the_thresholds_in_words() {
+        assert_eq!(DiskConfig::default().thresholds_in_words(), "low below 10 % free, critical below 3 % free");
+        let c = DiskConfig { warn_free_gib: 20, critical_free_gib: 5, ..Default::default() };
+        assert_eq!(c.thresholds_in_words(), "low below 10 % or 20 GiB free, critical below 3 % or 5 GiB free");
     }
 
     #[test]
