@@ -4,14 +4,16 @@
 //! key no longer opens the repository (for our code and for the stock restic), the box's
 //! nightly backup goes on with the new key, the audit trail names both keys by fingerprint only;
 //! a rotation whose destination cannot be reached (disk not mounted, LAN server down) changes
-//! nothing. The same over a real REST server, and a server that refuses deletion, is in
-//! `agent/backup/tests/rest_server.rs`.
+//! nothing. Over a real restic REST server (`rclone serve restic`): one that refuses deletion
+//! (`--append-only`) leaves the rotation half done, the box on the new key, and running it again
+//! on a server that allows deletion finishes it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use wardbox::audit::AuditLog;
 use wardbox::backup::escrow;
@@ -101,6 +103,55 @@ impl DevBox {
         drop(backups);
         writer.join_within(Duration::from_secs(5));
         outcome
+    }
+}
+
+/// A running `rclone serve restic` over `root`; stopped when dropped.
+struct RestServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RestServer {
+    fn start(root: &Path, extra: &[&str]) -> RestServer {
+        let rclone = PathBuf::from("/usr/bin/rclone");
+        assert!(rclone.is_file(), "rclone not found at {} (Debian package `rclone`: its `serve restic` is the REST server of this test)", rclone.display());
+        std::fs::create_dir_all(root).unwrap();
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let child = Command::new(rclone)
+            .args(["serve", "restic", "--addr", &addr.to_string(), "--config", "/dev/null"])
+            .args(extra)
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rclone serve restic");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "rclone serve restic did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        RestServer { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/wardbox/", self.addr)
+    }
+}
+
+impl DevBox {
+    /// Point the box at another REST server address (a restarted server listens elsewhere).
+    fn set_rest_url(&mut self, url: &str) {
+        self.config.backup.rest_url = Some(url.to_owned());
+        std::fs::write(&self.config_path, toml::to_string_pretty(&self.config).unwrap()).unwrap();
     }
 }
 
@@ -258,4 +309,50 @@ fn a_rotation_that_cannot_reach_the_destination_changes_nothing() {
         Err(BackupError::WrongKey { .. })
     ));
     assert_eq!(a.repository_key().fingerprint(), RepositoryKey::from_hex(&sheet).unwrap().fingerprint());
+}
+
+#[test]
+fn a_server_that_refuses_deletion_leaves_the_rotation_half_done_and_a_second_run_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("server");
+    let server = RestServer::start(&root, &[]);
+    let (mut c, sheet) = dev_box(&dir.path().join("c"), &server.url());
+    let old = RepositoryKey::from_hex(&sheet).unwrap();
+    let out = wardbox(&["backup", "now", "-c", c.c()]);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(server);
+
+    // The server now refuses deletion: the new key is added and the box takes it, the old key
+    // cannot be removed. The sheet of the key the box now uses is printed; exit 1 says what to do.
+    let server = RestServer::start(&root, &["--append-only"]);
+    c.set_rest_url(&server.url());
+    let out = wardbox(&["backup", "rotate-key", "-c", c.c()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("rotated only in part") && text(&out).contains("Run `wardbox backup rotate-key` again"), "{}", text(&out));
+    let half = RepositoryKey::from_hex(&printed_key(&out)).unwrap();
+    assert_eq!(c.repository_key().fingerprint(), half.fingerprint(), "the box backs up with the printed key");
+    let destination = c.config.backup.destination().unwrap();
+    for key in [&old, &half] {
+        assert_eq!(BackupRepository::open(&destination, key).unwrap().key_ids().unwrap().len(), 2, "both keys open it");
+    }
+    let r = c.rotations().pop().unwrap();
+    assert_eq!((r["ok"].as_bool(), r["complete"].as_bool()), (Some(false), Some(false)), "{r}");
+    assert_eq!(r["new_key_fingerprint"].as_str(), Some(half.fingerprint().as_str()));
+    drop(server);
+
+    // A server that allows deletion: the second run finishes it; only its key opens the
+    // repository, and the box backs up with it.
+    let server = RestServer::start(&root, &[]);
+    c.set_rest_url(&server.url());
+    let out = wardbox(&["backup", "rotate-key", "-c", c.c()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let new = RepositoryKey::from_hex(&printed_key(&out)).unwrap();
+    let destination = c.config.backup.destination().unwrap();
+    assert_eq!(BackupRepository::open(&destination, &new).unwrap().key_ids().unwrap().len(), 1);
+    for key in [&old, &half] {
+        assert!(matches!(BackupRepository::open(&destination, key), Err(BackupError::WrongKey { .. })));
+    }
+    assert_eq!(c.rotations().pop().unwrap()["removed_key_ids"].as_array().unwrap().len(), 2);
+    let out = wardbox(&["backup", "now", "-c", c.c()]);
+    assert!(out.status.success(), "{}", text(&out));
 }
