@@ -22,6 +22,17 @@ pub enum BackupError {
     /// A REST server that does not answer (down, wrong address, refused, TLS failed).
     #[error("the backup server {location} cannot be reached: {reason}")]
     ServerUnreachable { location: String, reason: String },
+    /// The REST server answered 401: the user or password is wrong, or none was configured for
+    /// a server that asks for one. The password is never named.
+    #[error("the backup server {location} refused the user name and password (HTTP 401 Unauthorized): check [backup] rest_user and the password in rest_password_file")]
+    CredentialsRefused { location: String },
+    /// Credentials for a plain http URL: basic authentication would send the password across
+    /// the LAN in clear with every request.
+    #[error("refusing to send the backup server's password over plain http ({location}): use an https rest_url")]
+    CredentialsOverHttp { location: String },
+    /// The file that should hold the REST server's password cannot be read, or is empty.
+    #[error("the password file for the backup server, {path}, cannot be used: {reason}")]
+    CredentialsUnreadable { path: PathBuf, reason: String },
     /// The destination ran out of space (or the file size limit) while writing.
     #[error("the backup destination {location} is full (no space left while writing); no snapshot was recorded")]
     DestinationFull { location: String },
@@ -47,10 +58,26 @@ pub(crate) fn classify(location: &str, operation: &'static str, err: &rustic_cor
     if err.is_incorrect_password() {
         return BackupError::WrongKey { location: location.to_owned() };
     }
+    if refused_credentials(err) {
+        return BackupError::CredentialsRefused { location: location.to_owned() };
+    }
     if io_errno_in_chain(err).is_some_and(is_out_of_space) {
         return BackupError::DestinationFull { location: location.to_owned() };
     }
     BackupError::Repository { location: location.to_owned(), operation, message: err.display_log() }
+}
+
+/// Whether a REST server answered 401 Unauthorized somewhere in the error's chain (reqwest's
+/// "HTTP status client error (401 Unauthorized)", under rustic's "Backoff failed").
+pub(crate) fn refused_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.to_string().contains("401 Unauthorized") {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// ENOSPC (disk full), EDQUOT (quota) and EFBIG (file size limit) all mean "the destination

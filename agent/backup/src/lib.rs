@@ -23,5 +23,5 @@ pub mod rotate;
 pub use error::BackupError;
 pub use key::{KeyError, RepositoryKey};
 pub use progress::{ProgressReading, RunProgress};
-pub use repo::{BackupRepository, CheckReport, Destination, RestoreOutcome, RetentionOutcome, SnapshotInfo};
+pub use repo::{BackupRepository, CheckReport, Destination, RestCredentials, RestoreOutcome, RetentionOutcome, SnapshotInfo};
 pub use retention::{RETENTION, Retention};

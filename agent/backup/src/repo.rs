@@ -16,7 +16,9 @@ use rustic_core::{
     PathList, PruneOptions, Repository, RepositoryOptions, RestoreOptions, SnapshotOptions,
 };
 
-use crate::error::{BackupError, classify};
+use zeroize::Zeroizing;
+
+use crate::error::{BackupError, classify, refused_credentials};
 use crate::progress::{Bars, RunProgress};
 use crate::key::RepositoryKey;
 use crate::retention::Retention;
@@ -35,9 +37,65 @@ pub enum Destination {
     /// A directory: a mounted USB disk on the box, any directory in tests.
     LocalDirectory(PathBuf),
     /// A restic REST server on the clinic LAN (`rest-server`, `rclone serve restic`): its URL
-    /// (`http://10.1.5.30:8000/wardbox/` or `https://…`; no credentials in it), and for https the
-    /// CA that signed the server's certificate, if not a public one.
-    RestServer { url: String, ca_file: Option<PathBuf> },
+    /// (`http://10.1.5.30:8000/wardbox/` or `https://…`; no credentials in it), for https the
+    /// CA that signed the server's certificate, if not a public one, and the HTTP basic
+    /// authentication it asks for, if any (https only).
+    RestServer { url: String, ca_file: Option<PathBuf>, credentials: Option<RestCredentials> },
+}
+
+/// HTTP basic authentication to a REST server (restic's `rest-server --htpasswd-file`,
+/// `rclone serve restic --user/--pass` or `--htpasswd`): the user, and the file that holds the
+/// password. The password is read from the file each time the repository is opened; it is in
+/// no configuration, record, log line or error (errors name the file). Sent over https only,
+/// since basic authentication sends it with every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestCredentials {
+    pub user: String,
+    /// A file (mode 0600, root's) holding the password on its first line.
+    pub password_file: PathBuf,
+}
+
+impl RestCredentials {
+    /// The password, read from its file: the first line, without its line ending.
+    fn password(&self) -> Result<Zeroizing<String>, BackupError> {
+        let unreadable = |reason: String| BackupError::CredentialsUnreadable { path: self.password_file.clone(), reason };
+        let text = Zeroizing::new(std::fs::read_to_string(&self.password_file).map_err(|e| unreadable(e.to_string()))?);
+        let password = Zeroizing::new(text.lines().next().unwrap_or_default().to_owned());
+        if password.is_empty() {
+            return Err(unreadable("it holds no password (the first line is empty)".into()));
+        }
+        Ok(password)
+    }
+}
+
+/// `url` (`https://…`) with `user:password@` in its authority, each percent-encoded, for
+/// rustic's REST backend (reqwest moves them into an `Authorization` header and out of the URL
+/// it reports in errors). Refuses a plain http URL: the password would cross the LAN in clear.
+fn url_with_credentials(url: &str, credentials: &RestCredentials) -> Result<Zeroizing<String>, BackupError> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(BackupError::CredentialsOverHttp { location: url.to_owned() });
+    };
+    let password = credentials.password()?;
+    let mut with = Zeroizing::new(String::with_capacity(url.len() + credentials.user.len() + password.len() * 3 + 2));
+    with.push_str("https://");
+    percent_encode_into(&credentials.user, &mut with);
+    with.push(':');
+    percent_encode_into(&password, &mut with);
+    with.push('@');
+    with.push_str(rest);
+    Ok(with)
+}
+
+/// Percent-encode every byte that is not unreserved in a URL (RFC 3986), so a password may
+/// hold any character.
+fn percent_encode_into(text: &str, out: &mut String) {
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
 }
 
 /// The directories rustic makes in a local repository (besides its `config` file).
@@ -74,9 +132,14 @@ impl Destination {
         match self {
             Destination::LocalDirectory(path) => Ok(path.join("config").is_file()),
             Destination::RestServer { .. } => {
-                let unreachable = |e: Box<rustic_core::RusticError>| BackupError::ServerUnreachable {
-                    location: self.location(),
-                    reason: e.display_log().lines().next().unwrap_or_default().to_owned(),
+                let unreachable = |e: Box<rustic_core::RusticError>| {
+                    if refused_credentials(e.as_ref()) {
+                        return BackupError::CredentialsRefused { location: self.location() };
+                    }
+                    BackupError::ServerUnreachable {
+                        location: self.location(),
+                        reason: e.display_log().lines().next().unwrap_or_default().to_owned(),
+                    }
                 };
                 Ok(unopened(self).map_err(|e| match e {
                     BackupError::Repository { message, .. } => BackupError::ServerUnreachable { location: self.location(), reason: message },
@@ -180,12 +243,16 @@ fn unopened_reporting(destination: &Destination, progress: Option<&Arc<RunProgre
     let location = destination.location();
     let options = match destination {
         Destination::LocalDirectory(path) => BackendOptions::default().repository(path.to_string_lossy().into_owned()),
-        Destination::RestServer { url, ca_file } => {
+        Destination::RestServer { url, ca_file, credentials } => {
             let mut options = std::collections::BTreeMap::from([("retry".to_owned(), REST_RETRIES.to_owned())]);
             if let Some(ca) = ca_file {
                 options.insert("cacert".to_owned(), ca.to_string_lossy().into_owned());
             }
-            BackendOptions::default().repository(format!("rest:{url}")).options(options)
+            let url = match credentials {
+                Some(credentials) => url_with_credentials(url, credentials)?,
+                None => Zeroizing::new(url.clone()),
+            };
+            BackendOptions::default().repository(format!("rest:{}", url.as_str())).options(options)
         }
     };
     let backends = options.to_backends().map_err(|e| classify(&location, "open the destination", &e))?;

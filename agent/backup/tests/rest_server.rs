@@ -3,6 +3,8 @@
 //! checks, restores and prunes through it; the stock `restic` checks what it wrote over the
 //! same server; a wrong key is refused by name, and a server that is down is a clear error. The
 //! key is rotated over it, and a server that refuses deletion (`--append-only`) leaves both keys.
+//! A server that asks for a password (HTTP basic authentication over https) takes the right one
+//! from its file and refuses a wrong one by name.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
-use wardbox_backup::{BackupError, BackupRepository, Destination, RETENTION, RepositoryKey, rotate};
+use wardbox_backup::{BackupError, BackupRepository, Destination, RETENTION, RepositoryKey, RestCredentials, rotate};
 
 /// A running `rclone serve restic` over a directory; stopped when dropped.
 struct RestServer {
@@ -70,7 +72,7 @@ fn url(server: &RestServer) -> String {
 }
 
 fn destination(server: &RestServer) -> Destination {
-    Destination::RestServer { url: url(server), ca_file: None }
+    Destination::RestServer { url: url(server), ca_file: None, credentials: None }
 }
 
 #[test]
@@ -126,7 +128,7 @@ fn a_server_that_is_down_is_a_clear_error_naming_it() {
     let key = RepositoryKey::generate().unwrap();
     // Nothing listens on this port.
     let addr = free_port();
-    let dest = Destination::RestServer { url: format!("http://{addr}/wardbox/"), ca_file: None };
+    let dest = Destination::RestServer { url: format!("http://{addr}/wardbox/"), ca_file: None, credentials: None };
     let started = Instant::now();
     let err = BackupRepository::open_or_init(&dest, &key).unwrap_err();
     assert!(matches!(err, BackupError::ServerUnreachable { .. }), "{err:?}");
@@ -171,12 +173,12 @@ fn an_https_server_signed_by_the_clinic_ca_is_trusted_only_with_that_ca() {
     make_source(&source, 1 << 16);
     let key = RepositoryKey::generate().unwrap();
 
-    let untrusted = Destination::RestServer { url: url.clone(), ca_file: None };
+    let untrusted = Destination::RestServer { url: url.clone(), ca_file: None, credentials: None };
     let err = BackupRepository::open_or_init(&untrusted, &key).unwrap_err();
     assert!(matches!(err, BackupError::ServerUnreachable { .. }), "{err:?}");
     assert!(!server.root.join("wardbox/config").exists(), "nothing written to an untrusted server");
 
-    let trusted = Destination::RestServer { url, ca_file: Some(ca_file) };
+    let trusted = Destination::RestServer { url, ca_file: Some(ca_file), credentials: None };
     let (mut repo, created) = BackupRepository::open_or_init(&trusted, &key).unwrap();
     assert!(created);
     let snap = repo.backup(&source, &["wardbox"]).unwrap();
@@ -240,4 +242,73 @@ fn the_key_is_rotated_on_a_rest_server_and_a_server_that_refuses_deletion_leaves
     assert!(matches!(err, BackupError::ServerUnreachable { .. }), "{err}");
     let server = start_server(&root);
     assert_eq!(BackupRepository::open(&destination(&server), &new).unwrap().key_ids().unwrap(), [added.new_key_id]);
+}
+
+/// Basic authentication over https (`rclone serve restic --user --pass`, a clinic CA): the
+/// password from its file backs up; a wrong one, or none, is refused by name (HTTP 401) with
+/// nothing written and the password in no error; an unreadable file and a plain http URL are
+/// refused before the server is asked.
+#[test]
+fn a_server_that_asks_for_a_password_takes_the_right_one_and_refuses_a_wrong_one_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, cert_pem, key_pem) = clinic_ca_and_server_cert();
+    let (ca_file, cert_file, key_file) = (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    std::fs::write(&cert_file, format!("{cert_pem}{ca_pem}")).unwrap();
+    std::fs::write(&key_file, &key_pem).unwrap();
+    // Characters that must be percent-encoded in a URL's user information.
+    let password = "c0rrect h0rse/b@ttery:staple%";
+    let server = start_server_with(
+        &dir.path().join("server"),
+        &["--cert", cert_file.to_str().unwrap(), "--key", key_file.to_str().unwrap(), "--user", "wardbox", "--pass", password],
+    );
+    let url = format!("https://{}/wardbox/", server.addr);
+    let with = |user: &str, password_file: &Path| Destination::RestServer {
+        url: url.clone(),
+        ca_file: Some(ca_file.clone()),
+        credentials: Some(RestCredentials { user: user.into(), password_file: password_file.to_owned() }),
+    };
+    let source = dir.path().join("source");
+    make_source(&source, 1 << 16);
+    let key = RepositoryKey::generate().unwrap();
+
+    // A wrong password, and no password at all, are refused by name; nothing is written.
+    let wrong_file = dir.path().join("wrong.pw");
+    std::fs::write(&wrong_file, "n0t the passw0rd\n").unwrap();
+    let no_credentials = Destination::RestServer { url: url.clone(), ca_file: Some(ca_file.clone()), credentials: None };
+    for dest in [with("wardbox", &wrong_file), with("someone", &wrong_file), no_credentials] {
+        let err = BackupRepository::open_or_init(&dest, &key).unwrap_err();
+        assert!(matches!(err, BackupError::CredentialsRefused { .. }), "{err:?}");
+        let said = format!("{err} {err:?}");
+        assert!(said.contains("refused the user name and password (HTTP 401 Unauthorized)") && said.contains(&url), "{said}");
+        assert!(!said.contains("n0t the passw0rd") && !said.contains("passw0rd"), "a password in the error: {said}");
+    }
+    assert!(!server.root.join("wardbox/config").exists(), "a refused client wrote to the server");
+
+    // The right password, read from its file (first line, without its line ending).
+    let password_file = dir.path().join("rest.pw");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let (mut repo, created) = BackupRepository::open_or_init(&with("wardbox", &password_file), &key).unwrap();
+    assert!(created);
+    let snap = repo.backup(&source, &["wardbox"]).unwrap();
+    assert!(repo.check(true).unwrap().is_ok());
+    assert_eq!(repo.snapshots().unwrap().last().map(|s| s.id.clone()), Some(snap.id));
+    assert!(server.root.join("wardbox/config").is_file());
+
+    // Refused before the server is asked: an unreadable or empty password file, plain http.
+    let missing = dir.path().join("missing.pw");
+    let err = BackupRepository::open(&with("wardbox", &missing), &key).unwrap_err();
+    assert!(matches!(err, BackupError::CredentialsUnreadable { .. }) && err.to_string().contains(missing.to_str().unwrap()), "{err}");
+    let empty = dir.path().join("empty.pw");
+    std::fs::write(&empty, "\n").unwrap();
+    let err = BackupRepository::open(&with("wardbox", &empty), &key).unwrap_err();
+    assert!(err.to_string().contains("holds no password"), "{err}");
+    let plain = Destination::RestServer {
+        url: url.replace("https://", "http://"),
+        ca_file: None,
+        credentials: Some(RestCredentials { user: "wardbox".into(), password_file: password_file.clone() }),
+    };
+    let err = BackupRepository::open(&plain, &key).unwrap_err();
+    assert!(matches!(err, BackupError::CredentialsOverHttp { .. }), "{err:?}");
+    assert!(!err.to_string().contains(password), "{err}");
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
-use wardbox_backup::Destination;
+use wardbox_backup::{Destination, RestCredentials};
 
 use crate::settings::ConfigError;
 use wardbox_firewall::{AllowOut, Protocol};
@@ -39,6 +39,12 @@ pub struct BackupConfig {
     /// For an https `rest_url` whose certificate a clinic CA signed: that CA (PEM), by
     /// absolute path.
     pub rest_ca_file: Option<PathBuf>,
+    /// For a REST server that asks for HTTP basic authentication (https only): the user name,
+    /// with `rest_password_file`.
+    pub rest_user: Option<String>,
+    /// The file (absolute path, mode 0600) whose first line is the REST server's password. The
+    /// password itself is never in the configuration.
+    pub rest_password_file: Option<PathBuf>,
     /// `nightly` (the default) or `off` (backups only when a person starts one).
     pub schedule: ScheduleMode,
     /// The nightly run's local time, `HH:MM` (24 h).
@@ -61,6 +67,8 @@ impl Default for BackupConfig {
             usb_path: None,
             rest_url: None,
             rest_ca_file: None,
+            rest_user: None,
+            rest_password_file: None,
             schedule: ScheduleMode::Nightly,
             nightly_at: "02:30".into(),
             utc_offset_minutes: None,
@@ -92,8 +100,26 @@ impl BackupConfig {
                     return bad("rest_ca_file", format!("`{}` must be an absolute path", ca.display()));
                 }
             }
+            match (&self.rest_user, &self.rest_password_file) {
+                (None, None) => {}
+                (Some(_), None) => return bad("rest_password_file", "rest_user needs rest_password_file (the file that holds its password)".into()),
+                (None, Some(_)) => return bad("rest_user", "rest_password_file needs rest_user (the user name the server knows)".into()),
+                (Some(user), Some(file)) => {
+                    if !https {
+                        return bad("rest_user", "a user and password are sent over https only: basic authentication would send the password across the LAN in clear".into());
+                    }
+                    if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                        return bad("rest_user", "the user name must be non-empty, without `:` or control characters".into());
+                    }
+                    if !file.is_absolute() {
+                        return bad("rest_password_file", format!("`{}` must be an absolute path", file.display()));
+                    }
+                }
+            }
         } else if self.rest_ca_file.is_some() {
             return bad("rest_ca_file", "a CA file needs an https rest_url".into());
+        } else if self.rest_user.is_some() || self.rest_password_file.is_some() {
+            return bad("rest_user", "a user and password file are for a rest_url".into());
         }
         if let Some(path) = &self.usb_path
             && !path.is_absolute()
@@ -115,7 +141,11 @@ impl BackupConfig {
     pub fn destination(&self) -> Option<Destination> {
         if let Some(url) = &self.rest_url {
             let url = if url.ends_with('/') { url.clone() } else { format!("{url}/") };
-            return Some(Destination::RestServer { url, ca_file: self.rest_ca_file.clone() });
+            let credentials = match (&self.rest_user, &self.rest_password_file) {
+                (Some(user), Some(password_file)) => Some(RestCredentials { user: user.clone(), password_file: password_file.clone() }),
+                _ => None,
+            };
+            return Some(Destination::RestServer { url, ca_file: self.rest_ca_file.clone(), credentials });
         }
         self.usb_path.clone().map(Destination::LocalDirectory)
     }
@@ -360,16 +390,34 @@ mod tests {
             ("rest_url = \"http://52.1.2.3:8000/\"", "is not an address inside the clinic"),
             ("rest_url = \"http://10.1.5.30:8000/\"\nusb_path = \"/media/b\"", "not both"),
             ("rest_url = \"http://10.1.5.30:8000/\"\nrest_ca_file = \"/etc/ca.pem\"", "`backup.rest_ca_file`"),
+            // Basic authentication: https only, both keys, the password only in its file.
+            ("rest_url = \"http://10.1.5.30:8000/\"\nrest_user = \"wardbox\"\nrest_password_file = \"/etc/wardbox/rest.pw\"", "over https only"),
+            ("rest_url = \"https://10.1.5.30:8443/\"\nrest_user = \"wardbox\"", "`backup.rest_password_file`"),
+            ("rest_url = \"https://10.1.5.30:8443/\"\nrest_password_file = \"/etc/wardbox/rest.pw\"", "needs rest_user"),
+            ("rest_url = \"https://10.1.5.30:8443/\"\nrest_user = \"a:b\"\nrest_password_file = \"/etc/wardbox/rest.pw\"", "without `:`"),
+            ("rest_url = \"https://10.1.5.30:8443/\"\nrest_user = \"wardbox\"\nrest_password_file = \"rest.pw\"", "must be an absolute path"),
+            ("usb_path = \"/media/b\"\nrest_user = \"wardbox\"", "are for a rest_url"),
         ];
         for (text, expected) in rest_cases {
             let err = parse(text).unwrap_err();
-            assert!(err.contains("`backup.rest_url`") || err.contains("`backup.rest_ca_file`"), "{text}: {err}");
+            assert!(
+                ["`backup.rest_url`", "`backup.rest_ca_file`", "`backup.rest_user`", "`backup.rest_password_file`"].iter().any(|k| err.contains(k)),
+                "{text}: {err}"
+            );
             assert!(err.contains(expected), "{text}: {err}\nwanted {expected}");
         }
         // Loopback is fine with the firewall off (a dev box).
         let local: BackupConfig = toml::from_str("rest_url = \"http://127.0.0.1:8000/wardbox\"").unwrap();
         assert!(local.validate(false).is_ok());
-        assert_eq!(local.destination(), Some(Destination::RestServer { url: "http://127.0.0.1:8000/wardbox/".into(), ca_file: None }));
+        assert_eq!(local.destination(), Some(Destination::RestServer { url: "http://127.0.0.1:8000/wardbox/".into(), ca_file: None, credentials: None }));
+        let authed: BackupConfig =
+            toml::from_str("rest_url = \"https://10.1.5.30:8443/wardbox/\"\nrest_user = \"wardbox\"\nrest_password_file = \"/etc/wardbox/rest.pw\"").unwrap();
+        assert!(authed.validate(true).is_ok());
+        let credentials = RestCredentials { user: "wardbox".into(), password_file: "/etc/wardbox/rest.pw".into() };
+        assert_eq!(
+            authed.destination(),
+            Some(Destination::RestServer { url: "https://10.1.5.30:8443/wardbox/".into(), ca_file: None, credentials: Some(credentials) })
+        );
         let off: BackupConfig = toml::from_str("usb_path = \"/media/b\"\nschedule = \"off\"").unwrap();
         assert_eq!(off.nightly(0), None, "schedule off");
         assert_eq!(BackupConfig::default().nightly(0), None, "no destination, no schedule");
