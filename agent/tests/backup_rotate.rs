@@ -6,7 +6,8 @@
 //! a rotation whose destination cannot be reached (disk not mounted, LAN server down) changes
 //! nothing. Over a real restic REST server (`rclone serve restic`): one that refuses deletion
 //! (`--append-only`) leaves the rotation half done, the box on the new key, and running it again
-//! on a server that allows deletion finishes it.
+//! on a server that allows deletion finishes it. A second backup disk, not plugged in at the
+//! rotation, is brought onto the new key with the old sheet (`wardbox backup adopt-key`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -355,4 +356,52 @@ fn a_server_that_refuses_deletion_leaves_the_rotation_half_done_and_a_second_run
     assert_eq!(c.rotations().pop().unwrap()["removed_key_ids"].as_array().unwrap().len(), 2);
     let out = wardbox(&["backup", "now", "-c", c.c()]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_second_backup_disk_is_brought_onto_the_rotated_key_with_the_old_sheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let (usb, second) = (dir.path().join("usb"), dir.path().join("second"));
+    std::fs::create_dir(&usb).unwrap();
+    std::fs::create_dir(&second).unwrap();
+    let (a, old_sheet) = dev_box(&dir.path().join("a"), usb.to_str().unwrap());
+    let s = second.to_str().unwrap();
+    for args in [&["backup", "now", "-c", a.c()][..], &["backup", "now", "-c", a.c(), "--repo", s][..]] {
+        let out = wardbox(args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = wardbox(&["backup", "rotate-key", "-c", a.c()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let new = a.repository_key();
+    // The second disk, not plugged in at the rotation, is still on the old key.
+    let out = wardbox(&["backup", "now", "-c", a.c(), "--repo", s]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("wrong key"), "{}", text(&out));
+
+    // A key that does not open it changes nothing.
+    let second_repo = Destination::LocalDirectory(second.clone());
+    let old = RepositoryKey::from_hex(&old_sheet).unwrap();
+    let before = BackupRepository::open(&second_repo, &old).unwrap().key_ids().unwrap();
+    let wrong_file = dir.path().join("wrong.key");
+    std::fs::write(&wrong_file, RepositoryKey::generate().unwrap().to_hex().as_str()).unwrap();
+    let out = wardbox(&["backup", "adopt-key", "-c", a.c(), "--repo", s, "--old-key-file", wrong_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("was not brought onto this box's key") && text(&out).contains("wrong key"), "{}", text(&out));
+    assert_eq!(BackupRepository::open(&second_repo, &old).unwrap().key_ids().unwrap(), before);
+
+    // With the old sheet: the box's key opens it, the old one no longer does, backups go on.
+    let old_file = dir.path().join("old.key");
+    std::fs::write(&old_file, &old_sheet).unwrap();
+    let out = wardbox(&["backup", "adopt-key", "-c", a.c(), "--repo", s, "--old-key-file", old_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&new.fingerprint()), "{}", text(&out));
+    assert!(matches!(BackupRepository::open(&second_repo, &old), Err(BackupError::WrongKey { .. })));
+    assert_eq!(BackupRepository::open(&second_repo, &new).unwrap().key_ids().unwrap().len(), 1);
+    let out = wardbox(&["backup", "now", "-c", a.c(), "--repo", s]);
+    assert!(out.status.success(), "{}", text(&out));
+    let adopted: Vec<_> = a.audit_details().into_iter().filter(|d| d["action"] == "backup_key_adopted").collect();
+    assert_eq!(adopted.iter().map(|d| d["ok"].as_bool()).collect::<Vec<_>>(), [Some(false), Some(true)]);
+    assert_eq!(adopted[1]["key_fingerprint"].as_str(), Some(new.fingerprint().as_str()));
+    let all: String = a.audit_details().iter().map(ToString::to_string).collect();
+    assert!(!all.contains(old.to_hex().as_str()) && !all.contains(new.to_hex().as_str()), "a key reached the audit trail");
 }

@@ -3,6 +3,9 @@
 //! rotate-key` and the admin page's "Rotate the key" call [`rotate_key`]; they print the new
 //! sheet and audit the rotation by fingerprint.
 //!
+//! [`adopt_key`] brings a second repository of the box (a disk that was not plugged in at the
+//! rotation) onto the box's new key, with the old key typed from the old sheet.
+//!
 //! The order keeps the box able to back up at every step, and the repository openable by a key
 //! the box holds:
 //!
@@ -19,7 +22,7 @@
 
 use serde_json::json;
 use wardbox_backup::rotate::{self, AddedKey};
-use wardbox_backup::{BackupError, Destination, RepositoryKey};
+use wardbox_backup::{BackupError, BackupRepository, Destination, RepositoryKey};
 
 use super::{RunError, RunLock};
 use crate::store::Store;
@@ -122,6 +125,47 @@ pub fn rotate_key(store: &Store, data_dir: &std::path::Path, destination: &Desti
         )),
         Err(error) => Err(RotateError::Incomplete(Box::new(PartialRotation { new_key: new, old_fingerprint, new_fingerprint, added, error }))),
     }
+}
+
+/// A second repository brought onto the box's key (see [`adopt_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoption {
+    pub destination: String,
+    /// The key that opened it (from the old sheet), and the box's key it now has instead.
+    pub old_fingerprint: String,
+    pub key_fingerprint: String,
+    pub repository_id: String,
+    pub new_key_id: String,
+    pub removed_key_ids: Vec<String>,
+}
+
+/// After a rotation, bring another repository of this box (a second backup disk, still on the
+/// key before the rotation) onto the box's current key: opened with `old` (typed from the old
+/// sheet), the box's key is added and verified, every other key file removed, and `old`
+/// checked to be refused. The store does not change. A failure before the removal leaves the
+/// repository as it was; a failure during it leaves both keys, and running it again finishes
+/// (the box's key opening it already, only the others are removed).
+pub fn adopt_key(store: &Store, data_dir: &std::path::Path, destination: &Destination, old: &RepositoryKey) -> Result<Adoption, RunError> {
+    let _lock = RunLock::acquire(data_dir, "key adoption")?;
+    let current = super::stored_key(store)?.ok_or_else(|| RunError::Key("this box has no backup key yet: back up first".into()))?;
+    if current.fingerprint() == old.fingerprint() {
+        return Err(RunError::Key("the key given is already this box's key: nothing to adopt".into()));
+    }
+    // The box's key opens it already when an earlier run got as far as adding it.
+    let repository_id = match BackupRepository::open(destination, &current) {
+        Ok(repo) => repo.repository_id()?,
+        Err(BackupError::WrongKey { .. }) => rotate::add_verified_key(destination, old, &current)?.repository_id,
+        Err(e) => return Err(e.into()),
+    };
+    let retired = rotate::retire_other_keys(destination, &current, old)?;
+    Ok(Adoption {
+        destination: destination.location(),
+        old_fingerprint: old.fingerprint(),
+        key_fingerprint: current.fingerprint(),
+        repository_id,
+        new_key_id: retired.kept_key_id,
+        removed_key_ids: retired.removed_key_ids,
+    })
 }
 
 /// Replace the store's key, only if it is still `old` (another rotation at the same moment is

@@ -100,6 +100,18 @@ pub enum BackupCommand {
         #[arg(long)]
         repo: Option<PathBuf>,
     },
+    /// After a rotation: bring another backup disk of this box, still on the old key, onto the
+    /// box's key (the old key, typed from the old sheet, is removed from it). Audited.
+    AdoptKey {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The other repository's directory (the second backup disk).
+        #[arg(long)]
+        repo: PathBuf,
+        /// A file holding the key that still opens it (the old escrow sheet's; spaces are ignored).
+        #[arg(long)]
+        old_key_file: PathBuf,
+    },
 }
 
 /// `--repo DIR` when given, else the configured destination; on the appliance the configured
@@ -191,6 +203,47 @@ fn rotate_key(config_path: &std::path::Path, repo: Option<PathBuf>) -> CliResult
             Err(CliError::new(e.to_string()))
         }
     }
+}
+
+/// Bring another repository onto this box's key (see [`BackupCommand::AdoptKey`]).
+fn adopt_key(config_path: &std::path::Path, repo: PathBuf, old_key_file: &std::path::Path) -> CliResult {
+    let config = load_config(config_path)?;
+    let (store, volume) = super::audit::open(&config)?;
+    let old = read_key_file(old_key_file)?;
+    let destination = Destination::LocalDirectory(repo);
+    let outcome = backup::rotate::adopt_key(&store, &volume.data_dir, &destination, &old);
+    if let Err(backup::RunError::Busy(e)) = &outcome {
+        return Err(CliError::new(e.to_string()));
+    }
+    let detail = match &outcome {
+        Ok(a) => json!({
+            "action": "backup_key_adopted",
+            "ok": true,
+            "destination": a.destination,
+            "old_key_fingerprint": a.old_fingerprint,
+            "key_fingerprint": a.key_fingerprint,
+            "repository_id": a.repository_id,
+            "new_key_id": a.new_key_id,
+            "removed_key_ids": a.removed_key_ids,
+        }),
+        Err(e) => json!({
+            "action": "backup_key_adopted",
+            "ok": false,
+            "destination": destination.location(),
+            "old_key_fingerprint": old.fingerprint(),
+            "error": e.to_string(),
+        }),
+    };
+    super::audit::record(&store, &volume, detail)?;
+    let adopted = outcome.map_err(|e| CliError::new(format!("the other repository was not brought onto this box's key: {e}")))?;
+    println!(
+        "{} now opens with this box's key (fingerprint {}); the old key (fingerprint {}) no longer opens it: {} key file(s) removed",
+        adopted.destination,
+        adopted.key_fingerprint,
+        adopted.old_fingerprint,
+        adopted.removed_key_ids.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The new escrow sheet, laid out as provisioning prints the backup key (on the console only,
@@ -382,6 +435,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
         }
         BackupCommand::RestoreBox { config, repo, key_file } => restore_box(&config, repo, &key_file),
         BackupCommand::RotateKey { config, repo } => rotate_key(&config, repo),
+        BackupCommand::AdoptKey { config, repo, old_key_file } => adopt_key(&config, repo, &old_key_file),
         BackupCommand::Key { config } => {
             let config = load_config(&config)?;
             let (store, volume) = super::audit::open(&config)?;
