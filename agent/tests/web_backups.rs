@@ -3,7 +3,8 @@
 //! and "run a drill" (confirmed, audited, refused while another run holds the lock), and the
 //! escrow sheet (confirmed, not cached, audited by fingerprint, the key never in the audit
 //! trail), and the key's rotation (confirmed, audited, the new sheet shown, the old key no longer
-//! opening the repository). Administrators only for the buttons and the key; auditors see the status; clinical
+//! opening the repository; over a REST server that refuses deletion, the new sheet with what is
+//! left to do). Administrators only for the buttons and the key; auditors see the status; clinical
 //! roles see nothing.
 
 mod web_support;
@@ -18,14 +19,22 @@ use wardbox::web::Role;
 use web_support::*;
 
 fn harness() -> Harness {
-    Harness::with_backups(Box::new(|store_path: &Path, key, audit| {
+    harness_with(None)
+}
+
+/// The destination is `rest_url` when given, else a directory standing for the USB disk.
+fn harness_with(rest_url: Option<String>) -> Harness {
+    Harness::with_backups(Box::new(move |store_path: &Path, key, audit| {
         let dir = store_path.parent().expect("dir").to_path_buf();
         let usb = dir.join("usb");
         std::fs::create_dir_all(&usb).expect("usb");
+        let destination = match &rest_url {
+            Some(url) => format!("rest_url = \"{url}\""),
+            None => format!("usb_path = \"{}\"", usb.display()),
+        };
         let text = format!(
-            "profile = \"dev\"\nstate_dir = \"{d}\"\n[volume]\nmode = \"plain-directory\"\ndata_dir = \"{d}\"\n[backup]\nusb_path = \"{u}\"\nutc_offset_minutes = 60\n",
+            "profile = \"dev\"\nstate_dir = \"{d}\"\n[volume]\nmode = \"plain-directory\"\ndata_dir = \"{d}\"\n[backup]\n{destination}\nutc_offset_minutes = 60\n",
             d = dir.display(),
-            u = usb.display()
         );
         let config = Config::parse(&text, Path::new("t.toml")).expect("config");
         let state_dir = dir.join("state");
@@ -210,6 +219,74 @@ async fn an_admin_rotates_the_key_and_the_old_one_no_longer_opens_the_backups() 
     assert!(body_text(busy).await.contains("No key rotation was started"));
     drop(running);
     assert_eq!(stored().fingerprint(), new.fingerprint());
+}
+
+/// A REST server that refuses deletion (`rclone serve restic --append-only`): the page's rotation
+/// leaves the box on the new key, shows its sheet with what is left to do, and audits it as
+/// incomplete.
+#[tokio::test]
+async fn a_rotation_the_server_half_refuses_shows_the_new_sheet_and_what_is_left() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let rclone = std::path::PathBuf::from("/usr/bin/rclone");
+    assert!(rclone.is_file(), "rclone not found at {} (Debian package `rclone`: its `serve restic` is the REST server of this test)", rclone.display());
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr");
+    /// Stops the server however the test ends.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(std::process::Command::new(rclone)
+        .args(["serve", "restic", "--append-only", "--addr", &addr.to_string(), "--config", "/dev/null"])
+        .arg(root.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start rclone serve restic"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "rclone serve restic did not listen on {addr}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let url = format!("http://{addr}/wardbox/");
+    let h = harness_with(Some(url.clone()));
+    let admin = h.add_user("it.admin", Role::Admin, false);
+    let (token, csrf) = h.session(&admin);
+    let stored = || {
+        let store = wardbox::store::Store::open_existing(&h.store_path, &h.key).expect("store");
+        wardbox::backup::stored_key(&store).expect("read").expect("a key")
+    };
+    // The box's key (made by its escrow sheet) and a repository on the server under it.
+    let sheet = h.send(post_form("/admin/backups/key", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert_eq!(sheet.status(), StatusCode::OK);
+    let old = stored();
+    let server_repo = wardbox_backup::Destination::RestServer { url, ca_file: None, credentials: None };
+    // rustic's REST client blocks on a runtime of its own: called off this test's runtime.
+    let off_runtime = |f: &(dyn Fn() + Sync)| std::thread::scope(|s| s.spawn(f).join().expect("thread"));
+    off_runtime(&|| {
+        wardbox_backup::BackupRepository::init(&server_repo, &old).expect("init on the server");
+    });
+
+    let rotated = h.send(post_form("/admin/backups/rotate-key", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    assert_eq!(rotated.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("no-store"));
+    let html = body_text(rotated).await;
+    let new = stored();
+    assert_ne!(new.fingerprint(), old.fingerprint(), "the box backs up with the new key");
+    let grouped = wardbox::backup::escrow::grouped(&new);
+    assert!(html.contains(&format!("<code id=\"repository-key\">{}</code>", grouped.as_str())), "{html}");
+    assert!(html.contains("rotated only in part") && html.contains("Run `wardbox backup rotate-key` again"), "{html}");
+    off_runtime(&|| {
+        for key in [&old, &new] {
+            let keys = wardbox_backup::BackupRepository::open(&server_repo, key).expect("both keys open it").key_ids().expect("keys");
+            assert_eq!(keys.len(), 2);
+        }
+    });
+    let rotation = actions(&h).into_iter().rfind(|d| d["action"] == "backup_key_rotated").expect("audited");
+    assert_eq!((rotation["ok"].as_bool(), rotation["complete"].as_bool(), rotation["via"].as_str()), (Some(false), Some(false), Some("web")));
 }
 
 #[tokio::test]
