@@ -5,8 +5,8 @@
 //! nightly backup goes on with the new key, the audit trail names both keys by fingerprint only;
 //! a rotation whose destination cannot be reached (disk not mounted, LAN server down) changes
 //! nothing. Over a real restic REST server (`rclone serve restic`): one that refuses deletion
-//! (`--append-only`) leaves the rotation half done, the box on the new key, and running it again
-//! on a server that allows deletion finishes it. A second backup disk, not plugged in at the
+//! (`--append-only`) makes the rotation roll back (nothing changed, the old sheet valid), and
+//! on a server that allows deletion it goes through. A second backup disk, not plugged in at the
 //! rotation, is brought onto the new key with the old sheet (`wardbox backup adopt-key`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -313,7 +313,7 @@ fn a_rotation_that_cannot_reach_the_destination_changes_nothing() {
 }
 
 #[test]
-fn a_server_that_refuses_deletion_leaves_the_rotation_half_done_and_a_second_run_finishes_it() {
+fn a_server_that_refuses_deletion_rolls_the_rotation_back_and_one_that_allows_it_rotates() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("server");
     let server = RestServer::start(&root, &[]);
@@ -323,36 +323,34 @@ fn a_server_that_refuses_deletion_leaves_the_rotation_half_done_and_a_second_run
     assert!(out.status.success(), "{}", text(&out));
     drop(server);
 
-    // The server now refuses deletion: the new key is added and the box takes it, the old key
-    // cannot be removed. The sheet of the key the box now uses is printed; exit 1 says what to do.
+    // The server now refuses deletion: the new key is added and verified, the old one cannot be
+    // removed, so the box goes back to its key: nothing changed, no sheet, the old one is valid.
     let server = RestServer::start(&root, &["--append-only"]);
     c.set_rest_url(&server.url());
     let out = wardbox(&["backup", "rotate-key", "-c", c.c()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("rotated only in part") && text(&out).contains("Run `wardbox backup rotate-key` again"), "{}", text(&out));
-    let half = RepositoryKey::from_hex(&printed_key(&out)).unwrap();
-    assert_eq!(c.repository_key().fingerprint(), half.fingerprint(), "the box backs up with the printed key");
+    assert!(text(&out).contains("not rotated (nothing changed)") && text(&out).contains("the old escrow sheet stays valid"), "{}", text(&out));
+    // The server refused to delete the new key file too: said, and harmless.
+    assert!(text(&out).contains("could not be removed from the repository again") && text(&out).contains("never shown"), "{}", text(&out));
+    assert!(!text(&out).contains("NEW BACKUP KEY"), "a sheet for a rotation that was rolled back: {}", text(&out));
+    assert_eq!(c.repository_key().fingerprint(), old.fingerprint(), "the box went back to its key");
     let destination = c.config.backup.destination().unwrap();
-    for key in [&old, &half] {
-        assert_eq!(BackupRepository::open(&destination, key).unwrap().key_ids().unwrap().len(), 2, "both keys open it");
-    }
+    assert_eq!(BackupRepository::open(&destination, &old).unwrap().key_ids().unwrap().len(), 2, "the old key and the leftover file");
     let r = c.rotations().pop().unwrap();
-    assert_eq!((r["ok"].as_bool(), r["complete"].as_bool()), (Some(false), Some(false)), "{r}");
-    assert_eq!(r["new_key_fingerprint"].as_str(), Some(half.fingerprint().as_str()));
+    assert_eq!((r["ok"].as_bool(), r["changed"].as_bool(), r["rolled_back"].as_bool()), (Some(false), Some(false), Some(true)), "{r}");
     drop(server);
 
-    // A server that allows deletion: the second run finishes it; only its key opens the
-    // repository, and the box backs up with it.
+    // A server that allows deletion: the rotation goes through and removes the leftover too;
+    // only the new key opens the repository, and the box backs up with it.
     let server = RestServer::start(&root, &[]);
     c.set_rest_url(&server.url());
     let out = wardbox(&["backup", "rotate-key", "-c", c.c()]);
     assert!(out.status.success(), "{}", text(&out));
     let new = RepositoryKey::from_hex(&printed_key(&out)).unwrap();
+    assert_eq!(c.repository_key().fingerprint(), new.fingerprint());
     let destination = c.config.backup.destination().unwrap();
     assert_eq!(BackupRepository::open(&destination, &new).unwrap().key_ids().unwrap().len(), 1);
-    for key in [&old, &half] {
-        assert!(matches!(BackupRepository::open(&destination, key), Err(BackupError::WrongKey { .. })));
-    }
+    assert!(matches!(BackupRepository::open(&destination, &old), Err(BackupError::WrongKey { .. })));
     assert_eq!(c.rotations().pop().unwrap()["removed_key_ids"].as_array().unwrap().len(), 2);
     let out = wardbox(&["backup", "now", "-c", c.c()]);
     assert!(out.status.success(), "{}", text(&out));

@@ -3,8 +3,8 @@
 //! and "run a drill" (confirmed, audited, refused while another run holds the lock), and the
 //! escrow sheet (confirmed, not cached, audited by fingerprint, the key never in the audit
 //! trail), and the key's rotation (confirmed, audited, the new sheet shown, the old key no longer
-//! opening the repository; over a REST server that refuses deletion, the new sheet with what is
-//! left to do). Administrators only for the buttons and the key; auditors see the status; clinical
+//! opening the repository; over a REST server that refuses deletion, rolled back and said so).
+//! Administrators only for the buttons and the key; auditors see the status; clinical
 //! roles see nothing.
 
 mod web_support;
@@ -222,10 +222,9 @@ async fn an_admin_rotates_the_key_and_the_old_one_no_longer_opens_the_backups() 
 }
 
 /// A REST server that refuses deletion (`rclone serve restic --append-only`): the page's rotation
-/// leaves the box on the new key, shows its sheet with what is left to do, and audits it as
-/// incomplete.
+/// rolls back (the box keeps its key, no sheet is shown), says so, and is audited as such.
 #[tokio::test]
-async fn a_rotation_the_server_half_refuses_shows_the_new_sheet_and_what_is_left() {
+async fn a_rotation_the_server_half_refuses_is_rolled_back_and_says_so() {
     let root = tempfile::tempdir().expect("tempdir");
     let rclone = std::path::PathBuf::from("/usr/bin/rclone");
     assert!(rclone.is_file(), "rclone not found at {} (Debian package `rclone`: its `serve restic` is the REST server of this test)", rclone.display());
@@ -271,22 +270,16 @@ async fn a_rotation_the_server_half_refuses_shows_the_new_sheet_and_what_is_left
     });
 
     let rotated = h.send(post_form("/admin/backups/rotate-key", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
-    assert_eq!(rotated.status(), StatusCode::OK);
-    assert_eq!(rotated.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("no-store"));
     let html = body_text(rotated).await;
-    let new = stored();
-    assert_ne!(new.fingerprint(), old.fingerprint(), "the box backs up with the new key");
-    let grouped = wardbox::backup::escrow::grouped(&new);
-    assert!(html.contains(&format!("<code id=\"repository-key\">{}</code>", grouped.as_str())), "{html}");
-    assert!(html.contains("rotated only in part") && html.contains("Run `wardbox backup rotate-key` again"), "{html}");
+    assert!(html.contains("The key rotation failed: the backup key was not rotated (nothing changed)") && html.contains("the old escrow sheet stays valid"), "{html}");
+    assert!(!html.contains("repository-key"), "a sheet for a rotation that was rolled back: {html}");
+    assert_eq!(stored().fingerprint(), old.fingerprint(), "the box keeps its key");
     off_runtime(&|| {
-        for key in [&old, &new] {
-            let keys = wardbox_backup::BackupRepository::open(&server_repo, key).expect("both keys open it").key_ids().expect("keys");
-            assert_eq!(keys.len(), 2);
-        }
+        let repo = wardbox_backup::BackupRepository::open(&server_repo, &old).expect("the old key still opens it");
+        assert_eq!(repo.key_ids().expect("keys").len(), 2, "the old key and the leftover file the server would not delete");
     });
     let rotation = actions(&h).into_iter().rfind(|d| d["action"] == "backup_key_rotated").expect("audited");
-    assert_eq!((rotation["ok"].as_bool(), rotation["complete"].as_bool(), rotation["via"].as_str()), (Some(false), Some(false), Some("web")));
+    assert_eq!((rotation["ok"].as_bool(), rotation["rolled_back"].as_bool(), rotation["via"].as_str()), (Some(false), Some(true), Some("web")));
 }
 
 #[tokio::test]

@@ -16,9 +16,13 @@
 //! 3. the store's key is replaced by the new one (the box's backups use it from now on); if
 //!    the store cannot take it, the new key file is removed again: nothing changed;
 //! 4. every other key file is removed from the repository, and the old key is checked to be
-//!    refused (`retire_other_keys`). If this step fails, the box uses the new key, which opens
-//!    the repository, and the old key may still open it too: [`RotateError::Incomplete`] says
-//!    so, and running the rotation again finishes it (it removes every key but its own).
+//!    refused (`retire_other_keys`). If this step fails while the old key still opens the
+//!    repository (a server that refuses deletion), the rotation is rolled back: the store takes
+//!    the old key again and the new key file is removed (if the server lets it), so nothing
+//!    changed and the old sheet stays valid ([`RotateError::RolledBack`]). If the old key no
+//!    longer opens it, or that cannot be told (the server went away), the box keeps the new
+//!    key, which opens the repository: [`RotateError::Incomplete`] says so, its sheet must be
+//!    printed, and running the rotation again finishes it (it removes every key but its own).
 
 use serde_json::json;
 use wardbox_backup::rotate::{self, AddedKey};
@@ -46,6 +50,19 @@ pub enum RotateError {
     /// Nothing changed: the repository and the store hold the old key only.
     #[error("the backup key was not rotated (nothing changed): {0}")]
     NotRotated(RunError),
+    /// Nothing changed: the box has no key yet.
+    #[error("the backup key was not rotated (nothing changed): this box has no backup key yet, so there is nothing to rotate; back up first")]
+    NoKey,
+    /// Nothing changed: the store could not take the new key (its key file was removed again).
+    #[error("the backup key was not rotated (nothing changed): the store could not take the new key: {0}")]
+    StoreNotUpdated(String),
+    /// Removing the old key failed while it still opened the repository; the box went back to
+    /// it, so nothing changed and the old escrow sheet stays valid.
+    #[error(
+        "the backup key was not rotated (nothing changed): removing the old key from the repository failed ({error}), so this box keeps its key and the old escrow sheet stays valid{}",
+        .leftover.as_deref().map(|l| format!("; {l}")).unwrap_or_default()
+    )]
+    RolledBack { error: BackupError, leftover: Option<String> },
     /// The box holds and uses the new key, which opens the repository; removing the old key
     /// failed, so it may still open the repository.
     #[error(
@@ -74,14 +91,19 @@ impl RotateError {
     /// printed: the box backs up with it).
     pub fn key_in_use(&self) -> Option<&RepositoryKey> {
         match self {
-            RotateError::NotRotated(_) => None,
             RotateError::Incomplete(partial) => Some(&partial.new_key),
+            _ => None,
         }
     }
 
     /// Refused because another backup, restore or drill was running.
     pub fn is_busy(&self) -> bool {
         matches!(self, RotateError::NotRotated(RunError::Busy(_)))
+    }
+
+    /// Whether the store's key changed (only when the rotation finished only in part).
+    pub fn changed(&self) -> bool {
+        matches!(self, RotateError::Incomplete(_))
     }
 }
 
@@ -93,20 +115,15 @@ fn not_rotated(e: impl Into<RunError>) -> RotateError {
 /// new key, which the caller prints on a new escrow sheet, and what was done.
 pub fn rotate_key(store: &Store, data_dir: &std::path::Path, destination: &Destination) -> Result<(RepositoryKey, Rotation), RotateError> {
     let _lock = RunLock::acquire(data_dir, "key rotation").map_err(not_rotated)?;
-    let old = super::stored_key(store)
-        .map_err(not_rotated)?
-        .ok_or_else(|| not_rotated(RunError::Key("this box has no backup key yet, so there is nothing to rotate: back up first".into())))?;
+    let old = super::stored_key(store).map_err(not_rotated)?.ok_or(RotateError::NoKey)?;
     let new = RepositoryKey::generate().map_err(|e| not_rotated(RunError::Key(e.to_string())))?;
     let added = rotate::add_verified_key(destination, &old, &new).map_err(not_rotated)?;
 
     if let Err(e) = replace_stored_key(store, &old, &new) {
-        let undone = rotate::remove_added_key(destination, &old, &added);
-        return Err(not_rotated(match undone {
-            Ok(()) => e,
-            Err(undo) => RunError::Key(format!(
-                "{e}; the new key file {} could not be removed from the repository again ({undo}), but nobody knows its key and the next rotation removes it",
-                added.new_key_id
-            )),
+        let note = leftover_note(rotate::remove_added_key(destination, &old, &added), &added);
+        return Err(RotateError::StoreNotUpdated(match note {
+            Some(note) => format!("{e}; {note}"),
+            None => e,
         }));
     }
 
@@ -123,8 +140,40 @@ pub fn rotate_key(store: &Store, data_dir: &std::path::Path, destination: &Desti
                 removed_key_ids: retired.removed_key_ids,
             },
         )),
-        Err(error) => Err(RotateError::Incomplete(Box::new(PartialRotation { new_key: new, old_fingerprint, new_fingerprint, added, error }))),
+        Err(error) => {
+            // While the old key still opens the repository, go back to it: nothing changed.
+            let old_still_opens = BackupRepository::open(destination, &old).is_ok();
+            if old_still_opens && replace_stored_key(store, &new, &old).is_ok() {
+                let leftover = leftover_note(rotate::remove_added_key(destination, &old, &added), &added);
+                return Err(RotateError::RolledBack { error, leftover });
+            }
+            Err(RotateError::Incomplete(Box::new(PartialRotation { new_key: new, old_fingerprint, new_fingerprint, added, error })))
+        }
     }
+}
+
+/// When the new key file could not be removed again: a note saying so (harmless: its key was
+/// never shown and is forgotten; the next rotation removes the file).
+fn leftover_note(removed: Result<(), BackupError>, added: &AddedKey) -> Option<String> {
+    removed.err().map(|e| {
+        format!(
+            "the new key file {} could not be removed from the repository again ({e}); its key was never shown and is forgotten, and the next rotation removes the file",
+            added.new_key_id
+        )
+    })
+}
+
+/// Why [`adopt_key`] did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("this box has no backup key yet: back up first")]
+    NoKey,
+    #[error("the key given is already this box's key: nothing to adopt")]
+    SameKey,
+    #[error(transparent)]
+    Repository(#[from] BackupError),
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 /// A second repository brought onto the box's key (see [`adopt_key`]).
@@ -145,17 +194,17 @@ pub struct Adoption {
 /// checked to be refused. The store does not change. A failure before the removal leaves the
 /// repository as it was; a failure during it leaves both keys, and running it again finishes
 /// (the box's key opening it already, only the others are removed).
-pub fn adopt_key(store: &Store, data_dir: &std::path::Path, destination: &Destination, old: &RepositoryKey) -> Result<Adoption, RunError> {
-    let _lock = RunLock::acquire(data_dir, "key adoption")?;
-    let current = super::stored_key(store)?.ok_or_else(|| RunError::Key("this box has no backup key yet: back up first".into()))?;
+pub fn adopt_key(store: &Store, data_dir: &std::path::Path, destination: &Destination, old: &RepositoryKey) -> Result<Adoption, AdoptError> {
+    let _lock = RunLock::acquire(data_dir, "key adoption").map_err(RunError::from)?;
+    let current = super::stored_key(store)?.ok_or(AdoptError::NoKey)?;
     if current.fingerprint() == old.fingerprint() {
-        return Err(RunError::Key("the key given is already this box's key: nothing to adopt".into()));
+        return Err(AdoptError::SameKey);
     }
     // The box's key opens it already when an earlier run got as far as adding it.
     let repository_id = match BackupRepository::open(destination, &current) {
         Ok(repo) => repo.repository_id()?,
         Err(BackupError::WrongKey { .. }) => rotate::add_verified_key(destination, old, &current)?.repository_id,
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(AdoptError::Repository(e)),
     };
     let retired = rotate::retire_other_keys(destination, &current, old)?;
     Ok(Adoption {
@@ -170,13 +219,16 @@ pub fn adopt_key(store: &Store, data_dir: &std::path::Path, destination: &Destin
 
 /// Replace the store's key, only if it is still `old` (another rotation at the same moment is
 /// already excluded by the lock; this also catches a store changed under us).
-fn replace_stored_key(store: &Store, old: &RepositoryKey, new: &RepositoryKey) -> Result<(), RunError> {
-    let changed = store.conn().execute(
-        "UPDATE backup_key SET key_hex = ?1, fingerprint = ?2, created_at = ?3 WHERE id = 1 AND fingerprint = ?4",
-        rusqlite::params![new.to_hex().as_str(), new.fingerprint(), jiff::Timestamp::now().to_string(), old.fingerprint()],
-    )?;
+fn replace_stored_key(store: &Store, old: &RepositoryKey, new: &RepositoryKey) -> Result<(), String> {
+    let changed = store
+        .conn()
+        .execute(
+            "UPDATE backup_key SET key_hex = ?1, fingerprint = ?2, created_at = ?3 WHERE id = 1 AND fingerprint = ?4",
+            rusqlite::params![new.to_hex().as_str(), new.fingerprint(), jiff::Timestamp::now().to_string(), old.fingerprint()],
+        )
+        .map_err(|e| e.to_string())?;
     if changed != 1 {
-        return Err(RunError::Key("the backup key in the store changed during the rotation".into()));
+        return Err("the backup key in the store changed during the rotation".into());
     }
     Ok(())
 }
@@ -208,10 +260,11 @@ pub fn rotation_audit_detail(via: &str, destination: &Destination, outcome: &Res
             "new_key_id": partial.added.new_key_id,
             "error": partial.error.to_string(),
         }),
-        Err(e @ RotateError::NotRotated(_)) => json!({
+        Err(e) => json!({
             "action": "backup_key_rotated",
             "ok": false,
             "changed": false,
+            "rolled_back": matches!(e, RotateError::RolledBack { .. }),
             "via": via,
             "destination": destination.location(),
             "error": e.to_string(),

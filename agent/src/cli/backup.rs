@@ -212,7 +212,7 @@ fn adopt_key(config_path: &std::path::Path, repo: PathBuf, old_key_file: &std::p
     let old = read_key_file(old_key_file)?;
     let destination = Destination::LocalDirectory(repo);
     let outcome = backup::rotate::adopt_key(&store, &volume.data_dir, &destination, &old);
-    if let Err(backup::RunError::Busy(e)) = &outcome {
+    if let Err(backup::rotate::AdoptError::Run(backup::RunError::Busy(e))) = &outcome {
         return Err(CliError::new(e.to_string()));
     }
     let detail = match &outcome {
