@@ -5,6 +5,7 @@
 //! Everything here drives real programs (qemu, swtpm, OVMF, the built image); nothing is
 //! simulated. Missing programs are reported by [`require`] with the package that provides them.
 
+pub mod appliance;
 pub mod report_probe;
 
 use std::io::{Read, Write};
@@ -200,6 +201,12 @@ pub struct Vm {
 
 impl Vm {
     pub fn boot(spec: &BootSpec) -> Result<Vm, String> {
+        Self::boot_with_disks(spec, &[])
+    }
+
+    /// [`Vm::boot`] with more disks attached, read-only (virtio; a disk holding an update
+    /// bundle, in the order given).
+    pub fn boot_with_disks(spec: &BootSpec, extra_disks: &[&Path]) -> Result<Vm, String> {
         // TCG by default: nested KVM on the build machines fails `-cpu max` (MSR 0x10a), and
         // TCG is what the timings in docs/image.md were taken with. WARDBOX_E2E_ACCEL=kvm where
         // KVM works.
@@ -216,8 +223,12 @@ impl Vm {
         cmd.args(["-drive", &format!("file={},if=none,id=sys,format={format}", spec.system_disk.display())])
             .args(["-device", "virtio-blk-pci,drive=sys"])
             .args(["-drive", &format!("file={},if=none,id=data,format=raw", spec.data_disk.display())])
-            .args(["-device", "virtio-blk-pci,drive=data"])
-            .args(["-chardev", &format!("socket,id=chrtpm,path={}", spec.tpm_socket.display())])
+            .args(["-device", "virtio-blk-pci,drive=data"]);
+        for (i, disk) in extra_disks.iter().enumerate() {
+            cmd.args(["-drive", &format!("file={},if=none,id=extra{i},format=raw,readonly=on", disk.display())])
+                .args(["-device", &format!("virtio-blk-pci,drive=extra{i}")]);
+        }
+        cmd.args(["-chardev", &format!("socket,id=chrtpm,path={}", spec.tpm_socket.display())])
             .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"])
             // User-mode networking: the guest sees the host's loopback as 10.0.2.2, and the
             // host reaches the guest's 443 on a loopback port. Nothing else is reachable.

@@ -38,13 +38,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use wardbox_e2e::{
-    BootSpec, Phases, Sink, Swtpm, Vm, blank_data_disk, find_recovery_key, free_port, require, run, which,
+use wardbox_e2e::appliance::{
+    Appliance, Chain, boot_phases, build_image, check_health, require_appliance_tools, stage_outcome, virt_fw_vars,
 };
+use wardbox_e2e::{Phases, Sink, Vm, blank_data_disk, find_recovery_key, free_port, run};
 
 const MIN: Duration = Duration::from_secs(60);
-/// Where the ESP starts on image/uefi.sh's disk (1 MiB), for mtools' `image@@offset`.
-const ESP_AT: &str = "@@1M";
 /// The owner GUID of the dbx entry boot 3 adds (any GUID: the firmware does not check it).
 const DBX_OWNER: &str = "77fa9abd-0359-4d32-bd60-28f4e78f784b";
 
@@ -60,108 +59,6 @@ impl Gaps {
     }
 }
 
-struct Box_ {
-    work: PathBuf,
-    vars: PathBuf,
-    tpm_state: PathBuf,
-    /// A raw copy of the chain's disk.raw: the firmware and systemd-bless-boot write its ESP,
-    /// and the test reads and writes the ESP with mtools between boots.
-    system_disk: PathBuf,
-    data_disk: PathBuf,
-    web_port: u16,
-    boots: u32,
-}
-
-impl Box_ {
-    /// Boot once (a fresh swtpm process on the same TPM state, like a power cycle), through the
-    /// firmware: no `-kernel`, OVMF finds systemd-boot on the ESP.
-    fn boot(&mut self) -> Result<(Vm, Swtpm), String> {
-        self.boots += 1;
-        let n = self.boots;
-        let tpm = Swtpm::start(&self.tpm_state, &self.work.join("swtpm.sock"), &self.work.join(format!("swtpm-{n}.log")))?;
-        let log = self.work.join(format!("console-{n}.log"));
-        eprintln!("== e2e: boot {n}: console log {}", log.display());
-        let spec = BootSpec {
-            system_disk: self.system_disk.clone(),
-            data_disk: self.data_disk.clone(),
-            vars: self.vars.clone(),
-            tpm_socket: tpm.socket.clone(),
-            monitor_socket: self.work.join("monitor.sock"),
-            web_port: self.web_port,
-            memory_mib: 3072,
-            log,
-        };
-        Ok((Vm::boot(&spec)?, tpm))
-    }
-
-    /// The ESP inside the system disk, as mtools names it.
-    fn esp(&self) -> String {
-        format!("{}{ESP_AT}", self.system_disk.display())
-    }
-
-    /// The UKIs in the ESP's EFI/Linux, sorted.
-    fn ukis(&self) -> Result<Vec<String>, String> {
-        let listing = run(Command::new("mdir").args(["-b", "-i"]).arg(self.esp()).arg("::/EFI/Linux"))?;
-        let mut files: Vec<String> = listing
-            .lines()
-            .map(|l| l.trim().trim_start_matches("::/EFI/Linux/").to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
-        files.sort();
-        Ok(files)
-    }
-
-    fn add_uki(&self, uki: &Path) -> Result<(), String> {
-        let name = uki.file_name().and_then(|n| n.to_str()).ok_or("a UKI path without a file name")?;
-        run(Command::new("mcopy").arg("-i").arg(self.esp()).arg(uki).arg(format!("::/EFI/Linux/{name}")))?;
-        Ok(())
-    }
-
-    fn remove_uki(&self, name: &str) -> Result<(), String> {
-        run(Command::new("mdel").arg("-i").arg(self.esp()).arg(format!("::/EFI/Linux/{name}")))?;
-        Ok(())
-    }
-}
-
-/// The image's UEFI chain (`image/build.sh --uefi`, in `<image>/uefi`): the version in its
-/// UKI's name, and the command line its UKI was signed with, after the root.
-struct Chain {
-    dir: PathBuf,
-    version: String,
-    cmdline_extra: String,
-}
-
-impl Chain {
-    fn read(image: &Path) -> Result<Chain, String> {
-        let dir = image.join("uefi");
-        let info = std::fs::read_to_string(dir.join("uefi-info.txt"))
-            .map_err(|e| format!("no UEFI chain in {} (built without --uefi?): {e}", dir.display()))?;
-        let field = |key: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim().to_string())
-                .ok_or_else(|| format!("uefi-info.txt has no `{key}` line"))
-        };
-        let uki = field("uki:")?;
-        let version = uki
-            .strip_prefix("wardbox-")
-            .and_then(|v| v.rsplit_once('+'))
-            .map(|(v, _)| v.to_string())
-            .ok_or_else(|| format!("the chain's UKI is not named wardbox-<version>+<tries>.efi: {uki}"))?;
-        // uefi.sh puts the root (by PARTUUID, read-only) first; the rest is the build's.
-        let cmdline = field("cmdline:")?;
-        let cmdline_extra = cmdline
-            .split_once("rootfstype=ext4")
-            .map(|(_, rest)| rest.trim().to_string())
-            .ok_or_else(|| format!("the chain's command line does not name the root file system type: {cmdline}"))?;
-        Ok(Chain { dir, version, cmdline_extra })
-    }
-
-    fn uki_name(&self) -> String {
-        format!("wardbox-{}+3.efi", self.version)
-    }
-}
-
 /// The test's UKIs, made by `image/uefi.sh --uki-only` from the image's kernel, initrd and
 /// os-release with the chain's keys (so the firmware and the PCR-signing key accept them):
 /// the build's command line plus the test switches. The egress probe's port is this run's
@@ -173,37 +70,11 @@ impl Chain {
 /// 2. Version `<version>.1` (newer, so systemd-boot's default `wardbox-*` picks it), without
 ///    `quiet`: another command line, so another PCR 11 value, signed by the same key.
 fn test_ukis(repo: &Path, image: &Path, chain: &Chain, work: &Path, switches: &str) -> Result<(PathBuf, PathBuf), String> {
-    let mut made = Vec::new();
+    let first = chain.make_uki(repo, image, &chain.version, "a", &format!("quiet {switches}"), &work.join("uki-1"))?;
     // The compliance report probe only in the update's UKI: it runs in boot 2 (once per box).
-    for (n, version, quiet) in [(1, chain.version.clone(), " quiet"), (2, format!("{}.1", chain.version), " wardbox.report_probe")] {
-        let out = work.join(format!("uki-{n}"));
-        let mut uefi = Command::new(repo.join("image/uefi.sh"));
-        uefi.arg("--uki-only")
-            .arg("--kernel")
-            .arg(image.join("vmlinuz"))
-            .arg("--initrd")
-            .arg(image.join("initrd.img"))
-            .arg("--os-release")
-            .arg(image.join("os-release"))
-            .args(["--version", &version])
-            .args(["--cmdline-extra", &format!("{}{quiet} {switches}", chain.cmdline_extra)])
-            .arg("--keys")
-            .arg(chain.dir.join("test-keys"))
-            .arg("--out")
-            .arg(&out);
-        run(&mut uefi)?;
-        let cmdline = std::fs::read_to_string(out.join("cmdline.txt")).map_err(|e| e.to_string())?;
-        eprintln!("== e2e: test UKI {n}: wardbox-{version}+3.efi, command line: {cmdline}");
-        made.push(out.join(format!("wardbox-{version}+3.efi")));
-    }
-    let second = made.pop().ok_or("no UKI made")?;
-    let first = made.pop().ok_or("no UKI made")?;
+    let second_version = format!("{}.1", chain.version);
+    let second = chain.make_uki(repo, image, &second_version, "a", &format!("wardbox.report_probe {switches}"), &work.join("uki-2"))?;
     Ok((first, second))
-}
-
-/// The health JSON: the outcome of one boot stage ("ok", "failed", "degraded", ...).
-fn stage_outcome(health: &serde_json::Value, stage: &str) -> Option<String> {
-    health["stages"].as_array()?.iter().find(|s| s["stage"] == stage).and_then(|s| s["outcome"].as_str()).map(str::to_string)
 }
 
 /// The web port answered: over HTTPS (else a gap: TLS not in this build), with any HTTP status
@@ -215,91 +86,6 @@ fn check_web(answer: &(&'static str, u16, String), gaps: &mut Gaps, boot: &str) 
     if *scheme == "http" {
         gaps.note(format!("{boot}: port 443 answered over plain HTTP, not HTTPS (TLS is not in this build)"));
     }
-}
-
-/// The agent's health as `wardbox status --json` prints it on the console
-/// (wardbox-status-console.service): running, appliance profile, the security stages ok; and
-/// the measured boot it shows: Secure Boot on, `entry` started by systemd-boot, PCR 7 and 11.
-fn check_health(vm: &mut Vm, boot: &str, entry: &str) -> Result<serde_json::Value, String> {
-    const TAG: &str = "wardbox-status: ";
-    let line = vm.expect(TAG, &["Kernel panic"], 5 * MIN).map_err(|e| format!("{boot}: {e}"))?;
-    let json = line.rsplit_once(TAG).map(|(_, j)| j.trim()).unwrap_or_default();
-    let status: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("{boot}: the status line is not JSON ({e}): {json}"))?;
-    let health = status["health"].clone();
-    eprintln!("== e2e: {boot}: agent running {}, state {}", status["agent_running"], health["state"]);
-    if status["agent_running"] != true {
-        return Err(format!("{boot}: the agent is not running: {status}"));
-    }
-    if health["profile"] != "appliance" {
-        return Err(format!("{boot}: the box runs the {} profile, not appliance", health["profile"]));
-    }
-    for stage in ["config", "unlock", "firewall", "store"] {
-        let outcome = stage_outcome(&health, stage);
-        if outcome.as_deref() != Some("ok") {
-            return Err(format!("{boot}: boot stage `{stage}` is {outcome:?}, not ok; health: {health}"));
-        }
-    }
-    if health["state"] == "failed" {
-        return Err(format!("{boot}: the agent reports state failed: {health}"));
-    }
-    let measured = &status["boot"];
-    let pcr = |n: &str| measured[n].as_str().is_some_and(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()));
-    if measured["secure_boot"] != "on" || measured["boot_entry"] != entry || !pcr("pcr7") || !pcr("pcr11") {
-        return Err(format!("{boot}: `wardbox status` shows the measured boot as {measured}, not Secure Boot on, entry {entry}, PCR 7 and 11"));
-    }
-    Ok(health)
-}
-
-fn build_image(phases: &mut Phases, repo: &Path) -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("WARDBOX_E2E_IMAGE") {
-        let dir = PathBuf::from(dir);
-        eprintln!("== e2e: using the image in {} (WARDBOX_E2E_IMAGE)", dir.display());
-        return Ok(dir);
-    }
-    phases.start("build image (image/build.sh --uefi, cached)");
-    let out = repo.join("target/image");
-    let status = Command::new(repo.join("image/build.sh"))
-        .arg("--out")
-        .arg(&out)
-        .arg("--uefi")
-        .status()
-        .map_err(|e| format!("cannot run image/build.sh: {e}"))?;
-    if !status.success() {
-        return Err(format!("image/build.sh failed ({status}); its output is above"));
-    }
-    Ok(out)
-}
-
-/// What the UEFI chain needs beyond [`require`]: programs, with where they come from.
-fn missing_chain_tools() -> Vec<String> {
-    let mut missing = Vec::new();
-    for (program, package) in [
-        ("objcopy", "binutils"),
-        ("sbsign", "sbsigntool"),
-        ("mkfs.vfat", "dosfstools"),
-        ("mcopy", "mtools"),
-        ("mdel", "mtools"),
-        ("mdir", "mtools"),
-        ("openssl", "openssl"),
-    ] {
-        if which(program).is_none() {
-            missing.push(format!("program `{program}` (package {package})"));
-        }
-    }
-    if virt_fw_vars().is_none() {
-        missing.push("program `virt-fw-vars` (PyPI virt-firmware; tests/install-deps.sh installs it)".into());
-    }
-    for file in ["/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"] {
-        if !Path::new(file).is_file() {
-            missing.push(format!("file {file} (package systemd-boot-efi)"));
-        }
-    }
-    missing
-}
-
-fn virt_fw_vars() -> Option<PathBuf> {
-    std::env::var_os("WARDBOX_VIRT_FW_VARS").map(PathBuf::from).or_else(|| which("virt-fw-vars"))
 }
 
 /// The lines a guest hook printed after `tag`, up to its `end` line (the hook prints one
@@ -330,63 +116,12 @@ fn check_volume_status(vm: &mut Vm, boot: &str, entry: &str) -> Result<(), Strin
     Ok(())
 }
 
-/// The boot's phases from the console, in seconds since qemu started (TCG): firmware (to the
-/// bootloader's start), loader (systemd-boot reads and the firmware verifies the UKI, the stub
-/// measures it: up to the kernel's own EFI stub), kernel (to the initrd's /init), initrd (to
-/// systemd on the root), unlock (to the TPM's release), agent (to READY=1: systemd reports
-/// wardbox.service started).
-fn boot_phases(vm: &Vm) -> String {
-    let marks = [
-        ("firmware", "BdsDxe: starting"),
-        ("loader", "EFI stub: "),
-        ("kernel", "Run /init as init process"),
-        ("initrd", "Welcome to "),
-        ("unlock", "The TPM released the key"),
-        ("agent (READY=1)", "Started wardbox.service"),
-    ];
-    let mut out = String::from("phase (boot 2, TCG)       ends at s   takes s\n");
-    let mut last = 0.0;
-    for (name, needle) in marks {
-        match vm.seen_at(needle) {
-            Some(at) => {
-                let at = at.as_secs_f64();
-                out.push_str(&format!("{name:<26}{at:>9.1}{:>10.1}\n", at - last));
-                last = at;
-            }
-            None => out.push_str(&format!("{name:<26}   (`{needle}` not seen)\n")),
-        }
-    }
-    out
-}
-
 #[test]
 fn qemu_image_provisions_unlocks_blocks_egress_and_recovers() {
-    let missing = require();
-    let chain_missing = missing_chain_tools();
-    if !missing.is_empty() || !chain_missing.is_empty() {
-        let mut list: Vec<String> = missing.iter().map(|m| format!("{} (package {})", m.what, m.package)).collect();
-        list.extend(chain_missing);
-        let mut packages: Vec<&str> = missing.iter().map(|m| m.package).collect();
-        packages.dedup();
-        panic!(
-            "the qemu_ tier cannot run on this machine: missing {}.\nInstall: apt-get install -y {} (and tests/install-deps.sh)",
-            list.join(", "),
-            packages.join(" ")
-        );
-    }
-    if !nix_is_root() {
-        panic!("the qemu_ tier needs root (mkosi and mkfs build the image); run it as root, as CI does");
-    }
+    require_appliance_tools("qemu_ tier");
     if let Err(e) = scenario() {
         panic!("{e}{}", console_tail(40));
     }
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
 }
 
 fn scenario() -> Result<(), String> {
@@ -395,7 +130,7 @@ fn scenario() -> Result<(), String> {
     let mut phases = Phases::default();
     let mut gaps = Gaps::default();
 
-    let image = build_image(&mut phases, &repo)?;
+    let image = build_image(&mut phases, &repo, &[])?;
     let info = std::fs::read_to_string(image.join("image-info.txt")).unwrap_or_default();
     if info.contains("engine: no") {
         gaps.note("the engine: this image was built without wardbox-engine (target/release/wardbox-engine absent)");
@@ -418,15 +153,7 @@ fn scenario() -> Result<(), String> {
     blank_data_disk(&data_disk, 3072)?;
     let vars = work.join("OVMF_VARS.fd");
     std::fs::copy(chain.dir.join("OVMF_VARS.fd"), &vars).map_err(|e| e.to_string())?;
-    let mut bx = Box_ {
-        work: work.clone(),
-        vars: vars.clone(),
-        tpm_state: work.join("tpm"),
-        system_disk,
-        data_disk,
-        web_port: free_port()?,
-        boots: 0,
-    };
+    let mut bx = Appliance::new(&work, vars.clone(), system_disk, data_disk, free_port()?);
     // The test's first UKI in place of the image's (same name and counter).
     bx.remove_uki(&chain.uki_name())?;
     bx.add_uki(&first_uki)?;
@@ -501,7 +228,7 @@ fn scenario() -> Result<(), String> {
     eprintln!("== e2e: boot 2: egress blocked ({})", probe.trim());
     phases.start("boot 2: compliance report in the guest, verified on the host");
     wardbox_e2e::report_probe::check_guest_reports(&mut vm, &work, &repo, 15 * MIN).map_err(|e| format!("boot 2: {e}"))?;
-    let timing = boot_phases(&vm);
+    let timing = boot_phases(&vm, "boot 2, TCG");
     eprintln!("== e2e: boot 2, firmware to READY=1:\n{timing}");
     phases.start("boot 2: power off");
     if !vm.shutdown(3 * MIN)? {
@@ -574,20 +301,6 @@ fn scenario() -> Result<(), String> {
 /// The work directory of this run, for the failure report.
 static WORK_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
-/// The last lines of the newest console log: why a boot failed, in the test's own failure
-/// message (CI keeps only the end of a long run's output).
 fn console_tail(lines: usize) -> String {
-    let Some(work) = WORK_DIR.get() else { return String::new() };
-    let newest = std::fs::read_dir(work)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("console-") && n.ends_with(".log")))
-        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    let Some(log) = newest else { return String::new() };
-    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
-    let all: Vec<&str> = text.lines().collect();
-    let tail = all[all.len().saturating_sub(lines)..].join("\n");
-    format!("\n--- the last {lines} lines of {} ---\n{}", log.display(), wardbox_e2e::clean(&tail))
+    wardbox_e2e::appliance::console_tail(WORK_DIR.get().map(PathBuf::as_path), lines)
 }

@@ -1,0 +1,421 @@
+//! Full-matrix qemu scenario (not in CI: `tests/qemu-full.sh`): a full system update on the
+//! real appliance image, end to end, through the real boot chain (OVMF with Secure Boot
+//! enforcing, signed systemd-boot, signed UKIs, swtpm).
+//!
+//! The test is the release engineer and IT: it makes TUF keys and a root with the project's
+//! workstation tool (`wardbox-bundle keygen`, `root new`, `root sign`), builds the image with
+//! that root as its first trusted root (`WARDBOX_UPDATE_ROOT`), and builds signed full bundles
+//! with `wardbox-bundle build`: each a system image and one signed UKI per slot. The system
+//! image of version N is the built root file system with `version: N` in its image
+//! information (written with debugfs, no mount): what differs between two real releases is
+//! not what this proves; that the box installs, boots, blesses and falls back is. A bundle
+//! reaches the guest on a read-only ext4 disk (virtio) labelled WBBUNDLE: NOT a USB stick
+//! (the image keeps the USB storage drivers off by design; the USB window is not done), and
+//! the install runs in the guest as root (`wardbox update apply --yes`, as IT at the
+//! console) through the test-only unit `wardbox-update-probe.service`, switched on by
+//! `wardbox.update_probe` on the signed command line.
+//!
+//! 1. v1 from slot A, first boot (provisioning), bundle v2 attached: the install writes slot B
+//!    (the host then finds exactly v2's image there) and puts v2's slot-B UKI on the ESP as
+//!    `wardbox-<v2>+3.efi`; status says v2 is pending in slot B.
+//! 2. Reboot: systemd-boot starts `wardbox-<v2>+3.efi`, whose command line names root-b; the
+//!    TPM releases the volume key with no recovery prompt (signed PCR 11 policy); the agent is
+//!    healthy, the boot is blessed (`wardbox-<v2>.efi`), and `wardbox update status --json`
+//!    says v2 runs from slot B with the system floor at v2 and the install `installed`.
+//! 3. v2 running, bundle v3 attached: v3 goes to slot A (v1's slot). v3's UKIs mask the
+//!    agent on their signed command line, so v3 never becomes healthy.
+//! 4. Boots 4 to 6: v3 three times (systemd-boot counts `+2-1`, `+1-2`, `+0-3`; the kernel's
+//!    command line names root-a), none blessed.
+//! 7. systemd-boot starts v2 again by itself; the TPM releases the key; status says v2 runs
+//!    from slot B and the v3 update fell back.
+//!
+//! Every phase's duration is printed, and firmware-to-READY=1 of boot 2.
+//! Run (as root): `cargo test -p wardbox-e2e --test qemu_update -- --nocapture`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use wardbox_e2e::appliance::{Appliance, Chain, boot_phases, build_image, check_health, console_tail, require_appliance_tools};
+use wardbox_e2e::{Phases, Vm, blank_data_disk, free_port, run, which};
+
+const MIN: Duration = Duration::from_secs(60);
+/// What every line of the guest's update probe starts with.
+const PROBE: &str = "wardbox-update-probe: ";
+/// image/partitions.env: the partitions the UKIs' command lines name.
+const ROOT_A_UUID: &str = "8d6b2f4e-1c3a-4f7e-a2b5-6e9c0d1f2a3b";
+const ROOT_B_UUID: &str = "4a1e9c7d-2b3f-4e5a-8c6d-7f0a1b2c3d4e";
+
+#[test]
+fn qemu_a_full_update_boots_the_other_slot_and_an_unhealthy_one_falls_back() {
+    require_appliance_tools("qemu full-update scenario");
+    for (program, package) in [("debugfs", "e2fsprogs"), ("cargo", "the Rust toolchain")] {
+        if which(program).is_none() {
+            panic!("the qemu full-update scenario needs `{program}` ({package})");
+        }
+    }
+    let mut work = None;
+    if let Err(e) = scenario(&mut work) {
+        panic!("{e}{}", console_tail(work.as_deref(), 60));
+    }
+}
+
+/// The release engineer's side: the workstation tool, its keys and the first root.
+struct Workstation {
+    tool: PathBuf,
+    keys: PathBuf,
+    roots: PathBuf,
+}
+
+impl Workstation {
+    fn tool(&self, args: &[&str]) -> Result<String, String> {
+        run(Command::new(&self.tool).args(args))
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.keys.join(format!("{name}.pk8")).display().to_string()
+    }
+
+    /// The key ceremony of docs/update.md: three root keys (threshold 2), one key each for
+    /// targets, snapshot and timestamp; root version 1 signed by two holders.
+    fn ceremony(repo: &Path, work: &Path, phases: &mut Phases) -> Result<Workstation, String> {
+        phases.start("workstation: build wardbox-bundle (release), keys, root 1");
+        run(Command::new("cargo").current_dir(repo).args(["build", "--release", "-p", "wardbox-update", "--bin", "wardbox-bundle"]))?;
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from);
+        let ws = Workstation { tool: target.join("release/wardbox-bundle"), keys: work.join("tuf-keys"), roots: work.join("tuf-roots") };
+        std::fs::create_dir_all(&ws.keys).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&ws.roots).map_err(|e| e.to_string())?;
+        for name in ["root-1", "root-2", "root-3", "targets", "snapshot", "timestamp"] {
+            ws.tool(&["keygen", &ws.key(name)])?;
+        }
+        let public = |name: &str| format!("{}.pub.json", ws.key(name));
+        let root = ws.roots.join("1.root.json").display().to_string();
+        let expires = years_from_now(5);
+        ws.tool(&[
+            "root", "new", "--version", "1", "--expires", &expires,
+            "--root-key", &public("root-1"), "--root-key", &public("root-2"), "--root-key", &public("root-3"),
+            "--root-threshold", "2", "--targets-key", &public("targets"), "--snapshot-key", &public("snapshot"),
+            "--timestamp-key", &public("timestamp"), "--out", &root,
+        ])?;
+        ws.tool(&["root", "sign", &root, "--key", &ws.key("root-1")])?;
+        ws.tool(&["root", "sign", &root, "--key", &ws.key("root-2")])?;
+        Ok(ws)
+    }
+
+    /// A signed full bundle in `<stick>/wardbox-<version>`.
+    #[allow(clippy::too_many_arguments)]
+    fn full_bundle(&self, version: &str, from: &str, image: &Path, uki_a: &Path, uki_b: &Path, notes: &Path, stick: &Path) -> Result<PathBuf, String> {
+        std::fs::create_dir_all(stick).map_err(|e| e.to_string())?;
+        let out = stick.join(format!("wardbox-{version}"));
+        let path = |p: &Path| p.display().to_string();
+        self.tool(&[
+            "build", "--roots", &path(&self.roots), "--targets-key", &self.key("targets"),
+            "--snapshot-key", &self.key("snapshot"), "--timestamp-key", &self.key("timestamp"),
+            "--kind", "full", "--version", version, "--min-starting-version", from, "--expires", &years_from_now(1),
+            "--system-image", &path(image), "--uki-a", &path(uki_a), "--uki-b", &path(uki_b),
+            "--release-notes", &path(notes), "--out", &path(&out),
+        ])?;
+        Ok(out)
+    }
+}
+
+/// `YYYY-12-31`, `years` after this year.
+fn years_from_now(years: u64) -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("{}-12-31", 1970 + secs / 31_556_952 + years)
+}
+
+/// The `version:` line of the image's information (image/build.sh).
+fn image_version(image: &Path) -> Result<String, String> {
+    let info = std::fs::read_to_string(image.join("image-info.txt")).map_err(|e| e.to_string())?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("version:"))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| "image-info.txt has no `version:` line (an image built before versions were recorded)".into())
+}
+
+/// `MAJOR.(MINOR+n).0`.
+fn next_minor(version: &str, n: u32) -> Result<String, String> {
+    let parts: Vec<u32> = version.split('.').map(|p| p.parse().map_err(|_| format!("version {version} is not MAJOR.MINOR.PATCH"))).collect::<Result<_, _>>()?;
+    let [major, minor, _] = parts.as_slice() else { return Err(format!("version {version} is not MAJOR.MINOR.PATCH")) };
+    Ok(format!("{major}.{}.0", minor + n))
+}
+
+/// The system image of `version`: a sparse copy of the built root file system whose
+/// /usr/lib/wardbox-image-info says `version: <version>` (debugfs, no mount).
+fn system_image(root: &Path, version: &str, work: &Path) -> Result<PathBuf, String> {
+    let out = work.join(format!("root-{version}.ext4"));
+    run(Command::new("cp").arg("--sparse=always").arg(root).arg(&out))?;
+    let info = run(Command::new("debugfs").arg("-R").arg("cat /usr/lib/wardbox-image-info").arg(&out))?;
+    let body: Vec<String> = info
+        .lines()
+        .filter(|l| !l.starts_with("debugfs "))
+        .map(|l| if l.starts_with("version:") { format!("version: {version}") } else { l.to_string() })
+        .collect();
+    if !body.iter().any(|l| l == &format!("version: {version}")) {
+        return Err(format!("the image's /usr/lib/wardbox-image-info has no version line:\n{info}"));
+    }
+    let file = work.join(format!("image-info-{version}"));
+    std::fs::write(&file, format!("{}\n", body.join("\n"))).map_err(|e| e.to_string())?;
+    run(Command::new("chmod").arg("0644").arg(&file))?;
+    let script = work.join(format!("debugfs-{version}"));
+    std::fs::write(
+        &script,
+        format!("cd /usr/lib\nrm wardbox-image-info\nwrite {} wardbox-image-info\nsif wardbox-image-info uid 0\nsif wardbox-image-info gid 0\n", file.display()),
+    )
+    .map_err(|e| e.to_string())?;
+    run(Command::new("debugfs").arg("-w").arg("-f").arg(&script).arg(&out))?;
+    let check = run(Command::new("debugfs").arg("-R").arg("cat /usr/lib/wardbox-image-info").arg(&out))?;
+    if !check.lines().any(|l| l == format!("version: {version}")) {
+        return Err(format!("writing the version into {} did not take:\n{check}", out.display()));
+    }
+    Ok(out)
+}
+
+/// A read-only disk for the guest: ext4 labelled WBBUNDLE holding the bundle directory.
+fn bundle_disk(stick_dir: &Path, out: &Path) -> Result<(), String> {
+    let used = run(Command::new("du").args(["-sm", "--apparent-size"]).arg(stick_dir))?;
+    let mib: u64 = used.split_whitespace().next().and_then(|n| n.parse().ok()).ok_or("du gave no size")?;
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "WBBUNDLE", "-m", "0", "-d"]).arg(stick_dir).arg(out).arg(format!("{}M", mib * 5 / 4 + 64)))?;
+    Ok(())
+}
+
+/// sha256 of the first `len` bytes of the partition named `label` on a raw GPT disk.
+fn partition_sha256(disk: &Path, label: &str, len: u64) -> Result<String, String> {
+    let table: Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(disk))?).map_err(|e| e.to_string())?;
+    let start = table["partitiontable"]["partitions"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == label))
+        .and_then(|p| p["start"].as_u64())
+        .ok_or_else(|| format!("no partition {label} on {}", disk.display()))?;
+    let out = run(Command::new("bash").arg("-c").arg(format!(
+        "tail -c +{} {} | head -c {len} | sha256sum",
+        start * 512 + 1,
+        disk.display()
+    )))?;
+    Ok(out.split_whitespace().next().unwrap_or_default().to_string())
+}
+
+fn sha256_file(path: &Path) -> Result<String, String> {
+    let out = run(Command::new("sha256sum").arg(path))?;
+    Ok(out.split_whitespace().next().unwrap_or_default().to_string())
+}
+
+/// What the update probe printed in one boot: its lines, each `status:` JSON, the apply's
+/// exit code when it applied.
+struct ProbeRun {
+    lines: Vec<String>,
+    statuses: Vec<Value>,
+    apply_exit: Option<i32>,
+}
+
+fn probe(vm: &mut Vm, boot: &str, timeout: Duration) -> Result<ProbeRun, String> {
+    let text = vm.expect(&format!("{PROBE}end"), &["Kernel panic"], timeout).map_err(|e| format!("{boot}: {e}"))?;
+    let lines: Vec<String> = text.lines().filter_map(|l| l.split_once(PROBE).map(|(_, v)| v.trim_end().to_string())).collect();
+    let mut statuses = Vec::new();
+    let mut apply_exit = None;
+    for line in &lines {
+        if let Some(json) = line.strip_prefix("status: ") {
+            statuses.push(serde_json::from_str(json).map_err(|e| format!("{boot}: the probe's status is not JSON ({e}): {json}"))?);
+        } else if let Some(rest) = line.strip_prefix("apply exit ") {
+            apply_exit = rest.split_whitespace().next().and_then(|c| c.parse().ok());
+        } else if line.starts_with("FAILED") {
+            return Err(format!("{boot}: the update probe failed: {line}\n{}", lines.join("\n")));
+        }
+    }
+    for line in lines.iter().filter(|l| l.starts_with("apply: ") || l.starts_with("applying")) {
+        eprintln!("== e2e: {boot}: {line}");
+    }
+    Ok(ProbeRun { lines, statuses, apply_exit })
+}
+
+fn power_off(vm: Vm, boot: &str) -> Result<(), String> {
+    if !vm.shutdown(3 * MIN)? {
+        eprintln!("== e2e: {boot}: the guest did not power off on the ACPI button within 3 minutes; the power was cut");
+    }
+    Ok(())
+}
+
+fn expect_entries(bx: &Appliance, boot: &str, expected: &[String]) -> Result<(), String> {
+    let mut expected = expected.to_vec();
+    expected.sort();
+    let entries = bx.ukis()?;
+    if entries != expected {
+        return Err(format!("{boot}: the ESP's EFI/Linux holds {entries:?}, not {expected:?}"));
+    }
+    eprintln!("== e2e: {boot}: ESP entries {entries:?}");
+    Ok(())
+}
+
+fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no repository root")?.to_path_buf();
+    let mut phases = Phases::default();
+    let keep = std::env::var_os("WARDBOX_E2E_KEEP").is_some();
+    let tmp = tempfile::Builder::new().prefix("wardbox-e2e-update-").tempdir_in(repo.join("target")).map_err(|e| e.to_string())?;
+    let work = tmp.keep();
+    *work_out = Some(work.clone());
+    eprintln!("== e2e: work directory {}", work.display());
+
+    let ws = Workstation::ceremony(&repo, &work, &mut phases)?;
+    let image = build_image(&mut phases, &repo, &[("WARDBOX_UPDATE_ROOT", &ws.roots.join("1.root.json"))])?;
+    let info = std::fs::read_to_string(image.join("image-info.txt")).unwrap_or_default();
+    if !info.contains("update-root: yes") {
+        return Err(format!("the image has no trusted update root (WARDBOX_E2E_IMAGE built without WARDBOX_UPDATE_ROOT?):\n{info}"));
+    }
+    let chain = Chain::read(&image)?;
+    let v1 = image_version(&image)?;
+    let (v2, v3) = (next_minor(&v1, 1)?, next_minor(&v1, 2)?);
+    eprintln!("== e2e: versions: running {v1}, update {v2}, unhealthy update {v3}");
+
+    phases.start("release: system images, signed UKIs, bundles, bundle disks");
+    let switches = "wardbox.status_console wardbox.update_probe";
+    let uki_v1 = chain.make_uki(&repo, &image, &chain.version, "a", &format!("quiet {switches}"), &work.join("uki-v1"))?;
+    let v2_a = chain.make_uki(&repo, &image, &v2, "a", switches, &work.join("uki-v2-a"))?;
+    let v2_b = chain.make_uki(&repo, &image, &v2, "b", switches, &work.join("uki-v2-b"))?;
+    // v3's agent never starts: masked on its signed command line, so its boot never completes.
+    let broken = "systemd.mask=wardbox.service";
+    let v3_a = chain.make_uki(&repo, &image, &v3, "a", broken, &work.join("uki-v3-a"))?;
+    let v3_b = chain.make_uki(&repo, &image, &v3, "b", broken, &work.join("uki-v3-b"))?;
+    let root_v2 = system_image(&image.join("root.ext4"), &v2, &work)?;
+    let root_v3 = system_image(&image.join("root.ext4"), &v3, &work)?;
+    let notes = work.join("notes.txt");
+    std::fs::write(&notes, "Wardbox test release (qemu full-update scenario)\n").map_err(|e| e.to_string())?;
+    ws.full_bundle(&v2, &v1, &root_v2, &v2_a, &v2_b, &notes, &work.join("stick-v2"))?;
+    ws.full_bundle(&v3, &v1, &root_v3, &v3_a, &v3_b, &notes, &work.join("stick-v3"))?;
+    let (disk_v2, disk_v3) = (work.join("bundle-v2.img"), work.join("bundle-v3.img"));
+    bundle_disk(&work.join("stick-v2"), &disk_v2)?;
+    bundle_disk(&work.join("stick-v3"), &disk_v3)?;
+    let root_len = std::fs::metadata(&root_v2).map_err(|e| e.to_string())?.len();
+    let (sha_v2, sha_v3) = (sha256_file(&root_v2)?, sha256_file(&root_v3)?);
+
+    phases.start("prepare the box (disks, NVRAM, TPM)");
+    let system_disk = work.join("system.raw");
+    run(Command::new("cp").arg("--sparse=always").arg(chain.dir.join("disk.raw")).arg(&system_disk))?;
+    let data_disk = work.join("data.raw");
+    blank_data_disk(&data_disk, 4096)?;
+    let vars = work.join("OVMF_VARS.fd");
+    std::fs::copy(chain.dir.join("OVMF_VARS.fd"), &vars).map_err(|e| e.to_string())?;
+    let mut bx = Appliance::new(&work, vars, system_disk, data_disk, free_port()?);
+    bx.remove_uki(&chain.uki_name())?;
+    bx.add_uki(&uki_v1)?;
+    let v1_blessed = format!("wardbox-{}.efi", chain.version);
+
+    // ---------------------------------------------------------------- boot 1: install v2
+    phases.start("boot 1: v1 from slot A, provisioning, install v2 into slot B");
+    let (mut vm, tpm) = bx.boot_with(&[&disk_v2])?;
+    vm.expect("RECOVERY KEY", &["Failed to start wardbox-un", "Kernel panic", "Access Denied", "No bootable option"], 20 * MIN)?;
+    check_health(&mut vm, "boot 1", &chain.uki_name())?;
+    let run1 = probe(&mut vm, "boot 1", 30 * MIN)?;
+    if run1.apply_exit != Some(0) {
+        return Err(format!("boot 1: `wardbox update apply` of v2 did not succeed:\n{}", run1.lines.join("\n")));
+    }
+    let after = run1.statuses.last().ok_or("boot 1: the probe printed no status after the install")?;
+    if after["pending"]["to"] != v2.as_str() || after["pending"]["slot"] != "b" || after["system"]["slot"] != "a" {
+        return Err(format!("boot 1: after the install status does not say v{v2} pending in slot b while slot a runs: {after}"));
+    }
+    phases.start("boot 1: power off");
+    power_off(vm, "boot 1")?;
+    drop(tpm);
+    expect_entries(&bx, "boot 1", &[v1_blessed.clone(), format!("wardbox-{v2}+3.efi")])?;
+    let slot_b = partition_sha256(&bx.system_disk, "wardbox-root-b", root_len)?;
+    if slot_b != sha_v2 {
+        return Err(format!("boot 1: slot B does not hold v{v2}'s system image (sha256 {slot_b}, expected {sha_v2})"));
+    }
+    eprintln!("== e2e: boot 1: slot B holds v{v2}'s image byte for byte; v{v2}'s UKI waits with 3 tries");
+
+    // ---------------------------------------------------------------- boot 2: v2 from slot B
+    phases.start("boot 2: v2 from slot B, TPM unlock, blessed");
+    let (mut vm, tpm) = bx.boot()?;
+    vm.expect(
+        "The TPM released the key",
+        &["RECOVERY KEY", "TPM refused", "Wardbox recovery key", "Failed to start wardbox-un", "Kernel panic"],
+        15 * MIN,
+    )?;
+    check_health(&mut vm, "boot 2", &format!("wardbox-{v2}+3.efi"))?;
+    let run2 = probe(&mut vm, "boot 2", 10 * MIN)?;
+    let status = run2.statuses.last().ok_or("boot 2: the probe printed no status")?;
+    eprintln!("== e2e: boot 2: wardbox update status --json: {status}");
+    if status["system"]["running"] != v2.as_str() || status["system"]["slot"] != "b" || status["system"]["floor"] != v2.as_str() {
+        return Err(format!("boot 2: status does not say v{v2} runs from slot b with the system floor at v{v2}: {status}"));
+    }
+    if !status["pending"].is_null() || status["last"]["outcome"] != "installed" || status["last"]["to"] != v2.as_str() {
+        return Err(format!("boot 2: the update is not settled as installed: {status}"));
+    }
+    let timing = boot_phases(&vm, "boot 2, v2 from slot B");
+    eprintln!("== e2e: boot 2, firmware to READY=1:\n{timing}");
+    phases.start("boot 2: power off");
+    power_off(vm, "boot 2")?;
+    drop(tpm);
+    expect_entries(&bx, "boot 2", &[v1_blessed.clone(), format!("wardbox-{v2}.efi")])?;
+
+    // ---------------------------------------------------------------- boot 3: install v3
+    phases.start("boot 3: v2 from slot B, install v3 (unhealthy) into slot A");
+    let (mut vm, tpm) = bx.boot_with(&[&disk_v3])?;
+    vm.expect("The TPM released the key", &["RECOVERY KEY", "Wardbox recovery key", "Kernel panic"], 15 * MIN)?;
+    check_health(&mut vm, "boot 3", &format!("wardbox-{v2}.efi"))?;
+    let run3 = probe(&mut vm, "boot 3", 30 * MIN)?;
+    if run3.apply_exit != Some(0) {
+        return Err(format!("boot 3: `wardbox update apply` of v3 did not succeed:\n{}", run3.lines.join("\n")));
+    }
+    let after = run3.statuses.last().ok_or("boot 3: no status after the install")?;
+    if after["pending"]["to"] != v3.as_str() || after["pending"]["slot"] != "a" {
+        return Err(format!("boot 3: status does not say v{v3} pending in slot a: {after}"));
+    }
+    phases.start("boot 3: power off");
+    power_off(vm, "boot 3")?;
+    drop(tpm);
+    expect_entries(&bx, "boot 3", &[v1_blessed.clone(), format!("wardbox-{v2}.efi"), format!("wardbox-{v3}+3.efi")])?;
+    let slot_a = partition_sha256(&bx.system_disk, "wardbox-root-a", root_len)?;
+    if slot_a != sha_v3 {
+        return Err(format!("boot 3: slot A does not hold v{v3}'s system image"));
+    }
+
+    // ---------------------------------------------------------------- boots 4-6: v3 tries
+    for (n, left) in [(4, "+2-1"), (5, "+1-2"), (6, "+0-3")] {
+        let boot = format!("boot {n}");
+        phases.start(&format!("{boot}: v3 from slot A, never healthy"));
+        let (mut vm, tpm) = bx.boot()?;
+        let cmdline = vm.expect("Kernel command line: ", &["Kernel panic"], 10 * MIN).map_err(|e| format!("{boot}: {e}"))?;
+        let cmdline = cmdline.lines().last().unwrap_or_default().to_string();
+        if !cmdline.contains(&format!("root=PARTUUID={ROOT_A_UUID}")) || !cmdline.contains("systemd.mask=wardbox.service") {
+            return Err(format!("{boot}: the kernel did not start v{v3}'s slot-A UKI: {cmdline}"));
+        }
+        // The agent is masked, so nothing ever requires boot-complete.target to succeed: the
+        // boot reaches multi-user.target and is never blessed.
+        vm.expect("Reached target multi-user.target", &["Kernel panic", "Started wardbox.service"], 10 * MIN)
+            .map_err(|e| format!("{boot}: {e}"))?;
+        power_off(vm, &boot)?;
+        drop(tpm);
+        expect_entries(&bx, &boot, &[v1_blessed.clone(), format!("wardbox-{v2}.efi"), format!("wardbox-{v3}{left}.efi")])?;
+    }
+
+    // ---------------------------------------------------------------- boot 7: back on v2
+    phases.start("boot 7: systemd-boot falls back to v2, the agent reports it");
+    let (mut vm, tpm) = bx.boot()?;
+    let cmdline = vm.expect("Kernel command line: ", &["Kernel panic"], 10 * MIN)?;
+    if !cmdline.lines().last().unwrap_or_default().contains(&format!("root=PARTUUID={ROOT_B_UUID}")) {
+        return Err(format!("boot 7: the fallback did not start slot B: {cmdline}"));
+    }
+    vm.expect("The TPM released the key", &["RECOVERY KEY", "Wardbox recovery key", "Kernel panic"], 15 * MIN)?;
+    check_health(&mut vm, "boot 7", &format!("wardbox-{v2}.efi"))?;
+    let run7 = probe(&mut vm, "boot 7", 10 * MIN)?;
+    let status = run7.statuses.last().ok_or("boot 7: the probe printed no status")?;
+    eprintln!("== e2e: boot 7: wardbox update status --json: {status}");
+    if status["system"]["running"] != v2.as_str() || status["system"]["slot"] != "b" {
+        return Err(format!("boot 7: status does not say v{v2} runs from slot b: {status}"));
+    }
+    if status["failed"]["outcome"] != "fell-back" || status["failed"]["to"] != v3.as_str() || !status["pending"].is_null() {
+        return Err(format!("boot 7: status does not report the v{v3} update as fallen back: {status}"));
+    }
+    phases.start("boot 7: power off");
+    power_off(vm, "boot 7")?;
+    drop(tpm);
+
+    eprintln!("\n{}", phases.table());
+    eprintln!("boot 2, firmware to READY=1:\n{timing}");
+    if !keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(())
+}
