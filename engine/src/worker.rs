@@ -72,6 +72,9 @@ pub struct WorkerConfig {
     pub threads: i32,
     /// Layers offloaded to a GPU (0 on CPU builds).
     pub gpu_layers: u32,
+    /// Tokens of one embedding decode: the inputs of an `/api/embed` request are decoded
+    /// together, as many as fit (at least the per-input limit).
+    pub embed_batch: u32,
 }
 
 impl Default for WorkerConfig {
@@ -83,6 +86,7 @@ impl Default for WorkerConfig {
             queue: 32,
             threads: std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(2),
             gpu_layers: 0,
+            embed_batch: EMBED_BATCH_TOKENS,
         }
     }
 }
@@ -652,16 +656,23 @@ impl<'m> Core<'m> {
         }
     }
 
+    /// Embed `inputs`, several per decode: every input is its own sequence in the batch and
+    /// llama.cpp mean-pools each sequence on its own, so a vector does not depend on which
+    /// inputs shared its decode (`model_batched_embeddings_match_one_at_a_time`).
     fn embed(&mut self, inputs: &[String], truncate: bool) -> Result<Embeddings, EngineError> {
-        let n_ctx = self.cfg.ctx_per_slot.min(self.cfg.batch.max(512));
+        let sizing = EmbedSizing::for_config(self.cfg, attends_both_ways(self.model));
         if self.embed_ctx.is_none() {
+            // One ubatch holds the whole batch: encoders (BERT) must see a sequence in one piece,
+            // and a pooled vector is taken over the tokens of one ubatch. The KV cache (models
+            // that have one) is unified, so any sequence may use all of it.
             let params = LlamaContextParams::default()
                 .with_embeddings(true)
                 .with_pooling_type(LlamaPoolingType::Mean)
-                .with_n_ctx(NonZeroU32::new(n_ctx))
-                .with_n_batch(n_ctx)
-                .with_n_ubatch(n_ctx)
-                .with_n_seq_max(1)
+                .with_n_ctx(NonZeroU32::new(sizing.batch_tokens))
+                .with_n_batch(sizing.batch_tokens)
+                .with_n_ubatch(sizing.batch_tokens)
+                .with_n_seq_max(sizing.max_seqs)
+                .with_kv_unified(true)
                 .with_n_threads(self.cfg.threads)
                 .with_n_threads_batch(self.cfg.threads);
             let c = self
@@ -673,40 +684,116 @@ impl<'m> Core<'m> {
         let Some(ectx) = self.embed_ctx.as_mut() else {
             return Err(EngineError::Stopped);
         };
+        // Tokenise and check every input before any is decoded: a bad input costs nothing.
         let vocab = self.model.vocab();
-        let mut vectors = Vec::with_capacity(inputs.len());
-        let mut prompt_tokens = 0u64;
-        let mut batch = LlamaBatch::new(n_ctx as usize, 1);
+        let mut tokenised = Vec::with_capacity(inputs.len());
         for input in inputs {
             let mut tokens = vocab.tokenize(input.as_bytes(), true, false);
-            if tokens.len() > n_ctx as usize {
+            if tokens.len() > sizing.input_tokens as usize {
                 if !truncate {
                     return Err(EngineError::BadRequest(format!(
-                        "input is {} tokens, more than the embedding context of {n_ctx}; set truncate to true to cut it",
-                        tokens.len()
+                        "input is {} tokens, more than the embedding context of {}; set truncate to true to cut it",
+                        tokens.len(),
+                        sizing.input_tokens
                     )));
                 }
-                tokens.truncate(n_ctx as usize);
+                tokens.truncate(sizing.input_tokens as usize);
             }
             if tokens.is_empty() {
                 return Err(EngineError::BadRequest("an input is empty".into()));
             }
-            prompt_tokens += tokens.len() as u64;
-            let _ = ectx.clear_kv_cache_seq(Some(0), None, None);
+            tokenised.push(tokens);
+        }
+        let lengths: Vec<usize> = tokenised.iter().map(Vec::len).collect();
+        let mut vectors = Vec::with_capacity(inputs.len());
+        let mut batch = LlamaBatch::new(sizing.batch_tokens as usize, 1);
+        for group in pack_sequences(&lengths, sizing.pack_tokens as usize, sizing.max_seqs as usize) {
+            // Sequence ids restart at 0 for every decode; nothing of the last one may remain.
+            ectx.clear_kv_cache();
             batch.clear();
-            for (pos, t) in tokens.iter().enumerate() {
-                batch
-                    .add(*t, pos as i32, &[0], true)
-                    .map_err(|e| EngineError::Decode(format!("embedding batch: {e}")))?;
+            for (seq, tokens) in tokenised[group.clone()].iter().enumerate() {
+                for (pos, t) in tokens.iter().enumerate() {
+                    batch
+                        .add(*t, pos as i32, &[seq as i32], true)
+                        .map_err(|e| EngineError::Decode(format!("embedding batch: {e}")))?;
+                }
             }
             ectx.decode(&mut batch).map_err(|e| EngineError::Decode(format!("embedding: {e}")))?;
-            let v = ectx
-                .embeddings_seq_ith(0)
-                .map_err(|_| EngineError::Decode("llama.cpp returned no pooled embedding".into()))?;
-            vectors.push(l2_normalise(v));
+            for seq in 0..group.len() {
+                let v = ectx
+                    .embeddings_seq_ith(seq as i32)
+                    .map_err(|_| EngineError::Decode("llama.cpp returned no pooled embedding".into()))?;
+                vectors.push(l2_normalise(v));
+            }
         }
+        let prompt_tokens = lengths.iter().sum::<usize>() as u64;
         Ok(Embeddings { vectors, prompt_tokens })
     }
+}
+
+/// Most inputs embedded in one decode (the embedding context's `n_seq_max`).
+pub const EMBED_MAX_SEQS: u32 = 32;
+
+/// Default tokens of one embedding decode (`WorkerConfig::embed_batch`). llama.cpp attends
+/// over the whole ubatch and masks the other sequences out, so the attention work of a decode
+/// grows with the square of its tokens, while what packing saves is a fixed 2-3 ms per decode
+/// (all-MiniLM-L6-v2, 2 CPU cores; docs/engine.md): short inputs (questions, short notes) share
+/// decodes, chunk-sized ones (~200 tokens) are embedded one per decode.
+pub const EMBED_BATCH_TOKENS: u32 = 256;
+
+/// How the embedding context is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbedSizing {
+    /// Longest input, in tokens (longer ones are cut with `truncate`, else refused).
+    pub input_tokens: u32,
+    /// Tokens of one decode (context, batch and ubatch size): the longest input fits.
+    pub batch_tokens: u32,
+    /// Inputs are packed into one decode up to this many tokens together; a longer input
+    /// has a decode of its own.
+    pub pack_tokens: u32,
+    /// Inputs of one decode.
+    pub max_seqs: u32,
+}
+
+impl EmbedSizing {
+    /// `non_causal`: the model attends both ways and keeps no KV cache (BERT-style encoders,
+    /// the embedding models). Only those share decodes: in a model with a KV cache a
+    /// sequence's place in the cache changes how llama.cpp's flash attention tiles it, and
+    /// Gemma 3's vectors moved by up to 1e-2 (cosine 0.9996) between sharing a decode and not.
+    pub fn for_config(cfg: &WorkerConfig, non_causal: bool) -> EmbedSizing {
+        let input_tokens = cfg.ctx_per_slot.min(cfg.batch.max(512));
+        let pack_tokens = cfg.embed_batch.max(1);
+        let max_seqs = if non_causal { EMBED_MAX_SEQS } else { 1 };
+        EmbedSizing { input_tokens, batch_tokens: input_tokens.max(pack_tokens), pack_tokens, max_seqs }
+    }
+}
+
+/// Whether the model's attention is non-causal (`<arch>.attention.causal = false` in its
+/// GGUF, which llama.cpp reads the same way; absent means causal).
+fn attends_both_ways(model: &LlamaModel) -> bool {
+    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+    model.meta_val_str(&format!("{arch}.attention.causal")).is_ok_and(|v| v == "false")
+}
+
+/// Cut inputs of these token lengths, in order, into runs that fit one decode: at most
+/// `max_tokens` tokens and `max_seqs` inputs each. An input longer than `max_tokens` (the
+/// caller cuts inputs first) gets a run of its own.
+pub fn pack_sequences(lengths: &[usize], max_tokens: usize, max_seqs: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut tokens = 0;
+    for (i, &len) in lengths.iter().enumerate() {
+        if i > start && (tokens + len > max_tokens || i - start >= max_seqs.max(1)) {
+            runs.push(start..i);
+            start = i;
+            tokens = 0;
+        }
+        tokens += len;
+    }
+    if start < lengths.len() {
+        runs.push(start..lengths.len());
+    }
+    runs
 }
 
 /// Unit length, as Ollama returns from `/api/embed`; a zero vector stays zero.
@@ -718,6 +805,26 @@ pub fn l2_normalise(v: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packing_keeps_order_and_fills_each_decode_up_to_both_limits() {
+        assert_eq!(pack_sequences(&[], 100, 4), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(pack_sequences(&[30, 30, 30, 30], 100, 4), vec![0..3, 3..4]);
+        assert_eq!(pack_sequences(&[10; 9], 1000, 4), vec![0..4, 4..8, 8..9]);
+        assert_eq!(pack_sequences(&[50, 50, 1], 100, 8), vec![0..2, 2..3]);
+        // Too long for a batch alone: a run of its own, never an empty run.
+        assert_eq!(pack_sequences(&[5, 300, 5], 100, 8), vec![0..1, 1..2, 2..3]);
+    }
+
+    #[test]
+    fn embedding_batch_holds_at_least_the_longest_input() {
+        let cfg = WorkerConfig { ctx_per_slot: 1024, batch: 512, embed_batch: 256, ..WorkerConfig::default() };
+        assert_eq!(EmbedSizing::for_config(&cfg, true), EmbedSizing { input_tokens: 512, batch_tokens: 512, pack_tokens: 256, max_seqs: EMBED_MAX_SEQS });
+        let cfg = WorkerConfig { embed_batch: 4096, ..cfg };
+        assert_eq!(EmbedSizing::for_config(&cfg, true).batch_tokens, 4096);
+        // A model with a KV cache embeds one input per decode.
+        assert_eq!(EmbedSizing::for_config(&cfg, false).max_seqs, 1);
+    }
 
     #[test]
     fn normalise() {

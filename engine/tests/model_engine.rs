@@ -256,6 +256,70 @@ async fn model_embedding_has_the_models_dimension() {
     assert!(v["prompt_eval_count"].as_u64().unwrap() > 4);
 }
 
+const MINILM: &str = "all-minilm:l6-v2";
+
+/// The store with the embedding model as well, or a failure that says how to get it.
+fn embedding_store() -> Store {
+    let store = store();
+    if store.entry(&MINILM.parse().unwrap()).is_err() {
+        panic!(
+            "MISSING TEST MODEL: {MINILM} is not in the model store {}. Run models-bundle/fetch-embedding-model.sh \
+             (or set WARDBOX_MODEL_STORE to a store that has it).",
+            store_dir().display()
+        );
+    }
+    store
+}
+
+fn vectors(v: &Value) -> Vec<Vec<f64>> {
+    v["embeddings"].as_array().unwrap().iter().map(|e| e.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()).collect()
+}
+
+/// Inputs of very different lengths (a few tokens to a few hundred), each different.
+fn varied_inputs(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let words = [3, 40, 120, 9, 200, 60][i % 6];
+            let body: Vec<String> = (0..words).map(|w| format!("w{}", (i * 31 + w * 7) % 97)).collect();
+            format!("Note {i}: the patient reports {}.", body.join(" "))
+        })
+        .collect()
+}
+
+/// Several inputs share one decode; each must come out as if it had been embedded alone: a
+/// sequence that leaked into another's attention or pooling would move its vector far more
+/// than the tolerance (measured: max |diff| 1e-4, cosine 0.9999994). An encoder (MiniLM, no KV
+/// cache) with more inputs than one decode takes (32) and an embedding batch smaller than the
+/// inputs together, so the request needs several decodes; and a decoder with a KV cache
+/// (Gemma), which embeds one input per decode (docs/engine.md) and must match as well.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_batched_embeddings_match_one_at_a_time() {
+    let store = embedding_store();
+    for (model, n) in [(MINILM, 40), (GEMMA, 6)] {
+        let e = start(store.root(), &[model], &["--embed-batch", "1024"]);
+        let inputs = varied_inputs(n);
+        let (s, together) = post(&e, "/api/embed", json!({ "model": model, "input": inputs })).await;
+        assert_eq!(s, StatusCode::OK, "{together}");
+        let together_count = together["prompt_eval_count"].as_u64().unwrap();
+        let together = vectors(&together);
+        assert_eq!(together.len(), n);
+        let mut alone_count = 0;
+        for (i, input) in inputs.iter().enumerate() {
+            let (s, alone) = post(&e, "/api/embed", json!({ "model": model, "input": [input] })).await;
+            assert_eq!(s, StatusCode::OK, "{alone}");
+            alone_count += alone["prompt_eval_count"].as_u64().unwrap();
+            let alone = &vectors(&alone)[0];
+            let max_diff = alone.iter().zip(&together[i]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let cos: f64 = alone.iter().zip(&together[i]).map(|(a, b)| a * b).sum();
+            assert!(max_diff < 1e-3 && cos > 0.99999, "{model}: input {i} embedded with others differs from alone: max |diff| {max_diff}, cosine {cos}");
+        }
+        assert_eq!(together_count, alone_count, "{model}: prompt_eval_count counts every input's tokens once");
+        // Different inputs still get different vectors (a batch that pooled them all together
+        // would give one vector n times).
+        assert!(together[0] != together[1] && together[1] != together[n - 1]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn model_corrupted_blob_is_refused() {
     let src = store();

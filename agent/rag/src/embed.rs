@@ -22,8 +22,9 @@ pub enum EmbedError {
     BadUrl(String),
 }
 
-/// Texts per embedding request: bounds the request size (the engine embeds them one after
-/// another, so a larger batch is not faster).
+/// Texts per embedding request: bounds the request size. The engine packs a request's texts
+/// into shared decodes of up to 512 tokens, which pays for short texts only (docs/engine.md),
+/// so a larger request would not be faster.
 pub const BATCH: usize = 32;
 
 /// Check an embedding model's answer for `sent` texts: one vector each, of `dims` dimensions.
