@@ -506,6 +506,8 @@ pub struct FullInstalled {
     /// The UKI's file name on the ESP.
     pub boot_entry: String,
     pub bytes: u64,
+    /// Older entries removed because their UKI boots the slot that was rewritten.
+    pub removed: Vec<String>,
 }
 
 /// The UKI's name on the ESP: `wardbox-<version>+<tries>.efi`.
@@ -555,6 +557,16 @@ pub async fn install_full(
         let mut each = |phase: Phase, done: u64, _: u64| progress(phase, done, total);
         stage_target(bundle, &uki, &staging, STAGING_RESERVE, &mut each).await?
     };
+    // Older entries whose UKI boots the slot about to be rewritten go before the slot is opened:
+    // they would start the new system (or, after a power cut, a half-written one) under an old
+    // version's name. The running slot's entries are never among them.
+    let mut removed = Vec::new();
+    if let Some(partuuid) = super::esp::slot_partuuid(slots.path(target_slot)) {
+        for old in super::esp::entries_booting(&slots.esp_dir, &partuuid).map_err(io_error("reading the ESP directory", &slots.esp_dir))? {
+            fs::remove_file(&old).map_err(io_error("removing an entry that boots the slot being rewritten", &old))?;
+            removed.push(old.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        }
+    }
     let plan = SlotPlan {
         slot: slots.path(target_slot).to_owned(),
         running_slot: Some(slots.path(running).to_owned()),
@@ -587,7 +599,7 @@ pub async fn install_full(
         return Err(UpdateError::WriteVerify { slot: dest, expected: uki.sha256.clone(), actual: read_back }.into());
     }
     progress(Phase::ReadingBack, total, total);
-    Ok(FullInstalled { slot: target_slot, slot_path: plan.slot, boot_entry: entry, bytes: total })
+    Ok(FullInstalled { slot: target_slot, slot_path: plan.slot, boot_entry: entry, bytes: total, removed })
 }
 
 #[cfg(test)]

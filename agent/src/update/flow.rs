@@ -318,6 +318,11 @@ async fn install_kind(config: &Config, bundle: &VerifiedBundle, paths: &UpdatePa
                 format!("written    system image to slot {} ({}), read back and verified", r.slot, r.slot_path.display()),
                 format!("boot entry {} on {} ({} tries, then systemd-boot returns to the current system)", r.boot_entry, config.update.slots.esp_dir.display(), apply::BOOT_TRIES),
                 format!("running    slot {running} was not touched"),
+                if r.removed.is_empty() {
+                    format!("old entries none on the ESP booted slot {}", r.slot)
+                } else {
+                    format!("old entries removed (they booted slot {}): {}", r.slot, r.removed.join(", "))
+                },
                 format!("next       reboot to start version {}; the system floor is raised after its first healthy boot", bundle.manifest.version),
             ];
             let extra = bundle

@@ -15,6 +15,8 @@
 //!   [`usb_events`]: USB storage events from the image's helpers, for the audit trail.
 //! - [`tpm_floor`]: the system-version floor in a TPM NV counter, which a restored old state
 //!   directory cannot lower.
+//! - [`esp`]: which slot an entry on the ESP boots (its UKI's signed `root=PARTUUID=`), so an
+//!   install removes the older entries of the slot it rewrites.
 //! - [`helper`]: the root helper that installs a full bundle the admin page confirmed (the
 //!   agent's own unit cannot write the slots or the ESP, on purpose).
 //!
@@ -31,6 +33,7 @@
 
 pub mod apply;
 pub mod boot;
+pub mod esp;
 pub mod flow;
 pub mod helper;
 pub mod installs;
