@@ -53,6 +53,18 @@ if [ "$(id -u)" -ne 0 ]; then
     exec sudo env "PATH=$PATH" "HOME=$HOME" "$0" "$@"
 fi
 
+# A cold run puts about 25 GB under the target directory (the workspace's test binaries, the
+# release engine, the fuzz targets, the OS image and each qemu scenario's disks). With less free,
+# say so now: the failure would otherwise be a linker's "No space left on device" in every tier.
+need_gb=25
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+mkdir -p "$target_dir"
+free_gb=$(( $(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }') / 1024 / 1024 ))
+if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "run-all: WARNING: $free_gb GB free under $target_dir; a cold run needs about $need_gb GB" \
+        "(a warm target directory needs less). Tiers may fail with 'No space left on device'." >&2
+fi
+
 # The release engine serves the model tests of every crate (a debug llama.cpp is ~20x slower).
 step "build engine" cargo build --release -p wardbox-engine --bin wardbox-engine
 export WARDBOX_ENGINE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/wardbox-engine"
