@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rusqlite::OptionalExtension;
 use serde_json::json;
 use wardbox::alerting::{DeliveryConfig, Feed, SyslogConfig, outbox};
 use wardbox::audit::{AuditEvent, AuditLog, EventKind, WriterThread};
@@ -119,6 +120,109 @@ async fn a_restart_replays_the_chain_and_raises_each_alert_once() {
     assert_eq!(all_alerts(&store), before);
 }
 
+/// Open all day, every day: `off_hours` (which would depend on when the test runs) raises
+/// nothing, so which records raise an alert, and so when the position moves, is fixed.
+fn always_open() -> AlertsConfig {
+    let mut rules = AlertsConfig::default();
+    let h = &mut rules.clinic_hours;
+    for day in [&mut h.mon, &mut h.tue, &mut h.wed, &mut h.thu, &mut h.fri, &mut h.sat, &mut h.sun] {
+        *day = "00:00-24:00".into();
+    }
+    rules
+}
+
+fn position(store: &Store) -> Option<u64> {
+    outbox::processed_seq(store.conn()).expect("position")
+}
+
+/// The detector's position is written with alerts, not after every record (that cost each
+/// audited request a store commit). After a crash the records judged since it was last
+/// written are judged again at the next start: that stores no alert twice and misses none.
+#[tokio::test]
+async fn a_restart_from_a_stale_position_raises_nothing_twice_and_misses_nothing() {
+    let chain = Chain::new();
+    let rules = always_open();
+    let mut store = chain.store();
+    let mut feed = Feed::start(&store, &rules, &syslog_only()).expect("start");
+    let mut dr_a = Vec::new();
+    for p in ["p-2", "p-3", "p-4"] {
+        dr_a.push(chain.refusal("dr.a", p).await);
+    }
+    feed.step(&mut store).expect("step");
+    assert_eq!(denied_alerts(&store).len(), 1);
+    assert_eq!(position(&store), Some(dr_a[2]), "the position moves with the alerts it covers");
+
+    // Records that raise nothing (dr.a's burst goes on: one burst, one alert; dr.b is under the
+    // threshold): judged, and the position is not written.
+    chain.refusal("dr.a", "p-5").await;
+    chain.refusal("dr.b", "p-2").await;
+    let judged = chain.refusal("dr.b", "p-3").await;
+    let step = feed.step(&mut store).expect("step");
+    assert_eq!((step.records, step.new_alerts.len(), feed.seen()), (3, 0, judged));
+    assert_eq!(position(&store), Some(dr_a[2]), "a record that raised nothing wrote to the store");
+    assert_eq!(feed.saved_position(), dr_a[2]);
+
+    // Killed here (nothing saved at stop); dr.b's third refusal commits while the agent is down.
+    drop(feed);
+    let third = chain.refusal("dr.b", "p-4").await;
+    let mut feed = Feed::start(&store, &rules, &syslog_only()).expect("restart");
+    let step = feed.step(&mut store).expect("replay");
+    assert_eq!(step.records as u64, third);
+    let denied = denied_alerts(&store);
+    assert_eq!(
+        denied.iter().map(|(_, subject, trigger)| (subject.as_str(), *trigger as u64)).collect::<Vec<_>>(),
+        [("user:dr.a", dr_a[2]), ("user:dr.b", third)],
+        "dr.a's alert is not stored twice; dr.b's burst across the restart is found"
+    );
+    assert_eq!(step.new_alerts, [denied[1].0]);
+    assert_eq!(all_alerts(&store), 2);
+    assert_eq!(position(&store), Some(third));
+
+    // A position further behind (before dr.a's alert, as a restored backup could leave it):
+    // the replay raises dr.a's and dr.b's alerts again and stores neither twice.
+    outbox::set_processed_seq(store.conn(), 0).expect("rewind");
+    let mut feed = Feed::start(&store, &rules, &syslog_only()).expect("restart");
+    let step = feed.step(&mut store).expect("replay");
+    assert_eq!((step.records as u64, step.new_alerts.len()), (third, 0));
+    assert_eq!(all_alerts(&store), 2);
+    assert_eq!(denied_alerts(&store), denied);
+}
+
+/// The daemon task writes its position at the end of its replay and at stop, having judged
+/// what committed before the stop; not in between for records that raise nothing.
+#[tokio::test]
+async fn the_daemon_task_saves_its_position_after_the_replay_and_at_stop() {
+    let chain = Chain::new();
+    let store = chain.store();
+    drop(Feed::start(&store, &always_open(), &DeliveryConfig::default()).expect("first start"));
+    assert_eq!(position(&store), Some(0));
+    chain.refusal("dr.a", "p-2").await;
+    let before_start = chain.refusal("dr.a", "p-3").await;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let problems = Arc::new(Mutex::new(Vec::<String>::new()));
+    let p2 = problems.clone();
+    let task = tokio::spawn(wardbox::alerting::feed::run(
+        Arc::new(Mutex::new(chain.store())),
+        chain.audit().clone(),
+        always_open(),
+        DeliveryConfig::default(),
+        move |m| p2.lock().expect("lock").push(m),
+        stop_rx,
+    ));
+    let started = std::time::Instant::now();
+    while position(&store) != Some(before_start) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the replay's position was not written within 10 s: {:?}", position(&store));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last = chain.refusal("dr.b", "p-2").await;
+    let _ = stop_tx.send(true);
+    task.await.expect("task");
+    assert_eq!(position(&store), Some(last), "the record committed before the stop is judged and the position written");
+    assert!(problems.lock().expect("lock").is_empty(), "{:?}", problems.lock().expect("lock"));
+    assert_eq!(all_alerts(&store), 0);
+}
+
 #[tokio::test]
 async fn history_from_before_the_first_start_raises_nothing() {
     let chain = Chain::new();
@@ -160,16 +264,21 @@ async fn the_daemon_task_stores_and_audits_alerts_as_records_commit() {
     for p in ["p-2", "p-3", "p-4"] {
         chain.refusal("dr.a", p).await;
     }
+    // Done when the alert points at its audit record (written after the record commits).
     let raised = loop {
-        let audited: Vec<String> = {
+        let audited: Option<String> = {
             let store = chain.store();
-            let mut stmt = store
+            store
                 .conn()
-                .prepare("SELECT detail FROM audit WHERE kind = 'security_alert' AND detail LIKE '%denied_access%'")
-                .expect("prepare");
-            stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows")
+                .query_row(
+                    "SELECT a.detail FROM alerts JOIN audit a ON a.seq = alerts.audit_seq WHERE alerts.rule = 'denied_access'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .expect("query")
         };
-        if let Some(d) = audited.into_iter().next() {
+        if let Some(d) = audited {
             break d;
         }
         assert!(started.elapsed() < Duration::from_secs(10), "no alert audited within 10 s; problems: {:?}", problems.lock().expect("lock"));
@@ -182,9 +291,11 @@ async fn the_daemon_task_stores_and_audits_alerts_as_records_commit() {
     assert!(!raised.contains("p-2"), "a patient id reached the alert's audit record: {raised}");
     let store = chain.store();
     assert_eq!(denied_alerts(&store).len(), 1);
-    let audit_seq: Option<i64> =
-        store.conn().query_row("SELECT audit_seq FROM alerts WHERE rule = 'denied_access'", [], |r| r.get(0)).expect("row");
-    assert!(audit_seq.is_some(), "the alert does not point at its audit record");
+    let audit_kind: String = store
+        .conn()
+        .query_row("SELECT a.kind FROM alerts JOIN audit a ON a.seq = alerts.audit_seq WHERE alerts.rule = 'denied_access'", [], |r| r.get(0))
+        .expect("row");
+    assert_eq!(audit_kind, "security_alert", "the alert points at its audit record");
     let _ = stop_tx.send(true);
     task.await.expect("task");
     assert!(problems.lock().expect("lock").is_empty(), "{:?}", problems.lock().expect("lock"));

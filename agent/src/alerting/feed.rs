@@ -6,7 +6,15 @@
 //! position (`alert_detector.processed_seq`) were stored before and are not raised again; the
 //! first start of a box with history sets the position to the head, so old history rebuilds
 //! baselines without raising a flood of old alerts. Then the feed follows the chain as records
-//! commit, and polls for what another process (the CLI) appended.
+//! commit (the commits of [`MIN_PASS_INTERVAL`] gathered into one pass), and polls for what
+//! another process (the CLI) appended.
+//!
+//! The position is written with the alerts it covers, and otherwise only now and then (see
+//! [`position_due`]), at the end of the replay and at stop: writing it after every record that
+//! raised nothing cost every audited request a store commit's worth of waiting. A position
+//! left behind by a crash is harmless: the replay judges the records after it again exactly as
+//! before (the detector is deterministic), and an alert stored before is not stored twice
+//! (the `alerts` table is unique on rule, subject and triggering record).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +34,18 @@ const BATCH: usize = 2000;
 /// How often the feed looks for records appended by another process, and for deliveries due
 /// for a retry.
 const POLL: Duration = Duration::from_secs(5);
+/// Least time between the starts of two passes. Records commit one per audited request; a pass
+/// per commit took the store's lock three times per request (reading the records, checking
+/// emergency sign-in reviews, looking for unaudited alerts), which the requests then waited
+/// for. Gathering the commits of this long costs an alert at most this much delay.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(100);
+/// The detector's position is written at least this often while records come in that raise
+/// no alert, ...
+const SAVE_POSITION_EVERY: Duration = Duration::from_secs(10);
+/// ... or once this many records went by since it was last written: at most that many records
+/// are judged twice after a crash (about 30 ms of replay), the store is written at most once
+/// per this many audited requests.
+const SAVE_POSITION_RECORDS: u64 = 10_000;
 /// How often the feed looks whether accounts or patients changed (a new account, an imported
 /// patient), to rebuild the relations of the related-record rules.
 const RELATIONS_CHECK: Duration = Duration::from_secs(30);
@@ -50,6 +70,10 @@ pub struct Feed {
     seen: u64,
     /// Alerts of records up to here are stored already.
     stored_through: u64,
+    /// The position as written in the store (`alert_detector.processed_seq`), at or behind
+    /// `stored_through`, and when it was written.
+    saved: u64,
+    saved_at: std::time::Instant,
     destinations: Vec<outbox::Destination>,
     related: wardbox_alerts::config::RelatedRecords,
     /// The accounts and patients the relations were built from (see `relations::fingerprint`),
@@ -85,6 +109,8 @@ impl Feed {
             detector,
             seen: 0,
             stored_through,
+            saved: stored_through,
+            saved_at: std::time::Instant::now(),
             destinations: delivery.destinations(),
             related: rules.related_records.clone(),
             relations_of: String::new(),
@@ -111,8 +137,26 @@ impl Feed {
         self.seen
     }
 
+    /// The position as written in the store: a restart replays from the chain's start and
+    /// raises alerts again only for records after it (those stored before are kept as they are).
+    pub fn saved_position(&self) -> u64 {
+        self.saved
+    }
+
+    /// Write the position when records went by since it was last written (at the end of the
+    /// replay, and at stop).
+    pub fn save_position(&mut self, store: &Store) -> Result<(), FeedError> {
+        if self.stored_through > self.saved {
+            outbox::set_processed_seq(store.conn(), self.stored_through)?;
+            self.saved = self.stored_through;
+            self.saved_at = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
     /// Read up to [`BATCH`] records after the last one seen, feed them to the detector, and
-    /// store the alerts of records beyond the stored position with their outbox rows.
+    /// store the alerts of records beyond the stored position with their outbox rows. The
+    /// position moves with them, or on its own when [`position_due`].
     pub fn step(&mut self, store: &mut Store) -> Result<Step, FeedError> {
         if self.relations_checked.elapsed() >= RELATIONS_CHECK {
             self.refresh_relations(store)?;
@@ -133,12 +177,24 @@ impl Feed {
             }
             self.seen = r.seq;
         }
-        if self.seen > self.stored_through {
+        if !raised.is_empty() {
             step.new_alerts = outbox::store_alerts(store.conn_mut(), &raised, &self.destinations, self.seen)?;
-            self.stored_through = self.seen;
+            self.saved = self.seen;
+            self.saved_at = std::time::Instant::now();
+        }
+        self.stored_through = self.stored_through.max(self.seen);
+        if position_due(self.stored_through - self.saved, self.saved_at.elapsed()) {
+            self.save_position(store)?;
         }
         Ok(step)
     }
+}
+
+/// Whether the detector's position, `unsaved` records behind what it has judged, should be
+/// written now, `since` it was last written. Not after every record: that was a store commit
+/// (an fsync, under the store's lock) per audited request.
+pub fn position_due(unsaved: u64, since: Duration) -> bool {
+    unsaved > 0 && (unsaved >= SAVE_POSITION_RECORDS || since >= SAVE_POSITION_EVERY)
 }
 
 /// The alert for an emergency sign-in whose own alert (`break_glass_use`, alert `id`) nobody
@@ -243,12 +299,17 @@ pub async fn run(
     let began = std::time::Instant::now();
     let mut replayed = false;
     loop {
+        let pass_began = tokio::time::Instant::now();
         match catch_up(feed, &store).await {
             Ok((f, step)) => {
                 feed = f;
                 if !replayed {
                     replayed = true;
                     tracing::info!(records = feed.seen(), ms = began.elapsed().as_millis() as u64, "alert detector replayed the audit chain");
+                    feed = match save_position(feed, &store).await {
+                        Ok(f) => f,
+                        Err(e) => return raise(format!("the alert detector stopped: {e}")),
+                    };
                 }
                 for e in &step.unreadable {
                     raise(format!("the alert detector cannot read an audit record: {e}"));
@@ -287,7 +348,46 @@ pub async fn run(
         tokio::select! {
             _ = committed.changed() => {}
             () = tokio::time::sleep(POLL) => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
+        tokio::select! {
+            () = tokio::time::sleep_until(pass_began + MIN_PASS_INTERVAL) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    // Judge what committed before the stop and write the position, so that the next start
+    // judges no record twice (harmless, but not needed). Alerts stored here are audited at the
+    // next start, like those a crash leaves unaudited.
+    let last = match catch_up(feed, &store).await {
+        Ok((f, _)) => save_position(f, &store).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = last {
+        raise(format!("the alert detector's position cannot be saved at stop: {e}"));
+    }
+}
+
+/// Write the feed's position (see [`Feed::save_position`]) under the store's lock.
+async fn save_position(feed: Feed, store: &Arc<Mutex<Store>>) -> Result<Feed, FeedError> {
+    let (feed, saved) = blocking(store, move |s| {
+        let mut feed = feed;
+        let saved = feed.save_position(s);
+        Ok((feed, saved))
+    })
+    .await?;
+    saved.map(|()| feed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_position_is_written_every_so_many_records_or_seconds() {
+        assert!(!position_due(0, Duration::from_secs(3600)), "nothing new to write");
+        assert!(!position_due(1, Duration::ZERO));
+        assert!(!position_due(SAVE_POSITION_RECORDS - 1, SAVE_POSITION_EVERY - Duration::from_millis(1)));
+        assert!(position_due(SAVE_POSITION_RECORDS, Duration::ZERO));
+        assert!(position_due(1, SAVE_POSITION_EVERY));
     }
 }
