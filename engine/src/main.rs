@@ -48,7 +48,7 @@ struct Sizing {
     /// Layers to offload to the GPU (needs a CUDA build or a loaded CUDA backend).
     #[arg(long, default_value_t = 0)]
     gpu_layers: u32,
-    /// Tokens of one embedding decode (the inputs of an /api/embed request are decoded together).
+    /// The inputs of an /api/embed request share a decode up to this many tokens together.
     #[arg(long, default_value_t = wardbox_engine::worker::EMBED_BATCH_TOKENS)]
     embed_batch: u32,
     /// Directory of ggml backend modules (libggml-cuda.so, CPU variants) to load at start.

@@ -72,8 +72,8 @@ pub struct WorkerConfig {
     pub threads: i32,
     /// Layers offloaded to a GPU (0 on CPU builds).
     pub gpu_layers: u32,
-    /// Tokens of one embedding decode: the inputs of an `/api/embed` request are decoded
-    /// together, as many as fit (at least the per-input limit).
+    /// The inputs of an `/api/embed` request share a decode up to this many tokens together
+    /// (models without a KV cache); a longer input has a decode of its own.
     pub embed_batch: u32,
 }
 
