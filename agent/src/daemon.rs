@@ -29,6 +29,8 @@ const MONTHLY_REPORT_FIRST: Duration = Duration::from_secs(600);
 
 /// How long in-flight requests get to finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a stopping agent waits for the alert feed to save the detector's position.
+const ALERT_FEED_STOP: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -315,7 +317,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     // Alerts: the detector follows the audit chain (after replaying it), stores and audits each
     // alert, and delivers the outbox to the clinic's collector and relay.
     let (alert_state, alert_status) = (state.clone(), status_path.clone());
-    tokio::spawn(crate::alerting::feed::run(
+    let alert_feed = tokio::spawn(crate::alerting::feed::run(
         store.clone(),
         audit.clone(),
         config.alerts.clone(),
@@ -356,6 +358,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     }
     let _ = stop_tx.send(true);
     let _ = background.await;
+    // The feed saves the detector's position at stop (it is otherwise saved only every few
+    // seconds); waiting lets that save finish. A stale position is safe, only slower to replay.
+    if tokio::time::timeout(ALERT_FEED_STOP, alert_feed).await.is_err() {
+        tracing::warn!("the alert feed did not stop within {ALERT_FEED_STOP:?}; its position is saved at the next start");
+    }
     if let Some(engine) = engine {
         engine.shutdown().await;
         let _ = std::fs::remove_file(&engine_path);
