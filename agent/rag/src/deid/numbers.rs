@@ -64,11 +64,16 @@ const PHONE_CUES: &[&str] = &[
     "whatsapp", "sms", "text", "tél", "telefon", "telefono", "teléfono", "telefone", "handy", "gsm", "portable", "callback", "phoned",
 ];
 
-/// A date or a measure written with separators is not a phone number.
+/// A date or a measure written with separators is not a phone number, nor is a date with a
+/// four-digit year followed by an hour ("2027-01-15 09", "15.01.2027 09:30"): its digit count
+/// and grouping are a phone's.
 fn looks_like_date_or_measure(s: &str) -> bool {
     static DATE: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}$"));
+    static DATE_AND_HOUR: LazyLock<Regex> = LazyLock::new(|| {
+        re(r"^(?:\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{4})[ T\t]\d{1,2}(?:[:.]\d{2}){0,2}$")
+    });
     static RANGE: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{1,4}(?:[.,]\d+)?\s*[-/]\s*\d{1,4}(?:[.,]\d+)?$"));
-    DATE.is_match(s) || RANGE.is_match(s)
+    DATE.is_match(s) || DATE_AND_HOUR.is_match(s) || RANGE.is_match(s)
 }
 
 pub(crate) fn spans(text: &str) -> Vec<Span> {
@@ -167,7 +172,15 @@ mod tests {
 
     #[test]
     fn measures_and_dates_are_not_phones() {
-        for text in ["BP 128/82, HR 74", "Seen 12.03.2024 and 2024-03-12", "dose 10-20 mg", "n = 1234567 adults", "95% CI 1.2-3.4"] {
+        for text in [
+            "BP 128/82, HR 74",
+            "Seen 12.03.2024 and 2024-03-12",
+            "dose 10-20 mg",
+            "n = 1234567 adults",
+            "95% CI 1.2-3.4",
+            "review 2027-01-15 09 h",
+            "seen 15.01.2027 09:30 in clinic",
+        ] {
             assert!(found(text).is_empty(), "{text}: {:?}", found(text));
         }
     }
