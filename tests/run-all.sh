@@ -53,9 +53,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exec sudo env "PATH=$PATH" "HOME=$HOME" "$0" "$@"
 fi
 
-# A cold run puts about 25 GB under the target directory (the workspace's test binaries, the
-# release engine, the fuzz targets, the OS image and each qemu scenario's disks). With less free,
-# say so now: the failure would otherwise be a linker's "No space left on device" in every tier.
+# A cold run peaks at about 15 GB under the target directory (measured on a fresh clone: the
+# workspace's test binaries, the release engine, the fuzz targets, the OS image and a qemu
+# scenario's disks). With less than 25 GB free, say so now: the failure would otherwise be a
+# linker's "No space left on device" in every tier.
 need_gb=25
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 mkdir -p "$target_dir"
