@@ -6,118 +6,17 @@
 //!
 //! Tier `browser_`: needs Debian `chromium` and `chromium-driver`; fails naming them if absent.
 
+mod browser_support;
 mod web_support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use fantoccini::{Client, Locator};
 use wardbox::alerting::outbox;
-use wardbox::web::{Role, TlsMode, WebConfig, app, tls};
+use wardbox::web::{Role, WebConfig};
 use wardbox_alerts::{Alert, Rule};
+use browser_support::*;
 use web_support::*;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_driver() -> Driver {
-    for bin in [CHROMIUM, CHROMEDRIVER] {
-        assert!(Path::new(bin).exists(), "the browser_ tests need {bin}: apt-get install chromium chromium-driver");
-    }
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let child = Command::new(CHROMEDRIVER).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start chromedriver");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen within 20 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Driver { child, port }
-}
-
-async fn browser(driver: &Driver, profile: &Path) -> Client {
-    let mut caps = serde_json::Map::new();
-    // The local CA is not installed in this throwaway profile; the TLS tests check the chain.
-    caps.insert("acceptInsecureCerts".into(), json!(true));
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a Chromium session through chromedriver")
-}
-
-fn artifacts() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts");
-    std::fs::create_dir_all(&dir).expect("artifact dir");
-    dir
-}
-
-async fn screenshot(c: &Client, name: &str) {
-    let png = c.screenshot().await.expect("screenshot");
-    std::fs::write(artifacts().join(name), png).expect("save screenshot");
-}
-
-/// The UI being served: its address, and what stops it.
-struct Served {
-    base: String,
-    stop: tokio::sync::watch::Sender<bool>,
-    serving: tokio::task::JoinHandle<()>,
-}
-
-impl Served {
-    /// Stop serving and wait until the server task has let go of the agent's state, so the
-    /// harness can then join its audit writer (a writer still running when the test binary
-    /// exits closes its SQLCipher connection during the process's exit and can crash it).
-    async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.serving).await;
-    }
-}
-
-/// The UI over TLS on a free port.
-async fn serve(h: &Harness, dir: &Path) -> Served {
-    let web = WebConfig { listen: "127.0.0.1:0".parse().expect("addr"), tls: TlsMode::LocalCa, hostnames: vec!["localhost".into()], ..WebConfig::default() };
-    let (bound, _) = tls::bind(&web, dir).await.expect("bind");
-    let port = bound.local_addr().expect("addr").port();
-    let router = app(h.state.clone());
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(async move {
-        let _ = bound
-            .serve(router, move || {
-                let mut rx = rx.clone();
-                async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                }
-            })
-            .await;
-    });
-    Served { base: format!("https://localhost:{port}"), stop, serving }
-}
 
 async fn text_of(c: &Client, css: &str) -> String {
     c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.expect(css).text().await.expect("text")
