@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 mod fault_support;
 
-use fault_support::{cookie, http, open_store, serve_embeddings, text, wardbox};
+use fault_support::{Agent, cookie, http, open_store, serve_embeddings, start_dev_agent, text, wardbox};
 use wardbox::config::Config;
 
 const PASSWORD: &str = "correct horse battery";
@@ -33,15 +33,6 @@ const BURST_THREADS: usize = 4;
 const KILL_AFTER_ANSWERS: usize = 300;
 const KILL_AFTER_IMPORTED: usize = 3;
 const IMPORT_FILES: usize = 400;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn sigkill(child: &Child) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
@@ -67,22 +58,7 @@ fn acknowledged_requests_and_imported_files_survive_sigkill_of_agent_and_import(
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("box");
     let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-    let agent = Killed(
-        Command::new(env!("CARGO_BIN_EXE_wardbox"))
-            .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
-            .env("WARDBOX_ENGINE_BIN", dir.path().join("no-engine-here"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wardbox dev"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http(addr, &format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
-        .is_ok_and(|(head, _)| head.starts_with("HTTP/1.1 200"))
-    {
-        assert!(Instant::now() < deadline, "the dev agent did not serve within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let agent = start_dev_agent(&base, addr, &dir.path().join("no-engine-here"), "the dev agent");
     let config = base.join("wardbox.toml");
     let add = ["users", "add", "--username", "audit.burst", "--display-name", "Audit Burst", "--role", "auditor"];
     let made = wardbox(&add, &config, &format!("{PASSWORD}\n"));
@@ -100,7 +76,7 @@ fn acknowledged_requests_and_imported_files_survive_sigkill_of_agent_and_import(
         let note = format!("S: Follow-up call number {i}. Patient reports mild headache since visit {i}.\nA: Tension headache.\nP: Review in {i} days.\n");
         std::fs::write(incoming.join(format!("note-{i:04}.txt")), note).expect("note");
     }
-    let mut import = Killed(
+    let mut import = Agent(
         Command::new(env!("CARGO_BIN_EXE_wardbox"))
             .args(["records", "import", "--patient", "CRASH-1", "--new-patient", incoming.to_str().expect("utf8")])
             .args(["-c", import_config_path.to_str().expect("utf8")])
@@ -206,22 +182,7 @@ fn acknowledged_requests_and_imported_files_survive_sigkill_of_agent_and_import(
 
     // The agent boots again on the killed box (stale pid file, the store's write-ahead log) and
     // serves the same account.
-    let restarted = Killed(
-        Command::new(env!("CARGO_BIN_EXE_wardbox"))
-            .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
-            .env("WARDBOX_ENGINE_BIN", dir.path().join("no-engine-here"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("restart wardbox dev"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http(addr, &format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
-        .is_ok_and(|(head, _)| head.starts_with("HTTP/1.1 200"))
-    {
-        assert!(Instant::now() < deadline, "the agent did not serve again within 60 s after the kill");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let restarted = start_dev_agent(&base, addr, &dir.path().join("no-engine-here"), "the agent after the kill");
     assert!(!sign_in(addr, "audit.burst").is_empty(), "no sign-in after the restart");
     drop(restarted);
     eprintln!(

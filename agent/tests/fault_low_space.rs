@@ -15,12 +15,11 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod fault_support;
 
-use fault_support::{Agent, SmallVolume, fill_bytes, http, open_store, text, wardbox};
+use fault_support::{SmallVolume, fill_bytes, http, open_store, start_dev_agent, text, wardbox};
 use serde_json::Value;
 use wardbox::alerting::{DeliveryConfig, SyslogConfig};
 use wardbox::config::Config;
@@ -128,22 +127,7 @@ fn low_space_degrades_the_health_raises_one_alert_per_crossing_and_recovers_when
     Config::load(&config_path).expect("the test's configuration is valid");
 
     let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-    let mut agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_wardbox"))
-            .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
-            // No engine: this test is about the data volume.
-            .env("WARDBOX_ENGINE_BIN", dir.path().join("no-engine-here"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wardbox dev"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http(addr, &format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).is_ok_and(|(head, _)| head.starts_with("HTTP/1.1 200")) {
-        assert!(agent.0.try_wait().expect("wait").is_none(), "the dev agent exited before serving");
-        assert!(Instant::now() < deadline, "the dev agent did not serve within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut agent = start_dev_agent(&base, addr, &dir.path().join("no-engine-here"), "the dev agent");
 
     // With space: the figure shows, no disk alert.
     let h = wait_health(addr, "the first reading of the data volume", |h| h["data_volume"]["level"] == "ok");

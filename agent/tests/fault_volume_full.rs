@@ -13,12 +13,10 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 mod fault_support;
 
-use fault_support::{Agent, SmallVolume, cookie, fill, http, open_store, serve_embeddings, text, wardbox};
+use fault_support::{SmallVolume, cookie, fill, http, open_store, serve_embeddings, start_dev_agent, text, wardbox};
 use wardbox::config::Config;
 
 const PASSWORD: &str = "correct horse battery";
@@ -66,24 +64,7 @@ fn a_full_data_volume_refuses_writes_keeps_the_chain_and_recovers_without_a_rest
     let _volume = SmallVolume::mount(&mnt, 48);
     let base = mnt.join("box");
     let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-    let mut agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_wardbox"))
-            .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
-            // No engine: this test is about the store and the audit chain.
-            .env("WARDBOX_ENGINE_BIN", dir.path().join("no-engine-here"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wardbox dev"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http(addr, &format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
-        .is_ok_and(|(head, _)| head.starts_with("HTTP/1.1 200"))
-    {
-        assert!(agent.0.try_wait().expect("wait").is_none(), "the dev agent exited before serving");
-        assert!(Instant::now() < deadline, "the dev agent did not serve within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut agent = start_dev_agent(&base, addr, &dir.path().join("no-engine-here"), "the dev agent");
     let config = base.join("wardbox.toml");
     let add = ["users", "add", "--username", "it.admin", "--display-name", "IT Admin", "--role", "admin"];
     let made = wardbox(&add, &config, &format!("{PASSWORD}\n"));

@@ -51,6 +51,30 @@ impl Drop for Agent {
     }
 }
 
+/// `wardbox dev` on `base`, listening on `addr`, with no engine (`no_engine` names a path where
+/// none is: these tests are about the store, the audit chain and the data volume), once it
+/// answers `/health` with 200. Fails if it exits first or takes over 60 s; `what` names it.
+pub fn start_dev_agent(base: &Path, addr: SocketAddr, no_engine: &Path, what: &str) -> Agent {
+    let mut agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_wardbox"))
+            .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
+            .env("WARDBOX_ENGINE_BIN", no_engine)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wardbox dev"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !http(addr, &format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
+        .is_ok_and(|(head, _)| head.starts_with("HTTP/1.1 200"))
+    {
+        assert!(agent.0.try_wait().expect("wait").is_none(), "{what} exited before serving");
+        assert!(std::time::Instant::now() < deadline, "{what} did not serve within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent
+}
+
 /// Write a file until the filesystem has no byte left (large writes, then smaller ones).
 pub fn fill(path: &Path) -> u64 {
     let mut f = std::fs::File::create(path).expect("filler");
