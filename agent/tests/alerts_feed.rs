@@ -122,6 +122,18 @@ async fn a_restart_replays_the_chain_and_raises_each_alert_once() {
 
 /// Open all day, every day: `off_hours` (which would depend on when the test runs) raises
 /// nothing, so which records raise an alert, and so when the position moves, is fixed.
+/// Everything an alert reaches, lower-cased: the alert rows, the outbox and the audit chain
+/// (the related-record tests look in it for a name or an address).
+fn where_alerts_reach(store: &Store) -> String {
+    let mut text = String::new();
+    for q in ["SELECT alert FROM alerts", "SELECT destination || state FROM alert_outbox", "SELECT detail FROM audit"] {
+        let mut stmt = store.conn().prepare(q).expect("prepare");
+        let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows");
+        text.push_str(&rows.join("\n"));
+    }
+    text.to_lowercase()
+}
+
 fn always_open() -> AlertsConfig {
     let mut rules = AlertsConfig::default();
     let h = &mut rules.clinic_hours;
@@ -345,15 +357,7 @@ async fn own_coworker_and_same_surname_records_from_the_stores_names() {
     wardbox::alerting::feed::audit_raised(&Arc::new(Mutex::new(chain.store())), chain.audit()).await.expect("audit");
 
     // No name anywhere the alerts reach: alert rows, outbox, audit chain.
-    let dump: String = {
-        let mut text = String::new();
-        for q in ["SELECT alert FROM alerts", "SELECT destination || state FROM alert_outbox", "SELECT detail FROM audit"] {
-            let mut stmt = store.conn().prepare(q).expect("prepare");
-            let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows");
-            text.push_str(&rows.join("\n"));
-        }
-        text.to_lowercase()
-    };
+    let dump = where_alerts_reach(&store);
     for name in ["quist", "marr", "lena", "ann "] {
         assert!(!dump.contains(name), "{name:?} reached the alerts or the audit chain");
     }
@@ -436,15 +440,7 @@ async fn same_address_records_from_the_stores_addresses() {
     wardbox::alerting::feed::audit_raised(&Arc::new(Mutex::new(chain.store())), chain.audit()).await.expect("audit");
 
     // No address anywhere the alerts reach: alert rows, outbox, audit chain.
-    let dump: String = {
-        let mut text = String::new();
-        for q in ["SELECT alert FROM alerts", "SELECT destination || state FROM alert_outbox", "SELECT detail FROM audit"] {
-            let mut stmt = store.conn().prepare(q).expect("prepare");
-            let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows");
-            text.push_str(&rows.join("\n"));
-        }
-        text.to_lowercase()
-    };
+    let dump = where_alerts_reach(&store);
     for text in ["elm", "springfield", "97000", "berg"] {
         assert!(!dump.contains(text), "{text:?} reached the alerts or the audit chain");
     }
