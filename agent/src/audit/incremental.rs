@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::verify::{check_checkpoints, check_link};
+use super::verify::check_checkpoints;
+use super::walk::{Parallelism, Walk, walk_rows};
 use super::{AuditRecord, ChainBreak, Checkpoint, SELECT_RECORDS, VerifyReport, read_head};
 use crate::store::Store;
 
@@ -152,7 +153,7 @@ fn check_pinned(store: &Store, seq: u64, hash: &str, head_seq: u64) -> rusqlite:
             next_found: after.map(|s| s as u64).unwrap_or(seq + 1),
         }));
     };
-    if record.expected_hash() != record.hash {
+    if !record.hash_is_intact() {
         return Ok(Some(ChainBreak::Altered { seq }));
     }
     if record.hash != hash {
@@ -173,24 +174,11 @@ pub fn verify_chain_from(
     let (head_seq, _) = read_head(store)?;
     let mut first_break = check_pinned(store, anchor_seq, anchor_hash, head_seq)?;
     let mut stmt = store.conn().prepare(&format!("{SELECT_RECORDS} WHERE seq > ?1 ORDER BY seq"))?;
-    let mut rows = stmt.query([anchor_seq as i64])?;
-    let mut walked = 0u64;
-    let mut prev_seq = anchor_seq;
-    let mut prev_hash = anchor_hash.to_string();
-    let mut wanted: std::collections::BTreeMap<u64, Option<String>> =
-        checkpoints.iter().filter(|c| c.seq > anchor_seq).map(|c| (c.seq, None)).collect();
-    while let Some(row) = rows.next()? {
-        let record = AuditRecord::from_row(row)?;
-        walked += 1;
-        if let Some(slot) = wanted.get_mut(&record.seq) {
-            *slot = Some(record.hash.clone());
-        }
-        if first_break.is_none() {
-            first_break = check_link(&record, prev_seq, &prev_hash);
-        }
-        prev_seq = record.seq;
-        prev_hash = record.hash;
-    }
+    let later_checkpoints = checkpoints.iter().filter(|c| c.seq > anchor_seq).map(|c| c.seq);
+    let start = Walk::after(anchor_seq, anchor_hash, later_checkpoints);
+    let Walk { walked, prev_seq, prev_hash, first_break: walk_break, checkpointed: wanted } =
+        walk_rows(stmt.query([anchor_seq as i64])?, start, Parallelism::of_this_machine())?;
+    first_break = first_break.or(walk_break);
     let last_present = if walked == 0 { head_seq.min(anchor_seq) } else { prev_seq };
     if first_break.is_none() {
         let later: Vec<Checkpoint> = checkpoints.iter().filter(|c| c.seq > anchor_seq).cloned().collect();
@@ -215,40 +203,7 @@ pub fn verify_chain_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AuditEvent, AuditLog, EventKind};
-    use crate::store::StoreKey;
-
-    /// A store with `n` chained records, written by the real writer.
-    fn chain(n: usize) -> (tempfile::TempDir, Store, std::path::PathBuf, StoreKey) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = StoreKey::random();
-        let path = dir.path().join("store.db");
-        let (mut store, _) = Store::open_or_create(&path, &key).expect("store");
-        store.migrate().expect("migrate");
-        append(&path, &key, n);
-        (dir, store, path, key)
-    }
-
-    fn append(path: &Path, key: &StoreKey, n: usize) {
-        let (log, writer) = AuditLog::start(path, key).expect("writer");
-        for i in 0..n {
-            log.append_blocking(AuditEvent::new(EventKind::Access, "dr.smith", serde_json::json!({ "n": i }))).expect("append");
-        }
-        drop(log);
-        writer.join();
-    }
-
-    /// Change a record behind the append-only triggers, as someone with the key could.
-    fn tamper(store: &Store, sql: &str) {
-        store
-            .conn()
-            .execute_batch(&format!(
-                "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; {sql};
-                 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'x'); END;
-                 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'x'); END;"
-            ))
-            .expect("tamper");
-    }
+    use crate::audit::testing::{append, chain, tamper};
 
     /// Rewrite record `seq`'s detail and rehash it and every later record (a forger's best).
     fn rewrite_and_rehash(store: &Store, seq: u64) {

@@ -10,7 +10,10 @@
 mod checkpoint;
 mod export;
 mod incremental;
+#[cfg(test)]
+mod testing;
 mod verify;
+mod walk;
 mod writer;
 
 use serde::{Deserialize, Serialize};
@@ -115,6 +118,11 @@ impl AuditRecord {
     /// with the ASCII unit separator and the free-form ones length-prefixed, so no choice of
     /// field contents can make two different records hash the same input.
     pub fn compute_hash(seq: u64, ts: &str, kind: &str, actor: &str, detail: &str, prev_hash: &str) -> String {
+        hex::encode(Self::digest(seq, ts, kind, actor, detail, prev_hash))
+    }
+
+    /// The SHA-256 behind [`Self::compute_hash`], before hex encoding.
+    fn digest(seq: u64, ts: &str, kind: &str, actor: &str, detail: &str, prev_hash: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"wardbox-audit-v1\x1f");
         h.update(seq.to_string().as_bytes());
@@ -124,11 +132,20 @@ impl AuditRecord {
             h.update(b":");
             h.update(field.as_bytes());
         }
-        hex::encode(h.finalize())
+        h.finalize().into()
     }
 
     pub fn expected_hash(&self) -> String {
         Self::compute_hash(self.seq, &self.ts, &self.kind, &self.actor, &self.detail, &self.prev_hash)
+    }
+
+    /// Whether the record's contents give its stored hash: `expected_hash() == hash`, without
+    /// building a string, since a verification asks it of every record.
+    pub fn hash_is_intact(&self) -> bool {
+        let mut expected = [0u8; 64];
+        let digest = Self::digest(self.seq, &self.ts, &self.kind, &self.actor, &self.detail, &self.prev_hash);
+        // 32 bytes always encode to 64 hex digits; a failure would be a mismatch, never a pass.
+        hex::encode_to_slice(digest, &mut expected).is_ok() && expected[..] == *self.hash.as_bytes()
     }
 
     /// Read a record from a row selected in the column order of the `audit` table.
@@ -159,6 +176,29 @@ mod tests {
         assert!(!json.contains("John"));
         assert_eq!(d.chars, 31);
         assert_eq!(d.sha256.len(), 64);
+    }
+
+    #[test]
+    fn hash_is_intact_is_the_stored_hash_compared_with_the_expected_one() {
+        let hash = AuditRecord::compute_hash(3, "t", "login", "u", "{}", GENESIS_HASH);
+        let record = AuditRecord {
+            seq: 3,
+            ts: "t".into(),
+            kind: "login".into(),
+            actor: "u".into(),
+            detail: "{}".into(),
+            prev_hash: GENESIS_HASH.into(),
+            hash: hash.clone(),
+        };
+        assert!(record.hash_is_intact());
+        // Stored hashes that are not exactly the expected lowercase hex, as a string compare finds.
+        for stored in [hash.to_uppercase(), hash[..63].to_string(), format!("{hash}0"), String::new()] {
+            let r = AuditRecord { hash: stored, ..record.clone() };
+            assert_eq!(r.hash_is_intact(), r.expected_hash() == r.hash);
+            assert!(!r.hash_is_intact(), "{}", r.hash);
+        }
+        assert!(!AuditRecord { actor: "v".into(), ..record.clone() }.hash_is_intact());
+        assert!(!AuditRecord { seq: 4, ..record }.hash_is_intact());
     }
 
     #[test]

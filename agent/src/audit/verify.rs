@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use super::{AuditRecord, Checkpoint, GENESIS_HASH, SELECT_RECORDS};
+use super::walk::{Parallelism, Walk, walk_rows};
+use super::{Checkpoint, GENESIS_HASH, SELECT_RECORDS};
 use crate::store::Store;
 
 /// The first thing wrong with the chain, naming the record.
@@ -64,51 +65,30 @@ impl VerifyReport {
 }
 
 /// Walk every record in sequence order, then hold the result against the checkpoints.
+///
+/// The records' hashes are recomputed on every core and their links checked in order
+/// ([`super::walk`]); the first broken record named is the one a walk one record at a time
+/// would name.
 pub fn verify_chain(store: &Store, checkpoints: &[Checkpoint]) -> rusqlite::Result<VerifyReport> {
+    verify_chain_with(store, checkpoints, Parallelism::of_this_machine())
+}
+
+pub(super) fn verify_chain_with(
+    store: &Store,
+    checkpoints: &[Checkpoint],
+    parallelism: Parallelism,
+) -> rusqlite::Result<VerifyReport> {
     let mut stmt = store.conn().prepare(&format!("{SELECT_RECORDS} ORDER BY seq"))?;
-    let mut rows = stmt.query([])?;
-    let mut records = 0u64;
-    let mut prev_seq = 0u64;
-    let mut prev_hash = GENESIS_HASH.to_string();
-    let mut first_break = None;
-    // Hashes of checkpointed records, collected during the single pass.
-    let mut wanted: std::collections::BTreeMap<u64, Option<String>> =
-        checkpoints.iter().map(|c| (c.seq, None)).collect();
-    while let Some(row) = rows.next()? {
-        let record = AuditRecord::from_row(row)?;
-        records += 1;
-        if let Some(slot) = wanted.get_mut(&record.seq) {
-            *slot = Some(record.hash.clone());
-        }
-        if first_break.is_none() {
-            first_break = check_link(&record, prev_seq, &prev_hash);
-        }
-        prev_seq = record.seq;
-        prev_hash = record.hash;
-    }
-    if first_break.is_none() {
-        first_break = check_checkpoints(checkpoints, &wanted, prev_seq);
-    }
+    let start = Walk::after(0, GENESIS_HASH, checkpoints.iter().map(|c| c.seq));
+    let walk = walk_rows(stmt.query([])?, start, parallelism)?;
+    let first_break = walk.first_break.or_else(|| check_checkpoints(checkpoints, &walk.checkpointed, walk.prev_seq));
     Ok(VerifyReport {
-        records,
-        head_seq: prev_seq,
-        head_hash: prev_hash,
+        records: walk.walked,
+        head_seq: walk.prev_seq,
+        head_hash: walk.prev_hash,
         checkpoints_checked: checkpoints.len(),
         first_break,
     })
-}
-
-pub(super) fn check_link(record: &AuditRecord, prev_seq: u64, prev_hash: &str) -> Option<ChainBreak> {
-    if record.seq > prev_seq + 1 {
-        return Some(ChainBreak::Missing { after: prev_seq, next_found: record.seq });
-    }
-    if record.expected_hash() != record.hash {
-        return Some(ChainBreak::Altered { seq: record.seq });
-    }
-    if record.prev_hash != prev_hash {
-        return Some(ChainBreak::NotLinked { seq: record.seq });
-    }
-    None
 }
 
 pub(super) fn check_checkpoints(
@@ -129,4 +109,43 @@ pub(super) fn check_checkpoints(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::testing::{chain, tamper};
+    use crate::audit::read_head;
+
+    /// Batches of a few records over several threads, so a 40-record chain from the real
+    /// writer spans many batches.
+    const SMALL_BATCHES: Parallelism = Parallelism { batch_records: 4, hashing_threads: 3 };
+
+    #[test]
+    fn small_batches_walk_a_real_chain_to_its_head() {
+        let (_dir, store, _path, _key) = chain(40);
+        let (seq, hash) = read_head(&store).expect("head");
+        let checkpoint = Checkpoint { seq, hash: hash.clone(), taken_at: "2026-11-29T10:00:00Z".into() };
+        let report = verify_chain_with(&store, &[checkpoint], SMALL_BATCHES).expect("verify");
+        assert_eq!((report.records, report.head_seq, report.head_hash, report.first_break), (40, 40, hash, None));
+    }
+
+    #[test]
+    fn small_batches_name_the_first_of_two_edited_records() {
+        let (_dir, store, _path, _key) = chain(40);
+        tamper(&store, r#"UPDATE audit SET detail = '{"n":"edited"}' WHERE seq IN (9, 30)"#);
+        let report = verify_chain_with(&store, &[], SMALL_BATCHES).expect("verify");
+        assert_eq!(report.first_break, Some(ChainBreak::Altered { seq: 9 }));
+        assert_eq!((report.records, report.head_seq), (40, 40), "the walk still reads to the head");
+    }
+
+    #[test]
+    fn small_batches_catch_a_truncated_tail_by_its_checkpoint() {
+        let (_dir, store, _path, _key) = chain(40);
+        let (seq, hash) = read_head(&store).expect("head");
+        let checkpoint = Checkpoint { seq, hash, taken_at: "2026-11-29T10:00:00Z".into() };
+        tamper(&store, "DELETE FROM audit WHERE seq = 40");
+        let report = verify_chain_with(&store, &[checkpoint], SMALL_BATCHES).expect("verify");
+        assert_eq!(report.first_break, Some(ChainBreak::Truncated { last_present: 39, checkpoint_seq: 40 }));
+    }
 }
