@@ -271,7 +271,7 @@ cp "$OS/boot/initrd.img-$KVER" "$OUT/initrd.img"
 [ -f "$OS/usr/lib/os-release" ] && [ ! -L "$OS/usr/lib/os-release" ] || die "the OS tree has no /usr/lib/os-release file"
 cp "$OS/usr/lib/os-release" "$OUT/os-release"
 # ro: the root is never written. panic=-1 / no reboot loops hide nothing: qemu exits.
-echo "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4 console=ttyS0,115200 systemd.show_status=1 panic=30" > "$OUT/cmdline.txt"
+echo "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4 usbcore.authorized_default=0 console=ttyS0,115200 systemd.show_status=1 panic=30" > "$OUT/cmdline.txt"
 {
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "version: $SYSTEM_VERSION"

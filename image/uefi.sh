@@ -13,7 +13,8 @@
 #   --version        the OS version in the UKI's name: wardbox-<version>+<tries>.efi
 #                    (letters, digits, '.', '_', '-'; '+' is the boot counter's separator)
 #   --cmdline-extra  appended to the command line, which starts with
-#                    "root=PARTUUID=<root-a> ro rootfstype=ext4"; it is part of the signed UKI
+#                    "root=PARTUUID=<root-a> ro rootfstype=ext4 usbcore.authorized_default=0";
+#                    it is part of the signed UKI
 #   --slot           a (default) or b: the A/B slot whose root partition the command line
 #                    names. A UKI boots exactly one slot, so a release (and a full update
 #                    bundle) carries one UKI per slot; only --uki-only makes a slot-b UKI
@@ -186,7 +187,10 @@ phase_done keys
 
 # ---------------------------------------------------------------- uki
 phase "uki"
-printf '%s' "root=PARTUUID=$ROOT_UUID ro rootfstype=ext4${EXTRA:+ $EXTRA}" > "$OUT/cmdline.txt"
+# usbcore.authorized_default=0: the kernel binds no driver to a USB device until udev's
+# `wardbox usb authorize` lets it in (keyboards, hubs; a stick only in an admin's window).
+# On the signed command line, so it holds from the first device the kernel sees.
+printf '%s' "root=PARTUUID=$ROOT_UUID ro rootfstype=ext4 usbcore.authorized_default=0${EXTRA:+ $EXTRA}" > "$OUT/cmdline.txt"
 # The new sections go after the stub's last one, each at an address aligned to the stub's
 # SectionAlignment, so none overlaps another (systemd 252 has no ukify to do this).
 align=$((16#$(objdump -p "$STUB" | awk '/^SectionAlignment/ {print $2}')))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{BootSpec, Phases, Swtpm, Vm, run, which};
+use crate::{Attach, BootSpec, Phases, Swtpm, Vm, run, which};
 
 const MIN: Duration = Duration::from_secs(60);
 /// Where the ESP starts on image/uefi.sh's disk (1 MiB), for mtools' `image@@offset`.
@@ -38,8 +38,8 @@ impl Appliance {
         self.boot_with(&[])
     }
 
-    /// [`Appliance::boot`] with more disks attached read-only (a disk holding an update bundle).
-    pub fn boot_with(&mut self, extra_disks: &[&Path]) -> Result<(Vm, Swtpm), String> {
+    /// [`Appliance::boot`] with more devices attached (a USB stick holding an update bundle).
+    pub fn boot_with(&mut self, attached: &[Attach]) -> Result<(Vm, Swtpm), String> {
         self.boots += 1;
         let n = self.boots;
         let tpm = Swtpm::start(&self.tpm_state, &self.work.join("swtpm.sock"), &self.work.join(format!("swtpm-{n}.log")))?;
@@ -55,7 +55,7 @@ impl Appliance {
             memory_mib: 3072,
             log,
         };
-        Ok((Vm::boot_with_disks(&spec, extra_disks)?, tpm))
+        Ok((Vm::boot_attached(&spec, attached)?, tpm))
     }
 
     /// The ESP inside the system disk, as mtools names it.
@@ -113,11 +113,13 @@ impl Chain {
             .and_then(|v| v.rsplit_once('+'))
             .map(|(v, _)| v.to_string())
             .ok_or_else(|| format!("the chain's UKI is not named wardbox-<version>+<tries>.efi: {uki}"))?;
-        // uefi.sh puts the root (by PARTUUID, read-only) first; the rest is the build's.
+        // uefi.sh puts the root (by PARTUUID, read-only) and the USB policy first; the rest is
+        // the build's.
         let cmdline = field("cmdline:")?;
         let cmdline_extra = cmdline
             .split_once("rootfstype=ext4")
-            .map(|(_, rest)| rest.trim().to_string())
+            .map(|(_, rest)| rest.trim())
+            .map(|rest| rest.strip_prefix("usbcore.authorized_default=0").unwrap_or(rest).trim().to_string())
             .ok_or_else(|| format!("the chain's command line does not name the root file system type: {cmdline}"))?;
         Ok(Chain { dir, version, cmdline_extra })
     }

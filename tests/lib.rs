@@ -184,6 +184,17 @@ pub struct FirmwareBootSpec {
     pub log: PathBuf,
 }
 
+/// A device attached to a guest beside its system and data disks.
+#[derive(Debug, Clone, Copy)]
+pub enum Attach<'a> {
+    /// A raw disk image, read-only, on virtio.
+    Disk(&'a Path),
+    /// A raw disk image as a USB stick (usb-storage on an xHCI controller), read-only on the host.
+    UsbStick(&'a Path),
+    /// Another USB device by qemu's name (`usb-kbd`, `usb-mouse`).
+    Usb(&'a str),
+}
+
 /// A running guest: its console transcript, and its stdin for typing at the console.
 #[derive(Debug)]
 pub struct Vm {
@@ -201,12 +212,11 @@ pub struct Vm {
 
 impl Vm {
     pub fn boot(spec: &BootSpec) -> Result<Vm, String> {
-        Self::boot_with_disks(spec, &[])
+        Self::boot_attached(spec, &[])
     }
 
-    /// [`Vm::boot`] with more disks attached, read-only (virtio; a disk holding an update
-    /// bundle, in the order given).
-    pub fn boot_with_disks(spec: &BootSpec, extra_disks: &[&Path]) -> Result<Vm, String> {
+    /// [`Vm::boot`] with more devices attached, in the order given (see [`Attach`]).
+    pub fn boot_attached(spec: &BootSpec, attached: &[Attach]) -> Result<Vm, String> {
         // TCG by default: nested KVM on the build machines fails `-cpu max` (MSR 0x10a), and
         // TCG is what the timings in docs/image.md were taken with. WARDBOX_E2E_ACCEL=kvm where
         // KVM works.
@@ -224,9 +234,23 @@ impl Vm {
             .args(["-device", "virtio-blk-pci,drive=sys"])
             .args(["-drive", &format!("file={},if=none,id=data,format=raw", spec.data_disk.display())])
             .args(["-device", "virtio-blk-pci,drive=data"]);
-        for (i, disk) in extra_disks.iter().enumerate() {
-            cmd.args(["-drive", &format!("file={},if=none,id=extra{i},format=raw,readonly=on", disk.display())])
-                .args(["-device", &format!("virtio-blk-pci,drive=extra{i}")]);
+        if attached.iter().any(|a| !matches!(a, Attach::Disk(_))) {
+            cmd.args(["-device", "qemu-xhci,id=xhci"]);
+        }
+        for (i, attach) in attached.iter().enumerate() {
+            match attach {
+                Attach::Disk(disk) => {
+                    cmd.args(["-drive", &format!("file={},if=none,id=extra{i},format=raw,readonly=on", disk.display())])
+                        .args(["-device", &format!("virtio-blk-pci,drive=extra{i}")]);
+                }
+                Attach::UsbStick(image) => {
+                    cmd.args(["-drive", &format!("file={},if=none,id=extra{i},format=raw,readonly=on", image.display())])
+                        .args(["-device", &format!("usb-storage,bus=xhci.0,drive=extra{i},removable=on")]);
+                }
+                Attach::Usb(device) => {
+                    cmd.args(["-device", &format!("{device},bus=xhci.0")]);
+                }
+            }
         }
         cmd.args(["-chardev", &format!("socket,id=chrtpm,path={}", spec.tpm_socket.display())])
             .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"])

@@ -9,20 +9,24 @@
 //! image of version N is the built root file system with `version: N` in its image
 //! information (written with debugfs, no mount): what differs between two real releases is
 //! not what this proves; that the box installs, boots, blesses and falls back is. A bundle
-//! reaches the guest on a read-only ext4 disk (virtio) labelled WBBUNDLE: NOT a USB stick
-//! (the image keeps the USB storage drivers off by design; the USB window is not done), and
-//! the install runs in the guest as root (`wardbox update apply --yes`, as IT at the
-//! console) through the test-only unit `wardbox-update-probe.service`, switched on by
-//! `wardbox.update_probe` on the signed command line.
+//! reaches the guest on a USB stick (qemu's usb-storage on an xHCI controller, an ext4 image),
+//! which the box's USB policy refuses until an administrator opens the USB window; the
+//! test-only unit `wardbox-update-probe.service` (switched on by `wardbox.update_probe` on the
+//! signed command line) does what IT does at the console, as root: `wardbox usb open`, then
+//! `wardbox update apply --yes` from the stick mounted read-only, then `wardbox usb close`.
 //!
-//! 1. v1 from slot A, first boot (provisioning), bundle v2 attached: the install writes slot B
-//!    (the host then finds exactly v2's image there) and puts v2's slot-B UKI on the ESP as
-//!    `wardbox-<v2>+3.efi`; status says v2 is pending in slot B.
+//! 1. v1 from slot A, first boot (provisioning), the stick with bundle v2, a USB keyboard and a
+//!    USB mouse plugged in: the keyboard is let in, the mouse and the stick are refused (no
+//!    block device, no storage driver); in the window the stick alone is let in, mounted
+//!    read-only with its block device read-only; the install writes slot B (the host then
+//!    finds exactly v2's image there) and puts v2's slot-B UKI on the ESP as
+//!    `wardbox-<v2>+3.efi`; closing the window takes the stick out and unloads the drivers;
+//!    every decision is in the audit trail; status says v2 is pending in slot B.
 //! 2. Reboot: systemd-boot starts `wardbox-<v2>+3.efi`, whose command line names root-b; the
 //!    TPM releases the volume key with no recovery prompt (signed PCR 11 policy); the agent is
 //!    healthy, the boot is blessed (`wardbox-<v2>.efi`), and `wardbox update status --json`
 //!    says v2 runs from slot B with the system floor at v2 and the install `installed`.
-//! 3. v2 running, bundle v3 attached: v3 goes to slot A (v1's slot); the install removes v1's
+//! 3. v2 running, bundle v3 on a stick, through the window again: v3 goes to slot A (v1's slot); the install removes v1's
 //!    entry, which boots slot A. v3's UKIs mask the agent on their signed command line, so v3
 //!    never becomes healthy.
 //! 4. Boots 4 to 6: v3 three times (systemd-boot counts `+2-1`, `+1-2`, `+0-3`; the kernel's
@@ -39,7 +43,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wardbox_e2e::appliance::{Appliance, Chain, boot_phases, build_image, check_health, console_tail, require_appliance_tools};
-use wardbox_e2e::{Phases, Vm, blank_data_disk, free_port, run, which};
+use wardbox_e2e::{Attach, Phases, Vm, blank_data_disk, free_port, run, which};
 
 const MIN: Duration = Duration::from_secs(60);
 /// What every line of the guest's update probe starts with.
@@ -174,7 +178,7 @@ fn system_image(root: &Path, version: &str, work: &Path) -> Result<PathBuf, Stri
     Ok(out)
 }
 
-/// A read-only disk for the guest: ext4 labelled WBBUNDLE holding the bundle directory.
+/// A USB stick's image for the guest: ext4 labelled WBBUNDLE holding the bundle directory.
 fn bundle_disk(stick_dir: &Path, out: &Path) -> Result<(), String> {
     let used = run(Command::new("du").args(["-sm", "--apparent-size"]).arg(stick_dir))?;
     let mib: u64 = used.split_whitespace().next().and_then(|n| n.parse().ok()).ok_or("du gave no size")?;
@@ -229,6 +233,68 @@ fn probe(vm: &mut Vm, boot: &str, timeout: Duration) -> Result<ProbeRun, String>
         eprintln!("== e2e: {boot}: {line}");
     }
     Ok(ProbeRun { lines, statuses, apply_exit })
+}
+
+/// The USB policy and window as the probe saw them around an install from a stick: refused
+/// before the window (no block device, no driver), let in alone and read-only inside it, taken
+/// out after it, and every step in the audit trail. With `keyboard_and_mouse`, the boot also
+/// had a USB keyboard (let in) and a USB mouse (refused) plugged in.
+fn check_usb_window(run: &ProbeRun, boot: &str, keyboard_and_mouse: bool) -> Result<(), String> {
+    let line = |prefix: &str| run.lines.iter().find_map(|l| l.strip_prefix(prefix)).map(str::trim);
+    let usb = |phase: &str| -> Result<Value, String> {
+        let json = line(&format!("usb-{phase}: ")).ok_or_else(|| format!("{boot}: the probe printed no USB status {phase} the window"))?;
+        serde_json::from_str(json).map_err(|e| format!("{boot}: the USB status {phase} the window is not JSON ({e}): {json}"))
+    };
+    let of_kind = |status: &Value, kind: &str| -> Vec<Value> {
+        status["devices"].as_array().map(|d| d.iter().filter(|x| x["kind"] == kind).cloned().collect()).unwrap_or_default()
+    };
+    let (before, inside, after) = (usb("before")?, usb("window")?, usb("after")?);
+    let fail = |what: &str, status: &Value| Err(format!("{boot}: {what}: {status}\n{}", run.lines.join("\n")));
+    let sticks = of_kind(&before, "storage");
+    if sticks.len() != 1 || sticks[0]["authorized"] != false || before["storage_drivers_loaded"] != false || before["window_open"] != false {
+        return fail("before the window the stick is not the one refused device with no storage driver loaded", &before);
+    }
+    if keyboard_and_mouse {
+        let keyboards = of_kind(&before, "keyboard");
+        let others = of_kind(&before, "other");
+        if keyboards.len() != 1 || keyboards[0]["authorized"] != true {
+            return fail("the USB keyboard was not let in", &before);
+        }
+        if others.len() != 1 || others[0]["authorized"] != false {
+            return fail("the USB mouse (an input device that is not a keyboard) was not refused", &before);
+        }
+    }
+    if line("block devices before:").is_none_or(|l| !l.is_empty()) {
+        return Err(format!("{boot}: a block device existed before the window: {:?}", line("block devices before:")));
+    }
+    let sticks = of_kind(&inside, "storage");
+    if inside["window_open"] != true || inside["storage_drivers_loaded"] != true || sticks.len() != 1 || sticks[0]["authorized"] != true {
+        return fail("inside the window the stick was not let in with the storage drivers loaded", &inside);
+    }
+    let read_only = run.lines.iter().any(|l| l.starts_with("stick sd") && l.ends_with("read-only: 1"));
+    let mounted_ro = run.lines.iter().any(|l| l.starts_with("stick sd") && l.contains(" mounted: ext4 ro,") && l.contains("nosuid") && l.contains("noexec"));
+    if !read_only || !mounted_ro {
+        return fail("the stick's block device was not read-only, or it was not mounted ext4 ro,nosuid,noexec", &inside);
+    }
+    let sticks = of_kind(&after, "storage");
+    if after["window_open"] != false || after["storage_drivers_loaded"] != false || sticks.len() != 1 || sticks[0]["authorized"] != false {
+        return fail("after the window the stick was not taken out and the drivers unloaded", &after);
+    }
+    if line("block devices after:").is_none_or(|l| !l.is_empty()) {
+        return Err(format!("{boot}: the stick's block device is still there after the window: {:?}", line("block devices after:")));
+    }
+    let audited = line("audited usb events:").ok_or_else(|| format!("{boot}: the probe did not count the audited USB events"))?;
+    let count = |kind: &str| -> u32 {
+        audited.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{kind}="))).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    let least = if keyboard_and_mouse { 2 } else { 1 };
+    for (kind, n) in [("device-refused", least), ("device-authorized", least), ("window-opened", 1), ("window-closed", 1), ("mounted", 1), ("removed", 1)] {
+        if count(kind) < n {
+            return Err(format!("{boot}: the audit trail holds fewer than {n} `{kind}` USB events: {audited}"));
+        }
+    }
+    eprintln!("== e2e: {boot}: USB: stick refused before the window, let in read-only inside it, taken out after; audited: {audited}");
+    Ok(())
 }
 
 fn power_off(vm: Vm, boot: &str) -> Result<(), String> {
@@ -304,13 +370,14 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
 
     // ---------------------------------------------------------------- boot 1: install v2
     phases.start("boot 1: v1 from slot A, provisioning, install v2 into slot B");
-    let (mut vm, tpm) = bx.boot_with(&[&disk_v2])?;
+    let (mut vm, tpm) = bx.boot_with(&[Attach::UsbStick(&disk_v2), Attach::Usb("usb-kbd"), Attach::Usb("usb-mouse")])?;
     vm.expect("RECOVERY KEY", &["Failed to start wardbox-un", "Kernel panic", "Access Denied", "No bootable option"], 20 * MIN)?;
     check_health(&mut vm, "boot 1", &chain.uki_name())?;
     let run1 = probe(&mut vm, "boot 1", 30 * MIN)?;
     if run1.apply_exit != Some(0) {
         return Err(format!("boot 1: `wardbox update apply` of v2 did not succeed:\n{}", run1.lines.join("\n")));
     }
+    check_usb_window(&run1, "boot 1", true)?;
     let after = run1.statuses.last().ok_or("boot 1: the probe printed no status after the install")?;
     if after["pending"]["to"] != v2.as_str() || after["pending"]["slot"] != "b" || after["system"]["slot"] != "a" {
         return Err(format!("boot 1: after the install status does not say v{v2} pending in slot b while slot a runs: {after}"));
@@ -352,13 +419,14 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
 
     // ---------------------------------------------------------------- boot 3: install v3
     phases.start("boot 3: v2 from slot B, install v3 (unhealthy) into slot A");
-    let (mut vm, tpm) = bx.boot_with(&[&disk_v3])?;
+    let (mut vm, tpm) = bx.boot_with(&[Attach::UsbStick(&disk_v3)])?;
     vm.expect("The TPM released the key", &["RECOVERY KEY", "Wardbox recovery key", "Kernel panic"], 15 * MIN)?;
     check_health(&mut vm, "boot 3", &format!("wardbox-{v2}.efi"))?;
     let run3 = probe(&mut vm, "boot 3", 30 * MIN)?;
     if run3.apply_exit != Some(0) {
         return Err(format!("boot 3: `wardbox update apply` of v3 did not succeed:\n{}", run3.lines.join("\n")));
     }
+    check_usb_window(&run3, "boot 3", false)?;
     let after = run3.statuses.last().ok_or("boot 3: no status after the install")?;
     if after["pending"]["to"] != v3.as_str() || after["pending"]["slot"] != "a" {
         return Err(format!("boot 3: status does not say v{v3} pending in slot a: {after}"));

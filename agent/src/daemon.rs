@@ -422,13 +422,13 @@ async fn audit_usb_events(dir: PathBuf, audit: AuditLog, mut stop: watch::Receiv
             _ = stop.changed() => return,
         }
         let d = dir.clone();
-        let drained = tokio::task::spawn_blocking(move || crate::update::usb_events::drain(&d))
+        let drained = tokio::task::spawn_blocking(move || crate::usb::events::drain(&d))
             .await
             .unwrap_or_else(|e| Err(format!("the USB event task failed: {e}")));
         match drained {
             Ok(entries) => {
                 for entry in &entries {
-                    let detail = crate::update::usb_events::audit_detail(entry);
+                    let detail = crate::usb::events::audit_detail(entry);
                     if let Err(e) = audit.append(AuditEvent::new(EventKind::Lifecycle, "system", detail)).await {
                         tracing::error!("cannot audit a USB storage event: {e}");
                     }

@@ -17,4 +17,5 @@ pub mod settings;
 pub mod stages;
 pub mod store;
 pub mod update;
+pub mod usb;
 pub mod web;

@@ -12,6 +12,7 @@ mod records;
 mod report;
 mod store;
 mod update;
+mod usb;
 mod users;
 mod volume;
 
@@ -99,6 +100,9 @@ pub enum Command {
     /// Updates from a USB stick: inspect a bundle, apply it, status, install receipt.
     #[command(subcommand)]
     Update(update::UpdateCommand),
+    /// USB control: the stick window for an update (open, close), what is plugged in (status).
+    #[command(subcommand)]
+    Usb(usb::UsbCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +232,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Report(cmd) => report::run(cmd),
         Command::Backup(cmd) => backup::run(cmd),
         Command::Update(cmd) => update::run(cmd),
+        Command::Usb(cmd) => usb::run(cmd),
     }
 }
 

@@ -11,8 +11,8 @@
 //!   report that the box fell back).
 //! - [`flow`]: one apply from the stick to the install log, shared by the console and the
 //!   admin page; [`receipt`]: the install receipt, quoted by the TPM; [`status`]: what status
-//!   shows; [`service`]: the admin Updates page's service (sticks, inspect, apply, progress);
-//!   [`usb_events`]: USB storage events from the image's helpers, for the audit trail.
+//!   shows; [`service`]: the admin Updates page's service (sticks, inspect, apply, progress).
+//!   Which USB devices the box authorizes, and the stick window, are [`crate::usb`]'s.
 //! - [`tpm_floor`]: the system-version floor in a TPM NV counter, which a restored old state
 //!   directory cannot lower.
 //! - [`esp`]: which slot an entry on the ESP boots (its UKI's signed `root=PARTUUID=`), so an
@@ -41,7 +41,6 @@ pub mod receipt;
 pub mod service;
 pub mod status;
 pub mod tpm_floor;
-pub mod usb_events;
 
 use std::path::{Path, PathBuf};
 

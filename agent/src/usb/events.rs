@@ -1,11 +1,11 @@
-//! USB storage events from the image's udev rules and mount helper, for the audit trail: every
-//! mass-storage device plugged in (refused while the storage drivers are off), every stick
-//! mounted read-only for the Updates page, every stick refused by the mount helper, every stick
-//! removed. The root helpers (`/usr/libexec/wardbox/usb-event`, `usb-mount`) write one small
-//! JSON file per event into `update.usb_events_dir` (`/run/wardbox/usb-events`); the daemon reads
-//! them every few seconds, audits each (`lifecycle`, `event: "usb_storage"`) and removes the file.
-//! A file that is not a valid event is audited as such and removed too: nothing is skipped in
-//! silence.
+//! USB events from the box's root helpers, for the audit trail: every USB device the policy
+//! authorized or refused (`wardbox usb authorize`, run by udev for each device plugged in), every
+//! USB window opened and closed, every stick mounted read-only for the Updates page or refused
+//! by the mount helper, every stick removed. The helpers (`wardbox usb`, and the image's
+//! `/usr/libexec/wardbox/usb-event` and `usb-mount`) write one small JSON file per event into
+//! `update.usb_events_dir` (`/run/wardbox/usb-events`); the daemon reads them every few seconds,
+//! audits each (`lifecycle`, `event: "usb_storage"`) and removes the file. A file that is not a
+//! valid event is audited as such and removed too: nothing is skipped in silence.
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +18,7 @@ const MAX_EVENT_BYTES: u64 = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsbEvent {
-    /// `storage-plugged` (a mass-storage interface appeared), `mounted`, `mount-refused`,
-    /// `removed`.
+    /// One of [`KINDS`].
     pub event: String,
     /// The kernel's name for it (`1-1:1.0`, `sdb1`).
     pub device: String,
@@ -31,7 +30,25 @@ pub struct UsbEvent {
     pub time: String,
 }
 
-const KINDS: &[&str] = &["storage-plugged", "mounted", "mount-refused", "removed"];
+/// `device-authorized` / `device-refused` (the policy's decision for a device plugged in),
+/// `window-opened` / `window-closed`, `mounted`, `mount-refused`, `removed`; `storage-plugged`
+/// is what boxes before the USB policy wrote.
+pub const KINDS: &[&str] =
+    &["device-authorized", "device-refused", "window-opened", "window-closed", "storage-plugged", "mounted", "mount-refused", "removed"];
+
+/// Leaves one event in `dir` for the daemon (written under a temporary name and renamed, so
+/// the daemon never reads half of one). Fields are cut to what [`check`] accepts.
+pub fn write(dir: &Path, event: &str, device: &str, detail: &str) -> Result<(), String> {
+    let plain = |s: &str| s.chars().filter(|c| !c.is_control()).take(200).collect::<String>();
+    let e = UsbEvent { event: event.to_owned(), device: plain(device), detail: plain(detail), time: jiff::Timestamp::now().to_string() };
+    check(&e)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let name = format!("{}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0), std::process::id());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let json = serde_json::json!({ "event": e.event, "device": e.device, "detail": e.detail, "time": e.time });
+    std::fs::write(&tmp, json.to_string()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(format!("{name}.json"))).map_err(|e| format!("cannot write a USB event into {}: {e}", dir.display()))
+}
 
 /// Checks an event's fields: a known kind, short printable fields.
 fn check(e: &UsbEvent) -> Result<(), String> {
@@ -116,5 +133,17 @@ mod tests {
         assert!(drain(d).expect("again").is_empty(), "events are read once");
         assert!(d.join("ignored.tmp").exists(), "a file still being written is left alone");
         assert!(drain(&d.join("none")).expect("absent").is_empty());
+    }
+
+    #[test]
+    fn written_events_are_drained_as_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "device-refused", "1-2", "0bda:8153 a network adapter is refused").expect("write");
+        assert!(write(dir.path(), "format-disk", "sdb", "").is_err(), "an unknown kind is not written");
+        let got = drain(dir.path()).expect("drain");
+        assert_eq!(got.len(), 1);
+        let e = got[0].as_ref().expect("an event");
+        assert_eq!((e.event.as_str(), e.device.as_str()), ("device-refused", "1-2"));
+        assert!(e.detail.contains("network adapter") && !e.time.is_empty());
     }
 }

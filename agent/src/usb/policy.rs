@@ -1,0 +1,128 @@
+//! Which USB devices the box lets in. The image boots with `usbcore.authorized_default=0` on
+//! its signed kernel command line, so the kernel binds no driver to a USB device until
+//! something writes 1 to its `authorized` file; udev runs `wardbox usb authorize` for each new
+//! device, which decides here, from the device's descriptors:
+//!
+//! - hubs: yes (what is plugged into them is decided on its own);
+//! - keyboards (every interface HID, at least one a boot keyboard): yes, for the console;
+//! - mass storage (every interface of class 08): only while an administrator's window is open
+//!   ([`super::window`]), and one stick at a time;
+//! - everything else, including a device that is storage *and* something else (a stick that
+//!   also types), mice, network adapters, cameras and anything whose descriptors do not parse:
+//!   no.
+//!
+//! Pure: the caller reads sysfs and the window, writes `authorized`, and audits the decision.
+
+use super::descriptors::UsbDescriptors;
+use super::window::Window;
+
+const HUB: u8 = 0x09;
+const HID: u8 = 0x03;
+const MASS_STORAGE: u8 = 0x08;
+
+/// What a device is, as far as the policy cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceKind {
+    Hub,
+    Keyboard,
+    Storage,
+    /// Anything else, described for the audit trail.
+    Other(String),
+}
+
+impl DeviceKind {
+    pub fn name(&self) -> &str {
+        match self {
+            DeviceKind::Hub => "hub",
+            DeviceKind::Keyboard => "keyboard",
+            DeviceKind::Storage => "storage",
+            DeviceKind::Other(_) => "other",
+        }
+    }
+}
+
+pub fn classify(d: &UsbDescriptors) -> DeviceKind {
+    let all = |class: u8| !d.interfaces.is_empty() && d.interfaces.iter().all(|i| i.class == class);
+    if all(HUB) {
+        DeviceKind::Hub
+    } else if all(HID) && d.interfaces.iter().any(|i| i.subclass == 1 && i.protocol == 1) {
+        DeviceKind::Keyboard
+    } else if all(MASS_STORAGE) {
+        DeviceKind::Storage
+    } else if d.interfaces.is_empty() {
+        DeviceKind::Other("a device with no interfaces".into())
+    } else if all(HID) {
+        DeviceKind::Other("an input device that is not a keyboard (a mouse, tablet or game controller)".into())
+    } else {
+        let classes: Vec<String> = d.interfaces.iter().map(ToString::to_string).collect();
+        DeviceKind::Other(format!("a device with interfaces {}", classes.join(" ")))
+    }
+}
+
+/// The decision for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Authorize(DeviceKind),
+    Refuse(String),
+}
+
+/// Decides for a device that is not authorized yet. `window` is the open window, if any (a
+/// window that could not be read is `None`); `sticks_in` counts the mass-storage devices
+/// already authorized.
+pub fn decide(d: &UsbDescriptors, window: Option<&Window>, now: i64, sticks_in: usize) -> Decision {
+    match classify(d) {
+        kind @ (DeviceKind::Hub | DeviceKind::Keyboard) => Decision::Authorize(kind),
+        DeviceKind::Storage => match window {
+            None => Decision::Refuse("USB storage is refused unless an administrator opened a USB window for an update".into()),
+            Some(w) if !w.is_open_at(now) => Decision::Refuse("USB storage is refused: the USB window's time is up".into()),
+            Some(_) if sticks_in > 0 => Decision::Refuse("USB storage is refused: a stick is already in the USB window (one at a time)".into()),
+            Some(_) => Decision::Authorize(DeviceKind::Storage),
+        },
+        DeviceKind::Other(what) => Decision::Refuse(format!("{what} is refused: only keyboards, hubs and, in an administrator's USB window, one stick")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::descriptors::{parse, tests::device};
+    use super::super::window::Purpose;
+    use super::*;
+
+    fn dev(class: u8, interfaces: &[(u8, u8, u8)]) -> UsbDescriptors {
+        parse(&device(class, 0x1234, 0x5678, interfaces)).expect("parse")
+    }
+
+    #[test]
+    fn keyboards_and_hubs_always_other_devices_never() {
+        let keyboard = dev(0, &[(3, 1, 1), (3, 0, 0)]);
+        assert_eq!(decide(&keyboard, None, 0, 0), Decision::Authorize(DeviceKind::Keyboard));
+        assert_eq!(decide(&dev(9, &[(9, 0, 0)]), None, 0, 0), Decision::Authorize(DeviceKind::Hub));
+        for (what, d) in [
+            ("mouse", dev(0, &[(3, 1, 2)])),
+            ("network adapter", dev(0, &[(2, 6, 0), (10, 0, 0)])),
+            ("camera", dev(0xef, &[(14, 1, 0), (14, 2, 0)])),
+            ("no interfaces", dev(0, &[])),
+        ] {
+            assert!(matches!(decide(&d, None, 0, 0), Decision::Refuse(_)), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_stick_only_inside_an_open_window_and_one_at_a_time() {
+        let stick = dev(0, &[(8, 6, 0x50)]);
+        let w = Window::new(Purpose::Update, "admin", 1000, 10).expect("window");
+        assert!(matches!(decide(&stick, None, 1000, 0), Decision::Refuse(r) if r.contains("unless an administrator")));
+        assert_eq!(decide(&stick, Some(&w), 1001, 0), Decision::Authorize(DeviceKind::Storage));
+        assert!(matches!(decide(&stick, Some(&w), 1001, 1), Decision::Refuse(r) if r.contains("one at a time")));
+        assert!(matches!(decide(&stick, Some(&w), 1000 + 600, 0), Decision::Refuse(r) if r.contains("time is up")));
+        // UAS: the same device class with the UAS protocol.
+        assert_eq!(decide(&dev(0, &[(8, 6, 0x62)]), Some(&w), 1001, 0), Decision::Authorize(DeviceKind::Storage));
+    }
+
+    #[test]
+    fn a_stick_that_also_types_is_refused_even_in_a_window() {
+        let w = Window::new(Purpose::Update, "admin", 1000, 10).expect("window");
+        let badusb = dev(0, &[(8, 6, 0x50), (3, 1, 1)]);
+        assert!(matches!(decide(&badusb, Some(&w), 1001, 0), Decision::Refuse(r) if r.contains("08:06:50 03:01:01")));
+    }
+}
