@@ -557,6 +557,14 @@ pub fn clean(text: &str) -> String {
     out
 }
 
+/// A scenario's work directory under the repository's `target/` (made when a build put its
+/// output elsewhere, `CARGO_TARGET_DIR`): disks and logs stay beside the build, off /tmp.
+pub fn work_dir(repo: &Path, prefix: &str) -> Result<tempfile::TempDir, String> {
+    let target = repo.join("target");
+    std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    tempfile::Builder::new().prefix(prefix).tempdir_in(&target).map_err(|e| format!("cannot make a work directory in {}: {e}", target.display()))
+}
+
 /// A free loopback TCP port (bound and released; fine for a test on one machine).
 pub fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())

@@ -140,7 +140,7 @@ fn scenario() -> Result<(), String> {
     phases.start("prepare the box (test UKIs, disks, NVRAM, TPM)");
     // Kept when a boot fails (its console logs are the evidence), and with WARDBOX_E2E_KEEP.
     let keep = std::env::var_os("WARDBOX_E2E_KEEP").is_some();
-    let tmp = tempfile::Builder::new().prefix("wardbox-e2e-").tempdir_in(repo.join("target")).map_err(|e| e.to_string())?;
+    let tmp = wardbox_e2e::work_dir(&repo, "wardbox-e2e-")?;
     let work = tmp.keep();
     let _ = WORK_DIR.set(work.clone());
     eprintln!("== e2e: work directory {}", work.display());

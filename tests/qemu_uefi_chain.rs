@@ -277,10 +277,7 @@ fn scenario() -> Result<(), String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no repository root")?.to_path_buf();
     let mut phases = Phases::default();
     let keep = std::env::var_os("WARDBOX_E2E_KEEP").is_some();
-    let tmp = tempfile::Builder::new()
-        .prefix("wardbox-uefi-chain-")
-        .tempdir_in(repo.join("target"))
-        .map_err(|e| e.to_string())?;
+    let tmp = wardbox_e2e::work_dir(&repo, "wardbox-uefi-chain-")?;
     let work = if keep { tmp.keep() } else { tmp.path().to_path_buf() };
     eprintln!("== uefi-chain: work directory {}", work.display());
 

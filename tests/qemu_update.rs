@@ -319,7 +319,7 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no repository root")?.to_path_buf();
     let mut phases = Phases::default();
     let keep = std::env::var_os("WARDBOX_E2E_KEEP").is_some();
-    let tmp = tempfile::Builder::new().prefix("wardbox-e2e-update-").tempdir_in(repo.join("target")).map_err(|e| e.to_string())?;
+    let tmp = wardbox_e2e::work_dir(&repo, "wardbox-e2e-update-")?;
     let work = tmp.keep();
     *work_out = Some(work.clone());
     eprintln!("== e2e: work directory {}", work.display());
