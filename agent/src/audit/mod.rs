@@ -121,14 +121,16 @@ impl AuditRecord {
         hex::encode(Self::digest(seq, ts, kind, actor, detail, prev_hash))
     }
 
-    /// The SHA-256 behind [`Self::compute_hash`], before hex encoding.
+    /// The SHA-256 behind [`Self::compute_hash`], before hex encoding. Numbers are written
+    /// into a buffer on the stack rather than allocated: a verification hashes every record.
     fn digest(seq: u64, ts: &str, kind: &str, actor: &str, detail: &str, prev_hash: &str) -> [u8; 32] {
+        let mut number = [0u8; 20];
         let mut h = Sha256::new();
         h.update(b"wardbox-audit-v1\x1f");
-        h.update(seq.to_string().as_bytes());
+        h.update(decimal(seq, &mut number));
         for field in [ts, kind, actor, detail, prev_hash] {
             h.update(b"\x1f");
-            h.update(field.len().to_string().as_bytes());
+            h.update(decimal(field.len() as u64, &mut number));
             h.update(b":");
             h.update(field.as_bytes());
         }
@@ -142,10 +144,23 @@ impl AuditRecord {
     /// Whether the record's contents give its stored hash: `expected_hash() == hash`, without
     /// building a string, since a verification asks it of every record.
     pub fn hash_is_intact(&self) -> bool {
+        Self::hash_matches(self.seq, &self.ts, &self.kind, &self.actor, &self.detail, &self.prev_hash, &self.hash)
+    }
+
+    /// Whether `stored` is exactly [`Self::compute_hash`] of these fields (lowercase hex).
+    pub(crate) fn hash_matches(
+        seq: u64,
+        ts: &str,
+        kind: &str,
+        actor: &str,
+        detail: &str,
+        prev_hash: &str,
+        stored: &str,
+    ) -> bool {
         let mut expected = [0u8; 64];
-        let digest = Self::digest(self.seq, &self.ts, &self.kind, &self.actor, &self.detail, &self.prev_hash);
+        let digest = Self::digest(seq, ts, kind, actor, detail, prev_hash);
         // 32 bytes always encode to 64 hex digits; a failure would be a mismatch, never a pass.
-        hex::encode_to_slice(digest, &mut expected).is_ok() && expected[..] == *self.hash.as_bytes()
+        hex::encode_to_slice(digest, &mut expected).is_ok() && expected[..] == *stored.as_bytes()
     }
 
     /// Read a record from a row selected in the column order of the `audit` table.
@@ -159,6 +174,19 @@ impl AuditRecord {
             prev_hash: row.get(5)?,
             hash: row.get(6)?,
         })
+    }
+}
+
+/// `n` in decimal, as `n.to_string()` writes it, in `buf` (20 digits hold any `u64`).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[start..];
+        }
     }
 }
 
@@ -199,6 +227,32 @@ mod tests {
         }
         assert!(!AuditRecord { actor: "v".into(), ..record.clone() }.hash_is_intact());
         assert!(!AuditRecord { seq: 4, ..record }.hash_is_intact());
+    }
+
+    /// The hash format is what every stored chain was written with: these values were
+    /// computed outside this code (Python's hashlib over the documented layout), so a change to
+    /// how the hash is computed cannot pass by changing writer and verifier together.
+    #[test]
+    fn the_hash_format_is_pinned() {
+        let hash = AuditRecord::compute_hash(
+            1_234_567,
+            "2026-11-29T10:00:00.123456789Z",
+            "query",
+            "dr.ümlaut",
+            r#"{"patient":42}"#,
+            GENESIS_HASH,
+        );
+        assert_eq!(hash, "19326cd16c65b60bd18a8dc3b1a25d101ef17b1e2b0028115da89827b212ea6a");
+        let hash = AuditRecord::compute_hash(u64::MAX, "", "", "", "", "");
+        assert_eq!(hash, "7c3de4d1661d4a1c81a780395cedc97163f03eb91749be153e56f45e55884d35");
+    }
+
+    #[test]
+    fn numbers_are_written_as_to_string_writes_them() {
+        let mut buf = [0u8; 20];
+        for n in [0, 1, 9, 10, 11, 99, 100, 255, 1_000_000, 1_234_567_890, u64::MAX / 10, u64::MAX - 1, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes(), "{n}");
+        }
     }
 
     #[test]

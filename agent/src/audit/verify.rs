@@ -139,6 +139,20 @@ mod tests {
         assert_eq!((report.records, report.head_seq), (40, 40), "the walk still reads to the head");
     }
 
+    /// A field that is not UTF-8 text fails the walk with the error reading it as a record
+    /// gives (the table is STRICT, so text is all a field can hold).
+    #[test]
+    fn a_field_that_is_not_utf8_fails_as_reading_the_record_does() {
+        let (_dir, store, _path, _key) = chain(12);
+        tamper(&store, "UPDATE audit SET actor = CAST(x'ff00' AS TEXT) WHERE seq = 6");
+        let reading = store
+            .conn()
+            .query_row(&format!("{SELECT_RECORDS} WHERE seq = 6"), [], super::super::AuditRecord::from_row)
+            .expect_err("not UTF-8");
+        let walking = verify_chain_with(&store, &[], SMALL_BATCHES).expect_err("the walk fails");
+        assert_eq!(walking.to_string(), reading.to_string());
+    }
+
     #[test]
     fn small_batches_catch_a_truncated_tail_by_its_checkpoint() {
         let (_dir, store, _path, _key) = chain(40);

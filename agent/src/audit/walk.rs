@@ -5,10 +5,11 @@
 //! that work (most of a walk's hashing) can run on every core; whether a record follows the one
 //! before it, and which broken record comes first, needs the records in order, so that part
 //! stays one pass in sequence order, on its own thread. The store's connection cannot be
-//! shared between threads, so the rows are read on the caller's thread. Batches go to the
-//! hashing threads through a bounded queue and reach the in-order pass in the order they were
-//! read, so a walk holds a few batches in memory whatever the chain's length, and names the same
-//! first broken record as a walk one record at a time.
+//! shared between threads, so the rows are read on the caller's thread, into batches that hold
+//! a batch's text in one buffer (a few allocations a batch instead of six a record). Batches go
+//! to the hashing threads through a bounded queue and reach the in-order pass in the order they
+//! were read, so a walk holds a few batches in memory whatever the chain's length, and names the
+//! same first broken record as a walk one record at a time.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, mpsc};
@@ -65,22 +66,23 @@ impl Walk {
 
     /// Take the next record in sequence order; `hash_intact` says whether its contents give its
     /// stored hash (computed beforehand, on any thread).
-    pub fn step(&mut self, record: AuditRecord, hash_intact: bool) {
+    fn step(&mut self, record: Fields<'_>, hash_intact: bool) {
         self.walked += 1;
         if let Some(slot) = self.checkpointed.get_mut(&record.seq) {
-            *slot = Some(record.hash.clone());
+            *slot = Some(record.hash.to_string());
         }
         if self.first_break.is_none() {
             self.first_break = check_link(&record, hash_intact, self.prev_seq, &self.prev_hash);
         }
         self.prev_seq = record.seq;
-        self.prev_hash = record.hash;
+        self.prev_hash.clear();
+        self.prev_hash.push_str(record.hash);
     }
 }
 
 /// What is wrong with `record` following `prev_seq` (whose hash is `prev_hash`), in the order a
 /// reader would find it: a gap before it, then its own contents, then its link.
-fn check_link(record: &AuditRecord, hash_intact: bool, prev_seq: u64, prev_hash: &str) -> Option<ChainBreak> {
+fn check_link(record: &Fields<'_>, hash_intact: bool, prev_seq: u64, prev_hash: &str) -> Option<ChainBreak> {
     if record.seq > prev_seq + 1 {
         return Some(ChainBreak::Missing { after: prev_seq, next_found: record.seq });
     }
@@ -93,29 +95,120 @@ fn check_link(record: &AuditRecord, hash_intact: bool, prev_seq: u64, prev_hash:
     None
 }
 
+/// Records as read, in sequence order: every text field of every record one after another in
+/// `text`.
+#[derive(Debug, Default)]
+struct Batch {
+    text: String,
+    records: Vec<Packed>,
+}
+
+/// A record in a [`Batch`]: its sequence number and where each of its text fields (ts, kind,
+/// actor, detail, prev_hash, hash) ends in the batch's text.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    seq: u64,
+    ends: [usize; 6],
+}
+
+/// A record's fields, borrowed from its batch.
+#[derive(Debug, Clone, Copy)]
+struct Fields<'a> {
+    seq: u64,
+    ts: &'a str,
+    kind: &'a str,
+    actor: &'a str,
+    detail: &'a str,
+    prev_hash: &'a str,
+    hash: &'a str,
+}
+
+impl Fields<'_> {
+    fn hash_is_intact(&self) -> bool {
+        AuditRecord::hash_matches(self.seq, self.ts, self.kind, self.actor, self.detail, self.prev_hash, self.hash)
+    }
+}
+
+impl Batch {
+    fn with_capacity(records: usize) -> Self {
+        // About 300 bytes of text a record; the buffer grows if a batch holds more.
+        Batch { text: String::with_capacity(records * 320), records: Vec::with_capacity(records) }
+    }
+
+    /// Append a record: its sequence number and its text fields in the order of [`Packed`].
+    fn push(&mut self, seq: u64, fields: [&str; 6]) {
+        let mut ends = [0; 6];
+        for (end, field) in ends.iter_mut().zip(fields) {
+            self.text.push_str(field);
+            *end = self.text.len();
+        }
+        self.records.push(Packed { seq, ends });
+    }
+
+    fn fields(&self) -> impl Iterator<Item = Fields<'_>> {
+        let mut start = 0;
+        self.records.iter().map(move |packed| {
+            let mut field = |i: usize| {
+                let text = &self.text[start..packed.ends[i]];
+                start = packed.ends[i];
+                text
+            };
+            let (ts, kind, actor, detail, prev_hash, hash) = (field(0), field(1), field(2), field(3), field(4), field(5));
+            Fields { seq: packed.seq, ts, kind, actor, detail, prev_hash, hash }
+        })
+    }
+}
+
+/// Append the record in `row` (selected in the column order of the `audit` table) to `batch`.
+/// Its columns are read as [`AuditRecord::from_row`] reads them, with the same errors.
+fn push_row(batch: &mut Batch, row: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
+    let seq = row.get::<_, i64>(0)? as u64;
+    let fields = [text_at(row, 1)?, text_at(row, 2)?, text_at(row, 3)?, text_at(row, 4)?, text_at(row, 5)?, text_at(row, 6)?];
+    batch.push(seq, fields);
+    Ok(())
+}
+
+/// Column `i` as text, borrowed from the row rather than copied into a `String` of its own.
+fn text_at<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    let value = row.get_ref(i)?;
+    match value.as_str() {
+        Ok(text) => Ok(text),
+        // Not text, or not UTF-8: the error `row.get::<_, String>` gives, naming the column,
+        // as a walk over `AuditRecord::from_row` reported it.
+        Err(e) => Err(row
+            .get::<_, String>(i)
+            .err()
+            .unwrap_or_else(|| rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e)))),
+    }
+}
+
 /// A batch on its way to a hashing thread, and where its result goes.
 struct Job {
-    records: Vec<AuditRecord>,
+    batch: Batch,
     done: mpsc::SyncSender<Hashed>,
 }
 
 /// A batch with, for each record, whether its contents give its stored hash.
 struct Hashed {
-    records: Vec<AuditRecord>,
+    batch: Batch,
     intact: Vec<bool>,
 }
 
 /// Walk every row of `rows` (selected in the column order of the `audit` table, in sequence
 /// order) from `walk` on.
-pub(super) fn walk_rows(rows: rusqlite::Rows<'_>, walk: Walk, parallelism: Parallelism) -> rusqlite::Result<Walk> {
-    walk_records(rows.mapped(AuditRecord::from_row), walk, parallelism)
+pub(super) fn walk_rows(mut rows: rusqlite::Rows<'_>, walk: Walk, parallelism: Parallelism) -> rusqlite::Result<Walk> {
+    let read_one = |batch: &mut Batch| match rows.next()? {
+        Some(row) => push_row(batch, row).map(|()| true),
+        None => Ok(false),
+    };
+    walk_source(read_one, walk, parallelism)
 }
 
-/// Walk `records` (in sequence order) from `walk` on: hashes on `parallelism.hashing_threads`
-/// threads, links in order on one more. The first error from `records` ends the walk with that
-/// error.
-pub(super) fn walk_records<E>(
-    records: impl Iterator<Item = Result<AuditRecord, E>>,
+/// Walk the records `read_one` appends to a batch, one a call (false when there are no more),
+/// from `walk` on: hashes on `parallelism.hashing_threads` threads, links in order on one more.
+/// The first error from `read_one` ends the walk with that error.
+fn walk_source<E>(
+    read_one: impl FnMut(&mut Batch) -> Result<bool, E>,
     walk: Walk,
     parallelism: Parallelism,
 ) -> Result<Walk, E> {
@@ -133,18 +226,18 @@ pub(super) fn walk_records<E>(
         let (order_tx, order_rx) = mpsc::sync_channel::<mpsc::Receiver<Hashed>>(4 * hashing_threads);
         let in_order = scope.spawn(move || {
             let mut walk = walk;
-            for batch in order_rx {
+            for hashed in order_rx {
                 // A hashing thread that dropped its batch panicked; the scope passes that panic
                 // on, so stopping here never reports a walk as complete.
-                let Ok(Hashed { records, intact }) = batch.recv() else { break };
-                for (record, intact) in records.into_iter().zip(intact) {
+                let Ok(Hashed { batch, intact }) = hashed.recv() else { break };
+                for (record, intact) in batch.fields().zip(intact) {
                     walk.step(record, intact);
                 }
             }
             walk
         });
 
-        let read = send_batches(records, batch_records, &work_tx, &order_tx);
+        let read = send_batches(read_one, batch_records, &work_tx, &order_tx);
         // Closing both queues lets the hashing threads and the in-order pass finish.
         drop(work_tx);
         drop(order_tx);
@@ -156,26 +249,27 @@ pub(super) fn walk_records<E>(
     })
 }
 
-/// Read `records` into batches and hand each to the hashing threads and its result's receiver
-/// to the in-order pass.
+/// Read batches and hand each to the hashing threads and its result's receiver to the in-order
+/// pass.
 fn send_batches<E>(
-    mut records: impl Iterator<Item = Result<AuditRecord, E>>,
+    mut read_one: impl FnMut(&mut Batch) -> Result<bool, E>,
     batch_records: usize,
     work: &mpsc::SyncSender<Job>,
     order: &mpsc::SyncSender<mpsc::Receiver<Hashed>>,
 ) -> Result<(), E> {
     loop {
-        let mut batch = Vec::with_capacity(batch_records);
-        for record in records.by_ref().take(batch_records) {
-            batch.push(record?);
+        let mut batch = Batch::with_capacity(batch_records);
+        let mut more = true;
+        while more && batch.records.len() < batch_records {
+            more = read_one(&mut batch)?;
         }
-        if batch.is_empty() {
+        if batch.records.is_empty() {
             return Ok(());
         }
         let (done, result) = mpsc::sync_channel(1);
         // Either send fails only when a thread of the walk has panicked, which the scope
         // passes on: stop reading.
-        if work.send(Job { records: batch, done }).is_err() || order.send(result).is_err() {
+        if work.send(Job { batch, done }).is_err() || order.send(result).is_err() || !more {
             return Ok(());
         }
     }
@@ -188,11 +282,29 @@ fn hash_batches(work: &Mutex<mpsc::Receiver<Job>>) {
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
-        let Ok(Job { records, done }) = job else { return };
-        let intact = records.iter().map(AuditRecord::hash_is_intact).collect();
+        let Ok(Job { batch, done }) = job else { return };
+        let intact = batch.fields().map(|record| record.hash_is_intact()).collect();
         // The in-order pass has stopped only if another thread panicked.
-        let _ = done.send(Hashed { records, intact });
+        let _ = done.send(Hashed { batch, intact });
     }
+}
+
+/// [`walk_source`] over records already read, for the tests of the walk itself.
+#[cfg(test)]
+fn walk_records<E>(
+    mut records: impl Iterator<Item = Result<AuditRecord, E>>,
+    walk: Walk,
+    parallelism: Parallelism,
+) -> Result<Walk, E> {
+    let read_one = |batch: &mut Batch| match records.next() {
+        Some(record) => {
+            let r = record?;
+            batch.push(r.seq, [&r.ts, &r.kind, &r.actor, &r.detail, &r.prev_hash, &r.hash]);
+            Ok(true)
+        }
+        None => Ok(false),
+    };
+    walk_source(read_one, walk, parallelism)
 }
 
 #[cfg(test)]
