@@ -118,6 +118,20 @@ fn report_generate_on_a_live_dev_box_then_verify() {
     assert_eq!(not_waivable.status.code(), Some(1), "{}", text(&not_waivable));
     assert!(text(&not_waivable).contains("cannot be waived"), "{}", text(&not_waivable));
 
+    // A kernel image measured into PCR 11, as systemd-stub does, so the report shows a real,
+    // non-zero PCR 11 read from the TPM: SHA-256(zeros || SHA-256(image)).
+    let image = b"a unified kernel image";
+    let mut volume_tpm = wardbox_volume::Tpm::connect(&tcti).expect("connect to swtpm");
+    volume_tpm.extend_pcr(wardbox_volume::PcrBank::Sha256, 11, image).expect("extend PCR 11");
+    drop(volume_tpm);
+    let expected_pcr11 = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update([0u8; 32]);
+        h.update(Sha256::digest(image));
+        hex::encode(h.finalize())
+    };
+
     let generated = wardbox(&["report", "generate", "-c", cfg, "--out", out.to_str().expect("utf8"), "--tcti", &tcti]);
     // A dev box fails items (no encryption, no firewall, no TLS): exit 3, each failure named.
     assert_eq!(generated.status.code(), Some(3), "{}", text(&generated));
@@ -141,6 +155,18 @@ fn report_generate_on_a_live_dev_box_then_verify() {
     assert!(evidence("admin-training").contains("Training log 2026, binder B"), "{}", evidence("admin-training"));
     assert_eq!(item(&doc, "physical-usb-storage")["status"], "not_applicable", "{}", item(&doc, "physical-usb-storage"));
     assert_eq!(item(&doc, "admin-risk-assessment")["status"], "needs_attention");
+    // The measured boot: a dev box has no firmware policy and no volume seal, so the item needs
+    // attention (never a pass), naming why; PCR 7 and 11 are read live from the quoting TPM, and
+    // PCR 7 is the value the quote covers.
+    let boot = item(&doc, "integrity-measured-boot");
+    assert_eq!(boot["status"], "needs_attention", "{boot}");
+    assert!(boot["reason"].as_str().is_some_and(|r| r.contains("no firmware policy")), "{boot}");
+    let quoted_pcr7 = doc["integrity"]["pcrs"].as_array().expect("pcrs").iter().find(|p| p["index"] == 7).expect("PCR 7 quoted")["value"].clone();
+    let observed = |name: &str| {
+        boot["evidence"].as_array().expect("evidence").iter().flat_map(|e| e["values"].as_array().expect("values").clone()).find(|v| v["name"] == name).map(|v| v["value"].clone())
+    };
+    assert_eq!(observed("PCR 7"), Some(quoted_pcr7), "{boot}");
+    assert_eq!(observed("PCR 11"), Some(serde_json::Value::String(expected_pcr11)), "{boot}");
     // Live connects to the engine's port on every address, loopback included.
     assert!(evidence("network-engine-unreachable").contains("127.0.0.1:"), "{}", evidence("network-engine-unreachable"));
 

@@ -224,13 +224,17 @@ async fn the_page_shows_what_changed_and_compares_two_reports_regressions_first(
     let (auditor, _) = b.session("auditor.kim", Role::Auditor);
     let dir = b.service.dir.clone();
     // October: training not attested yet. November: training attested, the idle logoff
-    // raised to an hour (pass -> fail), the firewall drifted (pass -> fail).
+    // raised to an hour (pass -> fail), Secure Boot turned off in the firmware (the measured
+    // boot, pass -> fail), the firewall drifted (pass -> fail).
     let october = write_report(&dir, "20261001T080000Z", |f| f.attestations.retain(|a| a.item != "admin-training"), None);
     let november = write_report(
         &dir,
         "20261101T080000Z",
         |f| {
             f.sessions.idle_timeout_secs = 3600;
+            if let wardbox_report::Probe::Observed { value } = &mut f.measured_boot.firmware {
+                value.secure_boot = Some(false);
+            }
             if let wardbox_report::Probe::Observed { value } = &mut f.firewall {
                 value.drift = vec!["table inet wardbox was flushed: its chains hold no rules".into()];
             }
@@ -243,6 +247,9 @@ async fn the_page_shows_what_changed_and_compares_two_reports_regressions_first(
         "20261201T080000Z",
         |f| {
             f.sessions.idle_timeout_secs = 3600;
+            if let wardbox_report::Probe::Observed { value } = &mut f.measured_boot.firmware {
+                value.secure_boot = Some(false);
+            }
             if let wardbox_report::Probe::Observed { value } = &mut f.firewall {
                 value.drift = vec!["table inet wardbox was flushed: its chains hold no rules".into()];
             }
@@ -266,10 +273,11 @@ async fn the_page_shows_what_changed_and_compares_two_reports_regressions_first(
     let table = &html[html.find("<table id=\"comparison\">").expect("the comparison table")..];
     let table = &table[..table.find("</table>").expect("end")];
     let rows: Vec<&str> = table.split("<tr").skip(2).collect();
-    assert_eq!(rows.len(), 3, "{table}");
+    assert_eq!(rows.len(), 4, "{table}");
     assert!(rows[0].contains("(access-automatic-logoff)") && rows[0].contains("<td>pass</td><td>fail</td>") && rows[0].starts_with(" class=\"failed\""), "{}", rows[0]);
-    assert!(rows[1].contains("(network-outbound-blocked)") && rows[1].contains("<td>pass</td><td>fail</td>"), "{}", rows[1]);
-    assert!(rows[2].contains("(admin-training)") && rows[2].contains("<td>needs attention</td><td>attested</td>") && !rows[2].contains("failed"), "{}", rows[2]);
+    assert!(rows[1].contains("(integrity-measured-boot)") && rows[1].contains("<td>pass</td><td>fail</td>") && rows[1].starts_with(" class=\"failed\""), "{}", rows[1]);
+    assert!(rows[2].contains("(network-outbound-blocked)") && rows[2].contains("<td>pass</td><td>fail</td>"), "{}", rows[2]);
+    assert!(rows[3].contains("(admin-training)") && rows[3].contains("<td>needs attention</td><td>attested</td>") && !rows[3].contains("failed"), "{}", rows[3]);
 
     // Anything but two reports of the list is refused, naming why.
     for query in [

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod boot_variables;
+pub use boot_variables::BootVariables;
+
 /// The policy file shipped with the image, compiled in so the agent always has one.
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../default.toml");
 

@@ -46,6 +46,7 @@ pub mod ids {
     pub const AUDIT_EVERY_INTERACTION: &str = "audit-every-interaction";
     pub const AUDIT_LOG_INTEGRITY: &str = "integrity-audit-log";
     pub const EPHI_AUTHENTICATION: &str = "integrity-ephi-authentication";
+    pub const MEASURED_BOOT: &str = "integrity-measured-boot";
     pub const PERSON_AUTHENTICATION: &str = "authentication-person";
     pub const DIRECTORY_SIGN_IN: &str = "authentication-directory-sign-in";
     pub const TRANSMISSION_INTEGRITY: &str = "transmission-integrity";
@@ -176,6 +177,15 @@ const ITEMS: &[ItemDef] = &[
         kind: Kind::Measured(check_ephi_authentication),
         waivable: false,
         remediation: "The store failed its page authentication: treat it as a security incident and restore the store from a verified backup.",
+    },
+    ItemDef {
+        id: ids::MEASURED_BOOT,
+        title: "Measured boot: Secure Boot enforcing, a signed kernel image of the firmware policy",
+        section: "integrity",
+        references: &["HIPAA §164.312(c)(1)", "HIPAA §164.308(a)(5)(ii)(B)"],
+        kind: Kind::Measured(measured_boot::check_measured_boot),
+        waivable: false,
+        remediation: "Boot the box through UEFI with Secure Boot on, its pinned keys enrolled and its signed kernel image, and the volume key sealed to PCR 7 and the signed PCR 11 policy.",
     },
     ItemDef {
         id: ids::PERSON_AUTHENTICATION,
@@ -1692,6 +1702,9 @@ pub fn evaluate(facts: &Facts, now: Timestamp) -> Report {
         data_flows: data_flows(facts),
     }
 }
+
+#[path = "checklist_measured_boot.rs"]
+mod measured_boot;
 
 #[cfg(test)]
 #[path = "checklist_tests.rs"]

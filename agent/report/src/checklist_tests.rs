@@ -706,3 +706,162 @@ fn complete_months_run_from_the_first_record_to_the_month_before_now() {
     assert!(complete_months_since("2026-11", now()).is_empty(), "the current month is not complete");
     assert!(complete_months_since("2026-13", now()).is_empty());
 }
+
+// --- Measured boot ----------------------------------------------------------------------------
+
+fn boot_firmware(f: &mut Facts) -> &mut FirmwareBoot {
+    match &mut f.measured_boot.firmware {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample firmware variables"),
+    }
+}
+fn boot_policy(f: &mut Facts) -> &mut BootPolicy {
+    match &mut f.measured_boot.policy {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample firmware policy"),
+    }
+}
+fn tpm(f: &mut Facts) -> &mut TpmFacts {
+    match &mut f.tpm {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample tpm"),
+    }
+}
+
+check!(measured_boot, ids::MEASURED_BOOT,
+    pass: |f| {} => ("blessed entry", "yes"),
+    fail: |f| { boot_firmware(f).secure_boot = Some(false); } => Status::Fail, ("Secure Boot", "no"));
+
+#[test]
+fn measured_boot_passes_naming_the_booted_image_and_the_pcrs() {
+    let r = run(|_| {});
+    let item = r.item(ids::MEASURED_BOOT).expect("item");
+    assert!(item.reason.contains("wardbox-0.4.0.efi") && item.reason.contains("signed by the fleet's PCR-signing key"), "{}", item.reason);
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "PCR 7", &"7a".repeat(32));
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "PCR 11", &"b1".repeat(32));
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "kernel image stub", "systemd-stub 252");
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "key check", "the enrolled keys are the pinned ones");
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "booted image signed for the volume key", "yes");
+    // A new entry on its first, counted boot is still the signed image: it passes, and the
+    // evidence says it was on trial.
+    let r = run(|f| {
+        boot_firmware(f).boot_entry = Some("wardbox-0.5.0+3.efi".into());
+        boot_firmware(f).boot_count_path = Some("\\EFI\\Linux\\wardbox-0.5.0+2-1.efi".into());
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "blessed entry", "no: booted on trial with the try counter +3");
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "version", "0.5.0");
+}
+
+#[test]
+fn setup_or_audit_mode_is_not_enforcing_and_fails() {
+    let r = run(|f| {
+        boot_firmware(f).setup_mode = Some(true);
+        boot_firmware(f).secure_boot = Some(false);
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "setup mode", "yes");
+    let reason = &r.item(ids::MEASURED_BOOT).expect("item").reason;
+    assert!(reason.contains("Secure Boot is off") && reason.contains("setup mode"), "{reason}");
+    let r = run(|f| boot_firmware(f).audit_mode = Some(true));
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "audit mode", "yes");
+    // A SetupMode that cannot be read confirms nothing: never a pass.
+    let r = run(|f| boot_firmware(f).setup_mode = None);
+    expect(&r, ids::MEASURED_BOOT, Status::NeedsAttention, "setup mode", "not readable");
+    // Firmware older than UEFI 2.5 has no AuditMode: that alone is no finding.
+    let r = run(|f| boot_firmware(f).audit_mode = None);
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "audit mode", "absent");
+}
+
+#[test]
+fn a_box_without_uefi_variables_needs_attention_and_never_passes() {
+    let r = run(|f| f.measured_boot.firmware = Probe::unavailable("/sys/firmware/efi/efivars does not exist: not booted through UEFI"));
+    expect(&r, ids::MEASURED_BOOT, Status::NeedsAttention, "UEFI variables", "unavailable: /sys/firmware/efi/efivars does not exist");
+    // The dev box: no UEFI variables, no firmware policy, no volume seal; PCRs read from a
+    // software TPM. Each missing read is named; nothing passes.
+    let r = run(|f| {
+        f.measured_boot.firmware = Probe::unavailable("/sys/firmware/efi/efivars does not exist: not booted through UEFI");
+        f.measured_boot.policy = Probe::unavailable("no firmware policy: the volume is a plain directory (dev profile)");
+        f.measured_boot.pcrs = Probe::observed(BootPcrs { pcr7: "00".repeat(32), pcr11: "00".repeat(32) });
+        f.tpm = Probe::unavailable("the dev profile has no TPM");
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::NeedsAttention, "PCR 11", &"00".repeat(32));
+    let item = r.item(ids::MEASURED_BOOT).expect("item");
+    for needle in ["not booted through UEFI", "plain directory", "the dev profile has no TPM"] {
+        assert!(item.reason.contains(needle), "{needle} missing from {}", item.reason);
+    }
+    assert!(item.remediation.as_deref().is_some_and(|r| r.contains("appliance")), "{:?}", item.remediation);
+    let r = run(|f| f.measured_boot.pcrs = Probe::unavailable("no TPM answered at device:/dev/tpmrm0"));
+    expect(&r, ids::MEASURED_BOOT, Status::NeedsAttention, "PCR 7 and 11", "unavailable: no TPM answered");
+}
+
+#[test]
+fn an_image_that_is_not_a_signed_wardbox_uki_fails() {
+    for (entry, shown) in [(Some("grubx64.efi"), "grubx64.efi"), (Some("wardbox-notes.efi"), "wardbox-notes.efi"), (None, "none (not started by systemd-boot)")] {
+        let r = run(|f| boot_firmware(f).boot_entry = entry.map(String::from));
+        expect(&r, ids::MEASURED_BOOT, Status::Fail, "boot entry", shown);
+    }
+    let r = run(|f| boot_firmware(f).stub_info = None);
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "kernel image stub", "none (not a unified kernel image)");
+    let r = run(|f| {
+        f.measured_boot.pcrs = Probe::observed(BootPcrs { pcr7: "7a".repeat(32), pcr11: "00".repeat(32) });
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "PCR 11", &"00".repeat(32));
+    // The TPM found this boot's PCR 11 unsigned by the seal's PCR-signing key.
+    let r = run(|f| {
+        tpm(f).pcr11_signed = Some(false);
+        tpm(f).seal_check = "no signature in /run/systemd/tpm2-pcr-signature.json matches PCR 11".into();
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "booted image signed for the volume key", "NO: no signature in");
+}
+
+#[test]
+fn the_policy_keys_and_the_volume_binding_are_judged() {
+    let r = run(|f| boot_policy(f).keys_refused = Some("the firmware's Secure Boot db holds the certificate ab12…, which the policy does not list".into()));
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "key check", "refused: the firmware's Secure Boot db");
+    let r = run(|f| boot_policy(f).pinned_keys.clear());
+    expect(&r, ids::MEASURED_BOOT, Status::NeedsAttention, "key check", "nothing pinned");
+    let r = run(|f| boot_policy(f).enrolled_keys = Probe::unavailable("the firmware's Secure Boot PK cannot be read"));
+    expect(&r, ids::MEASURED_BOOT, Status::NeedsAttention, "enrolled keys", "unavailable: the firmware's Secure Boot PK");
+    let r = run(|f| {
+        tpm(f).signed_pcr11_key = None;
+        tpm(f).pcr11_signed = None;
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::NeedsAttention, "signed PCR 11 policy", "no (literal PCRs only)");
+    // A box whose policy has no [signed_pcr11] and whose seal matches it: the binding is as
+    // the policy asks, and the pinned keys tie the image to the policy.
+    let r = run(|f| {
+        tpm(f).signed_pcr11_key = None;
+        tpm(f).pcr11_signed = None;
+        boot_policy(f).signed_pcr11 = false;
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "booted image signed for the volume key", "not checked (no signed PCR 11 policy)");
+    let r = run(|f| tpm(f).sealed_pcrs = vec![0, 2, 4]);
+    expect(&r, ids::MEASURED_BOOT, Status::NeedsAttention, "volume key sealed to", "[0, 2, 4]");
+    let r = run(|f| {
+        tpm(f).pcr11_signed = None;
+        tpm(f).seal_check = "the literal PCRs changed since the key was sealed".into();
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::NeedsAttention, "booted image signed for the volume key", "not checked: the literal PCRs changed");
+}
+
+#[test]
+fn a_measured_failure_outweighs_what_could_not_be_measured() {
+    let r = run(|f| {
+        boot_firmware(f).secure_boot = Some(false);
+        f.measured_boot.pcrs = Probe::unavailable("no TPM answered");
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "Secure Boot", "no");
+    let item = r.item(ids::MEASURED_BOOT).expect("item");
+    assert!(!item.reason.contains("no TPM answered"), "the reason names the failures only: {}", item.reason);
+    assert!(item.remediation.as_deref().is_some_and(|r| r.contains("Turn Secure Boot on")), "{:?}", item.remediation);
+}
+
+#[test]
+fn wardbox_uki_entries_are_recognised_with_their_try_counter() {
+    use super::measured_boot::{UkiEntry, uki_entry};
+    assert_eq!(uki_entry("wardbox-0.4.0.efi"), Some(UkiEntry { version: "0.4.0", counter: None }));
+    assert_eq!(uki_entry("wardbox-0.4.0.1+3.efi"), Some(UkiEntry { version: "0.4.0.1", counter: Some("3") }));
+    assert_eq!(uki_entry("wardbox-0.4.0+0-3.efi"), Some(UkiEntry { version: "0.4.0", counter: Some("0-3") }));
+    for other in ["wardbox-notes.efi", "wardbox-.efi", "grubx64.efi", "wardbox-0.4.0+.efi", "wardbox-0.4.0+x.efi", "wardbox-0.4.0.conf"] {
+        assert_eq!(uki_entry(other), None, "{other}");
+    }
+}

@@ -60,6 +60,9 @@ pub struct Facts {
     /// The quarterly access review as the Access page recorded it.
     pub access_review: Probe<Option<AccessReview>>,
     pub usb: Probe<UsbFacts>,
+    /// How this boot was verified and measured: Secure Boot, the booted kernel image, PCR 7 and
+    /// 11, and the firmware policy's keys.
+    pub measured_boot: MeasuredBootFacts,
     pub network: NetworkFacts,
     pub inventory: Inventory,
     pub attestations: Vec<Attestation>,
@@ -108,6 +111,18 @@ pub struct TpmFacts {
     pub sealed_pcrs: Vec<u8>,
     /// Whether the sealed key would unseal with the PCRs as they are now.
     pub seal_matches_current_pcrs: bool,
+    /// The key is also bound to PCR 11 through a signed policy (TPM2_PolicyAuthorize): the
+    /// SHA-256 fingerprint of the PCR-signing public key the seal carries. `None`: the literal
+    /// PCRs only.
+    #[serde(default)]
+    pub signed_pcr11_key: Option<String>,
+    /// With a signed PCR 11 seal: whether this boot's PCR 11 carries a valid signature by that
+    /// key, i.e. the running kernel image is one the fleet signed (`None`: not checked).
+    #[serde(default)]
+    pub pcr11_signed: Option<bool>,
+    /// What the seal check said, in words (why PCR 11 is not signed, or why nothing was checked).
+    #[serde(default)]
+    pub seal_check: String,
 }
 
 /// The SQLCipher store: the mechanism that authenticates ePHI at rest.
@@ -468,4 +483,77 @@ pub struct Waiver {
     pub justification: String,
     pub approved_at: Timestamp,
     pub expires_at: Timestamp,
+}
+
+/// The measured boot, read live when the report is generated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasuredBootFacts {
+    /// The UEFI variables of this boot; unavailable when the box shows none (not booted through
+    /// UEFI, as on a dev machine).
+    pub firmware: Probe<FirmwareBoot>,
+    /// PCR 7 and PCR 11 (SHA-256 bank), read from the TPM that quotes the report.
+    pub pcrs: Probe<BootPcrs>,
+    /// The firmware policy and the Secure Boot keys it pins, checked against the firmware's as
+    /// the agent's config stage checks them; unavailable without a firmware policy (dev profile).
+    pub policy: Probe<BootPolicy>,
+}
+
+/// What the firmware, systemd-boot and systemd-stub say about this boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareBoot {
+    /// `SecureBoot`; `None`: the variable is absent or unreadable.
+    pub secure_boot: Option<bool>,
+    /// `SetupMode`: true when no platform key is enrolled (nothing is enforced).
+    pub setup_mode: Option<bool>,
+    /// `AuditMode`: true when images failing verification still run; `None` on firmware older
+    /// than UEFI 2.5, which has no audit mode.
+    pub audit_mode: Option<bool>,
+    /// `DeployedMode`: true when the OS cannot put the platform back into setup or audit mode.
+    pub deployed_mode: Option<bool>,
+    /// systemd-boot's `LoaderEntrySelected`: the entry it started, e.g. `wardbox-0.4.0.efi`.
+    pub boot_entry: Option<String>,
+    /// systemd-boot's `LoaderBootCountPath`: present when the entry booted with a try counter
+    /// (not yet blessed when it booted).
+    pub boot_count_path: Option<String>,
+    /// systemd-stub's `StubInfo`: present when the kernel was started from a unified kernel
+    /// image.
+    pub stub_info: Option<String>,
+}
+
+/// Two PCRs of the SHA-256 bank, lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootPcrs {
+    /// The Secure Boot state and the keys that verified the boot chain.
+    pub pcr7: String,
+    /// The unified kernel image, as systemd-stub measured it (and the boot phases after it).
+    pub pcr11: String,
+}
+
+/// The firmware policy as the agent holds the boot to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootPolicy {
+    /// The policy file.
+    pub file: String,
+    /// `secure_boot = "required"`.
+    pub secure_boot_required: bool,
+    /// The literal PCRs the policy binds the volume key to.
+    pub pcrs: Vec<u8>,
+    /// The policy binds the key to PCR 11 through a signed policy (`[signed_pcr11]`).
+    pub signed_pcr11: bool,
+    /// The certificates the policy pins, per variable (PK, KEK, db); empty: it pins none.
+    pub pinned_keys: Vec<KeyList>,
+    /// What the firmware holds in PK, KEK and db.
+    pub enrolled_keys: Probe<Vec<KeyList>>,
+    /// Why the config stage's key check refuses the enrolled keys; `None` when it accepts them
+    /// (or pins none, or could not read them).
+    pub keys_refused: Option<String>,
+}
+
+/// The entries of one Secure Boot key variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    /// "PK", "KEK" or "db".
+    pub variable: String,
+    /// Certificates by the SHA-256 of their DER; other entries by their type.
+    pub entries: Vec<String>,
 }

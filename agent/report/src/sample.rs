@@ -27,6 +27,41 @@ fn attestations(now: Timestamp) -> Vec<Attestation> {
         .collect()
 }
 
+/// The fingerprint of the made-up fleet's PCR-signing key.
+const SAMPLE_PCR_SIGNING_KEY: &str = "5b1f0c9e2a7d4e8f3c6b9a0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f";
+
+/// A box that booted its blessed, signed kernel image with Secure Boot enforcing the keys its
+/// firmware policy pins.
+fn measured_boot() -> MeasuredBootFacts {
+    let keys = |pk: &str, kek: &str, db: &str| {
+        [("PK", pk), ("KEK", kek), ("db", db)]
+            .into_iter()
+            .map(|(variable, fp)| KeyList { variable: variable.into(), entries: vec![fp.repeat(32)] })
+            .collect::<Vec<_>>()
+    };
+    MeasuredBootFacts {
+        firmware: Probe::observed(FirmwareBoot {
+            secure_boot: Some(true),
+            setup_mode: Some(false),
+            audit_mode: Some(false),
+            deployed_mode: Some(false),
+            boot_entry: Some("wardbox-0.4.0.efi".into()),
+            boot_count_path: None,
+            stub_info: Some("systemd-stub 252.39-1~deb12u2".into()),
+        }),
+        pcrs: Probe::observed(BootPcrs { pcr7: "7a".repeat(32), pcr11: "b1".repeat(32) }),
+        policy: Probe::observed(BootPolicy {
+            file: "/usr/share/wardbox/firmware-policy.toml".into(),
+            secure_boot_required: true,
+            pcrs: vec![7],
+            signed_pcr11: true,
+            pinned_keys: keys("a1", "b2", "c3"),
+            enrolled_keys: Probe::observed(keys("a1", "b2", "c3")),
+            keys_refused: None,
+        }),
+    }
+}
+
 /// A route class whose every request was served and, where required, audited.
 pub fn route_class(class: &str, audit_required: bool, served: u64) -> RouteClassCount {
     RouteClassCount { class: class.into(), audit_required, served, audited: if audit_required { served } else { 0 }, audit_failures: 0 }
@@ -65,6 +100,9 @@ pub fn healthy(now: Timestamp) -> Facts {
             pcr_bank: "sha256".into(),
             sealed_pcrs: vec![0, 2, 4, 7],
             seal_matches_current_pcrs: true,
+            signed_pcr11_key: Some(SAMPLE_PCR_SIGNING_KEY.into()),
+            pcr11_signed: Some(true),
+            seal_check: "would unseal with the PCRs as they are now".into(),
         }),
         store: Probe::observed(StoreFacts {
             cipher_version: "SQLCipher 4.19.0".into(),
@@ -183,6 +221,7 @@ pub fn healthy(now: Timestamp) -> Facts {
             usb_block_devices: vec![],
             method: "modprobe blacklist (usb-storage, uas)".into(),
         }),
+        measured_boot: measured_boot(),
         network: NetworkFacts {
             addresses: vec!["192.168.10.5".into(), "127.0.0.1".into(), "::1".into()],
             listeners: vec![Listener {

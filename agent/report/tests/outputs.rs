@@ -32,6 +32,7 @@ fn varied_outputs() -> json::Outputs {
         value.retain(|a| a.source == "local");
     }
     facts.usb = wardbox_report::Probe::unavailable("cannot read /sys/bus/usb");
+    facts.measured_boot.firmware = wardbox_report::Probe::unavailable("/sys/firmware/efi/efivars does not exist: not booted through UEFI");
     let mut report = evaluate(&facts, now());
     report.compare_with(&before, Some(format!("sha256:{}", "ab".repeat(32))));
     let integrity = json::Integrity {
@@ -77,6 +78,10 @@ fn the_oscal_rendering_validates_against_the_oscal_1_0_4_schema() {
     let logoff = findings.iter().find(|f| f["target"]["target-id"] == "access-automatic-logoff").expect("finding");
     assert_eq!(logoff["target"]["status"]["state"], "not-satisfied");
     assert_eq!(logoff["target"]["status"]["reason"], "fail");
+    // A measured boot that could not be read is not satisfied: it needs attention, never passes.
+    let boot = findings.iter().find(|f| f["target"]["target-id"] == "integrity-measured-boot").expect("finding");
+    assert_eq!(boot["target"]["status"]["state"], "not-satisfied");
+    assert_eq!(boot["target"]["status"]["reason"], "needs-attention");
 }
 
 #[test]

@@ -241,7 +241,9 @@ pub fn generate_report(
 ) -> Result<Generated, CliError> {
     std::fs::create_dir_all(out)?;
     let now = Timestamp::now();
-    let facts = gather(config, exports, now, full_chain);
+    let tcti = tcti.or_else(|| config_tcti(config));
+    let boot_pcrs = read_boot_pcrs(tcti.as_deref());
+    let facts = gather(config, exports, now, full_chain, boot_pcrs);
     let mut report = evaluate(&facts, now);
     if let Some(previous) = newest_report(out) {
         match std::fs::read(&previous).map_err(|e| e.to_string()).and_then(|b| report_json::read(&b).map_err(|e| e.to_string())) {
@@ -252,7 +254,6 @@ pub fn generate_report(
             Err(e) => eprintln!("note: the previous report {} is not compared with: {e}", previous.display()),
         }
     }
-    let tcti = tcti.or_else(|| config_tcti(config));
     let outputs = match &tcti {
         Some(tcti) => {
             let mut quoter = Quoter::connect(tcti)?;
@@ -425,7 +426,7 @@ impl HostRoot {
     }
 }
 
-fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: bool) -> Facts {
+fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: bool, boot_pcrs: Probe<BootPcrs>) -> Facts {
     // First: the agent repairs a drifted ruleset within its verify interval (30 s), so the
     // read-back is taken before the slower probes, as close to "now" as possible.
     let firewall = firewall_facts(config);
@@ -499,6 +500,7 @@ fn gather(config: &Config, exports: Option<&Path>, now: Timestamp, full_chain: b
             None => unavailable(store_error.clone().unwrap_or_default()),
         },
         usb: usb_facts(&host),
+        measured_boot: measured_boot(config, &host, boot_pcrs),
         network: network_facts(config),
         inventory: inventory(config, &host),
         // Entered with `wardbox report attest|waive`. Unreadable: none, so every attestation item
@@ -654,18 +656,133 @@ fn volume_and_tpm(config: &Config) -> (Probe<VolumeFacts>, Probe<TpmFacts>) {
         let status = wardbox_volume::ops::status(&c.device, Some(&mut tpm)).map_err(|e| e.to_string())?;
         let binding = status.tpm_bindings.first().ok_or("the volume has no TPM keyslot")?;
         let pcrs = binding.binding.as_ref().map(|b| b.pcrs().to_vec()).unwrap_or_default();
+        let signed_pcr11_key = binding.policy.as_ref().and_then(|p| p.signed_pcr11.as_ref()).map(|k| k.fingerprint_hex());
+        let (pcr11_signed, seal_check) = seal_check(&binding.check, signed_pcr11_key.is_some());
         Ok(TpmFacts {
             manufacturer: String::new(),
             firmware_version: String::new(),
             pcr_bank: binding.binding.as_ref().map(|b| format!("{:?}", b.bank()).to_lowercase()).unwrap_or_default(),
             sealed_pcrs: pcrs,
             seal_matches_current_pcrs: matches!(binding.check, wardbox_volume::ops::TpmCheck::WouldUnseal),
+            signed_pcr11_key,
+            pcr11_signed,
+            seal_check,
         })
     })();
     (
         volume.map(Probe::observed).unwrap_or_else(unavailable),
         tpm.map(Probe::observed).unwrap_or_else(unavailable),
     )
+}
+
+/// What the TPM's seal check says about this boot's PCR 11: signed by the seal's PCR-signing key
+/// (`Some(true)`), not (`Some(false)`), or not known (`None`), and in words. A seal that would
+/// unseal now passed PolicyAuthorize with the booted image's signature; one refused at the
+/// literal PCRs never reached the signature.
+fn seal_check(check: &wardbox_volume::ops::TpmCheck, signed_pcr11: bool) -> (Option<bool>, String) {
+    use wardbox_volume::ops::TpmCheck;
+    match check {
+        TpmCheck::WouldUnseal => (signed_pcr11.then_some(true), "would unseal with the PCRs as they are now".into()),
+        TpmCheck::Pcr11NotSigned(why) => (Some(false), why.clone()),
+        TpmCheck::PcrsChanged => (None, "the literal PCRs changed since the key was sealed, so PCR 11's signature was not reached".into()),
+        TpmCheck::NotChecked(why) => (None, why.clone()),
+    }
+}
+
+/// PCR 7 and 11 from the TPM that quotes the report (the same connection code and PCR read as
+/// the quote, [`Quoter::read_pcrs`]); the connection is closed again before the other probes.
+fn read_boot_pcrs(tcti: Option<&str>) -> Probe<BootPcrs> {
+    let Some(tcti) = tcti else {
+        return unavailable("this configuration has no TPM (dev profile) and none was given with --tcti");
+    };
+    let read = Quoter::connect(tcti).and_then(|mut q| q.read_pcrs(&[7, wardbox_firmware_policy::UKI_PCR]));
+    match read.map(|values| values.into_iter().map(|v| (v.index, v.value)).collect::<std::collections::BTreeMap<_, _>>()) {
+        Ok(mut values) => match (values.remove(&7), values.remove(&wardbox_firmware_policy::UKI_PCR)) {
+            (Some(pcr7), Some(pcr11)) => Probe::observed(BootPcrs { pcr7, pcr11 }),
+            _ => unavailable("the TPM did not return PCR 7 and 11"),
+        },
+        Err(e) => unavailable(e),
+    }
+}
+
+/// The measured boot: the firmware's variables (the configured efivars directory, the host's
+/// for a plain-directory volume, as `wardbox status` reads them), the PCRs read above, and the
+/// firmware policy with the config stage's key check.
+fn measured_boot(config: &Config, host: &HostRoot, pcrs: Probe<BootPcrs>) -> MeasuredBootFacts {
+    let efivars = match &config.volume {
+        VolumeConfig::Luks2Tpm(c) => c.efivars_dir.clone(),
+        VolumeConfig::PlainDirectory { .. } => host.path(wardbox_firmware_policy::DEFAULT_EFIVARS_DIR),
+    };
+    let firmware = match wardbox_firmware_policy::BootVariables::read(&efivars) {
+        Ok(v) => Probe::observed(FirmwareBoot {
+            secure_boot: v.secure_boot,
+            setup_mode: v.setup_mode,
+            audit_mode: v.audit_mode,
+            deployed_mode: v.deployed_mode,
+            boot_entry: v.loader_entry_selected,
+            boot_count_path: v.loader_boot_count_path,
+            stub_info: v.stub_info,
+        }),
+        Err(e) => unavailable(e),
+    };
+    let policy = match &config.volume {
+        VolumeConfig::PlainDirectory { .. } => unavailable("no firmware policy: the volume is a plain directory (dev profile)"),
+        VolumeConfig::Luks2Tpm(c) => match wardbox_firmware_policy::FirmwarePolicy::load(&c.firmware_policy) {
+            Ok(p) => Probe::observed(boot_policy(&p, &c.firmware_policy, &c.efivars_dir)),
+            Err(e) => unavailable(e),
+        },
+    };
+    MeasuredBootFacts { firmware, pcrs, policy }
+}
+
+/// The policy's pinned keys beside the enrolled ones, and the config stage's decision on them
+/// (`FirmwarePolicy::check_secure_boot_keys`, as `stages::unlock::check_secure_boot_keys`
+/// runs it at boot).
+fn boot_policy(policy: &wardbox_firmware_policy::FirmwarePolicy, file: &Path, efivars: &Path) -> BootPolicy {
+    use wardbox_firmware_policy::{KeyVariable, SignatureEntry};
+    let pinned_keys = policy
+        .secure_boot_keys
+        .as_ref()
+        .map(|keys| {
+            KeyVariable::ALL
+                .iter()
+                .map(|v| KeyList { variable: v.name().into(), entries: keys.allowed(*v).iter().map(ToString::to_string).collect() })
+                .collect()
+        })
+        .unwrap_or_default();
+    let enrolled = wardbox_firmware_policy::read_enrolled_keys(efivars);
+    let keys_refused = match (&enrolled, &policy.secure_boot_keys) {
+        (Ok(keys), Some(_)) => policy.check_secure_boot_keys(keys).err().map(|e| e.to_string()),
+        _ => None,
+    };
+    let enrolled_keys = match enrolled {
+        Ok(keys) => Probe::observed(
+            KeyVariable::ALL
+                .iter()
+                .map(|v| KeyList {
+                    variable: v.name().into(),
+                    entries: keys
+                        .entries(*v)
+                        .iter()
+                        .map(|e| match e {
+                            SignatureEntry::X509(fp) => fp.to_string(),
+                            SignatureEntry::Other { signature_type } => format!("an entry of type {signature_type}"),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        ),
+        Err(e) => unavailable(e),
+    };
+    BootPolicy {
+        file: file.display().to_string(),
+        secure_boot_required: policy.secure_boot == wardbox_firmware_policy::SecureBootRequirement::Required,
+        pcrs: policy.binding.pcrs().to_vec(),
+        signed_pcr11: policy.signed_pcr11.is_some(),
+        pinned_keys,
+        enrolled_keys,
+        keys_refused,
+    }
 }
 
 /// How this boot unlocked the volume, from the unlock stage's record (its detail names the
@@ -1712,6 +1829,116 @@ mod tests {
         assert_eq!(first_seq_since(&store, day(-5)).expect("bisect"), Some(1));
         assert_eq!(first_seq_since(&store, day(101)).expect("bisect"), Some(100));
         assert_eq!(first_seq_since(&store, day(200)).expect("bisect"), None);
+    }
+
+    /// An `EFI_SIGNATURE_LIST` of X.509 certificates, as the firmware stores PK, KEK and db
+    /// (behind efivarfs' 4 attribute bytes).
+    fn x509_list(certs: &[&[u8]]) -> Vec<u8> {
+        const X509: [u8; 16] = [0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72];
+        let entry = 16 + certs[0].len();
+        let mut out = vec![0x27, 0, 0, 0];
+        out.extend(X509);
+        out.extend(u32::try_from(28 + entry * certs.len()).expect("size").to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend(u32::try_from(entry).expect("size").to_le_bytes());
+        for cert in certs {
+            out.extend([0x5a; 16]);
+            out.extend(*cert);
+        }
+        out
+    }
+
+    fn utf16_var(text: &str) -> Vec<u8> {
+        let mut bytes = vec![6, 0, 0, 0];
+        bytes.extend(text.encode_utf16().chain([0]).flat_map(u16::to_le_bytes));
+        bytes
+    }
+
+    #[test]
+    fn the_measured_boot_is_read_from_efivars_and_the_firmware_policy_and_judged() {
+        use wardbox_firmware_policy::{CertFingerprint, LOADER_GUID};
+        let (dir, host) = tree();
+        let efivars = dir.path().join("efivars");
+        std::fs::create_dir_all(&efivars).expect("mkdir");
+        let global = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+        let put = |name: String, bytes: &[u8]| std::fs::write(efivars.join(name), bytes).expect("write");
+        put(format!("SecureBoot-{global}"), &[6, 0, 0, 0, 1]);
+        put(format!("SetupMode-{global}"), &[6, 0, 0, 0, 0]);
+        put(format!("LoaderEntrySelected-{LOADER_GUID}"), &utf16_var("wardbox-0.4.0.efi"));
+        put(format!("StubInfo-{LOADER_GUID}"), &utf16_var("systemd-stub 252.39-1~deb12u2"));
+        put(format!("PK-{global}"), &x509_list(&[b"pk cert"]));
+        put(format!("KEK-{global}"), &x509_list(&[b"kek cert"]));
+        put("db-d719b2cb-3d3a-4596-a3bc-dad00e67656f".into(), &x509_list(&[b"db cert"]));
+        let fp = |der: &[u8]| CertFingerprint::of_der(der).to_string();
+        let policy_file = dir.path().join("firmware-policy.toml");
+        std::fs::write(
+            &policy_file,
+            format!(
+                "policy_version = 1\npcr_bank = \"sha256\"\npcrs = [7]\nsecure_boot = \"required\"\non_tpm_refusal = \"recovery-only\"\n\
+                 [secure_boot_keys]\npk = [\"{}\"]\nkek = [\"{}\"]\ndb = [\"{}\"]\n[signed_pcr11]\npublic_key = \"/usr/share/wardbox/pcr-sign.pub.pem\"\n",
+                fp(b"pk cert"),
+                fp(b"kek cert"),
+                fp(b"db cert")
+            ),
+        )
+        .expect("write policy");
+        let mut config = Config::dev_defaults(dir.path());
+        config.volume = VolumeConfig::Luks2Tpm(crate::stages::unlock::Luks2TpmConfig {
+            device: "/dev/vda3".into(),
+            mapper_name: "wardbox-data".into(),
+            mount_point: "/var/lib/wardbox/data".into(),
+            tcti: "device:/dev/tpmrm0".into(),
+            firmware_policy: policy_file.clone(),
+            efivars_dir: efivars.clone(),
+            argon2: wardbox_volume::luks::KdfParams::APPLIANCE,
+            mkfs: "/usr/sbin/mkfs.ext4".into(),
+        });
+        let pcrs = || Probe::observed(BootPcrs { pcr7: "7a".repeat(32), pcr11: "b1".repeat(32) });
+        let facts = measured_boot(&config, &host, pcrs());
+        let firmware = observed(facts.firmware.clone());
+        assert_eq!((firmware.secure_boot, firmware.setup_mode, firmware.audit_mode), (Some(true), Some(false), None));
+        assert_eq!(firmware.boot_entry.as_deref(), Some("wardbox-0.4.0.efi"));
+        let policy = observed(facts.policy.clone());
+        assert!(policy.signed_pcr11 && policy.secure_boot_required, "{policy:?}");
+        assert_eq!(policy.pinned_keys.iter().map(|k| k.variable.as_str()).collect::<Vec<_>>(), ["PK", "KEK", "db"]);
+        assert_eq!(observed(policy.enrolled_keys.clone())[2].entries, vec![fp(b"db cert")]);
+        assert_eq!(policy.keys_refused, None);
+
+        // Judged with a healthy box's other facts: the read facts pass; a foreign db
+        // certificate (the config stage's refusal) and Secure Boot off fail, naming why.
+        let now = Timestamp::now();
+        let judge = |measured_boot: MeasuredBootFacts| {
+            let mut f = wardbox_report::sample::healthy(now);
+            f.measured_boot = measured_boot;
+            evaluate(&f, now).item(wardbox_report::ids::MEASURED_BOOT).cloned().expect("item")
+        };
+        let item = judge(facts);
+        assert_eq!(item.status, Status::Pass, "{}", item.reason);
+        put("db-d719b2cb-3d3a-4596-a3bc-dad00e67656f".into(), &x509_list(&[b"someone else's cert"]));
+        let item = judge(measured_boot(&config, &host, pcrs()));
+        assert_eq!(item.status, Status::Fail, "{}", item.reason);
+        assert!(item.reason.contains("Secure Boot db") && item.reason.contains(&fp(b"someone else's cert")), "{}", item.reason);
+        put(format!("SecureBoot-{global}"), &[6, 0, 0, 0, 0]);
+        let item = judge(measured_boot(&config, &host, pcrs()));
+        assert!(item.status == Status::Fail && item.reason.contains("Secure Boot is off"), "{}", item.reason);
+
+        // A dev box (plain directory) on a host without UEFI variables: nothing to measure.
+        let dev = Config::dev_defaults(dir.path());
+        let facts = measured_boot(&dev, &host, read_boot_pcrs(None));
+        assert!(matches!(&facts.firmware, Probe::Unavailable { reason } if reason.contains("not booted through UEFI")), "{:?}", facts.firmware);
+        assert!(matches!(&facts.pcrs, Probe::Unavailable { reason } if reason.contains("no TPM")), "{:?}", facts.pcrs);
+        assert!(matches!(&facts.policy, Probe::Unavailable { reason } if reason.contains("plain directory")), "{:?}", facts.policy);
+        let item = judge(facts);
+        assert_eq!(item.status, Status::NeedsAttention, "{}", item.reason);
+    }
+
+    #[test]
+    fn the_seal_check_says_whether_this_boots_pcr_11_is_signed() {
+        use wardbox_volume::ops::TpmCheck;
+        assert_eq!(seal_check(&TpmCheck::WouldUnseal, true).0, Some(true));
+        assert_eq!(seal_check(&TpmCheck::WouldUnseal, false).0, None, "a literal-PCR seal says nothing about PCR 11");
+        assert_eq!(seal_check(&TpmCheck::Pcr11NotSigned("no matching signature".into()), true), (Some(false), "no matching signature".into()));
+        assert_eq!(seal_check(&TpmCheck::PcrsChanged, true).0, None);
     }
 
     #[test]
