@@ -5,7 +5,9 @@
 //! bundle is applied through the page: listed as inspect shows it, confirmed by an admin,
 //! progress polled, outcome shown, receipt downloaded. Refusals: other roles, no CSRF token, no
 //! confirmation, a digest that no longer matches, a bundle signed by keys the box does not
-//! trust; each changes nothing.
+//! trust; each changes nothing. The USB window: opened and closed from the page through the
+//! window helper's protocol behind a real Unix socket (the helper's rules over a sysfs-shaped
+//! directory; loading drivers is recorded, not done), audited as the admin.
 
 mod web_support;
 
@@ -93,13 +95,19 @@ impl Signing {
 }
 
 fn harness(roots: PathBuf) -> Harness {
+    harness_with(roots, "")
+}
+
+/// [`harness`] with more `[update]` lines (`{d}` stands for the box's directory).
+fn harness_with(roots: PathBuf, update_lines: &'static str) -> Harness {
     Harness::with_updates(Box::new(move |store_path: &Path, _key, audit| {
         let dir = store_path.parent().expect("dir").to_path_buf();
         std::fs::create_dir_all(dir.join("usb")).expect("usb");
         let text = format!(
-            "profile = \"dev\"\nstate_dir = \"{d}/state\"\n[volume]\nmode = \"plain-directory\"\ndata_dir = \"{d}\"\n[update]\nimage_root = \"{r}\"\nfirmware_policy = \"{d}/firmware-policy.toml\"\nusb_dir = \"{d}/usb\"\n",
+            "profile = \"dev\"\nstate_dir = \"{d}/state\"\n[volume]\nmode = \"plain-directory\"\ndata_dir = \"{d}\"\n[update]\nimage_root = \"{r}\"\nfirmware_policy = \"{d}/firmware-policy.toml\"\nusb_dir = \"{d}/usb\"\n{extra}",
             d = dir.display(),
-            r = roots.join("1.root.json").display()
+            r = roots.join("1.root.json").display(),
+            extra = update_lines.replace("{d}", &dir.display().to_string())
         );
         let config = Config::parse(&text, Path::new("t.toml")).expect("config");
         Arc::new(BoxUpdates::new(config, dir, audit))
@@ -279,4 +287,140 @@ async fn other_roles_a_missing_token_and_an_untrusted_bundle_change_nothing() {
     let r = h.send(post_form("/admin/updates/receipt", Some(&token), &[("csrf", &csrf)])).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(body_text(r).await.contains("no update was ever applied"));
+}
+
+/// The window helper's host side for a test: loading and unloading drivers, mount units and the
+/// expiry timer are recorded, not done (the qemu full-update scenario does them for real).
+#[derive(Clone, Default)]
+struct RecordingHost(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl wardbox::usb::control::Host for RecordingHost {
+    fn load_storage_drivers(&mut self) -> Result<(), String> {
+        self.0.lock().expect("lock").push("load".into());
+        Ok(())
+    }
+    fn unload_storage_drivers(&mut self) -> Result<(), String> {
+        self.0.lock().expect("lock").push("unload".into());
+        Ok(())
+    }
+    fn unmount(&mut self, dir: &Path) -> Result<(), String> {
+        self.0.lock().expect("lock").push(format!("unmount {}", dir.display()));
+        Ok(())
+    }
+    fn schedule_close(&mut self, seconds: i64) -> Result<(), String> {
+        self.0.lock().expect("lock").push(format!("schedule {seconds}"));
+        Ok(())
+    }
+    fn cancel_scheduled_close(&mut self) {}
+}
+
+/// A USB stick's descriptors as the kernel shows them: device, configuration, one mass-storage
+/// interface (bulk-only).
+fn stick_descriptors() -> Vec<u8> {
+    let mut d = vec![18, 1, 0, 2, 0, 0, 0, 64, 0x81, 0x07, 0x83, 0x55, 0, 1, 1, 2, 3, 1];
+    d.extend_from_slice(&[9, 2, 18, 0, 1, 1, 0, 0x80, 50]);
+    d.extend_from_slice(&[9, 4, 0, 0, 2, 8, 6, 0x50, 0]);
+    d
+}
+
+#[tokio::test]
+async fn the_usb_window_opens_and_closes_through_the_root_helper_and_is_audited() {
+    let s = Signing::new().await;
+    let h = harness_with(s.roots(), "usb_window_helper = \"{d}/usb-window.sock\"\nusb_window_file = \"{d}/run-usb/window.json\"\n");
+    let d = h.dir.path().to_path_buf();
+    let paths = wardbox::usb::control::Paths {
+        sysfs_devices: d.join("sys"),
+        window: d.join("run-usb/window.json"),
+        events: d.join("usb-events"),
+        mounts: d.join("usb"),
+    };
+    // A stick plugged in, not authorized (the image boots with usbcore.authorized_default=0).
+    std::fs::create_dir_all(paths.sysfs_devices.join("1-2")).expect("sysfs");
+    std::fs::write(paths.sysfs_devices.join("1-2/descriptors"), stick_descriptors()).expect("descriptors");
+    std::fs::write(paths.sysfs_devices.join("1-2/authorized"), "0").expect("authorized");
+    let authorized = || std::fs::read_to_string(paths.sysfs_devices.join("1-2/authorized")).expect("read").trim() == "1";
+    // The helper behind its socket, one request per connection as systemd's Accept=yes runs it.
+    let listener = std::os::unix::net::UnixListener::bind(d.join("usb-window.sock")).expect("bind");
+    let host = RecordingHost::default();
+    let (served_paths, served_host) = (paths.clone(), host.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let stream = stream.expect("accept");
+            let mut host = served_host.clone();
+            let input = stream.try_clone().expect("clone");
+            let _ = wardbox::usb::helper::serve(input, stream, &served_paths, &mut host, Timestamp::now().as_second());
+        }
+    });
+    let admin = h.add_user("it.admin", Role::Admin, false);
+    let (token, csrf) = h.session(&admin);
+    // Sessions are made on the harness's clock: all of them before the first request.
+    let nurse = h.add_user("n.nurse", Role::Nurse, false);
+    let (t, c) = h.session(&nurse);
+    let window_form = |action: &str| post_form("/admin/updates/usb-window", Some(&token), &[("csrf", &csrf), ("action", action)]);
+
+    let html = body_text(h.send(get_with("/admin/updates", &token)).await).await;
+    assert!(html.contains("USB window: closed: no USB stick is let in.") && html.contains("id=\"usb-window-open\""), "{html}");
+    assert!(!authorized());
+
+    // Other roles, a forged form and a form that says neither change nothing.
+    let r = h.send(post_form("/admin/updates/usb-window", Some(&token), &[("action", "open")])).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = h.send(post_form("/admin/updates/usb-window", Some(&t), &[("csrf", &c), ("action", "open")])).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = h.send(window_form("format")).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(!authorized() && !paths.window.exists() && host.0.lock().expect("lock").is_empty());
+
+    // Opened: the stick already plugged in is let in; the page says by whom and until when.
+    let r = h.send(window_form("open")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = body_text(r).await;
+    assert!(html.contains("The USB window is open for 15 minutes"), "{html}");
+    assert!(html.contains("USB window: open for an update by admin:it.admin until") && html.contains("id=\"usb-window-close\""), "{html}");
+    assert!(authorized(), "the stick was not let in");
+    assert_eq!(host.0.lock().expect("lock").clone(), vec!["schedule 900", "load"]);
+    // Opening it twice is refused, with the helper's reason.
+    let r = h.send(window_form("open")).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(body_text(r).await.contains("The USB window was not opened: a USB window is already open"));
+
+    // Closed: the stick is taken out, the drivers unloaded.
+    let r = h.send(window_form("close")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = body_text(r).await;
+    assert!(html.contains("The USB window is closed; 1 stick(s) taken out.") && html.contains("USB window: closed"), "{html}");
+    assert!(!authorized());
+    assert_eq!(host.0.lock().expect("lock").last().map(String::as_str), Some("unload"));
+
+    // Audited: the page's requests as the admin, and the helper's events for the daemon.
+    let acts: Vec<(String, String, bool)> = h
+        .audit_records()
+        .into_iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.detail).map(|d| (r.actor.clone(), d)).expect("json"))
+        .filter(|(_, d)| d["action"].as_str().is_some_and(|a| a.starts_with("usb_window")))
+        .map(|(actor, d)| (actor, d["action"].as_str().unwrap_or_default().to_owned(), d["ok"].as_bool().unwrap_or_default()))
+        .collect();
+    let want = |a: &str, ok| ("it.admin".to_owned(), a.to_owned(), ok);
+    assert_eq!(acts, vec![want("usb_window_open", true), want("usb_window_open", false), want("usb_window_close", true)]);
+    let events: Vec<String> = wardbox::usb::events::drain(&paths.events)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.map(|e| format!("{} {}", e.event, e.detail)).unwrap_or_else(|e| e))
+        .collect();
+    assert!(events.iter().any(|e| e.starts_with("window-opened for update by admin:it.admin")), "{events:?}");
+    assert!(events.iter().any(|e| e.starts_with("device-authorized 0781:5583 storage")), "{events:?}");
+    assert!(events.iter().any(|e| e.starts_with("window-closed closed on the Updates page by admin:it.admin")), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_box_without_a_window_helper_says_so_and_opens_nothing() {
+    let s = Signing::new().await;
+    let h = harness(s.roots());
+    let admin = h.add_user("it.admin", Role::Admin, false);
+    let (token, csrf) = h.session(&admin);
+    let html = body_text(h.send(get_with("/admin/updates", &token)).await).await;
+    assert!(html.contains("USB window: none on this box: bundles are read from") && !html.contains("usb-window-open"), "{html}");
+    let r = h.send(post_form("/admin/updates/usb-window", Some(&token), &[("csrf", &csrf), ("action", "open")])).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(body_text(r).await.contains("this box has no USB window"));
 }

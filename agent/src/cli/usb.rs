@@ -1,4 +1,4 @@
-//! `wardbox usb open|close|status|authorize`: USB control on the appliance, as root
+//! `wardbox usb open|close|status|authorize|window-helper`: USB control on the appliance, as root
 //! (`crate::usb`). The stick window is what an administrator opens for an update from a
 //! stick; `authorize` is what udev runs for every USB device plugged in. Paths are the
 //! appliance's (`usb::control::Paths::appliance`): these commands work without a readable
@@ -46,6 +46,11 @@ pub enum UsbCommand {
         /// The kernel's device name (`1-1`, `2-1.3`).
         device: String,
     },
+    /// The root helper that opens and closes the window for the admin Updates page: one JSON
+    /// request on standard input, one JSON answer on standard output (systemd starts it for each
+    /// connection to `wardbox-usb-window.socket`). Not for people: docs/update.md.
+    #[command(hide = true)]
+    WindowHelper,
 }
 
 fn now() -> i64 {
@@ -97,6 +102,11 @@ pub fn run(cmd: UsbCommand) -> CliResult {
                 println!("{:<10} {:<10} {:<10} {}", d.name, d.id, d.kind, if d.authorized { "authorized" } else { "refused" });
             }
             Ok(ExitCode::SUCCESS)
+        }
+        UsbCommand::WindowHelper => {
+            let answer = crate::usb::helper::serve(std::io::stdin().lock(), std::io::stdout().lock(), &paths, &mut SystemHost, now())
+                .map_err(CliError::new)?;
+            Ok(if answer.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         UsbCommand::Authorize { device } => match control::authorize(&paths, &device, now()).map_err(CliError::new)? {
             Decision::Authorize(kind) => {

@@ -92,6 +92,18 @@ pub struct UpdateConfig {
     /// agent installs in its own process (a dev box).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_helper: Option<PathBuf>,
+    /// The USB window helper's socket (`wardbox-usb-window.socket` on the appliance): the admin
+    /// page opens and closes the stick window through it (`crate::usb::helper`). Unset: the box
+    /// has no USB window (a dev box reads "sticks" from `usb_dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usb_window_helper: Option<PathBuf>,
+    /// The USB window's file, which the page reads to show whether the window is open.
+    #[serde(default = "default_usb_window_file")]
+    pub usb_window_file: PathBuf,
+}
+
+fn default_usb_window_file() -> PathBuf {
+    PathBuf::from("/run/wardbox-usb/window.json")
 }
 
 fn default_usb_events_dir() -> PathBuf {
@@ -117,6 +129,8 @@ impl Default for UpdateConfig {
             usb_dir: default_usb_dir(),
             usb_events_dir: default_usb_events_dir(),
             install_helper: None,
+            usb_window_helper: None,
+            usb_window_file: default_usb_window_file(),
         }
     }
 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use jiff::Timestamp;
+
 use serde_json::json;
 use wardbox_update::inspect;
 use wardbox_update::slot::Phase;
@@ -22,7 +24,8 @@ use super::helper::phase_name;
 use super::{UpdatePaths, box_facts, tpm_floor};
 use crate::audit::{AuditEvent, AuditLog, EventKind};
 use crate::config::Config;
-use crate::web::updates::{ApplyRefused, ApplyView, BundleView, ReceiptFile, SignerView, TargetView, UpdateService, UpdatesOverview};
+use crate::usb::helper::{Action as UsbAction, Request as UsbRequest};
+use crate::web::updates::{ApplyRefused, ApplyView, BundleView, ReceiptFile, SignerView, TargetView, UpdateService, UpdatesOverview, UsbWindowView};
 
 /// At most this many bundles are listed (a stick full of directories is not walked further).
 const MAX_BUNDLES: usize = 32;
@@ -196,6 +199,47 @@ impl BoxUpdates {
     }
 }
 
+/// How long the page's USB window stays open: time to plug in a stick, read the bundle and
+/// confirm it; the install itself closes it.
+const USB_WINDOW_MINUTES: u32 = 15;
+
+impl BoxUpdates {
+    fn usb_window_view(&self) -> UsbWindowView {
+        let controls = self.config.update.usb_window_helper.is_some();
+        if !controls {
+            return UsbWindowView { controls, open: false, words: format!("none on this box: bundles are read from {}", self.config.update.usb_dir.display()) };
+        }
+        let now = Timestamp::now().as_second();
+        match crate::usb::window::read(&self.config.update.usb_window_file) {
+            Ok(Some(w)) if w.is_open_at(now) => UsbWindowView {
+                controls,
+                open: true,
+                words: format!(
+                    "open for an {} by {} until {}",
+                    w.purpose,
+                    w.opened_by,
+                    Timestamp::from_second(w.until).map(|t| t.strftime("%H:%M:%S UTC").to_string()).unwrap_or_default()
+                ),
+            },
+            Ok(Some(_)) => UsbWindowView { controls, open: false, words: "closing: its time is up".into() },
+            Ok(None) => UsbWindowView { controls, open: false, words: "closed: no USB stick is let in".into() },
+            Err(e) => UsbWindowView { controls, open: false, words: format!("closed ({e})") },
+        }
+    }
+
+    /// After an install from the page, the window it came through closes (as the helper's
+    /// own rules would at its time anyway): the stick is taken out and the drivers unloaded.
+    fn close_window_after_install(config: &Config, outcome: &str) {
+        let Some(socket) = &config.update.usb_window_helper else { return };
+        let request = UsbRequest { action: UsbAction::Close, minutes: USB_WINDOW_MINUTES, actor: "update-finished".into() };
+        match crate::usb::helper::call(socket, &request) {
+            Ok(a) if a.ok => tracing::info!("USB window after the install ({outcome}): {}", a.message),
+            Ok(a) => tracing::warn!("the USB window did not close after the install ({outcome}): {}", a.message),
+            Err(e) => tracing::warn!("the USB window did not close after the install ({outcome}): {e}"),
+        }
+    }
+}
+
 impl UpdateService for BoxUpdates {
     fn overview(&self) -> Result<UpdatesOverview, String> {
         let status = super::status::read(&self.config, &self.data_dir)?;
@@ -213,6 +257,7 @@ impl UpdateService for BoxUpdates {
             status: status.lines,
             any_install: status.any_install,
             apply: self.progress(),
+            usb_window: self.usb_window_view(),
         })
     }
 
@@ -277,6 +322,9 @@ impl UpdateService for BoxUpdates {
                     Ok(other) => Err(Refused::operational(format!("the install helper ended with {other:?}"))),
                     Err(message) => Err(Refused::operational(message)),
                 };
+                if let Ok((outcome, _)) = &result {
+                    Self::close_window_after_install(&config, outcome);
+                }
                 finish(&shared, result);
             })
         } else {
@@ -286,6 +334,9 @@ impl UpdateService for BoxUpdates {
                 let mut progress = move |phase: Phase, done: u64, total: u64| show_progress(&progress_state, phase_name(phase), done, total);
                 let result = flow::install(&rt, &config, &paths, &checked, &actor, &mut record, &mut progress);
                 drop(checked);
+                if let Ok(done) = &result {
+                    Self::close_window_after_install(&config, done.outcome.as_str());
+                }
                 finish(&shared, result.map(|done| (done.outcome.as_str().to_owned(), done.lines)));
             })
         };
@@ -300,6 +351,21 @@ impl UpdateService for BoxUpdates {
 
     fn progress(&self) -> Option<ApplyView> {
         self.apply.lock().ok().and_then(|g| g.as_ref().map(|s| s.view.clone()))
+    }
+
+    fn usb_window(&self, open: bool, actor: &str) -> Result<String, String> {
+        let Some(socket) = &self.config.update.usb_window_helper else {
+            return Err(format!("this box has no USB window (update.usb_window_helper is not set); it reads bundles from {}", self.config.update.usb_dir.display()));
+        };
+        let action = if open { UsbAction::Open } else { UsbAction::Close };
+        let answer = crate::usb::helper::call(socket, &UsbRequest { action, minutes: USB_WINDOW_MINUTES, actor: actor.to_owned() });
+        let (ok, message) = match &answer {
+            Ok(a) => (a.ok, a.message.clone()),
+            Err(e) => (false, e.clone()),
+        };
+        let what = if open { "usb_window_open" } else { "usb_window_close" };
+        Self::record(&self.audit, actor, json!({ "action": what, "ok": ok, "message": message }))?;
+        if ok { Ok(message) } else { Err(message) }
     }
 
     fn receipt(&self, actor: &str) -> Result<ReceiptFile, String> {

@@ -49,7 +49,7 @@ pub trait Host {
     fn cancel_scheduled_close(&mut self);
 }
 
-/// The real host: kmod's modprobe, umount, a systemd timer.
+/// The real host: kmod's modprobe, the stick's mount unit, a systemd timer.
 #[derive(Debug)]
 pub struct SystemHost;
 
@@ -75,7 +75,10 @@ impl Host for SystemHost {
         command("modprobe", &["-r", "uas", "usb-storage"])
     }
     fn unmount(&mut self, dir: &Path) -> Result<(), String> {
-        command("umount", &[&dir.to_string_lossy()])
+        // The stick's mount unit unmounts it, in the host's mount namespace (the window helper
+        // runs in a namespace of its own, where an umount would not reach the host's mount).
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        command("systemctl", &["stop", &format!("wardbox-usb-mount@{name}.service")])
     }
     fn schedule_close(&mut self, seconds: i64) -> Result<(), String> {
         self.cancel_scheduled_close();

@@ -8,6 +8,7 @@
 //! - [`window`]: the stick window's file;
 //! - [`control`]: the root side: sysfs `authorized` flags, the storage drivers, the mounts,
 //!   the window's expiry;
+//! - [`helper`]: the root helper that opens and closes the window for the admin Updates page;
 //! - [`events`]: the event files the root helpers leave and the daemon audits.
 //!
 //! See docs/update.md, "USB control".
@@ -15,5 +16,6 @@
 pub mod control;
 pub mod descriptors;
 pub mod events;
+pub mod helper;
 pub mod policy;
 pub mod window;

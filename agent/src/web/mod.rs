@@ -347,6 +347,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Get, "/admin/updates/progress", Roles(ADMINS)),
     route(Post, "/admin/updates/apply", Roles(ADMINS)),
     route(Post, "/admin/updates/receipt", Roles(ADMINS)),
+    route(Post, "/admin/updates/usb-window", Roles(ADMINS)),
 ];
 
 pub fn route_spec(verb: Verb, path: &str) -> Option<&'static RouteSpec> {
@@ -408,6 +409,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/updates/progress", get(updates::progress))
         .route("/admin/updates/apply", post(updates::apply))
         .route("/admin/updates/receipt", post(updates::receipt))
+        .route("/admin/updates/usb-window", post(updates::usb_window))
         // Inside the guard: counts only the requests the guard let through to their handler.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), requests::count_served))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))

@@ -4,7 +4,8 @@
 //! after the admin ticks the confirmation for exactly the bundle shown (its manifest digest),
 //! its progress (bytes, rate, time left; the page reloads itself while it runs, and
 //! `/admin/updates/progress` answers the same as JSON), its outcome, and the signed install
-//! receipt to download. Inserting a stick installs nothing by itself.
+//! receipt to download. Inserting a stick installs nothing by itself; on the appliance no stick
+//! is even let in until an admin opens the USB window here (`crate::usb`).
 //!
 //! The work is behind [`UpdateService`], so this module knows only HTTP: the daemon wires the
 //! real one (`crate::update::service::BoxUpdates`, the same code as `wardbox update`), which
@@ -89,6 +90,18 @@ pub struct UpdatesOverview {
     pub status: Vec<(String, String)>,
     pub any_install: bool,
     pub apply: Option<ApplyView>,
+    /// The USB window: whether this box has one (the appliance), and its state in words.
+    pub usb_window: UsbWindowView,
+}
+
+/// The USB window as the page shows it.
+#[derive(Debug, Clone, Default)]
+pub struct UsbWindowView {
+    /// The box has a window helper: the page offers to open and close the window.
+    pub controls: bool,
+    pub open: bool,
+    /// "open for an update by admin:jo until 10:42:00 UTC", "closed", or why it cannot be read.
+    pub words: String,
 }
 
 /// Why an apply did not start.
@@ -119,6 +132,8 @@ pub trait UpdateService: Send + Sync + std::fmt::Debug {
     fn progress(&self) -> Option<ApplyView>;
     /// The receipt of the last install, audited as exported by `actor`.
     fn receipt(&self, actor: &str) -> Result<ReceiptFile, String>;
+    /// Opens (`open`) or closes the USB window as `actor`, audited; the answer in words.
+    fn usb_window(&self, open: bool, actor: &str) -> Result<String, String>;
 }
 
 #[derive(Template)]
@@ -192,6 +207,29 @@ pub(super) async fn apply(State(state): State<AppState>, a: Authed, axum::Form(f
         Err(ApplyRefused::Refused { message, exit_code }) => {
             (format!("Refused (exit code {exit_code}): {message}"), StatusCode::UNPROCESSABLE_ENTITY)
         }
+    };
+    page(&state, &a, Some(message), status).await
+}
+
+/// The USB window form: `open` or `close`.
+#[derive(Debug, Deserialize)]
+pub(super) struct UsbWindowForm {
+    #[serde(default)]
+    action: String,
+}
+
+/// Opens or closes the USB window (the root helper does it; the page only asks).
+pub(super) async fn usb_window(State(state): State<AppState>, a: Authed, axum::Form(f): axum::Form<UsbWindowForm>) -> Result<Response, WebError> {
+    let open = match f.action.as_str() {
+        "open" => true,
+        "close" => false,
+        _ => return page(&state, &a, Some("The form does not say whether to open or close the USB window; nothing was changed.".into()), StatusCode::BAD_REQUEST).await,
+    };
+    let s = service(&state).map_err(WebError::Unavailable)?;
+    let actor = a.session.username.clone();
+    let (message, status) = match blocking(move || s.usb_window(open, &actor)).await? {
+        Ok(m) => (m, StatusCode::OK),
+        Err(m) => (format!("The USB window was not {}: {m}", if open { "opened" } else { "closed" }), StatusCode::CONFLICT),
     };
     page(&state, &a, Some(message), status).await
 }
