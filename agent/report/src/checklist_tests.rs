@@ -779,7 +779,7 @@ fn a_box_without_uefi_variables_needs_attention_and_never_passes() {
     // software TPM. Each missing read is named; nothing passes.
     let r = run(|f| {
         f.measured_boot.firmware = Probe::unavailable("/sys/firmware/efi/efivars does not exist: not booted through UEFI");
-        f.measured_boot.policy = Probe::unavailable("no firmware policy: the volume is a plain directory (dev profile)");
+        f.measured_boot.policy = Probe::unavailable("the volume is a plain directory (dev profile), which has no firmware policy");
         f.measured_boot.pcrs = Probe::observed(BootPcrs { pcr7: "00".repeat(32), pcr11: "00".repeat(32) });
         f.tpm = Probe::unavailable("the dev profile has no TPM");
     });

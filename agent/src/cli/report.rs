@@ -726,7 +726,7 @@ fn measured_boot(config: &Config, host: &HostRoot, pcrs: Probe<BootPcrs>) -> Mea
         Err(e) => unavailable(e),
     };
     let policy = match &config.volume {
-        VolumeConfig::PlainDirectory { .. } => unavailable("no firmware policy: the volume is a plain directory (dev profile)"),
+        VolumeConfig::PlainDirectory { .. } => unavailable("the volume is a plain directory (dev profile), which has no firmware policy"),
         VolumeConfig::Luks2Tpm(c) => match wardbox_firmware_policy::FirmwarePolicy::load(&c.firmware_policy) {
             Ok(p) => Probe::observed(boot_policy(&p, &c.firmware_policy, &c.efivars_dir)),
             Err(e) => unavailable(e),
