@@ -44,6 +44,9 @@ pub const TECHNICAL_ITEMS: &[&str] = &[
     "network-engine-unreachable",
     "network-outbound-blocked",
     "physical-usb-storage",
+    // Secure Boot enforcing with the pinned keys, a signed Wardbox UKI from systemd-boot, PCR 7
+    // and 11 from the quoting TPM, this boot's PCR 11 signed for the volume's seal.
+    "integrity-measured-boot",
 ];
 
 /// The bytes of the file `name` the probe printed in `transcript` (the last copy).
