@@ -189,8 +189,9 @@ pub struct FirmwareBootSpec {
 pub enum Attach<'a> {
     /// A raw disk image, read-only, on virtio.
     Disk(&'a Path),
-    /// A raw disk image as a USB stick (usb-storage on an xHCI controller), read-only on the host.
-    UsbStick(&'a Path),
+    /// A raw disk image as a USB stick (usb-storage on an xHCI controller), read-only on the
+    /// host, with the USB serial number given.
+    UsbStick(&'a Path, &'a str),
     /// Another USB device by qemu's name (`usb-kbd`, `usb-mouse`).
     Usb(&'a str),
 }
@@ -243,9 +244,9 @@ impl Vm {
                     cmd.args(["-drive", &format!("file={},if=none,id=extra{i},format=raw,readonly=on", disk.display())])
                         .args(["-device", &format!("virtio-blk-pci,drive=extra{i}")]);
                 }
-                Attach::UsbStick(image) => {
+                Attach::UsbStick(image, serial) => {
                     cmd.args(["-drive", &format!("file={},if=none,id=extra{i},format=raw,readonly=on", image.display())])
-                        .args(["-device", &format!("usb-storage,bus=xhci.0,drive=extra{i},removable=on")]);
+                        .args(["-device", &format!("usb-storage,bus=xhci.0,drive=extra{i},removable=on,serial={serial}")]);
                 }
                 Attach::Usb(device) => {
                     cmd.args(["-device", &format!("{device},bus=xhci.0")]);
@@ -563,6 +564,67 @@ pub fn work_dir(repo: &Path, prefix: &str) -> Result<tempfile::TempDir, String> 
     let target = repo.join("target");
     std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
     tempfile::Builder::new().prefix(prefix).tempdir_in(&target).map_err(|e| format!("cannot make a work directory in {}: {e}", target.display()))
+}
+
+/// A person signed in to a guest's web UI over HTTPS, as a browser does it (curl with a cookie
+/// jar): the login form's CSRF cookie and field, the session cookie, each form's CSRF field
+/// taken from the last page, and the Origin header a browser sends with a form.
+#[derive(Debug)]
+pub struct WebSession {
+    base: String,
+    jar: PathBuf,
+    csrf: Option<String>,
+}
+
+impl WebSession {
+    /// Signs in as `user` at the guest's HTTPS port forwarded to `web_port`.
+    pub fn login(web_port: u16, work: &Path, user: &str, password: &str) -> Result<WebSession, String> {
+        let mut s = WebSession { base: format!("https://127.0.0.1:{web_port}"), jar: work.join(format!("cookies-{user}.txt")), csrf: None };
+        let _ = std::fs::remove_file(&s.jar);
+        let (code, _) = s.get("/login")?;
+        if code != 200 {
+            return Err(format!("GET /login answered {code}"));
+        }
+        let (code, body) = s.post("/login", &[("username", user), ("password", password)])?;
+        if code != 303 && code != 302 {
+            return Err(format!("signing in as {user} answered {code}: {}", body.chars().take(400).collect::<String>()));
+        }
+        Ok(s)
+    }
+
+    fn curl(&mut self, path: &str, form: Option<&[(&str, &str)]>) -> Result<(u16, String), String> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "--max-time", "300", "-w", "\n%{http_code}"]).arg("-b").arg(&self.jar).arg("-c").arg(&self.jar);
+        if let Some(fields) = form {
+            cmd.args(["-H", &format!("Origin: {}", self.base)]);
+            let csrf = self.csrf.clone().unwrap_or_default();
+            for (k, v) in fields.iter().copied().chain(std::iter::once(("csrf", csrf.as_str()))) {
+                cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
+            }
+        }
+        let out = cmd.arg(format!("{}{path}", self.base)).output().map_err(|e| format!("cannot run curl: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').ok_or_else(|| format!("curl {path}: no status"))?;
+        let code: u16 = code.trim().parse().map_err(|_| format!("curl {path}: no HTTP status ({})", String::from_utf8_lossy(&out.stderr).trim()))?;
+        if code == 0 {
+            return Err(format!("curl {path}: no answer ({})", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        if let Some(at) = body.find("name=\"csrf\" value=\"") {
+            let rest = &body[at + "name=\"csrf\" value=\"".len()..];
+            self.csrf = rest.split('"').next().map(str::to_owned);
+        }
+        Ok((code, body.to_string()))
+    }
+
+    /// GET `path`: the status and the body.
+    pub fn get(&mut self, path: &str) -> Result<(u16, String), String> {
+        self.curl(path, None)
+    }
+
+    /// POST a form to `path` with the CSRF field of the last page.
+    pub fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Result<(u16, String), String> {
+        self.curl(path, Some(fields))
+    }
 }
 
 /// A free loopback TCP port (bound and released; fine for a test on one machine).

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wardbox_e2e::appliance::{Appliance, Chain, boot_phases, build_image, check_health, console_tail, require_appliance_tools};
-use wardbox_e2e::{Attach, Phases, Vm, blank_data_disk, free_port, run, which};
+use wardbox_e2e::{Attach, Phases, Vm, WebSession, blank_data_disk, free_port, run, which};
 
 const MIN: Duration = Duration::from_secs(60);
 /// What every line of the guest's update probe starts with.
@@ -235,11 +235,21 @@ fn probe(vm: &mut Vm, boot: &str, timeout: Duration) -> Result<ProbeRun, String>
     Ok(ProbeRun { lines, statuses, apply_exit })
 }
 
+/// How a boot's stick was installed from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stick {
+    /// By IT at the console (`wardbox usb open`, `wardbox update apply`), with a USB keyboard
+    /// and a USB mouse also plugged in.
+    ConsoleWithKeyboardAndMouse,
+    /// By an admin on the Updates page (the window helper, the install helper).
+    Page,
+}
+
 /// The USB policy and window as the probe saw them around an install from a stick: refused
 /// before the window (no block device, no driver), let in alone and read-only inside it, taken
-/// out after it, and every step in the audit trail. With `keyboard_and_mouse`, the boot also
-/// had a USB keyboard (let in) and a USB mouse (refused) plugged in.
-fn check_usb_window(run: &ProbeRun, boot: &str, keyboard_and_mouse: bool) -> Result<(), String> {
+/// out after it, and every step in the audit trail.
+fn check_usb_window(run: &ProbeRun, boot: &str, stick: Stick) -> Result<(), String> {
+    let keyboard_and_mouse = stick == Stick::ConsoleWithKeyboardAndMouse;
     let line = |prefix: &str| run.lines.iter().find_map(|l| l.strip_prefix(prefix)).map(str::trim);
     let usb = |phase: &str| -> Result<Value, String> {
         let json = line(&format!("usb-{phase}: ")).ok_or_else(|| format!("{boot}: the probe printed no USB status {phase} the window"))?;
@@ -288,13 +298,73 @@ fn check_usb_window(run: &ProbeRun, boot: &str, keyboard_and_mouse: bool) -> Res
         audited.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{kind}="))).and_then(|n| n.parse().ok()).unwrap_or(0)
     };
     let least = if keyboard_and_mouse { 2 } else { 1 };
-    for (kind, n) in [("device-refused", least), ("device-authorized", least), ("window-opened", 1), ("window-closed", 1), ("mounted", 1), ("removed", 1)] {
+    let page_steps: &[(&str, u32)] = if stick == Stick::Page { &[("usb_window_open", 1), ("update_apply_by_admin", 2)] } else { &[] };
+    let steps = [("device-refused", least), ("device-authorized", least), ("window-opened", 1), ("window-closed", 1), ("mounted", 1), ("removed", 1)];
+    for &(kind, n) in steps.iter().chain(page_steps) {
         if count(kind) < n {
             return Err(format!("{boot}: the audit trail holds fewer than {n} `{kind}` USB events: {audited}"));
         }
     }
     eprintln!("== e2e: {boot}: USB: stick refused before the window, let in read-only inside it, taken out after; audited: {audited}");
     Ok(())
+}
+
+/// An admin on the Updates page over HTTPS: signs in, opens the USB window, waits for the
+/// stick's bundle to be listed, applies it (confirmed, with the digest shown), follows the
+/// progress to its outcome, and sees the window closed again. Returns the last progress.
+fn apply_from_the_page(vm: &Vm, work: &Path, password: &str, version: &str) -> Result<Value, String> {
+    let fail = |what: String| format!("boot 3, the Updates page: {what}");
+    let mut web = WebSession::login(vm.web_port, work, "qa.admin", password).map_err(fail)?;
+    let (code, html) = web.get("/admin/updates").map_err(fail)?;
+    if code != 200 || !html.contains("USB window: closed: no USB stick is let in.") || !html.contains("usb-window-open") {
+        return Err(fail(format!("{code}: the page does not offer to open a closed USB window: {html}")));
+    }
+    let (code, html) = web.post("/admin/updates/usb-window", &[("action", "open")]).map_err(fail)?;
+    if code != 200 || !html.contains("The USB window is open for 15 minutes") {
+        return Err(fail(format!("opening the USB window answered {code}: {html}")));
+    }
+    eprintln!("== e2e: boot 3: the admin opened the USB window on the Updates page");
+    let field = |html: &str, name: &str| -> Option<String> {
+        let key = format!("name=\"{name}\" value=\"");
+        html.find(&key).and_then(|at| html[at + key.len()..].split('"').next().map(str::to_owned))
+    };
+    let deadline = std::time::Instant::now() + 5 * MIN;
+    let (bundle, sha) = loop {
+        let (_, html) = web.get("/admin/updates").map_err(fail)?;
+        if let (Some(b), Some(s)) = (field(&html, "bundle"), field(&html, "sha256")) {
+            eprintln!("== e2e: boot 3: the page lists {b} (manifest sha256 {s})");
+            break (b, s);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(fail(format!("no bundle listed 5 minutes after the window opened: {html}")));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    let (code, html) = web.post("/admin/updates/apply", &[("bundle", &bundle), ("sha256", &sha), ("confirm", "yes")]).map_err(fail)?;
+    if code != 202 {
+        return Err(fail(format!("applying answered {code}: {html}")));
+    }
+    let deadline = std::time::Instant::now() + 25 * MIN;
+    let apply = loop {
+        let (_, json) = web.get("/admin/updates/progress").map_err(fail)?;
+        let v: Value = serde_json::from_str(&json).map_err(|e| fail(format!("the progress is not JSON ({e}): {json}")))?;
+        if v["apply"]["running"] == false {
+            break v["apply"].clone();
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(fail(format!("the install still runs after 25 minutes: {v}")));
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    };
+    eprintln!("== e2e: boot 3: the page's install ended: {} {} ({})", apply["outcome"], apply["version"], apply["words"]);
+    if apply["outcome"] != "pending-reboot" || apply["version"] != version || apply["by"] != "qa.admin" {
+        return Err(fail(format!("the install from the page did not end pending a reboot into v{version}: {apply}")));
+    }
+    let (_, html) = web.get("/admin/updates").map_err(fail)?;
+    if !html.contains("USB window: closed") {
+        return Err(fail(format!("the USB window is not closed after the install: {html}")));
+    }
+    Ok(apply)
 }
 
 fn power_off(vm: Vm, boot: &str) -> Result<(), String> {
@@ -370,14 +440,14 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
 
     // ---------------------------------------------------------------- boot 1: install v2
     phases.start("boot 1: v1 from slot A, provisioning, install v2 into slot B");
-    let (mut vm, tpm) = bx.boot_with(&[Attach::UsbStick(&disk_v2), Attach::Usb("usb-kbd"), Attach::Usb("usb-mouse")])?;
+    let (mut vm, tpm) = bx.boot_with(&[Attach::UsbStick(&disk_v2, "WBCONSOLE"), Attach::Usb("usb-kbd"), Attach::Usb("usb-mouse")])?;
     vm.expect("RECOVERY KEY", &["Failed to start wardbox-un", "Kernel panic", "Access Denied", "No bootable option"], 20 * MIN)?;
     check_health(&mut vm, "boot 1", &chain.uki_name())?;
     let run1 = probe(&mut vm, "boot 1", 30 * MIN)?;
     if run1.apply_exit != Some(0) {
         return Err(format!("boot 1: `wardbox update apply` of v2 did not succeed:\n{}", run1.lines.join("\n")));
     }
-    check_usb_window(&run1, "boot 1", true)?;
+    check_usb_window(&run1, "boot 1", Stick::ConsoleWithKeyboardAndMouse)?;
     let after = run1.statuses.last().ok_or("boot 1: the probe printed no status after the install")?;
     if after["pending"]["to"] != v2.as_str() || after["pending"]["slot"] != "b" || after["system"]["slot"] != "a" {
         return Err(format!("boot 1: after the install status does not say v{v2} pending in slot b while slot a runs: {after}"));
@@ -418,15 +488,18 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     expect_entries(&bx, "boot 2", &[v1_blessed.clone(), format!("wardbox-{v2}.efi")])?;
 
     // ---------------------------------------------------------------- boot 3: install v3
-    phases.start("boot 3: v2 from slot B, install v3 (unhealthy) into slot A");
-    let (mut vm, tpm) = bx.boot_with(&[Attach::UsbStick(&disk_v3)])?;
+    phases.start("boot 3: v2 from slot B, install v3 (unhealthy) into slot A from the admin Updates page");
+    // The stick's USB serial number tells the probe to leave it to the page.
+    let (mut vm, tpm) = bx.boot_with(&[Attach::UsbStick(&disk_v3, "WBPAGE")])?;
     vm.expect("The TPM released the key", &["RECOVERY KEY", "Wardbox recovery key", "Kernel panic"], 15 * MIN)?;
     check_health(&mut vm, "boot 3", &format!("wardbox-{v2}.efi"))?;
+    let mark = vm.mark();
+    let line = vm.expect(&format!("{PROBE}web admin qa.admin password "), &["Kernel panic", &format!("{PROBE}FAILED")], 10 * MIN)?;
+    let password = line.lines().last().and_then(|l| l.split("password ").nth(1)).map(str::trim).unwrap_or_default().to_string();
+    vm.rewind(mark);
+    let applied = apply_from_the_page(&vm, &work, &password, &v3)?;
     let run3 = probe(&mut vm, "boot 3", 30 * MIN)?;
-    if run3.apply_exit != Some(0) {
-        return Err(format!("boot 3: `wardbox update apply` of v3 did not succeed:\n{}", run3.lines.join("\n")));
-    }
-    check_usb_window(&run3, "boot 3", false)?;
+    check_usb_window(&run3, "boot 3", Stick::Page)?;
     let after = run3.statuses.last().ok_or("boot 3: no status after the install")?;
     if after["pending"]["to"] != v3.as_str() || after["pending"]["slot"] != "a" {
         return Err(format!("boot 3: status does not say v{v3} pending in slot a: {after}"));
@@ -435,8 +508,9 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     power_off(vm, "boot 3")?;
     drop(tpm);
     // v1's entry booted slot A, which now holds v3: the install removed it.
-    if !run3.lines.iter().any(|l| l.contains("old entries removed") && l.contains(&v1_blessed)) {
-        return Err(format!("boot 3: the install does not say it removed v1's entry {v1_blessed}, which boots slot A:\n{}", run3.lines.join("\n")));
+    let install_lines: Vec<&str> = applied["lines"].as_array().map(|l| l.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    if !install_lines.iter().any(|l| l.contains("old entries removed") && l.contains(&v1_blessed)) {
+        return Err(format!("boot 3: the install does not say it removed v1's entry {v1_blessed}, which boots slot A: {applied}"));
     }
     expect_entries(&bx, "boot 3", &[format!("wardbox-{v2}.efi"), format!("wardbox-{v3}+3.efi")])?;
     let slot_a = partition_sha256(&bx.system_disk, "wardbox-root-a", root_len)?;
