@@ -157,10 +157,7 @@ impl AuditRecord {
         prev_hash: &str,
         stored: &str,
     ) -> bool {
-        let mut expected = [0u8; 64];
-        let digest = Self::digest(seq, ts, kind, actor, detail, prev_hash);
-        // 32 bytes always encode to 64 hex digits; a failure would be a mismatch, never a pass.
-        hex::encode_to_slice(digest, &mut expected).is_ok() && expected[..] == *stored.as_bytes()
+        is_lower_hex_of(&Self::digest(seq, ts, kind, actor, detail, prev_hash), stored)
     }
 
     /// Read a record from a row selected in the column order of the `audit` table.
@@ -175,6 +172,17 @@ impl AuditRecord {
             hash: row.get(6)?,
         })
     }
+}
+
+/// Whether `text` is exactly `bytes` in lowercase hex, as `hex::encode` writes it: compared digit
+/// by digit rather than encoded into a string first.
+fn is_lower_hex_of(bytes: &[u8; 32], text: &str) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let text = text.as_bytes();
+    text.len() == 2 * bytes.len()
+        && bytes.iter().zip(text.chunks_exact(2)).all(|(byte, pair)| {
+            pair[0] == DIGITS[usize::from(byte >> 4)] && pair[1] == DIGITS[usize::from(byte & 0x0f)]
+        })
 }
 
 /// `n` in decimal, as `n.to_string()` writes it, in `buf` (20 digits hold any `u64`).
@@ -245,6 +253,22 @@ mod tests {
         assert_eq!(hash, "19326cd16c65b60bd18a8dc3b1a25d101ef17b1e2b0028115da89827b212ea6a");
         let hash = AuditRecord::compute_hash(u64::MAX, "", "", "", "", "");
         assert_eq!(hash, "7c3de4d1661d4a1c81a780395cedc97163f03eb91749be153e56f45e55884d35");
+    }
+
+    #[test]
+    fn a_hash_is_compared_as_its_lowercase_hex_string() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0xa5);
+        let hex = hex::encode(bytes);
+        assert!(is_lower_hex_of(&bytes, &hex));
+        let mut one_digit_off = hex.clone().into_bytes();
+        for i in 0..64 {
+            one_digit_off[i] = if one_digit_off[i] == b'0' { b'1' } else { b'0' };
+            assert!(!is_lower_hex_of(&bytes, std::str::from_utf8(&one_digit_off).expect("ascii")), "digit {i}");
+            one_digit_off[i] = hex.as_bytes()[i];
+        }
+        for other in [hex.to_uppercase(), hex[..62].to_string(), format!("{hex}00"), String::new()] {
+            assert!(!is_lower_hex_of(&bytes, &other), "{other}");
+        }
     }
 
     #[test]
