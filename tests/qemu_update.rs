@@ -33,6 +33,10 @@
 //!    command line names root-a), none blessed.
 //! 7. systemd-boot starts v2 again by itself; the TPM releases the key; status says v2 runs
 //!    from slot B and the v3 update fell back.
+//! 8. Secure Boot turned off in the firmware's variables: the firmware policy requires it, so
+//!    the unlock refuses before the TPM is asked and the console says the recovery key does not
+//!    help (no prompt).
+//! 9. Secure Boot on again: the TPM releases the key with no prompt; the agent is healthy.
 //!
 //! Every phase's duration is printed, and firmware-to-READY=1 of boot 2.
 //! Run (as root): `cargo test -p wardbox-e2e --test qemu_update -- --nocapture`
@@ -42,7 +46,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use wardbox_e2e::appliance::{Appliance, Chain, boot_phases, build_image, check_health, console_tail, require_appliance_tools};
+use wardbox_e2e::appliance::{Appliance, Chain, boot_phases, build_image, check_health, console_tail, require_appliance_tools, virt_fw_vars};
 use wardbox_e2e::{Attach, Phases, Vm, WebSession, blank_data_disk, free_port, run, which};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -557,6 +561,32 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     }
     phases.start("boot 7: power off");
     power_off(vm, "boot 7")?;
+    drop(tpm);
+
+    // ---------------------------------------------------------------- boot 8: Secure Boot off
+    // Someone turns Secure Boot off in the firmware setup. The firmware policy requires it, so
+    // the unlock refuses before the TPM is asked, and the console says the recovery key does
+    // not help (no prompt): no key opens patient data on a boot chain the clinic does not trust.
+    phases.start("boot 8: Secure Boot off: unlock refused, no recovery prompt");
+    let fw_vars = virt_fw_vars().ok_or("virt-fw-vars is missing (PyPI virt-firmware)")?;
+    run(Command::new(&fw_vars).arg("--inplace").arg(&bx.vars).args(["--set-false", "SecureBootEnable"]))?;
+    let (mut vm, tpm) = bx.boot()?;
+    let refused = ["The TPM released the key", "Wardbox recovery key (try", "Kernel panic"];
+    vm.expect("the firmware policy requires Secure Boot, but the firmware reports Secure Boot off", &refused, 15 * MIN)?;
+    vm.expect("the recovery key does not help here", &refused, 5 * MIN)?;
+    eprintln!("== e2e: boot 8: Secure Boot off: the unlock refused and the console asked for no recovery key");
+    phases.start("boot 8: power off");
+    power_off(vm, "boot 8")?;
+    drop(tpm);
+
+    // ---------------------------------------------------------------- boot 9: Secure Boot on again
+    phases.start("boot 9: Secure Boot on again: the TPM releases the key");
+    run(Command::new(&fw_vars).arg("--inplace").arg(&bx.vars).args(["--set-true", "SecureBootEnable"]))?;
+    let (mut vm, tpm) = bx.boot()?;
+    vm.expect("The TPM released the key", &["RECOVERY KEY", "Wardbox recovery key", "Kernel panic"], 15 * MIN)?;
+    check_health(&mut vm, "boot 9", &format!("wardbox-{v2}.efi"))?;
+    phases.start("boot 9: power off");
+    power_off(vm, "boot 9")?;
     drop(tpm);
 
     eprintln!("\n{}", phases.table());

@@ -1,7 +1,9 @@
 //! The operator CLI. One file per command group; each exposes a clap `Subcommand` and `run`.
 //!
 //! Exit codes: 0 success, 1 an operational error (message on stderr), 2 usage error (clap),
-//! 3 a verification found a problem (broken audit chain, firewall drift, refused unseal).
+//! 3 a verification found a problem (broken audit chain, firewall drift, refused unseal),
+//! 4 the firmware does not meet the firmware policy (`volume unlock`: Secure Boot off, keys
+//! not the pinned ones; a recovery key does not help).
 
 mod alerts;
 mod audit;
@@ -134,6 +136,12 @@ impl CliError {
     /// A check ran and found a problem (exit 3).
     pub fn check_failed(message: impl Into<String>) -> Self {
         Self { message: message.into(), code: 3 }
+    }
+
+    /// The firmware does not meet the firmware policy (exit 4): the boot itself must change
+    /// (Secure Boot back on, the pinned keys), not the key that opens the volume.
+    pub fn firmware_refused(message: impl Into<String>) -> Self {
+        Self { message: message.into(), code: 4 }
     }
 
     pub fn exit_code(&self) -> ExitCode {

@@ -243,7 +243,9 @@ fn close_when_released(luks: &mut LuksVolume, name: &str) -> Result<(), String> 
 
 fn unlock(config: &Config) -> CliResult {
     let u = appliance_volume(config)?;
-    let (_, _) = u.check_firmware().map_err(CliError::check_failed)?;
+    // Before the TPM is asked: a boot the firmware policy refuses is not for the recovery key
+    // to wave through (exit 4; the console does not prompt for it, docs/image.md).
+    let (_, _) = u.check_firmware().map_err(CliError::firmware_refused)?;
     let mut tpm = connect(&u)?;
     let unlocked = ops::unlock_with_tpm(&mut tpm, &u.config.device).map_err(|e| {
         let refused = refuses(&e);
@@ -534,6 +536,18 @@ mod tests {
         let err = unlock(&f.config).unwrap_err();
         assert_eq!(err.exit_code(), ExitCode::from(3));
         assert!(err.to_string().contains("the boot chain changed since the key was sealed"), "{err}");
+
+        // Secure Boot turned off: refused before the TPM is asked, with exit 4 (the console
+        // does not ask for the recovery key: it would not help), nothing written.
+        let VolumeConfig::Luks2Tpm(c) = &f.config.volume else { unreachable!() };
+        let secure_boot = c.efivars_dir.join("SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c");
+        std::fs::write(&secure_boot, [6, 0, 0, 0, 0]).unwrap();
+        let before = sha(&f.device);
+        let err = unlock(&f.config).unwrap_err();
+        assert_eq!(err.exit_code(), ExitCode::from(4), "{err}");
+        assert!(err.to_string().contains("requires Secure Boot, but the firmware reports Secure Boot off"), "{err}");
+        assert_eq!(sha(&f.device), before);
+        std::fs::write(&secure_boot, [6, 0, 0, 0, 1]).unwrap();
 
         // Reseal with a wrong key, then a typo: refused, volume unchanged.
         let before = sha(&f.device);
