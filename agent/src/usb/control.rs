@@ -429,7 +429,7 @@ mod tests {
         assert_eq!(w.until, 1000 + 900);
         assert!(b.authorized("1-2"), "the stick already plugged in is let in");
         assert_eq!(host.calls, vec!["schedule 900", "load"]);
-        assert!(open_window(&b.paths, &mut host, Purpose::Update, "admin", 15, 1001).unwrap_err().contains("already open"));
+        assert!(open_window(&b.paths, &mut host, Purpose::Update, "admin", 15, 1001).expect_err("a second window").contains("already open"));
         b.plug("1-3", STICK);
         assert!(matches!(authorize(&b.paths, "1-3", 1002), Ok(Decision::Refuse(r)) if r.contains("one at a time")));
         let s = status(&b.paths, &b.paths.mounts, 1002).expect("status");
@@ -452,7 +452,7 @@ mod tests {
         let b = Box_::new();
         b.plug("1-2", STICK);
         let mut host = Recorder { fail_load: true, ..Recorder::default() };
-        let err = open_window(&b.paths, &mut host, Purpose::Update, "admin", 15, 1000).unwrap_err();
+        let err = open_window(&b.paths, &mut host, Purpose::Update, "admin", 15, 1000).expect_err("the drivers do not load");
         assert!(err.contains("module not found"), "{err}");
         assert_eq!(window::read(&b.paths.window), Ok(None), "the window is closed again");
         assert!(!b.authorized("1-2"));

@@ -116,10 +116,10 @@ pub(crate) mod tests {
         assert!(parse(&good[..good.len() - 1]).is_err(), "the last descriptor cut off");
         let mut zero = good.clone();
         zero[18] = 0;
-        assert!(parse(&zero).unwrap_err().contains("claims 0 bytes"), "a zero length would loop forever");
+        assert!(parse(&zero).expect_err("zero length").contains("claims 0 bytes"), "a zero length would loop forever");
         let mut short_interface = device(0, 1, 2, &[]);
         short_interface.extend_from_slice(&[5, INTERFACE, 0, 0, 0]);
-        assert!(parse(&short_interface).unwrap_err().contains("interface descriptor of 5 bytes"));
+        assert!(parse(&short_interface).expect_err("short interface").contains("interface descriptor of 5 bytes"));
         let mut not_device = good;
         not_device[1] = 2;
         assert!(parse(&not_device).is_err());
