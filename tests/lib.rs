@@ -498,6 +498,15 @@ impl Vm {
     }
 }
 
+impl Vm {
+    /// Pulls the plug: qemu is killed at once (what the guest had not written to its disks is
+    /// lost; what it had is on the host's files).
+    pub fn power_cut(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Vm {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {

@@ -22,10 +22,15 @@
 //!    finds exactly v2's image there) and puts v2's slot-B UKI on the ESP as
 //!    `wardbox-<v2>+3.efi`; closing the window takes the stick out and unloads the drivers;
 //!    every decision is in the audit trail; status says v2 is pending in slot B.
+//!    But first the power is cut while the install writes slot B: the ESP still boots only v1,
+//!    which starts again (the TPM releases the key), and the install from the stick, retried,
+//!    completes.
 //! 2. Reboot: systemd-boot starts `wardbox-<v2>+3.efi`, whose command line names root-b; the
-//!    TPM releases the volume key with no recovery prompt (signed PCR 11 policy); the agent is
-//!    healthy, the boot is blessed (`wardbox-<v2>.efi`), and `wardbox update status --json`
-//!    says v2 runs from slot B with the system floor at v2 and the install `installed`.
+//!    TPM releases the volume key with no recovery prompt (signed PCR 11 policy). The power is
+//!    cut there, before the boot is blessed: the entry is `+2-1`; the next boot starts it
+//!    again, the agent is healthy, the boot is blessed (`wardbox-<v2>.efi`), and
+//!    `wardbox update status --json` says v2 runs from slot B with the system floor at v2 and
+//!    the install `installed`.
 //! 3. v2 running, bundle v3 on a stick, through the window again: v3 goes to slot A (v1's slot); the install removes v1's
 //!    entry, which boots slot A. v3's UKIs mask the agent on their signed command line, so v3
 //!    never becomes healthy.
@@ -443,11 +448,28 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     let v1_blessed = format!("wardbox-{}.efi", chain.version);
 
     // ---------------------------------------------------------------- boot 1: install v2
-    phases.start("boot 1: v1 from slot A, provisioning, install v2 into slot B");
-    let (mut vm, tpm) = bx.boot_with(&[Attach::UsbStick(&disk_v2, "WBCONSOLE"), Attach::Usb("usb-kbd"), Attach::Usb("usb-mouse")])?;
+    phases.start("boot 1: v1 from slot A, provisioning, install v2 into slot B, power cut while writing the slot");
+    let devices = [Attach::UsbStick(&disk_v2, "WBCONSOLE"), Attach::Usb("usb-kbd"), Attach::Usb("usb-mouse")];
+    let (mut vm, tpm) = bx.boot_with(&devices)?;
     vm.expect("RECOVERY KEY", &["Failed to start wardbox-un", "Kernel panic", "Access Denied", "No bootable option"], 20 * MIN)?;
     check_health(&mut vm, "boot 1", &chain.uki_name())?;
-    let run1 = probe(&mut vm, "boot 1", 30 * MIN)?;
+    // The power goes while the install writes slot B: the slot holds part of v2, and v2's
+    // entry is not on the ESP yet (it goes there after the slot is read back).
+    // The second progress line of the phase: some of the image is on the slot (lines come every
+    // 5 s while it writes).
+    for _ in 0..2 {
+        vm.expect(&format!("{PROBE}apply: writing"), &["Kernel panic", &format!("{PROBE}apply exit")], 30 * MIN)?;
+    }
+    vm.power_cut();
+    drop(tpm);
+    expect_entries(&bx, "boot 1 (power cut while writing the slot)", std::slice::from_ref(&v1_blessed))?;
+    eprintln!("== e2e: boot 1: the power was cut while the install wrote slot B; the ESP still boots only v1");
+
+    phases.start("boot 1 again: v1 boots, the install from the stick completes");
+    let (mut vm, tpm) = bx.boot_with(&devices)?;
+    vm.expect("The TPM released the key", &["RECOVERY KEY", "Wardbox recovery key", "Kernel panic"], 15 * MIN)?;
+    check_health(&mut vm, "boot 1 again", &v1_blessed)?;
+    let run1 = probe(&mut vm, "boot 1 again", 30 * MIN)?;
     if run1.apply_exit != Some(0) {
         return Err(format!("boot 1: `wardbox update apply` of v2 did not succeed:\n{}", run1.lines.join("\n")));
     }
@@ -467,14 +489,19 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     eprintln!("== e2e: boot 1: slot B holds v{v2}'s image byte for byte; v{v2}'s UKI waits with 3 tries");
 
     // ---------------------------------------------------------------- boot 2: v2 from slot B
-    phases.start("boot 2: v2 from slot B, TPM unlock, blessed");
+    phases.start("boot 2: v2 from slot B, power cut before it is blessed");
     let (mut vm, tpm) = bx.boot()?;
-    vm.expect(
-        "The TPM released the key",
-        &["RECOVERY KEY", "TPM refused", "Wardbox recovery key", "Failed to start wardbox-un", "Kernel panic"],
-        15 * MIN,
-    )?;
-    check_health(&mut vm, "boot 2", &format!("wardbox-{v2}+3.efi"))?;
+    let unlocked = ["RECOVERY KEY", "TPM refused", "Wardbox recovery key", "Failed to start wardbox-un", "Kernel panic"];
+    vm.expect("The TPM released the key", &unlocked, 15 * MIN)?;
+    vm.power_cut();
+    drop(tpm);
+    // systemd-boot counted the try before it started v2; nothing blessed it.
+    expect_entries(&bx, "boot 2 (power cut before the blessing)", &[v1_blessed.clone(), format!("wardbox-{v2}+2-1.efi")])?;
+
+    phases.start("boot 2 again: v2 from slot B, TPM unlock, blessed");
+    let (mut vm, tpm) = bx.boot()?;
+    vm.expect("The TPM released the key", &unlocked, 15 * MIN)?;
+    check_health(&mut vm, "boot 2", &format!("wardbox-{v2}+2-1.efi"))?;
     let run2 = probe(&mut vm, "boot 2", 10 * MIN)?;
     let status = run2.statuses.last().ok_or("boot 2: the probe printed no status")?;
     eprintln!("== e2e: boot 2: wardbox update status --json: {status}");
