@@ -1357,7 +1357,7 @@ fn check_access_review(cx: &Ctx) -> Outcome {
 
 fn check_usb_storage(cx: &Ctx) -> Outcome {
     let check = "USB mass storage cannot be used";
-    let how = "checked that the usb-storage and uas drivers cannot load and listed USB block devices";
+    let how = "checked that the usb-storage and uas drivers cannot load, that the kernel uses no USB device the box's USB policy did not let in (usbcore.authorized_default), whether an administrator's USB window is open, and listed USB block devices";
     let u = match &cx.facts.usb {
         Probe::Observed { value } => value,
         Probe::Unavailable { reason } => return cx.unavailable(check, how, reason),
@@ -1368,11 +1368,28 @@ fn check_usb_storage(cx: &Ctx) -> Outcome {
         vec![
             ("storage drivers blocked", yes_no(u.storage_driver_blocked)),
             ("how", u.method.clone()),
+            (
+                "USB devices authorized by default",
+                match u.authorized_default {
+                    Some(0) => "no (usbcore.authorized_default=0: only what the USB policy lets in)".to_owned(),
+                    Some(v) => format!("yes (usbcore.authorized_default={v})"),
+                    None => "not known".to_owned(),
+                },
+            ),
+            ("USB window", u.open_window.clone().unwrap_or_else(|| "closed".to_owned())),
             ("USB block devices", list_or_none(&u.usb_block_devices)),
         ],
     )];
+    if let Some(window) = &u.open_window {
+        // An update an administrator started: the stick is in by design, read-only, and the
+        // window closes by itself. Not a pass while it lasts; not a failure either.
+        return Outcome::new(Status::NeedsAttention, format!("an administrator's USB window is open ({window}); make the report again once it has closed"), ev);
+    }
     if !u.storage_driver_blocked {
         return Outcome::new(Status::Fail, "the USB storage drivers can load: a USB drive would be usable", ev);
+    }
+    if u.authorized_default != Some(0) {
+        return Outcome::new(Status::Fail, "the kernel uses USB devices by default: only a USB policy that authorizes each device (usbcore.authorized_default=0) keeps other USB devices out", ev);
     }
     if !u.usb_block_devices.is_empty() {
         return Outcome::new(Status::Fail, format!("USB block devices are present: {}", u.usb_block_devices.join(", ")), ev);

@@ -429,6 +429,18 @@ check!(usb_storage, ids::USB_STORAGE,
     pass: |f| {} => ("storage drivers blocked", "yes"),
     fail: |f| { usb(f).storage_driver_blocked = false; } => Status::Fail, ("storage drivers blocked", "no"));
 
+check!(usb_device_policy, ids::USB_STORAGE,
+    pass: |f| {} => ("USB devices authorized by default", "no (usbcore.authorized_default=0"),
+    fail: |f| { usb(f).authorized_default = Some(-1); } => Status::Fail, ("USB devices authorized by default", "yes (usbcore.authorized_default=-1)"));
+
+check!(usb_unknown_device_policy, ids::USB_STORAGE,
+    pass: |f| {} => ("USB window", "closed"),
+    fail: |f| { usb(f).authorized_default = None; } => Status::Fail, ("USB devices authorized by default", "not known"));
+
+check!(usb_window_open, ids::USB_STORAGE,
+    pass: |f| {} => ("USB window", "closed"),
+    fail: |f| { usb(f).open_window = Some("for update by admin:jo until 2026-11-29T10:42:00Z".into()); usb(f).storage_driver_blocked = false; } => Status::NeedsAttention, ("USB window", "for update by admin:jo"));
+
 check!(usb_device_present, ids::USB_STORAGE,
     pass: |f| {} => ("USB block devices", "none"),
     fail: |f| { usb(f).usb_block_devices = vec!["sdb (USB 16 GB)".into()]; } => Status::Fail, ("USB block devices", "sdb"));

@@ -404,6 +404,15 @@ pub struct UsbFacts {
     pub usb_block_devices: Vec<String>,
     /// How the block is enforced, e.g. "modprobe blacklist in /etc/modprobe.d/wardbox-usb.conf".
     pub method: String,
+    /// The kernel's `usbcore.authorized_default` (0: no USB device is used until the box's USB
+    /// policy lets it in); `None` when it cannot be read. Reports made before the policy
+    /// existed have none.
+    #[serde(default)]
+    pub authorized_default: Option<i32>,
+    /// An administrator's USB window open now, in words ("for update by admin:jo until
+    /// 2026-11-29T10:42:00Z"); `None` when it is closed.
+    #[serde(default)]
+    pub open_window: Option<String>,
 }
 
 /// Who reaches the box, on which port.

@@ -220,6 +220,8 @@ pub fn healthy(now: Timestamp) -> Facts {
             storage_driver_blocked: true,
             usb_block_devices: vec![],
             method: "modprobe blacklist (usb-storage, uas)".into(),
+            authorized_default: Some(0),
+            open_window: None,
         }),
         measured_boot: measured_boot(),
         network: NetworkFacts {

@@ -1418,8 +1418,26 @@ fn usb_facts(host: &HostRoot) -> Probe<UsbFacts> {
         .unwrap_or_default();
     devices.sort();
     let loaded_text = if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") };
+    let authorized_default = std::fs::read_to_string(host.path("/sys/module/usbcore/parameters/authorized_default"))
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok());
+    // The window the USB policy reads (crate::usb): an unreadable one counts as closed there,
+    // and is said here.
+    let now = jiff::Timestamp::now().as_second();
+    let open_window = match crate::usb::window::read(&host.path("/run/wardbox-usb/window.json")) {
+        Ok(Some(w)) if w.is_open_at(now) => Some(format!(
+            "for {} by {} until {}",
+            w.purpose,
+            w.opened_by,
+            jiff::Timestamp::from_second(w.until).map(|t| t.to_string()).unwrap_or_default()
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!("unreadable ({e})")),
+    };
     Probe::observed(UsbFacts {
         storage_driver_blocked: loaded.is_empty() && !blocking_files.is_empty(),
+        authorized_default,
+        open_window,
         usb_block_devices: devices,
         method: if blocking_files.is_empty() {
             format!("no modprobe rule keeps usb-storage from loading; storage drivers loaded: {loaded_text}")
