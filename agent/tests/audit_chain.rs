@@ -176,6 +176,32 @@ fn a_rewritten_chain_is_caught_by_the_checkpoint() {
     assert_eq!(verify(&f), Some(ChainBreak::CheckpointMismatch { seq: 12 }));
 }
 
+/// A chain longer than several of the walk's batches (1,024 records each), written with many
+/// appends in flight as the agent writes under load: the first of two edited records is named,
+/// wherever the hashing threads finish first.
+#[test]
+fn a_chain_of_several_batches_names_its_first_edited_record() {
+    let f = fixture(0);
+    let (log, writer) = AuditLog::start(&f.path, &f.key).expect("start");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    runtime.block_on(async {
+        let appends = (0..3500u64).map(|i| {
+            log.append(AuditEvent::new(EventKind::Access, format!("user-{}", i % 7), json!({ "patient": i })))
+        });
+        for seq in futures_util::future::join_all(appends).await {
+            seq.expect("append");
+        }
+    });
+    drop(log);
+    writer.join();
+    let store = open(&f);
+    let report = audit::verify_chain(&store, &[]).expect("verify");
+    assert_eq!((report.records, report.head_seq, report.first_break), (3500, 3500, None));
+    drop(store);
+    tamper(&f, "UPDATE audit SET actor = 'mallory' WHERE seq IN (1500, 3100)");
+    assert_eq!(verify(&f), Some(ChainBreak::Altered { seq: 1500 }));
+}
+
 #[test]
 fn the_cli_names_the_broken_record_and_exits_non_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
