@@ -306,9 +306,19 @@ fn check_usb_window(run: &ProbeRun, boot: &str, stick: Stick) -> Result<(), Stri
     let count = |kind: &str| -> u32 {
         audited.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{kind}="))).and_then(|n| n.parse().ok()).unwrap_or(0)
     };
-    let least = if keyboard_and_mouse { 2 } else { 1 };
+    // The mouse is a refused device; the stick a refused storage device, also an alert.
+    let (mice, authorized) = if keyboard_and_mouse { (1, 2) } else { (0, 1) };
     let page_steps: &[(&str, u32)] = if stick == Stick::Page { &[("usb_window_open", 1), ("update_apply_by_admin", 2)] } else { &[] };
-    let steps = [("device-refused", least), ("device-authorized", least), ("window-opened", 1), ("window-closed", 1), ("mounted", 1), ("removed", 1)];
+    let steps = [
+        ("device-refused", mice),
+        ("storage-refused", 1),
+        ("usb_alert", 1),
+        ("device-authorized", authorized),
+        ("window-opened", 1),
+        ("window-closed", 1),
+        ("mounted", 1),
+        ("removed", 1),
+    ];
     for &(kind, n) in steps.iter().chain(page_steps) {
         if count(kind) < n {
             return Err(format!("{boot}: the audit trail holds fewer than {n} `{kind}` USB events: {audited}"));

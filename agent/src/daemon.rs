@@ -432,6 +432,16 @@ async fn audit_usb_events(dir: PathBuf, audit: AuditLog, mut stop: watch::Receiv
                     if let Err(e) = audit.append(AuditEvent::new(EventKind::Lifecycle, "system", detail)).await {
                         tracing::error!("cannot audit a USB storage event: {e}");
                     }
+                    // A stick plugged in outside a window, or refused by the mount helper: also
+                    // an alert (the detector's usb_refused rule; no PHI: device, ids, reason).
+                    if let Ok(e) = entry
+                        && let Some(event) = crate::usb::events::alert_event(e)
+                    {
+                        let alert = json!({ "source": "usb", "event": event, "device": e.device, "detail": e.detail });
+                        if let Err(err) = audit.append(AuditEvent::new(EventKind::SecurityAlert, "system", alert)).await {
+                            tracing::error!("cannot record the USB alert: {err}");
+                        }
+                    }
                 }
             }
             Err(e) => tracing::error!("USB storage events: {e}"),

@@ -944,6 +944,7 @@ fn the_agent_audits_every_usb_storage_event_the_helpers_leave() {
     std::fs::write(events.join("2.json"), r#"{"event":"mounted","device":"sdb1","detail":"vfat","time":"t2"}"#).expect("event");
     std::fs::write(events.join("3.json"), r#"{"event":"mount-refused","device":"sdc1","detail":"ntfs","time":"t3"}"#).expect("event");
     std::fs::write(events.join("4.json"), "{ not an event").expect("event");
+    std::fs::write(events.join("5.json"), r#"{"event":"storage-refused","device":"1-2","detail":"0781:5583 USB storage is refused unless an administrator opened a USB window for an update","time":"t5"}"#).expect("event");
     boot_dev_box_until(b.dir.path(), None, || std::fs::read_dir(&events).map(|d| d.count() == 0).unwrap_or(false));
     let usb: Vec<serde_json::Value> = b
         .audit_details()
@@ -953,6 +954,16 @@ fn the_agent_audits_every_usb_storage_event_the_helpers_leave() {
         .filter(|d: &serde_json::Value| d["event"] == "usb_storage")
         .collect();
     let seen: Vec<(&str, &str)> = usb.iter().map(|d| (d["usb_event"].as_str().unwrap_or(""), d["device"].as_str().unwrap_or(""))).collect();
-    assert_eq!(seen, [("storage-plugged", "1-1:1.0"), ("mounted", "sdb1"), ("mount-refused", "sdc1"), ("unreadable", "")], "{usb:?}");
+    assert_eq!(seen, [("storage-plugged", "1-1:1.0"), ("mounted", "sdb1"), ("mount-refused", "sdc1"), ("unreadable", ""), ("storage-refused", "1-2")], "{usb:?}");
     assert!(usb[3]["detail"].as_str().is_some_and(|d| d.starts_with("4.json: ")), "{usb:?}");
+    // The refused mount and the refused stick are also alerts (source usb); nothing else is.
+    let alerts: Vec<serde_json::Value> = b
+        .audit_details()
+        .into_iter()
+        .filter(|r| r["kind"] == "security_alert")
+        .map(|r| serde_json::from_str(r["detail"].as_str().expect("detail")).expect("json"))
+        .filter(|d: &serde_json::Value| d["source"] == "usb")
+        .collect();
+    let raised: Vec<(&str, &str)> = alerts.iter().map(|d| (d["event"].as_str().unwrap_or(""), d["device"].as_str().unwrap_or(""))).collect();
+    assert_eq!(raised, [("mount_refused", "sdc1"), ("storage_refused", "1-2")], "{alerts:?}");
 }

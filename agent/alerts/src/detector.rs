@@ -58,6 +58,9 @@ pub enum Rule {
     /// Free space on the data volume fell below the agent's warning or critical threshold
     /// (`source: "disk"`), once per crossing.
     DiskSpace,
+    /// A USB stick plugged in and refused outside an administrator's USB window, or refused by
+    /// the mount helper (`source: "usb"`).
+    UsbRefused,
     /// A system `security_alert` from a source this version does not know: an alert under a
     /// name that says so, never filed under another source's rule.
     UnknownSystemAlert,
@@ -67,7 +70,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 26] = [
+    pub const ALL: [Rule; 27] = [
         Rule::OffHours,
         Rule::BulkAccess,
         Rule::LargePrompt,
@@ -93,6 +96,7 @@ impl Rule {
         Rule::Backup,
         Rule::Update,
         Rule::DiskSpace,
+        Rule::UsbRefused,
         Rule::UnknownSystemAlert,
     ];
 
@@ -124,6 +128,7 @@ impl Rule {
             Rule::Backup => "backup",
             Rule::Update => "update",
             Rule::DiskSpace => "disk_space",
+            Rule::UsbRefused => "usb_refused",
             Rule::UnknownSystemAlert => "unknown_system_alert",
         }
     }
@@ -408,11 +413,15 @@ impl Detector {
                     SystemSource::Audit => Rule::AuditChain,
                     SystemSource::Update => Rule::Update,
                     SystemSource::Disk => Rule::DiskSpace,
+                    SystemSource::Usb => Rule::UsbRefused,
                     SystemSource::Unknown(_) => Rule::UnknownSystemAlert,
                 };
                 let threshold = match source {
                     SystemSource::Disk => {
                         "every fall of the data volume's free space below a [disk] threshold".into()
+                    }
+                    SystemSource::Usb => {
+                        "every USB stick refused outside an administrator's USB window".into()
                     }
                     _ => format!("every {} failure", source.name()),
                 };
@@ -1231,6 +1240,11 @@ mod tests {
             ),
             (json!({ "source": "update", "reason": "cannot raise the TPM anti-rollback floor: busy" }), Rule::Update, "failed"),
             (json!({ "source": "disk", "event": "space_critical" }), Rule::DiskSpace, "space_critical"),
+            (
+                json!({ "source": "usb", "event": "storage_refused", "device": "1-2", "detail": "0781:5583 USB storage is refused" }),
+                Rule::UsbRefused,
+                "storage_refused: 0781:5583 USB storage is refused",
+            ),
             (json!({ "source": "thermal", "event": "overheated" }), Rule::UnknownSystemAlert, "overheated"),
         ];
         for (i, (detail, rule, observed)) in cases.into_iter().enumerate() {

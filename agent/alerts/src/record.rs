@@ -94,6 +94,9 @@ pub enum SystemSource {
     Update,
     /// Free space on the data volume fell below a `[disk]` threshold of the agent.
     Disk,
+    /// A USB stick (a device with a mass-storage interface) plugged in and refused by the box's
+    /// USB policy, or a stick the mount helper refused.
+    Usb,
     /// A source this version does not know (written by a newer component, or a typo in one):
     /// still an alert, never filed under another source's rule.
     Unknown(String),
@@ -110,6 +113,7 @@ impl SystemSource {
             SystemSource::Backup => "backup",
             SystemSource::Update => "update",
             SystemSource::Disk => "disk",
+            SystemSource::Usb => "usb",
             SystemSource::Unknown(name) => name,
         }
     }
@@ -228,6 +232,15 @@ fn fact_of(kind: &str, actor: &str, d: &Value) -> Fact {
                     },
                 },
                 (Some("disk"), _) => Fact::Other,
+                // A refused stick: what it is and why are in the observed text.
+                (Some("usb"), "storage_refused" | "mount_refused") => Fact::SystemCheck {
+                    source: SystemSource::Usb,
+                    event: match text(d, "detail") {
+                        Some(detail) => format!("{event}: {detail}"),
+                        None => event,
+                    },
+                },
+                (Some("usb"), _) => Fact::Other,
                 // The update records carry no `event`: a fallback says `outcome: fell-back`,
                 // a failure to settle or to raise the TPM floor only its `reason`.
                 (Some("update"), _) => Fact::SystemCheck {

@@ -208,7 +208,11 @@ pub fn authorize(paths: &Paths, name: &str, now: i64) -> Result<Decision, String
             set_authorized(paths, name, true)?;
             events::write(&paths.events, "device-authorized", name, &format!("{} {}", device.id, kind.name()))?;
         }
-        Decision::Refuse(why) => events::write(&paths.events, "device-refused", name, &format!("{} {why}", device.id))?,
+        Decision::Refuse(why) => {
+            let storage = device.descriptors.as_ref().is_some_and(|d| d.interfaces.iter().any(|i| i.class == policy::MASS_STORAGE));
+            let kind = if storage { "storage-refused" } else { "device-refused" };
+            events::write(&paths.events, kind, name, &format!("{} {why}", device.id))?
+        }
     }
     Ok(decision)
 }
@@ -405,7 +409,7 @@ mod tests {
         let events = b.events();
         assert_eq!(events.len(), 3, "{events:?}");
         assert!(events[0].starts_with("device-authorized 1-1 0781:5583 keyboard"), "{events:?}");
-        assert!(events[1].starts_with("device-refused 1-2 0781:5583 USB storage is refused"), "{events:?}");
+        assert!(events[1].starts_with("storage-refused 1-2 0781:5583 USB storage is refused"), "{events:?}");
         assert!(events[2].starts_with("device-refused 1-3") && events[2].contains("not a keyboard"), "{events:?}");
         assert!(authorize(&b.paths, "../../etc", 0).is_err(), "only device names");
         assert!(authorize(&b.paths, "usb1", 0).is_err(), "root hubs are the kernel's");

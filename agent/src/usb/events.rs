@@ -30,11 +30,33 @@ pub struct UsbEvent {
     pub time: String,
 }
 
-/// `device-authorized` / `device-refused` (the policy's decision for a device plugged in),
-/// `window-opened` / `window-closed`, `mounted`, `mount-refused`, `removed`; `storage-plugged`
-/// is what boxes before the USB policy wrote.
-pub const KINDS: &[&str] =
-    &["device-authorized", "device-refused", "window-opened", "window-closed", "storage-plugged", "mounted", "mount-refused", "removed"];
+/// `device-authorized` / `device-refused` / `storage-refused` (the policy's decision for a
+/// device plugged in; `storage-refused` for a device with a mass-storage interface, which the
+/// daemon also raises as an alert), `window-opened` / `window-closed`, `mounted`,
+/// `mount-refused`, `removed`; `storage-plugged` is what boxes before the USB policy wrote.
+pub const KINDS: &[&str] = &[
+    "device-authorized",
+    "device-refused",
+    "storage-refused",
+    "window-opened",
+    "window-closed",
+    "storage-plugged",
+    "mounted",
+    "mount-refused",
+    "removed",
+];
+
+/// The events that are also alerts (a `security_alert` with `source: "usb"`): a stick, or
+/// something with a storage interface, plugged in and refused; a stick the mount helper refused.
+/// Other refused devices (a mouse, a camera) are audited only: a box with one attached would
+/// otherwise raise an alert at every boot.
+pub fn alert_event(e: &UsbEvent) -> Option<&'static str> {
+    match e.event.as_str() {
+        "storage-refused" => Some("storage_refused"),
+        "mount-refused" => Some("mount_refused"),
+        _ => None,
+    }
+}
 
 /// Leaves one event in `dir` for the daemon (written under a temporary name and renamed, so
 /// the daemon never reads half of one). Fields are cut to what [`check`] accepts.

@@ -18,7 +18,8 @@ use super::window::Window;
 
 const HUB: u8 = 0x09;
 const HID: u8 = 0x03;
-const MASS_STORAGE: u8 = 0x08;
+/// The mass-storage interface class.
+pub const MASS_STORAGE: u8 = 0x08;
 
 /// What a device is, as far as the policy cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
