@@ -12,7 +12,7 @@
 //! same first broken record as a walk one record at a time.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use super::{AuditRecord, ChainBreak};
 
@@ -214,13 +214,16 @@ fn walk_source<E>(
 ) -> Result<Walk, E> {
     let batch_records = parallelism.batch_records.max(1);
     let hashing_threads = parallelism.hashing_threads.max(1);
-    let (work_tx, work_rx) = mpsc::sync_channel::<Job>(2 * hashing_threads);
-    let work_rx = Mutex::new(work_rx);
     std::thread::scope(|scope| {
+        let (work_tx, work_rx) = mpsc::sync_channel::<Job>(2 * hashing_threads);
+        // Only the hashing threads hold the queue's receiving end: should they all stop (a
+        // panic), sending fails instead of waiting for ever, and the scope passes the panic on.
+        let work_rx = Arc::new(Mutex::new(work_rx));
         for _ in 0..hashing_threads {
-            let work_rx = &work_rx;
-            scope.spawn(move || hash_batches(work_rx));
+            let work_rx = Arc::clone(&work_rx);
+            scope.spawn(move || hash_batches(&work_rx));
         }
+        drop(work_rx);
         // One receiver per batch, in the order the batches were read: the in-order pass waits on
         // each in turn, whichever hashing thread finishes first.
         let (order_tx, order_rx) = mpsc::sync_channel::<mpsc::Receiver<Hashed>>(4 * hashing_threads);
