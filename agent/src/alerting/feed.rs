@@ -166,6 +166,12 @@ impl Feed {
             stmt.query_map(rusqlite::params![self.seen as i64, BATCH as i64], AuditRecord::from_row)?
                 .collect::<Result<_, _>>()?
         };
+        // A directory sign-in creates the account or refreshes its name and postal address
+        // just before its `login` record: look at the relations now, so that what the person
+        // opens next is judged against them, not against those of up to 30 s ago.
+        if records.iter().any(|r| r.kind == "login") {
+            self.refresh_relations(store)?;
+        }
         let mut step = Step { records: records.len(), ..Step::default() };
         let mut raised: Vec<Alert> = Vec::new();
         for r in &records {

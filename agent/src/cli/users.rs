@@ -46,7 +46,8 @@ pub enum UsersCommand {
         username: String,
     },
     /// Set or clear a person's postal address. It is compared, in memory, with the patients'
-    /// addresses (alert rule `same_address`) and never written anywhere else.
+    /// addresses (alert rule `same_address`) and never written anywhere else. An address set
+    /// here wins over the directory's for a directory account until it is cleared.
     Address {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -55,7 +56,8 @@ pub enum UsersCommand {
         /// The address, its street and number first ("12 Elm Street, Springfield").
         #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
         address: Option<String>,
-        /// Remove the address.
+        /// Remove the address (a directory account takes the directory's again at its next
+        /// sign-in).
         #[arg(long)]
         clear: bool,
     },

@@ -172,4 +172,6 @@ pub const MIGRATIONS: &[Migration] = &[
     // The staff's postal addresses the `same_address` alert rule compares (owned by
     // `crate::alerting::relations`).
     Migration { version: 15, name: crate::alerting::relations::MIGRATION_NAME, sql: crate::alerting::relations::MIGRATION_SQL },
+    // Who set each staff postal address (an administrator, or the directory at sign-in).
+    Migration { version: 16, name: crate::alerting::relations::SOURCE_MIGRATION_NAME, sql: crate::alerting::relations::SOURCE_MIGRATION_SQL },
 ];

@@ -139,6 +139,15 @@ pub struct LdapConfig {
     /// break-glass page still works).
     #[serde(default = "default_ldap_timeout")]
     pub timeout_secs: u64,
+    /// The attribute of the person's entry that holds their postal address, kept for the
+    /// `same_address` alert rule and refreshed at every sign-in; default `postalAddress`.
+    /// A directory that keeps home addresses apart names `homePostalAddress`; `""` reads none.
+    #[serde(default = "default_address_attribute")]
+    pub address_attribute: String,
+}
+
+fn default_address_attribute() -> String {
+    "postalAddress".into()
 }
 
 fn default_user_filter() -> String {
@@ -295,6 +304,14 @@ impl LdapConfig {
         if self.timeout_secs == 0 || self.timeout_secs > 60 {
             return Err(ConfigError::invalid("web.ldap.timeout_secs", "must be between 1 and 60"));
         }
+        let a = &self.address_attribute;
+        let attribute_name = a.starts_with(|c: char| c.is_ascii_alphabetic()) && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !a.is_empty() && !attribute_name {
+            return Err(ConfigError::invalid(
+                "web.ldap.address_attribute",
+                "must be an attribute name (letters, digits, hyphens), e.g. postalAddress, or \"\" to read no address",
+            ));
+        }
         if let Some(ca) = &self.ca_file
             && !ca.is_absolute()
         {
@@ -362,8 +379,13 @@ mod tests {
             groups: BTreeMap::from([("cn=doctors,ou=groups,dc=x".to_string(), Role::Clinician)]),
             ca_file: None,
             timeout_secs: 5,
+            address_attribute: default_address_attribute(),
         };
         assert!(ldap.validate(Profile::Dev).is_ok());
+        let no_address = LdapConfig { address_attribute: String::new(), ..ldap.clone() };
+        assert!(no_address.validate(Profile::Dev).is_ok());
+        let filter = LdapConfig { address_attribute: "postalAddress)(uid=*".into(), ..ldap.clone() };
+        assert!(filter.validate(Profile::Dev).expect_err("not a name").to_string().contains("web.ldap.address_attribute"));
         let err = ldap.validate(Profile::Appliance).expect_err("cleartext").to_string();
         assert!(err.contains("`web.ldap.url`"), "{err}");
         let tls = LdapConfig { starttls: true, ..ldap.clone() };

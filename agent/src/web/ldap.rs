@@ -8,6 +8,7 @@ use std::time::Duration;
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry, dn_escape, ldap_escape};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use zeroize::Zeroizing;
 
 use super::LdapConfig;
 use super::accounts::Role;
@@ -19,6 +20,64 @@ pub struct DirectoryPerson {
     pub display_name: String,
     pub groups: Vec<String>,
     pub role: Role,
+    /// The person's postal address (`web.ldap.address_attribute`), for the `same_address`
+    /// alert rule; `None` when the entry has none.
+    pub postal_address: Option<PostalAddress>,
+}
+
+/// A postal address from the directory, its lines separated by line breaks (the form the
+/// store keeps and the alert rule reads). It is personal data that must reach no log: its
+/// `Debug` says only how many lines it has, and it is wiped when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostalAddress(Zeroizing<String>);
+
+impl PostalAddress {
+    /// One value of an LDAP Postal Address attribute (RFC 4517 section 3.3.28: lines
+    /// separated by `$`, a `$` or `\` inside a line written `\24` or `\5C`); Active Directory's
+    /// free text with line breaks reads the same. Each line is trimmed and blank lines are
+    /// dropped; `None` when nothing is left.
+    pub fn from_ldap(value: &str) -> Option<PostalAddress> {
+        let mut lines: Vec<String> = value
+            .split(['$', '\n'])
+            .map(|line| unescape_postal_line(line.trim_matches(|c: char| c.is_whitespace())))
+            .filter(|line| !line.is_empty())
+            .collect();
+        let address = (!lines.is_empty()).then(|| PostalAddress(Zeroizing::new(lines.join("\n"))));
+        zeroize::Zeroize::zeroize(&mut lines);
+        address
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PostalAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostalAddress(<{} lines, not shown>)", self.0.lines().count())
+    }
+}
+
+/// `\24` → `$` and `\5C` → `\` (hex case-insensitive); any other backslash is kept as it is.
+fn unescape_postal_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let escaped = rest.get(i + 1..i + 3);
+        match escaped.map(str::to_ascii_lowercase).as_deref() {
+            Some("24") => out.push('$'),
+            Some("5c") => out.push('\\'),
+            _ => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +171,7 @@ async fn authenticate_inner(cfg: &LdapConfig, username: &str, password: &str, ti
     let filter = cfg.user_filter.replace("{user}", &ldap_escape(username));
     let (entries, _) = ldap
         .with_timeout(timeout)
-        .search(&cfg.user_base, Scope::Subtree, &filter, vec!["cn", "displayName", "memberOf"])
+        .search(&cfg.user_base, Scope::Subtree, &filter, wanted_attributes(cfg))
         .await
         .map_err(|e| LdapError::Protocol(e.to_string()))?
         .success()
@@ -124,6 +183,12 @@ async fn authenticate_inner(cfg: &LdapConfig, username: &str, password: &str, ti
     let first = |attr: &str| entry.attrs.get(attr).and_then(|v| v.first()).cloned();
     let display_name = first("displayName").or_else(|| first("cn")).unwrap_or_else(|| username.to_string());
     let mut groups: Vec<String> = entry.attrs.get("memberOf").cloned().unwrap_or_default();
+    // Attribute names are case-insensitive; the server answers with its schema's spelling.
+    let postal_address = entry
+        .attrs
+        .iter()
+        .find(|(name, _)| !cfg.address_attribute.is_empty() && name.eq_ignore_ascii_case(&cfg.address_attribute))
+        .and_then(|(_, values)| values.iter().find_map(|v| PostalAddress::from_ldap(v)));
 
     let dn = ldap_escape(&entry.dn).into_owned();
     let user = ldap_escape(username).into_owned();
@@ -138,7 +203,16 @@ async fn authenticate_inner(cfg: &LdapConfig, username: &str, password: &str, ti
     groups.extend(found.into_iter().map(|e| SearchEntry::construct(e).dn));
     let _ = ldap.unbind().await;
     let role = map_role(&groups, &cfg.groups)?;
-    Ok(DirectoryPerson { dn: entry.dn, display_name, groups, role })
+    Ok(DirectoryPerson { dn: entry.dn, display_name, groups, role, postal_address })
+}
+
+/// The attributes read from the person's entry.
+fn wanted_attributes(cfg: &LdapConfig) -> Vec<&str> {
+    let mut attrs = vec!["cn", "displayName", "memberOf"];
+    if !cfg.address_attribute.is_empty() {
+        attrs.push(&cfg.address_attribute);
+    }
+    attrs
 }
 
 #[cfg(test)]
@@ -151,6 +225,19 @@ mod tests {
             ("cn=nurses,ou=groups,dc=clinic,dc=test".to_string(), Role::Nurse),
             ("cn=it,ou=groups,dc=clinic,dc=test".to_string(), Role::Admin),
         ])
+    }
+
+    #[test]
+    fn ldap_postal_addresses_become_lines() {
+        let lines = |v: &str| PostalAddress::from_ldap(v).map(|a| a.as_str().to_string());
+        assert_eq!(lines("12 Elm Street$Springfield, OR 97000").as_deref(), Some("12 Elm Street\nSpringfield, OR 97000"));
+        assert_eq!(lines(" 12 Elm Street $ $Springfield ").as_deref(), Some("12 Elm Street\nSpringfield"), "blank lines and spaces go");
+        assert_eq!(lines("Unit 4 \\24 5\\5c6$1 Main St").as_deref(), Some("Unit 4 $ 5\\6\n1 Main St"), "escaped $ and \\ stay in the line");
+        assert_eq!(lines("12 Elm Street\r\nSpringfield").as_deref(), Some("12 Elm Street\nSpringfield"), "Active Directory's line breaks");
+        assert_eq!(lines("C:\\x$").as_deref(), Some("C:\\x"), "a backslash that escapes nothing is kept");
+        assert_eq!(lines(" $ $ "), None);
+        let a = PostalAddress::from_ldap("12 Elm Street$Springfield").expect("address");
+        assert_eq!(format!("{a:?}"), "PostalAddress(<2 lines, not shown>)");
     }
 
     #[test]

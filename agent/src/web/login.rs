@@ -358,11 +358,32 @@ async fn directory_sign_in(ui: &Arc<Ui>, name: &str, password: &str) -> Result<U
     let now = jiff::Timestamp::now().to_string();
     let username = name.to_string();
     ui.with_store(move |s| {
-        accounts::upsert_directory_user(s.conn(), &username, &person.display_name, person.role, &now)
-            .map_err(|e| WebError::Internal(e.to_string()))
+        let user = accounts::upsert_directory_user(s.conn(), &username, &person.display_name, person.role, &now)
+            .map_err(|e| WebError::Internal(e.to_string()))?;
+        refresh_directory_address(s.conn(), &user.username, person.postal_address.as_ref())?;
+        Ok(user)
     })
     .await
     .map_err(store_err)
+}
+
+/// Keep the directory's postal address of the person (alert rule `same_address`), refreshed
+/// at every sign-in; an address an administrator set stays (`relations::refresh_from_directory`).
+/// An address the rule cannot read is treated as none, and said so in the log without its text.
+fn refresh_directory_address(conn: &rusqlite::Connection, username: &str, address: Option<&ldap::PostalAddress>) -> Result<(), WebError> {
+    use crate::alerting::relations;
+    let usable = address.map(ldap::PostalAddress::as_str).filter(|a| match relations::check_address(a) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!(user = %username, "the directory's postal address of this person is not used by the same_address alert rule: {why}");
+            false
+        }
+    });
+    let done = relations::refresh_from_directory(conn, username, usable).map_err(WebError::Internal)?;
+    if matches!(done, relations::DirectoryAddress::Stored | relations::DirectoryAddress::Cleared) {
+        tracing::info!(user = %username, "postal address {} from the directory", if done == relations::DirectoryAddress::Stored { "taken" } else { "cleared" });
+    }
+    Ok(())
 }
 
 pub(super) async fn login_submit(
