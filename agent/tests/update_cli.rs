@@ -570,8 +570,14 @@ fn full_apply_writes_the_inactive_slot_and_a_counted_esp_entry_and_never_the_run
     assert!(text(&o).contains("standard input is not a terminal"), "{}", text(&o));
     assert_eq!(std::fs::read(b.path("root-b")).expect("slot b"), vec![0u8; SLOT_LEN]);
 
+    // A dev box's volume is a plain directory: no seal depends on the UKI, and inspect and apply
+    // say that the PCR 11 signature check does not apply (the dummy UKI is not checked).
+    let not_applicable = "uki        not checked: the data volume is a plain directory (dev profile)";
+    let o = b.run(&["inspect", bundle.to_str().expect("utf8")]);
+    assert!(o.status.success() && text(&o).contains(not_applicable), "{}", text(&o));
     let o = b.apply(&bundle);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(not_applicable), "{}", text(&o));
     let slot_b = std::fs::read(b.path("root-b")).expect("slot b");
     assert_eq!(&slot_b[..image.len()], &image[..], "slot b does not hold the image");
     assert_eq!(std::fs::read(b.path("root-a")).expect("slot a"), running_a, "the running slot changed");
@@ -966,4 +972,255 @@ fn the_agent_audits_every_usb_storage_event_the_helpers_leave() {
         .collect();
     let raised: Vec<(&str, &str)> = alerts.iter().map(|d| (d["event"].as_str().unwrap_or(""), d["device"].as_str().unwrap_or(""))).collect();
     assert_eq!(raised, [("mount_refused", "sdc1"), ("storage_refused", "1-2")], "{alerts:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The UKI's PCR 11 signature against the data volume's seal
+
+/// Real signed UKIs, made the way `image/uefi.sh` makes them: systemd's stub with the sections
+/// added by `objcopy`, PCR 11 predicted and signed by systemd 252's `systemd-measure` (which
+/// computes the signed policy digest on a TPM: a throw-away software TPM each time). The kernel
+/// and initrd are small stand-ins: the measurement does not look inside them.
+struct UkiMaker {
+    dir: tempfile::TempDir,
+}
+
+const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+const MEASURE: &str = "/usr/lib/systemd/systemd-measure";
+/// The phases `image/uefi.sh` signs (the unlock may run in any of them).
+const SIGNED_PHASES: [&str; 3] = [":", "sysinit", "sysinit:ready"];
+
+fn run_tool(cmd: &mut Command) -> Vec<u8> {
+    let o = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(o.status.success(), "{cmd:?} failed: {}", text(&o));
+    o.stdout
+}
+
+impl UkiMaker {
+    /// Fails, naming what is missing, where the tools are not installed (tests/install-deps.sh
+    /// installs them).
+    fn new() -> UkiMaker {
+        let mut missing: Vec<&str> = [STUB, MEASURE].into_iter().filter(|p| !Path::new(p).exists()).collect();
+        for tool in ["objcopy", "objdump", "openssl", "swtpm"] {
+            if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success()).unwrap_or(true) {
+                missing.push(tool);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "cannot make signed UKIs, missing: {missing:?} (apt-get install systemd systemd-boot-efi binutils openssl swtpm; tests/install-deps.sh)"
+        );
+        let maker = UkiMaker { dir: tempfile::tempdir().expect("tempdir") };
+        std::fs::write(maker.path("linux"), pattern(300_000, 7)).expect("kernel stand-in");
+        std::fs::write(maker.path("initrd"), pattern(120_000, 9)).expect("initrd stand-in");
+        std::fs::write(maker.path("osrel"), "ID=wardbox\nVERSION_ID=test\n").expect("os-release");
+        maker
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A PCR-signing key pair (RSA 2048, as uefi.sh makes): the private and the public PEM.
+    fn key(&self, name: &str) -> (PathBuf, PathBuf) {
+        let (private, public) = (self.path(&format!("{name}.key")), self.path(&format!("{name}.pub.pem")));
+        run_tool(Command::new("openssl").args(["genpkey", "-quiet", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"]).arg(&private));
+        run_tool(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&private).arg("-out").arg(&public));
+        (private, public)
+    }
+
+    fn measure_args(&self, name: &str, public: &Path, phases: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            format!("--linux={}", self.path("linux").display()),
+            format!("--osrel={}", self.path("osrel").display()),
+            format!("--cmdline={}", self.path(&format!("{name}.cmdline")).display()),
+            format!("--initrd={}", self.path("initrd").display()),
+            format!("--pcrpkey={}", public.display()),
+            "--bank=sha256".into(),
+            "--json=short".into(),
+        ];
+        args.extend(phases.iter().map(|p| format!("--phase={p}")));
+        args
+    }
+
+    /// `systemd-measure sign` on a throw-away software TPM.
+    fn sign(&self, name: &str, private: &Path, public: &Path, phases: &[&str]) -> PathBuf {
+        let tpm = self.path(&format!("tpm-{name}"));
+        std::fs::create_dir_all(&tpm).expect("tpm dir");
+        let sock = tpm.join("sock");
+        let mut swtpm = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "startup-clear,not-need-init", "--tpmstate"])
+            .arg(format!("dir={}", tpm.display()))
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", sock.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}.ctrl", sock.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start swtpm");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let signed = Command::new(MEASURE)
+            .arg("sign")
+            .args(self.measure_args(name, public, phases))
+            .arg(format!("--private-key={}", private.display()))
+            .arg(format!("--public-key={}", public.display()))
+            .arg(format!("--tpm2-device=swtpm:path={}", sock.display()))
+            .output();
+        let _ = swtpm.kill();
+        let _ = swtpm.wait();
+        let signed = signed.expect("run systemd-measure sign");
+        assert!(signed.status.success(), "systemd-measure sign failed: {}", text(&signed));
+        let out = self.path(&format!("{name}.pcrsig.json"));
+        std::fs::write(&out, &signed.stdout).expect("pcrsig");
+        out
+    }
+
+    /// A UKI with `cmdline`, its `.pcrpkey` the public key of `key` and, unless `signed` is
+    /// false, its `.pcrsig` from systemd-measure with that key for `phases`.
+    fn uki(&self, name: &str, key: &(PathBuf, PathBuf), cmdline: &str, signed: bool, phases: &[&str]) -> PathBuf {
+        std::fs::write(self.path(&format!("{name}.cmdline")), cmdline).expect("cmdline");
+        let mut sections = vec![
+            (".osrel", self.path("osrel")),
+            (".cmdline", self.path(&format!("{name}.cmdline"))),
+            (".linux", self.path("linux")),
+            (".initrd", self.path("initrd")),
+        ];
+        if signed {
+            sections.push((".pcrsig", self.sign(name, &key.0, &key.1, phases)));
+        }
+        sections.push((".pcrpkey", key.1.clone()));
+        // After the stub's last section, each aligned (as uefi.sh places them).
+        let table = String::from_utf8(run_tool(Command::new("objdump").args(["-h", "-w", STUB]))).expect("utf8");
+        let stub_end = table
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 3 && f[0].parse::<u32>().is_ok())
+                    .then(|| u64::from_str_radix(f[2], 16).ok().zip(u64::from_str_radix(f[3], 16).ok()).map(|(size, vma)| vma + size))
+                    .flatten()
+            })
+            .max()
+            .expect("the stub's sections");
+        let mut next = stub_end;
+        let mut objcopy = Command::new("objcopy");
+        for (section, file) in &sections {
+            let vma = next.div_ceil(0x1000) * 0x1000;
+            objcopy.arg("--add-section").arg(format!("{section}={}", file.display()));
+            objcopy.arg("--change-section-vma").arg(format!("{section}=0x{vma:x}"));
+            next = vma + std::fs::metadata(file).expect("section file").len();
+        }
+        let out = self.path(&format!("{name}.efi"));
+        run_tool(objcopy.arg(STUB).arg(&out));
+        out
+    }
+
+    /// What `systemd-measure calculate` predicts for this UKI's inputs, per phase.
+    fn calculate(&self, name: &str, public: &Path) -> Vec<(String, String)> {
+        let out = run_tool(Command::new(MEASURE).arg("calculate").args(self.measure_args(name, public, &SIGNED_PHASES)));
+        let json: serde_json::Value = serde_json::from_slice(&out).expect("calculate json");
+        json["sha256"]
+            .as_array()
+            .expect("sha256 bank")
+            .iter()
+            .map(|e| (e["phase"].as_str().unwrap_or("").to_owned(), e["hash"].as_str().expect("hash").to_owned()))
+            .collect()
+    }
+}
+
+/// A full bundle's UKI must carry a PCR 11 signature by the key the data volume's seal trusts,
+/// for the value the UKI will measure, or the update would end at the recovery prompt. Over real
+/// systemd-measure output: the box predicts PCR 11 as systemd-measure does; the right key
+/// passes; another key, a command line changed after signing, a UKI signed for too few phases
+/// and one with no signature are refused (exit 19) before the ESP or the slot changes.
+#[test]
+fn a_full_bundles_uki_must_be_signed_for_pcr11_by_the_sealed_key_before_the_slot_is_touched() {
+    use wardbox::update::apply::{ApplyError, install_full};
+    use wardbox::update::uki::{self, PeImage, SealTrust, UkiVerdict};
+    use wardbox_volume::pcrsig::PcrSigningKey;
+
+    let maker = UkiMaker::new();
+    let fleet = maker.key("fleet");
+    let other = maker.key("other");
+    let fleet_key = PcrSigningKey::load(&fleet.1).expect("fleet key");
+    let trust = SealTrust::Keys(vec![fleet_key.clone()]);
+    let cmdline = "root=PARTUUID=bbbbbbbb-0000-4000-8000-000000000002 ro rootfstype=ext4";
+
+    let good = std::fs::read(maker.uki("good", &fleet, cmdline, true, &SIGNED_PHASES)).expect("good uki");
+    // The box's prediction is systemd-measure's, for every phase.
+    let image = PeImage::parse(&good).expect("the UKI parses");
+    for (phase, hash) in maker.calculate("good", &fleet.1) {
+        assert_eq!(hex::encode(uki::predict_pcr11(&image, &phase).expect("predict")), hash, "phase {phase:?}");
+    }
+    assert_eq!(uki::check_uki(&good, "good.efi", &trust), Ok(UkiVerdict::Signed { key: fleet_key.fingerprint_hex() }));
+
+    let by_other = std::fs::read(maker.uki("other", &other, cmdline, true, &SIGNED_PHASES)).expect("uki");
+    // The command line changed after signing (same length, so the layout stays).
+    let changed_path = maker.path("changed.efi");
+    std::fs::write(maker.path("changed.cmdline"), cmdline.replace(" ro ", " rw ")).expect("cmdline");
+    run_tool(
+        Command::new("objcopy")
+            .arg("--update-section")
+            .arg(format!(".cmdline={}", maker.path("changed.cmdline").display()))
+            .arg(maker.path("good.efi"))
+            .arg(&changed_path),
+    );
+    let changed = std::fs::read(&changed_path).expect("changed uki");
+    let unsigned = std::fs::read(maker.uki("unsigned", &fleet, cmdline, false, &[])).expect("uki");
+    let too_few = std::fs::read(maker.uki("few", &fleet, cmdline, true, &[":"])).expect("uki");
+    let refusals: [(&str, &[u8], &str); 5] = [
+        ("another key", &by_other, "signed by another key"),
+        ("changed command line", &changed, "not one the key signed"),
+        ("no signature", &unsigned, "carries no PCR 11 signature"),
+        ("too few phases", &too_few, "phase sysinit:"),
+        ("not a UKI", b"MZ pretend signed UKI booting slot b", "cannot be read as a UKI"),
+    ];
+    for (what, bytes, says) in refusals {
+        let why = uki::check_uki(bytes, "wardbox-b.efi", &trust).expect_err(what);
+        assert!(why.contains(says) && why.contains("wardbox-b.efi"), "{what}: {why}");
+    }
+    // The good UKI against a seal that trusts the other key: refused too.
+    let other_trust = SealTrust::Keys(vec![PcrSigningKey::load(&other.1).expect("other key")]);
+    assert!(uki::check_uki(&good, "good.efi", &other_trust).expect_err("other seal").contains("signed by another key"));
+
+    // Installing: each refused UKI changes neither the ESP nor the slot; the good one installs.
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let slots = wardbox::update::SlotsConfig {
+        a: b.path("root-a"),
+        b: b.path("root-b"),
+        esp_dir: b.path("esp/EFI/Linux"),
+        running: Some(wardbox::update::SlotName::A),
+    };
+    let data = b.path("uki-install");
+    let paths = wardbox::update::UpdatePaths::new(&data);
+    let state = wardbox_update::State::provision(paths.state_dir(), &std::fs::read(s.roots().join("1.root.json")).expect("root"))
+        .expect("state");
+    let facts = wardbox::update::box_facts().expect("facts");
+    let image_bytes = pattern(512 * 1024 + 3, 5);
+    let install = |name: &str, uki: &[u8]| {
+        let dir = rt.block_on(s.full(name, &above(1), &image_bytes, uki));
+        let bundle = rt.block_on(wardbox_update::verify_bundle(&dir, &state, &facts, Some(Timestamp::now()))).expect("verifies");
+        rt.block_on(install_full(&bundle, &slots, wardbox::update::SlotName::A, &paths, &trust, &mut |_, _, _| {}))
+    };
+    let esp_before = snapshot(&b.path("esp"));
+    let (slot_a, slot_b) = (std::fs::read(b.path("root-a")).expect("a"), std::fs::read(b.path("root-b")).expect("b"));
+    for (what, bytes, says) in refusals {
+        let err = install(&format!("refused-{}", what.replace(' ', "-")), bytes).expect_err(what);
+        assert!(matches!(err, ApplyError::UkiRefused(_)), "{what}: {err}");
+        assert_eq!(err.exit_code(), 19, "{what}");
+        let message = err.to_string();
+        assert!(message.contains(says) && message.contains("recovery prompt") && message.contains("nothing was changed"), "{what}: {message}");
+        assert_eq!(snapshot(&b.path("esp")), esp_before, "{what}: the ESP changed");
+        assert_eq!(std::fs::read(b.path("root-b")).expect("b"), slot_b, "{what}: the slot was written");
+        assert_eq!(std::fs::read(b.path("root-a")).expect("a"), slot_a, "{what}: the running slot changed");
+    }
+    let installed = install("good", &good).expect("the signed UKI installs");
+    assert_eq!(installed.uki, UkiVerdict::Signed { key: fleet_key.fingerprint_hex() });
+    assert_eq!(&std::fs::read(b.path("root-b")).expect("b")[..image_bytes.len()], &image_bytes[..]);
+    assert_eq!(std::fs::read(b.path(&format!("esp/EFI/Linux/{}", installed.boot_entry))).expect("entry"), good);
 }

@@ -162,6 +162,11 @@ fn inspect_cmd(config: &Config, dir: &Path) -> CliResult {
             Err(r) => format!("WOULD BE REFUSED: {}", r.message),
         };
         println!("tpm floor  {}; this bundle {verdict}", tpm.describe());
+        // Would its UKI unlock this box's data (its PCR 11 signature against the volume's seal)?
+        match runtime()?.block_on(crate::update::uki::inspect(config, &inspection.bundle)) {
+            Ok(line) => println!("uki        {line}"),
+            Err(refusal) => println!("uki        WOULD BE REFUSED: {refusal}"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

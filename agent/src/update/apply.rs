@@ -17,8 +17,9 @@
 //! - **full**: the system image into the inactive slot (`wardbox_update::write_to_slot`:
 //!   staged, written, read back), then that slot's UKI (the bundle carries one per slot: each
 //!   names its root partition on its signed command line) onto the ESP as `wardbox-<version>+3.efi`
-//!   (systemd-boot's boot counting: three tries, then the previous entry). The running slot is
-//!   never opened for writing. The caller records the pending reboot.
+//!   (systemd-boot's boot counting: three tries, then the previous entry). Before either, the
+//!   staged UKI must carry a PCR 11 signature the data volume's seal accepts ([`super::uki`]).
+//!   The running slot is never opened for writing. The caller records the pending reboot.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -30,6 +31,7 @@ use wardbox_update::slot::{Phase, STAGING_RESERVE, SlotPlan, StagedFile, free_by
 use wardbox_update::verify::SignedTarget;
 use wardbox_update::{UpdateError, VerifiedBundle};
 
+use super::uki::{self, SealTrust, UkiVerdict};
 use super::{SlotName, SlotsConfig, UpdatePaths};
 
 /// Exit code when an install's health check failed and the previous version is back.
@@ -49,6 +51,10 @@ pub enum ApplyError {
     /// The bundle's firmware policy does not validate, or would stop this box's next boot;
     /// nothing changed.
     PolicyRefused(String),
+    /// The full bundle's UKI would not unlock this box's data (no PCR 11 signature by the key
+    /// the volume's seal trusts, for the value it will measure); refused before the slot was
+    /// opened, nothing changed.
+    UkiRefused(String),
     /// Installed, then the health check (or the install itself) failed, and the previous
     /// version is back in place.
     RolledBack { why: String },
@@ -63,6 +69,7 @@ impl ApplyError {
             ApplyError::Unchanged(e) => e.exit_code(),
             ApplyError::NotReady(_) => wardbox_update::error::exit::OPERATIONAL,
             ApplyError::PolicyRefused(_) => wardbox_update::error::exit::INCOMPATIBLE,
+            ApplyError::UkiRefused(_) => super::uki::EXIT_UKI_WOULD_NOT_UNLOCK,
             ApplyError::RolledBack { .. } => EXIT_HEALTH_FAILED,
             ApplyError::RestoreFailed { .. } => wardbox_update::error::exit::OPERATIONAL,
         }
@@ -79,7 +86,7 @@ impl std::fmt::Display for ApplyError {
         match self {
             ApplyError::Unchanged(e) => write!(f, "{e}; nothing was changed"),
             ApplyError::NotReady(why) => write!(f, "{why}; nothing was changed"),
-            ApplyError::PolicyRefused(why) => write!(f, "{why}; nothing was changed"),
+            ApplyError::PolicyRefused(why) | ApplyError::UkiRefused(why) => write!(f, "{why}; nothing was changed"),
             ApplyError::RolledBack { why } => write!(f, "{why}; the previous version is back in place"),
             ApplyError::RestoreFailed { why, restore } => {
                 write!(f, "{why}; PUTTING THE PREVIOUS VERSION BACK FAILED: {restore}")
@@ -508,6 +515,8 @@ pub struct FullInstalled {
     pub bytes: u64,
     /// Older entries removed because their UKI boots the slot that was rewritten.
     pub removed: Vec<String>,
+    /// What the UKI's PCR 11 signature check found.
+    pub uki: UkiVerdict,
 }
 
 /// The UKI's name on the ESP: `wardbox-<version>+<tries>.efi`.
@@ -541,6 +550,7 @@ pub async fn install_full(
     slots: &SlotsConfig,
     running: SlotName,
     paths: &UpdatePaths,
+    seal: &SealTrust,
     progress: Progress<'_>,
 ) -> Result<FullInstalled, ApplyError> {
     let target_slot = running.other();
@@ -556,6 +566,15 @@ pub async fn install_full(
     let staged_uki = {
         let mut each = |phase: Phase, done: u64, _: u64| progress(phase, done, total);
         stage_target(bundle, &uki, &staging, STAGING_RESERVE, &mut each).await?
+    };
+    // Would it unlock the data volume? Checked on the verified copy that goes onto the ESP,
+    // before anything on the ESP or the slot changes (docs/update.md).
+    let verdict = match seal {
+        SealTrust::NotApplicable(why) => UkiVerdict::NotApplicable(why.clone()),
+        trust => {
+            let bytes = fs::read(staged_uki.path()).map_err(io_error("reading the staged UKI", staged_uki.path()))?;
+            uki::check_uki(&bytes, &uki.name, trust).map_err(|why| ApplyError::UkiRefused(uki::would_not_unlock(target_slot, &why)))?
+        }
     };
     // Older entries whose UKI boots the slot about to be rewritten go before the slot is opened:
     // they would start the new system (or, after a power cut, a half-written one) under an old
@@ -599,7 +618,7 @@ pub async fn install_full(
         return Err(UpdateError::WriteVerify { slot: dest, expected: uki.sha256.clone(), actual: read_back }.into());
     }
     progress(Phase::ReadingBack, total, total);
-    Ok(FullInstalled { slot: target_slot, slot_path: plan.slot, boot_entry: entry, bytes: total, removed })
+    Ok(FullInstalled { slot: target_slot, slot_path: plan.slot, boot_entry: entry, bytes: total, removed, uki: verdict })
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! 1. [`verify`]: one apply at a time (a lock), staging files a power cut left are removed, the
 //!    bundle is verified (`wardbox_update::verify_bundle`) and, for a full bundle, held to the
-//!    TPM floor. A refusal is audited (`update_refused`) and changes nothing.
+//!    TPM floor and its UKI to the data volume's seal (`super::uki`: the PCR 11 signature). A
+//!    refusal is audited (`update_refused`) and changes nothing.
 //! 2. The caller shows what it is and gets a confirmation (console or admin page).
 //! 3. [`install`]: audited as started, installed by kind (`super::apply`), recorded in the install
 //!    log, audited as finished; the trust moves forward only after a successful install.
@@ -25,6 +26,7 @@ use wardbox_update::{State, UpdateError, VerifiedBundle, verify_bundle};
 use super::apply::{self, ApplyError};
 use super::installs::{InstallLog, InstallRecord, Outcome};
 use super::tpm_floor::{self, TpmFloor};
+use super::uki::{self, UkiVerdict};
 use super::{UpdatePaths, box_facts, running_slot, running_version};
 use crate::config::Config;
 use crate::stages::unlock::VolumeConfig;
@@ -62,6 +64,8 @@ pub struct Checked {
     pub from: Option<Version>,
     /// A full bundle's TPM floor (passed).
     pub tpm: Option<TpmFloor>,
+    /// A full bundle's UKI check (passed, or not applicable on this box).
+    pub uki: Option<UkiVerdict>,
     /// Bytes of all targets.
     pub total: u64,
     _lock: nix::fcntl::Flock<std::fs::File>,
@@ -140,9 +144,31 @@ pub fn verify(rt: &Runtime, config: &Config, paths: &UpdatePaths, dir: &Path, au
             return Err(Refused { message: format!("{}; nothing was changed", refusal.message), exit_code: refusal.exit_code });
         }
     }
+    // A full bundle's UKI must unlock the data volume, or the update ends at the recovery
+    // prompt. (Without a known running slot the install refuses anyway, before any write.)
+    let mut uki_verdict = None;
+    if m.kind == BundleKind::Full
+        && let Ok(running) = running_slot(&config.update.slots)
+    {
+        match rt.block_on(uki::check_bundle(config, &bundle, running.other())) {
+            Ok(verdict) => uki_verdict = Some(verdict),
+            Err((message, exit_code)) => {
+                audit(json!({
+                    "action": "update_refused",
+                    "bundle_sha256": bundle.manifest_sha256,
+                    "kind": m.kind,
+                    "to": m.version,
+                    "reason": message,
+                    "exit_code": exit_code,
+                }))
+                .map_err(Refused::operational)?;
+                return Err(Refused { message: format!("{message}; nothing was changed"), exit_code });
+            }
+        }
+    }
     let from = installed(&state, m.kind).map_err(|e| Refused::update(&e))?;
     let total = bundle.targets.iter().map(|t| t.length).sum();
-    Ok(Checked { bundle, state, from, tpm, total, _lock: lock })
+    Ok(Checked { bundle, state, from, tpm, uki: uki_verdict, total, _lock: lock })
 }
 
 /// What a successful install did, for the console, the page and the log.
@@ -313,10 +339,12 @@ async fn install_kind(config: &Config, bundle: &VerifiedBundle, paths: &UpdatePa
         }
         BundleKind::Full => {
             let running = running_slot(&config.update.slots).map_err(ApplyError::NotReady)?;
-            let r = apply::install_full(bundle, &config.update.slots, running, paths, progress).await?;
+            let seal = uki::seal_trust(config).map_err(ApplyError::NotReady)?;
+            let r = apply::install_full(bundle, &config.update.slots, running, paths, &seal, progress).await?;
             let mut lines = vec![
                 format!("written    system image to slot {} ({}), read back and verified", r.slot, r.slot_path.display()),
                 format!("boot entry {} on {} ({} tries, then systemd-boot returns to the current system)", r.boot_entry, config.update.slots.esp_dir.display(), apply::BOOT_TRIES),
+                format!("uki        {}", r.uki.describe()),
                 format!("running    slot {running} was not touched"),
                 if r.removed.is_empty() {
                     format!("old entries none on the ESP booted slot {}", r.slot)

@@ -17,6 +17,9 @@
 //!   directory cannot lower.
 //! - [`esp`]: which slot an entry on the ESP boots (its UKI's signed `root=PARTUUID=`), so an
 //!   install removes the older entries of the slot it rewrites.
+//! - [`uki`]: would a full bundle's UKI unlock this box's data? Its PCR 11 signature (`.pcrsig`)
+//!   by the key the volume's TPM seal trusts, for the PCR 11 value the UKI will measure;
+//!   checked before the slot is touched.
 //! - [`helper`]: the root helper that installs a full bundle the admin page confirmed (the
 //!   agent's own unit cannot write the slots or the ESP, on purpose).
 //!
@@ -41,6 +44,7 @@ pub mod receipt;
 pub mod service;
 pub mod status;
 pub mod tpm_floor;
+pub mod uki;
 
 use std::path::{Path, PathBuf};
 

@@ -195,6 +195,11 @@ impl BoxUpdates {
             let state_floor = state.floors().ok().and_then(|f| f.system);
             view.refused = tpm_floor::check_system_bundle(&tpm, m.version, state_floor).err().map(|r| r.message);
         }
+        // Its UKI must unlock this box's data; a check this process cannot make is left to the
+        // install (the root helper makes it before the slot is touched).
+        if view.refused.is_none() && m.kind == wardbox_update::BundleKind::Full {
+            view.refused = rt.block_on(super::uki::inspect(&self.config, b)).err();
+        }
         view
     }
 }
