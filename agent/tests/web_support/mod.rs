@@ -69,6 +69,12 @@ impl Harness {
         Self::build(web, Some(Box::new(make)), true, None, None)
     }
 
+    /// With the system clock and the given alert rules (the clinic hours the activity review
+    /// page judges off-hours work by).
+    pub fn with_real_clock_and_rules(web: WebConfig, rules: wardbox_alerts::AlertsConfig) -> Self {
+        Self::build_with_rules(web, None, true, None, None, Some(rules))
+    }
+
     /// With the system clock and a backup service over this harness's store and audit log.
     pub fn with_backups(make: MakeBackups) -> Self {
         Self::build(WebConfig::default(), None, true, Some(make), None)
@@ -80,6 +86,17 @@ impl Harness {
     }
 
     fn build(web: WebConfig, clinical: Option<MakeClinical>, real_clock: bool, backups: Option<MakeBackups>, updates: Option<MakeUpdates>) -> Self {
+        Self::build_with_rules(web, clinical, real_clock, backups, updates, None)
+    }
+
+    fn build_with_rules(
+        web: WebConfig,
+        clinical: Option<MakeClinical>,
+        real_clock: bool,
+        backups: Option<MakeBackups>,
+        updates: Option<MakeUpdates>,
+        rules: Option<wardbox_alerts::AlertsConfig>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = StoreKey::random();
         let store_path = dir.path().join("wardbox.db");
@@ -104,6 +121,9 @@ impl Harness {
         }
         if let Some(updates) = updates {
             ui = ui.with_updates(updates);
+        }
+        if let Some(rules) = rules {
+            ui = ui.with_alert_rules(rules);
         }
         let health = Health::from_boot(Profile::Dev, &BootLog::new(Profile::Dev), "2027-01-15T08:00:00Z".into());
         let state = AppState::with_ui(health, ui);
