@@ -1224,3 +1224,109 @@ fn a_full_bundles_uki_must_be_signed_for_pcr11_by_the_sealed_key_before_the_slot
     assert_eq!(&std::fs::read(b.path("root-b")).expect("b")[..image_bytes.len()], &image_bytes[..]);
     assert_eq!(std::fs::read(b.path(&format!("esp/EFI/Linux/{}", installed.boot_entry))).expect("entry"), good);
 }
+
+impl UkiMaker {
+    /// One section of a UKI as objcopy takes it out (independently of the box's PE reader);
+    /// `None` when the UKI has no such section.
+    fn dump_section(&self, uki: &Path, section: &str) -> Option<Vec<u8>> {
+        let out = self.path("section.bin");
+        let _ = std::fs::remove_file(&out);
+        let o = Command::new("objcopy")
+            .arg("--dump-section")
+            .arg(format!("{section}={}", out.display()))
+            .arg(uki)
+            .arg(self.path("section-copy.efi"))
+            .output()
+            .expect("run objcopy");
+        // objcopy warns and writes nothing for a section the image does not have.
+        assert!(o.status.success(), "objcopy --dump-section {section}: {}", text(&o));
+        std::fs::read(&out).ok()
+    }
+}
+
+/// The update's check agrees with the TPM. A box whose key is sealed (software TPM) to PCR 7
+/// and the signed PCR 11 policy of the fleet key is rebooted into each UKI as systemd-stub
+/// boots it (each measured section, taken out of the UKI by objcopy, extended into PCR 11,
+/// then the phases up to `sysinit:ready`, where the appliance unlocks), with the UKI's own
+/// `.pcrsig` where the unlock reads it: the TPM releases the key for exactly the UKIs the
+/// update check accepts.
+#[test]
+fn swtpm_the_tpm_unseals_exactly_the_ukis_the_update_check_accepts() {
+    use wardbox::update::uki::{self, MEASURED_SECTIONS, SealTrust};
+    use wardbox_volume::pcrsig::PcrSigningKey;
+    use wardbox_volume::swtpm::SoftwareTpm;
+    use wardbox_volume::{PcrBank, PcrBinding, PcrPolicy, Tpm, TpmSecret};
+
+    let maker = UkiMaker::new();
+    let fleet = maker.key("fleet");
+    let other = maker.key("other");
+    let fleet_key = PcrSigningKey::load(&fleet.1).expect("fleet key");
+    let trust = SealTrust::Keys(vec![fleet_key.clone()]);
+    let running = maker.uki("running", &fleet, "root=PARTUUID=a ro rootfstype=ext4", true, &SIGNED_PHASES);
+    let cmdline = "root=PARTUUID=b ro rootfstype=ext4";
+    let good = maker.uki("good", &fleet, cmdline, true, &SIGNED_PHASES);
+    let changed = maker.path("changed.efi");
+    std::fs::write(maker.path("changed.cmdline"), cmdline.replace(" ro ", " rw ")).expect("cmdline");
+    run_tool(
+        Command::new("objcopy")
+            .arg("--update-section")
+            .arg(format!(".cmdline={}", maker.path("changed.cmdline").display()))
+            .arg(&good)
+            .arg(&changed),
+    );
+    let candidates = [
+        ("signed by the fleet key", good.clone(), true),
+        ("signed by another key", maker.uki("other", &other, cmdline, true, &SIGNED_PHASES), false),
+        ("command line changed after signing", changed, false),
+        ("no signature", maker.uki("unsigned", &fleet, cmdline, false, &[]), false),
+        ("signed right after the stub only", maker.uki("few", &fleet, cmdline, true, &[":"]), false),
+    ];
+
+    let tpm_state = maker.path("tpm-state");
+    std::fs::create_dir_all(&tpm_state).expect("tpm state");
+    let signature_file = maker.path("tpm2-pcr-signature.json");
+    let boot = |sw: &SoftwareTpm, uki: &Path| -> Tpm {
+        let mut tpm = Tpm::connect(&sw.tcti()).expect("connect to the software TPM");
+        tpm.set_pcr_signature_paths(vec![signature_file.clone()]);
+        tpm.extend_pcr(PcrBank::Sha256, 7, b"secure boot on").expect("PCR 7");
+        for name in MEASURED_SECTIONS {
+            if let Some(bytes) = maker.dump_section(uki, name).filter(|b| !b.is_empty()) {
+                tpm.extend_pcr(PcrBank::Sha256, 11, format!("{name}\0").as_bytes()).expect("extend");
+                tpm.extend_pcr(PcrBank::Sha256, 11, &bytes).expect("extend");
+            }
+        }
+        for word in ["sysinit", "ready"] {
+            tpm.extend_pcr(PcrBank::Sha256, 11, word.as_bytes()).expect("extend");
+        }
+        match maker.dump_section(uki, ".pcrsig") {
+            Some(signature) => std::fs::write(&signature_file, signature).expect("signature file"),
+            None => {
+                let _ = std::fs::remove_file(&signature_file);
+            }
+        }
+        tpm
+    };
+    let start = || SoftwareTpm::start(&tpm_state).unwrap_or_else(|e| panic!("cannot start swtpm (apt-get install swtpm libtss2-tcti-swtpm0): {e}"));
+
+    let mut sw = start();
+    let mut tpm = boot(&sw, &running);
+    let secret = TpmSecret::generate().expect("secret");
+    let policy = PcrPolicy { binding: PcrBinding::new(PcrBank::Sha256, &[7]).expect("binding"), signed_pcr11: Some(fleet_key) };
+    let blob = tpm.seal(&secret, policy).expect("seal to the signed PCR 11 policy");
+    drop(tpm);
+    for (what, path, accepted) in candidates {
+        sw.stop();
+        sw = start();
+        let mut tpm = boot(&sw, &path);
+        let unsealed = tpm.unseal(&blob);
+        let checked = uki::check_uki(&std::fs::read(&path).expect("uki"), "wardbox-b.efi", &trust);
+        assert_eq!(checked.is_ok(), accepted, "{what}: the update check said {checked:?}");
+        match unsealed {
+            Ok(key) => {
+                assert!(accepted, "{what}: the TPM released the key for a UKI the update check refuses");
+                assert_eq!(key.expose(), secret.expose());
+            }
+            Err(e) => assert!(!accepted, "{what}: the update check accepts a UKI the TPM refuses: {e}"),
+        }
+    }
+}
