@@ -36,9 +36,9 @@ use crate::stages::unlock::VolumeConfig;
 /// Exit code when a full bundle's UKI would not unlock this box's data (docs/update.md).
 pub const EXIT_UKI_WOULD_NOT_UNLOCK: u8 = 19;
 
-/// The sections systemd-stub 252 measures into PCR 11, in the order it measures them
-/// (`unified_sections` in systemd 252's `src/fundamental/tpm-pcr.c`, without `.pcrsig`, which
-/// is not measured: it cannot sign itself). systemd-measure 252 predicts in the same order.
+/// The sections systemd-stub 252 measures into PCR 11, in the order it measures them (systemd's
+/// `unified_sections` list, without `.pcrsig`, which is not measured: it cannot sign itself).
+/// systemd-measure 252 predicts in the same order; the tests compare with its output.
 pub const MEASURED_SECTIONS: [&str; 7] = [".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey"];
 
 /// The boot phases the data volume may be unlocked in, as systemd-measure names them: right
