@@ -519,6 +519,10 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
         return Err(format!("boot 1: `wardbox update apply` of v2 did not succeed:\n{}", run1.lines.join("\n")));
     }
     check_usb_window(&run1, "boot 1", Stick::ConsoleWithKeyboardAndMouse)?;
+    // The box checked v2's UKI against the data volume's seal before touching the slot.
+    if !run1.lines.iter().any(|l| l.starts_with("apply: uki") && l.contains("signed for PCR 11 by the key the data volume's seal trusts")) {
+        return Err(format!("boot 1: the install does not say v{v2}'s UKI is signed for the seal's PCR 11 key:\n{}", run1.lines.join("\n")));
+    }
     let after = run1.statuses.last().ok_or("boot 1: the probe printed no status after the install")?;
     if after["pending"]["to"] != v2.as_str() || after["pending"]["slot"] != "b" || after["system"]["slot"] != "a" {
         return Err(format!("boot 1: after the install status does not say v{v2} pending in slot b while slot a runs: {after}"));
