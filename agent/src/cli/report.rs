@@ -1418,9 +1418,23 @@ fn usb_facts(host: &HostRoot) -> Probe<UsbFacts> {
         .unwrap_or_default();
     devices.sort();
     let loaded_text = if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") };
-    let authorized_default = std::fs::read_to_string(host.path("/sys/module/usbcore/parameters/authorized_default"))
+    // The live value when the USB core is loaded; before that (no USB controller has appeared
+    // yet), the kernel command line, which is what it will be loaded with.
+    let live = std::fs::read_to_string(host.path("/sys/module/usbcore/parameters/authorized_default"))
         .ok()
         .and_then(|v| v.trim().parse::<i32>().ok());
+    let from_cmdline = || {
+        std::fs::read_to_string(host.path("/proc/cmdline"))
+            .ok()?
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("usbcore.authorized_default="))
+            .last()
+            .and_then(|v| v.parse::<i32>().ok())
+    };
+    let (authorized_default, policy_source) = match live {
+        Some(v) => (Some(v), "the USB core's setting"),
+        None => (from_cmdline(), "the kernel command line (the USB core is not loaded)"),
+    };
     // The window the USB policy reads (crate::usb): an unreadable one counts as closed there,
     // and is said here.
     let now = jiff::Timestamp::now().as_second();
@@ -1442,7 +1456,7 @@ fn usb_facts(host: &HostRoot) -> Probe<UsbFacts> {
         method: if blocking_files.is_empty() {
             format!("no modprobe rule keeps usb-storage from loading; storage drivers loaded: {loaded_text}")
         } else {
-            format!("modprobe rules in {}; storage drivers loaded: {loaded_text}", blocking_files.join(", "))
+            format!("modprobe rules in {}; storage drivers loaded: {loaded_text}; USB device policy read from {policy_source}", blocking_files.join(", "))
         },
     })
 }
@@ -1656,6 +1670,27 @@ mod tests {
         std::os::unix::fs::symlink("../devices/pci0000:00/0000:00:17.0/ata1/host0/block/sda", host.path("/sys/block/sda"))
             .expect("symlink");
         assert_eq!(observed(usb_facts(&host)).usb_block_devices, vec!["sdb".to_string()]);
+    }
+
+    #[test]
+    fn usb_probe_reads_the_device_policy_live_or_from_the_command_line_and_the_window() {
+        let (_dir, host) = tree();
+        std::fs::create_dir_all(host.path("/proc")).expect("mkdir");
+        assert_eq!(observed(usb_facts(&host)).authorized_default, None, "nothing to read");
+        // The USB core not loaded yet (no controller): what the command line will load it with.
+        std::fs::write(host.path("/proc/cmdline"), "root=PARTUUID=x ro usbcore.authorized_default=0 quiet\n").expect("write");
+        assert_eq!(observed(usb_facts(&host)).authorized_default, Some(0));
+        // Loaded: its live setting wins.
+        std::fs::create_dir_all(host.path("/sys/module/usbcore/parameters")).expect("mkdir");
+        std::fs::write(host.path("/sys/module/usbcore/parameters/authorized_default"), "-1\n").expect("write");
+        assert_eq!(observed(usb_facts(&host)).authorized_default, Some(-1));
+        // An administrator's window, open now.
+        assert_eq!(observed(usb_facts(&host)).open_window, None);
+        let now = jiff::Timestamp::now().as_second();
+        let w = crate::usb::window::Window::new(crate::usb::window::Purpose::Update, "admin:jo", now, 10).expect("window");
+        crate::usb::window::write(&host.path("/run/wardbox-usb/window.json"), &w).expect("write");
+        let open = observed(usb_facts(&host)).open_window.expect("open");
+        assert!(open.starts_with("for update by admin:jo until "), "{open}");
     }
 
     #[test]
