@@ -112,13 +112,28 @@ impl Clinic {
     }
 
     async fn upload_as(&self, token: &str, csrf: &str, patient: &str, file_name: &str, bytes: &[u8]) -> (StatusCode, String) {
+        self.upload_series_as(token, csrf, patient, &[(file_name, bytes)]).await
+    }
+
+    /// Several files in one request, as the page sends a series (one form field per file).
+    async fn upload_series(&self, patient: &str, files: &[(&str, &[u8])]) -> (StatusCode, String) {
+        self.upload_series_as(&self.token, &self.csrf, patient, files).await
+    }
+
+    async fn upload_series_as(&self, token: &str, csrf: &str, patient: &str, files: &[(&str, &[u8])]) -> (StatusCode, String) {
         let boundary = "XIMAGEBOUNDARYX";
-        let mut body = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-        )
-        .into_bytes();
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let mut body = Vec::new();
+        for (file_name, bytes) in files {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         let req = Request::post(format!("/patients/{patient}/images"))
             .header(header::COOKIE, format!("wb_session={token}"))
             .header("x-csrf-token", csrf)
@@ -169,8 +184,12 @@ async fn a_dicom_is_filed_deidentified_listed_and_shown() {
     let (status, body) = c.upload("p-a", "Testperson_Alberta_chest.dcm", &original).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let reply: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((reply["filed"].as_u64(), reply["refused"].as_u64()), (Some(1), Some(0)), "{body}");
+    let reply = &reply["images"][0];
+    assert_eq!((reply["outcome"].as_str(), reply["file"].as_u64()), (Some("filed"), Some(1)));
     assert_eq!(reply["kind"], "dicom");
     assert_eq!(reply["modality"], "CT");
+    assert_eq!((reply["width"].as_u64(), reply["height"].as_u64()), (Some(64), Some(64)));
     assert_eq!(reply["already_in_record"], false);
     assert!(reply["uids_remapped"].as_u64().expect("n") >= 3 && reply["attributes_removed"].as_u64().expect("n") >= 2, "{body}");
     let id = reply["image_id"].as_i64().expect("id");
@@ -326,11 +345,123 @@ async fn burned_in_text_is_flagged_on_the_page() {
     let (status, body) = c.upload("p-b", "us.dcm", &fixture("us_burned_in.dcm")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let reply: serde_json::Value = serde_json::from_str(&body).expect("json");
-    assert!(reply["burned_in"].as_str().is_some_and(|w| w.contains("BurnedInAnnotation")), "{body}");
+    assert!(reply["images"][0]["burned_in"].as_str().is_some_and(|w| w.contains("BurnedInAnnotation")), "{body}");
     let page = c.page("p-b").await;
     assert!(page.contains("Text may be burned into this image"), "{page}");
     // A CT is not flagged.
     let (_, body) = c.upload("p-a", "ct.dcm", &fixture("ct_explicit_le.dcm")).await;
     assert!(body.contains(r#""burned_in":null"#), "{body}");
     assert!(!c.page("p-a").await.contains("Text may be burned"));
+}
+
+/// Every `2.25.` UID (the remapped form) in a de-identified file.
+fn remapped_uids(dicom: &[u8]) -> std::collections::BTreeSet<String> {
+    let text = String::from_utf8_lossy(dicom);
+    text.match_indices("2.25.")
+        .map(|(at, _)| text[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect::<String>())
+        .filter(|uid| uid.len() > 10)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_series_is_checked_and_filed_file_by_file_with_one_result_list() {
+    let c = Clinic::new();
+    let (ct1, ct2, rle, mr, jpg) =
+        (fixture("ct_explicit_le.dcm"), fixture("ct_implicit_le.dcm"), fixture("ct_rle.dcm"), fixture("mr_jpeg_baseline.dcm"), fixture("photo_exif.jpg"));
+    let note = b"Patient seen today, wound healing well.".to_vec();
+    // Patient A's CT series with a photo, patient B's MR slipped in, and a note.
+    let files: [(&str, &[u8]); 6] = [
+        ("Testperson_Alberta_1.dcm", &ct1),
+        ("Testperson_Alberta_2.dcm", &ct2),
+        ("Examplar_Bertrand.dcm", &mr),
+        ("Testperson_Alberta_3.dcm", &rle),
+        ("wound.jpg", &jpg),
+        ("note.txt", &note),
+    ];
+    let (status, body) = c.upload_series("p-a", &files).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((reply["filed"].as_u64(), reply["refused"].as_u64()), (Some(4), Some(2)), "{body}");
+    let results = reply["images"].as_array().expect("the result list");
+    let outcomes: Vec<(u64, &str, &str)> = results
+        .iter()
+        .map(|r| (r["file"].as_u64().expect("file"), r["outcome"].as_str().expect("outcome"), r["reason"].as_str().or(r["kind"].as_str()).expect("kind")))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [(1, "filed", "dicom"), (2, "filed", "dicom"), (3, "refused", "other_patient"), (4, "filed", "dicom"), (5, "filed", "photo"), (6, "refused", "not_an_image")]
+    );
+    assert!(results[2]["message"].as_str().is_some_and(|m| m.contains("names another patient")), "{body}");
+    assert!(results[5]["message"].as_str().is_some_and(|m| m.contains("not a DICOM file, a PNG or a JPEG")), "{body}");
+    assert_no_identifier(body.as_bytes(), "the result list");
+    assert!(!body.contains("Testperson_Alberta") && !body.contains("Examplar"), "a file name came back: {body}");
+
+    // Filed: the four of patient A, de-identified; B's MR and the note are not stored.
+    let stored = c.stored();
+    assert_eq!(stored.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect::<Vec<_>>(), [("p-a", "dicom"), ("p-a", "dicom"), ("p-a", "dicom"), ("p-a", "photo")]);
+    for (_, _, dicom, render) in &stored {
+        assert_no_identifier(dicom.as_deref().unwrap_or_default(), "a stored DICOM of the series");
+        assert_no_identifier(render, "a stored render of the series");
+    }
+    // One patient, one key: the two CTs of study A still share their (remapped) study and
+    // series, and the second still references the first.
+    let (first, second) = (remapped_uids(stored[0].2.as_deref().expect("dicom")), remapped_uids(stored[1].2.as_deref().expect("dicom")));
+    assert!(first.intersection(&second).count() >= 3, "the series lost its links: {first:?} / {second:?}");
+    let study = serde_json::from_slice::<serde_json::Value>(&fixture("identifiers.json")).expect("manifest")["study_a_uids"]["study"].as_str().expect("uid").to_owned();
+    assert!(!stored.iter().any(|r| r.2.as_deref().unwrap_or_default().windows(study.len()).any(|w| w == study.as_bytes())));
+
+    // Each file audited on its own: four filed, two refused, no names, no identifiers.
+    let (filed, refused) = (c.audit_of("upload_image"), c.audit_of("upload_image_refused"));
+    assert_eq!((filed.len(), refused.len()), (4, 2));
+    assert!(refused[0].contains(r#""reason":"other_patient""#) && refused[1].contains(r#""reason":"not_an_image""#), "{refused:?}");
+    for r in filed.iter().chain(&refused) {
+        assert_no_identifier(r.as_bytes(), "an audit record of the series");
+        assert!(!r.contains("Testperson_Alberta") && !r.contains("wound.jpg"), "a file name reached the audit record: {r}");
+    }
+    let page = c.page("p-a").await;
+    for id in 1..=4 {
+        assert!(page.contains(&format!("src=\"/patients/p-a/images/{id}\"")), "image {id} is not listed");
+    }
+
+    // A series of which nothing can be filed: 400, with the same list.
+    let (status, body) = c.upload_series("p-b", &[("ct.dcm", &ct1), ("note.txt", &note)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((reply["filed"].as_u64(), reply["refused"].as_u64()), (Some(0), Some(2)), "{body}");
+    assert_eq!(c.stored().len(), 4);
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limits_is_refused_whole_and_nothing_is_stored() {
+    use wardbox::web::MAX_UPLOAD_BYTES;
+    use wardbox::web::upload::MAX_IMAGES_PER_UPLOAD;
+    let c = Clinic::new();
+    let jpg = fixture("photo_exif.jpg");
+
+    // One file more than an upload takes: refused before any is looked at.
+    let too_many: Vec<(&str, &[u8])> = (0..=MAX_IMAGES_PER_UPLOAD).map(|_| ("wound.jpg", jpg.as_slice())).collect();
+    let (status, body) = c.upload_series("p-a", &too_many).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains(&format!("at most {MAX_IMAGES_PER_UPLOAD} images")) && body.contains("none was added"), "{body}");
+    // More bytes than the limit, in two files each under it.
+    let half = vec![0x5Au8; MAX_UPLOAD_BYTES / 2 + 1];
+    let (status, body) = c.upload_series("p-a", &[("a.dcm", &half), ("b.dcm", &half)]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body.contains("25 MiB"), "{body}");
+    // An empty file among others.
+    let (status, body) = c.upload_series("p-a", &[("wound.jpg", &jpg), ("empty.dcm", b"")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("file 2 of the upload is empty"), "{body}");
+    assert!(c.stored().is_empty());
+    assert!(c.audit_of("upload_image").is_empty() && c.audit_of("upload_image_refused").is_empty());
+
+    // Exactly the limit is taken (the same photo: filed once, then already in the record).
+    let (status, body) = c.upload_series("p-a", &too_many[..MAX_IMAGES_PER_UPLOAD]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body.matches(r#""already_in_record":true"#).count(), MAX_IMAGES_PER_UPLOAD - 1);
+    assert_eq!(c.stored().len(), 1);
+
+    // The page states the limits.
+    let page = c.page("p-a").await;
+    assert!(page.contains(&format!("up to {MAX_IMAGES_PER_UPLOAD} files")) && page.contains("25 MiB in all"), "the page does not state the limits");
 }

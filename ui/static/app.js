@@ -285,19 +285,65 @@
     });
   }
 
-  // --- Images: de-identified on the server; the page is reloaded to show the new one.
+  // --- Images: de-identified on the server, each file of an upload checked on its own; the
+  // result list names the files (their names stay in the browser: the server keeps none) and
+  // the images added are shown at once.
   const imageForm = document.getElementById("image-form");
   if (imageForm) {
+    const imageCaption = (r) => (r.modality ? r.modality + ", " : "") + (r.kind === "dicom" ? "DICOM" : "photo") +
+      ", " + r.width + "\u00d7" + r.height + ", added just now";
+    const showImage = (r) => {
+      const src = "/patients/" + encodeURIComponent(patient) + "/images/" + r.image_id;
+      const fig = el("figure", undefined, "image");
+      fig.id = "image-" + r.image_id;
+      const link = el("a");
+      link.href = src;
+      const img = el("img");
+      img.src = src;
+      img.alt = (r.modality ? r.modality + " " : "") + r.kind + " image " + r.image_id;
+      img.width = r.width;
+      img.height = r.height;
+      link.append(img);
+      const caption = el("figcaption", imageCaption(r));
+      if (r.burned_in) {
+        caption.append(el("p", "Text may be burned into this image's pixels (" + r.burned_in +
+          "); de-identification does not remove it. Check it before sharing.", "warning"));
+      }
+      fig.append(link, caption);
+      const none = document.getElementById("no-images");
+      if (none) none.remove();
+      document.getElementById("image-list").prepend(fig);
+    };
+    const resultLine = (name, r) => {
+      if (r.outcome === "refused") return el("li", name + ": " + r.message, "error");
+      if (r.already_in_record) return el("li", name + ": already in the record as image " + r.image_id + ".");
+      const what = r.kind === "dicom"
+        ? "DICOM" + (r.modality ? " " + r.modality : "") + "; " + r.attributes_removed + " attributes removed, " +
+          r.attributes_emptied_or_replaced + " emptied or replaced, " + r.uids_remapped + " UIDs remapped, " +
+          r.dates_shifted + " dates shifted"
+        : "photo; re-encoded from its pixels, its metadata dropped";
+      return el("li", name + ": added as image " + r.image_id + " (" + what + ")" + (r.burned_in ? "; text may be burned into its pixels." : "."));
+    };
     imageForm.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const status = document.getElementById("image-status");
+      const list = document.getElementById("image-results");
+      const names = Array.from(document.getElementById("image-file").files).map((f) => f.name);
       status.className = "";
       status.textContent = "Uploading and de-identifying…";
+      list.replaceChildren();
       const resp = await fetch("/patients/" + encodeURIComponent(patient) + "/images", {
         method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf }, body: new FormData(imageForm),
       });
-      if (resp.ok) {
-        window.location.reload();
+      if ((resp.headers.get("content-type") || "").startsWith("application/json")) {
+        const j = await resp.json();
+        status.textContent = j.filed + " of " + j.images.length + " added" + (j.refused ? ", " + j.refused + " refused." : ".");
+        if (!j.filed) status.className = "error";
+        for (const r of j.images) {
+          list.append(resultLine(names[r.file - 1] || "file " + r.file, r));
+          if (r.outcome === "filed" && !r.already_in_record) showImage(r);
+        }
+        imageForm.reset();
       } else {
         const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
         const msg = doc.getElementById("message");

@@ -6,6 +6,8 @@
 //! state directory (`wardbox dev` chooses its engine's port at run time). File names are
 //! printed here, on the operator's console; the audit record of an import holds only counts.
 
+mod images;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -110,6 +112,10 @@ pub fn run(cmd: RecordsCommand) -> CliResult {
         RecordsCommand::Import { config, patient, library, new_patient, paths } => {
             let config = load_config(&config)?;
             let files = expand(&paths)?;
+            // Images (DICOM, PNG, JPEG) go through the image checks, the rest to the index;
+            // documents first, so a FHIR Bundle among the files can introduce the patient the
+            // images' headers are checked against.
+            let (image_files, documents): (Vec<PathBuf>, Vec<PathBuf>) = files.iter().cloned().partition(|f| is_image_file(f));
             let (mut store, volume) = super::audit::open(&config)?;
             // Before anything is embedded or stored: a record id that is not in the index is a
             // typo until the operator or the files say it is a new patient.
@@ -117,8 +123,14 @@ pub fn run(cmd: RecordsCommand) -> CliResult {
                 let in_index = index::find_patient(store.conn(), record_id).map_err(index_error)?.is_some();
                 check_patient_known(record_id, in_index, fhir_names_patient(&files, record_id), new_patient)?;
             }
-            let endpoint = engine_endpoint(&config)?;
-            let embedder = OllamaEmbedder::new(&endpoint, &config.clinical.embed_model, index::DIMS).map_err(|e| CliError::new(e.to_string()))?;
+            // The engine embeds documents; images need none.
+            let embedder = if documents.is_empty() {
+                None
+            } else {
+                let endpoint = engine_endpoint(&config)?;
+                Some(OllamaEmbedder::new(&endpoint, &config.clinical.embed_model, index::DIMS).map_err(|e| CliError::new(e.to_string()))?)
+            };
+            let image_patient = if library { None } else { patient.clone() };
             let owner = match (patient, library) {
                 (_, true) => Owner::Library,
                 (Some(record_id), false) => Owner::Patient { record_id, known: Default::default() },
@@ -127,42 +139,50 @@ pub fn run(cmd: RecordsCommand) -> CliResult {
             // On record before the first file is stored: an import that dies part-way (killed,
             // power lost) leaves this without its summary below, never documents without a trace.
             super::audit::record(&store, &volume, json!({ "action": "records_import_started", "files": files.len() }))?;
-            let runtime = super::runtime()?;
+            let total = files.len();
             let (mut ingested, mut unchanged, mut failed, mut chunks) = (0, 0, 0, 0);
             // What de-identification replaced, summed over the import (counts only): on the
             // console per file, in the audit record for the compliance report.
             let mut replaced_total = std::collections::BTreeMap::<String, usize>::new();
-            for (i, file) in files.iter().enumerate() {
-                let name = file.display();
-                let result = runtime.block_on(ingest::ingest_file(store.conn_mut(), &embedder, file, &owner, ChunkConfig::default()));
-                match result {
-                    Ok(Outcome::Ingested { chunks: n, replaced, .. }) => {
-                        ingested += 1;
-                        chunks += n;
-                        let replaced = crate::clinical::replaced_by_tag(&replaced);
-                        for (tag, count) in &replaced {
-                            *replaced_total.entry(tag.clone()).or_default() += count;
+            if let Some(embedder) = &embedder {
+                let runtime = super::runtime()?;
+                for (i, file) in documents.iter().enumerate() {
+                    let name = file.display();
+                    let result = runtime.block_on(ingest::ingest_file(store.conn_mut(), embedder, file, &owner, ChunkConfig::default()));
+                    match result {
+                        Ok(Outcome::Ingested { chunks: n, replaced, .. }) => {
+                            ingested += 1;
+                            chunks += n;
+                            let replaced = crate::clinical::replaced_by_tag(&replaced);
+                            for (tag, count) in &replaced {
+                                *replaced_total.entry(tag.clone()).or_default() += count;
+                            }
+                            println!("[{}/{total}] imported {name} ({n} passages; {})", i + 1, replaced_summary(&replaced));
                         }
-                        println!("[{}/{}] imported {name} ({n} passages; {})", i + 1, files.len(), replaced_summary(&replaced));
-                    }
-                    Ok(Outcome::Unchanged { .. }) => {
-                        unchanged += 1;
-                        println!("[{}/{}] already imported {name}", i + 1, files.len());
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("[{}/{}] SKIPPED {}", i + 1, files.len(), in_path(&e.to_string(), file));
+                        Ok(Outcome::Unchanged { .. }) => {
+                            unchanged += 1;
+                            println!("[{}/{total}] already imported {name}", i + 1);
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            eprintln!("[{}/{total}] SKIPPED {}", i + 1, in_path(&e.to_string(), file));
+                        }
                     }
                 }
             }
+            let record = &mut |detail| super::audit::record(&store, &volume, detail);
+            let filed_images = images::import(&store, record, &image_files, image_patient.as_deref(), documents.len(), total)?;
             super::audit::record(
                 &store,
                 &volume,
                 json!({ "action": "records_import", "imported": ingested, "unchanged": unchanged, "failed": failed, "passages": chunks,
-                        "identifiers_replaced": replaced_total }),
+                        "identifiers_replaced": replaced_total, "images": filed_images.audit() }),
             )?;
             println!("{ingested} imported ({chunks} passages), {unchanged} already there, {failed} skipped");
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            if filed_images.any() {
+                println!("{}", filed_images.summary());
+            }
+            Ok(if failed == 0 && filed_images.refused == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         RecordsCommand::Grant { config, username, patient } => {
             let config = load_config(&config)?;
@@ -215,6 +235,23 @@ fn replaced_summary(replaced: &std::collections::BTreeMap<String, usize>) -> Str
     }
     let parts: Vec<String> = replaced.iter().map(|(tag, n)| format!("{n} {}", tag.to_lowercase())).collect();
     format!("replaced {}", parts.join(", "))
+}
+
+/// Whether a file goes through the image checks: its first bytes say DICOM, PNG or JPEG, or its
+/// name ends in .dcm, .dicom, .png, .jpg or .jpeg (a file so named that is none of these is
+/// then refused by the image checks, with their reason, rather than read as a document).
+fn is_image_file(file: &Path) -> bool {
+    let named = file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if matches!(named.as_deref(), Some("dcm" | "dicom" | "png" | "jpg" | "jpeg")) {
+        return true;
+    }
+    let mut head = Vec::with_capacity(132);
+    let Ok(f) = std::fs::File::open(file) else { return false };
+    // Unreadable: left to the document import, which names the problem.
+    if std::io::Read::read_to_end(&mut std::io::Read::take(f, 132), &mut head).is_err() {
+        return false;
+    }
+    crate::web::images::looks_like_image(&head)
 }
 
 /// Whether an import may file documents under `record_id`: a patient already in the index, one

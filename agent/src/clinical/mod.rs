@@ -248,6 +248,13 @@ fn record_identity(e: &index::DirectoryEntry) -> RecordIdentity {
     RecordIdentity { record_ids: e.record_ids.clone(), name, birth_date }
 }
 
+/// How the record identifies patient `owner`, for checking an image's DICOM header against it
+/// where no viewer is involved (the console import); `None` when the patient is not in the index.
+pub fn record_identity_of(conn: &Connection, owner: i64) -> Result<Option<RecordIdentity>, index::IndexError> {
+    let only = Access::Patients([owner].into_iter().collect());
+    Ok(index::directory(conn, &only)?.into_iter().next().map(|e| record_identity(&e)))
+}
+
 fn task_of(kind: TaskKind) -> Task {
     match kind {
         TaskKind::Ask => Task::Question,

@@ -14,7 +14,6 @@
 //! [`prepare`] is the decision, pure; the rest reads and writes the store and answers HTTP.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Multipart, Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -94,7 +93,7 @@ impl Refusal {
     pub fn message(&self) -> String {
         match self {
             Refusal::OtherPatient(field) => format!(
-                "This DICOM file names another patient (its {field} differs from this record's). It was not added; upload it to the right patient."
+                "This DICOM file names another patient (its {field} differs from this record's). It was not added; add it to the right patient's record."
             ),
             Refusal::NoIdentity => "This DICOM file names no patient that can be compared with this record (no matching patient ID, name or birth date in its header). It was not added.".into(),
             Refusal::NotAnImage(why) => format!("This file cannot be added as an image: {why}. Use a DICOM file (.dcm), a PNG or a JPEG."),
@@ -114,6 +113,12 @@ impl Refusal {
 /// Whether the bytes are a DICOM Part 10 file (the "DICM" marker after the preamble).
 fn is_dicom(bytes: &[u8]) -> bool {
     bytes.get(128..132) == Some(b"DICM".as_slice())
+}
+
+/// Whether a file's first bytes say it is an image this module takes (DICOM Part 10, PNG or
+/// JPEG): the console import sends such files here rather than to the document index.
+pub fn looks_like_image(head: &[u8]) -> bool {
+    is_dicom(head) || head.starts_with(b"\x89PNG\r\n\x1a\n") || head.starts_with(&[0xFF, 0xD8, 0xFF])
 }
 
 /// De-identifies an uploaded image for the patient `record` describes. Pure.
@@ -212,6 +217,84 @@ fn date_offset(conn: &Connection, patient: &str) -> rusqlite::Result<i32> {
     conn.query_row("SELECT date_offset_days FROM image_patients WHERE patient = ?1", [patient], |r| r.get(0))
 }
 
+/// What de-identifying `patient`'s images takes from the store: the site key and the patient's
+/// date offset (each made on first use).
+pub fn deid_keys(conn: &Connection, patient: &str) -> rusqlite::Result<(DeidKey, i32)> {
+    Ok((site_key(conn)?, date_offset(conn, patient)?))
+}
+
+/// The uploaded bytes as the audit record and the store know them: digest and size.
+#[derive(Debug, Clone)]
+pub struct UploadDigest {
+    pub sha256: String,
+    pub bytes: usize,
+}
+
+impl UploadDigest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self { sha256: hex::encode(Sha256::digest(bytes)), bytes: bytes.len() }
+    }
+}
+
+/// Files a prepared image under `patient`: its id, and whether the same upload was already
+/// there (then nothing changes: the same file is filed once).
+pub fn insert(conn: &Connection, patient: &str, upload: &UploadDigest, p: &Prepared, uploaded_by: &str, now: i64) -> rusqlite::Result<(i64, bool)> {
+    let existing: Option<i64> = conn
+        .query_row("SELECT id FROM images WHERE patient = ?1 AND upload_sha256 = ?2", params![patient, upload.sha256], |r| r.get(0))
+        .optional()?;
+    if let Some(existing) = existing {
+        return Ok((existing, true));
+    }
+    conn.execute(
+        "INSERT INTO images (patient, upload_sha256, kind, dicom, render, render_type, width, height, modality, burned_in, uploaded_by, uploaded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![patient, upload.sha256, p.kind, p.dicom, p.render, p.render_type, p.width, p.height, p.modality, p.burned_in, uploaded_by, now],
+    )?;
+    Ok((conn.last_insert_rowid(), false))
+}
+
+/// The detail of the `upload_image` audit record: digests, sizes, the render's type and size,
+/// the modality, the burned-in flag and the de-identification counts; never a header value or
+/// a file name. The caller adds who did it.
+pub fn filed_audit(patient: &str, image_id: i64, already: bool, upload: &UploadDigest, p: &Prepared) -> serde_json::Value {
+    let c = &p.counts;
+    json!({ "action": "upload_image", "patient": patient, "image": image_id, "already_in_record": already, "kind": p.kind,
+            "sha256": upload.sha256, "bytes": upload.bytes,
+            "dicom": p.dicom.as_ref().map(|d| json!({ "sha256": hex::encode(Sha256::digest(d)), "bytes": d.len() })),
+            "render": { "sha256": hex::encode(Sha256::digest(&p.render)), "bytes": p.render.len(), "type": p.render_type, "width": p.width, "height": p.height },
+            "modality": p.modality, "burned_in": p.burned_in.is_some(),
+            "deidentified": { "removed": c.removed, "emptied": c.emptied, "dummied": c.dummied, "uids_remapped": c.uids_remapped, "dates_shifted": c.dates_shifted } })
+}
+
+/// The detail of the `upload_image_refused` audit record: the reason code and the upload's
+/// digest and size. The caller adds who did it.
+pub fn refused_audit(patient: &str, refusal: &Refusal, upload: &UploadDigest) -> serde_json::Value {
+    json!({ "action": "upload_image_refused", "patient": patient, "reason": refusal.code(), "sha256": upload.sha256, "bytes": upload.bytes })
+}
+
+/// One image checked and filed or refused: what its uploader is told, and the audit detail
+/// to record (without who).
+#[derive(Debug)]
+pub struct FileOutcome {
+    pub result: ImageResult,
+    pub audit: serde_json::Value,
+}
+
+/// Checks and files one image for `patient`, whose record says `record`, in one go (keys,
+/// [`prepare`], [`insert`]): for the console import, which holds its own store. The web route
+/// runs the same steps with de-identification off the store's lock.
+pub fn file_image(conn: &Connection, patient: &str, record: &RecordIdentity, bytes: &[u8], position: usize, uploaded_by: &str, now: i64) -> rusqlite::Result<FileOutcome> {
+    let (key, offset) = deid_keys(conn, patient)?;
+    let upload = UploadDigest::of(bytes);
+    match prepare(bytes, record, &key, patient, offset) {
+        Ok(p) => {
+            let (image_id, already) = insert(conn, patient, &upload, &p, uploaded_by, now)?;
+            Ok(FileOutcome { audit: filed_audit(patient, image_id, already, &upload, &p), result: ImageResult::Filed(UploadedImage::new(position, image_id, already, p)) })
+        }
+        Err(refusal) => Ok(FileOutcome { audit: refused_audit(patient, &refusal, &upload), result: ImageResult::refused(position, &refusal) }),
+    }
+}
+
 /// An image as listed on the patient's page.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageSummary {
@@ -255,13 +338,17 @@ fn render_of(conn: &Connection, patient: &str, image: i64) -> rusqlite::Result<O
 
 // --- HTTP ------------------------------------------------------------------------------------
 
-/// What the uploader is told (and the page shows).
+/// What the uploader is told of a filed image (and the page shows).
 #[derive(Debug, Serialize)]
 pub struct UploadedImage {
+    /// The file's position in the upload (1 for the first): the page names the file by it.
+    pub file: usize,
     pub image_id: i64,
     pub already_in_record: bool,
     pub kind: &'static str,
     pub modality: Option<String>,
+    pub width: u32,
+    pub height: u32,
     pub burned_in: Option<String>,
     pub attributes_removed: usize,
     pub attributes_emptied_or_replaced: usize,
@@ -269,102 +356,103 @@ pub struct UploadedImage {
     pub dates_shifted: usize,
 }
 
-/// The form's first field's bytes (the file); its name and declared type are not trusted or
-/// kept: the bytes say what the file is.
-async fn read_file(form: &mut Multipart) -> Result<Bytes, WebError> {
-    let field = form
-        .next_field()
-        .await
-        .map_err(|e| WebError::BadRequest(format!("the upload is not readable: {}", e.body_text())))?
-        .ok_or_else(|| WebError::BadRequest("choose an image to upload".into()))?;
-    field.bytes().await.map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            WebError::TooLarge { limit: super::MAX_UPLOAD_BYTES }
-        } else {
-            WebError::BadRequest(format!("the upload is not readable: {}", e.body_text()))
+impl UploadedImage {
+    fn new(file: usize, image_id: i64, already_in_record: bool, p: Prepared) -> Self {
+        let c = p.counts;
+        Self {
+            file,
+            image_id,
+            already_in_record,
+            kind: p.kind,
+            modality: p.modality,
+            width: p.width,
+            height: p.height,
+            burned_in: p.burned_in,
+            attributes_removed: c.removed,
+            attributes_emptied_or_replaced: c.emptied + c.dummied,
+            uids_remapped: c.uids_remapped,
+            dates_shifted: c.dates_shifted,
         }
-    })
+    }
+}
+
+/// One file of an upload: filed, or refused with the reason.
+#[derive(Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ImageResult {
+    Filed(UploadedImage),
+    Refused {
+        file: usize,
+        /// The audit record's reason code.
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl ImageResult {
+    fn refused(file: usize, refusal: &Refusal) -> Self {
+        ImageResult::Refused { file, reason: refusal.code(), message: refusal.message() }
+    }
+}
+
+/// The answer to an upload: every file's outcome, in the order sent.
+#[derive(Debug, Serialize)]
+pub struct UploadResults {
+    pub filed: usize,
+    pub refused: usize,
+    pub images: Vec<ImageResult>,
 }
 
 fn store_error(e: rusqlite::Error) -> WebError {
     WebError::Internal(format!("the image store failed: {e}"))
 }
 
-/// `POST /patients/{id}/images`: de-identify, check the identity, file, audit.
+/// `POST /patients/{id}/images`: one file or several (a series), each de-identified, checked
+/// against the record and filed or refused on its own, each audited. 200 with the list when at
+/// least one was filed; 400 with the list when every one was refused.
 pub(super) async fn upload(State(state): State<AppState>, a: Authed, Path(id): Path<String>, mut form: Multipart) -> Result<Response, WebError> {
     let ui = ui_of(&state)?;
-    let bytes = read_file(&mut form).await?;
+    let files = super::upload::read_images(&mut form).await?;
     let (v, pid) = (viewer(&a), id.clone());
     // Also the access check: a patient this user may not see is not found.
-    let record = ui.clinical(move |c| c.patient_identity(&v, &pid)).await.map_err(clinical_error)?;
-    let upload_sha256 = hex::encode(Sha256::digest(&bytes));
-    let upload_bytes = bytes.len();
+    let record = std::sync::Arc::new(ui.clinical(move |c| c.patient_identity(&v, &pid)).await.map_err(clinical_error)?);
     let pid = id.clone();
-    let (key, offset) = ui.with_store(move |s| Ok((site_key(s.conn()).map_err(store_error)?, date_offset(s.conn(), &pid).map_err(store_error)?))).await?;
-    let pid = id.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, &record, &key, &pid, offset))
-        .await
-        .map_err(|e| WebError::Internal(format!("the image task failed: {e}")))?;
-    let prepared = match prepared {
-        Ok(p) => p,
-        Err(refusal) => {
-            ui.audit(
-                EventKind::Access,
-                &a.session.username,
-                json!({ "who": a.who(), "action": "upload_image_refused", "patient": id, "reason": refusal.code(),
-                        "sha256": upload_sha256, "bytes": upload_bytes }),
-            )
-            .await?;
-            return Err(WebError::BadRequest(refusal.message()));
-        }
-    };
-    let render_sha256 = hex::encode(Sha256::digest(&prepared.render));
-    let dicom_digest = prepared.dicom.as_ref().map(|d| json!({ "sha256": hex::encode(Sha256::digest(d)), "bytes": d.len() }));
-    let (pid, who, sha) = (id.clone(), a.session.username.clone(), upload_sha256.clone());
-    let now = ui.clock.now();
-    let (image_id, already, p) = ui
-        .with_store(move |s| {
-            let conn = s.conn();
-            let existing: Option<i64> = conn
-                .query_row("SELECT id FROM images WHERE patient = ?1 AND upload_sha256 = ?2", params![pid, sha], |r| r.get(0))
-                .optional()
-                .map_err(store_error)?;
-            if let Some(existing) = existing {
-                return Ok((existing, true, prepared));
+    let keys = std::sync::Arc::new(ui.with_store(move |s| deid_keys(s.conn(), &pid).map_err(store_error)).await?);
+    let mut images = Vec::with_capacity(files.len());
+    for (i, bytes) in files.into_iter().enumerate() {
+        let upload = UploadDigest::of(&bytes);
+        let (pid, record, keys) = (id.clone(), record.clone(), keys.clone());
+        // De-identification and rendering off the store's lock.
+        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, &record, &keys.0, &pid, keys.1))
+            .await
+            .map_err(|e| WebError::Internal(format!("the image task failed: {e}")))?;
+        let (result, detail) = match prepared {
+            Ok(p) => {
+                let (pid, who, u) = (id.clone(), a.session.username.clone(), upload.clone());
+                let now = ui.clock.now();
+                let (image_id, already, p) =
+                    ui.with_store(move |s| insert(s.conn(), &pid, &u, &p, &who, now).map(|(i, al)| (i, al, p)).map_err(store_error)).await?;
+                let detail = filed_audit(&id, image_id, already, &upload, &p);
+                (ImageResult::Filed(UploadedImage::new(i + 1, image_id, already, p)), detail)
             }
-            conn.execute(
-                "INSERT INTO images (patient, upload_sha256, kind, dicom, render, render_type, width, height, modality, burned_in, uploaded_by, uploaded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![pid, sha, prepared.kind, prepared.dicom, prepared.render, prepared.render_type, prepared.width, prepared.height,
-                        prepared.modality, prepared.burned_in, who, now],
-            )
-            .map_err(store_error)?;
-            Ok((conn.last_insert_rowid(), false, prepared))
-        })
-        .await?;
-    let c = p.counts;
-    ui.audit(
-        EventKind::Access,
-        &a.session.username,
-        json!({ "who": a.who(), "action": "upload_image", "patient": id, "image": image_id, "already_in_record": already, "kind": p.kind,
-                "sha256": upload_sha256, "bytes": upload_bytes, "dicom": dicom_digest,
-                "render": { "sha256": render_sha256, "bytes": p.render.len(), "type": p.render_type, "width": p.width, "height": p.height },
-                "modality": p.modality, "burned_in": p.burned_in.is_some(),
-                "deidentified": { "removed": c.removed, "emptied": c.emptied, "dummied": c.dummied, "uids_remapped": c.uids_remapped, "dates_shifted": c.dates_shifted } }),
-    )
-    .await?;
-    Ok(Json(UploadedImage {
-        image_id,
-        already_in_record: already,
-        kind: p.kind,
-        modality: p.modality,
-        burned_in: p.burned_in,
-        attributes_removed: c.removed,
-        attributes_emptied_or_replaced: c.emptied + c.dummied,
-        uids_remapped: c.uids_remapped,
-        dates_shifted: c.dates_shifted,
-    })
-    .into_response())
+            Err(refusal) => (ImageResult::refused(i + 1, &refusal), refused_audit(&id, &refusal, &upload)),
+        };
+        ui.audit(EventKind::Access, &a.session.username, with_who(detail, a.who())).await?;
+        images.push(result);
+    }
+    let filed = images.iter().filter(|r| matches!(r, ImageResult::Filed(_))).count();
+    let status = if filed == 0 { axum::http::StatusCode::BAD_REQUEST } else { axum::http::StatusCode::OK };
+    Ok((status, Json(UploadResults { filed, refused: images.len() - filed, images })).into_response())
+}
+
+/// The audit detail with who did it first.
+fn with_who(detail: serde_json::Value, who: serde_json::Value) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    out.insert("who".into(), who);
+    if let serde_json::Value::Object(fields) = detail {
+        out.extend(fields);
+    }
+    serde_json::Value::Object(out)
 }
 
 /// `GET /patients/{id}/images/{image}`: the rendered image, to users who may see the patient,

@@ -1,8 +1,11 @@
 //! Reading an uploaded document out of the upload form (multipart/form-data): the first field,
 //! its file name made safe to show and audit, and a content type retrieval can read.
 //!
-//! The bytes come from a workstation, so this is one of the parsers the fuzz targets cover
-//! (`agent/fuzz`, target `upload`); the upload route (`pages::upload`) calls it.
+//! Also the image upload form: up to [`MAX_IMAGES_PER_UPLOAD`] files in one request (a DICOM
+//! series, several photos), within the route's body limit.
+//!
+//! The bytes come from a workstation, so these are parsers the fuzz targets cover
+//! (`agent/fuzz`, target `upload`); the upload routes (`pages::upload`, `images::upload`) call them.
 
 use axum::body::Bytes;
 use axum::extract::Multipart;
@@ -45,6 +48,36 @@ pub async fn read_upload(form: &mut Multipart) -> Result<UploadedFile, WebError>
     }
     let bytes = field.bytes().await.map_err(unreadable_upload)?;
     Ok(UploadedFile { file_name, content_type, bytes })
+}
+
+/// The most files one image upload takes; together they are within the route's body limit
+/// ([`super::MAX_UPLOAD_BYTES`]). A longer series goes in several uploads.
+pub const MAX_IMAGES_PER_UPLOAD: usize = 50;
+
+/// Every file of the image upload form, in the order sent; their names and declared types are
+/// neither trusted nor kept (the bytes say what a file is; names often carry the patient's
+/// name). Refused as a whole, before any file is looked at: no file, an empty file, or more
+/// than [`MAX_IMAGES_PER_UPLOAD`] files (reading stops at the first one over), and a body over
+/// the limit (413).
+pub async fn read_images(form: &mut Multipart) -> Result<Vec<Bytes>, WebError> {
+    let mut files = Vec::new();
+    while let Some(field) = form.next_field().await.map_err(unreadable_upload)? {
+        if files.len() == MAX_IMAGES_PER_UPLOAD {
+            return Err(WebError::BadRequest(format!(
+                "One upload takes at most {MAX_IMAGES_PER_UPLOAD} images (and {} in all); this one has more, so none was added. Upload the series in parts.",
+                super::size_in_words(super::MAX_UPLOAD_BYTES)
+            )));
+        }
+        let bytes = field.bytes().await.map_err(unreadable_upload)?;
+        if bytes.is_empty() {
+            return Err(WebError::BadRequest(format!("file {} of the upload is empty; nothing was added", files.len() + 1)));
+        }
+        files.push(bytes);
+    }
+    if files.is_empty() {
+        return Err(WebError::BadRequest("choose an image to upload".into()));
+    }
+    Ok(files)
 }
 
 /// A multipart error: over the size limit is 413 naming it (the guard refuses most such
