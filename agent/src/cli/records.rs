@@ -121,7 +121,7 @@ pub fn run(cmd: RecordsCommand) -> CliResult {
             // typo until the operator or the files say it is a new patient.
             if let Some(record_id) = &patient {
                 let in_index = index::find_patient(store.conn(), record_id).map_err(index_error)?.is_some();
-                check_patient_known(record_id, in_index, fhir_names_patient(&files, record_id), new_patient)?;
+                check_patient_known(record_id, in_index, fhir_names_patient(&documents, record_id), new_patient)?;
             }
             // The engine embeds documents; images need none.
             let embedder = if documents.is_empty() {
