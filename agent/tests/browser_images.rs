@@ -3,7 +3,8 @@
 //! a real store: a clinician picks a DICOM file and a JPEG photo in one upload, sees both
 //! listed as added and shown (the browser loads the rendered PNG and the cleaned photo, and
 //! what it is served carries no identifier), then uploads another patient's DICOM and sees it
-//! refused with nothing added. Screenshots go to `$CARGO_TARGET_TMPDIR/browser-artifacts/`.
+//! refused with nothing added, then a 60-slice series, which the page sends in uploads within
+//! the server's limits. Screenshots go to `$CARGO_TARGET_TMPDIR/browser-artifacts/`.
 //!
 //! The files are the committed fixtures of `wardbox-images` (made with pydicom and Pillow by
 //! its `generate.py`, identifiers in standard tags, sequences, private tags and photo
@@ -206,6 +207,29 @@ async fn browser_clinician_uploads_a_dicom_and_a_photo_sees_both_and_another_pat
     c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("image-form")).await.expect("the image form");
     assert_eq!(c.find_all(Locator::Css("#image-list figure")).await.expect("figures").len(), 2);
     assert_eq!(h.audit_records().iter().filter(|r| r.detail.contains(r#""action":"upload_image_refused""#)).count(), 1);
+
+    // A series longer than one upload takes (60 slices of patient A, each file distinct): the
+    // page sends it in uploads within the limits and lists every file's outcome.
+    let series = tempfile::tempdir().expect("series dir");
+    let slice = std::fs::read(fixture("ct_explicit_le.dcm")).expect("read");
+    let slices: Vec<PathBuf> = (0..60u8)
+        .map(|i| {
+            let mut bytes = slice.clone();
+            // Never the fixture itself (a non-zero change), each slice different.
+            *bytes.last_mut().expect("pixels") ^= 0x80 | i;
+            let path = series.path().join(format!("slice{i:02}.dcm"));
+            std::fs::write(&path, bytes).expect("write");
+            path
+        })
+        .collect();
+    let results = upload(&c, &slices, "images-series-FAILED.png").await;
+    assert!(results.iter().all(|r| r.contains(": added as image ")), "{results:?}");
+    assert!(results[59].starts_with("slice59.dcm: added as image "), "{results:?}");
+    let status = c.find(Locator::Id("image-status")).await.expect("status").text().await.expect("text");
+    assert_eq!(status, "60 of 60 added.");
+    assert_eq!(c.find_all(Locator::Css("#image-list figure")).await.expect("figures").len(), 62);
+    let uploads = h.audit_records().iter().filter(|r| r.detail.contains(r#""action":"upload_image""#)).count();
+    assert_eq!(uploads, 62, "one audit record per file");
 
     c.close().await.expect("close");
     server.shutdown().await;

@@ -464,4 +464,6 @@ async fn an_upload_over_the_limits_is_refused_whole_and_nothing_is_stored() {
     // The page states the limits.
     let page = c.page("p-a").await;
     assert!(page.contains(&format!("up to {MAX_IMAGES_PER_UPLOAD} files")) && page.contains("25 MiB in all"), "the page does not state the limits");
+    // And gives them to its script, which splits a longer series into uploads within them.
+    assert!(page.contains(&format!(r#"data-max-files="{MAX_IMAGES_PER_UPLOAD}" data-max-bytes="{MAX_UPLOAD_BYTES}""#)), "the page's limits differ");
 }

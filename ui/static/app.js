@@ -324,32 +324,62 @@
         : "photo; re-encoded from its pixels, its metadata dropped";
       return el("li", name + ": added as image " + r.image_id + " (" + what + ")" + (r.burned_in ? "; text may be burned into its pixels." : "."));
     };
+    // A series longer than one upload takes goes in several, each within the server's limits
+    // (with room for the form's own bytes); a file over the limit alone is sent alone and refused.
+    const maxFiles = Number(imageForm.dataset.maxFiles);
+    const maxBytes = Number(imageForm.dataset.maxBytes);
+    const batchesOf = (files) => {
+      const batches = [];
+      let batch = [], size = 0;
+      for (const f of files) {
+        const cost = f.size + 1024;
+        if (batch.length && (batch.length === maxFiles || size + cost > maxBytes)) {
+          batches.push(batch);
+          batch = [];
+          size = 0;
+        }
+        batch.push(f);
+        size += cost;
+      }
+      if (batch.length) batches.push(batch);
+      return batches;
+    };
     imageForm.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const status = document.getElementById("image-status");
       const list = document.getElementById("image-results");
-      const names = Array.from(document.getElementById("image-file").files).map((f) => f.name);
+      const files = Array.from(document.getElementById("image-file").files);
       status.className = "";
-      status.textContent = "Uploading and de-identifying…";
       list.replaceChildren();
-      const resp = await fetch("/patients/" + encodeURIComponent(patient) + "/images", {
-        method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf }, body: new FormData(imageForm),
-      });
-      if ((resp.headers.get("content-type") || "").startsWith("application/json")) {
-        const j = await resp.json();
-        status.textContent = j.filed + " of " + j.images.length + " added" + (j.refused ? ", " + j.refused + " refused." : ".");
-        if (!j.filed) status.className = "error";
-        for (const r of j.images) {
-          list.append(resultLine(names[r.file - 1] || "file " + r.file, r));
-          if (r.outcome === "filed" && !r.already_in_record) showImage(r);
+      let added = 0, refused = 0, sent = 0;
+      for (const batch of batchesOf(files)) {
+        status.textContent = "Uploading and de-identifying… (" + sent + " of " + files.length + " done)";
+        const data = new FormData();
+        for (const f of batch) data.append("file", f, f.name);
+        const resp = await fetch("/patients/" + encodeURIComponent(patient) + "/images", {
+          method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf }, body: data,
+        });
+        if ((resp.headers.get("content-type") || "").startsWith("application/json")) {
+          const j = await resp.json();
+          added += j.filed;
+          refused += j.refused;
+          for (const r of j.images) {
+            list.append(resultLine(batch[r.file - 1] ? batch[r.file - 1].name : "file " + (sent + r.file), r));
+            if (r.outcome === "filed" && !r.already_in_record) showImage(r);
+          }
+        } else {
+          // The whole upload was refused (too large, not allowed, …): each of its files says why.
+          const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+          const msg = doc.getElementById("message");
+          const why = msg ? msg.textContent : "the upload failed (" + resp.status + ")";
+          refused += batch.length;
+          for (const f of batch) list.append(el("li", f.name + ": " + why, "error"));
         }
-        imageForm.reset();
-      } else {
-        const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
-        const msg = doc.getElementById("message");
-        status.textContent = msg ? msg.textContent : "The upload failed (" + resp.status + ").";
-        status.className = "error";
+        sent += batch.length;
       }
+      status.textContent = added + " of " + files.length + " added" + (refused ? ", " + refused + " refused." : ".");
+      if (!added) status.className = "error";
+      imageForm.reset();
     });
   }
 })();
