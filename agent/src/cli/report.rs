@@ -1427,8 +1427,8 @@ fn usb_facts(host: &HostRoot) -> Probe<UsbFacts> {
         std::fs::read_to_string(host.path("/proc/cmdline"))
             .ok()?
             .split_whitespace()
-            .filter_map(|w| w.strip_prefix("usbcore.authorized_default="))
-            .last()
+            .rev()
+            .find_map(|w| w.strip_prefix("usbcore.authorized_default="))
             .and_then(|v| v.parse::<i32>().ok())
     };
     let (authorized_default, policy_source) = match live {
