@@ -1,26 +1,31 @@
 //! What the agent adds to an answer: the time to the first token of a question asked through
 //! the clinician web UI, beside the same prompt sent straight to the engine, in one run.
 //!
-//! It starts a `wardbox dev` box (the real store, audit chain, supervised `wardbox-engine` with
-//! SmolLM2 135M Instruct and all-MiniLM-L6-v2, the synthetic demo records) serving HTTPS with
-//! its local CA, adds a clinician with `wardbox users add`, and signs in as a browser does.
-//! Then, in rounds whose order alternates, it times:
+//! It starts `wardbox-engine serve` with SmolLM2 135M Instruct and all-MiniLM-L6-v2 as the
+//! agent starts it in the dev profile, and a `wardbox dev` box (the real store, audit chain and
+//! demo records) serving HTTPS with its local CA whose engine endpoint is a tap: a TCP relay in
+//! this process that notes when the agent's embed and chat requests pass and when the first
+//! generated text comes back. It adds a clinician with `wardbox users add` and signs in as a
+//! browser does. Then, in rounds whose order alternates, it times:
 //!
-//! - **engine**: `POST /api/chat` (NDJSON stream) straight to the box's engine, with exactly
-//!   the messages and options the agent sends for this question (the prompt is taken from
+//! - **engine**: `POST /api/chat` (NDJSON stream) straight to the engine, with exactly the
+//!   messages and options the agent sends for this question (the prompt is taken from
 //!   `wardbox_rag::answer` run on the box's own store, as the agent runs it);
 //! - **web UI**: `POST /patients/{id}/ask` over TLS with the session cookie and CSRF token, as
 //!   the clinician page's script does (server-sent events). This includes everything the agent
 //!   does: the session and CSRF checks, the access and query audit records, the conversation
 //!   row, retrieval (the question embedded by the engine, then the hybrid search in the
-//!   encrypted store), the prompt, the engine call, re-identification and the SSE relay;
-//! - **retrieval alone**: the same retrieval and prompt building in this process against the
-//!   same store and engine, to say how much of the difference it is (the UI has no way to ask
-//!   without a patient, so retrieval always runs on that path).
+//!   encrypted store), the prompt, the engine call, re-identification and the SSE relay, and
+//!   the tap's extra hop.
+//!
+//! The two paths' requests are separate requests on a noisy machine, so the bench also splits
+//! each web UI answer at the tap: the engine's own time to the first token for that very
+//! request, and what the agent spends before (with retrieval shown apart: the UI cannot ask
+//! without a patient, so retrieval always runs) and after it.
 //!
 //! "First token" is the first byte of generated text on each path (the first NDJSON line with
 //! content; the first `token` event); "last token" the last such; "end" the engine's `done`
-//! line or the UI's `done` event (after the answer check, citations and footer). Each answer is
+//! line or the UI's `done` event (after the answer check, citations and footer). Answers are
 //! `WARDBOX_BENCH_TOKENS` tokens at most on both paths (greedy, same seed), and the first
 //! answers of the two paths are compared: the same text says the engine got the same prompt.
 //!
@@ -29,7 +34,7 @@
 //! by default `wardbox-engine` in the target directory's release folder; the models from
 //! `models-bundle/fetch-test-model.sh` and `fetch-embedding-model.sh`, in
 //! `~/.cache/wardbox/models/store` or `WARDBOX_MODEL_STORE`). Prints medians and minima of each
-//! path, their ratios, the per-round ratio's median, and the load average before and after.
+//! path and their ratios, the split, and the load average before and after.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -72,22 +77,26 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("box");
-    let web_addr = free_addr();
-    let engine_addr = free_addr();
-    write_config(&base, web_addr, engine_addr, &engine_bin, &models, tokens);
+    let (web_addr, engine_addr) = (free_addr(), free_addr());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let _engine = Engine::start(&engine_bin, &models, engine_addr, &dir.path().join("engine.log"));
+    // The agent reaches the engine through the tap, which notes when each request passes.
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("tap port");
+    let tap_addr = listener.local_addr().expect("tap address");
+    let seen = Arc::new(Tap::default());
+    runtime.spawn(tap(listener, engine_addr, seen.clone()));
+    write_config(&base, web_addr, tap_addr, tokens);
     let log = dir.path().join("agent.log");
     let mut agent = Agent::start(&base, web_addr, &log);
     let config_path = base.join("wardbox.toml");
     wardbox_cli(&["users", "add", "-c", path_str(&config_path), "--username", USERNAME, "--display-name", "Bench Clinician", "--role", "clinician"], Some(PASSWORD));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let config = wardbox::config::Config::load(&config_path).expect("config");
     let volume = wardbox::stages::unlock::unlocker(&config.volume, &config.state_dir).open_for_cli().expect("the dev box's store key");
     let store = Store::open_existing(&volume.data_dir.join(&config.store.file_name), &volume.store_key).expect("the dev box's store");
     let owner = index::find_patient(store.conn(), PATIENT_MRN).expect("find patient").expect("the demo patient is indexed");
-    let engine_url = format!("http://{engine_addr}/");
     let asked = Asked {
-        embedder: OllamaEmbedder::new(&engine_url, EMBED_MODEL, index::DIMS).expect("embedder"),
+        embedder: OllamaEmbedder::new(&format!("http://{engine_addr}/"), EMBED_MODEL, index::DIMS).expect("embedder"),
         owner,
         retrieval: RetrievalConfig { k: config.clinical.sources, max_distance: config.clinical.max_distance },
         policy: config.clinical.safety.clone(),
@@ -97,7 +106,7 @@ fn main() {
     let (mut ui, mut engine, engine_body) = runtime.block_on(async {
         let mut ui = UiClient::sign_in(web_addr, &ca).await;
         // The prompt the agent builds for this question, and the request it sends with it.
-        let (prompt, _) = asked.prompt(store.conn()).await;
+        let prompt = asked.prompt(store.conn()).await;
         let messages = vec![ChatMessage::system(prompt.system.clone()), ChatMessage::user(prompt.user.clone())];
         // As `clinical::EngineGenerator` sets them: greedy, fixed seed, the answer budget.
         let request = ChatMessageRequest::new(CHAT_MODEL.into(), messages).options(ModelOptions::default().temperature(0.0).seed(7).num_predict(tokens as i32));
@@ -121,7 +130,6 @@ fn main() {
 
     let mut engine_runs = Vec::new();
     let mut ui_runs = Vec::new();
-    let mut retrieval_runs = Vec::new();
     for round in 0..rounds {
         runtime.block_on(async {
             // Alternate which path goes first, so that a change of load falls on both.
@@ -132,19 +140,18 @@ fn main() {
                 ui_runs.push(ui.ask(owner).await);
                 engine_runs.push(engine.ask(&engine_body).await);
             }
-            retrieval_runs.push(asked.prompt(store.conn()).await.1);
         });
         eprintln!("round {}/{rounds}: first token engine {:?}, web UI {:?}", round + 1, engine_runs[round].first, ui_runs[round].first);
     }
     drop(store);
     agent.stop();
     let load_after = loadavg();
-
-    report(&engine_runs, &ui_runs, &retrieval_runs, tokens, load_before, load_after);
+    let splits: Vec<Option<Split>> = ui_runs.iter().map(|r| Split::of(r, &seen.events())).collect();
+    report(&engine_runs, &ui_runs, &splits, tokens, load_before, load_after);
 }
 
 /// Print the table.
-fn report(engine: &[Run], ui: &[Run], retrieval: &[Duration], tokens: usize, load_before: String, load_after: String) {
+fn report(engine: &[Run], ui: &[Run], splits: &[Option<Split>], tokens: usize, load_before: String, load_after: String) {
     let n = engine.len();
     println!();
     println!("SmolLM2 135M Instruct, {n} rounds, answers of at most {tokens} tokens; load average before: {load_before}, after: {load_after}");
@@ -159,39 +166,172 @@ fn report(engine: &[Run], ui: &[Run], retrieval: &[Duration], tokens: usize, loa
     row("time to last token", |r| r.last);
     row("time to the end (engine done / UI done)", |r| r.end);
     let paired: Vec<f64> = engine.iter().zip(ui).map(|(e, u)| ms(u.first) / ms(e.first)).collect();
-    let paired_median = median_f(&paired);
     println!();
-    println!("first token, web UI / engine: medians {:.3}x, minima {:.3}x, per-round ratio median {:.3}x", ms(um) / ms(em), ms(un) / ms(en), paired_median);
-    println!("extra time to the first token through the web UI: {:+.0} ms median ({:+.1} %)", ms(um) - ms(em), (ms(um) / ms(em) - 1.0) * 100.0);
-    let r_med = median(retrieval);
     println!(
-        "retrieval alone (question embedded by the engine, hybrid search, prompt), timed here: {:.0} ms median, {:.0} ms min",
-        ms(r_med),
-        ms(min(retrieval))
+        "first token, web UI / engine (separate requests): medians {:.3}x, minima {:.3}x, per-round ratio median {:.3}x",
+        ms(um) / ms(em),
+        ms(un) / ms(en),
+        median_f(&paired)
     );
-    let without: Vec<f64> =
-        engine.iter().zip(ui).zip(retrieval).map(|((e, u), r)| (ms(u.first) - ms(*r)) / ms(e.first)).collect();
+    let ui_tokens: Vec<Run> = ui.iter().zip(engine).map(|(u, e)| Run { tokens: e.tokens, ..u.clone() }).collect();
+    let rate = |runs: &[Run]| median_f(&runs.iter().map(|r| r.tokens.saturating_sub(1) as f64 / (r.last - r.first).as_secs_f64().max(1e-9)).collect::<Vec<_>>());
+    println!("generation after the first token: engine {:.1} tok/s, web UI {:.1} tok/s (medians, the engine's token count)", rate(engine), rate(&ui_tokens));
+
+    let splits: Vec<Split> = splits.iter().flatten().copied().collect();
+    if splits.len() < n {
+        println!("NOTE: {} of {n} web UI answers could not be split (the tap missed a request)", n - splits.len());
+    }
+    if splits.is_empty() {
+        return;
+    }
+    println!();
+    println!("the web UI's time to first token, split where the agent's requests to the engine pass (medians of {} answers):", splits.len());
+    let part = |what: &str, pick: fn(&Split) -> Duration| {
+        let d = median(&splits.iter().map(pick).collect::<Vec<_>>());
+        println!("  {what:<86} {:>8.1} ms", ms(d));
+    };
+    part("before retrieval (TLS, session and CSRF checks, access audit, conversation row)", |s| s.before_retrieval);
+    part("retrieval: the question embedded by the engine", |s| s.embedding);
+    part("retrieval: hybrid search in the encrypted store, prompt", |s| s.search);
+    part("the engine, from the agent's chat request to the first token", |s| s.engine);
+    part("relay to the browser (re-identification, SSE, TLS)", |s| s.relay);
+    let with: Vec<f64> = splits.iter().map(|s| ms(s.total()) / ms(s.engine)).collect();
+    let without: Vec<f64> = splits.iter().map(|s| (ms(s.total()) - ms(s.embedding) - ms(s.search)) / ms(s.engine)).collect();
+    let extra: Vec<Duration> = splits.iter().map(|s| s.total() - s.engine).collect();
     println!(
-        "first token, web UI less retrieval / engine: per-round ratio median {:.3}x (extra {:+.1} %)",
-        median_f(&without),
+        "the agent adds {:.0} ms median to the engine's own time to first token for the same request: {:+.2} % with retrieval, {:+.2} % without (per-answer medians)",
+        ms(median(&extra)),
+        (median_f(&with) - 1.0) * 100.0,
         (median_f(&without) - 1.0) * 100.0
     );
-    let agent_side: Vec<Duration> = ui.iter().filter_map(|r| r.server_first).collect();
-    if !agent_side.is_empty() {
-        println!(
-            "the agent's own timing (request handler to its first token event): {:.0} ms median; the rest of the web UI's first token is TLS, the session and CSRF checks before the handler, and the relay",
-            ms(median(&agent_side))
-        );
+    let held = median_f(&with) < 1.05;
+    println!("verdict: {} (target: < 5 % extra time to the first token through the web UI)", if held { "held" } else { "NOT held" });
+}
+
+/// Where one web UI answer's time to its first token went, from the tap's notes.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    before_retrieval: Duration,
+    embedding: Duration,
+    search: Duration,
+    engine: Duration,
+    relay: Duration,
+}
+
+impl Split {
+    /// The agent's embed request, its answer, its chat request and the chat's first content,
+    /// the first of each in order after the question was sent.
+    fn of(run: &Run, events: &[(Instant, Seen)]) -> Option<Split> {
+        let sent = run.sent?;
+        let first = sent + run.first;
+        let mut at = events.iter().filter(|(t, _)| *t >= sent && *t <= first);
+        let mut next = |kind: Seen| at.find(|(_, s)| *s == kind).map(|(t, _)| *t);
+        let (embed, embedded, chat, content) = (next(Seen::Embed)?, next(Seen::EmbedAnswered)?, next(Seen::Chat)?, next(Seen::ChatFirstContent)?);
+        Some(Split { before_retrieval: embed - sent, embedding: embedded - embed, search: chat - embedded, engine: content - chat, relay: first - content })
     }
-    let ui: Vec<Run> = ui.iter().zip(engine).map(|(u, e)| Run { tokens: e.tokens, ..u.clone() }).collect();
-    let rate = |runs: &[Run]| median_f(&runs.iter().map(|r| r.tokens.saturating_sub(1) as f64 / (r.last - r.first).as_secs_f64().max(1e-9)).collect::<Vec<_>>());
-    println!("generation after the first token: engine {:.1} tok/s, web UI {:.1} tok/s (medians, the engine's token count)", rate(engine), rate(&ui));
-    println!("verdict: the web UI adds {:+.1} % to the time to the first token (target < 5 %)", (paired_median - 1.0) * 100.0);
+
+    fn total(&self) -> Duration {
+        self.before_retrieval + self.embedding + self.search + self.engine + self.relay
+    }
+}
+
+/// What the tap saw pass between the agent and the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Embed,
+    EmbedAnswered,
+    Chat,
+    ChatFirstContent,
+}
+
+#[derive(Default)]
+struct Tap(Mutex<Vec<(Instant, Seen)>>);
+
+impl Tap {
+    fn note(&self, at: Instant, what: Seen) {
+        self.0.lock().expect("tap").push((at, what));
+    }
+
+    fn events(&self) -> Vec<(Instant, Seen)> {
+        self.0.lock().expect("tap").clone()
+    }
+}
+
+/// A TCP relay between the agent and the engine that notes the time of each embed and chat
+/// request, of an embed request's answer and of a chat's first generated text. It adds a hop
+/// (two socket copies) to the web UI's path only: a cost counted against the agent.
+async fn tap(listener: tokio::net::TcpListener, engine: SocketAddr, seen: Arc<Tap>) {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const NONE: u8 = 0;
+    const EMBED: u8 = 1;
+    const CHAT: u8 = 2;
+    while let Ok((agent, _)) = listener.accept().await {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let Ok(upstream) = tokio::net::TcpStream::connect(engine).await else { return };
+            let _ = (agent.set_nodelay(true), upstream.set_nodelay(true));
+            let (mut agent_read, mut agent_write) = agent.into_split();
+            let (mut engine_read, mut engine_write) = upstream.into_split();
+            // What this connection's next answer is awaited for.
+            let waiting = Arc::new(AtomicU8::new(NONE));
+            let (waiting_up, seen_up) = (waiting.clone(), seen.clone());
+            let up = async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = agent_read.read(&mut buf).await {
+                    let now = Instant::now();
+                    let chunk = &buf[..n];
+                    if chunk.starts_with(b"POST /api/chat ") {
+                        seen_up.note(now, Seen::Chat);
+                        waiting_up.store(CHAT, Ordering::SeqCst);
+                    } else if chunk.starts_with(b"POST /api/embed ") {
+                        seen_up.note(now, Seen::Embed);
+                        waiting_up.store(EMBED, Ordering::SeqCst);
+                    }
+                    if engine_write.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = engine_write.shutdown().await;
+            };
+            let down = async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = engine_read.read(&mut buf).await {
+                    let now = Instant::now();
+                    let chunk = &buf[..n];
+                    match waiting.load(Ordering::SeqCst) {
+                        EMBED => {
+                            seen.note(now, Seen::EmbedAnswered);
+                            waiting.store(NONE, Ordering::SeqCst);
+                        }
+                        CHAT if has_content(chunk) => {
+                            seen.note(now, Seen::ChatFirstContent);
+                            waiting.store(NONE, Ordering::SeqCst);
+                        }
+                        _ => {}
+                    }
+                    if agent_write.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = agent_write.shutdown().await;
+            };
+            tokio::join!(up, down);
+        });
+    }
+}
+
+/// Whether an NDJSON chat chunk carries generated text (`"content":"` and not empty).
+fn has_content(chunk: &[u8]) -> bool {
+    let marker = b"\"content\":\"";
+    chunk.windows(marker.len() + 1).any(|w| w.starts_with(marker) && w[marker.len()] != b'"')
 }
 
 /// One timed answer.
 #[derive(Debug, Clone, Default)]
 struct Run {
+    /// When the request was sent (the web UI's answers, to match the tap's notes).
+    sent: Option<Instant>,
     /// From sending the request to the first byte of generated text.
     first: Duration,
     /// To the last byte of generated text.
@@ -217,13 +357,11 @@ struct Asked {
 
 impl Asked {
     /// The prompt the agent builds for `QUESTION` (as `clinical::AnswerJob` calls it: a new
-    /// conversation, a clinician's sections, the patient and the library), and how long the
-    /// retrieval and prompt building took.
-    async fn prompt(&self, conn: &rusqlite::Connection) -> (Prompt, Duration) {
+    /// conversation, a clinician's sections, the patient and the library).
+    async fn prompt(&self, conn: &rusqlite::Connection) -> Prompt {
         let captured = Capture::default();
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let scope = Scope { patient: Some(self.owner), include_library: true };
-        let started = Instant::now();
         answer::answer_followup_streaming(
             conn,
             &self.embedder,
@@ -240,18 +378,13 @@ impl Asked {
         )
         .await
         .expect("retrieval");
-        let took = captured.at.lock().expect("capture").map(|at| at - started).expect("the question found sources and reached the model");
-        let prompt = captured.prompt.lock().expect("capture").take().expect("prompt");
-        (prompt, took)
+        captured.0.lock().expect("capture").take().expect("the question found sources and reached the model")
     }
 }
 
 /// A generator that keeps the prompt it is given and answers nothing.
 #[derive(Default)]
-struct Capture {
-    prompt: Mutex<Option<Prompt>>,
-    at: Mutex<Option<Instant>>,
-}
+struct Capture(Mutex<Option<Prompt>>);
 
 impl Generator for Capture {
     fn model(&self) -> &str {
@@ -259,8 +392,7 @@ impl Generator for Capture {
     }
 
     fn generate<'a>(&'a self, prompt: &'a Prompt) -> GenerateFuture<'a> {
-        *self.at.lock().expect("capture") = Some(Instant::now());
-        *self.prompt.lock().expect("capture") = Some(prompt.clone());
+        *self.0.lock().expect("capture") = Some(prompt.clone());
         Box::pin(async { Ok(String::new()) })
     }
 }
@@ -417,7 +549,7 @@ impl UiClient {
         let response = self.request(request).await;
         assert!(response.status().is_success(), "POST ask: {}", response.status());
         let mut body = response.into_body();
-        let mut run = Run::default();
+        let mut run = Run { sent: Some(started), ..Run::default() };
         let mut pending = String::new();
         'stream: while let Some(frame) = body.frame().await {
             let Ok(data) = frame.expect("answer stream").into_data() else { continue };
@@ -478,9 +610,9 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&text[from..from + text[from..].find(end)?])
 }
 
-/// The dev configuration with the local CA's TLS, the engine on a port this bench knows, and
-/// answers of at most `tokens` tokens.
-fn write_config(base: &Path, web: SocketAddr, engine: SocketAddr, engine_bin: &Path, models: &Path, tokens: usize) {
+/// The dev configuration with the local CA's TLS, the engine at `engine` (run by this bench,
+/// as the agent would run it), and answers of at most `tokens` tokens.
+fn write_config(base: &Path, web: SocketAddr, engine: SocketAddr, tokens: usize) {
     std::fs::create_dir_all(base).expect("box dir");
     let defaults = wardbox_cli(&["config", "defaults", "--base", path_str(base)], None);
     let mut config: toml::Table = defaults.parse().expect("the default configuration");
@@ -490,18 +622,46 @@ fn write_config(base: &Path, web: SocketAddr, engine: SocketAddr, engine_bin: &P
     web_table.insert("hostnames".into(), toml::Value::Array(vec!["127.0.0.1".into(), "localhost".into()]));
     let engine_table = config.get_mut("engine").and_then(|w| w.as_table_mut()).expect("[engine]");
     engine_table.insert("endpoint".into(), format!("http://{engine}/").into());
-    let mut supervise = toml::Table::new();
-    supervise.insert("binary".into(), path_str(engine_bin).into());
-    supervise.insert("store".into(), path_str(models).into());
-    supervise.insert("preload".into(), toml::Value::Array(vec![CHAT_MODEL.into(), EMBED_MODEL.into()]));
-    // As the dev box sets it (`wardbox dev` without an [engine] section).
-    supervise.insert("slots".into(), 4.into());
-    supervise.insert("ctx_per_slot".into(), 2048.into());
-    engine_table.insert("supervise".into(), supervise.into());
     let clinical = config.get_mut("clinical").and_then(|w| w.as_table_mut()).expect("[clinical]");
     assert_eq!(clinical.get("chat_model").and_then(|m| m.as_str()), Some(CHAT_MODEL), "the dev box's chat model changed");
     clinical.insert("max_answer_tokens".into(), (tokens as i64).into());
     std::fs::write(base.join("wardbox.toml"), toml::to_string(&config).expect("toml")).expect("write config");
+}
+
+/// `wardbox-engine serve` with the arguments and environment the agent gives the engine it
+/// supervises in the dev profile (`stages::engine::engine_command`: both models resident, 4
+/// slots of 2048 tokens, the CPU, passive OpenMP waiting); killed when the bench ends.
+struct Engine(Child);
+
+impl Engine {
+    fn start(binary: &Path, store: &Path, addr: SocketAddr, log: &Path) -> Self {
+        let mut command = Command::new(binary);
+        command
+            .args(["serve", "--store", path_str(store), "--tcp", &addr.to_string(), "--preload", CHAT_MODEL, "--preload", EMBED_MODEL])
+            .args(["--max-loaded", "2", "--slots", "4", "--ctx-per-slot", "2048", "--gpu-layers", "0"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("engine log"));
+        if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+            command.env("OMP_WAIT_POLICY", "PASSIVE");
+        }
+        let mut engine = Engine(command.spawn().expect("start wardbox-engine"));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = engine.0.try_wait() {
+                panic!("the engine exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "the engine did not listen within 300 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        engine
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The `wardbox dev` box, stopped with SIGTERM when the bench ends.
