@@ -336,7 +336,18 @@ async fn browser_clinician_edits_a_draft_saves_it_to_the_record_and_a_later_answ
 
     sign_in_as(&c, &base, "dr.a").await;
     c.goto(&format!("{base}/patients/p-1")).await.expect("goto");
-    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#medications-form button")).await.expect("form").click().await.expect("click");
+    // The first page of this test's Chromium: with the binary's other browser tests starting
+    // their own at the same time on a loaded 2-core machine it took over 10 s twice (of eight
+    // runs). If it does not come, say which page came instead.
+    let form = match c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css("#medications-form button")).await {
+        Ok(form) => form,
+        Err(e) => {
+            let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            let page: String = c.source().await.unwrap_or_default().chars().take(2000).collect();
+            panic!("the patient page's medications form did not appear ({e}); the browser shows {url}:\n{page}");
+        }
+    };
+    form.click().await.expect("click");
     let text = c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css("#draft-editor:not([hidden]) #draft-text")).await.expect("the editor opens");
     assert_eq!(text.prop("value").await.expect("value").as_deref(), Some("- Metformin 500 mg twice daily [1]\n- Lisinopril 10 mg daily [1]"));
     text.send_keys("\n- Reviewed with the patient").await.expect("edit");
