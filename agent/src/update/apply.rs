@@ -154,7 +154,8 @@ impl Undo {
 }
 
 /// Moves a verified staged file to `dest` (same file system: a rename; else a copy into a
-/// temporary name beside `dest`, then a rename), then syncs the file and its directory.
+/// temporary name beside `dest`, then a rename), then syncs the file under its new name and its
+/// directory.
 fn place(staged: StagedFile, dest: &Path) -> std::io::Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir)?;
@@ -168,6 +169,11 @@ fn place(staged: StagedFile, dest: &Path) -> std::io::Result<()> {
                 let _ = fs::remove_file(&tmp);
             }
             copied?;
+            // Synced again under its new name: on FAT (the ESP) the new directory entry gets its
+            // first cluster and size when the file's inode is written, not with the directory.
+            // Without this a power cut a minute after the install left a zero-length UKI on the
+            // ESP, which systemd-boot skipped (found by the qemu full-update scenario).
+            fs::File::open(dest)?.sync_all()?;
         }
         Err(e) => return Err(e.error),
     }
