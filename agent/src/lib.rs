@@ -11,6 +11,7 @@ pub mod compliance;
 pub mod config;
 pub mod daemon;
 pub mod disk;
+pub mod helper_line;
 pub mod logging;
 pub mod notify;
 pub mod settings;

@@ -53,16 +53,8 @@ pub enum Event {
 /// Reads the request line (pure over any reader): at most [`MAX_REQUEST_BYTES`], one JSON
 /// object, an actor that is a plain user name.
 pub fn read_request(input: impl std::io::Read) -> Result<Request, String> {
-    let mut line = String::new();
-    std::io::BufReader::new(input.take(MAX_REQUEST_BYTES))
-        .read_line(&mut line)
-        .map_err(|e| format!("cannot read the request: {e}"))?;
-    if !line.ends_with('\n') {
-        return Err(format!("the request is not one line of at most {MAX_REQUEST_BYTES} bytes"));
-    }
-    let request: Request = serde_json::from_str(&line).map_err(|e| format!("the request is not valid: {e}"))?;
-    let plain = |s: &str| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
-    if !plain(&request.actor) {
+    let request: Request = crate::helper_line::read_request(input, MAX_REQUEST_BYTES)?;
+    if !crate::helper_line::is_user_name(&request.actor, 128) {
         return Err("the request's actor is not a user name".into());
     }
     if request.sha256.len() != 64 || !request.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -110,12 +102,7 @@ pub fn phase_name(phase: Phase) -> &'static str {
 /// The agent's side: sends `request` to the helper at `socket` and hands every event to
 /// `on_event`, until `done` or `refused` (returned). A helper that goes away early is an error.
 pub fn call(socket: &Path, request: &Request, on_event: &mut dyn FnMut(&Event)) -> Result<Event, String> {
-    let stream = std::os::unix::net::UnixStream::connect(socket)
-        .map_err(|e| format!("cannot reach the install helper at {}: {e}; nothing was changed", socket.display()))?;
-    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    writer.write_all(&line).map_err(|e| format!("cannot send the request to the install helper: {e}"))?;
+    let stream = crate::helper_line::send(socket, "install helper", request)?;
     let reader = std::io::BufReader::new(stream);
     for line in reader.lines() {
         let line = line.map_err(|e| format!("the install helper's answer broke off: {e}"))?;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::control::{self, Host, Paths};
 use super::window::Purpose;
+use crate::helper_line;
 
 /// The longest request line the helper reads.
 pub const MAX_REQUEST_BYTES: u64 = 1024;
@@ -55,16 +56,8 @@ pub struct Answer {
 
 /// Reads the request line: at most [`MAX_REQUEST_BYTES`], one JSON object, a plain user name.
 pub fn read_request(input: impl std::io::Read) -> Result<Request, String> {
-    let mut line = String::new();
-    std::io::BufReader::new(input.take(MAX_REQUEST_BYTES))
-        .read_line(&mut line)
-        .map_err(|e| format!("cannot read the request: {e}"))?;
-    if !line.ends_with('\n') {
-        return Err(format!("the request is not one line of at most {MAX_REQUEST_BYTES} bytes"));
-    }
-    let request: Request = serde_json::from_str(&line).map_err(|e| format!("the request is not valid: {e}"))?;
-    let plain = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
-    if !plain(&request.actor) {
+    let request: Request = helper_line::read_request(input, MAX_REQUEST_BYTES)?;
+    if !helper_line::is_user_name(&request.actor, 64) {
         return Err("the request's actor is not a user name".into());
     }
     Ok(request)
@@ -101,12 +94,7 @@ pub fn serve(input: impl std::io::Read, mut output: impl Write, paths: &Paths, h
 
 /// The agent's side: sends `request` to the helper at `socket` and returns its answer.
 pub fn call(socket: &Path, request: &Request) -> Result<Answer, String> {
-    let stream = std::os::unix::net::UnixStream::connect(socket)
-        .map_err(|e| format!("cannot reach the USB window helper at {}: {e}; nothing was changed", socket.display()))?;
-    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    writer.write_all(&line).map_err(|e| format!("cannot send the request to the USB window helper: {e}"))?;
+    let stream = helper_line::send(socket, "USB window helper", request)?;
     let mut answer = String::new();
     std::io::BufReader::new(stream.take(4096))
         .read_line(&mut answer)
