@@ -82,13 +82,6 @@ impl Clinical for Records {
     }
 }
 
-async fn sign_in_as(c: &Client, base: &str, user: &str) {
-    c.goto(&format!("{base}/login")).await.expect("login page");
-    c.find(Locator::Id("username")).await.expect("username").send_keys(user).await.expect("type");
-    c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type");
-    c.find(Locator::Id("signin")).await.expect("button").click().await.expect("click");
-}
-
 /// Picks `files` in the image form and uploads them; waits for the result list.
 async fn upload(c: &Client, files: &[PathBuf], shot_on_failure: &str) -> Vec<String> {
     let paths: Vec<String> = files.iter().map(|p| p.to_str().expect("utf8").to_owned()).collect();

@@ -39,14 +39,6 @@ async fn wait_text(c: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
     }
 }
 
-async fn sign_in_as(c: &Client, base: &str, user: &str) {
-    c.goto(&format!("{base}/login")).await.expect("login page");
-    c.find(Locator::Id("username")).await.expect("username").send_keys(user).await.expect("type");
-    c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type");
-    c.find(Locator::Id("signin")).await.expect("button").click().await.expect("click");
-    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("signout")).await.expect("signed in");
-}
-
 async fn sign_out(c: &Client) {
     c.find(Locator::Id("signout")).await.expect("sign-out button").click().await.expect("click");
     c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("signin")).await.expect("back at the sign-in page");

@@ -23,13 +23,6 @@ use wardbox::web::{Role, WebConfig};
 use browser_support::*;
 use web_support::*;
 
-async fn sign_in_as(c: &Client, base: &str, user: &str) {
-    c.goto(&format!("{base}/login")).await.expect("login page");
-    c.find(Locator::Id("username")).await.expect("username").send_keys(user).await.expect("type");
-    c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type");
-    c.find(Locator::Id("signin")).await.expect("button").click().await.expect("click");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_admin_sees_health_then_is_signed_out_when_idle() {
     let driver = start_driver();
@@ -336,10 +329,9 @@ async fn browser_clinician_edits_a_draft_saves_it_to_the_record_and_a_later_answ
 
     sign_in_as(&c, &base, "dr.a").await;
     c.goto(&format!("{base}/patients/p-1")).await.expect("goto");
-    // The first page of this test's Chromium: with the binary's other browser tests starting
-    // their own at the same time on a loaded 2-core machine it took over 10 s twice (of eight
-    // runs). If it does not come, say which page came instead.
-    let form = match c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css("#medications-form button")).await {
+    // This page once lost a race with the sign-in's own redirect to /patients (sign_in_as now
+    // waits for it). If the page does not come, say which page came instead.
+    let form = match c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css("#medications-form button")).await {
         Ok(form) => form,
         Err(e) => {
             let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use wardbox::web::{TlsMode, WebConfig, app, tls};
 
-use crate::web_support::Harness;
+use crate::web_support::{Harness, PASSWORD};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -72,6 +72,21 @@ pub async fn browser(driver: &Driver, profile: &Path) -> Client {
         .connect(&format!("http://127.0.0.1:{}", driver.port))
         .await
         .expect("a Chromium session through chromedriver")
+}
+
+/// Signs `user` in through the sign-in page and waits until the signed-in page has come. The
+/// click only starts the form's submission: a test that navigated on straight away raced it,
+/// and the submission's redirect could land after (and over) the test's own next page.
+pub async fn sign_in_as(c: &Client, base: &str, user: &str) {
+    c.goto(&format!("{base}/login")).await.expect("login page");
+    c.find(Locator::Id("username")).await.expect("username").send_keys(user).await.expect("type");
+    c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type");
+    c.find(Locator::Id("signin")).await.expect("button").click().await.expect("click");
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("signout"))
+        .await
+        .unwrap_or_else(|e| panic!("{user} was not signed in within 30 s ({e})"));
 }
 
 pub fn artifacts() -> PathBuf {
