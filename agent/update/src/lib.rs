@@ -9,6 +9,8 @@
 //! - [`state`]: the trusted root and floors in the state directory.
 //! - [`build`]: keys, root metadata with rotation, bundles (workstation side).
 //! - [`inspect`]: what a bundle holds, in words.
+//! - [`uki`]: a bundle's kernel image read as data: its PE sections and the PCR 11 value it
+//!   will measure (pure; a fuzz entry point).
 //!
 //! See `docs/update.md`.
 
@@ -20,6 +22,7 @@ pub mod manifest;
 pub mod slot;
 pub mod state;
 pub mod transport;
+pub mod uki;
 pub mod verify;
 
 pub use decide::{BoxFacts, Floors, Refusal, TrustedTime};
