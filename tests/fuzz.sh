@@ -3,15 +3,18 @@
 # per target, and fail on the first crash, hang or failed property.
 #
 #   tests/fuzz.sh                                  # every target of every crate, FUZZ_SECONDS each
-#   FUZZ_CRATES="models-bundle agent/update" tests/fuzz.sh   # these crates only (CI: see run-all.sh)
+#   FUZZ_CRATES="models-bundle agent/update agent/usb" tests/fuzz.sh   # these crates only (CI: run-all.sh)
 #   FUZZ_SECONDS=600 tests/fuzz.sh engine request  # one crate's fuzz dir, one target, longer
 #
 # Fuzz crates live in <crate>/fuzz (each its own workspace, so the root `cargo test` never
 # builds them): models-bundle (GGUF headers, manifests, model names), engine (HTTP requests,
 # options, token text), agent/rag (PDF, FHIR, text/markdown ingest, re-identification),
-# agent/firewall (the policy TOML, the live ruleset), agent/update (the bundle manifest a stick hands the box),
-# agent (the agent's TOML configuration, the upload form). Seeds come from <crate>/fuzz/seeds/<target>, a
-# dictionary from <crate>/fuzz/dicts/<target>.dict; the corpus grows in a temporary directory.
+# agent/firewall (the policy TOML, the live ruleset), agent/update (the bundle manifest a stick hands
+# the box, a full bundle's UKI: PE sections and PCR 11 prediction), agent/usb (a USB device's
+# descriptors), agent (the agent's TOML configuration, the upload form). Seeds come from
+# <crate>/fuzz/seeds/<target>, a dictionary from <crate>/fuzz/dicts/<target>.dict; the corpus
+# grows in a temporary directory. The crates share one target directory, so libFuzzer itself is
+# built once.
 # A crashing input is kept in <crate>/fuzz/artifacts/<target>/; reproduce it with
 # `RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a TARGET FILE` in <crate>, make it a regression test in
 # that crate's tests, and fix the bug.
@@ -24,7 +27,7 @@
 # Environment:
 #   FUZZ_SECONDS     run time per target (default 20)
 #   FUZZ_TARGET_DIR  cargo target directory for the instrumented builds
-#   FUZZ_CRATES      the crates to fuzz, space-separated (default: all six)
+#   FUZZ_CRATES      the crates to fuzz, space-separated (default: all seven)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,7 +38,7 @@ export RUSTC_BOOTSTRAP=1 CARGO_TERM_COLOR=never
 die() { echo "fuzz: $*" >&2; exit 1; }
 cargo fuzz --version >/dev/null 2>&1 || die "cargo-fuzz is not installed: cargo install cargo-fuzz --locked"
 
-read -r -a CRATES <<<"${FUZZ_CRATES:-models-bundle engine agent/rag agent/firewall agent/update agent}"
+read -r -a CRATES <<<"${FUZZ_CRATES:-models-bundle engine agent/rag agent/firewall agent/update agent/usb agent}"
 if [ $# -ge 1 ]; then
     CRATES=("$1")
 fi

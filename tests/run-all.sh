@@ -72,15 +72,17 @@ export WARDBOX_ENGINE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/wardbox-engi
 step "fetch test and embedding models" models-bundle/fetch-test-model.sh
 step "engine tests" cargo test --release -p wardbox-engine --no-fail-fast
 # Default members: agent (with web, browser, ldap, swtpm, netns, report tiers), firewall, volume,
-# gpu, rag, firmware-policy, models-bundle, report (swtpm quote), update (bundles), alerts.
+# gpu, rag, firmware-policy, models-bundle, report (swtpm quote), update (bundles), alerts, usb.
 # Run once: a test that fails now and then is found and fixed, never retried.
 step "workspace tests" cargo test --no-fail-fast
 # A short fixed fuzz run of what a USB stick hands the box (models-bundle: GGUF headers and
-# manifests; update: the bundle manifest), 15 s a target; measured here 79 s + 192 s to build
-# the instrumented crates, 60 s of fuzzing. The other targets (engine and retrieval link
-# llama.cpp and SQLCipher built again with sanitizers, tens of minutes cold on 2 cores; the
-# firewall policy) run by hand: `tests/fuzz.sh` runs every target (docs/engine.md).
-step "fuzz (short)" env FUZZ_CRATES="models-bundle agent/update" FUZZ_SECONDS=15 tests/fuzz.sh
+# manifests; update: the bundle manifest and a full bundle's UKI; usb: the descriptors a device
+# sends when plugged in), 15 s a target; measured here 79 s + 192 s to build the instrumented
+# crates (usb: 1 s more, libFuzzer is already built), 90 s of fuzzing. The other targets
+# (engine and retrieval link llama.cpp and SQLCipher built again with sanitizers, tens of
+# minutes cold on 2 cores; the firewall policy; the agent's configuration and upload form, which
+# build the whole agent) run by hand: `tests/fuzz.sh` runs every target (docs/engine.md).
+step "fuzz (short)" env FUZZ_CRATES="models-bundle agent/update agent/usb" FUZZ_SECONDS=15 tests/fuzz.sh
 # The appliance image, booted four times in qemu with a software TPM (tests/qemu_image.rs), and
 # the UEFI chain (tests/qemu_uefi_chain.rs: signed UKIs under Secure Boot, refusals, boot counting
 # and fallback; seven short boots, about 3 minutes).

@@ -6,6 +6,10 @@
 //! this Secure Boot state" and "are the enrolled Secure Boot keys the ones the policy pins".
 //! Reading the firmware's variables (`SecureBoot`, `PK`, `KEK`, `db`) is done by small functions
 //! that take the efivars directory as a parameter, so tests point them at a temporary tree.
+//!
+//! [`pcrsig`]: the signed PCR 11 policy's other half, the fleet's PCR-signing public key and
+//! the signature file `systemd-measure sign` writes for each UKI (parsed from bytes a UKI or
+//! `/run` hands over; fuzzed in `agent/update/fuzz`, target `uki`).
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 mod boot_variables;
 pub use boot_variables::BootVariables;
+pub mod pcrsig;
 
 /// The policy file shipped with the image, compiled in so the agent always has one.
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../default.toml");

@@ -4,7 +4,8 @@
 //! Layers, bottom up:
 //! - [`keys`]: the secrets (redacting, zeroed on drop) and the store-key derivation;
 //! - [`recovery`]: the typeable recovery key;
-//! - [`pcrsig`]: signed PCR 11 policies: the PCR-signing key and systemd-measure's signature file;
+//! - [`pcrsig`]: signed PCR 11 policies: the PCR-signing key and systemd-measure's signature file
+//!   (in `wardbox-firmware-policy`, re-exported);
 //! - [`tpm`]: seal / unseal under a PCR policy, against any TPM named by a TCTI string;
 //! - [`luks`]: the LUKS2 header: format, keyslots, tokens, key test, activation;
 //! - [`ops`]: the life cycle IT sees: provision, unlock, recover, reseal, rotate, status;
@@ -20,7 +21,6 @@ pub mod luks;
 pub mod mount;
 pub mod nvcounter;
 pub mod ops;
-pub mod pcrsig;
 pub mod recovery;
 pub mod swtpm;
 pub mod tpm;
@@ -31,3 +31,6 @@ pub use ops::{Provisioned, Rebound, Unlocked, UnlockPath, VolumeError, VolumeSta
 pub use recovery::{RecoveryError, RecoveryKey};
 pub use tpm::{PcrPolicy, Tpm, TpmError};
 pub use wardbox_firmware_policy::{FirmwarePolicy, PcrBank, PcrBinding};
+/// Pure parsing, so it lives with the policy (and is fuzzed there without the TPM and LUKS2
+/// libraries); the path `wardbox_volume::pcrsig` stays.
+pub use wardbox_firmware_policy::pcrsig;

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use wardbox_firmware_policy::PcrBank;
+use crate::PcrBank;
 
 /// Where the running system finds the booted UKI's PCR signature: systemd's copy in /run first,
 /// then systemd-stub's original (only present while in the initrd).
@@ -38,7 +38,7 @@ pub const DEFAULT_SIGNATURE_PATHS: [&str; 2] =
     ["/run/systemd/tpm2-pcr-signature.json", "/.extra/tpm2-pcr-signature.json"];
 
 /// The PCR a signed policy covers: systemd-stub measures the UKI there.
-pub const SIGNED_PCR: u8 = wardbox_firmware_policy::UKI_PCR;
+pub const SIGNED_PCR: u8 = crate::UKI_PCR;
 
 /// TPM_CC_PolicyPCR, the command code hashed into a PolicyPCR digest.
 const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
@@ -301,7 +301,7 @@ impl PcrSignatures {
                     .and_then(Value::as_array)
                     .ok_or_else(|| at("no \"pcrs\" array"))?
                     .iter()
-                    .map(|p| p.as_u64().and_then(|p| u8::try_from(p).ok()).filter(|p| *p <= wardbox_firmware_policy::MAX_PCR))
+                    .map(|p| p.as_u64().and_then(|p| u8::try_from(p).ok()).filter(|p| *p <= crate::MAX_PCR))
                     .collect::<Option<Vec<u8>>>()
                     .ok_or_else(|| at("\"pcrs\" holds something that is not a PCR number"))?;
                 let hex_field = |name: &str| -> Result<Vec<u8>, PcrSigError> {
