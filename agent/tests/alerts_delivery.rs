@@ -4,7 +4,9 @@
 //!
 //! Tiers: `rsyslog_` needs `/usr/sbin/rsyslogd` and the `rsyslog-openssl` driver (Debian
 //! `rsyslog`, `rsyslog-openssl`); `smtp_` needs the `aiosmtpd` program (PyPI `aiosmtpd`, on the
-//! PATH or named by `WARDBOX_AIOSMTPD`). A missing one fails the test, naming it.
+//! PATH or named by `WARDBOX_AIOSMTPD`). A missing one fails the test, naming it. The relays
+//! that require SMTP AUTH are aiosmtpd's own `SMTP` class with an authenticator, run by the
+//! Python interpreter of that program's venv (`smtp_auth_relay`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -322,6 +324,8 @@ fn email_config(port: u16, ca: &Path) -> DeliveryConfig {
             ca_file: ca.to_owned(),
             from: "wardbox@clinic.test".into(),
             to: vec!["privacy@clinic.test".into(), "it@clinic.test".into()],
+            user: None,
+            password_file: None,
             timeout_secs: 10,
         }),
         ..DeliveryConfig::default()
@@ -528,4 +532,264 @@ async fn rsyslog_down_for_a_day_gets_the_alert_after_it_comes_back() {
     assert_eq!(delivered, 1, "delivered once after the outage");
     let text = wait_for_text(&received, "denied_access user:dr.a");
     assert_eq!(text.matches("denied_access user:dr.a").count(), 1, "{text}");
+}
+
+/// An aiosmtpd relay for the SMTP AUTH tests: STARTTLS with the test CA's certificate, AUTH
+/// only inside TLS (`auth_require_tls`), mail only after AUTH (`auth_required`), and an
+/// authenticator that checks the user and the password in a file. It prints each attempt
+/// (`auth PLAIN ok`, `auth LOGIN refused`) on stdout, never the password. Modes: `plain-login`
+/// offers both, `login` only LOGIN, `cram` only CRAM-MD5 (a mechanism the box does not speak),
+/// `none` no mechanism and takes mail without AUTH, `cleartext` offers no STARTTLS but AUTH
+/// PLAIN LOGIN in clear and takes mail without AUTH (what the box must never use).
+const SMTP_AUTH_RELAY: &str = r#"
+import asyncio, ssl, sys
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+port, cert, key, maildir, mode, user, password_file = sys.argv[1:8]
+password = open(password_file, "rb").read().split(b"\n")[0]
+
+class Relay(Mailbox):
+    async def auth_CRAM__MD5(self, server, args):
+        print("auth CRAM-MD5 refused", flush=True)
+        return AuthResult(success=False, handled=False)
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login == user.encode() and auth_data.password == password
+    print(f"auth {mechanism} {'ok' if ok else 'refused'}", flush=True)
+    # handled=False: the server answers 535 itself (True would leave the client waiting).
+    return AuthResult(success=ok, handled=False)
+
+excluded = {"plain-login": ["CRAM-MD5"], "login": ["CRAM-MD5", "PLAIN"], "cram": ["PLAIN", "LOGIN"],
+            "none": ["CRAM-MD5", "PLAIN", "LOGIN"], "cleartext": ["CRAM-MD5"]}[mode]
+tls = None
+if mode != "cleartext":
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+handler = Relay(maildir)
+
+def relay():
+    return SMTP(handler, require_starttls=tls is not None, tls_context=tls, auth_require_tls=tls is not None,
+                auth_required=mode not in ("none", "cleartext"), authenticator=authenticator,
+                auth_exclude_mechanism=excluded)
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(relay, "127.0.0.1", int(port))
+    print("listening", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"#;
+
+/// The Python of the aiosmtpd program's venv, from its `#!` line.
+fn aiosmtpd_python() -> PathBuf {
+    let program = aiosmtpd_program();
+    let text = std::fs::read_to_string(&program).unwrap_or_else(|e| panic!("{} cannot be read: {e}", program.display()));
+    let shebang = text.lines().next().and_then(|l| l.strip_prefix("#!")).map(str::trim).unwrap_or_default();
+    let python = PathBuf::from(shebang.split_whitespace().next().unwrap_or_default());
+    assert!(python.is_file(), "{} does not name its Python on its #! line (found {shebang:?}); the smtp_ tier needs aiosmtpd's venv", program.display());
+    python
+}
+
+/// A relay of `mode` on `port` that knows `RELAY_USER` with the password in `password_file`;
+/// what it prints goes to `log`.
+fn smtp_auth_relay(dir: &Path, port: u16, server: &Pki, maildir: &Path, mode: &str, password_file: &Path, log: &Path) -> Receiver {
+    let script = dir.join("smtp_auth_relay.py");
+    std::fs::write(&script, SMTP_AUTH_RELAY).expect("script");
+    let out = std::fs::File::create(log).expect("log");
+    let mut child = Command::new(aiosmtpd_python())
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(&server.cert)
+        .arg(&server.key)
+        .arg(maildir)
+        .args([mode, RELAY_USER])
+        .arg(password_file)
+        .stdout(out)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the aiosmtpd relay");
+    wait_for_port(port, &mut child, "the aiosmtpd relay");
+    Receiver(child)
+}
+
+/// A password file (mode 0600) holding `password`.
+fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{password}\n")).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
+fn email_config_with_user(port: u16, ca: &Path, user: &str, password_file: &Path) -> DeliveryConfig {
+    let mut cfg = email_config(port, ca);
+    if let Some(e) = cfg.email.as_mut() {
+        e.user = Some(user.to_owned());
+        e.password_file = Some(password_file.to_owned());
+    }
+    cfg.validate(false).expect("valid");
+    cfg
+}
+
+/// `text` holds neither the password nor any encoding of it the box could have sent.
+fn assert_no_password(text: &str, user: &str, password: &str) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for needle in [password.to_owned(), b64.encode(password), b64.encode(format!("\0{user}\0{password}"))] {
+        assert!(!text.contains(&needle), "the password (or its encoding {needle}) is in: {text}");
+    }
+}
+
+fn wait_for_messages(maildir: &Path) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = maildir_messages(maildir);
+        if !m.is_empty() || Instant::now() > deadline {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const RELAY_USER: &str = "wardbox-alerts";
+const RELAY_PASSWORD: &str = "Kl1nik-Relay:pw 7";
+
+/// A relay that requires AUTH (as Exchange or Postfix submission on 587 do) takes the digest
+/// from the box with the right user and password, with PLAIN when it offers PLAIN and LOGIN.
+#[tokio::test]
+async fn smtp_relay_requiring_auth_receives_the_alert_with_plain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "mail.test");
+    let port = free_port();
+    let maildir = dir.path().join("maildir");
+    let pw = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
+    let log = dir.path().join("relay.log");
+    let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, "plain-login", &pw, &log);
+    let cfg = email_config_with_user(port, &server.ca, RELAY_USER, &pw);
+    let o = outbox_with_alert(&cfg);
+    let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+    let messages = wait_for_messages(&maildir);
+    assert_eq!(messages.len(), 1, "one digest");
+    assert!(messages[0].contains("denied_access user:dr.a"), "{}", messages[0]);
+    assert_eq!(delivery_state(&o)[0].1, "delivered");
+    let attempts = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(attempts.lines().filter(|l| l.starts_with("auth ")).collect::<Vec<_>>(), ["auth PLAIN ok"], "{attempts}");
+}
+
+/// A relay that offers only LOGIN (older Exchange) gets LOGIN, and the digest arrives.
+#[tokio::test]
+async fn smtp_relay_offering_only_login_receives_the_alert_with_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "mail.test");
+    let port = free_port();
+    let maildir = dir.path().join("maildir");
+    let pw = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
+    let log = dir.path().join("relay.log");
+    let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, "login", &pw, &log);
+    let cfg = email_config_with_user(port, &server.ca, RELAY_USER, &pw);
+    let o = outbox_with_alert(&cfg);
+    let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+    assert_eq!(wait_for_messages(&maildir).len(), 1, "one digest");
+    let attempts = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(attempts.lines().filter(|l| l.starts_with("auth ")).collect::<Vec<_>>(), ["auth LOGIN ok"], "{attempts}");
+}
+
+/// A wrong password: the relay answers 535, the delivery fails with an error that says so and
+/// quotes no password (not in the pass's errors the daemon logs, the outbox's error the pages
+/// show, nor the console's test output), nothing arrives, and the alert stays in the outbox.
+/// Once the file holds the right password the retry after the backoff delivers it: the file is
+/// read at each session.
+#[tokio::test]
+async fn smtp_relay_refusing_the_password_leaves_the_alert_in_the_outbox() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "mail.test");
+    let port = free_port();
+    let maildir = dir.path().join("maildir");
+    let right = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
+    let wrong_password = "Wrong-Relay:pw 8";
+    let box_file = password_file(dir.path(), "box.pw", wrong_password);
+    let log = dir.path().join("relay.log");
+    let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, "plain-login", &right, &log);
+    let cfg = email_config_with_user(port, &server.ca, RELAY_USER, &box_file);
+    let o = outbox_with_alert(&cfg);
+    let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (0, 1), "{report:?}");
+    let (_, state, attempts, error) = delivery_state(&o).remove(0);
+    let error = error.unwrap_or_default();
+    assert_eq!((state.as_str(), attempts), ("failed", 1));
+    assert!(error.contains("the relay refused the user name and password (PLAIN): 535"), "{error}");
+    assert!(error.contains("alert_delivery.email.user") && error.contains("nothing was sent"), "{error}");
+    let test = wardbox::alerting::deliver::send_test(&cfg, &jiff::Timestamp::from_second(NOW).expect("ts")).await;
+    let test_error = test[0].1.as_ref().expect_err("the test message was accepted with a wrong password");
+    let shown = format!("{:?}\n{}\n{test_error}\n{test_error:?}\n{error}", report.errors, cfg.email.as_ref().map(|e| format!("{e:?}")).unwrap_or_default());
+    for password in [wrong_password, RELAY_PASSWORD] {
+        assert_no_password(&shown, RELAY_USER, password);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(maildir_messages(&maildir).is_empty(), "a message went through without authentication");
+    let attempts = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(attempts.lines().filter(|l| l.starts_with("auth ")).collect::<Vec<_>>(), ["auth PLAIN refused", "auth PLAIN refused"], "{attempts}");
+
+    // Not before the backoff; after it, with the password corrected in the file, delivered.
+    assert_eq!(deliver_due(&o.store, &cfg, NOW + 29).await.expect("pass").failed, 0, "retried before its backoff");
+    std::fs::write(&box_file, format!("{RELAY_PASSWORD}\n")).expect("write");
+    let report = deliver_due(&o.store, &cfg, NOW + 30).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
+    assert_eq!(wait_for_messages(&maildir).len(), 1, "one digest");
+    assert_eq!(delivery_state(&o)[0].1, "delivered");
+}
+
+/// Credentials are configured but the relay offers no mechanism the box speaks after STARTTLS
+/// (none at all, or only CRAM-MD5): the box refuses, sends nothing (the first relay would have
+/// taken the mail without AUTH), and the alert stays failed in the outbox.
+#[tokio::test]
+async fn smtp_relay_without_a_usable_auth_gets_nothing_when_a_user_is_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "mail.test");
+    let pw = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
+    for (mode, expected) in [("none", "the relay offers no AUTH after STARTTLS"), ("cram", "the relay offers AUTH CRAM-MD5 only after STARTTLS")] {
+        let port = free_port();
+        let maildir = dir.path().join(format!("maildir-{mode}"));
+        let log = dir.path().join(format!("relay-{mode}.log"));
+        let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, mode, &pw, &log);
+        let cfg = email_config_with_user(port, &server.ca, RELAY_USER, &pw);
+        let o = outbox_with_alert(&cfg);
+        let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
+        assert_eq!((report.delivered, report.failed), (0, 1), "{mode}: {report:?}");
+        let (_, state, _, error) = delivery_state(&o).remove(0);
+        let error = error.unwrap_or_default();
+        assert_eq!(state, "failed", "{mode}");
+        assert!(error.contains(expected) && error.contains("nothing was sent"), "{mode}: {error}");
+        assert_no_password(&format!("{:?} {error}", report.errors), RELAY_USER, RELAY_PASSWORD);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(maildir_messages(&maildir).is_empty(), "{mode}: a message was sent without authentication");
+        let attempts = std::fs::read_to_string(&log).expect("log");
+        assert!(!attempts.contains("auth "), "{mode}: the box tried a mechanism: {attempts}");
+    }
+}
+
+/// A relay that offers AUTH in clear and no STARTTLS: the box neither authenticates nor sends;
+/// the credentials never cross the LAN unencrypted.
+#[tokio::test]
+async fn smtp_relay_offering_auth_only_in_clear_gets_no_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "mail.test");
+    let port = free_port();
+    let maildir = dir.path().join("maildir");
+    let pw = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
+    let log = dir.path().join("relay.log");
+    let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, "cleartext", &pw, &log);
+    let cfg = email_config_with_user(port, &server.ca, RELAY_USER, &pw);
+    let o = outbox_with_alert(&cfg);
+    let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
+    assert_eq!((report.delivered, report.failed), (0, 1), "{report:?}");
+    let error = delivery_state(&o).remove(0).3.unwrap_or_default();
+    assert!(error.contains("does not offer STARTTLS"), "{error}");
+    std::thread::sleep(Duration::from_millis(300));
+    let attempts = std::fs::read_to_string(&log).expect("log");
+    assert!(!attempts.contains("auth "), "credentials were sent in clear: {attempts}");
+    assert!(maildir_messages(&maildir).is_empty(), "a message went out in the clear");
 }

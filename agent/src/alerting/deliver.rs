@@ -8,18 +8,23 @@
 //! Delivery is at least once. A syslog batch counts as delivered when every frame is written
 //! and the TLS session is closed cleanly; RFC 5425 has no acknowledgement above TCP, so a
 //! collector that dies after reading may lose what it read (RELP would close that gap). An
-//! e-mail counts when the relay accepted the message (`250` after `DATA`).
+//! e-mail counts when the relay accepted the message (`250` after `DATA`). A relay that needs
+//! authentication gets SMTP AUTH inside the TLS session (`smtp_auth`); a relay that does not
+//! offer it then, or refuses the credentials, is a failed delivery like any other.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use secrecy::ExposeSecret;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use wardbox_alerts::Alert;
+use zeroize::Zeroizing;
 
 use super::outbox::{self, Destination};
+use super::smtp_auth;
 use super::{DeliveryConfig, EmailConfig, SyslogConfig};
 use crate::store::Store;
 
@@ -43,6 +48,17 @@ pub enum DeliveryError {
     NoStartTls,
     #[error("the relay answered {code} to {command}: {text}")]
     Refused { command: String, code: u16, text: String },
+    /// A user is configured but the relay offers no mechanism the box speaks after STARTTLS:
+    /// the box sends nothing rather than mail the relay might take without authentication.
+    #[error("the relay offers {offered} after STARTTLS, but alert_delivery.email.user is set and the box authenticates with PLAIN or LOGIN; it does not send unauthenticated, so nothing was sent")]
+    NoAuthMechanism { offered: String },
+    /// The relay refused the user name and password (535 and the like). `text` is the relay's
+    /// reply with anything the box sent in the exchange removed.
+    #[error("the relay refused the user name and password ({mechanism}): {code} {text}; check alert_delivery.email.user and the password in its password_file; nothing was sent")]
+    AuthRefused { mechanism: &'static str, code: u16, text: String },
+    /// The password file could not be read at this session (it was readable at start).
+    #[error("the password file for alert_delivery.email cannot be used: {0}; nothing was sent")]
+    PasswordFile(String),
     #[error("the server broke the protocol: {0}")]
     Protocol(String),
     #[error("connection failed while sending: {0}")]
@@ -302,8 +318,8 @@ pub async fn send_syslog(cfg: &SyslogConfig, messages: &[String]) -> Result<(), 
     .await
 }
 
-/// Send one message through the relay: EHLO, STARTTLS (required), EHLO again, then the
-/// envelope and the message.
+/// Send one message through the relay: EHLO, STARTTLS (required), EHLO again, AUTH when a
+/// user is configured (inside TLS only), then the envelope and the message.
 pub async fn send_email(cfg: &EmailConfig, message: &str) -> Result<(), DeliveryError> {
     let connector = connector(&cfg.ca_file, None)?;
     let name = server_name(&cfg.server_name)?;
@@ -329,7 +345,10 @@ pub async fn send_email(cfg: &EmailConfig, message: &str) -> Result<(), Delivery
             .await
             .map_err(|source| DeliveryError::Tls { server_name: cfg.server_name.clone(), source })?;
         let mut s = BufReader::new(tls);
-        command(&mut s, &format!("EHLO {helo}"), &[250]).await?;
+        let features = command(&mut s, &format!("EHLO {helo}"), &[250]).await?;
+        if let Some((user, password_file)) = cfg.credentials() {
+            authenticate(&mut s, &features, user, password_file).await?;
+        }
         command(&mut s, &format!("MAIL FROM:<{}>", cfg.from), &[250]).await?;
         for to in &cfg.to {
             command(&mut s, &format!("RCPT TO:<{to}>"), &[250, 251]).await?;
@@ -342,6 +361,52 @@ pub async fn send_email(cfg: &EmailConfig, message: &str) -> Result<(), Delivery
         Ok(())
     })
     .await
+}
+
+/// SMTP AUTH (RFC 4954) with the mechanism the relay advertised after STARTTLS: PLAIN, else
+/// LOGIN. Takes the TLS stream only, so the credentials cannot be sent before the handshake.
+/// Every line that carries them is written without being named in errors, and the relay's
+/// reply is scrubbed of them before it is quoted.
+async fn authenticate(
+    s: &mut BufReader<tokio_rustls::client::TlsStream<TcpStream>>,
+    features: &[String],
+    user: &str,
+    password_file: &std::path::Path,
+) -> Result<(), DeliveryError> {
+    let mechanism = smtp_auth::choose_mechanism(features).map_err(|why| DeliveryError::NoAuthMechanism {
+        offered: match why {
+            smtp_auth::NoMechanism::NotOffered => "no AUTH".to_owned(),
+            smtp_auth::NoMechanism::Unsupported(m) => format!("AUTH {} only", m.join(" ")),
+        },
+    })?;
+    let password = smtp_auth::read_password_file(password_file).map_err(|e| DeliveryError::PasswordFile(e.reason))?;
+    let refused = |e: DeliveryError| match e {
+        DeliveryError::Refused { code, text, .. } => {
+            DeliveryError::AuthRefused { mechanism: mechanism.as_str(), code, text: smtp_auth::scrub(&text, user, &password) }
+        }
+        other => other,
+    };
+    match mechanism {
+        smtp_auth::Mechanism::Plain => {
+            let line = Zeroizing::new(format!("AUTH PLAIN {}", smtp_auth::plain_response(user, &password).as_str()));
+            secret_line(s, &line, "AUTH PLAIN", &[235]).await.map_err(refused)?;
+        }
+        smtp_auth::Mechanism::Login => {
+            command(s, "AUTH LOGIN", &[334]).await.map_err(refused)?;
+            secret_line(s, &smtp_auth::login_response(user), "AUTH LOGIN user name", &[334]).await.map_err(refused)?;
+            let encoded = smtp_auth::login_response(password.expose_secret());
+            secret_line(s, &encoded, "AUTH LOGIN password", &[235]).await.map_err(refused)?;
+        }
+    }
+    Ok(())
+}
+
+/// Write a line that carries credentials and read the reply; errors name it as `what`.
+async fn secret_line<S: AsyncBufRead + AsyncWrite + Unpin>(s: &mut S, line: &Zeroizing<String>, what: &str, ok: &[u16]) -> Result<Vec<String>, DeliveryError> {
+    let framed = Zeroizing::new(format!("{}\r\n", line.as_str()));
+    s.write_all(framed.as_bytes()).await?;
+    s.flush().await?;
+    expect(s, what, ok).await
 }
 
 async fn command<S: AsyncBufRead + AsyncWrite + Unpin>(s: &mut S, line: &str, ok: &[u16]) -> Result<Vec<String>, DeliveryError> {
@@ -410,6 +475,8 @@ mod tests {
             ca_file: "/ca.pem".into(),
             from: "wardbox@clinic.local".into(),
             to: vec!["privacy@clinic.local".into(), "it@clinic.local".into()],
+            user: None,
+            password_file: None,
             timeout_secs: 10,
         };
         let a = alert();

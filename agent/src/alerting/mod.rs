@@ -14,6 +14,8 @@
 //! - `workflow`: acknowledge, assign, disposition, close, each recorded and audited; "possible
 //!   breach" starts the 60-day notification clock.
 //! - `deliver`: the messages (no PHI), the RFC 5425 syslog client and the SMTP client.
+//! - `smtp_auth`: SMTP AUTH for a relay that requires it: the password file, the choice of
+//!   PLAIN or LOGIN from the relay's EHLO, their encodings (pure but for the file).
 //! - this file: the `[alert_delivery]` section and the firewall rules it implies.
 
 pub mod deliver;
@@ -22,6 +24,7 @@ pub mod heartbeat;
 pub mod outbox;
 pub mod relations;
 pub mod review;
+pub mod smtp_auth;
 pub mod workflow;
 
 use std::net::SocketAddr;
@@ -90,8 +93,24 @@ pub struct EmailConfig {
     pub from: String,
     /// Recipients (the privacy officer, IT).
     pub to: Vec<String>,
+    /// For a relay that accepts mail only after authentication (Exchange, submission on 587):
+    /// the user name, with `password_file`. Sent only inside TLS, after STARTTLS.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The file (absolute path, readable by its owner only) whose first line is the relay
+    /// password. The password itself is never in the configuration; the file is checked when
+    /// the configuration is loaded and read again at each session.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+}
+
+impl EmailConfig {
+    /// The user name and password file when the relay is to be authenticated to.
+    pub fn credentials(&self) -> Option<(&str, &std::path::Path)> {
+        self.user.as_deref().zip(self.password_file.as_deref())
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -179,6 +198,24 @@ impl DeliveryConfig {
             for (i, to) in e.to.iter().enumerate() {
                 if !is_mail_address(to) {
                     return bad(&format!("email.to[{i}]"), format!("`{to}` is not an e-mail address"));
+                }
+            }
+            match (&e.user, &e.password_file) {
+                (None, None) => {}
+                (Some(_), None) => return bad("email.password_file", "user needs password_file (the file that holds its password)".into()),
+                (None, Some(_)) => return bad("email.user", "password_file needs user (the user name the relay knows)".into()),
+                (Some(user), Some(file)) => {
+                    if user.is_empty() || user.len() > 255 || user.chars().any(char::is_control) {
+                        return bad("email.user", "the user name must be 1 to 255 characters, without control characters".into());
+                    }
+                    if !file.is_absolute() {
+                        return bad("email.password_file", format!("`{}` must be an absolute path", file.display()));
+                    }
+                    // The one check here that reads a file: a password that cannot be used
+                    // would otherwise surface only as failed deliveries, hours later.
+                    if let Err(e) = smtp_auth::read_password_file(file) {
+                        return bad("email.password_file", e.reason);
+                    }
                 }
             }
         }
@@ -317,6 +354,44 @@ mod tests {
         let local = GOOD.replace("10.1.5.20:6514", "127.0.0.1:6514");
         assert!(parse(&local).validate(false).is_ok());
         assert!(parse(&local).validate(true).is_err());
+    }
+
+    /// The relay's credentials: both or neither, an absolute path, a file that holds a password
+    /// and that only its owner may read; each refusal names its key and never the password.
+    #[test]
+    fn relay_credentials_are_refused_at_load_unless_usable() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("smtp.pw");
+        std::fs::write(&file, "Relay-Pw-7\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let with = |extra: &str| parse(&GOOD.replace("from = \"wardbox@clinic.local\"", &format!("from = \"wardbox@clinic.local\"\n{extra}")));
+        let good = with(&format!("user = \"wardbox-alerts\"\npassword_file = \"{}\"", file.display()));
+        good.validate(true).expect("valid");
+        assert_eq!(good.email.as_ref().and_then(EmailConfig::credentials), Some(("wardbox-alerts", file.as_path())));
+        assert_eq!(parse(GOOD).email.as_ref().and_then(EmailConfig::credentials), None);
+        let group_readable = dir.path().join("shared.pw");
+        std::fs::write(&group_readable, "Relay-Pw-7\n").expect("write");
+        std::fs::set_permissions(&group_readable, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let cases = [
+            ("user = \"wardbox-alerts\"".to_owned(), "`alert_delivery.email.password_file`: user needs password_file"),
+            (format!("password_file = \"{}\"", file.display()), "`alert_delivery.email.user`: password_file needs user"),
+            (format!("user = \"\"\npassword_file = \"{}\"", file.display()), "`alert_delivery.email.user`"),
+            (format!("user = \"a\\r\\nRCPT TO:<x@y.z>\"\npassword_file = \"{}\"", file.display()), "`alert_delivery.email.user`"),
+            ("user = \"wardbox-alerts\"\npassword_file = \"smtp.pw\"".to_owned(), "`alert_delivery.email.password_file`: `smtp.pw` must be an absolute path"),
+            (format!("user = \"wardbox-alerts\"\npassword_file = \"{}\"", dir.path().join("absent").display()), "`alert_delivery.email.password_file`: "),
+            (format!("user = \"wardbox-alerts\"\npassword_file = \"{}\"", group_readable.display()), "may be read by other accounts (mode 640)"),
+        ];
+        for (extra, expected) in &cases {
+            let err = with(extra).validate(true).expect_err(extra).to_string();
+            assert!(err.contains(expected), "{err}\nwanted {expected}");
+            assert!(!err.contains("Relay-Pw-7"), "the error quotes the password: {err}");
+        }
+        let missing = with(&format!("user = \"u\"\npassword_file = \"{}\"", dir.path().join("absent").display())).validate(true).expect_err("absent").to_string();
+        assert!(missing.contains("cannot be read"), "{missing}");
+        // A password in the configuration itself is not a key.
+        let inline = toml::from_str::<DeliveryConfig>(&GOOD.replace("from = \"wardbox@clinic.local\"", "from = \"wardbox@clinic.local\"\npassword = \"x\""));
+        assert!(inline.is_err(), "a clear-text password was accepted in the configuration");
     }
 
     /// Through the whole configuration file: the firewall gets exactly one rule per
