@@ -793,3 +793,134 @@ async fn smtp_relay_offering_auth_only_in_clear_gets_no_credentials() {
     assert!(!attempts.contains("auth "), "credentials were sent in clear: {attempts}");
     assert!(maildir_messages(&maildir).is_empty(), "a message went out in the clear");
 }
+
+/// `request` to `addr` over plain HTTP (the dev box), the whole answer.
+fn http(addr: std::net::SocketAddr, request: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Some(out)
+}
+
+/// One failed sign-in through the dev box's real login form (its CSRF cookie and field).
+fn failed_signin(addr: std::net::SocketAddr, user: &str) {
+    let page = http(addr, &format!("GET /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).expect("login page");
+    let cookie = page
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .expect("login cookie")
+        .to_string();
+    let token = cookie.split_once('=').expect("cookie value").1;
+    let body = format!("csrf={token}&username={user}&password=wrong-password");
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = http(addr, &request).expect("post");
+    assert!(!resp.starts_with("HTTP/1.1 5"), "{resp}");
+}
+
+fn wardbox_cli(args: &[&str], config: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wardbox"))
+        .args(args)
+        .args(["-c", config.to_str().expect("utf8")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wardbox");
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The agent's log: its stderr, or the journal when journald's socket exists (the agent logs
+/// there then, `logging.rs`).
+fn agent_log(stderr: &Path, pid: u32) -> String {
+    if Path::new("/run/systemd/journal/socket").exists() {
+        let out = Command::new("journalctl").args(["--no-pager", "-o", "cat", &format!("_PID={pid}")]).output().expect("journalctl (the agent logs to journald here)");
+        return String::from_utf8_lossy(&out.stdout).into_owned();
+    }
+    std::fs::read_to_string(stderr).unwrap_or_default()
+}
+
+/// The whole box with a relay that refuses its password: a real `wardbox dev` raises an alert
+/// from failed sign-ins at its login form, its delivery fails and is logged with a clear
+/// reason, `wardbox alerts show` shows the failure, `wardbox alerts test` reports it and exits
+/// 3, nothing arrives, and neither the password nor its encodings is in the agent's log or the
+/// console's output.
+#[test]
+fn smtp_relay_refusing_the_password_is_reported_by_the_box_without_the_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = pki(dir.path(), "clinic", "mail.test");
+    let port = free_port();
+    let maildir = dir.path().join("maildir");
+    let right = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
+    let wrong_password = "Wrong-Relay:pw 8";
+    let box_file = password_file(dir.path(), "box.pw", wrong_password);
+    let relay_log = dir.path().join("relay.log");
+    let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, "plain-login", &right, &relay_log);
+
+    let base = dir.path().join("box");
+    let defaults = Command::new(env!("CARGO_BIN_EXE_wardbox")).args(["config", "defaults", "--base", base.to_str().expect("utf8")]).output().expect("defaults");
+    assert!(defaults.status.success(), "{}", String::from_utf8_lossy(&defaults.stderr));
+    let toml = String::from_utf8(defaults.stdout).expect("utf8");
+    let section = format!(
+        "[alert_delivery]\nadmin_url = \"https://wardbox.clinic.test:8443\"\n[alert_delivery.email]\nrelay = \"127.0.0.1:{port}\"\nserver_name = \"mail.test\"\nca_file = \"{}\"\nfrom = \"wardbox@clinic.test\"\nto = [\"privacy@clinic.test\"]\nuser = \"{RELAY_USER}\"\npassword_file = \"{}\"\n",
+        server.ca.display(),
+        box_file.display()
+    );
+    let configured = toml
+        .replace("account_failures = 5\naddress_failures = 10", "account_failures = 2\naddress_failures = 2")
+        .replace("[alert_delivery]\nadmin_url = \"\"\n", &section);
+    assert!(configured.contains("account_failures = 2") && configured.contains("password_file"), "the defaults changed shape:\n{toml}");
+    std::fs::create_dir_all(&base).expect("base");
+    let config = base.join("wardbox.toml");
+    std::fs::write(&config, configured).expect("config");
+
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let stderr = dir.path().join("agent.log");
+    let agent = Receiver(
+        Command::new(env!("CARGO_BIN_EXE_wardbox"))
+            .args(["dev", "--base", base.to_str().expect("utf8"), "--listen", &addr.to_string()])
+            .env("WARDBOX_ENGINE_BIN", base.join("no-engine-here"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("log"))
+            .spawn()
+            .expect("start wardbox dev"),
+    );
+    let pid = agent.0.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http(addr, &format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        assert!(Instant::now() < deadline, "the dev agent did not serve within 60 s: {}", agent_log(&stderr, pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..2 {
+        failed_signin(addr, "ghost");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = agent_log(&stderr, pid);
+        if log.contains("alert delivery failed") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "no failed delivery logged within 30 s: {log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let line = log.lines().find(|l| l.contains("alert delivery failed")).expect("line");
+    assert!(line.contains("email: the relay refused the user name and password (PLAIN): 535"), "{line}");
+    let (code, shown) = wardbox_cli(&["alerts", "show", "1"], &config);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("email: failed after 1 attempts (the relay refused the user name and password (PLAIN): 535"), "{shown}");
+    let (code, tested) = wardbox_cli(&["alerts", "test"], &config);
+    assert_eq!(code, Some(3), "{tested}");
+    assert!(tested.contains("email: FAILED: the relay refused the user name and password (PLAIN): 535"), "{tested}");
+    drop(agent);
+    let everything = format!("{}\n{shown}\n{tested}", agent_log(&stderr, pid));
+    for password in [wrong_password, RELAY_PASSWORD] {
+        assert_no_password(&everything, RELAY_USER, password);
+    }
+    assert!(maildir_messages(&maildir).is_empty(), "a message went through with a refused password");
+    let attempts = std::fs::read_to_string(&relay_log).expect("log");
+    assert!(attempts.lines().filter(|l| *l == "auth PLAIN refused").count() >= 2, "{attempts}");
+}
