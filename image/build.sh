@@ -18,8 +18,10 @@
 #                 the binaries and the firmware policy. The layer is not part of the OS
 #                 cache key, so changing Wardbox code never rebuilds the OS. Then checked
 #                 (every shared library resolves inside the tree; no compiler, no SSH, no
-#                 package manager), then a read-only ext4 root file system (`mkfs.ext4 -d`).
-#   4. disk       the system disk: GPT with root-a (the ext4 above), root-b (empty, for A/B
+#                 package manager), then a read-only ext4 root file system (`mkfs.ext4 -d`)
+#                 and the slot image: that file system followed by its dm-verity hash tree
+#                 (image/verity.sh), whose root hash goes on the kernel command line.
+#   4. disk       the system disk: GPT with root-a (the slot image above), root-b (empty, for A/B
 #                 updates) and state (blank; formatted at first boot). Data lives on its own
 #                 partition (PARTLABEL wardbox-data) that the box encrypts at first boot.
 #   5. boot       kernel, initrd and kernel command line for direct boot
@@ -51,6 +53,8 @@
 # Outputs in $OUT (default: <repo>/target/image):
 #   system.raw      the system disk (GPT)         vmlinuz, initrd.img, cmdline.txt
 #   root.ext4       the root file system alone    image-info.txt (versions, sha256s)
+#   root.img        the slot image (root.ext4 + dm-verity hash tree; what an update bundle carries)
+#   root.verity     the command line arguments that open root.img verified
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,7 +70,7 @@ while [ $# -gt 0 ]; do
         --no-cargo) CARGO_BUILD=0; shift ;;
         --rebuild-os) REBUILD_OS=1; shift ;;
         --uefi) UEFI=1; shift ;;
-        -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,56p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -96,10 +100,10 @@ die() {
 
 need() {
     for tool in "$@"; do
-        command -v "$tool" >/dev/null 2>&1 || die "missing tool '$tool': apt-get install -y mkosi debootstrap systemd-container e2fsprogs fdisk bc"
+        command -v "$tool" >/dev/null 2>&1 || die "missing tool '$tool': apt-get install -y mkosi debootstrap systemd-container e2fsprogs fdisk bc cryptsetup-bin"
     done
 }
-need mkosi debootstrap systemd-nspawn mkfs.ext4 sfdisk bc sha256sum
+need mkosi debootstrap systemd-nspawn mkfs.ext4 sfdisk bc sha256sum veritysetup
 [ "$(id -u)" = 0 ] || die "mkosi and mkfs need root (run as root, as CI does)"
 
 # ---------------------------------------------------------------- 1. binaries
@@ -242,6 +246,12 @@ SOURCE_DATE_EPOCH=$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || date +%s) 
     mkfs.ext4 -q -F -L wardbox-root -U "$ROOT_A_UUID" -E root_owner=0:0 -m 0 \
         -d "$STAGING" "$ROOT_IMG" "${ROOT_MIB}M"
 rm -rf "$STAGING"
+# The slot image: the file system, then its dm-verity hash tree (image/verity.sh). Its root
+# hash goes on the UKI's signed command line, so the initrd opens the root verified.
+SLOT_IMG="$OUT/root.img"
+VERITY_ARGS=$("$IMAGE/verity.sh" "$ROOT_IMG" "$SLOT_IMG")
+echo "$VERITY_ARGS" > "$OUT/root.verity"
+SLOT_MIB=$(( ($(stat -c %s "$SLOT_IMG") + 1048575) / 1048576 ))
 phase_done root
 
 # ---------------------------------------------------------------- 4. disk
@@ -249,18 +259,18 @@ phase "disk"
 DISK="$OUT/system.raw"
 rm -f "$DISK"
 # 1 MiB alignment; partitions: root-a, root-b, state; 1 MiB spare for the backup GPT.
-DISK_MIB=$(( 1 + ROOT_MIB + ROOT_MIB + STATE_SIZE_MIB + 1 ))
+DISK_MIB=$(( 1 + SLOT_MIB + SLOT_MIB + STATE_SIZE_MIB + 1 ))
 truncate -s "${DISK_MIB}M" "$DISK"
 sfdisk -q "$DISK" <<EOF
 label: gpt
 label-id: $DISK_GUID
 unit: sectors
 first-lba: 2048
-start=2048, size=$(( ROOT_MIB * 2048 )), type=$ROOT_TYPE, uuid=$ROOT_A_UUID, name="wardbox-root-a"
-size=$(( ROOT_MIB * 2048 )), type=$ROOT_TYPE, uuid=$ROOT_B_UUID, name="wardbox-root-b"
+start=2048, size=$(( SLOT_MIB * 2048 )), type=$ROOT_TYPE, uuid=$ROOT_A_UUID, name="wardbox-root-a"
+size=$(( SLOT_MIB * 2048 )), type=$ROOT_TYPE, uuid=$ROOT_B_UUID, name="wardbox-root-b"
 size=$(( STATE_SIZE_MIB * 2048 )), type=$LINUX_TYPE, uuid=$STATE_UUID, name="wardbox-state"
 EOF
-dd if="$ROOT_IMG" of="$DISK" bs=1M seek=1 conv=notrunc,sparse status=none
+dd if="$SLOT_IMG" of="$DISK" bs=1M seek=1 conv=notrunc,sparse status=none
 phase_done disk
 
 # ---------------------------------------------------------------- 5. boot
@@ -271,7 +281,7 @@ cp "$OS/boot/initrd.img-$KVER" "$OUT/initrd.img"
 [ -f "$OS/usr/lib/os-release" ] && [ ! -L "$OS/usr/lib/os-release" ] || die "the OS tree has no /usr/lib/os-release file"
 cp "$OS/usr/lib/os-release" "$OUT/os-release"
 # ro: the root is never written. panic=-1 / no reboot loops hide nothing: qemu exits.
-echo "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4 usbcore.authorized_default=0 console=ttyS0,115200 systemd.show_status=1 panic=30" > "$OUT/cmdline.txt"
+echo "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4 usbcore.authorized_default=0 $VERITY_ARGS console=ttyS0,115200 systemd.show_status=1 panic=30" > "$OUT/cmdline.txt"
 {
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "version: $SYSTEM_VERSION"
@@ -280,7 +290,8 @@ echo "root=PARTUUID=$ROOT_A_UUID ro rootfstype=ext4 usbcore.authorized_default=0
     echo "kernel: $KVER"
     echo "engine: $ENGINE_INCLUDED"
     echo "update-root: $UPDATE_ROOT"
-    (cd "$OUT" && sha256sum root.ext4 vmlinuz initrd.img os-release cmdline.txt)
+    echo "verity: $VERITY_ARGS"
+    (cd "$OUT" && sha256sum root.ext4 root.img vmlinuz initrd.img os-release cmdline.txt)
 } > "$OUT/image-info.txt"
 phase_done boot
 
@@ -289,9 +300,9 @@ if [ "$UEFI" = 1 ]; then
     phase "uefi"
     # '+' separates the boot counter in the UKI's name: the dirty marker becomes "-dirty".
     UKI_VERSION="$SYSTEM_VERSION-$COMMIT${DIRTY:+-dirty}"
-    UKI_CMDLINE="console=ttyS0,115200 systemd.show_status=1 panic=30"
+    UKI_CMDLINE="$VERITY_ARGS console=ttyS0,115200 systemd.show_status=1 panic=30"
     "$IMAGE/uefi.sh" --kernel "$OUT/vmlinuz" --initrd "$OUT/initrd.img" --os-release "$OUT/os-release" \
-        --version "$UKI_VERSION" --root "$ROOT_IMG" --out "$OUT/uefi" \
+        --version "$UKI_VERSION" --root "$SLOT_IMG" --out "$OUT/uefi" \
         ${WARDBOX_SECURE_BOOT_KEYS:+--keys "$WARDBOX_SECURE_BOOT_KEYS"} --cmdline-extra "$UKI_CMDLINE"
     # The same UKI for slot B: a release's full update bundle carries both (wardbox-bundle
     # build --uki-a ... --uki-b ...), and the box installs the one for the slot it writes.

@@ -5,7 +5,7 @@
 # disk with sfdisk and dd, so it works on build hosts without vfat or loop devices.
 #
 #   image/uefi.sh --kernel FILE --initrd FILE --os-release FILE --version VERSION --out DIR
-#                 [--cmdline-extra "ARGS"] [--root EXT4 | --root-mib N] [--keys DIR]
+#                 [--cmdline-extra "ARGS"] [--root SLOT.img | --root-mib N] [--keys DIR]
 #                 [--esp-mib N] [--tries N]
 #   image/uefi.sh --keys-only --out DIR [--keys DIR]
 #   image/uefi.sh --uki-only --kernel ... --out DIR [--keys DIR] [--cmdline-extra "ARGS"] [--slot b]
@@ -18,8 +18,10 @@
 #   --slot           a (default) or b: the A/B slot whose root partition the command line
 #                    names. A UKI boots exactly one slot, so a release (and a full update
 #                    bundle) carries one UKI per slot; only --uki-only makes a slot-b UKI
-#   --root           the root file system written into root-a (image/build.sh's root.ext4);
-#                    without it root-a is left blank, --root-mib big (for boot-chain tests)
+#   --root           the slot image written into root-a (image/build.sh's root.img: the root
+#                    file system and its dm-verity hash tree, whose arguments the build passes
+#                    in --cmdline-extra); root-a and root-b are its size rounded up to MiB.
+#                    Without it root-a is left blank, --root-mib big (for boot-chain tests)
 #   --keys           a directory with PK.key/PK.crt, KEK.key/KEK.crt, db.key/db.crt (PEM)
 #                    and pcr-sign.key (RSA, PEM: signs the UKI's PCR 11 values).
 #                    Default <out>/test-keys: generated there when absent, with "TEST KEY -
@@ -81,7 +83,7 @@ while [ $# -gt 0 ]; do
         --slot) SLOT="$2"; shift 2 ;;
         --keys-only) KEYS_ONLY=1; shift ;;
         --uki-only) UKI_ONLY=1; shift ;;
-        -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,56p' "$0"; exit 0 ;;
         *) echo "uefi.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

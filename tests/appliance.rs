@@ -85,15 +85,58 @@ impl Appliance {
         run(Command::new("mdel").arg("-i").arg(self.esp()).arg(format!("::/EFI/Linux/{name}")))?;
         Ok(())
     }
+
+    /// Flips the low bit of the byte `at` bytes into the system disk's partition `label` (what
+    /// a tampered or decayed disk looks like to the box). Returns the byte's offset on the disk.
+    pub fn flip_bit(&self, label: &str, at: u64) -> Result<u64, String> {
+        use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+        let offset = partition_start(&self.system_disk, label)? + at;
+        let mut disk = std::fs::OpenOptions::new().read(true).write(true).open(&self.system_disk).map_err(|e| e.to_string())?;
+        let mut byte = [0u8; 1];
+        disk.seek(SeekFrom::Start(offset)).and_then(|_| disk.read_exact(&mut byte)).map_err(|e| e.to_string())?;
+        byte[0] ^= 1;
+        disk.seek(SeekFrom::Start(offset)).and_then(|_| disk.write_all(&byte)).map_err(|e| e.to_string())?;
+        Ok(offset)
+    }
+}
+
+/// The byte offset of the partition named `label` on a raw GPT disk.
+pub fn partition_start(disk: &Path, label: &str) -> Result<u64, String> {
+    let table: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(disk))?).map_err(|e| e.to_string())?;
+    table["partitiontable"]["partitions"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == label))
+        .and_then(|p| p["start"].as_u64())
+        .map(|sector| sector * 512)
+        .ok_or_else(|| format!("no partition {label} on {}", disk.display()))
 }
 
 /// The image's UEFI chain (`image/build.sh --uefi`, in `<image>/uefi`): the version in its
-/// UKI's name, and the command line its UKI was signed with, after the root.
+/// UKI's name, the dm-verity arguments of its root (slot A's image), and the rest of the
+/// command line its UKI was signed with, after the root.
 #[derive(Debug)]
 pub struct Chain {
     pub dir: PathBuf,
     pub version: String,
+    pub verity: String,
     pub cmdline_extra: String,
+}
+
+/// The arguments of `image/verity.sh` (`wardbox.verity_root_hash=… wardbox.verity_hash_offset=…`)
+/// in a command line.
+fn verity_args(cmdline: &str) -> String {
+    cmdline.split_whitespace().filter(|w| w.starts_with("wardbox.verity_")).collect::<Vec<_>>().join(" ")
+}
+
+/// `image/verity.sh`: the slot image of a root file system (the file system and its dm-verity
+/// hash tree) at `out`; returns the command line arguments that open it.
+pub fn slot_image(repo: &Path, root_fs: &Path, out: &Path) -> Result<String, String> {
+    let args = run(Command::new(repo.join("image/verity.sh")).arg(root_fs).arg(out))?;
+    let args = args.trim().to_string();
+    if verity_args(&args).split_whitespace().count() != 2 {
+        return Err(format!("image/verity.sh printed no verity arguments: {args}"));
+    }
+    Ok(args)
 }
 
 impl Chain {
@@ -116,12 +159,17 @@ impl Chain {
         // uefi.sh puts the root (by PARTUUID, read-only) and the USB policy first; the rest is
         // the build's.
         let cmdline = field("cmdline:")?;
-        let cmdline_extra = cmdline
+        let rest = cmdline
             .split_once("rootfstype=ext4")
             .map(|(_, rest)| rest.trim())
             .map(|rest| rest.strip_prefix("usbcore.authorized_default=0").unwrap_or(rest).trim().to_string())
             .ok_or_else(|| format!("the chain's command line does not name the root file system type: {cmdline}"))?;
-        Ok(Chain { dir, version, cmdline_extra })
+        let verity = verity_args(&rest);
+        if verity.split_whitespace().count() != 2 {
+            return Err(format!("the chain's command line does not open its root through dm-verity: {cmdline}"));
+        }
+        let cmdline_extra = rest.split_whitespace().filter(|w| !w.starts_with("wardbox.verity_")).collect::<Vec<_>>().join(" ");
+        Ok(Chain { dir, version, verity, cmdline_extra })
     }
 
     pub fn uki_name(&self) -> String {
@@ -130,9 +178,24 @@ impl Chain {
 
     /// A UKI for this chain (`image/uefi.sh --uki-only`): the image's kernel, initrd and
     /// os-release, signed with the chain's keys (so the firmware and the PCR-signing key accept
-    /// it), booting `slot` ("a" or "b"), with `extra` after the build's command line. Returns
-    /// its path, `<out>/wardbox-<version>+3.efi`.
+    /// it), booting `slot` ("a" or "b") holding the image's own root, with `extra` after the
+    /// build's command line. Returns its path, `<out>/wardbox-<version>+3.efi`.
     pub fn make_uki(&self, repo: &Path, image: &Path, version: &str, slot: &str, extra: &str, out: &Path) -> Result<PathBuf, String> {
+        self.make_uki_for_root(repo, image, &self.verity, version, slot, extra, out)
+    }
+
+    /// As `make_uki`, for the slot image whose dm-verity arguments are `verity` (`slot_image`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn make_uki_for_root(
+        &self,
+        repo: &Path,
+        image: &Path,
+        verity: &str,
+        version: &str,
+        slot: &str,
+        extra: &str,
+        out: &Path,
+    ) -> Result<PathBuf, String> {
         let mut uefi = Command::new(repo.join("image/uefi.sh"));
         uefi.arg("--uki-only")
             .arg("--kernel")
@@ -142,7 +205,7 @@ impl Chain {
             .arg("--os-release")
             .arg(image.join("os-release"))
             .args(["--version", version, "--slot", slot])
-            .args(["--cmdline-extra", &format!("{} {extra}", self.cmdline_extra)])
+            .args(["--cmdline-extra", &format!("{verity} {} {extra}", self.cmdline_extra)])
             .arg("--keys")
             .arg(self.dir.join("test-keys"))
             .arg("--out")

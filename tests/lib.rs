@@ -38,6 +38,7 @@ pub fn require() -> Vec<Missing> {
         ("systemd-nspawn", "systemd-container"),
         ("mkfs.ext4", "e2fsprogs"),
         ("bc", "bc"),
+        ("veritysetup", "cryptsetup-bin"),
     ];
     for (program, package) in programs {
         if which(program).is_none() {

@@ -1,4 +1,4 @@
-//! qemu tier: the appliance image, booted in qemu with a software TPM, four times, as a box
+//! qemu tier: the appliance image, booted in qemu with a software TPM, five times, as a box
 //! boots: OVMF with Secure Boot enforcing and the image's (test) keys enrolled, the signed
 //! systemd-boot on the disk's ESP, and a signed unified kernel image (UKI).
 //!
@@ -20,7 +20,11 @@
 //!    them; Secure Boot stays on with the same pinned keys), so PCR 7 changes: the TPM refuses,
 //!    the console asks for the recovery key, a wrong key is refused, the right one opens the
 //!    volume and reseals, and the agent serves again.
-//! 4. Same firmware: the TPM releases the resealed key unattended.
+//! 4. Same firmware: the TPM releases the resealed key unattended. (Every boot's initrd opens
+//!    the root through dm-verity with the root hash on the UKI's signed command line; boot 2,
+//!    whose command line is not `quiet`, shows it.)
+//! 5. One bit of the root file system changed on the disk: dm-verity refuses the block, the
+//!    initrd does not mount the root (it reboots), and the TPM is never asked.
 //!
 //! The UKIs carry the test's switches in their signed command line (the console cannot add
 //! to it): `wardbox.status_console`, and `wardbox.egress_probe=10.0.2.2:<port>` with the port
@@ -192,6 +196,8 @@ fn scenario() -> Result<(), String> {
     phases.start("boot 2: updated UKI, TPM unlock, firewall, agent");
     bx.add_uki(&update_uki)?;
     let (mut vm, tpm) = bx.boot()?;
+    vm.expect("opened as /dev/mapper/wardbox-root", &["Kernel panic", "Failed to mount"], 10 * MIN)
+        .map_err(|e| format!("boot 2: the initrd did not open the root through dm-verity: {e}"))?;
     vm.expect(
         "The TPM released the key",
         &["RECOVERY KEY", "TPM refused", "Wardbox recovery key", "Failed to start wardbox-un", "Kernel panic"],
@@ -281,6 +287,29 @@ fn scenario() -> Result<(), String> {
     if !vm.shutdown(3 * MIN)? {
         gaps.note("boot 4: the guest did not power off on the ACPI button within 3 minutes; the power was cut");
     }
+    drop(tpm);
+
+    // ---------------------------------------------------------------- boot 5
+    // One bit of the root file system changed on the disk (its superblock's volume name, in the
+    // block every mount reads first): dm-verity refuses the block, the root is not mounted, and
+    // the initrd reboots instead of running it. The TPM is never asked.
+    phases.start("boot 5: one bit of the root changed on the disk: not booted");
+    let flipped = bx.flip_bit("wardbox-root-a", 1024 + 0x78)?;
+    eprintln!("== e2e: boot 5: flipped one bit of root-a's file system at disk byte {flipped}");
+    let (mut vm, tpm) = bx.boot()?;
+    vm.expect("opened as /dev/mapper/wardbox-root", &["The TPM released the key", "RECOVERY KEY"], 10 * MIN)
+        .map_err(|e| format!("boot 5: the initrd did not open the root through dm-verity: {e}"))?;
+    let refused = "wardbox-verity: the root file system on /dev/vda2 does not match the root hash on the signed command line";
+    vm.expect(refused, &["The TPM released the key", "Wardbox recovery key", "Started wardbox"], 5 * MIN)
+        .map_err(|e| format!("boot 5: the initrd did not refuse the changed root: {e}"))?;
+    vm.expect("Rebooting automatically due to panic= boot argument", &["The TPM released the key", "Dropping to a shell"], MIN)
+        .map_err(|e| format!("boot 5: the initrd did not reboot after refusing the root: {e}"))?;
+    // The kernel's own refusal (its message may come before the initrd's lines).
+    if !vm.transcript().contains("data block 0 is corrupted") {
+        return Err("boot 5: the root was refused, but the kernel did not say dm-verity found block 0 corrupted".into());
+    }
+    eprintln!("== e2e: boot 5: dm-verity refused the changed block, the initrd did not mount the root and rebooted");
+    vm.power_cut();
     drop(tpm);
 
     eprintln!("\n{}", phases.table());

@@ -77,19 +77,20 @@ step "engine tests" cargo test --release -p wardbox-engine --no-fail-fast
 step "workspace tests" cargo test --no-fail-fast
 # A short fixed fuzz run of what a USB stick hands the box (models-bundle: GGUF headers and
 # manifests; update: the bundle manifest and a full bundle's UKI; usb: the descriptors a device
-# sends when plugged in), 15 s a target; measured here 79 s + 192 s to build the instrumented
-# crates (usb: 1 s more, libFuzzer is already built), 90 s of fuzzing. The other targets
+# sends when plugged in), 15 s a target; measured here 79 s + 263 s to build the instrumented
+# crates (usb: 1 s more, libFuzzer is already built), about 2 minutes of fuzzing. The other targets
 # (engine and retrieval link llama.cpp and SQLCipher built again with sanitizers, tens of
 # minutes cold on 2 cores; the firewall policy; the agent's configuration and upload form, which
 # build the whole agent) run by hand: `tests/fuzz.sh` runs every target (docs/engine.md).
 step "fuzz (short)" env FUZZ_CRATES="models-bundle agent/update agent/usb" FUZZ_SECONDS=15 tests/fuzz.sh
-# The appliance image, booted four times in qemu with a software TPM (tests/qemu_image.rs), and
+# The appliance image, booted five times in qemu with a software TPM (tests/qemu_image.rs), and
 # the UEFI chain (tests/qemu_uefi_chain.rs: signed UKIs under Secure Boot, refusals, boot counting
 # and fallback; seven short boots, about 3 minutes).
 # It ships the release engine built above (WARDBOX_ENGINE_BIN), so the image build compiles
 # only the agent. Measured on 2 cores: agent release build after the engine's, mkosi OS tree
-# (cold), root/disk, four TCG boots: see docs/image.md. WARDBOX_SKIP_QEMU=1 leaves it out
-# (a laptop without the time), said loudly and never counted as a pass.
+# (cold), root/disk, five TCG boots (the fifth stops in the initrd): see docs/image.md.
+# WARDBOX_SKIP_QEMU=1 leaves it out (a laptop without the time), said loudly and never counted
+# as a pass.
 if [ "${WARDBOX_SKIP_QEMU:-}" = 1 ]; then
     echo
     echo "=== qemu image test: NOT RUN (WARDBOX_SKIP_QEMU=1). CI runs it; so should you before a release."

@@ -1205,7 +1205,7 @@ fn a_full_bundles_uki_must_be_signed_for_pcr11_by_the_sealed_key_before_the_slot
     let install = |name: &str, uki: &[u8]| {
         let dir = rt.block_on(s.full(name, &above(1), &image_bytes, uki));
         let bundle = rt.block_on(wardbox_update::verify_bundle(&dir, &state, &facts, Some(Timestamp::now()))).expect("verifies");
-        rt.block_on(install_full(&bundle, &slots, wardbox::update::SlotName::A, &paths, &trust, &mut |_, _, _| {}))
+        rt.block_on(install_full(&bundle, &slots, wardbox::update::SlotName::A, false, &paths, &trust, &mut |_, _, _| {}))
     };
     let esp_before = snapshot(&b.path("esp"));
     let (slot_a, slot_b) = (std::fs::read(b.path("root-a")).expect("a"), std::fs::read(b.path("root-b")).expect("b"));
@@ -1328,5 +1328,87 @@ fn swtpm_the_tpm_unseals_exactly_the_ukis_the_update_check_accepts() {
             }
             Err(e) => assert!(!accepted, "{what}: the update check accepts a UKI the TPM refuses: {e}"),
         }
+    }
+}
+
+/// A slot image made as the appliance's is (`image/verity.sh`: an ext4 file system, then its
+/// dm-verity tree) and the command line arguments that open it.
+fn verified_slot_image(dir: &Path) -> (Vec<u8>, String) {
+    let fs = dir.join("root.ext4");
+    run_tool(Command::new("truncate").args(["-s", "3M"]).arg(&fs));
+    run_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&fs));
+    let slot = dir.join("root.img");
+    let args = run_tool(Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../image/verity.sh")).arg(&fs).arg(&slot));
+    (std::fs::read(&slot).expect("slot image"), String::from_utf8(args).expect("utf-8").trim().to_owned())
+}
+
+/// The new slot opens verified or it is not made bootable. The UKI's signed command line names
+/// the dm-verity root hash the initrd opens the slot with; the install checks it against the
+/// tree in the written slot before the UKI goes onto the ESP. A root hash the image does not
+/// have, and (on a box whose own root is verified) a UKI with none, are refused with exit 20
+/// and the ESP unchanged; the matching one installs, on both kinds of box.
+#[test]
+fn a_full_bundles_system_image_must_match_the_verity_root_hash_on_its_uki_before_it_is_made_bootable() {
+    use wardbox::update::apply::{ApplyError, install_full};
+    use wardbox::update::uki::SealTrust;
+    use wardbox_volume::pcrsig::PcrSigningKey;
+
+    let maker = UkiMaker::new();
+    let fleet = maker.key("fleet");
+    let trust = SealTrust::Keys(vec![PcrSigningKey::load(&fleet.1).expect("fleet key")]);
+    let (image_bytes, verity) = verified_slot_image(maker.dir.path());
+    let root = "root=PARTUUID=bbbbbbbb-0000-4000-8000-000000000002 ro rootfstype=ext4";
+    let matching = std::fs::read(maker.uki("matching", &fleet, &format!("{root} {verity} quiet"), true, &SIGNED_PHASES)).expect("uki");
+    let other_hash = {
+        // The same arguments with the root hash's last digit changed.
+        let (head, offset) = verity.split_once(" wardbox.verity_hash_offset=").expect("both arguments");
+        let last = head.chars().last().expect("digit");
+        let changed = if last == '0' { '1' } else { '0' };
+        format!("{}{changed} wardbox.verity_hash_offset={offset}", &head[..head.len() - 1])
+    };
+    let mismatched = std::fs::read(maker.uki("mismatched", &fleet, &format!("{root} {other_hash} quiet"), true, &SIGNED_PHASES)).expect("uki");
+    let unverified = std::fs::read(maker.uki("unverified", &fleet, &format!("{root} quiet"), true, &SIGNED_PHASES)).expect("uki");
+
+    let rt = rt();
+    let s = rt.block_on(Signing::new());
+    let b = TestBox::new(&s.roots());
+    let slots = wardbox::update::SlotsConfig {
+        a: b.path("root-a"),
+        b: b.path("root-b"),
+        esp_dir: b.path("esp/EFI/Linux"),
+        running: Some(wardbox::update::SlotName::A),
+    };
+    let paths = wardbox::update::UpdatePaths::new(&b.path("verity-install"));
+    let state = wardbox_update::State::provision(paths.state_dir(), &std::fs::read(s.roots().join("1.root.json")).expect("root"))
+        .expect("state");
+    let facts = wardbox::update::box_facts().expect("facts");
+    let install = |name: &str, uki: &[u8], running_verified: bool| {
+        let dir = rt.block_on(s.full(name, &above(1), &image_bytes, uki));
+        let bundle = rt.block_on(wardbox_update::verify_bundle(&dir, &state, &facts, Some(Timestamp::now()))).expect("verifies");
+        rt.block_on(install_full(&bundle, &slots, wardbox::update::SlotName::A, running_verified, &paths, &trust, &mut |_, _, _| {}))
+    };
+    let esp_before = snapshot(&b.path("esp"));
+    let slot_b_before = std::fs::read(b.path("root-b")).expect("b");
+    // Refused before the slot is opened, then after it was written (never made bootable).
+    for (what, uki, running_verified, says, slot_written) in [
+        ("no root hash on a verified box", &unverified, true, "boots its root unverified", false),
+        ("another root hash", &mismatched, false, "does not match the root hash", true),
+        ("another root hash on a verified box", &mismatched, true, "does not match the root hash", true),
+    ] {
+        let err = install(&format!("refused-{}", what.replace(' ', "-")), uki, running_verified).expect_err(what);
+        assert!(matches!(err, ApplyError::RootUnverified(_)), "{what}: {err}");
+        assert_eq!(err.exit_code(), 20, "{what}");
+        let message = err.to_string();
+        assert!(message.contains(says) && message.contains("not made bootable"), "{what}: {message}");
+        assert_eq!(snapshot(&b.path("esp")), esp_before, "{what}: the ESP changed");
+        let slot_b = std::fs::read(b.path("root-b")).expect("b");
+        assert_eq!(slot_b != slot_b_before, slot_written, "{what}: the slot was (not) written as expected");
+    }
+    // A UKI with no root hash on a box that does not verify its own root (a dev box): installs.
+    install("unverified-dev", &unverified, false).expect("no verity on a box without it");
+    for running_verified in [false, true] {
+        let installed = install(&format!("matching-{running_verified}"), &matching, running_verified).expect("the matching UKI installs");
+        assert_eq!(&std::fs::read(b.path("root-b")).expect("b")[..image_bytes.len()], &image_bytes[..]);
+        assert_eq!(std::fs::read(b.path(&format!("esp/EFI/Linux/{}", installed.boot_entry))).expect("entry"), matching);
     }
 }

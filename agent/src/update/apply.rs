@@ -32,6 +32,7 @@ use wardbox_update::verify::SignedTarget;
 use wardbox_update::{UpdateError, VerifiedBundle};
 
 use super::uki::{self, SealTrust, UkiVerdict};
+use super::verity;
 use super::{SlotName, SlotsConfig, UpdatePaths};
 
 /// Exit code when an install's health check failed and the previous version is back.
@@ -55,6 +56,10 @@ pub enum ApplyError {
     /// the volume's seal trusts, for the value it will measure); refused before the slot was
     /// opened, nothing changed.
     UkiRefused(String),
+    /// The full bundle's UKI names no verified root on a box whose root is verified, or the
+    /// system image written to the slot does not match the root hash on the UKI's command line;
+    /// the new slot was not made bootable (docs/update.md, exit code 20).
+    RootUnverified(String),
     /// Installed, then the health check (or the install itself) failed, and the previous
     /// version is back in place.
     RolledBack { why: String },
@@ -70,6 +75,7 @@ impl ApplyError {
             ApplyError::NotReady(_) => wardbox_update::error::exit::OPERATIONAL,
             ApplyError::PolicyRefused(_) => wardbox_update::error::exit::INCOMPATIBLE,
             ApplyError::UkiRefused(_) => super::uki::EXIT_UKI_WOULD_NOT_UNLOCK,
+            ApplyError::RootUnverified(_) => super::verity::EXIT_ROOT_UNVERIFIED,
             ApplyError::RolledBack { .. } => EXIT_HEALTH_FAILED,
             ApplyError::RestoreFailed { .. } => wardbox_update::error::exit::OPERATIONAL,
         }
@@ -87,6 +93,7 @@ impl std::fmt::Display for ApplyError {
             ApplyError::Unchanged(e) => write!(f, "{e}; nothing was changed"),
             ApplyError::NotReady(why) => write!(f, "{why}; nothing was changed"),
             ApplyError::PolicyRefused(why) | ApplyError::UkiRefused(why) => write!(f, "{why}; nothing was changed"),
+            ApplyError::RootUnverified(why) => write!(f, "{why}; the new slot was not made bootable"),
             ApplyError::RolledBack { why } => write!(f, "{why}; the previous version is back in place"),
             ApplyError::RestoreFailed { why, restore } => {
                 write!(f, "{why}; PUTTING THE PREVIOUS VERSION BACK FAILED: {restore}")
@@ -551,10 +558,13 @@ pub fn uki_role(slot: SlotName) -> ContentRole {
 }
 
 /// Writes the system image to the slot that does not run, then that slot's UKI onto the ESP.
+/// `running_verified`: the running system's root is verified (dm-verity), so the update's must
+/// be too ([`super::verity`]).
 pub async fn install_full(
     bundle: &VerifiedBundle,
     slots: &SlotsConfig,
     running: SlotName,
+    running_verified: bool,
     paths: &UpdatePaths,
     seal: &SealTrust,
     progress: Progress<'_>,
@@ -575,13 +585,22 @@ pub async fn install_full(
     };
     // Would it unlock the data volume? Checked on the verified copy that goes onto the ESP,
     // before anything on the ESP or the slot changes (docs/update.md).
+    // And would it open the slot's root verified? Its command line's dm-verity arguments are
+    // read now; the tree they name is checked once the slot is written.
+    let uki_bytes = fs::read(staged_uki.path()).map_err(io_error("reading the staged UKI", staged_uki.path()))?;
     let verdict = match seal {
         SealTrust::NotApplicable(why) => UkiVerdict::NotApplicable(why.clone()),
-        trust => {
-            let bytes = fs::read(staged_uki.path()).map_err(io_error("reading the staged UKI", staged_uki.path()))?;
-            uki::check_uki(&bytes, &uki.name, trust).map_err(|why| ApplyError::UkiRefused(uki::would_not_unlock(target_slot, &why)))?
-        }
+        trust => uki::check_uki(&uki_bytes, &uki.name, trust).map_err(|why| ApplyError::UkiRefused(uki::would_not_unlock(target_slot, &why)))?,
     };
+    let verity_args = match uki::PeImage::parse(&uki_bytes) {
+        Ok(image) => verity::uki_args(&image, &uki.name, running_verified),
+        Err(e) if running_verified => Err(format!("{} cannot be read as a UKI: {e}", uki.name)),
+        // A box without a verified root and without a seal to check against (the dev profile,
+        // whose slots are files): its UKI is not read.
+        Err(_) => Ok(None),
+    }
+    .map_err(ApplyError::RootUnverified)?;
+    drop(uki_bytes);
     // Older entries whose UKI boots the slot about to be rewritten go before the slot is opened:
     // they would start the new system (or, after a power cut, a half-written one) under an old
     // version's name. The running slot's entries are never among them.
@@ -601,6 +620,9 @@ pub async fn install_full(
     {
         let mut each = |phase: Phase, done: u64, _: u64| progress(phase, uki.length + done, total);
         write_to_slot(bundle, ContentRole::SystemImage, &plan, &mut each).await?;
+    }
+    if let Some(args) = &verity_args {
+        verity::check_slot(&plan.slot, image.length, args).map_err(ApplyError::RootUnverified)?;
     }
     // The slot holds the verified image and is not bootable yet: no entry names it. Now the
     // entry, with its boot counter. Entries of the same version a failed earlier try left are

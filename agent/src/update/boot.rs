@@ -5,8 +5,11 @@
 //! [`after_healthy_boot`] once every boot stage passed:
 //!
 //! - running the pending version: the update worked. The system floor is raised to it (only now:
-//!   a version that never booted healthy must stay installable again), and the boot is blessed
-//!   (`systemd-bless-boot good`, appliance only), which stops systemd-boot's countdown.
+//!   a version that never booted healthy must stay installable again). The boot is blessed by
+//!   the image's `systemd-bless-boot.service` (`systemd-bless-boot good`, which stops
+//!   systemd-boot's countdown) once `boot-complete.target` is reached, which
+//!   `wardbox-boot-healthy.service` holds until the agent is healthy. Not by the agent: its
+//!   sandbox cannot write the ESP, and must not.
 //! - running an older version in a later boot than the install's: the new system did not reach
 //!   a healthy boot in its tries and systemd-boot went back to the previous entry. The update is
 //!   recorded as fallen back; the caller raises an alert and audits it.
@@ -19,9 +22,6 @@ use wardbox_update::manifest::{BundleKind, Version};
 use super::installs::{InstallLog, InstallRecord, Outcome};
 use super::{UpdatePaths, apply::BOOT_TRIES};
 use crate::settings::Profile;
-
-/// Where systemd's boot blessing lives (Debian's systemd-boot package).
-pub const BLESS_BOOT: &str = "/usr/lib/systemd/systemd-bless-boot";
 
 /// What a pending system update means at this boot (pure).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,20 +88,14 @@ pub fn after_healthy_boot(data_dir: &Path, profile: Profile, running: Version, b
     }
 }
 
-/// Blesses this boot (`systemd-bless-boot good`): on the appliance only (a dev box must never
-/// bless its host's boot). Returns what happened, in words.
+/// Who blesses this boot, in words: on the appliance, `systemd-bless-boot.service` once
+/// `boot-complete.target` is reached (after `wardbox-boot-healthy.service`); a dev box never
+/// blesses its host's boot.
 fn bless(profile: Profile) -> String {
     if profile != Profile::Appliance {
         return "not blessed: dev profile".into();
     }
-    if !Path::new(BLESS_BOOT).exists() {
-        return format!("NOT BLESSED: {BLESS_BOOT} is missing from the image; systemd-boot will count this entry down");
-    }
-    match std::process::Command::new(BLESS_BOOT).arg("good").output() {
-        Ok(o) if o.status.success() => "blessed (systemd-bless-boot good)".into(),
-        Ok(o) => format!("NOT BLESSED: systemd-bless-boot good: {}", String::from_utf8_lossy(&o.stderr).trim()),
-        Err(e) => format!("NOT BLESSED: {BLESS_BOOT}: {e}"),
-    }
+    "blessing left to systemd-bless-boot.service at boot-complete.target (after wardbox-boot-healthy.service)".into()
 }
 
 #[cfg(test)]

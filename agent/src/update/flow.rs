@@ -340,7 +340,9 @@ async fn install_kind(config: &Config, bundle: &VerifiedBundle, paths: &UpdatePa
         BundleKind::Full => {
             let running = running_slot(&config.update.slots).map_err(ApplyError::NotReady)?;
             let seal = uki::seal_trust(config).map_err(ApplyError::NotReady)?;
-            let r = apply::install_full(bundle, &config.update.slots, running, paths, &seal, progress).await?;
+            // The dev profile names its running slot and has no verified root of its own.
+            let running_verified = config.update.slots.running.is_none() && super::verity::running_system_verified();
+            let r = apply::install_full(bundle, &config.update.slots, running, running_verified, paths, &seal, progress).await?;
             let mut lines = vec![
                 format!("written    system image to slot {} ({}), read back and verified", r.slot, r.slot_path.display()),
                 format!("boot entry {} on {} ({} tries, then systemd-boot returns to the current system)", r.boot_entry, config.update.slots.esp_dir.display(), apply::BOOT_TRIES),

@@ -45,6 +45,7 @@ pub mod service;
 pub mod status;
 pub mod tpm_floor;
 pub mod uki;
+pub mod verity;
 
 use std::path::{Path, PathBuf};
 
