@@ -155,18 +155,26 @@ fn report_generate_on_a_live_dev_box_then_verify() {
     assert!(evidence("admin-training").contains("Training log 2026, binder B"), "{}", evidence("admin-training"));
     assert_eq!(item(&doc, "physical-usb-storage")["status"], "not_applicable", "{}", item(&doc, "physical-usb-storage"));
     assert_eq!(item(&doc, "admin-risk-assessment")["status"], "needs_attention");
-    // The measured boot: a dev box has no firmware policy and no volume seal, so the item needs
-    // attention (never a pass), naming why; PCR 7 and 11 are read live from the quoting TPM, and
-    // PCR 7 is the value the quote covers.
+    // The measured boot: a dev box has no firmware policy and no volume seal (the item could at
+    // best need attention), and its host's root file system is not a verified Wardbox root
+    // (no dm-verity root hash on this host's command line), which fails the item, naming it;
+    // the missing firewall policy is still in the evidence. PCR 7 and 11 are read live from the
+    // quoting TPM, and PCR 7 is the value the quote covers.
+    let host_cmdline = std::fs::read_to_string("/proc/cmdline").expect("this host's /proc/cmdline");
+    assert!(!host_cmdline.contains("wardbox.verity_root_hash="), "this test runs a dev box on a development host, not on a verified appliance");
     let boot = item(&doc, "integrity-measured-boot");
-    assert_eq!(boot["status"], "needs_attention", "{boot}");
-    assert!(boot["reason"].as_str().is_some_and(|r| r.contains("no firmware policy")), "{boot}");
+    assert_eq!(boot["status"], "fail", "{boot}");
+    assert!(boot["reason"].as_str().is_some_and(|r| r.contains("the root file system is not verified")), "{boot}");
+    assert!(boot["remediation"].as_str().is_some_and(|r| r.contains("not a Wardbox release")), "{boot}");
+    assert!(boot["evidence"].to_string().contains("no firmware policy"), "{boot}");
     let quoted_pcr7 = doc["integrity"]["pcrs"].as_array().expect("pcrs").iter().find(|p| p["index"] == 7).expect("PCR 7 quoted")["value"].clone();
     let observed = |name: &str| {
         boot["evidence"].as_array().expect("evidence").iter().flat_map(|e| e["values"].as_array().expect("values").clone()).find(|v| v["name"] == name).map(|v| v["value"].clone())
     };
     assert_eq!(observed("PCR 7"), Some(quoted_pcr7), "{boot}");
     assert_eq!(observed("PCR 11"), Some(serde_json::Value::String(expected_pcr11)), "{boot}");
+    let root = observed("root file system").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    assert!(root.starts_with("NOT verified: no root hash on the kernel command line, / mounted from "), "{boot}");
     // Live connects to the engine's port on every address, loopback included.
     assert!(evidence("network-engine-unreachable").contains("127.0.0.1:"), "{}", evidence("network-engine-unreachable"));
 

@@ -1,13 +1,15 @@
 //! The measured boot item: Secure Boot on and enforcing, the booted kernel image a signed UKI
 //! of the firmware policy, PCR 7 and 11 as the TPM holds them, and what the volume key is bound
-//! to. Pure: the agent reads the firmware's variables, the TPM and the policy into
+//! to, and whether the running root file system is the verified one (dm-verity with the root
+//! hash on the signed command line). Pure: the agent reads the firmware's variables, the TPM,
+//! the policy, the kernel command line and the mount table into
 //! [`crate::facts::MeasuredBootFacts`]; this decides.
 //!
 //! Unlike the other technical items, a box that shows nothing to measure (no UEFI variables, no
 //! firmware policy, no TPM: a dev machine) needs attention rather than failing: the item then
 //! says what could not be read, and it never passes.
 
-use crate::facts::{FirmwareBoot, KeyList, Probe};
+use crate::facts::{FirmwareBoot, KeyList, Probe, RootFileSystem};
 use crate::report::Status;
 
 use super::{Ctx, Outcome, list_or_none, yes_no};
@@ -24,6 +26,7 @@ const REMEDY_IMAGE: &str = "Boot the box from its signed Wardbox kernel image th
 const REMEDY_KEYS: &str = "Restore the Secure Boot keys the firmware policy pins (firmware setup), or, after IT has checked them, put the new keys in the policy's [secure_boot_keys] and reseal (`wardbox volume reseal`).";
 const REMEDY_PIN: &str = "Pin the fleet's Secure Boot keys in the firmware policy ([secure_boot_keys], written by the image build for the keys it signs with) so only the policy's signed images boot.";
 const REMEDY_SEAL: &str = "Run `wardbox volume reseal` (recovery key) so the volume key is bound to PCR 7 and the signed PCR 11 policy the firmware policy asks for.";
+const REMEDY_ROOT: &str = "Boot the box from its signed Wardbox kernel image (UKI) through systemd-boot: its command line opens the root file system through dm-verity with the image's root hash. An image whose root is not opened through dm-verity is not a Wardbox release; if nobody changed the box's boot on purpose, treat it as a security incident.";
 const REMEDY_MEASURE: &str = "Generate the report on the appliance itself, booted through UEFI with its TPM and firmware policy; on a dev machine this item cannot be measured.";
 
 fn finding(status: Status, reason: impl Into<String>, remedy: &'static str) -> Finding {
@@ -118,6 +121,78 @@ fn judge_firmware(fw: &FirmwareBoot, pcr11_zero: bool, findings: &mut Vec<Findin
             REMEDY_IMAGE,
         ));
     }
+}
+
+/// The device-mapper name the initrd opens the verified root as (`wardbox-verity` in the
+/// image's initramfs scripts).
+const VERIFIED_ROOT_DM_NAME: &str = "wardbox-root";
+
+/// The first 16 hex digits of a root hash, enough to tell images apart in a line.
+fn short_hash(hash: &str) -> String {
+    format!("{}…", hash.get(..16).unwrap_or(hash))
+}
+
+/// The root file system verified: the command line's dm-verity root hash, and `/` mounted from
+/// the dm-verity device the initrd opened with it. Returns the evidence's values.
+fn judge_root(root: &Probe<RootFileSystem>, findings: &mut Vec<Finding>) -> Vec<(&'static str, String)> {
+    let r = match root {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { reason } => {
+            findings.push(finding(
+                Status::NeedsAttention,
+                format!("whether the root file system is verified cannot be read: {reason}"),
+                REMEDY_MEASURE,
+            ));
+            return vec![("root file system", format!("unavailable: {reason}"))];
+        }
+    };
+    let mounted_from = format!("{} ({})", r.device, r.device_number);
+    let dm_device = match (&r.dm_name, r.dm_verity) {
+        (None, _) => "no (not a device-mapper device)".to_string(),
+        (Some(name), true) => format!("{name}, opened by veritysetup (dm-verity)"),
+        (Some(name), false) => format!("{name}, not a dm-verity device"),
+    };
+    let on_verity_device = r.dm_verity && r.dm_name.as_deref() == Some(VERIFIED_ROOT_DM_NAME);
+    let verdict = match (&r.arguments_refused, &r.root_hash) {
+        (Some(why), _) => {
+            findings.push(finding(
+                Status::Fail,
+                format!("the root file system is not verified: the kernel command line's dm-verity arguments are not usable ({why})"),
+                REMEDY_ROOT,
+            ));
+            format!("NOT verified: unusable dm-verity arguments ({why})")
+        }
+        (None, None) => {
+            findings.push(finding(
+                Status::Fail,
+                format!(
+                    "the root file system is not verified: the kernel command line names no dm-verity root hash (wardbox.verity_root_hash), and / is mounted from {}",
+                    r.device
+                ),
+                REMEDY_ROOT,
+            ));
+            format!("NOT verified: no root hash on the kernel command line, / mounted from {}", r.device)
+        }
+        (None, Some(hash)) if !on_verity_device => {
+            findings.push(finding(
+                Status::Fail,
+                format!(
+                    "the root file system is not verified: the kernel command line names a dm-verity root hash, but / is mounted from {} ({dm_device}), not the dm-verity device {VERIFIED_ROOT_DM_NAME}",
+                    r.device
+                ),
+                REMEDY_ROOT,
+            ));
+            format!("NOT verified: root hash {} on the command line, but / mounted from {}", short_hash(hash), r.device)
+        }
+        (None, Some(hash)) => format!("verified (dm-verity), root hash {}, device {VERIFIED_ROOT_DM_NAME}", short_hash(hash)),
+    };
+    vec![
+        ("root file system", verdict),
+        ("root hash on the command line", r.root_hash.clone().unwrap_or_else(|| "none".into())),
+        ("hash tree offset", r.hash_offset.map_or_else(|| "none".into(), |o| format!("{o} bytes"))),
+        ("/ mounted from", mounted_from),
+        ("device-mapper device", dm_device),
+    ]
 }
 
 pub(super) fn check_measured_boot(cx: &Ctx) -> Outcome {
@@ -270,6 +345,9 @@ pub(super) fn check_measured_boot(cx: &Ctx) -> Outcome {
         }
     };
 
+    // 4. The running root file system: the verified image the signed command line names.
+    let root_values = judge_root(&mb.root, &mut findings);
+
     let ev = vec![
         cx.evidence(firmware_check, firmware_how, firmware_values),
         cx.evidence(image_check, image_how, image_values),
@@ -279,6 +357,11 @@ pub(super) fn check_measured_boot(cx: &Ctx) -> Outcome {
             tpm_values,
         ),
         cx.evidence(policy_check, policy_how, policy_values),
+        cx.evidence(
+            "the running root file system is the verified image: opened through dm-verity with the root hash on the signed kernel command line",
+            "read the kernel command line (/proc/cmdline: wardbox.verity_root_hash, wardbox.verity_hash_offset), the device / is mounted from (/proc/self/mountinfo), and that device's device-mapper name and UUID (/sys/dev/block/MAJOR:MINOR/dm)",
+            root_values,
+        ),
     ];
 
     // The worst finding decides; every finding of that status is named.
@@ -297,9 +380,15 @@ pub(super) fn check_measured_boot(cx: &Ctx) -> Outcome {
         Probe::Observed { value } if value.pcr11_signed == Some(true) => "; its PCR 11 is signed by the fleet's PCR-signing key",
         _ => "",
     };
+    let root = match &mb.root {
+        Probe::Observed { value: RootFileSystem { root_hash: Some(hash), .. } } => {
+            format!("; its root file system is verified (dm-verity, root hash {})", short_hash(hash))
+        }
+        _ => String::new(),
+    };
     Outcome::new(
         Status::Pass,
-        format!("Secure Boot is on and enforcing the pinned keys; the box booted the signed kernel image {entry}{signed}"),
+        format!("Secure Boot is on and enforcing the pinned keys; the box booted the signed kernel image {entry}{signed}{root}"),
         ev,
     )
 }

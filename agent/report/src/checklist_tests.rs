@@ -877,3 +877,84 @@ fn wardbox_uki_entries_are_recognised_with_their_try_counter() {
         assert_eq!(uki_entry(other), None, "{other}");
     }
 }
+
+// --- Measured boot: the verified root ---------------------------------------------------------
+
+fn boot_root(f: &mut Facts) -> &mut RootFileSystem {
+    match &mut f.measured_boot.root {
+        Probe::Observed { value } => value,
+        Probe::Unavailable { .. } => panic!("sample root file system"),
+    }
+}
+
+check!(measured_boot_root, ids::MEASURED_BOOT,
+    pass: |f| {} => ("root file system", "verified (dm-verity), root hash 3f9c3f9c3f9c3f9c…, device wardbox-root"),
+    fail: |f| {
+        let r = boot_root(f);
+        (r.root_hash, r.hash_offset) = (None, None);
+        (r.device, r.device_number, r.dm_name, r.dm_verity) = ("/dev/vda2".into(), "252:2".into(), None, false);
+    } => Status::Fail, ("root file system", "NOT verified: no root hash on the kernel command line, / mounted from /dev/vda2"));
+
+#[test]
+fn measured_boot_passes_naming_the_verified_root() {
+    let r = run(|_| {});
+    let reason = &r.item(ids::MEASURED_BOOT).expect("item").reason;
+    assert!(reason.ends_with("its root file system is verified (dm-verity, root hash 3f9c3f9c3f9c3f9c…)"), "{reason}");
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "root hash on the command line", &"3f9c".repeat(16));
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "hash tree offset", "1610612736 bytes");
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "/ mounted from", "/dev/mapper/wardbox-root (254:0)");
+    expect(&r, ids::MEASURED_BOOT, Status::Pass, "device-mapper device", "wardbox-root, opened by veritysetup (dm-verity)");
+}
+
+#[test]
+fn a_root_not_on_the_verity_device_fails_even_with_a_root_hash() {
+    // The command line names a root hash, but / is a plain partition (the initrd's script did
+    // not run, or the root was mounted otherwise).
+    let r = run(|f| {
+        let r = boot_root(f);
+        (r.device, r.device_number, r.dm_name, r.dm_verity) = ("/dev/vda2".into(), "252:2".into(), None, false);
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "device-mapper device", "no (not a device-mapper device)");
+    let item = r.item(ids::MEASURED_BOOT).expect("item");
+    assert!(item.reason.contains("/ is mounted from /dev/vda2") && item.reason.contains("not the dm-verity device wardbox-root"), "{}", item.reason);
+    assert!(item.remediation.as_deref().is_some_and(|r| r.contains("not a Wardbox release") && r.contains("incident")), "{:?}", item.remediation);
+    // A device-mapper device of that name that veritysetup did not make (a plain dm-linear
+    // mapping of the slot), or a verity device of another name, is not the verified root either.
+    let r = run(|f| boot_root(f).dm_verity = false);
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "device-mapper device", "wardbox-root, not a dm-verity device");
+    let r = run(|f| boot_root(f).dm_name = Some("other-root".into()));
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "root file system", "NOT verified: root hash 3f9c3f9c3f9c3f9c… on the command line, but / mounted from");
+}
+
+#[test]
+fn unusable_verity_arguments_fail_naming_why() {
+    let r = run(|f| {
+        let r = boot_root(f);
+        (r.root_hash, r.hash_offset) = (None, None);
+        r.arguments_refused = Some("wardbox.verity_root_hash=xyz is not a SHA-256 (64 hexadecimal digits)".into());
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "root file system", "NOT verified: unusable dm-verity arguments (wardbox.verity_root_hash=xyz");
+}
+
+#[test]
+fn an_unreadable_root_needs_attention_and_never_passes() {
+    let r = run(|f| f.measured_boot.root = Probe::unavailable("/proc/self/mountinfo cannot be read: No such file or directory"));
+    expect(&r, ids::MEASURED_BOOT, Status::NeedsAttention, "root file system", "unavailable: /proc/self/mountinfo cannot be read");
+    let reason = &r.item(ids::MEASURED_BOOT).expect("item").reason;
+    assert!(reason.contains("whether the root file system is verified cannot be read"), "{reason}");
+    // An unverified root outweighs the rest being unreadable (a dev machine's own root).
+    let r = run(|f| {
+        f.measured_boot.firmware = Probe::unavailable("/sys/firmware/efi/efivars does not exist: not booted through UEFI");
+        let r = boot_root(f);
+        (r.root_hash, r.hash_offset) = (None, None);
+    });
+    expect(&r, ids::MEASURED_BOOT, Status::Fail, "UEFI variables", "unavailable");
+}
+
+#[test]
+fn facts_without_the_root_read_as_not_gathered() {
+    let mut value = serde_json::to_value(sample::healthy(now()).measured_boot).expect("json");
+    value.as_object_mut().expect("object").remove("root");
+    let old: MeasuredBootFacts = serde_json::from_value(value).expect("facts from before the verified root");
+    assert!(matches!(&old.root, Probe::Unavailable { reason } if reason.contains("not gathered")), "{:?}", old.root);
+}

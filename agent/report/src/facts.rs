@@ -505,6 +505,40 @@ pub struct MeasuredBootFacts {
     /// The firmware policy and the Secure Boot keys it pins, checked against the firmware's as
     /// the agent's config stage checks them; unavailable without a firmware policy (dev profile).
     pub policy: Probe<BootPolicy>,
+    /// The root file system this boot runs from, and the dm-verity arguments it was booted
+    /// with. Facts gathered before the root was verified have none.
+    #[serde(default = "root_not_gathered")]
+    pub root: Probe<RootFileSystem>,
+}
+
+fn root_not_gathered() -> Probe<RootFileSystem> {
+    Probe::unavailable("not gathered (facts from an agent that did not read the root file system)")
+}
+
+/// What the kernel command line and the mount table say about the root file system: the root
+/// is verified when the signed command line names a dm-verity root hash and `/` is mounted from
+/// the device-mapper device `wardbox-root` that veritysetup opened with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootFileSystem {
+    /// `wardbox.verity_root_hash` on the kernel command line (SHA-256, lower-case hex); `None`
+    /// when the command line names no dm-verity arguments.
+    pub root_hash: Option<String>,
+    /// `wardbox.verity_hash_offset`: where the hash tree starts in the slot, in bytes.
+    pub hash_offset: Option<u64>,
+    /// Why the command line's dm-verity arguments are not usable (one without the other, one
+    /// twice, a malformed value); `None` when they are usable or absent.
+    pub arguments_refused: Option<String>,
+    /// The device `/` is mounted from, as the mount table names it, e.g.
+    /// `/dev/mapper/wardbox-root`.
+    pub device: String,
+    /// Its device number, `major:minor`.
+    pub device_number: String,
+    /// The device-mapper name of that device (`wardbox-root`); `None`: not a device-mapper
+    /// device.
+    pub dm_name: Option<String>,
+    /// The device-mapper device was made by veritysetup (its DM UUID starts with
+    /// `CRYPT-VERITY-`).
+    pub dm_verity: bool,
 }
 
 /// What the firmware, systemd-boot and systemd-stub say about this boot.

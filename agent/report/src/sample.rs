@@ -31,7 +31,7 @@ fn attestations(now: Timestamp) -> Vec<Attestation> {
 const SAMPLE_PCR_SIGNING_KEY: &str = "5b1f0c9e2a7d4e8f3c6b9a0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f";
 
 /// A box that booted its blessed, signed kernel image with Secure Boot enforcing the keys its
-/// firmware policy pins.
+/// firmware policy pins, its root file system opened through dm-verity.
 fn measured_boot() -> MeasuredBootFacts {
     let keys = |pk: &str, kek: &str, db: &str| {
         [("PK", pk), ("KEK", kek), ("db", db)]
@@ -58,6 +58,15 @@ fn measured_boot() -> MeasuredBootFacts {
             pinned_keys: keys("a1", "b2", "c3"),
             enrolled_keys: Probe::observed(keys("a1", "b2", "c3")),
             keys_refused: None,
+        }),
+        root: Probe::observed(RootFileSystem {
+            root_hash: Some("3f9c".repeat(16)),
+            hash_offset: Some(1_610_612_736),
+            arguments_refused: None,
+            device: "/dev/mapper/wardbox-root".into(),
+            device_number: "254:0".into(),
+            dm_name: Some("wardbox-root".into()),
+            dm_verity: true,
         }),
     }
 }

@@ -732,7 +732,94 @@ fn measured_boot(config: &Config, host: &HostRoot, pcrs: Probe<BootPcrs>) -> Mea
             Err(e) => unavailable(e),
         },
     };
-    MeasuredBootFacts { firmware, pcrs, policy }
+    MeasuredBootFacts { firmware, pcrs, policy, root: root_file_system(host) }
+}
+
+/// The root file system: the dm-verity arguments on the kernel command line (parsed as the
+/// update install parses a UKI's, `VerityArgs::from_cmdline`), the device `/` is mounted from,
+/// and that device's device-mapper name and UUID, found through its device number
+/// (`/sys/dev/block/MAJOR:MINOR/dm`), so the mount table's name for it does not matter.
+fn root_file_system(host: &HostRoot) -> Probe<RootFileSystem> {
+    use crate::update::verity::VerityArgs;
+    let cmdline = match std::fs::read_to_string(host.path("/proc/cmdline")) {
+        Ok(c) => c,
+        Err(e) => return unavailable(format!("/proc/cmdline cannot be read: {e}")),
+    };
+    let (args, arguments_refused) = match VerityArgs::from_cmdline(cmdline.trim()) {
+        Ok(args) => (args, None),
+        Err(why) => (None, Some(why)),
+    };
+    let mountinfo = match std::fs::read_to_string(host.path("/proc/self/mountinfo")) {
+        Ok(m) => m,
+        Err(e) => return unavailable(format!("/proc/self/mountinfo cannot be read: {e}")),
+    };
+    let Some((device_number, device)) = root_mount(&mountinfo) else {
+        return unavailable("/proc/self/mountinfo names no file system mounted on /");
+    };
+    if !host.path("/sys/dev/block").is_dir() {
+        return unavailable("/sys/dev/block cannot be read");
+    }
+    // No entry under /sys/dev/block: / is not on a block device (tmpfs, overlay, NFS), so
+    // not on a device-mapper one either.
+    let dm = host.path(&format!("/sys/dev/block/{device_number}/dm"));
+    let (dm_name, dm_verity) = if dm.is_dir() {
+        let read = |file: &str| std::fs::read_to_string(dm.join(file)).map(|v| v.trim().to_string());
+        match (read("name"), read("uuid")) {
+            (Ok(name), Ok(uuid)) => (Some(name), uuid.starts_with("CRYPT-VERITY-")),
+            (Err(e), _) | (_, Err(e)) => {
+                return unavailable(format!("the device-mapper name or UUID of {device} ({device_number}) cannot be read: {e}"));
+            }
+        }
+    } else {
+        (None, false)
+    };
+    Probe::observed(RootFileSystem {
+        root_hash: args.as_ref().map(|a| hex::encode(a.root_hash)),
+        hash_offset: args.as_ref().map(|a| a.hash_offset),
+        arguments_refused,
+        device,
+        device_number,
+        dm_name,
+        dm_verity,
+    })
+}
+
+/// The device number (`major:minor`) and source of the file system mounted on `/` in a
+/// `/proc/self/mountinfo` (the last such line: a later mount on / hides the ones before it).
+fn root_mount(mountinfo: &str) -> Option<(String, String)> {
+    mountinfo.lines().rev().find_map(|line| {
+        // ID PARENT MAJOR:MINOR ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER-OPTIONS
+        let (mount, fs) = line.split_once(" - ")?;
+        let fields: Vec<&str> = mount.split(' ').collect();
+        if fields.get(4) != Some(&"/") {
+            return None;
+        }
+        let source = fs.split(' ').nth(1)?;
+        Some((fields.get(2)?.to_string(), unescape_mount_field(source)))
+    })
+}
+
+/// The kernel writes a space, tab, newline or backslash in a mount table field as `\ooo`
+/// (octal).
+fn unescape_mount_field(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[at + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The policy's pinned keys beside the enrolled ones, and the config stage's decision on them
@@ -1907,6 +1994,106 @@ mod tests {
         bytes
     }
 
+    /// What a box that booted a signed UKI shows: the dm-verity arguments on the command line,
+    /// / mounted from /dev/mapper/wardbox-root (254:0), and sysfs's dm-0 with the name and the
+    /// UUID veritysetup gives it (/sys/dev/block/254:0 links to it, as in sysfs).
+    fn verified_root(host: &HostRoot, root_hash: &str) {
+        for d in ["/proc/self", "/sys/block/dm-0/dm", "/sys/block/vda/vda2", "/sys/dev/block"] {
+            std::fs::create_dir_all(host.path(d)).expect("mkdir");
+        }
+        std::fs::write(
+            host.path("/proc/cmdline"),
+            format!("root=PARTUUID=6e1c0b1a-5f3e-4a8e-9d55-0a2c3f1e9b01 wardbox.verity_root_hash={root_hash} wardbox.verity_hash_offset=1610612736 ro panic=30 quiet\n"),
+        )
+        .expect("write");
+        std::fs::write(
+            host.path("/proc/self/mountinfo"),
+            "23 1 254:0 / / ro,relatime shared:1 - ext4 /dev/mapper/wardbox-root ro\n\
+             24 23 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:2 - sysfs sysfs rw\n\
+             25 23 0:5 / /dev rw,nosuid,relatime shared:3 - devtmpfs udev rw,size=4041180k\n\
+             40 23 254:1 / /var/lib/wardbox/data rw,relatime shared:20 - ext4 /dev/mapper/wardbox-data rw\n",
+        )
+        .expect("write");
+        std::fs::write(host.path("/sys/block/dm-0/dm/name"), "wardbox-root\n").expect("write");
+        std::fs::write(host.path("/sys/block/dm-0/dm/uuid"), "CRYPT-VERITY-5d1e2a0c9b7f4e3aa1c8d6e4f2b0a9c7-wardbox-root\n").expect("write");
+        for (number, target) in [("254:0", "../../block/dm-0"), ("252:2", "../../block/vda/vda2")] {
+            let link = host.path(&format!("/sys/dev/block/{number}"));
+            if !link.exists() {
+                std::os::unix::fs::symlink(target, link).expect("symlink");
+            }
+        }
+    }
+
+    #[test]
+    fn the_root_file_system_is_read_from_the_command_line_the_mount_table_and_sysfs() {
+        let (_dir, host) = tree();
+        assert!(
+            matches!(root_file_system(&host), Probe::Unavailable { reason } if reason.contains("/proc/cmdline cannot be read")),
+            "nothing to read"
+        );
+        let hash = "3f9c".repeat(16);
+        verified_root(&host, &hash);
+        let root = observed(root_file_system(&host));
+        assert_eq!(root.root_hash.as_deref(), Some(hash.as_str()));
+        assert_eq!(root.hash_offset, Some(1_610_612_736));
+        assert_eq!(root.arguments_refused, None);
+        assert_eq!((root.device.as_str(), root.device_number.as_str()), ("/dev/mapper/wardbox-root", "254:0"));
+        assert_eq!(root.dm_name.as_deref(), Some("wardbox-root"));
+        assert!(root.dm_verity);
+
+        // The device number decides, not the mount table's name for it (the kernel's /dev/root,
+        // a /dev/dm-0 path).
+        let mountinfo = host.path("/proc/self/mountinfo");
+        std::fs::write(&mountinfo, "23 1 254:0 / / ro,relatime shared:1 - ext4 /dev/root ro\n").expect("write");
+        let root = observed(root_file_system(&host));
+        assert!(root.dm_verity && root.dm_name.as_deref() == Some("wardbox-root"), "{root:?}");
+
+        // A dm device that veritysetup did not make (a plain mapping of the slot).
+        std::fs::write(host.path("/sys/block/dm-0/dm/uuid"), "\n").expect("write");
+        assert!(!observed(root_file_system(&host)).dm_verity);
+
+        // / on the plain slot partition, booted without the arguments: observed, not verified.
+        std::fs::write(&mountinfo, "23 1 252:2 / / ro,relatime shared:1 - ext4 /dev/vda2 ro\n").expect("write");
+        std::fs::write(host.path("/proc/cmdline"), "root=PARTUUID=6e1c0b1a-5f3e-4a8e-9d55-0a2c3f1e9b01 ro\n").expect("write");
+        let root = observed(root_file_system(&host));
+        assert_eq!((root.root_hash, root.hash_offset, root.arguments_refused), (None, None, None));
+        assert_eq!((root.device.as_str(), root.dm_name, root.dm_verity), ("/dev/vda2", None, false));
+
+        // A container's overlay root (no block device behind it): not a dm device either; the
+        // last mount on / is the one in use.
+        std::fs::write(
+            &mountinfo,
+            "1 0 0:2 / / rw - rootfs rootfs rw\n500 1 0:51 / / rw,relatime - overlay overlay rw,lowerdir=/var/lib/x\n",
+        )
+        .expect("write");
+        let root = observed(root_file_system(&host));
+        assert_eq!((root.device.as_str(), root.device_number.as_str(), root.dm_name), ("overlay", "0:51", None));
+
+        // Malformed arguments are said, with the parse's reason (the update install's parser).
+        std::fs::write(host.path("/proc/cmdline"), "root=PARTUUID=x wardbox.verity_root_hash=xyz wardbox.verity_hash_offset=4096\n").expect("write");
+        let root = observed(root_file_system(&host));
+        assert!(root.root_hash.is_none() && root.arguments_refused.as_deref().is_some_and(|r| r.contains("not a SHA-256")), "{root:?}");
+
+        // What cannot be read is unavailable, naming it.
+        std::fs::remove_file(&mountinfo).expect("rm");
+        assert!(matches!(root_file_system(&host), Probe::Unavailable { reason } if reason.contains("/proc/self/mountinfo cannot be read")));
+        std::fs::write(&mountinfo, "24 23 0:22 / /sys rw - sysfs sysfs rw\n").expect("write");
+        assert!(matches!(root_file_system(&host), Probe::Unavailable { reason } if reason.contains("no file system mounted on /")));
+        std::fs::write(&mountinfo, "23 1 254:0 / / ro - ext4 /dev/mapper/wardbox-root ro\n").expect("write");
+        std::fs::remove_file(host.path("/sys/block/dm-0/dm/name")).expect("rm");
+        assert!(matches!(root_file_system(&host), Probe::Unavailable { reason } if reason.contains("device-mapper name or UUID")));
+        std::fs::remove_dir_all(host.path("/sys")).expect("rm");
+        assert!(matches!(root_file_system(&host), Probe::Unavailable { reason } if reason.contains("/sys/dev/block cannot be read")));
+    }
+
+    #[test]
+    fn mount_table_fields_are_unescaped() {
+        assert_eq!(unescape_mount_field(r"/dev/disk/by-label/my\040root"), "/dev/disk/by-label/my root");
+        assert_eq!(unescape_mount_field(r"a\134b"), r"a\b");
+        assert_eq!(unescape_mount_field(r"trailing\"), r"trailing\");
+        assert_eq!(root_mount("7 1 8:1 / /mnt\\040x rw - ext4 /dev/sda1 rw\n"), None);
+    }
+
     #[test]
     fn the_measured_boot_is_read_from_efivars_and_the_firmware_policy_and_judged() {
         use wardbox_firmware_policy::{CertFingerprint, LOADER_GUID};
@@ -1947,7 +2134,9 @@ mod tests {
             mkfs: "/usr/sbin/mkfs.ext4".into(),
         });
         let pcrs = || Probe::observed(BootPcrs { pcr7: "7a".repeat(32), pcr11: "b1".repeat(32) });
+        verified_root(&host, &"3f9c".repeat(16));
         let facts = measured_boot(&config, &host, pcrs());
+        assert!(observed(facts.root.clone()).dm_verity, "{:?}", facts.root);
         let firmware = observed(facts.firmware.clone());
         assert_eq!((firmware.secure_boot, firmware.setup_mode, firmware.audit_mode), (Some(true), Some(false), None));
         assert_eq!(firmware.boot_entry.as_deref(), Some("wardbox-0.4.0.efi"));
