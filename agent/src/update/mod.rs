@@ -410,7 +410,7 @@ pub fn running_slot(slots: &SlotsConfig) -> Result<SlotName, String> {
 }
 
 /// This boot's identity (32 lowercase hex digits): systemd's `%b` when the unit hands it over
-/// (`WARDBOX_BOOT_ID`; `ProcSubset=pid` hides /proc/sys), else the kernel's.
+/// (`WARDBOX_BOOT_ID`), else the kernel's.
 pub fn boot_id() -> Option<String> {
     let text = std::env::var("WARDBOX_BOOT_ID")
         .ok()
