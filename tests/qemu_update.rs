@@ -15,6 +15,10 @@
 //! signed command line) does what IT does at the console, as root: `wardbox usb open`, then
 //! `wardbox update apply --yes` from the stick mounted read-only, then `wardbox usb close`.
 //!
+//! Each version's system image is its slot image (`image/verity.sh`: the file system and its
+//! dm-verity tree), and its UKIs carry that image's root hash: every boot opens its root
+//! verified, and the install checks the written slot against the UKI's root hash.
+//!
 //! 1. v1 from slot A, first boot (provisioning), the stick with bundle v2, a USB keyboard and a
 //!    USB mouse plugged in: the keyboard is let in, the mouse and the stick are refused (no
 //!    block device, no storage driver); in the window the stick alone is let in, mounted
@@ -22,6 +26,10 @@
 //!    finds exactly v2's image there) and puts v2's slot-B UKI on the ESP as
 //!    `wardbox-<v2>+3.efi`; closing the window takes the stick out and unloads the drivers;
 //!    every decision is in the audit trail; status says v2 is pending in slot B.
+//!    Before v2, bundles on the same stick the box must refuse, each applied as IT would, with
+//!    its exit code: a downgrade (11), an unknown signer (10), a bit flipped in a UKI (13), a
+//!    system image that is not the one its UKIs' root hash names (20: written, then refused
+//!    before any entry names it).
 //!    But first the power is cut while the install writes slot B: the ESP still boots only v1,
 //!    which starts again (the TPM releases the key), and the install from the stick, retried,
 //!    completes.
@@ -52,7 +60,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use wardbox_e2e::appliance::{Appliance, Chain, boot_phases, build_image, check_health, console_tail, require_appliance_tools, virt_fw_vars};
+use wardbox_e2e::appliance::{Appliance, Chain, boot_phases, build_image, check_health, console_tail, partition_start, require_appliance_tools, slot_image, virt_fw_vars};
 use wardbox_e2e::{Attach, Phases, Vm, WebSession, blank_data_disk, free_port, run, which};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -157,9 +165,17 @@ fn next_minor(version: &str, n: u32) -> Result<String, String> {
     Ok(format!("{major}.{}.0", minor + n))
 }
 
-/// The system image of `version`: a sparse copy of the built root file system whose
+/// The system image of `version` and its dm-verity arguments: the slot image
+/// (`image/verity.sh`) of a sparse copy of the built root file system whose
 /// /usr/lib/wardbox-image-info says `version: <version>` (debugfs, no mount).
-fn system_image(root: &Path, version: &str, work: &Path) -> Result<PathBuf, String> {
+fn system_image(repo: &Path, root: &Path, version: &str, work: &Path) -> Result<(PathBuf, String), String> {
+    let fs = root_file_system(root, version, work)?;
+    let slot = work.join(format!("root-{version}.img"));
+    let verity = slot_image(repo, &fs, &slot)?;
+    Ok((slot, verity))
+}
+
+fn root_file_system(root: &Path, version: &str, work: &Path) -> Result<PathBuf, String> {
     let out = work.join(format!("root-{version}.ext4"));
     run(Command::new("cp").arg("--sparse=always").arg(root).arg(&out))?;
     let info = run(Command::new("debugfs").arg("-R").arg("cat /usr/lib/wardbox-image-info").arg(&out))?;
@@ -188,6 +204,58 @@ fn system_image(root: &Path, version: &str, work: &Path) -> Result<PathBuf, Stri
     Ok(out)
 }
 
+/// What the console install must refuse, each in `stick-v2/refuse-<exit code>-<what>` (the
+/// probe applies them in that order before v2's bundle and prints each exit code): v1 again
+/// (a downgrade, 11); v2 signed by another workstation's keys (an unknown signer, 10); v2 with
+/// one bit of its slot-B UKI flipped after signing (corrupt, 13: caught while the UKI is staged,
+/// before the slot is opened); v2 whose system image is not the one its UKIs' root hash names
+/// (20: the slot is written and read back, then its dm-verity tree does not match, and no boot
+/// entry names it). Their system image is 1 MiB of zeros: all but the last are refused before
+/// it is read.
+fn refused_bundles(ws: &Workstation, other: &Workstation, v1: &str, v2: &str, ukis: [&Path; 2], notes: &Path, work: &Path) -> Result<(), String> {
+    let small = work.join("small-system.img");
+    std::fs::write(&small, vec![0u8; 1 << 20]).map_err(|e| e.to_string())?;
+    let stick = work.join("stick-v2");
+    let scratch = work.join("refused");
+    let place = |built: PathBuf, name: &str| -> Result<PathBuf, String> {
+        let dest = stick.join(name);
+        std::fs::rename(&built, &dest).map_err(|e| format!("{} -> {}: {e}", built.display(), dest.display()))?;
+        Ok(dest)
+    };
+    place(ws.full_bundle(v1, v1, &small, ukis[0], ukis[1], notes, &scratch.join("downgrade"))?, "refuse-11-downgrade")?;
+    place(other.full_bundle(v2, v1, &small, ukis[0], ukis[1], notes, &scratch.join("signer"))?, "refuse-10-unknown-signer")?;
+    let corrupt = place(ws.full_bundle(v2, v1, &small, ukis[0], ukis[1], notes, &scratch.join("corrupt"))?, "refuse-13-corrupt-uki")?;
+    let uki = corrupt.join("targets/wardbox-b.efi");
+    let mut bytes = std::fs::read(&uki).map_err(|e| format!("{}: {e}", uki.display()))?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&uki, bytes).map_err(|e| e.to_string())?;
+    place(ws.full_bundle(v2, v1, &small, ukis[0], ukis[1], notes, &scratch.join("unverified"))?, "refuse-20-unverified-root")?;
+    Ok(())
+}
+
+/// The refusals the probe printed (`refusal <dir> exit <code>: <last line>`): each bundle of
+/// [`refused_bundles`] refused with the exit code its directory names.
+fn check_refusals(run: &ProbeRun, boot: &str) -> Result<(), String> {
+    let lines: Vec<&String> = run.lines.iter().filter(|l| l.starts_with("refusal ")).collect();
+    for (dir, what) in [
+        ("refuse-10-unknown-signer", "unknown signer"),
+        ("refuse-11-downgrade", "downgrade"),
+        ("refuse-13-corrupt-uki", "corrupt UKI"),
+        ("refuse-20-unverified-root", "system image not matching its UKI's root hash"),
+    ] {
+        let code = &dir[7..9];
+        let line = lines.iter().find(|l| l.starts_with(&format!("refusal {dir} "))).ok_or_else(|| {
+            format!("{boot}: the probe did not try the {what} bundle ({dir}):\n{}", run.lines.join("\n"))
+        })?;
+        if !line.starts_with(&format!("refusal {dir} exit {code}:")) {
+            return Err(format!("{boot}: the {what} bundle was not refused with exit {code}: {line}"));
+        }
+        eprintln!("== e2e: {boot}: refused on the box: {line}");
+    }
+    Ok(())
+}
+
 /// A USB stick's image for the guest: ext4 labelled WBBUNDLE holding the bundle directory.
 fn bundle_disk(stick_dir: &Path, out: &Path) -> Result<(), String> {
     let used = run(Command::new("du").args(["-sm", "--apparent-size"]).arg(stick_dir))?;
@@ -198,17 +266,8 @@ fn bundle_disk(stick_dir: &Path, out: &Path) -> Result<(), String> {
 
 /// sha256 of the first `len` bytes of the partition named `label` on a raw GPT disk.
 fn partition_sha256(disk: &Path, label: &str, len: u64) -> Result<String, String> {
-    let table: Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(disk))?).map_err(|e| e.to_string())?;
-    let start = table["partitiontable"]["partitions"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == label))
-        .and_then(|p| p["start"].as_u64())
-        .ok_or_else(|| format!("no partition {label} on {}", disk.display()))?;
-    let out = run(Command::new("bash").arg("-c").arg(format!(
-        "tail -c +{} {} | head -c {len} | sha256sum",
-        start * 512 + 1,
-        disk.display()
-    )))?;
+    let start = partition_start(disk, label)?;
+    let out = run(Command::new("bash").arg("-c").arg(format!("tail -c +{} {} | head -c {len} | sha256sum", start + 1, disk.display())))?;
     Ok(out.split_whitespace().next().unwrap_or_default().to_string())
 }
 
@@ -462,17 +521,23 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     phases.start("release: system images, signed UKIs, bundles, bundle disks");
     let switches = "wardbox.status_console wardbox.update_probe";
     let uki_v1 = chain.make_uki(&repo, &image, &chain.version, "a", &format!("quiet {switches}"), &work.join("uki-v1"))?;
-    let v2_a = chain.make_uki(&repo, &image, &v2, "a", switches, &work.join("uki-v2-a"))?;
-    let v2_b = chain.make_uki(&repo, &image, &v2, "b", switches, &work.join("uki-v2-b"))?;
+    // Each version's slot image (its root file system and dm-verity hash tree) and the root
+    // hash its UKIs carry.
+    let (root_v2, verity_v2) = system_image(&repo, &image.join("root.ext4"), &v2, &work)?;
+    let (root_v3, verity_v3) = system_image(&repo, &image.join("root.ext4"), &v3, &work)?;
+    let v2_a = chain.make_uki_for_root(&repo, &image, &verity_v2, &v2, "a", switches, &work.join("uki-v2-a"))?;
+    let v2_b = chain.make_uki_for_root(&repo, &image, &verity_v2, &v2, "b", switches, &work.join("uki-v2-b"))?;
     // v3's agent never starts: masked on its signed command line, so its boot never completes.
     let broken = "systemd.mask=wardbox.service";
-    let v3_a = chain.make_uki(&repo, &image, &v3, "a", broken, &work.join("uki-v3-a"))?;
-    let v3_b = chain.make_uki(&repo, &image, &v3, "b", broken, &work.join("uki-v3-b"))?;
-    let root_v2 = system_image(&image.join("root.ext4"), &v2, &work)?;
-    let root_v3 = system_image(&image.join("root.ext4"), &v3, &work)?;
+    let v3_a = chain.make_uki_for_root(&repo, &image, &verity_v3, &v3, "a", broken, &work.join("uki-v3-a"))?;
+    let v3_b = chain.make_uki_for_root(&repo, &image, &verity_v3, &v3, "b", broken, &work.join("uki-v3-b"))?;
     let notes = work.join("notes.txt");
     std::fs::write(&notes, "Wardbox test release (qemu full-update scenario)\n").map_err(|e| e.to_string())?;
     ws.full_bundle(&v2, &v1, &root_v2, &v2_a, &v2_b, &notes, &work.join("stick-v2"))?;
+    // Bundles the box must refuse, on the same stick: the probe applies each before v2.
+    let other = Workstation::ceremony(&repo, &work.join("other-workstation"), &mut phases)?;
+    phases.start("release: bundles the box must refuse");
+    refused_bundles(&ws, &other, &v1, &v2, [&v2_a, &v2_b], &notes, &work)?;
     ws.full_bundle(&v3, &v1, &root_v3, &v3_a, &v3_b, &notes, &work.join("stick-v3"))?;
     let (disk_v2, disk_v3) = (work.join("bundle-v2.img"), work.join("bundle-v3.img"));
     bundle_disk(&work.join("stick-v2"), &disk_v2)?;
@@ -519,6 +584,7 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
         return Err(format!("boot 1: `wardbox update apply` of v2 did not succeed:\n{}", run1.lines.join("\n")));
     }
     check_usb_window(&run1, "boot 1", Stick::ConsoleWithKeyboardAndMouse)?;
+    check_refusals(&run1, "boot 1")?;
     // The box checked v2's UKI against the data volume's seal before touching the slot.
     if !run1.lines.iter().any(|l| l.starts_with("apply: uki") && l.contains("signed for PCR 11 by the key the data volume's seal trusts")) {
         return Err(format!("boot 1: the install does not say v{v2}'s UKI is signed for the seal's PCR 11 key:\n{}", run1.lines.join("\n")));
