@@ -22,11 +22,19 @@ struct Chain {
 
 impl Chain {
     fn new() -> Chain {
+        Chain::migrated_to(None)
+    }
+
+    /// A store migrated up to `version` only (`None`: all), as a box of an older release.
+    fn migrated_to(version: Option<u32>) -> Chain {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = StoreKey::random();
         let path = dir.path().join("wardbox.db");
         let (mut store, _) = Store::open_or_create(&path, &key).expect("store");
-        store.migrate().expect("migrate");
+        match version {
+            Some(v) => store.migrate_to(v).map(|_| ()).expect("migrate"),
+            None => store.migrate().map(|_| ()).expect("migrate"),
+        }
         let (audit, writer) = AuditLog::start(&path, &key).expect("audit");
         Chain { _dir: dir, path, key, audit: Some(audit), writer: Some(writer) }
     }
@@ -235,13 +243,16 @@ async fn the_daemon_task_saves_its_position_after_the_replay_and_at_stop() {
     assert_eq!(all_alerts(&store), 0);
 }
 
+/// A box of a release before alerts (store migrations up to 5) with a history, updated: the
+/// migrations put the detector's position at the chain's head, so that history raises nothing.
 #[tokio::test]
-async fn history_from_before_the_first_start_raises_nothing() {
-    let chain = Chain::new();
+async fn history_from_before_alerts_existed_raises_nothing() {
+    let chain = Chain::migrated_to(Some(5));
     for p in ["p-2", "p-3", "p-4"] {
         chain.refusal("dr.a", p).await;
     }
     let mut store = chain.store();
+    store.migrate().expect("the update's migrations");
     let mut feed = Feed::start(&store, &AlertsConfig::default(), &DeliveryConfig::default()).expect("start");
     let step = feed.step(&mut store).expect("step");
     assert_eq!((step.records, step.new_alerts.len()), (3, 0));
@@ -254,6 +265,21 @@ async fn history_from_before_the_first_start_raises_nothing() {
     feed.step(&mut store).expect("step");
     let denied = denied_alerts(&store);
     assert_eq!(denied.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(), ["user:dr.b"]);
+}
+
+/// A new box judges its chain from the first record: what it records before the detector's
+/// first start (a backup failing at once at the first start) is an alert, not history.
+#[tokio::test]
+async fn on_a_new_box_records_before_the_detectors_first_start_raise_alerts() {
+    let chain = Chain::new();
+    for p in ["p-2", "p-3", "p-4"] {
+        chain.refusal("dr.a", p).await;
+    }
+    let mut store = chain.store();
+    let mut feed = Feed::start(&store, &AlertsConfig::default(), &DeliveryConfig::default()).expect("start");
+    feed.step(&mut store).expect("step");
+    let denied = denied_alerts(&store);
+    assert_eq!(denied.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(), ["user:dr.a"]);
 }
 
 #[tokio::test]

@@ -105,12 +105,14 @@ fn the_agent_backs_up_when_the_nightly_time_has_come() {
             .ok()
     });
     assert!(usb.join("config").is_file(), "the repository is on the disk");
-    // The schedule's run is audited as the system's, and the configuration file is in it.
-    let s = store(&config, &base);
-    let detail: String = s
-        .conn()
-        .query_row("SELECT detail FROM audit WHERE actor = 'system' AND detail LIKE '%backup_nightly%'", [], |r| r.get(0))
-        .unwrap();
+    // The schedule's run is audited as the system's, and the configuration file is in it. (The
+    // run is recorded, then audited: wait for the audit record too.)
+    let detail: String = wait_for(30, "the nightly backup audited", || {
+        store(&config, &base)
+            .conn()
+            .query_row("SELECT detail FROM audit WHERE actor = 'system' AND detail LIKE '%backup_nightly%'", [], |r| r.get(0))
+            .ok()
+    });
     assert!(detail.contains(&snapshot), "{detail}");
     let (_, health) = get(addr, "/health").unwrap();
     assert!(!health.contains("\"source\":\"backup\""), "no backup alert: {health}");

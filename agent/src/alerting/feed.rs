@@ -3,8 +3,9 @@
 //! At start the feed replays the whole chain from record 1: the detector is pure and
 //! deterministic, so a replay rebuilds exactly the baselines and windows the live feed had
 //! (docs/alerts.md says why this rather than a saved state). Alerts of records up to the stored
-//! position (`alert_detector.processed_seq`) were stored before and are not raised again; the
-//! first start of a box with history sets the position to the head, so old history rebuilds
+//! position (`alert_detector.processed_seq`) were stored before and are not raised again. The
+//! position starts where the store's migration put it (`outbox::START_MIGRATION_SQL`): 0 for a
+//! new box, the head for a box with history from before alerts existed, so old history rebuilds
 //! baselines without raising a flood of old alerts. Then the feed follows the chain as records
 //! commit (the commits of [`MIN_PASS_INTERVAL`] gathered into one pass), and polls for what
 //! another process (the CLI) appended.
@@ -93,8 +94,8 @@ pub struct Step {
 }
 
 impl Feed {
-    /// A feed that will replay the chain from its start. On the first start ever, the
-    /// position is set to the chain's head: history from before alerts existed raises nothing.
+    /// A feed that will replay the chain from its start, raising alerts past the stored
+    /// position (set by the store's migration 17; a store without one starts at the head).
     pub fn start(store: &Store, rules: &AlertsConfig, delivery: &DeliveryConfig) -> Result<Feed, FeedError> {
         let detector = Detector::new(rules)?;
         let stored_through = match outbox::processed_seq(store.conn())? {

@@ -35,6 +35,17 @@ pub struct StoredAlert {
     pub deliveries: Vec<(String, String, i64, Option<String>)>,
 }
 
+/// Store migration 17: the detector's starting position, set when the store is migrated. A new
+/// store has an empty chain, so it starts at 0 and every record of the box's life is judged,
+/// the first start's own included (a backup that fails at once, before the detector's task has
+/// started, is an alert). A store that had a chain before alerts existed starts at its head, so
+/// that history raises nothing. (Before, the detector took the head at its own first start, and
+/// what the box recorded between its start and the detector's was never judged.)
+pub const START_MIGRATION_NAME: &str = "the alert detector's starting position";
+pub const START_MIGRATION_SQL: &str = "
+    INSERT OR IGNORE INTO alert_detector (id, processed_seq) SELECT 1, COALESCE(MAX(seq), 0) FROM audit;
+";
+
 /// How far the detector has stored alerts, or `None` before its first start.
 pub fn processed_seq(conn: &Connection) -> rusqlite::Result<Option<u64>> {
     conn.query_row("SELECT processed_seq FROM alert_detector WHERE id = 1", [], |r| r.get::<_, i64>(0))

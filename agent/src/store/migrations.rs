@@ -174,4 +174,6 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 15, name: crate::alerting::relations::MIGRATION_NAME, sql: crate::alerting::relations::MIGRATION_SQL },
     // Who set each staff postal address (an administrator, or the directory at sign-in).
     Migration { version: 16, name: crate::alerting::relations::SOURCE_MIGRATION_NAME, sql: crate::alerting::relations::SOURCE_MIGRATION_SQL },
+    // Where the alert detector starts: a new store's first record (owned by `crate::alerting::outbox`).
+    Migration { version: 17, name: crate::alerting::outbox::START_MIGRATION_NAME, sql: crate::alerting::outbox::START_MIGRATION_SQL },
 ];
