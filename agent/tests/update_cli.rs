@@ -111,6 +111,16 @@ struct TestBox {
 }
 
 impl TestBox {
+
+    /// The box's slots and ESP as the install takes them, slot A running.
+    fn slots_running_a(&self) -> wardbox::update::SlotsConfig {
+        wardbox::update::SlotsConfig {
+            a: self.path("root-a"),
+            b: self.path("root-b"),
+            esp_dir: self.path("esp/EFI/Linux"),
+            running: Some(wardbox::update::SlotName::A),
+        }
+    }
     fn new(roots: &Path) -> TestBox {
         let dir = tempfile::tempdir().expect("tempdir");
         let base = dir.path();
@@ -1190,12 +1200,7 @@ fn a_full_bundles_uki_must_be_signed_for_pcr11_by_the_sealed_key_before_the_slot
     let rt = rt();
     let s = rt.block_on(Signing::new());
     let b = TestBox::new(&s.roots());
-    let slots = wardbox::update::SlotsConfig {
-        a: b.path("root-a"),
-        b: b.path("root-b"),
-        esp_dir: b.path("esp/EFI/Linux"),
-        running: Some(wardbox::update::SlotName::A),
-    };
+    let slots = b.slots_running_a();
     let data = b.path("uki-install");
     let paths = wardbox::update::UpdatePaths::new(&data);
     let state = wardbox_update::State::provision(paths.state_dir(), &std::fs::read(s.roots().join("1.root.json")).expect("root"))
@@ -1372,12 +1377,7 @@ fn a_full_bundles_system_image_must_match_the_verity_root_hash_on_its_uki_before
     let rt = rt();
     let s = rt.block_on(Signing::new());
     let b = TestBox::new(&s.roots());
-    let slots = wardbox::update::SlotsConfig {
-        a: b.path("root-a"),
-        b: b.path("root-b"),
-        esp_dir: b.path("esp/EFI/Linux"),
-        running: Some(wardbox::update::SlotName::A),
-    };
+    let slots = b.slots_running_a();
     let paths = wardbox::update::UpdatePaths::new(&b.path("verity-install"));
     let state = wardbox_update::State::provision(paths.state_dir(), &std::fs::read(s.roots().join("1.root.json")).expect("root"))
         .expect("state");
