@@ -591,18 +591,28 @@ fn aiosmtpd_python() -> PathBuf {
     python
 }
 
-/// A relay of `mode` on `port` that knows `RELAY_USER` with the password in `password_file`;
-/// what it prints goes to `log`.
-fn smtp_auth_relay(dir: &Path, port: u16, server: &Pki, maildir: &Path, mode: &str, password_file: &Path, log: &Path) -> Receiver {
+/// An aiosmtpd relay that knows `RELAY_USER` with the password in `password_file`, on a free
+/// port: its mail goes to `maildir`, what it prints (each AUTH attempt) to `log`.
+struct AuthRelay {
+    port: u16,
+    maildir: PathBuf,
+    log: PathBuf,
+    _process: Receiver,
+}
+
+/// A relay of `mode`, its maildir and log named after `name` in `dir`.
+fn smtp_auth_relay(dir: &Path, server: &Pki, mode: &str, name: &str, password_file: &Path) -> AuthRelay {
+    let port = free_port();
+    let (maildir, log) = (dir.join(format!("maildir-{name}")), dir.join(format!("relay-{name}.log")));
     let script = dir.join("smtp_auth_relay.py");
     std::fs::write(&script, SMTP_AUTH_RELAY).expect("script");
-    let out = std::fs::File::create(log).expect("log");
+    let out = std::fs::File::create(&log).expect("log");
     let mut child = Command::new(aiosmtpd_python())
         .arg(&script)
         .arg(port.to_string())
         .arg(&server.cert)
         .arg(&server.key)
-        .arg(maildir)
+        .arg(&maildir)
         .args([mode, RELAY_USER])
         .arg(password_file)
         .stdout(out)
@@ -610,7 +620,7 @@ fn smtp_auth_relay(dir: &Path, port: u16, server: &Pki, maildir: &Path, mode: &s
         .spawn()
         .expect("start the aiosmtpd relay");
     wait_for_port(port, &mut child, "the aiosmtpd relay");
-    Receiver(child)
+    AuthRelay { port, maildir, log, _process: Receiver(child) }
 }
 
 /// A password file (mode 0600) holding `password`.
@@ -661,20 +671,17 @@ const RELAY_PASSWORD: &str = "Kl1nik-Relay:pw 7";
 async fn smtp_relay_requiring_auth_receives_the_alert_with_plain() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = pki(dir.path(), "clinic", "mail.test");
-    let port = free_port();
-    let maildir = dir.path().join("maildir");
     let pw = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
-    let log = dir.path().join("relay.log");
-    let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, "plain-login", &pw, &log);
-    let cfg = email_config_with_user(port, &server.ca, RELAY_USER, &pw);
+    let relay = smtp_auth_relay(dir.path(), &server, "plain-login", "plain-login", &pw);
+    let cfg = email_config_with_user(relay.port, &server.ca, RELAY_USER, &pw);
     let o = outbox_with_alert(&cfg);
     let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
     assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
-    let messages = wait_for_messages(&maildir);
+    let messages = wait_for_messages(&relay.maildir);
     assert_eq!(messages.len(), 1, "one digest");
     assert!(messages[0].contains("denied_access user:dr.a"), "{}", messages[0]);
     assert_eq!(delivery_state(&o)[0].1, "delivered");
-    let attempts = std::fs::read_to_string(&log).expect("log");
+    let attempts = std::fs::read_to_string(&relay.log).expect("log");
     assert_eq!(attempts.lines().filter(|l| l.starts_with("auth ")).collect::<Vec<_>>(), ["auth PLAIN ok"], "{attempts}");
 }
 
@@ -683,17 +690,14 @@ async fn smtp_relay_requiring_auth_receives_the_alert_with_plain() {
 async fn smtp_relay_offering_only_login_receives_the_alert_with_login() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = pki(dir.path(), "clinic", "mail.test");
-    let port = free_port();
-    let maildir = dir.path().join("maildir");
     let pw = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
-    let log = dir.path().join("relay.log");
-    let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, "login", &pw, &log);
-    let cfg = email_config_with_user(port, &server.ca, RELAY_USER, &pw);
+    let relay = smtp_auth_relay(dir.path(), &server, "login", "login", &pw);
+    let cfg = email_config_with_user(relay.port, &server.ca, RELAY_USER, &pw);
     let o = outbox_with_alert(&cfg);
     let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
     assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
-    assert_eq!(wait_for_messages(&maildir).len(), 1, "one digest");
-    let attempts = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(wait_for_messages(&relay.maildir).len(), 1, "one digest");
+    let attempts = std::fs::read_to_string(&relay.log).expect("log");
     assert_eq!(attempts.lines().filter(|l| l.starts_with("auth ")).collect::<Vec<_>>(), ["auth LOGIN ok"], "{attempts}");
 }
 
@@ -706,14 +710,11 @@ async fn smtp_relay_offering_only_login_receives_the_alert_with_login() {
 async fn smtp_relay_refusing_the_password_leaves_the_alert_in_the_outbox() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = pki(dir.path(), "clinic", "mail.test");
-    let port = free_port();
-    let maildir = dir.path().join("maildir");
     let right = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
     let wrong_password = "Wrong-Relay:pw 8";
     let box_file = password_file(dir.path(), "box.pw", wrong_password);
-    let log = dir.path().join("relay.log");
-    let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, "plain-login", &right, &log);
-    let cfg = email_config_with_user(port, &server.ca, RELAY_USER, &box_file);
+    let relay = smtp_auth_relay(dir.path(), &server, "plain-login", "plain-login", &right);
+    let cfg = email_config_with_user(relay.port, &server.ca, RELAY_USER, &box_file);
     let o = outbox_with_alert(&cfg);
     let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
     assert_eq!((report.delivered, report.failed), (0, 1), "{report:?}");
@@ -729,8 +730,8 @@ async fn smtp_relay_refusing_the_password_leaves_the_alert_in_the_outbox() {
         assert_no_password(&shown, RELAY_USER, password);
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert!(maildir_messages(&maildir).is_empty(), "a message went through without authentication");
-    let attempts = std::fs::read_to_string(&log).expect("log");
+    assert!(maildir_messages(&relay.maildir).is_empty(), "a message went through without authentication");
+    let attempts = std::fs::read_to_string(&relay.log).expect("log");
     assert_eq!(attempts.lines().filter(|l| l.starts_with("auth ")).collect::<Vec<_>>(), ["auth PLAIN refused", "auth PLAIN refused"], "{attempts}");
 
     // Not before the backoff; after it, with the password corrected in the file, delivered.
@@ -738,7 +739,7 @@ async fn smtp_relay_refusing_the_password_leaves_the_alert_in_the_outbox() {
     std::fs::write(&box_file, format!("{RELAY_PASSWORD}\n")).expect("write");
     let report = deliver_due(&o.store, &cfg, NOW + 30).await.expect("pass");
     assert_eq!((report.delivered, report.failed), (1, 0), "{report:?}");
-    assert_eq!(wait_for_messages(&maildir).len(), 1, "one digest");
+    assert_eq!(wait_for_messages(&relay.maildir).len(), 1, "one digest");
     assert_eq!(delivery_state(&o)[0].1, "delivered");
 }
 
@@ -751,11 +752,8 @@ async fn smtp_relay_without_a_usable_auth_gets_nothing_when_a_user_is_configured
     let server = pki(dir.path(), "clinic", "mail.test");
     let pw = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
     for (mode, expected) in [("none", "the relay offers no AUTH after STARTTLS"), ("cram", "the relay offers AUTH CRAM-MD5 only after STARTTLS")] {
-        let port = free_port();
-        let maildir = dir.path().join(format!("maildir-{mode}"));
-        let log = dir.path().join(format!("relay-{mode}.log"));
-        let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, mode, &pw, &log);
-        let cfg = email_config_with_user(port, &server.ca, RELAY_USER, &pw);
+        let relay = smtp_auth_relay(dir.path(), &server, mode, mode, &pw);
+        let cfg = email_config_with_user(relay.port, &server.ca, RELAY_USER, &pw);
         let o = outbox_with_alert(&cfg);
         let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
         assert_eq!((report.delivered, report.failed), (0, 1), "{mode}: {report:?}");
@@ -765,8 +763,8 @@ async fn smtp_relay_without_a_usable_auth_gets_nothing_when_a_user_is_configured
         assert!(error.contains(expected) && error.contains("nothing was sent"), "{mode}: {error}");
         assert_no_password(&format!("{:?} {error}", report.errors), RELAY_USER, RELAY_PASSWORD);
         std::thread::sleep(Duration::from_millis(300));
-        assert!(maildir_messages(&maildir).is_empty(), "{mode}: a message was sent without authentication");
-        let attempts = std::fs::read_to_string(&log).expect("log");
+        assert!(maildir_messages(&relay.maildir).is_empty(), "{mode}: a message was sent without authentication");
+        let attempts = std::fs::read_to_string(&relay.log).expect("log");
         assert!(!attempts.contains("auth "), "{mode}: the box tried a mechanism: {attempts}");
     }
 }
@@ -777,21 +775,18 @@ async fn smtp_relay_without_a_usable_auth_gets_nothing_when_a_user_is_configured
 async fn smtp_relay_offering_auth_only_in_clear_gets_no_credentials() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = pki(dir.path(), "clinic", "mail.test");
-    let port = free_port();
-    let maildir = dir.path().join("maildir");
     let pw = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
-    let log = dir.path().join("relay.log");
-    let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, "cleartext", &pw, &log);
-    let cfg = email_config_with_user(port, &server.ca, RELAY_USER, &pw);
+    let relay = smtp_auth_relay(dir.path(), &server, "cleartext", "cleartext", &pw);
+    let cfg = email_config_with_user(relay.port, &server.ca, RELAY_USER, &pw);
     let o = outbox_with_alert(&cfg);
     let report = deliver_due(&o.store, &cfg, NOW).await.expect("pass");
     assert_eq!((report.delivered, report.failed), (0, 1), "{report:?}");
     let error = delivery_state(&o).remove(0).3.unwrap_or_default();
     assert!(error.contains("does not offer STARTTLS"), "{error}");
     std::thread::sleep(Duration::from_millis(300));
-    let attempts = std::fs::read_to_string(&log).expect("log");
+    let attempts = std::fs::read_to_string(&relay.log).expect("log");
     assert!(!attempts.contains("auth "), "credentials were sent in clear: {attempts}");
-    assert!(maildir_messages(&maildir).is_empty(), "a message went out in the clear");
+    assert!(maildir_messages(&relay.maildir).is_empty(), "a message went out in the clear");
 }
 
 /// `request` to `addr` over plain HTTP (the dev box), the whole answer.
@@ -853,13 +848,11 @@ fn agent_log(stderr: &Path, pid: u32) -> String {
 fn smtp_relay_refusing_the_password_is_reported_by_the_box_without_the_password() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = pki(dir.path(), "clinic", "mail.test");
-    let port = free_port();
-    let maildir = dir.path().join("maildir");
     let right = password_file(dir.path(), "relay.pw", RELAY_PASSWORD);
     let wrong_password = "Wrong-Relay:pw 8";
     let box_file = password_file(dir.path(), "box.pw", wrong_password);
-    let relay_log = dir.path().join("relay.log");
-    let _relay = smtp_auth_relay(dir.path(), port, &server, &maildir, "plain-login", &right, &relay_log);
+    let relay = smtp_auth_relay(dir.path(), &server, "plain-login", "plain-login", &right);
+    let port = relay.port;
 
     let base = dir.path().join("box");
     let defaults = Command::new(env!("CARGO_BIN_EXE_wardbox")).args(["config", "defaults", "--base", base.to_str().expect("utf8")]).output().expect("defaults");
@@ -920,7 +913,7 @@ fn smtp_relay_refusing_the_password_is_reported_by_the_box_without_the_password(
     for password in [wrong_password, RELAY_PASSWORD] {
         assert_no_password(&everything, RELAY_USER, password);
     }
-    assert!(maildir_messages(&maildir).is_empty(), "a message went through with a refused password");
-    let attempts = std::fs::read_to_string(&relay_log).expect("log");
+    assert!(maildir_messages(&relay.maildir).is_empty(), "a message went through with a refused password");
+    let attempts = std::fs::read_to_string(&relay.log).expect("log");
     assert!(attempts.lines().filter(|l| *l == "auth PLAIN refused").count() >= 2, "{attempts}");
 }
