@@ -170,9 +170,11 @@ impl Relations {
     }
 
     /// Add the same-address relation: `staff` is (user name, the account's postal address),
-    /// `patients` is (patient id, one address line of the patient's record). A pair already
-    /// related by name keeps that relation. The addresses are compared as [`AddressKey`]s and
-    /// dropped; only the pairs found are kept.
+    /// `patients` is (patient id, one address line of the patient's record), a patient's lines
+    /// in the order their record gives them (they are read together, so that a flat written on
+    /// a line of its own belongs to the building line beside it). A pair already related by
+    /// name keeps that relation. The addresses are compared as [`AddressKey`]s and dropped;
+    /// only the pairs found are kept.
     pub fn add_addresses<'a>(
         &mut self,
         cfg: &RelatedRecords,
@@ -182,21 +184,33 @@ impl Relations {
         if !cfg.same_address {
             return;
         }
-        let mut per_address: HashMap<AddressKey, HashSet<u64>> = HashMap::new();
+        let mut lines: HashMap<&str, Vec<&str>> = HashMap::new();
         for (id, line) in patients {
-            if let Some(key) = AddressKey::of(line) {
-                per_address.entry(key).or_default().insert(hash_id(id));
+            lines.entry(id).or_default().push(line);
+        }
+        // building → (flat, if the record names one; hashed patient id) for every home a
+        // patient's record gives.
+        let mut residents: HashMap<String, Vec<(Option<String>, u64)>> = HashMap::new();
+        for (id, lines) in &lines {
+            let id = hash_id(id);
+            for home in AddressKey::homes(lines.iter().copied()) {
+                residents.entry(home.building).or_default().push((home.unit, id));
             }
         }
         for (user, address) in staff {
             let Some(key) = AddressKey::of(address) else { continue };
-            let Some(ids) = per_address.get(&key) else { continue };
-            if ids.len() > cfg.max_patients_per_address as usize {
+            let Some(building) = residents.get(&key.building) else { continue };
+            let home: HashSet<u64> = building
+                .iter()
+                .filter(|(unit, _)| same_unit(key.unit.as_deref(), unit.as_deref()))
+                .map(|(_, id)| *id)
+                .collect();
+            if home.len() > cfg.max_patients_per_address as usize {
                 continue;
             }
             let related = self.pairs.entry(user.to_string()).or_default();
-            for id in ids {
-                related.entry(*id).or_insert(Relation::SameAddress);
+            for id in home {
+                related.entry(id).or_insert(Relation::SameAddress);
             }
         }
     }
@@ -222,37 +236,150 @@ impl Relations {
 }
 
 /// Words of street addresses written in more than one way: each long form and its
-/// abbreviation compare as the abbreviation.
+/// abbreviation compare as the abbreviation (the common street suffixes of the US Postal
+/// Service's and Royal Mail's lists, the compass points, and the words for a flat).
 const STREET_WORDS: &[(&str, &str)] = &[
     ("street", "st"), ("avenue", "ave"), ("av", "ave"), ("road", "rd"), ("drive", "dr"), ("lane", "ln"),
-    ("boulevard", "blvd"), ("court", "ct"), ("place", "pl"), ("square", "sq"), ("terrace", "ter"),
-    ("highway", "hwy"), ("parkway", "pkwy"), ("circle", "cir"), ("north", "n"), ("south", "s"),
-    ("east", "e"), ("west", "w"), ("apartment", "apt"), ("suite", "ste"), ("unit", "apt"), ("number", "no"),
+    ("boulevard", "blvd"), ("court", "ct"), ("place", "pl"), ("square", "sq"), ("terrace", "ter"), ("terr", "ter"),
+    ("highway", "hwy"), ("parkway", "pkwy"), ("circle", "cir"), ("crescent", "cres"), ("gardens", "gdns"),
+    ("grove", "gr"), ("close", "cl"), ("mount", "mt"), ("heights", "hts"), ("trail", "trl"), ("way", "wy"),
+    ("north", "n"), ("south", "s"), ("east", "e"), ("west", "w"),
+    ("apartment", "apt"), ("suite", "ste"), ("unit", "apt"), ("number", "no"), ("room", "rm"),
 ];
 
-/// An address as the comparison sees it: the first line (the street and number, which is
-/// what a household shares; a city or postal code alone is not compared), lower case,
-/// accents folded, punctuation dropped, street words abbreviated (`12 Elm Street, Apt. 3,
-/// Springfield` compares as `12 elm st`). Needs a number and a word, so that a bare city or a
-/// bare number is no address. Flats of one building share a first line unless the flat is
-/// written on it; `max_patients_per_address` keeps a large building quiet.
+/// Words that name a flat, apartment or unit inside a building (after [`STREET_WORDS`]; `#`
+/// reads as `apt`). The word itself does not matter: `Apt 3`, `#3`, `Unit 3` and `Flat 3` are
+/// the same flat written by different hands.
+const UNIT_WORDS: &[&str] = &["apt", "ste", "flat", "rm"];
+
+/// An address as the comparison sees it: the building (house number and street: what a
+/// household shares; a city or postal code is not compared), and the flat in it when the
+/// address names one. Lower case, accents folded, punctuation dropped, street words
+/// abbreviated: `12 Elm Street, Apt. 3, Springfield` reads as building `12 elm st`, flat `3`;
+/// `Flat 3, 12 Elm Road` and `FLAT 3` on the line above `12 ELM RD` as `12 elm rd`, flat `3`.
+/// A line without a house number before the building (a house name, `Rose Cottage`) is
+/// passed over. Two addresses are the same home ([`same_unit`]) when the building is the same
+/// and the flats are, or one of them names no flat; `max_patients_per_address` keeps a
+/// building whose flats are not written quiet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AddressKey(String);
+pub struct AddressKey {
+    /// House number and street: `12 elm st`.
+    pub building: String,
+    /// The flat, whatever word named it: `3`, `2b`; `None` when the address names none.
+    pub unit: Option<String>,
+}
+
+/// Whether two flats of one building are the same home: the same, or one of them unknown.
+fn same_unit(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
+/// The words of one part of an address (a line, or what stands between commas).
+fn address_words(part: &str) -> Vec<String> {
+    part.replace('#', " # ")
+        .split(|c: char| c.is_whitespace() || c == '.')
+        .map(|w| {
+            if w == "#" {
+                return "apt".to_string();
+            }
+            let w: String = w.nfd().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
+            STREET_WORDS.iter().find(|(long, _)| *long == w).map_or(w, |(_, short)| (*short).to_string())
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// A house number: digits, perhaps with one letter (`12`, `12a`).
+fn house_number(w: &str) -> bool {
+    let digits = w.chars().take_while(char::is_ascii_digit).count();
+    (1..=6).contains(&digits) && w.chars().count() - digits <= 1 && w.chars().skip(digits).all(char::is_alphabetic)
+}
+
+/// What names a flat after its word: a number (`3`, `2b`, `12`) or a single letter (`Flat A`).
+fn unit_id(w: &str) -> bool {
+    (w.chars().any(|c| c.is_ascii_digit()) && w.chars().count() <= 5) || (w.chars().count() == 1 && w.chars().all(char::is_alphabetic))
+}
+
+/// What one part of an address is.
+enum Part {
+    /// A flat alone: `Apt 3`, `Flat 2B`, `#4`.
+    Unit(String),
+    /// A building, with the flat when the same part names it (`12 Elm St Apt 3`).
+    Building(String, Option<String>),
+    /// Anything else: a house name, a city, a postal code.
+    Other,
+}
+
+impl Part {
+    fn read(part: &str) -> Part {
+        let mut words = address_words(part);
+        let flat = words
+            .windows(2)
+            .position(|w| UNIT_WORDS.contains(&w[0].as_str()) && unit_id(&w[1]));
+        if let Some(i) = flat {
+            let unit = words[i + 1].clone();
+            if words.len() == 2 {
+                return Part::Unit(unit);
+            }
+            words.drain(i..i + 2);
+            return match Part::building(words) {
+                Some(b) => Part::Building(b, Some(unit)),
+                None => Part::Other,
+            };
+        }
+        Part::building(words).map_or(Part::Other, |b| Part::Building(b, None))
+    }
+
+    /// A house number first (`12 Elm St`), or last and short (`Calle Mayor 5`; a postal code
+    /// such as `OR 97000` is not a house number there), and a word of two letters or more.
+    fn building(words: Vec<String>) -> Option<String> {
+        let numbered = words.first().is_some_and(|w| house_number(w))
+            || words.last().is_some_and(|w| house_number(w) && w.chars().count() <= 4);
+        let named = words.iter().any(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2 && !house_number(w));
+        (numbered && named && words.len() >= 2).then(|| words.join(" "))
+    }
+}
 
 impl AddressKey {
+    /// The home an address gives (a staff member's postal address): the first building its
+    /// lines name, with its flat.
     pub fn of(address: &str) -> Option<AddressKey> {
-        let first = address.split([',', '\n']).map(str::trim).find(|l| !l.is_empty())?;
-        let words: Vec<String> = first
-            .split(|c: char| c.is_whitespace() || c == '.' || c == '#')
-            .map(|w| {
-                let w: String = w.nfd().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
-                STREET_WORDS.iter().find(|(long, _)| *long == w).map_or(w, |(_, short)| (*short).to_string())
-            })
-            .filter(|w| !w.is_empty())
-            .collect();
-        let has_number = words.iter().any(|w| w.chars().any(|c| c.is_ascii_digit()));
-        let has_word = words.iter().any(|w| w.chars().any(char::is_alphabetic) && w.chars().count() >= 2);
-        (has_number && has_word).then(|| AddressKey(words.join(" ")))
+        AddressKey::homes(address.lines()).into_iter().next()
+    }
+
+    /// Every home that an address's lines (in order) give: each building with its flat, which
+    /// the building's own part names, or a flat alone on the part right after it (`12 Elm St` /
+    /// `Apt 3`), or else right before it (`Flat 3` / `12 Elm Rd`). Lines are also cut at commas.
+    pub fn homes<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<AddressKey> {
+        let parts: Vec<Part> = lines.into_iter().flat_map(|l| l.split([',', '\n', ';'])).map(Part::read).collect();
+        let mut taken = vec![false; parts.len()];
+        let mut homes = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let Part::Building(building, unit) = part else { continue };
+            let mut unit = unit.clone();
+            for j in [i + 1, i.wrapping_sub(1)] {
+                if unit.is_some() {
+                    break;
+                }
+                if let Some(Part::Unit(u)) = parts.get(j)
+                    && !taken[j]
+                {
+                    taken[j] = true;
+                    unit = Some(u.clone());
+                }
+            }
+            homes.push(AddressKey { building: building.clone(), unit });
+        }
+        homes
+    }
+
+    /// Whether two addresses are the same home: the same building, and the same flat unless
+    /// one of them names none.
+    pub fn same_home(&self, other: &AddressKey) -> bool {
+        self.building == other.building && same_unit(self.unit.as_deref(), other.unit.as_deref())
     }
 }
 
@@ -260,17 +387,42 @@ impl AddressKey {
 mod tests {
     use super::*;
 
+    fn home(building: &str, unit: Option<&str>) -> AddressKey {
+        AddressKey { building: building.into(), unit: unit.map(str::to_string) }
+    }
+
     #[test]
-    fn addresses_compare_by_their_first_line_with_street_words_folded() {
+    fn addresses_compare_by_building_and_flat_with_street_words_folded() {
         let k = |a: &str| AddressKey::of(a).expect("an address");
-        assert_eq!(k("12 Elm Street, Apt. 3, Springfield, OR 97000"), k("12 elm st"), "the first line only");
+        assert_eq!(k("12 Elm Street, Apt. 3, Springfield, OR 97000"), home("12 elm st", Some("3")), "the city is not compared");
+        assert!(k("12 Elm Street, Apt. 3, Springfield").same_home(&k("12 elm st")), "a flat one side does not name");
+        assert!(!k("12 Elm Street, Apt. 3").same_home(&k("12 Elm St #4")), "another flat of the building");
         assert_eq!(k("4 Rue de la Paix"), k("4 rue de la paix."));
         assert_eq!(k("7 Calle Núñez"), k("7 calle nunez"));
+        assert_eq!(k("Calle Mayor 5"), home("calle mayor 5", None), "a short number after the street");
         assert_eq!(k("Apartment 3 12 Elm Street"), k("apt 3 12 elm st"));
+        assert_eq!(k("12 ELM ST UNIT 3"), home("12 elm st", Some("3")));
+        assert_eq!(k("Flat 3, 12 Elm Road, Bristol BS1 4DJ"), home("12 elm rd", Some("3")), "the flat on the first line");
+        assert_eq!(k("Flat 3\n12 Elm Road"), home("12 elm rd", Some("3")));
+        assert_eq!(k("12 North Main Street\nApt 2B"), home("12 n main st", Some("2b")), "the flat on the next line");
+        assert_eq!(k("Rose Cottage, 12 Elm Road"), home("12 elm rd", None), "a house name is passed over");
+        assert_eq!(k("1 Flat Rock Road"), home("1 flat rock rd", None), "a street named Flat");
         assert_ne!(k("12 Elm Street"), k("14 Elm Street"));
+        assert_ne!(k("12 Elm Street"), k("12 Elm Avenue"));
         assert_eq!(AddressKey::of("Springfield"), None, "a city alone is no address");
         assert_eq!(AddressKey::of("97000"), None, "a postal code alone is no address");
+        assert_eq!(AddressKey::of("Springfield, OR 97000"), None, "a city and postal code are no address");
+        assert_eq!(AddressKey::of("Bristol BS1 4DJ"), None);
+        assert_eq!(AddressKey::of("Apt 3"), None, "a flat alone names no building");
         assert_eq!(AddressKey::of(" , "), None);
+    }
+
+    #[test]
+    fn a_records_lines_give_each_home_with_its_flat() {
+        let homes = AddressKey::homes(["12 Elm St", "Apt 3", "40 Oak Ave"]);
+        assert_eq!(homes, vec![home("12 elm st", Some("3")), home("40 oak ave", None)], "a flat belongs to one building");
+        assert_eq!(AddressKey::homes(["FLAT 3", "12 ELM RD"]), vec![home("12 elm rd", Some("3"))]);
+        assert!(AddressKey::homes(["Apt 3"]).is_empty());
     }
 
     #[test]
@@ -280,12 +432,17 @@ mod tests {
         let mut patients = vec![("1", "12 Elm Street"), ("2", "12 Elm St."), ("3", "9 Oak Road")];
         let home: Vec<(String, &str)> = (0..7).map(|i| (format!("h{i}"), "1 Care Home Lane")).collect();
         patients.extend(home.iter().map(|(id, a)| (id.as_str(), *a)));
-        let staff = [("ann", "12 Elm Street, Springfield"), ("bob", "1 Care Home Ln"), ("cy", "no address")];
+        // A block of flats: the neighbours' records name their flats, one names none.
+        patients.extend([("f1", "Flat 1, 30 Mill Road"), ("f2", "Flat 2"), ("f2", "30 Mill Road"), ("f3", "30 MILL RD")]);
+        let staff = [("ann", "12 Elm Street, Springfield"), ("bob", "1 Care Home Ln"), ("cy", "no address"), ("di", "30 Mill Road\nFlat 2")];
         r.add_addresses(&cfg, staff, patients.iter().copied());
         assert_eq!(r.get("ann", hash_id("1")), Some(Relation::SameSurname), "the name relation stays");
         assert_eq!(r.get("ann", hash_id("2")), Some(Relation::SameAddress));
         assert_eq!(r.get("ann", hash_id("3")), None);
         assert_eq!(r.get("bob", hash_id("h0")), None, "seven patients live there: a care home");
+        assert_eq!(r.get("di", hash_id("f2")), Some(Relation::SameAddress), "her flat, on a line of its own");
+        assert_eq!(r.get("di", hash_id("f3")), Some(Relation::SameAddress), "a record that names no flat");
+        assert_eq!(r.get("di", hash_id("f1")), None, "the neighbour's flat");
         let off = RelatedRecords { same_address: false, ..cfg.clone() };
         let mut r = Relations::default();
         r.add_addresses(&off, staff, patients.iter().copied());

@@ -40,7 +40,7 @@ pub const MAX_ADDRESS_CHARS: usize = 200;
 
 /// Why an address cannot be kept, or `Ok` when it can: an empty one, one over
 /// [`MAX_ADDRESS_CHARS`], one with control characters other than line breaks, or one the
-/// comparison cannot read as an address (a number and a street word on its first line).
+/// comparison cannot read as an address (no house number and street: `AddressKey::of`).
 /// The message never quotes the address (it may be logged).
 pub fn check_address(address: &str) -> Result<(), String> {
     let a = address.trim();
@@ -51,7 +51,7 @@ pub fn check_address(address: &str) -> Result<(), String> {
         return Err("the postal address may not hold control characters".into());
     }
     if wardbox_alerts::relations::AddressKey::of(a).is_none() {
-        return Err("the postal address needs a house number and a street on its first line (\"12 Elm Street, Springfield\")".into());
+        return Err("the postal address needs a house number and a street (\"12 Elm Street, Springfield\")".into());
     }
     Ok(())
 }
@@ -172,7 +172,7 @@ pub fn load(conn: &Connection, cfg: &RelatedRecords) -> Result<Relations, String
     );
     let mut staff_addresses: Vec<(String, String)> = rows(conn, "SELECT username, postal_address FROM users WHERE postal_address IS NOT NULL")?;
     let mut patient_addresses: Vec<(String, String)> =
-        rows(conn, "SELECT CAST(owner AS TEXT), original FROM rag_pseudonyms WHERE category = 'ADDRESS'")?;
+        rows(conn, "SELECT CAST(owner AS TEXT), original FROM rag_pseudonyms WHERE category = 'ADDRESS' ORDER BY owner, idx")?;
     relations.add_addresses(
         cfg,
         staff_addresses.iter().map(|(u, a)| (u.as_str(), a.as_str())),
