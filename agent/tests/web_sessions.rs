@@ -157,6 +157,67 @@ async fn one_address_guessing_is_throttled_and_paused_while_the_real_admin_signs
     assert_eq!(sign_in_from(&h, attacker, "/login", "it.admin", "yet another guess", None).await.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// `n` wrong passwords for it.admin sent at the same moment from one address; their answers.
+async fn guesses_at_once(h: &Harness, from: Option<std::net::SocketAddr>, n: usize) -> Vec<StatusCode> {
+    let guesses: Vec<String> = (0..n).map(|i| format!("parallel guess {i}")).collect();
+    let answers = futures_util::future::join_all(guesses.iter().map(|g| sign_in_from(h, from, "/login", "it.admin", g, None))).await;
+    answers.iter().map(|r| r.status()).collect()
+}
+
+/// A terminal server (or the clinic's NAT) is one client address for many people, who sign in
+/// together at the start of the day: attempts in progress are not failures. Guesses from one
+/// address are still throttled however they are sent, and no more of them run at once than the
+/// address may hold connections.
+#[tokio::test]
+async fn a_terminal_server_signs_sixteen_people_in_at_once_while_parallel_guesses_are_still_throttled() {
+    let web = WebConfig { max_connections_per_address: 20, ..WebConfig::default() };
+    let h = Harness::with(web, None);
+    let staff: Vec<String> = (1..=16).map(|i| format!("dr.desk{i}")).collect();
+    for name in &staff {
+        h.add_user(name, Role::Clinician, false);
+    }
+    h.add_user("it.admin", Role::Admin, false);
+    let terminal = client("10.0.0.40");
+    let morning = futures_util::future::join_all(staff.iter().map(|name| sign_in_from(&h, terminal, "/login", name, PASSWORD, None))).await;
+    for (name, resp) in staff.iter().zip(&morning) {
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{name} signing in with the others at the terminal server");
+        assert_eq!(location(resp), "/patients");
+    }
+
+    // Six guesses sent at once from one address are each checked, and count: the address then
+    // waits as after six failures in a row (8 seconds), even with the right password.
+    let attacker = client("10.66.0.2");
+    let guesses = guesses_at_once(&h, attacker, 6).await;
+    assert_eq!(guesses, vec![StatusCode::UNAUTHORIZED; 6]);
+    let resp = sign_in_from(&h, attacker, "/login", "it.admin", PASSWORD, None).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "8");
+    // Past the free failures, parallel guesses get no further than one at a time.
+    h.clock.advance(8);
+    let more = guesses_at_once(&h, attacker, 5).await;
+    assert_eq!(more.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count(), 1, "{more:?}");
+    assert_eq!(more.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count(), 4, "{more:?}");
+
+    // A flood from one address: no more attempts in progress at once than it may hold
+    // connections; the rest are refused before any password check.
+    let flooder = client("10.66.0.3");
+    let flood = guesses_at_once(&h, flooder, 30).await;
+    assert_eq!(flood.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count(), 20, "{flood:?}");
+    assert_eq!(flood.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count(), 10, "{flood:?}");
+    // Twenty failures at once pause the address as ten in a row would, and the ten past the
+    // tenth lengthen the pause by their share of it (90 seconds each): a burst buys no more
+    // guesses per period than patience does.
+    let resp = sign_in_from(&h, flooder, "/login", "it.admin", PASSWORD, None).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "1800");
+    // Neither address locked the account, and the terminal server's people are not affected.
+    let admin = accounts::find_by_username(h.ui.store.lock().expect("lock").conn(), "it.admin").expect("read").expect("admin");
+    assert_eq!(admin.locked_until, 0, "one address locked the admin account");
+    assert_eq!(sign_in_from(&h, terminal, "/login", "dr.desk1", PASSWORD, None).await.status(), StatusCode::SEE_OTHER);
+    let blocked = h.audit_records().into_iter().filter(|r| r.kind == "security_alert" && r.detail.contains("signin_address_blocked")).count();
+    assert_eq!(blocked, 1, "one pause, one alert");
+}
+
 #[tokio::test]
 async fn accounts_lock_on_failures_from_several_addresses_but_their_person_still_signs_in_at_their_desk() {
     let h = Harness::new();

@@ -69,7 +69,9 @@ pub struct WebConfig {
     /// its headers (slowloris) is closed.
     pub header_timeout_secs: u64,
     /// Open connections one client address may hold (IPv6: one /64); the next one is closed
-    /// at once. Raise it when many people share one address (a terminal server or NAT).
+    /// at once. Raise it when many people share one address (a terminal server or NAT). Also
+    /// the most sign-ins from one address whose passwords are checked at the same time (the
+    /// people behind that address signing in together; see `web::throttle`).
     pub max_connections_per_address: u32,
     /// Directory sign-in; unset: local accounts only.
     pub ldap: Option<LdapConfig>,

@@ -155,6 +155,9 @@ impl Refusal {
                 "Too many failed sign-ins from this computer. Wait {} before trying again.",
                 in_words(*retry_after)
             ),
+            Refusal::Throttled(throttle::Refused::Crowded) => {
+                "Too many sign-ins from this computer are being checked at this moment. Try again in a second.".into()
+            }
             Refusal::Throttled(throttle::Refused::Blocked { retry_after }) => format!(
                 "Too many failed sign-ins from this computer: sign-in from here is paused for {}. Another workstation is not affected; IT has been alerted.",
                 in_words(*retry_after)

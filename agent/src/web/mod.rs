@@ -141,6 +141,8 @@ impl Ui {
                 lock_threshold: web.lockout_threshold,
                 lock_addresses: web.lockout_addresses,
                 lock_window_secs: web.lockout_window_secs as i64,
+                // The people who share an address (a terminal server) may all be signing in.
+                max_pending: web.max_connections_per_address,
             })),
             secure_cookies: web.tls != TlsMode::PlainHttpDev,
             ldap: web.ldap.clone(),

@@ -8,6 +8,13 @@
 //!   an attempt that comes too early is refused without checking the password. After
 //!   `block_after` failures the address is refused for `block_secs`. One address guessing at one
 //!   account (or at every account) never locks an account: it only slows and then stops itself.
+//!   Only failures count: one address can be many people (a terminal server, the clinic's NAT)
+//!   who sign in together, so attempts whose password is still being checked are not held
+//!   against it. They are bounded instead: at most `max_pending` at once while the address is
+//!   within its free failures, one at a time after that; and failures of attempts that were
+//!   already running when the address was paused lengthen the pause by their share of it
+//!   (`block_secs / block_after` each), so guesses sent in parallel buy no more guesses per
+//!   period than guesses sent one after another.
 //! - **Per account, for distributed guessing.** Failures against one account are counted with
 //!   the addresses they came from; the account locks when `lock_threshold` failures within
 //!   `lock_window_secs` came from at least `lock_addresses` different addresses. While it is
@@ -48,11 +55,14 @@ pub struct ThrottlePolicy {
     pub lock_addresses: u32,
     /// The period over which failures against an account are counted.
     pub lock_window_secs: i64,
+    /// Attempts from one address whose password may be checked at the same time (the people
+    /// behind one terminal server signing in together).
+    pub max_pending: u32,
 }
 
 impl Default for ThrottlePolicy {
     fn default() -> Self {
-        Self { free_failures: 3, block_after: 10, block_secs: 900, lock_threshold: 5, lock_addresses: 3, lock_window_secs: 3600 }
+        Self { free_failures: 3, block_after: 10, block_secs: 900, lock_threshold: 5, lock_addresses: 3, lock_window_secs: 3600, max_pending: 64 }
     }
 }
 
@@ -63,12 +73,16 @@ pub enum Refused {
     Wait { retry_after: i64 },
     /// This address is paused for `retry_after` more seconds.
     Blocked { retry_after: i64 },
+    /// `max_pending` attempts from this address are being checked already: try again in a
+    /// second (no failure is implied).
+    Crowded,
 }
 
 impl Refused {
     pub fn retry_after(self) -> i64 {
         match self {
             Refused::Wait { retry_after } | Refused::Blocked { retry_after } => retry_after,
+            Refused::Crowded => 1,
         }
     }
 }
@@ -87,8 +101,8 @@ struct AddressState {
     /// Failures not yet forgotten (the count resets when the address signs in or is blocked).
     failures: u32,
     last_failure: i64,
-    /// Attempts admitted whose outcome is not known yet: they count as failures until then,
-    /// so a burst of parallel attempts cannot slip past the delay.
+    /// Attempts admitted whose outcome is not known yet. They are not failures (the people of
+    /// one terminal server sign in together); `admit` bounds them instead.
     in_flight: u32,
     blocked_until: i64,
 }
@@ -125,6 +139,12 @@ pub fn address_key(addr: Option<IpAddr>) -> IpAddr {
     }
 }
 
+/// How much one failure past the pause lengthens it: the pause is `block_secs` for
+/// `block_after` failures, so each one is worth its share.
+fn pause_share(policy: &ThrottlePolicy) -> i64 {
+    (policy.block_secs / i64::from(policy.block_after.max(1))).max(1)
+}
+
 /// The wait after `failures` failures from one address (0 while still free).
 pub fn delay_after(policy: &ThrottlePolicy, failures: u32) -> i64 {
     if failures < policy.free_failures {
@@ -143,8 +163,8 @@ impl SignInThrottle {
         &self.policy
     }
 
-    /// Before a password is checked: admit the attempt (it counts as a failure until
-    /// [`Self::succeeded`] or [`Self::failed`] settles it), or refuse it.
+    /// Before a password is checked: admit the attempt (until [`Self::succeeded`],
+    /// [`Self::failed`] or [`Self::abandoned`] settles it), or refuse it.
     pub fn admit(&mut self, addr: Option<IpAddr>, now: i64) -> Result<(), Refused> {
         let policy = self.policy;
         let state = self.addresses.entry(address_key(addr)).or_default();
@@ -155,8 +175,10 @@ impl SignInThrottle {
             // Quiet for a whole period: the address starts afresh.
             state.failures = 0;
         }
-        let pending = state.failures + state.in_flight;
-        let wait = delay_after(&policy, pending);
+        if state.in_flight >= policy.max_pending {
+            return Err(Refused::Crowded);
+        }
+        let wait = delay_after(&policy, state.failures);
         if wait > 0 {
             // Past the free failures only one attempt at a time, each after its wait.
             let ready_at = if state.in_flight > 0 { now + wait } else { state.last_failure + wait };
@@ -187,12 +209,18 @@ impl SignInThrottle {
         let mut effects = FailureEffects::default();
         let state = self.addresses.entry(key).or_default();
         state.in_flight = state.in_flight.saturating_sub(1);
-        state.failures += 1;
-        state.last_failure = now;
-        if state.failures >= policy.block_after {
-            state.blocked_until = now + policy.block_secs;
-            state.failures = 0;
-            effects.address_blocked = true;
+        if state.blocked_until > now {
+            // Admitted before the address was paused (sent in parallel with the failure that
+            // paused it): the pause grows by this failure's share.
+            state.blocked_until += pause_share(&policy);
+        } else {
+            state.failures += 1;
+            state.last_failure = now;
+            if state.failures >= policy.block_after {
+                state.blocked_until = now + policy.block_secs;
+                state.failures = 0;
+                effects.address_blocked = true;
+            }
         }
         if let Some(account) = account {
             let acc = self.accounts.entry(account.to_string()).or_default();
@@ -311,13 +339,53 @@ mod tests {
     }
 
     #[test]
-    fn parallel_attempts_count_before_their_outcome_is_known() {
+    fn parallel_attempts_are_not_failures_but_at_most_max_pending_run_at_once() {
+        let mut t = SignInThrottle::new(ThrottlePolicy { max_pending: 20, ..ThrottlePolicy::default() });
+        let terminal = ip("10.0.0.40");
+        // Sixteen people behind one terminal server sign in together.
+        for _ in 0..16 {
+            t.admit(terminal, 50).expect("an attempt in progress is not a failure");
+        }
+        for i in 0..16 {
+            t.succeeded(terminal, &format!("dr.{i}"), 51);
+        }
+        // A flood: twenty at once, the next is refused until one of them settles.
+        let flooder = ip("10.66.0.3");
+        for _ in 0..20 {
+            t.admit(flooder, 60).expect("within max_pending");
+        }
+        assert_eq!(t.admit(flooder, 60), Err(Refused::Crowded));
+        assert_eq!(Refused::Crowded.retry_after(), 1);
+        t.abandoned(flooder);
+        t.admit(flooder, 60).expect("a place came free");
+    }
+
+    #[test]
+    fn past_the_free_failures_parallel_attempts_go_one_at_a_time() {
         let mut t = SignInThrottle::new(ThrottlePolicy::default());
         let a = ip("10.0.0.66");
         for _ in 0..3 {
-            t.admit(a, 50).expect("free attempts");
+            fail(&mut t, a, None, 50);
         }
-        assert!(matches!(t.admit(a, 50), Err(Refused::Wait { .. })), "the fourth parallel attempt waits");
+        t.admit(a, 51).expect("after the wait");
+        assert_eq!(t.admit(a, 51), Err(Refused::Wait { retry_after: 1 }), "a second one while the first is checked");
+    }
+
+    #[test]
+    fn failures_of_a_parallel_burst_past_the_pause_lengthen_it_by_their_share() {
+        let policy = ThrottlePolicy::default();
+        let mut t = SignInThrottle::new(policy);
+        let a = ip("10.66.0.3");
+        for _ in 0..20 {
+            t.admit(a, 100).expect("free and within max_pending");
+        }
+        let blocks: Vec<bool> = (0..20).map(|_| t.failed(a, Some("it.admin"), 101).address_blocked).collect();
+        assert_eq!(blocks.iter().filter(|b| **b).count(), 1, "one pause, one alert: {blocks:?}");
+        assert!(blocks[9], "the tenth failure pauses the address");
+        // 900 s for the first ten, 90 s for each of the ten after.
+        assert_eq!(t.admit(a, 101), Err(Refused::Blocked { retry_after: 1800 }));
+        // Twenty guesses in 1800 s: the rate of ten in a row and a 900 s pause.
+        assert_eq!(t.admit(a, 1901), Ok(()));
     }
 
     #[test]
