@@ -333,6 +333,8 @@ async fn the_usb_window_opens_and_closes_through_the_root_helper_and_is_audited(
         window: d.join("run-usb/window.json"),
         events: d.join("usb-events"),
         mounts: d.join("usb"),
+        backup_disk: d.join("backup-disk"),
+        mount_table: d.join("proc-mounts"),
     };
     // A stick plugged in, not authorized (the image boots with usbcore.authorized_default=0).
     std::fs::create_dir_all(paths.sysfs_devices.join("1-2")).expect("sysfs");

@@ -7,6 +7,8 @@
 //! - [`rotate`]: replace the repository key (the escrowed one) and retire the old one.
 //! - [`drill`]: check a restored snapshot against its manifest: digests, the store opens, the
 //!   audit chain verifies, the row counts match.
+//! - [`usb`]: on a box with USB control, the USB window a run on the USB disk opens, waits in
+//!   and closes.
 //! - here: the key and the run records in the store (migration [`MIGRATION_SQL`]), and
 //!   [`run_backup`] and [`run_drill`], which the CLI calls.
 
@@ -18,6 +20,7 @@ pub mod rotate;
 pub mod schedule;
 pub mod service;
 pub mod stage;
+pub mod usb;
 
 use std::path::{Path, PathBuf};
 

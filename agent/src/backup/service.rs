@@ -23,6 +23,8 @@ use wardbox_backup::Destination;
 
 use super::rotate;
 use super::schedule::{self, Decision, Nightly};
+use super::usb::{self as usb_disk, DiskSession, DiskWindow};
+use crate::usb::window::Purpose;
 use super::{BackupDone, BackupInputs, RunError, RunKind};
 use crate::alerting::workflow;
 use crate::audit::{AuditEvent, AuditLog, EventKind};
@@ -79,6 +81,8 @@ pub struct BoxBackups {
     destination: Option<Destination>,
     /// On the appliance a USB destination must be a mounted disk ([`schedule::ensure_mounted`]).
     usb_must_be_mounted: bool,
+    /// On a box with USB control, the window a run opens for the USB disk ([`super::usb`]).
+    disk_window: Option<Arc<dyn DiskWindow>>,
     nightly: Option<Nightly>,
     schedule_words: String,
     audit: AuditLog,
@@ -105,10 +109,30 @@ pub struct BoxPaths {
 }
 
 impl BoxBackups {
+    /// The box's backups as its configuration says; on a box with USB control a USB disk is let
+    /// in through the root window helper ([`usb_disk::helper_window`]).
     pub fn new(config: &crate::config::Config, paths: BoxPaths, store_key: &StoreKey, audit: AuditLog) -> Self {
-        let nightly = config.backup.nightly(config.alerts.clinic_hours.utc_offset_minutes);
+        let window = usb_disk::helper_window(config, config.backup.destination().as_ref());
+        Self::with_disk_window(config, paths, store_key, audit, window)
+    }
+
+    /// [`Self::new`] with the USB window a run on the USB disk opens (`None`: the disk is
+    /// mounted by other means, as on a dev box).
+    pub fn with_disk_window(
+        config: &crate::config::Config,
+        paths: BoxPaths,
+        store_key: &StoreKey,
+        audit: AuditLog,
+        disk_window: Option<Arc<dyn DiskWindow>>,
+    ) -> Self {
+        // A USB disk behind the window is let in only for a run an administrator starts, so the
+        // schedule does not run for it (docs/backup.md, "The USB disk on the appliance").
+        let nightly = config.backup.nightly(config.alerts.clinic_hours.utc_offset_minutes).filter(|_| disk_window.is_none());
         let schedule_words = match (&nightly, config.backup.destination()) {
             (_, None) => "none: no destination is configured".to_owned(),
+            (None, Some(_)) if disk_window.is_some() => {
+                "by hand only: the USB backup disk is let in only for a backup an administrator starts (Back up now, or `wardbox backup now` at the console)".to_owned()
+            }
             (None, Some(_)) => "off: backups run only when started by hand".to_owned(),
             (Some(n), Some(_)) => format!("nightly at {} local time, {}", config.backup.nightly_at, n.offset_words()),
         };
@@ -120,6 +144,7 @@ impl BoxBackups {
             config_file: paths.config_file,
             destination: config.backup.destination(),
             usb_must_be_mounted: config.profile == crate::settings::Profile::Appliance,
+            disk_window,
             nightly,
             schedule_words,
             audit,
@@ -148,7 +173,17 @@ impl BoxBackups {
         self.destination.clone().ok_or_else(|| RunRefused::NotConfigured("no backup destination is configured ([backup] usb_path or rest_url)".into()))
     }
 
-    /// Mark a run as started (a fresh progress for it) or ended.
+    /// On a box with USB control, opens the window for a run on the USB disk and waits for the
+    /// disk (`None` for any other destination). Refused at once, with no window opened, while
+    /// another run holds the backup lock (it may be using the window).
+    fn open_disk(&self, destination: &Destination, purpose: Purpose, actor: &str) -> Result<Option<DiskSession>, RunError> {
+        let (Some(window), Destination::LocalDirectory(path)) = (&self.disk_window, destination) else { return Ok(None) };
+        drop(super::RunLock::acquire(&self.data_dir, purpose.to_string().as_str())?);
+        // The helper takes a plain user name: the page's admin, or `system`.
+        let actor = actor.rsplit(':').next().unwrap_or(actor);
+        usb_disk::open_disk(window.clone(), purpose, actor, path, usb_disk::DISK_WAIT).map(Some)
+    }
+
     /// A USB destination that is an empty mount point on the appliance is refused before the
     /// run (and recorded and alerted as a failed run by the caller).
     fn check_destination(&self, destination: &Destination) -> Result<(), RunError> {
@@ -158,6 +193,7 @@ impl BoxBackups {
         }
     }
 
+    /// Mark a run as started (a fresh progress for it) or ended.
     fn set_running(&self, what: Option<String>) -> Arc<wardbox_backup::RunProgress> {
         let fresh: Arc<wardbox_backup::RunProgress> = Arc::default();
         if let Ok(mut p) = self.progress.lock() {
@@ -224,9 +260,16 @@ impl BoxBackups {
             state_dir: &self.state_dir,
             config_file: self.config_file.as_deref(),
         };
+        let mut disk = None;
         let outcome = self
-            .check_destination(&destination)
+            .open_disk(&destination, Purpose::Backup, actor)
+            .and_then(|d| {
+                disk = d;
+                self.check_destination(&destination)
+            })
             .and_then(|()| super::run_backup_reporting(&inputs, &destination, &key, &["wardbox"], Some(&progress)));
+        // The window closes whatever the outcome, before the run is recorded.
+        let window = disk.as_mut().map(DiskSession::close_for_audit);
         self.set_running(None);
         if matches!(outcome, Err(RunError::Busy(_))) {
             return outcome;
@@ -234,6 +277,9 @@ impl BoxBackups {
         super::record_backup(&store, &destination, started, &outcome)?;
         let mut detail = super::backup_audit_detail(action, &destination, &key, &outcome);
         detail["key_created"] = json!(created_key);
+        if let Some(window) = window {
+            detail["usb_window"] = window;
+        }
         self.audit(EventKind::AdminAction, actor, detail)?;
         let failure = outcome.as_ref().err().map(ToString::to_string);
         for change in alert_changes(missed, missed_since.as_deref(), failure.as_deref(), previous_failed) {
@@ -285,15 +331,25 @@ impl BoxBackups {
         let key = super::stored_key(&store)?.ok_or_else(|| RunError::Key("this box has no backup key yet: back up first".into()))?;
         let started = jiff::Timestamp::now();
         let progress = self.set_running(Some(format!("restore drill started by {actor} at {started}")));
+        let mut disk = None;
         let outcome = self
-            .check_destination(&destination)
+            .open_disk(&destination, Purpose::Restore, actor)
+            .and_then(|d| {
+                disk = d;
+                self.check_destination(&destination)
+            })
             .and_then(|()| super::run_drill_reporting(&self.data_dir, &destination, &key, Some(&progress)));
+        let window = disk.as_mut().map(DiskSession::close_for_audit);
         self.set_running(None);
         if matches!(outcome, Err(RunError::Busy(_))) {
             return outcome;
         }
         super::record_drill(&store, &destination, started, &outcome)?;
-        self.audit(EventKind::AdminAction, actor, super::drill_audit_detail(&destination, &outcome))?;
+        let mut detail = super::drill_audit_detail(&destination, &outcome);
+        if let Some(window) = window {
+            detail["usb_window"] = window;
+        }
+        self.audit(EventKind::AdminAction, actor, detail)?;
         outcome
     }
 }
@@ -418,10 +474,16 @@ impl BackupService for BoxBackups {
     fn rotate_key(&self, actor: &str) -> Result<RotatedKey, RunRefused> {
         let destination = self.destination_or_refuse()?;
         let store = self.open_store().map_err(refusal)?;
+        let mut disk = None;
         let outcome = self
-            .check_destination(&destination)
+            .open_disk(&destination, Purpose::Backup, actor)
+            .and_then(|d| {
+                disk = d;
+                self.check_destination(&destination)
+            })
             .map_err(rotate::RotateError::NotRotated)
             .and_then(|()| rotate::rotate_key(&store, &self.data_dir, &destination));
+        drop(disk);
         if let Err(e) = &outcome
             && e.is_busy()
         {

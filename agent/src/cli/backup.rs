@@ -13,6 +13,9 @@ use wardbox_backup::{BackupRepository, Destination, RepositoryKey};
 
 use super::{CliError, CliResult, DEFAULT_CONFIG, load_config};
 use crate::backup;
+use crate::backup::usb::{ConsoleWindow, DiskSession};
+use crate::usb::control::Paths;
+use crate::usb::window::Purpose;
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -115,20 +118,31 @@ pub enum BackupCommand {
 }
 
 /// `--repo DIR` when given, else the configured destination; on the appliance the configured
-/// USB disk must be mounted (an empty mount point is the system disk).
-fn destination_of(config: &crate::config::Config, repo: Option<PathBuf>) -> Result<Destination, CliError> {
+/// USB disk must be mounted (an empty mount point is the system disk). On a box with USB control
+/// (`update.usb_window_helper` set) the configured USB disk is let in through a USB window for
+/// `purpose` (read-write for a backup, read-only for reading it), opened here as root; the
+/// returned session closes it when it is dropped, whatever the outcome (docs/backup.md, "The
+/// USB disk on the appliance"). With `--repo` the caller opens a window by hand if one is needed
+/// (`wardbox usb open --for backup`).
+fn destination_of(config: &crate::config::Config, repo: Option<PathBuf>, purpose: Purpose) -> Result<(Destination, Option<DiskSession>), CliError> {
     if let Some(dir) = repo {
-        return Ok(Destination::LocalDirectory(dir));
+        return Ok((Destination::LocalDirectory(dir), None));
     }
     let destination = config.backup.destination().ok_or_else(|| {
         CliError::new("no backup destination: give --repo (the backup disk's directory) or configure [backup] usb_path or rest_url")
     })?;
+    let mut disk = None;
     if let Destination::LocalDirectory(path) = &destination
         && config.profile == crate::settings::Profile::Appliance
     {
+        if config.update.usb_window_helper.is_some() {
+            let paths = Paths { window: config.update.usb_window_file.clone(), ..Paths::appliance() };
+            let window = std::sync::Arc::new(ConsoleWindow { paths });
+            disk = Some(backup::usb::open_disk(window, purpose, &super::cli_actor(), path, backup::usb::DISK_WAIT)?);
+        }
         backup::schedule::ensure_mounted(path)?;
     }
-    Ok(destination)
+    Ok((destination, disk))
 }
 
 fn read_key_file(path: &std::path::Path) -> Result<RepositoryKey, CliError> {
@@ -150,7 +164,7 @@ fn restore_box(config_path: &std::path::Path, repo: Option<PathBuf>, key_file: &
         return Err(CliError::new(format!("the agent is running (process {pid}); stop it first (systemctl stop wardbox)")));
     }
     let key = read_key_file(key_file)?;
-    let destination = destination_of(&config, repo)?;
+    let (destination, _disk) = destination_of(&config, repo, Purpose::Restore)?;
     let volume = crate::stages::unlock::unlocker(&config.volume, &config.state_dir).open_for_cli().map_err(CliError::new)?;
     let store_file = volume.data_dir.join(&config.store.file_name);
     let actor = super::cli_actor();
@@ -176,7 +190,7 @@ fn restore_box(config_path: &std::path::Path, repo: Option<PathBuf>, key_file: &
 fn rotate_key(config_path: &std::path::Path, repo: Option<PathBuf>) -> CliResult {
     let config = load_config(config_path)?;
     let (store, volume) = super::audit::open(&config)?;
-    let destination = destination_of(&config, repo)?;
+    let (destination, _disk) = destination_of(&config, repo, Purpose::Backup)?;
     let outcome = backup::rotate::rotate_key(&store, &volume.data_dir, &destination);
     if let Err(e) = &outcome
         && e.is_busy()
@@ -270,7 +284,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             let config = load_config(&config_path)?;
             let (store, volume) = super::audit::open(&config)?;
             let (key, created_key) = backup::key_or_create(&store)?;
-            let destination = destination_of(&config, repo)?;
+            let (destination, _disk) = destination_of(&config, repo, Purpose::Backup)?;
             let started = jiff::Timestamp::now();
             let inputs = backup::BackupInputs {
                 store: &store,
@@ -308,7 +322,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             let config = load_config(&config)?;
             let (store, volume) = super::audit::open(&config)?;
             let key = stored_key(&store)?;
-            let destination = destination_of(&config, repo)?;
+            let (destination, _disk) = destination_of(&config, repo, Purpose::Restore)?;
             let snapshots = BackupRepository::open(&destination, &key)?.snapshots()?;
             super::audit::record(
                 &store,
@@ -333,7 +347,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             let config = load_config(&config)?;
             let (store, volume) = super::audit::open(&config)?;
             let key = stored_key(&store)?;
-            let destination = destination_of(&config, repo)?;
+            let (destination, _disk) = destination_of(&config, repo, Purpose::Restore)?;
             let report = BackupRepository::open(&destination, &key)?.check(read_data)?;
             super::audit::record(
                 &store,
@@ -364,9 +378,9 @@ pub fn run(cmd: BackupCommand) -> CliResult {
         }
         BackupCommand::Restore { config, repo, target, key_file } => {
             // Without --repo the configuration names the destination, even with --key-file.
-            let destination = match repo {
-                Some(dir) => Destination::LocalDirectory(dir),
-                None => destination_of(&load_config(&config)?, None)?,
+            let (destination, _disk) = match repo {
+                Some(dir) => (Destination::LocalDirectory(dir), None),
+                None => destination_of(&load_config(&config)?, None, Purpose::Restore)?,
             };
             // With the escrowed key the box needs no store; without it the store's key is used
             // and the restore is audited there.
@@ -413,7 +427,7 @@ pub fn run(cmd: BackupCommand) -> CliResult {
             let config = load_config(&config)?;
             let (store, volume) = super::audit::open(&config)?;
             let key = stored_key(&store)?;
-            let destination = destination_of(&config, repo)?;
+            let (destination, _disk) = destination_of(&config, repo, Purpose::Restore)?;
             let started = jiff::Timestamp::now();
             let outcome = backup::run_drill(&volume.data_dir, &destination, &key);
             // Refused by the lock: no drill ran, so none failed.

@@ -1,6 +1,8 @@
-//! `wardbox usb open|close|status|authorize|window-helper`: USB control on the appliance, as root
-//! (`crate::usb`). The stick window is what an administrator opens for an update from a
-//! stick; `authorize` is what udev runs for every USB device plugged in. Paths are the
+//! `wardbox usb open|close|status|authorize|mount-plan|window-helper`: USB control on the
+//! appliance, as root (`crate::usb`). The stick window is what an administrator opens for an
+//! update from a stick, or for a backup to (or a restore from) the backup disk; `authorize` is
+//! what udev runs for every USB device plugged in, `mount-plan` what the mount helper asks
+//! before it mounts a stick's file system. Paths are the
 //! appliance's (`usb::control::Paths::appliance`): these commands work without a readable
 //! configuration, so a broken one never costs the console its keyboard.
 
@@ -16,9 +18,14 @@ use crate::usb::window::{MAX_MINUTES, Purpose};
 
 #[derive(Debug, Subcommand)]
 pub enum UsbCommand {
-    /// Open the USB window for an update: one USB stick is let in, read-only, until the window
-    /// closes (`wardbox usb close`, or its time is up). Root only; audited.
+    /// Open the USB window: one USB stick is let in until the window closes (`wardbox usb
+    /// close`, or its time is up). For an update any stick, read-only; for a backup only the
+    /// backup disk (ext4 labelled WARDBOX-BACKUP), read-write; for a restore the backup disk,
+    /// read-only. `wardbox backup` opens and closes it by itself. Root only; audited.
     Open {
+        /// What the window is for: update, backup or restore.
+        #[arg(long = "for", default_value = "update")]
+        purpose: Purpose,
         /// How long the window stays open, in minutes (1 to 120).
         #[arg(long, default_value_t = 15)]
         minutes: u32,
@@ -46,6 +53,20 @@ pub enum UsbCommand {
         /// The kernel's device name (`1-1`, `2-1.3`).
         device: String,
     },
+    /// The mount helper's question for a stick's file system (`usb-mount`, run by udev): prints
+    /// `ro|rw DIRECTORY OPTIONS` when it is mounted in the open window, or refuses (exit 3,
+    /// audited as mount-refused) with the reason.
+    #[command(hide = true)]
+    MountPlan {
+        /// The block device (`sdb1`).
+        device: String,
+        /// Its file system type, as blkid reports it.
+        #[arg(long)]
+        fs_type: String,
+        /// Its file system label, as blkid reports it (empty when it has none).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
     /// The root helper that opens and closes the window for the admin Updates page: one JSON
     /// request on standard input, one JSON answer on standard output (systemd starts it for each
     /// connection to `wardbox-usb-window.socket`). Not for people: docs/update.md.
@@ -60,17 +81,25 @@ fn now() -> i64 {
 pub fn run(cmd: UsbCommand) -> CliResult {
     let paths = Paths::appliance();
     match cmd {
-        UsbCommand::Open { minutes, by } => {
+        UsbCommand::Open { purpose, minutes, by } => {
             if !(1..=MAX_MINUTES).contains(&minutes) {
                 return Err(CliError::new(format!("--minutes: 1 to {MAX_MINUTES}")));
             }
             let by = by.unwrap_or_else(cli_actor);
-            let w = control::open_window(&paths, &mut SystemHost, Purpose::Update, &by, minutes, now()).map_err(CliError::new)?;
-            println!(
-                "USB window open for an update until {} ({minutes} min): plug in the stick; it is mounted read-only under {}",
-                jiff::Timestamp::from_second(w.until).map(|t| t.to_string()).unwrap_or_default(),
-                paths.mounts.display()
-            );
+            let w = control::open_window(&paths, &mut SystemHost, purpose, &by, minutes, now()).map_err(CliError::new)?;
+            let until = jiff::Timestamp::from_second(w.until).map(|t| t.to_string()).unwrap_or_default();
+            match purpose {
+                Purpose::Update => println!(
+                    "USB window open for an update until {until} ({minutes} min): plug in the stick; it is mounted read-only under {}",
+                    paths.mounts.display()
+                ),
+                Purpose::Backup | Purpose::Restore => println!(
+                    "USB window open for a {purpose} until {until} ({minutes} min): plug in the backup disk (ext4, labelled {}); it is mounted {} at {}",
+                    crate::usb::policy::BACKUP_DISK_LABEL,
+                    if purpose.read_only() { "read-only" } else { "read-write" },
+                    paths.backup_disk.display()
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         UsbCommand::Close { reason } => {
@@ -103,6 +132,16 @@ pub fn run(cmd: UsbCommand) -> CliResult {
             }
             Ok(ExitCode::SUCCESS)
         }
+        UsbCommand::MountPlan { device, fs_type, label } => match control::mount_plan(&paths, &device, &fs_type, &label, now()) {
+            Ok((plan, at)) => {
+                println!("{} {} {}", if plan.read_only { "ro" } else { "rw" }, at.display(), plan.options);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(why) => {
+                eprintln!("{device}: not mounted: {why}");
+                Ok(ExitCode::from(3))
+            }
+        },
         UsbCommand::WindowHelper => {
             let answer = crate::usb::helper::serve(std::io::stdin().lock(), std::io::stdout().lock(), &paths, &mut SystemHost, now())
                 .map_err(CliError::new)?;

@@ -25,6 +25,7 @@ use super::{UpdatePaths, box_facts, tpm_floor};
 use crate::audit::{AuditEvent, AuditLog, EventKind};
 use crate::config::Config;
 use crate::usb::helper::{Action as UsbAction, Request as UsbRequest};
+use crate::usb::window::Purpose as UsbPurpose;
 use crate::web::updates::{ApplyRefused, ApplyView, BundleView, ReceiptFile, SignerView, TargetView, UpdateService, UpdatesOverview, UsbWindowView};
 
 /// At most this many bundles are listed (a stick full of directories is not walked further).
@@ -236,7 +237,7 @@ impl BoxUpdates {
     /// own rules would at its time anyway): the stick is taken out and the drivers unloaded.
     fn close_window_after_install(config: &Config, outcome: &str) {
         let Some(socket) = &config.update.usb_window_helper else { return };
-        let request = UsbRequest { action: UsbAction::Close, minutes: USB_WINDOW_MINUTES, actor: "update-finished".into() };
+        let request = UsbRequest { action: UsbAction::Close, purpose: UsbPurpose::Update, minutes: USB_WINDOW_MINUTES, actor: "update-finished".into() };
         match crate::usb::helper::call(socket, &request) {
             Ok(a) if a.ok => tracing::info!("USB window after the install ({outcome}): {}", a.message),
             Ok(a) => tracing::warn!("the USB window did not close after the install ({outcome}): {}", a.message),
@@ -363,7 +364,7 @@ impl UpdateService for BoxUpdates {
             return Err(format!("this box has no USB window (update.usb_window_helper is not set); it reads bundles from {}", self.config.update.usb_dir.display()));
         };
         let action = if open { UsbAction::Open } else { UsbAction::Close };
-        let answer = crate::usb::helper::call(socket, &UsbRequest { action, minutes: USB_WINDOW_MINUTES, actor: actor.to_owned() });
+        let answer = crate::usb::helper::call(socket, &UsbRequest { action, purpose: UsbPurpose::Update, minutes: USB_WINDOW_MINUTES, actor: actor.to_owned() });
         let (ok, message) = match &answer {
             Ok(a) => (a.ok, a.message.clone()),
             Err(e) => (false, e.clone()),

@@ -1,17 +1,19 @@
 //! The side effects of the USB policy, as root: reading devices from sysfs, writing their
 //! `authorized` files, opening and closing the stick window (the storage drivers, the mounts,
-//! the expiry), and leaving an event for the audit trail at each step. What the host does
-//! beyond files (modprobe, umount, the expiry timer) goes through [`Host`], so the sequence is
-//! tested on a sysfs-shaped directory.
+//! the expiry), the mount helper's decision for a stick's file system ([`mount_plan`]), and
+//! leaving an event for the audit trail at each step. What the host does beyond files
+//! (modprobe, umount, the expiry timer) goes through [`Host`], so the sequence is tested on a
+//! sysfs-shaped directory; the mount table is a path too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::descriptors;
 use super::events;
-use super::policy::{self, Decision, DeviceKind};
+use super::policy::{self, Decision, DeviceKind, MountPlan};
 use super::window::{self, Purpose, Window};
 
 /// Where things are. [`Paths::appliance`] on the box.
@@ -23,6 +25,10 @@ pub struct Paths {
     pub events: PathBuf,
     /// Where `wardbox-usb-mount@` mounts sticks (`update.usb_dir`).
     pub mounts: PathBuf,
+    /// Where it mounts the backup disk in a backup or restore window (`[backup] usb_path`).
+    pub backup_disk: PathBuf,
+    /// The mount table (`/proc/self/mounts`): which sticks are mounted where.
+    pub mount_table: PathBuf,
 }
 
 impl Paths {
@@ -32,9 +38,22 @@ impl Paths {
             window: PathBuf::from("/run/wardbox-usb/window.json"),
             events: PathBuf::from("/run/wardbox/usb-events"),
             mounts: PathBuf::from("/run/wardbox/usb"),
+            backup_disk: PathBuf::from(BACKUP_DISK),
+            mount_table: PathBuf::from("/proc/self/mounts"),
         }
     }
+
+    /// Why the mount helper refused a stick in the open window: a note beside the window, so
+    /// whoever waits for the backup disk hears at once why it does not come (the refusal itself
+    /// is audited as an event).
+    pub fn mount_refusal(&self) -> PathBuf {
+        self.window.with_file_name("mount-refused")
+    }
 }
+
+/// The backup disk's mount point on the appliance (`tmpfiles.d/wardbox-usb.conf` makes it; the
+/// image's `[backup] usb_path`).
+pub const BACKUP_DISK: &str = "/run/wardbox/backup-disk";
 
 /// What the host does for the window beyond files.
 pub trait Host {
@@ -77,7 +96,15 @@ impl Host for SystemHost {
     fn unmount(&mut self, dir: &Path) -> Result<(), String> {
         // The stick's mount unit unmounts it, in the host's mount namespace (the window helper
         // runs in a namespace of its own, where an umount would not reach the host's mount).
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // The unit is named after the device: the mount table says which one is mounted there
+        // (the backup disk's mount point is not named after it).
+        let name = mounted_devices(Path::new("/proc/self/mounts"))
+            .into_iter()
+            .find(|(_, at)| at == dir)
+            .map(|(device, _)| device)
+            .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| is_block_name(n))
+            .ok_or_else(|| format!("no USB stick is mounted at {}", dir.display()))?;
         command("systemctl", &["stop", &format!("wardbox-usb-mount@{name}.service")])
     }
     fn schedule_close(&mut self, seconds: i64) -> Result<(), String> {
@@ -116,6 +143,12 @@ pub struct Device {
     pub descriptor_kind: Option<DeviceKind>,
     #[serde(skip)]
     descriptors: Option<descriptors::UsbDescriptors>,
+}
+
+/// A stick's block device as the mount helper accepts it: `sdX`, `sdXN`, `sdXNN`.
+pub fn is_block_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 3 && b.len() <= 5 && b.starts_with(b"sd") && b[2].is_ascii_lowercase() && b[3..].iter().all(u8::is_ascii_digit)
 }
 
 /// A device name as the kernel gives it: `B-P[.P...]` (root hubs, `usbN`, are the kernel's own).
@@ -224,6 +257,7 @@ pub fn open_window(paths: &Paths, host: &mut dyn Host, purpose: Purpose, by: &st
     if let Some(open) = window::read(&paths.window).ok().flatten().filter(|o| o.is_open_at(now)) {
         return Err(format!("a USB window is already open (for {}, by {}); close it first", open.purpose, open.opened_by));
     }
+    let _ = std::fs::remove_file(paths.mount_refusal());
     window::write(&paths.window, &w)?;
     let opened = host
         .schedule_close(w.until - now)
@@ -256,9 +290,10 @@ pub struct Closed {
 /// Runs every step even when one fails, and says what failed.
 pub fn close_window(paths: &Paths, host: &mut dyn Host, reason: &str) -> Result<Closed, String> {
     let mut closed = Closed { was_open: window::remove(&paths.window)?, ..Closed::default() };
+    let _ = std::fs::remove_file(paths.mount_refusal());
     host.cancel_scheduled_close();
     let mut failures = Vec::new();
-    for dir in mounted_sticks(&paths.mounts) {
+    for dir in mounted_sticks(paths) {
         match host.unmount(&dir) {
             Ok(()) => closed.unmounted.push(dir.display().to_string()),
             Err(e) => failures.push(e),
@@ -285,15 +320,94 @@ pub fn close_window(paths: &Paths, host: &mut dyn Host, reason: &str) -> Result<
     if failures.is_empty() { Ok(closed) } else { Err(format!("the USB window is closed, but: {}", failures.join("; "))) }
 }
 
-/// The mount points under `mounts` that hold a file system now (from /proc/self/mounts).
-fn mounted_sticks(mounts: &Path) -> Vec<PathBuf> {
-    let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+/// Every `/dev/sdX…` in the mount table with where it is mounted.
+fn mounted_devices(table: &Path) -> Vec<(String, PathBuf)> {
+    let table = std::fs::read_to_string(table).unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let device = fields.next()?.strip_prefix("/dev/")?.to_owned();
+            let at = PathBuf::from(fields.next()?.replace("\\040", " "));
+            Some((device, at))
+        })
+        .collect()
+}
+
+/// The sticks' mount points that hold a file system now: under the update sticks' directory,
+/// and the backup disk's.
+fn mounted_sticks(paths: &Paths) -> Vec<PathBuf> {
+    let table = std::fs::read_to_string(&paths.mount_table).unwrap_or_default();
     table
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1))
         .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.parent() == Some(mounts))
+        .filter(|p| p.parent() == Some(paths.mounts.as_path()) || *p == paths.backup_disk)
         .collect()
+}
+
+/// The mount helper's decision for the file system on block device `device` (`sdb1`): where and
+/// how to mount it in the open window, or why not. A refusal is an event (`mount-refused`, an
+/// alert) and, while a window is open, a note beside it ([`Paths::mount_refusal`]) for whoever
+/// waits for the backup disk. Returns the plan and the directory to mount on.
+pub fn mount_plan(paths: &Paths, device: &str, fs_type: &str, label: &str, now: i64) -> Result<(MountPlan, PathBuf), String> {
+    if !is_block_name(device) {
+        return Err(format!("'{device}' is not a USB stick's block device (like sdb or sdb1)"));
+    }
+    let (window, unreadable) = match window::read(&paths.window) {
+        Ok(w) => (w, None),
+        Err(e) => (None, Some(e)),
+    };
+    match policy::mount_plan(window.as_ref(), now, fs_type, label) {
+        Ok(plan) => {
+            let at = if plan.backup_disk { paths.backup_disk.clone() } else { paths.mounts.join(device) };
+            Ok((plan, at))
+        }
+        Err(why) => {
+            let why = match unreadable {
+                Some(e) => format!("{why} ({e})"),
+                None => why,
+            };
+            if window.is_some() {
+                let note = paths.mount_refusal();
+                let tmp = note.with_file_name(".mount-refused.tmp");
+                let _ = std::fs::write(&tmp, format!("{device}: {why}")).and_then(|()| std::fs::rename(&tmp, &note));
+            }
+            events::write(&paths.events, "mount-refused", device, &why)?;
+            Err(why)
+        }
+    }
+}
+
+/// The device mounted at the backup disk's mount point, if one is.
+pub fn backup_disk_mounted(paths: &Paths) -> Option<String> {
+    mounted_devices(&paths.mount_table).into_iter().find(|(_, at)| *at == paths.backup_disk).map(|(device, _)| device)
+}
+
+/// Waits (at most `wait`) until the backup disk is mounted in the open window, and returns its
+/// device; fails at once when the mount helper refused a stick in this window, or the window is
+/// gone, saying why.
+pub fn wait_for_backup_disk(paths: &Paths, wait: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(device) = backup_disk_mounted(paths) {
+            return Ok(device);
+        }
+        if let Ok(why) = std::fs::read_to_string(paths.mount_refusal()) {
+            return Err(format!("the stick that was plugged in is refused: {}", why.trim()));
+        }
+        if !matches!(window::read(&paths.window), Ok(Some(_))) {
+            return Err("the USB window closed before the backup disk was mounted".into());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no backup disk was mounted within {} s: plug in the backup disk (ext4, labelled {}) while the window is open",
+                wait.as_secs(),
+                policy::BACKUP_DISK_LABEL
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// What `wardbox usb status` shows.
@@ -370,6 +484,8 @@ mod tests {
                 window: root.join("run-usb/window.json"),
                 events: root.join("events"),
                 mounts: root.join("mounts"),
+                backup_disk: root.join("backup-disk"),
+                mount_table: root.join("proc-mounts"),
             };
             std::fs::create_dir_all(paths.sysfs_devices.join("usb1")).expect("root hub");
             std::fs::create_dir_all(paths.sysfs_devices.join("1-0:1.0")).expect("root hub interface");
@@ -449,6 +565,53 @@ mod tests {
         assert!(events.iter().any(|e| e.starts_with("window-opened window for update by admin for 15 min")), "{events:?}");
         assert!(events.iter().any(|e| e.starts_with("device-authorized 1-2") && e.ends_with("storage")), "{events:?}");
         assert!(events.iter().any(|e| e.starts_with("window-closed window the update is done; sticks de-authorized: 1-2")), "{events:?}");
+    }
+
+    #[test]
+    fn a_backup_window_mounts_only_the_backup_disk_and_closing_unmounts_it() {
+        let b = Box_::new();
+        let mut host = Recorder::default();
+        b.plug("1-2", STICK);
+        open_window(&b.paths, &mut host, Purpose::Backup, "admin:it.admin", 120, 1000).expect("open");
+        assert!(b.authorized("1-2"));
+        // A stick that is not the backup disk: refused, audited, and the waiting side hears why.
+        let why = mount_plan(&b.paths, "sdb1", "vfat", "KINGSTON", 1001).expect_err("another stick");
+        assert!(why.starts_with("not the backup disk"), "{why}");
+        let waited = wait_for_backup_disk(&b.paths, Duration::from_secs(5)).expect_err("refused");
+        assert!(waited.contains("refused: sdb1: not the backup disk"), "{waited}");
+        assert!(mount_plan(&b.paths, "../sda", "ext4", policy::BACKUP_DISK_LABEL, 1001).is_err(), "only sdX names");
+        // The backup disk: read-write at the backup disk's mount point.
+        let (plan, at) = mount_plan(&b.paths, "sdb1", "ext4", policy::BACKUP_DISK_LABEL, 1001).expect("the backup disk");
+        assert!(!plan.read_only && at == b.paths.backup_disk, "{plan:?} {}", at.display());
+        std::fs::write(&b.paths.mount_table, format!("/dev/sda2 / ext4 ro 0 0\n/dev/sdb1 {} ext4 rw,nosuid,nodev,noexec 0 0\n", at.display())).expect("mount table");
+        std::fs::remove_file(b.paths.mount_refusal()).expect("the refusal note");
+        assert_eq!(wait_for_backup_disk(&b.paths, Duration::from_secs(5)), Ok("sdb1".into()));
+
+        host.calls.clear();
+        let closed = close_window(&b.paths, &mut host, "the backup is done").expect("close");
+        assert_eq!(host.calls, vec!["cancel".to_string(), format!("unmount {}", b.paths.backup_disk.display()), "unload".into()]);
+        assert_eq!(closed.sticks_out, vec!["1-2".to_string()]);
+        assert!(!b.authorized("1-2") && !b.paths.mount_refusal().exists());
+        let events = b.events();
+        assert!(events.iter().any(|e| e.starts_with("window-opened window for backup by admin:it.admin for 120 min")), "{events:?}");
+        assert!(events.iter().any(|e| e.starts_with("mount-refused sdb1 not the backup disk: in a backup window only an ext4 file system labelled WARDBOX-BACKUP")), "{events:?}");
+        // Outside a window nothing is mounted, and nobody is told through a note.
+        assert_eq!(mount_plan(&b.paths, "sdb1", "ext4", policy::BACKUP_DISK_LABEL, 1002).map(|_| ()), Err("no USB window is open".into()));
+        assert!(!b.paths.mount_refusal().exists());
+        assert!(b.events().iter().any(|e| e.starts_with("mount-refused sdb1 no USB window is open")));
+    }
+
+    #[test]
+    fn waiting_for_the_backup_disk_is_bounded_and_ends_with_the_window() {
+        let b = Box_::new();
+        let mut host = Recorder::default();
+        open_window(&b.paths, &mut host, Purpose::Backup, "admin", 15, jiff::Timestamp::now().as_second()).expect("open");
+        let err = wait_for_backup_disk(&b.paths, Duration::from_millis(300)).expect_err("no disk");
+        assert!(err.starts_with("no backup disk was mounted within 0 s") && err.contains("WARDBOX-BACKUP"), "{err}");
+        close_window(&b.paths, &mut host, "done").expect("close");
+        let err = wait_for_backup_disk(&b.paths, Duration::from_secs(5)).expect_err("closed");
+        assert!(err.contains("window closed"), "{err}");
+        assert!(is_block_name("sdb") && is_block_name("sdz12") && !is_block_name("sda123") && !is_block_name("nvme0n1") && !is_block_name("sd1"));
     }
 
     #[test]

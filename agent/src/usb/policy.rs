@@ -11,10 +11,15 @@
 //!   also types), mice, network adapters, cameras and anything whose descriptors do not parse:
 //!   no.
 //!
-//! Pure: the caller reads sysfs and the window, writes `authorized`, and audits the decision.
+//! And, once a stick's file system shows up, whether and how it is mounted ([`mount_plan`]): in
+//! an update window any stick read-only; in a backup or restore window only the clinic's backup
+//! disk, read-write for a backup and read-only for a restore.
+//!
+//! Pure: the caller reads sysfs and the window, writes `authorized`, mounts, and audits the
+//! decision.
 
 use super::descriptors::UsbDescriptors;
-use super::window::Window;
+use super::window::{Purpose, Window};
 
 const HUB: u8 = 0x09;
 const HID: u8 = 0x03;
@@ -74,12 +79,64 @@ pub fn decide(d: &UsbDescriptors, window: Option<&Window>, now: i64, sticks_in: 
     match classify(d) {
         kind @ (DeviceKind::Hub | DeviceKind::Keyboard) => Decision::Authorize(kind),
         DeviceKind::Storage => match window {
-            None => Decision::Refuse("USB storage is refused unless an administrator opened a USB window for an update".into()),
+            None => Decision::Refuse("USB storage is refused unless an administrator opened a USB window for an update or a backup".into()),
             Some(w) if !w.is_open_at(now) => Decision::Refuse("USB storage is refused: the USB window's time is up".into()),
             Some(_) if sticks_in > 0 => Decision::Refuse("USB storage is refused: a stick is already in the USB window (one at a time)".into()),
             Some(_) => Decision::Authorize(DeviceKind::Storage),
         },
         DeviceKind::Other(what) => Decision::Refuse(format!("{what} is refused: only keyboards, hubs and, in an administrator's USB window, one stick")),
+    }
+}
+
+/// The file system label that makes a disk the clinic's backup disk. Preparing a disk is the
+/// explicit step an administrator takes once (`mkfs.ext4 -L WARDBOX-BACKUP`, docs/backup.md);
+/// in a backup or restore window no other stick is mounted. A disk that carries the label but
+/// holds another box's repository is refused later, by the repository's key ("wrong key").
+pub const BACKUP_DISK_LABEL: &str = "WARDBOX-BACKUP";
+
+/// Where and how a stick's file system is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPlan {
+    /// Mounted read-only, and its block device set read-only before anything reads it.
+    pub read_only: bool,
+    /// At the backup disk's mount point (`[backup] usb_path`); otherwise under the update
+    /// sticks' directory, one directory per device.
+    pub backup_disk: bool,
+    /// The `mount -o` options: always nosuid, nodev, noexec.
+    pub options: &'static str,
+}
+
+/// Decides whether the file system `fs_type` labelled `label` on a stick the policy let in is
+/// mounted, and how, in `window` at `now`. `Err` is the refusal's reason (audited as
+/// `mount-refused`, which raises the `usb_refused` alert).
+pub fn mount_plan(window: Option<&Window>, now: i64, fs_type: &str, label: &str) -> Result<MountPlan, String> {
+    let Some(window) = window.filter(|w| w.is_open_at(now)) else {
+        return Err("no USB window is open".into());
+    };
+    match window.purpose {
+        Purpose::Update => {
+            let options = match fs_type {
+                "vfat" | "exfat" => "ro,nosuid,nodev,noexec,uid=0,gid=0,fmask=0133,dmask=0022",
+                // noload: not even the journal is replayed, so the stick is not written.
+                "ext4" => "ro,nosuid,nodev,noexec,noload",
+                other => return Err(format!("file system '{other}', not vfat, exfat or ext4")),
+            };
+            Ok(MountPlan { read_only: true, backup_disk: false, options })
+        }
+        Purpose::Backup | Purpose::Restore => {
+            if fs_type != "ext4" || label != BACKUP_DISK_LABEL {
+                return Err(format!(
+                    "not the backup disk: in a {} window only an ext4 file system labelled {BACKUP_DISK_LABEL} is mounted, this one is '{fs_type}' labelled '{}'",
+                    window.purpose,
+                    label.chars().filter(|c| !c.is_control()).take(32).collect::<String>()
+                ));
+            }
+            if window.purpose == Purpose::Backup {
+                Ok(MountPlan { read_only: false, backup_disk: true, options: "rw,nosuid,nodev,noexec" })
+            } else {
+                Ok(MountPlan { read_only: true, backup_disk: true, options: "ro,nosuid,nodev,noexec,noload" })
+            }
+        }
     }
 }
 
@@ -118,6 +175,37 @@ mod tests {
         assert!(matches!(decide(&stick, Some(&w), 1000 + 600, 0), Decision::Refuse(r) if r.contains("time is up")));
         // UAS: the same device class with the UAS protocol.
         assert_eq!(decide(&dev(0, &[(8, 6, 0x62)]), Some(&w), 1001, 0), Decision::Authorize(DeviceKind::Storage));
+    }
+
+    #[test]
+    fn an_update_window_mounts_any_stick_read_only() {
+        let w = Window::new(Purpose::Update, "admin", 1000, 10).expect("window");
+        for fs in ["vfat", "exfat", "ext4"] {
+            let plan = mount_plan(Some(&w), 1001, fs, "KINGSTON").expect(fs);
+            assert!(plan.read_only && !plan.backup_disk && plan.options.starts_with("ro,nosuid,nodev,noexec"), "{fs}: {plan:?}");
+        }
+        assert!(mount_plan(Some(&w), 1001, "ext4", "").expect("ext4").options.ends_with("noload"));
+        assert!(mount_plan(Some(&w), 1001, "ntfs", "").expect_err("ntfs").contains("'ntfs'"));
+        assert_eq!(mount_plan(None, 1001, "vfat", ""), Err("no USB window is open".into()));
+        assert_eq!(mount_plan(Some(&w), 1000 + 600, "vfat", ""), Err("no USB window is open".into()), "its time is up");
+    }
+
+    #[test]
+    fn a_backup_window_mounts_only_the_backup_disk_read_write_and_a_restore_window_read_only() {
+        let backup = Window::new(Purpose::Backup, "admin", 1000, 10).expect("window");
+        let plan = mount_plan(Some(&backup), 1001, "ext4", BACKUP_DISK_LABEL).expect("the backup disk");
+        assert_eq!(plan, MountPlan { read_only: false, backup_disk: true, options: "rw,nosuid,nodev,noexec" });
+        let restore = Window::new(Purpose::Restore, "admin", 1000, 10).expect("window");
+        let plan = mount_plan(Some(&restore), 1001, "ext4", BACKUP_DISK_LABEL).expect("the backup disk");
+        assert_eq!(plan, MountPlan { read_only: true, backup_disk: true, options: "ro,nosuid,nodev,noexec,noload" });
+        for w in [&backup, &restore] {
+            for (fs, label) in [("vfat", "KINGSTON"), ("vfat", BACKUP_DISK_LABEL), ("exfat", BACKUP_DISK_LABEL), ("ext4", "wardbox-backup"), ("ext4", "")] {
+                let why = mount_plan(Some(w), 1001, fs, label).expect_err("another stick");
+                assert!(why.starts_with("not the backup disk") && why.contains(&format!("'{fs}'")), "{fs} {label}: {why}");
+            }
+        }
+        // The reason is audited: a label with control characters is cut to plain ones.
+        assert!(!mount_plan(Some(&backup), 1001, "ext4", "X\nY\u{1b}").expect_err("label").contains('\u{1b}'));
     }
 
     #[test]

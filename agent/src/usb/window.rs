@@ -1,8 +1,10 @@
 //! The USB stick window: the one time the box lets a USB stick in. An administrator opens it
 //! for an update (the admin Updates page through the root helper, or `wardbox usb open` as root
-//! at the console); it closes when the update is done, when someone closes it, or when its time
-//! is up, whichever comes first. While it is open the policy authorizes one mass-storage device,
-//! read-only; while it is closed none.
+//! at the console), or for a backup to the clinic's USB backup disk or a restore from it (the
+//! backup commands and the admin Backups page open and close it around the run); it closes when
+//! the work is done, when someone closes it, or when its time is up, whichever comes first.
+//! While it is open the policy authorizes one mass-storage device, mounted as the window's
+//! purpose says ([`Purpose`]); while it is closed none.
 //!
 //! The window is one small JSON file in a root-owned directory (`/run/wardbox-usb/window.json`
 //! on the appliance): the udev-run policy, the mount helper and the agent read it; only root
@@ -13,20 +15,49 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Why the window is open. Only updates use sticks: backups on the appliance go to the clinic
-/// LAN's REST server (docs/backup.md).
+/// Why the window is open, which decides which stick is mounted and how
+/// ([`super::policy::mount_plan`]). An unknown purpose in the file is an error, not a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Purpose {
-    /// A stick with an update bundle: mounted read-only, the block device itself set read-only.
+    /// A stick with an update bundle: any stick with vfat, exfat or ext4, mounted read-only
+    /// under the update sticks' directory, the block device itself set read-only.
     Update,
+    /// A backup to the clinic's backup disk: only that disk (ext4 labelled
+    /// [`super::policy::BACKUP_DISK_LABEL`]), mounted read-write (still nosuid, nodev, noexec)
+    /// at the backup disk's mount point, which `[backup] usb_path` names.
+    Backup,
+    /// Reading the backup disk (restore, drill, list, check): the same disk, mounted read-only
+    /// as for an update, at the backup disk's mount point.
+    Restore,
+}
+
+impl Purpose {
+    /// Whether the stick is mounted read-only (and its block device set read-only).
+    pub fn read_only(self) -> bool {
+        !matches!(self, Purpose::Backup)
+    }
 }
 
 impl std::fmt::Display for Purpose {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Purpose::Update => "update",
+            Purpose::Backup => "backup",
+            Purpose::Restore => "restore",
         })
+    }
+}
+
+impl std::str::FromStr for Purpose {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "update" => Ok(Purpose::Update),
+            "backup" => Ok(Purpose::Backup),
+            "restore" => Ok(Purpose::Restore),
+            other => Err(format!("a USB window is for update, backup or restore, not '{other}'")),
+        }
     }
 }
 
@@ -44,7 +75,8 @@ pub struct Window {
 }
 
 /// The longest a window may stay open: long enough to copy a full bundle at stick speed and
-/// confirm it, short enough that a forgotten window closes by itself.
+/// confirm it, or to back up a large store, short enough that a forgotten window closes by
+/// itself.
 pub const MAX_MINUTES: u32 = 120;
 /// Larger files are not windows.
 const MAX_BYTES: u64 = 4096;
@@ -117,6 +149,15 @@ mod tests {
     }
 
     #[test]
+    fn only_a_backup_window_mounts_read_write_and_purposes_are_named() {
+        assert!(Purpose::Update.read_only() && Purpose::Restore.read_only() && !Purpose::Backup.read_only());
+        for p in [Purpose::Update, Purpose::Backup, Purpose::Restore] {
+            assert_eq!(p.to_string().parse::<Purpose>(), Ok(p));
+        }
+        assert!("Backup".parse::<Purpose>().is_err() && "".parse::<Purpose>().is_err());
+    }
+
+    #[test]
     fn the_file_round_trips_and_a_bad_one_is_an_error_not_a_window() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("usb/window.json");
@@ -128,6 +169,14 @@ mod tests {
         assert!(read(&path).is_err(), "unknown fields");
         std::fs::write(&path, r#"{"purpose":"exfiltrate","opened_by":"x","opened_at":0,"until":1}"#).expect("write");
         assert!(read(&path).is_err(), "unknown purpose");
+        // A window written before backups had windows reads as it did.
+        std::fs::write(&path, r#"{"purpose":"update","opened_by":"admin:jo","opened_at":5,"until":65}"#).expect("write");
+        assert_eq!(read(&path).expect("read").map(|w| (w.purpose, w.until)), Some((Purpose::Update, 65)));
+        for purpose in [Purpose::Backup, Purpose::Restore] {
+            let w = Window::new(purpose, "admin", 1000, 15).expect("window");
+            write(&path, &w).expect("write");
+            assert_eq!(read(&path), Ok(Some(w)));
+        }
         assert_eq!(remove(&path), Ok(true));
         assert_eq!(remove(&path), Ok(false));
     }
