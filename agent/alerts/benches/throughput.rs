@@ -48,6 +48,7 @@ fn main() {
         weeks: 52,
         incidents_per_kind: 4,
         family: Family::A,
+        addresses: false,
     });
     let records: Vec<_> = stream.records.iter().map(|r| r.as_record()).collect();
 

@@ -200,14 +200,19 @@ impl Relations {
         for (user, address) in staff {
             let Some(key) = AddressKey::of(address) else { continue };
             let Some(building) = residents.get(&key.building) else { continue };
-            let home: HashSet<u64> = building
-                .iter()
-                .filter(|(unit, _)| same_unit(key.unit.as_deref(), unit.as_deref()))
-                .map(|(_, id)| *id)
-                .collect();
-            if home.len() > cfg.max_patients_per_address as usize {
-                continue;
-            }
+            let at = |exact: bool| -> HashSet<u64> {
+                building
+                    .iter()
+                    .filter(|(unit, _)| if exact { unit.is_some() && *unit == key.unit } else { same_unit(key.unit.as_deref(), unit.as_deref()) })
+                    .map(|(_, id)| *id)
+                    .collect()
+            };
+            // The records that may be the home's (its flat, or no flat named), unless more
+            // patients than the cap: then those that name the staff member's flat, unless
+            // still too many (a care home), then none.
+            let cap = cfg.max_patients_per_address as usize;
+            let home = Some(at(false)).filter(|h| h.len() <= cap).or_else(|| Some(at(true)).filter(|h| h.len() <= cap));
+            let Some(home) = home else { continue };
             let related = self.pairs.entry(user.to_string()).or_default();
             for id in home {
                 related.entry(id).or_insert(Relation::SameAddress);
@@ -447,6 +452,21 @@ mod tests {
         let mut r = Relations::default();
         r.add_addresses(&off, staff, patients.iter().copied());
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_building_whose_records_name_no_flat_relates_only_the_staff_members_flat() {
+        let cfg = RelatedRecords::default();
+        let mut patients = vec![("f2", "Flat 2, 30 Mill Road".to_string())];
+        let unnamed: Vec<String> = (0..7).map(|i| format!("u{i}")).collect();
+        patients.extend(unnamed.iter().map(|id| (id.as_str(), "30 Mill Road".to_string())));
+        let staff = [("di", "30 Mill Road, Flat 2"), ("ed", "30 Mill Road")];
+        let mut r = Relations::default();
+        r.add_addresses(&cfg, staff, patients.iter().map(|(id, a)| (*id, a.as_str())));
+        assert_eq!(r.get("di", hash_id("f2")), Some(Relation::SameAddress), "her flat");
+        assert_eq!(r.get("di", hash_id("u0")), None, "eight records could be hers: only her flat's count");
+        assert_eq!(r.get("ed", hash_id("f2")), None, "no flat named and eight records: nothing");
+        assert_eq!(r.len(), 1);
     }
 
     fn key(n: &str) -> NameKey {

@@ -9,15 +9,17 @@
 //! over a stream and scores each rule: recall on the injected incidents, and alerts that touch
 //! no incident record (false alerts) per user-week.
 
+mod addresses;
 mod names;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+pub use addresses::Addresses;
 pub use names::{Directory, Family};
 
 use serde_json::{Value, json};
 
-use crate::config::AlertsConfig;
+use crate::config::{AlertsConfig, RelatedRecords};
 use crate::detector::{Alert, Detector, Rule};
 use crate::record::Record;
 use crate::relations::Relations;
@@ -99,17 +101,31 @@ pub struct Stream {
     pub user_weeks: f64,
     /// The staff's and the patients' names (for the related-record rules).
     pub directory: Directory,
+    /// The staff's and the patients' postal addresses (for `same_address`); empty unless the
+    /// scenario asks for them.
+    pub addresses: Addresses,
 }
 
 impl Stream {
-    /// The relations between staff and patients, built from the stream's names as the agent
-    /// builds them from its store.
+    /// The relations between staff and patients, built from the stream's names and addresses
+    /// as the agent builds them from its store.
     pub fn relations(&self) -> Relations {
-        Relations::build(
-            &self.config.related_records,
+        self.relations_for(&self.config.related_records)
+    }
+
+    /// The same with other related-record settings (a rule switched off).
+    pub fn relations_for(&self, cfg: &RelatedRecords) -> Relations {
+        let mut r = Relations::build(
+            cfg,
             self.directory.staff.iter().map(|(u, n)| (u.as_str(), n.as_str())),
             self.directory.patients.iter().map(|(p, n)| (p.as_str(), n.as_str())),
-        )
+        );
+        r.add_addresses(
+            cfg,
+            self.addresses.staff.iter().map(|(u, a)| (u.as_str(), a.as_str())),
+            self.addresses.patients.iter().map(|(p, l)| (p.as_str(), l.as_str())),
+        );
+        r
     }
 }
 
@@ -120,8 +136,13 @@ pub struct Scenario {
     pub weeks: u32,
     /// Incidents of each kind injected.
     pub incidents_per_kind: u32,
-    /// How the names of staff and patients are written (development or held out).
+    /// How the names (and addresses) of staff and patients are written (development or held
+    /// out).
     pub family: Family,
+    /// Postal addresses for staff and patients (households, flats, a care home: `synth/addresses.rs`)
+    /// and incidents of a user opening the record of someone in their household, for
+    /// `same_address`. Without them a stream is the one measured before addresses existed.
+    pub addresses: bool,
 }
 
 /// The rules the generator injects incidents for.
@@ -620,6 +641,10 @@ pub fn generate(s: &Scenario) -> Stream {
     let users: Vec<(String, bool)> = staff.iter().map(|p| (p.name.clone(), p.role == Role::Clinician)).collect();
     let directory = names::directory(s.family, s.seed, &users, g.patients as usize);
     inject_related(&mut g, s, &staff, &directory, first_day, days);
+    let addresses = if s.addresses { addresses::addresses(s.family, s.seed, &directory) } else { Addresses::default() };
+    if s.addresses {
+        inject_households(&mut g, s, &staff, &addresses, first_day, days);
+    }
 
     // Sort by time (stable: a login stays before what follows it at the same second).
     let Gen {
@@ -661,6 +686,38 @@ pub fn generate(s: &Scenario) -> Stream {
         incidents,
         user_weeks: (USERS as u32 * s.weeks) as f64,
         directory,
+        addresses,
+    }
+}
+
+/// A clinician or nurse opens the record of someone who lives at their home (a relative by
+/// name or of another surname), on a day they work, inside their shift: 1-3 views. Scored as
+/// `same_address` incidents; with the `same_surname` ones they are the openings of relatives'
+/// records ([`evaluate_relatives`]).
+fn inject_households(g: &mut Gen, s: &Scenario, staff: &[Person], addresses: &Addresses, first_day: i64, days: i64) {
+    let mut rng = Rng::new(s.seed ^ 0x686f_7573_6568);
+    for _ in 0..s.incidents_per_kind {
+        for _attempt in 0..10_000 {
+            let u = rng.int(0, 11) as usize;
+            let home = &addresses.household[u];
+            let p = &staff[u];
+            let day = first_day + rng.int(28, days - 1);
+            let wd = ((day + 3).rem_euclid(7)) as usize;
+            let works = p.days.contains(&wd) && wd < 5 && !g.holidays.contains(&day) && !p.vacation.contains(&day);
+            if home.is_empty() || !works {
+                continue;
+            }
+            let target = home[rng.int(0, home.len() as i64 - 1) as usize];
+            let inc = g.new_incident(Rule::SameAddress, &p.name);
+            let minute = rng.int(p.start + 30, (p.end - 30).max(p.start + 31));
+            let t = utc(day, minute, &mut rng);
+            let patient = names::patient_id(target);
+            let client = p.workstation.clone();
+            for k in 0..rng.int(1, 3) {
+                g.view(t + k * rng.int(20, 240), p, &client, &patient, false, Some(inc));
+            }
+            break;
+        }
     }
 }
 
@@ -967,6 +1024,128 @@ pub fn evaluate(stream: &Stream) -> Evaluation {
         );
     }
     score(stream, &alerts)
+}
+
+/// How many openings of relatives' records were found, by which rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Found {
+    pub incidents: u32,
+    /// By `same_surname`, with `same_address` switched off.
+    pub by_surname: u32,
+    /// By `same_address`, with `same_surname` switched off.
+    pub by_address: u32,
+    /// By either, both on (the defaults; a pair both relate raises the surname's alert).
+    pub by_either: u32,
+}
+
+impl Found {
+    fn add(&mut self, o: &Found) {
+        self.incidents += o.incidents;
+        self.by_surname += o.by_surname;
+        self.by_address += o.by_address;
+        self.by_either += o.by_either;
+    }
+}
+
+/// The openings of relatives' records: the `same_surname` incidents (a relative by name, at
+/// home or elsewhere) and the `same_address` ones (someone who lives at the user's home, of
+/// any surname), found by each rule alone and by either; and the two rules' false alerts.
+#[derive(Debug, Clone, Default)]
+pub struct RelativesEvaluation {
+    pub by_name: Found,
+    pub household: Found,
+    /// Alerts that list no incident record: `same_surname` alone, `same_address` alone, and
+    /// both rules' together with both on.
+    pub false_surname_alone: u32,
+    pub false_address_alone: u32,
+    pub false_together: u32,
+    pub user_weeks: f64,
+}
+
+impl RelativesEvaluation {
+    pub fn add(&mut self, o: &RelativesEvaluation) {
+        self.by_name.add(&o.by_name);
+        self.household.add(&o.household);
+        self.false_surname_alone += o.false_surname_alone;
+        self.false_address_alone += o.false_address_alone;
+        self.false_together += o.false_together;
+        self.user_weeks += o.user_weeks;
+    }
+
+    /// Every opening of a relative's record.
+    pub fn all(&self) -> Found {
+        let mut f = self.by_name;
+        f.add(&self.household);
+        f
+    }
+
+    pub fn table(&self) -> String {
+        let r = |n: u32, of: u32| if of == 0 { "-".to_string() } else { format!("{:.3}", f64::from(n) / f64::from(of)) };
+        let mut out = format!("{:<30} {:>9} {:>13} {:>13} {:>8}\n", "relatives' records opened", "incidents", "same_surname", "same_address", "either");
+        for (what, f) in [("by name (same_surname)", self.by_name), ("household (same_address)", self.household), ("all", self.all())] {
+            out += &format!(
+                "{what:<30} {:>9} {:>13} {:>13} {:>8}\n",
+                f.incidents,
+                r(f.by_surname, f.incidents),
+                r(f.by_address, f.incidents),
+                r(f.by_either, f.incidents)
+            );
+        }
+        let uw = |n: u32| f64::from(n) / self.user_weeks;
+        out += &format!(
+            "{:<30} {:>9} {:>13} {:>13} {:>8}\n{:<30} {:>9} {:>13.4} {:>13.4} {:>8.4}\n",
+            "false alerts",
+            "",
+            self.false_surname_alone,
+            self.false_address_alone,
+            self.false_together,
+            "  per user-week",
+            "",
+            uw(self.false_surname_alone),
+            uw(self.false_address_alone),
+            uw(self.false_together)
+        );
+        out
+    }
+}
+
+/// Run detectors over the stream with `same_surname` alone, `same_address` alone and both, and
+/// score the openings of relatives' records.
+pub fn evaluate_relatives(stream: &Stream) -> RelativesEvaluation {
+    let alerts = |same_surname: bool, same_address: bool| -> Vec<Alert> {
+        let mut config = stream.config.clone();
+        config.related_records.same_surname = same_surname;
+        config.related_records.same_address = same_address;
+        let mut d = Detector::new(&config).expect("the generator's configuration is valid");
+        d.set_relations(stream.relations_for(&config.related_records));
+        stream
+            .records
+            .iter()
+            .flat_map(|r| d.observe(&r.as_record()).expect("generated records are readable"))
+            .filter(|a| matches!(a.rule, Rule::SameSurname | Rule::SameAddress))
+            .collect()
+    };
+    let (surname, address, both) = (alerts(true, false), alerts(false, true), alerts(true, true));
+    let incident_seqs: HashSet<u64> = stream.incidents.iter().flat_map(|i| i.seqs.iter().copied()).collect();
+    let lists = |a: &Alert, seqs: &HashSet<u64>| a.seqs.iter().any(|q| seqs.contains(q));
+    let mut ev = RelativesEvaluation { user_weeks: stream.user_weeks, ..Default::default() };
+    for inc in &stream.incidents {
+        let f = match inc.rule {
+            Rule::SameSurname => &mut ev.by_name,
+            Rule::SameAddress => &mut ev.household,
+            _ => continue,
+        };
+        let own: HashSet<u64> = inc.seqs.iter().copied().collect();
+        f.incidents += 1;
+        f.by_surname += u32::from(surname.iter().any(|a| lists(a, &own)));
+        f.by_address += u32::from(address.iter().any(|a| lists(a, &own)));
+        f.by_either += u32::from(both.iter().any(|a| lists(a, &own)));
+    }
+    let false_alerts = |alerts: &[Alert]| alerts.iter().filter(|a| !lists(a, &incident_seqs)).count() as u32;
+    ev.false_surname_alone = false_alerts(&surname);
+    ev.false_address_alone = false_alerts(&address);
+    ev.false_together = false_alerts(&both);
+    ev
 }
 
 /// Score alerts against a stream's incidents.

@@ -7,7 +7,9 @@
 
 use std::collections::HashSet;
 
-use wardbox_alerts::synth::{Family, INJECTED, INJECTED_RELATED, Evaluation, Scenario, Stream, evaluate, generate};
+use wardbox_alerts::synth::{
+    Evaluation, Family, INJECTED, INJECTED_RELATED, RelativesEvaluation, Scenario, Stream, evaluate, evaluate_relatives, generate,
+};
 use wardbox_alerts::{Alert, Detector, Rule};
 
 fn run(seeds: impl Iterator<Item = u64>) -> Evaluation {
@@ -22,6 +24,7 @@ fn run_family(family: Family, seeds: impl Iterator<Item = u64>) -> Evaluation {
             weeks: 20,
             incidents_per_kind: 4,
             family,
+            addresses: false,
         });
         total.add(&evaluate(&stream));
     }
@@ -121,6 +124,32 @@ fn held_out_family_for_related_records() {
     }
 }
 
+fn run_with_addresses(family: Family, seeds: impl Iterator<Item = u64>) -> (Evaluation, RelativesEvaluation) {
+    let (mut total, mut relatives) = (Evaluation::default(), RelativesEvaluation::default());
+    for seed in seeds {
+        let stream = generate(&Scenario {
+            seed,
+            weeks: 20,
+            incidents_per_kind: 4,
+            family,
+            addresses: true,
+        });
+        total.add(&evaluate(&stream));
+        relatives.add(&evaluate_relatives(&stream));
+    }
+    (total, relatives)
+}
+
+/// Addresses (households, flats, a care home) and household incidents: the development seeds
+/// of family A, on which `same_address` and the generator's addresses were developed.
+#[test]
+fn development_seeds_with_addresses() {
+    let (ev, relatives) = run_with_addresses(Family::A, 1..=2);
+    println!("development seeds 1-2, family A, with addresses\n{}\n{}", ev.table(), relatives.table());
+    assert_eq!(relatives.household.incidents, 8);
+    assert!(relatives.household.by_address > 0, "{relatives:?}");
+}
+
 #[test]
 fn replay_gives_the_same_alerts() {
     let a = generate(&Scenario {
@@ -128,12 +157,14 @@ fn replay_gives_the_same_alerts() {
         weeks: 6,
         incidents_per_kind: 2,
         family: Family::A,
+        addresses: false,
     });
     let b = generate(&Scenario {
         seed: 7,
         weeks: 6,
         incidents_per_kind: 2,
         family: Family::A,
+        addresses: false,
     });
     let (first, second) = (alerts_of(&a), alerts_of(&b));
     assert!(!first.is_empty());
@@ -147,6 +178,7 @@ fn alerts_carry_no_patient_ids() {
         weeks: 8,
         incidents_per_kind: 2,
         family: Family::A,
+        addresses: false,
     });
     let patients: HashSet<String> = stream
         .records
