@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Once;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 use crate::deid::{Category, MapEntry, Pseudonyms};
@@ -289,27 +289,39 @@ pub fn revoke(conn: &Connection, username: &str, patient: i64) -> Result<bool, I
 
 /// An owner's pseudonym state. The library gets a fixed shift of its own, made on first use.
 pub fn load_pseudonyms(conn: &Connection, owner: i64) -> Result<Pseudonyms, IndexError> {
+    Ok(load_pseudonyms_counted(conn, owner)?.0)
+}
+
+/// [`load_pseudonyms`], and how many pseudonyms the owner had stored: what [`store_document`]
+/// checks to notice that another writer added some in the meantime.
+pub fn load_pseudonyms_counted(conn: &Connection, owner: i64) -> Result<(Pseudonyms, usize), IndexError> {
     let shift: i32 = if owner == LIBRARY {
-        let found: Option<String> = conn.query_row("SELECT value FROM rag_meta WHERE key = 'library_shift'", [], |r| r.get(0)).optional()?;
-        match found.and_then(|s| s.parse().ok()) {
+        let read = || -> Result<Option<i32>, IndexError> {
+            let found: Option<String> = conn.query_row("SELECT value FROM rag_meta WHERE key = 'library_shift'", [], |r| r.get(0)).optional()?;
+            Ok(found.and_then(|s| s.parse().ok()))
+        };
+        match read()? {
             Some(s) => s,
             None => {
+                // Two first uses at once: the first shift stored is the library's, for both.
                 let s = Pseudonyms::new_random().shift_days;
-                conn.execute("INSERT OR REPLACE INTO rag_meta (key, value) VALUES ('library_shift', ?1)", [s.to_string()])?;
-                s
+                conn.execute("INSERT OR IGNORE INTO rag_meta (key, value) VALUES ('library_shift', ?1)", [s.to_string()])?;
+                read()?.unwrap_or(s)
             }
         }
     } else {
         conn.query_row("SELECT shift_days FROM rag_patients WHERE id = ?1", [owner], |r| r.get(0))?
     };
     let mut stmt = conn.prepare("SELECT category, idx, norm, original FROM rag_pseudonyms WHERE owner = ?1")?;
-    let entries = stmt
+    let rows = stmt
         .query_map([owner], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?
-        .collect::<Result<Vec<_>, _>>()?
+        .collect::<Result<Vec<_>, _>>()?;
+    let stored = rows.len();
+    let entries = rows
         .into_iter()
         .filter_map(|(c, i, norm, original)| Some(MapEntry { category: Category::from_tag(&c)?, index: i as u32, norm, original }))
         .collect::<Vec<_>>();
-    Ok(Pseudonyms::load(shift, entries))
+    Ok((Pseudonyms::load(shift, entries), stored))
 }
 
 /// Persist the pseudonyms made since the last save.
@@ -349,10 +361,65 @@ pub fn insert_document(
     title: &str,
     chunks: &[NewChunk],
 ) -> Result<i64, IndexError> {
+    let tx = conn.transaction()?;
+    let doc = insert_document_rows(&tx, owner, content_hash, kind, title, chunks)?;
+    tx.commit()?;
+    Ok(doc)
+}
+
+/// What [`store_document`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// The document is in, with its pseudonyms.
+    Inserted(i64),
+    /// The same content was already stored for this owner (another upload of it got in
+    /// first): this document id; nothing was written.
+    AlreadyThere(i64),
+    /// Another writer stored pseudonyms for this owner since they were read: the document's
+    /// numbers could stand for that one's identifiers. Nothing was written; de-identify again.
+    PseudonymsChanged,
+}
+
+/// A de-identified document ready to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDocument<'a> {
+    pub owner: i64,
+    /// [`salted_hash`] of the file's bytes.
+    pub content_hash: &'a str,
+    pub kind: &'a str,
+    pub title: &'a str,
+    pub chunks: &'a [NewChunk],
+    /// How the record names its patient, kept if the patient has no label yet.
+    pub label: Option<&'a str>,
+}
+
+/// Store a de-identified document: its rows, chunks and vectors, the pseudonyms its text was
+/// de-identified with (`scope`, read when the owner had `loaded` of them) and the patient's
+/// label, in one write transaction, and only if the owner's pseudonyms are still the ones it
+/// was de-identified with (see [`Stored`]).
+pub fn store_document(conn: &mut Connection, doc: &NewDocument<'_>, scope: &mut Pseudonyms, loaded: usize) -> Result<Stored, IndexError> {
+    // Immediate: the checks and the writes see one state, no other writer in between.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(id) = find_document(&tx, doc.owner, doc.content_hash)? {
+        return Ok(Stored::AlreadyThere(id));
+    }
+    let stored: i64 = tx.query_row("SELECT count(*) FROM rag_pseudonyms WHERE owner = ?1", [doc.owner], |r| r.get(0))?;
+    if usize::try_from(stored).ok() != Some(loaded) {
+        return Ok(Stored::PseudonymsChanged);
+    }
+    let id = insert_document_rows(&tx, doc.owner, doc.content_hash, doc.kind, doc.title, doc.chunks)?;
+    save_pseudonyms(&tx, doc.owner, scope)?;
+    if let Some(label) = doc.label {
+        set_label_if_missing(&tx, doc.owner, label)?;
+    }
+    tx.commit()?;
+    Ok(Stored::Inserted(id))
+}
+
+fn insert_document_rows(tx: &Transaction<'_>, owner: i64, content_hash: &str, kind: &str, title: &str, chunks: &[NewChunk]) -> Result<i64, IndexError> {
     if let Some(c) = chunks.iter().find(|c| c.embedding.len() != DIMS) {
         return Err(IndexError::Dimensions { got: c.embedding.len() });
     }
-    let tx = conn.transaction()?;
     tx.execute(
         "INSERT INTO rag_documents (owner, content_hash, kind, title, chunks, ingested_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![owner, content_hash, kind, title, chunks.len() as i64, now()],
@@ -361,7 +428,7 @@ pub fn insert_document(
     {
         let mut ins = tx.prepare("INSERT INTO rag_chunks (document_id, owner, ordinal, section, text) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         let mut fts = tx.prepare("INSERT INTO rag_fts (rowid, text) VALUES (?1, ?2)")?;
-        let mut vec = tx.prepare(&format!("INSERT INTO {} (chunk_id, owner, embedding) VALUES (?1, ?2, ?3)", vector_table(&tx)?))?;
+        let mut vec = tx.prepare(&format!("INSERT INTO {} (chunk_id, owner, embedding) VALUES (?1, ?2, ?3)", vector_table(tx)?))?;
         for (i, c) in chunks.iter().enumerate() {
             ins.execute(params![doc, owner, i as i64, c.section, c.text])?;
             let id = tx.last_insert_rowid();
@@ -369,7 +436,6 @@ pub fn insert_document(
             vec.execute(params![id, owner, vec_blob(&c.embedding)])?;
         }
     }
-    tx.commit()?;
     Ok(doc)
 }
 

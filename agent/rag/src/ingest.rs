@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::deid::{self, Category, KnownIdentifiers};
 use crate::embed::{EmbedError, Embedder};
-use crate::index::{self, IndexError, LIBRARY, NewChunk};
+use crate::index::{self, IndexError, LIBRARY, NewChunk, Stored};
 
 /// A problem with one document, worded for the person running the import.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,8 @@ pub enum IngestError {
     Embed { name: String, source: EmbedError },
     #[error("{name}: {source}")]
     Index { name: String, source: IndexError },
+    #[error("{0}: other documents for this record were being added at the same moment; nothing was imported, try again")]
+    Busy(String),
 }
 
 /// Whose document this is.
@@ -560,7 +562,7 @@ pub async fn ingest_bytes(
     let ix = |source| IngestError::Index { name: name.to_owned(), source };
     index::check_model(conn, embedder.model()).map_err(ix)?;
     let (kind, parsed) = parse(name, bytes)?;
-    let (owner_id, mut known) = match (owner, &parsed.patient_record_id) {
+    let (owner_id, known) = match (owner, &parsed.patient_record_id) {
         (Owner::Indexed(id), record) => {
             if *id != LIBRARY && !index::patient_exists(conn, *id).map_err(ix)? {
                 return Err(IngestError::UnknownOwner { name: name.to_owned(), owner: *id });
@@ -587,13 +589,64 @@ pub async fn ingest_bytes(
     if let Some(document_id) = index::find_document(conn, owner_id, &content_hash).map_err(ix)? {
         return Ok(Outcome::Unchanged { document_id, owner: owner_id });
     }
-    let mut scope = index::load_pseudonyms(conn, owner_id).map_err(ix)?;
+    // Another document for this owner (an upload at the same moment, an import) can store
+    // pseudonyms while this one is embedded: the numbers given here could then stand for its
+    // identifiers. The document is stored only if the owner's pseudonyms are still the ones it
+    // was de-identified with; otherwise it is de-identified and embedded again.
+    for _ in 0..STORE_ATTEMPTS {
+        let (mut scope, loaded) = index::load_pseudonyms_counted(conn, owner_id).map_err(ix)?;
+        let prepared = deidentify_and_embed(embedder, name, &parsed, known.clone(), owner_id, &mut scope, cfg).await?;
+        let document = index::NewDocument {
+            owner: owner_id,
+            content_hash: &content_hash,
+            kind: kind.as_str(),
+            title: &prepared.title,
+            chunks: &prepared.chunks,
+            label: prepared.label.as_deref(),
+        };
+        match index::store_document(conn, &document, &mut scope, loaded).map_err(ix)? {
+            Stored::Inserted(document_id) => {
+                return Ok(Outcome::Ingested { document_id, owner: owner_id, chunks: prepared.chunks.len(), replaced: prepared.replaced });
+            }
+            // The same file uploaded twice at once: the other one got in first. It is one
+            // document, as if this upload had come after it.
+            Stored::AlreadyThere(document_id) => return Ok(Outcome::Unchanged { document_id, owner: owner_id }),
+            Stored::PseudonymsChanged => {}
+        }
+    }
+    Err(IngestError::Busy(name.to_owned()))
+}
+
+/// How many times a document is de-identified and embedded again when other documents for
+/// its owner keep storing pseudonyms in the meantime.
+const STORE_ATTEMPTS: usize = 5;
+
+/// A document de-identified and embedded, ready for [`index::store_document`].
+struct Prepared {
+    title: String,
+    /// The patient's label from the document (FHIR), de-identified.
+    label: Option<String>,
+    chunks: Vec<NewChunk>,
+    replaced: ReplacedCounts,
+}
+
+/// De-identify a parsed document with the owner's pseudonyms (`scope`, which gains the new
+/// ones), cut it into chunks and embed them.
+async fn deidentify_and_embed(
+    embedder: &dyn Embedder,
+    name: &str,
+    parsed: &Parsed,
+    mut known: KnownIdentifiers,
+    owner_id: i64,
+    scope: &mut deid::Pseudonyms,
+    cfg: ChunkConfig,
+) -> Result<Prepared, IngestError> {
     // Every identifier a patient's earlier documents revealed is known for this one too. The
     // library is not one person: its documents are de-identified each on its own, so a word
     // taken as a name in one guideline never changes another (the library scope only numbers
     // the pseudonyms).
     if owner_id != LIBRARY {
-        for (category, original) in scope_known(&scope) {
+        for (category, original) in scope_known(scope) {
             known.push(category, original);
         }
     }
@@ -602,7 +655,7 @@ pub async fn ingest_bytes(
     // record separator, which no rule matches, and split back after.
     const RS: &str = "\n\u{1e}\n";
     let joined = parsed.sections.iter().map(|s| format!("{}{RS}{}", s.heading, s.text)).collect::<Vec<_>>().join(RS);
-    let deidentified = deid::deidentify(&joined, &known, &mut scope);
+    let deidentified = deid::deidentify(&joined, &known, scope);
     let mut replaced: ReplacedCounts = deidentified.counts.into_iter().collect();
     let clean = deidentified.text;
     let parts: Vec<&str> = clean.split(RS).collect();
@@ -619,20 +672,20 @@ pub async fn ingest_bytes(
     // Structured identifiers get their pseudonyms even when the text never mentions them, so
     // an answer that names the patient can be re-identified.
     for (category, value) in &known.items {
-        let _ = deid::deidentify(value, &KnownIdentifiers { items: vec![(*category, value.clone())] }, &mut scope);
+        let _ = deid::deidentify(value, &KnownIdentifiers { items: vec![(*category, value.clone())] }, scope);
     }
     // File names are labels: read as words ("castellanos-visit.txt" -> "castellanos visit txt")
     // so the name rules see the parts.
     let label: String = name.chars().map(|c| if matches!(c, '-' | '_' | '.') { ' ' } else { c }).collect();
-    let title = deid::deidentify(&label, &known, &mut scope);
+    let title = deid::deidentify(&label, &known, scope);
     for (category, n) in title.counts {
         *replaced.entry(category).or_default() += n;
     }
     let title = title.text;
-    if let (Some(label), true) = (&parsed.patient_label, owner_id != LIBRARY) {
-        let label = deid::deidentify(label, &known, &mut scope).text;
-        index::set_label_if_missing(conn, owner_id, &label).map_err(ix)?;
-    }
+    let label = match (&parsed.patient_label, owner_id != LIBRARY) {
+        (Some(label), true) => Some(deid::deidentify(label, &known, scope).text),
+        _ => None,
+    };
     let pieces = chunk_sections(&sections, cfg);
     if pieces.is_empty() {
         return Err(IngestError::Empty(name.to_owned()));
@@ -641,23 +694,7 @@ pub async fn ingest_bytes(
     let vectors = embedder.embed(&texts).await.map_err(|source| IngestError::Embed { name: name.to_owned(), source })?;
     let chunks: Vec<NewChunk> =
         pieces.into_iter().zip(vectors).map(|((section, text), embedding)| NewChunk { section, text, embedding }).collect();
-    let n = chunks.len();
-    let document_id = match index::insert_document(conn, owner_id, &content_hash, kind.as_str(), &title, &chunks) {
-        Ok(id) => id,
-        // The same file uploaded twice at once: both looked, found nothing and embedded, and the
-        // store's unique (owner, content hash) let the other one in first. It is one document.
-        Err(e) if is_constraint_violation(&e) => match index::find_document(conn, owner_id, &content_hash).map_err(ix)? {
-            Some(document_id) => return Ok(Outcome::Unchanged { document_id, owner: owner_id }),
-            None => return Err(ix(e)),
-        },
-        Err(e) => return Err(ix(e)),
-    };
-    index::save_pseudonyms(conn, owner_id, &mut scope).map_err(ix)?;
-    Ok(Outcome::Ingested { document_id, owner: owner_id, chunks: n, replaced })
-}
-
-fn is_constraint_violation(e: &index::IndexError) -> bool {
-    matches!(e, index::IndexError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+    Ok(Prepared { title, label, chunks, replaced })
 }
 
 /// The originals of a scope worth matching verbatim in later documents (not dates: those are

@@ -416,6 +416,11 @@ impl Clinical for RagClinical {
             }
             // The engine is down: say so, the clinician can retry.
             Err(IngestError::Embed { source, .. }) => Err(ClinicalError::Unavailable(format!("the document could not be indexed now: {source}"))),
+            // Other documents for the patient kept arriving while this one was indexed (never
+            // more than a few at once in a clinic): nothing was stored, the clinician can retry.
+            Err(IngestError::Busy(_)) => Err(ClinicalError::Unavailable(
+                "other documents for this patient were being added at the same moment; this one was not stored, try again".into(),
+            )),
             // Never the file name in a message that may reach a log: it can carry a name.
             Err(IngestError::Index { source, .. }) => Err(ClinicalError::Failed(format!("the index could not store the document: {source}"))),
             Err(e) => Err(ClinicalError::Rejected(e.to_string())),
