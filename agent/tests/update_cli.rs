@@ -585,9 +585,13 @@ fn full_apply_writes_the_inactive_slot_and_a_counted_esp_entry_and_never_the_run
     let not_applicable = "uki        not checked: the data volume is a plain directory (dev profile)";
     let o = b.run(&["inspect", bundle.to_str().expect("utf8")]);
     assert!(o.status.success() && text(&o).contains(not_applicable), "{}", text(&o));
+    // A power cut while an earlier install copied its UKI onto the ESP left the copy there.
+    let interrupted = b.path(&format!("esp/EFI/Linux/.wardbox-{version}+3.efi.4242.tmp"));
+    std::fs::write(&interrupted, &uki[..10]).expect("an interrupted copy");
     let o = b.apply(&bundle);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains(not_applicable), "{}", text(&o));
+    assert!(!interrupted.exists(), "the copy a power cut left on the ESP is still there");
     let slot_b = std::fs::read(b.path("root-b")).expect("slot b");
     assert_eq!(&slot_b[..image.len()], &image[..], "slot b does not hold the image");
     assert_eq!(std::fs::read(b.path("root-a")).expect("slot a"), running_a, "the running slot changed");

@@ -14,8 +14,9 @@
 //!   crate and (on the appliance) held against this box's firmware before the switch; the old
 //!   file is kept in `<update>/previous/`; after the switch the file is loaded again from its
 //!   place, and the previous one comes back when that fails.
-//! - **full**: the system image into the inactive slot (`wardbox_update::write_to_slot`:
-//!   staged, written, read back), then that slot's UKI (the bundle carries one per slot: each
+//! - **full**: the system image into the inactive slot (`wardbox_update::stage_for_slot`,
+//!   then `StagedSlotImage::write`: staged and verified before the ESP or the slot changes,
+//!   written, read back), then that slot's UKI (the bundle carries one per slot: each
 //!   names its root partition on its signed command line) onto the ESP as `wardbox-<version>+3.efi`
 //!   (systemd-boot's boot counting: three tries, then the previous entry). Before either, the
 //!   staged UKI must carry a PCR 11 signature the data volume's seal accepts ([`super::uki`]).
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use wardbox_models_bundle::{Digest, ModelName, Store};
 use wardbox_update::manifest::ContentRole;
-use wardbox_update::slot::{Phase, STAGING_RESERVE, SlotPlan, StagedFile, free_bytes, stage_target, write_to_slot};
+use wardbox_update::slot::{Phase, STAGING_RESERVE, SlotPlan, StagedFile, free_bytes, stage_for_slot, stage_target};
 use wardbox_update::verify::SignedTarget;
 use wardbox_update::{UpdateError, VerifiedBundle};
 
@@ -185,6 +186,29 @@ fn place(staged: StagedFile, dest: &Path) -> std::io::Result<()> {
         Err(e) => return Err(e.error),
     }
     fs::File::open(dir)?.sync_all()
+}
+
+/// Whether `name` is a temporary copy [`place`] makes of a UKI on the ESP before renaming it
+/// (`.wardbox-<version>+3.efi.<pid>.tmp`).
+fn is_interrupted_copy(name: &str) -> bool {
+    name.strip_prefix(".wardbox-")
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+        .and_then(|rest| rest.rsplit_once(".efi."))
+        .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the copies of a UKI a power cut left on the ESP in the middle of [`place`]:
+/// systemd-boot ignores them (not `.efi`), but each holds a UKI's worth of the ESP's small
+/// space, and every cut would leave one more.
+fn remove_interrupted_copies(esp_dir: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(esp_dir)? {
+        let entry = entry?;
+        if is_interrupted_copy(&entry.file_name().to_string_lossy()) {
+            tracing::warn!(file = %entry.path().display(), "removing a copy of a UKI a power cut left on the ESP");
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Moves `path` into `backup` (creating its directory), replacing an older backup.
@@ -601,6 +625,17 @@ pub async fn install_full(
     }
     .map_err(ApplyError::RootUnverified)?;
     drop(uki_bytes);
+    let plan = SlotPlan {
+        slot: slots.path(target_slot).to_owned(),
+        running_slot: Some(slots.path(running).to_owned()),
+        staging_dir: staging.clone(),
+        staging_reserve: STAGING_RESERVE,
+    };
+    let mut each = |phase: Phase, done: u64, _: u64| progress(phase, uki.length + done, total);
+    // The system image is verified into staging before anything on the ESP or the slot
+    // changes: a truncated or corrupt image on the stick leaves the box exactly as it was,
+    // the entries that boot the inactive slot (its fallback system) included.
+    let staged_image = stage_for_slot(bundle, ContentRole::SystemImage, &plan, &mut each).await?;
     // Older entries whose UKI boots the slot about to be rewritten go before the slot is opened:
     // they would start the new system (or, after a power cut, a half-written one) under an old
     // version's name. The running slot's entries are never among them.
@@ -611,16 +646,7 @@ pub async fn install_full(
             removed.push(old.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         }
     }
-    let plan = SlotPlan {
-        slot: slots.path(target_slot).to_owned(),
-        running_slot: Some(slots.path(running).to_owned()),
-        staging_dir: staging.clone(),
-        staging_reserve: STAGING_RESERVE,
-    };
-    {
-        let mut each = |phase: Phase, done: u64, _: u64| progress(phase, uki.length + done, total);
-        write_to_slot(bundle, ContentRole::SystemImage, &plan, &mut each).await?;
-    }
+    staged_image.write(&plan, &mut each)?;
     if let Some(args) = &verity_args {
         verity::check_slot(&plan.slot, image.length, args).map_err(ApplyError::RootUnverified)?;
     }
@@ -639,6 +665,7 @@ pub async fn install_full(
     for old in stale {
         fs::remove_file(&old).map_err(io_error("removing an earlier entry of this version", &old))?;
     }
+    remove_interrupted_copies(&slots.esp_dir).map_err(io_error("removing a UKI copy a power cut left on the ESP", &slots.esp_dir))?;
     place(staged_uki, &dest).map_err(io_error("writing the UKI to the ESP", &dest))?;
     let read_back = wardbox_update::slot::hash_prefix(&dest, uki.length, &mut |_: u64| {})?;
     if read_back != uki.sha256 || fs::metadata(&dest).map(|m| m.len()).ok() != Some(uki.length) {
@@ -659,6 +686,16 @@ mod tests {
         assert_eq!(n.to_string(), "gemma3:270m");
         for bad in ["blobs/x", "manifests/a/b/c", "manifests/a/b/c/d/e", "manifests/h/n/../t"] {
             assert!(model_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn copies_a_power_cut_left_on_the_esp_are_told_from_entries() {
+        for name in [".wardbox-1.2.0+3.efi.4242.tmp", ".wardbox-1.10.0+3.efi.1.tmp"] {
+            assert!(is_interrupted_copy(name), "{name}");
+        }
+        for name in ["wardbox-1.2.0+3.efi", ".wardbox-1.2.0+3.efi.tmp", ".wardbox-1.2.0+3.efi.x1.tmp", ".other.efi.12.tmp", ".wardbox-1.2.0+3.efi.12.tmp.efi"] {
+            assert!(!is_interrupted_copy(name), "{name}");
         }
     }
 

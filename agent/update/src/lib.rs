@@ -28,6 +28,6 @@ pub mod verify;
 pub use decide::{BoxFacts, Floors, Refusal, TrustedTime};
 pub use error::UpdateError;
 pub use manifest::{BundleKind, BundleManifest, ContentRole, Version, parse_manifest};
-pub use slot::{Phase, SlotPlan, SlotReceipt, write_to_slot};
+pub use slot::{Phase, SlotPlan, SlotReceipt, StagedSlotImage, stage_for_slot, write_to_slot};
 pub use state::State;
 pub use verify::{VerifiedBundle, verify_bundle, verify_bundle_via};

@@ -78,6 +78,27 @@ pub async fn write_to_slot(
     plan: &SlotPlan,
     progress: &mut (dyn FnMut(Phase, u64, u64) + Send),
 ) -> Result<SlotReceipt, UpdateError> {
+    stage_for_slot(bundle, role, plan, progress).await?.write(plan, progress)
+}
+
+/// A target verified into staging for a slot, not yet written: what the caller may act on
+/// (remove the boot entries that name the slot) only once the stick's bytes are known good.
+#[derive(Debug)]
+pub struct StagedSlotImage {
+    staged: tempfile::NamedTempFile,
+    target: SignedTarget,
+    verify_time: Duration,
+}
+
+/// Verifies the bundle's target with `role` into staging, after checking that it fits the slot
+/// and the staging space and that the slot is not the running one. Touches no slot: a
+/// truncated, oversized or corrupt target from the stick fails here.
+pub async fn stage_for_slot(
+    bundle: &VerifiedBundle,
+    role: ContentRole,
+    plan: &SlotPlan,
+    progress: &mut (dyn FnMut(Phase, u64, u64) + Send),
+) -> Result<StagedSlotImage, UpdateError> {
     let target = bundle.target_for(role)?.clone();
     check_not_running(plan)?;
     let capacity = slot_capacity(&plan.slot)?;
@@ -93,45 +114,52 @@ pub async fn write_to_slot(
             available: free,
         });
     }
-
     let started = Instant::now();
     let staged = stage(bundle, &target, &plan.staging_dir, progress).await?;
-    let verify_time = started.elapsed();
+    Ok(StagedSlotImage { staged, target, verify_time: started.elapsed() })
+}
 
-    // From here on the bytes are verified; the slot is opened for writing only now.
-    let slot = plan.slot.clone();
-    let staged_path = staged.path().to_owned();
-    let expected = target.sha256.clone();
-    let length = target.length;
-    let started = Instant::now();
-    let (written_hash, write_time, read_back) = {
-        let mut progress_write = |done| progress(Phase::Writing, done, length);
-        let written = copy_to_slot(&staged_path, &slot, length, &mut progress_write)?;
-        let write_time = started.elapsed();
+impl StagedSlotImage {
+    /// Writes the verified copy to the plan's slot and reads it back.
+    pub fn write(self, plan: &SlotPlan, progress: &mut (dyn FnMut(Phase, u64, u64) + Send)) -> Result<SlotReceipt, UpdateError> {
+        let StagedSlotImage { staged, target, verify_time } = self;
+        // The running slot is refused again: the plan is the caller's, and may be another.
+        check_not_running(plan)?;
+        // From here on the bytes are verified; the slot is opened for writing only now.
+        let slot = plan.slot.clone();
+        let staged_path = staged.path().to_owned();
+        let expected = target.sha256.clone();
+        let length = target.length;
         let started = Instant::now();
-        let mut progress_read = |done| progress(Phase::ReadingBack, done, length);
-        let read_back = hash_prefix(&slot, length, &mut progress_read)?;
-        (written, write_time, (read_back, started.elapsed()))
-    };
-    drop(staged);
-    if written_hash != expected {
-        return Err(UpdateError::Corrupt(format!(
-            "the staged copy of {} changed before it was written (sha256 {written_hash}, signed {expected})",
-            target.name
-        )));
+        let (written_hash, write_time, read_back) = {
+            let mut progress_write = |done| progress(Phase::Writing, done, length);
+            let written = copy_to_slot(&staged_path, &slot, length, &mut progress_write)?;
+            let write_time = started.elapsed();
+            let started = Instant::now();
+            let mut progress_read = |done| progress(Phase::ReadingBack, done, length);
+            let read_back = hash_prefix(&slot, length, &mut progress_read)?;
+            (written, write_time, (read_back, started.elapsed()))
+        };
+        drop(staged);
+        if written_hash != expected {
+            return Err(UpdateError::Corrupt(format!(
+                "the staged copy of {} changed before it was written (sha256 {written_hash}, signed {expected})",
+                target.name
+            )));
+        }
+        if read_back.0 != expected {
+            return Err(UpdateError::WriteVerify { slot, expected, actual: read_back.0 });
+        }
+        Ok(SlotReceipt {
+            target: target.name,
+            slot,
+            length,
+            sha256: expected,
+            verify_time,
+            write_time,
+            read_back_time: read_back.1,
+        })
     }
-    if read_back.0 != expected {
-        return Err(UpdateError::WriteVerify { slot, expected, actual: read_back.0 });
-    }
-    Ok(SlotReceipt {
-        target: target.name,
-        slot,
-        length,
-        sha256: expected,
-        verify_time,
-        write_time,
-        read_back_time: read_back.1,
-    })
 }
 
 /// Streams one signed target from the stick into a new temporary file in `staging_dir` (after
