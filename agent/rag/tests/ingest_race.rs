@@ -162,3 +162,56 @@ fn two_different_notes_uploaded_at_once_to_a_patient_keep_their_own_names() {
     assert!(visit.contains("Okonkwo") && !visit.contains("Halvorsen"), "the visit note reads back as: {visit}");
     assert!(phone.contains("Halvorsen") && !phone.contains("Okonkwo"), "the phone note reads back as: {phone}");
 }
+
+/// Stores a new pseudonym for the owner on another connection every time it is asked to embed:
+/// a patient whose record never stops changing while a document is embedded.
+struct EverChangingOwner {
+    inner: HashEmbedder,
+    other: Mutex<Connection>,
+    owner: i64,
+    calls: Mutex<u32>,
+}
+
+impl Embedder for EverChangingOwner {
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    fn dims(&self) -> usize {
+        self.inner.dims()
+    }
+
+    fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
+        Box::pin(async move {
+            let n = {
+                let mut calls = self.calls.lock().expect("lock");
+                *calls += 1;
+                *calls
+            };
+            {
+                let other = self.other.lock().expect("lock");
+                let mut scope = index::load_pseudonyms(&other, self.owner).expect("pseudonyms");
+                let person = format!("Visit note\nS: seen with Mr. Perpetuus Changeling{n}.");
+                let _ = deid::deidentify(&person, &deid::KnownIdentifiers::default(), &mut scope);
+                index::save_pseudonyms(&other, self.owner, &mut scope).expect("save");
+            }
+            self.inner.embed(texts).await
+        })
+    }
+}
+
+/// When the patient's pseudonyms change during every attempt, the upload gives up after a few
+/// and says so; nothing of it is stored.
+#[test]
+fn an_upload_that_never_finds_the_pseudonyms_unchanged_is_refused_and_stores_nothing() {
+    let mut race = Race::new();
+    let patient = race.patient("MRN-RACE-3");
+    let other = race.second.take().expect("the second connection");
+    let embedder = EverChangingOwner { inner: HashEmbedder::new(index::DIMS), other: Mutex::new(other), owner: patient, calls: Mutex::new(0) };
+    let out = race.rt.block_on(ingest::ingest_bytes(&mut race.first, &embedder, "visit.txt", NOTE_OKONKWO, &Owner::Indexed(patient), ChunkConfig::default()));
+    assert!(matches!(out, Err(IngestError::Busy(_))), "{out:?}");
+    assert_eq!(*embedder.calls.lock().expect("lock"), 5, "de-identified and embedded again each time, five times in all");
+    assert_eq!(race.documents(), 0);
+    let names = index::load_pseudonyms(&race.first, patient).expect("pseudonyms");
+    assert!(!deid::reidentify("[NAME-1] [NAME-2] [NAME-3] [NAME-4] [NAME-5] [NAME-6]", &names).contains("Okonkwo"), "a pseudonym of the refused note was stored");
+}
