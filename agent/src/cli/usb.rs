@@ -134,7 +134,7 @@ pub fn run(cmd: UsbCommand) -> CliResult {
         }
         UsbCommand::MountPlan { device, fs_type, label } => match control::mount_plan(&paths, &device, &fs_type, &label, now()) {
             Ok((plan, at)) => {
-                println!("{} {} {}", if plan.read_only { "ro" } else { "rw" }, at.display(), plan.options);
+                println!("{}", control::mount_plan_line(&plan, &at));
                 Ok(ExitCode::SUCCESS)
             }
             Err(why) => {

@@ -221,7 +221,8 @@ impl BoxUpdates {
                 controls,
                 open: true,
                 words: format!(
-                    "open for an {} by {} until {}",
+                    "open for {} {} by {} until {}",
+                    if w.purpose == UsbPurpose::Update { "an" } else { "a" },
                     w.purpose,
                     w.opened_by,
                     Timestamp::from_second(w.until).map(|t| t.strftime("%H:%M:%S UTC").to_string()).unwrap_or_default()

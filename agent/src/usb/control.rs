@@ -379,6 +379,11 @@ pub fn mount_plan(paths: &Paths, device: &str, fs_type: &str, label: &str, now: 
     }
 }
 
+/// The plan as the mount helper reads it (`usb-mount`): one line, `ro|rw DIRECTORY OPTIONS`.
+pub fn mount_plan_line(plan: &MountPlan, at: &Path) -> String {
+    format!("{} {} {}", if plan.read_only { "ro" } else { "rw" }, at.display(), plan.options)
+}
+
 /// The device mounted at the backup disk's mount point, if one is.
 pub fn backup_disk_mounted(paths: &Paths) -> Option<String> {
     mounted_devices(&paths.mount_table).into_iter().find(|(_, at)| *at == paths.backup_disk).map(|(device, _)| device)
@@ -583,6 +588,7 @@ mod tests {
         // The backup disk: read-write at the backup disk's mount point.
         let (plan, at) = mount_plan(&b.paths, "sdb1", "ext4", policy::BACKUP_DISK_LABEL, 1001).expect("the backup disk");
         assert!(!plan.read_only && at == b.paths.backup_disk, "{plan:?} {}", at.display());
+        assert_eq!(mount_plan_line(&plan, &at), format!("rw {} rw,nosuid,nodev,noexec", at.display()), "what usb-mount reads");
         std::fs::write(&b.paths.mount_table, format!("/dev/sda2 / ext4 ro 0 0\n/dev/sdb1 {} ext4 rw,nosuid,nodev,noexec 0 0\n", at.display())).expect("mount table");
         std::fs::remove_file(b.paths.mount_refusal()).expect("the refusal note");
         assert_eq!(wait_for_backup_disk(&b.paths, Duration::from_secs(5)), Ok("sdb1".into()));
