@@ -389,22 +389,31 @@ pub fn backup_disk_mounted(paths: &Paths) -> Option<String> {
     mounted_devices(&paths.mount_table).into_iter().find(|(_, at)| *at == paths.backup_disk).map(|(device, _)| device)
 }
 
+/// How long a wait goes on after the mount helper refused a stick in the window: the backup
+/// disk may still come on another partition of the same disk (a vfat partition beside the
+/// ext4 one), which is mounted or refused a moment later.
+const REFUSAL_GRACE: Duration = Duration::from_secs(3);
+
 /// Waits (at most `wait`) until the backup disk is mounted in the open window, and returns its
-/// device; fails at once when the mount helper refused a stick in this window, or the window is
-/// gone, saying why.
+/// device; fails soon after the mount helper refused a stick in this window (saying why), or
+/// at once when the window is gone.
 pub fn wait_for_backup_disk(paths: &Paths, wait: Duration) -> Result<String, String> {
     let deadline = Instant::now() + wait;
+    let mut refused_since = None;
     loop {
         if let Some(device) = backup_disk_mounted(paths) {
             return Ok(device);
         }
-        if let Ok(why) = std::fs::read_to_string(paths.mount_refusal()) {
-            return Err(format!("the stick that was plugged in is refused: {}", why.trim()));
-        }
         if !matches!(window::read(&paths.window), Ok(Some(_))) {
             return Err("the USB window closed before the backup disk was mounted".into());
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if let Ok(why) = std::fs::read_to_string(paths.mount_refusal()) {
+            let since = *refused_since.get_or_insert(now);
+            if now >= since + REFUSAL_GRACE || now >= deadline {
+                return Err(format!("the stick that was plugged in is refused: {}", why.trim()));
+            }
+        } else if now >= deadline {
             return Err(format!(
                 "no backup disk was mounted within {} s: plug in the backup disk (ext4, labelled {}) while the window is open",
                 wait.as_secs(),
@@ -605,6 +614,22 @@ mod tests {
         assert_eq!(mount_plan(&b.paths, "sdb1", "ext4", policy::BACKUP_DISK_LABEL, 1002).map(|_| ()), Err("no USB window is open".into()));
         assert!(!b.paths.mount_refusal().exists());
         assert!(b.events().iter().any(|e| e.starts_with("mount-refused sdb1 no USB window is open")));
+    }
+
+    #[test]
+    fn a_refused_partition_beside_the_backup_disk_does_not_fail_the_wait() {
+        let b = Box_::new();
+        let mut host = Recorder::default();
+        let now = jiff::Timestamp::now().as_second();
+        open_window(&b.paths, &mut host, Purpose::Backup, "admin", 15, now).expect("open");
+        assert!(mount_plan(&b.paths, "sdb2", "vfat", "EFI", now).is_err());
+        let (table, disk) = (b.paths.mount_table.clone(), b.paths.backup_disk.clone());
+        let partition = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            std::fs::write(table, format!("/dev/sdb1 {} ext4 rw 0 0\n", disk.display())).expect("mount table");
+        });
+        assert_eq!(wait_for_backup_disk(&b.paths, Duration::from_secs(30)), Ok("sdb1".into()));
+        partition.join().expect("thread");
     }
 
     #[test]
