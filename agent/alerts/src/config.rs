@@ -209,7 +209,8 @@ pub struct RelatedRecords {
     /// account's address, set by an administrator, against the patient record's address lines).
     pub same_address: bool,
     /// An address more patients than this share (a care home, a shelter) says little about a
-    /// household, so it raises no `same_address` alert.
+    /// household, so it raises no `same_address` alert. In a block of flats whose records
+    /// often leave the flat out, only the records naming the staff member's flat count.
     pub max_patients_per_address: u32,
 }
 
