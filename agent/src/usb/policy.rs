@@ -125,10 +125,17 @@ pub fn mount_plan(window: Option<&Window>, now: i64, fs_type: &str, label: &str)
         }
         Purpose::Backup | Purpose::Restore => {
             if fs_type != "ext4" || label != BACKUP_DISK_LABEL {
+                // The label itself is not repeated: it is written by whoever formatted the
+                // stick and could name a patient, and the reason goes into the audit trail.
+                let labelled = match label {
+                    "" => "without a label",
+                    BACKUP_DISK_LABEL => "labelled WARDBOX-BACKUP",
+                    _ => "with another label",
+                };
                 return Err(format!(
-                    "not the backup disk: in a {} window only an ext4 file system labelled {BACKUP_DISK_LABEL} is mounted, this one is '{fs_type}' labelled '{}'",
+                    "not the backup disk: in a {} window only an ext4 file system labelled {BACKUP_DISK_LABEL} is mounted, this one is '{}' {labelled}",
                     window.purpose,
-                    label.chars().filter(|c| !c.is_control()).take(32).collect::<String>()
+                    fs_type.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect::<String>()
                 ));
             }
             if window.purpose == Purpose::Backup {
@@ -204,8 +211,10 @@ mod tests {
                 assert!(why.starts_with("not the backup disk") && why.contains(&format!("'{fs}'")), "{fs} {label}: {why}");
             }
         }
-        // The reason is audited: a label with control characters is cut to plain ones.
-        assert!(!mount_plan(Some(&backup), 1001, "ext4", "X\nY\u{1b}").expect_err("label").contains('\u{1b}'));
+        // The reason is audited: it never repeats a label (whoever formatted the stick wrote it).
+        let why = mount_plan(Some(&backup), 1001, "vfat", "J SMITH MRI").expect_err("label");
+        assert!(why.ends_with("this one is 'vfat' with another label") && !why.contains("SMITH"), "{why}");
+        assert!(mount_plan(Some(&backup), 1001, "vfat", "").expect_err("no label").ends_with("without a label"));
     }
 
     #[test]
