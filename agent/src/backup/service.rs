@@ -131,7 +131,10 @@ impl BoxBackups {
         let schedule_words = match (&nightly, config.backup.destination()) {
             (_, None) => "none: no destination is configured".to_owned(),
             (None, Some(_)) if disk_window.is_some() => {
-                "by hand only: the USB backup disk is let in only for a backup an administrator starts (Back up now, or `wardbox backup now` at the console)".to_owned()
+                format!(
+                    "by hand only: the USB backup disk (ext4, labelled {}) is let in only for a backup an administrator starts (Back up now, or `wardbox backup now` at the console); plug it in first, the box opens a USB window for the run and closes it after",
+                    crate::usb::policy::BACKUP_DISK_LABEL
+                )
             }
             (None, Some(_)) => "off: backups run only when started by hand".to_owned(),
             (Some(n), Some(_)) => format!("nightly at {} local time, {}", config.backup.nightly_at, n.offset_words()),
