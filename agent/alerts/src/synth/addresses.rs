@@ -192,12 +192,9 @@ pub fn addresses(family: Family, seed: u64, dir: &Directory) -> Addresses {
         }
         out.household.push(household);
     }
-    // The care home.
-    let care_home = Home { number: 0, street: 0, flat: None, house_name: None };
-    let care_home = {
-        let (number, street) = new_building(&mut rng);
-        Home { number, street, ..care_home }
-    };
+    // The care home: a building of its own, no flats.
+    let (number, street) = new_building(&mut rng);
+    let care_home = Home { number, street, flat: None, house_name: None };
     for _ in 0..rng.int(45, 70) {
         let i = take_free(&mut rng);
         current[i] = Some(care_home.clone());
