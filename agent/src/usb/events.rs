@@ -1,7 +1,8 @@
 //! USB events from the box's root helpers, for the audit trail: every USB device the policy
 //! authorized or refused (`wardbox usb authorize`, run by udev for each device plugged in), every
-//! USB window opened and closed, every stick mounted read-only for the Updates page or refused
-//! by the mount helper, every stick removed. The helpers (`wardbox usb`, and the image's
+//! USB window opened and closed, every stick mounted (read-only for the Updates page or a
+//! restore, read-write for a backup to the backup disk) or refused by the mount helper, every
+//! stick removed. The helpers (`wardbox usb`, and the image's
 //! `/usr/libexec/wardbox/usb-event` and `usb-mount`) write one small JSON file per event into
 //! `update.usb_events_dir` (`/run/wardbox/usb-events`); the daemon reads them every few seconds,
 //! audits each (`lifecycle`, `event: "usb_storage"`) and removes the file. A file that is not a
