@@ -399,7 +399,7 @@ fn inspect_shows_signers_versions_contents_and_notes_and_changes_nothing() {
 }
 
 #[test]
-fn models_apply_installs_the_model_and_it_resolves_and_a_downgrade_is_refused() {
+fn models_apply_installs_the_model_and_it_resolves_a_downgrade_is_refused_and_a_reinstall_repairs() {
     let rt = rt();
     let s = rt.block_on(Signing::new());
     let b = TestBox::new(&s.roots());
@@ -415,24 +415,31 @@ fn models_apply_installs_the_model_and_it_resolves_and_a_downgrade_is_refused() 
     assert!(text(&status).contains("models     1.1.0"), "{}", text(&status));
     assert!(text(&status).contains("last       models-only none -> 1.1.0 installed"), "{}", text(&status));
 
-    // The same version again, and an older one: refused as downgrades, nothing changes.
+    // An older version: refused as a downgrade, nothing changes.
     let before = snapshot(&b.path("models"));
     let older = rt.block_on(s.models("m0", "1.0.0", &pattern(4000, 9), None));
-    for bundle in [&bundle, &older] {
-        let o = b.apply(bundle);
-        assert_eq!(o.status.code(), Some(11), "{}", text(&o));
-        assert!(text(&o).contains("downgrade refused"), "{}", text(&o));
-    }
+    let o = b.apply(&older);
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(text(&o).contains("downgrade refused"), "{}", text(&o));
     assert_eq!(snapshot(&b.path("models")), before);
+
+    // The installed version again is a reinstall: it repairs a damaged blob in the store (as
+    // on a replacement box restored from a backup, whose floors say 1.1.0 but whose store is
+    // empty).
+    std::fs::write(&model.model_path, b"damaged").expect("damage the weights");
+    assert!(store.resolve(&"tiny:1b".parse().expect("name")).is_err(), "a damaged blob still resolves");
+    let o = b.apply(&bundle);
+    assert!(o.status.success(), "{}", text(&o));
+    let model = store.resolve(&"tiny:1b".parse().expect("name")).expect("the reinstalled model resolves");
+    assert_eq!(std::fs::read(&model.model_path).expect("weights"), pattern(5000, 3));
 
     let records = b.update_records();
     check_update_audit(&records, &["what changed, in words", "{{ .Prompt }}"]);
     let installed: Vec<&serde_json::Value> = records.iter().map(|(_, d)| d).filter(|d| d["outcome"] == "installed").collect();
-    assert_eq!(installed.len(), 1, "{records:?}");
-    assert_eq!(installed[0]["to"], "1.1.0");
-    assert_eq!(installed[0]["kind"], "models-only");
+    assert_eq!(installed.len(), 2, "{records:?}");
+    assert!(installed.iter().all(|d| d["to"] == "1.1.0" && d["kind"] == "models-only"), "{records:?}");
     assert_eq!(installed[0]["bundle_sha256"].as_str().map(str::len), Some(64));
-    assert_eq!(records.iter().filter(|(_, d)| d["action"] == "update_refused" && d["exit_code"] == 11).count(), 2, "{records:?}");
+    assert_eq!(records.iter().filter(|(_, d)| d["action"] == "update_refused" && d["exit_code"] == 11).count(), 1, "{records:?}");
 }
 
 #[test]

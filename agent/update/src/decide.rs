@@ -96,7 +96,7 @@ pub enum Refusal {
     )]
     StartingVersion { needs: Version, installed: Version },
     #[error(
-        "downgrade refused: this {kind} bundle is version {bundle}, and version {installed} is already installed (a bundle must be higher)"
+        "downgrade refused: this {kind} bundle is version {bundle}, and version {installed} is already installed (a bundle must be higher; a models bundle may also be the installed version again)"
     )]
     Downgrade { kind: BundleKind, bundle: Version, installed: Version },
     #[error(
@@ -126,8 +126,13 @@ pub fn decide(m: &BundleManifest, facts: &BoxFacts, floors: &Floors) -> Result<(
         BundleKind::Full => Some(floors.system.map_or(facts.system_version, |f| f.max(facts.system_version))),
         kind => floors.of(kind),
     };
+    // Models may be installed again at the installed version: the store holds only what signed
+    // bundles brought, so the same signed release puts back what a store lacks (a replacement
+    // box restored from a backup, which carries the old box's floors but not its models) or
+    // repairs a damaged blob. It cannot take the box back to older models.
+    let reinstall = m.kind == BundleKind::ModelsOnly;
     if let Some(installed) = installed
-        && m.version <= installed
+        && (m.version < installed || (m.version == installed && !reinstall))
     {
         return Err(Refusal::Downgrade { kind: m.kind, bundle: m.version, installed });
     }
@@ -202,6 +207,17 @@ mod tests {
         let floors = Floors { system: Some(Version::new(1, 2, 0)), ..Floors::default() };
         let err = decide(&manifest(BundleKind::Full, Version::new(1, 1, 0)), &f, &floors).expect_err("floor");
         assert!(err.to_string().contains("version 1.2.0 is already installed"), "{err}");
+    }
+
+    #[test]
+    fn the_installed_models_version_may_be_installed_again_but_nothing_else_repeats() {
+        let f = facts();
+        let floors = Floors { models: Some(Version::new(2, 0, 0)), policy: Some(Version::new(2, 0, 0)), ..Floors::default() };
+        assert_eq!(decide(&manifest(BundleKind::ModelsOnly, Version::new(2, 0, 0)), &f, &floors), Ok(()));
+        let older = decide(&manifest(BundleKind::ModelsOnly, Version::new(1, 9, 9)), &f, &floors);
+        assert!(matches!(older, Err(Refusal::Downgrade { .. })), "{older:?}");
+        let policy = decide(&manifest(BundleKind::PolicyOnly, Version::new(2, 0, 0)), &f, &floors);
+        assert!(matches!(policy, Err(Refusal::Downgrade { .. })), "{policy:?}");
     }
 
     #[test]
