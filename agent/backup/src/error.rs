@@ -36,6 +36,11 @@ pub enum BackupError {
     /// The destination ran out of space (or the file size limit) while writing.
     #[error("the backup destination {location} is full (no space left while writing); no snapshot was recorded")]
     DestinationFull { location: String },
+    /// The destination answered a read or write with an I/O error (EIO): a disk that is still
+    /// mounted but failing (bad sectors, a loose cable, a dying stick). Not "full", and not
+    /// "gone": the disk is there and must be checked or replaced.
+    #[error("the backup destination {location} returned an I/O error while trying to {operation}: {detail}; the disk may be failing (check it, or back up to another disk); a backup that fails so records no snapshot")]
+    DestinationIoError { location: String, operation: &'static str, detail: String },
     /// The repository has no snapshot to restore.
     #[error("the repository at {location} has no snapshot")]
     NoSnapshot { location: String },
@@ -61,8 +66,10 @@ pub(crate) fn classify(location: &str, operation: &'static str, err: &rustic_cor
     if refused_credentials(err) {
         return BackupError::CredentialsRefused { location: location.to_owned() };
     }
-    if io_errno_in_chain(err).is_some_and(is_out_of_space) {
-        return BackupError::DestinationFull { location: location.to_owned() };
+    match io_errno_in_chain(err) {
+        Some(errno) if is_out_of_space(errno) => return BackupError::DestinationFull { location: location.to_owned() },
+        Some(libc_errno::EIO) => return io_error(location, operation, &std::io::Error::from_raw_os_error(libc_errno::EIO)),
+        _ => {}
     }
     BackupError::Repository { location: location.to_owned(), operation, message: err.display_log() }
 }
@@ -78,6 +85,16 @@ pub(crate) fn refused_credentials(err: &(dyn std::error::Error + 'static)) -> bo
         current = e.source();
     }
     false
+}
+
+/// The destination's I/O error `io` (EIO) during `operation`, as [`BackupError::DestinationIoError`].
+pub(crate) fn io_error(location: &str, operation: &'static str, io: &std::io::Error) -> BackupError {
+    BackupError::DestinationIoError { location: location.to_owned(), operation, detail: io.to_string() }
+}
+
+/// Whether `io` is the I/O error (EIO) of a failing disk.
+pub(crate) fn is_io_error(io: &std::io::Error) -> bool {
+    io.raw_os_error() == Some(libc_errno::EIO)
 }
 
 /// ENOSPC (disk full), EDQUOT (quota) and EFBIG (file size limit) all mean "the destination
@@ -102,6 +119,7 @@ fn io_errno_in_chain(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
 
 /// The Linux errno values we classify (stable kernel ABI).
 mod libc_errno {
+    pub const EIO: i32 = 5;
     pub const EFBIG: i32 = 27;
     pub const ENOSPC: i32 = 28;
     pub const EDQUOT: i32 = 122;
@@ -120,5 +138,15 @@ mod tests {
         }
         let other = RusticError::with_source(ErrorKind::InputOutput, "x", std::io::Error::from_raw_os_error(13));
         assert!(matches!(classify("/mnt/usb", "backup", &other), BackupError::Repository { .. }));
+    }
+
+    #[test]
+    fn an_io_error_in_the_source_chain_names_the_io_error_not_a_full_disk() {
+        let err = RusticError::with_source(ErrorKind::InputOutput, "write failed", std::io::Error::from_raw_os_error(5));
+        let classified = classify("/mnt/usb", "back up", &err);
+        assert!(matches!(classified, BackupError::DestinationIoError { operation: "back up", .. }), "{classified}");
+        let message = classified.to_string();
+        assert!(message.contains("/mnt/usb") && message.contains("I/O error") && message.contains("back up"), "{message}");
+        assert!(!message.contains("full"), "{message}");
     }
 }

@@ -18,7 +18,7 @@ use rustic_core::{
 
 use zeroize::Zeroizing;
 
-use crate::error::{BackupError, classify, refused_credentials};
+use crate::error::{BackupError, classify, io_error, is_io_error, refused_credentials};
 use crate::progress::{Bars, RunProgress};
 use crate::key::RepositoryKey;
 use crate::retention::Retention;
@@ -120,6 +120,7 @@ impl Destination {
         match self {
             Destination::LocalDirectory(path) => match std::fs::read_dir(path) {
                 Ok(_) => Ok(()),
+                Err(e) if is_io_error(&e) => Err(io_error(&self.location(), "open the destination", &e)),
                 Err(e) => Err(BackupError::DestinationUnavailable { path: path.clone(), reason: e.to_string() }),
             },
             Destination::RestServer { .. } => Ok(()),
@@ -130,7 +131,12 @@ impl Destination {
     /// it, so an unreachable server is [`BackupError::ServerUnreachable`].
     fn holds_repository(&self) -> Result<bool, BackupError> {
         match self {
-            Destination::LocalDirectory(path) => Ok(path.join("config").is_file()),
+            // A disk that answers with an I/O error has not shown that it holds no repository.
+            Destination::LocalDirectory(path) => match std::fs::metadata(path.join("config")) {
+                Ok(meta) => Ok(meta.is_file()),
+                Err(e) if is_io_error(&e) => Err(io_error(&self.location(), "open the destination", &e)),
+                Err(_) => Ok(false),
+            },
             Destination::RestServer { .. } => {
                 let unreachable = |e: Box<rustic_core::RusticError>| {
                     if refused_credentials(e.as_ref()) {
@@ -352,8 +358,13 @@ impl BackupRepository {
     /// a path that holds no repository) is removed again.
     fn lost_destination(&self, rustic_error: Option<&str>) -> Option<BackupError> {
         let Destination::LocalDirectory(path) = &self.destination else { return None };
-        if path.join("config").is_file() {
-            return None;
+        // Only a `config` that is not there means the repository went away. A disk that answers
+        // with an I/O error (failing, still mounted) still holds the repository: its
+        // directories must not be removed, and rustic's error says what failed.
+        match std::fs::symlink_metadata(path.join("config")) {
+            Ok(_) => return None,
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return None,
+            Err(_) => {}
         }
         let mut reason = "the repository went away while it was being written (disk pulled or unmounted, or the directory \
                           removed); no snapshot was recorded"
