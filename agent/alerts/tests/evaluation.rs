@@ -2,8 +2,11 @@
 //! and false alerts per user-week on ordinary work.
 //!
 //! The thresholds and the generator were tuned on the development seeds (1 and 2) only; the
-//! figures asserted here come from the held-out seeds 3001-3005, run once the rules were
-//! fixed. The floors are the figures reached there (docs/alerts.md has the table).
+//! figures asserted here come from held-out seeds, run once after the rules and the generator
+//! were fixed. The floors are the figures reached there (docs/alerts.md has the tables). The
+//! given names of the generator changed after the earlier held-out runs (seeds 3001-3005,
+//! 6001-6005, 7001-7005), which changed every stream, so the tests moved to fresh seeds (8001-8005,
+//! 8101-8105, 8201-8205), each run once.
 
 use std::collections::HashSet;
 
@@ -49,23 +52,26 @@ fn development_seeds() {
 
 #[test]
 fn held_out_seeds_meet_the_floors() {
-    let ev = run(3001..=3005);
-    println!("held-out seeds 3001-3005\n{}", ev.table());
+    let ev = run(8201..=8205);
+    println!("held-out seeds 8201-8205\n{}", ev.table());
     assert!(ev.records > 100_000);
     // Reached on these seeds (20 incidents per rule, 1500 user-weeks): every injected incident
-    // found; false alerts per rule at most these counts (the streams are deterministic, so a
-    // change of the rules that costs recall or adds false alerts fails here).
+    // found but one off-hours incident, which the generator put on a Saturday morning inside
+    // the clinic's Saturday hours (not off hours: the rule is right); false alerts per rule at
+    // most these counts (the streams are deterministic, so a change of the rules that costs
+    // recall or adds false alerts fails here).
+    let least_detected = |rule: Rule| if rule == Rule::OffHours { 19 } else { 20 };
     let most_false = |rule: Rule| match rule {
-        Rule::OffHours => 33,
-        Rule::UnusualPromptSize => 50,
+        Rule::OffHours => 34,
+        Rule::UnusualPromptSize => 62,
         Rule::UnusualHour => 27,
-        Rule::UnusualPatientsPerDay => 1,
+        Rule::UnusualPatientsPerDay => 2,
         _ => 0,
     };
     for (rule, s) in ev.rules.iter().filter(|(r, _)| INJECTED.contains(r)) {
         assert_eq!(s.incidents, 20, "{}", rule.as_str());
         assert!(
-            s.recall().is_some_and(|r| r >= 1.0),
+            s.detected >= least_detected(*rule),
             "{}: recall {:?}",
             rule.as_str(),
             s.recall()
@@ -78,13 +84,13 @@ fn held_out_seeds_meet_the_floors() {
         );
     }
     assert_eq!(ev.rules.len(), 18, "every injected kind is scored");
-    // The aim: at most one false alert per user-week; reached 0.074 for these rules.
+    // The aim: at most one false alert per user-week; reached 0.083 for these rules.
     let older: u32 = INJECTED
         .iter()
         .map(|r| ev.rules.get(r).map_or(0, |s| s.false_alerts))
         .sum();
     assert!(
-        f64::from(older) / ev.user_weeks <= 0.075,
+        f64::from(older) / ev.user_weeks <= 0.084,
         "{}",
         f64::from(older) / ev.user_weeks
     );
@@ -93,11 +99,12 @@ fn held_out_seeds_meet_the_floors() {
 /// The related-record rules were developed on family A (seeds 1 and 2) only. Family B writes
 /// names otherwise (records `Family, Given` with accents and double surnames, staff accounts
 /// without accents and with suffixes; other surname pools); these figures come from it, seeds
-/// 6001-6005, run once after the rules were fixed (docs/alerts.md has the table).
+/// 8001-8005, run once after the rules and the generator's given names were fixed
+/// (docs/alerts.md has the table).
 #[test]
 fn held_out_family_for_related_records() {
-    let ev = run_family(Family::B, 6001..=6005);
-    println!("held-out family B, seeds 6001-6005\n{}", ev.table());
+    let ev = run_family(Family::B, 8001..=8005);
+    println!("held-out family B, seeds 8001-8005\n{}", ev.table());
     assert!(ev.records > 100_000);
     for rule in INJECTED_RELATED {
         let s = ev.rules.get(&rule).copied().unwrap_or_default();
@@ -105,9 +112,9 @@ fn held_out_family_for_related_records() {
         // Reached on these seeds (20 incidents each, 1500 user-weeks). A relative whose
         // surname more than `max_patients_per_surname` patients carry is not found by its name.
         let (least_recall, most_false) = match rule {
-            Rule::OwnRecord => (1.0, 4),
-            Rule::CoworkerRecord => (1.0, 76),
-            _ => (0.6, 20),
+            Rule::OwnRecord => (1.0, 7),
+            Rule::CoworkerRecord => (1.0, 72),
+            _ => (0.85, 12),
         };
         assert!(
             s.recall().is_some_and(|r| r >= least_recall),
@@ -153,12 +160,12 @@ fn development_seeds_with_addresses() {
 /// Addresses held out: family B writes them UK-style (the flat on the line above the street or
 /// before it on the same line, lettered flats, house names, other street words) where the rule
 /// and the generator's households were developed on family A's US-style ones (seeds 1 and 2).
-/// These figures come from seeds 7001-7005, run once after the rule and the generator were
-/// fixed (docs/alerts.md has the table).
+/// These figures come from seeds 8101-8105, run once after the rule and the generator (its
+/// addresses, then its given names) were fixed (docs/alerts.md has the table).
 #[test]
 fn held_out_family_for_addresses() {
-    let (ev, relatives) = run_with_addresses(Family::B, 7001..=7005);
-    println!("held-out family B with addresses, seeds 7001-7005\n{}\n{}", ev.table(), relatives.table());
+    let (ev, relatives) = run_with_addresses(Family::B, 8101..=8105);
+    println!("held-out family B with addresses, seeds 8101-8105\n{}\n{}", ev.table(), relatives.table());
     assert!(ev.records > 100_000);
     // Reached on these seeds (20 incidents per kind, 1500 user-weeks); the streams are
     // deterministic, so a change that costs recall or adds false alerts fails here.
@@ -166,30 +173,32 @@ fn held_out_family_for_addresses() {
     // household members (any surname).
     let (name, home, all) = (relatives.by_name, relatives.household, relatives.all());
     assert_eq!((name.incidents, home.incidents), (20, 20));
-    assert!(home.by_address >= 18, "household members found by same_address alone: {home:?}");
-    assert!(home.by_either >= 19, "household members found by either rule: {home:?}");
+    assert!(home.by_address >= 17, "household members found by same_address alone: {home:?}");
+    assert!(home.by_either >= 17, "household members found by either rule: {home:?}");
     assert!(name.by_surname >= 16, "relatives by name found by same_surname alone: {name:?}");
-    assert!(name.by_either >= 17, "relatives by name found by either rule: {name:?}");
-    assert!(all.by_either >= 36, "relatives' records found by either rule: {all:?}");
-    assert!(relatives.false_surname_alone <= 12, "{relatives:?}");
-    assert!(relatives.false_address_alone <= 39, "{relatives:?}");
-    assert!(relatives.false_together <= 45, "{relatives:?}");
+    assert!(name.by_either >= 18, "relatives by name found by either rule: {name:?}");
+    assert!(all.by_either >= 35, "relatives' records found by either rule: {all:?}");
+    assert!(relatives.false_surname_alone <= 9, "{relatives:?}");
+    assert!(relatives.false_address_alone <= 30, "{relatives:?}");
+    assert!(relatives.false_together <= 31, "{relatives:?}");
     // Each related-record rule with the defaults (a pair related by name and address raises
     // the name's rule: a relative at home is a same_surname alert, a namesake's own record at
     // the staff member's address a same_address one).
+    // The own records missed here (4 incidents, of 2 staff: Joaquín Schäfer and Élodie Lê, each
+    // with one namesake among the patients) raised same_address.
     for (rule, least_detected, most_false) in [
-        (Rule::OwnRecord, 10, 2),
-        (Rule::CoworkerRecord, 13, 56),
-        (Rule::SameSurname, 16, 12),
-        (Rule::SameAddress, 11, 33),
+        (Rule::OwnRecord, 16, 6),
+        (Rule::CoworkerRecord, 19, 90),
+        (Rule::SameSurname, 16, 9),
+        (Rule::SameAddress, 10, 22),
     ] {
         let s = ev.rules.get(&rule).copied().unwrap_or_default();
         assert_eq!(s.incidents, 20, "{}", rule.as_str());
         assert!(s.detected >= least_detected, "{}: {s:?}", rule.as_str());
         assert!(s.false_alerts <= most_false, "{}: {s:?}", rule.as_str());
     }
-    // The aim: at most one false alert per user-week; 0.155 for all 19 rules here.
-    assert!(ev.false_per_user_week(None) <= 0.156, "{}", ev.false_per_user_week(None));
+    // The aim: at most one false alert per user-week; 0.161 for all 19 rules here.
+    assert!(ev.false_per_user_week(None) <= 0.162, "{}", ev.false_per_user_week(None));
 }
 
 #[test]

@@ -10,8 +10,18 @@
 //!   suffixes (`Jose Nunez, RN`, `Dr. Ana Garcia-Lopez, MD`); a relative may carry one half of
 //!   a staff member's double surname, or the double surname of which the staff member has one
 //!   half. Other surname pools, other given names.
+//!
+//! Given names are drawn as often as people carry them (`given.rs`: the 1990 US census's
+//! shares for 400 names, two thirds of people; the others a rarer name each), so that a staff
+//! member whose surname `n` patients carry shares their full name with `n × 0.0028` patients
+//! on average, as in a real population. (A pool of 24 given names drawn evenly made it `n / 24`,
+//! fifteen times too many namesakes.)
 
 use super::Rng;
+
+mod given;
+
+use given::{GIVEN_A, GIVEN_B};
 
 /// Which family of names a stream is generated in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,19 +36,11 @@ const COMMON_A: &[&str] = &[
     "Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Wilson", "Anderson", "Taylor", "Thomas", "Moore",
     "Martin", "Jackson", "Thompson", "White", "Harris", "Clark", "Lewis", "Walker", "Hall", "Young", "Allen", "King",
 ];
-const GIVEN_A: &[&str] = &[
-    "James", "Mary", "John", "Patricia", "Robert", "Jennifer", "Michael", "Linda", "David", "Susan", "Karen", "Daniel",
-    "Nancy", "Paul", "Lisa", "Mark", "Betty", "Steven", "Helen", "Kevin", "Sandra", "Brian", "Donna", "George",
-];
 const SYLLABLES_A: &[&str] = &["ash", "brook", "cal", "den", "fair", "gold", "hart", "kings", "lang", "mor", "pen", "ren", "stan", "thorn", "wick", "ley", "ford", "by", "ton", "well"];
 
 const COMMON_B: &[&str] = &[
     "García", "Rodríguez", "Martínez", "Hernández", "López", "González", "Pérez", "Sánchez", "Ramírez", "Nguyễn", "Trần",
     "Lê", "Phạm", "Müller", "Schäfer", "Jiménez", "Díaz", "Gómez", "Muñoz", "Álvarez", "Romero", "Ruiz", "Núñez", "Ortíz",
-];
-const GIVEN_B: &[&str] = &[
-    "José", "María", "Ángel", "Lucía", "Andrés", "Sofía", "Joaquín", "Inés", "Tomás", "Begoña", "Minh", "Thảo", "Jürgen",
-    "Björn", "Zoë", "Renée", "Óscar", "Raúl", "Élodie", "Iñaki", "Ramón", "Verónica", "Hùng", "Anaïs",
 ];
 const SYLLABLES_B: &[&str] = &["bel", "cas", "dor", "ech", "fal", "gar", "ibá", "lar", "mén", "nar", "olá", "qui", "rós", "sal", "tor", "urr", "val", "zú", "ñez", "aga"];
 
@@ -59,6 +61,19 @@ fn rare(rng: &mut Rng, syllables: &[&str]) -> String {
         s = first.to_uppercase().chain(s.chars().skip(1)).collect();
     }
     s
+}
+
+/// A given name, drawn with the shares of `pool` (per million people); the people the pool's
+/// names leave out get a rare name.
+fn given_name(rng: &mut Rng, pool: &[(&str, u32)], syllables: &[&str]) -> String {
+    let mut draw = rng.unit() * 1_000_000.0;
+    for (name, per_million) in pool {
+        draw -= f64::from(*per_million);
+        if draw < 0.0 {
+            return (*name).to_string();
+        }
+    }
+    rare(rng, syllables)
 }
 
 /// Accents off, as a directory without them would spell a name.
@@ -99,7 +114,7 @@ pub fn directory(family: Family, seed: u64, users: &[(String, bool)], patients: 
         };
         if family == Family::B && rng.chance(0.2) { vec![one(rng), one(rng)] } else { vec![one(rng)] }
     };
-    let mut names: Vec<Name> = (0..patients).map(|_| Name { given: rng.pick(given).to_string(), family: surname(&mut rng) }).collect();
+    let mut names: Vec<Name> = (0..patients).map(|_| Name { given: given_name(&mut rng, given, syllables), family: surname(&mut rng) }).collect();
     let record_name = |n: &Name| match family {
         Family::A => format!("{} {}", n.given, n.family.join(" ")),
         Family::B => format!("{}, {}", n.family.join("-"), n.given),
@@ -115,7 +130,7 @@ pub fn directory(family: Family, seed: u64, users: &[(String, bool)], patients: 
         } else {
             vec![rare(&mut rng, syllables)]
         };
-        let name = Name { given: rng.pick(given).to_string(), family: family_name };
+        let name = Name { given: given_name(&mut rng, given, syllables), family: family_name };
         let display = match (family, clinician) {
             (Family::A, true) => format!("Dr {} {}", name.given, name.family.join(" ")),
             (Family::A, false) => format!("{} {}", name.given, name.family.join(" ")),
@@ -148,7 +163,7 @@ pub fn directory(family: Family, seed: u64, users: &[(String, bool)], patients: 
                 (Family::B, 1) if rng.chance(0.4) => vec![name.family[0].clone(), rng.pick(common).to_string()],
                 _ => name.family.clone(),
             };
-            names[i] = Name { given: rng.pick(given).to_string(), family: family_name };
+            names[i] = Name { given: given_name(&mut rng, given, syllables), family: family_name };
             kin.push(i);
         }
         d.relatives.push(kin);
@@ -160,4 +175,66 @@ pub fn directory(family: Family, seed: u64, users: &[(String, bool)], patients: 
 /// The id of patient `i` as the synthetic records name it.
 pub fn patient_id(i: usize) -> String {
     format!("P{i:05}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relations::NameKey;
+
+    /// How often two people drawn from a pool share a given name (the rare names the pool
+    /// leaves out are thousands, so they add next to nothing).
+    fn shared_given_name(pool: &[(&str, u32)]) -> f64 {
+        pool.iter().map(|(_, m)| (f64::from(*m) / 1e6).powi(2)).sum()
+    }
+
+    #[test]
+    fn given_names_are_as_common_as_in_a_real_population() {
+        for pool in [GIVEN_A, GIVEN_B] {
+            // The 1990 US census: two people share a given name with probability 0.0028; the
+            // commonest name is carried by 1.7 % of people; 400 names cover two thirds.
+            let p = shared_given_name(pool);
+            assert!((0.0025..0.0031).contains(&p), "{p}");
+            assert_eq!(pool.len(), 400);
+            assert!(pool[0].1 <= 17_000, "{:?}", pool[0]);
+            let covered: u32 = pool.iter().map(|(_, m)| m).sum();
+            assert!((600_000..700_000).contains(&covered), "{covered}");
+            // Shares fall with rank, and no two names are one name to the rules.
+            assert!(pool.windows(2).all(|w| w[0].1 >= w[1].1));
+            let folded: std::collections::HashSet<_> =
+                pool.iter().map(|(n, _)| plain(n).to_lowercase()).collect();
+            assert_eq!(folded.len(), pool.len());
+            assert!(pool.iter().all(|(n, _)| NameKey::of(n).is_some_and(|k| k.surnames == [plain(n).to_lowercase()])), "{pool:?}");
+        }
+    }
+
+    /// Patients other than the staff member's own record who carry the staff member's full
+    /// name, per staff member, over many directories; and what the names' shares predict for
+    /// them (the patients who carry the staff member's surname, times 0.0028).
+    fn namesakes(family: Family, seeds: std::ops::RangeInclusive<u64>) -> (f64, f64) {
+        let users: Vec<(String, bool)> = (0..15).map(|i| (format!("u{i}"), i < 8)).collect();
+        let (mut found, mut predicted, mut staff) = (0usize, 0.0, 0usize);
+        for seed in seeds {
+            let d = directory(family, seed, &users, 4000);
+            let keys: Vec<NameKey> = d.patients.iter().filter_map(|(_, n)| NameKey::of(n)).collect();
+            for (i, (_, display)) in d.staff.iter().enumerate() {
+                let k = NameKey::of(display).expect("a name");
+                let same = keys.iter().filter(|p| p.full == k.full).count();
+                found += same - usize::from(d.own_record[i].is_some());
+                let surname = keys.iter().filter(|p| p.surnames[0] == k.surnames[0]).count();
+                predicted += surname as f64 * shared_given_name(if family == Family::A { GIVEN_A } else { GIVEN_B });
+                staff += 1;
+            }
+        }
+        (found as f64 / staff as f64, predicted / staff as f64)
+    }
+
+    #[test]
+    fn namesakes_among_the_patients_are_as_rare_as_the_names_predict() {
+        for family in [Family::A, Family::B] {
+            let (found, predicted) = namesakes(family, 1..=40);
+            println!("{family:?}: {found:.3} namesakes per staff member, {predicted:.3} predicted");
+            assert!(found <= 2.0 * predicted + 0.02, "{family:?}: {found} namesakes per staff member, {predicted} predicted");
+        }
+    }
 }
