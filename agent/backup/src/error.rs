@@ -39,7 +39,7 @@ pub enum BackupError {
     /// The destination answered a read or write with an I/O error (EIO): a disk that is still
     /// mounted but failing (bad sectors, a loose cable, a dying stick). Not "full", and not
     /// "gone": the disk is there and must be checked or replaced.
-    #[error("the backup destination {location} returned an I/O error while trying to {operation}: {detail}; the disk may be failing (check it, or back up to another disk); a backup that fails so records no snapshot")]
+    #[error("the backup destination {location} returned an I/O error while trying to {operation} ({detail}): the disk may be failing; check it, or back up to another disk")]
     DestinationIoError { location: String, operation: &'static str, detail: String },
     /// The repository has no snapshot to restore.
     #[error("the repository at {location} has no snapshot")]

@@ -66,7 +66,7 @@ pub enum RotateError {
     /// The box holds and uses the new key, which opens the repository; removing the old key
     /// failed, so it may still open the repository.
     #[error(
-        "the backup key was rotated only in part: this box now backs up with the new key (fingerprint {new}), which opens the repository, but removing the old key (fingerprint {old}) failed, so it may still open the repository: {error}. Run `wardbox backup rotate-key` again when the destination is reachable: it removes every key but its own",
+        "the backup key was rotated only in part: this box now backs up with the new key (fingerprint {new}), which opens the repository, but removing the old key (fingerprint {old}) failed, so it may still open the repository: {error}. Run `wardbox backup rotate-key` again when the destination is reachable and works again: it removes every key but its own",
         new = .0.new_fingerprint,
         old = .0.old_fingerprint,
         error = .0.error
