@@ -74,3 +74,39 @@ fn a_disk_returning_io_errors_fails_the_backup_by_name_and_the_next_run_recovers
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&snap.id), "{}", text(&out));
     drop(failing);
 }
+
+/// One file the disk cannot read (a bad sector under the repository's `config`) is not a pulled
+/// disk: the check after every operation for a repository that went away must not take a
+/// `config` it cannot stat for a missing one, and remove the repository's directories on the
+/// disk as strays (it did: `data`, `index`, `snapshots` and `keys` were deleted).
+#[test]
+fn a_config_the_disk_cannot_read_is_not_taken_for_a_pulled_disk_and_nothing_is_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, disk, usb, control) = (tmp.path().join("source"), tmp.path().join("disk"), tmp.path().join("usb"), tmp.path().join("control"));
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::create_dir(&usb).unwrap();
+    make_source(&source, 1 << 20);
+    let key = RepositoryKey::generate().unwrap();
+    let dest = Destination::LocalDirectory(usb.clone());
+    let failing = FailingDisk::mount(&disk, &usb, &control);
+    BackupRepository::init(&dest, &key).unwrap();
+
+    // The repository is open (its config read); then the config's sector goes bad.
+    let mut repo = BackupRepository::open(&dest, &key).unwrap();
+    failing.fail_path("config");
+    let outcome = repo.backup(&source, &["nightly"]);
+    let fired = failing.fired();
+    assert!(fired.as_deref().is_some_and(|f| f.ends_with(" /config")), "nothing asked the disk for the config: {fired:?}; {outcome:?}");
+    for part in ["config", "keys", "data", "index", "snapshots"] {
+        assert!(disk.join(part).exists(), "{part} was removed from the disk: {outcome:?}");
+    }
+    // rustic wrote every pack, the index and the snapshot: the backup stands.
+    let snap = outcome.expect("the backup wrote everything it needed");
+
+    failing.heal();
+    let repo = BackupRepository::open(&dest, &key).unwrap();
+    assert_eq!(repo.snapshots().unwrap().iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![snap.id.clone()]);
+    let report = repo.check(true).unwrap();
+    assert!(report.is_ok() && report.warnings.is_empty(), "{report:?}");
+    drop(failing);
+}

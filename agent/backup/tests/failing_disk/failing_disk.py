@@ -12,6 +12,8 @@ Control files (written by the test, read at every operation):
 
 - `fail`: while it exists, every operation returns EIO (the disk failed; removing it is the
   disk working again).
+- `fail-path`: a path relative to the root (e.g. `config`); every operation on it returns EIO
+  (a bad sector under one file), the rest of the disk works.
 - `fail-writes-after`: a byte count N; once N bytes have been written through the mount, every
   write returns EIO (reads still work: a disk whose writes fail).
 - `fail-at-unlink-in`: a directory relative to the root (e.g. `keys`); the first unlink of a
@@ -58,10 +60,16 @@ class FailingDisk(fuse.Operations):
                 with open(fired, "w") as f:
                     f.write(what + "\n")
 
-    def _check(self):
+    def _check(self, op, args):
         if os.path.exists(self._control("fail")):
             self._fire("fail")
             raise fuse.FuseOSError(errno.EIO)
+        bad = self._control("fail-path")
+        if os.path.exists(bad) and args and isinstance(args[0], str):
+            with open(bad) as f:
+                if args[0].strip("/") == f.read().strip().strip("/"):
+                    self._fire(f"{op} {args[0]}")
+                    raise fuse.FuseOSError(errno.EIO)
 
     def _real(self, path):
         return os.path.join(self.backing, path.lstrip("/"))
@@ -70,7 +78,7 @@ class FailingDisk(fuse.Operations):
 
     def __call__(self, op, *args):
         if op not in ("init", "destroy"):
-            self._check()
+            self._check(op, args)
         try:
             return super().__call__(op, *args)
         except OSError as e:

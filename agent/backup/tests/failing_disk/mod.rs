@@ -79,6 +79,12 @@ impl FailingDisk {
         std::fs::rename(file.with_extension("new"), file).unwrap();
     }
 
+    /// Every operation on `path` (relative to the disk's root) fails with EIO: a bad sector
+    /// under one file; the rest of the disk works.
+    pub fn fail_path(&self, path: &str) {
+        self.set("fail-path", path);
+    }
+
     /// Once `bytes` more have been written through the mount, every write fails with EIO.
     pub fn fail_writes_after(&self, bytes: u64) {
         self.set("fail-writes-after", &bytes.to_string());
@@ -97,7 +103,7 @@ impl FailingDisk {
 
     /// The disk works again (as after it was plugged in anew): every fault is cleared.
     pub fn heal(&self) {
-        for name in ["fail", "fail-writes-after", "fail-at-unlink-in"] {
+        for name in ["fail", "fail-path", "fail-writes-after", "fail-at-unlink-in"] {
             match std::fs::remove_file(self.control.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
