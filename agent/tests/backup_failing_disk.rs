@@ -203,6 +203,13 @@ fn a_disk_returning_io_errors_fails_the_night_alerts_and_the_next_night_recovers
     let alert = a.audit_details().into_iter().find(|d| d["source"] == "backup" && d["event"] == "backup_failed").unwrap();
     assert!(alert["reason"].as_str().unwrap().contains("I/O error"), "{alert}");
 
+    // Failing entirely, the disk is named as failing, not as absent, also by the appliance's
+    // check that a disk is mounted at `usb_path`.
+    failing.fail_everything();
+    let err = wardbox::backup::schedule::ensure_mounted(&a.usb).expect_err("a disk answering with EIO");
+    assert!(matches!(err, BackupError::DestinationIoError { .. }), "{err:?}");
+    assert!(err.to_string().contains("I/O error") && !err.to_string().contains("not available"), "{err}");
+
     // The next night the disk works again: the backup succeeds and clears the alert; the stock
     // restic finds the repository sound, with exactly the good snapshot.
     failing.heal();

@@ -172,12 +172,19 @@ impl BackupConfig {
 /// On the appliance the USB disk must be mounted at `usb_path`: an empty mount point is a
 /// directory of the system disk, and a backup there would "succeed" onto the wrong disk (and
 /// fill it). Refused as [`wardbox_backup::BackupError::DestinationUnavailable`], like a disk
-/// that is not there. A dev box backs up into any directory.
+/// that is not there. A disk that is mounted but answers with an I/O error (failing) is
+/// [`wardbox_backup::BackupError::DestinationIoError`], as the backup crate names it. A dev box
+/// backs up into any directory.
 pub fn ensure_mounted(path: &std::path::Path) -> Result<(), wardbox_backup::BackupError> {
     let unavailable = |reason: String| wardbox_backup::BackupError::DestinationUnavailable { path: path.to_owned(), reason };
     match is_mount_point(path) {
         Ok(true) => Ok(()),
         Ok(false) => Err(unavailable("no disk is mounted there (the directory belongs to the system disk); plug in and mount the backup disk".into())),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EIO as i32) => Err(wardbox_backup::BackupError::DestinationIoError {
+            location: path.display().to_string(),
+            operation: "open the destination",
+            detail: e.to_string(),
+        }),
         Err(e) => Err(unavailable(e.to_string())),
     }
 }
