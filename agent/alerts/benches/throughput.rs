@@ -49,6 +49,7 @@ fn main() {
         incidents_per_kind: 4,
         family: Family::A,
         addresses: false,
+        contacts: false,
     });
     let records: Vec<_> = stream.records.iter().map(|r| r.as_record()).collect();
 

@@ -187,8 +187,9 @@ impl Default for Dormant {
     }
 }
 
-/// A user opening their own record, the record of a patient who shares their surname, or a
-/// co-worker's record. Names are compared in memory when the relations are built
+/// A user opening their own record, the record of a patient who shares their surname, a
+/// co-worker's record, one of a patient at their address, or one whose record names them as a
+/// contact. Names are compared in memory when the relations are built
 /// (`relations.rs`), never written anywhere.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -212,6 +213,11 @@ pub struct RelatedRecords {
     /// household, so it raises no `same_address` alert. In a block of flats whose records
     /// often leave the flat out, only the records naming the staff member's flat count.
     pub max_patients_per_address: u32,
+    /// A user opening the record of a patient whose record names the user as a contact (FHIR
+    /// `Patient.contact`: next of kin, emergency contact), by the user's full name. A name
+    /// more than `max_patients_per_name` patients carry, or that another account carries too,
+    /// names a namesake as likely as the user, so it raises no `next_of_kin` alert.
+    pub next_of_kin: bool,
 }
 
 impl Default for RelatedRecords {
@@ -225,6 +231,7 @@ impl Default for RelatedRecords {
             min_surname_chars: 2,
             same_address: true,
             max_patients_per_address: 6,
+            next_of_kin: true,
         }
     }
 }

@@ -49,6 +49,9 @@ pub enum Rule {
     CoworkerRecord,
     /// A user opened the record of a patient who lives at the user's postal address.
     SameAddress,
+    /// A user opened the record of a patient whose record names the user as a contact (next
+    /// of kin, emergency contact).
+    NextOfKin,
     /// A backup failed, or scheduled backups did not run (the agent's `source: "backup"`
     /// records).
     Backup,
@@ -70,7 +73,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 27] = [
+    pub const ALL: [Rule; 28] = [
         Rule::OffHours,
         Rule::BulkAccess,
         Rule::LargePrompt,
@@ -93,6 +96,7 @@ impl Rule {
         Rule::SameSurname,
         Rule::CoworkerRecord,
         Rule::SameAddress,
+        Rule::NextOfKin,
         Rule::Backup,
         Rule::Update,
         Rule::DiskSpace,
@@ -124,6 +128,7 @@ impl Rule {
             Rule::SameSurname => "same_surname",
             Rule::CoworkerRecord => "coworker_record",
             Rule::SameAddress => "same_address",
+            Rule::NextOfKin => "next_of_kin",
             Rule::BreakGlassUnreviewed => "break_glass_unreviewed",
             Rule::Backup => "backup",
             Rule::Update => "update",
@@ -657,6 +662,14 @@ impl Detector {
                     ),
                     "opened the record of a patient who lives at the user's postal address",
                 ),
+                Relation::NextOfKin => (
+                    Rule::NextOfKin,
+                    format!(
+                        "every opening of a record of a patient whose record names the user as a contact (next of kin, emergency contact) by full name, unless more than {} patients carry the name (once a day per record)",
+                        r.max_patients_per_name
+                    ),
+                    "opened the record of a patient whose record names the user as a contact",
+                ),
             };
             out.push(alert(
                 rule,
@@ -1174,6 +1187,15 @@ mod tests {
         assert!(!text.to_lowercase().contains("quist") && !text.contains("103"), "{text}");
         assert_eq!(rules(&f.view(86_400 + 9 * H, "ann", "101")), vec![Rule::OwnRecord], "the next day again");
         assert_eq!(rules(&f.view(86_400 + 9 * H + 60, "bob", "101")), vec![Rule::CoworkerRecord]);
+        // A record naming Bob as its contact.
+        let mut r = Relations::build(&cfg, staff, patients);
+        r.add_next_of_kin(&cfg, staff, patients, [("104", "Marr, Bob")]);
+        f.d.set_relations(r);
+        let nok = f.view(86_400 + 9 * H + 120, "bob", "104");
+        assert_eq!(rules(&nok), vec![Rule::NextOfKin]);
+        let text = serde_json::to_string(&nok).expect("json");
+        assert!(!text.to_lowercase().contains("marr") && !text.contains("104"), "{text}");
+        assert!(f.view(86_400 + 9 * H + 180, "bob", "104").is_empty(), "once a day");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Which patients stand in a relation to which user: the user's own record, a patient who
-//! shares the user's surname, a co-worker's record, a patient who lives at the user's address.
+//! shares the user's surname, a co-worker's record, a patient who lives at the user's address,
+//! a patient whose record names the user as a contact (next of kin).
 //!
 //! The names are compared here, in memory, once, and never kept: [`Relations::build`] takes
 //! the staff's display names and the patients' names (the agent reads both from the encrypted
@@ -33,6 +34,9 @@ pub enum Relation {
     /// The patient lives at the user's postal address (a member of the household, perhaps),
     /// and few enough patients live there for it to mean something.
     SameAddress,
+    /// The patient's record names the user as a contact (next of kin, emergency contact), by
+    /// the user's full name, and no namesake of the user could be meant.
+    NextOfKin,
 }
 
 /// Words in names that say a rank or a degree, not who someone is.
@@ -167,6 +171,48 @@ impl Relations {
             }
         }
         Relations { pairs }
+    }
+
+    /// Add the next-of-kin relation: `staff` is (user name, display name), `patients` is
+    /// (patient id, the patient's name) for every patient (to tell namesakes), `contacts` is
+    /// (patient id, the name of a contact the patient's record gives: FHIR `Patient.contact`).
+    /// A contact whose full name is a staff member's relates that staff member to the patient,
+    /// compared as the own-record rule compares (a [`NameKey`]'s parts, so order, case,
+    /// accents and titles do not matter), and with the same caution about namesakes: a full
+    /// name that more than `max_patients_per_name` patients carry, or that more than one
+    /// account carries, may be anyone's of that name, and relates no one. A pair already
+    /// related (by name) keeps that relation. The names are read and dropped.
+    pub fn add_next_of_kin<'a>(
+        &mut self,
+        cfg: &RelatedRecords,
+        staff: impl IntoIterator<Item = (&'a str, &'a str)>,
+        patients: impl IntoIterator<Item = (&'a str, &'a str)>,
+        contacts: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        if !cfg.next_of_kin {
+            return;
+        }
+        let mut by_full: HashMap<BTreeSet<String>, Vec<&str>> = HashMap::new();
+        for (user, display) in staff {
+            if let Some(k) = NameKey::of(display).filter(|k| !k.full.is_empty()) {
+                by_full.entry(k.full).or_default().push(user);
+            }
+        }
+        let mut per_name: HashMap<BTreeSet<String>, usize> = HashMap::new();
+        for (_, name) in patients {
+            if let Some(k) = NameKey::of(name).filter(|k| by_full.contains_key(&k.full)) {
+                *per_name.entry(k.full).or_default() += 1;
+            }
+        }
+        let cap = cfg.max_patients_per_name as usize;
+        for (id, contact) in contacts {
+            let Some(k) = NameKey::of(contact) else { continue };
+            let Some([user]) = by_full.get(&k.full).map(Vec::as_slice) else { continue };
+            if per_name.get(&k.full).copied().unwrap_or(0) > cap {
+                continue;
+            }
+            self.pairs.entry(user.to_string()).or_default().entry(hash_id(id)).or_insert(Relation::NextOfKin);
+        }
     }
 
     /// Add the same-address relation: `staff` is (user name, the account's postal address),
@@ -467,6 +513,28 @@ mod tests {
         assert_eq!(r.get("di", hash_id("u0")), None, "eight records could be hers: only her flat's count");
         assert_eq!(r.get("ed", hash_id("f2")), None, "no flat named and eight records: nothing");
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn a_record_naming_a_staff_member_as_contact_relates_them_unless_a_namesake_could_be_meant() {
+        let cfg = RelatedRecords::default();
+        let staff = [("ann", "Dr Ann Quist"), ("bob", "Bob Marr, RN"), ("cy", "Dr. Cy Lowe, MD"), ("cy2", "Cy Lowe"), ("ed", "Ed Stone")];
+        // Bob is a patient himself (his own record); Ed has a namesake among the patients too.
+        let patients = [("1", "Lena Berg"), ("2", "Marr, Bob"), ("3", "Stone, Ed"), ("4", "Ed Stone"), ("5", "Tom Quist"), ("6", "Ida Lee")];
+        let contacts = [("1", "QUIST, Ann"), ("5", "Ann Quist"), ("6", "Marr, Bob"), ("1", "Cy Lowe"), ("6", "Ed Stone"), ("6", "Ann")];
+        let mut r = Relations::build(&cfg, staff, patients);
+        r.add_next_of_kin(&cfg, staff, patients, contacts);
+        assert_eq!(r.get("ann", hash_id("1")), Some(Relation::NextOfKin), "order, case and titles do not matter");
+        assert_eq!(r.get("ann", hash_id("5")), Some(Relation::SameSurname), "a pair related by name keeps that relation");
+        assert_eq!(r.get("bob", hash_id("6")), Some(Relation::NextOfKin), "one patient carries the name: the staff member's own record");
+        assert_eq!(r.get("cy", hash_id("1")), None, "two accounts carry the name");
+        assert_eq!(r.get("cy2", hash_id("1")), None);
+        assert_eq!(r.get("ed", hash_id("6")), None, "two patients carry the name: a namesake may be meant");
+        assert_eq!(r.count(Relation::NextOfKin), 2, "a one-word contact names no one");
+        let off = RelatedRecords { next_of_kin: false, ..cfg.clone() };
+        let mut r = Relations::default();
+        r.add_next_of_kin(&off, staff, patients, contacts);
+        assert!(r.is_empty());
     }
 
     fn key(n: &str) -> NameKey {

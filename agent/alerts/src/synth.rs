@@ -10,11 +10,13 @@
 //! no incident record (false alerts) per user-week.
 
 mod addresses;
+mod contacts;
 mod names;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 pub use addresses::Addresses;
+pub use contacts::{Contact, Contacts};
 pub use names::{Directory, Family};
 
 use serde_json::{Value, json};
@@ -104,6 +106,9 @@ pub struct Stream {
     /// The staff's and the patients' postal addresses (for `same_address`); empty unless the
     /// scenario asks for them.
     pub addresses: Addresses,
+    /// The contacts (next of kin) the patients' records give; empty unless the scenario asks
+    /// for them.
+    pub contacts: Contacts,
 }
 
 impl Stream {
@@ -115,11 +120,10 @@ impl Stream {
 
     /// The same with other related-record settings (a rule switched off).
     pub fn relations_for(&self, cfg: &RelatedRecords) -> Relations {
-        let mut r = Relations::build(
-            cfg,
-            self.directory.staff.iter().map(|(u, n)| (u.as_str(), n.as_str())),
-            self.directory.patients.iter().map(|(p, n)| (p.as_str(), n.as_str())),
-        );
+        let staff = || self.directory.staff.iter().map(|(u, n)| (u.as_str(), n.as_str()));
+        let patients = || self.directory.patients.iter().map(|(p, n)| (p.as_str(), n.as_str()));
+        let mut r = Relations::build(cfg, staff(), patients());
+        r.add_next_of_kin(cfg, staff(), patients(), self.contacts.contacts.iter().map(|c| (c.patient.as_str(), c.name.as_str())));
         r.add_addresses(
             cfg,
             self.addresses.staff.iter().map(|(u, a)| (u.as_str(), a.as_str())),
@@ -143,6 +147,10 @@ pub struct Scenario {
     /// and incidents of a user opening the record of someone in their household, for
     /// `same_address`. Without them a stream is the one measured before addresses existed.
     pub addresses: bool,
+    /// Contacts (next of kin) on the patients' records, staff members among them for their
+    /// relatives (`synth/contacts.rs`), for `next_of_kin`. Without them a stream is the one
+    /// measured before contacts existed.
+    pub contacts: bool,
 }
 
 /// The rules the generator injects incidents for.
@@ -645,6 +653,7 @@ pub fn generate(s: &Scenario) -> Stream {
     if s.addresses {
         inject_households(&mut g, s, &staff, &addresses, first_day, days);
     }
+    let contacts = if s.contacts { contacts::contacts(s.family, s.seed, &directory, &addresses) } else { Contacts::default() };
 
     // Sort by time (stable: a login stays before what follows it at the same second).
     let Gen {
@@ -687,6 +696,7 @@ pub fn generate(s: &Scenario) -> Stream {
         user_weeks: (USERS as u32 * s.weeks) as f64,
         directory,
         addresses,
+        contacts,
     }
 }
 
@@ -1030,12 +1040,19 @@ pub fn evaluate(stream: &Stream) -> Evaluation {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Found {
     pub incidents: u32,
-    /// By `same_surname`, with `same_address` switched off.
+    /// By `same_surname`, the other two rules switched off.
     pub by_surname: u32,
-    /// By `same_address`, with `same_surname` switched off.
+    /// By `same_address`, the other two switched off.
     pub by_address: u32,
-    /// By either, both on (the defaults; a pair both relate raises the surname's alert).
-    pub by_either: u32,
+    /// By `next_of_kin`, the other two switched off (0 on a stream without contacts).
+    pub by_contact: u32,
+    /// By `same_surname` alone or `same_address` alone: what the two found before
+    /// `next_of_kin` existed (a pair is related with all rules on exactly when one rule alone
+    /// relates it).
+    pub by_surname_or_address: u32,
+    /// By any related-record rule, all on (the defaults; a pair several relate raises one
+    /// alert: the name's, else the contact's, else the address's).
+    pub by_any: u32,
 }
 
 impl Found {
@@ -1043,21 +1060,24 @@ impl Found {
         self.incidents += o.incidents;
         self.by_surname += o.by_surname;
         self.by_address += o.by_address;
-        self.by_either += o.by_either;
+        self.by_contact += o.by_contact;
+        self.by_surname_or_address += o.by_surname_or_address;
+        self.by_any += o.by_any;
     }
 }
 
 /// The openings of relatives' records: the `same_surname` incidents (a relative by name, at
 /// home or elsewhere) and the `same_address` ones (someone who lives at the user's home, of
-/// any surname), found by each rule alone and by either; and the two rules' false alerts.
+/// any surname), found by each rule alone and by any; and the rules' false alerts.
 #[derive(Debug, Clone, Default)]
 pub struct RelativesEvaluation {
     pub by_name: Found,
     pub household: Found,
-    /// Alerts that list no incident record: `same_surname` alone, `same_address` alone, and
-    /// both rules' together with both on.
+    /// Alerts that list no incident record: each rule alone, and the three rules' together
+    /// with all on.
     pub false_surname_alone: u32,
     pub false_address_alone: u32,
+    pub false_contact_alone: u32,
     pub false_together: u32,
     pub user_weeks: f64,
 }
@@ -1068,6 +1088,7 @@ impl RelativesEvaluation {
         self.household.add(&o.household);
         self.false_surname_alone += o.false_surname_alone;
         self.false_address_alone += o.false_address_alone;
+        self.false_contact_alone += o.false_contact_alone;
         self.false_together += o.false_together;
         self.user_weeks += o.user_weeks;
     }
@@ -1081,51 +1102,62 @@ impl RelativesEvaluation {
 
     pub fn table(&self) -> String {
         let r = |n: u32, of: u32| if of == 0 { "-".to_string() } else { format!("{:.3}", f64::from(n) / f64::from(of)) };
-        let mut out = format!("{:<30} {:>9} {:>13} {:>13} {:>8}\n", "relatives' records opened", "incidents", "same_surname", "same_address", "either");
+        let mut out =
+            format!("{:<30} {:>9} {:>13} {:>13} {:>12} {:>18} {:>8}\n", "relatives' records opened", "incidents", "same_surname", "same_address", "next_of_kin", "surname|address", "any");
         for (what, f) in [("by name (same_surname)", self.by_name), ("household (same_address)", self.household), ("all", self.all())] {
             out += &format!(
-                "{what:<30} {:>9} {:>13} {:>13} {:>8}\n",
+                "{what:<30} {:>9} {:>13} {:>13} {:>12} {:>18} {:>8}\n",
                 f.incidents,
                 r(f.by_surname, f.incidents),
                 r(f.by_address, f.incidents),
-                r(f.by_either, f.incidents)
+                r(f.by_contact, f.incidents),
+                r(f.by_surname_or_address, f.incidents),
+                r(f.by_any, f.incidents)
             );
         }
         let uw = |n: u32| f64::from(n) / self.user_weeks;
         out += &format!(
-            "{:<30} {:>9} {:>13} {:>13} {:>8}\n{:<30} {:>9} {:>13.4} {:>13.4} {:>8.4}\n",
+            "{:<30} {:>9} {:>13} {:>13} {:>12} {:>18} {:>8}\n{:<30} {:>9} {:>13.4} {:>13.4} {:>12.4} {:>18} {:>8.4}\n",
             "false alerts",
             "",
             self.false_surname_alone,
             self.false_address_alone,
+            self.false_contact_alone,
+            "",
             self.false_together,
             "  per user-week",
             "",
             uw(self.false_surname_alone),
             uw(self.false_address_alone),
+            uw(self.false_contact_alone),
+            "",
             uw(self.false_together)
         );
         out
     }
 }
 
-/// Run detectors over the stream with `same_surname` alone, `same_address` alone and both, and
-/// score the openings of relatives' records.
+/// Run detectors over the stream with `same_surname`, `same_address` and `next_of_kin` each
+/// alone and all three on, and score the openings of relatives' records. A stream without
+/// contacts skips the `next_of_kin` run (it could raise nothing).
 pub fn evaluate_relatives(stream: &Stream) -> RelativesEvaluation {
-    let alerts = |same_surname: bool, same_address: bool| -> Vec<Alert> {
+    let alerts = |same_surname: bool, same_address: bool, next_of_kin: bool| -> Vec<Alert> {
         let mut config = stream.config.clone();
         config.related_records.same_surname = same_surname;
         config.related_records.same_address = same_address;
+        config.related_records.next_of_kin = next_of_kin;
         let mut d = Detector::new(&config).expect("the generator's configuration is valid");
         d.set_relations(stream.relations_for(&config.related_records));
         stream
             .records
             .iter()
             .flat_map(|r| d.observe(&r.as_record()).expect("generated records are readable"))
-            .filter(|a| matches!(a.rule, Rule::SameSurname | Rule::SameAddress))
+            .filter(|a| matches!(a.rule, Rule::SameSurname | Rule::SameAddress | Rule::NextOfKin))
             .collect()
     };
-    let (surname, address, both) = (alerts(true, false), alerts(false, true), alerts(true, true));
+    let with_contacts = !stream.contacts.contacts.is_empty();
+    let (surname, address, all) = (alerts(true, false, false), alerts(false, true, false), alerts(true, true, true));
+    let contact = if with_contacts { alerts(false, false, true) } else { Vec::new() };
     let incident_seqs: HashSet<u64> = stream.incidents.iter().flat_map(|i| i.seqs.iter().copied()).collect();
     let lists = |a: &Alert, seqs: &HashSet<u64>| a.seqs.iter().any(|q| seqs.contains(q));
     let mut ev = RelativesEvaluation { user_weeks: stream.user_weeks, ..Default::default() };
@@ -1137,14 +1169,18 @@ pub fn evaluate_relatives(stream: &Stream) -> RelativesEvaluation {
         };
         let own: HashSet<u64> = inc.seqs.iter().copied().collect();
         f.incidents += 1;
-        f.by_surname += u32::from(surname.iter().any(|a| lists(a, &own)));
-        f.by_address += u32::from(address.iter().any(|a| lists(a, &own)));
-        f.by_either += u32::from(both.iter().any(|a| lists(a, &own)));
+        let (by_surname, by_address) = (surname.iter().any(|a| lists(a, &own)), address.iter().any(|a| lists(a, &own)));
+        f.by_surname += u32::from(by_surname);
+        f.by_address += u32::from(by_address);
+        f.by_surname_or_address += u32::from(by_surname || by_address);
+        f.by_contact += u32::from(contact.iter().any(|a| lists(a, &own)));
+        f.by_any += u32::from(all.iter().any(|a| lists(a, &own)));
     }
     let false_alerts = |alerts: &[Alert]| alerts.iter().filter(|a| !lists(a, &incident_seqs)).count() as u32;
     ev.false_surname_alone = false_alerts(&surname);
     ev.false_address_alone = false_alerts(&address);
-    ev.false_together = false_alerts(&both);
+    ev.false_contact_alone = false_alerts(&contact);
+    ev.false_together = false_alerts(&all);
     ev
 }
 

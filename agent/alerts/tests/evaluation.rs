@@ -28,6 +28,7 @@ fn run_family(family: Family, seeds: impl Iterator<Item = u64>) -> Evaluation {
             incidents_per_kind: 4,
             family,
             addresses: false,
+            contacts: false,
         });
         total.add(&evaluate(&stream));
     }
@@ -132,6 +133,11 @@ fn held_out_family_for_related_records() {
 }
 
 fn run_with_addresses(family: Family, seeds: impl Iterator<Item = u64>) -> (Evaluation, RelativesEvaluation) {
+    run_related(family, seeds, false)
+}
+
+/// Streams with addresses, and with contacts on the patients' records when `contacts`.
+fn run_related(family: Family, seeds: impl Iterator<Item = u64>, contacts: bool) -> (Evaluation, RelativesEvaluation) {
     let (mut total, mut relatives) = (Evaluation::default(), RelativesEvaluation::default());
     for seed in seeds {
         let stream = generate(&Scenario {
@@ -140,6 +146,7 @@ fn run_with_addresses(family: Family, seeds: impl Iterator<Item = u64>) -> (Eval
             incidents_per_kind: 4,
             family,
             addresses: true,
+            contacts,
         });
         total.add(&evaluate(&stream));
         relatives.add(&evaluate_relatives(&stream));
@@ -147,14 +154,17 @@ fn run_with_addresses(family: Family, seeds: impl Iterator<Item = u64>) -> (Eval
     (total, relatives)
 }
 
-/// Addresses (households, flats, a care home) and household incidents: the development seeds
-/// of family A, on which `same_address` and the generator's addresses were developed.
+/// Addresses (households, flats, a care home) and household incidents, and contacts on the
+/// patients' records: the development seeds of family A, on which `same_address`,
+/// `next_of_kin` and the generator's addresses and contacts were developed. (Contacts change
+/// no figure of `same_surname` or `same_address` alone.)
 #[test]
 fn development_seeds_with_addresses() {
-    let (ev, relatives) = run_with_addresses(Family::A, 1..=2);
-    println!("development seeds 1-2, family A, with addresses\n{}\n{}", ev.table(), relatives.table());
+    let (ev, relatives) = run_related(Family::A, 1..=2, true);
+    println!("development seeds 1-2, family A, with addresses and contacts\n{}\n{}", ev.table(), relatives.table());
     assert_eq!(relatives.household.incidents, 8);
     assert!(relatives.household.by_address > 0, "{relatives:?}");
+    assert!(relatives.all().by_contact > 0, "{relatives:?}");
 }
 
 /// Addresses held out: family B writes them UK-style (the flat on the line above the street or
@@ -174,10 +184,10 @@ fn held_out_family_for_addresses() {
     let (name, home, all) = (relatives.by_name, relatives.household, relatives.all());
     assert_eq!((name.incidents, home.incidents), (20, 20));
     assert!(home.by_address >= 17, "household members found by same_address alone: {home:?}");
-    assert!(home.by_either >= 17, "household members found by either rule: {home:?}");
+    assert!(home.by_any >= 17, "household members found by either rule: {home:?}");
     assert!(name.by_surname >= 16, "relatives by name found by same_surname alone: {name:?}");
-    assert!(name.by_either >= 18, "relatives by name found by either rule: {name:?}");
-    assert!(all.by_either >= 35, "relatives' records found by either rule: {all:?}");
+    assert!(name.by_any >= 18, "relatives by name found by either rule: {name:?}");
+    assert!(all.by_any >= 35, "relatives' records found by either rule: {all:?}");
     assert!(relatives.false_surname_alone <= 9, "{relatives:?}");
     assert!(relatives.false_address_alone <= 30, "{relatives:?}");
     assert!(relatives.false_together <= 31, "{relatives:?}");
@@ -201,6 +211,53 @@ fn held_out_family_for_addresses() {
     assert!(ev.false_per_user_week(None) <= 0.162, "{}", ev.false_per_user_week(None));
 }
 
+/// Contacts held out: family B writes a record's contacts as `Family, Given` text with
+/// accents and HL7 v3 kinship codes where `next_of_kin` and the generator's contacts were
+/// developed on family A's `Given Family` parts (seeds 1 and 2). These figures come from fresh
+/// seeds 9001-9005, run once after the rule, its defaults and the generator's contacts were
+/// fixed (docs/alerts.md has the table).
+#[test]
+fn held_out_family_for_next_of_kin() {
+    let (ev, relatives) = run_related(Family::B, 9001..=9005, true);
+    println!("held-out family B with addresses and contacts, seeds 9001-9005\n{}\n{}", ev.table(), relatives.table());
+    assert!(ev.records > 100_000);
+    // Reached on these seeds (20 incidents per kind, 1500 user-weeks); the streams are
+    // deterministic, so a change that costs recall or adds false alerts fails here.
+    let (name, home, all) = (relatives.by_name, relatives.household, relatives.all());
+    assert_eq!((name.incidents, home.incidents), (20, 20));
+    // The openings of relatives' records noticed by any related-record rule: 38 of 40 (34 by
+    // same_surname or same_address). The two missed give neither contact nor the staff
+    // member's address: a relative with a surname 90 patients carry who lives elsewhere, and
+    // a household member whose record gives no address.
+    assert!(all.by_any >= 38, "relatives' records found by any rule: {all:?}");
+    assert!(all.by_surname_or_address >= 34, "{all:?}");
+    assert!(name.by_any >= 19 && home.by_any >= 19, "{relatives:?}");
+    // Each rule alone.
+    assert!(name.by_contact >= 11 && home.by_contact >= 5, "found by next_of_kin alone: {relatives:?}");
+    assert!(all.by_surname >= 22 && all.by_address >= 28, "{relatives:?}");
+    assert!(relatives.false_contact_alone <= 8, "{relatives:?}");
+    assert!(relatives.false_surname_alone <= 22, "{relatives:?}");
+    assert!(relatives.false_address_alone <= 38, "{relatives:?}");
+    assert!(relatives.false_together <= 48, "{relatives:?}");
+    // With the defaults, rule by rule (a pair related by name raises the name's rule, else
+    // a contact's, else the address's; next_of_kin has no incidents of its own: it finds
+    // the relatives' ones).
+    for (rule, least_detected, most_false) in [
+        (Rule::OwnRecord, 20, 6),
+        (Rule::CoworkerRecord, 20, 80),
+        (Rule::SameSurname, 14, 22),
+        (Rule::SameAddress, 8, 24),
+    ] {
+        let s = ev.rules.get(&rule).copied().unwrap_or_default();
+        assert_eq!(s.incidents, 20, "{}", rule.as_str());
+        assert!(s.detected >= least_detected, "{}: {s:?}", rule.as_str());
+        assert!(s.false_alerts <= most_false, "{}: {s:?}", rule.as_str());
+    }
+    assert!(ev.rules.get(&Rule::NextOfKin).is_some_and(|s| s.false_alerts <= 2), "{:?}", ev.rules.get(&Rule::NextOfKin));
+    // The aim: at most one false alert per user-week; 0.157 for all 20 rules here.
+    assert!(ev.false_per_user_week(None) <= 0.158, "{}", ev.false_per_user_week(None));
+}
+
 #[test]
 fn replay_gives_the_same_alerts() {
     let a = generate(&Scenario {
@@ -209,6 +266,7 @@ fn replay_gives_the_same_alerts() {
         incidents_per_kind: 2,
         family: Family::A,
         addresses: false,
+        contacts: false,
     });
     let b = generate(&Scenario {
         seed: 7,
@@ -216,6 +274,7 @@ fn replay_gives_the_same_alerts() {
         incidents_per_kind: 2,
         family: Family::A,
         addresses: false,
+        contacts: false,
     });
     let (first, second) = (alerts_of(&a), alerts_of(&b));
     assert!(!first.is_empty());
@@ -230,6 +289,7 @@ fn alerts_carry_no_patient_ids() {
         incidents_per_kind: 2,
         family: Family::A,
         addresses: false,
+        contacts: false,
     });
     let patients: HashSet<String> = stream
         .records

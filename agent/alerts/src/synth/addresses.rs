@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn households_flats_and_a_care_home_in_the_development_family() {
-        let st = generate(&Scenario { seed: 1, weeks: 2, incidents_per_kind: 0, family: Family::A, addresses: true });
+        let st = generate(&Scenario { seed: 1, weeks: 2, incidents_per_kind: 0, family: Family::A, addresses: true, contacts: false });
         let a = &st.addresses;
         assert_eq!(a.staff.len(), 15);
         let staff: Vec<AddressKey> = a.staff.iter().map(|(u, addr)| AddressKey::of(addr).unwrap_or_else(|| panic!("{u}: {addr}"))).collect();

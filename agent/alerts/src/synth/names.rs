@@ -45,11 +45,11 @@ const COMMON_B: &[&str] = &[
 const SYLLABLES_B: &[&str] = &["bel", "cas", "dor", "ech", "fal", "gar", "ibá", "lar", "mén", "nar", "olá", "qui", "rós", "sal", "tor", "urr", "val", "zú", "ñez", "aga"];
 
 /// A person's name in parts.
-#[derive(Debug, Clone)]
-struct Name {
-    given: String,
+#[derive(Debug, Clone, Default)]
+pub(super) struct Name {
+    pub(super) given: String,
     /// One or two surnames (two: a double-barrelled name).
-    family: Vec<String>,
+    pub(super) family: Vec<String>,
 }
 
 /// A surname few people carry: three syllables of twenty (8,000 of them; with two syllables,
@@ -93,32 +93,56 @@ pub struct Directory {
     pub own_record: Vec<Option<usize>>,
     /// Per staff member: patient indices of relatives (same surname).
     pub relatives: Vec<Vec<usize>>,
+    /// The staff's names in parts, as a record would spell them (with accents).
+    pub(super) staff_names: Vec<Name>,
+    /// The patients' names in parts.
+    pub(super) patient_names: Vec<Name>,
+}
+
+/// The family's surname pools: (common, syllables of rare ones).
+fn pools(family: Family) -> (&'static [&'static str], &'static [(&'static str, u32)], &'static [&'static str]) {
+    match family {
+        Family::A => (COMMON_A, GIVEN_A, SYLLABLES_A),
+        Family::B => (COMMON_B, GIVEN_B, SYLLABLES_B),
+    }
+}
+
+/// A patient's surname(s): 70 % from the common pool (Zipf-like), the others rare; in family B
+/// a fifth double-barrelled.
+fn draw_surname(family: Family, rng: &mut Rng) -> Vec<String> {
+    let (common, _, syllables) = pools(family);
+    let one = |rng: &mut Rng| {
+        if rng.chance(0.7) {
+            // Zipf-like: the first surnames of the pool are the most common.
+            let i = ((rng.unit().powf(2.0)) * common.len() as f64) as usize;
+            common[i.min(common.len() - 1)].to_string()
+        } else {
+            rare(rng, syllables)
+        }
+    };
+    if family == Family::B && rng.chance(0.2) { vec![one(rng), one(rng)] } else { vec![one(rng)] }
+}
+
+/// A person drawn as the patients are: a given name with the pool's shares, a surname.
+pub(super) fn invent(family: Family, rng: &mut Rng) -> Name {
+    let (_, given, syllables) = pools(family);
+    Name { given: given_name(rng, given, syllables), family: draw_surname(family, rng) }
+}
+
+/// How a record of the family writes a person's name: `Given Family` (A), `Family, Given`
+/// with the double surname hyphenated (B).
+pub(super) fn record_name(family: Family, n: &Name) -> String {
+    match family {
+        Family::A => format!("{} {}", n.given, n.family.join(" ")),
+        Family::B => format!("{}, {}", n.family.join("-"), n.given),
+    }
 }
 
 /// Make the names: `users` staff accounts (user names given), `patients` patients.
 pub fn directory(family: Family, seed: u64, users: &[(String, bool)], patients: usize) -> Directory {
     let mut rng = Rng::new(seed ^ 0x6e61_6d65_7321);
-    let (common, given, syllables) = match family {
-        Family::A => (COMMON_A, GIVEN_A, SYLLABLES_A),
-        Family::B => (COMMON_B, GIVEN_B, SYLLABLES_B),
-    };
-    let surname = |rng: &mut Rng| -> Vec<String> {
-        let one = |rng: &mut Rng| {
-            if rng.chance(0.7) {
-                // Zipf-like: the first surnames of the pool are the most common.
-                let i = ((rng.unit().powf(2.0)) * common.len() as f64) as usize;
-                common[i.min(common.len() - 1)].to_string()
-            } else {
-                rare(rng, syllables)
-            }
-        };
-        if family == Family::B && rng.chance(0.2) { vec![one(rng), one(rng)] } else { vec![one(rng)] }
-    };
-    let mut names: Vec<Name> = (0..patients).map(|_| Name { given: given_name(&mut rng, given, syllables), family: surname(&mut rng) }).collect();
-    let record_name = |n: &Name| match family {
-        Family::A => format!("{} {}", n.given, n.family.join(" ")),
-        Family::B => format!("{}, {}", n.family.join("-"), n.given),
-    };
+    let (common, given, syllables) = pools(family);
+    let mut names: Vec<Name> = (0..patients).map(|_| Name { given: given_name(&mut rng, given, syllables), family: draw_surname(family, &mut rng) }).collect();
     let mut d = Directory::default();
     let mut used = std::collections::HashSet::new();
     for (user, clinician) in users {
@@ -138,6 +162,7 @@ pub fn directory(family: Family, seed: u64, users: &[(String, bool)], patients: 
             (Family::B, false) => plain(&format!("{} {}, RN", name.given, name.family.join("-"))),
         };
         d.staff.push((user.clone(), display));
+        d.staff_names.push(name.clone());
         let clinician = *clinician;
         let _ = clinician;
         // A third of the staff are patients of their own clinic.
@@ -168,7 +193,8 @@ pub fn directory(family: Family, seed: u64, users: &[(String, bool)], patients: 
         }
         d.relatives.push(kin);
     }
-    d.patients = names.iter().enumerate().map(|(i, n)| (patient_id(i), record_name(n))).collect();
+    d.patients = names.iter().enumerate().map(|(i, n)| (patient_id(i), record_name(family, n))).collect();
+    d.patient_names = names;
     d
 }
 
