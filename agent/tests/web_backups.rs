@@ -8,6 +8,8 @@
 //! roles see nothing.
 
 mod web_support;
+#[path = "../backup/tests/failing_disk/mod.rs"]
+mod failing_disk;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -280,6 +282,59 @@ async fn a_rotation_the_server_half_refuses_is_rolled_back_and_says_so() {
     });
     let rotation = actions(&h).into_iter().rfind(|d| d["action"] == "backup_key_rotated").expect("audited");
     assert_eq!((rotation["ok"].as_bool(), rotation["rolled_back"].as_bool(), rotation["via"].as_str()), (Some(false), Some(true), Some("web")));
+}
+
+/// The backup disk (a real filesystem that returns I/O errors, `failing_disk`) fails as the old
+/// key file is removed, after the new key was added and the store took it: the page shows the
+/// new sheet (the box backs up with that key now) with what is left to do, audited as not
+/// complete; with the disk working again both keys open the repository, and a second rotation
+/// on the page finishes: only its key opens it.
+#[tokio::test]
+async fn a_rotation_whose_disk_fails_half_way_shows_the_new_sheet_and_a_second_one_finishes() {
+    let h = harness();
+    let admin = h.add_user("it.admin", Role::Admin, false);
+    let (token, csrf) = h.session(&admin);
+    let stored = || {
+        let store = wardbox::store::Store::open_existing(&h.store_path, &h.key).expect("store");
+        wardbox::backup::stored_key(&store).expect("read").expect("a key")
+    };
+    let usb_path = h.dir.path().join("usb");
+    let failing = failing_disk::FailingDisk::mount(&h.dir.path().join("disk"), &usb_path, &h.dir.path().join("disk-control"));
+    let usb = wardbox_backup::Destination::LocalDirectory(usb_path);
+    let done = h.send(post_form("/admin/backups/run", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert!(body_text(done).await.contains("Backup done"));
+    let old = stored();
+
+    failing.fail_at_first_unlink_in("keys");
+    let rotated = h.send(post_form("/admin/backups/rotate-key", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    assert_eq!(rotated.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("no-store"));
+    let html = body_text(rotated).await;
+    let fired = failing.fired();
+    assert!(fired.as_deref().is_some_and(|f| f.starts_with("unlink /keys/")), "the disk's fault did not fire: {fired:?}; {html}");
+    let new = stored();
+    assert_ne!(new.fingerprint(), old.fingerprint(), "the store holds the new key");
+    let grouped = wardbox::backup::escrow::grouped(&new);
+    assert!(html.contains(&format!("<code id=\"repository-key\">{}</code>", grouped.as_str())), "the new sheet: {html}");
+    assert!(html.contains("rotated only in part") && html.contains("error while trying to remove a key"), "{html}");
+    assert!(html.contains("Rotate the key") && html.contains("again does the same"), "what is left to do, on the page: {html}");
+    let rotation = actions(&h).into_iter().rfind(|d| d["action"] == "backup_key_rotated").expect("audited");
+    assert_eq!((rotation["ok"].as_bool(), rotation["complete"].as_bool(), rotation["via"].as_str()), (Some(false), Some(false), Some("web")), "{rotation}");
+
+    // The disk works again: both keys open the repository; rotating once more finishes.
+    failing.heal();
+    for key in [&old, &new] {
+        assert_eq!(wardbox_backup::BackupRepository::open(&usb, key).expect("opens").key_ids().expect("keys").len(), 2);
+    }
+    let again = h.send(post_form("/admin/backups/rotate-key", Some(&token), &[("csrf", &csrf), ("confirm", "yes")])).await;
+    let html = body_text(again).await;
+    assert!(html.contains("The key was rotated"), "{html}");
+    let newest = stored();
+    for gone in [&old, &new] {
+        assert!(matches!(wardbox_backup::BackupRepository::open(&usb, gone), Err(wardbox_backup::BackupError::WrongKey { .. })));
+    }
+    assert_eq!(wardbox_backup::BackupRepository::open(&usb, &newest).expect("opens").key_ids().expect("keys").len(), 1);
+    drop(failing);
 }
 
 #[tokio::test]

@@ -505,7 +505,12 @@ impl BackupService for BoxBackups {
                 complete: true,
             }),
             Err(e) => match e.key_in_use() {
-                Some(key) => Ok(RotatedKey { sheet: self.sheet_of(key), summary: e.to_string(), complete: false }),
+                // The error names the console's command; on the page the button does the same.
+                Some(key) => Ok(RotatedKey {
+                    sheet: self.sheet_of(key),
+                    summary: format!("{e}. On this page: \"Rotate the key\" again does the same."),
+                    complete: false,
+                }),
                 None => Err(RunRefused::Failed(e.to_string())),
             },
         }

@@ -32,14 +32,15 @@ fn require(ok: bool, what: &str) {
 }
 
 impl FailingDisk {
-    /// Mount a disk at `mount_point` (an empty directory) whose contents live in `backing`,
-    /// with its control files in `control` (a directory outside the mount).
+    /// Mount a disk at `mount_point` (an empty directory) whose contents live in `backing` (made
+    /// if absent), with its control files in `control` (a directory outside the mount).
     pub fn mount(backing: &Path, mount_point: &Path, control: &Path) -> FailingDisk {
         require(Path::new("/dev/fuse").exists(), "/dev/fuse (the fuse kernel module; in a container, the device passed in)");
         require(Path::new(FUSERMOUNT).is_file(), "fusermount (Debian package `fuse`)");
         require(Path::new(PYTHON).is_file(), "/usr/bin/python3 (Debian package `python3`)");
         let fusepy = Command::new(PYTHON).args(["-c", "import fusepy"]).output().expect("run /usr/bin/python3");
         require(fusepy.status.success(), "the Python module fusepy for /usr/bin/python3 (Debian package `python3-fusepy`)");
+        std::fs::create_dir_all(backing).unwrap();
         std::fs::create_dir_all(control).unwrap();
         let script = control.join("failing_disk.py");
         std::fs::write(&script, SCRIPT).unwrap();
@@ -58,7 +59,7 @@ impl FailingDisk {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mounted = std::fs::metadata(mount_point).and_then(|m| Ok(m.dev() != std::fs::metadata(parent)?.dev()));
-            if mounted.unwrap_or(false) {
+            if mounted.as_ref().is_ok_and(|m| *m) {
                 return disk;
             }
             if let Ok(Some(status)) = disk.child.try_wait() {
@@ -68,7 +69,7 @@ impl FailingDisk {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "the failing disk was not mounted on {} within 30 s", mount_point.display());
+            assert!(Instant::now() < deadline, "the failing disk was not mounted on {} within 30 s (last look: {mounted:?})", mount_point.display());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
