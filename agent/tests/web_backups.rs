@@ -3,7 +3,8 @@
 //! and "run a drill" (confirmed, audited, refused while another run holds the lock), and the
 //! escrow sheet (confirmed, not cached, audited by fingerprint, the key never in the audit
 //! trail), and the key's rotation (confirmed, audited, the new sheet shown, the old key no longer
-//! opening the repository; over a REST server that refuses deletion, rolled back and said so).
+//! opening the repository; over a REST server that refuses deletion, rolled back and said so;
+//! on a disk that fails with I/O errors half way, rotated in part with the new sheet shown).
 //! Administrators only for the buttons and the key; auditors see the status; clinical
 //! roles see nothing.
 
