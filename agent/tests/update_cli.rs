@@ -403,6 +403,9 @@ fn models_apply_installs_the_model_and_it_resolves_a_downgrade_is_refused_and_a_
     let rt = rt();
     let s = rt.block_on(Signing::new());
     let b = TestBox::new(&s.roots());
+    // As on the appliance: the engine reads the store through the store directory's group.
+    let engine_gid = 65534;
+    std::os::unix::fs::chown(b.path("models"), None, Some(engine_gid)).expect("the store's group (run as root)");
     let bundle = rt.block_on(s.models("m1", "1.1.0", &pattern(5000, 3), None));
     let o = b.apply(&bundle);
     assert!(o.status.success(), "{}", text(&o));
@@ -410,6 +413,21 @@ fn models_apply_installs_the_model_and_it_resolves_a_downgrade_is_refused_and_a_
     let store = wardbox_models_bundle::Store::new(b.path("models"));
     let model = store.resolve(&"tiny:1b".parse().expect("name")).expect("the installed model resolves");
     assert_eq!(std::fs::read(&model.model_path).expect("weights"), pattern(5000, 3));
+    // Everything the install added is readable by that group and writable by nobody else.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let manifest = b.path("models/manifests/registry.ollama.ai/library/tiny/1b");
+        let mut checked = vec![(model.model_path.clone(), 0o640), (manifest.clone(), 0o640)];
+        let mut dir = manifest.parent().map(Path::to_path_buf);
+        while let Some(d) = dir.filter(|d| *d != b.path("models")) {
+            checked.push((d.clone(), 0o750));
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        for (path, mode) in checked {
+            let meta = std::fs::metadata(&path).expect("installed file");
+            assert_eq!((meta.mode() & 0o777, meta.gid()), (mode, engine_gid), "{}", path.display());
+        }
+    }
 
     let status = b.run(&["status"]);
     assert!(text(&status).contains("models     1.1.0"), "{}", text(&status));

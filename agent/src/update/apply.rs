@@ -188,6 +188,29 @@ fn place(staged: StagedFile, dest: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// [`place`] for a file of the model store, readable by the engine. The engine reads the store
+/// as its own user through the store directory's group (the appliance makes the store
+/// `root:wardbox-engine 0750`: `data-permissions`), so what the install adds takes that group,
+/// readable and never writable by it: files `0640`, the directories made for them `0750`. A
+/// staged file alone is `0600`, which the engine could not read (found by the qemu full-update
+/// scenario's models bundle).
+fn place_in_store(staged: StagedFile, dest: &Path, store_root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    place(staged, dest)?;
+    let gid = fs::metadata(store_root)?.gid();
+    let share = |path: &Path, mode: u32| -> std::io::Result<()> {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    };
+    share(dest, 0o640)?;
+    let mut dir = dest.parent();
+    while let Some(d) = dir.filter(|d| d.starts_with(store_root) && *d != store_root) {
+        share(d, 0o750)?;
+        dir = d.parent();
+    }
+    Ok(())
+}
+
 /// Whether `name` is a temporary copy [`place`] makes of a UKI on the ESP before renaming it
 /// (`.wardbox-<version>+3.efi.<pid>.tmp`).
 fn is_interrupted_copy(name: &str) -> bool {
@@ -360,7 +383,7 @@ pub async fn install_models(
         } else {
             undo.steps.push(Step::Added(dest.clone()));
         }
-        if let Err(e) = place(file, &dest) {
+        if let Err(e) = place_in_store(file, &dest, store_root) {
             return Err(undo.fail(format!("writing {}: {e}", dest.display())));
         }
         blobs_added += 1;
@@ -379,7 +402,7 @@ pub async fn install_models(
         } else {
             undo.steps.push(Step::Added(dest.clone()));
         }
-        if let Err(e) = place(file, &dest) {
+        if let Err(e) = place_in_store(file, &dest, store_root) {
             return Err(undo.fail(format!("writing {}: {e}", dest.display())));
         }
         written += m.length;
