@@ -171,7 +171,8 @@ cp -a --no-preserve=ownership --remove-destination "$IMAGE/wardbox/." "$STAGING/
 systemctl --root="$STAGING" --quiet enable wardbox-firewall.service wardbox-unlock.service \
     wardbox.service wardbox-engine.service wardbox-engine-proxy.socket wardbox-egress-probe.service \
     wardbox-status-console.service wardbox-boot-healthy.service wardbox-report-probe.service \
-    wardbox-update-probe.service wardbox-update-install.socket wardbox-usb-window.socket
+    wardbox-update-probe.service wardbox-restore-probe.service wardbox-update-install.socket \
+    wardbox-usb-window.socket
 install -D -m 0755 "$AGENT" "$STAGING/usr/bin/wardbox"
 if [ "$ENGINE_INCLUDED" = yes ]; then
     install -D -m 0755 "$ENGINE" "$STAGING/usr/bin/wardbox-engine"

@@ -6,6 +6,7 @@
 //! simulated. Missing programs are reported by [`require`] with the package that provides them.
 
 pub mod appliance;
+pub mod release;
 pub mod report_probe;
 
 use std::io::{Read, Write};
@@ -191,8 +192,11 @@ pub enum Attach<'a> {
     /// A raw disk image, read-only, on virtio.
     Disk(&'a Path),
     /// A raw disk image as a USB stick (usb-storage on an xHCI controller), read-only on the
-    /// host, with the USB serial number given.
+    /// host, with the USB serial number given (also its qemu device id, `usb-<serial>`, for
+    /// [`Vm::unplug`]).
     UsbStick(&'a Path, &'a str),
+    /// [`Attach::UsbStick`] that the guest may write (a backup disk).
+    UsbDisk(&'a Path, &'a str),
     /// Another USB device by qemu's name (`usb-kbd`, `usb-mouse`).
     Usb(&'a str),
 }
@@ -245,9 +249,10 @@ impl Vm {
                     cmd.args(["-drive", &format!("file={},if=none,id=extra{i},format=raw,readonly=on", disk.display())])
                         .args(["-device", &format!("virtio-blk-pci,drive=extra{i}")]);
                 }
-                Attach::UsbStick(image, serial) => {
-                    cmd.args(["-drive", &format!("file={},if=none,id=extra{i},format=raw,readonly=on", image.display())])
-                        .args(["-device", &format!("usb-storage,bus=xhci.0,drive=extra{i},removable=on,serial={serial}")]);
+                Attach::UsbStick(image, serial) | Attach::UsbDisk(image, serial) => {
+                    let read_only = if matches!(attach, Attach::UsbStick(..)) { ",readonly=on" } else { "" };
+                    cmd.args(["-drive", &format!("file={},if=none,id=extra{i},format=raw{read_only}", image.display())])
+                        .args(["-device", &format!("usb-storage,bus=xhci.0,drive=extra{i},removable=on,serial={serial},id=usb-{serial}")]);
                 }
                 Attach::Usb(device) => {
                     cmd.args(["-device", &format!("{device},bus=xhci.0")]);
@@ -469,14 +474,6 @@ impl Vm {
     /// guest is still settling) and wait for qemu to exit. Returns whether the guest powered
     /// off by itself; after `timeout` the power is cut (`quit`), like pulling the plug.
     pub fn shutdown(mut self, timeout: Duration) -> Result<bool, String> {
-        let monitor = |command: &str| {
-            std::os::unix::net::UnixStream::connect(&self.monitor_socket).and_then(|mut s| {
-                s.write_all(format!("{command}\n").as_bytes())?;
-                // Let qemu read the line before the connection closes.
-                std::thread::sleep(Duration::from_millis(500));
-                Ok(())
-            })
-        };
         let deadline = Instant::now() + timeout;
         let mut next_press = Instant::now();
         loop {
@@ -484,14 +481,14 @@ impl Vm {
                 return Ok(true);
             }
             if Instant::now() > deadline {
-                let _ = monitor("quit");
+                let _ = self.monitor("quit");
                 std::thread::sleep(Duration::from_secs(5));
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 return Ok(false);
             }
             if Instant::now() >= next_press {
-                monitor("system_powerdown").map_err(|e| format!("cannot reach the qemu monitor: {e}"))?;
+                self.monitor("system_powerdown")?;
                 next_press = Instant::now() + Duration::from_secs(20);
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -500,6 +497,60 @@ impl Vm {
 }
 
 impl Vm {
+    /// Sends one command to qemu's human monitor; returns what the monitor printed in the
+    /// half second after it (its banner, the echo, and any answer or error).
+    pub fn monitor(&self, command: &str) -> Result<String, String> {
+        let talk = || -> std::io::Result<String> {
+            let mut s = std::os::unix::net::UnixStream::connect(&self.monitor_socket)?;
+            s.write_all(format!("{command}\n").as_bytes())?;
+            // Let qemu read the line and answer before the connection closes.
+            std::thread::sleep(Duration::from_millis(500));
+            s.set_nonblocking(true)?;
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        };
+        talk().map_err(|e| format!("cannot reach the qemu monitor: {e}"))
+    }
+
+    /// Plugs a USB stick into the running guest (qemu's monitor: `drive_add`, `device_add` on
+    /// the xHCI controller, which the guest has when it booted with a USB device): a raw image,
+    /// read-only unless `writable`, with the USB serial number given and the device id
+    /// `usb-<serial>`.
+    pub fn plug_usb_stick(&self, image: &Path, serial: &str, writable: bool) -> Result<(), String> {
+        let read_only = if writable { "" } else { ",readonly=on" };
+        for command in [
+            format!("drive_add 0 if=none,id=drive-{serial},file={},format=raw{read_only}", image.display()),
+            format!("device_add usb-storage,bus=xhci.0,drive=drive-{serial},removable=on,serial={serial},id=usb-{serial}"),
+        ] {
+            let answer = self.monitor(&command)?;
+            if answer.contains("rror") || answer.contains("unknown") {
+                return Err(format!("qemu refused `{command}`: {answer}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pulls the USB stick with the serial number given out of the running guest.
+    pub fn unplug_usb_stick(&self, serial: &str) -> Result<(), String> {
+        let answer = self.monitor(&format!("device_del usb-{serial}"))?;
+        if answer.contains("rror") || answer.contains("unknown") {
+            return Err(format!("qemu did not pull the stick {serial}: {answer}"));
+        }
+        Ok(())
+    }
+
+    /// Limits the writes to the system disk (`sys`) to `bytes_per_second` from now on (qemu's
+    /// I/O throttling), so that the guest's next write takes long enough for the power to be
+    /// cut in its middle.
+    pub fn throttle_system_disk_writes(&self, bytes_per_second: u64) -> Result<(), String> {
+        let answer = self.monitor(&format!("block_set_io_throttle sys 0 0 {bytes_per_second} 0 0 0"))?;
+        if answer.contains("rror") || answer.contains("unknown") {
+            return Err(format!("qemu did not throttle the system disk: {answer}"));
+        }
+        Ok(())
+    }
+
     /// Pulls the plug: qemu is killed at once (what the guest had not written to its disks is
     /// lost; what it had is on the host's files).
     pub fn power_cut(mut self) {
@@ -602,9 +653,9 @@ impl WebSession {
         Ok(s)
     }
 
-    fn curl(&mut self, path: &str, form: Option<&[(&str, &str)]>) -> Result<(u16, String), String> {
+    fn curl(&mut self, path: &str, form: Option<&[(&str, &str)]>, max: Duration) -> Result<(u16, String), String> {
         let mut cmd = Command::new("curl");
-        cmd.args(["-sk", "--max-time", "300", "-w", "\n%{http_code}"]).arg("-b").arg(&self.jar).arg("-c").arg(&self.jar);
+        cmd.args(["-sk", "--max-time", &max.as_secs().to_string(), "-w", "\n%{http_code}"]).arg("-b").arg(&self.jar).arg("-c").arg(&self.jar);
         if let Some(fields) = form {
             cmd.args(["-H", &format!("Origin: {}", self.base)]);
             let csrf = self.csrf.clone().unwrap_or_default();
@@ -628,13 +679,22 @@ impl WebSession {
 
     /// GET `path`: the status and the body.
     pub fn get(&mut self, path: &str) -> Result<(u16, String), String> {
-        self.curl(path, None)
+        self.curl(path, None, Self::MAX)
     }
 
     /// POST a form to `path` with the CSRF field of the last page.
     pub fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Result<(u16, String), String> {
-        self.curl(path, Some(fields))
+        self.curl(path, Some(fields), Self::MAX)
     }
+
+    /// POST a form whose answer streams for long (a question answered by the engine under
+    /// emulation): the whole answer, waiting up to `max`.
+    pub fn post_streamed(&mut self, path: &str, fields: &[(&str, &str)], max: Duration) -> Result<(u16, String), String> {
+        self.curl(path, Some(fields), max)
+    }
+
+    /// How long one request may take.
+    const MAX: Duration = Duration::from_secs(300);
 }
 
 /// A free loopback TCP port (bound and released; fine for a test on one machine).

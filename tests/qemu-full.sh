@@ -7,8 +7,13 @@
 #   qemu_update   a full system update on the appliance image: v1 (slot A) installs a signed
 #                 full bundle v2 from an attached disk, reboots into slot B through
 #                 systemd-boot, is blessed; then an unhealthy v3 is tried three times and the
-#                 box falls back to v2 by itself (seven appliance boots; docs/update.md, "The
-#                 full update in qemu"). Measured: see there.
+#                 box falls back to v2 by itself; power cuts while the slot and the ESP are
+#                 written and before the blessing; refusals; a models-only bundle with the real
+#                 engine (docs/update.md, "The full update in qemu"). Measured: see there.
+#   qemu_restore  box A backs up to a USB backup disk plugged in while it runs; box B (another
+#                 TPM, a blank data disk) restores from it with the key from A's sheet, and A's
+#                 clinician's question is answered citing the same note (docs/backup.md,
+#                 "Restore onto a replacement box, in qemu").
 #
 # Environment: as the qemu tier (WARDBOX_E2E_KEEP=1 keeps each work directory, WARDBOX_E2E_ACCEL=kvm
 # where KVM works). A missing tool FAILS the scenario, naming it.
@@ -20,7 +25,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # One qemu scenario at a time (they share target/image and the machine's cores).
 failed=0
-for scenario in qemu_update; do
+for scenario in qemu_update qemu_restore; do
     t0=$SECONDS
     echo "=== $scenario"
     if cargo test -p wardbox-e2e --test "$scenario" -- --nocapture; then

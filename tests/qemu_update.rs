@@ -31,8 +31,11 @@
 //!    system image that is not the one its UKIs' root hash names (20: written, then refused
 //!    before any entry names it).
 //!    But first the power is cut while the install writes slot B: the ESP still boots only v1,
-//!    which starts again (the TPM releases the key), and the install from the stick, retried,
-//!    completes.
+//!    which starts again (the TPM releases the key); the install, retried, is cut again while
+//!    it copies v2's UKI onto the ESP (the system disk's writes slowed through qemu's monitor
+//!    once the slot is read back): the ESP still boots only v1 (at most a temporary copy is
+//!    left, which systemd-boot ignores), and the install from the stick, retried a second
+//!    time, completes and removes the copy.
 //! 2. Reboot: systemd-boot starts `wardbox-<v2>+3.efi`, whose command line names root-b; the
 //!    TPM releases the volume key with no recovery prompt (signed PCR 11 policy). The power is
 //!    cut there, before the boot is blessed: the entry is `+2-1`; the next boot starts it
@@ -51,6 +54,12 @@
 //!    the unlock refuses before the TPM is asked and the console says the recovery key does not
 //!    help (no prompt).
 //! 9. Secure Boot on again: the TPM releases the key with no prompt; the agent is healthy.
+//!    A stick with a models-only bundle (the default chat and embedding models, SmolLM2 135M
+//!    and MiniLM, as a connected workstation's `ollama pull` left them) is plugged in: the box
+//!    has had no model so far. IT installs it at the console through the USB window; the
+//!    install's health check has the running engine answer with each model. Without a reboot
+//!    a note for a new patient is imported (embedded by the engine), and a clinician asks
+//!    about the patient over HTTPS: the answer streams from the new chat model, citing the note.
 //!
 //! Every phase's duration is printed, and firmware-to-READY=1 of boot 2.
 //! Run (as root): `cargo test -p wardbox-e2e --test qemu_update -- --nocapture`
@@ -61,6 +70,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wardbox_e2e::appliance::{Appliance, Chain, boot_phases, build_image, check_health, console_tail, partition_start, require_appliance_tools, slot_image, virt_fw_vars};
+use wardbox_e2e::release::{BUNDLED_MODELS, Workstation, bundle_disk, models_dir};
 use wardbox_e2e::{Attach, Phases, Vm, WebSession, blank_data_disk, free_port, run, which};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -82,71 +92,6 @@ fn qemu_a_full_update_boots_the_other_slot_and_an_unhealthy_one_falls_back() {
     if let Err(e) = scenario(&mut work) {
         panic!("{e}{}", console_tail(work.as_deref(), 60));
     }
-}
-
-/// The release engineer's side: the workstation tool, its keys and the first root.
-struct Workstation {
-    tool: PathBuf,
-    keys: PathBuf,
-    roots: PathBuf,
-}
-
-impl Workstation {
-    fn tool(&self, args: &[&str]) -> Result<String, String> {
-        run(Command::new(&self.tool).args(args))
-    }
-
-    fn key(&self, name: &str) -> String {
-        self.keys.join(format!("{name}.pk8")).display().to_string()
-    }
-
-    /// The key ceremony of docs/update.md: three root keys (threshold 2), one key each for
-    /// targets, snapshot and timestamp; root version 1 signed by two holders.
-    fn ceremony(repo: &Path, work: &Path, phases: &mut Phases) -> Result<Workstation, String> {
-        phases.start("workstation: build wardbox-bundle (release), keys, root 1");
-        run(Command::new("cargo").current_dir(repo).args(["build", "--release", "-p", "wardbox-update", "--bin", "wardbox-bundle"]))?;
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from);
-        let ws = Workstation { tool: target.join("release/wardbox-bundle"), keys: work.join("tuf-keys"), roots: work.join("tuf-roots") };
-        std::fs::create_dir_all(&ws.keys).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&ws.roots).map_err(|e| e.to_string())?;
-        for name in ["root-1", "root-2", "root-3", "targets", "snapshot", "timestamp"] {
-            ws.tool(&["keygen", &ws.key(name)])?;
-        }
-        let public = |name: &str| format!("{}.pub.json", ws.key(name));
-        let root = ws.roots.join("1.root.json").display().to_string();
-        let expires = years_from_now(5);
-        ws.tool(&[
-            "root", "new", "--version", "1", "--expires", &expires,
-            "--root-key", &public("root-1"), "--root-key", &public("root-2"), "--root-key", &public("root-3"),
-            "--root-threshold", "2", "--targets-key", &public("targets"), "--snapshot-key", &public("snapshot"),
-            "--timestamp-key", &public("timestamp"), "--out", &root,
-        ])?;
-        ws.tool(&["root", "sign", &root, "--key", &ws.key("root-1")])?;
-        ws.tool(&["root", "sign", &root, "--key", &ws.key("root-2")])?;
-        Ok(ws)
-    }
-
-    /// A signed full bundle in `<stick>/wardbox-<version>`.
-    #[allow(clippy::too_many_arguments)]
-    fn full_bundle(&self, version: &str, from: &str, image: &Path, uki_a: &Path, uki_b: &Path, notes: &Path, stick: &Path) -> Result<PathBuf, String> {
-        std::fs::create_dir_all(stick).map_err(|e| e.to_string())?;
-        let out = stick.join(format!("wardbox-{version}"));
-        let path = |p: &Path| p.display().to_string();
-        self.tool(&[
-            "build", "--roots", &path(&self.roots), "--targets-key", &self.key("targets"),
-            "--snapshot-key", &self.key("snapshot"), "--timestamp-key", &self.key("timestamp"),
-            "--kind", "full", "--version", version, "--min-starting-version", from, "--expires", &years_from_now(1),
-            "--system-image", &path(image), "--uki-a", &path(uki_a), "--uki-b", &path(uki_b),
-            "--release-notes", &path(notes), "--out", &path(&out),
-        ])?;
-        Ok(out)
-    }
-}
-
-/// `YYYY-12-31`, `years` after this year.
-fn years_from_now(years: u64) -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    format!("{}-12-31", 1970 + secs / 31_556_952 + years)
 }
 
 /// The `version:` line of the image's information (image/build.sh).
@@ -234,16 +179,40 @@ fn refused_bundles(ws: &Workstation, other: &Workstation, v1: &str, v2: &str, uk
     Ok(())
 }
 
+/// A full bundle of `version` whose system image was cut to half its signed length after
+/// signing (a stick written part-way), in `<stick>/refuse-13-truncated-image`: the box must
+/// refuse it as corrupt (13) while staging the image, before the ESP or the slot changes.
+fn truncated_bundle(ws: &Workstation, version: &str, from: &str, ukis: [&Path; 2], notes: &Path, work: &Path, stick: &Path) -> Result<(), String> {
+    let image = work.join("truncated-system.img");
+    std::fs::write(&image, vec![0u8; 1 << 20]).map_err(|e| e.to_string())?;
+    let built = ws.full_bundle(version, from, &image, ukis[0], ukis[1], notes, &work.join("refused/truncated"))?;
+    let target = built.join("targets/system.img");
+    let file = std::fs::OpenOptions::new().write(true).open(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+    file.set_len(1 << 19).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(stick).map_err(|e| e.to_string())?;
+    let dest = stick.join("refuse-13-truncated-image");
+    std::fs::rename(&built, &dest).map_err(|e| format!("{} -> {}: {e}", built.display(), dest.display()))
+}
+
 /// The refusals the probe printed (`refusal <dir> exit <code>: <last line>`): each bundle of
 /// [`refused_bundles`] refused with the exit code its directory names.
 fn check_refusals(run: &ProbeRun, boot: &str) -> Result<(), String> {
+    check_refused(
+        run,
+        boot,
+        &[
+            ("refuse-10-unknown-signer", "unknown signer"),
+            ("refuse-11-downgrade", "downgrade"),
+            ("refuse-13-corrupt-uki", "corrupt UKI"),
+            ("refuse-20-unverified-root", "system image not matching its UKI's root hash"),
+        ],
+    )
+}
+
+/// Each `(directory, what)` refused with the exit code its directory names.
+fn check_refused(run: &ProbeRun, boot: &str, refusals: &[(&str, &str)]) -> Result<(), String> {
     let lines: Vec<&String> = run.lines.iter().filter(|l| l.starts_with("refusal ")).collect();
-    for (dir, what) in [
-        ("refuse-10-unknown-signer", "unknown signer"),
-        ("refuse-11-downgrade", "downgrade"),
-        ("refuse-13-corrupt-uki", "corrupt UKI"),
-        ("refuse-20-unverified-root", "system image not matching its UKI's root hash"),
-    ] {
+    for &(dir, what) in refusals {
         let code = &dir[7..9];
         let line = lines.iter().find(|l| l.starts_with(&format!("refusal {dir} "))).ok_or_else(|| {
             format!("{boot}: the probe did not try the {what} bundle ({dir}):\n{}", run.lines.join("\n"))
@@ -253,14 +222,6 @@ fn check_refusals(run: &ProbeRun, boot: &str) -> Result<(), String> {
         }
         eprintln!("== e2e: {boot}: refused on the box: {line}");
     }
-    Ok(())
-}
-
-/// A USB stick's image for the guest: ext4 labelled WBBUNDLE holding the bundle directory.
-fn bundle_disk(stick_dir: &Path, out: &Path) -> Result<(), String> {
-    let used = run(Command::new("du").args(["-sm", "--apparent-size"]).arg(stick_dir))?;
-    let mib: u64 = used.split_whitespace().next().and_then(|n| n.parse().ok()).ok_or("du gave no size")?;
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "WBBUNDLE", "-m", "0", "-d"]).arg(stick_dir).arg(out).arg(format!("{}M", mib * 5 / 4 + 64)))?;
     Ok(())
 }
 
@@ -312,6 +273,8 @@ enum Stick {
     ConsoleWithKeyboardAndMouse,
     /// By an admin on the Updates page (the window helper, the install helper).
     Page,
+    /// By IT at the console, with nothing else plugged in.
+    Console,
 }
 
 /// The USB policy and window as the probe saw them around an install from a stick: refused
@@ -480,6 +443,96 @@ fn audited_burst_then_power_cut(vm: Vm, work: &Path, password: &str) -> Result<u
     Ok(n)
 }
 
+/// The models-only bundle's version (the models track has its own floor).
+const MODELS_VERSION: &str = "1.0.0";
+
+/// Boot 9: IT installs the models-only bundle from a stick at the console (the probe, through
+/// the USB window); the install's health check has the running engine answer with each new
+/// model. Then, without a reboot, the box uses them: the probe imports a note for a new patient
+/// (the engine embeds it), makes a clinician and grants her the patient; the clinician asks
+/// about the patient over HTTPS and the answer streams from the new chat model, citing the note.
+fn models_without_a_reboot(vm: &mut Vm, work: &Path) -> Result<(), String> {
+    let mark = vm.mark();
+    let line = vm.expect(&format!("{PROBE}web clinician qa.clinician password "), &["Kernel panic", &format!("{PROBE}FAILED"), &format!("{PROBE}end")], 30 * MIN)?;
+    let password = line.lines().last().and_then(|l| l.split("password ").nth(1)).map(str::trim).unwrap_or_default().to_string();
+    vm.rewind(mark);
+    let fail = |what: String| format!("boot 9, the clinician's question: {what}");
+    let mut web = WebSession::login(vm.web_port, work, "qa.clinician", &password).map_err(fail)?;
+    let (code, html) = web.get(&format!("/patients/{MODELS_PATIENT}")).map_err(fail)?;
+    if code != 200 || !html.contains(MODELS_PATIENT) {
+        return Err(fail(format!("the patient page answered {code}: {}", html.chars().take(400).collect::<String>())));
+    }
+    let started = std::time::Instant::now();
+    let (code, stream) = web
+        .post_streamed(&format!("/patients/{MODELS_PATIENT}/ask"), &[("text", "What is the patient allergic to?"), ("conversation", "")], 20 * MIN)
+        .map_err(fail)?;
+    let took = started.elapsed();
+    let events: Vec<&str> = stream.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    let answer: String = stream
+        .split("\n\n")
+        .filter(|e| e.contains("event: token"))
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str::<String>(d).ok())
+        .collect();
+    let timing = stream.split("\n\n").find(|e| e.contains("event: timing")).and_then(|e| e.lines().find_map(|l| l.strip_prefix("data: "))).unwrap_or("none");
+    if code != 200 || events.last() != Some(&"done") || !events.contains(&"token") || !events.contains(&"citation") {
+        return Err(fail(format!("the answer did not stream tokens and a citation to `done` ({code}, events {events:?}): {}", stream.chars().take(2000).collect::<String>())));
+    }
+    eprintln!("== e2e: boot 9: the clinician's question answered in {:.0} s (timing {timing}): {}", took.as_secs_f64(), answer.trim());
+    let run9 = probe(vm, "boot 9", 15 * MIN)?;
+    if run9.apply_exit != Some(0) {
+        return Err(format!("boot 9: `wardbox update apply` of the models-only bundle did not succeed:\n{}", run9.lines.join("\n")));
+    }
+    check_usb_window(&run9, "boot 9", Stick::Console)?;
+    check_refused(&run9, "boot 9", &[("refuse-13-truncated-image", "truncated system image")])?;
+    let says = |text: &str| run9.lines.iter().any(|l| l.starts_with("apply: ") && l.contains(text));
+    let models = BUNDLED_MODELS.join(", ");
+    let installed = run9.lines.iter().any(|l| l.starts_with("apply: installed  models") && BUNDLED_MODELS.iter().all(|m| l.contains(m)));
+    if !installed || !says("answered with every new model") {
+        return Err(format!("boot 9: the install does not say it installed {models} and the running engine answered with each:\n{}", run9.lines.join("\n")));
+    }
+    let import = run9.lines.iter().find_map(|l| l.strip_prefix("import exit ")).map(str::trim);
+    if import != Some("0") {
+        return Err(format!("boot 9: importing the note after the models arrived failed:\n{}", run9.lines.join("\n")));
+    }
+    let after = run9.statuses.last().ok_or("boot 9: no status after the install")?;
+    if after["models"] != MODELS_VERSION || after["last"]["kind"] != "models-only" || after["last"]["outcome"] != "installed" {
+        return Err(format!("boot 9: status does not show the models-only install at {MODELS_VERSION}: {after}"));
+    }
+    eprintln!("== e2e: boot 9: models {models} installed from the stick without a reboot; the running engine answered with each");
+    Ok(())
+}
+
+/// The patient the probe makes for the models check (`update-probe`).
+const MODELS_PATIENT: &str = "QA-MODELS-1";
+
+/// The install's slot is written and read back (its "reading back" line at 100 %); what comes
+/// next is the UKI's copy onto the ESP (a temporary file, synced, renamed). The system disk's
+/// writes are slowed to 1 MiB/s there, so the copy's sync of some 44 MB takes long enough, and
+/// the power is cut 10 s into it. The ESP then holds v1's entry and no entry of v2 (at most the
+/// temporary copy, which systemd-boot ignores and the next install removes): the box boots v1.
+fn power_cut_while_the_esp_is_written(mut vm: Vm, bx: &Appliance, v1_blessed: &str, v2: &str) -> Result<(), String> {
+    loop {
+        let text = vm.expect(&format!("{PROBE}apply: reading back"), &["Kernel panic", &format!("{PROBE}apply exit")], 30 * MIN)?;
+        if text.lines().last().is_some_and(|l| l.contains(" 100%")) {
+            break;
+        }
+    }
+    vm.throttle_system_disk_writes(1 << 20)?;
+    std::thread::sleep(Duration::from_secs(10));
+    vm.power_cut();
+    let entries = bx.ukis()?;
+    let (copies, named): (Vec<&String>, Vec<&String>) = entries.iter().partition(|e| e.starts_with('.'));
+    if named != [v1_blessed] || copies.iter().any(|c| !c.starts_with(&format!(".wardbox-{v2}+3.efi."))) {
+        return Err(format!("boot 1: after the power cut in the middle of the ESP write the ESP holds {entries:?}, not {v1_blessed} alone (and at most a temporary copy of v{v2}'s UKI)"));
+    }
+    eprintln!(
+        "== e2e: boot 1: the power was cut while the install copied v{v2}'s UKI onto the ESP: the ESP boots only v1 ({} temporary copy left: {copies:?})",
+        copies.len()
+    );
+    Ok(())
+}
+
 fn power_off(vm: Vm, boot: &str) -> Result<(), String> {
     if !vm.shutdown(3 * MIN)? {
         eprintln!("== e2e: {boot}: the guest did not power off on the ACPI button within 3 minutes; the power was cut");
@@ -539,9 +592,19 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     phases.start("release: bundles the box must refuse");
     refused_bundles(&ws, &other, &v1, &v2, [&v2_a, &v2_b], &notes, &work)?;
     ws.full_bundle(&v3, &v1, &root_v3, &v3_a, &v3_b, &notes, &work.join("stick-v3"))?;
-    let (disk_v2, disk_v3) = (work.join("bundle-v2.img"), work.join("bundle-v3.img"));
+    // The models a box answers with, in a models-only bundle on a stick of its own.
+    phases.start("release: models-only bundle (the default chat and embedding models)");
+    let models = work.join("ollama-models");
+    models_dir(&BUNDLED_MODELS, &models)?;
+    ws.models_bundle(MODELS_VERSION, &v1, &models, &notes, &work.join("stick-models"))?;
+    // Beside it, a full bundle of v4 cut short on the stick: refused while it is staged, with
+    // the entry that boots the inactive slot (v3's, fallen back) left on the ESP.
+    let v4 = next_minor(&v1, 3)?;
+    truncated_bundle(&ws, &v4, &v1, [&v2_a, &v2_b], &notes, &work, &work.join("stick-models"))?;
+    let (disk_v2, disk_v3, disk_models) = (work.join("bundle-v2.img"), work.join("bundle-v3.img"), work.join("bundle-models.img"));
     bundle_disk(&work.join("stick-v2"), &disk_v2)?;
     bundle_disk(&work.join("stick-v3"), &disk_v3)?;
+    bundle_disk(&work.join("stick-models"), &disk_models)?;
     let root_len = std::fs::metadata(&root_v2).map_err(|e| e.to_string())?.len();
     let (sha_v2, sha_v3) = (sha256_file(&root_v2)?, sha256_file(&root_v3)?);
 
@@ -575,10 +638,17 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     expect_entries(&bx, "boot 1 (power cut while writing the slot)", std::slice::from_ref(&v1_blessed))?;
     eprintln!("== e2e: boot 1: the power was cut while the install wrote slot B; the ESP still boots only v1");
 
-    phases.start("boot 1 again: v1 boots, the install from the stick completes");
+    phases.start("boot 1 again: v1 boots, the install from the stick is cut while it copies the UKI onto the ESP");
     let (mut vm, tpm) = bx.boot_with(&devices)?;
     vm.expect("The TPM released the key", &["RECOVERY KEY", "Wardbox recovery key", "Kernel panic"], 15 * MIN)?;
     check_health(&mut vm, "boot 1 again", &v1_blessed)?;
+    power_cut_while_the_esp_is_written(vm, &bx, &v1_blessed, &v2)?;
+    drop(tpm);
+
+    phases.start("boot 1, third time: v1 boots, the install from the stick completes");
+    let (mut vm, tpm) = bx.boot_with(&devices)?;
+    vm.expect("The TPM released the key", &["RECOVERY KEY", "Wardbox recovery key", "Kernel panic"], 15 * MIN)?;
+    check_health(&mut vm, "boot 1, third time", &v1_blessed)?;
     let run1 = probe(&mut vm, "boot 1 again", 30 * MIN)?;
     if run1.apply_exit != Some(0) {
         return Err(format!("boot 1: `wardbox update apply` of v2 did not succeed:\n{}", run1.lines.join("\n")));
@@ -738,12 +808,18 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     // ---------------------------------------------------------------- boot 9: Secure Boot on again
     phases.start("boot 9: Secure Boot on again: the TPM releases the key");
     run(Command::new(&fw_vars).arg("--inplace").arg(&bx.vars).args(["--set-true", "SecureBootEnable"]))?;
-    let (mut vm, tpm) = bx.boot()?;
+    // With the models-only bundle's stick: the box has had no model so far.
+    let (mut vm, tpm) = bx.boot_with(&[Attach::UsbStick(&disk_models, "WBMODELS")])?;
     vm.expect("The TPM released the key", &["RECOVERY KEY", "Wardbox recovery key", "Kernel panic"], 15 * MIN)?;
     check_health(&mut vm, "boot 9", &format!("wardbox-{v2}.efi"))?;
+    phases.start("boot 9: a models-only bundle from the console, then a clinician's question, no reboot");
+    models_without_a_reboot(&mut vm, &work)?;
     phases.start("boot 9: power off");
     power_off(vm, "boot 9")?;
     drop(tpm);
+    // The truncated bundle refused before it changed the ESP: v3's entry, which boots the
+    // inactive slot A, is still there.
+    expect_entries(&bx, "boot 9", &[format!("wardbox-{v2}.efi"), format!("wardbox-{v3}+0-3.efi")])?;
 
     eprintln!("\n{}", phases.table());
     eprintln!("boot 2, firmware to READY=1:\n{timing}");
