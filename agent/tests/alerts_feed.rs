@@ -477,6 +477,91 @@ async fn same_address_records_from_the_stores_addresses() {
     assert!(relations.is_empty(), "{relations:?}");
 }
 
+/// The next-of-kin rule in the agent: a FHIR record imported through the real ingest path
+/// names a staff member as a contact; the contact is kept as pseudonyms only (store migration
+/// 18), re-identified and compared in memory with the staff's names; the alert names the rule,
+/// the user and the record, and no name reaches an alert, the outbox or the audit chain.
+#[tokio::test]
+async fn next_of_kin_records_from_the_stores_contacts() {
+    use wardbox_rag::embed::HashEmbedder;
+    use wardbox_rag::ingest::{self, ChunkConfig, Outcome, Owner};
+    let chain = Chain::new();
+    let mut store = chain.store();
+    // No patient shares dr.a's surname (Vostrikov is another): only the contact relates her.
+    for (user, display) in [("dr.a", "Dr Ann Vostrikova"), ("rn.b", "Bob Marr, RN")] {
+        store
+            .conn()
+            .execute("INSERT INTO users (username, display_name, role, created_at) VALUES (?1, ?2, 'clinician', 'now')", [user, display])
+            .expect("user");
+    }
+    let bundle = |mrn: &str, given: &str, family: &str, contacts: serde_json::Value| {
+        json!({ "resourceType": "Bundle", "entry": [{ "resource": {
+            "resourceType": "Patient", "id": mrn, "gender": "female",
+            "identifier": [{ "type": { "text": "Medical record number" }, "value": mrn }],
+            "name": [{ "given": [given], "family": family }], "contact": contacts } }] })
+        .to_string()
+    };
+    let emb = HashEmbedder::new(wardbox_rag::index::DIMS);
+    let mut owners = Vec::new();
+    for (mrn, given, family, contacts) in [
+        // Names dr.a as next of kin, in the record's own spelling.
+        ("MRN-1", "Ivan", "Vostrikov", json!([{ "relationship": [{ "coding": [{ "code": "N" }] }], "name": { "text": "VOSTRIKOVA, Ann" } }])),
+        // Names someone else.
+        ("MRN-2", "Olga", "Petrova", json!([{ "name": { "given": ["Pavel"], "family": "Vostrikov" } }])),
+        // No contact.
+        ("MRN-3", "Nina", "Sokolova", json!([])),
+    ] {
+        let bytes = bundle(mrn, given, family, contacts);
+        let out = ingest::ingest_bytes(store.conn_mut(), &emb, "record.json", bytes.as_bytes(), &Owner::FromDocument, ChunkConfig::default()).await;
+        let Ok(Outcome::Ingested { owner, .. }) = out else { panic!("{out:?}") };
+        owners.push(owner);
+    }
+    let mut feed = Feed::start(&store, &AlertsConfig::default(), &syslog_only()).expect("start");
+    let view = |user: &'static str, patient: i64| {
+        let who = json!({ "user": user, "role": "clinician", "client": "10.0.0.7", "session": "s1", "break_glass": false });
+        AuditEvent::new(EventKind::Access, user, json!({ "who": who, "method": "GET", "route": "/patients/{id}", "path": format!("/patients/{patient}") }))
+    };
+    let mut seqs = Vec::new();
+    for (user, patient) in [("dr.a", owners[1]), ("dr.a", owners[2]), ("dr.a", owners[0]), ("dr.a", owners[0]), ("rn.b", owners[0])] {
+        seqs.push(chain.audit().append(view(user, patient)).await.expect("append"));
+    }
+    feed.step(&mut store).expect("step");
+    let alerts: Vec<(String, String, String)> = {
+        let mut stmt = store
+            .conn()
+            .prepare("SELECT rule, subject, alert FROM alerts WHERE rule IN ('own_record', 'coworker_record', 'same_surname', 'same_address', 'next_of_kin') ORDER BY id")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("query").collect::<Result<_, _>>().expect("rows")
+    };
+    assert_eq!(
+        alerts.iter().map(|(r, s, _)| (r.as_str(), s.as_str())).collect::<Vec<_>>(),
+        [("next_of_kin", "user:dr.a")],
+        "once a day per record; the records naming someone else or no one, and rn.b, raise nothing"
+    );
+    let alert: serde_json::Value = serde_json::from_str(&alerts[0].2).expect("alert JSON");
+    assert_eq!(alert["seqs"], json!([seqs[2]]), "{alert}");
+    wardbox::alerting::feed::audit_raised(&Arc::new(Mutex::new(chain.store())), chain.audit()).await.expect("audit");
+
+    // The contacts are stored as pseudonyms only, and no name reaches the alerts.
+    let stored: Vec<String> = {
+        let mut stmt = store.conn().prepare("SELECT name FROM rag_contacts").expect("prepare");
+        stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows")
+    };
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.iter().all(|n| n.starts_with("[NAME-") && !n.to_lowercase().contains("vostrik")), "{stored:?}");
+    let dump = where_alerts_reach(&store);
+    for text in ["vostrik", "pavel", "petrova"] {
+        assert!(!dump.contains(text), "{text:?} reached the alerts or the audit chain");
+    }
+
+    // Switched off, the contacts relate no one.
+    let mut off = AlertsConfig::default().related_records;
+    off.next_of_kin = false;
+    off.same_surname = false;
+    let relations = wardbox::alerting::relations::load(store.conn(), &off).expect("load");
+    assert!(relations.is_empty(), "{relations:?}");
+}
+
 /// An emergency sign-in nobody reviewed: its `break_glass_use` alert still unacknowledged
 /// `review_within_days` after it was raised raises `break_glass_unreviewed`, once; a reviewed
 /// one, or one still within the days, raises nothing.

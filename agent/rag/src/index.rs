@@ -88,9 +88,27 @@ pub const MIGRATION_PARTITIONED_SQL: &str = "
     DROP TABLE rag_vec;
 ";
 
+/// The third migration: the contacts a patient's record gives (FHIR `Patient.contact`: next of
+/// kin, emergency contact), each the contact's name de-identified with the patient's
+/// pseudonyms like the label (`[NAME-4] [NAME-5]`), for the agent's `next_of_kin` alert rule.
+/// No identifier is stored here: the names are in `rag_pseudonyms`. Never edit it once
+/// released: add a new one.
+pub const MIGRATION_CONTACTS_NAME: &str = "rag index: the contacts a patient's record gives";
+pub const MIGRATION_CONTACTS_SQL: &str = "
+    CREATE TABLE rag_contacts (
+        owner INTEGER NOT NULL REFERENCES rag_patients(id),
+        name  TEXT NOT NULL,                 -- de-identified: pseudonyms only
+        PRIMARY KEY (owner, name)
+    ) STRICT;
+";
+
 /// Every migration of the index, in order: (name, SQL). The agent's store registers each under
 /// its own next free version numbers.
-pub const MIGRATIONS: &[(&str, &str)] = &[(MIGRATION_NAME, MIGRATION_SQL), (MIGRATION_PARTITIONED_NAME, MIGRATION_PARTITIONED_SQL)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (MIGRATION_NAME, MIGRATION_SQL),
+    (MIGRATION_PARTITIONED_NAME, MIGRATION_PARTITIONED_SQL),
+    (MIGRATION_CONTACTS_NAME, MIGRATION_CONTACTS_SQL),
+];
 
 /// An index problem, worded for the person at the console.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +166,7 @@ pub fn open_encrypted(path: &Path, key: &[u8; 32]) -> Result<Connection, IndexEr
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
     conn.execute_batch(CACHE_PRAGMA)?;
     // Each migration leaves a table behind that says it ran.
-    for ((_, sql), made) in MIGRATIONS.iter().zip(["rag_chunks", "rag_vec_by_owner"]) {
+    for ((_, sql), made) in MIGRATIONS.iter().zip(["rag_chunks", "rag_vec_by_owner", "rag_contacts"]) {
         if !has_table(&conn, made)? {
             conn.execute_batch(&format!("BEGIN; {sql} COMMIT;"))?;
         }
@@ -277,6 +295,37 @@ pub fn set_label_if_missing(conn: &Connection, owner: i64, label: &str) -> Resul
     Ok(())
 }
 
+/// Add de-identified contact names to a patient's (those already there stay: a contact a
+/// newer record no longer gives is still someone the patient named).
+pub fn add_contacts(conn: &Connection, owner: i64, contacts: &[String]) -> Result<(), IndexError> {
+    if contacts.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare("INSERT OR IGNORE INTO rag_contacts (owner, name) VALUES (?1, ?2)")?;
+    for name in contacts {
+        stmt.execute(params![owner, name])?;
+    }
+    Ok(())
+}
+
+/// Every patient's contacts, re-identified: (owner, the contact's name), in owner order. For
+/// the agent's alert rules, which compare them in memory with the staff's names.
+pub fn contacts(conn: &Connection) -> Result<Vec<(i64, String)>, IndexError> {
+    let mut stmt = conn.prepare("SELECT owner, name FROM rag_contacts ORDER BY owner, name")?;
+    let rows: Vec<(i64, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut scope: Option<(i64, Pseudonyms)> = None;
+    for (owner, name) in rows {
+        if scope.as_ref().is_none_or(|(o, _)| *o != owner) {
+            scope = Some((owner, load_pseudonyms(conn, owner)?));
+        }
+        if let Some((_, p)) = &scope {
+            out.push((owner, crate::deid::reidentify(&name, p)));
+        }
+    }
+    Ok(out)
+}
+
 /// Whether a patient with this owner id is in the index.
 pub fn patient_exists(conn: &Connection, owner: i64) -> Result<bool, IndexError> {
     Ok(conn.query_row("SELECT 1 FROM rag_patients WHERE id = ?1", [owner], |_| Ok(())).optional()?.is_some())
@@ -391,6 +440,9 @@ pub struct NewDocument<'a> {
     pub chunks: &'a [NewChunk],
     /// How the record names its patient, kept if the patient has no label yet.
     pub label: Option<&'a str>,
+    /// The contacts the record gives (names de-identified like the label), added to the
+    /// patient's.
+    pub contacts: &'a [String],
 }
 
 /// Store a de-identified document: its rows, chunks and vectors, the pseudonyms its text was
@@ -412,6 +464,7 @@ pub fn store_document(conn: &mut Connection, doc: &NewDocument<'_>, scope: &mut 
     if let Some(label) = doc.label {
         set_label_if_missing(&tx, doc.owner, label)?;
     }
+    add_contacts(&tx, doc.owner, doc.contacts)?;
     tx.commit()?;
     Ok(Stored::Inserted(id))
 }

@@ -129,6 +129,10 @@ pub struct Parsed {
     /// How the record names its patient ("Dolores Castellanos, born 1948-07-19"), for the
     /// clinician's patient list; stored de-identified like everything else.
     pub patient_label: Option<String>,
+    /// The names of the contacts the record gives (FHIR `Patient.contact`: next of kin,
+    /// emergency contact), for the alert rule that notices a staff member opening a record
+    /// that names them; stored de-identified like the label.
+    pub contacts: Vec<String>,
 }
 
 static HEADING: LazyLock<Regex> = LazyLock::new(|| {
@@ -357,13 +361,24 @@ pub fn parse_fhir(name: &str, bytes: &[u8]) -> Result<Parsed, IngestError> {
             known.push(Category::Zip, z);
         }
     }
+    let mut contacts = Vec::new();
     for c in patient.get("contact").and_then(Value::as_array).into_iter().flatten() {
         if let Some(n) = c.get("name") {
             let mut full: Vec<String> = n.get("given").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
             if let Some(f) = s(n, &["family"]) {
                 full.push(f);
             }
-            known.push(Category::Name, full.join(" "));
+            let text = s(n, &["text"]);
+            if let Some(t) = &text {
+                known.push(Category::Name, t.clone());
+            }
+            let full = full.join(" ");
+            known.push(Category::Name, full.clone());
+            // The parts when the record gives them, else the text ("Family, Given").
+            let name = if full.trim().is_empty() { text.unwrap_or_default() } else { full };
+            if !name.trim().is_empty() {
+                contacts.push(name.trim().to_owned());
+            }
         }
         for t in c.get("telecom").and_then(Value::as_array).into_iter().flatten() {
             if let Some(val) = s(t, &["value"]) {
@@ -452,7 +467,7 @@ pub fn parse_fhir(name: &str, bytes: &[u8]) -> Result<Parsed, IngestError> {
         (Some(n), None) => Some(n),
         (None, _) => None,
     };
-    Ok(Parsed { sections, known, patient_record_id: record_id, patient_label })
+    Ok(Parsed { sections, known, patient_record_id: record_id, patient_label, contacts })
 }
 
 /// Parse any supported file.
@@ -460,10 +475,10 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<(Kind, Parsed), IngestError> {
     let kind = Kind::of(name, bytes).ok_or_else(|| IngestError::UnsupportedType(name.to_owned()))?;
     let parsed = match kind {
         Kind::Fhir => parse_fhir(name, bytes)?,
-        Kind::Pdf => Parsed { sections: sections_of_text(&pdf_text(name, bytes)?), known: KnownIdentifiers::default(), patient_record_id: None, patient_label: None },
+        Kind::Pdf => Parsed { sections: sections_of_text(&pdf_text(name, bytes)?), known: KnownIdentifiers::default(), patient_record_id: None, patient_label: None, contacts: Vec::new() },
         Kind::Text | Kind::Markdown => {
             let text = std::str::from_utf8(bytes).map_err(|_| IngestError::NotUtf8(name.to_owned()))?;
-            Parsed { sections: sections_of_text(text), known: KnownIdentifiers::default(), patient_record_id: None, patient_label: None }
+            Parsed { sections: sections_of_text(text), known: KnownIdentifiers::default(), patient_record_id: None, patient_label: None, contacts: Vec::new() }
         }
     };
     if parsed.sections.iter().all(|s| s.text.trim().is_empty()) {
@@ -603,6 +618,7 @@ pub async fn ingest_bytes(
             title: &prepared.title,
             chunks: &prepared.chunks,
             label: prepared.label.as_deref(),
+            contacts: &prepared.contacts,
         };
         match index::store_document(conn, &document, &mut scope, loaded).map_err(ix)? {
             Stored::Inserted(document_id) => {
@@ -626,6 +642,8 @@ struct Prepared {
     title: String,
     /// The patient's label from the document (FHIR), de-identified.
     label: Option<String>,
+    /// The contacts' names the document gives, de-identified (those that are pseudonyms only).
+    contacts: Vec<String>,
     chunks: Vec<NewChunk>,
     replaced: ReplacedCounts,
 }
@@ -686,6 +704,13 @@ async fn deidentify_and_embed(
         (Some(label), true) => Some(deid::deidentify(label, &known, scope).text),
         _ => None,
     };
+    // A contact's name is kept only when de-identification left nothing of it but
+    // pseudonyms, so that no name is ever stored outside the pseudonym map.
+    let contacts = if owner_id == LIBRARY {
+        Vec::new()
+    } else {
+        parsed.contacts.iter().map(|c| deid::deidentify(c, &known, scope).text).filter(|c| only_pseudonyms(c)).collect()
+    };
     let pieces = chunk_sections(&sections, cfg);
     if pieces.is_empty() {
         return Err(IngestError::Empty(name.to_owned()));
@@ -694,7 +719,28 @@ async fn deidentify_and_embed(
     let vectors = embedder.embed(&texts).await.map_err(|source| IngestError::Embed { name: name.to_owned(), source })?;
     let chunks: Vec<NewChunk> =
         pieces.into_iter().zip(vectors).map(|((section, text), embedding)| NewChunk { section, text, embedding }).collect();
-    Ok(Prepared { title, label, chunks, replaced })
+    Ok(Prepared { title, label, contacts, chunks, replaced })
+}
+
+/// Whether a de-identified name holds pseudonyms and nothing else but spaces and punctuation
+/// (`[NAME-4] [NAME-5]`, `[NAME-5], [NAME-4]`).
+fn only_pseudonyms(text: &str) -> bool {
+    let mut rest = String::new();
+    let mut tags = 0;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '[' {
+            let tag: String = chars.by_ref().take_while(|&c| c != ']').collect();
+            let ok = tag.strip_prefix("NAME-").is_some_and(|n| !n.is_empty() && n.chars().all(|d| d.is_ascii_digit()));
+            if !ok {
+                return false;
+            }
+            tags += 1;
+        } else {
+            rest.push(c);
+        }
+    }
+    tags > 0 && !rest.chars().any(char::is_alphanumeric)
 }
 
 /// The originals of a scope worth matching verbatim in later documents (not dates: those are
@@ -768,6 +814,33 @@ pub async fn ingest_many(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fhir_patients_contacts_are_read_by_name_and_are_known_identifiers() {
+        let bundle = serde_json::json!({ "resourceType": "Bundle", "entry": [{ "resource": {
+            "resourceType": "Patient", "id": "p1", "gender": "female",
+            "name": [{ "given": ["Lena"], "family": "Quist" }],
+            "contact": [
+                { "relationship": [{ "coding": [{ "code": "N" }] }], "name": { "given": ["Ann"], "family": "Quist" }, "telecom": [{ "value": "555-0100" }] },
+                { "relationship": [{ "coding": [{ "code": "SPS" }] }], "name": { "text": "García-López, Ana" } },
+                { "relationship": [{ "coding": [{ "code": "C" }] }], "telecom": [{ "value": "555-0101" }] }
+            ] } }] });
+        let p = parse_fhir("b.json", bundle.to_string().as_bytes()).expect("parsed");
+        assert_eq!(p.contacts, vec!["Ann Quist".to_string(), "García-López, Ana".to_string()], "a contact without a name names no one");
+        for name in ["Ann Quist", "García-López, Ana"] {
+            assert!(p.known.items.iter().any(|(c, v)| *c == Category::Name && v == name), "{name} is a known identifier");
+        }
+    }
+
+    #[test]
+    fn a_stored_contact_is_pseudonyms_only() {
+        assert!(only_pseudonyms("[NAME-4] [NAME-5]"));
+        assert!(only_pseudonyms("[NAME-5], [NAME-4]"));
+        assert!(!only_pseudonyms("[NAME-4] Quist"), "a part left in clear");
+        assert!(!only_pseudonyms("[PHONE-1]"));
+        assert!(!only_pseudonyms("[NAME-]"));
+        assert!(!only_pseudonyms(", "));
+    }
 
     #[test]
     fn soap_and_markdown_sections() {

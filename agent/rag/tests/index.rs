@@ -429,3 +429,44 @@ fn a_store_from_before_the_partitioned_vectors_is_migrated_and_finds_the_same_ch
     assert!(count(&conn, "rag_vec_by_owner") > vectors);
     index::warm_cache(&conn).expect("warm the cache");
 }
+
+/// A FHIR Patient's contacts (next of kin) are kept per patient as pseudonyms only, and read
+/// back re-identified for the alert rules; a later record adds its contacts to the patient's.
+#[test]
+fn a_records_contacts_are_stored_as_pseudonyms_and_read_back_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = index::open_encrypted(&dir.path().join("c.db"), &[3u8; 32]).expect("open");
+    let emb = HashEmbedder::new(index::DIMS);
+    let rt = rt();
+    let bundle = |contacts: serde_json::Value, gender: &str| {
+        serde_json::json!({ "resourceType": "Bundle", "entry": [{ "resource": {
+            "resourceType": "Patient", "id": "p1", "gender": gender,
+            "identifier": [{ "type": { "text": "Medical record number" }, "value": "MRN-7731" }],
+            "name": [{ "given": ["Lena"], "family": "Quist" }], "contact": contacts } }] })
+        .to_string()
+    };
+    let first = bundle(
+        serde_json::json!([
+            { "relationship": [{ "coding": [{ "code": "N" }] }], "name": { "given": ["Ann"], "family": "Quist" } },
+            { "relationship": [{ "coding": [{ "code": "SPS" }] }], "name": { "text": "García-López, Ana" } }
+        ]),
+        "female",
+    );
+    let out = rt.block_on(ingest::ingest_bytes(&mut conn, &emb, "p1.json", first.as_bytes(), &Owner::FromDocument, ChunkConfig::default()));
+    let Ok(Outcome::Ingested { owner, .. }) = out else { panic!("{out:?}") };
+    let stored: Vec<String> =
+        conn.prepare("SELECT name FROM rag_contacts ORDER BY name").expect("p").query_map([], |r| r.get(0)).expect("q").collect::<Result<_, _>>().expect("rows");
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    for s in &stored {
+        assert!(s.starts_with("[NAME-") && !s.contains("Quist") && !s.contains("Ana"), "a name in clear: {s}");
+    }
+    let mut read = index::contacts(&conn).expect("contacts");
+    read.sort();
+    assert_eq!(read, vec![(owner, "Ann Quist".to_string()), (owner, "García-López, Ana".to_string())]);
+    // A later record of the same patient adds its contact; the ones before stay.
+    let second = bundle(serde_json::json!([{ "name": { "given": ["Tom"], "family": "Berg" } }]), "unknown");
+    rt.block_on(ingest::ingest_bytes(&mut conn, &emb, "p1b.json", second.as_bytes(), &Owner::FromDocument, ChunkConfig::default())).expect("ingest");
+    let names: Vec<String> = index::contacts(&conn).expect("contacts").into_iter().map(|(_, n)| n).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&"Tom Berg".to_string()), "{names:?}");
+}

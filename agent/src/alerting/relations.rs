@@ -1,5 +1,6 @@
 //! The detector's relations between users and patients (own record, a co-worker's, the same
-//! surname, the same address), built from the names and addresses in the encrypted store.
+//! surname, the same address, a record naming the user as its contact), built from the names,
+//! addresses and contacts in the encrypted store.
 //!
 //! The names are read into memory, compared by `wardbox_alerts::Relations::build`, and wiped;
 //! only (user name, hashed patient id, relation) stays. Nothing here writes a name anywhere:
@@ -13,6 +14,10 @@
 //! in the encrypted store like the other account fields) against the address lines of the
 //! patient's records (`rag_pseudonyms`, category `ADDRESS`), read, compared by
 //! `Relations::add_addresses` and wiped.
+//!
+//! Contacts the same way: the names of the contacts a patient's FHIR record gives (next of
+//! kin, emergency contact: `rag_contacts`, pseudonyms re-identified with the patient's map)
+//! against the staff's display names, compared by `Relations::add_next_of_kin` and wiped.
 
 use rusqlite::Connection;
 use wardbox_alerts::Relations;
@@ -134,14 +139,15 @@ pub fn refresh_from_directory(conn: &Connection, username: &str, directory: Opti
     Ok(decision)
 }
 
-/// What changes when accounts or patients (or their names or addresses) change, cheaply:
-/// counts, highest ids, the total length of the names and addresses, and the number of staff
-/// address changes. The relations are rebuilt when it moves.
+/// What changes when accounts or patients (or their names, addresses or contacts) change,
+/// cheaply: counts, highest ids, the total length of the names and addresses, the number of
+/// staff address changes, and the patients' contacts. The relations are rebuilt when it moves.
 pub fn fingerprint(conn: &Connection) -> rusqlite::Result<String> {
     conn.query_row(
         "SELECT (SELECT count(*) || ':' || coalesce(max(id), 0) || ':' || coalesce(sum(length(display_name)), 0) || ':' || coalesce(sum(length(postal_address)), 0) || ':' || coalesce(sum(postal_address_changes), 0) FROM users)
              || '/' || (SELECT count(*) || ':' || coalesce(max(id), 0) || ':' || coalesce(sum(length(label)), 0) FROM rag_patients)
-             || '/' || (SELECT count(*) || ':' || coalesce(sum(length(original)), 0) FROM rag_pseudonyms WHERE category = 'ADDRESS')",
+             || '/' || (SELECT count(*) || ':' || coalesce(sum(length(original)), 0) FROM rag_pseudonyms WHERE category = 'ADDRESS')
+             || '/' || (SELECT count(*) || ':' || coalesce(sum(length(name)), 0) FROM rag_contacts)",
         [],
         |r| r.get(0),
     )
@@ -170,6 +176,17 @@ pub fn load(conn: &Connection, cfg: &RelatedRecords) -> Result<Relations, String
         staff.iter().map(|(u, n)| (u.as_str(), n.as_str())),
         patients.iter().map(|(p, n)| (p.as_str(), n.as_str())),
     );
+    let mut contacts: Vec<(String, String)> = if cfg.next_of_kin {
+        index::contacts(conn).map_err(|e| e.to_string())?.into_iter().map(|(owner, name)| (owner.to_string(), name)).collect()
+    } else {
+        Vec::new()
+    };
+    relations.add_next_of_kin(
+        cfg,
+        staff.iter().map(|(u, n)| (u.as_str(), n.as_str())),
+        patients.iter().map(|(p, n)| (p.as_str(), n.as_str())),
+        contacts.iter().map(|(p, n)| (p.as_str(), n.as_str())),
+    );
     let mut staff_addresses: Vec<(String, String)> = rows(conn, "SELECT username, postal_address FROM users WHERE postal_address IS NOT NULL")?;
     let mut patient_addresses: Vec<(String, String)> =
         rows(conn, "SELECT CAST(owner AS TEXT), original FROM rag_pseudonyms WHERE category = 'ADDRESS' ORDER BY owner, idx")?;
@@ -178,7 +195,9 @@ pub fn load(conn: &Connection, cfg: &RelatedRecords) -> Result<Relations, String
         staff_addresses.iter().map(|(u, a)| (u.as_str(), a.as_str())),
         patient_addresses.iter().map(|(p, a)| (p.as_str(), a.as_str())),
     );
-    for (user, text) in staff.iter_mut().chain(patients.iter_mut()).chain(staff_addresses.iter_mut()).chain(patient_addresses.iter_mut()) {
+    for (user, text) in
+        staff.iter_mut().chain(patients.iter_mut()).chain(staff_addresses.iter_mut()).chain(patient_addresses.iter_mut()).chain(contacts.iter_mut())
+    {
         user.zeroize();
         text.zeroize();
     }

@@ -176,4 +176,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 16, name: crate::alerting::relations::SOURCE_MIGRATION_NAME, sql: crate::alerting::relations::SOURCE_MIGRATION_SQL },
     // Where the alert detector starts: a new store's first record (owned by `crate::alerting::outbox`).
     Migration { version: 17, name: crate::alerting::outbox::START_MIGRATION_NAME, sql: crate::alerting::outbox::START_MIGRATION_SQL },
+    // The contacts (next of kin) a patient's record gives, as pseudonyms, for the `next_of_kin`
+    // alert rule. Its SQL is owned by `wardbox-rag`.
+    Migration { version: 18, name: wardbox_rag::index::MIGRATION_CONTACTS_NAME, sql: wardbox_rag::index::MIGRATION_CONTACTS_SQL },
 ];
