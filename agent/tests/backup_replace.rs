@@ -31,8 +31,18 @@ struct DevBox {
 }
 
 fn dev_box(base: &Path) -> DevBox {
-    let config = Config::dev_defaults(base);
+    dev_box_with_state(base, None)
+}
+
+/// [`dev_box`] whose state directory is `state_dir` (another file system, as the appliance's
+/// state partition is not its data volume).
+fn dev_box_with_state(base: &Path, state_dir: Option<PathBuf>) -> DevBox {
+    let mut config = Config::dev_defaults(base);
+    if let Some(state_dir) = state_dir {
+        config.state_dir = state_dir;
+    }
     std::fs::create_dir_all(&config.state_dir).unwrap();
+    std::fs::create_dir_all(base).unwrap();
     let config_path = base.join("wardbox.toml");
     std::fs::write(&config_path, toml::to_string_pretty(&config).unwrap()).unwrap();
     let key = wardbox::stages::unlock::load_or_create_key_file(&config.state_dir.join("dev-store.key")).unwrap();
@@ -93,8 +103,16 @@ fn a_replacement_box_restores_with_the_escrowed_key_and_continues_the_chain() {
     let snapshot_head_hash: String =
         a.store().conn().query_row("SELECT hash FROM audit WHERE seq = ?1", [snapshot_head as i64], |r| r.get(0)).unwrap();
 
-    // Box B: provisioned on its own (another key), with a short history of its own.
-    let b = dev_box(&dir.path().join("b"));
+    // Box B: provisioned on its own (another key), with a short history of its own. Its state
+    // directory is on another file system than its data, as on the appliance (a RAM disk here),
+    // so the restore cannot simply rename what it restored into place.
+    let state_fs = tempfile::tempdir_in("/dev/shm").expect("a directory on /dev/shm (tmpfs), for a state directory on another file system");
+    let b = dev_box_with_state(&dir.path().join("b"), Some(state_fs.path().join("state")));
+    {
+        use std::os::unix::fs::MetadataExt;
+        let device = |p: &Path| std::fs::metadata(p).unwrap().dev();
+        assert_ne!(device(&b.config.state_dir), device(b.store_path.parent().unwrap()), "box B's state directory must be on another file system than its data");
+    }
     assert_ne!(a.key.expose(), b.key.expose());
     let out = wardbox(&["audit", "verify", "-c", b.c()]);
     assert!(out.status.success(), "{}", text(&out));

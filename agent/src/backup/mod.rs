@@ -74,6 +74,9 @@ pub enum RunError {
     Key(String),
     #[error("a backup run record in the store is unreadable: {0}")]
     Record(String),
+    /// Restoring onto this box failed after the snapshot verified (`replace`).
+    #[error("the restore onto this box failed: {0}")]
+    Restore(String),
     #[error("store error while recording the backup: {0}")]
     Store(#[from] rusqlite::Error),
 }

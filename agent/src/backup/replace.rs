@@ -67,7 +67,63 @@ pub fn restore_onto(box_: &Replacement<'_>, destination: &Destination, key: &Rep
 }
 
 fn io(what: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
-    move |e| RunError::Record(format!("{}: {e}", what.display()))
+    move |e| RunError::Restore(format!("{}: {e}", what.display()))
+}
+
+/// Brings the restored file or directory `from` (in the scratch directory on the data volume)
+/// beside its place `to` as `<to>.restoring`, on `to`'s file system: a rename when both are on
+/// one file system, else a copy, synced, and the scratch copy removed. The box's state
+/// directory is its own small partition, not the data volume (found by the qemu restore
+/// scenario: a plain rename failed with "Invalid cross-device link" half-way through the
+/// restore). None when the snapshot holds no `from`.
+fn bring_beside(from: &Path, to: &Path) -> Result<Option<PathBuf>, RunError> {
+    if !from.exists() {
+        return Ok(None);
+    }
+    let beside = PathBuf::from(format!("{}.restoring", to.display()));
+    if beside.is_dir() {
+        std::fs::remove_dir_all(&beside).map_err(io(&beside))?;
+    } else if beside.exists() {
+        std::fs::remove_file(&beside).map_err(io(&beside))?;
+    }
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    match std::fs::rename(from, &beside) {
+        Ok(()) => return Ok(Some(beside)),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {}
+        Err(e) => return Err(io(from)(e)),
+    }
+    copy_synced(from, &beside)?;
+    if let Some(parent) = beside.parent() {
+        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))?;
+    }
+    if from.is_dir() {
+        std::fs::remove_dir_all(from).map_err(io(from))?;
+    } else {
+        std::fs::remove_file(from).map_err(io(from))?;
+    }
+    Ok(Some(beside))
+}
+
+/// Copies a file, or a directory of files and directories, with their permission bits, each
+/// file synced. Anything else (a link, a device) is an error: a snapshot of the box holds none.
+fn copy_synced(from: &Path, to: &Path) -> Result<(), RunError> {
+    let meta = std::fs::symlink_metadata(from).map_err(io(from))?;
+    if meta.is_file() {
+        std::fs::copy(from, to).map_err(io(from))?;
+        std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(io(to))?;
+    } else if meta.is_dir() {
+        std::fs::create_dir(to).map_err(io(to))?;
+        for entry in std::fs::read_dir(from).map_err(io(from))? {
+            let entry = entry.map_err(io(from))?;
+            copy_synced(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        std::fs::File::open(to).and_then(|d| d.sync_all()).map_err(io(to))?;
+    } else {
+        return Err(RunError::Restore(format!("{}: not a file or a directory; a restored snapshot holds only those", from.display())));
+    }
+    std::fs::set_permissions(to, meta.permissions()).map_err(io(to))
 }
 
 fn restore_verified(box_: &Replacement<'_>, destination: &Destination, key: &RepositoryKey, scratch: &Path) -> Result<ReplaceReport, RunError> {
@@ -81,28 +137,31 @@ fn restore_verified(box_: &Replacement<'_>, destination: &Destination, key: &Rep
     let restored_store = scratch.join(STORE_FILE);
     {
         let store = Store::open_existing(&restored_store, &old_key).map_err(|e| RunError::Record(e.to_string()))?;
-        store.rekey(box_.store_key).map_err(|e| RunError::Record(format!("cannot re-encrypt the restored store: {e}")))?;
+        store.rekey(box_.store_key).map_err(|e| RunError::Restore(format!("cannot re-encrypt the restored store: {e}")))?;
     }
     std::fs::remove_file(scratch.join(STORE_KEY_FILE)).map_err(io(&scratch.join(STORE_KEY_FILE)))?;
     drop(old_key);
 
-    // 3. Move the new box's files aside and put the restored ones in their place.
+    // 3. Put the restored files in their places: first each is brought beside its place (what
+    // can fail, a copy onto another file system, happens before anything of the box moves),
+    // then the new box's files are moved aside and the restored ones renamed in.
+    let state = scratch.join(STATE_DIR);
+    let update = crate::update::UpdatePaths::new(box_.data_dir);
+    let mut staged = Vec::new();
+    for (from, to) in [
+        (restored_store, box_.store_file.to_owned()),
+        (state.join("audit-checkpoints.jsonl"), box_.state_dir.join("audit-checkpoints.jsonl")),
+        (state.join("tls"), box_.state_dir.join("tls")),
+        (scratch.join(UPDATE_STATE_DIR), update.state_dir()),
+        (scratch.join(UPDATE_INSTALLS_FILE), update.installs()),
+        (scratch.join(super::stage::CONFIG_FILE), box_.state_dir.join("restored-wardbox.toml")),
+    ] {
+        if let Some(beside) = bring_beside(&from, &to)? {
+            staged.push((beside, to));
+        }
+    }
     let suffix = format!("replaced-{}", jiff::Timestamp::now().as_second());
     let mut moved = Vec::new();
-    let mut install = |from: PathBuf, to: PathBuf| -> Result<(), RunError> {
-        if !from.exists() {
-            return Ok(());
-        }
-        if to.exists() {
-            let aside = PathBuf::from(format!("{}.{suffix}", to.display()));
-            std::fs::rename(&to, &aside).map_err(io(&to))?;
-            moved.push(aside.display().to_string());
-        }
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        std::fs::rename(&from, &to).map_err(io(&from))
-    };
     // The store's write-ahead log and shared memory belong to the store they sit beside.
     for ext in ["-wal", "-shm"] {
         let side = PathBuf::from(format!("{}{ext}", box_.store_file.display()));
@@ -111,14 +170,14 @@ fn restore_verified(box_: &Replacement<'_>, destination: &Destination, key: &Rep
             std::fs::rename(&side, &aside).map_err(io(&side))?;
         }
     }
-    install(restored_store, box_.store_file.to_owned())?;
-    let state = scratch.join(STATE_DIR);
-    install(state.join("audit-checkpoints.jsonl"), box_.state_dir.join("audit-checkpoints.jsonl"))?;
-    install(state.join("tls"), box_.state_dir.join("tls"))?;
-    let update = crate::update::UpdatePaths::new(box_.data_dir);
-    install(scratch.join(UPDATE_STATE_DIR), update.state_dir())?;
-    install(scratch.join(UPDATE_INSTALLS_FILE), update.installs())?;
-    install(scratch.join(super::stage::CONFIG_FILE), box_.state_dir.join("restored-wardbox.toml"))?;
+    for (beside, to) in staged {
+        if to.exists() {
+            let aside = PathBuf::from(format!("{}.{suffix}", to.display()));
+            std::fs::rename(&to, &aside).map_err(io(&to))?;
+            moved.push(aside.display().to_string());
+        }
+        std::fs::rename(&beside, &to).map_err(io(&beside))?;
+    }
 
     // The new box's own backup key from its provisioning, if its store never adopted it: the
     // restored store brings the old box's key, which its backups keep using, so this one would
@@ -156,15 +215,15 @@ fn restore_verified(box_: &Replacement<'_>, destination: &Destination, key: &Rep
     ));
     drop(log);
     writer.join();
-    let restore_record_seq = appended.map_err(|e| RunError::Record(format!("cannot audit the restore: {e}")))?;
+    let restore_record_seq = appended.map_err(|e| RunError::Restore(format!("cannot audit the restore: {e}")))?;
     let store = Store::open_existing(box_.store_file, box_.store_key).map_err(|e| RunError::Record(e.to_string()))?;
     let (head_seq, head_hash) = crate::audit::read_head(&store)?;
     let checkpoints = crate::daemon::checkpoint_log(box_.state_dir);
-    checkpoints.record(head_seq, &head_hash).map_err(|e| RunError::Record(format!("cannot checkpoint the audit chain: {e}")))?;
+    checkpoints.record(head_seq, &head_hash).map_err(|e| RunError::Restore(format!("cannot checkpoint the audit chain: {e}")))?;
     let chain = crate::audit::verify_chain(&store, &checkpoints.read_all().map_err(|e| RunError::Record(e.to_string()))?)
         .map_err(|e| RunError::Record(e.to_string()))?;
     if let Some(problem) = chain.first_break {
-        return Err(RunError::Record(format!("the audit chain after the restore does not verify: {problem}")));
+        return Err(RunError::Restore(format!("the audit chain after the restore does not verify: {problem}")));
     }
     Ok(ReplaceReport {
         snapshot_id: drill.snapshot_id,
