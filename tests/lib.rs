@@ -695,6 +695,64 @@ impl WebSession {
 
     /// How long one request may take.
     const MAX: Duration = Duration::from_secs(300);
+
+    /// A clinician's question about the patient whose record id is `record_id`, as the patient
+    /// page asks it: the patient found through the patients page's search (the page's address
+    /// is the index's id, not the record id), then the question posted and its answer streamed
+    /// to its end (waiting up to `max`). Fails unless the answer streams tokens and at least
+    /// one citation to `done`.
+    pub fn ask_about(&mut self, record_id: &str, question: &str, max: Duration) -> Result<StreamedAnswer, String> {
+        let (code, html) = self.get(&format!("/patients?q={record_id}"))?;
+        let path = html
+            .lines()
+            .find(|l| l.contains(record_id) && l.contains("href=\"/patients/"))
+            .and_then(|l| l.split("href=\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the patients page ({code}) does not list {record_id}: {}", html.chars().take(600).collect::<String>()))?;
+        let (code, html) = self.get(&path)?;
+        if code != 200 || !html.contains(record_id) {
+            return Err(format!("the patient page {path} answered {code}: {}", html.chars().take(400).collect::<String>()));
+        }
+        let started = Instant::now();
+        let (code, stream) = self.post_streamed(&format!("{path}/ask"), &[("text", question), ("conversation", "")], max)?;
+        let took = started.elapsed();
+        let events: Vec<(String, String)> = stream
+            .split("\n\n")
+            .filter_map(|e| {
+                let kind = e.lines().find_map(|l| l.strip_prefix("event: "))?;
+                let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or_default();
+                Some((kind.to_string(), data.to_string()))
+            })
+            .collect();
+        fn of<'a>(events: &'a [(String, String)], kind: &'a str) -> impl Iterator<Item = &'a str> {
+            events.iter().filter(move |(k, _)| k == kind).map(|(_, d)| d.as_str())
+        }
+        let text: String = of(&events, "token").filter_map(|d| serde_json::from_str::<String>(d).ok()).collect();
+        let mut cited: Vec<String> = of(&events, "citation")
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .filter_map(|c| c["title"].as_str().map(str::to_owned))
+            .collect();
+        cited.sort();
+        cited.dedup();
+        let timing = of(&events, "timing").next().unwrap_or("none").to_string();
+        if code != 200 || events.last().map(|(k, _)| k.as_str()) != Some("done") || text.trim().is_empty() || cited.is_empty() {
+            return Err(format!("the answer did not stream tokens and a citation to `done` ({code}): {}", stream.chars().take(2000).collect::<String>()));
+        }
+        Ok(StreamedAnswer { text, cited, timing, took })
+    }
+}
+
+/// An answer as the patient page streamed it ([`WebSession::ask_about`]).
+#[derive(Debug)]
+pub struct StreamedAnswer {
+    pub text: String,
+    /// The titles of the sources it cites, sorted, each once.
+    pub cited: Vec<String>,
+    /// The answer's `timing` event (time to the first token and to the end, ms).
+    pub timing: String,
+    /// From the question posted to the end of the stream.
+    pub took: Duration,
 }
 
 /// A free loopback TCP port (bound and released; fine for a test on one machine).

@@ -36,9 +36,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
 use wardbox_e2e::appliance::{Appliance, Chain, build_image, check_health, console_tail, require_appliance_tools};
-use wardbox_e2e::release::{BUNDLED_MODELS, Workstation, bundle_disk, models_dir};
+use wardbox_e2e::release::{BUNDLED_MODELS, Workstation, bundle_disk, image_version, models_dir};
 use wardbox_e2e::{Attach, Phases, Vm, WebSession, blank_data_disk, free_port, run, which};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -85,39 +84,20 @@ fn wait_for_line(vm: &mut Vm, prefix: &str, timeout: Duration) -> Result<String,
     Ok(line.split_once(&format!("{PROBE}{prefix}")).map(|(_, v)| v.trim().to_string()).unwrap_or_default())
 }
 
-/// The clinician's question about the patient over HTTPS: the answer streamed to `done`, and the
-/// titles of the sources it cites.
-fn ask(vm: &Vm, work: &Path, password: &str, boot: &str) -> Result<(String, Vec<String>), String> {
+/// The clinician's question about the patient over HTTPS: the titles of the sources the
+/// answer cites.
+fn ask(vm: &Vm, work: &Path, password: &str, boot: &str) -> Result<Vec<String>, String> {
     let fail = |what: String| format!("{boot}, the clinician's question: {what}");
     let mut web = WebSession::login(vm.web_port, work, "qa.clinician", password).map_err(fail)?;
-    let (code, html) = web.get(&format!("/patients/{PATIENT}")).map_err(fail)?;
-    if code != 200 || !html.contains(PATIENT) {
-        return Err(fail(format!("the patient page answered {code}: {}", html.chars().take(400).collect::<String>())));
-    }
-    let started = std::time::Instant::now();
-    let (code, stream) = web.post_streamed(&format!("/patients/{PATIENT}/ask"), &[("text", QUESTION), ("conversation", "")], 20 * MIN).map_err(fail)?;
-    let events: Vec<(String, String)> = stream
-        .split("\n\n")
-        .filter_map(|e| {
-            let kind = e.lines().find_map(|l| l.strip_prefix("event: "))?;
-            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or_default();
-            Some((kind.to_string(), data.to_string()))
-        })
-        .collect();
-    let answer: String = events.iter().filter(|(k, _)| k == "token").filter_map(|(_, d)| serde_json::from_str::<String>(d).ok()).collect();
-    let mut cited: Vec<String> = events
-        .iter()
-        .filter(|(k, _)| k == "citation")
-        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| c["title"].as_str().map(str::to_owned))
-        .collect();
-    cited.sort();
-    cited.dedup();
-    if code != 200 || events.last().map(|(k, _)| k.as_str()) != Some("done") || answer.trim().is_empty() || cited.is_empty() {
-        return Err(fail(format!("the answer did not stream tokens and a citation to `done` ({code}): {}", stream.chars().take(2000).collect::<String>())));
-    }
-    eprintln!("== e2e: {boot}: the clinician's question answered in {:.0} s, citing {cited:?}: {}", started.elapsed().as_secs_f64(), answer.trim());
-    Ok((answer, cited))
+    let answer = web.ask_about(PATIENT, QUESTION, 20 * MIN).map_err(fail)?;
+    eprintln!(
+        "== e2e: {boot}: the clinician's question answered in {:.0} s (timing {}), citing {:?}: {}",
+        answer.took.as_secs_f64(),
+        answer.timing,
+        answer.cited,
+        answer.text.trim()
+    );
+    Ok(answer.cited)
 }
 
 /// The backup key as the first boot's console printed it on the sheet (`BACKUP KEY: …`, then
@@ -188,7 +168,7 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     models_dir(&BUNDLED_MODELS, &models)?;
     let notes = work.join("notes.txt");
     std::fs::write(&notes, "Wardbox models (qemu backup-and-restore scenario)\n").map_err(|e| e.to_string())?;
-    ws.models_bundle("1.0.0", &chain.version, &models, &notes, &work.join("stick-models"))?;
+    ws.models_bundle("1.0.0", &image_version(&image)?, &models, &notes, &work.join("stick-models"))?;
     let disk_models = work.join("bundle-models.img");
     bundle_disk(&work.join("stick-models"), &disk_models)?;
     let disk_backup = work.join("backup-disk.img");
@@ -226,7 +206,7 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     eprintln!("== e2e: box A: the sheet shows a backup key ({} characters)", key.len());
     check_health(&mut vm, "box A", &first_entry)?;
     let password = wait_for_line(&mut vm, "web clinician qa.clinician password ", 40 * MIN)?;
-    let (_, cited_on_a) = ask(&vm, &work, &password, "box A")?;
+    let cited_on_a = ask(&vm, &work, &password, "box A")?;
 
     phases.start("box A: the stick pulled, the backup disk plugged in, `wardbox backup now`");
     wait_for_line(&mut vm, "waiting for the backup disk", 10 * MIN)?;
@@ -267,7 +247,7 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     vm.plug_usb_stick(&disk_models, "WBMODELS", false)?;
     wait_for_line(&mut vm, "models installed", 30 * MIN)?;
     phases.start("box B: the clinician of box A asks the same question");
-    let (_, cited_on_b) = ask(&vm, &work, &password, "box B")?;
+    let cited_on_b = ask(&vm, &work, &password, "box B")?;
     if cited_on_b != cited_on_a {
         return Err(format!("box B's answer cites {cited_on_b:?}, box A's cited {cited_on_a:?}"));
     }

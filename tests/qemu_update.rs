@@ -70,7 +70,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wardbox_e2e::appliance::{Appliance, Chain, boot_phases, build_image, check_health, console_tail, partition_start, require_appliance_tools, slot_image, virt_fw_vars};
-use wardbox_e2e::release::{BUNDLED_MODELS, Workstation, bundle_disk, models_dir};
+use wardbox_e2e::release::{BUNDLED_MODELS, Workstation, bundle_disk, image_version, models_dir};
 use wardbox_e2e::{Attach, Phases, Vm, WebSession, blank_data_disk, free_port, run, which};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -92,15 +92,6 @@ fn qemu_a_full_update_boots_the_other_slot_and_an_unhealthy_one_falls_back() {
     if let Err(e) = scenario(&mut work) {
         panic!("{e}{}", console_tail(work.as_deref(), 60));
     }
-}
-
-/// The `version:` line of the image's information (image/build.sh).
-fn image_version(image: &Path) -> Result<String, String> {
-    let info = std::fs::read_to_string(image.join("image-info.txt")).map_err(|e| e.to_string())?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("version:"))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| "image-info.txt has no `version:` line (an image built before versions were recorded)".into())
 }
 
 /// `MAJOR.(MINOR+n).0`.
@@ -458,27 +449,14 @@ fn models_without_a_reboot(vm: &mut Vm, work: &Path) -> Result<(), String> {
     vm.rewind(mark);
     let fail = |what: String| format!("boot 9, the clinician's question: {what}");
     let mut web = WebSession::login(vm.web_port, work, "qa.clinician", &password).map_err(fail)?;
-    let (code, html) = web.get(&format!("/patients/{MODELS_PATIENT}")).map_err(fail)?;
-    if code != 200 || !html.contains(MODELS_PATIENT) {
-        return Err(fail(format!("the patient page answered {code}: {}", html.chars().take(400).collect::<String>())));
-    }
-    let started = std::time::Instant::now();
-    let (code, stream) = web
-        .post_streamed(&format!("/patients/{MODELS_PATIENT}/ask"), &[("text", "What is the patient allergic to?"), ("conversation", "")], 20 * MIN)
-        .map_err(fail)?;
-    let took = started.elapsed();
-    let events: Vec<&str> = stream.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
-    let answer: String = stream
-        .split("\n\n")
-        .filter(|e| e.contains("event: token"))
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .filter_map(|d| serde_json::from_str::<String>(d).ok())
-        .collect();
-    let timing = stream.split("\n\n").find(|e| e.contains("event: timing")).and_then(|e| e.lines().find_map(|l| l.strip_prefix("data: "))).unwrap_or("none");
-    if code != 200 || events.last() != Some(&"done") || !events.contains(&"token") || !events.contains(&"citation") {
-        return Err(fail(format!("the answer did not stream tokens and a citation to `done` ({code}, events {events:?}): {}", stream.chars().take(2000).collect::<String>())));
-    }
-    eprintln!("== e2e: boot 9: the clinician's question answered in {:.0} s (timing {timing}): {}", took.as_secs_f64(), answer.trim());
+    let answer = web.ask_about(MODELS_PATIENT, "What is the patient allergic to?", 20 * MIN).map_err(fail)?;
+    eprintln!(
+        "== e2e: boot 9: the clinician's question answered in {:.0} s (timing {}), citing {:?}: {}",
+        answer.took.as_secs_f64(),
+        answer.timing,
+        answer.cited,
+        answer.text.trim()
+    );
     let run9 = probe(vm, "boot 9", 15 * MIN)?;
     if run9.apply_exit != Some(0) {
         return Err(format!("boot 9: `wardbox update apply` of the models-only bundle did not succeed:\n{}", run9.lines.join("\n")));

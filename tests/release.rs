@@ -135,3 +135,12 @@ pub fn bundle_disk(stick_dir: &Path, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The `version:` line of the image's information (image/build.sh).
+pub fn image_version(image: &Path) -> Result<String, String> {
+    let info = std::fs::read_to_string(image.join("image-info.txt")).map_err(|e| e.to_string())?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("version:"))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| "image-info.txt has no `version:` line (an image built before versions were recorded)".into())
+}
+
