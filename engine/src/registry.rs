@@ -1,6 +1,7 @@
 //! Which models are loaded. A model is loaded on first use (or at start with `--preload`),
 //! after the store has re-hashed every one of its blobs; at most `max_loaded` stay loaded, and
-//! the least recently used idle one makes room for another.
+//! the least recently used idle one makes room for another. A loaded model whose manifest in
+//! the store changed (a models bundle replaced it) is loaded again once it is idle.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -52,9 +53,21 @@ impl Registry {
     pub async fn get(&self, name: &str) -> Result<(Loaded, Duration), EngineError> {
         let name = Self::parse_name(name)?;
         let mut loaded = self.loaded.lock().await;
-        if let Some(l) = loaded.iter_mut().find(|l| l.name == name) {
-            l.last_used = Instant::now();
-            return Ok((l.clone(), Duration::ZERO));
+        if let Some(i) = loaded.iter().position(|l| l.name == name) {
+            // A models bundle may have replaced the model under the same name since it was
+            // loaded: the store's manifest says so (a few hundred bytes read, no blob hashed).
+            // An idle model is then loaded again from the store; one still answering keeps
+            // answering with what it loaded until it is idle.
+            let replaced = self.store.entry(&name).is_ok_and(|e| e.manifest_digest != loaded[i].resolved.entry.manifest_digest);
+            if !replaced || loaded[i].worker.in_flight() > 0 {
+                let l = &mut loaded[i];
+                l.last_used = Instant::now();
+                return Ok((l.clone(), Duration::ZERO));
+            }
+            let old = loaded.remove(i);
+            tracing::info!(model = %old.name, "the store holds another version of this model: loading it again");
+            // Dropping a worker joins its thread: not on the async runtime.
+            tokio::task::spawn_blocking(move || drop(old));
         }
         if loaded.len() >= self.max_loaded {
             let victim = loaded

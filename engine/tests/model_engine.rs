@@ -320,6 +320,43 @@ async fn model_batched_embeddings_match_one_at_a_time() {
     }
 }
 
+/// The manifest digest of each model the engine has loaded (`/api/ps`).
+async fn loaded_digests(e: &Engine) -> Vec<String> {
+    let (_, ps) = call(To::Tcp(&e.base), "GET", "/api/ps", None).await;
+    let ps: Value = serde_json::from_slice(&ps).unwrap();
+    ps["models"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A models bundle replaces a model under the same name while the engine runs: the next
+/// request is answered by the new weights, with no restart (the engine sees the store's
+/// manifest change and loads the model again).
+#[tokio::test(flavor = "multi_thread")]
+async fn model_replaced_in_the_store_is_loaded_again() {
+    let src = store();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path().join("store"));
+    let name: ModelName = "swap:1".parse().unwrap();
+    let import = |from: &str| {
+        let gguf = src.resolve(&from.parse().unwrap()).unwrap().model_path;
+        store
+            .import(&wardbox_models_bundle::ImportRequest { name: name.clone(), gguf, template: None, params: None, licenses: vec![], system: None })
+            .unwrap();
+        store.entry(&name).unwrap().manifest_digest.hex().to_owned()
+    };
+    let smol = import(SMOL);
+    let e = start(store.root(), &[], &[]);
+    let ask = json!({ "model": "swap:1", "prompt": "The capital of France is", "raw": true, "stream": false, "options": greedy(2) });
+    let (s, v) = post(&e, "/api/generate", ask.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(loaded_digests(&e).await, vec![smol.clone()]);
+
+    let gemma = import(GEMMA);
+    assert_ne!(gemma, smol);
+    let (s, v) = post(&e, "/api/generate", ask).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(loaded_digests(&e).await, vec![gemma], "the engine still answers with the replaced weights");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn model_corrupted_blob_is_refused() {
     let src = store();
