@@ -427,6 +427,16 @@ impl Vm {
         self.cursor.store(mark, Ordering::SeqCst);
     }
 
+    /// [`Vm::expect`] for `needle` that leaves the read position where it was (a later
+    /// `expect` reads the same lines again); returns what follows `needle` on its line, trimmed.
+    pub fn peek_after(&mut self, needle: &str, fail_on: &[&str], timeout: Duration) -> Result<String, String> {
+        let mark = self.mark();
+        let found = self.expect(needle, fail_on, timeout);
+        self.rewind(mark);
+        let line = found?.lines().last().unwrap_or_default().to_string();
+        Ok(line.split_once(needle).map(|(_, v)| v.trim().to_string()).unwrap_or_default())
+    }
+
     /// Type a line at the console (the guest's ttyS0).
     pub fn type_line(&mut self, line: &str) -> Result<(), String> {
         let stdin = self.child.stdin.as_mut().ok_or("qemu has no stdin")?;

@@ -77,11 +77,7 @@ fn after<'a>(lines: &'a [String], prefix: &str) -> Option<&'a str> {
 /// Waits for the probe's line starting with `prefix` and returns the rest of it; the console's
 /// read position stays where it was, for [`probe_lines`].
 fn wait_for_line(vm: &mut Vm, prefix: &str, timeout: Duration) -> Result<String, String> {
-    let mark = vm.mark();
-    let text = vm.expect(&format!("{PROBE}{prefix}"), &["Kernel panic", &format!("{PROBE}FAILED"), &format!("{PROBE}end")], timeout)?;
-    vm.rewind(mark);
-    let line = text.lines().last().unwrap_or_default();
-    Ok(line.split_once(&format!("{PROBE}{prefix}")).map(|(_, v)| v.trim().to_string()).unwrap_or_default())
+    vm.peek_after(&format!("{PROBE}{prefix}"), &["Kernel panic", &format!("{PROBE}FAILED"), &format!("{PROBE}end")], timeout)
 }
 
 /// The clinician's question about the patient over HTTPS: the titles of the sources the

@@ -443,10 +443,7 @@ const MODELS_VERSION: &str = "1.0.0";
 /// (the engine embeds it), makes a clinician and grants her the patient; the clinician asks
 /// about the patient over HTTPS and the answer streams from the new chat model, citing the note.
 fn models_without_a_reboot(vm: &mut Vm, work: &Path) -> Result<(), String> {
-    let mark = vm.mark();
-    let line = vm.expect(&format!("{PROBE}web clinician qa.clinician password "), &["Kernel panic", &format!("{PROBE}FAILED"), &format!("{PROBE}end")], 30 * MIN)?;
-    let password = line.lines().last().and_then(|l| l.split("password ").nth(1)).map(str::trim).unwrap_or_default().to_string();
-    vm.rewind(mark);
+    let password = vm.peek_after(&format!("{PROBE}web clinician qa.clinician password "), &["Kernel panic", &format!("{PROBE}FAILED"), &format!("{PROBE}end")], 30 * MIN)?;
     let fail = |what: String| format!("boot 9, the clinician's question: {what}");
     let mut web = WebSession::login(vm.web_port, work, "qa.clinician", &password).map_err(fail)?;
     let answer = web.ask_about(MODELS_PATIENT, "What is the patient allergic to?", 20 * MIN).map_err(fail)?;
@@ -687,10 +684,7 @@ fn scenario(work_out: &mut Option<PathBuf>) -> Result<(), String> {
     let (mut vm, tpm) = bx.boot_with(&[Attach::UsbStick(&disk_v3, "WBPAGE")])?;
     vm.expect("The TPM released the key", &["RECOVERY KEY", "Wardbox recovery key", "Kernel panic"], 15 * MIN)?;
     check_health(&mut vm, "boot 3", &format!("wardbox-{v2}.efi"))?;
-    let mark = vm.mark();
-    let line = vm.expect(&format!("{PROBE}web admin qa.admin password "), &["Kernel panic", &format!("{PROBE}FAILED")], 10 * MIN)?;
-    let password = line.lines().last().and_then(|l| l.split("password ").nth(1)).map(str::trim).unwrap_or_default().to_string();
-    vm.rewind(mark);
+    let password = vm.peek_after(&format!("{PROBE}web admin qa.admin password "), &["Kernel panic", &format!("{PROBE}FAILED")], 10 * MIN)?;
     let applied = apply_from_the_page(&vm, &work, &password, &v3)?;
     let run3 = probe(&mut vm, "boot 3", 30 * MIN)?;
     check_usb_window(&run3, "boot 3", Stick::Page)?;
